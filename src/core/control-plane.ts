@@ -1,0 +1,112 @@
+// The core's one public face: every control-API operation as a method taking
+// the operation's validated input. It wires the services together and owns
+// startup recovery; it knows nothing of HTTP, SQL or sandboxes.
+
+import type { Scope } from "./arn.js";
+import { BuildScheduler } from "./builds.js";
+import { ImageService } from "./images.js";
+import type { Input } from "./inputs.js";
+import { ManagedImages } from "./managed-images.js";
+import { MicrovmService } from "./microvms.js";
+import type { PageRequest } from "./model.js";
+import type { Clock, HostPlatform, ImageBuilder, SandboxRuntime, Store, TokenIssuer } from "./ports.js";
+import { TagService } from "./tags.js";
+
+export interface ControlPlaneOptions {
+  store: Store;
+  clock: Clock;
+  scope: Scope;
+  host: HostPlatform;
+  tokens: TokenIssuer;
+  endpointFor: (microvmId: string) => string;
+  builder?: ImageBuilder;
+  runtime?: SandboxRuntime;
+  buildConcurrency?: number;
+  log?: (event: Record<string, unknown>) => void;
+}
+
+export class ControlPlane {
+  readonly managed: ManagedImages;
+  readonly images: ImageService;
+  readonly microvms: MicrovmService;
+  readonly tags: TagService;
+  readonly builds: BuildScheduler;
+
+  constructor(readonly opts: ControlPlaneOptions) {
+    const { store, clock, scope, host } = opts;
+    this.managed = new ManagedImages(store, clock, scope.region);
+    this.images = new ImageService({
+      store,
+      clock,
+      scope,
+      host,
+      managed: this.managed,
+      onWork: () => this.builds.kick(),
+      ...(opts.builder ? {} : { queuedReason: "Queued: this lmvm server has no image builder installed yet, so the build waits." }),
+    });
+    this.builds = new BuildScheduler({
+      store,
+      clock,
+      images: this.images,
+      concurrency: opts.buildConcurrency ?? 2,
+      ...(opts.builder ? { builder: opts.builder } : {}),
+      ...(opts.log ? { log: opts.log } : {}),
+    });
+    this.microvms = new MicrovmService({
+      store,
+      clock,
+      scope,
+      images: this.images,
+      tokens: opts.tokens,
+      endpointFor: opts.endpointFor,
+      ...(opts.runtime ? { runtime: opts.runtime } : {}),
+      ...(opts.log ? { log: opts.log } : {}),
+    });
+    this.tags = new TagService(store, scope, this.images);
+  }
+
+  /** Registers managed images and settles work a previous process left half done. */
+  async start(): Promise<void> {
+    await this.managed.register();
+    await this.builds.recover();
+    this.builds.kick();
+  }
+
+  async stop(): Promise<void> {
+    await this.builds.stop();
+  }
+
+  // Images
+  createMicrovmImage(input: Input<"CreateMicrovmImage">) { return this.images.create(input); }
+  updateMicrovmImage(input: Input<"UpdateMicrovmImage">) { return this.images.update(input); }
+  getMicrovmImage(input: Input<"GetMicrovmImage">) { return this.images.get(input.imageIdentifier); }
+  listMicrovmImages(input: Input<"ListMicrovmImages">, page: PageRequest) { return this.images.list(input.nameFilter, page); }
+  deleteMicrovmImage(input: Input<"DeleteMicrovmImage">) { return this.images.delete(input.imageIdentifier); }
+
+  // Versions and builds
+  listMicrovmImageVersions(input: Input<"ListMicrovmImageVersions">, page: PageRequest) { return this.images.listVersions(input.imageIdentifier, page); }
+  getMicrovmImageVersion(input: Input<"GetMicrovmImageVersion">) { return this.images.getVersion(input.imageIdentifier, input.imageVersion); }
+  updateMicrovmImageVersion(input: Input<"UpdateMicrovmImageVersion">) { return this.images.setVersionStatus(input); }
+  deleteMicrovmImageVersion(input: Input<"DeleteMicrovmImageVersion">) { return this.images.deleteVersion(input.imageIdentifier, input.imageVersion); }
+  listMicrovmImageBuilds(input: Input<"ListMicrovmImageBuilds">, page: PageRequest) { return this.images.listBuilds(input, page); }
+  getMicrovmImageBuild(input: Input<"GetMicrovmImageBuild">) { return this.images.getBuild(input.imageIdentifier, input.imageVersion, input.buildId); }
+
+  // Managed images
+  listManagedMicrovmImages(_input: Input<"ListManagedMicrovmImages">, page: PageRequest) { return this.managed.list(page); }
+  listManagedMicrovmImageVersions(input: Input<"ListManagedMicrovmImageVersions">, page: PageRequest) { return this.managed.versions(input.imageIdentifier, page); }
+
+  // MicroVMs
+  runMicrovm(input: Input<"RunMicrovm">) { return this.microvms.run(input); }
+  getMicrovm(input: Input<"GetMicrovm">) { return this.microvms.get(input.microvmIdentifier); }
+  listMicrovms(input: Input<"ListMicrovms">, page: PageRequest) { return this.microvms.list(input, page); }
+  suspendMicrovm(input: Input<"SuspendMicrovm">) { return this.microvms.suspend(input.microvmIdentifier); }
+  resumeMicrovm(input: Input<"ResumeMicrovm">) { return this.microvms.resume(input.microvmIdentifier); }
+  terminateMicrovm(input: Input<"TerminateMicrovm">) { return this.microvms.terminate(input.microvmIdentifier); }
+  createMicrovmAuthToken(input: Input<"CreateMicrovmAuthToken">) { return this.microvms.createAuthToken(input); }
+  createMicrovmShellAuthToken(input: Input<"CreateMicrovmShellAuthToken">) { return this.microvms.createShellAuthToken(input); }
+
+  // Tags
+  tagResource(input: Input<"TagResource">) { return this.tags.tag(input.Resource, input.Tags); }
+  untagResource(input: Input<"UntagResource">) { return this.tags.untag(input.Resource, input.TagKeys); }
+  listTags(input: Input<"ListTags">) { return this.tags.list(input.Resource); }
+}

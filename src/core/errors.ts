@@ -1,0 +1,72 @@
+// Domain errors: what went wrong, in the core's own terms. The API layer maps
+// each kind to one AWS error type and HTTP status (src/api/errors.ts); the core
+// never names an HTTP status.
+
+export type ResourceType =
+  | "MicrovmImage"
+  | "MicrovmImageVersion"
+  | "MicrovmImageBuild"
+  | "ManagedMicrovmImage"
+  | "Microvm"
+  | "Resource";
+
+export abstract class DomainError extends Error {
+  abstract readonly kind: string;
+}
+
+/** An input value breaks a documented constraint. The message says what to fix. */
+export class InvalidInput extends DomainError {
+  readonly kind = "InvalidInput";
+}
+
+export class NotFound extends DomainError {
+  readonly kind = "NotFound";
+  constructor(
+    readonly resourceType: ResourceType,
+    readonly resourceId: string,
+    message?: string,
+  ) {
+    super(message ?? `${resourceType} '${resourceId}' does not exist.`);
+  }
+}
+
+/** The resource's current state forbids the request (an illegal transition). */
+export class StateConflict extends DomainError {
+  readonly kind = "StateConflict";
+  constructor(
+    readonly resourceType: ResourceType,
+    readonly resourceId: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The resource already exists, or another operation on it is in progress. */
+export class ResourceInUse extends DomainError {
+  readonly kind = "ResourceInUse";
+}
+
+/** A clientToken was reused with a different request. */
+export class IdempotencyMismatch extends DomainError {
+  readonly kind = "IdempotencyMismatch";
+}
+
+export class AccessDenied extends DomainError {
+  readonly kind = "AccessDenied";
+}
+
+/** The host cannot place more work right now; retrying later may succeed. */
+export class NoCapacity extends DomainError {
+  readonly kind = "NoCapacity";
+}
+
+export class QuotaExceeded extends DomainError {
+  readonly kind = "QuotaExceeded";
+  constructor(
+    readonly resourceType: ResourceType,
+    message: string,
+  ) {
+    super(message);
+  }
+}

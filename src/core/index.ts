@@ -1,0 +1,12 @@
+// Public face of the core: resources, state machines, ports and the ControlPlane.
+export * from "./arn.js";
+export * from "./errors.js";
+export * from "./model.js";
+export * from "./ports.js";
+export * from "./states.js";
+export * from "./inputs.js";
+export { ControlPlane, type ControlPlaneOptions } from "./control-plane.js";
+export { MANAGED_IMAGES, type ManagedImageSummary } from "./managed-images.js";
+export type { ImageView, ImageVersionView } from "./images.js";
+export { requestHash } from "./idempotency.js";
+export { MAX_ATTEMPTS } from "./builds.js";

@@ -1,0 +1,241 @@
+// MicroVMs: RunMicrovm, suspend, resume, terminate and their auth tokens.
+// Each change is recorded in the store before the runtime is asked to act,
+// so a restart finds every MicroVM in a state that says what was under way.
+
+import { INGRESS_CONNECTORS, EGRESS_CONNECTORS, microvmArn, networkConnectorArn, newMicrovmId, parseArn, MICROVM_ID_PATTERN, type Scope } from "./arn.js";
+import { InvalidInput, NoCapacity, NotFound, StateConflict } from "./errors.js";
+import { once } from "./idempotency.js";
+import type { ImageService } from "./images.js";
+import { MAX_DURATION_SECONDS, type Input } from "./inputs.js";
+import type { Microvm, MicrovmState, Page, PageRequest } from "./model.js";
+import type { Clock, SandboxRuntime, Store, TokenIssuer } from "./ports.js";
+import { microvmStates } from "./states.js";
+
+export interface MicrovmServiceDeps {
+  store: Store;
+  clock: Clock;
+  scope: Scope;
+  images: ImageService;
+  runtime?: SandboxRuntime;
+  tokens: TokenIssuer;
+  /** Builds a MicroVM's public endpoint URL from its id. */
+  endpointFor: (microvmId: string) => string;
+  log?: (event: Record<string, unknown>) => void;
+}
+
+export class MicrovmService {
+  /** One change at a time per MicroVM; the store records it, this only orders it in-process. */
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly deps: MicrovmServiceDeps) {}
+
+  private serialize<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(id) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.locks.set(id, tail);
+    void tail.then(() => {
+      if (this.locks.get(id) === tail) this.locks.delete(id);
+    });
+    return next;
+  }
+
+  private idOf(identifier: string): string {
+    if (MICROVM_ID_PATTERN.test(identifier)) return identifier;
+    const arn = parseArn(identifier);
+    if (arn && arn.resourceType === "microvm" && MICROVM_ID_PATTERN.test(arn.resourceId)) {
+      if (arn.region === this.deps.scope.region && arn.account === this.deps.scope.accountId) return arn.resourceId;
+      throw new NotFound("Microvm", identifier, `MicroVM '${identifier}' does not exist in this region and account.`);
+    }
+    throw new InvalidInput(`'microvmIdentifier' must be a MicroVM id such as microvm-0123456789abcdef0, as returned by run-microvm; got '${identifier}'.`);
+  }
+
+  async get(identifier: string): Promise<Microvm> {
+    const id = this.idOf(identifier);
+    const vm = await this.deps.store.getMicrovm(id);
+    if (!vm || vm.accountId !== this.deps.scope.accountId) {
+      throw new NotFound("Microvm", id, `MicroVM '${id}' does not exist. List MicroVMs with list-microvms.`);
+    }
+    return vm;
+  }
+
+  async list(input: Input<"ListMicrovms">, page: PageRequest): Promise<Page<Microvm>> {
+    const filter: { imageArn?: string; imageVersion?: string } = {};
+    if (input.imageIdentifier) {
+      const arn = this.deps.images.arnOf(input.imageIdentifier);
+      if (!arn) return { items: [] };
+      filter.imageArn = arn;
+    }
+    if (input.imageVersion) filter.imageVersion = input.imageVersion;
+    return this.deps.store.listMicrovms(this.deps.scope.accountId, filter, page);
+  }
+
+  private checkConnectors(list: string[] | undefined, allowed: typeof INGRESS_CONNECTORS, field: string): string[] {
+    const known = allowed.map((n) => networkConnectorArn(this.deps.scope.region, n));
+    for (const c of list ?? []) {
+      if (!known.includes(c)) throw new InvalidInput(`${field}: '${c}' is not a known connector. Available: ${known.join(", ")}.`);
+    }
+    return [...new Set(list ?? [])];
+  }
+
+  async run(input: Input<"RunMicrovm">): Promise<Microvm> {
+    const { store, clock, scope } = this.deps;
+    const image = await this.deps.images.resolve(input.imageIdentifier);
+    const versionId = input.imageVersion ?? image.latestActiveImageVersion;
+    if (!versionId) {
+      throw new StateConflict("MicrovmImage", image.arn, `MicroVM image ${image.arn} has no SUCCESSFUL, ACTIVE version to run yet (it is ${image.state}). Wait for its build to finish, or pass --image-version.`);
+    }
+    const { version } = await this.deps.images.getVersion(image.arn, versionId);
+    if (version.state !== "SUCCESSFUL") {
+      throw new StateConflict("MicrovmImageVersion", `${image.arn}:${versionId}`, `Cannot run version ${versionId} of ${image.arn}: it is ${version.state}; only a SUCCESSFUL version can run.`);
+    }
+    if (version.status !== "ACTIVE") {
+      throw new StateConflict("MicrovmImageVersion", `${image.arn}:${versionId}`, `Cannot run version ${versionId} of ${image.arn}: it is INACTIVE. Make it ACTIVE with update-microvm-image-version.`);
+    }
+    const ingress = this.checkConnectors(input.ingressNetworkConnectors, INGRESS_CONNECTORS, "ingressNetworkConnectors");
+    const egress = this.checkConnectors(input.egressNetworkConnectors, EGRESS_CONNECTORS, "egressNetworkConnectors");
+    const runtime = this.deps.runtime;
+    if (!runtime) throw new NoCapacity("This lmvm server has no sandbox runtime installed, so it cannot run MicroVMs.");
+    if (!(await runtime.hasCapacity())) throw new NoCapacity("This host has no room for another MicroVM right now. Terminate or suspend some, or retry later.");
+
+    const { id } = await once(store, clock, { accountId: scope.accountId, operation: "RunMicrovm", clientToken: input.clientToken }, input, async (tx) => {
+      const id = newMicrovmId();
+      const now = clock.now();
+      await tx.insertMicrovm({
+        id,
+        accountId: scope.accountId,
+        imageArn: image.arn,
+        imageVersion: versionId,
+        state: "PENDING",
+        endpoint: this.deps.endpointFor(id),
+        config: {
+          ingressNetworkConnectors: ingress,
+          egressNetworkConnectors: egress,
+          ...(input.executionRoleArn ? { executionRoleArn: input.executionRoleArn } : {}),
+          ...(input.idlePolicy ? { idlePolicy: input.idlePolicy } : {}),
+          ...(input.logging ? { logging: input.logging } : {}),
+          ...(input.runHookPayload !== undefined ? { runHookPayload: input.runHookPayload } : {}),
+          maximumDurationInSeconds: input.maximumDurationInSeconds ?? MAX_DURATION_SECONDS,
+        },
+        startedAt: now,
+        updatedAt: now,
+      });
+      return { id };
+    });
+    const vm = await this.get(id);
+    if (vm.state === "PENDING") {
+      void this.serialize(id, async () => {
+        const current = await this.get(id);
+        if (current.state !== "PENDING") return;
+        try {
+          await runtime.run(current, version);
+          await this.move(current, "RUNNING");
+        } catch (err) {
+          await this.fail(current, `Starting the MicroVM failed: ${errorText(err)}`);
+        }
+      });
+    }
+    return vm;
+  }
+
+  /** Records a transition; refuses it with the current state named when illegal. */
+  private async move(vm: Microvm, to: MicrovmState, action = `move to ${to}`, reason?: string): Promise<Microvm> {
+    return this.deps.store.transaction(async (tx) => {
+      const current = await tx.getMicrovm(vm.id);
+      if (!current) throw new NotFound("Microvm", vm.id);
+      microvmStates.check(vm.id, current.state, to, action);
+      const now = this.deps.clock.now();
+      const patch: Partial<Microvm> = { state: to, stateReason: reason, updatedAt: now };
+      if (to === "TERMINATED") patch.terminatedAt = now;
+      await tx.updateMicrovm(vm.id, patch);
+      return { ...current, ...patch };
+    });
+  }
+
+  /** Tears a MicroVM down after a failure, keeping the reason users will read. */
+  private async fail(vm: Microvm, reason: string): Promise<void> {
+    this.deps.log?.({ msg: "microvm failed", microvmId: vm.id, reason });
+    const terminating = await this.move(vm, "TERMINATING", "terminate", reason);
+    try {
+      await this.deps.runtime?.terminate(terminating);
+    } finally {
+      await this.move(terminating, "TERMINATED", "terminate", reason);
+    }
+  }
+
+  async suspend(identifier: string): Promise<void> {
+    const vm = await this.get(identifier);
+    const suspending = await this.move(vm, "SUSPENDING", "suspend");
+    void this.serialize(vm.id, async () => {
+      try {
+        await this.deps.runtime!.suspend(suspending);
+        await this.move(suspending, "SUSPENDED");
+      } catch (err) {
+        await this.move(suspending, "RUNNING", "resume", `Suspending failed, so the MicroVM kept running: ${errorText(err)}`);
+      }
+    });
+  }
+
+  /** Resumes a SUSPENDED MicroVM and resolves once it is RUNNING (the proxy's auto-resume waits on this). */
+  async resume(identifier: string): Promise<void> {
+    const vm = await this.get(identifier);
+    microvmStates.check(vm.id, vm.state, "RUNNING", "resume");
+    await this.serialize(vm.id, async () => {
+      const current = await this.get(vm.id);
+      if (current.state === "RUNNING") return;
+      microvmStates.check(vm.id, current.state, "RUNNING", "resume");
+      try {
+        await this.deps.runtime!.resume(current);
+      } catch (err) {
+        await this.fail(current, `Resuming failed: ${errorText(err)}`);
+        throw new StateConflict("Microvm", vm.id, `Resuming MicroVM ${vm.id} failed, so it was terminated: ${errorText(err)}`);
+      }
+      await this.move(current, "RUNNING");
+    });
+  }
+
+  async terminate(identifier: string, reason?: string): Promise<void> {
+    const vm = await this.get(identifier);
+    const terminating = await this.move(vm, "TERMINATING", "terminate", reason);
+    void this.serialize(vm.id, async () => {
+      try {
+        await this.deps.runtime?.terminate(terminating);
+      } catch (err) {
+        this.deps.log?.({ msg: "terminate failed; the MicroVM is recorded TERMINATED", microvmId: vm.id, err: errorText(err) });
+      }
+      await this.move(terminating, "TERMINATED", "terminate", reason);
+    });
+  }
+
+  private async tokenFor(identifier: string, kind: "endpoint" | "shell", minutes: number, allowedPorts: Input<"CreateMicrovmAuthToken">["allowedPorts"]) {
+    const vm = await this.get(identifier);
+    if (vm.state === "TERMINATING" || vm.state === "TERMINATED") {
+      throw new StateConflict("Microvm", vm.id, `Cannot create a token for MicroVM ${vm.id}: it is ${vm.state}.`);
+    }
+    if (kind === "shell") {
+      const shell = networkConnectorArn(this.deps.scope.region, "SHELL_INGRESS");
+      if (!vm.config.ingressNetworkConnectors.includes(shell)) {
+        throw new StateConflict("Microvm", vm.id, `MicroVM ${vm.id} was not run with the SHELL_INGRESS ingress network connector (${shell}), so it has no shell.`);
+      }
+    }
+    const expiresAt = new Date(this.deps.clock.now().getTime() + minutes * 60_000);
+    const token = await this.deps.tokens.issue({ microvmId: vm.id, kind, allowedPorts, expiresAt });
+    return { "X-aws-proxy-auth": token };
+  }
+
+  createAuthToken(input: Input<"CreateMicrovmAuthToken">): Promise<Record<string, string>> {
+    return this.tokenFor(input.microvmIdentifier, "endpoint", input.expirationInMinutes, input.allowedPorts);
+  }
+
+  createShellAuthToken(input: Input<"CreateMicrovmShellAuthToken">): Promise<Record<string, string>> {
+    return this.tokenFor(input.microvmIdentifier, "shell", input.expirationInMinutes, [{ allPorts: {} }]);
+  }
+
+  arnOf(id: string): string {
+    return microvmArn(this.deps.scope, id);
+  }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,129 @@
+// What the core needs from the outside, as interfaces. src/store implements
+// Store, src/build the ImageBuilder, src/runtime the SandboxRuntime and
+// src/proxy the TokenIssuer. The core imports none of them.
+
+import type {
+  Build, BuildState, ImageState, ImageVersion, VersionState, ManagedImageVersion, Microvm, MicrovmImage, MicrovmState,
+  Page, PageRequest, PortSpecification, SnapshotBuild,
+} from "./model.js";
+
+export interface Clock {
+  now(): Date;
+}
+
+export const systemClock: Clock = { now: () => new Date() };
+
+export interface IdempotencyRecord {
+  accountId: string;
+  operation: string;
+  clientToken: string;
+  requestHash: string;
+  response: unknown;
+  createdAt: Date;
+}
+
+export interface MicrovmFilter {
+  imageArn?: string;
+  imageVersion?: string;
+}
+
+export interface BuildFilter {
+  architecture?: string;
+  chipset?: string;
+  chipsetGeneration?: string;
+}
+
+/** Durable state. Every method is atomic; `transaction` groups several. */
+export interface Store {
+  transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T>;
+
+  insertImage(image: MicrovmImage): Promise<void>;
+  getImage(arn: string): Promise<MicrovmImage | undefined>;
+  /** The live (not DELETED) image of that name, if any. */
+  findImageByName(accountId: string, name: string): Promise<MicrovmImage | undefined>;
+  updateImage(arn: string, patch: Partial<MicrovmImage>): Promise<void>;
+  listImages(accountId: string, nameFilter: string | undefined, page: PageRequest): Promise<Page<MicrovmImage>>;
+  imagesInState(state: ImageState): Promise<MicrovmImage[]>;
+  /** Forgets the image with its versions, builds and tags. */
+  deleteImage(arn: string): Promise<void>;
+
+  insertVersion(version: ImageVersion): Promise<void>;
+  getVersion(imageArn: string, version: string): Promise<ImageVersion | undefined>;
+  updateVersion(imageArn: string, version: string, patch: Partial<ImageVersion>): Promise<void>;
+  /** Live (not DELETED) versions, oldest first. */
+  listVersions(imageArn: string, page: PageRequest): Promise<Page<ImageVersion>>;
+  versionsInState(state: VersionState): Promise<ImageVersion[]>;
+  /** Forgets the version with its builds. */
+  deleteVersion(imageArn: string, version: string): Promise<void>;
+
+  insertBuild(build: Build): Promise<void>;
+  getBuild(buildId: string): Promise<Build | undefined>;
+  updateBuild(buildId: string, patch: Partial<Build>): Promise<void>;
+  listBuilds(imageArn: string, version: string, filter: BuildFilter, page: PageRequest): Promise<Page<Build>>;
+  buildsInState(state: BuildState): Promise<Build[]>;
+
+  insertMicrovm(vm: Microvm): Promise<void>;
+  getMicrovm(id: string): Promise<Microvm | undefined>;
+  updateMicrovm(id: string, patch: Partial<Microvm>): Promise<void>;
+  listMicrovms(accountId: string, filter: MicrovmFilter, page: PageRequest): Promise<Page<Microvm>>;
+  microvmsInStates(states: MicrovmState[], filter?: MicrovmFilter): Promise<Microvm[]>;
+
+  getTags(resourceArn: string): Promise<Record<string, string>>;
+  putTags(resourceArn: string, tags: Record<string, string>): Promise<void>;
+  removeTags(resourceArn: string, keys: string[]): Promise<void>;
+
+  getIdempotencyRecord(accountId: string, operation: string, clientToken: string): Promise<IdempotencyRecord | undefined>;
+  putIdempotencyRecord(record: IdempotencyRecord): Promise<void>;
+
+  upsertManagedImageVersion(version: ManagedImageVersion): Promise<void>;
+  listManagedImageVersions(name: string | undefined, page: PageRequest): Promise<Page<ManagedImageVersion>>;
+}
+
+/** The failure of one build, with the reason users will read in `stateReason`. */
+export class BuildFailure extends Error {}
+
+export interface BuildJob {
+  image: MicrovmImage;
+  version: ImageVersion;
+  build: Build;
+}
+
+/** Turns an image version into a runnable snapshot for one architecture. */
+export interface ImageBuilder {
+  /** Resolves with the snapshot sizes, or rejects with BuildFailure. Must stop when `signal` aborts. */
+  build(job: BuildJob, signal: AbortSignal): Promise<SnapshotBuild>;
+  /** Frees whatever the version's builds left on disk. */
+  discard(imageArn: string, version: string): Promise<void>;
+}
+
+/** Sandboxes that MicroVMs run in. The core never learns how they are isolated. */
+export interface SandboxRuntime {
+  /** Restores the version's snapshot into a new sandbox and calls /run. */
+  run(vm: Microvm, version: ImageVersion): Promise<void>;
+  suspend(vm: Microvm): Promise<void>;
+  resume(vm: Microvm): Promise<void>;
+  /** Frees everything the MicroVM holds. Safe to call for a MicroVM the runtime no longer knows. */
+  terminate(vm: Microvm): Promise<void>;
+  /** Whether one more MicroVM fits on this host now. */
+  hasCapacity(): Promise<boolean>;
+}
+
+export type TokenKind = "endpoint" | "shell";
+
+export interface TokenClaims {
+  microvmId: string;
+  kind: TokenKind;
+  allowedPorts: PortSpecification[];
+  expiresAt: Date;
+}
+
+export interface TokenIssuer {
+  issue(claims: TokenClaims): Promise<string>;
+}
+
+/** The machine builds run on; builds are recorded per architecture. */
+export interface HostPlatform {
+  architecture: string;
+  chipset: string;
+  chipsetGeneration: string;
+}
