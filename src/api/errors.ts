@@ -1,0 +1,44 @@
+// The one place that turns failures into AWS restJson1 errors: the error
+// type goes in x-amzn-errortype, the body is {"message": ...} plus the
+// error's modeled fields, and the status is the one the SDK's schema gives.
+
+import {
+  AccessDenied, DomainError, IdempotencyMismatch, InvalidInput, NoCapacity, NotFound, QuotaExceeded,
+  ResourceInUse, StateConflict,
+} from "../core/index.js";
+import { errorStatus } from "./sdk-model.js";
+
+/** An error already in wire terms: type, status and body fields. */
+export class AwsError extends Error {
+  constructor(
+    readonly type: string,
+    readonly status: number,
+    message: string,
+    readonly fields: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+
+  body(): Record<string, unknown> {
+    return { message: this.message, ...this.fields };
+  }
+}
+
+function modeled(type: string, message: string, fields: Record<string, unknown> = {}): AwsError {
+  return new AwsError(type, errorStatus(type), message, fields);
+}
+
+export function toAwsError(err: unknown): AwsError {
+  if (err instanceof AwsError) return err;
+  if (err instanceof DomainError) {
+    if (err instanceof InvalidInput) return modeled("ValidationException", err.message);
+    if (err instanceof NotFound) return modeled("ResourceNotFoundException", err.message, { resourceType: err.resourceType, resourceId: err.resourceId });
+    if (err instanceof StateConflict) return modeled("ConflictException", err.message, { resourceType: err.resourceType, resourceId: err.resourceId });
+    if (err instanceof IdempotencyMismatch) return modeled("ConflictException", err.message);
+    if (err instanceof ResourceInUse) return modeled("ResourceConflictException", err.message, { Type: "User" });
+    if (err instanceof AccessDenied) return modeled("AccessDeniedException", err.message);
+    if (err instanceof NoCapacity) return modeled("InsufficientCapacityException", err.message);
+    if (err instanceof QuotaExceeded) return modeled("ServiceQuotaExceededException", err.message, { resourceType: err.resourceType });
+  }
+  return modeled("ServiceException", "The lmvm service encountered an internal error; the server log has the details.", { Type: "Service" });
+}

@@ -1,0 +1,128 @@
+// The control API over HTTP: one Fastify route per SDK operation, with the
+// method, path and success status read from the SDK's schemas. Every request
+// is SigV4-checked on its raw bytes, bound to the operation's input members
+// (path label, query string or JSON body), validated, and handed to the core.
+
+import { randomUUID } from "node:crypto";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import { parseInput, DEFAULT_PAGE_SIZE, type ControlPlane, type OperationName } from "../core/index.js";
+import { AwsError, toAwsError } from "./errors.js";
+import { handlers, LIST_OPERATIONS, type ListResult } from "./operations.js";
+import { PageTokens } from "./pagination.js";
+import { OPERATIONS, type OperationModel } from "./sdk-model.js";
+import type { SigV4Verifier } from "./sigv4.js";
+
+export interface ApiOptions {
+  controlPlane: ControlPlane;
+  verifier: SigV4Verifier;
+  pageTokens: PageTokens;
+  log: (event: Record<string, unknown>) => void;
+  /** Largest request body accepted, in bytes. */
+  bodyLimit?: number;
+}
+
+function splitUrl(url: string): { rawPath: string; rawQuery: string } {
+  const q = url.indexOf("?");
+  return q < 0 ? { rawPath: url, rawQuery: "" } : { rawPath: url.slice(0, q), rawQuery: url.slice(q + 1) };
+}
+
+function queryValue(kind: string, values: string[]): unknown {
+  if (kind === "list" || kind === "string-list") return values;
+  const v = values[0]!;
+  if (kind === "number") return /^-?\d+(\.\d+)?$/.test(v) ? Number(v) : v;
+  return v;
+}
+
+/** Gathers the operation's input members from wherever the SDK put them. */
+function bindInput(op: OperationModel, params: Record<string, string>, rawQuery: string, body: Buffer): Record<string, unknown> {
+  let json: Record<string, unknown> = {};
+  if (body.length) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString("utf8"));
+    } catch (err) {
+      throw new AwsError("ValidationException", 400, `The request body is not valid JSON: ${(err as Error).message}`);
+    }
+    if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) {
+      throw new AwsError("ValidationException", 400, "The request body must be a JSON object.");
+    }
+    json = parsed as Record<string, unknown>;
+  }
+  const query = new URLSearchParams(rawQuery);
+  const input: Record<string, unknown> = {};
+  for (const m of op.input) {
+    const b = m.binding;
+    if (b.in === "label") input[m.name] = params[m.name];
+    else if (b.in === "query") {
+      const values = query.getAll(b.name);
+      if (values.length) input[m.name] = queryValue(m.kind, values);
+    } else if (json[m.name] !== undefined && json[m.name] !== null) input[m.name] = json[m.name];
+  }
+  return input;
+}
+
+function sendError(reply: FastifyReply, requestId: string, err: AwsError): FastifyReply {
+  return reply
+    .code(err.status)
+    .header("x-amzn-requestid", requestId)
+    .header("x-amzn-errortype", err.type)
+    .header("content-type", "application/json")
+    .send(JSON.stringify(err.body()));
+}
+
+export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false, routerOptions: { maxParamLength: 4096 }, bodyLimit: opts.bodyLimit ?? 1024 * 1024 });
+  // Signatures cover the exact bytes sent, so every body arrives raw.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
+
+  const handle = (name: OperationName, op: OperationModel) => async (req: FastifyRequest, reply: FastifyReply) => {
+    const requestId = randomUUID();
+    try {
+      const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+      const { rawPath, rawQuery } = splitUrl(req.raw.url ?? "/");
+      await opts.verifier.verify({ method: req.method, rawPath, rawQuery, headers: req.headers, body });
+      const raw = bindInput(op, req.params as Record<string, string>, rawQuery, body);
+      const input = parseInput(name, raw);
+      let page = { limit: DEFAULT_PAGE_SIZE } as { limit: number; after?: string };
+      const context = LIST_OPERATIONS.has(name) ? PageTokens.context(name, raw) : "";
+      if (LIST_OPERATIONS.has(name)) {
+        const { maxResults, nextToken } = input as { maxResults?: number; nextToken?: string };
+        page = { limit: maxResults ?? DEFAULT_PAGE_SIZE, ...(nextToken ? { after: opts.pageTokens.decode(context, nextToken) } : {}) };
+      }
+      const handler = handlers[name] as (cp: ControlPlane, input: unknown, page: { limit: number; after?: string }) => Promise<object | undefined>;
+      let output = await handler(opts.controlPlane, input, page);
+      if (LIST_OPERATIONS.has(name) && output) {
+        const { items, next } = output as ListResult;
+        output = { items, ...(next ? { nextToken: opts.pageTokens.encode(context, next) } : {}) };
+      }
+      reply.code(op.status).header("x-amzn-requestid", requestId);
+      if (output === undefined) return reply.send();
+      return reply.header("content-type", "application/json").send(JSON.stringify(output));
+    } catch (err) {
+      const aws = toAwsError(err);
+      if (aws.status >= 500) opts.log({ level: "error", msg: "request failed", operation: name, requestId, err: err instanceof Error ? err.stack : String(err) });
+      return sendError(reply, requestId, aws);
+    }
+  };
+
+  for (const [name, op] of Object.entries(OPERATIONS) as [OperationName, OperationModel][]) {
+    app.route({ method: op.method as "GET", url: op.path.replace(/\{(\w+)\}/g, ":$1"), handler: handle(name, op) });
+  }
+
+  app.get("/health", async () => ({ status: "ok" }));
+
+  app.setNotFoundHandler((req, reply) =>
+    sendError(reply, randomUUID(), new AwsError("UnknownOperationException", 404, `No operation matches ${req.method} ${splitUrl(req.raw.url ?? "/").rawPath}.`)),
+  );
+  app.setErrorHandler((err: { statusCode?: number; code?: string; message: string }, _req, reply) => {
+    const status = err.statusCode ?? 500;
+    if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+      return sendError(reply, randomUUID(), new AwsError("RequestTooLargeException", 413, "The request body is too large."));
+    }
+    if (status < 500) return sendError(reply, randomUUID(), new AwsError("ValidationException", 400, err.message));
+    opts.log({ level: "error", msg: "unhandled error", err: err.message });
+    return sendError(reply, randomUUID(), toAwsError(err));
+  });
+  return app;
+}

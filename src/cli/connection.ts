@@ -1,0 +1,32 @@
+// How the CLI finds the control API and its credentials without being told:
+// the local server's data directory has server.json (where it listens) and
+// credentials (the root keys). Flags and the usual AWS variables win.
+
+import { existsSync, readFileSync } from "node:fs";
+import { LambdaMicrovmsClient } from "@aws-sdk/client-lambda-microvms";
+import { defaultDataDir, parseCredentialsFile, paths, readServerInfo } from "../server/index.js";
+import { UsageError } from "./flags.js";
+
+export interface ConnectionOptions {
+  endpointUrl?: string;
+  region?: string;
+  profile?: string;
+  dataDir?: string;
+}
+
+export function connect(opts: ConnectionOptions): LambdaMicrovmsClient {
+  const dataDir = opts.dataDir ?? defaultDataDir();
+  const info = readServerInfo(dataDir);
+  const endpoint = opts.endpointUrl ?? process.env.LMVM_ENDPOINT_URL ?? info?.apiEndpoint ?? "http://127.0.0.1:7600";
+  const region = opts.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? info?.region ?? "us-east-1";
+  const file = paths(dataDir).credentials;
+  let credentials: { accessKeyId: string; secretAccessKey: string } | undefined;
+  if (process.env.AWS_ACCESS_KEY_ID && process.env.AWS_SECRET_ACCESS_KEY) {
+    credentials = { accessKeyId: process.env.AWS_ACCESS_KEY_ID, secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY };
+  } else if (existsSync(file)) {
+    credentials = parseCredentialsFile(readFileSync(file, "utf8"), opts.profile ?? "default");
+    if (!credentials) throw new UsageError(`The config profile (${opts.profile ?? "default"}) could not be found in ${file}.`);
+  }
+  // Without either, the SDK's default chain (~/.aws/credentials, …) applies.
+  return new LambdaMicrovmsClient({ endpoint, region, ...(credentials ? { credentials } : {}) });
+}

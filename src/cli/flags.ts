@@ -1,0 +1,156 @@
+// Command-line flags for each operation, derived from the SDK's input schema
+// exactly as the AWS CLI derives them from the service model: member
+// `imageIdentifier` is `--image-identifier`, JSON values are accepted for
+// every structured member, plus the AWS CLI's shorthand (key=value,...) for
+// flat structures and maps, several values for string lists, and file://.
+
+import { readFileSync } from "node:fs";
+import { inputSchema, kindOf, listMember, structureMembers, type MemberModel, type OperationModel, type SdkOperationName } from "../api/index.js";
+
+export class UsageError extends Error {}
+
+/** The AWS CLI's xform_name: imageIdentifier → image-identifier, TagKeys → tag-keys. */
+export function kebab(name: string): string {
+  return name
+    .replace(/([a-z0-9])([A-Z])/g, "$1-$2")
+    .replace(/([A-Z]+)([A-Z][a-z])/g, "$1-$2")
+    .toLowerCase();
+}
+
+export function kebabOperation(name: string): string {
+  return kebab(name);
+}
+
+/** `--flag value`, `--flag=value`, or several values for a list. */
+export interface RawArgs {
+  flags: Map<string, string[]>;
+  positionals: string[];
+}
+
+export function splitArgs(argv: string[], booleans: ReadonlySet<string>): RawArgs {
+  const flags = new Map<string, string[]>();
+  const positionals: string[] = [];
+  let current: string | undefined;
+  for (const arg of argv) {
+    if (arg.startsWith("--") && arg.length > 2) {
+      const eq = arg.indexOf("=");
+      const name = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
+      if (!flags.has(name)) flags.set(name, []);
+      if (eq > 0) {
+        flags.get(name)!.push(arg.slice(eq + 1));
+        current = undefined;
+      } else {
+        current = booleans.has(name) ? undefined : name;
+      }
+    } else if (current) {
+      flags.get(current)!.push(arg);
+    } else {
+      positionals.push(arg);
+    }
+  }
+  return { flags, positionals };
+}
+
+function readValue(value: string): string {
+  if (value.startsWith("file://")) {
+    const path = value.slice("file://".length);
+    try {
+      return readFileSync(path, "utf8").replace(/\n$/, "");
+    } catch (err) {
+      throw new UsageError(`Error parsing parameter: unable to load paramfile ${value}: ${(err as Error).message}`);
+    }
+  }
+  return value;
+}
+
+function parseJson(flag: string, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`Error parsing parameter '--${flag}': Invalid JSON: ${(err as Error).message}\nJSON received: ${text}`);
+  }
+}
+
+function scalar(kind: string, flag: string, text: string): unknown {
+  if (kind === "number") {
+    if (!/^-?\d+(\.\d+)?$/.test(text)) throw new UsageError(`Error parsing parameter '--${flag}': expected a number, got '${text}'.`);
+    return Number(text);
+  }
+  if (kind === "boolean") {
+    if (text !== "true" && text !== "false") throw new UsageError(`Error parsing parameter '--${flag}': expected true or false, got '${text}'.`);
+    return text === "true";
+  }
+  return text;
+}
+
+/** key=value,key2=value2 for a flat structure (typed by its members) or a string map. */
+function shorthand(flag: string, text: string, target?: unknown): Record<string, unknown> {
+  const members = target ? Object.fromEntries(structureMembers(target).map((m) => [m.name, kindOf(m.target)])) : undefined;
+  const out: Record<string, unknown> = {};
+  for (const part of text.split(/,(?=[^,=]+=)/)) {
+    const eq = part.indexOf("=");
+    if (eq <= 0) throw new UsageError(`Error parsing parameter '--${flag}': expected key=value or JSON, got '${text}'.`);
+    const key = part.slice(0, eq).trim();
+    const value = part.slice(eq + 1);
+    if (members && !(key in members)) {
+      throw new UsageError(`Error parsing parameter '--${flag}': unknown key '${key}'; valid keys are ${Object.keys(members).join(", ")}.`);
+    }
+    out[key] = members ? scalar(members[key]!, flag, value) : value;
+  }
+  return out;
+}
+
+function memberTarget(op: SdkOperationName, name: string): unknown {
+  return structureMembers(inputSchema(op)).find((m) => m.name === name)?.target;
+}
+
+/** Turns the values given to one flag into the member's value. */
+export function parseMemberValue(op: SdkOperationName, m: MemberModel, values: string[]): unknown {
+  const flag = kebab(m.name);
+  if (values.length === 0) throw new UsageError(`argument --${flag}: expected one argument`);
+  const texts = values.map(readValue);
+  const first = texts[0]!;
+  const looksJson = /^\s*[[{"]/.test(first);
+  switch (m.kind) {
+    case "string":
+    case "number":
+    case "boolean":
+      if (texts.length > 1) throw new UsageError(`argument --${flag}: expected one argument, got ${texts.length}`);
+      return scalar(m.kind, flag, first);
+    case "string-list":
+      return looksJson && texts.length === 1 ? parseJson(flag, first) : texts;
+    case "string-map":
+    case "map":
+      return looksJson ? parseJson(flag, first) : shorthand(flag, texts.join(","));
+    case "structure":
+    case "union":
+      return looksJson ? parseJson(flag, first) : shorthand(flag, texts.join(","), memberTarget(op, m.name));
+    case "list": {
+      if (looksJson && texts.length === 1) return parseJson(flag, first);
+      const element = listMember(memberTarget(op, m.name));
+      const elementKind = kindOf(element);
+      return elementKind === "structure" || elementKind === "union" ? texts.map((t) => shorthand(flag, t, element)) : texts;
+    }
+    default:
+      return parseJson(flag, first);
+  }
+}
+
+/** Builds the operation input from --cli-input-json and the member flags; flags win. */
+export function buildInput(op: OperationModel, args: RawArgs): Record<string, unknown> {
+  const name = op.name as SdkOperationName;
+  const input: Record<string, unknown> = {};
+  const cliInput = args.flags.get("cli-input-json");
+  if (cliInput) {
+    const parsed = parseJson("cli-input-json", readValue(cliInput[0] ?? ""));
+    if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new UsageError("--cli-input-json must be a JSON object.");
+    Object.assign(input, parsed);
+  }
+  for (const m of op.input) {
+    const values = args.flags.get(kebab(m.name));
+    if (values) input[m.name] = parseMemberValue(name, m, values);
+  }
+  const missing = op.input.filter((m) => m.required && input[m.name] === undefined).map((m) => `--${kebab(m.name)}`);
+  if (missing.length) throw new UsageError(`the following arguments are required: ${missing.join(", ")}`);
+  return input;
+}

@@ -1,0 +1,82 @@
+// Help text for every command, from the SDK's own documentation comments
+// (dist-types/*.d.ts ship with the package), so it says what AWS says.
+
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import type { OperationModel } from "../api/index.js";
+import { kebab } from "./flags.js";
+
+const sdkRoot = dirname(createRequire(import.meta.url).resolve("@aws-sdk/client-lambda-microvms/package.json"));
+
+function read(rel: string): string {
+  try {
+    return readFileSync(join(sdkRoot, rel), "utf8");
+  } catch {
+    return "";
+  }
+}
+
+const stripHtml = (s: string) => s.replace(/<\/?[a-z]+[^>]*>/g, "").replace(/\\\{/g, "{").replace(/\\\}/g, "}").replace(/\s+/g, " ").trim();
+
+export function operationSummary(name: string): string {
+  const doc = read(`dist-types/commands/${name}Command.d.ts`);
+  const m = /\* <p>([\s\S]*?)<\/p>/.exec(doc);
+  return m ? stripHtml(m[1]!) : "";
+}
+
+/** Documentation of each member of an input structure, by member name. */
+function memberDocs(op: string): Map<string, string> {
+  const models = read("dist-types/models/models_0.d.ts");
+  const docs = new Map<string, string>();
+  for (const suffix of ["Request", "Input"]) {
+    const start = models.indexOf(`export interface ${op}${suffix} {`);
+    if (start < 0) continue;
+    const body = models.slice(start, models.indexOf("\n}", start));
+    for (const m of body.matchAll(/\/\*\*\s*\n\s*\* <p>([\s\S]*?)<\/p>[\s\S]*?\*\/\s*\n\s*(\w+)\??:/g)) docs.set(m[2]!, stripHtml(m[1]!));
+  }
+  return docs;
+}
+
+const GLOBAL_OPTIONS = [
+  ["--endpoint-url <url>", "Control API to call (default: the local server, from the data directory's server.json, else http://127.0.0.1:7600)."],
+  ["--region <region>", "Region to sign for (default: AWS_REGION, else the local server's region)."],
+  ["--output json|text|table", "Output format (default: json)."],
+  ["--query <jmespath>", "JMESPath expression applied to the response."],
+  ["--cli-input-json <json|file://path>", "Read the request from JSON; flags given as well take precedence."],
+  ["--profile <name>", "Profile of the credentials file to use (default: default)."],
+  ["--data-dir <dir>", "lmvm data directory holding credentials and server.json (default: LMVM_DATA_DIR, else /var/lib/lmvm as root)."],
+];
+
+export function commandHelp(op: OperationModel): string {
+  const docs = memberDocs(op.name);
+  const lines = [`NAME`, `    ${kebab(op.name)}`, ``, `DESCRIPTION`, `    ${operationSummary(op.name)}`, ``, `SYNOPSIS`, `    lmvm ${kebab(op.name)}`];
+  for (const m of op.input) lines.push(`        ${m.required ? "" : "["}--${kebab(m.name)} <value>${m.required ? "" : "]"}`);
+  lines.push(``, `OPTIONS`);
+  for (const m of op.input) {
+    const json = ["structure", "union", "list", "map", "string-map"].includes(m.kind) ? " (JSON, or shorthand key=value,...)" : "";
+    lines.push(`    --${kebab(m.name)} (${m.kind})${m.required ? " [required]" : ""}${json}`);
+    const doc = docs.get(m.name);
+    if (doc) lines.push(`        ${doc}`);
+  }
+  lines.push(``, `GLOBAL OPTIONS`);
+  for (const [flag, text] of GLOBAL_OPTIONS) lines.push(`    ${flag}`, `        ${text}`);
+  return `${lines.join("\n")}\n`;
+}
+
+export function topHelp(ops: OperationModel[]): string {
+  const lines = [
+    "lmvm: self-hosted AWS Lambda MicroVMs. The commands mirror `aws lambda-microvms`.",
+    "",
+    "USAGE",
+    "    lmvm <command> [options]",
+    "    lmvm <command> help",
+    "",
+    "PLATFORM",
+    "    server                 Start the platform (control API on http://127.0.0.1:7600). `lmvm server help` for flags.",
+    "",
+    "COMMANDS",
+  ];
+  for (const op of ops) lines.push(`    ${kebab(op.name).padEnd(40)} ${operationSummary(op.name).split(". ")[0]}`);
+  return `${lines.join("\n")}\n`;
+}

@@ -1,0 +1,130 @@
+// `lmvm`: the AWS CLI's `lambda-microvms` commands, run through the official
+// SDK client against the local (or given) lmvm server, plus `lmvm server`.
+// Exit codes follow the AWS CLI: 252 bad usage, 254 service error, 255 other.
+
+import * as sdk from "@aws-sdk/client-lambda-microvms";
+import { OPERATIONS, type OperationModel } from "../api/index.js";
+import { connect } from "./connection.js";
+import { buildInput, kebab, splitArgs, UsageError } from "./flags.js";
+import { commandHelp, topHelp } from "./help.js";
+import { applyQuery, plain, render, type OutputFormat } from "./output.js";
+import { serverCommand, SERVER_HELP } from "./server-command.js";
+
+const GLOBAL_FLAGS = ["endpoint-url", "region", "output", "query", "profile", "data-dir", "cli-input-json", "max-items", "page-size", "starting-token"];
+const BOOLEAN_FLAGS = new Set(["no-paginate", "debug", "help", "no-cli-pager", "no-verify-ssl"]);
+const PAGINATED = new Set(["ListMicrovmImages", "ListMicrovmImageVersions", "ListMicrovmImageBuilds", "ListManagedMicrovmImages", "ListManagedMicrovmImageVersions", "ListMicrovms"]);
+
+const byCommand = new Map<string, OperationModel>(Object.values(OPERATIONS).map((op) => [kebab(op.name), op]));
+
+type Sendable = { send(command: unknown): Promise<Record<string, unknown>> };
+
+function single(flags: Map<string, string[]>, name: string): string | undefined {
+  const v = flags.get(name);
+  return v && v.length ? v[v.length - 1] : undefined;
+}
+
+async function call(client: Sendable, op: OperationModel, input: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const Command = (sdk as unknown as Record<string, new (input: unknown) => unknown>)[`${op.name}Command`]!;
+  return client.send(new Command(input));
+}
+
+/** Follows nextToken like the AWS CLI, merging `items`, within --max-items. */
+async function paginate(client: Sendable, op: OperationModel, input: Record<string, unknown>, flags: Map<string, string[]>) {
+  const maxItems = single(flags, "max-items") ? Number(single(flags, "max-items")) : Infinity;
+  const pageSize = single(flags, "page-size");
+  let nextToken = single(flags, "starting-token") ?? (input.nextToken as string | undefined);
+  const items: unknown[] = [];
+  for (;;) {
+    const page = await call(client, op, { ...input, ...(pageSize ? { maxResults: Number(pageSize) } : {}), ...(nextToken ? { nextToken } : {}) });
+    items.push(...((page.items as unknown[]) ?? []));
+    nextToken = page.nextToken as string | undefined;
+    if (!nextToken) return { items };
+    if (items.length >= maxItems) return { items: items.slice(0, maxItems), NextToken: nextToken };
+  }
+}
+
+async function runOperation(op: OperationModel, argv: string[]): Promise<number> {
+  const args = splitArgs(argv, BOOLEAN_FLAGS);
+  if (args.flags.has("help") || args.positionals[0] === "help") {
+    process.stdout.write(commandHelp(op));
+    return 0;
+  }
+  const known = new Set([...GLOBAL_FLAGS, ...BOOLEAN_FLAGS, ...op.input.map((m) => kebab(m.name))]);
+  const unknown = [...args.flags.keys()].filter((f) => !known.has(f));
+  if (unknown.length || args.positionals.length) {
+    throw new UsageError(`Unknown options: ${[...unknown.map((f) => `--${f}`), ...args.positionals].join(", ")}\nSee 'lmvm ${kebab(op.name)} help'.`);
+  }
+  const output = (single(args.flags, "output") ?? process.env.AWS_DEFAULT_OUTPUT ?? "json") as OutputFormat;
+  if (!["json", "text", "table"].includes(output)) throw new UsageError(`argument --output: Invalid choice '${output}', valid choices are: json | text | table`);
+  const input = buildInput(op, args);
+  const client = connect({
+    endpointUrl: single(args.flags, "endpoint-url"),
+    region: single(args.flags, "region"),
+    profile: single(args.flags, "profile"),
+    dataDir: single(args.flags, "data-dir"),
+  } as Parameters<typeof connect>[0]);
+  try {
+    const autoPage = PAGINATED.has(op.name) && !args.flags.has("no-paginate") && input.maxResults === undefined;
+    const response = autoPage ? await paginate(client, op, input, args.flags) : await call(client, op, input);
+    const result = applyQuery(plain(response), single(args.flags, "query"));
+    const empty = result && typeof result === "object" && !Array.isArray(result) && Object.keys(result).length === 0;
+    if (!empty) process.stdout.write(render(result, output, op.name));
+    return 0;
+  } finally {
+    client.destroy();
+  }
+}
+
+/** Global options may come before the command, as with the AWS CLI: `lmvm --region x list-microvms`. */
+function splitCommand(argv: string[]): { command: string | undefined; rest: string[] } {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith("--")) return { command: arg, rest: [...argv.slice(0, i), ...argv.slice(i + 1)] };
+    if (!arg.includes("=") && GLOBAL_FLAGS.includes(arg.slice(2))) i++;
+  }
+  return { command: undefined, rest: argv };
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { command, rest } = splitCommand(argv);
+  try {
+    if (!command || command === "help" || command === "--help" || command === "-h") {
+      process.stdout.write(topHelp(Object.values(OPERATIONS)));
+      return 0;
+    }
+    if (command === "--version" || command === "version") {
+      process.stdout.write("lmvm 0.1.0\n");
+      return 0;
+    }
+    if (command === "server") {
+      if (rest[0] === "help") {
+        process.stdout.write(SERVER_HELP);
+        return 0;
+      }
+      await serverCommand(rest);
+      return 0;
+    }
+    const op = byCommand.get(command);
+    if (!op) throw new UsageError(`Invalid choice: '${command}'. Run 'lmvm help' for the commands.`);
+    return await runOperation(op, rest);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`\n${err.message}\n\n`);
+      return 252;
+    }
+    const e = err as { name?: string; message?: string; $fault?: string; code?: string };
+    if (e.$fault) {
+      const op = byCommand.get(command ?? "");
+      process.stderr.write(`\nAn error occurred (${e.name}) when calling the ${op?.name ?? command} operation: ${e.message}\n`);
+      return 254;
+    }
+    if (e.code === "ECONNREFUSED") {
+      process.stderr.write(`\nCould not connect to the endpoint URL: is 'lmvm server' running? (${e.message})\n`);
+      return 255;
+    }
+    process.stderr.write(`\n${e.message ?? String(err)}\n`);
+    return 255;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,91 @@
+// The composition root: opens the data directory, the store and the secrets,
+// builds the core with whatever builder and runtime this host has, and serves
+// the control API. `lmvm server` and the tests start the platform here.
+
+import { mkdirSync } from "node:fs";
+import type { FastifyInstance } from "fastify";
+import { buildApi, PageTokens, SigV4Verifier } from "../api/index.js";
+import { ControlPlane, systemClock, type Clock } from "../core/index.js";
+import { MicrovmTokens } from "../proxy/index.js";
+import { SqliteStore } from "../store/index.js";
+import { deriveKey, paths, rootCredentials, serverKey, writeFileAtomic, type ServerInfo } from "./data-dir.js";
+import { hostPlatform } from "./host.js";
+
+export interface PlatformConfig {
+  dataDir: string;
+  apiHost: string;
+  apiPort: number;
+  region: string;
+  accountId: string;
+  endpointDomain: string;
+  endpointPort: number;
+  buildConcurrency: number;
+  clock?: Clock;
+  log?: (event: Record<string, unknown>) => void;
+}
+
+export const DEFAULTS = {
+  apiHost: "127.0.0.1",
+  apiPort: 7600,
+  region: "us-east-1",
+  accountId: "000000000000",
+  endpointDomain: "microvm.localhost",
+  endpointPort: 7643,
+  buildConcurrency: 2,
+};
+
+export interface Platform {
+  /** Base URL of the control API, e.g. http://127.0.0.1:7600 */
+  url: string;
+  controlPlane: ControlPlane;
+  stop(): Promise<void>;
+}
+
+export function jsonLog(event: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), level: "info", ...event })}\n`);
+}
+
+export async function startPlatform(config: PlatformConfig): Promise<Platform> {
+  const log = config.log ?? jsonLog;
+  const clock = config.clock ?? systemClock;
+  if (!/^[0-9]{12}$/.test(config.accountId)) throw new Error(`--account-id must be 12 digits; got '${config.accountId}'.`);
+  if (!/^[a-z]{2}(-[a-z]+)+-\d$/.test(config.region)) throw new Error(`--region must look like us-east-1; got '${config.region}'.`);
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const files = paths(config.dataDir);
+  const creds = rootCredentials(config.dataDir);
+  const master = serverKey(config.dataDir);
+  const store = await SqliteStore.open(files.database);
+
+  const scope = { region: config.region, accountId: config.accountId };
+  const controlPlane = new ControlPlane({
+    store,
+    clock,
+    scope,
+    host: hostPlatform(),
+    tokens: new MicrovmTokens(deriveKey(master, "microvm-tokens")),
+    endpointFor: (id) => `https://${id}.${config.endpointDomain}:${config.endpointPort}`,
+    buildConcurrency: config.buildConcurrency,
+    log,
+  });
+  await controlPlane.start();
+
+  const verifier = new SigV4Verifier(new Map([[creds.accessKeyId, { secretAccessKey: creds.secretAccessKey, accountId: config.accountId }]]), config.region, clock);
+  const app: FastifyInstance = await buildApi({ controlPlane, verifier, pageTokens: new PageTokens(deriveKey(master, "page-tokens")), log });
+  await app.listen({ host: config.apiHost, port: config.apiPort });
+  const address = app.server.address();
+  const port = typeof address === "object" && address ? address.port : config.apiPort;
+  const url = `http://${config.apiHost}:${port}`;
+  const info: ServerInfo = { apiEndpoint: url, region: config.region, accountId: config.accountId, pid: process.pid };
+  writeFileAtomic(files.serverInfo, JSON.stringify(info, null, 2), 0o644);
+  log({ msg: "lmvm server started", api: url, dataDir: config.dataDir, region: config.region, accountId: config.accountId });
+
+  return {
+    url,
+    controlPlane,
+    async stop() {
+      await app.close();
+      await controlPlane.stop();
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,12 @@
+// Every schema migration, in order. Kysely's Migrator records which ran in
+// its own table; add a new file and a line here to change the schema.
+import type { Migration, MigrationProvider } from "kysely";
+import * as initial from "./001_initial.js";
+
+const all: Record<string, Migration> = {
+  "001_initial": initial,
+};
+
+export const migrations: MigrationProvider = {
+  getMigrations: async () => all,
+};

@@ -1,0 +1,358 @@
+// The embedded store: SQLite through better-sqlite3, queried with Kysely.
+// WAL mode with synchronous=FULL, so a transaction that returned is on disk
+// even if the server is killed right after. Rows map to core types here and
+// nowhere else; JSON columns hold the SDK-shaped configs.
+
+import Database from "better-sqlite3";
+import { Kysely, Migrator, SqliteDialect, type Generated, type Selectable, type Transaction } from "kysely";
+import type {
+  Build, BuildFilter, BuildState, IdempotencyRecord, ImageState, ImageVersion, ManagedImageVersion, Microvm,
+  MicrovmFilter, MicrovmImage, MicrovmState, Page, PageRequest, Store, VersionState,
+} from "../core/index.js";
+import { migrations } from "./migrations/index.js";
+
+interface ImagesTable {
+  seq: Generated<number>; arn: string; account_id: string; name: string; state: string; state_reason: string | null;
+  latest_active_version: string | null; latest_failed_version: string | null; current_version: string;
+  next_major: number; created_at: number; updated_at: number;
+}
+interface VersionsTable {
+  seq: Generated<number>; image_arn: string; version: string; origin: string; state: string; status: string;
+  state_reason: string | null; config: string; created_at: number; updated_at: number;
+}
+interface BuildsTable {
+  seq: Generated<number>; build_id: string; image_arn: string; image_version: string; state: string; architecture: string;
+  chipset: string; chipset_generation: string; state_reason: string | null; attempts: number;
+  snapshot_build: string | null; created_at: number; updated_at: number;
+}
+interface MicrovmsTable {
+  seq: Generated<number>; id: string; account_id: string; image_arn: string; image_version: string; state: string;
+  state_reason: string | null; endpoint: string; config: string; started_at: number; updated_at: number;
+  terminated_at: number | null;
+}
+interface TagsTable { resource_arn: string; key: string; value: string }
+interface IdempotencyTable {
+  account_id: string; operation: string; client_token: string; request_hash: string; response: string; created_at: number;
+}
+interface ManagedTable { seq: Generated<number>; name: string; version: string; status: string; created_at: number; updated_at: number }
+
+interface Tables {
+  images: ImagesTable;
+  image_versions: VersionsTable;
+  builds: BuildsTable;
+  microvms: MicrovmsTable;
+  tags: TagsTable;
+  idempotency: IdempotencyTable;
+  managed_image_versions: ManagedTable;
+}
+
+type Db = Kysely<Tables> | Transaction<Tables>;
+
+const opt = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
+const time = (d: Date | undefined): number | null => (d ? d.getTime() : null);
+
+function toImage(r: Selectable<ImagesTable>): MicrovmImage {
+  return {
+    arn: r.arn, accountId: r.account_id, name: r.name, state: r.state as ImageState,
+    ...(r.state_reason !== null ? { stateReason: r.state_reason } : {}),
+    ...(r.latest_active_version !== null ? { latestActiveImageVersion: r.latest_active_version } : {}),
+    ...(r.latest_failed_version !== null ? { latestFailedImageVersion: r.latest_failed_version } : {}),
+    currentVersion: r.current_version, nextMajor: r.next_major,
+    createdAt: new Date(r.created_at), updatedAt: new Date(r.updated_at),
+  };
+}
+
+function toVersion(r: Selectable<VersionsTable>): ImageVersion {
+  return {
+    imageArn: r.image_arn, version: r.version, origin: r.origin as ImageVersion["origin"],
+    state: r.state as VersionState, status: r.status as ImageVersion["status"],
+    ...(r.state_reason !== null ? { stateReason: r.state_reason } : {}),
+    config: JSON.parse(r.config), createdAt: new Date(r.created_at), updatedAt: new Date(r.updated_at),
+  };
+}
+
+function toBuild(r: Selectable<BuildsTable>): Build {
+  return {
+    buildId: r.build_id, imageArn: r.image_arn, imageVersion: r.image_version, state: r.state as BuildState,
+    architecture: r.architecture, chipset: r.chipset, chipsetGeneration: r.chipset_generation,
+    ...(r.state_reason !== null ? { stateReason: r.state_reason } : {}),
+    attempts: r.attempts,
+    ...(r.snapshot_build !== null ? { snapshotBuild: JSON.parse(r.snapshot_build) } : {}),
+    createdAt: new Date(r.created_at), updatedAt: new Date(r.updated_at),
+  };
+}
+
+function toMicrovm(r: Selectable<MicrovmsTable>): Microvm {
+  return {
+    id: r.id, accountId: r.account_id, imageArn: r.image_arn, imageVersion: r.image_version,
+    state: r.state as MicrovmState, ...(r.state_reason !== null ? { stateReason: r.state_reason } : {}),
+    endpoint: r.endpoint, config: JSON.parse(r.config), startedAt: new Date(r.started_at),
+    updatedAt: new Date(r.updated_at), ...(r.terminated_at !== null ? { terminatedAt: new Date(r.terminated_at) } : {}),
+  };
+}
+
+/** Maps a partial core object to column updates; a key present with `undefined` clears the column. */
+function columns(patch: object, map: Record<string, [string, (v: never) => unknown]>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(patch)) {
+    const m = map[key];
+    if (!m) throw new Error(`store: no column for field '${key}'`);
+    out[m[0]] = value === undefined ? null : m[1](value as never);
+  }
+  return out;
+}
+
+const same = (v: unknown) => v;
+const ms = (d: Date) => d.getTime();
+const json = (v: unknown) => JSON.stringify(v);
+
+const imageColumns = {
+  state: ["state", same], stateReason: ["state_reason", same], latestActiveImageVersion: ["latest_active_version", same],
+  latestFailedImageVersion: ["latest_failed_version", same], currentVersion: ["current_version", same],
+  nextMajor: ["next_major", same], updatedAt: ["updated_at", ms],
+} as Record<string, [string, (v: never) => unknown]>;
+const versionColumns = {
+  state: ["state", same], status: ["status", same], stateReason: ["state_reason", same], updatedAt: ["updated_at", ms],
+} as Record<string, [string, (v: never) => unknown]>;
+const buildColumns = {
+  state: ["state", same], stateReason: ["state_reason", same], attempts: ["attempts", same],
+  snapshotBuild: ["snapshot_build", json], updatedAt: ["updated_at", ms],
+} as Record<string, [string, (v: never) => unknown]>;
+const microvmColumns = {
+  state: ["state", same], stateReason: ["state_reason", same], updatedAt: ["updated_at", ms],
+  terminatedAt: ["terminated_at", ms],
+} as Record<string, [string, (v: never) => unknown]>;
+
+function cursor(page: PageRequest): number {
+  return page.after ? Number(page.after) : 0;
+}
+
+function paged<R extends { seq: number }, T>(rows: R[], page: PageRequest, map: (r: R) => T): Page<T> {
+  const more = rows.length > page.limit;
+  const slice = more ? rows.slice(0, page.limit) : rows;
+  const last = slice.at(-1);
+  return { items: slice.map(map), ...(more && last ? { next: String(last.seq) } : {}) };
+}
+
+export class SqliteStore implements Store {
+  private constructor(
+    private readonly db: Db,
+    private readonly root: Kysely<Tables>,
+    private readonly inTransaction: boolean,
+  ) {}
+
+  /** Opens (creating if needed) the database file and brings its schema up to date. */
+  static async open(file: string): Promise<SqliteStore> {
+    const sqlite = new Database(file);
+    sqlite.pragma("journal_mode = WAL");
+    sqlite.pragma("synchronous = FULL");
+    sqlite.pragma("busy_timeout = 5000");
+    const db = new Kysely<Tables>({ dialect: new SqliteDialect({ database: sqlite }) });
+    const { error, results } = await new Migrator({ db, provider: migrations }).migrateToLatest();
+    if (error) {
+      await db.destroy();
+      const failed = results?.find((r) => r.status === "Error")?.migrationName ?? "unknown";
+      throw new Error(`Database migration ${failed} failed on ${file}: ${String(error)}`);
+    }
+    return new SqliteStore(db, db, false);
+  }
+
+  async close(): Promise<void> {
+    await this.root.destroy();
+  }
+
+  transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
+    if (this.inTransaction) return fn(this);
+    return this.root.transaction().execute((trx) => fn(new SqliteStore(trx, this.root, true)));
+  }
+
+  // Images
+  async insertImage(i: MicrovmImage): Promise<void> {
+    await this.db.insertInto("images").values({
+      arn: i.arn, account_id: i.accountId, name: i.name, state: i.state, state_reason: i.stateReason ?? null,
+      latest_active_version: i.latestActiveImageVersion ?? null, latest_failed_version: i.latestFailedImageVersion ?? null,
+      current_version: i.currentVersion, next_major: i.nextMajor, created_at: ms(i.createdAt), updated_at: ms(i.updatedAt),
+    }).execute();
+  }
+
+  async getImage(arn: string): Promise<MicrovmImage | undefined> {
+    const r = await this.db.selectFrom("images").selectAll().where("arn", "=", arn).executeTakeFirst();
+    return r && toImage(r);
+  }
+
+  async findImageByName(accountId: string, name: string): Promise<MicrovmImage | undefined> {
+    const r = await this.db.selectFrom("images").selectAll().where("account_id", "=", accountId).where("name", "=", name).executeTakeFirst();
+    return r && toImage(r);
+  }
+
+  async updateImage(arn: string, patch: Partial<MicrovmImage>): Promise<void> {
+    await this.db.updateTable("images").set(columns(patch, imageColumns)).where("arn", "=", arn).execute();
+  }
+
+  async listImages(accountId: string, nameFilter: string | undefined, page: PageRequest): Promise<Page<MicrovmImage>> {
+    let q = this.db.selectFrom("images").selectAll().where("account_id", "=", accountId).where("seq", ">", cursor(page));
+    if (nameFilter) q = q.where((eb) => eb(eb.fn("instr", [eb.ref("name"), eb.val(nameFilter)]), ">", 0));
+    return paged(await q.orderBy("seq").limit(page.limit + 1).execute(), page, toImage);
+  }
+
+  async imagesInState(state: ImageState): Promise<MicrovmImage[]> {
+    return (await this.db.selectFrom("images").selectAll().where("state", "=", state).orderBy("seq").execute()).map(toImage);
+  }
+
+  async deleteImage(arn: string): Promise<void> {
+    await this.transaction(async (tx) => {
+      const db = (tx as SqliteStore).db;
+      await db.deleteFrom("builds").where("image_arn", "=", arn).execute();
+      await db.deleteFrom("image_versions").where("image_arn", "=", arn).execute();
+      await db.deleteFrom("tags").where("resource_arn", "=", arn).execute();
+      await db.deleteFrom("images").where("arn", "=", arn).execute();
+    });
+  }
+
+  // Versions
+  async insertVersion(v: ImageVersion): Promise<void> {
+    await this.db.insertInto("image_versions").values({
+      image_arn: v.imageArn, version: v.version, origin: v.origin, state: v.state, status: v.status,
+      state_reason: v.stateReason ?? null, config: JSON.stringify(v.config), created_at: ms(v.createdAt), updated_at: ms(v.updatedAt),
+    }).execute();
+  }
+
+  async getVersion(imageArn: string, version: string): Promise<ImageVersion | undefined> {
+    const r = await this.db.selectFrom("image_versions").selectAll().where("image_arn", "=", imageArn).where("version", "=", version).executeTakeFirst();
+    return r && toVersion(r);
+  }
+
+  async updateVersion(imageArn: string, version: string, patch: Partial<ImageVersion>): Promise<void> {
+    await this.db.updateTable("image_versions").set(columns(patch, versionColumns)).where("image_arn", "=", imageArn).where("version", "=", version).execute();
+  }
+
+  async listVersions(imageArn: string, page: PageRequest): Promise<Page<ImageVersion>> {
+    const rows = await this.db.selectFrom("image_versions").selectAll().where("image_arn", "=", imageArn)
+      .where("state", "!=", "DELETED").where("seq", ">", cursor(page)).orderBy("seq").limit(page.limit + 1).execute();
+    return paged(rows, page, toVersion);
+  }
+
+  async versionsInState(state: VersionState): Promise<ImageVersion[]> {
+    return (await this.db.selectFrom("image_versions").selectAll().where("state", "=", state).orderBy("seq").execute()).map(toVersion);
+  }
+
+  async deleteVersion(imageArn: string, version: string): Promise<void> {
+    await this.transaction(async (tx) => {
+      const db = (tx as SqliteStore).db;
+      await db.deleteFrom("builds").where("image_arn", "=", imageArn).where("image_version", "=", version).execute();
+      await db.deleteFrom("image_versions").where("image_arn", "=", imageArn).where("version", "=", version).execute();
+    });
+  }
+
+  // Builds
+  async insertBuild(b: Build): Promise<void> {
+    await this.db.insertInto("builds").values({
+      build_id: b.buildId, image_arn: b.imageArn, image_version: b.imageVersion, state: b.state, architecture: b.architecture,
+      chipset: b.chipset, chipset_generation: b.chipsetGeneration, state_reason: b.stateReason ?? null, attempts: b.attempts,
+      snapshot_build: b.snapshotBuild ? JSON.stringify(b.snapshotBuild) : null, created_at: ms(b.createdAt), updated_at: ms(b.updatedAt),
+    }).execute();
+  }
+
+  async getBuild(buildId: string): Promise<Build | undefined> {
+    const r = await this.db.selectFrom("builds").selectAll().where("build_id", "=", buildId).executeTakeFirst();
+    return r && toBuild(r);
+  }
+
+  async updateBuild(buildId: string, patch: Partial<Build>): Promise<void> {
+    await this.db.updateTable("builds").set(columns(patch, buildColumns)).where("build_id", "=", buildId).execute();
+  }
+
+  async listBuilds(imageArn: string, version: string, filter: BuildFilter, page: PageRequest): Promise<Page<Build>> {
+    let q = this.db.selectFrom("builds").selectAll().where("image_arn", "=", imageArn).where("image_version", "=", version).where("seq", ">", cursor(page));
+    if (filter.architecture) q = q.where("architecture", "=", filter.architecture);
+    if (filter.chipset) q = q.where("chipset", "=", filter.chipset);
+    if (filter.chipsetGeneration) q = q.where("chipset_generation", "=", filter.chipsetGeneration);
+    return paged(await q.orderBy("seq").limit(page.limit + 1).execute(), page, toBuild);
+  }
+
+  async buildsInState(state: BuildState): Promise<Build[]> {
+    return (await this.db.selectFrom("builds").selectAll().where("state", "=", state).orderBy("seq").execute()).map(toBuild);
+  }
+
+  // MicroVMs
+  async insertMicrovm(m: Microvm): Promise<void> {
+    await this.db.insertInto("microvms").values({
+      id: m.id, account_id: m.accountId, image_arn: m.imageArn, image_version: m.imageVersion, state: m.state,
+      state_reason: m.stateReason ?? null, endpoint: m.endpoint, config: JSON.stringify(m.config),
+      started_at: ms(m.startedAt), updated_at: ms(m.updatedAt), terminated_at: time(m.terminatedAt),
+    }).execute();
+  }
+
+  async getMicrovm(id: string): Promise<Microvm | undefined> {
+    const r = await this.db.selectFrom("microvms").selectAll().where("id", "=", id).executeTakeFirst();
+    return r && toMicrovm(r);
+  }
+
+  async updateMicrovm(id: string, patch: Partial<Microvm>): Promise<void> {
+    await this.db.updateTable("microvms").set(columns(patch, microvmColumns)).where("id", "=", id).execute();
+  }
+
+  async listMicrovms(accountId: string, filter: MicrovmFilter, page: PageRequest): Promise<Page<Microvm>> {
+    let q = this.db.selectFrom("microvms").selectAll().where("account_id", "=", accountId).where("seq", ">", cursor(page));
+    if (filter.imageArn) q = q.where("image_arn", "=", filter.imageArn);
+    if (filter.imageVersion) q = q.where("image_version", "=", filter.imageVersion);
+    return paged(await q.orderBy("seq").limit(page.limit + 1).execute(), page, toMicrovm);
+  }
+
+  async microvmsInStates(states: MicrovmState[], filter: MicrovmFilter = {}): Promise<Microvm[]> {
+    let q = this.db.selectFrom("microvms").selectAll().where("state", "in", states);
+    if (filter.imageArn) q = q.where("image_arn", "=", filter.imageArn);
+    if (filter.imageVersion) q = q.where("image_version", "=", filter.imageVersion);
+    return (await q.orderBy("seq").execute()).map(toMicrovm);
+  }
+
+  // Tags
+  async getTags(resourceArn: string): Promise<Record<string, string>> {
+    const rows = await this.db.selectFrom("tags").select(["key", "value"]).where("resource_arn", "=", resourceArn).orderBy("key").execute();
+    return Object.fromEntries(rows.map((r) => [r.key, r.value]));
+  }
+
+  async putTags(resourceArn: string, tags: Record<string, string>): Promise<void> {
+    const rows = Object.entries(tags).map(([key, value]) => ({ resource_arn: resourceArn, key, value }));
+    if (!rows.length) return;
+    await this.db.insertInto("tags").values(rows).onConflict((oc) => oc.columns(["resource_arn", "key"]).doUpdateSet((eb) => ({ value: eb.ref("excluded.value") }))).execute();
+  }
+
+  async removeTags(resourceArn: string, keys: string[]): Promise<void> {
+    await this.db.deleteFrom("tags").where("resource_arn", "=", resourceArn).where("key", "in", keys).execute();
+  }
+
+  // Idempotency
+  async getIdempotencyRecord(accountId: string, operation: string, clientToken: string): Promise<IdempotencyRecord | undefined> {
+    const r = await this.db.selectFrom("idempotency").selectAll().where("account_id", "=", accountId)
+      .where("operation", "=", operation).where("client_token", "=", clientToken).executeTakeFirst();
+    return r && {
+      accountId: r.account_id, operation: r.operation, clientToken: r.client_token, requestHash: r.request_hash,
+      response: JSON.parse(r.response), createdAt: new Date(r.created_at),
+    };
+  }
+
+  async putIdempotencyRecord(rec: IdempotencyRecord): Promise<void> {
+    await this.db.insertInto("idempotency").values({
+      account_id: rec.accountId, operation: rec.operation, client_token: rec.clientToken, request_hash: rec.requestHash,
+      response: JSON.stringify(rec.response), created_at: ms(rec.createdAt),
+    }).execute();
+  }
+
+  // Managed images
+  async upsertManagedImageVersion(v: ManagedImageVersion): Promise<void> {
+    await this.db.insertInto("managed_image_versions").values({
+      name: v.name, version: v.version, status: v.status, created_at: ms(v.createdAt), updated_at: ms(v.updatedAt),
+    }).onConflict((oc) => oc.columns(["name", "version"]).doUpdateSet({ status: v.status, updated_at: ms(v.updatedAt) })).execute();
+  }
+
+  async listManagedImageVersions(name: string | undefined, page: PageRequest): Promise<Page<ManagedImageVersion>> {
+    let q = this.db.selectFrom("managed_image_versions").selectAll().where("seq", ">", cursor(page));
+    if (name) q = q.where("name", "=", name);
+    const rows = await q.orderBy("seq").limit(page.limit + 1).execute();
+    return paged(rows, page, (r) => ({
+      name: r.name, version: r.version, status: r.status as ManagedImageVersion["status"],
+      createdAt: new Date(r.created_at), updatedAt: new Date(r.updated_at),
+    }));
+  }
+}
