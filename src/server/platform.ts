@@ -5,7 +5,7 @@
 import { mkdirSync } from "node:fs";
 import type { FastifyInstance } from "fastify";
 import { buildApi, PageTokens, SigV4Verifier } from "../api/index.js";
-import { ControlPlane, systemClock, type Clock } from "../core/index.js";
+import { ControlPlane, systemClock, type Clock, type ImageBuilder, type SandboxRuntime } from "../core/index.js";
 import { MicrovmTokens } from "../proxy/index.js";
 import { SqliteStore } from "../store/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, writeFileAtomic, type ServerInfo } from "./data-dir.js";
@@ -22,6 +22,9 @@ export interface PlatformConfig {
   buildConcurrency: number;
   clock?: Clock;
   log?: (event: Record<string, unknown>) => void;
+  /** The image builder (src/build) and sandbox runtime (src/runtime) this host offers, if any. */
+  builder?: ImageBuilder;
+  runtime?: SandboxRuntime;
 }
 
 export const DEFAULTS = {
@@ -66,6 +69,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     endpointFor: (id) => `https://${id}.${config.endpointDomain}:${config.endpointPort}`,
     buildConcurrency: config.buildConcurrency,
     log,
+    ...(config.builder ? { builder: config.builder } : {}),
+    ...(config.runtime ? { runtime: config.runtime } : {}),
   });
   await controlPlane.start();
 

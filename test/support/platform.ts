@@ -1,0 +1,75 @@
+// Starts a real lmvm platform for a test: its own data directory, an
+// ephemeral port, and an official SDK client holding the root credentials
+// the server wrote on first start.
+
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { LambdaMicrovmsClient } from "@aws-sdk/client-lambda-microvms";
+import { DEFAULTS, parseCredentialsFile, paths, startPlatform, type Platform, type PlatformConfig } from "../../src/server/index.js";
+
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = "true";
+
+export interface TestPlatform {
+  platform: Platform;
+  client: LambdaMicrovmsClient;
+  dataDir: string;
+  credentials: { accessKeyId: string; secretAccessKey: string };
+  stop(): Promise<void>;
+}
+
+export function tempDir(prefix = "lmvm-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function sdkClient(url: string, credentials: { accessKeyId: string; secretAccessKey: string }, extra: Record<string, unknown> = {}) {
+  return new LambdaMicrovmsClient({ endpoint: url, region: DEFAULTS.region, credentials, maxAttempts: 1, ...extra });
+}
+
+export function readCredentials(dataDir: string) {
+  const creds = parseCredentialsFile(readFileSync(paths(dataDir).credentials, "utf8"));
+  if (!creds) throw new Error("no credentials written");
+  return creds;
+}
+
+export async function startTestPlatform(overrides: Partial<PlatformConfig> = {}): Promise<TestPlatform> {
+  const dataDir = overrides.dataDir ?? tempDir();
+  const platform = await startPlatform({ ...DEFAULTS, apiPort: 0, dataDir, log: () => {}, ...overrides });
+  const credentials = readCredentials(dataDir);
+  const client = sdkClient(platform.url, credentials);
+  return {
+    platform,
+    client,
+    dataDir,
+    credentials,
+    async stop() {
+      client.destroy();
+      await platform.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Polls `check` until it returns a value, for work the server finishes asynchronously. */
+export async function eventually<T>(check: () => Promise<T | undefined>, what: string, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export const BASE_IMAGE_ARN = "arn:aws:lambda:us-east-1:aws:microvm-image:busybox";
+export const BUILD_ROLE_ARN = "arn:aws:iam::000000000000:role/MicroVMBuildRole";
+
+export function imageRequest(name: string, extra: Record<string, unknown> = {}) {
+  return {
+    name,
+    baseImageArn: BASE_IMAGE_ARN,
+    buildRoleArn: BUILD_ROLE_ARN,
+    codeArtifact: { uri: "s3://artifacts/app.zip" },
+    ...extra,
+  };
+}

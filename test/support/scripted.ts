@@ -1,0 +1,100 @@
+// Test doubles for the two ports whose real implementations come with the
+// image-build and snapshot-runtime work (src/build, src/runtime). They let the
+// control-plane tests drive every state transition deterministically: each
+// call waits until the test releases it with success or a failure reason.
+// The product never uses them.
+
+import { BuildFailure, type BuildJob, type ImageBuilder, type ImageVersion, type Microvm, type SandboxRuntime, type SnapshotBuild } from "../../src/core/index.js";
+
+interface Pending<T> {
+  resolve: (value: T) => void;
+  reject: (err: Error) => void;
+}
+
+/** Calls queue up; `succeed` / `fail` settle the oldest. `auto` settles them at once. */
+class Script<T> {
+  readonly calls: string[] = [];
+  private readonly waiting: Pending<T>[] = [];
+  private readonly arrived: (() => void)[] = [];
+  auto: { value: T } | { error: string } | undefined;
+
+  call(label: string, makeError: (msg: string) => Error): Promise<T> {
+    this.calls.push(label);
+    if (this.auto) return "value" in this.auto ? Promise.resolve(this.auto.value) : Promise.reject(makeError(this.auto.error));
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.push({ resolve, reject });
+      this.arrived.splice(0).forEach((f) => f());
+    });
+  }
+
+  async next(): Promise<Pending<T>> {
+    while (!this.waiting.length) await new Promise<void>((r) => this.arrived.push(r));
+    return this.waiting.shift()!;
+  }
+}
+
+export class ScriptedBuilder implements ImageBuilder {
+  private readonly script = new Script<SnapshotBuild>();
+  readonly discarded: string[] = [];
+
+  get calls(): string[] {
+    return this.script.calls;
+  }
+
+  /** Every build succeeds (or fails with `error`) immediately. */
+  always(outcome: { snapshot: SnapshotBuild } | { error: string }): void {
+    this.script.auto = "snapshot" in outcome ? { value: outcome.snapshot } : { error: outcome.error };
+  }
+
+  build(job: BuildJob, signal: AbortSignal): Promise<SnapshotBuild> {
+    const p = this.script.call(`${job.build.imageArn}:${job.version.version}`, (m) => new BuildFailure(m));
+    return new Promise((resolve, reject) => {
+      signal.addEventListener("abort", () => reject(new BuildFailure("cancelled")), { once: true });
+      p.then(resolve, reject);
+    });
+  }
+
+  async succeed(snapshot: SnapshotBuild = { memorySnapshotSizeInBytes: 1, diskSnapshotSizeInBytes: 2, codeInstallSizeInBytes: 3 }): Promise<void> {
+    (await this.script.next()).resolve(snapshot);
+  }
+
+  async fail(reason: string): Promise<void> {
+    (await this.script.next()).reject(new BuildFailure(reason));
+  }
+
+  async discard(imageArn: string, version: string): Promise<void> {
+    this.discarded.push(`${imageArn}:${version}`);
+  }
+}
+
+export class ScriptedRuntime implements SandboxRuntime {
+  readonly calls: string[] = [];
+  capacity = true;
+  failNext: Partial<Record<"run" | "suspend" | "resume", string>> = {};
+
+  private act(what: "run" | "suspend" | "resume", vm: Microvm): Promise<void> {
+    this.calls.push(`${what} ${vm.id}`);
+    const failure = this.failNext[what];
+    if (failure) {
+      delete this.failNext[what];
+      return Promise.reject(new Error(failure));
+    }
+    return Promise.resolve();
+  }
+
+  run(vm: Microvm, _version: ImageVersion): Promise<void> {
+    return this.act("run", vm);
+  }
+  suspend(vm: Microvm): Promise<void> {
+    return this.act("suspend", vm);
+  }
+  resume(vm: Microvm): Promise<void> {
+    return this.act("resume", vm);
+  }
+  async terminate(vm: Microvm): Promise<void> {
+    this.calls.push(`terminate ${vm.id}`);
+  }
+  async hasCapacity(): Promise<boolean> {
+    return this.capacity;
+  }
+}
