@@ -1,0 +1,163 @@
+// MicroVMs and their tokens through the official SDK client. The sandbox
+// runtime is scripted (test/support/scripted.ts) until the gVisor runtime lands.
+
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import {
+  CreateMicrovmAuthTokenCommand, CreateMicrovmImageCommand, CreateMicrovmShellAuthTokenCommand, DeleteMicrovmImageCommand,
+  DeleteMicrovmImageVersionCommand, GetMicrovmCommand, GetMicrovmImageCommand, ListMicrovmsCommand, ResumeMicrovmCommand,
+  RunMicrovmCommand, SuspendMicrovmCommand, TerminateMicrovmCommand, UpdateMicrovmImageVersionCommand,
+} from "@aws-sdk/client-lambda-microvms";
+import { MicrovmTokens, portAllowed } from "../../src/proxy/index.js";
+import { deriveKey, serverKey } from "../../src/server/data-dir.js";
+import { eventually, imageRequest, startTestPlatform, type TestPlatform } from "../support/platform.js";
+import { ScriptedBuilder, ScriptedRuntime } from "../support/scripted.js";
+
+const IMAGE_ARN = "arn:aws:lambda:us-east-1:000000000000:microvm-image:app";
+const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
+
+async function rejects(p: Promise<unknown>, name: string, message?: RegExp): Promise<void> {
+  const err = await p.then(() => undefined, (e: Error) => e);
+  assert.ok(err, `expected ${name}, but the call succeeded`);
+  assert.equal(err.name, name, `expected ${name}, got ${err.name}: ${err.message}`);
+  if (message) assert.match(err.message, message);
+}
+
+describe("microvms", () => {
+  let t: TestPlatform;
+  const builder = new ScriptedBuilder();
+  const runtime = new ScriptedRuntime();
+  builder.always({ snapshot: { memorySnapshotSizeInBytes: 1 } });
+
+  before(async () => {
+    t = await startTestPlatform({ builder, runtime });
+    await t.client.send(new CreateMicrovmImageCommand(imageRequest("app")));
+    await eventually(async () => ((await t.client.send(new GetMicrovmImageCommand({ imageIdentifier: "app" }))).state === "CREATED" ? true : undefined), "image built");
+  });
+  after(() => t.stop());
+
+  const state = async (id: string) => (await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).state;
+  const until = (id: string, want: string) => eventually(async () => ((await state(id)) === want ? true : undefined), want);
+
+  test("RunMicrovm answers PENDING with an endpoint, then the MicroVM is RUNNING", async () => {
+    const vm = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN, maximumDurationInSeconds: 3600, runHookPayload: "{\"tenant\":1}" }));
+    assert.match(vm.microvmId ?? "", /^microvm-[0-9a-f]{17}$/);
+    assert.equal(vm.state, "PENDING");
+    assert.equal(vm.endpoint, `https://${vm.microvmId}.microvm.localhost:7643`);
+    assert.equal(vm.imageArn, IMAGE_ARN);
+    assert.equal(vm.imageVersion, "1.0");
+    assert.equal(vm.maximumDurationInSeconds, 3600);
+    assert.ok(vm.startedAt instanceof Date);
+    await until(vm.microvmId!, "RUNNING");
+    const listed = await t.client.send(new ListMicrovmsCommand({ imageIdentifier: IMAGE_ARN }));
+    assert.ok(listed.items?.some((i) => i.microvmId === vm.microvmId));
+  });
+
+  test("maximumDurationInSeconds defaults to 8 hours", async () => {
+    const vm = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    assert.equal(vm.maximumDurationInSeconds, 28_800);
+  });
+
+  test("suspend, resume and terminate follow the state machine and refuse illegal moves by name", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    await rejects(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id })), "ConflictException", /it is RUNNING/);
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "SUSPENDED");
+    await rejects(t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id })), "ConflictException", /it is SUSPENDED\. This is only possible when it is RUNNING/);
+    await t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id }));
+    assert.equal(await state(id), "RUNNING", "ResumeMicrovm returns once the MicroVM runs");
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "TERMINATED");
+    const done = await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }));
+    assert.ok(done.terminatedAt instanceof Date);
+    await rejects(t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id })), "ConflictException", /it is TERMINATED/);
+    await rejects(t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id })), "ConflictException", /it is TERMINATED/);
+    await rejects(t.client.send(new CreateMicrovmAuthTokenCommand({ microvmIdentifier: id, expirationInMinutes: 5, allowedPorts: [{ port: 8080 }] })), "ConflictException", /TERMINATED/);
+    assert.deepEqual(runtime.calls.filter((c) => c.endsWith(id)).map((c) => c.split(" ")[0]), ["run", "suspend", "resume", "terminate"]);
+  });
+
+  test("a failed suspend leaves the MicroVM RUNNING with the reason", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    await until(microvmId!, "RUNNING");
+    runtime.failNext.suspend = "/suspend hook answered 500";
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: microvmId! }));
+    const vm = await eventually(async () => {
+      const v = await t.client.send(new GetMicrovmCommand({ microvmIdentifier: microvmId! }));
+      return v.state === "RUNNING" && v.stateReason ? v : undefined;
+    }, "suspend failure");
+    assert.match(vm.stateReason!, /\/suspend hook answered 500/);
+  });
+
+  test("a failed start terminates the MicroVM with the reason", async () => {
+    runtime.failNext.run = "restore failed: no host FD available";
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    await until(microvmId!, "TERMINATED");
+    const vm = await t.client.send(new GetMicrovmCommand({ microvmIdentifier: microvmId! }));
+    assert.match(vm.stateReason!, /no host FD available/);
+  });
+
+  test("auth tokens are signed, bound to the MicroVM and its ports, and expire", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const r = await t.client.send(new CreateMicrovmAuthTokenCommand({ microvmIdentifier: microvmId!, expirationInMinutes: 30, allowedPorts: [{ port: 8080 }, { range: { startPort: 9000, endPort: 9010 } }] }));
+    const token = r.authToken?.["X-aws-proxy-auth"];
+    assert.ok(token);
+    const tokens = new MicrovmTokens(deriveKey(serverKey(t.dataDir), "microvm-tokens"));
+    const claims = await tokens.verify(token);
+    assert.equal(claims.microvmId, microvmId);
+    assert.equal(claims.kind, "endpoint");
+    assert.ok(portAllowed(claims.allowedPorts, 8080) && portAllowed(claims.allowedPorts, 9005) && !portAllowed(claims.allowedPorts, 8081));
+    const minutes = (claims.expiresAt.getTime() - Date.now()) / 60_000;
+    assert.ok(minutes > 29 && minutes <= 30, `expires in ${minutes} minutes`);
+    await assert.rejects(tokens.verify(token, new Date(Date.now() + 31 * 60_000)), /exp/);
+    await assert.rejects(tokens.verify(`${token.slice(0, -2)}xx`));
+  });
+
+  test("shell tokens need the SHELL_INGRESS connector", async () => {
+    const plain = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    await rejects(t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: plain.microvmId!, expirationInMinutes: 5 })), "ConflictException", /SHELL_INGRESS/);
+    const shell = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN, ingressNetworkConnectors: [SHELL] }));
+    assert.deepEqual(shell.ingressNetworkConnectors, [SHELL]);
+    const r = await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: shell.microvmId!, expirationInMinutes: 5 }));
+    assert.ok(r.authToken?.["X-aws-proxy-auth"]);
+  });
+
+  test("an unknown connector is a ValidationException listing the known ones", async () => {
+    await rejects(t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN, ingressNetworkConnectors: ["arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:NOPE"] })), "ValidationException", /SHELL_INGRESS/);
+  });
+
+  test("RunMicrovm refuses versions that cannot run, and images or MicroVMs that do not exist", async () => {
+    await rejects(t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN, imageVersion: "9.0" })), "ResourceNotFoundException");
+    await rejects(t.client.send(new RunMicrovmCommand({ imageIdentifier: "arn:aws:lambda:us-east-1:000000000000:microvm-image:nope" })), "ResourceNotFoundException");
+    await t.client.send(new UpdateMicrovmImageVersionCommand({ imageIdentifier: "app", imageVersion: "1.0", status: "INACTIVE" }));
+    await rejects(t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN, imageVersion: "1.0" })), "ConflictException", /INACTIVE/);
+    await rejects(t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN })), "ConflictException", /no SUCCESSFUL, ACTIVE version/);
+    await t.client.send(new UpdateMicrovmImageVersionCommand({ imageIdentifier: "app", imageVersion: "1.0", status: "ACTIVE" }));
+    for (const send of [
+      () => t.client.send(new GetMicrovmCommand({ microvmIdentifier: "microvm-00000000000000000" })),
+      () => t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: "microvm-00000000000000000" })),
+      () => t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: "microvm-00000000000000000" })),
+      () => t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: "microvm-00000000000000000" })),
+      () => t.client.send(new CreateMicrovmAuthTokenCommand({ microvmIdentifier: "microvm-00000000000000000", expirationInMinutes: 5, allowedPorts: [{ allPorts: {} }] })),
+      () => t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: "microvm-00000000000000000", expirationInMinutes: 5 })),
+    ]) await rejects(send(), "ResourceNotFoundException");
+  });
+
+  test("no capacity is InsufficientCapacityException and creates nothing", async () => {
+    runtime.capacity = false;
+    try {
+      const before = (await t.client.send(new ListMicrovmsCommand({}))).items?.length;
+      await rejects(t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN })), "InsufficientCapacityException");
+      assert.equal((await t.client.send(new ListMicrovmsCommand({}))).items?.length, before);
+    } finally {
+      runtime.capacity = true;
+    }
+  });
+
+  test("images and versions with live MicroVMs cannot be deleted", async () => {
+    await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    await rejects(t.client.send(new DeleteMicrovmImageCommand({ imageIdentifier: "app" })), "ConflictException", /MicroVMs still run from it \(microvm-/);
+    await rejects(t.client.send(new DeleteMicrovmImageVersionCommand({ imageIdentifier: "app", imageVersion: "1.0" })), "ConflictException", /Terminate them first/);
+  });
+});
