@@ -214,6 +214,7 @@ export type Input<Op extends OperationName> = z.infer<(typeof inputs)[Op]>;
 
 function describeIssue(issue: z.core.$ZodIssue): string {
   const path = issue.path.length ? issue.path.map(String).join(".") : "(request)";
+  if (issue.code === "invalid_key") return `'${path}' ${issue.issues.map((i) => i.message).join("; ")}`;
   if (issue.code === "invalid_type" && (issue as { input?: unknown }).input === undefined) {
     return `'${path}' is required`;
   }
@@ -222,7 +223,7 @@ function describeIssue(issue: z.core.$ZodIssue): string {
 }
 
 export function parseInput<Op extends OperationName>(op: Op, raw: unknown): Input<Op> {
-  const result = inputs[op].safeParse(raw);
+  const result = inputs[op].safeParse(raw, { reportInput: true });
   if (result.success) return result.data as Input<Op>;
   const issues = result.error.issues.map(describeIssue);
   throw new InvalidInput(
