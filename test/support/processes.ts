@@ -1,0 +1,56 @@
+// The real binaries as separate processes: `lmvm server` and the `lmvm` CLI.
+
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import { readServerInfo } from "../../src/server/index.js";
+import { eventually } from "./platform.js";
+
+export const LMVM = join(import.meta.dirname, "..", "..", "..", "bin", "lmvm");
+
+export interface ServerProcess {
+  child: ChildProcess;
+  url: string;
+  output: () => string;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** Starts `lmvm server` on an ephemeral port and waits until it listens. */
+export async function spawnServer(dataDir: string, extraArgs: string[] = [], env: Record<string, string> = {}): Promise<ServerProcess> {
+  const child = spawn(LMVM, ["server", "--data-dir", dataDir, "--api-port", "0", ...extraArgs], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout!.on("data", (d) => (output += d));
+  child.stderr!.on("data", (d) => (output += d));
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const info = await eventually(async () => {
+    if (child.exitCode !== null) throw new Error(`lmvm server exited with ${child.exitCode}:\n${output}`);
+    const i = readServerInfo(dataDir);
+    return i && output.includes("lmvm server started") ? i : undefined;
+  }, "lmvm server to listen", 20_000);
+  return {
+    child,
+    url: info.apiEndpoint,
+    output: () => output,
+    async kill(signal: NodeJS.Signals = "SIGTERM") {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await exited;
+    },
+  };
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function lmvm(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(LMVM, args, { env: { ...process.env, ...env } }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
