@@ -1,0 +1,11 @@
+// `npm run bench`: every benchmark, each printing ratios against a baseline
+// measured in the same run. Absolute numbers on shared machines are noise.
+import { controlPlaneBench } from "./control-plane.js";
+
+const benches: [string, () => Promise<string[]>][] = [["control-plane", controlPlaneBench]];
+const only = process.argv[2];
+for (const [name, bench] of benches) {
+  if (only && only !== name) continue;
+  for (const line of await bench()) console.log(line);
+  console.log();
+}
