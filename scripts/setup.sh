@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The quick start: installs lmvm, starts `lmvm server` in the background, and
+# runs the platform's main job on the example app, showing each step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install.sh
+
+DATA_DIR="${LMVM_DATA_DIR:-/var/lib/lmvm}"
+export LMVM_DATA_DIR="$DATA_DIR"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Starting lmvm server (data directory $DATA_DIR)"
+mkdir -p "$DATA_DIR"
+if curl -fsS http://127.0.0.1:7600/health >/dev/null 2>&1; then
+  echo "already running"
+else
+  nohup lmvm server --data-dir "$DATA_DIR" >>"$DATA_DIR/server.log" 2>&1 &
+  for _ in $(seq 1 100); do
+    curl -fsS http://127.0.0.1:7600/health >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  curl -fsS http://127.0.0.1:7600/health >/dev/null || { echo "lmvm server did not start; see $DATA_DIR/server.log" >&2; tail -n 20 "$DATA_DIR/server.log" >&2; exit 1; }
+  echo "listening on http://127.0.0.1:7600 (log: $DATA_DIR/server.log, pid $(pgrep -f 'lmvm/dist/src/cli/main.js server' | head -n1))"
+fi
+
+step "Packaging examples/hello as a code artifact"
+ARTIFACT="$DATA_DIR/examples/hello.zip"
+mkdir -p "$(dirname "$ARTIFACT")"
+rm -f "$ARTIFACT"
+(cd examples/hello && zip -qr "$ARTIFACT" .)
+echo "$ARTIFACT"
+
+step "Managed base images"
+lmvm list-managed-microvm-images --query 'items[].imageArn' --output text
+
+step "Creating the MicroVM image 'hello' (lmvm create-microvm-image ...)"
+IMAGE_FLAGS=(--base-image-arn arn:aws:lambda:us-east-1:aws:microvm-image:debian12
+  --build-role-arn arn:aws:iam::000000000000:role/MicroVMBuildRole
+  --code-artifact "{\"uri\":\"file://$ARTIFACT\"}"
+  --hooks '{"port":9000,"microvmImageHooks":{"ready":"ENABLED","readyTimeoutInSeconds":60}}')
+if lmvm get-microvm-image --image-identifier hello >/dev/null 2>&1; then
+  VERSION=$(lmvm update-microvm-image --image-identifier hello "${IMAGE_FLAGS[@]}" --query imageVersion --output text)
+else
+  VERSION=$(lmvm create-microvm-image --name hello "${IMAGE_FLAGS[@]}" --query imageVersion --output text)
+fi
+lmvm get-microvm-image --image-identifier hello
+
+step "Builds of version $VERSION"
+lmvm list-microvm-image-builds --image-identifier hello --image-version "$VERSION" --output table
+
+step "Done"
+cat <<EOT
+lmvm server is running in the background. Try:
+  lmvm list-microvm-images --output table
+  lmvm help
+Stop it with: pkill -f 'lmvm/dist/src/cli/main.js server'
+EOT
