@@ -20,7 +20,7 @@ else
     sleep 0.1
   done
   curl -fsS http://127.0.0.1:7600/health >/dev/null || { echo "lmvm server did not start; see $DATA_DIR/server.log" >&2; tail -n 20 "$DATA_DIR/server.log" >&2; exit 1; }
-  echo "listening on http://127.0.0.1:7600 (log: $DATA_DIR/server.log, pid $(pgrep -f 'lmvm/dist/src/cli/main.js server' | head -n1))"
+  echo "listening on http://127.0.0.1:7600 (log: $DATA_DIR/server.log)"
 fi
 
 step "Packaging examples/hello as a code artifact"
@@ -53,5 +53,5 @@ cat <<EOT
 lmvm server is running in the background. Try:
   lmvm list-microvm-images --output table
   lmvm help
-Stop it with: pkill -f 'lmvm/dist/src/cli/main.js server'
+Stop it with: kill $(node -p "require('$DATA_DIR/server.json').pid")
 EOT
