@@ -1,12 +1,16 @@
 // Each operation: validated input → core call → output shape. List
 // operations return `next`, which the server turns into a signed nextToken.
 
-import type { ControlPlane, Input, OperationName, PageRequest } from "../core/index.js";
+import type { ControlPlane, Input, OperationName, Page, PageRequest } from "../core/index.js";
 import * as view from "./views.js";
 
 export interface ListResult {
   items: unknown[];
   next?: string;
+}
+
+function list<T>(page: Page<T>, view: (item: T) => unknown): ListResult {
+  return { items: page.items.map(view), ...(page.next ? { next: page.next } : {}) };
 }
 
 type Handler<Op extends OperationName> = (cp: ControlPlane, input: Input<Op>, page: PageRequest) => Promise<object | ListResult | undefined>;
@@ -25,16 +29,15 @@ export const handlers: { [Op in OperationName]: Handler<Op> } = {
     return view.image(r.image, r.tags);
   },
   async ListMicrovmImages(cp, input, page) {
-    const r = await cp.listMicrovmImages(input, page);
-    return { items: r.items.map(view.imageSummary), ...(r.next ? { next: r.next } : {}) };
+    return list(await cp.listMicrovmImages(input, page), view.imageSummary);
   },
   async DeleteMicrovmImage(cp, input) {
     const r = await cp.deleteMicrovmImage(input);
     return { imageIdentifier: r.arn, state: r.state };
   },
   async ListMicrovmImageVersions(cp, input, page) {
-    const { page: r, tags } = await cp.listMicrovmImageVersions(input, page);
-    return { items: r.items.map((v) => view.version(v, tags)), ...(r.next ? { next: r.next } : {}) };
+    const { page: versions, tags } = await cp.listMicrovmImageVersions(input, page);
+    return list(versions, (v) => view.version(v, tags));
   },
   async GetMicrovmImageVersion(cp, input) {
     const r = await cp.getMicrovmImageVersion(input);
@@ -49,19 +52,16 @@ export const handlers: { [Op in OperationName]: Handler<Op> } = {
     return { imageIdentifier: r.imageArn, imageVersion: r.version, state: r.state };
   },
   async ListMicrovmImageBuilds(cp, input, page) {
-    const r = await cp.listMicrovmImageBuilds(input, page);
-    return { items: r.items.map(view.buildSummary), ...(r.next ? { next: r.next } : {}) };
+    return list(await cp.listMicrovmImageBuilds(input, page), view.buildSummary);
   },
   async GetMicrovmImageBuild(cp, input) {
     return view.build(await cp.getMicrovmImageBuild(input));
   },
   async ListManagedMicrovmImages(cp, input, page) {
-    const r = await cp.listManagedMicrovmImages(input, page);
-    return { items: r.items.map(view.managedImage), ...(r.next ? { next: r.next } : {}) };
+    return list(await cp.listManagedMicrovmImages(input, page), view.managedImage);
   },
   async ListManagedMicrovmImageVersions(cp, input, page) {
-    const r = await cp.listManagedMicrovmImageVersions(input, page);
-    return { items: r.items.map((v) => view.managedImageVersion(cp.managed.arn(v.name), v)), ...(r.next ? { next: r.next } : {}) };
+    return list(await cp.listManagedMicrovmImageVersions(input, page), (v) => view.managedImageVersion(cp.managed.arn(v.name), v));
   },
   async RunMicrovm(cp, input) {
     return view.microvm(await cp.runMicrovm(input));
@@ -70,8 +70,7 @@ export const handlers: { [Op in OperationName]: Handler<Op> } = {
     return view.microvm(await cp.getMicrovm(input));
   },
   async ListMicrovms(cp, input, page) {
-    const r = await cp.listMicrovms(input, page);
-    return { items: r.items.map(view.microvmItem), ...(r.next ? { next: r.next } : {}) };
+    return list(await cp.listMicrovms(input, page), view.microvmItem);
   },
   async SuspendMicrovm(cp, input) {
     await cp.suspendMicrovm(input);

@@ -9,17 +9,11 @@ import {
   UpdateMicrovmImageVersionCommand,
 } from "@aws-sdk/client-lambda-microvms";
 import { BASE_IMAGE_ARN, eventually, imageRequest, startTestPlatform, type TestPlatform } from "../support/platform.js";
+import { rejects } from "../support/assertions.js";
 import { ScriptedBuilder } from "../support/scripted.js";
 
 const ARN = (name: string) => `arn:aws:lambda:us-east-1:000000000000:microvm-image:${name}`;
 
-async function rejects(p: Promise<unknown>, name: string, message?: RegExp): Promise<Error> {
-  const err = await p.then(() => undefined, (e: Error) => e);
-  assert.ok(err, `expected ${name}, but the call succeeded`);
-  assert.equal(err.name, name, `expected ${name}, got ${err.name}: ${err.message}`);
-  if (message) assert.match(err.message, message);
-  return err;
-}
 
 describe("images without a builder", () => {
   let t: TestPlatform;

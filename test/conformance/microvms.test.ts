@@ -11,17 +11,12 @@ import {
 import { MicrovmTokens, portAllowed } from "../../src/proxy/index.js";
 import { deriveKey, serverKey } from "../../src/server/data-dir.js";
 import { eventually, imageRequest, startTestPlatform, type TestPlatform } from "../support/platform.js";
+import { rejects } from "../support/assertions.js";
 import { ScriptedBuilder, ScriptedRuntime } from "../support/scripted.js";
 
 const IMAGE_ARN = "arn:aws:lambda:us-east-1:000000000000:microvm-image:app";
 const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
 
-async function rejects(p: Promise<unknown>, name: string, message?: RegExp): Promise<void> {
-  const err = await p.then(() => undefined, (e: Error) => e);
-  assert.ok(err, `expected ${name}, but the call succeeded`);
-  assert.equal(err.name, name, `expected ${name}, got ${err.name}: ${err.message}`);
-  if (message) assert.match(err.message, message);
-}
 
 describe("microvms", () => {
   let t: TestPlatform;

@@ -8,16 +8,11 @@ import {
   paginateListMicrovmImages, RunMicrovmCommand, TagResourceCommand, UntagResourceCommand,
 } from "@aws-sdk/client-lambda-microvms";
 import { eventually, imageRequest, startTestPlatform, type TestPlatform } from "../support/platform.js";
+import { rejects } from "../support/assertions.js";
 import { ScriptedBuilder, ScriptedRuntime } from "../support/scripted.js";
 
 const arn = (name: string) => `arn:aws:lambda:us-east-1:000000000000:microvm-image:${name}`;
 
-async function rejects(p: Promise<unknown>, name: string, message?: RegExp): Promise<void> {
-  const err = await p.then(() => undefined, (e: Error) => e);
-  assert.ok(err, `expected ${name}, but the call succeeded`);
-  assert.equal(err.name, name, `expected ${name}, got ${err.name}: ${err.message}`);
-  if (message) assert.match(err.message, message);
-}
 
 describe("pagination, idempotency and tags", () => {
   let t: TestPlatform;
