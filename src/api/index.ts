@@ -1,6 +1,6 @@
 // Public face of the control API: the HTTP server, its SigV4 check, and the
 // SDK model (operations, flags) the CLI also reads.
-export { buildApi, type ApiOptions } from "./server.js";
+export { buildApi, LMVM_PREFIX, type ApiOptions } from "./server.js";
 export { SigV4Verifier, MAX_SKEW_MS, type Credential } from "./sigv4.js";
 export { PageTokens } from "./pagination.js";
 export { OPERATIONS, OPERATION_NAMES, inputSchema, structureMembers, listMember, kindOf, type OperationModel, type MemberModel, type SdkOperationName } from "./sdk-model.js";

@@ -4,6 +4,7 @@
 // (path label, query string or JSON body), validated, and handed to the core.
 
 import { randomUUID } from "node:crypto";
+import type { Readable } from "node:stream";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { parseInput, DEFAULT_PAGE_SIZE, type ControlPlane, type OperationName } from "../core/index.js";
 import { AwsError, toAwsError } from "./errors.js";
@@ -19,7 +20,12 @@ export interface ApiOptions {
   log: (event: Record<string, unknown>) => void;
   /** Largest request body accepted, in bytes. */
   bodyLimit?: number;
+  /** A build's log; with `follow`, it ends once `finished()` is true. */
+  buildLog?: (buildId: string, follow: boolean, finished: () => Promise<boolean>, signal: AbortSignal) => Readable;
 }
+
+/** lmvm's own routes, outside the SDK's model, live under this prefix. */
+export const LMVM_PREFIX = "/lmvm/2025-09-09";
 
 function splitUrl(url: string): { rawPath: string; rawQuery: string } {
   const q = url.indexOf("?");
@@ -76,12 +82,17 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
 
+  const authenticate = async (req: FastifyRequest) => {
+    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    const { rawPath, rawQuery } = splitUrl(req.raw.url ?? "/");
+    await opts.verifier.verify({ method: req.method, rawPath, rawQuery, headers: req.headers, body });
+    return { body, rawQuery };
+  };
+
   const handle = (name: OperationName, op: OperationModel) => async (req: FastifyRequest, reply: FastifyReply) => {
     const requestId = randomUUID();
     try {
-      const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-      const { rawPath, rawQuery } = splitUrl(req.raw.url ?? "/");
-      await opts.verifier.verify({ method: req.method, rawPath, rawQuery, headers: req.headers, body });
+      const { body, rawQuery } = await authenticate(req);
       const raw = bindInput(op, req.params as Record<string, string>, rawQuery, body);
       const input = parseInput(name, raw);
       let page = { limit: DEFAULT_PAGE_SIZE } as { limit: number; after?: string };
@@ -111,6 +122,28 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   }
 
   app.get("/health", async () => ({ status: "ok" }));
+
+  const buildLog = opts.buildLog;
+  if (buildLog) {
+    app.get(`${LMVM_PREFIX}/microvm-images/:imageIdentifier/versions/:imageVersion/builds/:buildId/logs`, async (req, reply) => {
+      const requestId = randomUUID();
+      try {
+        const { rawQuery } = await authenticate(req);
+        const input = parseInput("GetMicrovmImageBuild", req.params);
+        await opts.controlPlane.getMicrovmImageBuild(input);
+        const follow = ["true", "1"].includes(new URLSearchParams(rawQuery).get("follow") ?? "");
+        const finished = async () => {
+          const build = await opts.controlPlane.getMicrovmImageBuild(input).catch(() => undefined);
+          return !build || build.state === "SUCCESSFUL" || build.state === "FAILED";
+        };
+        const closed = new AbortController();
+        req.raw.once("close", () => closed.abort());
+        return reply.header("x-amzn-requestid", requestId).type("text/plain; charset=utf-8").send(buildLog(input.buildId, follow, finished, closed.signal));
+      } catch (err) {
+        return sendError(reply, requestId, toAwsError(err));
+      }
+    });
+  }
 
   app.setNotFoundHandler((req, reply) =>
     sendError(reply, randomUUID(), new AwsError("UnknownOperationException", 404, `No operation matches ${req.method} ${splitUrl(req.raw.url ?? "/").rawPath}.`)),

@@ -8,9 +8,10 @@ import { connect } from "./connection.js";
 import { buildInput, kebab, splitArgs, UsageError } from "./flags.js";
 import { commandHelp, topHelp } from "./help.js";
 import { applyQuery, plain, render, type OutputFormat } from "./output.js";
+import { logsCommand, LOGS_HELP } from "./logs-command.js";
 import { serverCommand, SERVER_HELP } from "./server-command.js";
 
-const GLOBAL_FLAGS = ["endpoint-url", "region", "output", "query", "profile", "data-dir", "cli-input-json", "max-items", "page-size", "starting-token"];
+const GLOBAL_FLAGS = ["endpoint-url", "region", "output", "query", "profile", "data-dir", "cli-input-json", "max-items", "page-size", "starting-token", "build-id"];
 const BOOLEAN_FLAGS = new Set(["no-paginate", "debug", "help", "no-cli-pager", "no-verify-ssl"]);
 const PAGINATED = new Set(["ListMicrovmImages", "ListMicrovmImageVersions", "ListMicrovmImageBuilds", "ListManagedMicrovmImages", "ListManagedMicrovmImageVersions", "ListMicrovms"]);
 
@@ -95,6 +96,24 @@ export async function main(argv: string[]): Promise<number> {
     if (command === "--version" || command === "version") {
       process.stdout.write("lmvm 0.1.0\n");
       return 0;
+    }
+    if (command === "logs") {
+      const args = splitArgs(rest, new Set([...BOOLEAN_FLAGS, "follow"]));
+      if (args.flags.has("help") || !args.positionals.length) {
+        process.stdout.write(LOGS_HELP);
+        return 0;
+      }
+      const client = connect({
+        endpointUrl: single(args.flags, "endpoint-url"),
+        region: single(args.flags, "region"),
+        profile: single(args.flags, "profile"),
+        dataDir: single(args.flags, "data-dir"),
+      } as Parameters<typeof connect>[0]);
+      try {
+        return await logsCommand(client, args.positionals, args.flags);
+      } finally {
+        client.destroy();
+      }
     }
     if (command === "server") {
       if (rest[0] === "help") {

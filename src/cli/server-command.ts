@@ -15,7 +15,9 @@ SYNOPSIS
     lmvm server [--api-port <port>] [--api-host <addr>] [--data-dir <dir>]
                 [--region <region>] [--account-id <12 digits>]
                 [--endpoint-domain <domain>] [--endpoint-port <port>]
-                [--build-concurrency <n>]
+                [--build-concurrency <n>] [--s3-endpoint <url>]
+                [--base-image-cache <dir>] [--debian-mirror <url>]
+                [--artifact-ca-file <pem>] [--no-builder]
 
 OPTIONS
     --api-port           Control API port (default ${DEFAULTS.apiPort}).
@@ -26,6 +28,13 @@ OPTIONS
     --endpoint-domain    Domain of MicroVM endpoints (default ${DEFAULTS.endpointDomain}).
     --endpoint-port      Port of MicroVM endpoints (default ${DEFAULTS.endpointPort}).
     --build-concurrency  Image builds run at once (default ${DEFAULTS.buildConcurrency}).
+    --s3-endpoint        S3-compatible endpoint for s3:// code artifacts (default: AWS).
+                         Credentials: LMVM_S3_ACCESS_KEY_ID and LMVM_S3_SECRET_ACCESS_KEY,
+                         else the AWS SDK's default chain.
+    --base-image-cache   Where managed base images are made and kept (default <data-dir>/base-images).
+    --debian-mirror      Debian mirror for the debian12 base image (default http://deb.debian.org/debian).
+    --artifact-ca-file   Extra CA certificates (PEM) trusted for https:// code artifacts.
+    --no-builder         Do not build images on this host; builds wait in the queue.
 
     Root credentials are written to <data-dir>/credentials on first start, from
     LMVM_ROOT_ACCESS_KEY_ID and LMVM_ROOT_SECRET_ACCESS_KEY when both are set.
@@ -47,6 +56,8 @@ export async function serverCommand(argv: string[]): Promise<void> {
         "api-port": { type: "string" }, "api-host": { type: "string" }, "data-dir": { type: "string" },
         region: { type: "string" }, "account-id": { type: "string" }, "endpoint-domain": { type: "string" },
         "endpoint-port": { type: "string" }, "build-concurrency": { type: "string" }, help: { type: "boolean" },
+        "s3-endpoint": { type: "string" }, "base-image-cache": { type: "string" }, "debian-mirror": { type: "string" },
+        "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" },
       },
       strict: true,
     }));
@@ -68,6 +79,11 @@ export async function serverCommand(argv: string[]): Promise<void> {
     endpointDomain: values["endpoint-domain"] ?? DEFAULTS.endpointDomain,
     endpointPort: port("endpoint-port", values["endpoint-port"], DEFAULTS.endpointPort),
     buildConcurrency: concurrency,
+    ...(values["s3-endpoint"] ? { s3Endpoint: values["s3-endpoint"] } : {}),
+    ...(values["base-image-cache"] ? { baseImageCache: values["base-image-cache"] } : {}),
+    ...(values["debian-mirror"] ? { debianMirror: values["debian-mirror"] } : {}),
+    ...(values["artifact-ca-file"] ? { artifactCaFile: values["artifact-ca-file"] } : {}),
+    ...(values["no-builder"] ? { builder: null } : {}),
   });
   await new Promise<void>((resolve) => {
     const stop = () => {

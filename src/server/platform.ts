@@ -2,9 +2,12 @@
 // builds the core with whatever builder and runtime this host has, and serves
 // the control API. `lmvm server` and the tests start the platform here.
 
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance } from "fastify";
 import { buildApi, PageTokens, SigV4Verifier } from "../api/index.js";
+import { BuildLogs, DEFAULT_LIMITS, DockerfileBuilder } from "../build/index.js";
 import { ControlPlane, systemClock, type Clock, type ImageBuilder, type SandboxRuntime } from "../core/index.js";
 import { MicrovmTokens } from "../proxy/index.js";
 import { SqliteStore } from "../store/index.js";
@@ -22,8 +25,19 @@ export interface PlatformConfig {
   buildConcurrency: number;
   clock?: Clock;
   log?: (event: Record<string, unknown>) => void;
-  /** The image builder (src/build) and sandbox runtime (src/runtime) this host offers, if any. */
-  builder?: ImageBuilder;
+  /** Where base image root filesystems are cached (default <data-dir>/base-images); may be shared. */
+  baseImageCache?: string;
+  debianMirror?: string;
+  /** S3 endpoint for s3:// code artifacts (default: AWS's); credentials come from LMVM_S3_* or the AWS default chain. */
+  s3Endpoint?: string;
+  /** Credentials for s3:// artifacts; default LMVM_S3_ACCESS_KEY_ID/LMVM_S3_SECRET_ACCESS_KEY, else the AWS chain. */
+  s3Credentials?: { accessKeyId: string; secretAccessKey: string };
+  /** PEM file of extra CAs trusted for https:// code artifacts. */
+  artifactCaFile?: string;
+  /** Size and count limits on code artifacts (default DEFAULT_LIMITS). */
+  buildLimits?: typeof DEFAULT_LIMITS;
+  /** Replaces the Dockerfile builder; null runs without one (builds wait in the queue). */
+  builder?: ImageBuilder | null;
   runtime?: SandboxRuntime;
 }
 
@@ -36,6 +50,25 @@ export const DEFAULTS = {
   endpointPort: 7643,
   buildConcurrency: 2,
 };
+
+function dockerfileBuilder(config: PlatformConfig, logs: BuildLogs): DockerfileBuilder {
+  const s3: S3ClientConfig = {};
+  if (config.s3Endpoint) Object.assign(s3, { endpoint: config.s3Endpoint, forcePathStyle: true });
+  const { LMVM_S3_ACCESS_KEY_ID: id, LMVM_S3_SECRET_ACCESS_KEY: secret, LMVM_S3_REGION: region } = process.env;
+  if (config.s3Credentials) s3.credentials = config.s3Credentials;
+  else if (id && secret) s3.credentials = { accessKeyId: id, secretAccessKey: secret };
+  s3.region = region ?? config.region;
+  return new DockerfileBuilder({
+    dataDir: config.dataDir,
+    logs,
+    baseImageCache: config.baseImageCache ?? join(config.dataDir, "base-images"),
+    debianMirror: config.debianMirror ?? "http://deb.debian.org/debian",
+    busyboxPath: "/bin/busybox",
+    s3,
+    ...(config.artifactCaFile ? { httpsCa: readFileSync(config.artifactCaFile, "utf8") } : {}),
+    limits: config.buildLimits ?? DEFAULT_LIMITS,
+  });
+}
 
 export interface Platform {
   /** Base URL of the control API, e.g. http://127.0.0.1:7600 */
@@ -60,6 +93,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const store = await SqliteStore.open(files.database);
 
   const scope = { region: config.region, accountId: config.accountId };
+  const buildLogs = new BuildLogs(join(config.dataDir, "logs", "builds"));
+  const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs) : config.builder;
   const controlPlane = new ControlPlane({
     store,
     clock,
@@ -69,13 +104,19 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     endpointFor: (id) => `https://${id}.${config.endpointDomain}:${config.endpointPort}`,
     buildConcurrency: config.buildConcurrency,
     log,
-    ...(config.builder ? { builder: config.builder } : {}),
+    ...(builder ? { builder } : {}),
     ...(config.runtime ? { runtime: config.runtime } : {}),
   });
   await controlPlane.start();
 
   const verifier = new SigV4Verifier(new Map([[creds.accessKeyId, { secretAccessKey: creds.secretAccessKey, accountId: config.accountId }]]), config.region, clock);
-  const app: FastifyInstance = await buildApi({ controlPlane, verifier, pageTokens: new PageTokens(deriveKey(master, "page-tokens")), log });
+  const app: FastifyInstance = await buildApi({
+    controlPlane,
+    verifier,
+    pageTokens: new PageTokens(deriveKey(master, "page-tokens")),
+    log,
+    buildLog: (buildId, follow, finished, signal) => buildLogs.read(buildId, follow, finished, signal),
+  });
   await app.listen({ host: config.apiHost, port: config.apiPort });
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.apiPort;

@@ -14,9 +14,14 @@ export interface ServerProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Starts `lmvm server` on an ephemeral port and waits until it listens. */
+/**
+ * Starts `lmvm server` on an ephemeral port and waits until it listens. Unless
+ * `extraArgs` configure building (an --s3-endpoint), it runs with --no-builder:
+ * tests must never make the server reach for a real S3.
+ */
 export async function spawnServer(dataDir: string, extraArgs: string[] = [], env: Record<string, string> = {}): Promise<ServerProcess> {
-  const child = spawn(LMVM, ["server", "--data-dir", dataDir, "--api-port", "0", ...extraArgs], {
+  const builderArgs = extraArgs.includes("--s3-endpoint") ? [] : ["--no-builder"];
+  const child = spawn(LMVM, ["server", "--data-dir", dataDir, "--api-port", "0", ...builderArgs, ...extraArgs], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -1,0 +1,126 @@
+// Managed base images, made on this host from Debian's packages: `debian12`
+// with mmdebstrap, `busybox` from the busybox-static binary. Each version is
+// made once into the base-image cache (a directory that may be shared by
+// several data directories, such as every test of a CI run), then committed
+// into buildah's store as lmvm/<name>:<version>, and lmvm/<name>:latest for
+// the newest, so Dockerfiles can say `FROM lmvm/debian12`.
+
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { BuildFailure, MANAGED_IMAGES } from "../core/index.js";
+import type { Buildah } from "./buildah.js";
+import { ExecError, run, type ExecOptions } from "./exec.js";
+
+export interface BaseImageOptions {
+  cacheDir: string;
+  debianMirror: string;
+  busyboxPath: string;
+}
+
+type Recipe = (rootfs: string, opts: BaseImageOptions, exec: ExecOptions) => Promise<void>;
+
+const PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+const recipes: Record<string, Record<string, Recipe>> = {
+  debian12: {
+    "1": async (rootfs, opts, exec) => {
+      await run("mmdebstrap", [
+        "--variant=minbase",
+        "--include=ca-certificates,nodejs,python3,bash",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*",
+        "bookworm", rootfs, opts.debianMirror,
+      ], exec);
+    },
+  },
+  busybox: {
+    "1": async (rootfs, opts, exec) => {
+      if (!existsSync(opts.busyboxPath)) {
+        throw new BuildFailure(`Making the busybox base image needs a static busybox at ${opts.busyboxPath} (Debian package busybox-static).`);
+      }
+      for (const d of ["bin", "etc", "tmp", "root", "proc", "sys", "dev", "home", "var", "run"]) mkdirSync(join(rootfs, d), { recursive: true });
+      await run("cp", [opts.busyboxPath, join(rootfs, "bin", "busybox")], exec);
+      const applets = (await run(join(rootfs, "bin", "busybox"), ["--list"])).stdout.split("\n").filter((a) => /^[a-z0-9_.[-]+$/.test(a) && a !== "busybox");
+      for (const applet of applets) symlinkSync("busybox", join(rootfs, "bin", applet));
+      writeFileSync(join(rootfs, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n");
+      writeFileSync(join(rootfs, "etc", "group"), "root:x:0:\nnogroup:x:65534:\n");
+      exec.onLine?.(`busybox rootfs with ${applets.length} applets`);
+    },
+  },
+};
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export class BaseImages {
+  private readonly inFlight = new Map<string, Promise<string>>();
+
+  constructor(
+    private readonly buildah: Buildah,
+    private readonly opts: BaseImageOptions,
+  ) {}
+
+  static ref(name: string, version: string): string {
+    return `localhost/lmvm/${name}:${version}`;
+  }
+
+  latestVersion(name: string): string | undefined {
+    return MANAGED_IMAGES.find((d) => d.name === name)?.versions.at(-1);
+  }
+
+  /** Makes base image name:version if needed (once, even when asked concurrently) and returns its reference. */
+  ensure(name: string, version: string, exec: ExecOptions): Promise<string> {
+    const key = `${name}:${version}`;
+    let pending = this.inFlight.get(key);
+    if (!pending) {
+      pending = this.make(name, version, exec).finally(() => this.inFlight.delete(key));
+      this.inFlight.set(key, pending);
+    }
+    return pending;
+  }
+
+  private async make(name: string, version: string, exec: ExecOptions): Promise<string> {
+    const recipe = recipes[name]?.[version];
+    if (!recipe) throw new BuildFailure(`There is no managed base image ${name} version ${version}.`);
+    const ref = BaseImages.ref(name, version);
+    if (await this.buildah.hasImage(ref)) return ref;
+    const dir = join(this.opts.cacheDir, name);
+    const rootfs = join(dir, version);
+    if (!existsSync(rootfs)) {
+      mkdirSync(dir, { recursive: true });
+      for (const stale of readdirSync(dir).filter((f) => f.startsWith(`${version}.partial-`))) {
+        if (!alive(Number(stale.split("-").at(-1)))) rmSync(join(dir, stale), { recursive: true, force: true });
+      }
+      const partial = join(dir, `${version}.partial-${process.pid}`);
+      const started = Date.now();
+      exec.onLine?.(`Creating base image ${name} version ${version}; this happens once per host and can take a few minutes.`);
+      try {
+        await recipe(partial, this.opts, exec);
+      } catch (err) {
+        rmSync(partial, { recursive: true, force: true });
+        if (err instanceof ExecError) throw new BuildFailure(`Creating base image ${name} version ${version} failed: ${err.message}`);
+        throw err;
+      }
+      try {
+        renameSync(partial, rootfs);
+      } catch (err) {
+        // Another process sharing the cache finished the same image first.
+        rmSync(partial, { recursive: true, force: true });
+        if (!existsSync(rootfs)) throw err;
+      }
+      exec.onLine?.(`Base image ${name} version ${version} created in ${((Date.now() - started) / 1000).toFixed(1)} s.`);
+    }
+    await this.buildah.importRootfs(rootfs, ref, { env: [PATH_ENV], cmd: ["/bin/sh"] }, exec);
+    if (this.latestVersion(name) === version) await this.buildah.tag(ref, `localhost/lmvm/${name}:latest`);
+    return ref;
+  }
+}

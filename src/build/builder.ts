@@ -1,0 +1,165 @@
+// The image builder: code artifact → safe unzip → Dockerfile build with
+// buildah → root filesystem and image config on disk. Every step is written
+// to the build's log as it happens; a failure names the step and quotes the
+// last lines of its output in the build's stateReason.
+//
+// On disk, under the data directory:
+//   builds/<buildId>/            scratch space of a running build, removed after it
+//   images/<name>/<version>/<architecture>/rootfs        the built root filesystem
+//   images/<name>/<version>/<architecture>/config.json   entrypoint, cmd, env, workdir, user, ports
+//   logs/builds/<buildId>.log    the build log
+
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { lstat, readdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { S3ClientConfig } from "@aws-sdk/client-s3";
+import { BuildFailure, parseArn, type BuildJob, type ImageBuilder, type SnapshotBuild } from "../core/index.js";
+import { fetchArtifact } from "./artifacts.js";
+import { BaseImages } from "./base-images.js";
+import { Buildah, type OciConfig } from "./buildah.js";
+import type { BuildLog, BuildLogs } from "./build-logs.js";
+import { fromImages } from "./dockerfile.js";
+import { ExecError } from "./exec.js";
+import { safeUnzip } from "./unzip.js";
+
+export interface BuilderOptions {
+  dataDir: string;
+  logs: BuildLogs;
+  /** Where base image root filesystems are cached; may be shared between data directories. */
+  baseImageCache: string;
+  debianMirror: string;
+  busyboxPath: string;
+  s3?: S3ClientConfig;
+  httpsCa?: string;
+  limits: { maxArtifactBytes: number; maxUncompressedBytes: number; maxFiles: number };
+}
+
+export const DEFAULT_LIMITS = { maxArtifactBytes: 256 * 1024 * 1024, maxUncompressedBytes: 1024 * 1024 * 1024, maxFiles: 50_000 };
+
+export interface BuiltImage {
+  rootfs: string;
+  config: OciConfig;
+}
+
+function imageName(imageArn: string): string {
+  const name = parseArn(imageArn)?.resourceId;
+  if (!name || !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) throw new Error(`not an image ARN: ${imageArn}`);
+  return name;
+}
+
+/** Where a version's build for one architecture keeps its result. */
+export function builtImageDir(dataDir: string, imageArn: string, version: string, architecture: string): string {
+  return join(dataDir, "images", imageName(imageArn), version, architecture);
+}
+
+export function readBuiltImage(dataDir: string, imageArn: string, version: string, architecture: string): BuiltImage {
+  const dir = builtImageDir(dataDir, imageArn, version, architecture);
+  return { rootfs: join(dir, "rootfs"), config: JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as OciConfig };
+}
+
+async function treeSize(dir: string): Promise<number> {
+  let total = 0;
+  const stack = [dir];
+  while (stack.length) {
+    const current = stack.pop()!;
+    for (const entry of await readdir(current, { withFileTypes: true })) {
+      const path = join(current, entry.name);
+      if (entry.isDirectory()) stack.push(path);
+      else if (entry.isFile()) total += (await lstat(path)).size;
+    }
+  }
+  return total;
+}
+
+/** The step a failed buildah build was at, from its output. */
+function failedStep(lines: string[]): string | undefined {
+  const step = [...lines].reverse().find((l) => /STEP \d+\/\d+: /.test(l));
+  return step?.replace(/^.*STEP (\d+\/\d+): /, "step $1: ");
+}
+
+export class DockerfileBuilder implements ImageBuilder {
+  private readonly buildah: Buildah;
+  private readonly baseImages: BaseImages;
+
+  constructor(private readonly opts: BuilderOptions) {
+    this.buildah = new Buildah(join(opts.dataDir, "buildah"));
+    this.baseImages = new BaseImages(this.buildah, { cacheDir: opts.baseImageCache, debianMirror: opts.debianMirror, busyboxPath: opts.busyboxPath });
+  }
+
+  async build(job: BuildJob, signal: AbortSignal): Promise<SnapshotBuild> {
+    const { build, version } = job;
+    const log = this.opts.logs.open(build.buildId);
+    const work = join(this.opts.dataDir, "builds", build.buildId);
+    const out = builtImageDir(this.opts.dataDir, build.imageArn, build.imageVersion, build.architecture);
+    const tag = `localhost/lmvm-build/${build.buildId}`;
+    rmSync(work, { recursive: true, force: true });
+    mkdirSync(join(work, "context"), { recursive: true });
+    const exec = { signal, onLine: (line: string) => log.line(line) };
+    try {
+      log.step(`Build ${build.buildId} of ${build.imageArn} version ${build.imageVersion} (${build.architecture}), attempt ${build.attempts}`);
+      const uri = version.config.codeArtifact.uri;
+      log.step(`Fetching code artifact ${uri}`);
+      const zip = join(work, "artifact.zip");
+      await fetchArtifact(uri, zip, { maxBytes: this.opts.limits.maxArtifactBytes, ...(this.opts.s3 ? { s3: this.opts.s3 } : {}), ...(this.opts.httpsCa ? { httpsCa: this.opts.httpsCa } : {}) }, signal);
+
+      log.step("Unpacking the code artifact");
+      const unpacked = await safeUnzip(zip, join(work, "context"), this.opts.limits);
+      log.line(`${unpacked.files} files, ${unpacked.bytes} bytes`);
+
+      log.step("Preparing the images the Dockerfile starts FROM");
+      const base = version.config.baseImageArn.split(":").at(-1)!;
+      await this.baseImages.ensure(base, version.config.baseImageVersion ?? this.baseImages.latestVersion(base)!, exec);
+      for (const from of fromImages(readFileSync(join(work, "context", "Dockerfile"), "utf8"))) {
+        if (from.managed) {
+          const v = from.managed.version ?? this.baseImages.latestVersion(from.managed.name);
+          if (!v) throw new BuildFailure(`Dockerfile: FROM ${from.ref} names no managed image; managed images are lmvm/debian12 and lmvm/busybox.`);
+          await this.baseImages.ensure(from.managed.name, v, exec);
+        } else if (!(await this.buildah.hasImage(from.ref))) {
+          log.line(`Pulling ${from.ref}`);
+          await this.buildah.pull(from.ref, exec).catch((err: Error) => {
+            throw new BuildFailure(`Dockerfile: FROM ${from.ref}: the image is not in the local store and pulling it failed: ${err.message}`);
+          });
+        }
+      }
+
+      log.step("Building the Dockerfile (buildah, no network)");
+      const staging = join(work, "rootfs");
+      try {
+        await this.buildah.build(join(work, "context"), tag, staging, { ...exec, keepLines: 60 });
+      } catch (err) {
+        if (!(err instanceof ExecError)) throw err;
+        const lines = err.result.tail.filter((l) => l.trim());
+        const step = failedStep(lines) ?? "the Dockerfile";
+        const last = lines.slice(-12).join("\n").slice(-1500);
+        throw new BuildFailure(`Dockerfile ${step} failed (${err.result.code === null ? `signal ${err.result.signal}` : `exit status ${err.result.code}`}). Last lines of its output:\n${last}`);
+      }
+
+      log.step("Saving the root filesystem and image config");
+      const config = await this.buildah.config(tag);
+      rmSync(out, { recursive: true, force: true });
+      mkdirSync(out, { recursive: true });
+      renameSync(staging, join(out, "rootfs"));
+      writeFileSync(join(out, "config.json"), JSON.stringify(config, null, 2));
+      const codeInstallSizeInBytes = await treeSize(join(out, "rootfs"));
+      log.step(`Done: root filesystem of ${codeInstallSizeInBytes} bytes`);
+      return { codeInstallSizeInBytes };
+    } catch (err) {
+      const reason = err instanceof BuildFailure ? err.message : signal.aborted ? "The build was cancelled." : `Internal error: ${(err as Error).message}`;
+      log.step(`FAILED: ${reason}`);
+      rmSync(out, { recursive: true, force: true });
+      throw err instanceof BuildFailure ? err : new BuildFailure(reason);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+      // The rootfs is saved; the tag would only pin layers. The layer cache stays for the next build.
+      await this.buildah.removeImage(tag).catch(() => undefined);
+      await log.close();
+    }
+  }
+
+  async discard(imageArn: string, version: string): Promise<void> {
+    rmSync(join(this.opts.dataDir, "images", imageName(imageArn), version), { recursive: true, force: true });
+    if (existsSync(join(this.opts.dataDir, "images", imageName(imageArn))) && (await readdir(join(this.opts.dataDir, "images", imageName(imageArn)))).length === 0) {
+      rmSync(join(this.opts.dataDir, "images", imageName(imageArn)), { recursive: true, force: true });
+    }
+  }
+}

@@ -1,0 +1,82 @@
+// Runs the external tools a build needs (buildah, mmdebstrap, cp) as child
+// processes: output goes line by line to the build log, the last lines are
+// kept for error messages, and an abort kills the whole process group.
+
+import { spawn } from "node:child_process";
+
+export interface ExecOptions {
+  /** Receives each output line (stdout and stderr interleaved). */
+  onLine?: (line: string) => void;
+  signal?: AbortSignal;
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /** How many trailing lines to keep for the result. */
+  keepLines?: number;
+}
+
+export interface ExecResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  tail: string[];
+  stdout: string;
+}
+
+export class ExecError extends Error {
+  constructor(
+    readonly command: string,
+    readonly result: ExecResult,
+  ) {
+    super(`${command} exited with ${result.code ?? result.signal}: ${result.tail.slice(-5).join(" | ")}`);
+  }
+}
+
+const MAX_STDOUT = 16 * 1024 * 1024;
+
+export function exec(command: string, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    if (opts.signal?.aborted) return reject(new Error("aborted"));
+    const child = spawn(command, args, { cwd: opts.cwd, env: opts.env ?? process.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    const keep = opts.keepLines ?? 40;
+    const tail: string[] = [];
+    let stdout = "";
+    const lineSplitter = () => {
+      let partial = "";
+      return (chunk: Buffer, isStdout: boolean) => {
+        const text = chunk.toString("utf8");
+        if (isStdout && stdout.length < MAX_STDOUT) stdout += text;
+        const lines = (partial + text).split(/\r?\n/);
+        partial = lines.pop() ?? "";
+        for (const line of lines) {
+          opts.onLine?.(line);
+          tail.push(line);
+          if (tail.length > keep) tail.shift();
+        }
+      };
+    };
+    const out = lineSplitter();
+    const err = lineSplitter();
+    child.stdout.on("data", (c: Buffer) => out(c, true));
+    child.stderr.on("data", (c: Buffer) => err(c, false));
+    const kill = () => {
+      try {
+        if (child.pid) process.kill(-child.pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    };
+    opts.signal?.addEventListener("abort", kill, { once: true });
+    child.once("error", (e) => reject(new Error(`cannot run ${command}: ${e.message}`)));
+    child.once("close", (code, signal) => {
+      opts.signal?.removeEventListener("abort", kill);
+      resolve({ code, signal, tail, stdout });
+    });
+  });
+}
+
+/** Like exec, but rejects with ExecError unless the command exits 0. */
+export async function run(command: string, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  const result = await exec(command, args, opts);
+  if (opts.signal?.aborted) throw new Error("aborted");
+  if (result.code !== 0) throw new ExecError(`${command} ${args[0] ?? ""}`.trim(), result);
+  return result;
+}

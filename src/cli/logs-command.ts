@@ -1,0 +1,47 @@
+// `lmvm logs build <image> <version> [--follow]`: prints a build's log, and
+// with --follow keeps printing until the build finishes. It reads lmvm's
+// SigV4-signed log endpoint, outside the AWS API.
+
+import { ListMicrovmImageBuildsCommand, type LambdaMicrovmsClient } from "@aws-sdk/client-lambda-microvms";
+import { Hash } from "@smithy/hash-node";
+import { HttpRequest } from "@smithy/protocol-http";
+import { SignatureV4 } from "@smithy/signature-v4";
+import { LMVM_PREFIX } from "../api/index.js";
+import { UsageError } from "./flags.js";
+
+export const LOGS_HELP = `NAME
+    logs
+
+DESCRIPTION
+    Prints the log of an image build. With --follow, keeps printing as the
+    build writes, until it finishes.
+
+SYNOPSIS
+    lmvm logs build <image-name-or-arn> <image-version> [--build-id <id>] [--follow]
+`;
+
+export async function logsCommand(client: LambdaMicrovmsClient, positionals: string[], flags: Map<string, string[]>): Promise<number> {
+  const [kind, image, version] = positionals;
+  if (kind !== "build" || !image || !version) throw new UsageError(LOGS_HELP);
+  let buildId = flags.get("build-id")?.[0];
+  if (!buildId) {
+    const builds = await client.send(new ListMicrovmImageBuildsCommand({ imageIdentifier: image, imageVersion: version }));
+    buildId = builds.items?.[0]?.buildId;
+    if (!buildId) throw new UsageError(`Version ${version} of ${image} has no builds.`);
+  }
+  const endpoint = await client.config.endpoint!();
+  const path = `${LMVM_PREFIX}/microvm-images/${encodeURIComponent(image)}/versions/${encodeURIComponent(version)}/builds/${encodeURIComponent(buildId)}/logs`;
+  const follow = flags.has("follow");
+  const host = `${endpoint.hostname}${endpoint.port ? `:${endpoint.port}` : ""}`;
+  const signer = new SignatureV4({ credentials: client.config.credentials, region: await client.config.region(), service: "lambda", sha256: Hash.bind(null, "sha256") });
+  const signed = await signer.sign(new HttpRequest({ method: "GET", protocol: endpoint.protocol, hostname: endpoint.hostname, port: endpoint.port, path, query: follow ? { follow: "true" } : {}, headers: { host } }));
+  const res = await fetch(`${endpoint.protocol}//${host}${path}${follow ? "?follow=true" : ""}`, { headers: signed.headers as Record<string, string> });
+  if (!res.ok) {
+    const type = res.headers.get("x-amzn-errortype") ?? `HTTP ${res.status}`;
+    const body = (await res.json().catch(() => ({}))) as { message?: string };
+    process.stderr.write(`\nAn error occurred (${type}) when reading the build log: ${body.message ?? ""}\n`);
+    return 254;
+  }
+  for await (const chunk of res.body!) process.stdout.write(chunk);
+  return 0;
+}
