@@ -43,9 +43,12 @@ if lmvm get-microvm-image --image-identifier hello >/dev/null 2>&1; then
 else
   VERSION=$(lmvm create-microvm-image --name hello "${IMAGE_FLAGS[@]}" --query imageVersion --output text)
 fi
-lmvm get-microvm-image --image-identifier hello
 
-step "Builds of version $VERSION"
+step "Building version $VERSION (the first build also makes the debian12 base image)"
+lmvm logs build hello "$VERSION" --follow
+
+step "The image"
+lmvm get-microvm-image --image-identifier hello
 lmvm list-microvm-image-builds --image-identifier hello --image-version "$VERSION" --output table
 
 step "Done"

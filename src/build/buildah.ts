@@ -93,6 +93,11 @@ export class Buildah {
     return (JSON.parse(r.stdout) as { OCIv1?: { config?: OciConfig } }).OCIv1?.config ?? {};
   }
 
+  /** Removes every working container, such as those of a build killed mid-way. */
+  async removeAllContainers(): Promise<void> {
+    await this.attempt(["rm", "--all"]);
+  }
+
   async removeImage(ref: string): Promise<void> {
     await this.attempt(["rmi", "--force", ref]);
   }

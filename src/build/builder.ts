@@ -156,6 +156,11 @@ export class DockerfileBuilder implements ImageBuilder {
     }
   }
 
+  async recover(): Promise<void> {
+    rmSync(join(this.opts.dataDir, "builds"), { recursive: true, force: true });
+    await this.buildah.removeAllContainers();
+  }
+
   async discard(imageArn: string, version: string): Promise<void> {
     rmSync(join(this.opts.dataDir, "images", imageName(imageArn), version), { recursive: true, force: true });
     if (existsSync(join(this.opts.dataDir, "images", imageName(imageArn))) && (await readdir(join(this.opts.dataDir, "images", imageName(imageArn)))).length === 0) {

@@ -94,6 +94,8 @@ export interface ImageBuilder {
   build(job: BuildJob, signal: AbortSignal): Promise<SnapshotBuild>;
   /** Frees whatever the version's builds left on disk. */
   discard(imageArn: string, version: string): Promise<void>;
+  /** Clears what builds a previous process was running left behind; called once at startup, before any build. */
+  recover?(): Promise<void>;
 }
 
 /** Sandboxes that MicroVMs run in. The core never learns how they are isolated. */
