@@ -24,7 +24,8 @@ const PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 const recipes: Record<string, Record<string, Recipe>> = {
   debian12: {
     "1": async (rootfs, opts, exec) => {
-      await run("mmdebstrap", [
+      // In its own PID namespace, so apt and dpkg die with it if the server does.
+      await run("unshare", ["--pid", "--fork", "--kill-child", "--mount-proc", "--", "mmdebstrap",
         "--variant=minbase",
         "--include=ca-certificates,nodejs,python3,bash",
         "--dpkgopt=path-exclude=/usr/share/man/*",

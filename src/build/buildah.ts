@@ -32,7 +32,7 @@ export class Buildah {
   }
 
   private command(args: string[]): string[] {
-    return ["--mount", "--propagation", "private", "--", "buildah", ...this.global, ...args];
+    return ["--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc", "--", "buildah", ...this.global, ...args];
   }
 
   private buildah(args: string[], opts: ExecOptions = {}) {
@@ -77,7 +77,7 @@ export class Buildah {
     return run(
       "unshare",
       [
-        "--mount", "--net", "--pid", "--fork", "--mount-proc", "--",
+        "--mount", "--propagation", "private", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--",
         "buildah", ...this.global, "build",
         "--isolation", "chroot", "--pull=never", "--layers",
         "--file", join(context, "Dockerfile"), "--tag", tag,

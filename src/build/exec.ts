@@ -1,6 +1,10 @@
 // Runs the external tools a build needs (buildah, mmdebstrap, cp) as child
 // processes: output goes line by line to the build log, the last lines are
 // kept for error messages, and an abort kills the whole process group.
+// Each child is started through `setpriv --pdeathsig KILL`, so the kernel
+// kills it if the server dies (even by SIGKILL) instead of leaving it orphaned;
+// commands that fork further run in their own PID namespace (see Buildah),
+// whose processes all die with its first one.
 
 import { spawn } from "node:child_process";
 
@@ -35,7 +39,7 @@ const MAX_STDOUT = 16 * 1024 * 1024;
 export function exec(command: string, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     if (opts.signal?.aborted) return reject(new Error("aborted"));
-    const child = spawn(command, args, { cwd: opts.cwd, env: opts.env ?? process.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn("setpriv", ["--pdeathsig", "KILL", "--", command, ...args], { cwd: opts.cwd, env: opts.env ?? process.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
     const keep = opts.keepLines ?? 40;
     const tail: string[] = [];
     let stdout = "";

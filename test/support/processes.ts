@@ -3,6 +3,7 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { readServerInfo } from "../../src/server/index.js";
+import { BASE_IMAGE_CACHE } from "./artifacts.js";
 import { eventually } from "./platform.js";
 
 export const LMVM = join(import.meta.dirname, "..", "..", "..", "bin", "lmvm");
@@ -15,13 +16,14 @@ export interface ServerProcess {
 }
 
 /**
- * Starts `lmvm server` on an ephemeral port and waits until it listens. Unless
- * `extraArgs` configure building (an --s3-endpoint), it runs with --no-builder:
- * tests must never make the server reach for a real S3.
+ * Starts `lmvm server` on an ephemeral port and waits until it listens. It
+ * builds only when asked (`builds`), with the test run's shared base-image
+ * cache; such tests use file:// artifacts or a local S3, never a real one.
  */
-export async function spawnServer(dataDir: string, extraArgs: string[] = [], env: Record<string, string> = {}): Promise<ServerProcess> {
-  const builderArgs = extraArgs.includes("--s3-endpoint") ? [] : ["--no-builder"];
-  const child = spawn(LMVM, ["server", "--data-dir", dataDir, "--api-port", "0", ...builderArgs, ...extraArgs], {
+export async function spawnServer(dataDir: string, opts: { builds?: boolean; args?: string[]; env?: Record<string, string> } = {}): Promise<ServerProcess> {
+  const builderArgs = opts.builds ? ["--base-image-cache", BASE_IMAGE_CACHE] : ["--no-builder"];
+  const env = opts.env ?? {};
+  const child = spawn(LMVM, ["server", "--data-dir", dataDir, "--api-port", "0", ...builderArgs, ...(opts.args ?? [])], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
