@@ -1,8 +1,12 @@
 // `npm run bench`: every benchmark, each printing ratios against a baseline
 // measured in the same run. Absolute numbers on shared machines are noise.
+import { buildsBench } from "./builds.js";
 import { controlPlaneBench } from "./control-plane.js";
 
-const benches: [string, () => Promise<string[]>][] = [["control-plane", controlPlaneBench]];
+const benches: [string, () => Promise<string[]>][] = [
+  ["control-plane", controlPlaneBench],
+  ["builds", buildsBench],
+];
 const only = process.argv[2];
 for (const [name, bench] of benches) {
   if (only && only !== name) continue;

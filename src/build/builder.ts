@@ -9,6 +9,7 @@
 //   images/<name>/<version>/<architecture>/config.json   entrypoint, cmd, env, workdir, user, ports
 //   logs/builds/<buildId>.log    the build log
 
+import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { lstat, readdir } from "node:fs/promises";
 import { join } from "node:path";
@@ -71,6 +72,16 @@ async function treeSize(dir: string): Promise<number> {
   return total;
 }
 
+/**
+ * The buildah tag of a version's build. It stays until the version is
+ * deleted: removing a tagged image also removes its untagged intermediate
+ * images, which are the layer cache the next build of the app reuses.
+ */
+function buildTag(imageArn: string, version: string, architecture: string): string {
+  const id = createHash("sha256").update(imageArn).digest("hex").slice(0, 20);
+  return `localhost/lmvm-build/${id}:${version}-${architecture.toLowerCase()}`;
+}
+
 /** The step a failed buildah build was at, from its output. */
 function failedStep(lines: string[]): string | undefined {
   const step = [...lines].reverse().find((l) => /STEP \d+\/\d+: /.test(l));
@@ -91,7 +102,7 @@ export class DockerfileBuilder implements ImageBuilder {
     const log = this.opts.logs.open(build.buildId);
     const work = join(this.opts.dataDir, "builds", build.buildId);
     const out = builtImageDir(this.opts.dataDir, build.imageArn, build.imageVersion, build.architecture);
-    const tag = `localhost/lmvm-build/${build.buildId}`;
+    const tag = buildTag(build.imageArn, build.imageVersion, build.architecture);
     rmSync(work, { recursive: true, force: true });
     mkdirSync(join(work, "context"), { recursive: true });
     const exec = { signal, onLine: (line: string) => log.line(line) };
@@ -150,8 +161,6 @@ export class DockerfileBuilder implements ImageBuilder {
       throw err instanceof BuildFailure ? err : new BuildFailure(reason);
     } finally {
       rmSync(work, { recursive: true, force: true });
-      // The rootfs is saved; the tag would only pin layers. The layer cache stays for the next build.
-      await this.buildah.removeImage(tag).catch(() => undefined);
       await log.close();
     }
   }
@@ -162,6 +171,7 @@ export class DockerfileBuilder implements ImageBuilder {
   }
 
   async discard(imageArn: string, version: string): Promise<void> {
+    for (const architecture of ["X86_64", "ARM_64"]) await this.buildah.removeImage(buildTag(imageArn, version, architecture));
     rmSync(join(this.opts.dataDir, "images", imageName(imageArn), version), { recursive: true, force: true });
     if (existsSync(join(this.opts.dataDir, "images", imageName(imageArn))) && (await readdir(join(this.opts.dataDir, "images", imageName(imageArn)))).length === 0) {
       rmSync(join(this.opts.dataDir, "images", imageName(imageArn)), { recursive: true, force: true });

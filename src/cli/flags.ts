@@ -27,7 +27,7 @@ export interface RawArgs {
   positionals: string[];
 }
 
-export function splitArgs(argv: string[], booleans: ReadonlySet<string>): RawArgs {
+export function splitArgs(argv: string[], booleans: ReadonlySet<string>, singles: ReadonlySet<string> = new Set()): RawArgs {
   const flags = new Map<string, string[]>();
   const positionals: string[] = [];
   let current: string | undefined;
@@ -44,6 +44,7 @@ export function splitArgs(argv: string[], booleans: ReadonlySet<string>): RawArg
       }
     } else if (current) {
       flags.get(current)!.push(arg);
+      if (singles.has(current)) current = undefined;
     } else {
       positionals.push(arg);
     }

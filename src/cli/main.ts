@@ -45,7 +45,7 @@ async function paginate(client: Sendable, op: OperationModel, input: Record<stri
 }
 
 async function runOperation(op: OperationModel, argv: string[]): Promise<number> {
-  const args = splitArgs(argv, BOOLEAN_FLAGS);
+  const args = splitArgs(argv, BOOLEAN_FLAGS, new Set(GLOBAL_FLAGS));
   if (args.flags.has("help") || args.positionals[0] === "help") {
     process.stdout.write(commandHelp(op));
     return 0;
@@ -98,7 +98,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     if (command === "logs") {
-      const args = splitArgs(rest, new Set([...BOOLEAN_FLAGS, "follow"]));
+      const args = splitArgs(rest, new Set([...BOOLEAN_FLAGS, "follow"]), new Set(GLOBAL_FLAGS));
       if (args.flags.has("help") || !args.positionals.length) {
         process.stdout.write(LOGS_HELP);
         return 0;
