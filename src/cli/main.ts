@@ -24,6 +24,16 @@ function single(flags: Map<string, string[]>, name: string): string | undefined 
   return v && v.length ? v[v.length - 1] : undefined;
 }
 
+/** An SDK client for the server and credentials the global flags (or the data directory) name. */
+function connectWith(flags: Map<string, string[]>) {
+  return connect({
+    endpointUrl: single(flags, "endpoint-url"),
+    region: single(flags, "region"),
+    profile: single(flags, "profile"),
+    dataDir: single(flags, "data-dir"),
+  } as Parameters<typeof connect>[0]);
+}
+
 async function call(client: Sendable, op: OperationModel, input: Record<string, unknown>): Promise<Record<string, unknown>> {
   const Command = (sdk as unknown as Record<string, new (input: unknown) => unknown>)[`${op.name}Command`]!;
   return client.send(new Command(input));
@@ -58,12 +68,7 @@ async function runOperation(op: OperationModel, argv: string[]): Promise<number>
   const output = (single(args.flags, "output") ?? process.env.AWS_DEFAULT_OUTPUT ?? "json") as OutputFormat;
   if (!["json", "text", "table"].includes(output)) throw new UsageError(`argument --output: Invalid choice '${output}', valid choices are: json | text | table`);
   const input = buildInput(op, args);
-  const client = connect({
-    endpointUrl: single(args.flags, "endpoint-url"),
-    region: single(args.flags, "region"),
-    profile: single(args.flags, "profile"),
-    dataDir: single(args.flags, "data-dir"),
-  } as Parameters<typeof connect>[0]);
+  const client = connectWith(args.flags);
   try {
     const autoPage = PAGINATED.has(op.name) && !args.flags.has("no-paginate") && input.maxResults === undefined;
     const response = autoPage ? await paginate(client, op, input, args.flags) : await call(client, op, input);
@@ -103,12 +108,7 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(LOGS_HELP);
         return 0;
       }
-      const client = connect({
-        endpointUrl: single(args.flags, "endpoint-url"),
-        region: single(args.flags, "region"),
-        profile: single(args.flags, "profile"),
-        dataDir: single(args.flags, "data-dir"),
-      } as Parameters<typeof connect>[0]);
+      const client = connectWith(args.flags);
       try {
         return await logsCommand(client, args.positionals, args.flags);
       } finally {
