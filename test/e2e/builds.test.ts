@@ -4,7 +4,9 @@
 
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { CreateMicrovmImageCommand, GetMicrovmImageBuildCommand, GetMicrovmImageVersionCommand, ListMicrovmImageBuildsCommand } from "@aws-sdk/client-lambda-microvms";
@@ -45,10 +47,24 @@ describe("image builds", { timeout: 600_000 }, () => {
     res.end("host service");
   });
   let loopbackPort = 0;
+  // An HTTPS artifact server with its own CA-less self-signed certificate, trusted through --artifact-ca-file.
+  const certDir = tempDir("lmvm-cert-");
+  execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+    "-keyout", join(certDir, "key.pem"), "-out", join(certDir, "cert.pem")], { stdio: "ignore" });
+  const httpsFiles = new Map<string, Buffer>();
+  const https = createHttpsServer({ key: readFileSync(join(certDir, "key.pem")), cert: readFileSync(join(certDir, "cert.pem")) }, (req, res) => {
+    if (req.url === "/private.zip") return void res.writeHead(403).end("forbidden");
+    const body = httpsFiles.get(req.url ?? "");
+    if (!body) return void res.writeHead(404).end();
+    res.writeHead(200, { "content-length": body.length }).end(body);
+  });
+  let httpsBase = "";
 
   before(async () => {
     s3 = await startS3();
-    t = await startTestPlatform({ builder: undefined, s3Endpoint: s3.endpoint, s3Credentials: s3.credentials, baseImageCache: BASE_IMAGE_CACHE, buildLimits: { maxArtifactBytes: 8 << 20, maxUncompressedBytes: 32 << 20, maxFiles: 100 } });
+    await new Promise<void>((r) => https.listen(0, "127.0.0.1", r));
+    httpsBase = `https://127.0.0.1:${(https.address() as { port: number }).port}`;
+    t = await startTestPlatform({ builder: undefined, s3Endpoint: s3.endpoint, s3Credentials: s3.credentials, baseImageCache: BASE_IMAGE_CACHE, artifactCaFile: join(certDir, "cert.pem"), buildLimits: { maxArtifactBytes: 8 << 20, maxUncompressedBytes: 32 << 20, maxFiles: 100 } });
     await new Promise<void>((r) => loopback.listen(0, "127.0.0.1", r));
     loopbackPort = (loopback.address() as { port: number }).port;
   });
@@ -56,6 +72,7 @@ describe("image builds", { timeout: 600_000 }, () => {
     await t.stop();
     await s3.close();
     loopback.close();
+    https.close();
   });
 
   async function build(name: string, uri: string, baseImageArn = BUSYBOX) {
@@ -116,6 +133,17 @@ describe("image builds", { timeout: 600_000 }, () => {
   test("an s3:// artifact from an S3-compatible server builds", async () => {
     const { version } = await build("from-s3", await s3.put("apps/app.zip", makeZip(app)));
     assert.equal(version.state, "SUCCESSFUL", version.stateReason);
+  });
+
+  test("an https:// artifact builds, over TLS with the configured CA", async () => {
+    httpsFiles.set("/app.zip", makeZip(app));
+    const { version } = await build("from-https", `${httpsBase}/app.zip`);
+    assert.equal(version.state, "SUCCESSFUL", version.stateReason);
+  });
+
+  test("https:// artifacts that are missing or forbidden get their own reasons", async () => {
+    assert.match((await build("https-missing", `${httpsBase}/nope.zip`)).build.stateReason!, /does not exist \(HTTP 404\)/);
+    assert.match((await build("https-denied", `${httpsBase}/private.zip`)).build.stateReason!, /was denied \(HTTP 403\)/);
   });
 
   test("a failing RUN step fails the build, naming the step and quoting its output", async () => {
