@@ -19,7 +19,7 @@ export DEBIAN_FRONTEND=noninteractive
 # python3, make and g++ build better-sqlite3 when no prebuilt binary can be downloaded.
 # buildah builds Dockerfiles; mmdebstrap and busybox-static make the managed base images;
 # util-linux gives unshare, which isolates builds.
-PACKAGES=(python3 make g++ ca-certificates unzip zip curl openssl util-linux buildah mmdebstrap busybox-static)
+PACKAGES=(python3 make g++ ca-certificates unzip zip curl openssl util-linux buildah mmdebstrap busybox-static iproute2)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -28,6 +28,26 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
   echo "already installed: ${PACKAGES[*]}"
 fi
+
+step "Installing runsc (gVisor) from Debian 13"
+# Debian 12's runsc (20221219) cannot checkpoint a Node.js server; trixie's (20240729) can.
+# trixie is added on the same mirror, pinned low so nothing else comes from it.
+if ! command -v runsc >/dev/null || runsc --version | grep -q '0.0~2022'; then
+  MIRROR=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
+  [ -n "$MIRROR" ] || MIRROR=$(awk '/^deb .* bookworm/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
+  [ -n "$MIRROR" ] || MIRROR=http://deb.debian.org/debian
+  cat >/etc/apt/sources.list.d/lmvm-trixie.sources <<EOT
+Types: deb
+URIs: $MIRROR
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOT
+  printf 'Package: *\nPin: release n=trixie\nPin-Priority: 100\n' >/etc/apt/preferences.d/lmvm-trixie
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends -t trixie runsc
+fi
+runsc --version | head -n1
 
 step "Installing npm dependencies (npm ci)"
 npm ci --no-audit --no-fund

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, wr
 import { join } from "node:path";
 import { BuildFailure, MANAGED_IMAGES } from "../core/index.js";
 import type { Buildah } from "./buildah.js";
-import { ExecError, run, type ExecOptions } from "./exec.js";
+import { ExecError, run, type ExecOptions } from "../os/index.js";
 
 export interface BaseImageOptions {
   cacheDir: string;

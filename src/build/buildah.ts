@@ -10,7 +10,7 @@
 
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { exec, run, type ExecOptions } from "./exec.js";
+import { exec, run, type ExecOptions } from "../os/index.js";
 
 export interface OciConfig {
   Entrypoint?: string[];

@@ -20,7 +20,7 @@ import { BaseImages } from "./base-images.js";
 import { Buildah, type OciConfig } from "./buildah.js";
 import type { BuildLog, BuildLogs } from "./build-logs.js";
 import { fromImages } from "./dockerfile.js";
-import { ExecError } from "./exec.js";
+import { ExecError } from "../os/index.js";
 import { safeUnzip } from "./unzip.js";
 
 export interface BuilderOptions {

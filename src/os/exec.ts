@@ -30,11 +30,22 @@ export class ExecError extends Error {
     readonly command: string,
     readonly result: ExecResult,
   ) {
-    super(`${command} exited with ${result.code ?? result.signal}: ${result.tail.slice(-5).join(" | ")}`);
+    super(`${command} exited with ${result.code ?? result.signal}: ${summary(result.tail)}`);
+  }
+
+  /** Keeps error output readable when the tool dumped a stack trace. */
+  toJSON(): object {
+    return { command: this.command, code: this.result.code, signal: this.result.signal, output: summary(this.result.tail) };
   }
 }
 
 const MAX_STDOUT = 16 * 1024 * 1024;
+
+/** The lines that say what went wrong: error and panic lines first, else the last few. */
+function summary(lines: string[]): string {
+  const telling = lines.filter((l) => /error|panic|fatal|failed/i.test(l) && !/^\s/.test(l)).map((l) => l.slice(0, 300));
+  return (telling.length ? telling.slice(-3) : lines.slice(-5).map((l) => l.slice(0, 300))).join(" | ");
+}
 
 export function exec(command: string, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
   return new Promise((resolve, reject) => {

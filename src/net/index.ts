@@ -1,0 +1,2 @@
+// Public face of sandbox networking: a network namespace and address per sandbox.
+export { NetworkNamespaces, type SandboxNetwork } from "./netns.js";

@@ -1,0 +1,113 @@
+// One network namespace per sandbox, joined to the host by a veth pair with a
+// /30 of its own: the host end is the sandbox's gateway, the other end its
+// address. Names carry an index (lmvm-<n>, lmvmh<n>/lmvms<n>) so a restarted
+// server can find and remove namespaces it no longer knows (`reap`).
+
+import { existsSync, readdirSync } from "node:fs";
+import { run } from "../os/index.js";
+
+export interface SandboxNetwork {
+  index: number;
+  /** Name under /var/run/netns. */
+  name: string;
+  path: string;
+  hostInterface: string;
+  sandboxInterface: string;
+  hostIp: string;
+  sandboxIp: string;
+  prefixLength: number;
+}
+
+const NETNS_DIR = "/var/run/netns";
+const PREFIX = "lmvm-";
+
+function ipOf(n: number): string {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
+}
+
+export class NetworkNamespaces {
+  private readonly base: number;
+  private readonly capacity: number;
+  private readonly taken = new Set<number>();
+
+  /** `subnet` is an IPv4 CIDR carved into /30s, one per sandbox (default 10.211.0.0/16: 16,384 sandboxes). */
+  constructor(subnet = "10.211.0.0/16") {
+    const [addr, bits] = subnet.split("/");
+    const parts = addr!.split(".").map(Number);
+    this.base = ((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0;
+    this.capacity = 2 ** (32 - Number(bits)) / 4;
+  }
+
+  describe(index: number): SandboxNetwork {
+    const net = this.base + index * 4;
+    return {
+      index,
+      name: `${PREFIX}${index}`,
+      path: `${NETNS_DIR}/${PREFIX}${index}`,
+      hostInterface: `lmvmh${index}`,
+      sandboxInterface: `lmvms${index}`,
+      hostIp: ipOf(net + 1),
+      sandboxIp: ipOf(net + 2),
+      prefixLength: 30,
+    };
+  }
+
+  /** Namespaces of ours that exist on this host now. */
+  existing(): number[] {
+    if (!existsSync(NETNS_DIR)) return [];
+    return readdirSync(NETNS_DIR).filter((n) => n.startsWith(PREFIX)).map((n) => Number(n.slice(PREFIX.length))).filter(Number.isInteger);
+  }
+
+  private allocate(): number {
+    const inUse = new Set([...this.taken, ...this.existing()]);
+    for (let i = 0; i < this.capacity; i++) {
+      if (!inUse.has(i)) {
+        this.taken.add(i);
+        return i;
+      }
+    }
+    throw new Error("no free sandbox network: every /30 of the subnet is in use");
+  }
+
+  async create(): Promise<SandboxNetwork> {
+    const net = this.describe(this.allocate());
+    try {
+      await run("ip", ["netns", "add", net.name]);
+      await run("ip", ["link", "add", net.hostInterface, "type", "veth", "peer", "name", net.sandboxInterface]);
+      await run("ip", ["link", "set", net.sandboxInterface, "netns", net.name]);
+      await run("ip", ["addr", "add", `${net.hostIp}/${net.prefixLength}`, "dev", net.hostInterface]);
+      await run("ip", ["link", "set", net.hostInterface, "up"]);
+      await run("ip", ["-n", net.name, "link", "set", "lo", "up"]);
+      await run("ip", ["-n", net.name, "link", "set", net.sandboxInterface, "up"]);
+      await this.readdress(net);
+      return net;
+    } catch (err) {
+      await this.destroy(net);
+      throw err;
+    }
+  }
+
+  /**
+   * Gives the sandbox end its address and default route again. gVisor takes
+   * the address over from the kernel on run and restore, so it has to be put
+   * back before every restore into the same namespace.
+   */
+  async readdress(net: SandboxNetwork): Promise<void> {
+    await run("ip", ["-n", net.name, "addr", "replace", `${net.sandboxIp}/${net.prefixLength}`, "dev", net.sandboxInterface]);
+    await run("ip", ["-n", net.name, "route", "replace", "default", "via", net.hostIp]);
+  }
+
+  /** Removes the namespace and its veth pair; safe to call on what is already gone. */
+  async destroy(net: SandboxNetwork): Promise<void> {
+    await run("ip", ["link", "del", net.hostInterface]).catch(() => undefined);
+    await run("ip", ["netns", "del", net.name]).catch(() => undefined);
+    this.taken.delete(net.index);
+  }
+
+  /** Removes our namespaces whose index `keep` does not hold, e.g. after a crash. */
+  async reap(keep: ReadonlySet<number>): Promise<number[]> {
+    const orphans = this.existing().filter((i) => !keep.has(i));
+    for (const i of orphans) await this.destroy(this.describe(i));
+    return orphans;
+  }
+}
