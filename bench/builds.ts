@@ -39,7 +39,7 @@ async function timeBuild(t: TestPlatform, name: string, files: Record<string, st
 
 export async function buildsBench(): Promise<string[]> {
   const cache = mkdtempSync(join(tmpdir(), "lmvm-bench-base-"));
-  const t = await startTestPlatform({ builder: undefined, baseImageCache: cache });
+  const t = await startTestPlatform({ builder: undefined, snapshots: false, baseImageCache: cache });
   try {
     const app = (v: string) => ({ "deps.txt": "left-pad@1\n", "server.js": `console.log(${JSON.stringify(v)});\n` });
     const first = await timeBuild(t, "first", app("v1"), "a"); // makes the base image, then builds

@@ -22,6 +22,7 @@ import type { BuildLog, BuildLogs } from "./build-logs.js";
 import { fromImages } from "./dockerfile.js";
 import { ExecError } from "../os/index.js";
 import { safeUnzip } from "./unzip.js";
+import type { Snapshotter } from "../runtime/index.js";
 
 export interface BuilderOptions {
   dataDir: string;
@@ -33,6 +34,8 @@ export interface BuilderOptions {
   s3?: S3ClientConfig;
   httpsCa?: string;
   limits: { maxArtifactBytes: number; maxUncompressedBytes: number; maxFiles: number };
+  /** Boots the built app and checkpoints it (src/runtime); without one, builds end at the root filesystem. */
+  snapshotter?: Snapshotter;
 }
 
 export const DEFAULT_LIMITS = { maxArtifactBytes: 256 * 1024 * 1024, maxUncompressedBytes: 1024 * 1024 * 1024, maxFiles: 50_000 };
@@ -152,8 +155,27 @@ export class DockerfileBuilder implements ImageBuilder {
       renameSync(staging, join(out, "rootfs"));
       writeFileSync(join(out, "config.json"), JSON.stringify(config, null, 2));
       const codeInstallSizeInBytes = await treeSize(join(out, "rootfs"));
+      log.step(`Root filesystem of ${codeInstallSizeInBytes} bytes saved`);
+      let sizes = {};
+      if (this.opts.snapshotter) {
+        log.step("Snapshotting the initialised app");
+        sizes = await this.opts.snapshotter.snapshot({
+          id: `build-${build.buildId.slice(0, 13)}`,
+          rootfs: join(out, "rootfs"),
+          config,
+          env: version.config.environmentVariables ?? {},
+          ...(version.config.hooks ? { hooks: version.config.hooks } : {}),
+          ...(version.config.resources?.[0] ? { memoryMiB: version.config.resources[0].minimumMemoryInMiB } : {}),
+          dir: out,
+          log: (line) => log.line(line),
+        }).catch((err: Error) => {
+          const boot = existsSync(join(out, "snapshot-boot.log")) ? readFileSync(join(out, "snapshot-boot.log"), "utf8").trim().split("\n").slice(-8).join("\n") : "";
+          if (boot) log.line(`The app's last output:\n${boot}`);
+          throw new BuildFailure(`${err.message}${boot ? `\nLast lines of the app's output:\n${boot.slice(-1000)}` : ""}`);
+        });
+      }
       log.step(`Done: root filesystem of ${codeInstallSizeInBytes} bytes`);
-      return { codeInstallSizeInBytes };
+      return { codeInstallSizeInBytes, ...sizes };
     } catch (err) {
       const reason = err instanceof BuildFailure ? err.message : signal.aborted ? "The build was cancelled." : `Internal error: ${(err as Error).message}`;
       log.step(`FAILED: ${reason}`);

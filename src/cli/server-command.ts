@@ -17,7 +17,7 @@ SYNOPSIS
                 [--endpoint-domain <domain>] [--endpoint-port <port>]
                 [--build-concurrency <n>] [--s3-endpoint <url>]
                 [--base-image-cache <dir>] [--debian-mirror <url>]
-                [--artifact-ca-file <pem>] [--no-builder]
+                [--artifact-ca-file <pem>] [--no-builder] [--no-snapshots]
 
 OPTIONS
     --api-port           Control API port (default ${DEFAULTS.apiPort}).
@@ -35,6 +35,7 @@ OPTIONS
     --debian-mirror      Debian mirror for the debian12 base image (default http://deb.debian.org/debian).
     --artifact-ca-file   Extra CA certificates (PEM) trusted for https:// code artifacts.
     --no-builder         Do not build images on this host; builds wait in the queue.
+    --no-snapshots       End builds at the root filesystem, without booting and checkpointing the app.
 
     Root credentials are written to <data-dir>/credentials on first start, from
     LMVM_ROOT_ACCESS_KEY_ID and LMVM_ROOT_SECRET_ACCESS_KEY when both are set.
@@ -57,7 +58,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
         region: { type: "string" }, "account-id": { type: "string" }, "endpoint-domain": { type: "string" },
         "endpoint-port": { type: "string" }, "build-concurrency": { type: "string" }, help: { type: "boolean" },
         "s3-endpoint": { type: "string" }, "base-image-cache": { type: "string" }, "debian-mirror": { type: "string" },
-        "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" },
+        "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" },
       },
       strict: true,
     }));
@@ -84,6 +85,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
     ...(values["debian-mirror"] ? { debianMirror: values["debian-mirror"] } : {}),
     ...(values["artifact-ca-file"] ? { artifactCaFile: values["artifact-ca-file"] } : {}),
     ...(values["no-builder"] ? { builder: null } : {}),
+    ...(values["no-snapshots"] ? { snapshots: false } : {}),
   });
   await new Promise<void>((resolve) => {
     const stop = () => {

@@ -70,9 +70,24 @@ export class NetworkNamespaces {
   }
 
   async create(): Promise<SandboxNetwork> {
-    const net = this.describe(this.allocate());
+    // Another process (a second server, a test) may take the same index between
+    // our look and our `ip netns add`; the add then fails and we take the next.
+    for (let attempt = 0; ; attempt++) {
+      const net = this.describe(this.allocate());
+      try {
+        await run("ip", ["netns", "add", net.name]);
+      } catch (err) {
+        if (attempt < 20 && existsSync(net.path)) continue;
+        this.taken.delete(net.index);
+        throw err;
+      }
+      return this.connect(net);
+    }
+  }
+
+  private async connect(net: SandboxNetwork): Promise<SandboxNetwork> {
     try {
-      await run("ip", ["netns", "add", net.name]);
+      await run("ip", ["link", "del", net.hostInterface]).catch(() => undefined); // left by a crash
       await run("ip", ["link", "add", net.hostInterface, "type", "veth", "peer", "name", net.sandboxInterface]);
       await run("ip", ["link", "set", net.sandboxInterface, "netns", net.name]);
       await run("ip", ["addr", "add", `${net.hostIp}/${net.prefixLength}`, "dev", net.hostInterface]);

@@ -1,3 +1,5 @@
-// Public face of the sandbox runtime. Today: gVisor sandboxes (run,
-// checkpoint, restore, exec, destroy); the SandboxRuntime the core uses is built on it.
+// Public face of the sandbox runtime: gVisor sandboxes, lifecycle hooks, and
+// the build-time snapshot.
 export { Gvisor, type GvisorOptions, type SandboxSpec, type ImageConfig } from "./gvisor.js";
+export { callHook, HookFailure, type HookName } from "./hooks.js";
+export { Snapshotter, SnapshotFailure, SETTLE_SECONDS, DEFAULT_HOOK_PORT, type SnapshotRequest, type SnapshotSizes } from "./snapshots.js";

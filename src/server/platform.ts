@@ -8,6 +8,8 @@ import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance } from "fastify";
 import { buildApi, PageTokens, SigV4Verifier } from "../api/index.js";
 import { BuildLogs, DEFAULT_LIMITS, DockerfileBuilder } from "../build/index.js";
+import { NetworkNamespaces } from "../net/index.js";
+import { Gvisor, Snapshotter } from "../runtime/index.js";
 import { ControlPlane, systemClock, type Clock, type ImageBuilder, type SandboxRuntime } from "../core/index.js";
 import { MicrovmTokens } from "../proxy/index.js";
 import { SqliteStore } from "../store/index.js";
@@ -36,6 +38,8 @@ export interface PlatformConfig {
   artifactCaFile?: string;
   /** Size and count limits on code artifacts (default DEFAULT_LIMITS). */
   buildLimits?: typeof DEFAULT_LIMITS;
+  /** Whether builds end with the gVisor snapshot (default true); without it they end at the root filesystem. */
+  snapshots?: boolean;
   /** Replaces the Dockerfile builder; null runs without one (builds wait in the queue). */
   builder?: ImageBuilder | null;
   runtime?: SandboxRuntime;
@@ -67,6 +71,7 @@ function dockerfileBuilder(config: PlatformConfig, logs: BuildLogs): DockerfileB
     s3,
     ...(config.artifactCaFile ? { httpsCa: readFileSync(config.artifactCaFile, "utf8") } : {}),
     limits: config.buildLimits ?? DEFAULT_LIMITS,
+    ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: join(config.dataDir, "runsc", "builds") }), new NetworkNamespaces(), join(config.dataDir, "sandboxes")) }),
   });
 }
 

@@ -20,7 +20,7 @@ after(async () => {
 test("a build interrupted by kill -9 is retried after the restart and succeeds", { timeout: 300_000 }, async () => {
   const artifact = join(dataDir, "app.zip");
   writeFileSync(artifact, makeZip([{ name: "Dockerfile", content: "FROM lmvm/busybox\nRUN sleep 10 && echo slow step done > /done.txt\n" }]));
-  server = await spawnServer(dataDir, { builds: true });
+  server = await spawnServer(dataDir, { builds: true, args: ["--no-snapshots"] });
   let client = sdkClient(server.url, readCredentials(dataDir));
   await client.send(new CreateMicrovmImageCommand({
     name: "slow", baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:busybox",
@@ -41,7 +41,7 @@ test("a build interrupted by kill -9 is retried after the restart and succeeds",
   });
   await eventually(async () => (survivors().length === 0 ? true : undefined), "the killed server's build processes to die", 3_000);
 
-  server = await spawnServer(dataDir, { builds: true });
+  server = await spawnServer(dataDir, { builds: true, args: ["--no-snapshots"] });
   client = sdkClient(server.url, readCredentials(dataDir));
   const done = await eventually(async () => {
     const b = await get();

@@ -64,7 +64,7 @@ describe("image builds", { timeout: 600_000 }, () => {
     s3 = await startS3();
     await new Promise<void>((r) => https.listen(0, "127.0.0.1", r));
     httpsBase = `https://127.0.0.1:${(https.address() as { port: number }).port}`;
-    t = await startTestPlatform({ builder: undefined, s3Endpoint: s3.endpoint, s3Credentials: s3.credentials, baseImageCache: BASE_IMAGE_CACHE, artifactCaFile: join(certDir, "cert.pem"), buildLimits: { maxArtifactBytes: 8 << 20, maxUncompressedBytes: 32 << 20, maxFiles: 100 } });
+    t = await startTestPlatform({ builder: undefined, snapshots: false, s3Endpoint: s3.endpoint, s3Credentials: s3.credentials, baseImageCache: BASE_IMAGE_CACHE, artifactCaFile: join(certDir, "cert.pem"), buildLimits: { maxArtifactBytes: 8 << 20, maxUncompressedBytes: 32 << 20, maxFiles: 100 } });
     await new Promise<void>((r) => loopback.listen(0, "127.0.0.1", r));
     loopbackPort = (loopback.address() as { port: number }).port;
   });
@@ -196,7 +196,7 @@ describe("image builds", { timeout: 600_000 }, () => {
   }
 
   test("S3 access denied is its own error", async () => {
-    const denied = await startTestPlatform({ builder: undefined, s3Endpoint: s3.endpoint, s3Credentials: { accessKeyId: "NOT-ALLOWED", secretAccessKey: "x" }, baseImageCache: BASE_IMAGE_CACHE });
+    const denied = await startTestPlatform({ builder: undefined, snapshots: false, s3Endpoint: s3.endpoint, s3Credentials: { accessKeyId: "NOT-ALLOWED", secretAccessKey: "x" }, baseImageCache: BASE_IMAGE_CACHE });
     try {
       const uri = await s3.put("private/app.zip", makeZip(app));
       await denied.client.send(new CreateMicrovmImageCommand({ name: "denied", baseImageArn: BUSYBOX, buildRoleArn: ROLE, codeArtifact: { uri } }));

@@ -1,0 +1,86 @@
+// Builds end with a real snapshot: the app boots in gVisor, /ready is polled
+// through 503s, memory and disk are checkpointed, the checkpoint is restored
+// once and /validate must pass. Hook failures fail the build with their reason.
+
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { CreateMicrovmImageCommand, GetMicrovmImageBuildCommand, GetMicrovmImageVersionCommand, ListMicrovmImageBuildsCommand } from "@aws-sdk/client-lambda-microvms";
+import { builtImageDir } from "../../src/build/index.js";
+import { BASE_IMAGE_CACHE, makeZip } from "../support/artifacts.js";
+import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
+
+// Answers /ready with 503 until it has "initialised"; /validate as VALIDATE says.
+const APP = `const http = require("node:http");
+let ready = false;
+const state = { initialisedAt: null, hits: [] };
+setTimeout(() => { ready = true; state.initialisedAt = Date.now(); }, 1500);
+http.createServer((req, res) => {
+  const hook = req.url.split("/").pop();
+  state.hits.push(hook);
+  if (hook === "ready") return res.writeHead(ready ? 200 : 503).end();
+  if (hook === "validate") return res.writeHead(Number(process.env.VALIDATE || 200)).end(process.env.VALIDATE ? "validation failed: missing model weights" : "");
+  res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(state));
+}).listen(9000, "0.0.0.0");
+`;
+
+describe("build-time snapshots", { timeout: 600_000 }, () => {
+  let t: TestPlatform;
+  const dir = tempDir("lmvm-snap-");
+  before(async () => {
+    t = await startTestPlatform({ builder: undefined, baseImageCache: BASE_IMAGE_CACHE });
+  });
+  after(() => t.stop());
+
+  async function build(name: string, extra: Record<string, unknown>, env: Record<string, string> = {}) {
+    const file = join(dir, `${name}.zip`);
+    writeFileSync(file, makeZip([
+      { name: "Dockerfile", content: "FROM lmvm/debian12\nWORKDIR /app\nCOPY app.js .\nCMD [\"node\", \"app.js\"]\n" },
+      { name: "app.js", content: APP },
+    ]));
+    await t.client.send(new CreateMicrovmImageCommand({
+      name, baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:debian12", buildRoleArn: "arn:aws:iam::000000000000:role/R",
+      codeArtifact: { uri: `file://${file}` }, environmentVariables: env, ...extra,
+    }));
+    const version = await eventually(async () => {
+      const v = await t.client.send(new GetMicrovmImageVersionCommand({ imageIdentifier: name, imageVersion: "1.0" }));
+      return v.state === "SUCCESSFUL" || v.state === "FAILED" ? v : undefined;
+    }, `build of ${name}`, 300_000);
+    const id = (await t.client.send(new ListMicrovmImageBuildsCommand({ imageIdentifier: name, imageVersion: "1.0" }))).items![0]!.buildId!;
+    return { version, build: await t.client.send(new GetMicrovmImageBuildCommand({ imageIdentifier: name, imageVersion: "1.0", buildId: id })) };
+  }
+
+  const hooks = (validateTimeout = 10) => ({ hooks: { port: 9000, microvmImageHooks: { ready: "ENABLED", readyTimeoutInSeconds: 60, validate: "ENABLED", validateTimeoutInSeconds: validateTimeout } } });
+
+  test("a build polls /ready through 503s, checkpoints, and passes /validate on a restored copy", async () => {
+    const { version, build: b } = await build("snap-ok", hooks());
+    assert.equal(version.state, "SUCCESSFUL", version.stateReason);
+    assert.ok((b.snapshotBuild?.memorySnapshotSizeInBytes ?? 0) > 10_000_000, `memory snapshot of ${b.snapshotBuild?.memorySnapshotSizeInBytes} bytes holds a Node heap`);
+    assert.ok((b.snapshotBuild?.diskSnapshotSizeInBytes ?? 0) > 0);
+    assert.ok((b.snapshotBuild?.codeInstallSizeInBytes ?? 0) > 0);
+    const out = builtImageDir(t.dataDir, "arn:aws:lambda:us-east-1:000000000000:microvm-image:snap-ok", "1.0", b.architecture!);
+    assert.ok(existsSync(join(out, "snapshot", "checkpoint.img")));
+    const log = readFileSync(join(t.dataDir, "logs", "builds", `${b.buildId}.log`), "utf8");
+    for (const line of ["Waiting for /ready on port 9000", "Checkpointing memory and disk", "Restoring the snapshot once", "Calling /validate"]) assert.match(log, new RegExp(line));
+  });
+
+  test("a failing /validate fails the build, quoting the hook's answer", async () => {
+    const { version, build: b } = await build("snap-invalid", hooks(), { VALIDATE: "500" });
+    assert.equal(version.state, "FAILED");
+    assert.match(b.stateReason!, /The \/validate hook failed: \/validate hook answered HTTP 500: validation failed: missing model weights/);
+  });
+
+  test("a /ready that never answers 200 fails the build when its timeout passes", async () => {
+    const { build: b } = await build("snap-never-ready", { hooks: { port: 9001, microvmImageHooks: { ready: "ENABLED", readyTimeoutInSeconds: 3 } } });
+    assert.equal(b.buildState, "FAILED");
+    assert.match(b.stateReason!, /The \/ready hook failed: \/ready hook on port 9001 did not answer 200 within 3 s/);
+  });
+
+  test("snapshot sandboxes and their network namespaces are gone after each build", async () => {
+    assert.deepEqual(readFileSync("/proc/mounts", "utf8").split("\n").filter((l) => l.includes(t.dataDir)), []);
+    const runsc = join(t.dataDir, "runsc", "builds");
+    const { Gvisor } = await import("../../src/runtime/index.js");
+    assert.deepEqual(await new Gvisor({ stateRoot: runsc }).list(), []);
+  });
+});
