@@ -3,3 +3,4 @@
 export { Gvisor, type GvisorOptions, type SandboxSpec, type ImageConfig } from "./gvisor.js";
 export { callHook, HookFailure, type HookName } from "./hooks.js";
 export { Snapshotter, SnapshotFailure, SETTLE_SECONDS, DEFAULT_HOOK_PORT, type SnapshotRequest, type SnapshotSizes } from "./snapshots.js";
+export { MicrovmRuntime, type MicrovmRuntimeOptions, type SandboxRecord, type BuiltVersion } from "./microvms.js";

@@ -7,9 +7,9 @@ import { join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance } from "fastify";
 import { buildApi, PageTokens, SigV4Verifier } from "../api/index.js";
-import { BuildLogs, DEFAULT_LIMITS, DockerfileBuilder } from "../build/index.js";
+import { BuildLogs, builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage } from "../build/index.js";
 import { NetworkNamespaces } from "../net/index.js";
-import { Gvisor, Snapshotter } from "../runtime/index.js";
+import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
 import { ControlPlane, systemClock, type Clock, type ImageBuilder, type SandboxRuntime } from "../core/index.js";
 import { MicrovmTokens } from "../proxy/index.js";
 import { SqliteStore } from "../store/index.js";
@@ -55,7 +55,7 @@ export const DEFAULTS = {
   buildConcurrency: 2,
 };
 
-function dockerfileBuilder(config: PlatformConfig, logs: BuildLogs): DockerfileBuilder {
+function dockerfileBuilder(config: PlatformConfig, logs: BuildLogs, nets: NetworkNamespaces): DockerfileBuilder {
   const s3: S3ClientConfig = {};
   if (config.s3Endpoint) Object.assign(s3, { endpoint: config.s3Endpoint, forcePathStyle: true });
   const { LMVM_S3_ACCESS_KEY_ID: id, LMVM_S3_SECRET_ACCESS_KEY: secret, LMVM_S3_REGION: region } = process.env;
@@ -71,7 +71,7 @@ function dockerfileBuilder(config: PlatformConfig, logs: BuildLogs): DockerfileB
     s3,
     ...(config.artifactCaFile ? { httpsCa: readFileSync(config.artifactCaFile, "utf8") } : {}),
     limits: config.buildLimits ?? DEFAULT_LIMITS,
-    ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: join(config.dataDir, "runsc", "builds") }), new NetworkNamespaces(), join(config.dataDir, "sandboxes")) }),
+    ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: join(config.dataDir, "runsc", "builds") }), nets, join(config.dataDir, "sandboxes")) }),
   });
 }
 
@@ -99,18 +99,32 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
 
   const scope = { region: config.region, accountId: config.accountId };
   const buildLogs = new BuildLogs(join(config.dataDir, "logs", "builds"));
-  const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs) : config.builder;
+  const nets = new NetworkNamespaces();
+  const host = hostPlatform();
+  const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets) : config.builder;
+  // MicroVMs restore build-time snapshots, so they run only where builds snapshot.
+  const runtime = config.runtime ?? (config.builder === undefined && config.snapshots !== false
+    ? new MicrovmRuntime({
+        gvisor: new Gvisor({ stateRoot: join(config.dataDir, "runsc", "microvms") }),
+        nets,
+        dataDir: config.dataDir,
+        locate: (imageArn, version) => {
+          const built = readBuiltImage(config.dataDir, imageArn, version, host.architecture);
+          return { ...built, snapshot: join(builtImageDir(config.dataDir, imageArn, version, host.architecture), "snapshot") };
+        },
+      })
+    : undefined);
   const controlPlane = new ControlPlane({
     store,
     clock,
     scope,
-    host: hostPlatform(),
+    host,
     tokens: new MicrovmTokens(deriveKey(master, "microvm-tokens")),
     endpointFor: (id) => `https://${id}.${config.endpointDomain}:${config.endpointPort}`,
     buildConcurrency: config.buildConcurrency,
     log,
     ...(builder ? { builder } : {}),
-    ...(config.runtime ? { runtime: config.runtime } : {}),
+    ...(runtime ? { runtime } : {}),
   });
   await controlPlane.start();
 

@@ -1,0 +1,120 @@
+// A MicroVM's life on real gVisor sandboxes, through the official SDK: built
+// and snapshotted, run from the snapshot with /run and its payload, reached
+// through its network namespace, suspended and resumed with memory kept,
+// terminated with nothing left behind.
+
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { Agent, request } from "node:http";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import {
+  CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, ResumeMicrovmCommand, RunMicrovmCommand, SuspendMicrovmCommand,
+  TerminateMicrovmCommand,
+} from "@aws-sdk/client-lambda-microvms";
+import type { SandboxRecord } from "../../src/runtime/index.js";
+import { BASE_IMAGE_CACHE, makeZip } from "../support/artifacts.js";
+import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
+
+const APP = `const http = require("node:http");
+const hooks = [];
+let counter = 0;
+const big = Buffer.alloc(20 * 1024 * 1024, 7); // initialised once, before the snapshot
+http.createServer((req, res) => {
+  let body = "";
+  req.on("data", (c) => (body += c));
+  req.on("end", () => {
+    hooks.push({ hook: req.url.split("/").pop(), body });
+    res.writeHead(200).end();
+  });
+}).listen(9000, "0.0.0.0");
+http.createServer((req, res) => {
+  counter += 1;
+  res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ counter, hooks, big: big.length }));
+}).listen(8080, "0.0.0.0");
+`;
+
+const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+/** GET on its own connection, closed by us first so the sandbox can be checkpointed later. */
+function get(ip: string): Promise<{ counter: number; hooks: { hook: string; body: string }[]; big: number }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: ip, port: 8080, path: "/", agent, timeout: 5000 }, (res) => {
+      const socket = res.socket;
+      let body = "";
+      res.on("data", (c) => (body += c));
+      res.on("end", () => {
+        socket.destroy();
+        resolve(JSON.parse(body));
+      });
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+describe("MicroVM lifecycle on gVisor", { timeout: 600_000 }, () => {
+  let t: TestPlatform;
+  const ARN = "arn:aws:lambda:us-east-1:000000000000:microvm-image:lifecycle";
+  before(async () => {
+    t = await startTestPlatform({ builder: undefined, baseImageCache: BASE_IMAGE_CACHE });
+    const file = join(tempDir("lmvm-life-"), "app.zip");
+    writeFileSync(file, makeZip([
+      { name: "Dockerfile", content: "FROM lmvm/debian12\nWORKDIR /app\nCOPY app.js .\nCMD [\"node\", \"app.js\"]\n" },
+      { name: "app.js", content: APP },
+    ]));
+    await t.client.send(new CreateMicrovmImageCommand({
+      name: "lifecycle", baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:debian12", buildRoleArn: "arn:aws:iam::000000000000:role/R",
+      codeArtifact: { uri: `file://${file}` },
+      hooks: { port: 9000, microvmHooks: { run: "ENABLED", runTimeoutInSeconds: 5, suspend: "ENABLED", suspendTimeoutInSeconds: 5, resume: "ENABLED", resumeTimeoutInSeconds: 5, terminate: "ENABLED", terminateTimeoutInSeconds: 5 } },
+    }));
+    const state = await eventually(async () => {
+      const s = (await t.client.send(new GetMicrovmImageCommand({ imageIdentifier: "lifecycle" }))).state;
+      return s === "CREATED" || s === "CREATE_FAILED" ? s : undefined;
+    }, "the image build", 300_000);
+    assert.equal(state, "CREATED");
+  });
+  after(() => t.stop());
+
+  const status = async (id: string) => (await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).state;
+  const until = (id: string, want: string) => eventually(async () => ((await status(id)) === want ? true : undefined), want, 60_000);
+  const record = (id: string) => JSON.parse(readFileSync(join(t.dataDir, "microvms", id, "sandbox.json"), "utf8")) as SandboxRecord;
+
+  test("run → /run with the payload → serve → suspend → resume with memory kept → terminate, leaving nothing", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: ARN, runHookPayload: '{"tenant":"t-42"}' }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    const ip = record(id).sandboxIp;
+    const first = await get(ip);
+    assert.equal(first.counter, 1, "the app starts from the snapshot: no request was served before");
+    assert.equal(first.big, 20 * 1024 * 1024, "memory initialised before the snapshot is there");
+    assert.deepEqual(first.hooks, [{ hook: "run", body: '{"tenant":"t-42"}' }]);
+    await get(ip);
+
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "SUSPENDED");
+    assert.ok(existsSync(join(t.dataDir, "microvms", id, "checkpoint", "checkpoint.img")));
+
+    await t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id }));
+    assert.equal(await status(id), "RUNNING");
+    const after = await get(record(id).sandboxIp);
+    assert.equal(after.counter, 3, "the in-memory counter went on from 2");
+    assert.deepEqual(after.hooks.map((h) => h.hook), ["run", "suspend", "resume"]);
+
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "TERMINATED");
+    assert.ok(!existsSync(join(t.dataDir, "microvms", id)), "the MicroVM's directory is gone");
+  });
+
+  test("two MicroVMs from one image each keep their own state", async () => {
+    const ids = await Promise.all([0, 1].map(async () => (await t.client.send(new RunMicrovmCommand({ imageIdentifier: ARN }))).microvmId!));
+    for (const id of ids) await until(id, "RUNNING");
+    const [a, b] = ids.map((id) => record(id).sandboxIp);
+    assert.notEqual(a, b);
+    await get(a!);
+    await get(a!);
+    assert.equal((await get(a!)).counter, 3);
+    assert.equal((await get(b!)).counter, 1);
+    for (const id of ids) await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+    for (const id of ids) await until(id, "TERMINATED");
+  });
+});
