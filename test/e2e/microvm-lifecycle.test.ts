@@ -30,13 +30,15 @@ http.createServer((req, res) => {
 }).listen(9000, "0.0.0.0");
 http.createServer((req, res) => {
   counter += 1;
-  res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ counter, hooks, big: big.length }));
+  require("node:fs").appendFileSync("/app/visits.txt", "x"); // disk state, in the sandbox's overlay
+  const visits = require("node:fs").readFileSync("/app/visits.txt", "utf8").length;
+  res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ counter, visits, hooks, big: big.length }));
 }).listen(8080, "0.0.0.0");
 `;
 
 const agent = new Agent({ keepAlive: true, maxSockets: 1 });
 /** GET on its own connection, closed by us first so the sandbox can be checkpointed later. */
-function get(ip: string): Promise<{ counter: number; hooks: { hook: string; body: string }[]; big: number }> {
+function get(ip: string): Promise<{ counter: number; visits: number; hooks: { hook: string; body: string }[]; big: number }> {
   return new Promise((resolve, reject) => {
     const req = request({ host: ip, port: 8080, path: "/", agent, timeout: 5000 }, (res) => {
       const socket = res.socket;
@@ -103,6 +105,25 @@ describe("MicroVM lifecycle on gVisor", { timeout: 600_000 }, () => {
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
     await until(id, "TERMINATED");
     assert.ok(!existsSync(join(t.dataDir, "microvms", id)), "the MicroVM's directory is gone");
+  });
+
+  test("ten suspend/resume cycles in a row keep memory and disk state", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    for (let cycle = 1; cycle <= 10; cycle++) {
+      const seen = await get(record(id).sandboxIp);
+      assert.equal(seen.counter, cycle, `cycle ${cycle}: the in-memory counter survived every cycle before`);
+      assert.equal(seen.visits, cycle, `cycle ${cycle}: the file on disk survived every cycle before`);
+      await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
+      await until(id, "SUSPENDED");
+      await t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id }));
+    }
+    const last = await get(record(id).sandboxIp);
+    assert.equal(last.counter, 11);
+    assert.equal(last.hooks.filter((h) => h.hook === "resume").length, 10);
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "TERMINATED");
   });
 
   test("two MicroVMs from one image each keep their own state", async () => {
