@@ -10,6 +10,7 @@ import { ManagedImages } from "./managed-images.js";
 import { MicrovmService } from "./microvms.js";
 import type { PageRequest } from "./model.js";
 import type { Clock, HostPlatform, ImageBuilder, SandboxRuntime, Store, TokenIssuer } from "./ports.js";
+import { LifecyclePolicies } from "./policies.js";
 import { TagService } from "./tags.js";
 
 export interface ControlPlaneOptions {
@@ -31,6 +32,7 @@ export class ControlPlane {
   readonly microvms: MicrovmService;
   readonly tags: TagService;
   readonly builds: BuildScheduler;
+  readonly policies: LifecyclePolicies;
 
   constructor(readonly opts: ControlPlaneOptions) {
     const { store, clock, scope, host } = opts;
@@ -63,6 +65,7 @@ export class ControlPlane {
       ...(opts.log ? { log: opts.log } : {}),
     });
     this.tags = new TagService(store, scope, this.images);
+    this.policies = new LifecyclePolicies(store, clock, this.microvms, opts.log);
   }
 
   /** Registers managed images and settles work a previous process left half done. */
@@ -70,9 +73,11 @@ export class ControlPlane {
     await this.managed.register();
     await this.builds.recover();
     this.builds.kick();
+    this.policies.start();
   }
 
   async stop(): Promise<void> {
+    await this.policies.stop();
     await this.builds.stop();
   }
 

@@ -10,3 +10,4 @@ export { MANAGED_IMAGES, type ManagedImageSummary } from "./managed-images.js";
 export type { ImageView, ImageVersionView } from "./images.js";
 export { requestHash } from "./idempotency.js";
 export { MAX_ATTEMPTS } from "./builds.js";
+export { LifecyclePolicies, type PolicyAction } from "./policies.js";

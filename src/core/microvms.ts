@@ -163,13 +163,13 @@ export class MicrovmService {
     }
   }
 
-  async suspend(identifier: string): Promise<void> {
+  async suspend(identifier: string, reason?: string): Promise<void> {
     const vm = await this.get(identifier);
-    const suspending = await this.move(vm, "SUSPENDING", "suspend");
+    const suspending = await this.move(vm, "SUSPENDING", "suspend", reason);
     void this.serialize(vm.id, async () => {
       try {
         await this.deps.runtime!.suspend(suspending);
-        await this.move(suspending, "SUSPENDED");
+        await this.move(suspending, "SUSPENDED", "move to SUSPENDED", reason);
       } catch (err) {
         await this.move(suspending, "RUNNING", "resume", `Suspending failed, so the MicroVM kept running: ${errorText(err)}`);
       }
