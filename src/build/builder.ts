@@ -188,6 +188,7 @@ export class DockerfileBuilder implements ImageBuilder {
   }
 
   async recover(): Promise<void> {
+    await this.opts.snapshotter?.recover();
     rmSync(join(this.opts.dataDir, "builds"), { recursive: true, force: true });
     await this.buildah.removeAllContainers();
   }

@@ -72,6 +72,7 @@ export class ControlPlane {
   async start(): Promise<void> {
     await this.managed.register();
     await this.builds.recover();
+    await this.microvms.recover();
     this.builds.kick();
     this.policies.start();
   }

@@ -207,6 +207,36 @@ export class MicrovmService {
     });
   }
 
+  /**
+   * Brings every MicroVM's record in line with what is on the host after a
+   * restart: live sandboxes are adopted, half-done transitions are finished
+   * or undone, lost ones are TERMINATED with the reason, and the runtime frees
+   * whatever belongs to no MicroVM.
+   */
+  async recover(): Promise<void> {
+    const runtime = this.deps.runtime;
+    const live = await this.deps.store.microvmsInStates(["PENDING", "RUNNING", "SUSPENDING", "SUSPENDED", "TERMINATING"]);
+    const kept: Microvm[] = [];
+    for (const vm of live) {
+      const found = runtime?.inspect ? await runtime.inspect(vm) : "gone";
+      const lost = async (why: string) => {
+        await this.move(vm, "TERMINATING", "terminate", why).catch(() => undefined);
+        await runtime?.terminate({ ...vm, state: "TERMINATING" }).catch(() => undefined);
+        await this.move({ ...vm, state: "TERMINATING" }, "TERMINATED", "terminate", why);
+      };
+      if (vm.state === "TERMINATING") await lost(vm.stateReason ?? "Terminated.");
+      else if (vm.state === "PENDING") await lost("Starting the MicroVM was interrupted by a server restart.");
+      else if (found === "running" && (vm.state === "RUNNING" || vm.state === "SUSPENDING")) {
+        if (vm.state === "SUSPENDING") await this.move(vm, "RUNNING", "resume", "Suspending was interrupted by a server restart; the MicroVM kept running.");
+        kept.push(vm);
+      } else if (found === "suspended" && (vm.state === "SUSPENDED" || vm.state === "SUSPENDING")) {
+        if (vm.state === "SUSPENDING") await this.move(vm, "SUSPENDED");
+        kept.push(vm);
+      } else await lost(`The MicroVM's sandbox was lost while the server was down (it was ${vm.state}).`);
+    }
+    await runtime?.reap?.(kept);
+  }
+
   private async tokenFor(identifier: string, kind: "endpoint" | "shell", minutes: number, allowedPorts: Input<"CreateMicrovmAuthToken">["allowedPorts"]) {
     const vm = await this.get(identifier);
     if (vm.state === "TERMINATING" || vm.state === "TERMINATED") {

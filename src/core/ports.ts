@@ -108,6 +108,10 @@ export interface SandboxRuntime {
   terminate(vm: Microvm): Promise<void>;
   /** Whether one more MicroVM fits on this host now. */
   hasCapacity(): Promise<boolean>;
+  /** What is on the host for a MicroVM after a restart: a live sandbox, a saved checkpoint, or nothing. */
+  inspect?(vm: Microvm): Promise<"running" | "suspended" | "gone">;
+  /** Frees every sandbox, namespace and file not belonging to the MicroVMs in `keep`. */
+  reap?(keep: Microvm[]): Promise<void>;
 }
 
 export type TokenKind = "endpoint" | "shell";

@@ -3,7 +3,8 @@
 // address. Names carry an index (lmvm-<n>, lmvmh<n>/lmvms<n>) so a restarted
 // server can find and remove namespaces it no longer knows (`reap`).
 
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { run } from "../os/index.js";
 
 export interface SandboxNetwork {
@@ -30,8 +31,14 @@ export class NetworkNamespaces {
   private readonly capacity: number;
   private readonly taken = new Set<number>();
 
-  /** `subnet` is an IPv4 CIDR carved into /30s, one per sandbox (default 10.211.0.0/16: 16,384 sandboxes). */
-  constructor(subnet = "10.211.0.0/16") {
+  /**
+   * `subnet` is an IPv4 CIDR carved into /30s, one per sandbox (default
+   * 10.211.0.0/16: 16,384 sandboxes). Indexes are unique on the host; which
+   * ones this server owns is kept as marker files in `ownerDir`, so `reap`
+   * never touches another server's namespaces.
+   */
+  constructor(subnet = "10.211.0.0/16", private readonly ownerDir?: string) {
+    if (ownerDir) mkdirSync(ownerDir, { recursive: true });
     const [addr, bits] = subnet.split("/");
     const parts = addr!.split(".").map(Number);
     this.base = ((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0;
@@ -81,8 +88,14 @@ export class NetworkNamespaces {
         this.taken.delete(net.index);
         throw err;
       }
+      if (this.ownerDir) writeFileSync(join(this.ownerDir, String(net.index)), "");
       return this.connect(net);
     }
+  }
+
+  /** Indexes this server created and has not destroyed. */
+  owned(): number[] {
+    return this.ownerDir ? readdirSync(this.ownerDir).map(Number).filter(Number.isInteger) : [];
   }
 
   private async connect(net: SandboxNetwork): Promise<SandboxNetwork> {
@@ -116,12 +129,13 @@ export class NetworkNamespaces {
   async destroy(net: SandboxNetwork): Promise<void> {
     await run("ip", ["link", "del", net.hostInterface]).catch(() => undefined);
     await run("ip", ["netns", "del", net.name]).catch(() => undefined);
+    if (this.ownerDir) rmSync(join(this.ownerDir, String(net.index)), { force: true });
     this.taken.delete(net.index);
   }
 
-  /** Removes our namespaces whose index `keep` does not hold, e.g. after a crash. */
+  /** Removes the namespaces this server owns but `keep` does not hold, e.g. after a crash. */
   async reap(keep: ReadonlySet<number>): Promise<number[]> {
-    const orphans = this.existing().filter((i) => !keep.has(i));
+    const orphans = this.owned().filter((i) => !keep.has(i));
     for (const i of orphans) await this.destroy(this.describe(i));
     return orphans;
   }

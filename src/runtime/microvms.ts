@@ -10,7 +10,7 @@
 //   sandbox/       bundle and overlay filestore of the running sandbox
 //   app.log        the app's stdout and stderr (unless logging is disabled)
 
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ImageVersion, Microvm, SandboxRuntime } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
@@ -128,6 +128,21 @@ export class MicrovmRuntime implements SandboxRuntime {
     await this.opts.gvisor.destroy(vm.id);
     if (rec) await this.opts.nets.destroy(this.opts.nets.describe(rec.networkIndex));
     rmSync(this.dir(vm.id), { recursive: true, force: true });
+  }
+
+  async inspect(vm: Microvm): Promise<"running" | "suspended" | "gone"> {
+    if (existsSync(join(this.dir(vm.id), "checkpoint", "checkpoint.img"))) return "suspended";
+    const live = await this.opts.gvisor.list().catch(() => []);
+    return live.some((s) => s.id === vm.id && s.status === "running") ? "running" : "gone";
+  }
+
+  async reap(keep: Microvm[]): Promise<void> {
+    const ids = new Set(keep.map((vm) => vm.id));
+    for (const s of await this.opts.gvisor.list().catch(() => [])) if (!ids.has(s.id)) await this.opts.gvisor.destroy(s.id);
+    const indexes = new Set(keep.map((vm) => this.record(vm.id)?.networkIndex).filter((i): i is number => i !== undefined));
+    await this.opts.nets.reap(indexes);
+    const root = join(this.opts.dataDir, "microvms");
+    if (existsSync(root)) for (const d of readdirSync(root)) if (!ids.has(d)) rmSync(join(root, d), { recursive: true, force: true });
   }
 
   async hasCapacity(): Promise<boolean> {

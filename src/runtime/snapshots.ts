@@ -53,6 +53,12 @@ export class Snapshotter {
     private readonly workDir: string,
   ) {}
 
+  /** Removes the sandboxes of snapshots a killed server left behind; call before any build runs. */
+  async recover(): Promise<void> {
+    for (const s of await this.gvisor.list().catch(() => [])) await this.gvisor.destroy(s.id);
+    rmSync(this.workDir, { recursive: true, force: true });
+  }
+
   async snapshot(req: SnapshotRequest): Promise<SnapshotSizes> {
     const port = req.hooks?.port ?? DEFAULT_HOOK_PORT;
     const image = req.hooks?.microvmImageHooks ?? {};

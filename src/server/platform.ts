@@ -99,7 +99,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
 
   const scope = { region: config.region, accountId: config.accountId };
   const buildLogs = new BuildLogs(join(config.dataDir, "logs", "builds"));
-  const nets = new NetworkNamespaces();
+  const nets = new NetworkNamespaces(undefined, join(config.dataDir, "networks"));
   const host = hostPlatform();
   const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets) : config.builder;
   // MicroVMs restore build-time snapshots, so they run only where builds snapshot.

@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LambdaMicrovmsClient } from "@aws-sdk/client-lambda-microvms";
+import { freeSandboxes } from "./sandboxes.js";
 import { DEFAULTS, parseCredentialsFile, paths, startPlatform, type Platform, type PlatformConfig } from "../../src/server/index.js";
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = "true";
@@ -46,6 +47,7 @@ export async function startTestPlatform(overrides: Partial<PlatformConfig> = {})
     async stop() {
       client.destroy();
       await platform.stop();
+      await freeSandboxes(dataDir);
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
