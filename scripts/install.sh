@@ -32,7 +32,8 @@ fi
 step "Installing runsc (gVisor) from Debian 13"
 # Debian 12's runsc (20221219) cannot checkpoint a Node.js server; trixie's (20240729) can.
 # trixie is added on the same mirror, pinned low so nothing else comes from it.
-if ! command -v runsc >/dev/null || runsc --version | grep -q '0.0~2022'; then
+RUNSC_VERSION=$(runsc --version 2>/dev/null || true)
+if [ -z "$RUNSC_VERSION" ] || [[ "$RUNSC_VERSION" == *"0.0~2022"* ]]; then
   MIRROR=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
   [ -n "$MIRROR" ] || MIRROR=$(awk '/^deb .* bookworm/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
   [ -n "$MIRROR" ] || MIRROR=http://deb.debian.org/debian
@@ -47,7 +48,8 @@ EOT
   apt-get update -q
   apt-get install -y -q --no-install-recommends -t trixie runsc
 fi
-runsc --version | head -n1
+RUNSC_VERSION=$(runsc --version)
+echo "${RUNSC_VERSION%%$'\n'*}"
 
 step "Installing npm dependencies (npm ci)"
 npm ci --no-audit --no-fund

@@ -30,6 +30,8 @@ export interface MicrovmRuntimeOptions {
   dataDir: string;
   /** Where a version's build left its rootfs, image config and snapshot. */
   locate: (imageArn: string, version: string) => BuiltVersion;
+  /** Memory the host keeps free: RunMicrovm answers InsufficientCapacityException below it (default 1024 MiB). */
+  minFreeMiB?: number;
 }
 
 /** What a running MicroVM's sandbox needs to be found and driven again. */
@@ -145,7 +147,10 @@ export class MicrovmRuntime implements SandboxRuntime {
     if (existsSync(root)) for (const d of readdirSync(root)) if (!ids.has(d)) rmSync(join(root, d), { recursive: true, force: true });
   }
 
+  /** Room for one more MicroVM: the host keeps at least `minFreeMiB` of memory available (MemAvailable). */
   async hasCapacity(): Promise<boolean> {
-    return true;
+    const meminfo = readFileSync("/proc/meminfo", "utf8");
+    const availableKiB = Number(/^MemAvailable:\s+(\d+) kB/m.exec(meminfo)?.[1] ?? 0);
+    return availableKiB / 1024 >= (this.opts.minFreeMiB ?? 1024);
   }
 }
