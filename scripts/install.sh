@@ -34,8 +34,8 @@ step "Installing runsc (gVisor) from Debian 13"
 # trixie is added on the same mirror, pinned low so nothing else comes from it.
 RUNSC_VERSION=$(runsc --version 2>/dev/null || true)
 if [ -z "$RUNSC_VERSION" ] || [[ "$RUNSC_VERSION" == *"0.0~2022"* ]]; then
-  MIRROR=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
-  [ -n "$MIRROR" ] || MIRROR=$(awk '/^deb .* bookworm/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
+  MIRROR=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  [ -n "$MIRROR" ] || MIRROR=$(awk '/^deb .* bookworm/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
   [ -n "$MIRROR" ] || MIRROR=http://deb.debian.org/debian
   cat >/etc/apt/sources.list.d/lmvm-trixie.sources <<EOT
 Types: deb
