@@ -171,7 +171,10 @@ export class MicrovmService {
         await this.deps.runtime!.suspend(suspending);
         await this.move(suspending, "SUSPENDED", "move to SUSPENDED", reason);
       } catch (err) {
-        await this.move(suspending, "RUNNING", "resume", `Suspending failed, so the MicroVM kept running: ${errorText(err)}`);
+        // A failed checkpoint can take the sandbox down with it; then the MicroVM is lost, not running.
+        const left = await this.deps.runtime?.inspect?.(suspending).catch(() => "gone" as const);
+        if (left === "gone") await this.fail({ ...suspending }, `Suspending failed and the sandbox did not survive it: ${errorText(err)}`);
+        else await this.move(suspending, "RUNNING", "resume", `Suspending failed, so the MicroVM kept running: ${errorText(err)}`);
       }
     });
   }

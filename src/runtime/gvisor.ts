@@ -123,11 +123,32 @@ export class Gvisor {
     await this.detached(spec, ["run", "--bundle", bundle, "--detach", spec.id]);
   }
 
-  /** Saves the sandbox's memory and disk to `imageDir`, then removes the sandbox. */
-  async checkpoint(id: string, imageDir: string): Promise<void> {
+  /**
+   * Saves the sandbox's memory and disk to `imageDir`, then removes the sandbox.
+   * gVisor refuses while any TCP connection in the sandbox is open or closing
+   * ("endpoint cannot be saved in connected state"), and the refusal kills the
+   * sandbox, so first wait (up to `patienceMs`) until /proc/net/tcp shows only
+   * listening sockets, when the image has a `cat` to read it with.
+   */
+  async checkpoint(id: string, imageDir: string, patienceMs = 5000): Promise<void> {
+    await this.settleConnections(id, patienceMs);
+    rmSync(imageDir, { recursive: true, force: true });
     mkdirSync(imageDir, { recursive: true });
-    await run("runsc", [...this.global, "checkpoint", "--image-path", imageDir, "--compression=none", id]);
+    await run("runsc", [...this.global, "checkpoint", "--image-path", imageDir, "--compression=none", id], { keepLines: 2000 }); // the reason precedes a long stack dump
     await this.destroy(id);
+  }
+
+  /** Waits until the sandbox has no TCP connection but listening ones; gives up quietly after `patienceMs`. */
+  private async settleConnections(id: string, patienceMs: number): Promise<void> {
+    const deadline = Date.now() + patienceMs;
+    for (;;) {
+      const r = await this.exec(id, ["cat", "/proc/net/tcp", "/proc/net/tcp6"]);
+      if (r.code !== 0) return; // no cat in this image: nothing to wait with
+      // Column 4 is the state; 0A is LISTEN.
+      const busy = r.stdout.split("\n").slice(1).filter((l) => /^\s*\d+:/.test(l) && l.trim().split(/\s+/)[3] !== "0A");
+      if (!busy.length || Date.now() > deadline) return;
+      await new Promise((res) => setTimeout(res, 100));
+    }
   }
 
   /** Starts a new sandbox from a checkpoint; `spec.network` may differ from the original's. */
