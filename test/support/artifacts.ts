@@ -3,7 +3,7 @@
 // cache so a test run makes each base image once.
 
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CreateBucketCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
@@ -52,8 +52,12 @@ with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
             info.external_attr = (0o755 if e["name"].endswith(".sh") else 0o644) << 16
             z.writestr(info, e.get("content", ""))
 `;
-  execFileSync("python3", ["-c", script, out], { input: JSON.stringify(entries) });
-  return readFileSync(out);
+  try {
+    execFileSync("python3", ["-c", script, out], { input: JSON.stringify(entries) });
+    return readFileSync(out);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 export interface S3Server {
@@ -81,6 +85,7 @@ export async function startS3(): Promise<S3Server> {
     async close() {
       client.destroy();
       await server.close();
+      rmSync(directory, { recursive: true, force: true });
     },
   };
 }

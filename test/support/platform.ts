@@ -19,8 +19,16 @@ export interface TestPlatform {
   stop(): Promise<void>;
 }
 
+const tempDirs: string[] = [];
+// Each test file runs in its own process: its temporary directories go when it exits.
+process.on("exit", () => {
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+});
+
 export function tempDir(prefix = "lmvm-test-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
 }
 
 export function sdkClient(url: string, credentials: { accessKeyId: string; secretAccessKey: string }, extra: Record<string, unknown> = {}) {
