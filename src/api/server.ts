@@ -22,6 +22,8 @@ export interface ApiOptions {
   bodyLimit?: number;
   /** A build's log; with `follow`, it ends once `finished()` is true. */
   buildLog?: (buildId: string, follow: boolean, finished: () => Promise<boolean>, signal: AbortSignal) => Readable;
+  /** A MicroVM's app output; with `follow`, it ends once `finished()` is true. */
+  microvmLog?: (microvmId: string, follow: boolean, finished: () => Promise<boolean>, signal: AbortSignal) => Readable;
 }
 
 /** lmvm's own routes, outside the SDK's model, live under this prefix. */
@@ -122,6 +124,25 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   }
 
   app.get("/health", async () => ({ status: "ok" }));
+
+  const microvmLog = opts.microvmLog;
+  if (microvmLog) {
+    app.get(`${LMVM_PREFIX}/microvms/:microvmIdentifier/logs`, async (req, reply) => {
+      const requestId = randomUUID();
+      try {
+        const { rawQuery } = await authenticate(req);
+        const input = parseInput("GetMicrovm", req.params);
+        const vm = await opts.controlPlane.getMicrovm(input);
+        const follow = ["true", "1"].includes(new URLSearchParams(rawQuery).get("follow") ?? "");
+        const finished = async () => (await opts.controlPlane.getMicrovm(input).catch(() => undefined))?.state !== "RUNNING";
+        const closed = new AbortController();
+        req.raw.once("close", () => closed.abort());
+        return reply.header("x-amzn-requestid", requestId).type("text/plain; charset=utf-8").send(microvmLog(vm.id, follow, finished, closed.signal));
+      } catch (err) {
+        return sendError(reply, requestId, toAwsError(err));
+      }
+    });
+  }
 
   const buildLog = opts.buildLog;
   if (buildLog) {

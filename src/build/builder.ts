@@ -18,15 +18,14 @@ import { BuildFailure, parseArn, type BuildJob, type ImageBuilder, type Snapshot
 import { fetchArtifact } from "./artifacts.js";
 import { BaseImages } from "./base-images.js";
 import { Buildah, type OciConfig } from "./buildah.js";
-import type { BuildLog, BuildLogs } from "./build-logs.js";
 import { fromImages } from "./dockerfile.js";
-import { ExecError } from "../os/index.js";
+import { ExecError, type LogFiles } from "../os/index.js";
 import { safeUnzip } from "./unzip.js";
 import type { Snapshotter } from "../runtime/index.js";
 
 export interface BuilderOptions {
   dataDir: string;
-  logs: BuildLogs;
+  logs: LogFiles;
   /** Where base image root filesystems are cached; may be shared between data directories. */
   baseImageCache: string;
   debianMirror: string;

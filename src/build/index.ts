@@ -1,4 +1,3 @@
 // Public face of the builder: Dockerfile builds into root filesystems, their logs, and base images.
 export { DockerfileBuilder, DEFAULT_LIMITS, builtImageDir, readBuiltImage, type BuilderOptions, type BuiltImage } from "./builder.js";
-export { BuildLogs } from "./build-logs.js";
 export type { OciConfig } from "./buildah.js";

@@ -76,6 +76,8 @@ export function topHelp(ops: OperationModel[]): string {
     "    server                 Start the platform (control API on http://127.0.0.1:7600). `lmvm server help` for flags.",
     "    logs build <image> <version> [--follow]",
     "                           Print an image build's log; --follow streams it until the build ends.",
+    "    logs microvm <id> [--follow]",
+    "                           Print a MicroVM app's output; --follow streams it while it runs.",
     "",
     "COMMANDS",
   ];

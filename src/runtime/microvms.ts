@@ -8,12 +8,14 @@
 //   sandbox.json   where the sandbox is (network index and address) and its hooks
 //   checkpoint/    memory and disk while SUSPENDED
 //   sandbox/       bundle and overlay filestore of the running sandbox
-//   app.log        the app's stdout and stderr (unless logging is disabled)
+// and the app's stdout and stderr, unless logging is disabled, in
+// <data-dir>/logs/microvms/<id>.log, kept after the MicroVM ends.
 
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ImageVersion, Microvm, SandboxRuntime } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
+import type { LogFiles } from "../os/index.js";
 import { Gvisor, type ImageConfig, type SandboxSpec } from "./gvisor.js";
 import { callHook, type HookName } from "./hooks.js";
 import { DEFAULT_HOOK_PORT } from "./snapshots.js";
@@ -30,6 +32,8 @@ export interface MicrovmRuntimeOptions {
   dataDir: string;
   /** Where a version's build left its rootfs, image config and snapshot. */
   locate: (imageArn: string, version: string) => BuiltVersion;
+  /** Where each MicroVM's app output goes (<data-dir>/logs/microvms); it outlives the MicroVM. */
+  logs: LogFiles;
   /** Memory the host keeps free: RunMicrovm answers InsufficientCapacityException below it (default 1024 MiB). */
   minFreeMiB?: number;
 }
@@ -68,7 +72,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       hostname: vm.id,
       network,
       dir: join(this.dir(vm.id), "sandbox"),
-      logFile: rec.logging ? join(this.dir(vm.id), "app.log") : "/dev/null",
+      logFile: rec.logging ? this.opts.logs.path(vm.id) : "/dev/null",
     };
   }
 

@@ -7,7 +7,8 @@ import { join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance } from "fastify";
 import { buildApi, PageTokens, SigV4Verifier } from "../api/index.js";
-import { BuildLogs, builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage } from "../build/index.js";
+import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage } from "../build/index.js";
+import { LogFiles } from "../os/index.js";
 import { NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
 import { ControlPlane, systemClock, type Clock, type ImageBuilder, type SandboxRuntime } from "../core/index.js";
@@ -55,7 +56,7 @@ export const DEFAULTS = {
   buildConcurrency: 2,
 };
 
-function dockerfileBuilder(config: PlatformConfig, logs: BuildLogs, nets: NetworkNamespaces): DockerfileBuilder {
+function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: NetworkNamespaces): DockerfileBuilder {
   const s3: S3ClientConfig = {};
   if (config.s3Endpoint) Object.assign(s3, { endpoint: config.s3Endpoint, forcePathStyle: true });
   const { LMVM_S3_ACCESS_KEY_ID: id, LMVM_S3_SECRET_ACCESS_KEY: secret, LMVM_S3_REGION: region } = process.env;
@@ -98,7 +99,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const store = await SqliteStore.open(files.database);
 
   const scope = { region: config.region, accountId: config.accountId };
-  const buildLogs = new BuildLogs(join(config.dataDir, "logs", "builds"));
+  const buildLogs = new LogFiles(join(config.dataDir, "logs", "builds"));
+  const microvmLogs = new LogFiles(join(config.dataDir, "logs", "microvms"));
   const nets = new NetworkNamespaces(undefined, join(config.dataDir, "networks"));
   const host = hostPlatform();
   const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets) : config.builder;
@@ -108,6 +110,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
         gvisor: new Gvisor({ stateRoot: join(config.dataDir, "runsc", "microvms") }),
         nets,
         dataDir: config.dataDir,
+        logs: microvmLogs,
         locate: (imageArn, version) => {
           const built = readBuiltImage(config.dataDir, imageArn, version, host.architecture);
           return { ...built, snapshot: join(builtImageDir(config.dataDir, imageArn, version, host.architecture), "snapshot") };
@@ -135,6 +138,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     pageTokens: new PageTokens(deriveKey(master, "page-tokens")),
     log,
     buildLog: (buildId, follow, finished, signal) => buildLogs.read(buildId, follow, finished, signal),
+    microvmLog: (id, follow, finished, signal) => microvmLogs.read(id, follow, finished, signal),
   });
   await app.listen({ host: config.apiHost, port: config.apiPort });
   const address = app.server.address();

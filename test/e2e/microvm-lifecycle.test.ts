@@ -15,6 +15,7 @@ import {
 import type { SandboxRecord } from "../../src/runtime/index.js";
 import { BASE_IMAGE_CACHE, makeZip } from "../support/artifacts.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
+import { lmvm } from "../support/processes.js";
 
 const APP = `const http = require("node:http");
 const hooks = [];
@@ -30,6 +31,7 @@ http.createServer((req, res) => {
 }).listen(9000, "0.0.0.0");
 http.createServer((req, res) => {
   counter += 1;
+  console.log("served request " + counter);
   require("node:fs").appendFileSync("/app/visits.txt", "x"); // disk state, in the sandbox's overlay
   const visits = require("node:fs").readFileSync("/app/visits.txt", "utf8").length;
   res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ counter, visits, hooks, big: big.length }));
@@ -105,6 +107,9 @@ describe("MicroVM lifecycle on gVisor", { timeout: 600_000 }, () => {
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
     await until(id, "TERMINATED");
     assert.ok(!existsSync(join(t.dataDir, "microvms", id)), "the MicroVM's directory is gone");
+    const logs = await lmvm(["logs", "microvm", id, "--data-dir", t.dataDir, "--endpoint-url", t.platform.url]);
+    assert.equal(logs.code, 0, logs.stderr);
+    assert.match(logs.stdout, /served request 1\n[\s\S]*served request 3\n/, "the app's output is kept after the MicroVM ends");
   });
 
   test("ten suspend/resume cycles in a row keep memory and disk state", async () => {

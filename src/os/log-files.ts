@@ -1,12 +1,12 @@
-// Build logs, one file per build under <data-dir>/logs/builds/<buildId>.log.
-// Builds append; readers get what is there, and a follower keeps reading
-// until the build says it has finished.
+// Log files, one per build or MicroVM (<data-dir>/logs/builds/<buildId>.log,
+// <data-dir>/logs/microvms/<microvmId>.log). Writers append; readers get what
+// is there, and a follower keeps reading until its owner says it has finished.
 
 import { createReadStream, createWriteStream, existsSync, mkdirSync, statSync, type WriteStream } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 
-export class BuildLog {
+export class LogWriter {
   private readonly stream: WriteStream;
 
   constructor(readonly file: string) {
@@ -27,30 +27,30 @@ export class BuildLog {
   }
 }
 
-export class BuildLogs {
+export class LogFiles {
   constructor(private readonly dir: string) {
     mkdirSync(dir, { recursive: true });
   }
 
-  path(buildId: string): string {
-    if (!/^[A-Za-z0-9-]+$/.test(buildId)) throw new Error(`bad build id ${buildId}`);
-    return join(this.dir, `${buildId}.log`);
+  path(id: string): string {
+    if (!/^[A-Za-z0-9-]+$/.test(id)) throw new Error(`bad log id ${id}`);
+    return join(this.dir, `${id}.log`);
   }
 
-  open(buildId: string): BuildLog {
-    return new BuildLog(this.path(buildId));
+  open(id: string): LogWriter {
+    return new LogWriter(this.path(id));
   }
 
-  exists(buildId: string): boolean {
-    return existsSync(this.path(buildId));
+  exists(id: string): boolean {
+    return existsSync(this.path(id));
   }
 
   /**
    * The log as a stream. With `follow`, it keeps sending what is appended until
-   * `finished()` says the build is over and the file has been read to its end.
+   * `finished()` says its owner is done and the file has been read to its end.
    */
-  read(buildId: string, follow: boolean, finished: () => Promise<boolean>, signal?: AbortSignal): Readable {
-    const file = this.path(buildId);
+  read(id: string, follow: boolean, finished: () => Promise<boolean>, signal?: AbortSignal): Readable {
+    const file = this.path(id);
     if (!follow) return existsSync(file) ? createReadStream(file) : Readable.from([]);
     let offset = 0;
     return Readable.from(
