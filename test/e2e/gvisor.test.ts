@@ -37,7 +37,7 @@ describe("gVisor sandboxes", { timeout: 120_000 }, () => {
   const dir = tempDir("lmvm-gvisor-");
   const BUSYBOX_ROOTFS = busyboxRootfs(dir);
   const gvisor = new Gvisor({ stateRoot: join(dir, "runsc") });
-  const nets = new NetworkNamespaces("10.212.0.0/24");
+  const nets = new NetworkNamespaces("10.212.0.0/24", join(dir, "networks"));
   const made: { spec: SandboxSpec }[] = [];
   const networks: SandboxNetwork[] = [];
 
@@ -102,8 +102,11 @@ describe("gVisor sandboxes", { timeout: 120_000 }, () => {
       Gvisor.forget(s);
     }
     assert.deepEqual(await gvisor.list(), []);
+    const paths = networks.map((n) => n.path);
     for (const n of networks.splice(0)) await nets.destroy(n);
-    assert.deepEqual(nets.existing().filter((i) => i < 64), []);
+    // Only ours: other tests running at the same time have namespaces of their own.
+    assert.deepEqual(nets.owned(), []);
+    assert.deepEqual(paths.filter((p) => existsSync(p)), []);
     const procs = readdirSync("/proc").filter((p) => /^\d+$/.test(p)).filter((p) => {
       try {
         return readFileSync(`/proc/${p}/cmdline`, "utf8").includes(dir);
