@@ -80,7 +80,18 @@ describe("MicroVM lifecycle on gVisor", { timeout: 600_000 }, () => {
   after(() => t.stop());
 
   const status = async (id: string) => (await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).state;
-  const until = (id: string, want: string) => eventually(async () => ((await status(id)) === want ? true : undefined), want, 60_000);
+  const until = async (id: string, want: string) => {
+    let last: unknown;
+    try {
+      await eventually(async () => {
+        last = await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }));
+        return (last as { state?: string }).state === want ? true : undefined;
+      }, want, 60_000);
+    } catch (err) {
+      const { state, stateReason } = last as { state?: string; stateReason?: string };
+      throw new Error(`${(err as Error).message}; the MicroVM is ${state}: ${stateReason ?? "no reason given"}`);
+    }
+  };
   const record = (id: string) => JSON.parse(readFileSync(join(t.dataDir, "microvms", id, "sandbox.json"), "utf8")) as SandboxRecord;
 
   test("run → /run with the payload → serve → suspend → resume with memory kept → terminate, leaving nothing", async () => {
