@@ -17,7 +17,7 @@ import { spawn } from "node:child_process";
 import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { SandboxNetwork } from "../net/index.js";
-import { exec, run, type ExecResult } from "../os/index.js";
+import { exec, ExecError, run, type ExecResult } from "../os/index.js";
 
 export interface ImageConfig {
   Entrypoint?: string[];
@@ -130,11 +130,24 @@ export class Gvisor {
    * sandbox, so first wait (up to `patienceMs`) until /proc/net/tcp shows only
    * listening sockets, when the image has a `cat` to read it with.
    */
-  async checkpoint(id: string, imageDir: string, patienceMs = 5000): Promise<void> {
-    await this.settleConnections(id, patienceMs);
-    rmSync(imageDir, { recursive: true, force: true });
-    mkdirSync(imageDir, { recursive: true });
-    await run("runsc", [...this.global, "checkpoint", "--image-path", imageDir, "--compression=none", id], { keepLines: 2000 }); // the reason precedes a long stack dump
+  async checkpoint(id: string, imageDir: string, patienceMs = 10_000): Promise<void> {
+    const deadline = Date.now() + patienceMs;
+    await this.settleConnections(id, patienceMs / 2);
+    for (;;) {
+      rmSync(imageDir, { recursive: true, force: true });
+      mkdirSync(imageDir, { recursive: true });
+      try {
+        await run("runsc", [...this.global, "checkpoint", "--image-path", imageDir, "--compression=none", id], { keepLines: 2000 }); // the reason precedes a long stack dump
+        break;
+      } catch (err) {
+        // A refusal over a connection that is still closing sometimes leaves the sandbox running
+        // (not always: then it is lost, and the error stands). While it runs, wait and try again.
+        const closing = err instanceof ExecError && err.result.tail.some((l) => l.includes("tcp.Endpoint") || l.includes("connected state"));
+        const alive = closing && (await this.list().catch(() => [])).some((s) => s.id === id && s.status === "running");
+        if (!alive || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
     await this.destroy(id);
   }
 
