@@ -2,10 +2,12 @@
 // measured in the same run. Absolute numbers on shared machines are noise.
 import { buildsBench } from "./builds.js";
 import { controlPlaneBench } from "./control-plane.js";
+import { snapshotsBench } from "./snapshots.js";
 
 const benches: [string, () => Promise<string[]>][] = [
   ["control-plane", controlPlaneBench],
   ["builds", buildsBench],
+  ["snapshots", snapshotsBench],
 ];
 const only = process.argv[2];
 for (const [name, bench] of benches) {

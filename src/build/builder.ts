@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync 
 import { lstat, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
-import { BuildFailure, parseArn, type BuildJob, type ImageBuilder, type SnapshotBuild } from "../core/index.js";
+import { BuildFailure, limitsOf, parseArn, type BuildJob, type ImageBuilder, type SnapshotBuild } from "../core/index.js";
 import { fetchArtifact } from "./artifacts.js";
 import { BaseImages } from "./base-images.js";
 import { Buildah, type OciConfig } from "./buildah.js";
@@ -164,7 +164,7 @@ export class DockerfileBuilder implements ImageBuilder {
           config,
           env: version.config.environmentVariables ?? {},
           ...(version.config.hooks ? { hooks: version.config.hooks } : {}),
-          ...(version.config.resources?.[0] ? { memoryMiB: version.config.resources[0].minimumMemoryInMiB } : {}),
+          limits: limitsOf(version.config),
           dir: out,
           log: (line) => log.line(line),
         }).catch((err: Error) => {

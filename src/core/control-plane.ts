@@ -9,7 +9,7 @@ import type { Input } from "./inputs.js";
 import { ManagedImages } from "./managed-images.js";
 import { MicrovmService } from "./microvms.js";
 import type { PageRequest } from "./model.js";
-import type { Clock, HostPlatform, ImageBuilder, SandboxRuntime, Store, TokenIssuer } from "./ports.js";
+import type { Clock, HostPlatform, ImageBuilder, RuntimeTimings, SandboxRuntime, Store, TokenIssuer } from "./ports.js";
 import { LifecyclePolicies } from "./policies.js";
 import { TagService } from "./tags.js";
 
@@ -24,6 +24,7 @@ export interface ControlPlaneOptions {
   runtime?: SandboxRuntime;
   buildConcurrency?: number;
   log?: (event: Record<string, unknown>) => void;
+  timings?: RuntimeTimings;
 }
 
 export class ControlPlane {
@@ -63,6 +64,7 @@ export class ControlPlane {
       endpointFor: opts.endpointFor,
       ...(opts.runtime ? { runtime: opts.runtime } : {}),
       ...(opts.log ? { log: opts.log } : {}),
+      ...(opts.timings ? { timings: opts.timings } : {}),
     });
     this.tags = new TagService(store, scope, this.images);
     this.policies = new LifecyclePolicies(store, clock, this.microvms, opts.log);

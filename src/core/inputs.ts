@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { IMAGE_NAME_PATTERN, IMAGE_VERSION_PATTERN } from "./arn.js";
 import { InvalidInput } from "./errors.js";
+import { MAX_MEMORY_MIB } from "./limits.js";
 
 const MAX_RUN_HOOK_PAYLOAD_BYTES = 16_384;
 const MAX_ENV_BYTES = 4_096;
@@ -115,7 +116,7 @@ const imageConfig = {
     .max(4, "at most 4 CPU configurations")
     .optional(),
   resources: z
-    .array(z.object({ minimumMemoryInMiB: intIn(128, 32_768) }))
+    .array(z.object({ minimumMemoryInMiB: intIn(128, MAX_MEMORY_MIB) }))
     .max(1, "give at most one resources entry: an image has a single size")
     .optional(),
   additionalOsCapabilities: z.array(z.enum(["ALL"], "the only capability is ALL")).max(1).optional(),

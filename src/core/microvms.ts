@@ -8,7 +8,7 @@ import { once } from "./idempotency.js";
 import type { ImageService } from "./images.js";
 import { MAX_DURATION_SECONDS, type Input } from "./inputs.js";
 import type { Microvm, MicrovmState, Page, PageRequest } from "./model.js";
-import type { Clock, SandboxRuntime, Store, TokenIssuer } from "./ports.js";
+import type { Clock, Ingress, RuntimeTimings, SandboxRuntime, Store, TokenIssuer } from "./ports.js";
 import { microvmStates } from "./states.js";
 
 export interface MicrovmServiceDeps {
@@ -21,13 +21,54 @@ export interface MicrovmServiceDeps {
   /** Builds a MicroVM's public endpoint URL from its id. */
   endpointFor: (microvmId: string) => string;
   log?: (event: Record<string, unknown>) => void;
+  timings?: RuntimeTimings;
 }
 
 export class MicrovmService {
   /** One change at a time per MicroVM; the store records it, this only orders it in-process. */
   private readonly locks = new Map<string, Promise<unknown>>();
+  /**
+   * Every MicroVM not yet TERMINATED, as last recorded. This process is the
+   * store's only writer, so the copy stays exact; the endpoint proxy reads it
+   * on every request instead of the database.
+   */
+  private readonly known = new Map<string, Microvm>();
+  private ingress: Ingress | undefined;
 
   constructor(private readonly deps: MicrovmServiceDeps) {}
+
+  /** The proxy and shell ingress: told to close a MicroVM's connections before it is checkpointed or freed. */
+  attachIngress(ingress: Ingress): void {
+    this.ingress = ingress;
+  }
+
+  /** A MicroVM that is not TERMINATED, from memory; undefined otherwise. */
+  peek(id: string): Microvm | undefined {
+    return this.known.get(id);
+  }
+
+  private remember(vm: Microvm): void {
+    if (vm.state === "TERMINATED") this.known.delete(vm.id);
+    else this.known.set(vm.id, vm);
+  }
+
+  /** Runs a runtime operation, timing it. */
+  private async timed<T>(operation: "run" | "suspend" | "resume" | "terminate", fn: () => Promise<T>): Promise<T> {
+    const started = performance.now();
+    try {
+      const result = await fn();
+      this.deps.timings?.observe(operation, (performance.now() - started) / 1000, "ok");
+      return result;
+    } catch (err) {
+      this.deps.timings?.observe(operation, (performance.now() - started) / 1000, "error");
+      throw err;
+    }
+  }
+
+  /** Closes the MicroVM's inbound connections; a sandbox with open connections cannot be checkpointed. */
+  private async closeIngress(id: string, reason: string): Promise<void> {
+    await this.ingress?.close(id, reason).catch((err: unknown) => this.deps.log?.({ msg: "closing connections failed", microvmId: id, err: errorText(err) }));
+  }
 
   private serialize<T>(id: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.locks.get(id) ?? Promise.resolve();
@@ -96,7 +137,7 @@ export class MicrovmService {
     const egress = this.checkConnectors(input.egressNetworkConnectors, EGRESS_CONNECTORS, "egressNetworkConnectors");
     const runtime = this.deps.runtime;
     if (!runtime) throw new NoCapacity("This lmvm server has no sandbox runtime installed, so it cannot run MicroVMs.");
-    if (!(await runtime.hasCapacity())) throw new NoCapacity("This host has no room for another MicroVM right now. Terminate or suspend some, or retry later.");
+    if (!(await runtime.hasCapacity(version))) throw new NoCapacity("This host has no room for another MicroVM right now. Terminate or suspend some, or retry later.");
 
     const { id } = await once(store, clock, { accountId: scope.accountId, operation: "RunMicrovm", clientToken: input.clientToken }, input, async (tx) => {
       const id = newMicrovmId();
@@ -123,12 +164,13 @@ export class MicrovmService {
       return { id };
     });
     const vm = await this.get(id);
+    this.remember(vm);
     if (vm.state === "PENDING") {
       void this.serialize(id, async () => {
         const current = await this.get(id);
         if (current.state !== "PENDING") return;
         try {
-          await runtime.run(current, version);
+          await this.timed("run", () => runtime.run(current, version));
           await this.move(current, "RUNNING");
         } catch (err) {
           await this.fail(current, `Starting the MicroVM failed: ${errorText(err)}`);
@@ -149,6 +191,9 @@ export class MicrovmService {
       if (to === "TERMINATED") patch.terminatedAt = now;
       await tx.updateMicrovm(vm.id, patch);
       return { ...current, ...patch };
+    }).then((moved) => {
+      this.remember(moved);
+      return moved;
     });
   }
 
@@ -156,6 +201,7 @@ export class MicrovmService {
   private async fail(vm: Microvm, reason: string): Promise<void> {
     this.deps.log?.({ msg: "microvm failed", microvmId: vm.id, reason });
     const terminating = await this.move(vm, "TERMINATING", "terminate", reason);
+    await this.closeIngress(vm.id, reason);
     try {
       await this.deps.runtime?.terminate(terminating);
     } finally {
@@ -168,7 +214,8 @@ export class MicrovmService {
     const suspending = await this.move(vm, "SUSPENDING", "suspend", reason);
     void this.serialize(vm.id, async () => {
       try {
-        await this.deps.runtime!.suspend(suspending);
+        await this.closeIngress(vm.id, reason ?? "The MicroVM is being suspended.");
+        await this.timed("suspend", () => this.deps.runtime!.suspend(suspending));
         await this.move(suspending, "SUSPENDED", "move to SUSPENDED", reason);
       } catch (err) {
         // A failed checkpoint can take the sandbox down with it; then the MicroVM is lost, not running.
@@ -187,8 +234,12 @@ export class MicrovmService {
       const current = await this.get(vm.id);
       if (current.state === "RUNNING") return;
       microvmStates.check(vm.id, current.state, "RUNNING", "resume");
+      const { version } = await this.deps.images.getVersion(current.imageArn, current.imageVersion);
+      if (!(await this.deps.runtime!.hasCapacity(version))) {
+        throw new StateConflict("Microvm", vm.id, `MicroVM ${vm.id} stays SUSPENDED: this host has no room to resume it right now. Terminate or suspend other MicroVMs, or retry later.`);
+      }
       try {
-        await this.deps.runtime!.resume(current);
+        await this.timed("resume", () => this.deps.runtime!.resume(current));
       } catch (err) {
         await this.fail(current, `Resuming failed: ${errorText(err)}`);
         throw new StateConflict("Microvm", vm.id, `Resuming MicroVM ${vm.id} failed, so it was terminated: ${errorText(err)}`);
@@ -202,7 +253,8 @@ export class MicrovmService {
     const terminating = await this.move(vm, "TERMINATING", "terminate", reason);
     void this.serialize(vm.id, async () => {
       try {
-        await this.deps.runtime?.terminate(terminating);
+        await this.closeIngress(vm.id, reason ?? "The MicroVM is being terminated.");
+        await this.timed("terminate", async () => this.deps.runtime?.terminate(terminating));
       } catch (err) {
         this.deps.log?.({ msg: "terminate failed; the MicroVM is recorded TERMINATED", microvmId: vm.id, err: errorText(err) });
       }
@@ -238,6 +290,8 @@ export class MicrovmService {
       } else await lost(`The MicroVM's sandbox was lost while the server was down (it was ${vm.state}).`);
     }
     await runtime?.reap?.(kept);
+    this.known.clear();
+    for (const vm of await this.deps.store.microvmsInStates(["PENDING", "RUNNING", "SUSPENDING", "SUSPENDED", "TERMINATING"])) this.remember(vm);
   }
 
   private async tokenFor(identifier: string, kind: "endpoint" | "shell", minutes: number, allowedPorts: Input<"CreateMicrovmAuthToken">["allowedPorts"]) {

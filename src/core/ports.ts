@@ -67,6 +67,8 @@ export interface Store {
   updateMicrovm(id: string, patch: Partial<Microvm>): Promise<void>;
   listMicrovms(accountId: string, filter: MicrovmFilter, page: PageRequest): Promise<Page<Microvm>>;
   microvmsInStates(states: MicrovmState[], filter?: MicrovmFilter): Promise<Microvm[]>;
+  /** How many MicroVMs and builds are in each state, for metrics. */
+  countByState(): Promise<{ microvms: Partial<Record<MicrovmState, number>>; builds: Partial<Record<BuildState, number>> }>;
 
   getTags(resourceArn: string): Promise<Record<string, string>>;
   putTags(resourceArn: string, tags: Record<string, string>): Promise<void>;
@@ -106,12 +108,55 @@ export interface SandboxRuntime {
   resume(vm: Microvm): Promise<void>;
   /** Frees everything the MicroVM holds. Safe to call for a MicroVM the runtime no longer knows. */
   terminate(vm: Microvm): Promise<void>;
-  /** Whether one more MicroVM fits on this host now. */
-  hasCapacity(): Promise<boolean>;
+  /**
+   * Whether one more sandbox of this version fits on this host now. A yes
+   * holds that room for the run or resume that follows, so concurrent callers
+   * cannot all be told yes for the same room.
+   */
+  hasCapacity(version: ImageVersion): Promise<boolean>;
   /** What is on the host for a MicroVM after a restart: a live sandbox, a saved checkpoint, or nothing. */
   inspect?(vm: Microvm): Promise<"running" | "suspended" | "gone">;
   /** Frees every sandbox, namespace and file not belonging to the MicroVMs in `keep`. */
   reap?(keep: Microvm[]): Promise<void>;
+  /** Where a RUNNING MicroVM's app can be reached from this host (an IP address). */
+  address?(microvmId: string): string | undefined;
+  /** Starts a process in a RUNNING MicroVM, under a terminal when `tty`. */
+  spawn?(microvmId: string, opts: SpawnOptions): Promise<GuestProcess>;
+}
+
+export interface SpawnOptions {
+  /** The command and its arguments; a login shell when empty. */
+  argv: string[];
+  tty: boolean;
+  cols?: number;
+  rows?: number;
+  env?: Record<string, string>;
+}
+
+/** A process inside a MicroVM, as the shell ingress drives it. */
+export interface GuestProcess {
+  write(data: Uint8Array | string): void;
+  /** No more input (non-terminal processes only). */
+  endInput(): void;
+  resize(cols: number, rows: number): void;
+  signal(name: string): void;
+  onOutput(listener: (stream: "stdout" | "stderr", data: Buffer) => void): void;
+  onExit(listener: (code: number) => void): void;
+  /** Ends it now; its exit listeners still run. */
+  kill(): void;
+}
+
+/**
+ * The way in to MicroVMs (the endpoint proxy and shell ingress). Connections
+ * into a sandbox must be gone before it is checkpointed, and users told why.
+ */
+export interface Ingress {
+  close(microvmId: string, reason: string): Promise<void>;
+}
+
+/** How long the runtime's slow operations took, for metrics. */
+export interface RuntimeTimings {
+  observe(operation: "run" | "suspend" | "resume" | "terminate", seconds: number, outcome: "ok" | "error"): void;
 }
 
 export type TokenKind = "endpoint" | "shell";

@@ -14,8 +14,9 @@
 // - After a checkpoint, `runsc list` still says running: the sandbox is deleted.
 
 import { spawn } from "node:child_process";
-import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
+import { lstatSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import type { SandboxLimits } from "../core/index.js";
 import type { SandboxNetwork } from "../net/index.js";
 import { exec, ExecError, run, type ExecResult } from "../os/index.js";
 
@@ -40,7 +41,8 @@ export interface SandboxSpec {
   dir: string;
   /** Receives the app's stdout and stderr; /dev/null when logging is off. */
   logFile: string;
-  memoryMiB?: number;
+  /** Limits enforced through the sandbox's cgroups; a restore needs at least the checkpoint's memory. */
+  limits?: SandboxLimits;
 }
 
 export interface GvisorOptions {
@@ -49,7 +51,7 @@ export interface GvisorOptions {
   platform?: string;
 }
 
-function userOf(rootfs: string, user: string | undefined): { uid: number; gid: number } {
+export function userOf(rootfs: string, user: string | undefined): { uid: number; gid: number } {
   if (!user) return { uid: 0, gid: 0 };
   const [name, group] = user.split(":");
   const lookup = (file: string, key: string, field: number): number | undefined => {
@@ -67,12 +69,40 @@ function userOf(rootfs: string, user: string | undefined): { uid: number; gid: n
   return { uid, gid: gid ?? uid };
 }
 
+function lexists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const CPU_PERIOD_US = 100_000;
+
+function resourcesOf(limits: SandboxLimits) {
+  const bytes = limits.memoryMiB * 1024 * 1024;
+  return {
+    memory: { limit: bytes, swap: bytes }, // swap equal to the limit: no swapping past it
+    cpu: { quota: limits.vcpus * CPU_PERIOD_US, period: CPU_PERIOD_US },
+  };
+}
+
 export class Gvisor {
   private readonly global: string[];
 
   constructor(private readonly opts: GvisorOptions) {
     mkdirSync(opts.stateRoot, { recursive: true });
-    this.global = ["--root", opts.stateRoot, "--platform", opts.platform ?? "systrap"];
+    this.global = ["--root", opts.stateRoot, "--platform", opts.platform ?? "systrap", "--cpu-num-from-quota"];
   }
 
   private writeBundle(spec: SandboxSpec): string {
@@ -94,7 +124,7 @@ export class Gvisor {
       ],
       linux: {
         namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "network", path: spec.network.path }],
-        ...(spec.memoryMiB ? { resources: { memory: { limit: spec.memoryMiB * 1024 * 1024 } } } : {}),
+        ...(spec.limits ? { resources: resourcesOf(spec.limits) } : {}),
       },
     };
     writeFileSync(join(bundle, "config.json"), JSON.stringify(oci, null, 2));
@@ -125,14 +155,19 @@ export class Gvisor {
 
   /**
    * Saves the sandbox's memory and disk to `imageDir`, then removes the sandbox.
-   * gVisor refuses while any TCP connection in the sandbox is open or closing
-   * ("endpoint cannot be saved in connected state"), and the refusal kills the
-   * sandbox, so first wait (up to `patienceMs`) until /proc/net/tcp shows only
-   * listening sockets, when the image has a `cat` to read it with.
+   * gVisor refuses while any TCP endpoint in the sandbox is connected or still
+   * closing ("endpoint cannot be saved in connected state"), and the refusal
+   * usually takes the sandbox down. So first wait (up to half of `patienceMs`)
+   * until no connection is left: host-side sockets to `sandboxIp` must all be
+   * in TIME-WAIT (the host closed first and sent its last ACK), and inside,
+   * /proc/net/tcp must list only listeners. gVisor's /proc/net/tcp omits
+   * endpoints whose file descriptor the app has closed, so the host's view is
+   * the one that sees connections still closing.
    */
-  async checkpoint(id: string, imageDir: string, patienceMs = 10_000): Promise<void> {
+  async checkpoint(id: string, imageDir: string, opts: { sandboxIp?: string; patienceMs?: number } = {}): Promise<void> {
+    const patienceMs = opts.patienceMs ?? 10_000;
     const deadline = Date.now() + patienceMs;
-    await this.settleConnections(id, patienceMs / 2);
+    await this.settleConnections(id, opts.sandboxIp, patienceMs / 2);
     for (;;) {
       rmSync(imageDir, { recursive: true, force: true });
       mkdirSync(imageDir, { recursive: true });
@@ -140,28 +175,39 @@ export class Gvisor {
         await run("runsc", [...this.global, "checkpoint", "--image-path", imageDir, "--compression=none", id], { keepLines: 2000 }); // the reason precedes a long stack dump
         break;
       } catch (err) {
-        // A refusal over a connection that is still closing sometimes leaves the sandbox running
-        // (not always: then it is lost, and the error stands). While it runs, wait and try again.
+        // A refusal over a connection that is still closing sometimes leaves the sandbox serving
+        // (not always: then it is lost, and the error stands). While it serves, wait and try again.
         const closing = err instanceof ExecError && err.result.tail.some((l) => l.includes("tcp.Endpoint") || l.includes("connected state"));
-        const alive = closing && (await this.list().catch(() => [])).some((s) => s.id === id && s.status === "running");
-        if (!alive || Date.now() > deadline) throw err;
+        if (!closing || Date.now() > deadline) throw err;
         await new Promise((r) => setTimeout(r, 500));
+        if (!(await this.responds(id))) throw err;
       }
     }
     await this.destroy(id);
   }
 
   /** Waits until the sandbox has no TCP connection but listening ones; gives up quietly after `patienceMs`. */
-  private async settleConnections(id: string, patienceMs: number): Promise<void> {
+  private async settleConnections(id: string, sandboxIp: string | undefined, patienceMs: number): Promise<void> {
     const deadline = Date.now() + patienceMs;
-    for (;;) {
+    const busyOnHost = async () => {
+      if (!sandboxIp) return false;
+      const r = await exec("ss", ["-Htn", "state", "all", "dst", sandboxIp]);
+      return r.stdout.split("\n").some((l) => l.trim() && !l.startsWith("TIME-WAIT"));
+    };
+    const busyInside = async () => {
       const r = await this.exec(id, ["cat", "/proc/net/tcp", "/proc/net/tcp6"]);
-      if (r.code !== 0) return; // no cat in this image: nothing to wait with
+      if (r.code !== 0) return false; // no cat in this image: nothing to look with
       // Column 4 is the state; 0A is LISTEN.
-      const busy = r.stdout.split("\n").slice(1).filter((l) => /^\s*\d+:/.test(l) && l.trim().split(/\s+/)[3] !== "0A");
-      if (!busy.length || Date.now() > deadline) return;
-      await new Promise((res) => setTimeout(res, 100));
-    }
+      return r.stdout.split("\n").slice(1).some((l) => /^\s*\d+:/.test(l) && l.trim().split(/\s+/)[3] !== "0A");
+    };
+    while (Date.now() < deadline && ((await busyOnHost()) || (await busyInside()))) await new Promise((res) => setTimeout(res, 50));
+    // The host's last ACK is on its way; let the sandbox take it.
+    if (sandboxIp) await new Promise((res) => setTimeout(res, 20));
+  }
+
+  /** Whether the sandbox's control server answers: runsc can list a sandbox that is already going down. */
+  async responds(id: string): Promise<boolean> {
+    return (await exec("runsc", [...this.global, "events", "--stats", id])).code === 0;
   }
 
   /** Starts a new sandbox from a checkpoint; `spec.network` may differ from the original's. */
@@ -170,8 +216,33 @@ export class Gvisor {
     await this.detached(spec, ["restore", "--image-path", imageDir, "--bundle", bundle, "--detach", spec.id]);
   }
 
-  exec(id: string, argv: string[]): Promise<ExecResult> {
-    return exec("runsc", [...this.global, "exec", id, ...argv]);
+  exec(id: string, argv: string[], flags: string[] = []): Promise<ExecResult> {
+    return exec("runsc", [...this.global, "exec", ...flags, id, ...argv]);
+  }
+
+  /**
+   * Names the sandbox `name` with the image's own `hostname` command, when it
+   * has one: a restored sandbox keeps the hostname its checkpoint was taken
+   * with, whatever the spec says. Returns whether it could.
+   */
+  async setHostname(id: string, rootfs: string, name: string): Promise<boolean> {
+    const tool = ["bin/hostname", "usr/bin/hostname"].find((p) => lexists(join(rootfs, p)));
+    if (!tool) return false;
+    return (await this.exec(id, [`/${tool}`, name], ["--cap", "CAP_SYS_ADMIN"])).code === 0;
+  }
+
+  /**
+   * The command line of `runsc exec` for a process described by an OCI
+   * process file (for a terminal: "terminal": true, run under a host pty);
+   * runsc writes the process's pid inside the sandbox to `pidFile`.
+   */
+  execCommand(id: string, processFile: string, pidFile: string): string[] {
+    return ["runsc", ...this.global, "exec", "--process", processFile, "--internal-pid-file", pidFile, id];
+  }
+
+  /** Sends a signal to one process inside the sandbox. */
+  async kill(id: string, pid: number, signal: string): Promise<void> {
+    await run("runsc", [...this.global, "kill", "--pid", String(pid), id, signal]);
   }
 
   async pause(id: string): Promise<void> {
@@ -187,10 +258,14 @@ export class Gvisor {
     await exec("runsc", [...this.global, "delete", "--force", id]);
   }
 
+  /**
+   * The sandboxes runsc knows. runsc still says "running" for a sandbox whose
+   * process was killed (by the OOM killer, say); those are reported "stopped".
+   */
   async list(): Promise<{ id: string; status: string; pid: number }[]> {
     const r = await run("runsc", [...this.global, "list", "--format", "json"]);
-    const items = JSON.parse(r.stdout || "null") as { id: string; status: string; pid: number }[] | null;
-    return items ?? [];
+    const items = (JSON.parse(r.stdout || "null") as { id: string; status: string; pid: number }[] | null) ?? [];
+    return items.map((s) => (s.status === "running" && !alive(s.pid) ? { ...s, status: "stopped" } : s));
   }
 
   /** Removes a sandbox's directory (bundle, overlay filestore). */

@@ -12,13 +12,15 @@
 // <data-dir>/logs/microvms/<id>.log, kept after the MicroVM ends.
 
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { availableParallelism, loadavg } from "node:os";
 import { join } from "node:path";
-import type { ImageVersion, Microvm, SandboxRuntime } from "../core/index.js";
+import { limitsOf, type GuestProcess, type ImageVersion, type Microvm, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
 import type { LogFiles } from "../os/index.js";
 import { Gvisor, type ImageConfig, type SandboxSpec } from "./gvisor.js";
+import { spawnGuest } from "./guest-process.js";
 import { callHook, type HookName } from "./hooks.js";
-import { DEFAULT_HOOK_PORT } from "./snapshots.js";
+import { DEFAULT_HOOK_PORT, memoryImageSize } from "./snapshots.js";
 
 export interface BuiltVersion {
   rootfs: string;
@@ -46,11 +48,17 @@ export interface SandboxRecord {
   config: ImageConfig;
   hooks: NonNullable<ImageVersion["config"]["hooks"]>;
   logging: boolean;
+  limits: SandboxLimits;
 }
 
 const HOOK_TIMEOUT_DEFAULT = 1;
+/** A host whose run queue is this deep per core has no CPU left for another MicroVM. */
+const LOAD_PER_CPU = 8;
+const RESERVATION_MS = 60_000;
 
 export class MicrovmRuntime implements SandboxRuntime {
+  private reserved: { bytes: number; until: number }[] = [];
+
   constructor(private readonly opts: MicrovmRuntimeOptions) {}
 
   dir(id: string): string {
@@ -70,18 +78,19 @@ export class MicrovmRuntime implements SandboxRuntime {
       config: rec.config,
       env: {},
       hostname: vm.id,
+      limits: rec.limits,
       network,
       dir: join(this.dir(vm.id), "sandbox"),
       logFile: rec.logging ? this.opts.logs.path(vm.id) : "/dev/null",
     };
   }
 
-  private async hook(rec: SandboxRecord, hook: HookName, body = ""): Promise<void> {
+  private async hook(id: string, rec: SandboxRecord, hook: HookName, body = ""): Promise<void> {
     const m = rec.hooks.microvmHooks ?? {};
     const enabled = { run: m.run, resume: m.resume, suspend: m.suspend, terminate: m.terminate }[hook as "run"];
     if (enabled !== "ENABLED") return;
     const timeout = { run: m.runTimeoutInSeconds, resume: m.resumeTimeoutInSeconds, suspend: m.suspendTimeoutInSeconds, terminate: m.terminateTimeoutInSeconds }[hook as "run"];
-    await callHook(rec.sandboxIp, rec.hooks.port ?? DEFAULT_HOOK_PORT, hook, { body, timeoutSeconds: timeout ?? HOOK_TIMEOUT_DEFAULT });
+    await callHook(rec.sandboxIp, rec.hooks.port ?? DEFAULT_HOOK_PORT, hook, { body, timeoutSeconds: timeout ?? HOOK_TIMEOUT_DEFAULT, microvmId: id });
   }
 
   private save(id: string, rec: SandboxRecord): void {
@@ -99,19 +108,28 @@ export class MicrovmRuntime implements SandboxRuntime {
       config: built.config,
       hooks: version.config.hooks ?? {},
       logging: !(vm.config.logging?.disabled ?? version.config.logging?.disabled),
+      limits: limitsOf(version.config),
     };
     this.save(vm.id, rec);
-    await this.opts.gvisor.restore(this.spec(vm, rec, network), built.snapshot);
-    await this.hook(rec, "run", vm.config.runHookPayload ?? "");
+    try {
+      await this.opts.gvisor.restore(this.spec(vm, rec, network), built.snapshot);
+    } finally {
+      this.release(this.startingMemory(vm.imageArn, vm.imageVersion));
+    }
+    await this.opts.gvisor.setHostname(vm.id, rec.rootfs, vm.id);
+    await this.hook(vm.id, rec, "run", vm.config.runHookPayload ?? "");
   }
 
   async suspend(vm: Microvm): Promise<void> {
     const rec = this.record(vm.id);
     if (!rec) throw new Error(`MicroVM ${vm.id} has no sandbox on this host`);
-    await this.hook(rec, "suspend");
+    await this.hook(vm.id, rec, "suspend");
     const checkpoint = join(this.dir(vm.id), "checkpoint");
     rmSync(checkpoint, { recursive: true, force: true });
-    await this.opts.gvisor.checkpoint(vm.id, checkpoint);
+    await this.opts.gvisor.checkpoint(vm.id, checkpoint, { sandboxIp: rec.sandboxIp }).catch((err: unknown) => {
+      rmSync(checkpoint, { recursive: true, force: true }); // half an image must not pass for a suspended MicroVM
+      throw err;
+    });
     Gvisor.forget({ dir: join(this.dir(vm.id), "sandbox") });
     await this.opts.nets.destroy(this.opts.nets.describe(rec.networkIndex));
   }
@@ -122,24 +140,28 @@ export class MicrovmRuntime implements SandboxRuntime {
     const network = await this.opts.nets.create();
     const resumed = { ...rec, networkIndex: network.index, sandboxIp: network.sandboxIp };
     this.save(vm.id, resumed);
-    await this.opts.gvisor.restore(this.spec(vm, resumed, network), join(this.dir(vm.id), "checkpoint"));
+    try {
+      await this.opts.gvisor.restore(this.spec(vm, resumed, network), join(this.dir(vm.id), "checkpoint"));
+    } finally {
+      this.release(this.startingMemory(vm.imageArn, vm.imageVersion));
+    }
     rmSync(join(this.dir(vm.id), "checkpoint"), { recursive: true, force: true });
-    await this.hook(resumed, "resume");
+    await this.hook(vm.id, resumed, "resume");
   }
 
   async terminate(vm: Microvm): Promise<void> {
     const rec = this.record(vm.id);
     const suspended = existsSync(join(this.dir(vm.id), "checkpoint"));
-    if (rec && !suspended) await this.hook(rec, "terminate").catch(() => undefined); // best effort: it is going anyway
+    if (rec && !suspended) await this.hook(vm.id, rec, "terminate").catch(() => undefined); // best effort: it is going anyway
     await this.opts.gvisor.destroy(vm.id);
     if (rec) await this.opts.nets.destroy(this.opts.nets.describe(rec.networkIndex));
     rmSync(this.dir(vm.id), { recursive: true, force: true });
   }
 
   async inspect(vm: Microvm): Promise<"running" | "suspended" | "gone"> {
-    if (existsSync(join(this.dir(vm.id), "checkpoint", "checkpoint.img"))) return "suspended";
     const live = await this.opts.gvisor.list().catch(() => []);
-    return live.some((s) => s.id === vm.id && s.status === "running") ? "running" : "gone";
+    if (live.some((s) => s.id === vm.id && s.status === "running") && (await this.opts.gvisor.responds(vm.id))) return "running";
+    return existsSync(join(this.dir(vm.id), "checkpoint", "checkpoint.img")) ? "suspended" : "gone";
   }
 
   async reap(keep: Microvm[]): Promise<void> {
@@ -151,10 +173,45 @@ export class MicrovmRuntime implements SandboxRuntime {
     if (existsSync(root)) for (const d of readdirSync(root)) if (!ids.has(d)) rmSync(join(root, d), { recursive: true, force: true });
   }
 
-  /** Room for one more MicroVM: the host keeps at least `minFreeMiB` of memory available (MemAvailable). */
-  async hasCapacity(): Promise<boolean> {
+  /**
+   * Room for one more sandbox: after its starting memory, and that of every
+   * start already promised room, the host keeps `minFreeMiB` available
+   * (MemAvailable); and the CPUs are not saturated (a 1-minute load average
+   * under LOAD_PER_CPU per core). A promise lasts until a run or resume of that
+   * size begins using the memory, or RESERVATION_MS at most.
+   */
+  async hasCapacity(version: ImageVersion): Promise<boolean> {
+    const memoryBytes = this.startingMemory(version.imageArn, version.version);
+    const now = Date.now();
+    this.reserved = this.reserved.filter((r) => r.until > now);
+    const promised = this.reserved.reduce((n, r) => n + r.bytes, 0);
     const meminfo = readFileSync("/proc/meminfo", "utf8");
-    const availableKiB = Number(/^MemAvailable:\s+(\d+) kB/m.exec(meminfo)?.[1] ?? 0);
-    return availableKiB / 1024 >= (this.opts.minFreeMiB ?? 1024);
+    const availableBytes = Number(/^MemAvailable:\s+(\d+) kB/m.exec(meminfo)?.[1] ?? 0) * 1024;
+    const memoryFits = availableBytes - promised - memoryBytes >= (this.opts.minFreeMiB ?? 1024) * 1024 * 1024;
+    const cpuFree = loadavg()[0]! < LOAD_PER_CPU * availableParallelism();
+    if (!memoryFits || !cpuFree) return false;
+    this.reserved.push({ bytes: memoryBytes, until: now + RESERVATION_MS });
+    return true;
+  }
+
+  address(id: string): string | undefined {
+    return this.record(id)?.sandboxIp;
+  }
+
+  async spawn(id: string, opts: SpawnOptions): Promise<GuestProcess> {
+    const rec = this.record(id);
+    if (!rec) throw new Error(`MicroVM ${id} has no sandbox on this host`);
+    return spawnGuest({ gvisor: this.opts.gvisor, sandboxId: id, rootfs: rec.rootfs, config: rec.config, dir: join(this.dir(id), "exec") }, opts);
+  }
+
+  /** Memory a sandbox of a version needs as it starts: its snapshot's pages (a MicroVM's own checkpoint is about as big). */
+  private startingMemory(imageArn: string, version: string): number {
+    return memoryImageSize(this.opts.locate(imageArn, version).snapshot);
+  }
+
+  /** The sandbox now holds its own memory (or failed to): its promised room is released. */
+  private release(memoryBytes: number): void {
+    const i = this.reserved.findIndex((r) => r.bytes === memoryBytes);
+    if (i >= 0) this.reserved.splice(i, 1);
   }
 }

@@ -7,8 +7,9 @@
 //   snapshot/            the checkpoint (checkpoint.img, pages*.img)
 //   snapshot-boot.log    the app's output while it booted and validated
 
-import { readdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
+import type { SandboxLimits } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
 import { Gvisor, type ImageConfig } from "./gvisor.js";
 import { callHook } from "./hooks.js";
@@ -29,7 +30,7 @@ export interface SnapshotRequest {
   config: ImageConfig;
   env: Record<string, string>;
   hooks?: SnapshotHooks;
-  memoryMiB?: number;
+  limits: SandboxLimits;
   /** The build's directory; the snapshot goes in <dir>/snapshot. */
   dir: string;
   log: (line: string) => void;
@@ -38,6 +39,11 @@ export interface SnapshotRequest {
 export interface SnapshotSizes {
   memorySnapshotSizeInBytes: number;
   diskSnapshotSizeInBytes: number;
+}
+
+/** Bytes of a checkpoint's memory image. */
+export function memoryImageSize(checkpoint: string): number {
+  return existsSync(checkpoint) ? sizeOf(checkpoint, (f) => f.startsWith("pages")) : 0;
 }
 
 export class SnapshotFailure extends Error {}
@@ -73,7 +79,7 @@ export class Snapshotter {
       network,
       dir: join(this.workDir, `${req.id}-${suffix}`),
       logFile: join(req.dir, "snapshot-boot.log"),
-      ...(req.memoryMiB ? { memoryMiB: req.memoryMiB } : {}),
+      limits: req.limits,
     });
     const networks: SandboxNetwork[] = [];
     const specs: { id: string; dir: string }[] = [];
@@ -95,7 +101,7 @@ export class Snapshotter {
         await new Promise((r) => setTimeout(r, SETTLE_SECONDS * 1000));
       }
       req.log("Checkpointing memory and disk");
-      await this.gvisor.checkpoint(boot.id, snapshot).catch((err: Error) => {
+      await this.gvisor.checkpoint(boot.id, snapshot, { sandboxIp: bootNet.sandboxIp }).catch((err: Error) => {
         throw new SnapshotFailure(`Checkpointing the app failed: ${err.message}`);
       });
 
@@ -115,7 +121,7 @@ export class Snapshotter {
         });
       }
       return {
-        memorySnapshotSizeInBytes: sizeOf(snapshot, (f) => f.startsWith("pages")),
+        memorySnapshotSizeInBytes: memoryImageSize(snapshot),
         diskSnapshotSizeInBytes: sizeOf(snapshot, (f) => f === "checkpoint.img"),
       };
     } catch (err) {

@@ -319,6 +319,12 @@ export class SqliteStore implements Store {
     return paged(await q.orderBy("seq").limit(page.limit + 1).execute(), page, toMicrovm);
   }
 
+  async countByState() {
+    const count = async (table: "microvms" | "builds") =>
+      Object.fromEntries((await this.db.selectFrom(table).select(["state", (eb) => eb.fn.countAll<number>().as("n")]).groupBy("state").execute()).map((r) => [r.state, Number(r.n)]));
+    return { microvms: await count("microvms"), builds: await count("builds") };
+  }
+
   async microvmsInStates(states: MicrovmState[], filter: MicrovmFilter = {}): Promise<Microvm[]> {
     let q = this.db.selectFrom("microvms").selectAll().where("state", "in", states);
     if (filter.imageArn) q = q.where("image_arn", "=", filter.imageArn);

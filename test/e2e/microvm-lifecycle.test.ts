@@ -25,7 +25,7 @@ http.createServer((req, res) => {
   let body = "";
   req.on("data", (c) => (body += c));
   req.on("end", () => {
-    hooks.push({ hook: req.url.split("/").pop(), body });
+    hooks.push({ hook: req.url.split("/").pop(), body, id: req.headers["x-lmvm-microvm-id"] });
     res.writeHead(200).end();
   });
 }).listen(9000, "0.0.0.0");
@@ -34,20 +34,34 @@ http.createServer((req, res) => {
   console.log("served request " + counter);
   require("node:fs").appendFileSync("/app/visits.txt", "x"); // disk state, in the sandbox's overlay
   const visits = require("node:fs").readFileSync("/app/visits.txt", "utf8").length;
-  res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ counter, visits, hooks, big: big.length }));
+  const fd = require("node:fs").openSync("/dev/urandom", "r");
+  const random = Buffer.alloc(16);
+  require("node:fs").readSync(fd, random);
+  require("node:fs").closeSync(fd);
+  const identity = { hostname: require("node:os").hostname(), random: random.toString("hex"), memTotal: require("node:os").totalmem() };
+  res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ counter, visits, hooks, big: big.length, ...identity }));
 }).listen(8080, "0.0.0.0");
 `;
 
 const agent = new Agent({ keepAlive: true, maxSockets: 1 });
 /** GET on its own connection, closed by us first so the sandbox can be checkpointed later. */
-function get(ip: string): Promise<{ counter: number; visits: number; hooks: { hook: string; body: string }[]; big: number }> {
+interface Answer {
+  counter: number;
+  visits: number;
+  hooks: { hook: string; body: string; id?: string }[];
+  big: number;
+  hostname: string;
+  random: string;
+  memTotal: number;
+}
+function get(ip: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = request({ host: ip, port: 8080, path: "/", agent, timeout: 5000 }, (res) => {
       const socket = res.socket;
       let body = "";
       res.on("data", (c) => (body += c));
       res.on("end", () => {
-        socket.destroy();
+        socket.resetAndDestroy();
         resolve(JSON.parse(body));
       });
     });
@@ -69,6 +83,7 @@ describe("MicroVM lifecycle on gVisor", { timeout: 600_000 }, () => {
     await t.client.send(new CreateMicrovmImageCommand({
       name: "lifecycle", baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:debian12", buildRoleArn: "arn:aws:iam::000000000000:role/R",
       codeArtifact: { uri: `file://${file}` },
+      resources: [{ minimumMemoryInMiB: 512 }],
       hooks: { port: 9000, microvmHooks: { run: "ENABLED", runTimeoutInSeconds: 5, suspend: "ENABLED", suspendTimeoutInSeconds: 5, resume: "ENABLED", resumeTimeoutInSeconds: 5, terminate: "ENABLED", terminateTimeoutInSeconds: 5 } },
     }));
     const state = await eventually(async () => {
@@ -102,7 +117,7 @@ describe("MicroVM lifecycle on gVisor", { timeout: 600_000 }, () => {
     const first = await get(ip);
     assert.equal(first.counter, 1, "the app starts from the snapshot: no request was served before");
     assert.equal(first.big, 20 * 1024 * 1024, "memory initialised before the snapshot is there");
-    assert.deepEqual(first.hooks, [{ hook: "run", body: '{"tenant":"t-42"}' }]);
+    assert.deepEqual(first.hooks, [{ hook: "run", body: '{"tenant":"t-42"}', id }]);
     await get(ip);
 
     await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
@@ -114,6 +129,7 @@ describe("MicroVM lifecycle on gVisor", { timeout: 600_000 }, () => {
     const after = await get(record(id).sandboxIp);
     assert.equal(after.counter, 3, "the in-memory counter went on from 2");
     assert.deepEqual(after.hooks.map((h) => h.hook), ["run", "suspend", "resume"]);
+    assert.ok(after.hooks.every((h) => h.id === id), "every hook names the MicroVM");
 
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
     await until(id, "TERMINATED");
@@ -142,15 +158,20 @@ describe("MicroVM lifecycle on gVisor", { timeout: 600_000 }, () => {
     await until(id, "TERMINATED");
   });
 
-  test("two MicroVMs from one image each keep their own state", async () => {
-    const ids = await Promise.all([0, 1].map(async () => (await t.client.send(new RunMicrovmCommand({ imageIdentifier: ARN }))).microvmId!));
+  test("three MicroVMs from one image run at once, each with its own state, identity and memory limit", async () => {
+    const ids = await Promise.all([0, 1, 2].map(async () => (await t.client.send(new RunMicrovmCommand({ imageIdentifier: ARN }))).microvmId!));
     for (const id of ids) await until(id, "RUNNING");
-    const [a, b] = ids.map((id) => record(id).sandboxIp);
-    assert.notEqual(a, b);
-    await get(a!);
-    await get(a!);
-    assert.equal((await get(a!)).counter, 3);
-    assert.equal((await get(b!)).counter, 1);
+    const ips = ids.map((id) => record(id).sandboxIp);
+    assert.equal(new Set(ips).size, 3);
+    const answers: Answer[] = [];
+    for (const [i, ip] of ips.entries()) {
+      for (let n = 0; n < i; n++) await get(ip);
+      answers.push(await get(ip));
+    }
+    assert.deepEqual(answers.map((a) => a.counter), [1, 2, 3]);
+    assert.deepEqual(answers.map((a) => a.hostname), ids, "each MicroVM's hostname is its id");
+    assert.equal(new Set(answers.map((a) => a.random)).size, 3, "each MicroVM reads its own /dev/urandom");
+    for (const a of answers) assert.equal(a.memTotal, 512 * 1024 * 1024, "the image's resources.minimumMemoryInMiB bounds the MicroVM's memory");
     for (const id of ids) await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
     for (const id of ids) await until(id, "TERMINATED");
   });

@@ -94,7 +94,7 @@ export class ScriptedRuntime implements SandboxRuntime {
   async terminate(vm: Microvm): Promise<void> {
     this.calls.push(`terminate ${vm.id}`);
   }
-  async hasCapacity(): Promise<boolean> {
+  async hasCapacity(_version: ImageVersion): Promise<boolean> {
     return this.capacity;
   }
 }

@@ -1,0 +1,99 @@
+// Processes started inside a running sandbox for the shell ingress: `runsc
+// exec` with an OCI process file. A terminal process runs under a host pty
+// (node-pty): runsc hands the pty to the process as its console and passes
+// window-size changes on. A plain one gets pipes. Signals go to the process
+// inside the sandbox through `runsc kill --pid`, using the pid runsc wrote.
+
+import { spawn as spawnChild } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import pty from "@homebridge/node-pty-prebuilt-multiarch";
+import type { GuestProcess, SpawnOptions } from "../core/index.js";
+import { userOf, type Gvisor, type ImageConfig } from "./gvisor.js";
+
+const LOGIN_SHELLS = ["bin/bash", "bin/sh"];
+
+let sequence = 0;
+
+export interface GuestContext {
+  gvisor: Gvisor;
+  sandboxId: string;
+  rootfs: string;
+  config: ImageConfig;
+  /** Scratch directory for process files. */
+  dir: string;
+}
+
+export function spawnGuest(ctx: GuestContext, opts: SpawnOptions): GuestProcess {
+  const shell = LOGIN_SHELLS.find((s) => existsSync(join(ctx.rootfs, s)));
+  const argv = opts.argv.length ? opts.argv : shell ? [`/${shell}`] : [];
+  if (!argv.length) throw new Error("the image has no /bin/sh to open a shell with; pass a command");
+  const env = [...(ctx.config.Env ?? []), ...Object.entries(opts.env ?? {}).map(([k, v]) => `${k}=${v}`)];
+  if (opts.tty && !env.some((e) => e.startsWith("TERM="))) env.push("TERM=xterm-256color");
+  mkdirSync(ctx.dir, { recursive: true });
+  const name = `exec-${process.pid}-${++sequence}`;
+  const processFile = join(ctx.dir, `${name}.json`);
+  const pidFile = join(ctx.dir, `${name}.pid`);
+  writeFileSync(processFile, JSON.stringify({ terminal: opts.tty, user: userOf(ctx.rootfs, ctx.config.User), args: argv, env, cwd: ctx.config.WorkingDir || "/" }));
+  const [cmd, ...args] = ctx.gvisor.execCommand(ctx.sandboxId, processFile, pidFile);
+
+  const outputListeners: ((stream: "stdout" | "stderr", data: Buffer) => void)[] = [];
+  const exitListeners: ((code: number) => void)[] = [];
+  let exited: number | undefined;
+  const exit = (code: number) => {
+    if (exited !== undefined) return;
+    exited = code;
+    rmSync(processFile, { force: true });
+    rmSync(pidFile, { force: true });
+    for (const l of exitListeners) l(code);
+  };
+  const innerPid = () => {
+    try {
+      return Number(readFileSync(pidFile, "utf8").trim()) || undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const signal = (name: string) => {
+    const pid = innerPid();
+    if (pid) void ctx.gvisor.kill(ctx.sandboxId, pid, name).catch(() => undefined);
+  };
+
+  if (opts.tty) {
+    const term = pty.spawn(cmd!, args, { name: "xterm-256color", cols: opts.cols ?? 80, rows: opts.rows ?? 24, env: process.env as Record<string, string> });
+    term.onData((d) => {
+      for (const l of outputListeners) l("stdout", Buffer.from(d, "utf8"));
+    });
+    term.onExit(({ exitCode, signal: sig }) => exit(sig ? 128 + sig : exitCode));
+    return {
+      write: (data) => term.write(typeof data === "string" ? data : Buffer.from(data).toString("utf8")),
+      endInput: () => term.write("\x04"),
+      resize: (cols, rows) => term.resize(Math.max(1, cols), Math.max(1, rows)),
+      signal,
+      onOutput: (l) => void outputListeners.push(l),
+      onExit: (l) => (exited !== undefined ? l(exited) : void exitListeners.push(l)),
+      kill: () => {
+        signal("SIGKILL");
+        term.kill("SIGKILL");
+      },
+    };
+  }
+  const child = spawnChild(cmd!, args, { stdio: ["pipe", "pipe", "pipe"] });
+  child.stdout.on("data", (d: Buffer) => outputListeners.forEach((l) => l("stdout", d)));
+  child.stderr.on("data", (d: Buffer) => outputListeners.forEach((l) => l("stderr", d)));
+  child.stdin.on("error", () => undefined);
+  child.on("error", () => exit(127));
+  child.on("close", (code, sig) => exit(code ?? (sig ? 128 : 1)));
+  return {
+    write: (data) => void child.stdin.write(data),
+    endInput: () => child.stdin.end(),
+    resize: () => undefined,
+    signal,
+    onOutput: (l) => void outputListeners.push(l),
+    onExit: (l) => (exited !== undefined ? l(exited) : void exitListeners.push(l)),
+    kill: () => {
+      signal("SIGKILL");
+      child.kill("SIGKILL");
+    },
+  };
+}
