@@ -2,12 +2,14 @@
 // measured in the same run. Absolute numbers on shared machines are noise.
 import { buildsBench } from "./builds.js";
 import { controlPlaneBench } from "./control-plane.js";
+import { proxyBench } from "./proxy.js";
 import { snapshotsBench } from "./snapshots.js";
 
 const benches: [string, () => Promise<string[]>][] = [
   ["control-plane", controlPlaneBench],
   ["builds", buildsBench],
   ["snapshots", snapshotsBench],
+  ["proxy", proxyBench],
 ];
 const only = process.argv[2];
 for (const [name, bench] of benches) {

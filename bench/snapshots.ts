@@ -40,10 +40,11 @@ const agent = new Agent({ keepAlive: true, maxSockets: 1 });
 function get(ip: string): Promise<{ entries: number; rss: number } | undefined> {
   return new Promise((resolve) => {
     const req = request({ host: ip, port: 8080, path: "/", agent, timeout: 1000 }, (res) => {
+      const socket = res.socket;
       let body = "";
       res.on("data", (c) => (body += c));
       res.on("end", () => {
-        res.socket.resetAndDestroy();
+        socket.resetAndDestroy();
         resolve(res.statusCode === 200 ? JSON.parse(body) : undefined);
       });
     });
@@ -148,7 +149,7 @@ export async function snapshotsBench(): Promise<string[]> {
     const ids: string[] = [];
     for (let i = 0; i < rounds; i++) {
       const started = performance.now();
-      const { microvmId } = await client.send(new RunMicrovmCommand({ imageIdentifier: "bench" }));
+      const { microvmId } = await client.send(new RunMicrovmCommand({ imageIdentifier: "arn:aws:lambda:us-east-1:000000000000:microvm-image:bench" }));
       const id = microvmId!;
       ids.push(id);
       restore.push((await firstResponse(() => record(id)?.sandboxIp)) - started);
@@ -168,7 +169,7 @@ export async function snapshotsBench(): Promise<string[]> {
     const availableBefore = meminfo("MemAvailable");
     const extra: string[] = [];
     for (let i = ids.length; i < 5; i++) {
-      const { microvmId } = await client.send(new RunMicrovmCommand({ imageIdentifier: "bench" }));
+      const { microvmId } = await client.send(new RunMicrovmCommand({ imageIdentifier: "arn:aws:lambda:us-east-1:000000000000:microvm-image:bench" }));
       extra.push(microvmId!);
       await eventually(async () => ((await state(microvmId!)) === "RUNNING" ? true : undefined), "RUNNING", 60_000);
     }

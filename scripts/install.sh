@@ -51,6 +51,17 @@ fi
 RUNSC_VERSION=$(runsc --version)
 echo "${RUNSC_VERSION%%$'\n'*}"
 
+step "Installing nginx (the proxy benchmark's baseline; not started)"
+if ! dpkg -s nginx >/dev/null 2>&1; then
+  # A policy-rc.d that says no keeps the package from starting nginx on port 80.
+  had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+  [ $had_policy = 1 ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+  apt-get update -q && apt-get install -y -q --no-install-recommends nginx || { [ $had_policy = 1 ] || rm -f /usr/sbin/policy-rc.d; exit 1; }
+  [ $had_policy = 1 ] || rm -f /usr/sbin/policy-rc.d
+else
+  echo "already installed: nginx"
+fi
+
 step "Installing npm dependencies (npm ci)"
 npm ci --no-audit --no-fund
 

@@ -5,6 +5,7 @@
 
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
+import type { Registry } from "prom-client";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { parseInput, DEFAULT_PAGE_SIZE, type ControlPlane, type OperationName } from "../core/index.js";
 import { AwsError, toAwsError } from "./errors.js";
@@ -22,6 +23,8 @@ export interface ApiOptions {
   bodyLimit?: number;
   /** A build's log; with `follow`, it ends once `finished()` is true. */
   buildLog?: (buildId: string, follow: boolean, finished: () => Promise<boolean>, signal: AbortSignal) => Readable;
+  /** Prometheus metrics, served unsigned at GET /metrics. */
+  metrics?: Registry;
   /** A MicroVM's app output; with `follow`, it ends once `finished()` is true. */
   microvmLog?: (microvmId: string, follow: boolean, finished: () => Promise<boolean>, signal: AbortSignal) => Readable;
 }
@@ -124,6 +127,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   }
 
   app.get("/health", async () => ({ status: "ok" }));
+  const metrics = opts.metrics;
+  if (metrics) app.get("/metrics", async (_req, reply) => reply.type(metrics.contentType).send(await metrics.metrics()));
 
   const microvmLog = opts.microvmLog;
   if (microvmLog) {

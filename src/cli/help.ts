@@ -78,6 +78,9 @@ export function topHelp(ops: OperationModel[]): string {
     "                           Print an image build's log; --follow streams it until the build ends.",
     "    logs microvm <id> [--follow]",
     "                           Print a MicroVM app's output; --follow streams it while it runs.",
+    "    shell <id>             Open an interactive shell inside a MicroVM (needs the SHELL_INGRESS connector).",
+    "    exec <id> -- <command> [args...]",
+    "                           Run one command inside a MicroVM; exits with its exit code.",
     "",
     "COMMANDS",
   ];

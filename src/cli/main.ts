@@ -10,6 +10,7 @@ import { commandHelp, topHelp } from "./help.js";
 import { applyQuery, plain, render, type OutputFormat } from "./output.js";
 import { logsCommand, LOGS_HELP } from "./logs-command.js";
 import { serverCommand, SERVER_HELP } from "./server-command.js";
+import { shellCommand, SHELL_HELP } from "./shell-command.js";
 
 const GLOBAL_FLAGS = ["endpoint-url", "region", "output", "query", "profile", "data-dir", "cli-input-json", "max-items", "page-size", "starting-token", "build-id"];
 const BOOLEAN_FLAGS = new Set(["no-paginate", "debug", "help", "no-cli-pager", "no-verify-ssl"]);
@@ -111,6 +112,20 @@ export async function main(argv: string[]): Promise<number> {
       const client = connectWith(args.flags);
       try {
         return await logsCommand(client, args.positionals, args.flags);
+      } finally {
+        client.destroy();
+      }
+    }
+    if (command === "shell" || command === "exec") {
+      const dash = rest.indexOf("--");
+      const args = splitArgs(dash < 0 ? rest : rest.slice(0, dash), BOOLEAN_FLAGS, new Set([...GLOBAL_FLAGS, "ca-file"]));
+      if (args.flags.has("help") || !args.positionals.length) {
+        process.stdout.write(SHELL_HELP);
+        return 0;
+      }
+      const client = connectWith(args.flags);
+      try {
+        return await shellCommand(client, command, args.positionals, dash < 0 ? [] : rest.slice(dash + 1), args.flags);
       } finally {
         client.destroy();
       }

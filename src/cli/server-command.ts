@@ -14,7 +14,7 @@ DESCRIPTION
 SYNOPSIS
     lmvm server [--api-port <port>] [--api-host <addr>] [--data-dir <dir>]
                 [--region <region>] [--account-id <12 digits>]
-                [--endpoint-domain <domain>] [--endpoint-port <port>]
+                [--endpoint-domain <domain>] [--endpoint-port <port>] [--endpoint-host <addr>]
                 [--build-concurrency <n>] [--s3-endpoint <url>]
                 [--base-image-cache <dir>] [--debian-mirror <url>]
                 [--artifact-ca-file <pem>] [--no-builder] [--no-snapshots]
@@ -27,6 +27,8 @@ OPTIONS
     --account-id         Account in ARNs (default ${DEFAULTS.accountId}).
     --endpoint-domain    Domain of MicroVM endpoints (default ${DEFAULTS.endpointDomain}).
     --endpoint-port      Port of MicroVM endpoints (default ${DEFAULTS.endpointPort}).
+    --endpoint-host      Address the endpoint proxy listens on (default ${DEFAULTS.endpointHost};
+                         0.0.0.0 serves other machines).
     --build-concurrency  Image builds run at once (default ${DEFAULTS.buildConcurrency}).
     --s3-endpoint        S3-compatible endpoint for s3:// code artifacts (default: AWS).
                          Credentials: LMVM_S3_ACCESS_KEY_ID and LMVM_S3_SECRET_ACCESS_KEY,
@@ -56,7 +58,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
       options: {
         "api-port": { type: "string" }, "api-host": { type: "string" }, "data-dir": { type: "string" },
         region: { type: "string" }, "account-id": { type: "string" }, "endpoint-domain": { type: "string" },
-        "endpoint-port": { type: "string" }, "build-concurrency": { type: "string" }, help: { type: "boolean" },
+        "endpoint-port": { type: "string" }, "endpoint-host": { type: "string" }, "build-concurrency": { type: "string" }, help: { type: "boolean" },
         "s3-endpoint": { type: "string" }, "base-image-cache": { type: "string" }, "debian-mirror": { type: "string" },
         "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" },
       },
@@ -79,6 +81,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
     accountId: values["account-id"] ?? DEFAULTS.accountId,
     endpointDomain: values["endpoint-domain"] ?? DEFAULTS.endpointDomain,
     endpointPort: port("endpoint-port", values["endpoint-port"], DEFAULTS.endpointPort),
+    endpointHost: values["endpoint-host"] ?? DEFAULTS.endpointHost,
     buildConcurrency: concurrency,
     ...(values["s3-endpoint"] ? { s3Endpoint: values["s3-endpoint"] } : {}),
     ...(values["base-image-cache"] ? { baseImageCache: values["base-image-cache"] } : {}),

@@ -98,6 +98,12 @@ export interface ServerInfo {
   region: string;
   accountId: string;
   pid: number;
+  /** The endpoint proxy: https://<microvmId>.<endpointDomain>:<endpointPort>, listening on endpointHost. */
+  endpointDomain?: string;
+  endpointPort?: number;
+  endpointHost?: string;
+  /** The CA that signs the proxy's certificate; clients trust it. */
+  caFile?: string;
 }
 
 export function readServerInfo(dir: string): ServerInfo | undefined {

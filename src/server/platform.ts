@@ -6,13 +6,14 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance } from "fastify";
-import { buildApi, PageTokens, SigV4Verifier } from "../api/index.js";
+import { buildApi, Metrics, PageTokens, SigV4Verifier } from "../api/index.js";
 import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage } from "../build/index.js";
 import { LogFiles } from "../os/index.js";
 import { NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
 import { ControlPlane, systemClock, type Clock, type ImageBuilder, type SandboxRuntime } from "../core/index.js";
-import { MicrovmTokens } from "../proxy/index.js";
+import { EndpointProxy, ensureCertificates, MicrovmTokens } from "../proxy/index.js";
+import { ShellIngress } from "../shell/index.js";
 import { SqliteStore } from "../store/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, writeFileAtomic, type ServerInfo } from "./data-dir.js";
 import { hostPlatform } from "./host.js";
@@ -25,6 +26,8 @@ export interface PlatformConfig {
   accountId: string;
   endpointDomain: string;
   endpointPort: number;
+  /** Where the endpoint proxy listens (default 127.0.0.1; 0.0.0.0 to serve other machines). */
+  endpointHost?: string;
   buildConcurrency: number;
   clock?: Clock;
   log?: (event: Record<string, unknown>) => void;
@@ -53,6 +56,7 @@ export const DEFAULTS = {
   accountId: "000000000000",
   endpointDomain: "microvm.localhost",
   endpointPort: 7643,
+  endpointHost: "127.0.0.1",
   buildConcurrency: 2,
 };
 
@@ -79,6 +83,8 @@ function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: Network
 export interface Platform {
   /** Base URL of the control API, e.g. http://127.0.0.1:7600 */
   url: string;
+  /** Port of the endpoint proxy (the configured one, or the one picked for 0). */
+  endpointPort: number;
   controlPlane: ControlPlane;
   stop(): Promise<void>;
 }
@@ -117,19 +123,43 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
         },
       })
     : undefined);
+  const metrics = new Metrics(store);
+  const tokens = new MicrovmTokens(deriveKey(master, "microvm-tokens"));
+  const tls = await ensureCertificates(config.dataDir, config.endpointDomain);
+  let endpointPort = config.endpointPort;
   const controlPlane = new ControlPlane({
     store,
     clock,
     scope,
     host,
-    tokens: new MicrovmTokens(deriveKey(master, "microvm-tokens")),
-    endpointFor: (id) => `https://${id}.${config.endpointDomain}:${config.endpointPort}`,
+    tokens,
+    endpointFor: (id) => `https://${id}.${config.endpointDomain}:${endpointPort}`,
+    timings: metrics,
     buildConcurrency: config.buildConcurrency,
     log,
     ...(builder ? { builder } : {}),
     ...(runtime ? { runtime } : {}),
   });
+  const shell = runtime?.spawn
+    ? new ShellIngress({ spawn: (id, o) => runtime.spawn!(id, o), activity: (id) => controlPlane.policies.activity(id), log })
+    : undefined;
+  const proxy = new EndpointProxy({
+    tls,
+    domain: config.endpointDomain,
+    tokens,
+    metrics,
+    log,
+    ...(shell ? { shell } : {}),
+    directory: {
+      peek: (id) => controlPlane.microvms.peek(id),
+      resume: (id) => controlPlane.microvms.resume(id),
+      activity: (id) => controlPlane.policies.activity(id),
+      address: (id) => runtime?.address?.(id),
+    },
+  });
+  controlPlane.microvms.attachIngress(proxy);
   await controlPlane.start();
+  endpointPort = await proxy.listen(config.endpointPort, config.endpointHost ?? DEFAULTS.endpointHost);
 
   const verifier = new SigV4Verifier(new Map([[creds.accessKeyId, { secretAccessKey: creds.secretAccessKey, accountId: config.accountId }]]), config.region, clock);
   const app: FastifyInstance = await buildApi({
@@ -139,19 +169,26 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     log,
     buildLog: (buildId, follow, finished, signal) => buildLogs.read(buildId, follow, finished, signal),
     microvmLog: (id, follow, finished, signal) => microvmLogs.read(id, follow, finished, signal),
+    metrics: metrics.registry,
   });
   await app.listen({ host: config.apiHost, port: config.apiPort });
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.apiPort;
   const url = `http://${config.apiHost}:${port}`;
-  const info: ServerInfo = { apiEndpoint: url, region: config.region, accountId: config.accountId, pid: process.pid };
+  const info: ServerInfo = {
+    apiEndpoint: url, region: config.region, accountId: config.accountId, pid: process.pid,
+    endpointDomain: config.endpointDomain, endpointPort, endpointHost: config.endpointHost ?? DEFAULTS.endpointHost, caFile: tls.caCert,
+  };
   writeFileAtomic(files.serverInfo, JSON.stringify(info, null, 2), 0o644);
-  log({ msg: "lmvm server started", api: url, dataDir: config.dataDir, region: config.region, accountId: config.accountId });
+  log({ msg: "lmvm server started", api: url, endpoints: `https://<microvmId>.${config.endpointDomain}:${endpointPort}`, ca: tls.caCert, dataDir: config.dataDir, region: config.region, accountId: config.accountId });
 
   return {
     url,
+    endpointPort,
     controlPlane,
     async stop() {
+      shell?.stop();
+      await proxy.stop();
       await app.close();
       await controlPlane.stop();
       await store.close();

@@ -44,7 +44,7 @@ export function readCredentials(dataDir: string) {
 export async function startTestPlatform(overrides: Partial<PlatformConfig> = {}): Promise<TestPlatform> {
   const dataDir = overrides.dataDir ?? tempDir();
   // Without an explicit builder, none: a real one would try to fetch the tests' made-up s3:// artifacts from AWS.
-  const platform = await startPlatform({ ...DEFAULTS, apiPort: 0, dataDir, log: () => {}, builder: null, ...overrides });
+  const platform = await startPlatform({ ...DEFAULTS, apiPort: 0, endpointPort: 0, dataDir, log: () => {}, builder: null, ...overrides });
   const credentials = readCredentials(dataDir);
   const client = sdkClient(platform.url, credentials);
   return {

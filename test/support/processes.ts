@@ -11,6 +11,8 @@ export const LMVM = join(import.meta.dirname, "..", "..", "..", "bin", "lmvm");
 export interface ServerProcess {
   child: ChildProcess;
   url: string;
+  /** The endpoint proxy's port. */
+  endpointPort: number;
   output: () => string;
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
@@ -23,7 +25,7 @@ export interface ServerProcess {
 export async function spawnServer(dataDir: string, opts: { builds?: boolean; args?: string[]; env?: Record<string, string> } = {}): Promise<ServerProcess> {
   const builderArgs = opts.builds ? ["--base-image-cache", BASE_IMAGE_CACHE] : ["--no-builder"];
   const env = opts.env ?? {};
-  const child = spawn(LMVM, ["server", "--data-dir", dataDir, "--api-port", "0", ...builderArgs, ...(opts.args ?? [])], {
+  const child = spawn(LMVM, ["server", "--data-dir", dataDir, "--api-port", "0", "--endpoint-port", "0", ...builderArgs, ...(opts.args ?? [])], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -39,6 +41,7 @@ export async function spawnServer(dataDir: string, opts: { builds?: boolean; arg
   return {
     child,
     url: info.apiEndpoint,
+    endpointPort: info.endpointPort!,
     output: () => output,
     async kill(signal: NodeJS.Signals = "SIGTERM") {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);

@@ -1,0 +1,435 @@
+// The MicroVM endpoint proxy: https://<microvmId>.<domain>:<port>.
+// One TLS listener; ALPN picks the protocol per connection: h2 goes to an
+// HTTP/2 server, anything else to an HTTP/1.1 server. Both check the token
+// (admission.ts) before anything reaches the app, then stream the request
+// and the answer through without buffering:
+// - HTTP/1.1, and HTTP/2 requests that are not gRPC, go to the app over
+//   HTTP/1.1 keep-alive connections;
+// - gRPC (HTTP/2 with content-type application/grpc) goes to the app over
+//   cleartext HTTP/2, trailers included;
+// - WebSocket upgrades are spliced to the app as raw TCP after its 101;
+//   a shell token's upgrade goes to the shell ingress instead.
+// Every upstream connection is tracked per MicroVM: before a checkpoint they
+// are all closed (gVisor cannot save a sandbox with open connections).
+
+import { connect as tcpConnect, type Socket } from "node:net";
+import { createServer as createHttpServer, request as httpRequest, Agent, type IncomingMessage, type ServerResponse, type IncomingHttpHeaders } from "node:http";
+import { connect as h2Connect, createServer as createH2Server, constants as h2, type ClientHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders as H2Headers } from "node:http2";
+import { createServer as createTlsServer, type TLSSocket } from "node:tls";
+import { readFileSync } from "node:fs";
+import type { Duplex } from "node:stream";
+import type { Ingress } from "../core/index.js";
+import { admit, reach, Refusal, type Admitted, type MicrovmDirectory } from "./admission.js";
+import { forwardedHeaders, returnedHeaders, subprotocols, AUTH_SUBPROTOCOL, PORT_SUBPROTOCOL } from "./routing.js";
+import type { MicrovmTokens } from "./tokens.js";
+import type { TlsFiles } from "./certificates.js";
+
+/** Counts what the proxy serves, for metrics. */
+export interface ProxyMetrics {
+  request(status: number, bytesIn: number, bytesOut: number): void;
+}
+
+/** Takes over a WebSocket upgrade that carries a shell token. */
+export interface ShellIngress extends Ingress {
+  upgrade(microvmId: string, req: IncomingMessage, socket: Duplex, head: Buffer): void;
+}
+
+export interface EndpointProxyOptions {
+  tls: TlsFiles;
+  domain: string;
+  tokens: MicrovmTokens;
+  directory: MicrovmDirectory;
+  shell?: ShellIngress;
+  metrics?: ProxyMetrics;
+  log?: (event: Record<string, unknown>) => void;
+  /** Largest request head accepted, in bytes (default 16 KiB). */
+  maxHeaderSize?: number;
+}
+
+/** A MicroVM's upstream connections, so they can all be closed before a checkpoint. */
+class Upstreams {
+  readonly agent = new Agent({ keepAlive: true, maxSockets: 512, scheduling: "lifo" });
+  readonly sockets = new Set<Socket>();
+  readonly h2 = new Map<number, ClientHttp2Session>();
+  /** Open long-lived exchanges (streams, WebSockets): activity while they last. */
+  open = 0;
+
+  track(socket: Socket): void {
+    if (this.sockets.has(socket)) return;
+    this.sockets.add(socket);
+    socket.once("close", () => this.sockets.delete(socket));
+  }
+
+  closeAll(): void {
+    for (const s of this.sockets) s.resetAndDestroy();
+    this.sockets.clear();
+    this.agent.destroy();
+    for (const session of this.h2.values()) session.destroy();
+    this.h2.clear();
+  }
+}
+
+const ACTIVITY_INTERVAL_MS = 1000;
+
+export class EndpointProxy implements Ingress {
+  private readonly tlsServer;
+  private readonly http1;
+  private readonly http2;
+  private readonly upstreams = new Map<string, Upstreams>();
+  private readonly clientSockets = new Set<Socket>();
+  private readonly activityTimer: NodeJS.Timeout;
+
+  constructor(private readonly opts: EndpointProxyOptions) {
+    const maxHeaderSize = opts.maxHeaderSize ?? 16 * 1024;
+    this.http1 = createHttpServer({ maxHeaderSize, requestTimeout: 0, headersTimeout: 20_000, keepAliveTimeout: 60_000 }, (req, res) => void this.onHttp1(req, res));
+    this.http1.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.onUpgrade(req, socket, head));
+    this.http1.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
+      const status = err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
+      if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      else socket.destroy();
+    });
+    this.http2 = createH2Server({ settings: { maxHeaderListSize: maxHeaderSize } });
+    this.http2.on("stream", (stream, headers) => void this.onHttp2(stream, headers));
+    this.http2.on("sessionError", () => undefined);
+    this.tlsServer = createTlsServer({
+      cert: readFileSync(opts.tls.cert),
+      key: readFileSync(opts.tls.key),
+      ALPNProtocols: ["h2", "http/1.1"],
+    }, (socket: TLSSocket) => {
+      this.clientSockets.add(socket);
+      socket.once("close", () => this.clientSockets.delete(socket));
+      socket.on("error", () => undefined);
+      if (socket.alpnProtocol === "h2") this.http2.emit("connection", socket);
+      else this.http1.emit("connection", socket);
+    });
+    this.tlsServer.on("tlsClientError", () => undefined);
+    // A held-open exchange is traffic: its MicroVM does not go idle.
+    this.activityTimer = setInterval(() => {
+      for (const [id, u] of this.upstreams) if (u.open > 0) this.opts.directory.activity(id);
+    }, ACTIVITY_INTERVAL_MS);
+    this.activityTimer.unref();
+  }
+
+  listen(port: number, host = "0.0.0.0"): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.tlsServer.once("error", reject);
+      this.tlsServer.listen(port, host, () => {
+        this.tlsServer.off("error", reject);
+        resolve((this.tlsServer.address() as { port: number }).port);
+      });
+    });
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.activityTimer);
+    for (const u of this.upstreams.values()) u.closeAll();
+    for (const s of this.clientSockets) s.destroy();
+    await new Promise<void>((resolve) => this.tlsServer.close(() => resolve()));
+  }
+
+  /** Ends every connection into the MicroVM (and its shells): it is about to be checkpointed or freed. */
+  async close(microvmId: string, reason: string): Promise<void> {
+    await this.opts.shell?.close(microvmId, reason);
+    this.upstreams.get(microvmId)?.closeAll();
+    this.upstreams.delete(microvmId);
+  }
+
+  private upstreamsOf(id: string): Upstreams {
+    let u = this.upstreams.get(id);
+    if (!u) this.upstreams.set(id, (u = new Upstreams()));
+    return u;
+  }
+
+  /** Admits the request and finds the MicroVM's address, resuming it if need be. */
+  private async pass(headers: IncomingHttpHeaders): Promise<Admitted & { address: string }> {
+    const admitted = await admit(this.opts.tokens, headers, this.opts.domain);
+    this.opts.directory.activity(admitted.microvmId);
+    const address = await reach(this.opts.directory, admitted.microvmId);
+    return { ...admitted, address };
+  }
+
+  private refusalOf(err: unknown): Refusal {
+    if (err instanceof Refusal) return err;
+    this.opts.log?.({ msg: "proxy error", err: (err as Error).message });
+    return new Refusal(502, `The MicroVM's app could not be reached: ${(err as Error).message}`);
+  }
+
+  private async onHttp1(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let target;
+    try {
+      target = await this.pass(req.headers);
+      if (target.kind === "shell") throw new Refusal(403, "A shell token opens the shell (a WebSocket); it does not reach the app.");
+    } catch (err) {
+      return this.refuse(res, this.refusalOf(err));
+    }
+    this.forwardHttp1(target, req.method ?? "GET", req.url ?? "/", req.headers, req, req.socket.remoteAddress, {
+      head: (status, headers) => res.writeHead(status, returnedHeaders(headers)),
+      body: res,
+      trailers: (t) => res.addTrailers(t),
+      fail: (r) => (res.headersSent ? res.destroy() : this.refuse(res, r)),
+      closed: (cb) => res.once("close", cb),
+    });
+  }
+
+  private refuse(res: ServerResponse, r: Refusal): void {
+    const body = `${r.message}\n`;
+    res.writeHead(r.status, { "content-type": "text/plain; charset=utf-8", "content-length": Buffer.byteLength(body), "x-lmvm-proxy-error": "true" }).end(body);
+    this.opts.metrics?.request(r.status, 0, body.length);
+  }
+
+  /** Streams a request to the app over HTTP/1.1 and its answer back through `sink`. */
+  private forwardHttp1(
+    target: Admitted & { address: string },
+    method: string,
+    path: string,
+    headers: IncomingHttpHeaders,
+    body: NodeJS.ReadableStream,
+    clientIp: string | undefined,
+    sink: {
+      head: (status: number, headers: IncomingHttpHeaders) => void;
+      body: NodeJS.WritableStream;
+      trailers: (t: Record<string, string>) => void;
+      fail: (r: Refusal) => void;
+      closed: (cb: () => void) => void;
+    },
+  ): void {
+    const u = this.upstreamsOf(target.microvmId);
+    let bytesIn = 0;
+    let bytesOut = 0;
+    u.open++;
+    let done = false;
+    const finish = (status: number) => {
+      if (done) return;
+      done = true;
+      u.open--;
+      this.opts.directory.activity(target.microvmId);
+      this.opts.metrics?.request(status, bytesIn, bytesOut);
+    };
+    const upstream = httpRequest({
+      host: target.address,
+      port: target.port,
+      method,
+      path,
+      agent: u.agent,
+      headers: forwardedHeaders(headers, { ip: clientIp, host: (headers[":authority"] as string | undefined) ?? headers.host }),
+    });
+    upstream.on("socket", (s: Socket) => u.track(s));
+    upstream.on("response", (res) => {
+      sink.head(res.statusCode ?? 502, res.headers);
+      res.on("data", (c: Buffer) => (bytesOut += c.length));
+      res.pipe(sink.body as NodeJS.WritableStream & { end(): void }, { end: false });
+      res.on("end", () => {
+        if (Object.keys(res.trailers).length) sink.trailers(res.trailers as Record<string, string>);
+        (sink.body as NodeJS.WritableStream).end();
+        finish(res.statusCode ?? 502);
+      });
+      res.on("error", () => undefined);
+      // Cut short (the MicroVM is being suspended, or the app died): so is the client's answer.
+      res.on("close", () => {
+        if (res.complete) return;
+        sink.fail(new Refusal(502, "The connection to the MicroVM's app was closed."));
+        finish(502);
+      });
+    });
+    upstream.on("error", (err: Error) => {
+      sink.fail(new Refusal(502, `The MicroVM's app did not answer on port ${target.port}: ${err.message}`));
+      finish(502);
+    });
+    body.on("data", (c: Buffer) => (bytesIn += c.length));
+    body.pipe(upstream);
+    sink.closed(() => {
+      if (!done) {
+        upstream.destroy();
+        finish(499);
+      }
+    });
+  }
+
+  private async onHttp2(stream: ServerHttp2Stream, headers: H2Headers): Promise<void> {
+    stream.on("error", () => undefined);
+    let target;
+    try {
+      target = await this.pass(headers as IncomingHttpHeaders);
+      if (target.kind === "shell") throw new Refusal(403, "A shell token opens the shell (a WebSocket); it does not reach the app.");
+    } catch (err) {
+      const r = this.refusalOf(err);
+      if (stream.closed) return;
+      stream.respond({ ":status": r.status, "content-type": "text/plain; charset=utf-8", "x-lmvm-proxy-error": "true" });
+      stream.end(`${r.message}\n`);
+      this.opts.metrics?.request(r.status, 0, r.message.length);
+      return;
+    }
+    const method = String(headers[":method"] ?? "GET");
+    const path = String(headers[":path"] ?? "/");
+    const clientIp = stream.session?.socket.remoteAddress;
+    if (String(headers["content-type"] ?? "").startsWith("application/grpc")) return this.forwardGrpc(target, stream, headers, clientIp);
+    this.forwardHttp1(target, method, path, headers as IncomingHttpHeaders, stream, clientIp, {
+      head: (status, h) => stream.respond({ ...returnedHeaders(h), ":status": status }, { waitForTrailers: false }),
+      body: stream,
+      trailers: () => undefined, // HTTP/1.1 apps rarely send trailers; HTTP/2 clients get none from them
+      fail: (r) => {
+        if (stream.headersSent) return stream.close(h2.NGHTTP2_INTERNAL_ERROR);
+        stream.respond({ ":status": r.status, "content-type": "text/plain; charset=utf-8", "x-lmvm-proxy-error": "true" });
+        stream.end(`${r.message}\n`);
+      },
+      closed: (cb) => stream.once("close", cb),
+    });
+  }
+
+  /** gRPC: the app speaks cleartext HTTP/2; headers, messages and trailers are relayed as they come. */
+  private forwardGrpc(target: Admitted & { address: string }, stream: ServerHttp2Stream, headers: H2Headers, clientIp: string | undefined): void {
+    const u = this.upstreamsOf(target.microvmId);
+    let session = u.h2.get(target.port);
+    if (!session || session.closed || session.destroyed) {
+      session = h2Connect(`http://${target.address}:${target.port}`);
+      session.on("error", () => undefined);
+      const opened = session;
+      opened.once("close", () => {
+        if (u.h2.get(target.port) === opened) u.h2.delete(target.port);
+      });
+      u.h2.set(target.port, session);
+    }
+    const forwarded = forwardedHeaders(headers as IncomingHttpHeaders, { ip: clientIp, host: headers[":authority"] as string | undefined });
+    delete forwarded.host; // HTTP/2 carries it as :authority
+    const upstream = session.request({ ...forwarded, ":method": String(headers[":method"]), ":path": String(headers[":path"]), ":scheme": "http", ":authority": `${target.address}:${target.port}` });
+    u.open++;
+    let status = 200;
+    let bytesIn = 0;
+    let bytesOut = 0;
+    let trailers: Record<string, string> = {};
+    let answered = false;
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      u.open--;
+      this.opts.directory.activity(target.microvmId);
+      this.opts.metrics?.request(status, bytesIn, bytesOut);
+    };
+    upstream.on("response", (h) => {
+      status = Number(h[":status"] ?? 200);
+      if (stream.closed) return;
+      // grpc-status in the first HEADERS is gRPC's Trailers-Only answer (an error with no messages).
+      if (upstream.endAfterHeaders || h["grpc-status"] !== undefined) {
+        stream.respond({ ...returnedHeaders(h as IncomingHttpHeaders), ":status": status }, { endStream: true }); // trailers-only answer (a gRPC error)
+        answered = true;
+        return;
+      }
+      stream.respond({ ...returnedHeaders(h as IncomingHttpHeaders), ":status": status }, { waitForTrailers: true });
+    });
+    upstream.on("trailers", (t) => (trailers = returnedHeaders(t as IncomingHttpHeaders) as Record<string, string>));
+    stream.on("wantTrailers", () => stream.sendTrailers(trailers));
+    upstream.on("data", (c: Buffer) => {
+      bytesOut += c.length;
+      if (!stream.closed && !stream.write(c)) {
+        upstream.pause();
+        stream.once("drain", () => upstream.resume());
+      }
+    });
+    upstream.on("end", () => {
+      if (!stream.closed && stream.headersSent && !answered) stream.end();
+      answered = true;
+      finish();
+    });
+    upstream.on("error", () => {
+      // The app may reset its side once it has answered (before reading the whole request): the answer stands.
+      if (!stream.closed && !answered) stream.close(h2.NGHTTP2_INTERNAL_ERROR);
+      finish();
+    });
+    upstream.on("close", finish);
+    stream.on("data", (c: Buffer) => (bytesIn += c.length));
+    stream.pipe(upstream);
+    stream.on("close", () => {
+      if (!upstream.closed) upstream.close(h2.NGHTTP2_CANCEL);
+      finish();
+    });
+  }
+
+  private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    socket.on("error", () => undefined);
+    let target;
+    try {
+      if (String(req.headers.upgrade ?? "").toLowerCase() !== "websocket") throw new Refusal(400, "Only WebSocket upgrades are proxied.");
+      target = await this.pass(req.headers);
+    } catch (err) {
+      const r = this.refusalOf(err);
+      this.opts.metrics?.request(r.status, 0, 0);
+      return void socket.end(`HTTP/1.1 ${r.status} ${r.status === 403 ? "Forbidden" : "Refused"}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\nx-lmvm-proxy-error: true\r\ncontent-length: ${Buffer.byteLength(r.message) + 1}\r\n\r\n${r.message}\n`);
+    }
+    if (target.kind === "shell") {
+      if (!this.opts.shell) return void socket.end("HTTP/1.1 501 Not Implemented\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+      return this.opts.shell.upgrade(target.microvmId, req, socket, head);
+    }
+    this.spliceWebSocket(target, req, socket, head);
+  }
+
+  /**
+   * Sends the upgrade to the app without lmvm's subprotocol entries, then
+   * splices the two connections. When the app picks no subprotocol but the
+   * client offered lmvm's, the 101 names one of them back, since a browser
+   * fails a WebSocket whose server picks none of several offered.
+   */
+  private spliceWebSocket(target: Admitted & { address: string }, req: IncomingMessage, client: Duplex, head: Buffer): void {
+    const u = this.upstreamsOf(target.microvmId);
+    const offered = subprotocols(req.headers);
+    const ours = offered.filter((p) => p.startsWith(AUTH_SUBPROTOCOL) || p.startsWith(PORT_SUBPROTOCOL));
+    const theirs = offered.filter((p) => !ours.includes(p));
+    const headers = forwardedHeaders(req.headers, { ip: req.socket.remoteAddress, host: req.headers.host });
+    delete headers["sec-websocket-protocol"];
+    if (theirs.length) headers["sec-websocket-protocol"] = theirs.join(", ");
+    const lines = [`${req.method} ${req.url} HTTP/1.1`, "connection: Upgrade", "upgrade: websocket"];
+    for (const [name, value] of Object.entries(headers)) for (const v of Array.isArray(value) ? value : [value]) lines.push(`${name}: ${v}`);
+    const upstream = tcpConnect({ host: target.address, port: target.port });
+    u.track(upstream);
+    upstream.setNoDelay(true);
+    upstream.on("error", () => {
+      if (client.writable) client.end("HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+    });
+    upstream.write(`${lines.join("\r\n")}\r\n\r\n`);
+    if (head.length) upstream.write(head);
+    let answer = Buffer.alloc(0);
+    const onHead = (chunk: Buffer) => {
+      answer = Buffer.concat([answer, chunk]);
+      const end = answer.indexOf("\r\n\r\n");
+      if (end < 0) {
+        if (answer.length > 64 * 1024) upstream.destroy();
+        return;
+      }
+      upstream.off("data", onHead);
+      let headText = answer.subarray(0, end).toString("latin1");
+      const rest = answer.subarray(end + 4);
+      const switched = / 101 /.test(headText.split("\r\n")[0] ?? "");
+      if (switched && ours.length && !/\r\nsec-websocket-protocol:/i.test(headText)) {
+        headText += `\r\nSec-WebSocket-Protocol: ${ours.find((p) => p.startsWith(PORT_SUBPROTOCOL)) ?? ours[0]}`;
+      }
+      client.write(`${headText}\r\n\r\n`);
+      if (rest.length) client.write(rest);
+      if (!switched) {
+        upstream.pipe(client);
+        return;
+      }
+      u.open++;
+      this.opts.metrics?.request(101, 0, 0);
+      upstream.pipe(client);
+      client.pipe(upstream);
+      const closeBoth = () => {
+        upstream.destroy();
+        client.destroy();
+      };
+      let closed = false;
+      const onClose = () => {
+        if (closed) return;
+        closed = true;
+        u.open--;
+        this.opts.directory.activity(target.microvmId);
+        closeBoth();
+      };
+      upstream.once("close", onClose);
+      client.once("close", onClose);
+    };
+    upstream.on("data", onHead);
+    client.once("close", () => {
+      if (!upstream.destroyed && upstream.listenerCount("data") && upstream.listeners("data").includes(onHead)) upstream.destroy();
+    });
+  }
+}

@@ -1,0 +1,352 @@
+// The endpoint proxy with real clients against a real app in real gVisor
+// MicroVMs: HTTP/1.1 keep-alive, server-sent events, a streamed upload,
+// WebSockets with the port and token in subprotocols, gRPC bidirectional
+// streaming over HTTP/2 with trailers, every 403, auto-resume, metrics, and
+// the shell ingress driving a real PTY.
+
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
+import { connect as h2connect } from "node:http2";
+import { request as httpsRequest, Agent } from "node:https";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { after, before, describe, test } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import {
+  CreateMicrovmAuthTokenCommand, CreateMicrovmImageCommand, CreateMicrovmShellAuthTokenCommand, GetMicrovmCommand, GetMicrovmImageCommand,
+  RunMicrovmCommand, SuspendMicrovmCommand, TerminateMicrovmCommand,
+} from "@aws-sdk/client-lambda-microvms";
+import WebSocket from "ws";
+import { localhostLookup } from "../../src/cli/shell-command.js";
+import { MicrovmTokens } from "../../src/proxy/index.js";
+import { deriveKey, serverKey } from "../../src/server/data-dir.js";
+import { BASE_IMAGE_CACHE } from "../support/artifacts.js";
+import { dataPlaneAppZip } from "../support/dataplane-app.js";
+import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
+
+const DOMAIN = "microvm.localhost";
+const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
+
+interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+describe("the endpoint proxy", { timeout: 900_000 }, () => {
+  let t: TestPlatform;
+  let ca: Buffer;
+  let port: number;
+  let agent: Agent;
+
+  /** An HTTPS request through the proxy, to the MicroVM named in the Host (resolved to loopback, like curl --connect-to). */
+  const call = (id: string, path: string, headers: Record<string, string> = {}, opts: { method?: string; body?: Readable | string } = {}): Promise<Answer> =>
+    new Promise((resolve, reject) => {
+      const req = httpsRequest({ host: "127.0.0.1", port, servername: `${id}.${DOMAIN}`, path, method: opts.method ?? "GET", ca, agent, headers: { host: `${id}.${DOMAIN}:${port}`, ...headers } }, (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (body += c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      });
+      req.on("error", reject);
+      if (opts.body instanceof Readable) opts.body.pipe(req);
+      else req.end(opts.body);
+    });
+
+  /** A WebSocket to the MicroVM's endpoint by its name, resolved to loopback. */
+  const wsTo = (id: string, path: string, protocols: string[], headers: Record<string, string> = {}) =>
+    new WebSocket(`wss://${id}.${DOMAIN}:${port}${path}`, protocols, { ca, headers, lookup: localhostLookup as never });
+
+  const token = async (id: string, allowedPorts: object[] = [{ port: 8080 }]) =>
+    (await t.client.send(new CreateMicrovmAuthTokenCommand({ microvmIdentifier: id, expirationInMinutes: 5, allowedPorts: allowedPorts as never }))).authToken!["X-aws-proxy-auth"]!;
+  const state = async (id: string) => (await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).state;
+  const until = (id: string, want: string) => eventually(async () => ((await state(id)) === want ? true : undefined), `${id} to be ${want}`, 120_000);
+  const run = async (extra: Record<string, unknown> = {}) => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: "arn:aws:lambda:us-east-1:000000000000:microvm-image:dataplane", ...extra }));
+    await until(microvmId!, "RUNNING");
+    return microvmId!;
+  };
+
+  let vm: string;
+  before(async () => {
+    t = await startTestPlatform({ builder: undefined, baseImageCache: BASE_IMAGE_CACHE, endpointPort: 0 });
+    port = t.platform.endpointPort;
+    ca = readFileSync(join(t.dataDir, "tls", "ca.pem"));
+    agent = new Agent({ keepAlive: true, ca });
+    const zip = join(tempDir("lmvm-dataplane-"), "app.zip");
+    writeFileSync(zip, dataPlaneAppZip());
+    await t.client.send(new CreateMicrovmImageCommand({
+      name: "dataplane", baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:debian12", buildRoleArn: "arn:aws:iam::000000000000:role/R",
+      codeArtifact: { uri: `file://${zip}` },
+    }));
+    const built = await eventually(async () => {
+      const s = (await t.client.send(new GetMicrovmImageCommand({ imageIdentifier: "dataplane" }))).state;
+      return s === "CREATED" || s === "CREATE_FAILED" ? s : undefined;
+    }, "the image build", 600_000);
+    assert.equal(built, "CREATED");
+    vm = await run({ ingressNetworkConnectors: [SHELL] });
+  });
+  after(async () => {
+    agent.destroy();
+    await t.stop();
+  });
+
+  test("RunMicrovm's endpoint is https://<id>.microvm.localhost:<port>, and a token opens it; the app never sees the token", async () => {
+    const got = await t.client.send(new GetMicrovmCommand({ microvmIdentifier: vm }));
+    assert.equal(got.endpoint, `https://${vm}.${DOMAIN}:${port}`);
+    const tok = await token(vm);
+    const first = await call(vm, "/", { "x-aws-proxy-auth": tok });
+    assert.equal(first.status, 200, first.body);
+    const answer = JSON.parse(first.body);
+    assert.equal(answer.headers["x-aws-proxy-auth"], undefined, "the token is stripped");
+    assert.equal(answer.headers["x-forwarded-proto"], "https");
+    const second = JSON.parse((await call(vm, "/", { "x-aws-proxy-auth": tok })).body);
+    assert.equal(second.counter, answer.counter + 1);
+  });
+
+  test("a request whose Host names no MicroVM is routed by its token", async () => {
+    const tok = await token(vm);
+    const res = await new Promise<number>((resolve, reject) => {
+      httpsRequest({ host: "127.0.0.1", port, path: "/", ca, headers: { "x-aws-proxy-auth": tok } }, (r) => {
+        r.resume();
+        resolve(r.statusCode ?? 0);
+      }).on("error", reject).end();
+    });
+    assert.equal(res, 200);
+  });
+
+  test("every bad token gets a 403 with a reason and never reaches the app", async () => {
+    const before = JSON.parse((await call(vm, "/", { "x-aws-proxy-auth": await token(vm) })).body).counter;
+    const key = deriveKey(serverKey(t.dataDir), "microvm-tokens");
+    const expired = await new MicrovmTokens(key).issue({ microvmId: vm, kind: "endpoint", allowedPorts: [{ port: 8080 }], expiresAt: new Date(Date.now() - 1000) });
+    const forged = await new MicrovmTokens(randomBytes(32)).issue({ microvmId: vm, kind: "endpoint", allowedPorts: [{ allPorts: {} }], expiresAt: new Date(Date.now() + 60_000) });
+    const other = await run();
+    const cases: [string, Record<string, string>, RegExp][] = [
+      ["missing", {}, /Missing token/],
+      ["expired", { "x-aws-proxy-auth": expired }, /expired/],
+      ["forged", { "x-aws-proxy-auth": forged }, /Invalid token/],
+      ["another MicroVM's", { "x-aws-proxy-auth": await token(other) }, /is for MicroVM/],
+      ["a port it does not allow", { "x-aws-proxy-auth": await token(vm), "x-aws-proxy-port": "9001" }, /does not allow port 9001/],
+      ["a shell token", { "x-aws-proxy-auth": (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: vm, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]! }, /shell token/],
+    ];
+    for (const [what, headers, reason] of cases) {
+      const res = await call(vm, "/", headers);
+      assert.equal(res.status, 403, `${what}: ${res.body}`);
+      assert.match(res.body, reason, what);
+    }
+    const otherToken = await token(other);
+    assert.equal((await call(other, "/", { "x-aws-proxy-auth": otherToken })).status, 200);
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: other }));
+    const afterTerminate = await call(other, "/", { "x-aws-proxy-auth": otherToken });
+    assert.equal(afterTerminate.status, 403, "a terminated MicroVM's token stops working at once");
+    assert.match(afterTerminate.body, /terminated/);
+    const now = JSON.parse((await call(vm, "/", { "x-aws-proxy-auth": await token(vm) })).body).counter;
+    assert.equal(now, before + 1, "none of the refused requests reached the app");
+  });
+
+  test("server-sent events stream through as they are written", async () => {
+    const tok = await token(vm);
+    const arrivals: number[] = [];
+    const started = Date.now();
+    const body = await new Promise<string>((resolve, reject) => {
+      httpsRequest({ host: "127.0.0.1", port, path: "/events", ca, headers: { host: `${vm}.${DOMAIN}`, "x-aws-proxy-auth": tok } }, (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => {
+          text += c;
+          arrivals.push(Date.now() - started);
+        });
+        res.on("end", () => resolve(text));
+      }).on("error", reject).end();
+    });
+    assert.equal(body.match(/data: event \d/g)?.length, 5);
+    assert.ok(arrivals.length >= 3, `events arrived in ${arrivals.length} chunks: the proxy must not buffer them`);
+    assert.ok(arrivals[0]! < 1000, "the first event arrived before the stream ended");
+  });
+
+  test("a 64 MB upload streams through and arrives whole", async () => {
+    const tok = await token(vm);
+    const hash = createHash("sha256");
+    let sent = 0;
+    const chunks = 64;
+    const body = new Readable({
+      read() {
+        if (sent === chunks) return this.push(null);
+        const chunk = randomBytes(1024 * 1024);
+        hash.update(chunk);
+        sent++;
+        this.push(chunk);
+      },
+    });
+    const res = await call(vm, "/upload", { "x-aws-proxy-auth": tok, "content-type": "application/octet-stream" }, { method: "POST", body });
+    assert.equal(res.status, 200, res.body);
+    assert.deepEqual(JSON.parse(res.body), { bytes: chunks * 1024 * 1024, sha256: hash.digest("hex") });
+  });
+
+  test("WebSockets: port and token in subprotocols, as a browser sends them; the app's subprotocol and lmvm's answer", async () => {
+    const tok = await token(vm, [{ port: 8080 }, { port: 9001 }]);
+    const open = (protocols: string[]) => {
+      const ws = wsTo(vm, "/", protocols);
+      const messages: string[] = [];
+      ws.on("message", (d) => messages.push(d.toString()));
+      return { ws, messages, opened: new Promise<void>((resolve, reject) => ws.once("open", () => resolve()).once("error", reject)) };
+    };
+    const a = open([`lambda-microvms.port.9001`, `lambda-microvms.auth.${tok}`, "chat"]);
+    await a.opened;
+    assert.equal(a.ws.protocol, "chat", "the app's choice of subprotocol reaches the client");
+    await eventually(async () => (a.messages.length ? true : undefined), "the app's hello");
+    const hello = JSON.parse(a.messages[0]!);
+    assert.equal(hello.offered, "chat", "lmvm's subprotocol entries are removed before the app");
+    assert.equal(hello.auth, null);
+    a.ws.send("ping");
+    await eventually(async () => (a.messages.includes("echo:ping") ? true : undefined), "the echo");
+    a.ws.close();
+
+    const b = open([`lambda-microvms.port.9001`, `lambda-microvms.auth.${tok}`]);
+    await b.opened;
+    assert.equal(b.ws.protocol, "lambda-microvms.port.9001", "with no app subprotocol, lmvm names one of its own back");
+    b.ws.close();
+
+    const denied = open([`lambda-microvms.port.9001`]);
+    const err = await denied.opened.then(() => undefined, (e: Error) => e);
+    assert.match(String(err?.message), /403/);
+  });
+
+  test("gRPC: bidirectional streaming over HTTP/2 with trailers, and a trailers-only error", async () => {
+    const tok = await token(vm, [{ port: 50051 }]);
+    const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createSsl(ca), {
+      "grpc.ssl_target_name_override": `${vm}.${DOMAIN}`,
+      "grpc.default_authority": `${vm}.${DOMAIN}:${port}`,
+    });
+    const meta = new grpc.Metadata();
+    meta.set("x-aws-proxy-auth", tok);
+    meta.set("x-aws-proxy-port", "50051");
+    const ser = (m: { text: string }) => Buffer.from(JSON.stringify(m));
+    const de = (b: Buffer) => JSON.parse(b.toString()) as { text: string };
+    try {
+      const call = client.makeBidiStreamRequest("/lmvm.test.Echo/Chat", ser, de, meta);
+      const got: string[] = [];
+      let trailers: grpc.Metadata | undefined;
+      call.on("data", (m: { text: string }) => got.push(m.text));
+      call.on("status", (s: grpc.StatusObject) => (trailers = s.metadata));
+      const done = new Promise<void>((resolve, reject) => call.on("end", resolve).on("error", reject));
+      for (const text of ["one", "two", "three"]) {
+        call.write({ text });
+        // Each answer arrives while the stream is still open: it is relayed, not buffered.
+        await eventually(async () => (got.includes(`echo:${text}`) ? true : undefined), `echo of ${text} before the stream ends`);
+      }
+      call.end();
+      await done;
+      assert.deepEqual(got, ["echo:one", "echo:two", "echo:three"]);
+      assert.deepEqual(trailers?.get("x-served-by"), ["app"], "the app's trailers reach the client");
+
+      const failed = await new Promise<grpc.ServiceError>((resolve) => {
+        client.makeUnaryRequest("/lmvm.test.Echo/Fail", ser, de, { text: "x" }, meta, (e) => resolve(e!));
+      });
+      assert.equal(failed.code, grpc.status.INVALID_ARGUMENT);
+      assert.equal(failed.details, "bad request");
+    } finally {
+      client.close();
+    }
+  });
+
+  test("plain HTTP/2 requests reach an HTTP/1.1 app", async () => {
+    const tok = await token(vm);
+    const session = h2connect(`https://127.0.0.1:${port}`, { ca, servername: `${vm}.${DOMAIN}` });
+    try {
+      const body = await new Promise<string>((resolve, reject) => {
+        const req = session.request({ ":path": "/", ":authority": `${vm}.${DOMAIN}:${port}`, "x-aws-proxy-auth": tok });
+        let text = "";
+        req.setEncoding("utf8");
+        req.on("data", (c: string) => (text += c));
+        req.on("end", () => resolve(text));
+        req.on("error", reject);
+        req.end();
+      });
+      assert.ok(JSON.parse(body).counter > 0);
+    } finally {
+      session.close();
+    }
+  });
+
+  test("the shell: a real PTY with resize and exit status, a command with `exec`, closed on suspend, back after auto-resume", async () => {
+    const shellVm = await run({ ingressNetworkConnectors: [SHELL], idlePolicy: { maxIdleDurationSeconds: 3600, suspendedDurationSeconds: 3600, autoResumeEnabled: true } });
+    const shellToken = async () => (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: shellVm, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]!;
+    const openShell = async (query: string) => {
+      const ws = wsTo(shellVm, `/?${query}`, [], { "x-aws-proxy-auth": await shellToken() });
+      let out = "";
+      let exit: number | undefined;
+      let closed: { code: number; reason: string } | undefined;
+      ws.on("message", (d: Buffer, binary: boolean) => {
+        if (binary) out += d.subarray(1).toString();
+        else if (JSON.parse(d.toString()).type === "exit") exit = JSON.parse(d.toString()).code;
+      });
+      ws.on("close", (code, reason) => (closed = { code, reason: reason.toString() }));
+      await new Promise<void>((resolve, reject) => ws.once("open", () => resolve()).once("error", reject));
+      const type = (s: string) => ws.send(Buffer.concat([Buffer.from([0]), Buffer.from(s)]));
+      return { ws, type, out: () => out, exit: () => exit, closed: () => closed };
+    };
+
+    const sh = await openShell("cols=100&rows=30");
+    sh.type("stty size; hostname\r");
+    await eventually(async () => (sh.out().includes("30 100") && sh.out().includes(shellVm) ? true : undefined), "stty size and hostname in the terminal", 20_000);
+    sh.ws.send(JSON.stringify({ type: "resize", cols: 120, rows: 40 }));
+    await new Promise((r) => setTimeout(r, 200));
+    sh.type("stty size; exit 3\r");
+    await eventually(async () => (sh.closed() ? true : undefined), "the shell to end", 20_000);
+    assert.match(sh.out(), /40 120/);
+    assert.equal(sh.exit(), 3);
+    assert.equal(sh.closed()?.code, 1000);
+
+    const second = await openShell("cols=80&rows=24");
+    second.type("echo ready\r");
+    await eventually(async () => (second.out().includes("ready") ? true : undefined), "a second shell");
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: shellVm }));
+    await eventually(async () => (second.closed() ? true : undefined), "the shell to be closed by the suspend", 60_000);
+    assert.equal(second.closed()?.code, 4001);
+    assert.match(second.closed()!.reason, /suspend/i);
+    await until(shellVm, "SUSPENDED");
+
+    // A request to the suspended MicroVM resumes it (auto-resume), then shells work again.
+    const res = await call(shellVm, "/", { "x-aws-proxy-auth": await token(shellVm) });
+    assert.equal(res.status, 200, res.body);
+    assert.equal(await state(shellVm), "RUNNING");
+    const third = await openShell("tty=0&command=sh&command=-c&command=echo%20out;%20echo%20err%201>%262;%20exit%205");
+    await eventually(async () => (third.closed() ? true : undefined), "the command to end", 20_000);
+    assert.equal(third.exit(), 5);
+    assert.match(third.out(), /out/);
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: shellVm }));
+  });
+
+  test("auto-resume: a request to a suspended MicroVM resumes it with state kept; without auto-resume, a 409", async () => {
+    const resumable = await run({ idlePolicy: { maxIdleDurationSeconds: 3600, suspendedDurationSeconds: 3600, autoResumeEnabled: true } });
+    const tok = await token(resumable);
+    const before = JSON.parse((await call(resumable, "/", { "x-aws-proxy-auth": tok })).body).counter;
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: resumable }));
+    await until(resumable, "SUSPENDED");
+    const res = await call(resumable, "/", { "x-aws-proxy-auth": tok });
+    assert.equal(res.status, 200, res.body);
+    assert.equal(JSON.parse(res.body).counter, before + 1, "the app's memory survived suspend and auto-resume");
+
+    const manual = await run();
+    const manualToken = await token(manual);
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: manual }));
+    await until(manual, "SUSPENDED");
+    const refused = await call(manual, "/", { "x-aws-proxy-auth": manualToken });
+    assert.equal(refused.status, 409);
+    assert.match(refused.body, /auto-resume is off/);
+    for (const id of [resumable, manual]) await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+  });
+
+  test("GET /metrics reports MicroVMs by state, runtime latencies and proxy requests by status", async () => {
+    const text = await (await fetch(`${t.platform.url}/metrics`)).text();
+    assert.match(text, /lmvm_microvms\{state="RUNNING"\} \d+/);
+    assert.match(text, /lmvm_builds\{state="SUCCESSFUL"\} 1/);
+    assert.match(text, /lmvm_microvm_operation_seconds_count\{operation="run",outcome="ok"\} \d+/);
+    assert.match(text, /lmvm_microvm_operation_seconds_count\{operation="resume",outcome="ok"\} \d+/);
+    assert.match(text, /lmvm_proxy_requests_total\{status="200"\} \d+/);
+    assert.match(text, /lmvm_proxy_requests_total\{status="403"\} \d+/);
+    assert.match(text, /lmvm_proxy_bytes_total\{status="200",direction="in"\} \d+/);
+  });
+});

@@ -1,0 +1,93 @@
+// The endpoint proxy against an app on loopback (no sandbox needed): a
+// long-lived stream keeps reporting activity for as long as it is open, and
+// closing a MicroVM's connections (before a checkpoint) cuts its streams.
+
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import { request } from "node:https";
+import { readFileSync } from "node:fs";
+import { after, before, describe, test } from "node:test";
+import type { Microvm } from "../../src/core/index.js";
+import { EndpointProxy, ensureCertificates, MicrovmTokens } from "../../src/proxy/index.js";
+import { tempDir } from "../support/platform.js";
+
+const ID = "microvm-0123456789abcdef0";
+
+describe("the endpoint proxy on loopback", () => {
+  const tokens = new MicrovmTokens(randomBytes(32));
+  const activity: number[] = [];
+  let app: Server;
+  let appPort: number;
+  let proxy: EndpointProxy;
+  let port: number;
+  let ca: Buffer;
+  const upstreamClosed: number[] = [];
+
+  before(async () => {
+    const dir = tempDir("lmvm-proxy-unit-");
+    const tls = await ensureCertificates(dir, "microvm.localhost");
+    ca = readFileSync(tls.caCert);
+    app = createServer((req, res) => {
+      req.socket.once("close", () => upstreamClosed.push(Date.now()));
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      let n = 0;
+      const timer = setInterval(() => {
+        res.write(`data: ${++n}\n\n`);
+        if (req.url === "/short" && n === 5) {
+          clearInterval(timer);
+          res.end();
+        }
+      }, 500);
+      res.on("close", () => clearInterval(timer));
+    });
+    await new Promise<void>((r) => app.listen(0, "127.0.0.1", () => r()));
+    appPort = (app.address() as { port: number }).port;
+    const vm = { id: ID, state: "RUNNING", config: {} } as unknown as Microvm;
+    proxy = new EndpointProxy({
+      tls, domain: "microvm.localhost", tokens,
+      directory: { peek: () => vm, resume: async () => undefined, activity: () => void activity.push(Date.now()), address: () => "127.0.0.1" },
+    });
+    port = await proxy.listen(0, "127.0.0.1");
+  });
+  after(async () => {
+    await proxy.stop();
+    app.closeAllConnections();
+    await new Promise((r) => app.close(r));
+  });
+
+  const stream = async (path: string, onData: (text: string) => void) => {
+    const token = await tokens.issue({ microvmId: ID, kind: "endpoint", allowedPorts: [{ port: appPort }], expiresAt: new Date(Date.now() + 60_000) });
+    return new Promise<{ status: number; aborted: boolean }>((resolve, reject) => {
+      request({ host: "127.0.0.1", port, path, ca, servername: `${ID}.microvm.localhost`, headers: { "x-aws-proxy-auth": token, "x-aws-proxy-port": String(appPort) } }, (res) => {
+        res.setEncoding("utf8");
+        res.on("data", onData);
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, aborted: false }));
+        res.on("aborted", () => resolve({ status: res.statusCode ?? 0, aborted: true }));
+        res.on("error", () => resolve({ status: res.statusCode ?? 0, aborted: true }));
+      }).on("error", reject).end();
+    });
+  };
+
+  test("an open stream is activity every second it stays open, not only when it starts", async () => {
+    activity.length = 0;
+    const started = Date.now();
+    let events = 0;
+    const r = await stream("/short", () => events++);
+    assert.equal(r.status, 200);
+    assert.ok(events >= 1);
+    const during = activity.filter((at) => at > started + 500 && at < started + 2400);
+    assert.ok(during.length >= 1, `activity while the 2.5 s stream was open: ${activity.map((a) => a - started).join(", ")} ms`);
+  });
+
+  test("closing the MicroVM's connections cuts its open streams and their upstream connections", async () => {
+    let received = "";
+    const ended = stream("/forever", (t) => (received += t));
+    while (!received.includes("data: 2")) await new Promise((r) => setTimeout(r, 50));
+    const before = upstreamClosed.length;
+    await proxy.close(ID, "The MicroVM is being suspended.");
+    const r = await ended;
+    assert.ok(r.aborted, "the client's stream was cut");
+    while (upstreamClosed.length === before) await new Promise((r) => setTimeout(r, 20));
+  });
+});
