@@ -133,7 +133,11 @@ export async function proxyBench(): Promise<string[]> {
     for (let i = 0; i < 3; i++) {
       running.push(await firstByte(t, vm.id, vm.token, ca));
       await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: vm.id }));
-      await eventually(async () => ((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: vm.id }))).state === "SUSPENDED" ? true : undefined), "SUSPENDED", 120_000);
+      await eventually(async () => {
+        const got = await t.client.send(new GetMicrovmCommand({ microvmIdentifier: vm.id }));
+        if (got.state === "TERMINATED" || (got.state === "RUNNING" && got.stateReason)) throw new Error(`suspend failed: ${got.state}: ${got.stateReason}`);
+        return got.state === "SUSPENDED" ? true : undefined;
+      }, "SUSPENDED", 120_000);
       resumed.push(await firstByte(t, vm.id, vm.token, ca));
     }
 

@@ -16,7 +16,12 @@ export interface VerifiedToken {
   tokenId: string;
 }
 
+/** Verified tokens kept, so a client reusing one costs a map lookup, not an HMAC (≈75 µs with jose). */
+const CACHE_SIZE = 10_000;
+
 export class MicrovmTokens implements TokenIssuer {
+  private readonly verified = new Map<string, VerifiedToken>();
+
   constructor(private readonly key: Uint8Array) {}
 
   async issue(claims: TokenClaims): Promise<string> {
@@ -32,14 +37,20 @@ export class MicrovmTokens implements TokenIssuer {
 
   /** Throws with a short reason when the token is forged, expired or malformed. */
   async verify(token: string, now: Date = new Date()): Promise<VerifiedToken> {
+    const known = this.verified.get(token);
+    if (known && known.expiresAt > now) return known;
+    if (known) this.verified.delete(token);
     const { payload } = await jwtVerify(token, this.key, { issuer: ISSUER, algorithms: ["HS256"], currentDate: now });
-    return {
+    const claims: VerifiedToken = {
       microvmId: String(payload.sub),
       kind: payload.kind as TokenKind,
       allowedPorts: payload.ports as PortSpecification[],
       expiresAt: new Date((payload.exp ?? 0) * 1000),
       tokenId: String(payload.jti),
     };
+    if (this.verified.size >= CACHE_SIZE) this.verified.delete(this.verified.keys().next().value!);
+    this.verified.set(token, claims);
+    return claims;
   }
 }
 

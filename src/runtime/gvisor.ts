@@ -102,7 +102,9 @@ export class Gvisor {
 
   constructor(private readonly opts: GvisorOptions) {
     mkdirSync(opts.stateRoot, { recursive: true });
-    this.global = ["--root", opts.stateRoot, "--platform", opts.platform ?? "systrap", "--cpu-num-from-quota"];
+    // --net-disconnect-ok: a checkpoint resets connections still open or closing (a
+    // TIME_WAIT left by an app that closed first, say) instead of refusing to save.
+    this.global = ["--root", opts.stateRoot, "--platform", opts.platform ?? "systrap", "--cpu-num-from-quota", "--net-disconnect-ok"];
   }
 
   private writeBundle(spec: SandboxSpec): string {
@@ -155,17 +157,18 @@ export class Gvisor {
 
   /**
    * Saves the sandbox's memory and disk to `imageDir`, then removes the sandbox.
-   * gVisor refuses while any TCP endpoint in the sandbox is connected or still
-   * closing ("endpoint cannot be saved in connected state"), and the refusal
-   * usually takes the sandbox down. So first wait (up to half of `patienceMs`)
-   * until no connection is left: host-side sockets to `sandboxIp` must all be
-   * in TIME-WAIT (the host closed first and sent its last ACK), and inside,
-   * /proc/net/tcp must list only listeners. gVisor's /proc/net/tcp omits
-   * endpoints whose file descriptor the app has closed, so the host's view is
-   * the one that sees connections still closing.
+   * Without --net-disconnect-ok, gVisor refuses while any TCP endpoint in the
+   * sandbox is connected or still closing ("endpoint cannot be saved in
+   * connected state"), and the refusal usually takes the sandbox down; with it,
+   * such connections are reset by the save. Either way, first give connections
+   * being closed (up to half of `patienceMs`) the time to end cleanly:
+   * host-side sockets to `sandboxIp` all in TIME-WAIT (the host closed first and
+   * sent its last ACK), and inside, /proc/net/tcp listing only listeners.
+   * gVisor's /proc/net/tcp omits endpoints whose file descriptor the app has
+   * closed, so the host's view is the one that sees connections still closing.
    */
   async checkpoint(id: string, imageDir: string, opts: { sandboxIp?: string; patienceMs?: number } = {}): Promise<void> {
-    const patienceMs = opts.patienceMs ?? 10_000;
+    const patienceMs = opts.patienceMs ?? 4_000;
     const deadline = Date.now() + patienceMs;
     await this.settleConnections(id, opts.sandboxIp, patienceMs / 2);
     for (;;) {
