@@ -82,7 +82,14 @@ function sendError(reply: FastifyReply, requestId: string, err: AwsError): Fasti
 }
 
 export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false, routerOptions: { maxParamLength: 4096 }, bodyLimit: opts.bodyLimit ?? 1024 * 1024 });
+  const app = Fastify({
+    logger: false,
+    routerOptions: { maxParamLength: 4096 },
+    bodyLimit: opts.bodyLimit ?? 1024 * 1024,
+    // A path the router cannot even decode (a broken %-escape) still gets an AWS error.
+    frameworkErrors: (err, _req, reply) =>
+      sendError(reply, randomUUID(), new AwsError("ValidationException", 400, err.code === "FST_ERR_BAD_URL" ? "The request path is not valid: fix its percent-encoding (%XX, UTF-8)." : err.message)),
+  });
   // Signatures cover the exact bytes sent, so every body arrives raw.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));

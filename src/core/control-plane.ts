@@ -13,6 +13,9 @@ import type { Clock, HostPlatform, ImageBuilder, RuntimeTimings, SandboxRuntime,
 import { LifecyclePolicies } from "./policies.js";
 import { TagService } from "./tags.js";
 
+/** How often RUNNING MicroVMs' sandboxes are checked for having died. */
+const SANDBOX_CHECK_MS = 3000;
+
 export interface ControlPlaneOptions {
   store: Store;
   clock: Clock;
@@ -34,6 +37,7 @@ export class ControlPlane {
   readonly tags: TagService;
   readonly builds: BuildScheduler;
   readonly policies: LifecyclePolicies;
+  private sandboxWatch: NodeJS.Timeout | undefined;
 
   constructor(readonly opts: ControlPlaneOptions) {
     const { store, clock, scope, host } = opts;
@@ -77,9 +81,12 @@ export class ControlPlane {
     await this.microvms.recover();
     this.builds.kick();
     this.policies.start();
+    this.sandboxWatch = setInterval(() => void this.microvms.checkSandboxes().catch((err: Error) => this.opts.log?.({ msg: "sandbox check failed", err: err.message })), SANDBOX_CHECK_MS);
+    this.sandboxWatch.unref();
   }
 
   async stop(): Promise<void> {
+    if (this.sandboxWatch) clearInterval(this.sandboxWatch);
     await this.policies.stop();
     await this.builds.stop();
   }

@@ -263,6 +263,26 @@ export class MicrovmService {
   }
 
   /**
+   * Finds RUNNING MicroVMs whose sandbox died under them (the app exhausted its
+   * memory, the sandbox was killed) and terminates them with the reason, so
+   * their state says what happened instead of RUNNING.
+   */
+  async checkSandboxes(): Promise<void> {
+    const runtime = this.deps.runtime;
+    if (!runtime?.running) return;
+    const alive = await runtime.running();
+    for (const vm of this.known.values()) {
+      if (vm.state !== "RUNNING" || alive.has(vm.id) || this.locks.has(vm.id)) continue;
+      await this.serialize(vm.id, async () => {
+        const current = this.known.get(vm.id);
+        if (current?.state !== "RUNNING" || (await runtime.running!()).has(vm.id)) return;
+        const why = (await runtime.exitReason?.(current).catch(() => undefined)) ?? "its sandbox stopped unexpectedly";
+        await this.fail(current, `The MicroVM stopped: ${why}.`);
+      });
+    }
+  }
+
+  /**
    * Brings every MicroVM's record in line with what is on the host after a
    * restart: live sandboxes are adopted, half-done transitions are finished
    * or undone, lost ones are TERMINATED with the reason, and the runtime frees

@@ -118,6 +118,10 @@ export interface SandboxRuntime {
   inspect?(vm: Microvm): Promise<"running" | "suspended" | "gone">;
   /** Frees every sandbox, namespace and file not belonging to the MicroVMs in `keep`. */
   reap?(keep: Microvm[]): Promise<void>;
+  /** Ids of the sandboxes alive now; cheap enough to ask every few seconds. */
+  running?(): Promise<Set<string>>;
+  /** Why a MicroVM's sandbox died, when the runtime can tell (out of memory, say). */
+  exitReason?(vm: Microvm): Promise<string | undefined>;
   /** Where a RUNNING MicroVM's app can be reached from this host (an IP address). */
   address?(microvmId: string): string | undefined;
   /** Starts a process in a RUNNING MicroVM, under a terminal when `tty`. */

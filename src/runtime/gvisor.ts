@@ -14,7 +14,7 @@
 // - After a checkpoint, `runsc list` still says running: the sandbox is deleted.
 
 import { spawn } from "node:child_process";
-import { lstatSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
+import { lstatSync, mkdirSync, openSync, readdirSync, rmdirSync, closeSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { SandboxLimits } from "../core/index.js";
 import type { SandboxNetwork } from "../net/index.js";
@@ -88,6 +88,7 @@ function alive(pid: number): boolean {
 }
 
 const CPU_PERIOD_US = 100_000;
+const CGROUP_ROOT = "/sys/fs/cgroup";
 
 function resourcesOf(limits: SandboxLimits) {
   const bytes = limits.memoryMiB * 1024 * 1024;
@@ -243,6 +244,16 @@ export class Gvisor {
     return ["runsc", ...this.global, "exec", "--process", processFile, "--internal-pid-file", pidFile, id];
   }
 
+  /** Whether the kernel's OOM killer struck the sandbox's memory cgroup (runsc names it after the sandbox). */
+  async oomKilled(id: string): Promise<boolean> {
+    try {
+      const control = readFileSync(`/sys/fs/cgroup/memory/${id}/memory.oom_control`, "utf8");
+      return Number(/^oom_kill (\d+)/m.exec(control)?.[1] ?? 0) > 0;
+    } catch {
+      return false;
+    }
+  }
+
   /** Sends a signal to one process inside the sandbox. */
   async kill(id: string, pid: number, signal: string): Promise<void> {
     await run("runsc", [...this.global, "kill", "--pid", String(pid), id, signal]);
@@ -256,9 +267,30 @@ export class Gvisor {
     await run("runsc", [...this.global, "resume", id]);
   }
 
-  /** Stops and forgets the sandbox; safe for one that is already gone. */
+  /**
+   * Stops and forgets the sandbox; safe for one that is already gone. runsc
+   * leaves the sandbox's cgroups behind when the sandbox died on its own (killed,
+   * or a checkpoint that failed), so empty ones named after it are removed too.
+   */
   async destroy(id: string): Promise<void> {
     await exec("runsc", [...this.global, "delete", "--force", id]);
+    Gvisor.removeCgroups(id);
+  }
+
+  static removeCgroups(id: string): void {
+    let controllers: string[];
+    try {
+      controllers = readdirSync(CGROUP_ROOT);
+    } catch {
+      return;
+    }
+    for (const controller of controllers) {
+      try {
+        rmdirSync(join(CGROUP_ROOT, controller, id)); // fails, harmlessly, when absent or still in use
+      } catch {
+        // nothing to remove
+      }
+    }
   }
 
   /**

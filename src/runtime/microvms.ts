@@ -194,6 +194,15 @@ export class MicrovmRuntime implements SandboxRuntime {
     return true;
   }
 
+  async running(): Promise<Set<string>> {
+    return new Set((await this.opts.gvisor.list()).filter((s) => s.status === "running").map((s) => s.id));
+  }
+
+  async exitReason(vm: Microvm): Promise<string | undefined> {
+    const limit = this.record(vm.id)?.limits?.memoryMiB;
+    return (await this.opts.gvisor.oomKilled(vm.id)) ? `it ran out of memory${limit ? ` (its limit is ${limit} MiB, the image's resources.minimumMemoryInMiB)` : ""} and was killed` : undefined;
+  }
+
   address(id: string): string | undefined {
     return this.record(id)?.sandboxIp;
   }

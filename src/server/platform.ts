@@ -9,7 +9,7 @@ import type { FastifyInstance } from "fastify";
 import { buildApi, Metrics, PageTokens, SigV4Verifier } from "../api/index.js";
 import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage } from "../build/index.js";
 import { LogFiles } from "../os/index.js";
-import { NetworkNamespaces } from "../net/index.js";
+import { installFirewall, NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
 import { ControlPlane, systemClock, type Clock, type ImageBuilder, type SandboxRuntime } from "../core/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens } from "../proxy/index.js";
@@ -127,6 +127,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const tokens = new MicrovmTokens(deriveKey(master, "microvm-tokens"));
   const tls = await ensureCertificates(config.dataDir, config.endpointDomain);
   let endpointPort = config.endpointPort;
+  // Sandboxes may open no connection of their own, to the host or to each other.
+  if (runtime || config.builder === undefined) await installFirewall();
   const controlPlane = new ControlPlane({
     store,
     clock,

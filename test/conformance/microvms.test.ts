@@ -38,7 +38,7 @@ describe("microvms", () => {
     const vm = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN, maximumDurationInSeconds: 3600, runHookPayload: "{\"tenant\":1}" }));
     assert.match(vm.microvmId ?? "", /^microvm-[0-9a-f]{17}$/);
     assert.equal(vm.state, "PENDING");
-    assert.equal(vm.endpoint, `https://${vm.microvmId}.microvm.localhost:7643`);
+    assert.equal(vm.endpoint, `https://${vm.microvmId}.microvm.localhost:${t.platform.endpointPort}`);
     assert.equal(vm.imageArn, IMAGE_ARN);
     assert.equal(vm.imageVersion, "1.0");
     assert.equal(vm.maximumDurationInSeconds, 3600);

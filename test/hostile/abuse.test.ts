@@ -1,0 +1,111 @@
+// Resource abuse inside one MicroVM while a neighbour serves: a CPU spinner,
+// a fork bomb and a memory hog past the MicroVM's limit. The neighbour keeps
+// answering (its latency is measured during each abuse), the host stays
+// healthy, and the abuser is contained; one that outgrows its memory is
+// TERMINATED with the reason in its stateReason.
+
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { request } from "node:http";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, RunMicrovmCommand } from "@aws-sdk/client-lambda-microvms";
+import { BASE_IMAGE_CACHE, makeZip } from "../support/artifacts.js";
+import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
+import { lmvm } from "../support/processes.js";
+import { record } from "./report.js";
+
+const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
+const MEMORY_MIB = 256;
+
+/** One GET to the neighbour; its latency in ms, or undefined when it failed. */
+function probe(ip: string): Promise<number | undefined> {
+  const started = performance.now();
+  return new Promise((resolve) => {
+    const req = request({ host: ip, port: 8080, path: "/", agent: false, timeout: 5000 }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode === 200 ? performance.now() - started : undefined));
+    });
+    req.on("error", () => resolve(undefined));
+    req.on("timeout", () => req.destroy());
+    req.end();
+  });
+}
+
+const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!;
+
+describe("resource abuse", { timeout: 900_000 }, () => {
+  let t: TestPlatform;
+  const run = async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: "arn:aws:lambda:us-east-1:000000000000:microvm-image:abuse", ingressNetworkConnectors: [SHELL] }));
+    await eventually(async () => ((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: microvmId! }))).state === "RUNNING" ? true : undefined), "RUNNING", 60_000);
+    return microvmId!;
+  };
+  const ipOf = (id: string) => JSON.parse(readFileSync(join(t.dataDir, "microvms", id, "sandbox.json"), "utf8")).sandboxIp as string;
+  let neighbour: string;
+
+  before(async () => {
+    t = await startTestPlatform({ builder: undefined, baseImageCache: BASE_IMAGE_CACHE });
+    const zip = join(tempDir("lmvm-abuse-"), "app.zip");
+    writeFileSync(zip, makeZip([{ name: "Dockerfile", content: "FROM lmvm/busybox\nRUN mkdir -p /srv && echo ok > /srv/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/srv\"]\n" }]));
+    await t.client.send(new CreateMicrovmImageCommand({
+      name: "abuse", baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:busybox", buildRoleArn: "arn:aws:iam::000000000000:role/R",
+      codeArtifact: { uri: `file://${zip}` }, resources: [{ minimumMemoryInMiB: MEMORY_MIB }],
+    }));
+    await eventually(async () => ((await t.client.send(new GetMicrovmImageCommand({ imageIdentifier: "abuse" }))).state === "CREATED" ? true : undefined), "the build", 300_000);
+    neighbour = await run();
+  });
+  after(() => t.stop());
+
+  /** Runs `script` in a fresh abuser while probing the neighbour; returns the neighbour's latencies and the abuser. */
+  const during = async (script: string) => {
+    const abuser = await run();
+    const latencies: number[] = [];
+    let failures = 0;
+    let done = false;
+    const abuse = lmvm(["exec", abuser, "--data-dir", t.dataDir, "--endpoint-url", t.platform.url, "--", "sh", "-c", script]).finally(() => (done = true));
+    const started = Date.now();
+    while (!done && Date.now() - started < 20_000) {
+      const ms = await probe(ipOf(neighbour));
+      if (ms === undefined) failures++;
+      else latencies.push(ms);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await abuse;
+    return { abuser, latencies, failures };
+  };
+
+  const check = (what: string, r: { latencies: number[]; failures: number }, outcome: string) => {
+    assert.equal(r.failures, 0, `the neighbour kept answering during ${what}`);
+    assert.ok(r.latencies.length >= 3, `the neighbour was probed during ${what}`);
+    const p50 = percentile(r.latencies, 50);
+    const p99 = percentile(r.latencies, 99);
+    assert.ok(p99 < 2000, `the neighbour's p99 during ${what} stayed under 2 s: ${p99.toFixed(0)} ms`);
+    record("abuse", what, outcome, { "neighbour probes": r.latencies.length, "neighbour p50 ms": p50.toFixed(1), "neighbour p99 ms": p99.toFixed(1), "neighbour failures": r.failures });
+  };
+
+  test("a CPU spinner is held to its vCPU; the neighbour keeps answering", async () => {
+    const r = await during("timeout 8 sh -c 'while :; do :; done' & timeout 8 sh -c 'while :; do :; done'; wait; true");
+    check("CPU spinner (2 busy loops, 8 s, in a 1-vCPU MicroVM)", r, "contained by the CPU quota");
+    assert.equal((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: r.abuser }))).state, "RUNNING");
+  });
+
+  test("a fork bomb stays inside its MicroVM", async () => {
+    const r = await during("timeout 8 sh -c 'bomb() { bomb | bomb & }; bomb' 2>/dev/null; sleep 1; true");
+    check("fork bomb (8 s)", r, "contained in its sandbox");
+    const state = (await t.client.send(new GetMicrovmCommand({ microvmIdentifier: r.abuser }))).state;
+    assert.ok(state === "RUNNING" || state === "TERMINATED", state);
+  });
+
+  test("a memory hog past its limit is killed and its MicroVM TERMINATED with the reason", async () => {
+    const r = await during(`dd if=/dev/zero of=/dev/shm/fill bs=1M count=${MEMORY_MIB * 2} 2>&1; sleep 2`);
+    const ended = await eventually(async () => {
+      const vm = await t.client.send(new GetMicrovmCommand({ microvmIdentifier: r.abuser }));
+      return vm.state === "TERMINATED" ? vm : undefined;
+    }, "the abuser to be TERMINATED", 30_000);
+    assert.match(ended.stateReason ?? "", /out of memory.*256 MiB/);
+    assert.ok(!existsSync(`/sys/fs/cgroup/memory/${r.abuser}`), "the dead sandbox's cgroups are removed");
+    check(`memory hog (${MEMORY_MIB * 2} MiB into a ${MEMORY_MIB} MiB MicroVM)`, r, `killed; TERMINATED: "${ended.stateReason}"`);
+    assert.equal((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: neighbour }))).state, "RUNNING");
+  });
+});
