@@ -219,8 +219,8 @@ export class MicrovmService {
         await this.move(suspending, "SUSPENDED", "move to SUSPENDED", reason);
       } catch (err) {
         // A failed checkpoint can take the sandbox down with it; then the MicroVM is lost, not running.
-        const left = await this.deps.runtime?.inspect?.(suspending).catch(() => "gone" as const);
-        if (left === "gone") await this.fail({ ...suspending }, `Suspending failed and the sandbox did not survive it: ${errorText(err)}`);
+        const left = await this.deps.runtime?.inspect?.(suspending).catch(() => undefined);
+        if (!left?.running) await this.fail({ ...suspending }, `Suspending failed and the sandbox did not survive it: ${errorText(err)}`);
         else await this.move(suspending, "RUNNING", "resume", `Suspending failed, so the MicroVM kept running: ${errorText(err)}`);
       }
     });
@@ -293,21 +293,22 @@ export class MicrovmService {
     const live = await this.deps.store.microvmsInStates(["PENDING", "RUNNING", "SUSPENDING", "SUSPENDED", "TERMINATING"]);
     const kept: Microvm[] = [];
     for (const vm of live) {
-      const found = runtime?.inspect ? await runtime.inspect(vm) : "gone";
+      const found = runtime?.inspect ? await runtime.inspect(vm) : { running: false, checkpoint: false };
       const lost = async (why: string) => {
         await this.move(vm, "TERMINATING", "terminate", why).catch(() => undefined);
         await runtime?.terminate({ ...vm, state: "TERMINATING" }).catch(() => undefined);
         await this.move({ ...vm, state: "TERMINATING" }, "TERMINATED", "terminate", why);
       };
+      // The recorded state wins where the host still supports it: a resume the server died in
+      // leaves the MicroVM SUSPENDED (its checkpoint is whole), a suspend it died in RUNNING
+      // when the sandbox still answers, else SUSPENDED when the checkpoint was written.
       if (vm.state === "TERMINATING") await lost(vm.stateReason ?? "Terminated.");
       else if (vm.state === "PENDING") await lost("Starting the MicroVM was interrupted by a server restart.");
-      else if (found === "running" && (vm.state === "RUNNING" || vm.state === "SUSPENDING")) {
-        if (vm.state === "SUSPENDING") await this.move(vm, "RUNNING", "resume", "Suspending was interrupted by a server restart; the MicroVM kept running.");
-        kept.push(vm);
-      } else if (found === "suspended" && (vm.state === "SUSPENDED" || vm.state === "SUSPENDING")) {
-        if (vm.state === "SUSPENDING") await this.move(vm, "SUSPENDED");
-        kept.push(vm);
-      } else await lost(`The MicroVM's sandbox was lost while the server was down (it was ${vm.state}).`);
+      else if (vm.state === "SUSPENDED" && found.checkpoint) kept.push(vm);
+      else if (found.running && vm.state === "RUNNING") kept.push(vm);
+      else if (found.running && vm.state === "SUSPENDING") kept.push(await this.move(vm, "RUNNING", "resume", "Suspending was interrupted by a server restart; the MicroVM kept running."));
+      else if (found.running && vm.state === "SUSPENDED") kept.push(await this.move(vm, "RUNNING", "resume", "Resumed; the server restarted as the resume finished.")); else if (vm.state === "SUSPENDING" && found.checkpoint) kept.push(await this.move(vm, "SUSPENDED"));
+      else await lost(`The MicroVM's sandbox was lost while the server was down (it was ${vm.state}).`);
     }
     await runtime?.reap?.(kept);
     this.known.clear();

@@ -115,8 +115,12 @@ export interface SandboxRuntime {
    */
   hasCapacity(version: ImageVersion): Promise<boolean>;
   /** What is on the host for a MicroVM after a restart: a live sandbox, a saved checkpoint, or nothing. */
-  inspect?(vm: Microvm): Promise<"running" | "suspended" | "gone">;
-  /** Frees every sandbox, namespace and file not belonging to the MicroVMs in `keep`. */
+  inspect?(vm: Microvm): Promise<{ running: boolean; checkpoint: boolean }>;
+  /**
+   * Frees every sandbox, namespace and file not belonging to the MicroVMs in
+   * `keep`, as their states now say: a sandbox only for a RUNNING one, a
+   * checkpoint only for a SUSPENDED one.
+   */
   reap?(keep: Microvm[]): Promise<void>;
   /** Ids of the sandboxes alive now; cheap enough to ask every few seconds. */
   running?(): Promise<Set<string>>;

@@ -158,16 +158,23 @@ export class MicrovmRuntime implements SandboxRuntime {
     rmSync(this.dir(vm.id), { recursive: true, force: true });
   }
 
-  async inspect(vm: Microvm): Promise<"running" | "suspended" | "gone"> {
+  async inspect(vm: Microvm): Promise<{ running: boolean; checkpoint: boolean }> {
     const live = await this.opts.gvisor.list().catch(() => []);
-    if (live.some((s) => s.id === vm.id && s.status === "running") && (await this.opts.gvisor.responds(vm.id))) return "running";
-    return existsSync(join(this.dir(vm.id), "checkpoint", "checkpoint.img")) ? "suspended" : "gone";
+    return {
+      running: live.some((s) => s.id === vm.id && s.status === "running") && (await this.opts.gvisor.responds(vm.id)),
+      checkpoint: existsSync(join(this.dir(vm.id), "checkpoint", "checkpoint.img")),
+    };
   }
 
   async reap(keep: Microvm[]): Promise<void> {
     const ids = new Set(keep.map((vm) => vm.id));
-    for (const s of await this.opts.gvisor.list().catch(() => [])) if (!ids.has(s.id)) await this.opts.gvisor.destroy(s.id);
-    const indexes = new Set(keep.map((vm) => this.record(vm.id)?.networkIndex).filter((i): i is number => i !== undefined));
+    const running = new Set(keep.filter((vm) => vm.state === "RUNNING").map((vm) => vm.id));
+    // A server killed mid-suspend or mid-resume can leave a sandbox beside a checkpoint:
+    // only a RUNNING MicroVM keeps its sandbox and namespace, only a SUSPENDED one its checkpoint.
+    for (const s of await this.opts.gvisor.list().catch(() => [])) if (!running.has(s.id)) await this.opts.gvisor.destroy(s.id);
+    for (const id of running) rmSync(join(this.dir(id), "checkpoint"), { recursive: true, force: true });
+    for (const vm of keep) if (vm.state === "SUSPENDED") Gvisor.forget({ dir: join(this.dir(vm.id), "sandbox") });
+    const indexes = new Set([...running].map((id) => this.record(id)?.networkIndex).filter((i): i is number => i !== undefined));
     await this.opts.nets.reap(indexes);
     const root = join(this.opts.dataDir, "microvms");
     if (existsSync(root)) for (const d of readdirSync(root)) if (!ids.has(d)) rmSync(join(root, d), { recursive: true, force: true });
