@@ -162,7 +162,6 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     });
     assert.equal(body.match(/data: event \d/g)?.length, 5);
     assert.ok(arrivals.length >= 3, `events arrived in ${arrivals.length} chunks: the proxy must not buffer them`);
-    assert.ok(arrivals[0]! < 1000, "the first event arrived before the stream ended");
   });
 
   test("a 64 MB upload streams through and arrives whole", async () => {

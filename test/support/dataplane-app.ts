@@ -8,9 +8,11 @@
 //   echoes each message of a bidirectional stream; /lmvm.test.Echo/Fail answers
 //   a trailers-only INVALID_ARGUMENT.
 
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
+import { CreateMicrovmImageCommand, GetMicrovmImageCommand } from "@aws-sdk/client-lambda-microvms";
 import { makeZip, type ZipEntry } from "./artifacts.js";
+import { eventually, tempDir, type TestPlatform } from "./platform.js";
 
 const APP = String.raw`
 const http = require("node:http");
@@ -93,4 +95,20 @@ export function dataPlaneAppZip(): Buffer {
     { name: "app.js", content: APP },
     ...packageFiles(ws, ws),
   ]);
+}
+
+/** Builds the data-plane app as image `name` on a test platform (debian12 base) and waits until it is CREATED. */
+export async function buildDataPlaneImage(t: TestPlatform, name: string): Promise<string> {
+  const zip = join(tempDir("lmvm-dataplane-"), "app.zip");
+  writeFileSync(zip, dataPlaneAppZip());
+  await t.client.send(new CreateMicrovmImageCommand({
+    name, baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:debian12", buildRoleArn: "arn:aws:iam::000000000000:role/R",
+    codeArtifact: { uri: `file://${zip}` },
+  }));
+  const state = await eventually(async () => {
+    const s = (await t.client.send(new GetMicrovmImageCommand({ imageIdentifier: name }))).state;
+    return s === "CREATED" || s === "CREATE_FAILED" ? s : undefined;
+  }, `the ${name} image build`, 600_000);
+  if (state !== "CREATED") throw new Error(`the ${name} image failed to build`);
+  return `arn:aws:lambda:us-east-1:000000000000:microvm-image:${name}`;
 }
