@@ -10,11 +10,11 @@ import { request as httpsRequest } from "node:https";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import {
-  CreateMicrovmAuthTokenCommand, CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, RunMicrovmCommand, SuspendMicrovmCommand,
+  CreateMicrovmAuthTokenCommand, GetMicrovmCommand, RunMicrovmCommand, SuspendMicrovmCommand,
 } from "@aws-sdk/client-lambda-microvms";
 import autocannon from "autocannon";
 import { BASE_IMAGE_CACHE } from "../test/support/artifacts.js";
-import { dataPlaneAppZip } from "../test/support/dataplane-app.js";
+import { buildDataPlaneImage } from "../test/support/dataplane-app.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../test/support/platform.js";
 
 const CONNECTIONS = 64;
@@ -94,19 +94,9 @@ export async function proxyBench(): Promise<string[]> {
   const scratch = tempDir("lmvm-bench-proxy-");
   let nginx: ChildProcess | undefined;
   try {
-    const zip = join(scratch, "app.zip");
-    writeFileSync(zip, dataPlaneAppZip());
-    await t.client.send(new CreateMicrovmImageCommand({
-      name: "proxy-bench", baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:debian12", buildRoleArn: "arn:aws:iam::000000000000:role/R",
-      codeArtifact: { uri: `file://${zip}` },
-    }));
-    const image = await eventually(async () => {
-      const s = (await t.client.send(new GetMicrovmImageCommand({ imageIdentifier: "proxy-bench" }))).state;
-      return s === "CREATED" || s === "CREATE_FAILED" ? s : undefined;
-    }, "the image build", 600_000);
-    if (image !== "CREATED") throw new Error("the benchmark's image failed to build");
+    const arn = await buildDataPlaneImage(t, "proxy-bench");
     const start = async (idlePolicy?: { maxIdleDurationSeconds: number; suspendedDurationSeconds: number; autoResumeEnabled: boolean }) => {
-      const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: "arn:aws:lambda:us-east-1:000000000000:microvm-image:proxy-bench", ...(idlePolicy ? { idlePolicy } : {}) }));
+      const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: arn, ...(idlePolicy ? { idlePolicy } : {}) }));
       await eventually(async () => ((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: microvmId! }))).state === "RUNNING" ? true : undefined), "RUNNING", 120_000);
       const token = (await t.client.send(new CreateMicrovmAuthTokenCommand({ microvmIdentifier: microvmId!, expirationInMinutes: 60, allowedPorts: [{ port: 8080 }] }))).authToken!["X-aws-proxy-auth"]!;
       return { id: microvmId!, token };

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, wr
 import { join } from "node:path";
 import { BuildFailure, MANAGED_IMAGES } from "../core/index.js";
 import type { Buildah } from "./buildah.js";
-import { ExecError, run, type ExecOptions } from "../os/index.js";
+import { ExecError, processAlive, run, type ExecOptions } from "../os/index.js";
 
 export interface BaseImageOptions {
   cacheDir: string;
@@ -53,15 +53,6 @@ const recipes: Record<string, Record<string, Recipe>> = {
   },
 };
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 export class BaseImages {
   private readonly inFlight = new Map<string, Promise<string>>();
 
@@ -99,7 +90,7 @@ export class BaseImages {
     if (!existsSync(rootfs)) {
       mkdirSync(dir, { recursive: true });
       for (const stale of readdirSync(dir).filter((f) => f.startsWith(`${version}.partial-`))) {
-        if (!alive(Number(stale.split("-").at(-1)))) rmSync(join(dir, stale), { recursive: true, force: true });
+        if (!processAlive(Number(stale.split("-").at(-1)))) rmSync(join(dir, stale), { recursive: true, force: true });
       }
       const partial = join(dir, `${version}.partial-${process.pid}`);
       const started = Date.now();

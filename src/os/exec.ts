@@ -95,3 +95,13 @@ export async function run(command: string, args: string[], opts: ExecOptions = {
   if (result.code !== 0) throw new ExecError(`${command} ${args[0] ?? ""}`.trim(), result);
   return result;
 }
+
+/** Whether a process with this pid exists (signal 0 checks without sending). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,4 +1,4 @@
 // Public face of host-process helpers: running tools such as ip, runsc and
 // buildah with captured output, abort, and death together with the server.
-export { exec, run, ExecError, type ExecOptions, type ExecResult } from "./exec.js";
+export { exec, run, processAlive, ExecError, type ExecOptions, type ExecResult } from "./exec.js";
 export { LogFiles, LogWriter } from "./log-files.js";

@@ -18,7 +18,7 @@ import { lstatSync, mkdirSync, openSync, readdirSync, rmdirSync, closeSync, read
 import { join } from "node:path";
 import type { SandboxLimits } from "../core/index.js";
 import type { SandboxNetwork } from "../net/index.js";
-import { exec, ExecError, run, type ExecResult } from "../os/index.js";
+import { exec, ExecError, processAlive, run, type ExecResult } from "../os/index.js";
 
 export interface ImageConfig {
   Entrypoint?: string[];
@@ -78,15 +78,6 @@ function lexists(path: string): boolean {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 const CPU_PERIOD_US = 100_000;
 const CGROUP_ROOT = "/sys/fs/cgroup";
 
@@ -100,6 +91,8 @@ function resourcesOf(limits: SandboxLimits) {
 
 export class Gvisor {
   private readonly global: string[];
+  /** Sandboxes being removed after their checkpoint. */
+  private readonly removals = new Map<string, Promise<void>>();
 
   constructor(private readonly opts: GvisorOptions) {
     mkdirSync(opts.stateRoot, { recursive: true });
@@ -187,7 +180,10 @@ export class Gvisor {
         if (!(await this.responds(id))) throw err;
       }
     }
-    await this.destroy(id);
+    // The image is complete: the sandbox's removal (`runsc delete` takes over a second
+    // after a checkpoint) goes on in the background; a restore or destroy of the same id waits for it.
+    const removal = this.destroy(id).finally(() => this.removals.delete(id));
+    this.removals.set(id, removal);
   }
 
   /** Waits until the sandbox has no TCP connection but listening ones; gives up quietly after `patienceMs`. */
@@ -216,6 +212,7 @@ export class Gvisor {
 
   /** Starts a new sandbox from a checkpoint; `spec.network` may differ from the original's. */
   async restore(spec: SandboxSpec, imageDir: string): Promise<void> {
+    await this.removals.get(spec.id);
     const bundle = this.writeBundle(spec);
     await this.detached(spec, ["restore", "--image-path", imageDir, "--bundle", bundle, "--detach", spec.id]);
   }
@@ -273,6 +270,8 @@ export class Gvisor {
    * or a checkpoint that failed), so empty ones named after it are removed too.
    */
   async destroy(id: string): Promise<void> {
+    const pending = this.removals.get(id);
+    if (pending) return pending;
     await exec("runsc", [...this.global, "delete", "--force", id]);
     Gvisor.removeCgroups(id);
   }
@@ -300,7 +299,7 @@ export class Gvisor {
   async list(): Promise<{ id: string; status: string; pid: number }[]> {
     const r = await run("runsc", [...this.global, "list", "--format", "json"]);
     const items = (JSON.parse(r.stdout || "null") as { id: string; status: string; pid: number }[] | null) ?? [];
-    return items.map((s) => (s.status === "running" && !alive(s.pid) ? { ...s, status: "stopped" } : s));
+    return items.map((s) => (s.status === "running" && !processAlive(s.pid) ? { ...s, status: "stopped" } : s));
   }
 
   /** Removes a sandbox's directory (bundle, overlay filestore). */

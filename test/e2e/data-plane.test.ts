@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { connect as h2connect } from "node:http2";
 import { request as httpsRequest, Agent } from "node:https";
 import { join } from "node:path";
@@ -14,16 +14,15 @@ import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import {
-  CreateMicrovmAuthTokenCommand, CreateMicrovmImageCommand, CreateMicrovmShellAuthTokenCommand, GetMicrovmCommand, GetMicrovmImageCommand,
-  RunMicrovmCommand, SuspendMicrovmCommand, TerminateMicrovmCommand,
+  CreateMicrovmAuthTokenCommand, CreateMicrovmShellAuthTokenCommand, GetMicrovmCommand, RunMicrovmCommand, SuspendMicrovmCommand, TerminateMicrovmCommand,
 } from "@aws-sdk/client-lambda-microvms";
 import WebSocket from "ws";
 import { localhostLookup } from "../../src/cli/shell-command.js";
 import { MicrovmTokens } from "../../src/proxy/index.js";
 import { deriveKey, serverKey } from "../../src/server/data-dir.js";
 import { BASE_IMAGE_CACHE } from "../support/artifacts.js";
-import { dataPlaneAppZip } from "../support/dataplane-app.js";
-import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
+import { buildDataPlaneImage } from "../support/dataplane-app.js";
+import { eventually, startTestPlatform, type TestPlatform } from "../support/platform.js";
 
 const DOMAIN = "microvm.localhost";
 const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
@@ -74,17 +73,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     port = t.platform.endpointPort;
     ca = readFileSync(join(t.dataDir, "tls", "ca.pem"));
     agent = new Agent({ keepAlive: true, ca });
-    const zip = join(tempDir("lmvm-dataplane-"), "app.zip");
-    writeFileSync(zip, dataPlaneAppZip());
-    await t.client.send(new CreateMicrovmImageCommand({
-      name: "dataplane", baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:debian12", buildRoleArn: "arn:aws:iam::000000000000:role/R",
-      codeArtifact: { uri: `file://${zip}` },
-    }));
-    const built = await eventually(async () => {
-      const s = (await t.client.send(new GetMicrovmImageCommand({ imageIdentifier: "dataplane" }))).state;
-      return s === "CREATED" || s === "CREATE_FAILED" ? s : undefined;
-    }, "the image build", 600_000);
-    assert.equal(built, "CREATED");
+    await buildDataPlaneImage(t, "dataplane");
     vm = await run({ ingressNetworkConnectors: [SHELL] });
   });
   after(async () => {

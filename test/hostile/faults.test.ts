@@ -46,6 +46,8 @@ describe("faults", { timeout: 1_200_000 }, () => {
 
   /** The records against the host: what must hold after every fault. */
   const consistent = async (why: string) => {
+    // A build the kill interrupted runs again after the restart; its snapshot sandboxes have namespaces too.
+    await eventually(async () => (["CREATING", "UPDATING"].includes((await client.send(new GetMicrovmImageCommand({ imageIdentifier: "web" }))).state!) ? undefined : true), `${why}: the image's build to finish`, 300_000);
     const vms = await all();
     const live = (await gvisor.list()).filter((s) => s.status === "running").map((s) => s.id).sort();
     const running = vms.filter((v) => v.state === "RUNNING").map((v) => v.microvmId!).sort();
