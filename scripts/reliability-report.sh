@@ -3,12 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npm run build --silent
-attempts=$(mktemp) tap=$(mktemp)
-trap 'rm -f "$attempts" "$tap"' EXIT
+attempts=$(mktemp) tap=${TMPDIR:-/tmp}/lmvm-hostile.tap
+trap 'rm -f "$attempts"' EXIT
 status=0
 LMVM_HOSTILE_REPORT="$attempts" node --test --test-concurrency=1 --test-reporter=tap dist/test/hostile/ | tee "$tap" | grep -E '^# (tests|pass|fail) |^not ok' || true
 grep -q '^# fail 0' "$tap" || status=1
 mkdir -p docs
 node dist/test/hostile/render-report.js "$attempts" "$tap" > docs/reliability.md
-echo "wrote docs/reliability.md"
+echo "wrote docs/reliability.md (the run's TAP output: $tap)"
 exit $status
