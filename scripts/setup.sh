@@ -51,10 +51,35 @@ step "The image"
 lmvm get-microvm-image --image-identifier hello
 lmvm list-microvm-image-builds --image-identifier hello --image-version "$VERSION" --output table
 
+step "Running a MicroVM from the snapshot (lmvm run-microvm ...)"
+IMAGE_ARN=$(lmvm get-microvm-image --image-identifier hello --query imageArn --output text)
+ID=$(lmvm run-microvm --image-identifier "$IMAGE_ARN" \
+  --ingress-network-connectors arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS \
+  --query microvmId --output text)
+for _ in $(seq 1 300); do
+  STATE=$(lmvm get-microvm --microvm-identifier "$ID" --query state --output text)
+  [ "$STATE" = PENDING ] || break
+  sleep 0.2
+done
+echo "$ID is $STATE"
+[ "$STATE" = RUNNING ] || { lmvm get-microvm --microvm-identifier "$ID"; exit 1; }
+
+step "Calling its endpoint with an auth token (curl)"
+ENDPOINT=$(lmvm get-microvm --microvm-identifier "$ID" --query endpoint --output text)
+TOKEN=$(lmvm create-microvm-auth-token --microvm-identifier "$ID" --expiration-in-minutes 60 \
+  --allowed-ports port=8080 --query 'authToken."X-aws-proxy-auth"' --output text)
+PORT=${ENDPOINT##*:}
+echo "curl --cacert $DATA_DIR/tls/ca.pem --connect-to ::127.0.0.1:$PORT -H \"X-aws-proxy-auth: \$TOKEN\" $ENDPOINT/"
+curl -sS --cacert "$DATA_DIR/tls/ca.pem" --connect-to "::127.0.0.1:$PORT" -H "X-aws-proxy-auth: $TOKEN" "$ENDPOINT/"
+echo
+
 step "Done"
 cat <<EOT
-lmvm server is running in the background. Try:
-  lmvm list-microvm-images --output table
+lmvm server is running in the background, and MicroVM $ID with it. Try:
+  lmvm exec $ID -- uname -a
+  lmvm shell $ID
+  lmvm suspend-microvm --microvm-identifier $ID
+  lmvm terminate-microvm --microvm-identifier $ID
   lmvm help
 Stop it with: kill $(node -p "require('$DATA_DIR/server.json').pid")
 EOT
