@@ -219,8 +219,9 @@ export class MicrovmService {
         await this.move(suspending, "SUSPENDED", "move to SUSPENDED", reason);
       } catch (err) {
         // A failed checkpoint can take the sandbox down with it; then the MicroVM is lost, not running.
-        const left = await this.deps.runtime?.inspect?.(suspending).catch(() => undefined);
-        if (!left?.running) await this.fail({ ...suspending }, `Suspending failed and the sandbox did not survive it: ${errorText(err)}`);
+        const runtime = this.deps.runtime;
+        const left = runtime?.inspect ? await runtime.inspect(suspending).catch(() => ({ running: false, checkpoint: false })) : { running: true };
+        if (!left.running) await this.fail({ ...suspending }, `Suspending failed and the sandbox did not survive it: ${errorText(err)}`);
         else await this.move(suspending, "RUNNING", "resume", `Suspending failed, so the MicroVM kept running: ${errorText(err)}`);
       }
     });
