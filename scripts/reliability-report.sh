@@ -9,6 +9,6 @@ status=0
 LMVM_HOSTILE_REPORT="$attempts" node --test --test-concurrency=1 --test-reporter=tap dist/test/hostile/ | tee "$tap" | grep -E '^# (tests|pass|fail) |^not ok' || true
 grep -q '^# fail 0' "$tap" || status=1
 mkdir -p docs
-node dist/test/hostile/render-report.js "$attempts" "$tap" > docs/reliability.md
+node dist/scripts/render-reliability.js "$attempts" "$tap" > docs/reliability.md
 echo "wrote docs/reliability.md (the run's TAP output: $tap)"
 exit $status

@@ -1,6 +1,7 @@
 // What the hostile suite tried and what held, recorded as it runs (one JSON
 // line per attempt) when LMVM_HOSTILE_REPORT names a file; the reliability
-// report (scripts/reliability-report.ts) turns them into docs/reliability.md.
+// report (scripts/reliability-report.sh, rendering with scripts/render-reliability.ts)
+// turns them into docs/reliability.md.
 
 import { appendFileSync } from "node:fs";
 

@@ -1,14 +1,14 @@
 // Renders docs/reliability.md from a hostile-suite run: the attempts the
 // tests recorded (LMVM_HOSTILE_REPORT) and the test runner's totals.
-// Usage: node dist/test/hostile/render-report.js <attempts.jsonl> <tap-output> > docs/reliability.md
+// Usage: node dist/scripts/render-reliability.js <attempts.jsonl> <tap-output> > docs/reliability.md
 
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { cpus, totalmem, release } from "node:os";
-import type { Attempt } from "./report.js";
+import type { Attempt } from "../test/hostile/report.js";
 
 const [attemptsFile, tapFile] = process.argv.slice(2);
-if (!attemptsFile || !tapFile) throw new Error("usage: render-report <attempts.jsonl> <tap-output>");
+if (!attemptsFile || !tapFile) throw new Error("usage: render-reliability <attempts.jsonl> <tap-output>");
 const attempts = readFileSync(attemptsFile, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as Attempt);
 const tap = readFileSync(tapFile, "utf8");
 const total = (name: string) => Number(new RegExp(`^# ${name} (\\d+)`, "m").exec(tap)?.[1] ?? 0);
