@@ -72,6 +72,34 @@ class Upstreams {
   }
 }
 
+/**
+ * One proxied request, stream or WebSocket: it holds its MicroVM active while
+ * open (Upstreams.open), and on its end, once, reports activity and metrics.
+ */
+class Exchange {
+  bytesIn = 0;
+  bytesOut = 0;
+  private ended = false;
+
+  constructor(
+    private readonly upstreams: Upstreams,
+    private readonly onEnd: (status: number, bytesIn: number, bytesOut: number) => void,
+  ) {
+    upstreams.open++;
+  }
+
+  get done(): boolean {
+    return this.ended;
+  }
+
+  end(status: number): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.upstreams.open--;
+    this.onEnd(status, this.bytesIn, this.bytesOut);
+  }
+}
+
 const ACTIVITY_INTERVAL_MS = 1000;
 
 export class EndpointProxy implements Ingress {
@@ -143,6 +171,13 @@ export class EndpointProxy implements Ingress {
     return u;
   }
 
+  private begin(microvmId: string, u: Upstreams): Exchange {
+    return new Exchange(u, (status, bytesIn, bytesOut) => {
+      this.opts.directory.activity(microvmId);
+      this.opts.metrics?.request(status, bytesIn, bytesOut);
+    });
+  }
+
   /** Admits the request and finds the MicroVM's address, resuming it if need be. */
   private async pass(headers: IncomingHttpHeaders): Promise<Admitted & { address: string }> {
     const admitted = await admit(this.opts.tokens, headers, this.opts.domain);
@@ -197,17 +232,7 @@ export class EndpointProxy implements Ingress {
     },
   ): void {
     const u = this.upstreamsOf(target.microvmId);
-    let bytesIn = 0;
-    let bytesOut = 0;
-    u.open++;
-    let done = false;
-    const finish = (status: number) => {
-      if (done) return;
-      done = true;
-      u.open--;
-      this.opts.directory.activity(target.microvmId);
-      this.opts.metrics?.request(status, bytesIn, bytesOut);
-    };
+    const exchange = this.begin(target.microvmId, u);
     const upstream = httpRequest({
       host: target.address,
       port: target.port,
@@ -219,31 +244,31 @@ export class EndpointProxy implements Ingress {
     upstream.on("socket", (s: Socket) => u.track(s));
     upstream.on("response", (res) => {
       sink.head(res.statusCode ?? 502, res.headers);
-      res.on("data", (c: Buffer) => (bytesOut += c.length));
+      res.on("data", (c: Buffer) => (exchange.bytesOut += c.length));
       res.pipe(sink.body as NodeJS.WritableStream & { end(): void }, { end: false });
       res.on("end", () => {
         if (Object.keys(res.trailers).length) sink.trailers(res.trailers as Record<string, string>);
         (sink.body as NodeJS.WritableStream).end();
-        finish(res.statusCode ?? 502);
+        exchange.end(res.statusCode ?? 502);
       });
       res.on("error", () => undefined);
       // Cut short (the MicroVM is being suspended, or the app died): so is the client's answer.
       res.on("close", () => {
         if (res.complete) return;
         sink.fail(new Refusal(502, "The connection to the MicroVM's app was closed."));
-        finish(502);
+        exchange.end(502);
       });
     });
     upstream.on("error", (err: Error) => {
       sink.fail(new Refusal(502, `The MicroVM's app did not answer on port ${target.port}: ${err.message}`));
-      finish(502);
+      exchange.end(502);
     });
-    body.on("data", (c: Buffer) => (bytesIn += c.length));
+    body.on("data", (c: Buffer) => (exchange.bytesIn += c.length));
     body.pipe(upstream);
     sink.closed(() => {
-      if (!done) {
+      if (!exchange.done) {
         upstream.destroy();
-        finish(499);
+        exchange.end(499);
       }
     });
   }
@@ -295,20 +320,11 @@ export class EndpointProxy implements Ingress {
     const forwarded = forwardedHeaders(headers as IncomingHttpHeaders, { ip: clientIp, host: headers[":authority"] as string | undefined });
     delete forwarded.host; // HTTP/2 carries it as :authority
     const upstream = session.request({ ...forwarded, ":method": String(headers[":method"]), ":path": String(headers[":path"]), ":scheme": "http", ":authority": `${target.address}:${target.port}` });
-    u.open++;
+    const exchange = this.begin(target.microvmId, u);
     let status = 200;
-    let bytesIn = 0;
-    let bytesOut = 0;
     let trailers: Record<string, string> = {};
     let answered = false;
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
-      u.open--;
-      this.opts.directory.activity(target.microvmId);
-      this.opts.metrics?.request(status, bytesIn, bytesOut);
-    };
+    const finish = () => exchange.end(status);
     upstream.on("response", (h) => {
       status = Number(h[":status"] ?? 200);
       if (stream.closed) return;
@@ -323,7 +339,7 @@ export class EndpointProxy implements Ingress {
     upstream.on("trailers", (t) => (trailers = returnedHeaders(t as IncomingHttpHeaders) as Record<string, string>));
     stream.on("wantTrailers", () => stream.sendTrailers(trailers));
     upstream.on("data", (c: Buffer) => {
-      bytesOut += c.length;
+      exchange.bytesOut += c.length;
       if (!stream.closed && !stream.write(c)) {
         upstream.pause();
         stream.once("drain", () => upstream.resume());
@@ -340,7 +356,7 @@ export class EndpointProxy implements Ingress {
       finish();
     });
     upstream.on("close", finish);
-    stream.on("data", (c: Buffer) => (bytesIn += c.length));
+    stream.on("data", (c: Buffer) => (exchange.bytesIn += c.length));
     stream.pipe(upstream);
     stream.on("close", () => {
       if (!upstream.closed) upstream.close(h2.NGHTTP2_CANCEL);
@@ -411,21 +427,15 @@ export class EndpointProxy implements Ingress {
         upstream.pipe(client);
         return;
       }
-      u.open++;
-      this.opts.metrics?.request(101, 0, 0);
+      const exchange = this.begin(target.microvmId, u);
+      upstream.on("data", (c: Buffer) => (exchange.bytesOut += c.length));
+      client.on("data", (c: Buffer) => (exchange.bytesIn += c.length));
       upstream.pipe(client);
       client.pipe(upstream);
-      const closeBoth = () => {
+      const onClose = () => {
+        exchange.end(101);
         upstream.destroy();
         client.destroy();
-      };
-      let closed = false;
-      const onClose = () => {
-        if (closed) return;
-        closed = true;
-        u.open--;
-        this.opts.directory.activity(target.microvmId);
-        closeBoth();
       };
       upstream.once("close", onClose);
       client.once("close", onClose);

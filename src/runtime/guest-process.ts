@@ -59,6 +59,12 @@ export function spawnGuest(ctx: GuestContext, opts: SpawnOptions): GuestProcess 
     if (pid) void ctx.gvisor.kill(ctx.sandboxId, pid, name).catch(() => undefined);
   };
 
+  const common = {
+    signal,
+    onOutput: (l: (stream: "stdout" | "stderr", data: Buffer) => void) => void outputListeners.push(l),
+    onExit: (l: (code: number) => void) => (exited !== undefined ? l(exited) : void exitListeners.push(l)),
+  };
+
   if (opts.tty) {
     const term = pty.spawn(cmd!, args, { name: "xterm-256color", cols: opts.cols ?? 80, rows: opts.rows ?? 24, env: process.env as Record<string, string> });
     term.onData((d) => {
@@ -69,9 +75,7 @@ export function spawnGuest(ctx: GuestContext, opts: SpawnOptions): GuestProcess 
       write: (data) => term.write(typeof data === "string" ? data : Buffer.from(data).toString("utf8")),
       endInput: () => term.write("\x04"),
       resize: (cols, rows) => term.resize(Math.max(1, cols), Math.max(1, rows)),
-      signal,
-      onOutput: (l) => void outputListeners.push(l),
-      onExit: (l) => (exited !== undefined ? l(exited) : void exitListeners.push(l)),
+      ...common,
       kill: () => {
         signal("SIGKILL");
         term.kill("SIGKILL");
@@ -87,10 +91,8 @@ export function spawnGuest(ctx: GuestContext, opts: SpawnOptions): GuestProcess 
   return {
     write: (data) => void child.stdin.write(data),
     endInput: () => child.stdin.end(),
-    resize: () => undefined,
-    signal,
-    onOutput: (l) => void outputListeners.push(l),
-    onExit: (l) => (exited !== undefined ? l(exited) : void exitListeners.push(l)),
+    resize: () => undefined, // no terminal to size
+    ...common,
     kill: () => {
       signal("SIGKILL");
       child.kill("SIGKILL");

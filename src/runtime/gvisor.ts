@@ -18,7 +18,7 @@ import { lstatSync, mkdirSync, openSync, readdirSync, rmdirSync, closeSync, read
 import { join } from "node:path";
 import type { SandboxLimits } from "../core/index.js";
 import type { SandboxNetwork } from "../net/index.js";
-import { exec, ExecError, processAlive, run, type ExecResult } from "../os/index.js";
+import { exec, processAlive, run, type ExecResult } from "../os/index.js";
 
 export interface ImageConfig {
   Entrypoint?: string[];
@@ -162,24 +162,10 @@ export class Gvisor {
    * closed, so the host's view is the one that sees connections still closing.
    */
   async checkpoint(id: string, imageDir: string, opts: { sandboxIp?: string; patienceMs?: number } = {}): Promise<void> {
-    const patienceMs = opts.patienceMs ?? 4_000;
-    const deadline = Date.now() + patienceMs;
-    await this.settleConnections(id, opts.sandboxIp, patienceMs / 2);
-    for (;;) {
-      rmSync(imageDir, { recursive: true, force: true });
-      mkdirSync(imageDir, { recursive: true });
-      try {
-        await run("runsc", [...this.global, "checkpoint", "--image-path", imageDir, "--compression=none", id], { keepLines: 2000 }); // the reason precedes a long stack dump
-        break;
-      } catch (err) {
-        // A refusal over a connection that is still closing sometimes leaves the sandbox serving
-        // (not always: then it is lost, and the error stands). While it serves, wait and try again.
-        const closing = err instanceof ExecError && err.result.tail.some((l) => l.includes("tcp.Endpoint") || l.includes("connected state"));
-        if (!closing || Date.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 500));
-        if (!(await this.responds(id))) throw err;
-      }
-    }
+    await this.settleConnections(id, opts.sandboxIp, (opts.patienceMs ?? 4_000) / 2);
+    rmSync(imageDir, { recursive: true, force: true });
+    mkdirSync(imageDir, { recursive: true });
+    await run("runsc", [...this.global, "checkpoint", "--image-path", imageDir, "--compression=none", id], { keepLines: 2000 }); // the reason precedes a long stack dump
     // The image is complete: the sandbox's removal (`runsc delete` takes over a second
     // after a checkpoint) goes on in the background; a restore or destroy of the same id waits for it.
     const removal = this.destroy(id).finally(() => this.removals.delete(id));
