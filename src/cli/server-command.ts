@@ -15,7 +15,7 @@ SYNOPSIS
     lmvm server [--api-port <port>] [--api-host <addr>] [--data-dir <dir>]
                 [--region <region>] [--account-id <12 digits>]
                 [--endpoint-domain <domain>] [--endpoint-port <port>] [--endpoint-host <addr>]
-                [--build-concurrency <n>] [--s3-endpoint <url>]
+                [--build-concurrency <n>] [--microvm-disk-mib <MiB>] [--s3-endpoint <url>]
                 [--base-image-cache <dir>] [--debian-mirror <url>]
                 [--artifact-ca-file <pem>] [--no-builder] [--no-snapshots]
 
@@ -30,6 +30,8 @@ OPTIONS
     --endpoint-host      Address the endpoint proxy listens on (default ${DEFAULTS.endpointHost};
                          0.0.0.0 serves other machines).
     --build-concurrency  Image builds run at once (default ${DEFAULTS.buildConcurrency}).
+    --microvm-disk-mib   What each MicroVM may write to its disk, in MiB (default ${DEFAULTS.microvmDiskMiB}).
+                         Past it, writes fail with ENOSPC and the MicroVM's stateReason says so.
     --s3-endpoint        S3-compatible endpoint for s3:// code artifacts (default: AWS).
                          Credentials: LMVM_S3_ACCESS_KEY_ID and LMVM_S3_SECRET_ACCESS_KEY,
                          else the AWS SDK's default chain.
@@ -58,7 +60,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
       options: {
         "api-port": { type: "string" }, "api-host": { type: "string" }, "data-dir": { type: "string" },
         region: { type: "string" }, "account-id": { type: "string" }, "endpoint-domain": { type: "string" },
-        "endpoint-port": { type: "string" }, "endpoint-host": { type: "string" }, "build-concurrency": { type: "string" }, help: { type: "boolean" },
+        "endpoint-port": { type: "string" }, "endpoint-host": { type: "string" }, "build-concurrency": { type: "string" }, "microvm-disk-mib": { type: "string" }, help: { type: "boolean" },
         "s3-endpoint": { type: "string" }, "base-image-cache": { type: "string" }, "debian-mirror": { type: "string" },
         "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" },
       },
@@ -73,6 +75,8 @@ export async function serverCommand(argv: string[]): Promise<void> {
   }
   const concurrency = Number(values["build-concurrency"] ?? DEFAULTS.buildConcurrency);
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new UsageError("--build-concurrency must be a whole number of at least 1.");
+  const diskMiB = Number(values["microvm-disk-mib"] ?? DEFAULTS.microvmDiskMiB);
+  if (!Number.isInteger(diskMiB) || diskMiB < 16) throw new UsageError(`--microvm-disk-mib must be a whole number of MiB, at least 16; got '${values["microvm-disk-mib"]}'.`);
   const platform = await startPlatform({
     dataDir: values["data-dir"] ?? defaultDataDir(),
     apiHost: values["api-host"] ?? DEFAULTS.apiHost,
@@ -83,6 +87,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
     endpointPort: port("endpoint-port", values["endpoint-port"], DEFAULTS.endpointPort),
     endpointHost: values["endpoint-host"] ?? DEFAULTS.endpointHost,
     buildConcurrency: concurrency,
+    microvmDiskMiB: diskMiB,
     ...(values["s3-endpoint"] ? { s3Endpoint: values["s3-endpoint"] } : {}),
     ...(values["base-image-cache"] ? { baseImageCache: values["base-image-cache"] } : {}),
     ...(values["debian-mirror"] ? { debianMirror: values["debian-mirror"] } : {}),

@@ -33,6 +33,8 @@ export class MicrovmService {
    * on every request instead of the database.
    */
   private readonly known = new Map<string, Microvm>();
+  /** The standing trouble last written into each RUNNING MicroVM's stateReason. */
+  private readonly conditions = new Map<string, string>();
   private ingress: Ingress | undefined;
 
   constructor(private readonly deps: MicrovmServiceDeps) {}
@@ -48,6 +50,7 @@ export class MicrovmService {
   }
 
   private remember(vm: Microvm): void {
+    if (vm.state !== "RUNNING") this.conditions.delete(vm.id); // a transition rewrote the stateReason
     if (vm.state === "TERMINATED") this.known.delete(vm.id);
     else this.known.set(vm.id, vm);
   }
@@ -273,6 +276,7 @@ export class MicrovmService {
     if (!runtime?.running) return;
     const alive = await runtime.running();
     for (const vm of this.known.values()) {
+      if (vm.state === "RUNNING" && alive.has(vm.id) && !this.locks.has(vm.id)) await this.noteCondition(vm);
       if (vm.state !== "RUNNING" || alive.has(vm.id) || this.locks.has(vm.id)) continue;
       await this.serialize(vm.id, async () => {
         const current = this.known.get(vm.id);
@@ -281,6 +285,29 @@ export class MicrovmService {
         await this.fail(current, `The MicroVM stopped: ${why}.`);
       });
     }
+  }
+
+  /**
+   * Puts a live sandbox's standing trouble (a full disk) in its RUNNING
+   * MicroVM's stateReason, and takes it out once the trouble is over, unless
+   * something else has written the reason since.
+   */
+  private async noteCondition(vm: Microvm): Promise<void> {
+    const condition = await this.deps.runtime?.condition?.(vm).catch(() => undefined);
+    const noted = this.conditions.get(vm.id);
+    if (condition === noted) return;
+    await this.serialize(vm.id, () =>
+      this.deps.store.transaction(async (tx) => {
+        const current = await tx.getMicrovm(vm.id);
+        if (current?.state !== "RUNNING") return;
+        if (condition) this.conditions.set(vm.id, condition);
+        else this.conditions.delete(vm.id);
+        if (!condition && current.stateReason !== noted) return;
+        const patch: Partial<Microvm> = { stateReason: condition, updatedAt: this.deps.clock.now() };
+        await tx.updateMicrovm(vm.id, patch);
+        this.remember({ ...current, ...patch });
+      }),
+    );
   }
 
   /**

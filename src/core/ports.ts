@@ -126,6 +126,8 @@ export interface SandboxRuntime {
   running?(): Promise<Set<string>>;
   /** Why a MicroVM's sandbox died, when the runtime can tell (out of memory, say). */
   exitReason?(vm: Microvm): Promise<string | undefined>;
+  /** A standing trouble of a live sandbox that its users should read (its disk is full, say), or undefined. */
+  condition?(vm: Microvm): Promise<string | undefined>;
   /** Where a RUNNING MicroVM's app can be reached from this host (an IP address). */
   address?(microvmId: string): string | undefined;
   /** Starts a process in a RUNNING MicroVM, under a terminal when `tty`. */

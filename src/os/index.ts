@@ -2,3 +2,4 @@
 // buildah with captured output, abort, and death together with the server.
 export { exec, run, processAlive, ExecError, type ExecOptions, type ExecResult } from "./exec.js";
 export { LogFiles, LogWriter } from "./log-files.js";
+export { diskUsage, mountScratchDisk, mountsUnder, removeTree, unmountUnder } from "./mounts.js";

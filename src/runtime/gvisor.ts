@@ -10,7 +10,9 @@
 //   network-namespace scoped: they run in the host's namespace, like `run`.
 // - Writes go to a gVisor overlay whose filestore lives in the sandbox's own
 //   directory (--overlay2=root:dir=…), so one image rootfs serves every clone
-//   untouched. Checkpoints are uncompressed: restoring them is about 3x faster.
+//   untouched. That directory can be a size-limited filesystem of the
+//   sandbox's own: a full one gives the app ENOSPC and the sandbox lives on.
+//   Checkpoints are uncompressed: restoring them is about 3x faster.
 // - After a checkpoint, `runsc list` still says running: the sandbox is deleted.
 
 import { spawn } from "node:child_process";
@@ -18,7 +20,7 @@ import { lstatSync, mkdirSync, openSync, readdirSync, rmdirSync, closeSync, read
 import { join } from "node:path";
 import type { SandboxLimits } from "../core/index.js";
 import type { SandboxNetwork } from "../net/index.js";
-import { exec, processAlive, run, type ExecResult } from "../os/index.js";
+import { diskUsage, exec, mountScratchDisk, mountsUnder, processAlive, removeTree, run, type ExecResult } from "../os/index.js";
 
 export interface ImageConfig {
   Entrypoint?: string[];
@@ -49,6 +51,12 @@ export interface GvisorOptions {
   /** runsc --root: where runsc keeps sandbox state. */
   stateRoot: string;
   platform?: string;
+  /**
+   * Caps what each sandbox can write (its overlay filestore) at this many MiB,
+   * on a loop-mounted filesystem of its own; without it, writes are bounded
+   * only by the host's disk.
+   */
+  diskMiB?: number;
 }
 
 export function userOf(rootfs: string, user: string | undefined): { uid: number; gid: number } {
@@ -101,10 +109,18 @@ export class Gvisor {
     this.global = ["--root", opts.stateRoot, "--platform", opts.platform ?? "systrap", "--cpu-num-from-quota", "--net-disconnect-ok"];
   }
 
-  private writeBundle(spec: SandboxSpec): string {
+  /** What each sandbox may write, in MiB; undefined when only the host's disk bounds it. */
+  get diskMiB(): number | undefined {
+    return this.opts.diskMiB;
+  }
+
+  private async writeBundle(spec: SandboxSpec): Promise<string> {
     const bundle = join(spec.dir, "bundle");
     mkdirSync(bundle, { recursive: true });
-    mkdirSync(join(spec.dir, "overlay"), { recursive: true });
+    const overlay = join(spec.dir, "overlay");
+    removeTree(overlay);
+    if (this.opts.diskMiB) await mountScratchDisk(join(spec.dir, "disk.img"), overlay, this.opts.diskMiB);
+    else mkdirSync(overlay, { recursive: true });
     const args = [...(spec.config.Entrypoint ?? []), ...(spec.config.Cmd ?? [])];
     if (!args.length) throw new Error("the image has neither ENTRYPOINT nor CMD: nothing to run");
     const env = [...(spec.config.Env ?? []), ...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`)];
@@ -145,7 +161,7 @@ export class Gvisor {
   }
 
   async run(spec: SandboxSpec): Promise<void> {
-    const bundle = this.writeBundle(spec);
+    const bundle = await this.writeBundle(spec);
     await this.detached(spec, ["run", "--bundle", bundle, "--detach", spec.id]);
   }
 
@@ -199,7 +215,7 @@ export class Gvisor {
   /** Starts a new sandbox from a checkpoint; `spec.network` may differ from the original's. */
   async restore(spec: SandboxSpec, imageDir: string): Promise<void> {
     await this.removals.get(spec.id);
-    const bundle = this.writeBundle(spec);
+    const bundle = await this.writeBundle(spec);
     await this.detached(spec, ["restore", "--image-path", imageDir, "--bundle", bundle, "--detach", spec.id]);
   }
 
@@ -288,8 +304,14 @@ export class Gvisor {
     return items.map((s) => (s.status === "running" && !processAlive(s.pid) ? { ...s, status: "stopped" } : s));
   }
 
-  /** Removes a sandbox's directory (bundle, overlay filestore). */
+  /** Removes a sandbox's directory (bundle, overlay filestore and its disk). */
   static forget(spec: Pick<SandboxSpec, "dir">): void {
-    rmSync(spec.dir, { recursive: true, force: true });
+    removeTree(spec.dir);
+  }
+
+  /** How full a sandbox's own disk is; undefined when it has none (no `diskMiB`) or is gone. */
+  static diskUsage(spec: Pick<SandboxSpec, "dir">): { usedBytes: number; freeBytes: number; sizeBytes: number } | undefined {
+    const overlay = join(spec.dir, "overlay");
+    return mountsUnder(overlay).includes(overlay) ? diskUsage(overlay) : undefined;
   }
 }

@@ -16,7 +16,7 @@ import { availableParallelism, loadavg } from "node:os";
 import { join } from "node:path";
 import { limitsOf, type GuestProcess, type ImageVersion, type Microvm, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
-import type { LogFiles } from "../os/index.js";
+import { removeTree, type LogFiles } from "../os/index.js";
 import { Gvisor, type ImageConfig, type SandboxSpec } from "./gvisor.js";
 import { spawnGuest } from "./guest-process.js";
 import { callHook, type HookName } from "./hooks.js";
@@ -55,6 +55,7 @@ const HOOK_TIMEOUT_DEFAULT = 1;
 /** A host whose run queue is this deep per core has no CPU left for another MicroVM. */
 const LOAD_PER_CPU = 8;
 const RESERVATION_MS = 60_000;
+const MIB = 1024 * 1024;
 
 export class MicrovmRuntime implements SandboxRuntime {
   private reserved: { bytes: number; until: number }[] = [];
@@ -155,7 +156,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     if (rec && !suspended) await this.hook(vm.id, rec, "terminate").catch(() => undefined); // best effort: it is going anyway
     await this.opts.gvisor.destroy(vm.id);
     if (rec) await this.opts.nets.destroy(this.opts.nets.describe(rec.networkIndex));
-    rmSync(this.dir(vm.id), { recursive: true, force: true });
+    removeTree(this.dir(vm.id));
   }
 
   async inspect(vm: Microvm): Promise<{ running: boolean; checkpoint: boolean }> {
@@ -177,7 +178,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     const indexes = new Set([...running].map((id) => this.record(id)?.networkIndex).filter((i): i is number => i !== undefined));
     await this.opts.nets.reap(indexes);
     const root = join(this.opts.dataDir, "microvms");
-    if (existsSync(root)) for (const d of readdirSync(root)) if (!ids.has(d)) rmSync(join(root, d), { recursive: true, force: true });
+    if (existsSync(root)) for (const d of readdirSync(root)) if (!ids.has(d)) removeTree(join(root, d));
   }
 
   /**
@@ -194,7 +195,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     const promised = this.reserved.reduce((n, r) => n + r.bytes, 0);
     const meminfo = readFileSync("/proc/meminfo", "utf8");
     const availableBytes = Number(/^MemAvailable:\s+(\d+) kB/m.exec(meminfo)?.[1] ?? 0) * 1024;
-    const memoryFits = availableBytes - promised - memoryBytes >= (this.opts.minFreeMiB ?? 1024) * 1024 * 1024;
+    const memoryFits = availableBytes - promised - memoryBytes >= (this.opts.minFreeMiB ?? 1024) * MIB;
     const cpuFree = loadavg()[0]! < LOAD_PER_CPU * availableParallelism();
     if (!memoryFits || !cpuFree) return false;
     this.reserved.push({ bytes: memoryBytes, until: now + RESERVATION_MS });
@@ -203,6 +204,12 @@ export class MicrovmRuntime implements SandboxRuntime {
 
   async running(): Promise<Set<string>> {
     return new Set((await this.opts.gvisor.list()).filter((s) => s.status === "running").map((s) => s.id));
+  }
+
+  async condition(vm: Microvm): Promise<string | undefined> {
+    const disk = Gvisor.diskUsage({ dir: join(this.dir(vm.id), "sandbox") });
+    if (!disk || disk.freeBytes > Math.max(MIB, disk.sizeBytes / 100)) return undefined;
+    return `Its disk is full: the app has written ${Math.round(disk.usedBytes / MIB)} MiB of the ${this.opts.gvisor.diskMiB} MiB a MicroVM may (lmvm server --microvm-disk-mib); its writes fail with ENOSPC until it deletes files.`;
   }
 
   async exitReason(vm: Microvm): Promise<string | undefined> {

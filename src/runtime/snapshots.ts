@@ -11,6 +11,7 @@ import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { SandboxLimits } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
+import { removeTree } from "../os/index.js";
 import { Gvisor, type ImageConfig } from "./gvisor.js";
 import { callHook } from "./hooks.js";
 
@@ -62,7 +63,7 @@ export class Snapshotter {
   /** Removes the sandboxes of snapshots a killed server left behind; call before any build runs. */
   async recover(): Promise<void> {
     for (const s of await this.gvisor.list().catch(() => [])) await this.gvisor.destroy(s.id);
-    rmSync(this.workDir, { recursive: true, force: true });
+    removeTree(this.workDir);
   }
 
   async snapshot(req: SnapshotRequest): Promise<SnapshotSizes> {

@@ -29,6 +29,8 @@ export interface PlatformConfig {
   /** Where the endpoint proxy listens (default 127.0.0.1; 0.0.0.0 to serve other machines). */
   endpointHost?: string;
   buildConcurrency: number;
+  /** What each MicroVM can write to its disk, in MiB (default DEFAULTS.microvmDiskMiB). */
+  microvmDiskMiB?: number;
   clock?: Clock;
   log?: (event: Record<string, unknown>) => void;
   /** Where base image root filesystems are cached (default <data-dir>/base-images); may be shared. */
@@ -58,6 +60,7 @@ export const DEFAULTS = {
   endpointPort: 7643,
   endpointHost: "127.0.0.1",
   buildConcurrency: 2,
+  microvmDiskMiB: 10240,
 };
 
 function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: NetworkNamespaces): DockerfileBuilder {
@@ -76,7 +79,7 @@ function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: Network
     s3,
     ...(config.artifactCaFile ? { httpsCa: readFileSync(config.artifactCaFile, "utf8") } : {}),
     limits: config.buildLimits ?? DEFAULT_LIMITS,
-    ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: join(config.dataDir, "runsc", "builds") }), nets, join(config.dataDir, "sandboxes")) }),
+    ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: join(config.dataDir, "runsc", "builds"), diskMiB: config.microvmDiskMiB ?? DEFAULTS.microvmDiskMiB }), nets, join(config.dataDir, "sandboxes")) }),
   });
 }
 
@@ -113,7 +116,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   // MicroVMs restore build-time snapshots, so they run only where builds snapshot.
   const runtime = config.runtime ?? (config.builder === undefined && config.snapshots !== false
     ? new MicrovmRuntime({
-        gvisor: new Gvisor({ stateRoot: join(config.dataDir, "runsc", "microvms") }),
+        gvisor: new Gvisor({ stateRoot: join(config.dataDir, "runsc", "microvms"), diskMiB: config.microvmDiskMiB ?? DEFAULTS.microvmDiskMiB }),
         nets,
         dataDir: config.dataDir,
         logs: microvmLogs,

@@ -1,11 +1,12 @@
 // Resource abuse inside one MicroVM while a neighbour serves: a CPU spinner,
-// a fork bomb and a memory hog past the MicroVM's limit. The neighbour keeps
-// answering (its latency is measured during each abuse), the host stays
-// healthy, and the abuser is contained; one that outgrows its memory is
-// TERMINATED with the reason in its stateReason.
+// a fork bomb, a memory hog past the MicroVM's limit and a disk filler. The
+// neighbour keeps answering (its latency is measured during each abuse), the
+// host stays healthy, and the abuser is contained: one that outgrows its
+// memory is TERMINATED with the reason in its stateReason; one that fills its
+// disk gets ENOSPC, and its stateReason says so while the disk stays full.
 
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -17,6 +18,7 @@ import { record } from "./report.js";
 
 const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
 const MEMORY_MIB = 256;
+const DISK_MIB = 64;
 
 /** One GET to the neighbour; its latency in ms, or undefined when it failed. */
 function probe(ip: string): Promise<number | undefined> {
@@ -45,7 +47,7 @@ describe("resource abuse", { timeout: 900_000 }, () => {
   let neighbour: string;
 
   before(async () => {
-    t = await startTestPlatform({ builder: undefined, baseImageCache: BASE_IMAGE_CACHE });
+    t = await startTestPlatform({ builder: undefined, baseImageCache: BASE_IMAGE_CACHE, microvmDiskMiB: DISK_MIB });
     const zip = join(tempDir("lmvm-abuse-"), "app.zip");
     writeFileSync(zip, makeZip([{ name: "Dockerfile", content: "FROM lmvm/busybox\nRUN mkdir -p /srv && echo ok > /srv/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/srv\"]\n" }]));
     await t.client.send(new CreateMicrovmImageCommand({
@@ -106,5 +108,25 @@ describe("resource abuse", { timeout: 900_000 }, () => {
     assert.ok(!existsSync(`/sys/fs/cgroup/memory/${r.abuser}`), "the dead sandbox's cgroups are removed");
     check(`memory hog (${MEMORY_MIB * 2} MiB into a ${MEMORY_MIB} MiB MicroVM)`, r, `killed; TERMINATED: "${ended.stateReason}"`);
     assert.equal((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: neighbour }))).state, "RUNNING");
+  });
+
+  test("a disk filler gets ENOSPC at its MicroVM's disk limit; its stateReason says so until it frees space", async () => {
+    const state = (id: string) => t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }));
+    // Holds the full disk long enough for the server's periodic check (every 3 s) to see it.
+    const r = await during(`dd if=/dev/zero of=/fill bs=1M count=${DISK_MIB * 4} 2>&1; sleep 7`);
+    const full = await state(r.abuser);
+    assert.equal(full.state, "RUNNING", "a full disk does not stop the MicroVM");
+    assert.match(full.stateReason ?? "", new RegExp(`disk is full.*${DISK_MIB} MiB.*ENOSPC`));
+    const disk = join(t.dataDir, "microvms", r.abuser, "sandbox", "disk.img");
+    const hostBytes = statSync(disk).blocks * 512;
+    assert.ok(hostBytes <= (DISK_MIB + 8) * 1024 * 1024, `the host holds ${hostBytes} bytes for a ${DISK_MIB} MiB disk`);
+    const write = await lmvm(["exec", r.abuser, "--data-dir", t.dataDir, "--endpoint-url", t.platform.url, "--", "sh", "-c", "echo more > /more"]);
+    assert.notEqual(write.code, 0, "a further write fails");
+    assert.match(write.stderr + write.stdout, /No space left on device/);
+    const freed = await lmvm(["exec", r.abuser, "--data-dir", t.dataDir, "--endpoint-url", t.platform.url, "--", "sh", "-c", "rm /fill && echo fine > /more && cat /more"]);
+    assert.equal(freed.stdout.trim(), "fine", `after deleting, writes work: ${freed.stderr}`);
+    await eventually(async () => ((await state(r.abuser)).stateReason === undefined ? true : undefined), "the full-disk reason to clear", 15_000);
+    check(`disk filler (${DISK_MIB * 4} MiB into a ${DISK_MIB} MiB disk)`, r, `ENOSPC; host file ${(hostBytes / 1024 / 1024).toFixed(0)} MiB; RUNNING with "${full.stateReason?.slice(0, 60)}…", cleared once freed`);
+    assert.equal((await state(neighbour)).state, "RUNNING");
   });
 });

@@ -1,9 +1,11 @@
-// Frees every sandbox and network namespace a test's data directory owns, so
-// no test leaves runsc processes or namespaces behind, even when it fails.
+// Frees every sandbox, network namespace and sandbox disk a test's data
+// directory owns, so no test leaves runsc processes, namespaces or mounts
+// behind, even when it fails.
 
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { NetworkNamespaces } from "../../src/net/index.js";
+import { unmountUnder } from "../../src/os/index.js";
 import { Gvisor } from "../../src/runtime/index.js";
 
 export async function freeSandboxes(dataDir: string): Promise<void> {
@@ -15,4 +17,5 @@ export async function freeSandboxes(dataDir: string): Promise<void> {
     }
   }
   if (existsSync(join(dataDir, "networks"))) await new NetworkNamespaces(undefined, join(dataDir, "networks")).reap(new Set());
+  unmountUnder(dataDir);
 }
