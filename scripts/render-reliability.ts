@@ -24,6 +24,7 @@ const TITLES: Record<string, string> = {
   isolation: "Isolation: tried from inside a MicroVM (as root) and from a build's RUN step",
   "api-fuzz": "Hostile input to the control API (property-based, fast-check)",
   sigv4: "Forged and replayed signatures",
+  artifacts: "Hostile code artifacts and builds",
   abuse: "Resource abuse inside one MicroVM (a neighbour MicroVM probed every 100 ms throughout)",
   proxy: "Hostile traffic to the endpoint proxy (a bystander MicroVM probed every 50 ms throughout)",
   faults: "Faults: the server killed, a sandbox killed, a checkpoint corrupted",

@@ -40,5 +40,9 @@ export function toAwsError(err: unknown): AwsError {
     if (err instanceof NoCapacity) return modeled("InsufficientCapacityException", err.message);
     if (err instanceof QuotaExceeded) return modeled("ServiceQuotaExceededException", err.message, { resourceType: err.resourceType });
   }
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === "ENOSPC" || code === "SQLITE_FULL") {
+    return modeled("ServiceException", "The lmvm server's data directory is full, so this request failed. Free space there (image builds, suspended MicroVMs' checkpoints and logs use it) and retry.", { Type: "Service" });
+  }
   return modeled("ServiceException", "The lmvm service encountered an internal error; the server log has the details.", { Type: "Service" });
 }

@@ -8,7 +8,7 @@ import { once } from "./idempotency.js";
 import type { ImageService } from "./images.js";
 import { MAX_DURATION_SECONDS, type Input } from "./inputs.js";
 import type { Microvm, MicrovmState, Page, PageRequest } from "./model.js";
-import type { Clock, Ingress, RuntimeTimings, SandboxRuntime, Store, TokenIssuer } from "./ports.js";
+import { NotBegun, type Clock, type Ingress, type RuntimeTimings, type SandboxRuntime, type Store, type TokenIssuer } from "./ports.js";
 import { microvmStates } from "./states.js";
 
 export interface MicrovmServiceDeps {
@@ -140,7 +140,8 @@ export class MicrovmService {
     const egress = this.checkConnectors(input.egressNetworkConnectors, EGRESS_CONNECTORS, "egressNetworkConnectors");
     const runtime = this.deps.runtime;
     if (!runtime) throw new NoCapacity("This lmvm server has no sandbox runtime installed, so it cannot run MicroVMs.");
-    if (!(await runtime.hasCapacity(version))) throw new NoCapacity("This host has no room for another MicroVM right now. Terminate or suspend some, or retry later.");
+    const short = await runtime.shortage(version);
+    if (short) throw new NoCapacity(`This host has no room for another MicroVM right now: ${short}. Terminate or suspend some, or retry later.`);
 
     const { id } = await once(store, clock, { accountId: scope.accountId, operation: "RunMicrovm", clientToken: input.clientToken }, input, async (tx) => {
       const id = newMicrovmId();
@@ -239,12 +240,14 @@ export class MicrovmService {
       if (current.state === "RUNNING") return;
       microvmStates.check(vm.id, current.state, "RUNNING", "resume");
       const { version } = await this.deps.images.getVersion(current.imageArn, current.imageVersion);
-      if (!(await this.deps.runtime!.hasCapacity(version))) {
-        throw new StateConflict("Microvm", vm.id, `MicroVM ${vm.id} stays SUSPENDED: this host has no room to resume it right now. Terminate or suspend other MicroVMs, or retry later.`);
+      const short = await this.deps.runtime!.shortage(version);
+      if (short) {
+        throw new StateConflict("Microvm", vm.id, `MicroVM ${vm.id} stays SUSPENDED: this host has no room to resume it right now: ${short}. Terminate or suspend other MicroVMs, or retry later.`);
       }
       try {
         await this.timed("resume", () => this.deps.runtime!.resume(current));
       } catch (err) {
+        if (err instanceof NotBegun) throw new StateConflict("Microvm", vm.id, `MicroVM ${vm.id} stays SUSPENDED, its checkpoint kept: ${err.message}`);
         await this.fail(current, `Resuming failed: ${errorText(err)}`);
         throw new StateConflict("Microvm", vm.id, `Resuming MicroVM ${vm.id} failed, so it was terminated: ${errorText(err)}`);
       }

@@ -84,6 +84,12 @@ export interface Store {
 /** The failure of one build, with the reason users will read in `stateReason`. */
 export class BuildFailure extends Error {}
 
+/**
+ * A runtime operation that could not begin (no space in the data directory,
+ * say) and left the MicroVM exactly as it was: it is safe to retry later.
+ */
+export class NotBegun extends Error {}
+
 export interface BuildJob {
   image: MicrovmImage;
   version: ImageVersion;
@@ -109,11 +115,12 @@ export interface SandboxRuntime {
   /** Frees everything the MicroVM holds. Safe to call for a MicroVM the runtime no longer knows. */
   terminate(vm: Microvm): Promise<void>;
   /**
-   * Whether one more sandbox of this version fits on this host now. A yes
-   * holds that room for the run or resume that follows, so concurrent callers
-   * cannot all be told yes for the same room.
+   * Why one more sandbox of this version does not fit on this host now (short
+   * of memory, CPU or disk), or undefined when it fits. A fit holds that room
+   * for the run or resume that follows, so concurrent callers cannot all be
+   * told yes for the same room.
    */
-  hasCapacity(version: ImageVersion): Promise<boolean>;
+  shortage(version: ImageVersion): Promise<string | undefined>;
   /** What is on the host for a MicroVM after a restart: a live sandbox, a saved checkpoint, or nothing. */
   inspect?(vm: Microvm): Promise<{ running: boolean; checkpoint: boolean }>;
   /**

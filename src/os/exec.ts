@@ -40,6 +40,7 @@ export class ExecError extends Error {
 }
 
 const MAX_STDOUT = 16 * 1024 * 1024;
+const MAX_LINE = 64 * 1024;
 
 /** The lines that say what went wrong: error and panic lines first, else the last few. */
 function summary(lines: string[]): string {
@@ -61,6 +62,11 @@ export function exec(command: string, args: string[], opts: ExecOptions = {}): P
         if (isStdout && stdout.length < MAX_STDOUT) stdout += text;
         const lines = (partial + text).split(/\r?\n/);
         partial = lines.pop() ?? "";
+        // Output without newlines must not grow without bound in memory: long runs become lines of their own.
+        while (partial.length > MAX_LINE) {
+          lines.push(partial.slice(0, MAX_LINE));
+          partial = partial.slice(MAX_LINE);
+        }
         for (const line of lines) {
           opts.onLine?.(line);
           tail.push(line);

@@ -47,6 +47,9 @@ export interface SandboxSpec {
   limits?: SandboxLimits;
 }
 
+/** The sandbox's directory, bundle or disk could not be made: runsc never started. */
+export class SandboxSetupError extends Error {}
+
 export interface GvisorOptions {
   /** runsc --root: where runsc keeps sandbox state. */
   stateRoot: string;
@@ -115,6 +118,15 @@ export class Gvisor {
   }
 
   private async writeBundle(spec: SandboxSpec): Promise<string> {
+    try {
+      return await this.makeBundle(spec);
+    } catch (err) {
+      Gvisor.forget(spec);
+      throw new SandboxSetupError(`Preparing the sandbox in ${spec.dir} failed: ${(err as Error).message}`);
+    }
+  }
+
+  private async makeBundle(spec: SandboxSpec): Promise<string> {
     const bundle = join(spec.dir, "bundle");
     mkdirSync(bundle, { recursive: true });
     const overlay = join(spec.dir, "overlay");
@@ -241,6 +253,15 @@ export class Gvisor {
    */
   execCommand(id: string, processFile: string, pidFile: string): string[] {
     return ["runsc", ...this.global, "exec", "--process", processFile, "--internal-pid-file", pidFile, id];
+  }
+
+  /** Bytes of memory the sandbox's cgroup holds now: about what a checkpoint of it writes, with its disk's contents. */
+  memoryInUse(id: string): number {
+    try {
+      return Number(readFileSync(`/sys/fs/cgroup/memory/${id}/memory.usage_in_bytes`, "utf8").trim()) || 0;
+    } catch {
+      return 0;
+    }
   }
 
   /** Whether the kernel's OOM killer struck the sandbox's memory cgroup (runsc names it after the sandbox). */

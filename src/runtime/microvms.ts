@@ -14,10 +14,10 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { join } from "node:path";
-import { limitsOf, type GuestProcess, type ImageVersion, type Microvm, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
+import { limitsOf, NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
-import { removeTree, type LogFiles } from "../os/index.js";
-import { Gvisor, type ImageConfig, type SandboxSpec } from "./gvisor.js";
+import { diskUsage, removeTree, writeFileAtomic, type LogFiles } from "../os/index.js";
+import { Gvisor, SandboxSetupError, type ImageConfig, type SandboxSpec } from "./gvisor.js";
 import { spawnGuest } from "./guest-process.js";
 import { callHook, type HookName } from "./hooks.js";
 import { DEFAULT_HOOK_PORT, memoryImageSize } from "./snapshots.js";
@@ -56,6 +56,9 @@ const HOOK_TIMEOUT_DEFAULT = 1;
 const LOAD_PER_CPU = 8;
 const RESERVATION_MS = 60_000;
 const MIB = 1024 * 1024;
+/** Room kept in the data directory beyond a checkpoint's size: for logs, the database, sandbox disks' metadata. */
+const MIN_FREE_DISK_BYTES = 256 * MIB;
+const mib = (bytes: number) => Math.max(0, Math.round(bytes / MIB));
 
 export class MicrovmRuntime implements SandboxRuntime {
   private reserved: { bytes: number; until: number }[] = [];
@@ -95,7 +98,16 @@ export class MicrovmRuntime implements SandboxRuntime {
   }
 
   private save(id: string, rec: SandboxRecord): void {
-    writeFileSync(join(this.dir(id), "sandbox.json"), JSON.stringify(rec, null, 2));
+    writeFileAtomic(join(this.dir(id), "sandbox.json"), JSON.stringify(rec, null, 2));
+  }
+
+  /** Refuses, before anything is touched, work whose output would not fit in the data directory. */
+  private ensureRoom(bytes: number, what: string): void {
+    const disk = diskUsage(this.opts.dataDir);
+    const needed = bytes + MIN_FREE_DISK_BYTES;
+    if (disk && disk.freeBytes < needed) {
+      throw new NotBegun(`the data directory (${this.opts.dataDir}) has ${mib(disk.freeBytes)} MiB free, and ${what} needs about ${mib(needed)} MiB there. Free some space and retry.`);
+    }
   }
 
   async run(vm: Microvm, version: ImageVersion): Promise<void> {
@@ -124,6 +136,9 @@ export class MicrovmRuntime implements SandboxRuntime {
   async suspend(vm: Microvm): Promise<void> {
     const rec = this.record(vm.id);
     if (!rec) throw new Error(`MicroVM ${vm.id} has no sandbox on this host`);
+    // A checkpoint cut short by a full disk can take the sandbox down with it.
+    const sandbox = join(this.dir(vm.id), "sandbox");
+    this.ensureRoom(this.opts.gvisor.memoryInUse(vm.id) + (Gvisor.diskUsage({ dir: sandbox })?.usedBytes ?? 0), "its checkpoint");
     await this.hook(vm.id, rec, "suspend");
     const checkpoint = join(this.dir(vm.id), "checkpoint");
     rmSync(checkpoint, { recursive: true, force: true });
@@ -138,14 +153,28 @@ export class MicrovmRuntime implements SandboxRuntime {
   async resume(vm: Microvm): Promise<void> {
     const rec = this.record(vm.id);
     if (!rec) throw new Error(`MicroVM ${vm.id} has no sandbox on this host`);
-    const network = await this.opts.nets.create();
-    const resumed = { ...rec, networkIndex: network.index, sandboxIp: network.sandboxIp };
-    this.save(vm.id, resumed);
+    let network: SandboxNetwork | undefined;
+    let runscBegan = false;
     try {
+      network = await this.opts.nets.create();
+      const resumed = { ...rec, networkIndex: network.index, sandboxIp: network.sandboxIp };
+      this.save(vm.id, resumed);
+      runscBegan = true;
       await this.opts.gvisor.restore(this.spec(vm, resumed, network), join(this.dir(vm.id), "checkpoint"));
+    } catch (err) {
+      if (runscBegan && !(err instanceof SandboxSetupError)) throw err;
+      // Failing before runsc began leaves the checkpoint as good as it was: undo the rest, keep it.
+      try {
+        if (network) await this.opts.nets.destroy(network);
+        this.save(vm.id, rec);
+      } catch {
+        throw err;
+      }
+      throw new NotBegun(`resuming could not begin: ${(err as Error).message}`);
     } finally {
       this.release(this.startingMemory(vm.imageArn, vm.imageVersion));
     }
+    const resumed = this.record(vm.id)!;
     rmSync(join(this.dir(vm.id), "checkpoint"), { recursive: true, force: true });
     await this.hook(vm.id, resumed, "resume");
   }
@@ -184,22 +213,29 @@ export class MicrovmRuntime implements SandboxRuntime {
   /**
    * Room for one more sandbox: after its starting memory, and that of every
    * start already promised room, the host keeps `minFreeMiB` available
-   * (MemAvailable); and the CPUs are not saturated (a 1-minute load average
-   * under LOAD_PER_CPU per core). A promise lasts until a run or resume of that
+   * (MemAvailable); the CPUs are not saturated (a 1-minute load average under
+   * LOAD_PER_CPU per core); and the data directory has room for a checkpoint
+   * of that size and then some. A promise lasts until a run or resume of that
    * size begins using the memory, or RESERVATION_MS at most.
    */
-  async hasCapacity(version: ImageVersion): Promise<boolean> {
+  async shortage(version: ImageVersion): Promise<string | undefined> {
     const memoryBytes = this.startingMemory(version.imageArn, version.version);
     const now = Date.now();
     this.reserved = this.reserved.filter((r) => r.until > now);
     const promised = this.reserved.reduce((n, r) => n + r.bytes, 0);
     const meminfo = readFileSync("/proc/meminfo", "utf8");
     const availableBytes = Number(/^MemAvailable:\s+(\d+) kB/m.exec(meminfo)?.[1] ?? 0) * 1024;
-    const memoryFits = availableBytes - promised - memoryBytes >= (this.opts.minFreeMiB ?? 1024) * MIB;
-    const cpuFree = loadavg()[0]! < LOAD_PER_CPU * availableParallelism();
-    if (!memoryFits || !cpuFree) return false;
+    const keepFree = (this.opts.minFreeMiB ?? 1024) * MIB;
+    if (availableBytes - promised - memoryBytes < keepFree) {
+      return `it has ${mib(availableBytes - promised)} MiB of memory available, this MicroVM starts with ${mib(memoryBytes)} MiB, and the host keeps ${mib(keepFree)} MiB free`;
+    }
+    const load = loadavg()[0]!;
+    if (load >= LOAD_PER_CPU * availableParallelism()) return `its CPUs are saturated (load average ${load.toFixed(1)} on ${availableParallelism()} cores)`;
+    const disk = diskUsage(this.opts.dataDir);
+    const needed = memoryBytes + MIN_FREE_DISK_BYTES;
+    if (disk && disk.freeBytes < needed) return `its data directory (${this.opts.dataDir}) has ${mib(disk.freeBytes)} MiB free, and a MicroVM needs ${mib(needed)} MiB there to be sure of its checkpoint`;
     this.reserved.push({ bytes: memoryBytes, until: now + RESERVATION_MS });
-    return true;
+    return undefined;
   }
 
   async running(): Promise<Set<string>> {

@@ -11,7 +11,7 @@ import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { SandboxLimits } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
-import { removeTree } from "../os/index.js";
+import { boundFile, removeTree } from "../os/index.js";
 import { Gvisor, type ImageConfig } from "./gvisor.js";
 import { callHook } from "./hooks.js";
 
@@ -79,11 +79,14 @@ export class Snapshotter {
       hostname: "localhost",
       network,
       dir: join(this.workDir, `${req.id}-${suffix}`),
-      logFile: join(req.dir, "snapshot-boot.log"),
+      logFile: bootLog,
       limits: req.limits,
     });
     const networks: SandboxNetwork[] = [];
     const specs: { id: string; dir: string }[] = [];
+    // The app writes this file directly (through runsc); keep it bounded while it runs.
+    const bootLog = join(req.dir, "snapshot-boot.log");
+    const bounding = setInterval(() => boundFile(bootLog), 1000);
     try {
       const bootNet = await this.nets.create();
       networks.push(bootNet);
@@ -129,6 +132,7 @@ export class Snapshotter {
       rmSync(snapshot, { recursive: true, force: true });
       throw err;
     } finally {
+      clearInterval(bounding);
       for (const s of specs) {
         await this.gvisor.destroy(s.id);
         Gvisor.forget(s);

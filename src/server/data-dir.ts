@@ -7,9 +7,10 @@
 // Later components add artifacts/, images/, snapshots/, logs/ and ca/.
 
 import { randomBytes, hkdfSync } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { writeFileAtomic } from "../os/index.js";
 
 export function defaultDataDir(): string {
   if (process.env.LMVM_DATA_DIR) return process.env.LMVM_DATA_DIR;
@@ -23,12 +24,6 @@ export const paths = (dir: string) => ({
   serverKey: join(dir, "secrets", "server.key"),
 });
 
-/** Writes a file so that readers see the old or the new content, never half of it. */
-export function writeFileAtomic(file: string, content: string | Buffer, mode = 0o600): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, content, { mode });
-  renameSync(tmp, file);
-}
 
 export interface RootCredentials {
   accessKeyId: string;

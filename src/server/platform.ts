@@ -8,14 +8,14 @@ import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance } from "fastify";
 import { buildApi, Metrics, PageTokens, SigV4Verifier } from "../api/index.js";
 import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage } from "../build/index.js";
-import { LogFiles } from "../os/index.js";
+import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { installFirewall, NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
 import { ControlPlane, systemClock, type Clock, type ImageBuilder, type SandboxRuntime } from "../core/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens } from "../proxy/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { SqliteStore } from "../store/index.js";
-import { deriveKey, paths, rootCredentials, serverKey, writeFileAtomic, type ServerInfo } from "./data-dir.js";
+import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
 import { hostPlatform } from "./host.js";
 
 export interface PlatformConfig {
@@ -187,11 +187,14 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   writeFileAtomic(files.serverInfo, JSON.stringify(info, null, 2), 0o644);
   log({ msg: "lmvm server started", api: url, endpoints: `https://<microvmId>.${config.endpointDomain}:${endpointPort}`, ca: tls.caCert, dataDir: config.dataDir, region: config.region, accountId: config.accountId });
 
+  // MicroVMs' output goes straight from runsc to their log files: bound them from here.
+  const logBounds = setInterval(() => microvmLogs.boundAll(), 5000);
   return {
     url,
     endpointPort,
     controlPlane,
     async stop() {
+      clearInterval(logBounds);
       shell?.stop();
       await proxy.stop();
       await app.close();

@@ -94,7 +94,7 @@ export class ScriptedRuntime implements SandboxRuntime {
   async terminate(vm: Microvm): Promise<void> {
     this.calls.push(`terminate ${vm.id}`);
   }
-  async hasCapacity(_version: ImageVersion): Promise<boolean> {
-    return this.capacity;
+  async shortage(_version: ImageVersion): Promise<string | undefined> {
+    return this.capacity ? undefined : "the test says it is full";
   }
 }
