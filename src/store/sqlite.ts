@@ -149,6 +149,13 @@ function withStatementCache(sqlite: Database.Database): SqliteDatabaseLike {
         stmt = sqlite.prepare(sql);
         if (cache.size < 1000) cache.set(sql, stmt);
       }
+      if (sql === "rollback") {
+        // SQLite rolls a transaction back by itself when a write fails for want of disk
+        // (SQLITE_FULL) or on an I/O error; Kysely's ROLLBACK after that would fail with
+        // "no transaction is active" and hide the cause from the caller.
+        const rollback = stmt;
+        return { reader: false, run: () => (sqlite.inTransaction ? rollback.run() : { changes: 0, lastInsertRowid: 0 }) } as unknown as ReturnType<SqliteDatabaseLike["prepare"]>;
+      }
       return stmt as unknown as ReturnType<SqliteDatabaseLike["prepare"]>;
     },
   };

@@ -6,13 +6,14 @@
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import {
   CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, GetMicrovmImageVersionCommand, ListMicrovmsCommand, ResumeMicrovmCommand, RunMicrovmCommand,
   SuspendMicrovmCommand, TerminateMicrovmCommand, UpdateMicrovmImageCommand, type LambdaMicrovmsClient,
 } from "@aws-sdk/client-lambda-microvms";
+import { mountsUnder } from "../../src/os/index.js";
 import { Gvisor, type SandboxRecord } from "../../src/runtime/index.js";
 import { makeZip } from "../support/artifacts.js";
 import { eventually, readCredentials, sdkClient, tempDir } from "../support/platform.js";
@@ -31,6 +32,50 @@ async function serves(ip: string): Promise<boolean> {
   }
 }
 
+const BUILD = { baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:busybox", buildRoleArn: "arn:aws:iam::000000000000:role/R" };
+
+/** Builds image "web" (busybox httpd on 8080) from an artifact kept in the data directory. */
+async function buildWeb(client: LambdaMicrovmsClient, dataDir: string): Promise<void> {
+  const artifact = join(dataDir, "app.zip");
+  writeFileSync(artifact, makeZip([{ name: "Dockerfile", content: "FROM lmvm/busybox\nRUN mkdir -p /www && echo ok > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n" }]));
+  await client.send(new CreateMicrovmImageCommand({ name: "web", ...BUILD, codeArtifact: { uri: `file://${artifact}` } }));
+  await eventually(async () => ((await client.send(new GetMicrovmImageCommand({ imageIdentifier: "web" }))).state === "CREATED" ? true : undefined), "the image", 300_000);
+}
+
+interface Host {
+  dataDir: string;
+  client: LambdaMicrovmsClient;
+  server: ServerProcess;
+  gvisor: Gvisor;
+}
+
+/** The records against the host: what must hold after every fault. */
+async function checkConsistent({ dataDir, client, server, gvisor }: Host, why: string): Promise<void> {
+  const sandboxRecord = (id: string) => JSON.parse(readFileSync(join(dataDir, "microvms", id, "sandbox.json"), "utf8")) as SandboxRecord;
+  // A build the kill interrupted runs again after the restart; its snapshot sandboxes have namespaces too.
+  await eventually(async () => (["CREATING", "UPDATING"].includes((await client.send(new GetMicrovmImageCommand({ imageIdentifier: "web" }))).state!) ? undefined : true), `${why}: the image's build to finish`, 300_000);
+  const vms = (await client.send(new ListMicrovmsCommand({ maxResults: 1000 }))).items ?? [];
+  const live = (await gvisor.list()).filter((s) => s.status === "running").map((s) => s.id).sort();
+  const running = vms.filter((v) => v.state === "RUNNING").map((v) => v.microvmId!).sort();
+  assert.deepEqual(live, running, `${why}: the running sandboxes are exactly the RUNNING MicroVMs`);
+  for (const id of running) assert.ok(await serves(sandboxRecord(id).sandboxIp), `${why}: RUNNING ${id} serves`);
+  for (const v of vms.filter((x) => x.state === "SUSPENDED")) assert.ok(existsSync(join(dataDir, "microvms", v.microvmId!, "checkpoint", "checkpoint.img")), `${why}: SUSPENDED ${v.microvmId} has its checkpoint`);
+  for (const v of vms.filter((x) => x.state === "TERMINATED")) {
+    const full = await client.send(new GetMicrovmCommand({ microvmIdentifier: v.microvmId! }));
+    assert.ok(!existsSync(join(dataDir, "microvms", v.microvmId!)), `${why}: TERMINATED ${v.microvmId} left no files`);
+    if (full.stateReason) assert.ok(full.stateReason.length > 10, `${why}: a reason that says something`);
+  }
+  const networks = readdirSync(join(dataDir, "networks")).sort();
+  const expected = running.map((id) => String(sandboxRecord(id).networkIndex)).sort();
+  assert.deepEqual(networks, expected, `${why}: one network namespace per RUNNING MicroVM; MicroVMs: ${vms.map((v) => `${v.microvmId}=${v.state}`).join(", ")}; server log: ${server.output().slice(-1500)}`);
+  const disks = running.map((id) => join(dataDir, "microvms", id, "sandbox", "overlay")).sort();
+  assert.deepEqual(mountsUnder(dataDir).sort(), disks, `${why}: one mounted disk per RUNNING MicroVM, none left over`);
+  for (const v of vms) assert.ok(["RUNNING", "SUSPENDED", "TERMINATED"].includes(v.state!), `${why}: ${v.microvmId} settled, not ${v.state}`);
+  const first = await client.send(new GetMicrovmImageVersionCommand({ imageIdentifier: "web", imageVersion: "1.0" }));
+  assert.equal(first.state, "SUCCESSFUL", `${why}: the SUCCESSFUL version is still there`);
+  assert.ok(existsSync(join(dataDir, "images", "web", "1.0")), `${why}: and its files`);
+}
+
 describe("faults", { timeout: 1_200_000 }, () => {
   const dataDir = tempDir("lmvm-faults-");
   let server: ServerProcess;
@@ -40,40 +85,14 @@ describe("faults", { timeout: 1_200_000 }, () => {
     server = await spawnServer(dataDir, { builds: true });
     client = sdkClient(server.url, readCredentials(dataDir));
   };
-  const sandboxRecord = (id: string) => JSON.parse(readFileSync(join(dataDir, "microvms", id, "sandbox.json"), "utf8")) as SandboxRecord;
   const all = async () => (await client.send(new ListMicrovmsCommand({ maxResults: 1000 }))).items ?? [];
   const get = (id: string) => client.send(new GetMicrovmCommand({ microvmIdentifier: id }));
 
-  /** The records against the host: what must hold after every fault. */
-  const consistent = async (why: string) => {
-    // A build the kill interrupted runs again after the restart; its snapshot sandboxes have namespaces too.
-    await eventually(async () => (["CREATING", "UPDATING"].includes((await client.send(new GetMicrovmImageCommand({ imageIdentifier: "web" }))).state!) ? undefined : true), `${why}: the image's build to finish`, 300_000);
-    const vms = await all();
-    const live = (await gvisor.list()).filter((s) => s.status === "running").map((s) => s.id).sort();
-    const running = vms.filter((v) => v.state === "RUNNING").map((v) => v.microvmId!).sort();
-    assert.deepEqual(live, running, `${why}: the running sandboxes are exactly the RUNNING MicroVMs`);
-    for (const id of running) assert.ok(await serves(sandboxRecord(id).sandboxIp), `${why}: RUNNING ${id} serves`);
-    for (const v of vms.filter((x) => x.state === "SUSPENDED")) assert.ok(existsSync(join(dataDir, "microvms", v.microvmId!, "checkpoint", "checkpoint.img")), `${why}: SUSPENDED ${v.microvmId} has its checkpoint`);
-    for (const v of vms.filter((x) => x.state === "TERMINATED")) {
-      const full = await get(v.microvmId!);
-      assert.ok(!existsSync(join(dataDir, "microvms", v.microvmId!)), `${why}: TERMINATED ${v.microvmId} left no files`);
-      if (full.stateReason) assert.ok(full.stateReason.length > 10, `${why}: a reason that says something`);
-    }
-    const networks = readdirSync(join(dataDir, "networks")).sort();
-    const expected = running.map((id) => String(sandboxRecord(id).networkIndex)).sort();
-    assert.deepEqual(networks, expected, `${why}: one network namespace per RUNNING MicroVM; MicroVMs: ${vms.map((v) => `${v.microvmId}=${v.state}`).join(", ")}; server log: ${server.output().slice(-1500)}`);
-    for (const v of vms) assert.ok(["RUNNING", "SUSPENDED", "TERMINATED"].includes(v.state!), `${why}: ${v.microvmId} settled, not ${v.state}`);
-    const first = await client.send(new GetMicrovmImageVersionCommand({ imageIdentifier: "web", imageVersion: "1.0" }));
-    assert.equal(first.state, "SUCCESSFUL", `${why}: the SUCCESSFUL version is still there`);
-    assert.ok(existsSync(join(dataDir, "images", "web", "1.0")), `${why}: and its files`);
-  };
+  const consistent = (why: string) => checkConsistent({ dataDir, client, server, gvisor }, why);
 
   before(async () => {
     await start();
-    const artifact = join(dataDir, "app.zip");
-    writeFileSync(artifact, makeZip([{ name: "Dockerfile", content: "FROM lmvm/busybox\nRUN mkdir -p /www && echo ok > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n" }]));
-    await client.send(new CreateMicrovmImageCommand({ name: "web", baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:busybox", buildRoleArn: "arn:aws:iam::000000000000:role/R", codeArtifact: { uri: `file://${artifact}` } }));
-    await eventually(async () => ((await client.send(new GetMicrovmImageCommand({ imageIdentifier: "web" }))).state === "CREATED" ? true : undefined), "the image", 300_000);
+    await buildWeb(client, dataDir);
   });
   after(async () => {
     client?.destroy();
@@ -95,7 +114,7 @@ describe("faults", { timeout: 1_200_000 }, () => {
       if (running.length) choices.push(["suspend", () => client.send(new SuspendMicrovmCommand({ microvmIdentifier: pick(running) }))]);
       if (running.length > 2) choices.push(["terminate", () => client.send(new TerminateMicrovmCommand({ microvmIdentifier: pick(running) }))]);
       if (suspended.length) choices.push(["resume", () => client.send(new ResumeMicrovmCommand({ microvmIdentifier: pick(suspended) }))]);
-      if (round % 5 === 4) choices.splice(0, choices.length, ["build", () => client.send(new UpdateMicrovmImageCommand({ imageIdentifier: "web", baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:busybox", buildRoleArn: "arn:aws:iam::000000000000:role/R", codeArtifact: { uri: `file://${join(dataDir, "app.zip")}` } }))]);
+      if (round % 5 === 4) choices.splice(0, choices.length, ["build", () => client.send(new UpdateMicrovmImageCommand({ imageIdentifier: "web", ...BUILD, codeArtifact: { uri: `file://${join(dataDir, "app.zip")}` } }))]);
       const [name, act] = pick(choices);
       actions[name] = (actions[name] ?? 0) + 1;
       void act().catch(() => undefined); // the server may die mid-call
@@ -140,5 +159,128 @@ describe("faults", { timeout: 1_200_000 }, () => {
     assert.match(vm.stateReason ?? "", /Resuming failed/);
     await consistent("after a corrupted checkpoint");
     record("faults", "a suspended MicroVM's checkpoint cut in half, then resumed", `ConflictException; TERMINATED: "${(vm.stateReason ?? "").slice(0, 120)}…"`);
+  });
+});
+
+describe("a full data directory", { timeout: 900_000 }, () => {
+  // The data directory gets a small disk of its own (a loop-mounted ext4 image), which the test then fills.
+  const root = tempDir("lmvm-fulldisk-");
+  const mountPoint = join(root, "disk");
+  const dataDir = join(mountPoint, "data");
+  let server: ServerProcess;
+  let client: LambdaMicrovmsClient;
+  let gvisor: Gvisor; // made once the disk is mounted: it creates its state directory
+  const start = async () => {
+    server = await spawnServer(dataDir, { builds: true, args: ["--microvm-disk-mib", "64"] });
+    client = sdkClient(server.url, readCredentials(dataDir));
+  };
+  const get = (id: string) => client.send(new GetMicrovmCommand({ microvmIdentifier: id }));
+  const until = (id: string, state: string) => eventually(async () => ((await get(id)).state === state ? true : undefined), `${id} ${state}`, 120_000);
+  const run = async () => {
+    const { microvmId } = await client.send(new RunMicrovmCommand({ imageIdentifier: ARN }));
+    await until(microvmId!, "RUNNING");
+    return microvmId!;
+  };
+  const fillers = [join(mountPoint, "filler-1"), join(mountPoint, "filler-2")];
+  /** Takes every free byte of the data directory's disk. */
+  const fill = () => {
+    let bytes = statfsSync(mountPoint).bavail * statfsSync(mountPoint).bsize;
+    for (;;) {
+      try {
+        execFileSync("fallocate", ["-l", String(bytes), fillers[0]!], { stdio: "ignore" });
+        break;
+      } catch {
+        bytes -= 1 << 20;
+      }
+    }
+    execFileSync("sh", ["-c", `dd if=/dev/zero of=${fillers[1]} bs=4k 2>/dev/null; true`]);
+    return statfsSync(mountPoint).bavail * statfsSync(mountPoint).bsize;
+  };
+
+  before(async () => {
+    execFileSync("truncate", ["-s", "1G", join(root, "disk.img")]);
+    execFileSync("mkfs.ext4", ["-q", "-F", join(root, "disk.img")]);
+    mkdirSync(mountPoint);
+    execFileSync("mount", ["-o", "loop", join(root, "disk.img"), mountPoint]);
+    gvisor = new Gvisor({ stateRoot: join(dataDir, "runsc", "microvms") });
+    await start();
+    await buildWeb(client, dataDir);
+  });
+  after(async () => {
+    client?.destroy();
+    await server?.kill();
+    await freeSandboxes(dataDir);
+    if (mountsUnder(mountPoint).length) execFileSync("umount", ["--lazy", mountPoint]);
+  });
+
+  test("runs, resumes, suspends and builds are refused or fail cleanly, nothing is lost, and all works again once space is freed", async () => {
+    const running = await run();
+    const suspended = await run();
+    await client.send(new SuspendMicrovmCommand({ microvmIdentifier: suspended }));
+    await until(suspended, "SUSPENDED");
+    const left = fill();
+    assert.ok(left < 1 << 20, `the disk is full (${left} bytes left)`);
+
+    // A new MicroVM: refused, naming the data directory.
+    const runError = await client.send(new RunMicrovmCommand({ imageIdentifier: ARN })).then(() => undefined, (e: Error) => e);
+    assert.equal(runError?.name, "InsufficientCapacityException", String(runError));
+    assert.match(runError!.message, /data directory .* has 0 MiB free/);
+    // Resuming: refused, the MicroVM stays SUSPENDED with its checkpoint.
+    const resumeError = await client.send(new ResumeMicrovmCommand({ microvmIdentifier: suspended })).then(() => undefined, (e: Error) => e);
+    assert.equal(resumeError?.name, "ConflictException", String(resumeError));
+    assert.match(resumeError!.message, /stays SUSPENDED.*data directory/);
+    assert.equal((await get(suspended)).state, "SUSPENDED");
+    // Suspending: refused outright when even its record cannot be written (ServiceException), else
+    // accepted and undone, since the checkpoint would not fit; either way the MicroVM goes on RUNNING and serves.
+    const suspend = await client.send(new SuspendMicrovmCommand({ microvmIdentifier: running })).then(() => undefined, (e: Error) => e);
+    let suspendOutcome: string;
+    if (suspend) {
+      assert.equal(suspend.name, "ServiceException", String(suspend));
+      assert.match(suspend.message, /data directory is full/);
+      assert.equal((await get(running)).state, "RUNNING");
+      suspendOutcome = `ServiceException "${suspend.message.slice(0, 60)}…", stayed RUNNING`;
+    } else {
+      const kept = await eventually(async () => {
+        const vm = await get(running);
+        return vm.state === "RUNNING" && vm.stateReason ? vm : undefined;
+      }, "the suspend to be undone", 60_000);
+      assert.match(kept.stateReason!, /Suspending failed, so the MicroVM kept running: .*data directory .* MiB free/);
+      suspendOutcome = `accepted, then kept RUNNING: "${kept.stateReason!.slice(0, 80)}…"`;
+    }
+    // A build: refused with a ServiceException that says the disk is full, or accepted and FAILED with the reason.
+    const update = await client.send(new UpdateMicrovmImageCommand({ imageIdentifier: "web", ...BUILD, codeArtifact: { uri: `file://${join(dataDir, "app.zip")}` } })).then(() => undefined, (e: Error) => e);
+    let buildOutcome: string;
+    if (update) {
+      assert.equal(update.name, "ServiceException", String(update));
+      assert.match(update.message, /data directory is full/);
+      buildOutcome = `UpdateMicrovmImage: ServiceException "${update.message.slice(0, 60)}…"`;
+    } else {
+      const version = await eventually(async () => {
+        const v = await client.send(new GetMicrovmImageVersionCommand({ imageIdentifier: "web", imageVersion: "2.0" }));
+        return v.state === "FAILED" || v.state === "SUCCESSFUL" ? v : undefined;
+      }, "the build on a full disk", 300_000);
+      assert.equal(version.state, "FAILED");
+      assert.match(version.stateReason ?? "", /No space left on device|data directory/i);
+      buildOutcome = `build FAILED: "${(version.stateReason ?? "").slice(0, 80)}…"`;
+    }
+    assert.equal(server.child.exitCode, null, `the server is still up: ${server.output().slice(-800)}`);
+
+    // Space again: everything works, nothing was lost.
+    for (const f of fillers) rmSync(f, { force: true });
+    await client.send(new ResumeMicrovmCommand({ microvmIdentifier: suspended }));
+    await until(suspended, "RUNNING");
+    await client.send(new SuspendMicrovmCommand({ microvmIdentifier: running }));
+    await until(running, "SUSPENDED");
+    const fresh = await run();
+    await checkConsistent({ dataDir, client, server, gvisor }, "after the disk was freed");
+    // And a restart finds the same.
+    await server.kill("SIGKILL");
+    client.destroy();
+    await start();
+    await checkConsistent({ dataDir, client, server, gvisor }, "after a restart");
+    assert.equal((await get(fresh)).state, "RUNNING");
+    record("faults", "the data directory's disk filled up (1 GiB disk, every byte taken)", "refused or failed cleanly; the server stayed up; all worked again once freed, restart included", {
+      RunMicrovm: runError!.name, ResumeMicrovm: `${resumeError!.name}, stayed SUSPENDED`, SuspendMicrovm: suspendOutcome, build: buildOutcome,
+    });
   });
 });
