@@ -54,7 +54,8 @@ export async function mountScratchDisk(image: string, mountPoint: string, sizeMi
   // No journal and no reserved blocks: the disk lives exactly as long as its sandbox.
   // Few inodes: gVisor keeps all of a sandbox's files in one filestore file.
   await run("mkfs.ext4", ["-q", "-F", "-m", "0", "-N", "64", "-O", "^has_journal", "-E", "nodiscard,lazy_itable_init=1", image]);
-  await run("mount", ["-o", "loop,nosuid,nodev,noexec", image, mountPoint]);
+  // Not noexec: gVisor maps the filestore into the app's address space, executable pages included.
+  await run("mount", ["-o", "loop,nosuid,nodev", image, mountPoint]);
 }
 
 /** Bytes used and free on the filesystem holding `path`, or undefined when it is gone. */

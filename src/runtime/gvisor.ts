@@ -264,6 +264,17 @@ export class Gvisor {
     }
   }
 
+  /** CFS bandwidth counters of the sandbox's CPU cgroup: scheduling periods it ran in, and those it was held back in. */
+  cpuThrottling(id: string): { periods: number; throttled: number } | undefined {
+    try {
+      const stat = readFileSync(`/sys/fs/cgroup/cpu/${id}/cpu.stat`, "utf8");
+      const field = (name: string) => Number(new RegExp(`^${name} (\\d+)`, "m").exec(stat)?.[1] ?? 0);
+      return { periods: field("nr_periods"), throttled: field("nr_throttled") };
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Whether the kernel's OOM killer struck the sandbox's memory cgroup (runsc names it after the sandbox). */
   async oomKilled(id: string): Promise<boolean> {
     try {

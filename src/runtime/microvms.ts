@@ -56,12 +56,16 @@ const HOOK_TIMEOUT_DEFAULT = 1;
 const LOAD_PER_CPU = 8;
 const RESERVATION_MS = 60_000;
 const MIB = 1024 * 1024;
+/** Held back in this share of its CPU periods, a MicroVM is reported as using all the CPU it may. */
+const THROTTLED_SHARE = 0.5;
 /** Room kept in the data directory beyond a checkpoint's size: for logs, the database, sandbox disks' metadata. */
 const MIN_FREE_DISK_BYTES = 256 * MIB;
 const mib = (bytes: number) => Math.max(0, Math.round(bytes / MIB));
 
 export class MicrovmRuntime implements SandboxRuntime {
   private reserved: { bytes: number; until: number }[] = [];
+  /** The CPU counters each MicroVM had at the last condition check. */
+  private readonly cpuSamples = new Map<string, { periods: number; throttled: number }>();
 
   constructor(private readonly opts: MicrovmRuntimeOptions) {}
 
@@ -148,6 +152,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     });
     Gvisor.forget({ dir: join(this.dir(vm.id), "sandbox") });
     await this.opts.nets.destroy(this.opts.nets.describe(rec.networkIndex));
+    this.cpuSamples.delete(vm.id); // a restored sandbox has new counters
   }
 
   async resume(vm: Microvm): Promise<void> {
@@ -180,6 +185,7 @@ export class MicrovmRuntime implements SandboxRuntime {
   }
 
   async terminate(vm: Microvm): Promise<void> {
+    this.cpuSamples.delete(vm.id);
     const rec = this.record(vm.id);
     const suspended = existsSync(join(this.dir(vm.id), "checkpoint"));
     if (rec && !suspended) await this.hook(vm.id, rec, "terminate").catch(() => undefined); // best effort: it is going anyway
@@ -242,10 +248,26 @@ export class MicrovmRuntime implements SandboxRuntime {
     return new Set((await this.opts.gvisor.list()).filter((s) => s.status === "running").map((s) => s.id));
   }
 
+  /** What the app is up against now: a full disk, or its CPU limit since the last call. */
   async condition(vm: Microvm): Promise<string | undefined> {
+    const found: string[] = [];
     const disk = Gvisor.diskUsage({ dir: join(this.dir(vm.id), "sandbox") });
-    if (!disk || disk.freeBytes > Math.max(MIB, disk.sizeBytes / 100)) return undefined;
-    return `Its disk is full: the app has written ${Math.round(disk.usedBytes / MIB)} MiB of the ${this.opts.gvisor.diskMiB} MiB a MicroVM may (lmvm server --microvm-disk-mib); its writes fail with ENOSPC until it deletes files.`;
+    if (disk && disk.freeBytes <= Math.max(MIB, disk.sizeBytes / 100)) {
+      found.push(`Its disk is full: the app has written ${Math.round(disk.usedBytes / MIB)} MiB of the ${this.opts.gvisor.diskMiB} MiB a MicroVM may (lmvm server --microvm-disk-mib); its writes fail with ENOSPC until it deletes files.`);
+    }
+    const cpu = this.opts.gvisor.cpuThrottling(vm.id);
+    const before = this.cpuSamples.get(vm.id);
+    if (cpu) this.cpuSamples.set(vm.id, cpu);
+    if (cpu && before) {
+      const periods = cpu.periods - before.periods;
+      const share = periods > 0 ? (cpu.throttled - before.throttled) / periods : 0;
+      // Ten 100 ms periods at least: a burst is not a condition.
+      if (periods >= 10 && share >= THROTTLED_SHARE) {
+        const vcpus = this.record(vm.id)?.limits?.vcpus;
+        found.push(`It is using all the CPU it may${vcpus ? ` (${vcpus} vCPU)` : ""}: the kernel held it back in ${Math.round(share * 100)}% of its recent scheduling periods. More memory in the image's resources brings more vCPUs.`);
+      }
+    }
+    return found.length ? found.join(" ") : undefined;
   }
 
   async exitReason(vm: Microvm): Promise<string | undefined> {

@@ -1,5 +1,6 @@
 // MicroVMs and their tokens through the official SDK client. The sandbox
-// runtime is scripted (test/support/scripted.ts) until the gVisor runtime lands.
+// runtime is scripted (test/support/scripted.ts), so that runtime steps can
+// fail or report trouble on cue; test/e2e runs the real one.
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -8,6 +9,7 @@ import {
   DeleteMicrovmImageVersionCommand, GetMicrovmCommand, GetMicrovmImageCommand, ListMicrovmsCommand, ResumeMicrovmCommand,
   RunMicrovmCommand, SuspendMicrovmCommand, TerminateMicrovmCommand, UpdateMicrovmImageVersionCommand,
 } from "@aws-sdk/client-lambda-microvms";
+import { NotBegun } from "../../src/core/index.js";
 import { MicrovmTokens, portAllowed } from "../../src/proxy/index.js";
 import { deriveKey, serverKey } from "../../src/server/data-dir.js";
 import { eventually, imageRequest, startTestPlatform, type TestPlatform } from "../support/platform.js";
@@ -137,6 +139,44 @@ describe("microvms", () => {
       () => t.client.send(new CreateMicrovmAuthTokenCommand({ microvmIdentifier: "microvm-00000000000000000", expirationInMinutes: 5, allowedPorts: [{ allPorts: {} }] })),
       () => t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: "microvm-00000000000000000", expirationInMinutes: 5 })),
     ]) await rejects(send(), "ResourceNotFoundException");
+  });
+
+  test("a live sandbox's standing trouble shows in its RUNNING MicroVM's stateReason, and goes with the trouble", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    const reason = async () => (await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).stateReason;
+    runtime.conditions.set(id, "Its disk is full: test.");
+    await t.platform.controlPlane.microvms.checkSandboxes();
+    assert.equal(await reason(), "Its disk is full: test.");
+    assert.equal(await state(id), "RUNNING");
+    runtime.conditions.delete(id);
+    await t.platform.controlPlane.microvms.checkSandboxes();
+    assert.equal(await reason(), undefined);
+    // A transition's own reason is not the runtime's to clear.
+    runtime.conditions.set(id, "Its disk is full: test.");
+    await t.platform.controlPlane.microvms.checkSandboxes();
+    runtime.failNext.suspend = "no room";
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
+    await eventually(async () => ((await reason())?.startsWith("Suspending failed") ? true : undefined), "the failed suspend's reason");
+    runtime.conditions.delete(id);
+    await t.platform.controlPlane.microvms.checkSandboxes();
+    assert.match((await reason()) ?? "", /^Suspending failed, so the MicroVM kept running: no room/);
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+  });
+
+  test("a resume that could not begin leaves the MicroVM SUSPENDED; one that failed later terminates it", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "SUSPENDED");
+    runtime.failNext.resume = new NotBegun("resuming could not begin: no room for its disk");
+    await rejects(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id })), "ConflictException", /stays SUSPENDED, its checkpoint kept: resuming could not begin: no room for its disk/);
+    assert.equal(await state(id), "SUSPENDED");
+    runtime.failNext.resume = "the checkpoint is corrupt";
+    await rejects(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id })), "ConflictException", /failed, so it was terminated: the checkpoint is corrupt/);
+    assert.equal(await state(id), "TERMINATED");
   });
 
   test("no capacity is InsufficientCapacityException and creates nothing", async () => {

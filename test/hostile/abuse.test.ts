@@ -59,22 +59,30 @@ describe("resource abuse", { timeout: 900_000 }, () => {
   });
   after(() => t.stop());
 
-  /** Runs `script` in a fresh abuser while probing the neighbour; returns the neighbour's latencies and the abuser. */
+  /**
+   * Runs `script` in a fresh abuser while probing the neighbour; returns the
+   * neighbour's latencies, the abuser, and the stateReasons it showed meanwhile.
+   */
   const during = async (script: string) => {
     const abuser = await run();
     const latencies: number[] = [];
+    const reasons = new Set<string>();
     let failures = 0;
     let done = false;
     const abuse = lmvm(["exec", abuser, "--data-dir", t.dataDir, "--endpoint-url", t.platform.url, "--", "sh", "-c", script]).finally(() => (done = true));
     const started = Date.now();
-    while (!done && Date.now() - started < 20_000) {
+    for (let i = 0; !done && Date.now() - started < 20_000; i++) {
       const ms = await probe(ipOf(neighbour));
       if (ms === undefined) failures++;
       else latencies.push(ms);
+      if (i % 5 === 0) {
+        const reason = (await t.client.send(new GetMicrovmCommand({ microvmIdentifier: abuser }))).stateReason;
+        if (reason) reasons.add(reason);
+      }
       await new Promise((r) => setTimeout(r, 100));
     }
     await abuse;
-    return { abuser, latencies, failures };
+    return { abuser, latencies, failures, reasons: [...reasons] };
   };
 
   const check = (what: string, r: { latencies: number[]; failures: number }, outcome: string) => {
@@ -85,15 +93,17 @@ describe("resource abuse", { timeout: 900_000 }, () => {
     record("abuse", what, outcome, { "neighbour probes": r.latencies.length, "neighbour p50 ms": p50.toFixed(1), "neighbour p99 ms": p99.toFixed(1), "neighbour failures": r.failures });
   };
 
-  test("a CPU spinner is held to its vCPU; the neighbour keeps answering", async () => {
+  test("a CPU spinner is held to its vCPU and reported; the neighbour keeps answering", async () => {
     const r = await during("timeout 8 sh -c 'while :; do :; done' & timeout 8 sh -c 'while :; do :; done'; wait; true");
-    check("CPU spinner (2 busy loops, 8 s, in a 1-vCPU MicroVM)", r, "contained by the CPU quota");
+    const reported = r.reasons.find((x) => /using all the CPU it may \(1 vCPU\)/.test(x));
+    assert.ok(reported, `the abuser's stateReason said it was held at its CPU limit; it said: ${JSON.stringify(r.reasons)}`);
+    check("CPU spinner (2 busy loops, 8 s, in a 1-vCPU MicroVM)", r, `held by the CPU quota; RUNNING with "${reported.slice(0, 70)}…"`);
     assert.equal((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: r.abuser }))).state, "RUNNING");
   });
 
   test("a fork bomb stays inside its MicroVM", async () => {
     const r = await during("timeout 8 sh -c 'bomb() { bomb | bomb & }; bomb' 2>/dev/null; sleep 1; true");
-    check("fork bomb (8 s)", r, "contained in its sandbox");
+    check("fork bomb (8 s)", r, `contained in its sandbox; stateReasons meanwhile: ${r.reasons.map((x) => `"${x.slice(0, 50)}…"`).join(", ") || "none"}`);
     const state = (await t.client.send(new GetMicrovmCommand({ microvmIdentifier: r.abuser }))).state;
     assert.ok(state === "RUNNING" || state === "TERMINATED", state);
   });
@@ -123,8 +133,8 @@ describe("resource abuse", { timeout: 900_000 }, () => {
     const write = await lmvm(["exec", r.abuser, "--data-dir", t.dataDir, "--endpoint-url", t.platform.url, "--", "sh", "-c", "echo more > /more"]);
     assert.notEqual(write.code, 0, "a further write fails");
     assert.match(write.stderr + write.stdout, /No space left on device/);
-    const freed = await lmvm(["exec", r.abuser, "--data-dir", t.dataDir, "--endpoint-url", t.platform.url, "--", "sh", "-c", "rm /fill && echo fine > /more && cat /more"]);
-    assert.equal(freed.stdout.trim(), "fine", `after deleting, writes work: ${freed.stderr}`);
+    const freed = await lmvm(["exec", r.abuser, "--data-dir", t.dataDir, "--endpoint-url", t.platform.url, "--", "sh", "-c", "rm /fill && echo fine > /more && cat /more && mkdir /own && cp /bin/busybox /own/busybox && /own/busybox echo ran-from-its-disk"]);
+    assert.equal(freed.stdout.trim(), "fine\nran-from-its-disk", `after deleting, writes work, and programs written to the disk run: ${freed.stderr}`);
     await eventually(async () => ((await state(r.abuser)).stateReason === undefined ? true : undefined), "the full-disk reason to clear", 15_000);
     check(`disk filler (${DISK_MIB * 4} MiB into a ${DISK_MIB} MiB disk)`, r, `ENOSPC; host file ${(hostBytes / 1024 / 1024).toFixed(0)} MiB; RUNNING with "${full.stateReason?.slice(0, 60)}…", cleared once freed`);
     assert.equal((await state(neighbour)).state, "RUNNING");

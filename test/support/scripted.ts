@@ -70,16 +70,29 @@ export class ScriptedBuilder implements ImageBuilder {
 export class ScriptedRuntime implements SandboxRuntime {
   readonly calls: string[] = [];
   capacity = true;
-  failNext: Partial<Record<"run" | "suspend" | "resume", string>> = {};
+  /** The next call of that kind fails with this message, or this error. */
+  failNext: Partial<Record<"run" | "suspend" | "resume", string | Error>> = {};
+  /** Standing troubles to report, by MicroVM id. */
+  readonly conditions = new Map<string, string>();
+  private readonly alive = new Set<string>();
 
   private act(what: "run" | "suspend" | "resume", vm: Microvm): Promise<void> {
     this.calls.push(`${what} ${vm.id}`);
     const failure = this.failNext[what];
     if (failure) {
       delete this.failNext[what];
-      return Promise.reject(new Error(failure));
+      return Promise.reject(failure instanceof Error ? failure : new Error(failure));
     }
+    if (what === "suspend") this.alive.delete(vm.id);
+    else this.alive.add(vm.id);
     return Promise.resolve();
+  }
+
+  async running(): Promise<Set<string>> {
+    return new Set(this.alive);
+  }
+  async condition(vm: Microvm): Promise<string | undefined> {
+    return this.conditions.get(vm.id);
   }
 
   run(vm: Microvm, _version: ImageVersion): Promise<void> {
@@ -93,6 +106,7 @@ export class ScriptedRuntime implements SandboxRuntime {
   }
   async terminate(vm: Microvm): Promise<void> {
     this.calls.push(`terminate ${vm.id}`);
+    this.alive.delete(vm.id);
   }
   async shortage(_version: ImageVersion): Promise<string | undefined> {
     return this.capacity ? undefined : "the test says it is full";
