@@ -15,10 +15,12 @@ const MIB = 1024 * 1024;
 export const MAX_LOG_BYTES = 64 * MIB;
 
 /**
- * Keeps `file` under `maxBytes`: once past it, keeps the newest half (from a
- * line start) after a line saying how much was dropped. Writers must append
- * (O_APPEND), as runsc and LogWriter do, so their next write lands at the new
- * end; a line written during the trim itself may be lost. Returns whether it trimmed.
+ * Keeps `file` under `maxBytes`: once past three quarters of it, keeps the
+ * newest half (from a line start) after a line saying how much was dropped;
+ * the quarter left is room for what is written until the next check. Writers
+ * must append (O_APPEND), as runsc and LogWriter do, so their next write lands
+ * at the new end; a line written during the trim itself may be lost. Returns
+ * whether it trimmed.
  */
 export function boundFile(file: string, maxBytes = MAX_LOG_BYTES): boolean {
   let size: number;
@@ -27,7 +29,7 @@ export function boundFile(file: string, maxBytes = MAX_LOG_BYTES): boolean {
   } catch {
     return false;
   }
-  if (size <= maxBytes) return false;
+  if (size <= (maxBytes * 3) / 4) return false;
   const keep = Math.floor(maxBytes / 2);
   const fd = openSync(file, "r+");
   let tail: Buffer;
@@ -63,7 +65,8 @@ export class LogWriter {
     if (this.failed) return;
     this.stream.write(`${text}\n`);
     this.written += Buffer.byteLength(text) + 1;
-    if (this.written > this.maxBytes / 2) {
+    // Checked every eighth: at most 3/4 at a check, plus two eighths written around it.
+    if (this.written > this.maxBytes / 8) {
       // Writes are queued: trim once what was asked is on disk.
       this.written = 0;
       this.stream.write("", () => boundFile(this.file, this.maxBytes));
