@@ -27,7 +27,7 @@ const TITLES: Record<string, string> = {
   artifacts: "Hostile code artifacts and builds",
   abuse: "Resource abuse inside one MicroVM (a neighbour MicroVM probed every 100 ms throughout)",
   proxy: "Hostile traffic to the endpoint proxy (a bystander MicroVM probed every 50 ms throughout)",
-  faults: "Faults: the server killed, a sandbox killed, a checkpoint corrupted",
+  faults: "Faults: the server killed, a sandbox killed, a checkpoint corrupted, the data directory full",
   load: "Load",
 };
 
