@@ -79,7 +79,8 @@ export class Buildah {
       [
         "--mount", "--propagation", "private", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--",
         "buildah", ...this.global, "build",
-        "--isolation", "chroot", "--pull=never", "--layers",
+        // --force-rm: a failed or stopped step's working container (and all it wrote) goes too.
+        "--isolation", "chroot", "--pull=never", "--layers", "--force-rm",
         "--file", join(context, "Dockerfile"), "--tag", tag,
         "--output", `type=local,dest=${rootfs}`,
         context,

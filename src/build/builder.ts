@@ -19,7 +19,7 @@ import { fetchArtifact } from "./artifacts.js";
 import { BaseImages } from "./base-images.js";
 import { Buildah, type OciConfig } from "./buildah.js";
 import { fromImages } from "./dockerfile.js";
-import { ExecError, type LogFiles } from "../os/index.js";
+import { diskUsage, ExecError, killGrandchildren, type LogFiles } from "../os/index.js";
 import { safeUnzip } from "./unzip.js";
 import type { Snapshotter } from "../runtime/index.js";
 
@@ -36,6 +36,10 @@ export interface BuilderOptions {
   /** Boots the built app and checkpoints it (src/runtime); without one, builds end at the root filesystem. */
   snapshotter?: Snapshotter;
 }
+
+const MIB = 1024 * 1024;
+/** Room a build must leave in the data directory (for MicroVMs' checkpoints, logs, the database). */
+const MIN_FREE_DISK_MIB = 1024;
 
 export const DEFAULT_LIMITS = { maxArtifactBytes: 256 * 1024 * 1024, maxUncompressedBytes: 1024 * 1024 * 1024, maxFiles: 50_000 };
 
@@ -137,14 +141,18 @@ export class DockerfileBuilder implements ImageBuilder {
 
       log.step("Building the Dockerfile (buildah, no network)");
       const staging = join(work, "rootfs");
+      const guard = this.diskGuard();
       try {
-        await this.buildah.build(join(work, "context"), tag, staging, { ...exec, keepLines: 60 });
+        await this.buildah.build(join(work, "context"), tag, staging, { ...exec, keepLines: 60, onSpawn: guard.watch });
       } catch (err) {
+        if (guard.tripped) throw new BuildFailure(guard.tripped);
         if (!(err instanceof ExecError)) throw err;
         const lines = err.result.tail.filter((l) => l.trim());
         const step = failedStep(lines) ?? "the Dockerfile";
         const last = lines.slice(-12).join("\n").slice(-1500);
         throw new BuildFailure(`Dockerfile ${step} failed (${err.result.code === null ? `signal ${err.result.signal}` : `exit status ${err.result.code}`}). Last lines of its output:\n${last}`);
+      } finally {
+        guard.stop();
       }
 
       log.step("Saving the root filesystem and image config");
@@ -184,6 +192,32 @@ export class DockerfileBuilder implements ImageBuilder {
       rmSync(work, { recursive: true, force: true });
       await log.close();
     }
+  }
+
+  /**
+   * Stops a Dockerfile's RUN steps when the data directory runs low, keeping
+   * MIN_FREE_DISK_MIB free for everything else: its processes are killed, so
+   * the step fails and buildah itself removes the working container (--force-rm)
+   * and what it wrote.
+   */
+  private diskGuard() {
+    const state = { tripped: undefined as string | undefined, pid: undefined as number | undefined, kills: 0 };
+    const timer = setInterval(() => {
+      // A few rounds catch processes forked meanwhile; then buildah is left to clean up.
+      if (state.kills >= 4 || state.pid === undefined) return;
+      const disk = diskUsage(this.opts.dataDir);
+      if (!state.tripped && (!disk || disk.freeBytes >= MIN_FREE_DISK_MIB * MIB)) return;
+      state.kills++;
+      state.tripped ??= `The Dockerfile's build was stopped: it brought the data directory (${this.opts.dataDir}) down to ${Math.round((disk?.freeBytes ?? 0) / MIB)} MiB free, and lmvm keeps ${MIN_FREE_DISK_MIB} MiB free there. A RUN step may be writing far too much; otherwise free some space, then update the image to build again.`;
+      killGrandchildren(state.pid);
+    }, 250);
+    return {
+      get tripped() {
+        return state.tripped;
+      },
+      watch: (pid: number) => (state.pid = pid),
+      stop: () => clearInterval(timer),
+    };
   }
 
   async recover(): Promise<void> {

@@ -16,6 +16,8 @@ export interface ExecOptions {
   env?: NodeJS.ProcessEnv;
   /** How many trailing lines to keep for the result. */
   keepLines?: number;
+  /** Told the pid of the process started (setpriv, which becomes the command). */
+  onSpawn?: (pid: number) => void;
 }
 
 export interface ExecResult {
@@ -52,6 +54,7 @@ export function exec(command: string, args: string[], opts: ExecOptions = {}): P
   return new Promise((resolve, reject) => {
     if (opts.signal?.aborted) return reject(new Error("aborted"));
     const child = spawn("setpriv", ["--pdeathsig", "KILL", "--", command, ...args], { cwd: opts.cwd, env: opts.env ?? process.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    if (child.pid) opts.onSpawn?.(child.pid);
     const keep = opts.keepLines ?? 40;
     const tail: string[] = [];
     let stdout = "";

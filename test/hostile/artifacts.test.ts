@@ -1,18 +1,21 @@
 // Hostile code artifacts and builds: zip bombs, zip-slip, absolute paths,
-// symlinks out of the archive, and RUN steps that print hundreds of megabytes,
-// with and without newlines. Each bad archive fails its build with a reason
-// that names the entry and leaves nothing behind; a chatty build succeeds
-// with its log bounded on disk and the server's memory bounded.
+// symlinks out of the archive, RUN steps that print hundreds of megabytes,
+// with and without newlines, and a RUN step that tries to fill the disk. Each
+// bad archive fails its build with a reason that names the entry and leaves
+// nothing behind; a chatty build succeeds with its log bounded on disk and the
+// server's memory bounded; the disk filler is stopped with room left, and what
+// it wrote is gone.
 // (RUN steps that try to reach the host are in isolation.test.ts.)
 
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statfsSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { CreateMicrovmImageCommand, GetMicrovmImageBuildCommand, GetMicrovmImageVersionCommand, ListMicrovmImageBuildsCommand } from "@aws-sdk/client-lambda-microvms";
 import { MAX_LOG_BYTES } from "../../src/os/index.js";
 import { BASE_IMAGE_CACHE, makeZip, type ZipEntry } from "../support/artifacts.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
+import { smallDisk, type SmallDisk } from "../support/small-disk.js";
 import { record } from "./report.js";
 
 const MIB = 1024 * 1024;
@@ -108,6 +111,48 @@ describe("hostile artifacts", { timeout: 900_000 }, () => {
     assert.ok(r.growthMiB < 256, `the server's memory grew by ${r.growthMiB.toFixed(0)} MiB`);
     record("artifacts", "RUN steps printing 190 MB of lines, then 100 MB without a newline", "SUCCESSFUL; the log trimmed to its newest part", {
       "log on disk MiB": (size / MIB).toFixed(1), "log limit MiB": MAX_LOG_BYTES / MIB, "server memory growth MiB": r.growthMiB.toFixed(0),
+    });
+  });
+});
+
+describe("a build that fills the disk", { timeout: 900_000 }, () => {
+  let t: TestPlatform;
+  let disk: SmallDisk;
+
+  before(async () => {
+    disk = smallDisk("3G");
+    t = await startTestPlatform({ builder: undefined, snapshots: false, baseImageCache: BASE_IMAGE_CACHE, dataDir: join(disk.mountPoint, "data") });
+  });
+  after(async () => {
+    await t.stop();
+    disk.release();
+  });
+
+  const free = () => statfsSync(disk.mountPoint).bavail * statfsSync(disk.mountPoint).bsize;
+  const buildOf = async (name: string, dockerfile: string) => {
+    const file = join(tempDir("lmvm-artifact-"), "app.zip");
+    writeFileSync(file, makeZip([{ name: "Dockerfile", content: dockerfile }]));
+    await t.client.send(new CreateMicrovmImageCommand({ name, baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:busybox", buildRoleArn: "arn:aws:iam::000000000000:role/R", codeArtifact: { uri: `file://${file}` } }));
+    return eventually(async () => {
+      const v = await t.client.send(new GetMicrovmImageVersionCommand({ imageIdentifier: name, imageVersion: "1.0" }));
+      return v.state === "SUCCESSFUL" || v.state === "FAILED" ? v : undefined;
+    }, `build of ${name}`, 600_000);
+  };
+
+  test("a RUN step writing 8 GB into a 3 GiB data directory is stopped with 1 GiB left, and what it wrote is removed", async () => {
+    await buildOf("warm", "FROM lmvm/busybox\nRUN true\n"); // the base image in buildah's store, so the figures below are the filler's alone
+    const before = free();
+    let lowest = before;
+    const sampler = setInterval(() => (lowest = Math.min(lowest, free())), 100);
+    const version = await buildOf("filler", "FROM lmvm/busybox\nRUN dd if=/dev/zero of=/fill bs=1M count=8000\n").finally(() => clearInterval(sampler));
+    assert.equal(version.state, "FAILED");
+    assert.match(version.stateReason ?? "", /build was stopped: it brought the data directory .* down to \d+ MiB free, and lmvm keeps 1024 MiB free there/);
+    assert.ok(lowest > 256 * MIB, `the disk kept room: at its lowest ${Math.round(lowest / MIB)} MiB free`);
+    const after = await eventually(async () => (free() >= before - 64 * MIB ? free() : undefined), "the filler's data to be removed", 30_000);
+    const next = await buildOf("after", "FROM lmvm/busybox\nRUN echo fine > /fine\n");
+    assert.equal(next.state, "SUCCESSFUL", next.stateReason);
+    record("artifacts", "a RUN step writing 8 GB into a 3 GiB data directory", `FAILED: "${version.stateReason!.slice(0, 90)}…"; the next build succeeded`, {
+      "free before MiB": Math.round(before / MIB), "lowest free MiB": Math.round(lowest / MIB), "free after MiB": Math.round(after / MIB),
     });
   });
 });

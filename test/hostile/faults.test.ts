@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, truncateSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statfsSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import {
@@ -19,6 +19,7 @@ import { makeZip } from "../support/artifacts.js";
 import { eventually, readCredentials, sdkClient, tempDir } from "../support/platform.js";
 import { spawnServer, type ServerProcess } from "../support/processes.js";
 import { freeSandboxes } from "../support/sandboxes.js";
+import { smallDisk, type SmallDisk } from "../support/small-disk.js";
 import { record } from "./report.js";
 
 const ROUNDS = 20;
@@ -169,9 +170,9 @@ describe("faults", { timeout: 1_200_000 }, () => {
 
 describe("a full data directory", { timeout: 900_000 }, () => {
   // The data directory gets a small disk of its own (a loop-mounted ext4 image), which the test then fills.
-  const root = tempDir("lmvm-fulldisk-");
-  const mountPoint = join(root, "disk");
-  const dataDir = join(mountPoint, "data");
+  let disk: SmallDisk;
+  let mountPoint: string;
+  let dataDir: string;
   let server: ServerProcess;
   let client: LambdaMicrovmsClient;
   let gvisor: Gvisor; // made once the disk is mounted: it creates its state directory
@@ -186,34 +187,33 @@ describe("a full data directory", { timeout: 900_000 }, () => {
     await until(microvmId!, "RUNNING");
     return microvmId!;
   };
-  const fillers = [join(mountPoint, "filler-1"), join(mountPoint, "filler-2")];
+  const fillers = () => [join(mountPoint, "filler-1"), join(mountPoint, "filler-2")];
   /** Takes every free byte of the data directory's disk. */
   const fill = () => {
     let bytes = statfsSync(mountPoint).bavail * statfsSync(mountPoint).bsize;
     for (;;) {
       try {
-        execFileSync("fallocate", ["-l", String(bytes), fillers[0]!], { stdio: "ignore" });
+        execFileSync("fallocate", ["-l", String(bytes), fillers()[0]!], { stdio: "ignore" });
         break;
       } catch {
         bytes -= 1 << 20;
       }
     }
-    execFileSync("sh", ["-c", `dd if=/dev/zero of=${fillers[1]} bs=4k 2>/dev/null; true`]);
+    execFileSync("sh", ["-c", `dd if=/dev/zero of=${fillers()[1]} bs=4k 2>/dev/null; true`]);
     return statfsSync(mountPoint).bavail * statfsSync(mountPoint).bsize;
   };
 
   before(async () => {
-    execFileSync("truncate", ["-s", "1G", join(root, "disk.img")]);
-    execFileSync("mkfs.ext4", ["-q", "-F", join(root, "disk.img")]);
-    mkdirSync(mountPoint);
-    execFileSync("mount", ["-o", "loop", join(root, "disk.img"), mountPoint]);
+    disk = smallDisk("1G");
+    mountPoint = disk.mountPoint;
+    dataDir = join(mountPoint, "data");
     gvisor = new Gvisor({ stateRoot: join(dataDir, "runsc", "microvms") });
     await start();
     await buildWeb(client, dataDir);
   });
   after(async () => {
     await stopAll(client, server, dataDir);
-    if (mountsUnder(mountPoint).length) execFileSync("umount", ["--lazy", mountPoint]);
+    disk.release();
   });
 
   test("runs, resumes, suspends and builds are refused or fail cleanly, nothing is lost, and all works again once space is freed", async () => {
@@ -269,7 +269,7 @@ describe("a full data directory", { timeout: 900_000 }, () => {
     assert.equal(server.child.exitCode, null, `the server is still up: ${server.output().slice(-800)}`);
 
     // Space again: everything works, nothing was lost.
-    for (const f of fillers) rmSync(f, { force: true });
+    for (const f of fillers()) rmSync(f, { force: true });
     await client.send(new ResumeMicrovmCommand({ microvmIdentifier: suspended }));
     await until(suspended, "RUNNING");
     await client.send(new SuspendMicrovmCommand({ microvmIdentifier: running }));

@@ -1,0 +1,30 @@
+// A small filesystem of its own (a sparse ext4 image, loop-mounted), for tests
+// that fill a data directory's disk without touching the host's.
+
+import { execFileSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { mountsUnder } from "../../src/os/index.js";
+import { tempDir } from "./platform.js";
+
+export interface SmallDisk {
+  mountPoint: string;
+  /** Detaches the filesystem; its temporary directory goes when the test process exits. */
+  release(): void;
+}
+
+export function smallDisk(size: string): SmallDisk {
+  const root = tempDir("lmvm-small-disk-");
+  const image = join(root, "disk.img");
+  const mountPoint = join(root, "disk");
+  execFileSync("truncate", ["-s", size, image]);
+  execFileSync("mkfs.ext4", ["-q", "-F", image]);
+  mkdirSync(mountPoint);
+  execFileSync("mount", ["-o", "loop", image, mountPoint]);
+  return {
+    mountPoint,
+    release: () => {
+      if (mountsUnder(mountPoint).length) execFileSync("umount", ["--lazy", mountPoint]);
+    },
+  };
+}
