@@ -40,7 +40,14 @@ async function buildWeb(client: LambdaMicrovmsClient, dataDir: string): Promise<
   const artifact = join(dataDir, "app.zip");
   writeFileSync(artifact, makeZip([{ name: "Dockerfile", content: "FROM lmvm/busybox\nRUN mkdir -p /www && echo ok > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n" }]));
   await client.send(new CreateMicrovmImageCommand({ name: "web", ...BUILD, codeArtifact: { uri: `file://${artifact}` } }));
-  await eventually(async () => ((await client.send(new GetMicrovmImageCommand({ imageIdentifier: "web" }))).state === "CREATED" ? true : undefined), "the image", 300_000);
+  const image = await eventually(async () => {
+    const i = await client.send(new GetMicrovmImageCommand({ imageIdentifier: "web" }));
+    return i.state === "CREATED" || i.state === "CREATE_FAILED" ? i : undefined;
+  }, "the image", 300_000);
+  if (image.state !== "CREATED") {
+    const version = await client.send(new GetMicrovmImageVersionCommand({ imageIdentifier: "web", imageVersion: "1.0" }));
+    assert.fail(`the image's build failed: ${version.stateReason}`);
+  }
 }
 
 /** Stops the server and frees every sandbox it left: MicroVMs outlive their server by design. */
@@ -204,7 +211,7 @@ describe("a full data directory", { timeout: 900_000 }, () => {
   };
 
   before(async () => {
-    disk = smallDisk("1G");
+    disk = smallDisk("2G"); // a build needs 1 GiB free
     mountPoint = disk.mountPoint;
     dataDir = join(mountPoint, "data");
     gvisor = new Gvisor({ stateRoot: join(dataDir, "runsc", "microvms") });
@@ -282,7 +289,7 @@ describe("a full data directory", { timeout: 900_000 }, () => {
     await start();
     await checkConsistent({ dataDir, client, server, gvisor }, "after a restart");
     assert.equal((await get(fresh)).state, "RUNNING");
-    record("faults", "the data directory's disk filled up (1 GiB disk, every byte taken)", "refused or failed cleanly; the server stayed up; all worked again once freed, restart included", {
+    record("faults", "the data directory's disk filled up (2 GiB disk, every byte taken)", "refused or failed cleanly; the server stayed up; all worked again once freed, restart included", {
       RunMicrovm: runError!.name, ResumeMicrovm: `${resumeError!.name}, stayed SUSPENDED`, SuspendMicrovm: suspendOutcome, build: buildOutcome,
     });
   });
