@@ -11,7 +11,7 @@
 // and the app's stdout and stderr, unless logging is disabled, in
 // <data-dir>/logs/microvms/<id>.log, kept after the MicroVM ends.
 
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { join } from "node:path";
 import { limitsOf, NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";

@@ -48,7 +48,6 @@ interface Tables {
 
 type Db = Kysely<Tables> | Transaction<Tables>;
 
-const opt = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
 const time = (d: Date | undefined): number | null => (d ? d.getTime() : null);
 
 function toImage(r: Selectable<ImagesTable>): MicrovmImage {
