@@ -4,4 +4,4 @@ export { exec, run, processAlive, ExecError, type ExecOptions, type ExecResult }
 export { boundFile, LogFiles, LogWriter, MAX_LOG_BYTES } from "./log-files.js";
 export { diskUsage, mountScratchDisk, mountsUnder, removeTree, unmountUnder } from "./mounts.js";
 export { writeFileAtomic } from "./files.js";
-export { descendants, killGrandchildren } from "./process-tree.js";
+export { killGrandchildren } from "./process-tree.js";

@@ -3,45 +3,35 @@
 
 import { readdirSync, readFileSync } from "node:fs";
 
-function parentOf(pid: string): number | undefined {
-  try {
-    // The command name (field 2) is in parentheses and may hold spaces; the parent pid follows it.
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-  } catch {
-    return undefined; // gone meanwhile
-  }
-}
-
-/** Every process descended from `pid`, nearest first. */
-export function descendants(pid: number): number[] {
+/** Every process's children, from each /proc/<pid>/stat's parent pid. */
+function childrenByParent(): Map<number, number[]> {
   const children = new Map<number, number[]>();
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
-    const parent = parentOf(entry);
-    if (parent !== undefined) children.set(parent, [...(children.get(parent) ?? []), Number(entry)]);
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+    } catch {
+      continue; // gone meanwhile
+    }
+    // The command name (field 2) is in parentheses and may hold spaces; the parent pid follows it.
+    const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    children.set(parent, [...(children.get(parent) ?? []), Number(entry)]);
   }
-  const found: number[] = [];
-  for (let queue = [...(children.get(pid) ?? [])]; queue.length; ) {
-    const next = queue.shift()!;
-    found.push(next);
-    queue.push(...(children.get(next) ?? []));
-  }
-  return found;
+  return children;
 }
 
 /** Sends SIGKILL to every process below `pid`'s children, sparing `pid` and its children themselves. */
-export function killGrandchildren(pid: number): number {
-  const spared = new Set([pid, ...descendants(pid).filter((p) => parentOf(String(p)) === pid)]);
-  let killed = 0;
-  for (const p of descendants(pid)) {
-    if (spared.has(p)) continue;
+export function killGrandchildren(pid: number): void {
+  const children = childrenByParent();
+  const queue = (children.get(pid) ?? []).flatMap((child) => children.get(child) ?? []);
+  while (queue.length) {
+    const next = queue.shift()!;
+    queue.push(...(children.get(next) ?? []));
     try {
-      process.kill(p, "SIGKILL");
-      killed++;
+      process.kill(next, "SIGKILL");
     } catch {
       // already gone
     }
   }
-  return killed;
 }

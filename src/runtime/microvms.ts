@@ -105,13 +105,12 @@ export class MicrovmRuntime implements SandboxRuntime {
     writeFileAtomic(join(this.dir(id), "sandbox.json"), JSON.stringify(rec, null, 2));
   }
 
-  /** Refuses, before anything is touched, work whose output would not fit in the data directory. */
-  private ensureRoom(bytes: number, what: string): void {
+  /** Why a checkpoint of `bytes` would not fit in the data directory (with room to spare), or undefined. */
+  private diskShortage(bytes: number, what: string): string | undefined {
     const disk = diskUsage(this.opts.dataDir);
     const needed = bytes + MIN_FREE_DISK_BYTES;
-    if (disk && disk.freeBytes < needed) {
-      throw new NotBegun(`the data directory (${this.opts.dataDir}) has ${mib(disk.freeBytes)} MiB free, and ${what} needs about ${mib(needed)} MiB there. Free some space and retry.`);
-    }
+    if (disk && disk.freeBytes < needed) return `the data directory (${this.opts.dataDir}) has ${mib(disk.freeBytes)} MiB free, and ${what} needs about ${mib(needed)} MiB there`;
+    return undefined;
   }
 
   async run(vm: Microvm, version: ImageVersion): Promise<void> {
@@ -142,7 +141,8 @@ export class MicrovmRuntime implements SandboxRuntime {
     if (!rec) throw new Error(`MicroVM ${vm.id} has no sandbox on this host`);
     // A checkpoint cut short by a full disk can take the sandbox down with it.
     const sandbox = join(this.dir(vm.id), "sandbox");
-    this.ensureRoom(this.opts.gvisor.memoryInUse(vm.id) + (Gvisor.diskUsage({ dir: sandbox })?.usedBytes ?? 0), "its checkpoint");
+    const short = this.diskShortage(this.opts.gvisor.memoryInUse(vm.id) + (Gvisor.diskUsage({ dir: sandbox })?.usedBytes ?? 0), "its checkpoint");
+    if (short) throw new NotBegun(`${short}. Free some space and retry.`);
     await this.hook(vm.id, rec, "suspend");
     const checkpoint = join(this.dir(vm.id), "checkpoint");
     rmSync(checkpoint, { recursive: true, force: true });
@@ -159,15 +159,15 @@ export class MicrovmRuntime implements SandboxRuntime {
     const rec = this.record(vm.id);
     if (!rec) throw new Error(`MicroVM ${vm.id} has no sandbox on this host`);
     let network: SandboxNetwork | undefined;
-    let runscBegan = false;
+    let resumed: SandboxRecord | undefined;
     try {
       network = await this.opts.nets.create();
-      const resumed = { ...rec, networkIndex: network.index, sandboxIp: network.sandboxIp };
+      resumed = { ...rec, networkIndex: network.index, sandboxIp: network.sandboxIp };
       this.save(vm.id, resumed);
-      runscBegan = true;
       await this.opts.gvisor.restore(this.spec(vm, resumed, network), join(this.dir(vm.id), "checkpoint"));
     } catch (err) {
-      if (runscBegan && !(err instanceof SandboxSetupError)) throw err;
+      const restoreBegan = resumed !== undefined && !(err instanceof SandboxSetupError);
+      if (restoreBegan) throw err;
       // Failing before runsc began leaves the checkpoint as good as it was: undo the rest, keep it.
       try {
         if (network) await this.opts.nets.destroy(network);
@@ -179,7 +179,6 @@ export class MicrovmRuntime implements SandboxRuntime {
     } finally {
       this.release(this.startingMemory(vm.imageArn, vm.imageVersion));
     }
-    const resumed = this.record(vm.id)!;
     rmSync(join(this.dir(vm.id), "checkpoint"), { recursive: true, force: true });
     await this.hook(vm.id, resumed, "resume");
   }
@@ -237,9 +236,8 @@ export class MicrovmRuntime implements SandboxRuntime {
     }
     const load = loadavg()[0]!;
     if (load >= LOAD_PER_CPU * availableParallelism()) return `its CPUs are saturated (load average ${load.toFixed(1)} on ${availableParallelism()} cores)`;
-    const disk = diskUsage(this.opts.dataDir);
-    const needed = memoryBytes + MIN_FREE_DISK_BYTES;
-    if (disk && disk.freeBytes < needed) return `its data directory (${this.opts.dataDir}) has ${mib(disk.freeBytes)} MiB free, and a MicroVM needs ${mib(needed)} MiB there to be sure of its checkpoint`;
+    const short = this.diskShortage(memoryBytes, "a MicroVM's checkpoint");
+    if (short) return short;
     this.reserved.push({ bytes: memoryBytes, until: now + RESERVATION_MS });
     return undefined;
   }

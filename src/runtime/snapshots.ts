@@ -71,6 +71,8 @@ export class Snapshotter {
     const image = req.hooks?.microvmImageHooks ?? {};
     const snapshot = join(req.dir, "snapshot");
     rmSync(snapshot, { recursive: true, force: true });
+    // The app writes this file directly (through runsc); it is kept bounded while the app runs.
+    const bootLog = join(req.dir, "snapshot-boot.log");
     const sandbox = async (suffix: string, network: SandboxNetwork) => ({
       id: `${req.id}-${suffix}`,
       rootfs: req.rootfs,
@@ -84,8 +86,6 @@ export class Snapshotter {
     });
     const networks: SandboxNetwork[] = [];
     const specs: { id: string; dir: string }[] = [];
-    // The app writes this file directly (through runsc); keep it bounded while it runs.
-    const bootLog = join(req.dir, "snapshot-boot.log");
     const bounding = setInterval(() => boundFile(bootLog), 1000);
     try {
       const bootNet = await this.nets.create();
