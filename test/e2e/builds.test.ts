@@ -10,15 +10,14 @@ import { createServer } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { CreateMicrovmImageCommand, GetMicrovmImageBuildCommand, GetMicrovmImageVersionCommand, ListMicrovmImageBuildsCommand } from "@aws-sdk/client-lambda-microvms";
+import { CreateMicrovmImageCommand, GetMicrovmImageVersionCommand } from "@aws-sdk/client-lambda-microvms";
 import { readBuiltImage } from "../../src/build/index.js";
 import { BASE_IMAGE_CACHE, makeZip, startS3, type S3Server } from "../support/artifacts.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
+import { BUSYBOX, buildToEnd, ROLE } from "../support/builds.js";
 import { lmvm } from "../support/processes.js";
 
-const BUSYBOX = "arn:aws:lambda:us-east-1:aws:microvm-image:busybox";
 const DEBIAN = "arn:aws:lambda:us-east-1:aws:microvm-image:debian12";
-const ROLE = "arn:aws:iam::000000000000:role/MicroVMBuildRole";
 const ARN = (name: string) => `arn:aws:lambda:us-east-1:000000000000:microvm-image:${name}`;
 
 const APP_DOCKERFILE = `ARG BASE=lmvm/busybox
@@ -76,16 +75,7 @@ describe("image builds", { timeout: 600_000 }, () => {
     https.close();
   });
 
-  async function build(name: string, uri: string, baseImageArn = BUSYBOX) {
-    await t.client.send(new CreateMicrovmImageCommand({ name, baseImageArn, buildRoleArn: ROLE, codeArtifact: { uri } }));
-    const version = await eventually(async () => {
-      const v = await t.client.send(new GetMicrovmImageVersionCommand({ imageIdentifier: name, imageVersion: "1.0" }));
-      return v.state === "SUCCESSFUL" || v.state === "FAILED" ? v : undefined;
-    }, `build of ${name}`, 300_000);
-    const builds = await t.client.send(new ListMicrovmImageBuildsCommand({ imageIdentifier: name, imageVersion: "1.0" }));
-    const b = await t.client.send(new GetMicrovmImageBuildCommand({ imageIdentifier: name, imageVersion: "1.0", buildId: builds.items![0]!.buildId }));
-    return { version, build: b };
-  }
+  const build = (name: string, uri: string, baseImageArn = BUSYBOX) => buildToEnd(t.client, name, uri, baseImageArn);
 
   function fileArtifact(entries: Parameters<typeof makeZip>[0]): string {
     const file = join(tempDir("lmvm-artifact-"), "app.zip");

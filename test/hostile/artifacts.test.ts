@@ -11,9 +11,9 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, statfsSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { CreateMicrovmImageCommand, GetMicrovmImageBuildCommand, GetMicrovmImageVersionCommand, ListMicrovmImageBuildsCommand } from "@aws-sdk/client-lambda-microvms";
 import { MAX_LOG_BYTES } from "../../src/os/index.js";
 import { BASE_IMAGE_CACHE, makeZip, type ZipEntry } from "../support/artifacts.js";
+import { buildToEnd } from "../support/builds.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
 import { smallDisk, type SmallDisk } from "../support/small-disk.js";
 import { record } from "./report.js";
@@ -50,14 +50,8 @@ describe("hostile artifacts", { timeout: 900_000 }, () => {
       scratchPeak = Math.max(scratchPeak, treeBytes(join(t.dataDir, "builds")));
     }, 100);
     try {
-      await t.client.send(new CreateMicrovmImageCommand({ name, baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:busybox", buildRoleArn: "arn:aws:iam::000000000000:role/R", codeArtifact: { uri: `file://${file}` } }));
-      const version = await eventually(async () => {
-        const v = await t.client.send(new GetMicrovmImageVersionCommand({ imageIdentifier: name, imageVersion: "1.0" }));
-        return v.state === "SUCCESSFUL" || v.state === "FAILED" ? v : undefined;
-      }, `build of ${name}`, 600_000);
-      const builds = await t.client.send(new ListMicrovmImageBuildsCommand({ imageIdentifier: name, imageVersion: "1.0" }));
-      const b = await t.client.send(new GetMicrovmImageBuildCommand({ imageIdentifier: name, imageVersion: "1.0", buildId: builds.items![0]!.buildId }));
-      return { version, build: b, growthMiB: (rssPeak - rssBefore) / MIB, scratchPeakMiB: scratchPeak / MIB };
+      const ended = await buildToEnd(t.client, name, `file://${file}`);
+      return { ...ended, growthMiB: (rssPeak - rssBefore) / MIB, scratchPeakMiB: scratchPeak / MIB };
     } finally {
       clearInterval(sampler);
     }
@@ -132,11 +126,7 @@ describe("a build that fills the disk", { timeout: 900_000 }, () => {
   const buildOf = async (name: string, dockerfile: string) => {
     const file = join(tempDir("lmvm-artifact-"), "app.zip");
     writeFileSync(file, makeZip([{ name: "Dockerfile", content: dockerfile }]));
-    await t.client.send(new CreateMicrovmImageCommand({ name, baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:busybox", buildRoleArn: "arn:aws:iam::000000000000:role/R", codeArtifact: { uri: `file://${file}` } }));
-    return eventually(async () => {
-      const v = await t.client.send(new GetMicrovmImageVersionCommand({ imageIdentifier: name, imageVersion: "1.0" }));
-      return v.state === "SUCCESSFUL" || v.state === "FAILED" ? v : undefined;
-    }, `build of ${name}`, 600_000);
+    return (await buildToEnd(t.client, name, `file://${file}`)).version;
   };
 
   test("a RUN step writing 8 GB into a 3 GiB data directory is stopped with 1 GiB left, and what it wrote is removed", async () => {
