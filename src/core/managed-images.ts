@@ -1,6 +1,6 @@
 // Managed base images: the MicroVM operating systems lmvm provides, named by
 // ARNs in the `aws` account (arn:aws:lambda:<region>:aws:microvm-image:<name>).
-// The catalog says which exist; src/build makes their root filesystems.
+// The catalog says which exist; src/builder makes their root filesystems.
 
 import { managedImageArn, parseArn } from "./arn.js";
 import { InvalidInput, NotFound } from "./errors.js";

@@ -1,5 +1,5 @@
 // What the core needs from the outside, as interfaces. src/store implements
-// Store, src/build the ImageBuilder, src/runtime the SandboxRuntime and
+// Store, src/builder the ImageBuilder, src/runtime the SandboxRuntime and
 // src/proxy the TokenIssuer. The core imports none of them.
 
 import type {

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance } from "fastify";
 import { buildApi, Metrics, PageTokens, SigV4Verifier } from "../api/index.js";
-import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage } from "../build/index.js";
+import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage } from "../builder/index.js";
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { installFirewall, NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";

@@ -11,7 +11,7 @@ import { createServer as createHttpsServer } from "node:https";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { CreateMicrovmImageCommand, GetMicrovmImageVersionCommand } from "@aws-sdk/client-lambda-microvms";
-import { readBuiltImage } from "../../src/build/index.js";
+import { readBuiltImage } from "../../src/builder/index.js";
 import { BASE_IMAGE_CACHE, makeZip, startS3, type S3Server } from "../support/artifacts.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
 import { BUSYBOX, buildToEnd, ROLE } from "../support/builds.js";

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { readBuiltImage } from "../../src/build/index.js";
+import { readBuiltImage } from "../../src/builder/index.js";
 import { makeZip, startS3, type S3Server } from "../support/artifacts.js";
 import { eventually, tempDir } from "../support/platform.js";
 import { lmvm, spawnServer, type ServerProcess } from "../support/processes.js";

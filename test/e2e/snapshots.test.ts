@@ -7,7 +7,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { CreateMicrovmImageCommand, GetMicrovmImageBuildCommand, GetMicrovmImageVersionCommand, ListMicrovmImageBuildsCommand } from "@aws-sdk/client-lambda-microvms";
-import { builtImageDir } from "../../src/build/index.js";
+import { builtImageDir } from "../../src/builder/index.js";
 import { BASE_IMAGE_CACHE, makeZip } from "../support/artifacts.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
 

@@ -1,5 +1,5 @@
 // Test doubles for the two ports whose real implementations come with the
-// image-build and snapshot-runtime work (src/build, src/runtime). They let the
+// image-build and snapshot-runtime work (src/builder, src/runtime). They let the
 // control-plane tests drive every state transition deterministically: each
 // call waits until the test releases it with success or a failure reason.
 // The product never uses them.
