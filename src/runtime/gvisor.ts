@@ -106,6 +106,26 @@ function resourcesOf(limits: SandboxLimits) {
   };
 }
 
+/** `local -> remote` of each UDP socket in /proc/net/udp{,6} text whose local address is neither unspecified nor loopback. */
+export function udpOnOwnAddress(procNetUdp: string): string[] {
+  const ip = (hex: string): string => {
+    if (hex.length === 8) return [6, 4, 2, 0].map((i) => parseInt(hex.slice(i, i + 2), 16)).join(".");
+    if (/^0{16}FFFF0{4}/i.test(hex)) return ip(hex.slice(24)); // IPv4-mapped
+    return `[${hex.match(/.{8}/g)!.join(":")}]`;
+  };
+  const ownAddress = (hex: string) => !/^0+$/.test(hex) && !/^0{24}01000000$/.test(hex) && !ip(hex).startsWith("127.");
+  const held: string[] = [];
+  for (const line of procNetUdp.split("\n")) {
+    const f = line.trim().split(/\s+/);
+    if (!/^\d+:$/.test(f[0] ?? "") || !f[1] || !f[2]) continue;
+    const [local, localPort] = f[1].split(":") as [string, string];
+    const [remote, remotePort] = f[2].split(":") as [string, string];
+    if (!ownAddress(local)) continue;
+    held.push(`${ip(local)}:${parseInt(localPort, 16)} -> ${/^0+$/.test(remote) ? "unconnected" : `${ip(remote)}:${parseInt(remotePort, 16)}`}`);
+  }
+  return held;
+}
+
 export class Gvisor {
   private readonly global: string[];
   /** Sandboxes being removed after their checkpoint. */
@@ -212,6 +232,7 @@ export class Gvisor {
    */
   async checkpoint(id: string, imageDir: string, opts: { sandboxIp?: string; patienceMs?: number; signal?: AbortSignal } = {}): Promise<void> {
     await this.settleConnections(id, opts.sandboxIp, (opts.patienceMs ?? 4_000) / 2, opts.signal);
+    await this.refuseUnrestorableSockets(id, (opts.patienceMs ?? 4_000) / 2, opts.signal);
     rmSync(imageDir, { recursive: true, force: true });
     mkdirSync(imageDir, { recursive: true });
     // The reason precedes a long stack dump. An abort kills runsc; the sandbox is then the caller's to destroy.
@@ -245,6 +266,33 @@ export class Gvisor {
     if (signal?.aborted) throw new SandboxAborted("the checkpoint was cancelled");
     // The host's last ACK is on its way; let the sandbox take it.
     if (sandboxIp) await new Promise((res) => setTimeout(res, 20));
+  }
+
+  /**
+   * Throws, naming them, while the sandbox holds UDP sockets on its own
+   * address (connected ones, such as a DNS query in flight, or bound to it),
+   * after waiting up to `patienceMs` for them to close. Every restore gets a
+   * new address, and runsc 20240729 panics restoring such a socket where its
+   * address is gone (tcpip/transport/internal/network Endpoint.Resume; newer
+   * runsc closes the socket instead): the checkpoint would never restore, and
+   * the restore would fail with only `containerManager.Restore failed: EOF`.
+   */
+  private async refuseUnrestorableSockets(id: string, patienceMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = Date.now() + patienceMs;
+    for (;;) {
+      const bounded = AbortSignal.timeout(Math.max(1_000, deadline - Date.now()));
+      const r = await this.exec(id, ["cat", "/proc/net/udp", "/proc/net/udp6"], [], signal ? AbortSignal.any([signal, bounded]) : bounded);
+      if (signal?.aborted) throw new SandboxAborted("the checkpoint was cancelled");
+      if (r.code !== 0) return; // no cat in this image: nothing to look with
+      const held = udpOnOwnAddress(r.stdout);
+      if (!held.length) return;
+      if (Date.now() >= deadline) {
+        throw new Error(
+          `the app holds UDP sockets on its own address (${held.join(", ")}), a DNS lookup or a connected UDP client, say. A sandbox is restored at another address, where runsc cannot bring such a socket back. Close them (or connect them only after the snapshot, in /run) before the checkpoint.`,
+        );
+      }
+      await new Promise((res) => setTimeout(res, 100));
+    }
   }
 
   /** Whether the sandbox's control server answers: runsc can list a sandbox that is already going down. */

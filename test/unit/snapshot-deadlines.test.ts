@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import type { NetworkNamespaces, SandboxNetwork } from "../../src/net/index.js";
 import { SnapshotCancelled, SnapshotFailure, Snapshotter, type Gvisor, type SnapshotRequest } from "../../src/runtime/index.js";
+import { udpOnOwnAddress } from "../../src/runtime/gvisor.js";
 import { tempDir } from "../support/platform.js";
 
 /** A runsc whose `stuck` command waits until its signal aborts (as a killed process would end), recording what is left running. */
@@ -94,4 +95,17 @@ test("a signal aborted before the snapshot starts runs nothing", async () => {
   await assert.rejects(snapshotter.snapshot(request(work, AbortSignal.abort())), SnapshotCancelled);
   assert.deepEqual([...fake.running], []);
   assert.deepEqual([...fake.nets], []);
+});
+
+test("UDP sockets on the sandbox's own address are found in /proc/net/udp and udp6; unbound, loopback and unconnected wildcard ones are not", () => {
+  const udp = [
+    "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops",
+    "    5: 0200D50A:E476 35FFFF0A:0035 01 00000000:00000000 00:00000000 00000000     0        0        6 2 0000000000000000 0",
+    "    6: 00000000:0044 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0        6 2 0000000000000000 0",
+    "    7: 0100007F:1F90 0100007F:0035 01 00000000:00000000 00:00000000 00000000     0        0        6 2 0000000000000000 0",
+    "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops",
+    "    8: 00000000000000000000000001000000:0035 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0 0",
+    "    9: 0000000000000000FFFF00000200D50A:0035 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0 0",
+  ].join("\n");
+  assert.deepEqual(udpOnOwnAddress(udp), ["10.213.0.2:58486 -> 10.255.255.53:53", "10.213.0.2:53 -> unconnected"]);
 });
