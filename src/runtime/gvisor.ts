@@ -14,6 +14,11 @@
 //   sandbox's own: a full one gives the app ENOSPC and the sandbox lives on.
 //   Checkpoints are uncompressed: restoring them is about 3x faster.
 // - After a checkpoint, `runsc list` still says running: the sandbox is deleted.
+// - A restore gets a new address; runsc 20240729 cannot restore a UDP socket
+//   on the old one (it panics, and the restore fails with "EOF"), so the
+//   checkpoint refuses such sockets, naming them.
+// - Every runsc call can be cut short with an AbortSignal; `delete` and `list`
+//   have deadlines of their own, as clean-up must end too.
 
 import { spawn } from "node:child_process";
 import { lstatSync, mkdirSync, openSync, readdirSync, rmdirSync, closeSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
@@ -229,6 +234,9 @@ export class Gvisor {
    * sent its last ACK), and inside, /proc/net/tcp listing only listeners.
    * gVisor's /proc/net/tcp omits endpoints whose file descriptor the app has
    * closed, so the host's view is the one that sees connections still closing.
+   * Then UDP sockets on the sandbox's own address get the other half to close,
+   * or the checkpoint is refused (see refuseUnrestorableSockets). Every wait
+   * ends by its deadline, and `signal` kills whatever runsc call is under way.
    */
   async checkpoint(id: string, imageDir: string, opts: { sandboxIp?: string; patienceMs?: number; signal?: AbortSignal } = {}): Promise<void> {
     await this.settleConnections(id, opts.sandboxIp, (opts.patienceMs ?? 4_000) / 2, opts.signal);

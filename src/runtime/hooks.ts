@@ -98,8 +98,10 @@ export async function callHook(host: string, port: number, hook: HookName, opts:
       if (!(opts.poll && res.status === 503)) throw new HookFailure(`/${hook} hook answered ${last}`);
     } catch (err) {
       if (err instanceof HookAborted) throw err;
-      if (err instanceof HookFailure && !/did not answer within/.test(err.message)) throw err;
-      last = (err as Error).message;
+      const timedOut = err instanceof HookFailure && /did not answer within/.test(err.message);
+      if (err instanceof HookFailure && !timedOut) throw err;
+      // The deadline cuts the last call short: what the hook last answered says more.
+      if (!(timedOut && last.startsWith("HTTP "))) last = (err as Error).message;
       if (!opts.poll) throw new HookFailure(`/${hook} hook on port ${port} failed: ${last}`);
     }
     await pause(Math.min(100, Math.max(0, deadline - Date.now())), opts.signal);

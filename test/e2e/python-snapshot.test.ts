@@ -6,7 +6,7 @@
 // left behind.
 
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -18,6 +18,29 @@ import type { SandboxRecord } from "../../src/runtime/index.js";
 import { BASE_IMAGE_CACHE, makeZip } from "../support/artifacts.js";
 import { ROLE } from "../support/builds.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
+
+// Answers /ready with a 503 whose body never ends: a byte every half second,
+// so the connection is never idle. Before hook calls had a deadline of their
+// own, such an answer kept a build waiting at /ready forever.
+const TRICKLING_HOOKS = `import socket, threading, time
+def answer(conn):
+    conn.recv(65536)
+    conn.sendall(b"HTTP/1.0 503 Service Unavailable\\r\\n\\r\\nwarming up")
+    try:
+        while True:
+            time.sleep(0.5)
+            conn.sendall(b".")
+    except OSError:
+        conn.close()
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", 9000))
+server.listen()
+print("hooks listening on 9000", flush=True)
+while True:
+    conn, _ = server.accept()
+    threading.Thread(target=answer, args=(conn,), daemon=True).start()
+`;
 
 const EXAMPLE = join(import.meta.dirname, "..", "..", "..", "examples", "python");
 const DEBIAN12 = "arn:aws:lambda:us-east-1:aws:microvm-image:debian12";
@@ -48,14 +71,14 @@ describe("Python apps in snapshots", { timeout: 900_000 }, () => {
   });
   after(() => t.stop());
 
-  async function build(name: string, files: { name: string; content: string }[], hooks: Record<string, unknown>) {
+  async function build(name: string, files: { name: string; content: string }[], hooks: Record<string, unknown>, waitMs = 600_000) {
     const file = join(dir, `${name}.zip`);
     writeFileSync(file, makeZip(files));
     await t.client.send(new CreateMicrovmImageCommand({ name, baseImageArn: DEBIAN12, buildRoleArn: ROLE, codeArtifact: { uri: `file://${file}` }, hooks }));
     const version = await eventually(async () => {
       const v = await t.client.send(new GetMicrovmImageVersionCommand({ imageIdentifier: name, imageVersion: "1.0" }));
       return v.state === "SUCCESSFUL" || v.state === "FAILED" ? v : undefined;
-    }, `build of ${name}`, 600_000);
+    }, `build of ${name}`, waitMs);
     const id = (await t.client.send(new ListMicrovmImageBuildsCommand({ imageIdentifier: name, imageVersion: "1.0" }))).items![0]!.buildId!;
     const b = await t.client.send(new GetMicrovmImageBuildCommand({ imageIdentifier: name, imageVersion: "1.0", buildId: id }));
     return { version, build: b, log: readFileSync(join(t.dataDir, "logs", "builds", `${id}.log`), "utf8") };
@@ -103,5 +126,19 @@ describe("Python apps in snapshots", { timeout: 900_000 }, () => {
 
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
     await until(id, "TERMINATED");
+  });
+
+  test("a /ready that never answers 200 (a 503 whose body never ends) fails the build when its timeout passes, naming the hook, with no sandbox, namespace or mount left", async () => {
+    const { version, build: b } = await build("python-never-ready", [
+      { name: "Dockerfile", content: 'FROM lmvm/debian12\nWORKDIR /app\nCOPY hooks.py .\nCMD ["python3", "-u", "hooks.py"]\n' },
+      { name: "hooks.py", content: TRICKLING_HOOKS },
+    ], { port: 9000, microvmImageHooks: { ready: "ENABLED", readyTimeoutInSeconds: 5 } }, 240_000); // the rootfs build takes about a minute on a busy host
+    assert.equal(version.state, "FAILED");
+    assert.match(b.stateReason!, /The \/ready hook failed: \/ready hook on port 9000 did not answer 200 within 5 s \(last: HTTP 503: warming up/);
+    const { Gvisor } = await import("../../src/runtime/index.js");
+    assert.deepEqual(await new Gvisor({ stateRoot: join(t.dataDir, "runsc", "builds") }).list(), [], "no snapshot sandbox left");
+    const networks = join(t.dataDir, "networks");
+    assert.deepEqual(existsSync(networks) ? readdirSync(networks) : [], [], "no network namespace left");
+    assert.deepEqual(readFileSync("/proc/mounts", "utf8").split("\n").filter((l) => l.includes(t.dataDir)), [], "no sandbox disk left mounted");
   });
 });
