@@ -7,13 +7,14 @@
 // simultaneous close under load); after a RST nothing is left to wait for.
 // MicroVM hooks carry the MicroVM's id in a header.
 //
-// Every call ends by its deadline, whatever the server does: the timer covers
-// the whole exchange (not only idle time on the socket, which a server that
-// trickles its answer, or closes after sending headers, never lets pass), and
-// a connection that closes before the answer is complete fails the call.
-// Calls share no connection pool: a pooled socket that never came back made
-// every later call to the same address wait in the pool's queue, where no
-// socket timeout applies.
+// Every call ends by its deadline, whatever the server does. The answer is its
+// status line; its body is read for at most BODY_WAIT_MS. The old client waited
+// for the body's end under a socket idle timeout only, so a hook that answered
+// and kept sending (a 503 whose body never ends) held a build at /ready for
+// ever. HTTP/1.0 servers (Python's http.server) end a body by closing first;
+// Node has then already sent its own FIN, and a reset fails (EINVAL), so the
+// socket is only freed. Calls share no connection pool: a request queued in a
+// pool has no socket, so no socket timeout either.
 
 import { request } from "node:http";
 
@@ -29,7 +30,7 @@ export class HookAborted extends Error {}
 
 /** What is kept of an answer's body, for error messages. */
 const MAX_BODY = 4096;
-/** How long the body of an answer other than 200 is waited for. */
+/** How long an answer's body is waited for once its status line is in. */
 const BODY_WAIT_MS = 2000;
 
 function callOnce(host: string, port: number, hook: HookName, body: string, timeoutMs: number, microvmId: string | undefined, signal: AbortSignal | undefined): Promise<{ status: number; body: string }> {
@@ -55,10 +56,9 @@ function callOnce(host: string, port: number, hook: HookName, body: string, time
       (res) => {
         answered = true;
         let text = "";
-        // The status is the answer: a 200's body is not waited for (an HTTP/1.1 server
-        // that sends neither content-length nor a close would keep us to the deadline).
-        if (res.statusCode === 200) return finish(undefined, { status: 200, body: "" });
-        // Another status's body is quoted in the failure, if it comes soon.
+        // The status is the answer; the body (quoted when the status is not 200) is read
+        // to its end, but not past BODY_WAIT_MS: an HTTP/1.1 server that sends neither
+        // content-length nor a close, or one that trickles, would keep us to the deadline.
         const bodyTimer = setTimeout(() => finish(undefined, { status: res.statusCode ?? 0, body: text }), Math.min(BODY_WAIT_MS, timeoutMs));
         res.once("close", () => clearTimeout(bodyTimer));
         res.setEncoding("utf8");
