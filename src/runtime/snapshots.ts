@@ -78,10 +78,10 @@ export class SnapshotCancelled extends Error {
 const STOP_GRACE_MS = 5_000;
 
 const WHAT: Record<SnapshotPhase, string> = {
-  boot: "starting the app's sandbox (runsc run)",
+  boot: "starting the app's sandbox with runsc run",
   ready: "waiting for the app to be ready",
-  checkpoint: "checkpointing memory and disk (runsc checkpoint)",
-  validate: "restoring the snapshot and calling /validate",
+  checkpoint: "saving memory and disk with runsc checkpoint",
+  validate: "restoring the snapshot with runsc restore and calling /validate",
 };
 
 /**
@@ -91,7 +91,7 @@ const WHAT: Record<SnapshotPhase, string> = {
  */
 async function runPhase<T>(phase: SnapshotPhase, seconds: number, outer: AbortSignal | undefined, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const ctl = new AbortController();
-  const timer = setTimeout(() => ctl.abort(new SnapshotFailure(`The ${phase} phase (${WHAT[phase]}) did not finish within ${seconds} s.`)), seconds * 1000);
+  const timer = setTimeout(() => ctl.abort(new SnapshotFailure(`The ${phase} phase did not finish within ${seconds} s (${WHAT[phase]}).`)), seconds * 1000);
   const cancel = () => ctl.abort(new SnapshotCancelled());
   if (outer?.aborted) cancel();
   outer?.addEventListener("abort", cancel, { once: true });
