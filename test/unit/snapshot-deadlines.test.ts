@@ -12,12 +12,13 @@ import { udpOnOwnAddress } from "../../src/runtime/gvisor.js";
 import { tempDir } from "../support/platform.js";
 
 /** A runsc whose `stuck` command waits until its signal aborts (as a killed process would end), recording what is left running. */
-function fakeRuntime(stuck: "run" | "checkpoint" | "restore") {
+function fakeRuntime(stuck: "run" | "checkpoint" | "restore", deaf = false) {
   const running = new Set<string>();
   const nets = new Set<number>();
   let next = 0;
+  // A deaf one ignores the kill, as a process stuck in the kernel would.
   const wait = (signal?: AbortSignal) =>
-    new Promise<void>((_, reject) => signal?.addEventListener("abort", () => reject(new Error("runsc killed")), { once: true }));
+    new Promise<void>((_, reject) => deaf || signal?.addEventListener("abort", () => reject(new Error("runsc killed")), { once: true }));
   const gvisor = {
     async run(spec: { id: string; dir: string }, signal?: AbortSignal) {
       mkdirSync(spec.dir, { recursive: true });
@@ -74,6 +75,15 @@ for (const [phase, stuck] of [["boot", "run"], ["checkpoint", "checkpoint"], ["v
     assert.ok(!existsSync(join(work, "snapshot")), "no half snapshot left");
   });
 }
+
+test("a phase whose command ignores the kill is given up on after a short grace, and the snapshot still cleans up", async () => {
+  const work = tempDir("lmvm-snapdl-");
+  const fake = fakeRuntime("checkpoint", true);
+  const snapshotter = new Snapshotter(fake.gvisor, fake.namespaces, join(work, "sandboxes"), { checkpoint: 1 });
+  await assert.rejects(snapshotter.snapshot(request(work)), (err: Error) => err instanceof SnapshotFailure && /^The checkpoint phase did not finish within 1 s/.test(err.message));
+  assert.deepEqual([...fake.running], []);
+  assert.deepEqual([...fake.nets], []);
+});
 
 test("aborting the request's signal stops a snapshot at once and removes what it started", async () => {
   const work = tempDir("lmvm-snapdl-");
