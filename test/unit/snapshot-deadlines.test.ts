@@ -60,7 +60,7 @@ function request(dir: string, signal?: AbortSignal): SnapshotRequest {
 }
 
 for (const [phase, stuck] of [["boot", "run"], ["checkpoint", "checkpoint"], ["validate", "restore"]] as const) {
-  test(`a ${phase} phase that passes its deadline fails the snapshot naming the phase, and leaves no sandbox, namespace or directory`, async () => {
+  test(`a ${phase} phase that passes its deadline fails the snapshot naming the phase, and leaves no sandbox, namespace or directory`, { timeout: 30_000 }, async () => {
     const work = tempDir("lmvm-snapdl-");
     const fake = fakeRuntime(stuck);
     const snapshotter = new Snapshotter(fake.gvisor, fake.namespaces, join(work, "sandboxes"), { [phase]: 1, ready: 1 });
@@ -76,7 +76,7 @@ for (const [phase, stuck] of [["boot", "run"], ["checkpoint", "checkpoint"], ["v
   });
 }
 
-test("a phase whose command ignores the kill is given up on after a short grace, and the snapshot still cleans up", async () => {
+test("a phase whose command ignores the kill is given up on after a short grace, and the snapshot still cleans up", { timeout: 30_000 }, async () => {
   const work = tempDir("lmvm-snapdl-");
   const fake = fakeRuntime("checkpoint", true);
   const snapshotter = new Snapshotter(fake.gvisor, fake.namespaces, join(work, "sandboxes"), { checkpoint: 1 });
@@ -85,7 +85,7 @@ test("a phase whose command ignores the kill is given up on after a short grace,
   assert.deepEqual([...fake.nets], []);
 });
 
-test("aborting the request's signal stops a snapshot at once and removes what it started", async () => {
+test("aborting the request's signal stops a snapshot at once and removes what it started", { timeout: 30_000 }, async () => {
   const work = tempDir("lmvm-snapdl-");
   const fake = fakeRuntime("checkpoint");
   const ctl = new AbortController();
@@ -98,7 +98,7 @@ test("aborting the request's signal stops a snapshot at once and removes what it
   assert.deepEqual([...fake.nets], []);
 });
 
-test("a signal aborted before the snapshot starts runs nothing", async () => {
+test("a signal aborted before the snapshot starts runs nothing", { timeout: 30_000 }, async () => {
   const work = tempDir("lmvm-snapdl-");
   const fake = fakeRuntime("run");
   const snapshotter = new Snapshotter(fake.gvisor, fake.namespaces, join(work, "sandboxes"));
