@@ -72,9 +72,10 @@ export class MicrovmRuntime implements SandboxRuntime {
   /** The CPU counters each MicroVM had at the last condition check. */
   private readonly cpuSamples = new Map<string, { periods: number; throttled: number }>();
   private readonly cpu: CpuRoom;
+  private readonly cgroups: SandboxCgroups;
 
   constructor(private readonly opts: MicrovmRuntimeOptions) {
-    const cgroups = opts.cgroups ?? new SandboxCgroups();
+    const cgroups = (this.cgroups = opts.cgroups ?? new SandboxCgroups());
     this.cpu = new CpuRoom({ cores: opts.cores ?? availableParallelism(), usageMicros: (id) => cgroups.cpuUsageMicros(id) });
     // Sandboxes a previous process left running hold their vCPUs until recovery says otherwise (reap).
     const root = join(opts.dataDir, "microvms");
@@ -159,7 +160,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     if (!rec) throw new Error(`MicroVM ${vm.id} has no sandbox on this host`);
     // A checkpoint cut short by a full disk can take the sandbox down with it.
     const sandbox = join(this.dir(vm.id), "sandbox");
-    const short = this.diskShortage(this.opts.gvisor.memoryInUse(vm.id) + (Gvisor.diskUsage({ dir: sandbox })?.usedBytes ?? 0), "its checkpoint");
+    const short = this.diskShortage(this.cgroups.memoryInUse(vm.id) + (Gvisor.diskUsage({ dir: sandbox })?.usedBytes ?? 0), "its checkpoint");
     if (short) throw new NotBegun(`${short}. Free some space and retry.`);
     await this.hook(vm.id, rec, "suspend");
     const checkpoint = join(this.dir(vm.id), "checkpoint");
@@ -277,7 +278,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     if (disk && disk.freeBytes <= Math.max(MIB, disk.sizeBytes / 100)) {
       found.push(`Its disk is full: the app has written ${Math.round(disk.usedBytes / MIB)} MiB of the ${this.opts.gvisor.diskMiB} MiB a MicroVM may (lmvm server --microvm-disk-mib); its writes fail with ENOSPC until it deletes files.`);
     }
-    const cpu = this.opts.gvisor.cpuThrottling(vm.id);
+    const cpu = this.cgroups.cpuThrottling(vm.id);
     const before = this.cpuSamples.get(vm.id);
     if (cpu) this.cpuSamples.set(vm.id, cpu);
     if (cpu && before) {
@@ -294,7 +295,7 @@ export class MicrovmRuntime implements SandboxRuntime {
 
   async exitReason(vm: Microvm): Promise<string | undefined> {
     const limit = this.record(vm.id)?.limits?.memoryMiB;
-    return (await this.opts.gvisor.oomKilled(vm.id)) ? `it ran out of memory${limit ? ` (its limit is ${limit} MiB, the image's resources.minimumMemoryInMiB)` : ""} and was killed` : undefined;
+    return this.cgroups.oomKilled(vm.id) ? `it ran out of memory${limit ? ` (its limit is ${limit} MiB, the image's resources.minimumMemoryInMiB)` : ""} and was killed` : undefined;
   }
 
   address(id: string): string | undefined {
