@@ -14,7 +14,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
-import { limitsOf, NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
+import { limitsOf, NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
 import { diskUsage, removeTree, writeFileAtomic, type LogFiles } from "../os/index.js";
 import { SandboxCgroups } from "./cgroups.js";
@@ -215,8 +215,9 @@ export class MicrovmRuntime implements SandboxRuntime {
     removeTree(this.dir(vm.id));
   }
 
-  async inspect(vm: Microvm): Promise<{ running: boolean; checkpoint: boolean }> {
-    const live = await this.opts.gvisor.list().catch(() => []);
+  /** Throws when runsc cannot list its sandboxes: "cannot look" must not read as "nothing there". */
+  async inspect(vm: Microvm): Promise<SandboxFound> {
+    const live = await this.opts.gvisor.list();
     return {
       running: live.some((s) => s.id === vm.id && s.status === "running") && (await this.opts.gvisor.responds(vm.id)),
       checkpoint: existsSync(join(this.dir(vm.id), "checkpoint", "checkpoint.img")),
