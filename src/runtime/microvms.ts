@@ -5,7 +5,9 @@
 // terminate calls /terminate and frees everything.
 //
 // On disk: <data-dir>/microvms/<id>/
-//   sandbox.json   where the sandbox is (network index and address) and its hooks
+//   sandbox.json   where the sandbox is (network index and address) and its hooks:
+//                  the durable copy of the in-memory record, written before the
+//                  copy in memory changes and read only when the process starts
 //   checkpoint/    memory and disk while SUSPENDED
 //   sandbox/       bundle and overlay filestore of the running sandbox
 // and the app's stdout and stderr, unless logging is disabled, in
@@ -73,6 +75,13 @@ export class MicrovmRuntime implements SandboxRuntime {
   private readonly cpuSamples = new Map<string, { periods: number; throttled: number }>();
   private readonly cpu: CpuRoom;
   private readonly cgroups: SandboxCgroups;
+  /**
+   * Every MicroVM's sandbox record: the truth while this process runs (the
+   * endpoint proxy asks for an address on every request). Loaded from the
+   * sandbox.json files as the process starts, before recovery; each change is
+   * written to disk first.
+   */
+  private readonly records = new Map<string, SandboxRecord>();
 
   constructor(private readonly opts: MicrovmRuntimeOptions) {
     const cgroups = (this.cgroups = opts.cgroups ?? new SandboxCgroups());
@@ -81,8 +90,15 @@ export class MicrovmRuntime implements SandboxRuntime {
     const root = join(opts.dataDir, "microvms");
     if (existsSync(root)) {
       for (const id of readdirSync(root)) {
-        const rec = this.record(id);
-        if (rec && !existsSync(join(this.dir(id), "checkpoint"))) this.cpu.hold(id, rec.limits?.vcpus ?? 1);
+        const file = join(this.dir(id), "sandbox.json");
+        let rec: SandboxRecord;
+        try {
+          rec = JSON.parse(readFileSync(file, "utf8")) as SandboxRecord;
+        } catch {
+          continue; // none, or cut short by a crash before its first write completed: nothing was started
+        }
+        this.records.set(id, rec);
+        if (!existsSync(join(this.dir(id), "checkpoint"))) this.cpu.hold(id, rec.limits?.vcpus ?? 1);
       }
     }
   }
@@ -93,8 +109,7 @@ export class MicrovmRuntime implements SandboxRuntime {
 
   /** The sandbox record of a MicroVM, e.g. to reach its app through its network namespace. */
   record(id: string): SandboxRecord | undefined {
-    const file = join(this.dir(id), "sandbox.json");
-    return existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as SandboxRecord) : undefined;
+    return this.records.get(id);
   }
 
   private spec(vm: Microvm, rec: SandboxRecord, network: SandboxNetwork): SandboxSpec {
@@ -121,6 +136,7 @@ export class MicrovmRuntime implements SandboxRuntime {
 
   private save(id: string, rec: SandboxRecord): void {
     writeFileAtomic(join(this.dir(id), "sandbox.json"), JSON.stringify(rec, null, 2));
+    this.records.set(id, rec);
   }
 
   /** Why a checkpoint of `bytes` would not fit in the data directory (with room to spare), or undefined. */
@@ -213,6 +229,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     this.cpu.drop(vm.id);
     if (rec) await this.opts.nets.destroy(this.opts.nets.describe(rec.networkIndex));
     removeTree(this.dir(vm.id));
+    this.records.delete(vm.id);
   }
 
   /** Throws when runsc cannot list its sandboxes: "cannot look" must not read as "nothing there". */
@@ -237,6 +254,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     await this.opts.nets.reap(indexes);
     const root = join(this.opts.dataDir, "microvms");
     if (existsSync(root)) for (const d of readdirSync(root)) if (!ids.has(d)) removeTree(join(root, d));
+    for (const id of this.records.keys()) if (!ids.has(id)) this.records.delete(id);
   }
 
   /**
