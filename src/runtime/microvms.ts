@@ -5,9 +5,8 @@
 // terminate calls /terminate and frees everything.
 //
 // On disk: <data-dir>/microvms/<id>/
-//   sandbox.json   where the sandbox is (network index and address) and its hooks:
-//                  the durable copy of the in-memory record, written before the
-//                  copy in memory changes and read only when the process starts
+//   sandbox.json   where the sandbox is (network index and address) and its hooks;
+//                  read only when the process starts, then kept in memory too
 //   checkpoint/    memory and disk while SUSPENDED
 //   sandbox/       bundle and overlay filestore of the running sandbox
 // and the app's stdout and stderr, unless logging is disabled, in
@@ -57,6 +56,8 @@ export interface SandboxRecord {
   hooks: NonNullable<ImageVersion["config"]["hooks"]>;
   logging: boolean;
   limits: SandboxLimits;
+  /** The version's environmentVariables, which the app got at its build-time boot; processes exec'd later get them too. */
+  env?: Record<string, string>;
 }
 
 const HOOK_TIMEOUT_DEFAULT = 1;
@@ -76,10 +77,10 @@ export class MicrovmRuntime implements SandboxRuntime {
   private readonly cpu: CpuRoom;
   private readonly cgroups: SandboxCgroups;
   /**
-   * Every MicroVM's sandbox record: the truth while this process runs (the
-   * endpoint proxy asks for an address on every request). Loaded from the
-   * sandbox.json files as the process starts, before recovery; each change is
-   * written to disk first.
+   * Every MicroVM's sandbox record, as the endpoint proxy asks for an address
+   * on every request. sandbox.json is the truth; this is an exact copy, since
+   * only this runtime writes the file and it changes the copy right after each
+   * write. Loaded as the process starts, before recovery.
    */
   private readonly records = new Map<string, SandboxRecord>();
 
@@ -159,6 +160,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       hooks: version.config.hooks ?? {},
       logging: !(vm.config.logging?.disabled ?? version.config.logging?.disabled),
       limits: limitsOf(version.config),
+      env: version.config.environmentVariables ?? {},
     };
     this.save(vm.id, rec);
     try {
@@ -324,7 +326,7 @@ export class MicrovmRuntime implements SandboxRuntime {
   async spawn(id: string, opts: SpawnOptions): Promise<GuestProcess> {
     const rec = this.record(id);
     if (!rec) throw new Error(`MicroVM ${id} has no sandbox on this host`);
-    return spawnGuest({ gvisor: this.opts.gvisor, sandboxId: id, rootfs: rec.rootfs, config: rec.config, dir: join(this.dir(id), "exec") }, opts);
+    return spawnGuest({ gvisor: this.opts.gvisor, sandboxId: id, rootfs: rec.rootfs, config: rec.config, env: rec.env ?? {}, dir: join(this.dir(id), "exec") }, opts);
   }
 
   /** Memory a sandbox of a version needs as it starts: its snapshot's pages (a MicroVM's own checkpoint is about as big). */
