@@ -100,7 +100,7 @@ describe("hostile input to the control API", { timeout: 600_000 }, () => {
           else past++;
           if (res.status >= 500) {
             assert.ok(op.name === "RunMicrovm" && res.errorType === "InsufficientCapacityException", `a 5xx that is not RunMicrovm's capacity answer: ${what}`);
-            assert.match(String(res.body.message), /room|capacity|runtime/i, `a capacity answer says what is short: ${what}`);
+            assert.match(String(res.body.message), /memory|CPU|disk|runtime/, `a capacity answer names what is short: ${what}`);
           }
           if (res.status >= 300) {
             assert.ok(res.errorType, `an error names its type: ${what}`);
