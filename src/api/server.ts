@@ -13,6 +13,7 @@ import { handlers, LIST_OPERATIONS, type ListResult } from "./operations.js";
 import { PageTokens } from "./pagination.js";
 import { OPERATIONS, type OperationModel } from "./sdk-model.js";
 import type { SigV4Verifier } from "./sigv4.js";
+import { LMVM_PREFIX } from "./wire.js";
 
 export interface ApiOptions {
   controlPlane: ControlPlane;
@@ -29,8 +30,6 @@ export interface ApiOptions {
   microvmLog?: (microvmId: string, follow: boolean, finished: () => Promise<boolean>, signal: AbortSignal) => Readable;
 }
 
-/** lmvm's own routes, outside the SDK's model, live under this prefix. */
-export const LMVM_PREFIX = "/lmvm/2025-09-09";
 
 function splitUrl(url: string): { rawPath: string; rawQuery: string } {
   const q = url.indexOf("?");

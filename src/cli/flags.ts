@@ -5,7 +5,7 @@
 // flat structures and maps, several values for string lists, and file://.
 
 import { readFileSync } from "node:fs";
-import { inputSchema, kindOf, listMember, structureMembers, type MemberModel, type OperationModel, type SdkOperationName } from "../api/index.js";
+import { inputSchema, kindOf, listMember, structureMembers, type MemberModel, type OperationModel, type SdkOperationName } from "../api/sdk-model.js";
 
 export class UsageError extends Error {}
 

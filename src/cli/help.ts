@@ -4,7 +4,7 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import type { OperationModel } from "../api/index.js";
+import type { OperationModel } from "../api/sdk-model.js";
 import { kebab } from "./flags.js";
 
 const sdkRoot = dirname(createRequire(import.meta.url).resolve("@aws-sdk/client-lambda-microvms/package.json"));

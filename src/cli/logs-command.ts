@@ -7,7 +7,7 @@ import { ListMicrovmImageBuildsCommand, type LambdaMicrovmsClient } from "@aws-s
 import { Hash } from "@smithy/hash-node";
 import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
-import { LMVM_PREFIX } from "../api/index.js";
+import { LMVM_PREFIX } from "../api/wire.js";
 import { UsageError } from "./flags.js";
 
 export const LOGS_HELP = `NAME

@@ -3,14 +3,14 @@
 // Exit codes follow the AWS CLI: 252 bad usage, 254 service error, 255 other.
 
 import * as sdk from "@aws-sdk/client-lambda-microvms";
-import { OPERATIONS, type OperationModel } from "../api/index.js";
+// Leaf modules only (the SDK model, wire constants, data-directory paths): a
+// client call must not load the server, its database driver or native addons.
+// The commands that need more are imported when they run.
+import { OPERATIONS, type OperationModel } from "../api/sdk-model.js";
 import { connect } from "./connection.js";
 import { buildInput, kebab, splitArgs, UsageError } from "./flags.js";
 import { commandHelp, topHelp } from "./help.js";
 import { applyQuery, plain, render, type OutputFormat } from "./output.js";
-import { logsCommand, LOGS_HELP } from "./logs-command.js";
-import { serverCommand, SERVER_HELP } from "./server-command.js";
-import { shellCommand, SHELL_HELP } from "./shell-command.js";
 
 const GLOBAL_FLAGS = ["endpoint-url", "region", "output", "query", "profile", "data-dir", "cli-input-json", "max-items", "page-size", "starting-token", "build-id"];
 const BOOLEAN_FLAGS = new Set(["no-paginate", "debug", "help", "no-cli-pager", "no-verify-ssl"]);
@@ -104,6 +104,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     if (command === "logs") {
+      const { logsCommand, LOGS_HELP } = await import("./logs-command.js");
       const args = splitArgs(rest, new Set([...BOOLEAN_FLAGS, "follow"]), new Set(GLOBAL_FLAGS));
       if (args.flags.has("help") || !args.positionals.length) {
         process.stdout.write(LOGS_HELP);
@@ -117,6 +118,7 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
     if (command === "shell" || command === "exec") {
+      const { shellCommand, SHELL_HELP } = await import("./shell-command.js");
       const dash = rest.indexOf("--");
       const args = splitArgs(dash < 0 ? rest : rest.slice(0, dash), BOOLEAN_FLAGS, new Set([...GLOBAL_FLAGS, "ca-file"]));
       if (args.flags.has("help") || !args.positionals.length) {
@@ -131,6 +133,7 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
     if (command === "server") {
+      const { serverCommand, SERVER_HELP } = await import("./server-command.js");
       if (rest[0] === "help") {
         process.stdout.write(SERVER_HELP);
         return 0;
