@@ -7,10 +7,10 @@ import { dirname, join } from "node:path";
 import type { OperationModel } from "../api/sdk-model.js";
 import { kebab } from "./flags.js";
 
-const sdkRoot = dirname(createRequire(import.meta.url).resolve("@aws-sdk/client-lambda-microvms/package.json"));
 
 function read(rel: string): string {
   try {
+    const sdkRoot = dirname(createRequire(import.meta.url).resolve("@aws-sdk/client-lambda-microvms/package.json"));
     return readFileSync(join(sdkRoot, rel), "utf8");
   } catch {
     return "";

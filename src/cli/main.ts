@@ -73,7 +73,7 @@ async function runOperation(op: OperationModel, argv: string[]): Promise<number>
   try {
     const autoPage = PAGINATED.has(op.name) && !args.flags.has("no-paginate") && input.maxResults === undefined;
     const response = autoPage ? await paginate(client, op, input, args.flags) : await call(client, op, input);
-    const result = applyQuery(plain(response), single(args.flags, "query"));
+    const result = await applyQuery(plain(response), single(args.flags, "query"));
     const empty = result && typeof result === "object" && !Array.isArray(result) && Object.keys(result).length === 0;
     if (!empty) process.stdout.write(render(result, output, op.name));
     return 0;

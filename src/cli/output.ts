@@ -2,7 +2,6 @@
 // --output json (4-space indent, ISO 8601 times), text (tab-separated rows,
 // nested lists prefixed by their upper-cased key) or table.
 
-import jmespath from "jmespath";
 import { UsageError } from "./flags.js";
 
 export type OutputFormat = "json" | "text" | "table";
@@ -21,8 +20,10 @@ export function plain(value: unknown): unknown {
   return value;
 }
 
-export function applyQuery(value: unknown, query: string | undefined): unknown {
+/** JMESPath is loaded only for a --query: most calls need none, and every module costs start-up time. */
+export async function applyQuery(value: unknown, query: string | undefined): Promise<unknown> {
   if (!query) return value;
+  const { default: jmespath } = await import("jmespath");
   try {
     return jmespath.search(value as object, query);
   } catch (err) {
