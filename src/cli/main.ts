@@ -132,6 +132,30 @@ export async function main(argv: string[]): Promise<number> {
         client.destroy();
       }
     }
+    if (command === "wait") {
+      const { WAITERS, runWaiter, waitHelp, waiterHelp } = await import("./wait-command.js");
+      const args = splitArgs(rest, BOOLEAN_FLAGS, new Set([...GLOBAL_FLAGS, "delay", "max-attempts"]));
+      const [name, ...extra] = args.positionals;
+      if (!name || name === "help") {
+        process.stdout.write(waitHelp());
+        return 0;
+      }
+      const waiter = WAITERS[name];
+      if (!waiter) throw new UsageError(`Invalid choice: '${name}'. Run 'lmvm wait help' for the waiters.`);
+      if (args.flags.has("help") || extra[0] === "help") {
+        process.stdout.write(waiterHelp(name, waiter));
+        return 0;
+      }
+      const known = new Set([...GLOBAL_FLAGS, ...BOOLEAN_FLAGS, "delay", "max-attempts", ...waiter.operation.input.map((m) => kebab(m.name))]);
+      const unknown = [...args.flags.keys()].filter((f) => !known.has(f));
+      if (unknown.length || extra.length) throw new UsageError(`Unknown options: ${[...unknown.map((f) => `--${f}`), ...extra].join(", ")}\nSee 'lmvm wait ${name} help'.`);
+      const client = connectWith(args.flags);
+      try {
+        return await runWaiter(client as unknown as Sendable, waiter, args);
+      } finally {
+        client.destroy();
+      }
+    }
     if (command === "server") {
       const { serverCommand, SERVER_HELP } = await import("./server-command.js");
       if (rest[0] === "help") {
