@@ -60,9 +60,14 @@ describe("the lmvm CLI", () => {
     assert.equal(r.stdout, "CREATING\n");
     r = await lmvm(["get-microvm-image", "--image-identifier", "arn:aws:lambda:us-east-1:000000000000:microvm-image:my-image", "--output", "table"], env);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /\| state +\| CREATING +\|/);
+    assert.match(r.stdout, /^\| +GetMicrovmImage +\|$/m);
+    assert.match(r.stdout, /^\| +state +\| +CREATING +\|$/m);
     r = await lmvm(["list-microvm-images", "--query", "items[].name", "--output", "text"], env);
     assert.match(r.stdout, /my-image/);
+    // A list of lists is a table of rows; the AWS CLI draws exactly this for the same data.
+    r = await lmvm(["list-microvm-images", "--query", "items[?name=='my-image'].[name,state]", "--output", "table"], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, ["--------------------------", "|    ListMicrovmImages   |", "+-----------+------------+", "|  my-image |  CREATING  |", "+-----------+------------+", ""].join("\n"));
   });
 
   test("create-microvm-auth-token validates its arguments like the service", async () => {
