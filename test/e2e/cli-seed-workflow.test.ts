@@ -108,6 +108,26 @@ describe("the lmvm CLI", () => {
     assert.match(r.stdout, /--expiration-in-minutes \(number\) \[required\]\n\s+The duration in minutes before the authentication token expires\. Maximum: 60 minutes\./);
   });
 
+  test("help for a structured flag shows its members, their types and docs, and its shorthand and JSON syntax; that shorthand works", async () => {
+    let r = await lmvm(["run-microvm", "help"], env);
+    assert.equal(r.code, 0);
+    const idle = r.stdout.slice(r.stdout.indexOf("--idle-policy (structure)"), r.stdout.indexOf("--logging ("));
+    assert.match(idle, /maxIdleDurationSeconds -> \(integer\) \[required\]\n\s+The maximum time in seconds that a MicroVM can remain idle/);
+    assert.match(idle, /autoResumeEnabled -> \(boolean\) \[required\]/);
+    assert.match(idle, /Shorthand Syntax:\n\n\s+maxIdleDurationSeconds=integer,suspendedDurationSeconds=integer,autoResumeEnabled=boolean\n/);
+    assert.match(idle, /JSON Syntax:\n\n\s+\{\n\s+"maxIdleDurationSeconds": integer,\n\s+"suspendedDurationSeconds": integer,\n\s+"autoResumeEnabled": true\|false\n\s+\}/);
+    r = await lmvm(["create-microvm-image", "help"], env);
+    const hooks = r.stdout.slice(r.stdout.indexOf("--hooks (structure)"), r.stdout.indexOf("--environment-variables ("));
+    assert.match(hooks, /microvmImageHooks -> \(structure\)\n\s+The hooks for MicroVM image build events\.\n\n\s+ready -> \(string\)\n[\s\S]*?Possible values:\n\s+\* DISABLED\n\s+\* ENABLED/);
+    assert.match(hooks, /"ready": "DISABLED"\|"ENABLED"/);
+    assert.match(r.stdout, /--code-artifact \(structure\) \[required\][\s\S]*?uri -> \(string\)\n\s+The URI of the code artifact/);
+    // The nested shorthand the help documents is accepted.
+    r = await lmvm(["create-microvm-image", "--name", "nested-shorthand", "--base-image-arn", "arn:aws:lambda:us-east-1:aws:microvm-image:busybox", "--build-role-arn", "arn:aws:iam::000000000000:role/R", "--code-artifact", "uri=s3://b/k.zip",
+      "--hooks", "port=9000,microvmImageHooks={ready=ENABLED,readyTimeoutInSeconds=60}", "--query", "hooks", "--output", "json"], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { port: 9000, microvmImageHooks: { ready: "ENABLED", readyTimeoutInSeconds: 60 } });
+  });
+
   test("global options go before or after the command; unknown commands and options are usage errors", async () => {
     let r = await lmvm(["--output", "text", "list-managed-microvm-images", "--query", "length(items)"], env);
     assert.equal(r.stdout, "2\n");
