@@ -3,29 +3,24 @@
 // and none of the server's heavy dependencies may be among them.
 
 import assert from "node:assert/strict";
-import { readFileSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { tempDir } from "../support/platform.js";
-import { lmvm, spawnServer, type ServerProcess } from "../support/processes.js";
+import { startTestPlatform, type TestPlatform } from "../support/platform.js";
+import { lmvm } from "../support/processes.js";
 
 const TRACE_HOOK = join(import.meta.dirname, "..", "support", "module-trace.js");
 
 describe("what a CLI call loads", () => {
-  let dataDir: string;
-  let server: ServerProcess;
+  let t: TestPlatform;
   before(async () => {
-    dataDir = tempDir();
-    server = await spawnServer(dataDir);
+    t = await startTestPlatform();
   });
-  after(async () => {
-    await server.kill();
-    rmSync(dataDir, { recursive: true, force: true });
-  });
+  after(() => t.stop());
 
   async function modulesLoadedBy(args: string[]): Promise<{ code: number; stderr: string; modules: string[] }> {
-    const trace = join(dataDir, `trace-${args[0]}.txt`);
-    const r = await lmvm(args, { LMVM_DATA_DIR: dataDir, LMVM_MODULE_TRACE: trace, NODE_OPTIONS: `--import=${TRACE_HOOK}` });
+    const trace = join(t.dataDir, `trace-${args[0]}.txt`);
+    const r = await lmvm(args, { LMVM_DATA_DIR: t.dataDir, LMVM_MODULE_TRACE: trace, NODE_OPTIONS: `--import=${TRACE_HOOK}` });
     return { code: r.code, stderr: r.stderr, modules: readFileSync(trace, "utf8").split("\n").filter(Boolean) };
   }
 
