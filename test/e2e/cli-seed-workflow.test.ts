@@ -105,7 +105,7 @@ describe("the lmvm CLI", () => {
       assert.match(r.stdout, new RegExp(`lmvm ${c}`));
     }
     const r = await lmvm(["create-microvm-auth-token", "help"], env);
-    assert.match(r.stdout, /--expiration-in-minutes \(number\) \[required\]\n\s+The duration in minutes before the authentication token expires\. Maximum: 60 minutes\./);
+    assert.match(r.stdout, /--expiration-in-minutes \(integer\) \[required\]\n\s+The duration in minutes before the authentication token expires\. Maximum: 60 minutes\./);
   });
 
   test("help for a structured flag shows its members, their types and docs, and its shorthand and JSON syntax; that shorthand works", async () => {
