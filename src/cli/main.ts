@@ -9,7 +9,6 @@ import * as sdk from "@aws-sdk/client-lambda-microvms";
 import { OPERATIONS, type OperationModel } from "../api/sdk-model.js";
 import { connect } from "./connection.js";
 import { buildInput, kebab, splitArgs, UsageError } from "./flags.js";
-import { commandHelp, topHelp } from "./help.js";
 import { applyQuery, plain, render, type OutputFormat } from "./output.js";
 
 const GLOBAL_FLAGS = ["endpoint-url", "region", "output", "query", "profile", "data-dir", "cli-input-json", "max-items", "page-size", "starting-token", "build-id"];
@@ -58,7 +57,7 @@ async function paginate(client: Sendable, op: OperationModel, input: Record<stri
 async function runOperation(op: OperationModel, argv: string[]): Promise<number> {
   const args = splitArgs(argv, BOOLEAN_FLAGS, new Set(GLOBAL_FLAGS));
   if (args.flags.has("help") || args.positionals[0] === "help") {
-    process.stdout.write(commandHelp(op));
+    process.stdout.write((await import("./help.js")).commandHelp(op));
     return 0;
   }
   const known = new Set([...GLOBAL_FLAGS, ...BOOLEAN_FLAGS, ...op.input.map((m) => kebab(m.name))]);
@@ -95,12 +94,12 @@ function splitCommand(argv: string[]): { command: string | undefined; rest: stri
 export async function main(argv: string[]): Promise<number> {
   const { command, rest } = splitCommand(argv);
   try {
-    if (!command || command === "help" || command === "--help" || command === "-h") {
-      process.stdout.write(topHelp(Object.values(OPERATIONS)));
+    if (command === "version" || (!command && rest.includes("--version"))) {
+      process.stdout.write("lmvm 0.1.0\n");
       return 0;
     }
-    if (command === "--version" || command === "version") {
-      process.stdout.write("lmvm 0.1.0\n");
+    if (!command || command === "help" || command === "--help" || command === "-h") {
+      process.stdout.write((await import("./help.js")).topHelp(Object.values(OPERATIONS)));
       return 0;
     }
     if (command === "logs") {
