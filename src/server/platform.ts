@@ -177,8 +177,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     verifier,
     pageTokens: new PageTokens(deriveKey(master, "page-tokens")),
     log,
-    buildLog: (buildId, follow, finished, signal) => buildLogs.read(buildId, follow, finished, signal),
-    microvmLog: (id, follow, finished, signal) => microvmLogs.read(id, follow, finished, signal),
+    buildLog: (buildId, follow, finished, signal, from) => buildLogs.read(buildId, follow, finished, signal, from),
+    microvmLog: (id, follow, finished, signal, from) => microvmLogs.read(id, follow, finished, signal, from),
     metrics: metrics.registry,
   });
   await app.listen({ host: config.apiHost, port: config.apiPort });
