@@ -2,3 +2,4 @@
 export { DockerfileBuilder, DEFAULT_LIMITS, builtImageDir, readBuiltImage, type BuilderOptions, type BuiltImage } from "./builder.js";
 export type { OciConfig } from "./buildah.js";
 export { fromImages, type FromImage } from "./dockerfile.js";
+export { DEFAULT_PHASE_TIMEOUTS, parsePhaseTimeouts, PHASES, type BuildPhase, type PhaseTimeouts } from "./phases.js";
