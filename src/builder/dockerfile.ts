@@ -64,12 +64,13 @@ export function fromImages(dockerfile: string): FromImage[] {
   for (const arg of parsed.getInitialARGs()) {
     for (const p of arg.getProperties()) args.set(p.getName(), p.getValue());
   }
-  const stages = new Set<string>();
+  /** Stages defined so far, by lower-cased name. */
+  const stages = new Map<string, string>();
   const images: FromImage[] = [];
   for (const from of parsed.getFROMs()) {
     const line = from.getRange().start.line + 1;
     const raw = from.getImage();
-    const stage = from.getBuildStage();
+    const named = from.getBuildStage();
     if (raw) {
       const ref = expand(raw, args, escape, line);
       if (!ref) {
@@ -79,14 +80,19 @@ export function fromImages(dockerfile: string): FromImage[] {
             `Give ${unset.length > 1 ? "them defaults" : "it a default"} before the first FROM (for example ARG ${unset[0] ?? "BASE"}=lmvm/debian12).`,
         );
       }
-      // Stage names are case-insensitive, and only stages defined earlier count.
-      const earlierStage = stages.has(ref.toLowerCase());
+      // Only stages defined earlier count. Docker matches stage names in any
+      // case; buildah 1.28 (Debian 12's) only exactly, and would try to pull.
+      const stage = stages.get(ref.toLowerCase());
+      if (stage !== undefined && stage !== ref) {
+        throw new BuildFailure(`Dockerfile line ${line}: FROM ${ref} names stage '${stage}' in another case; lmvm's builder (buildah) matches stage names exactly. Write FROM ${stage}.`);
+      }
+      const earlierStage = stage !== undefined;
       if (!earlierStage && ref.toLowerCase() !== "scratch" && !images.some((i) => i.ref === ref)) {
         const m = /^(?:localhost\/)?lmvm\/([a-z0-9]+)(?::([A-Za-z0-9._-]+))?$/.exec(ref);
         images.push(m ? { ref, managed: { name: m[1]!, ...(m[2] && m[2] !== "latest" ? { version: m[2] } : {}) } } : { ref });
       }
     }
-    if (stage) stages.add(stage.toLowerCase());
+    if (named) stages.set(named.toLowerCase(), named);
   }
   return images;
 }

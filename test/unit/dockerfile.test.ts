@@ -8,9 +8,13 @@ import { BuildFailure } from "../../src/core/index.js";
 
 const refs = (dockerfile: string) => fromImages(dockerfile).map((i) => i.ref);
 
-test("a later stage that names an earlier one is not an image to pull, whatever its case", () => {
-  const images = fromImages("FROM lmvm/busybox AS base\nRUN echo hi\nFROM base AS test\nRUN true\nFROM Base\n");
+test("a later stage that names an earlier one is not an image to pull", () => {
+  const images = fromImages("FROM lmvm/busybox AS base\nRUN echo hi\nFROM base AS test\nRUN true\nFROM test\n");
   assert.deepEqual(images, [{ ref: "lmvm/busybox", managed: { name: "busybox" } }]);
+});
+
+test("a stage named in another case fails, saying buildah matches stage names exactly", () => {
+  assert.throws(() => fromImages("FROM lmvm/busybox AS base\nFROM Base\n"), /line 2: FROM Base names stage 'base' in another case; .* Write FROM base\./);
 });
 
 test("a FROM naming a stage defined only later is an image, as in Docker", () => {
