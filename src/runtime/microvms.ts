@@ -12,11 +12,13 @@
 // <data-dir>/logs/microvms/<id>.log, kept after the MicroVM ends.
 
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { availableParallelism, loadavg } from "node:os";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { limitsOf, NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
 import { diskUsage, removeTree, writeFileAtomic, type LogFiles } from "../os/index.js";
+import { SandboxCgroups } from "./cgroups.js";
+import { CpuRoom } from "./cpu-room.js";
 import { Gvisor, SandboxSetupError, type ImageConfig, type SandboxSpec } from "./gvisor.js";
 import { spawnGuest } from "./guest-process.js";
 import { callHook, type HookName } from "./hooks.js";
@@ -38,6 +40,10 @@ export interface MicrovmRuntimeOptions {
   logs: LogFiles;
   /** Memory the host keeps free: RunMicrovm answers InsufficientCapacityException below it (default 1024 MiB). */
   minFreeMiB?: number;
+  /** Where sandboxes' CPU usage is read (default: the host's cgroups). */
+  cgroups?: SandboxCgroups;
+  /** The host's cores for CPU room (default: availableParallelism()). */
+  cores?: number;
 }
 
 /** What a running MicroVM's sandbox needs to be found and driven again. */
@@ -52,8 +58,6 @@ export interface SandboxRecord {
 }
 
 const HOOK_TIMEOUT_DEFAULT = 1;
-/** A host whose run queue is this deep per core has no CPU left for another MicroVM. */
-const LOAD_PER_CPU = 8;
 const RESERVATION_MS = 60_000;
 const MIB = 1024 * 1024;
 /** Held back in this share of its CPU periods, a MicroVM is reported as using all the CPU it may. */
@@ -63,11 +67,24 @@ const MIN_FREE_DISK_BYTES = 256 * MIB;
 const mib = (bytes: number) => Math.max(0, Math.round(bytes / MIB));
 
 export class MicrovmRuntime implements SandboxRuntime {
-  private reserved: { bytes: number; until: number }[] = [];
+  /** Room promised to starts under way: memory and vCPUs. */
+  private reserved: { bytes: number; vcpus: number; until: number }[] = [];
   /** The CPU counters each MicroVM had at the last condition check. */
   private readonly cpuSamples = new Map<string, { periods: number; throttled: number }>();
+  private readonly cpu: CpuRoom;
 
-  constructor(private readonly opts: MicrovmRuntimeOptions) {}
+  constructor(private readonly opts: MicrovmRuntimeOptions) {
+    const cgroups = opts.cgroups ?? new SandboxCgroups();
+    this.cpu = new CpuRoom({ cores: opts.cores ?? availableParallelism(), usageMicros: (id) => cgroups.cpuUsageMicros(id) });
+    // Sandboxes a previous process left running hold their vCPUs until recovery says otherwise (reap).
+    const root = join(opts.dataDir, "microvms");
+    if (existsSync(root)) {
+      for (const id of readdirSync(root)) {
+        const rec = this.record(id);
+        if (rec && !existsSync(join(this.dir(id), "checkpoint"))) this.cpu.hold(id, rec.limits?.vcpus ?? 1);
+      }
+    }
+  }
 
   dir(id: string): string {
     return join(this.opts.dataDir, "microvms", id);
@@ -130,7 +147,8 @@ export class MicrovmRuntime implements SandboxRuntime {
     try {
       await this.opts.gvisor.restore(this.spec(vm, rec, network), built.snapshot);
     } finally {
-      this.release(this.startingMemory(vm.imageArn, vm.imageVersion));
+      this.release(this.startingMemory(vm.imageArn, vm.imageVersion), rec.limits.vcpus);
+      this.cpu.hold(vm.id, rec.limits.vcpus); // until terminate: a failed restore may have left a sandbox
     }
     await this.opts.gvisor.setHostname(vm.id, rec.rootfs, vm.id);
     await this.hook(vm.id, rec, "run", vm.config.runHookPayload ?? "");
@@ -153,6 +171,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     Gvisor.forget({ dir: join(this.dir(vm.id), "sandbox") });
     await this.opts.nets.destroy(this.opts.nets.describe(rec.networkIndex));
     this.cpuSamples.delete(vm.id); // a restored sandbox has new counters
+    this.cpu.drop(vm.id);
   }
 
   async resume(vm: Microvm): Promise<void> {
@@ -177,8 +196,9 @@ export class MicrovmRuntime implements SandboxRuntime {
       }
       throw new NotBegun(`resuming could not begin: ${(err as Error).message}`);
     } finally {
-      this.release(this.startingMemory(vm.imageArn, vm.imageVersion));
+      this.release(this.startingMemory(vm.imageArn, vm.imageVersion), rec.limits.vcpus);
     }
+    this.cpu.hold(vm.id, rec.limits.vcpus);
     rmSync(join(this.dir(vm.id), "checkpoint"), { recursive: true, force: true });
     await this.hook(vm.id, resumed, "resume");
   }
@@ -189,6 +209,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     const suspended = existsSync(join(this.dir(vm.id), "checkpoint"));
     if (rec && !suspended) await this.hook(vm.id, rec, "terminate").catch(() => undefined); // best effort: it is going anyway
     await this.opts.gvisor.destroy(vm.id);
+    this.cpu.drop(vm.id);
     if (rec) await this.opts.nets.destroy(this.opts.nets.describe(rec.networkIndex));
     removeTree(this.dir(vm.id));
   }
@@ -209,6 +230,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     for (const s of await this.opts.gvisor.list().catch(() => [])) if (!running.has(s.id)) await this.opts.gvisor.destroy(s.id);
     for (const id of running) rmSync(join(this.dir(id), "checkpoint"), { recursive: true, force: true });
     for (const vm of keep) if (vm.state === "SUSPENDED") Gvisor.forget({ dir: join(this.dir(vm.id), "sandbox") });
+    for (const id of this.cpu.holders()) if (!running.has(id)) this.cpu.drop(id);
     const indexes = new Set([...running].map((id) => this.record(id)?.networkIndex).filter((i): i is number => i !== undefined));
     await this.opts.nets.reap(indexes);
     const root = join(this.opts.dataDir, "microvms");
@@ -218,27 +240,29 @@ export class MicrovmRuntime implements SandboxRuntime {
   /**
    * Room for one more sandbox: after its starting memory, and that of every
    * start already promised room, the host keeps `minFreeMiB` available
-   * (MemAvailable); the CPUs are not saturated (a 1-minute load average under
-   * LOAD_PER_CPU per core); and the data directory has room for a checkpoint
-   * of that size and then some. A promise lasts until a run or resume of that
-   * size begins using the memory, or RESERVATION_MS at most.
+   * (MemAvailable); its CPUs have room (CpuRoom: the vCPUs live and promised
+   * sandboxes hold, and what their cgroups used over the last second); and
+   * the data directory has room for a checkpoint of that size and then some.
+   * A promise lasts until a run or resume of that size has its sandbox, or
+   * RESERVATION_MS at most.
    */
   async shortage(version: ImageVersion): Promise<string | undefined> {
     const memoryBytes = this.startingMemory(version.imageArn, version.version);
     const now = Date.now();
     this.reserved = this.reserved.filter((r) => r.until > now);
     const promised = this.reserved.reduce((n, r) => n + r.bytes, 0);
+    const vcpus = limitsOf(version.config).vcpus;
     const meminfo = readFileSync("/proc/meminfo", "utf8");
     const availableBytes = Number(/^MemAvailable:\s+(\d+) kB/m.exec(meminfo)?.[1] ?? 0) * 1024;
     const keepFree = (this.opts.minFreeMiB ?? 1024) * MIB;
     if (availableBytes - promised - memoryBytes < keepFree) {
       return `it has ${mib(availableBytes - promised)} MiB of memory available, this MicroVM starts with ${mib(memoryBytes)} MiB, and the host keeps ${mib(keepFree)} MiB free`;
     }
-    const load = loadavg()[0]!;
-    if (load >= LOAD_PER_CPU * availableParallelism()) return `its CPUs are saturated (load average ${load.toFixed(1)} on ${availableParallelism()} cores)`;
+    const cpuShort = this.cpu.shortage(vcpus, this.reserved.reduce((n, r) => n + r.vcpus, 0));
+    if (cpuShort) return cpuShort;
     const short = this.diskShortage(memoryBytes, "a MicroVM's checkpoint");
     if (short) return short;
-    this.reserved.push({ bytes: memoryBytes, until: now + RESERVATION_MS });
+    this.reserved.push({ bytes: memoryBytes, vcpus, until: now + RESERVATION_MS });
     return undefined;
   }
 
@@ -288,9 +312,9 @@ export class MicrovmRuntime implements SandboxRuntime {
     return memoryImageSize(this.opts.locate(imageArn, version).snapshot);
   }
 
-  /** The sandbox now holds its own memory (or failed to): its promised room is released. */
-  private release(memoryBytes: number): void {
-    const i = this.reserved.findIndex((r) => r.bytes === memoryBytes);
+  /** The sandbox now holds its own memory and vCPUs (or failed to): its promised room is released. */
+  private release(memoryBytes: number, vcpus: number): void {
+    const i = this.reserved.findIndex((r) => r.bytes === memoryBytes && r.vcpus === vcpus);
     if (i >= 0) this.reserved.splice(i, 1);
   }
 }

@@ -1,0 +1,112 @@
+// Whether the host's CPUs have room for one more MicroVM, judged from the
+// MicroVMs themselves, never from the load average. The 1-minute load average
+// lags by a minute, counts every process on the host and rises with runnable
+// threads that barely run (a burst of 50 restores left an idle 2-core host
+// refusing MicroVMs for a minute at "load average 24.2"). Two figures instead:
+// - Given: the vCPUs of the live sandboxes (their CFS quota) plus those
+//   promised to starts under way. The host gives out VCPUS_PER_CORE per core:
+//   an idle sandbox under systrap uses 4-7% of a core (measured here), so
+//   eight of them take about half a core and leave the rest for bursts. Past
+//   that, a host of busy MicroVMs would run each far below what it was given.
+// - Used: the CPU time their cgroups used over the last sampling window
+//   (about SAMPLE_MS). When it reaches SATURATED_SHARE of every core, a new
+//   MicroVM would only slow the others down.
+// The window is sampled on a timer while any sandbox lives, so a RunMicrovm
+// never waits for a sample; reading a few cgroup files a second costs nothing
+// a sandbox would notice.
+
+export const VCPUS_PER_CORE = 8;
+const SATURATED_SHARE = 0.9;
+const SAMPLE_MS = 1000;
+/** A usage figure older than this says nothing about now. */
+const STALE_MS = 3 * SAMPLE_MS;
+
+export interface CpuRoomOptions {
+  cores: number;
+  /** CPU time a sandbox has used since it started, in microseconds (its cgroup's counter). */
+  usageMicros: (id: string) => number | undefined;
+  now?: () => number;
+  /** Samples on a timer of this period while sandboxes live; 0 leaves sampling to `sample()` (tests). */
+  sampleEveryMs?: number;
+}
+
+interface Sample {
+  at: number;
+  usage: Map<string, number>;
+}
+
+export class CpuRoom {
+  /** vCPUs of each live sandbox. */
+  private readonly given = new Map<string, number>();
+  private last: Sample | undefined;
+  private recent: { cores: number; windowMs: number; at: number } | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly now: () => number;
+
+  constructor(private readonly opts: CpuRoomOptions) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** A sandbox of `vcpus` now lives. */
+  hold(id: string, vcpus: number): void {
+    this.given.set(id, vcpus);
+    const every = this.opts.sampleEveryMs ?? SAMPLE_MS;
+    if (!this.timer && every > 0) {
+      this.sample();
+      this.timer = setInterval(() => this.sample(), every);
+      this.timer.unref();
+    }
+  }
+
+  /** The sandbox is gone (suspended or terminated). */
+  drop(id: string): void {
+    this.given.delete(id);
+    if (this.given.size === 0 && this.timer) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      this.last = undefined;
+      this.recent = undefined;
+    }
+  }
+
+  /** Ids of the live sandboxes. */
+  holders(): string[] {
+    return [...this.given.keys()];
+  }
+
+  /** Reads every live sandbox's CPU counter, and their usage since the previous reading. */
+  sample(): void {
+    const at = this.now();
+    const usage = new Map<string, number>();
+    for (const id of this.given.keys()) {
+      const micros = this.opts.usageMicros(id);
+      if (micros !== undefined) usage.set(id, micros);
+    }
+    const prev = this.last;
+    this.last = { at, usage };
+    if (!prev || at <= prev.at) return;
+    let used = 0;
+    // A sandbox missing from either reading started or ended within the window: its share is unknown.
+    for (const [id, micros] of usage) {
+      const before = prev.usage.get(id);
+      if (before !== undefined && micros >= before) used += micros - before;
+    }
+    const windowMs = at - prev.at;
+    this.recent = { cores: used / 1000 / windowMs, windowMs, at };
+  }
+
+  /** Why one more sandbox of `vcpus` does not fit, given `promised` vCPUs for starts under way; undefined when it fits. */
+  shortage(vcpus: number, promised: number): string | undefined {
+    const cores = this.opts.cores;
+    const held = [...this.given.values()].reduce((n, v) => n + v, 0) + promised;
+    const limit = cores * VCPUS_PER_CORE;
+    if (held + vcpus > limit) {
+      return `its CPUs are all given out: its MicroVMs hold ${held} vCPUs, this one needs ${vcpus}, and the host gives out at most ${limit} (${VCPUS_PER_CORE} per core on ${cores} cores)`;
+    }
+    const recent = this.recent;
+    if (recent && this.now() - recent.at <= STALE_MS && recent.cores >= cores * SATURATED_SHARE) {
+      return `its CPUs are saturated: its MicroVMs used ${recent.cores.toFixed(1)} of its ${cores} cores over the last ${(recent.windowMs / 1000).toFixed(1)} s`;
+    }
+    return undefined;
+  }
+}

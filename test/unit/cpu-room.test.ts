@@ -1,0 +1,114 @@
+// CPU room for RunMicrovm and resume: judged from the vCPUs the live MicroVMs
+// were given and the CPU time their cgroups used a moment ago, never from the
+// load average (which lags a minute behind and made an idle host refuse
+// MicroVMs after a burst). Time is a fake clock; usage a scripted counter.
+
+import assert from "node:assert/strict";
+import { mkdirSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { join } from "node:path";
+import { syncBuiltinESMExports } from "node:module";
+import { test } from "node:test";
+import type { ImageVersion } from "../../src/core/index.js";
+import type { NetworkNamespaces } from "../../src/net/index.js";
+import type { LogFiles } from "../../src/os/index.js";
+import { Gvisor, MicrovmRuntime } from "../../src/runtime/index.js";
+import { SandboxCgroups } from "../../src/runtime/cgroups.js";
+import { CpuRoom, VCPUS_PER_CORE } from "../../src/runtime/cpu-room.js";
+import { tempDir } from "../support/platform.js";
+
+const version = (memoryMiB = 1024): ImageVersion => ({
+  imageArn: "arn:aws:lambda:us-east-1:000000000000:microvm-image:app",
+  version: "1.0",
+  origin: "CREATE",
+  state: "SUCCESSFUL",
+  status: "ACTIVE",
+  config: { baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:busybox", buildRoleArn: "arn:aws:iam::000000000000:role/b", codeArtifact: { uri: "s3://b/k.zip" }, resources: [{ minimumMemoryInMiB: memoryMiB }] },
+  createdAt: new Date(0),
+  updatedAt: new Date(0),
+});
+
+/** A MicrovmRuntime whose snapshot is a tiny file: only its room check is driven. */
+function runtimeOn(cores: number): MicrovmRuntime {
+  const dataDir = tempDir();
+  const snapshot = join(dataDir, "snapshot");
+  mkdirSync(snapshot);
+  writeFileSync(join(snapshot, "pages-1.img"), Buffer.alloc(4096));
+  return new MicrovmRuntime({
+    gvisor: new Gvisor({ stateRoot: join(dataDir, "runsc") }),
+    nets: {} as NetworkNamespaces,
+    dataDir,
+    logs: {} as LogFiles,
+    locate: () => ({ rootfs: join(dataDir, "rootfs"), config: {}, snapshot }),
+    minFreeMiB: 0,
+    cgroups: new SandboxCgroups(join(dataDir, "no-cgroups")),
+    cores,
+  });
+}
+
+test("an idle host admits a MicroVM however high the load average a past burst left", async () => {
+  const real = os.loadavg;
+  os.loadavg = () => [99, 99, 99];
+  syncBuiltinESMExports();
+  try {
+    assert.equal(await runtimeOn(2).shortage(version()), undefined);
+  } finally {
+    os.loadavg = real;
+    syncBuiltinESMExports();
+  }
+});
+
+test("concurrent starts cannot all be promised the same vCPUs: past 8 per core they are refused, naming the CPUs", async () => {
+  const runtime = runtimeOn(2);
+  const answers = await Promise.all(Array.from({ length: 20 }, () => runtime.shortage(version())));
+  const refused = answers.filter((a) => a !== undefined);
+  assert.equal(answers.length - refused.length, 2 * VCPUS_PER_CORE);
+  for (const why of refused) assert.match(why!, /its CPUs are all given out: its MicroVMs hold 16 vCPUs, this one needs 1, and the host gives out at most 16 \(8 per core on 2 cores\)/);
+});
+
+function room(cores: number) {
+  let now = 0;
+  const usage = new Map<string, number>();
+  const cpu = new CpuRoom({ cores, usageMicros: (id) => usage.get(id), now: () => now, sampleEveryMs: 0 });
+  /** Lets `ms` pass with each sandbox using `cores` of CPU, then samples. */
+  const spend = (ms: number, perSandbox: Record<string, number>) => {
+    now += ms;
+    for (const [id, c] of Object.entries(perSandbox)) usage.set(id, (usage.get(id) ?? 0) + c * ms * 1000);
+    cpu.sample();
+  };
+  return { cpu, spend, later: (ms: number) => (now += ms) };
+}
+
+test("vCPUs given out: a MicroVM that would pass the overcommit is refused until another ends", () => {
+  const { cpu } = room(2);
+  for (let i = 0; i < 7; i++) cpu.hold(`vm-${i}`, 2);
+  assert.equal(cpu.shortage(2, 0), undefined);
+  assert.match(cpu.shortage(3, 0) ?? "", /all given out: its MicroVMs hold 14 vCPUs, this one needs 3/);
+  assert.match(cpu.shortage(1, 2) ?? "", /hold 16 vCPUs, this one needs 1/, "promised vCPUs count as held");
+  cpu.drop("vm-0");
+  assert.equal(cpu.shortage(3, 0), undefined);
+});
+
+test("MicroVMs using nearly every core refuse another; idle ones, or a burst long past, do not", () => {
+  const { cpu, spend, later } = room(2);
+  cpu.hold("busy-a", 1);
+  cpu.hold("busy-b", 1);
+  cpu.hold("idle", 1);
+  spend(0, { "busy-a": 0, "busy-b": 0, idle: 0 });
+  spend(1000, { "busy-a": 0.95, "busy-b": 0.95, idle: 0.05 });
+  assert.match(cpu.shortage(1, 0) ?? "", /its CPUs are saturated: its MicroVMs used 1\.9 of its 2 cores over the last 1\.0 s/);
+  spend(1000, { "busy-a": 0.1, "busy-b": 0.1, idle: 0.05 });
+  assert.equal(cpu.shortage(1, 0), undefined, "the burst is over");
+  spend(1000, { "busy-a": 1, "busy-b": 1 });
+  later(10_000);
+  assert.equal(cpu.shortage(1, 0), undefined, "a sample 10 s old says nothing about now");
+});
+
+test("a sandbox started within the window is not charged its whole life's CPU time", () => {
+  const { cpu, spend } = room(2);
+  cpu.hold("old", 1);
+  spend(0, { old: 0 });
+  cpu.hold("new", 1);
+  spend(1000, { old: 0.1, new: 100 }); // "new" has no earlier reading: its counter's total is not this window's use
+  assert.equal(cpu.shortage(1, 0), undefined);
+});
