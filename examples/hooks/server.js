@@ -1,7 +1,8 @@
 // The six lifecycle hooks, each with an effect you can see. lmvm (like AWS)
 // POSTs to http://localhost:9000/aws/lambda-microvms/runtime/v1/<hook>:
 // - ready     (build): 503 until the app has initialised, then 200; the snapshot follows
-// - validate  (build): on a fresh sandbox restored from that snapshot; its output is in the build log
+// - validate  (build): on a fresh sandbox restored from that snapshot, checks the app answers;
+//             the build fails unless it says 200
 // - run       (each MicroVM): body {"microvmId", "runHookPayload"}; makes what must differ per
 //             MicroVM (instanceId), since every MicroVM starts from the same snapshot
 // - suspend / resume: around the MicroVM's checkpoint and restore
@@ -25,7 +26,10 @@ function json(res, status, value) {
 
 const effects = {
   ready: () => (initialised ? 200 : 503),
-  validate: () => (initialised ? 200 : 500),
+  validate: () =>
+    new Promise((resolve) => {
+      http.get("http://127.0.0.1:8080/hooks", (res) => resolve(res.statusCode === 200 ? 200 : 500)).on("error", () => resolve(503));
+    }),
   run: (text, headers) => {
     instanceId = randomUUID();
     // AWS sends {"microvmId", "runHookPayload"}; lmvm sends the payload as the body and the
@@ -54,11 +58,11 @@ http.createServer((req, res) => {
   let text = "";
   req.setEncoding("utf8");
   req.on("data", (c) => (text += c));
-  req.on("end", () => {
+  req.on("end", async () => {
     const hook = req.method === "POST" && req.url.startsWith(HOOKS) ? req.url.slice(HOOKS.length) : "";
     const effect = effects[hook];
     if (!effect) return json(res, 404, { message: `no hook at ${req.method} ${req.url}` });
-    const result = effect(text, req.headers);
+    const result = await effect(text, req.headers);
     const { status, ...details } = typeof result === "number" ? { status: result } : result;
     if (status === 200) calls.push({ hook, at: new Date().toISOString(), ...details });
     console.log(`hook ${hook}: ${status}${Object.keys(details).length ? ` ${JSON.stringify(details)}` : ""}`);
