@@ -8,48 +8,20 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import { request } from "node:https";
-import { once } from "node:events";
-import { connect as tlsConnect } from "node:tls";
-import { connect as h2connect } from "node:http2";
 import { readFileSync } from "node:fs";
-import { Readable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import type { Microvm } from "../../src/core/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens } from "../../src/proxy/index.js";
 import { tempDir } from "../support/platform.js";
+import { h2Upload, sendThenRead, within, type UploadTarget } from "../support/uploads.js";
 
 const ID = "microvm-0123456789abcdef0";
-const UPLOAD_BYTES = 50 * 1024 * 1024;
-
-/** `promise`, or a failure naming `what` once `ms` have passed. */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not done after ${ms} ms`)), ms)));
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Polls `check` every 20 ms until it holds; fails naming `what` after `ms`. */
 async function until(ms: number, what: string, check: () => boolean): Promise<void> {
   await within(ms, what, (async () => {
     while (!check()) await new Promise((r) => setTimeout(r, 20));
   })());
-}
-
-/** A large upload, made as it is sent, as a client streams a file. */
-function upload(): Readable {
-  const chunk = Buffer.alloc(64 * 1024, 7);
-  let sent = 0;
-  return new Readable({
-    read() {
-      if (sent >= UPLOAD_BYTES) return void this.push(null);
-      sent += chunk.length;
-      this.push(chunk);
-    },
-  });
 }
 
 describe("the endpoint proxy on loopback", () => {
@@ -134,52 +106,20 @@ describe("the endpoint proxy on loopback", () => {
     await until(10_000, "the upstream connection to close", () => upstreamClosed.length > before);
   });
 
-  // A client that sends its whole body before it reads the answer, as curl without
-  // Expect and most scripts do (Python's http.client): it is done once it has sent
-  // 50 MB and read the answer.
-  test("HTTP/1.1: an app that answers 413 before reading a 50 MB upload answers the client at once", async () => {
+  const refusedUpload = async (): Promise<UploadTarget> => {
     const token = await tokens.issue({ microvmId: ID, kind: "endpoint", allowedPorts: [{ port: appPort }], expiresAt: new Date(Date.now() + 60_000) });
-    const socket = tlsConnect({ host: "127.0.0.1", port, ca, servername: `${ID}.microvm.localhost`, ALPNProtocols: ["http/1.1"] });
-    try {
-      const done = (async () => {
-        await once(socket, "secureConnect");
-        socket.write(`POST /too-large HTTP/1.1\r\nhost: ${ID}.microvm.localhost\r\nx-aws-proxy-auth: ${token}\r\nx-aws-proxy-port: ${appPort}\r\ncontent-length: ${UPLOAD_BYTES}\r\n\r\n`);
-        for await (const chunk of upload()) if (!socket.write(chunk)) await once(socket, "drain");
-        let answer = "";
-        for await (const chunk of socket) {
-          answer += (chunk as Buffer).toString("latin1");
-          const [head, body = ""] = answer.split("\r\n\r\n");
-          const length = /\r\ncontent-length: (\d+)/i.exec(head!)?.[1];
-          if (length !== undefined && body.length >= Number(length)) return { status: Number(head!.split(" ")[1]), body };
-        }
-        throw new Error(`the connection closed before the whole answer: ${JSON.stringify(answer)}`);
-      })();
-      assert.deepEqual(await within(10_000, "the refused HTTP/1.1 upload", done), { status: 413, body: "too large\n" });
-    } finally {
-      socket.destroy();
-    }
+    return { port, ca, host: `${ID}.microvm.localhost`, path: "/too-large", headers: { "x-aws-proxy-auth": token, "x-aws-proxy-port": String(appPort) } };
+  };
+
+  // The client sends its whole body before it reads the answer, as curl without Expect and
+  // Python's http.client do: it waits until the proxy has taken all 50 MB.
+  test("HTTP/1.1: an app that answers 413 before reading a 50 MB upload answers the client at once", async () => {
+    const answer = await within(10_000, "the refused HTTP/1.1 upload", sendThenRead(await refusedUpload()));
+    assert.deepEqual(answer, { status: 413, body: "too large\n" });
   });
 
-  // An HTTP/2 client is done once it has the whole answer and its stream has closed.
   test("HTTP/2: an app that answers 413 before reading a 50 MB upload answers the client at once", async () => {
-    const token = await tokens.issue({ microvmId: ID, kind: "endpoint", allowedPorts: [{ port: appPort }], expiresAt: new Date(Date.now() + 60_000) });
-    const session = h2connect(`https://127.0.0.1:${port}`, { ca, servername: `${ID}.microvm.localhost` });
-    session.on("error", () => undefined);
-    try {
-      const done = new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const stream = session.request({ ":method": "POST", ":path": "/too-large", "x-aws-proxy-auth": token, "x-aws-proxy-port": String(appPort) });
-        let status = 0;
-        let body = "";
-        stream.on("response", (h) => (status = Number(h[":status"])));
-        stream.setEncoding("utf8");
-        stream.on("data", (c: string) => (body += c));
-        stream.on("error", (err) => (status ? undefined : reject(err)));
-        stream.on("close", () => (stream.readableEnded ? resolve({ status, body }) : reject(new Error(`the stream closed before its answer ended (code ${stream.rstCode})`))));
-        upload().pipe(stream);
-      });
-      assert.deepEqual(await within(10_000, "the refused HTTP/2 upload", done), { status: 413, body: "too large\n" });
-    } finally {
-      session.destroy();
-    }
+    const answer = await within(10_000, "the refused HTTP/2 upload", h2Upload(await refusedUpload()));
+    assert.deepEqual(answer, { status: 413, body: "too large\n" });
   });
 });
