@@ -42,7 +42,7 @@ export interface SnapshotRequest {
   dir: string;
   log: (line: string) => void;
   /** Aborting it stops the snapshot at once: what it started is stopped and removed, and it rejects with SnapshotCancelled. */
-  signal?: AbortSignal;
+  signal: AbortSignal;
 }
 
 export type SnapshotPhase = "boot" | "ready" | "checkpoint" | "validate";

@@ -56,7 +56,7 @@ function fakeRuntime(stuck: "run" | "checkpoint" | "restore", deaf = false) {
 }
 
 function request(dir: string, signal?: AbortSignal): SnapshotRequest {
-  return { id: "b1", rootfs: dir, config: { Cmd: ["app"] }, env: {}, limits: { memoryMiB: 128, vcpus: 1 }, dir, log: () => {}, ...(signal ? { signal } : {}) };
+  return { id: "b1", rootfs: dir, config: { Cmd: ["app"] }, env: {}, limits: { memoryMiB: 128, vcpus: 1 }, dir, log: () => {}, signal: signal ?? new AbortController().signal };
 }
 
 for (const [phase, stuck] of [["boot", "run"], ["checkpoint", "checkpoint"], ["validate", "restore"]] as const) {
