@@ -84,7 +84,12 @@ describe("Python apps in snapshots", { timeout: 900_000 }, () => {
     return { version, build: b, log: readFileSync(join(t.dataDir, "logs", "builds", `${id}.log`), "utf8") };
   }
 
-  const example = () => readdirSync(EXAMPLE).map((name) => ({ name, content: readFileSync(join(EXAMPLE, name), "utf8") }));
+  const example = () => readdirSync(EXAMPLE).filter((name) => name !== "microvm-image.json").map((name) => ({ name, content: readFileSync(join(EXAMPLE, name), "utf8") }));
+  /** The example's own hooks (microvm-image.json), plus the MicroVM hooks it also answers. */
+  const exampleHooks = () => ({
+    ...(JSON.parse(readFileSync(join(EXAMPLE, "microvm-image.json"), "utf8")) as { hooks: Record<string, unknown> }).hooks,
+    microvmHooks: { run: "ENABLED", runTimeoutInSeconds: 5, suspend: "ENABLED", suspendTimeoutInSeconds: 5, resume: "ENABLED", resumeTimeoutInSeconds: 5 },
+  });
 
   const until = async (id: string, want: string) => {
     let last: { state?: string; stateReason?: string } = {};
@@ -98,14 +103,10 @@ describe("Python apps in snapshots", { timeout: 900_000 }, () => {
   const ipOf = (id: string) => (JSON.parse(readFileSync(join(t.dataDir, "microvms", id, "sandbox.json"), "utf8")) as SandboxRecord).sandboxIp;
 
   test("examples/python builds to a snapshot through /ready and /validate, runs, and keeps its state across suspend and resume", async () => {
-    const { version, build: b, log } = await build("python-example", example(), {
-      port: 9000,
-      microvmImageHooks: { ready: "ENABLED", readyTimeoutInSeconds: 30, validate: "ENABLED", validateTimeoutInSeconds: 30 },
-      microvmHooks: { run: "ENABLED", runTimeoutInSeconds: 5, suspend: "ENABLED", suspendTimeoutInSeconds: 5, resume: "ENABLED", resumeTimeoutInSeconds: 5 },
-    });
+    const { version, build: b, log } = await build("python-example", example(), exampleHooks());
     assert.equal(version.state, "SUCCESSFUL", version.stateReason);
     assert.ok((b.snapshotBuild?.memorySnapshotSizeInBytes ?? 0) > 1_000_000, "the memory snapshot holds the Python heap");
-    assert.match(log, /Checkpointing memory and disk/);
+    assert.match(log, /Waiting for \/ready on port 9000[\s\S]*Checkpointing memory and disk[\s\S]*Calling \/validate on port 9000/);
 
     const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: "arn:aws:lambda:us-east-1:000000000000:microvm-image:python-example" }));
     const id = microvmId!;
