@@ -14,7 +14,7 @@ import type { Microvm } from "../../src/core/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens } from "../../src/proxy/index.js";
 import { within } from "../support/deadline.js";
 import { tempDir } from "../support/platform.js";
-import { h2Upload, sendThenRead, within, type UploadTarget } from "../support/uploads.js";
+import { h2Upload, sendThenRead, type UploadTarget } from "../support/uploads.js";
 
 const ID = "microvm-0123456789abcdef0";
 
