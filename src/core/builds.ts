@@ -74,7 +74,7 @@ export class BuildScheduler {
   /** Settles what a previous process left half done. Call once at startup, before kick(). */
   async recover(): Promise<void> {
     const { store, images } = this.opts;
-    await this.opts.builder?.recover?.();
+    await this.opts.builder?.recover();
     for (const build of await store.buildsInState("IN_PROGRESS")) {
       await store.transaction(async (tx) => {
         if (build.attempts >= MAX_ATTEMPTS) {

@@ -13,6 +13,7 @@ import { after, before, describe, test } from "node:test";
 import { CreateMicrovmImageCommand, GetMicrovmImageVersionCommand } from "@aws-sdk/client-lambda-microvms";
 import { readBuiltImage } from "../../src/builder/index.js";
 import { BASE_IMAGE_CACHE, makeZip, startS3, type S3Server } from "../support/artifacts.js";
+import { within } from "../support/deadline.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
 import { BUSYBOX, buildToEnd, ROLE } from "../support/builds.js";
 import { lmvm } from "../support/processes.js";
@@ -62,10 +63,10 @@ describe("image builds", { timeout: 600_000 }, () => {
 
   before(async () => {
     s3 = await startS3();
-    await new Promise<void>((r) => https.listen(0, "127.0.0.1", r));
+    await within(10_000, "the HTTPS artifact server to listen", new Promise<void>((r) => https.listen(0, "127.0.0.1", r)));
     httpsBase = `https://127.0.0.1:${(https.address() as { port: number }).port}`;
     t = await startTestPlatform({ builder: undefined, snapshots: false, s3Endpoint: s3.endpoint, s3Credentials: s3.credentials, baseImageCache: BASE_IMAGE_CACHE, artifactCaFile: join(certDir, "cert.pem"), buildLimits: { maxArtifactBytes: 8 << 20, maxUncompressedBytes: 32 << 20, maxFiles: 100 } });
-    await new Promise<void>((r) => loopback.listen(0, "127.0.0.1", r));
+    await within(10_000, "the loopback server to listen", new Promise<void>((r) => loopback.listen(0, "127.0.0.1", r)));
     loopbackPort = (loopback.address() as { port: number }).port;
   });
   after(async () => {
