@@ -6,7 +6,8 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { connect, createServer, type Socket } from "node:net";
 import { request } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -57,6 +58,45 @@ async function openLog(t: TestPlatform, path: string, query: Record<string, stri
 function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout;
   return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * A TCP relay to the server that cuts the first log connection once the
+ * server has sent `cutAfter` through it, as a flaky network would.
+ */
+async function flakyRelay(target: URL, cutAfter: string) {
+  let cut = false;
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname);
+    sockets.add(client).add(upstream);
+    let isLog = false;
+    let seen = "";
+    client.on("data", (d: Buffer) => {
+      if (d.toString("latin1").includes("/logs")) isLog = true;
+      upstream.write(d);
+    });
+    upstream.on("data", (d: Buffer) => {
+      client.write(d);
+      seen += d.toString("latin1");
+      if (isLog && !cut && seen.includes(cutAfter)) {
+        cut = true;
+        client.destroy();
+        upstream.destroy();
+      }
+    });
+    for (const s of [client, upstream]) s.on("error", () => {}).on("close", () => (client.destroy(), upstream.destroy()));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    wasCut: () => cut,
+    close: () => new Promise<void>((r) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => r());
+    }),
+  };
 }
 
 describe("lmvm logs build --follow", { timeout: 180_000 }, () => {
@@ -121,5 +161,28 @@ describe("lmvm logs build --follow", { timeout: 180_000 }, () => {
     await builder.succeed();
     await eventually(async () => (builder.calls.length === 4 ? true : undefined), "the waiting build to start");
     await builder.succeed();
+  });
+
+  test("a follower whose connection breaks reconnects and goes on where it stopped, printing nothing twice", async () => {
+    const before = builder.calls.length;
+    await t.client.send(new CreateMicrovmImageCommand(imageRequest("flaky")));
+    await eventually(async () => (builder.calls.length === before + 1 ? true : undefined), "the flaky build to start");
+    const buildId = await buildIdOf("flaky");
+    const log = join(t.dataDir, "logs", "builds", `${buildId}.log`);
+    mkdirSync(join(t.dataDir, "logs", "builds"), { recursive: true });
+    writeFileSync(log, "part one\n");
+    const relay = await flakyRelay(new URL(t.platform.url), "part one");
+    try {
+      const follower = startCli(["logs", "build", "flaky", "1.0", "--follow", "--endpoint-url", relay.url], env);
+      await eventually(async () => (relay.wasCut() ? true : undefined), "the relay to cut the log connection", 30_000);
+      appendFileSync(log, "part two\n");
+      await eventually(async () => (follower.stdout().includes("part two") ? true : undefined), "the follower to reconnect and print what came next", 30_000);
+      await builder.succeed();
+      const r = await follower.result;
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "part one\npart two\n");
+    } finally {
+      await relay.close();
+    }
   });
 });
