@@ -16,10 +16,11 @@
 // - After a checkpoint, `runsc list` still says running: the sandbox is deleted.
 
 import { spawn } from "node:child_process";
-import { lstatSync, mkdirSync, openSync, readdirSync, rmdirSync, closeSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
+import { lstatSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { SandboxLimits } from "../core/index.js";
 import type { SandboxNetwork } from "../net/index.js";
+import { SandboxCgroups } from "./cgroups.js";
 import { diskUsage, exec, mountScratchDisk, mountsUnder, processAlive, removeTree, run, type ExecResult } from "../os/index.js";
 
 export interface ImageConfig {
@@ -90,7 +91,6 @@ function lexists(path: string): boolean {
 }
 
 const CPU_PERIOD_US = 100_000;
-const CGROUP_ROOT = "/sys/fs/cgroup";
 
 function resourcesOf(limits: SandboxLimits) {
   const bytes = limits.memoryMiB * 1024 * 1024;
@@ -104,6 +104,7 @@ export class Gvisor {
   private readonly global: string[];
   /** Sandboxes being removed after their checkpoint. */
   private readonly removals = new Map<string, Promise<void>>();
+  private readonly cgroups = new SandboxCgroups();
 
   constructor(private readonly opts: GvisorOptions) {
     mkdirSync(opts.stateRoot, { recursive: true });
@@ -255,36 +256,6 @@ export class Gvisor {
     return ["runsc", ...this.global, "exec", "--process", processFile, "--internal-pid-file", pidFile, id];
   }
 
-  /** Bytes of memory the sandbox's cgroup holds now: about what a checkpoint of it writes, with its disk's contents. */
-  memoryInUse(id: string): number {
-    try {
-      return Number(readFileSync(`/sys/fs/cgroup/memory/${id}/memory.usage_in_bytes`, "utf8").trim()) || 0;
-    } catch {
-      return 0;
-    }
-  }
-
-  /** CFS bandwidth counters of the sandbox's CPU cgroup: scheduling periods it ran in, and those it was held back in. */
-  cpuThrottling(id: string): { periods: number; throttled: number } | undefined {
-    try {
-      const stat = readFileSync(`/sys/fs/cgroup/cpu/${id}/cpu.stat`, "utf8");
-      const field = (name: string) => Number(new RegExp(`^${name} (\\d+)`, "m").exec(stat)?.[1] ?? 0);
-      return { periods: field("nr_periods"), throttled: field("nr_throttled") };
-    } catch {
-      return undefined;
-    }
-  }
-
-  /** Whether the kernel's OOM killer struck the sandbox's memory cgroup (runsc names it after the sandbox). */
-  async oomKilled(id: string): Promise<boolean> {
-    try {
-      const control = readFileSync(`/sys/fs/cgroup/memory/${id}/memory.oom_control`, "utf8");
-      return Number(/^oom_kill (\d+)/m.exec(control)?.[1] ?? 0) > 0;
-    } catch {
-      return false;
-    }
-  }
-
   /** Sends a signal to one process inside the sandbox. */
   async kill(id: string, pid: number, signal: string): Promise<void> {
     await run("runsc", [...this.global, "kill", "--pid", String(pid), id, signal]);
@@ -307,23 +278,7 @@ export class Gvisor {
     const pending = this.removals.get(id);
     if (pending) return pending;
     await exec("runsc", [...this.global, "delete", "--force", id]);
-    Gvisor.removeCgroups(id);
-  }
-
-  static removeCgroups(id: string): void {
-    let controllers: string[];
-    try {
-      controllers = readdirSync(CGROUP_ROOT);
-    } catch {
-      return;
-    }
-    for (const controller of controllers) {
-      try {
-        rmdirSync(join(CGROUP_ROOT, controller, id)); // fails, harmlessly, when absent or still in use
-      } catch {
-        // nothing to remove
-      }
-    }
+    this.cgroups.remove(id);
   }
 
   /**

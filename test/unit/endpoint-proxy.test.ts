@@ -10,6 +10,7 @@ import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import type { Microvm } from "../../src/core/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens } from "../../src/proxy/index.js";
+import { within } from "../support/deadline.js";
 import { tempDir } from "../support/platform.js";
 
 const ID = "microvm-0123456789abcdef0";
@@ -53,7 +54,7 @@ describe("the endpoint proxy on loopback", () => {
   after(async () => {
     await proxy.stop();
     app.closeAllConnections();
-    await new Promise((r) => app.close(r));
+    await within(10_000, "the loopback app to close", new Promise((r) => app.close(r)));
   });
 
   const stream = async (path: string, onData: (text: string) => void) => {
@@ -72,7 +73,7 @@ describe("the endpoint proxy on loopback", () => {
   test("an open stream is activity every second it stays open, not only when it starts", async () => {
     activity.length = 0;
     const chunks: number[] = [];
-    const r = await stream("/short", () => chunks.push(Date.now()));
+    const r = await within(20_000, "the five-event stream to end", stream("/short", () => chunks.push(Date.now())));
     assert.equal(r.status, 200);
     // Between the first and the last event (2 s apart) the request neither started nor ended:
     // any activity then comes from the stream being open.
