@@ -10,17 +10,6 @@ import { connect as tlsConnect } from "node:tls";
 
 export const UPLOAD_BYTES = 50 * 1024 * 1024;
 
-/** `promise`, or a failure naming `what` once `ms` have passed. */
-export async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not done after ${ms} ms`)), ms)));
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** A large body, made as it is sent, as a client streams a file. */
 export function upload(bytes = UPLOAD_BYTES): Readable {
   const chunk = Buffer.alloc(64 * 1024, 7);

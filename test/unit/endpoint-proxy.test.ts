@@ -12,18 +12,11 @@ import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import type { Microvm } from "../../src/core/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens } from "../../src/proxy/index.js";
-import { within } from "../support/deadline.js";
+import { until, within } from "../support/deadline.js";
 import { tempDir } from "../support/platform.js";
-import { h2Upload, sendThenRead, within, type UploadTarget } from "../support/uploads.js";
+import { h2Upload, sendThenRead, type UploadTarget } from "../support/uploads.js";
 
 const ID = "microvm-0123456789abcdef0";
-
-/** Polls `check` every 20 ms until it holds; fails naming `what` after `ms`. */
-async function until(ms: number, what: string, check: () => boolean): Promise<void> {
-  await within(ms, what, (async () => {
-    while (!check()) await new Promise((r) => setTimeout(r, 20));
-  })());
-}
 
 describe("the endpoint proxy on loopback", () => {
   const tokens = new MicrovmTokens(randomBytes(32));
