@@ -37,7 +37,7 @@ step "Creating the MicroVM image 'hello' (lmvm create-microvm-image ...)"
 IMAGE_FLAGS=(--base-image-arn arn:aws:lambda:us-east-1:aws:microvm-image:debian12
   --build-role-arn arn:aws:iam::000000000000:role/MicroVMBuildRole
   --code-artifact "{\"uri\":\"file://$ARTIFACT\"}"
-  --hooks '{"port":9000,"microvmImageHooks":{"ready":"ENABLED","readyTimeoutInSeconds":60}}')
+  --hooks "$(node -p 'JSON.stringify(require("./examples/hello/microvm-image.json").hooks)')")
 if lmvm get-microvm-image --image-identifier hello >/dev/null 2>&1; then
   VERSION=$(lmvm update-microvm-image --image-identifier hello "${IMAGE_FLAGS[@]}" --query imageVersion --output text)
 else
@@ -56,11 +56,8 @@ IMAGE_ARN=$(lmvm get-microvm-image --image-identifier hello --query imageArn --o
 ID=$(lmvm run-microvm --image-identifier "$IMAGE_ARN" \
   --ingress-network-connectors arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS \
   --query microvmId --output text)
-for _ in $(seq 1 300); do
-  STATE=$(lmvm get-microvm --microvm-identifier "$ID" --query state --output text)
-  [ "$STATE" = PENDING ] || break
-  sleep 0.2
-done
+lmvm wait microvm-running --microvm-identifier "$ID" || { lmvm get-microvm --microvm-identifier "$ID"; exit 1; }
+STATE=$(lmvm get-microvm --microvm-identifier "$ID" --query state --output text)
 echo "$ID is $STATE"
 [ "$STATE" = RUNNING ] || { lmvm get-microvm --microvm-identifier "$ID"; exit 1; }
 

@@ -10,7 +10,7 @@ import { delimiter, join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance } from "fastify";
 import { buildApi, Metrics, PageTokens, SigV4Verifier } from "../api/index.js";
-import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage } from "../builder/index.js";
+import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage, type PhaseTimeouts } from "../builder/index.js";
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { installFirewall, NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
@@ -45,6 +45,8 @@ export interface PlatformConfig {
   s3Credentials?: { accessKeyId: string; secretAccessKey: string };
   /** PEM file of extra CAs trusted for https:// code artifacts. */
   artifactCaFile?: string;
+  /** Seconds each build phase may take (default DEFAULT_PHASE_TIMEOUTS in src/builder/phases.ts). */
+  buildPhaseTimeouts?: Partial<PhaseTimeouts>;
   /** Size and count limits on code artifacts (default DEFAULT_LIMITS). */
   buildLimits?: typeof DEFAULT_LIMITS;
   /** Whether builds end with the gVisor snapshot (default true); without it they end at the root filesystem. */
@@ -83,6 +85,7 @@ function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: Network
     s3,
     ...(config.artifactCaFile ? { httpsCa: readFileSync(config.artifactCaFile, "utf8") } : {}),
     limits: config.buildLimits ?? DEFAULT_LIMITS,
+    ...(config.buildPhaseTimeouts ? { phaseTimeouts: config.buildPhaseTimeouts } : {}),
     ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: join(config.dataDir, "runsc", "builds"), diskMiB: config.microvmDiskMiB ?? DEFAULTS.microvmDiskMiB }), nets, join(config.dataDir, "sandboxes")) }),
   });
 }
@@ -177,8 +180,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     verifier,
     pageTokens: new PageTokens(deriveKey(master, "page-tokens")),
     log,
-    buildLog: (buildId, follow, finished, signal) => buildLogs.read(buildId, follow, finished, signal),
-    microvmLog: (id, follow, finished, signal) => microvmLogs.read(id, follow, finished, signal),
+    buildLog: (buildId, follow, finished, signal, from) => buildLogs.read(buildId, follow, finished, signal, from),
+    microvmLog: (id, follow, finished, signal, from) => microvmLogs.read(id, follow, finished, signal, from),
     metrics: metrics.registry,
   });
   await app.listen({ host: config.apiHost, port: config.apiPort });
@@ -201,9 +204,13 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     async stop() {
       clearInterval(logBounds);
       shell.stop();
-      await proxy.stop();
-      await app.close();
-      await controlPlane.stop();
+      // Builds are aborted while the listeners close: a client following a
+      // build's log holds its request open until that build ends.
+      const core = controlPlane.stop();
+      const cut = setTimeout(() => app.server.closeAllConnections(), 2000);
+      await Promise.allSettled([proxy.stop(), app.close()]);
+      clearTimeout(cut);
+      await core;
       await store.close();
     },
   };

@@ -13,6 +13,7 @@ import { after, before, describe, test } from "node:test";
 import { CreateMicrovmImageCommand, GetMicrovmImageVersionCommand } from "@aws-sdk/client-lambda-microvms";
 import { readBuiltImage } from "../../src/builder/index.js";
 import { BASE_IMAGE_CACHE, makeZip, startS3, type S3Server } from "../support/artifacts.js";
+import { within } from "../support/deadline.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
 import { BUSYBOX, buildToEnd, ROLE } from "../support/builds.js";
 import { lmvm } from "../support/processes.js";
@@ -62,10 +63,10 @@ describe("image builds", { timeout: 600_000 }, () => {
 
   before(async () => {
     s3 = await startS3();
-    await new Promise<void>((r) => https.listen(0, "127.0.0.1", r));
+    await within(10_000, "the HTTPS artifact server to listen", new Promise<void>((r) => https.listen(0, "127.0.0.1", r)));
     httpsBase = `https://127.0.0.1:${(https.address() as { port: number }).port}`;
     t = await startTestPlatform({ builder: undefined, snapshots: false, s3Endpoint: s3.endpoint, s3Credentials: s3.credentials, baseImageCache: BASE_IMAGE_CACHE, artifactCaFile: join(certDir, "cert.pem"), buildLimits: { maxArtifactBytes: 8 << 20, maxUncompressedBytes: 32 << 20, maxFiles: 100 } });
-    await new Promise<void>((r) => loopback.listen(0, "127.0.0.1", r));
+    await within(10_000, "the loopback server to listen", new Promise<void>((r) => loopback.listen(0, "127.0.0.1", r)));
     loopbackPort = (loopback.address() as { port: number }).port;
   });
   after(async () => {
@@ -110,6 +111,29 @@ describe("image builds", { timeout: 600_000 }, () => {
     assert.equal(image.config.User, "1000");
     assert.deepEqual(Object.keys(image.config.ExposedPorts ?? {}).sort(), ["8080/tcp", "9000/tcp"]);
     assert.ok(image.config.Env?.includes("APP_MODE=production"));
+    assertClean();
+  });
+
+  test("a multi-stage Dockerfile whose later stages name earlier ones builds, with an ARG without a default", async () => {
+    const { version, build: b } = await build("multi-stage", fileArtifact([
+      {
+        name: "Dockerfile",
+        content: [
+          "ARG BASE",
+          "FROM ${BASE:-lmvm/busybox} AS base",
+          "RUN echo from-base > /base.txt",
+          "FROM base AS test",
+          "RUN cat /base.txt > /tested.txt && echo tested >> /tested.txt",
+          "FROM base",
+          "COPY --from=test /tested.txt /app/tested.txt",
+          "",
+        ].join("\n"),
+      },
+    ]));
+    assert.equal(version.state, "SUCCESSFUL", version.stateReason);
+    const image = readBuiltImage(t.dataDir, ARN("multi-stage"), "1.0", b.architecture!);
+    assert.equal(readFileSync(join(image.rootfs, "app", "tested.txt"), "utf8"), "from-base\ntested\n");
+    assert.equal(readFileSync(join(image.rootfs, "base.txt"), "utf8"), "from-base\n");
     assertClean();
   });
 

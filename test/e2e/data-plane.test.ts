@@ -1,8 +1,8 @@
 // The endpoint proxy with real clients against a real app in real gVisor
-// MicroVMs: HTTP/1.1 keep-alive, server-sent events, a streamed upload,
-// WebSockets with the port and token in subprotocols, gRPC bidirectional
-// streaming over HTTP/2 with trailers, every 403, auto-resume, metrics, and
-// the shell ingress driving a real PTY.
+// MicroVMs: HTTP/1.1 keep-alive, server-sent events, a streamed upload, an
+// upload the app refuses before reading it, WebSockets with the port and token
+// in subprotocols, gRPC bidirectional streaming over HTTP/2 with trailers,
+// every 403, auto-resume, metrics, and the shell ingress driving a real PTY.
 
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
@@ -22,7 +22,9 @@ import { MicrovmTokens } from "../../src/proxy/index.js";
 import { deriveKey, serverKey } from "../../src/server/data-dir.js";
 import { BASE_IMAGE_CACHE } from "../support/artifacts.js";
 import { buildDataPlaneImage } from "../support/dataplane-app.js";
+import { within } from "../support/deadline.js";
 import { eventually, startTestPlatform, type TestPlatform } from "../support/platform.js";
+import { h2Upload, sendThenRead } from "../support/uploads.js";
 
 const DOMAIN = "microvm.localhost";
 const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
@@ -41,7 +43,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
 
   /** An HTTPS request through the proxy, to the MicroVM named in the Host (resolved to loopback, like curl --connect-to). */
   const call = (id: string, path: string, headers: Record<string, string> = {}, opts: { method?: string; body?: Readable | string } = {}): Promise<Answer> =>
-    new Promise((resolve, reject) => {
+    within(120_000, `an answer to ${opts.method ?? "GET"} ${path} from ${id} through the proxy`, new Promise((resolve, reject) => {
       const req = httpsRequest({ host: "127.0.0.1", port, servername: `${id}.${DOMAIN}`, path, method: opts.method ?? "GET", ca, agent, headers: { host: `${id}.${DOMAIN}:${port}`, ...headers } }, (res) => {
         let body = "";
         res.setEncoding("utf8");
@@ -51,7 +53,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
       req.on("error", reject);
       if (opts.body instanceof Readable) opts.body.pipe(req);
       else req.end(opts.body);
-    });
+    }));
 
   /** A WebSocket to the MicroVM's endpoint by its name, resolved to loopback. */
   const wsTo = (id: string, path: string, protocols: string[], headers: Record<string, string> = {}) =>
@@ -96,12 +98,12 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
 
   test("a request whose Host names no MicroVM is routed by its token", async () => {
     const tok = await token(vm);
-    const res = await new Promise<number>((resolve, reject) => {
+    const res = await within(30_000, "an answer to a request routed by its token", new Promise<number>((resolve, reject) => {
       httpsRequest({ host: "127.0.0.1", port, path: "/", ca, headers: { "x-aws-proxy-auth": tok } }, (r) => {
         r.resume();
         resolve(r.statusCode ?? 0);
       }).on("error", reject).end();
-    });
+    }));
     assert.equal(res, 200);
   });
 
@@ -138,7 +140,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     const tok = await token(vm);
     const arrivals: number[] = [];
     const started = Date.now();
-    const body = await new Promise<string>((resolve, reject) => {
+    const body = await within(30_000, "the five server-sent events and the stream's end", new Promise<string>((resolve, reject) => {
       httpsRequest({ host: "127.0.0.1", port, path: "/events", ca, headers: { host: `${vm}.${DOMAIN}`, "x-aws-proxy-auth": tok } }, (res) => {
         let text = "";
         res.setEncoding("utf8");
@@ -148,7 +150,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
         });
         res.on("end", () => resolve(text));
       }).on("error", reject).end();
-    });
+    }));
     assert.equal(body.match(/data: event \d/g)?.length, 5);
     assert.ok(arrivals.length >= 3, `events arrived in ${arrivals.length} chunks: the proxy must not buffer them`);
   });
@@ -172,13 +174,23 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     assert.deepEqual(JSON.parse(res.body), { bytes: chunks * 1024 * 1024, sha256: hash.digest("hex") });
   });
 
+  // The app refuses before reading; a client that sends its whole body before it reads waited for
+  // the MicroVM's idle suspension (60 s), and HTTP/2 streams too, before the proxy stopped piping.
+  test("an upload the app refuses before reading it gets its 413 at once, over HTTP/1.1 and HTTP/2", async () => {
+    const target = { port, ca, host: `${vm}.${DOMAIN}`, path: "/too-large", headers: { "x-aws-proxy-auth": await token(vm) } };
+    assert.deepEqual(await within(30_000, "the refused HTTP/1.1 upload", sendThenRead(target)), { status: 413, body: "too large\n" });
+    assert.deepEqual(await within(30_000, "the refused HTTP/2 upload", h2Upload(target)), { status: 413, body: "too large\n" });
+    const after = await call(vm, "/", { "x-aws-proxy-auth": target.headers["x-aws-proxy-auth"] });
+    assert.equal(after.status, 200, "the app still answers");
+  });
+
   test("WebSockets: port and token in subprotocols, as a browser sends them; the app's subprotocol and lmvm's answer", async () => {
     const tok = await token(vm, [{ port: 8080 }, { port: 9001 }]);
     const open = (protocols: string[]) => {
       const ws = wsTo(vm, "/", protocols);
       const messages: string[] = [];
       ws.on("message", (d) => messages.push(d.toString()));
-      return { ws, messages, opened: new Promise<void>((resolve, reject) => ws.once("open", () => resolve()).once("error", reject)) };
+      return { ws, messages, opened: within(20_000, "the WebSocket to open or be refused", new Promise<void>((resolve, reject) => ws.once("open", () => resolve()).once("error", reject))) };
     };
     const a = open([`lambda-microvms.port.9001`, `lambda-microvms.auth.${tok}`, "chat"]);
     await a.opened;
@@ -225,13 +237,13 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
         await eventually(async () => (got.includes(`echo:${text}`) ? true : undefined), `echo of ${text} before the stream ends`);
       }
       call.end();
-      await done;
+      await within(20_000, "the gRPC stream to end", done);
       assert.deepEqual(got, ["echo:one", "echo:two", "echo:three"]);
       assert.deepEqual(trailers?.get("x-served-by"), ["app"], "the app's trailers reach the client");
 
-      const failed = await new Promise<grpc.ServiceError>((resolve) => {
+      const failed = await within(20_000, "the failing gRPC call's answer", new Promise<grpc.ServiceError>((resolve) => {
         client.makeUnaryRequest("/lmvm.test.Echo/Fail", ser, de, { text: "x" }, meta, (e) => resolve(e!));
-      });
+      }));
       assert.equal(failed.code, grpc.status.INVALID_ARGUMENT);
       assert.equal(failed.details, "bad request");
     } finally {
@@ -243,7 +255,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     const tok = await token(vm);
     const session = h2connect(`https://127.0.0.1:${port}`, { ca, servername: `${vm}.${DOMAIN}` });
     try {
-      const body = await new Promise<string>((resolve, reject) => {
+      const body = await within(20_000, "an answer over HTTP/2", new Promise<string>((resolve, reject) => {
         const req = session.request({ ":path": "/", ":authority": `${vm}.${DOMAIN}:${port}`, "x-aws-proxy-auth": tok });
         let text = "";
         req.setEncoding("utf8");
@@ -251,7 +263,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
         req.on("end", () => resolve(text));
         req.on("error", reject);
         req.end();
-      });
+      }));
       assert.ok(JSON.parse(body).counter > 0);
     } finally {
       session.close();
@@ -271,7 +283,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
         else if (JSON.parse(d.toString()).type === "exit") exit = JSON.parse(d.toString()).code;
       });
       ws.on("close", (code, reason) => (closed = { code, reason: reason.toString() }));
-      await new Promise<void>((resolve, reject) => ws.once("open", () => resolve()).once("error", reject));
+      await within(20_000, "the shell's WebSocket to open", new Promise<void>((resolve, reject) => ws.once("open", () => resolve()).once("error", reject)));
       const type = (s: string) => ws.send(Buffer.concat([Buffer.from([0]), Buffer.from(s)]));
       return { ws, type, out: () => out, exit: () => exit, closed: () => closed };
     };

@@ -14,6 +14,7 @@ import pty from "@homebridge/node-pty-prebuilt-multiarch";
 import { Gvisor } from "../../src/runtime/index.js";
 import { readServerInfo } from "../../src/server/index.js";
 import { dataPlaneAppZip } from "../support/dataplane-app.js";
+import { within } from "../support/deadline.js";
 import { eventually, tempDir } from "../support/platform.js";
 import { freeSandboxes } from "../support/sandboxes.js";
 import { LMVM, lmvm, spawnServer, type ServerProcess } from "../support/processes.js";
@@ -22,7 +23,7 @@ const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connec
 
 function curl(args: string[]): Promise<{ code: number; status: number; body: string }> {
   return new Promise((resolve) => {
-    execFile("curl", ["-sS", "-w", "\n%{http_code}", ...args], (err, stdout) => {
+    execFile("curl", ["-sS", "--max-time", "60", "-w", "\n%{http_code}", ...args], { timeout: 90_000, killSignal: "SIGKILL" }, (err, stdout) => {
       const lines = stdout.split("\n");
       resolve({ code: err ? Number(err.code) || 1 : 0, status: Number(lines.pop()), body: lines.join("\n") });
     });
@@ -93,7 +94,7 @@ describe("the seed workflow through the endpoint, with the CLI and curl", { time
     const exited = new Promise<number>((resolve) => term.onExit(({ exitCode }) => resolve(exitCode)));
     await eventually(async () => (/[#$] $/m.test(screen) ? true : undefined), "a prompt", 30_000);
     term.write("echo $((6 * 7)); stty size; exit 7\r");
-    assert.equal(await exited, 7);
+    assert.equal(await within(30_000, "`lmvm shell` to exit after `exit 7`", exited), 7);
     assert.match(screen, /\r42\r+\n/); // the local terminal adds its own \r (onlcr)
     assert.match(screen, /30 100/);
 

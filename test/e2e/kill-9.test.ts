@@ -8,6 +8,7 @@ import {
   CreateMicrovmImageCommand, GetMicrovmImageCommand, ListMicrovmImageBuildsCommand, ListMicrovmImagesCommand, ListTagsCommand,
   UpdateMicrovmImageVersionCommand, type LambdaMicrovmsClient,
 } from "@aws-sdk/client-lambda-microvms";
+import { within } from "../support/deadline.js";
 import { imageRequest, readCredentials, sdkClient, tempDir } from "../support/platform.js";
 import { spawnServer, type ServerProcess } from "../support/processes.js";
 
@@ -67,7 +68,7 @@ describe("kill -9", () => {
       await new Promise((r) => setTimeout(r, 150 + Math.random() * 400));
       await server.kill("SIGKILL");
       stop = true;
-      await Promise.all(writers);
+      await within(60_000, "the writers to stop after the server died", Promise.all(writers));
       client.destroy();
     }
     assert.ok(acknowledged.size > ROUNDS, `only ${acknowledged.size} writes were acknowledged`);

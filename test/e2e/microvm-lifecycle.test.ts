@@ -14,6 +14,7 @@ import {
 } from "@aws-sdk/client-lambda-microvms";
 import type { SandboxRecord } from "../../src/runtime/index.js";
 import { BASE_IMAGE_CACHE, makeZip } from "../support/artifacts.js";
+import { within } from "../support/deadline.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
 import { lmvm } from "../support/processes.js";
 
@@ -55,7 +56,8 @@ interface Answer {
   memTotal: number;
 }
 function get(ip: string): Promise<Answer> {
-  return new Promise((resolve, reject) => {
+  // The socket timeout only emits 'timeout'; the deadline ends the wait.
+  return within(30_000, `the app at ${ip}:8080 to answer`, new Promise((resolve, reject) => {
     const req = request({ host: ip, port: 8080, path: "/", agent, timeout: 5000 }, (res) => {
       const socket = res.socket;
       let body = "";
@@ -67,7 +69,7 @@ function get(ip: string): Promise<Answer> {
     });
     req.on("error", reject);
     req.end();
-  });
+  }));
 }
 
 describe("MicroVM lifecycle on gVisor", { timeout: 600_000 }, () => {

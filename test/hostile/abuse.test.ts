@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, RunMicrovmCommand } from "@aws-sdk/client-lambda-microvms";
 import { BASE_IMAGE_CACHE, makeZip } from "../support/artifacts.js";
+import { within } from "../support/deadline.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
 import { lmvm } from "../support/processes.js";
 import { record } from "./report.js";
@@ -23,7 +24,7 @@ const DISK_MIB = 64;
 /** One GET to the neighbour; its latency in ms, or undefined when it failed. */
 function probe(ip: string): Promise<number | undefined> {
   const started = performance.now();
-  return new Promise((resolve) => {
+  const answered = new Promise<number | undefined>((resolve) => {
     const req = request({ host: ip, port: 8080, path: "/", agent: false, timeout: 5000 }, (res) => {
       res.resume();
       res.on("end", () => resolve(res.statusCode === 200 ? performance.now() - started : undefined));
@@ -32,6 +33,8 @@ function probe(ip: string): Promise<number | undefined> {
     req.on("timeout", () => req.destroy());
     req.end();
   });
+  // The socket timeout covers a silent neighbour; this covers one that starts an answer and never ends it.
+  return within(10_000, `the neighbour at ${ip} to answer`, answered).catch(() => undefined);
 }
 
 const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!;

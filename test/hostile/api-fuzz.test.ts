@@ -1,80 +1,121 @@
 // Hostile input to the control API: property-based fuzzing (fast-check) of
 // every operation's input, in its real bindings (path labels, query string,
-// JSON body), with wrong types, huge strings, unicode, control characters
-// and boundary numbers, all correctly signed. Every answer must be a success
-// or a well-formed AWS error of a type the SDK models for that status; never
-// a 500, never a crash; the server answers /health after each operation.
+// JSON body). Half the requests are valid throughout (names, ARNs of images
+// and MicroVMs that exist, versions, JSON structures, built from the SDK's
+// input shapes: test/hostile/fuzz-inputs.ts), so that they reach each
+// handler's logic; the other half mix in wrong types, huge strings, unicode,
+// control characters and boundary numbers. All are correctly signed. Every
+// answer must be a success or a well-formed AWS error; the only 5xx allowed is
+// RunMicrovm's documented capacity answer (InsufficientCapacityException,
+// README "Errors"), so a handler that crashes fails the test. Each operation
+// must get past validation (an answer other than a 400 ValidationException)
+// on a share of its requests, and the report says how many did. The
+// builder and the sandbox runtime are the scripted doubles
+// (test/support/scripted.ts): this tests the API and the core, not gVisor.
 // Then the SigV4 cases: wrong key, altered body, a replay outside the skew
 // window, a missing header.
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import {
+  CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, ListMicrovmImageBuildsCommand, RunMicrovmCommand, SuspendMicrovmCommand,
+} from "@aws-sdk/client-lambda-microvms";
 import fc from "fast-check";
-import { OPERATIONS } from "../../src/api/index.js";
-import { startTestPlatform, type TestPlatform } from "../support/platform.js";
+import { OPERATIONS, type OperationModel } from "../../src/api/index.js";
+import { DEFAULTS } from "../../src/server/index.js";
+import { eventually, imageRequest, startTestPlatform, type TestPlatform } from "../support/platform.js";
+import { ScriptedBuilder, ScriptedRuntime } from "../support/scripted.js";
 import { signedFetch } from "../support/signed-fetch.js";
-import { record } from "./report.js";
+import { requests, toRequest, type Fixtures } from "./fuzz-inputs.js";
+import { record, recordFuzz } from "./report.js";
 
 const RUNS = Number(process.env.LMVM_FUZZ_RUNS ?? 200);
-
-const anyJson = fc.oneof(
-  fc.string({ maxLength: 64 }),
-  fc.string({ unit: "grapheme", maxLength: 32 }),
-  fc.string({ unit: "binary", maxLength: 32 }),
-  fc.constantFrom("", " ", "\u0000", "../../etc/passwd", "arn:aws:lambda:us-east-1:000000000000:microvm-image:x", "microvm-0123456789abcdef0", "%00", "'; DROP TABLE microvms;--", "𝕏".repeat(300), "a".repeat(70_000)),
-  fc.integer(),
-  fc.constantFrom(0, -1, 1e308, -1e308, Number.MAX_SAFE_INTEGER, 2 ** 31, 65536, 128, 32768, 32769, 0.5),
-  fc.boolean(),
-  fc.constant(null),
-  fc.array(fc.oneof(fc.string({ maxLength: 16 }), fc.integer()), { maxLength: 5 }),
-  fc.dictionary(fc.string({ maxLength: 8 }), fc.oneof(fc.string({ maxLength: 16 }), fc.integer(), fc.constant(null)), { maxKeys: 4 }),
-);
-
-/** A request for `op` with each input member present or not, and any value. */
-function requestFor(op: (typeof OPERATIONS)[keyof typeof OPERATIONS]) {
-  return fc.record(Object.fromEntries(op.input.map((m) => [m.name, fc.option(anyJson, { nil: undefined })]))).map((values) => {
-    let path = op.path;
-    const query = new URLSearchParams();
-    const body: Record<string, unknown> = {};
-    for (const m of op.input) {
-      const v = values[m.name];
-      const text = typeof v === "string" ? v : JSON.stringify(v ?? "x");
-      if (m.binding.in === "label") path = path.replace(`{${m.name}}`, encodeURIComponent(text).slice(0, 2000) || "x");
-      else if (v === undefined) continue;
-      else if (m.binding.in === "query") query.append(m.binding.name, text.slice(0, 2000));
-      else body[m.name] = v;
-    }
-    const q = query.toString();
-    return { path: q ? `${path}?${q}` : path, body: op.method === "GET" || op.method === "DELETE" ? undefined : body };
-  });
-}
+/** Each operation gets past validation on at least this many of its requests (half are built valid). */
+const MIN_PAST_VALIDATION = Math.max(1, Math.floor(RUNS / 10));
+const SIGNATURE_ERRORS = new Set(["MissingAuthenticationTokenException", "UnrecognizedClientException", "InvalidSignatureException", "IncompleteSignatureException"]);
+const SHELL = `arn:aws:lambda:${DEFAULTS.region}:aws:network-connector:aws-network-connector:SHELL_INGRESS`;
 
 describe("hostile input to the control API", { timeout: 600_000 }, () => {
   let t: TestPlatform;
+  const builder = new ScriptedBuilder();
+  builder.always({ snapshot: { memorySnapshotSizeInBytes: 1 } });
   before(async () => {
-    t = await startTestPlatform();
+    t = await startTestPlatform({ builder, runtime: new ScriptedRuntime() });
   });
   after(() => t.stop());
 
+  /** Fresh images, builds and MicroVMs (two RUNNING, one SUSPENDED) for one operation's run, which may delete or stop them. */
+  async function fixtures(op: OperationModel): Promise<Fixtures> {
+    const prefix = `fx-${op.name.toLowerCase()}`;
+    const images = [`${prefix}-a`, `${prefix}-b`];
+    for (const name of images) await t.client.send(new CreateMicrovmImageCommand(imageRequest(name, { tags: { team: "fuzz" } })));
+    for (const name of images) {
+      await eventually(async () => ((await t.client.send(new GetMicrovmImageCommand({ imageIdentifier: name }))).state === "CREATED" ? true : undefined), `${name} built`);
+    }
+    const builds = (await Promise.all(images.map((name) => t.client.send(new ListMicrovmImageBuildsCommand({ imageIdentifier: name, imageVersion: "1.0" }))))).flatMap((r) => r.items ?? []);
+    const arn = (name: string) => `arn:aws:lambda:${DEFAULTS.region}:${DEFAULTS.accountId}:microvm-image:${name}`;
+    const microvms: string[] = [];
+    for (const ingress of [[SHELL], [], []]) {
+      microvms.push((await t.client.send(new RunMicrovmCommand({ imageIdentifier: arn(images[0]!), ingressNetworkConnectors: ingress }))).microvmId!);
+    }
+    const reach = (id: string, state: string) =>
+      eventually(async () => ((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).state === state ? true : undefined), `${id} ${state}`);
+    for (const id of microvms) await reach(id, "RUNNING");
+    // One SUSPENDED, so that a resume can succeed.
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: microvms[2]! }));
+    await reach(microvms[2]!, "SUSPENDED");
+    const f: Fixtures = {
+      region: DEFAULTS.region, account: DEFAULTS.accountId, images, microvms, buildIds: builds.map((b) => b.buildId!),
+      architecture: builds[0]!.architecture!, chipset: builds[0]!.chipset!, chipsetGeneration: builds[0]!.chipsetGeneration!,
+    };
+    // A real nextToken: the first page of one item, filtered by nothing but the path.
+    if (op.input.some((m) => m.name === "nextToken")) {
+      const label = (name: string) => (name === "imageVersion" ? "1.0" : op.name === "ListManagedMicrovmImageVersions" ? "busybox" : images[0]!);
+      const members = Object.fromEntries(op.input.filter((m) => m.binding.in === "label").map((m) => [m.name, label(m.name)]));
+      const first = toRequest(op, { ...members, maxResults: 1 }, true);
+      const page = await signedFetch(t.platform.url, t.credentials, op.method, first.path, first.body);
+      assert.equal(page.status, op.status, `the first page of ${op.name}: ${JSON.stringify(page.body)}`);
+      if (typeof page.body.nextToken === "string") f.nextPage = { members, nextToken: page.body.nextToken };
+    }
+    return f;
+  }
+
   for (const op of Object.values(OPERATIONS)) {
-    test(`${op.name}: every fuzzed input gets a success or a well-formed AWS error`, async () => {
-      let requests = 0;
-      const statuses = new Map<number, number>();
+    test(`${op.name}: every fuzzed input gets a success or a well-formed AWS error, never a 5xx but a capacity answer, and many get past validation`, async (ctx) => {
+      const f = await fixtures(op);
+      let sent = 0;
+      let past = 0;
+      let validSent = 0;
+      const statuses = new Map<string, number>();
       await fc.assert(
-        fc.asyncProperty(requestFor(op), async ({ path, body }) => {
+        fc.asyncProperty(requests(op, f), async ({ valid, path, body }) => {
           const res = await signedFetch(t.platform.url, t.credentials, op.method, path, body);
-          requests++;
-          statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
-          assert.ok(res.status < 500 || (res.errorType !== null && res.errorType !== "InternalServerException"), `${op.method} ${path.slice(0, 200)} → ${res.status} ${res.errorType}: ${JSON.stringify(res.body).slice(0, 300)}`);
+          sent++;
+          if (valid) validSent++;
+          const key = res.status < 300 ? `HTTP ${res.status}` : `${res.status} ${res.errorType}`;
+          statuses.set(key, (statuses.get(key) ?? 0) + 1);
+          const what = `${op.method} ${path.slice(0, 200)} ${JSON.stringify(body ?? null).slice(0, 300)} → ${res.status} ${res.errorType}: ${JSON.stringify(res.body).slice(0, 400)}`;
+          assert.ok(!SIGNATURE_ERRORS.has(res.errorType ?? ""), `a correctly signed request was refused: ${what}`);
+          if (res.status === 400 && res.errorType === "ValidationException") assert.ok(!valid, `a request whose every member is valid was refused as invalid: ${what}`);
+          else past++;
+          if (res.status >= 500) {
+            assert.ok(op.name === "RunMicrovm" && res.errorType === "InsufficientCapacityException", `a 5xx that is not RunMicrovm's capacity answer: ${what}`);
+            assert.match(String(res.body.message), /memory|CPU|disk|runtime/, `a capacity answer names what is short: ${what}`);
+          }
           if (res.status >= 300) {
-            assert.ok(res.errorType, `an error names its type: ${res.status} ${JSON.stringify(res.body)}`);
-            assert.equal(typeof res.body.message, "string", "an error says what to fix");
+            assert.ok(res.errorType, `an error names its type: ${what}`);
+            assert.equal(typeof res.body.message, "string", `an error says what to fix: ${what}`);
+          } else {
+            assert.equal(res.status, op.status, `a success answers with the SDK's status for ${op.name}: ${what}`);
           }
         }),
         { numRuns: RUNS },
       );
       assert.equal((await fetch(`${t.platform.url}/health`)).status, 200);
-      record("api-fuzz", `${op.name}: ${requests} fuzzed requests`, "no 500, every error well-formed", Object.fromEntries([...statuses].map(([s, n]) => [`HTTP ${s}`, n])));
+      const figures = Object.fromEntries([...statuses].sort(([a], [b]) => a.localeCompare(b)));
+      ctx.diagnostic(`${op.name}: ${past} of ${sent} fuzzed requests got past validation (${validSent} built valid); ${JSON.stringify(figures)}`);
+      recordFuzz({ operation: op.name, requests: sent, pastValidation: past, builtValid: validSent, answers: figures });
+      assert.ok(past >= MIN_PAST_VALIDATION, `${op.name}: only ${past} of ${sent} fuzzed requests got past validation (at least ${MIN_PAST_VALIDATION} must); answers: ${JSON.stringify(figures)}`);
     });
   }
 

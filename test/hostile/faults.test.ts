@@ -198,7 +198,7 @@ describe("a full data directory", { timeout: 900_000 }, () => {
   /** Takes every free byte of the data directory's disk. */
   const fill = () => {
     let bytes = statfsSync(mountPoint).bavail * statfsSync(mountPoint).bsize;
-    for (;;) {
+    for (; bytes > 0; ) {
       try {
         execFileSync("fallocate", ["-l", String(bytes), fillers()[0]!], { stdio: "ignore" });
         break;

@@ -12,6 +12,7 @@ import { after, before, describe, test } from "node:test";
 import { CreateMicrovmImageCommand, GetMicrovmImageCommand, RunMicrovmCommand, GetMicrovmCommand } from "@aws-sdk/client-lambda-microvms";
 import { makeZip } from "../support/artifacts.js";
 import { BASE_IMAGE_CACHE } from "../support/artifacts.js";
+import { within } from "../support/deadline.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
 import { lmvm } from "../support/processes.js";
 import { record } from "./report.js";
@@ -42,7 +43,7 @@ describe("isolation", { timeout: 900_000 }, () => {
     writeFileSync(MARKER, "host secret");
     // A host service on every address, as sshd or a database would be.
     hostService = createServer((s) => s.end("host service\n"));
-    await new Promise<void>((r) => hostService.listen(0, "0.0.0.0", () => r()));
+    await within(10_000, "the host service to listen", new Promise<void>((r) => hostService.listen(0, "0.0.0.0", () => r())));
     hostPort = (hostService.address() as { port: number }).port;
     t = await startTestPlatform({ builder: undefined, baseImageCache: BASE_IMAGE_CACHE });
     const zip = join(tempDir("lmvm-iso-"), "app.zip");

@@ -15,6 +15,7 @@ import WebSocket from "ws";
 import { localhostLookup } from "../../src/cli/shell-command.js";
 import { BASE_IMAGE_CACHE } from "../support/artifacts.js";
 import { buildDataPlaneImage } from "../support/dataplane-app.js";
+import { within } from "../support/deadline.js";
 import { eventually, startTestPlatform, type TestPlatform } from "../support/platform.js";
 import { record } from "./report.js";
 
@@ -38,13 +39,13 @@ describe("hostile traffic to the endpoint proxy", { timeout: 900_000 }, () => {
   };
   const get = (vm: { id: string; token: string }, headers: Record<string, string> = {}): Promise<{ status: number; ms: number; body: string }> => {
     const started = performance.now();
-    return new Promise((resolve, reject) => {
+    return within(30_000, `an answer from ${vm.id} through the proxy`, new Promise((resolve, reject) => {
       request({ host: "127.0.0.1", port, path: "/", ca, agent, servername: `${vm.id}.${DOMAIN}`, headers: { host: `${vm.id}.${DOMAIN}`, "x-aws-proxy-auth": vm.token, ...headers } }, (res) => {
         let body = "";
         res.on("data", (c) => (body += c));
         res.on("end", () => resolve({ status: res.statusCode ?? 0, ms: performance.now() - started, body }));
       }).on("error", reject).end();
-    });
+    }));
   };
   /** Probes the bystander every 50 ms while `attack` runs; its latencies. */
   const whileAttacking = async (attack: Promise<unknown>) => {
@@ -66,10 +67,10 @@ describe("hostile traffic to the endpoint proxy", { timeout: 900_000 }, () => {
     record("proxy", what, outcome, { ...extra, "bystander requests": latencies.length, "bystander p50 ms": percentile(latencies, 50).toFixed(1), "bystander p99 ms": p99.toFixed(1) });
   };
   const tls = (id: string) =>
-    new Promise<TLSSocket>((resolve, reject) => {
+    within(10_000, `a TLS connection to the proxy for ${id}`, new Promise<TLSSocket>((resolve, reject) => {
       const s = tlsConnect({ host: "127.0.0.1", port, ca, servername: `${id}.${DOMAIN}`, ALPNProtocols: ["http/1.1"] }, () => resolve(s));
       s.on("error", reject);
-    });
+    }));
 
   before(async () => {
     t = await startTestPlatform({ builder: undefined, baseImageCache: BASE_IMAGE_CACHE });
@@ -114,13 +115,13 @@ describe("hostile traffic to the endpoint proxy", { timeout: 900_000 }, () => {
   test("request smuggling (Content-Length and Transfer-Encoding together) is refused before the app", async () => {
     const before = JSON.parse((await get(victim)).body).counter as number;
     const s = await tls(victim.id);
-    const answer = await new Promise<string>((resolve) => {
+    const answer = await within(15_000, "the proxy to answer the smuggling request and close the connection", new Promise<string>((resolve) => {
       let text = "";
       s.on("data", (c) => (text += c));
       s.on("close", () => resolve(text));
       s.on("error", () => resolve(text));
       s.write(`POST / HTTP/1.1\r\nHost: ${victim.id}.${DOMAIN}\r\nX-aws-proxy-auth: ${victim.token}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: ${victim.id}.${DOMAIN}\r\nX-aws-proxy-auth: ${victim.token}\r\n\r\n`);
-    });
+    }));
     assert.match(answer, /^HTTP\/1\.1 400/);
     const after = JSON.parse((await get(victim)).body).counter as number;
     assert.equal(after, before + 1, "neither the POST nor the smuggled GET reached the app");
@@ -129,7 +130,7 @@ describe("hostile traffic to the endpoint proxy", { timeout: 900_000 }, () => {
 
   test("a WebSocket flood through the proxy does not starve other MicroVMs", async () => {
     const ws = new WebSocket(`wss://${victim.id}.${DOMAIN}:${port}/`, [`lambda-microvms.port.9001`, `lambda-microvms.auth.${victim.token}`], { ca, lookup: localhostLookup as never });
-    await new Promise<void>((resolve, reject) => ws.once("open", () => resolve()).once("error", reject));
+    await within(10_000, "the WebSocket through the proxy to open", new Promise<void>((resolve, reject) => ws.once("open", () => resolve()).once("error", reject)));
     let echoed = 0;
     ws.on("message", () => echoed++);
     const payload = "x".repeat(1024);

@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LambdaMicrovmsClient } from "@aws-sdk/client-lambda-microvms";
+import { within } from "./deadline.js";
 import { freeSandboxes } from "./sandboxes.js";
 import { DEFAULTS, parseCredentialsFile, paths, startPlatform, type Platform, type PlatformConfig } from "../../src/server/index.js";
 
@@ -61,11 +62,11 @@ export async function startTestPlatform(overrides: Partial<PlatformConfig> = {})
   };
 }
 
-/** Polls `check` until it returns a value, for work the server finishes asynchronously. */
+/** Polls `check` until it returns a value, for work the server finishes asynchronously; a check that hangs counts against the deadline. */
 export async function eventually<T>(check: () => Promise<T | undefined>, what: string, timeoutMs = 10_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const value = await check();
+    const value = await within(Math.max(1, deadline - Date.now()), `timed out waiting for ${what}`, check());
     if (value !== undefined) return value;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));

@@ -4,7 +4,11 @@ import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { readServerInfo } from "../../src/server/index.js";
 import { BASE_IMAGE_CACHE } from "./artifacts.js";
+import { within } from "./deadline.js";
 import { eventually } from "./platform.js";
+
+/** How long `lmvm server` may take to exit after a signal (its shutdown is bounded: docs/design.md). */
+const SHUTDOWN_MS = 30_000;
 
 export const LMVM = join(import.meta.dirname, "..", "..", "..", "bin", "lmvm");
 
@@ -37,15 +41,27 @@ export async function spawnServer(dataDir: string, opts: { builds?: boolean; arg
     if (child.exitCode !== null) throw new Error(`lmvm server exited with ${child.exitCode}:\n${output}`);
     const i = readServerInfo(dataDir);
     return i && output.includes("lmvm server started") ? i : undefined;
-  }, "lmvm server to listen", 20_000);
+  }, "lmvm server to listen", 60_000).catch(async (err: Error) => {
+    // A server that never listened must not outlive its test.
+    child.kill("SIGKILL");
+    await within(10_000, "lmvm server to exit after SIGKILL", exited);
+    throw new Error(`${err.message}; its output:\n${output}`);
+  });
   return {
     child,
     url: info.apiEndpoint,
     endpointPort: info.endpointPort!,
     output: () => output,
+    /** Signals the server and waits for it to exit; one that outlives SHUTDOWN_MS is SIGKILLed and fails the test. */
     async kill(signal: NodeJS.Signals = "SIGTERM") {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      await exited;
+      try {
+        await within(SHUTDOWN_MS, `lmvm server to exit after ${signal}`, exited);
+      } catch (err) {
+        child.kill("SIGKILL");
+        await within(10_000, "lmvm server to exit after SIGKILL", exited);
+        throw err;
+      }
     },
   };
 }
@@ -56,9 +72,11 @@ export interface CliResult {
   stderr: string;
 }
 
-export function lmvm(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(LMVM, args, { env: { ...process.env, ...env } }, (err, stdout, stderr) => {
+/** Runs the CLI to its end; one still running after `timeoutMs` is killed and fails the test. */
+export function lmvm(args: string[], env: Record<string, string> = {}, timeoutMs = 300_000): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    execFile(LMVM, args, { env: { ...process.env, ...env }, timeout: timeoutMs, killSignal: "SIGKILL" }, (err, stdout, stderr) => {
+      if (err?.killed) return reject(new Error(`lmvm ${args.join(" ")}: not done after ${timeoutMs / 1000} s, so it was killed. Its output:\n${stdout}${stderr}`));
       const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
       resolve({ code, stdout, stderr });
     });

@@ -4,6 +4,7 @@
 // call waits until the test releases it with success or a failure reason.
 // The product never uses them.
 
+import { within } from "./deadline.js";
 import {
   BuildFailure, type BuildJob, type GuestProcess, type ImageBuilder, type ImageVersion, type Microvm, type SandboxFound, type SandboxRuntime, type SnapshotBuild,
 } from "../../src/core/index.js";
@@ -29,8 +30,11 @@ class Script<T> {
     });
   }
 
-  async next(): Promise<Pending<T>> {
-    while (!this.waiting.length) await new Promise<void>((r) => this.arrived.push(r));
+  /** The oldest waiting call; fails if none arrives within `ms` (the code under test never made it). */
+  async next(ms = 30_000): Promise<Pending<T>> {
+    await within(ms, "a call to the scripted builder or runtime, for the test to settle", (async () => {
+      while (!this.waiting.length) await new Promise<void>((r) => this.arrived.push(r));
+    })());
     return this.waiting.shift()!;
   }
 }

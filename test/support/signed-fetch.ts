@@ -19,6 +19,16 @@ export interface SignOptions {
   tamperedBody?: string;
 }
 
+/** The query as the signer takes it: a repeated name (`?k=a&k=b`) keeps all its values. */
+function queryObject(query: string): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [k, v] of new URLSearchParams(query)) {
+    const had = out[k];
+    out[k] = had === undefined ? v : Array.isArray(had) ? [...had, v] : [had, v];
+  }
+  return out;
+}
+
 export async function signedFetch(
   baseUrl: string,
   creds: { accessKeyId: string; secretAccessKey: string },
@@ -38,7 +48,7 @@ export async function signedFetch(
       hostname: url.hostname,
       port: Number(url.port),
       path: pathname!,
-      query: Object.fromEntries(new URLSearchParams(query)),
+      query: queryObject(query),
       headers: { host: url.host, ...(text !== undefined ? { "content-type": "application/json" } : {}) },
       ...(text !== undefined ? { body: text } : {}),
     }),

@@ -17,14 +17,16 @@ export function smallDisk(size: string): SmallDisk {
   const root = tempDir("lmvm-small-disk-");
   const image = join(root, "disk.img");
   const mountPoint = join(root, "disk");
-  execFileSync("truncate", ["-s", size, image]);
-  execFileSync("mkfs.ext4", ["-q", "-F", image]);
+  // A host tool that hangs (a stuck loop device) fails the test instead.
+  const bounded = { timeout: 60_000 };
+  execFileSync("truncate", ["-s", size, image], bounded);
+  execFileSync("mkfs.ext4", ["-q", "-F", image], bounded);
   mkdirSync(mountPoint);
-  execFileSync("mount", ["-o", "loop", image, mountPoint]);
+  execFileSync("mount", ["-o", "loop", image, mountPoint], bounded);
   return {
     mountPoint,
     release: () => {
-      if (mountsUnder(mountPoint).length) execFileSync("umount", ["--lazy", mountPoint]);
+      if (mountsUnder(mountPoint).length) execFileSync("umount", ["--lazy", mountPoint], bounded);
     },
   };
 }
