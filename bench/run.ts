@@ -1,12 +1,14 @@
 // `npm run bench`: every benchmark, each printing ratios against a baseline
 // measured in the same run. Absolute numbers on shared machines are noise.
 import { buildsBench } from "./builds.js";
+import { cliBench } from "./cli.js";
 import { controlPlaneBench } from "./control-plane.js";
 import { proxyBench } from "./proxy.js";
 import { snapshotsBench } from "./snapshots.js";
 
 const benches: [string, () => Promise<string[]>][] = [
   ["control-plane", controlPlaneBench],
+  ["cli", cliBench],
   ["builds", buildsBench],
   ["snapshots", snapshotsBench],
   ["proxy", proxyBench],

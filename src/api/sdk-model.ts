@@ -78,6 +78,18 @@ export function structureMembers(schema: Static): { name: string; target: Static
   return names.map((name, i) => ({ name, ...member(targets[i]), required: i < requiredCount }));
 }
 
+/** The shape name a static structure, union, list or map schema carries (e.g. "Hooks"), for finding its documentation. */
+export function schemaName(schema: Static): string | undefined {
+  const s = deref(schema);
+  return Array.isArray(s) && typeof s[2] === "string" ? s[2] : undefined;
+}
+
+/** The value schema of a static map schema. */
+export function mapValue(schema: Static): Static {
+  const s = deref(schema) as unknown[];
+  return member(s[5]).target;
+}
+
 /** The element schema of a static list schema. */
 export function listMember(schema: Static): Static {
   const s = deref(schema) as unknown[];

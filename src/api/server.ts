@@ -5,6 +5,7 @@
 
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import type { Registry } from "prom-client";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { parseInput, DEFAULT_PAGE_SIZE, type ControlPlane, type OperationName } from "../core/index.js";
@@ -13,6 +14,7 @@ import { handlers, LIST_OPERATIONS, type ListResult } from "./operations.js";
 import { PageTokens } from "./pagination.js";
 import { OPERATIONS, type OperationModel } from "./sdk-model.js";
 import type { SigV4Verifier } from "./sigv4.js";
+import { LMVM_PREFIX, LOG_FOLLOW_PARAM, LOG_OFFSET_PARAM } from "./wire.js";
 
 export interface ApiOptions {
   controlPlane: ControlPlane;
@@ -21,16 +23,14 @@ export interface ApiOptions {
   log: (event: Record<string, unknown>) => void;
   /** Largest request body accepted, in bytes. */
   bodyLimit?: number;
-  /** A build's log; with `follow`, it ends once `finished()` is true. */
-  buildLog?: (buildId: string, follow: boolean, finished: () => Promise<boolean>, signal: AbortSignal) => Readable;
+  /** A build's log from byte `from`; with `follow`, it ends once `finished()` is true. */
+  buildLog?: (buildId: string, follow: boolean, finished: () => Promise<boolean>, signal: AbortSignal, from: number) => Readable;
   /** Prometheus metrics, served unsigned at GET /metrics. */
   metrics?: Registry;
-  /** A MicroVM's app output; with `follow`, it ends once `finished()` is true. */
-  microvmLog?: (microvmId: string, follow: boolean, finished: () => Promise<boolean>, signal: AbortSignal) => Readable;
+  /** A MicroVM's app output from byte `from`; with `follow`, it ends once `finished()` is true. */
+  microvmLog?: (microvmId: string, follow: boolean, finished: () => Promise<boolean>, signal: AbortSignal, from: number) => Readable;
 }
 
-/** lmvm's own routes, outside the SDK's model, live under this prefix. */
-export const LMVM_PREFIX = "/lmvm/2025-09-09";
 
 function splitUrl(url: string): { rawPath: string; rawQuery: string } {
   const q = url.indexOf("?");
@@ -79,6 +79,34 @@ function sendError(reply: FastifyReply, requestId: string, err: AwsError): Fasti
     .header("x-amzn-errortype", err.type)
     .header("content-type", "application/json")
     .send(JSON.stringify(err.body()));
+}
+
+/** `?follow=true&offset=N` of the log routes. */
+function logQuery(rawQuery: string): { follow: boolean; from: number } {
+  const query = new URLSearchParams(rawQuery);
+  const follow = ["true", "1"].includes(query.get(LOG_FOLLOW_PARAM) ?? "");
+  const offset = query.get(LOG_OFFSET_PARAM) ?? "0";
+  if (!/^\d{1,15}$/.test(offset)) throw new AwsError("ValidationException", 400, `'${LOG_OFFSET_PARAM}' must be a byte offset (a whole number of at least 0); got '${offset}'.`);
+  return { follow, from: Number(offset) };
+}
+
+/**
+ * Sends a log. A followed log can stay silent for as long as its build waits
+ * in the queue or runs a quiet step, so its headers go out at once (a client
+ * waiting for headers would give up first), and TCP keep-alive probes the
+ * idle connection; a client that loses it anyway reconnects with ?offset=.
+ */
+function sendLog(req: FastifyRequest, reply: FastifyReply, requestId: string, follow: boolean, open: (signal: AbortSignal) => Readable): FastifyReply | undefined {
+  const closed = new AbortController();
+  req.raw.once("close", () => closed.abort());
+  const headers = { "x-amzn-requestid": requestId, "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" };
+  if (!follow) return reply.headers(headers).send(open(closed.signal));
+  reply.hijack();
+  req.raw.socket.setKeepAlive(true, 15_000);
+  reply.raw.writeHead(200, headers);
+  reply.raw.flushHeaders();
+  pipeline(open(closed.signal), reply.raw).catch(() => reply.raw.destroy());
+  return undefined;
 }
 
 export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
@@ -145,11 +173,9 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         const { rawQuery } = await authenticate(req);
         const input = parseInput("GetMicrovm", req.params);
         const vm = await opts.controlPlane.getMicrovm(input);
-        const follow = ["true", "1"].includes(new URLSearchParams(rawQuery).get("follow") ?? "");
+        const { follow, from } = logQuery(rawQuery);
         const finished = async () => (await opts.controlPlane.getMicrovm(input).catch(() => undefined))?.state !== "RUNNING";
-        const closed = new AbortController();
-        req.raw.once("close", () => closed.abort());
-        return reply.header("x-amzn-requestid", requestId).type("text/plain; charset=utf-8").send(microvmLog(vm.id, follow, finished, closed.signal));
+        return sendLog(req, reply, requestId, follow, (signal) => microvmLog(vm.id, follow, finished, signal, from));
       } catch (err) {
         return sendError(reply, requestId, toAwsError(err));
       }
@@ -164,14 +190,12 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         const { rawQuery } = await authenticate(req);
         const input = parseInput("GetMicrovmImageBuild", req.params);
         await opts.controlPlane.getMicrovmImageBuild(input);
-        const follow = ["true", "1"].includes(new URLSearchParams(rawQuery).get("follow") ?? "");
+        const { follow, from } = logQuery(rawQuery);
         const finished = async () => {
           const build = await opts.controlPlane.getMicrovmImageBuild(input).catch(() => undefined);
           return !build || build.state === "SUCCESSFUL" || build.state === "FAILED";
         };
-        const closed = new AbortController();
-        req.raw.once("close", () => closed.abort());
-        return reply.header("x-amzn-requestid", requestId).type("text/plain; charset=utf-8").send(buildLog(input.buildId, follow, finished, closed.signal));
+        return sendLog(req, reply, requestId, follow, (signal) => buildLog(input.buildId, follow, finished, signal, from));
       } catch (err) {
         return sendError(reply, requestId, toAwsError(err));
       }

@@ -53,8 +53,17 @@ const recipes: Record<string, Record<string, Recipe>> = {
   },
 };
 
+interface Making {
+  done: Promise<string>;
+  /** Stops the making when every build waiting for it has stopped waiting. */
+  controller: AbortController;
+  waiters: number;
+}
+
 export class BaseImages {
-  private readonly inFlight = new Map<string, Promise<string>>();
+  private readonly inFlight = new Map<string, Making>();
+  /** Makings stopped because no build waited any more, until they have cleaned up. */
+  private readonly stopping = new Map<string, Promise<unknown>>();
 
   constructor(
     private readonly buildah: Buildah,
@@ -69,15 +78,47 @@ export class BaseImages {
     return MANAGED_IMAGES.find((d) => d.name === name)?.versions.at(-1);
   }
 
-  /** Makes base image name:version if needed (once, even when asked concurrently) and returns its reference. */
+  /**
+   * Makes base image name:version if needed and returns its reference. Builds
+   * asking at the same time share one making (its output goes to the first
+   * one's log); a build whose `exec.signal` aborts stops waiting at once, and
+   * the making stops when no build waits for it any more.
+   */
   ensure(name: string, version: string, exec: ExecOptions): Promise<string> {
     const key = `${name}:${version}`;
-    let pending = this.inFlight.get(key);
-    if (!pending) {
-      pending = this.make(name, version, exec).finally(() => this.inFlight.delete(key));
-      this.inFlight.set(key, pending);
+    let making = this.inFlight.get(key);
+    if (!making) {
+      const controller = new AbortController();
+      const previous = this.stopping.get(key) ?? Promise.resolve();
+      const done = previous
+        .then(() => this.make(name, version, { ...exec, signal: controller.signal }))
+        .finally(() => {
+          if (this.inFlight.get(key) === making) this.inFlight.delete(key);
+        });
+      done.catch(() => undefined);
+      making = { done, controller, waiters: 0 };
+      this.inFlight.set(key, making);
     }
-    return pending;
+    const shared = making;
+    shared.waiters++;
+    const signal = exec.signal;
+    return new Promise<string>((resolve, reject) => {
+      const leave = () => {
+        if (--shared.waiters === 0) {
+          shared.controller.abort();
+          // The next build asking starts a new making, once this one has removed what it wrote.
+          if (this.inFlight.get(key) === shared) this.inFlight.delete(key);
+          const cleaned = shared.done.catch(() => undefined).finally(() => {
+            if (this.stopping.get(key) === cleaned) this.stopping.delete(key);
+          });
+          this.stopping.set(key, cleaned);
+        }
+        reject(new Error("aborted"));
+      };
+      if (signal?.aborted) return leave();
+      signal?.addEventListener("abort", leave, { once: true });
+      shared.done.then(resolve, reject).finally(() => signal?.removeEventListener("abort", leave));
+    });
   }
 
   private async make(name: string, version: string, exec: ExecOptions): Promise<string> {

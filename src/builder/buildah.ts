@@ -10,7 +10,7 @@
 
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { exec, run, type ExecOptions } from "../os/index.js";
+import { exec, killGrandchildren, run, type ExecOptions } from "../os/index.js";
 
 export interface OciConfig {
   Entrypoint?: string[];
@@ -22,8 +22,18 @@ export interface OciConfig {
   Labels?: Record<string, string>;
 }
 
+/** How long buildah gets to end a build whose RUN steps were killed before it is killed too. */
+const STOP_STEPS_MS = 3_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 export class Buildah {
   private readonly global: string[];
+  /** Builds and imports running now: working containers may only be swept when there are none. */
+  private active = 0;
+  /** Whether a killed build may have left working containers. */
+  private leftovers = false;
+  private sweeping: Promise<unknown> = Promise.resolve();
 
   constructor(dir: string, driver = process.env.LMVM_BUILDAH_STORAGE_DRIVER ?? "overlay") {
     mkdirSync(join(dir, "storage"), { recursive: true });
@@ -56,15 +66,19 @@ export class Buildah {
   /** Commits a root filesystem directory as image `ref`. */
   async importRootfs(rootfs: string, ref: string, config: { env: string[]; cmd: string[] }, opts: ExecOptions = {}): Promise<void> {
     const name = `lmvm-import-${ref.replace(/[^a-z0-9]+/g, "-")}`;
-    await this.attempt(["rm", name]);
-    await this.buildah(["from", "--name", name, "scratch"], opts);
+    await this.enter();
     try {
+      await this.attempt(["rm", name]);
+      await this.buildah(["from", "--name", name, "scratch"], opts);
       await this.buildah(["copy", name, rootfs, "/"], opts);
       await this.buildah(["config", ...config.env.flatMap((e) => ["--env", e]), "--cmd", JSON.stringify(config.cmd), name], opts);
       await this.buildah(["commit", "--quiet", "--rm", name, ref], opts);
     } catch (err) {
       await this.attempt(["rm", name]);
       throw err;
+    } finally {
+      this.active--;
+      this.sweepIfIdle();
     }
   }
 
@@ -72,21 +86,72 @@ export class Buildah {
     return this.buildah(["tag", ref, ...more]);
   }
 
-  /** Builds `context` as image `tag` and writes the final stage's root filesystem to `rootfs`. */
-  build(context: string, tag: string, rootfs: string, opts: ExecOptions): Promise<unknown> {
-    return run(
-      "unshare",
-      [
-        "--mount", "--propagation", "private", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--",
-        "buildah", ...this.global, "build",
-        // --force-rm: a failed or stopped step's working container (and all it wrote) goes too.
-        "--isolation", "chroot", "--pull=never", "--layers", "--force-rm",
-        "--file", join(context, "Dockerfile"), "--tag", tag,
-        "--output", `type=local,dest=${rootfs}`,
-        context,
-      ],
-      opts,
-    );
+  /**
+   * Builds `context` as image `tag` and writes the final stage's root
+   * filesystem to `rootfs`. When `opts.signal` aborts, the RUN step's
+   * processes are killed first, so that the step fails and buildah removes
+   * its working container itself (--force-rm); if buildah has not ended
+   * after STOP_STEPS_MS, everything is killed, and the working containers it
+   * leaves are removed as soon as no other build runs.
+   */
+  async build(context: string, tag: string, rootfs: string, opts: ExecOptions): Promise<unknown> {
+    await this.enter();
+    const hard = new AbortController();
+    let pid: number | undefined;
+    let ended = false;
+    const stop = async () => {
+      for (const started = Date.now(); !ended && Date.now() - started < STOP_STEPS_MS; await sleep(250)) {
+        if (pid !== undefined) killGrandchildren(pid);
+      }
+      if (!ended) {
+        this.leftovers = true;
+        hard.abort();
+      }
+    };
+    opts.signal?.addEventListener("abort", () => void stop(), { once: true });
+    try {
+      if (opts.signal?.aborted) throw new Error("aborted");
+      return await run(
+        "unshare",
+        [
+          "--mount", "--propagation", "private", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--",
+          "buildah", ...this.global, "build",
+          // --force-rm: a failed or stopped step's working container (and all it wrote) goes too.
+          "--isolation", "chroot", "--pull=never", "--layers", "--force-rm",
+          "--file", join(context, "Dockerfile"), "--tag", tag,
+          "--output", `type=local,dest=${rootfs}`,
+          context,
+        ],
+        {
+          ...opts,
+          signal: hard.signal,
+          onSpawn: (p) => {
+            pid = p;
+            opts.onSpawn?.(p);
+          },
+        },
+      );
+    } finally {
+      ended = true;
+      this.active--;
+      this.sweepIfIdle();
+    }
+  }
+
+  /** Counts one more user of the store, once no sweep is under way. */
+  private async enter(): Promise<void> {
+    for (let sweep = this.sweeping; ; sweep = this.sweeping) {
+      await sweep;
+      if (sweep === this.sweeping) break;
+    }
+    this.active++;
+  }
+
+  /** Removes working containers that killed builds left, once no build or import is using the store. */
+  private sweepIfIdle(): void {
+    if (this.active > 0 || !this.leftovers) return;
+    this.leftovers = false;
+    this.sweeping = this.removeAllContainers().catch(() => undefined);
   }
 
   async config(ref: string): Promise<OciConfig> {

@@ -1,7 +1,10 @@
 // The image builder: code artifact → safe unzip → Dockerfile build with
 // buildah → root filesystem and image config on disk. Every step is written
 // to the build's log as it happens; a failure names the step and quotes the
-// last lines of its output in the build's stateReason.
+// last lines of its output in the build's stateReason. Each phase (fetch,
+// unpack, base-image, buildah, snapshot) runs under its own deadline and
+// stops what it started when the deadline passes or the build is cancelled
+// (phases.ts).
 //
 // On disk, under the data directory:
 //   builds/<buildId>/            scratch space of a running build, removed after it
@@ -20,6 +23,7 @@ import { BaseImages } from "./base-images.js";
 import { Buildah, type OciConfig } from "./buildah.js";
 import { fromImages } from "./dockerfile.js";
 import { diskUsage, ExecError, killGrandchildren, type LogFiles } from "../os/index.js";
+import { BuildCancelled, DEFAULT_PHASE_TIMEOUTS, runPhase, type PhaseTimeouts } from "./phases.js";
 import { safeUnzip } from "./unzip.js";
 import type { Snapshotter } from "../runtime/index.js";
 
@@ -35,6 +39,8 @@ export interface BuilderOptions {
   limits: { maxArtifactBytes: number; maxUncompressedBytes: number; maxFiles: number };
   /** Boots the built app and checkpoints it (src/runtime); without one, builds end at the root filesystem. */
   snapshotter?: Snapshotter;
+  /** Seconds each build phase may take (default DEFAULT_PHASE_TIMEOUTS). */
+  phaseTimeouts?: Partial<PhaseTimeouts>;
 }
 
 const MIB = 1024 * 1024;
@@ -97,8 +103,10 @@ function failedStep(lines: string[]): string | undefined {
 export class DockerfileBuilder implements ImageBuilder {
   private readonly buildah: Buildah;
   private readonly baseImages: BaseImages;
+  private readonly phaseTimeouts: PhaseTimeouts;
 
   constructor(private readonly opts: BuilderOptions) {
+    this.phaseTimeouts = { ...DEFAULT_PHASE_TIMEOUTS, ...opts.phaseTimeouts };
     this.buildah = new Buildah(join(opts.dataDir, "buildah"));
     this.baseImages = new BaseImages(this.buildah, { cacheDir: opts.baseImageCache, debianMirror: opts.debianMirror, busyboxPath: opts.busyboxPath });
   }
@@ -111,49 +119,57 @@ export class DockerfileBuilder implements ImageBuilder {
     const tag = buildTag(build.imageArn, build.imageVersion, build.architecture);
     rmSync(work, { recursive: true, force: true });
     mkdirSync(join(work, "context"), { recursive: true });
-    const exec = { signal, onLine: (line: string) => log.line(line) };
+    const onLine = (line: string) => log.line(line);
+    const deadline = this.phaseTimeouts;
     try {
       log.step(`Build ${build.buildId} of ${build.imageArn} version ${build.imageVersion} (${build.architecture}), attempt ${build.attempts}`);
       const uri = version.config.codeArtifact.uri;
       log.step(`Fetching code artifact ${uri}`);
       const zip = join(work, "artifact.zip");
-      await fetchArtifact(uri, zip, { maxBytes: this.opts.limits.maxArtifactBytes, ...(this.opts.s3 ? { s3: this.opts.s3 } : {}), ...(this.opts.httpsCa ? { httpsCa: this.opts.httpsCa } : {}) }, signal);
+      const source = { maxBytes: this.opts.limits.maxArtifactBytes, ...(this.opts.s3 ? { s3: this.opts.s3 } : {}), ...(this.opts.httpsCa ? { httpsCa: this.opts.httpsCa } : {}) };
+      await runPhase("fetch", deadline.fetch, signal, (phase) => fetchArtifact(uri, zip, source, phase));
 
       log.step("Unpacking the code artifact");
-      const unpacked = await safeUnzip(zip, join(work, "context"), this.opts.limits);
+      const unpacked = await runPhase("unpack", deadline.unpack, signal, (phase) => safeUnzip(zip, join(work, "context"), this.opts.limits, phase));
       log.line(`${unpacked.files} files, ${unpacked.bytes} bytes`);
 
       log.step("Preparing the images the Dockerfile starts FROM");
-      const base = version.config.baseImageArn.split(":").at(-1)!;
-      await this.baseImages.ensure(base, version.config.baseImageVersion ?? this.baseImages.latestVersion(base)!, exec);
-      for (const from of fromImages(readFileSync(join(work, "context", "Dockerfile"), "utf8"))) {
-        if (from.managed) {
-          const v = from.managed.version ?? this.baseImages.latestVersion(from.managed.name);
-          if (!v) throw new BuildFailure(`Dockerfile: FROM ${from.ref} names no managed image; managed images are lmvm/debian12 and lmvm/busybox.`);
-          await this.baseImages.ensure(from.managed.name, v, exec);
-        } else if (!(await this.buildah.hasImage(from.ref))) {
-          log.line(`Pulling ${from.ref}`);
-          await this.buildah.pull(from.ref, exec).catch((err: Error) => {
-            throw new BuildFailure(`Dockerfile: FROM ${from.ref}: the image is not in the local store and pulling it failed: ${err.message}`);
-          });
+      const froms = fromImages(readFileSync(join(work, "context", "Dockerfile"), "utf8"));
+      await runPhase("base-image", deadline["base-image"], signal, async (phase) => {
+        const exec = { signal: phase, onLine };
+        const base = version.config.baseImageArn.split(":").at(-1)!;
+        await this.baseImages.ensure(base, version.config.baseImageVersion ?? this.baseImages.latestVersion(base)!, exec);
+        for (const from of froms) {
+          if (from.managed) {
+            const v = from.managed.version ?? this.baseImages.latestVersion(from.managed.name);
+            if (!v) throw new BuildFailure(`Dockerfile: FROM ${from.ref} names no managed image; managed images are lmvm/debian12 and lmvm/busybox.`);
+            await this.baseImages.ensure(from.managed.name, v, exec);
+          } else if (!(await this.buildah.hasImage(from.ref))) {
+            log.line(`Pulling ${from.ref}`);
+            await this.buildah.pull(from.ref, exec).catch((err: Error) => {
+              throw new BuildFailure(`Dockerfile: FROM ${from.ref}: the image is not in the local store and pulling it failed: ${err.message}`);
+            });
+          }
         }
-      }
+      });
 
       log.step("Building the Dockerfile (buildah, no network)");
       const staging = join(work, "rootfs");
-      const guard = this.diskGuard();
-      try {
-        await this.buildah.build(join(work, "context"), tag, staging, { ...exec, keepLines: 60, onSpawn: guard.watch });
-      } catch (err) {
-        if (guard.tripped) throw new BuildFailure(guard.tripped);
-        if (!(err instanceof ExecError)) throw err;
-        const lines = err.result.tail.filter((l) => l.trim());
-        const step = failedStep(lines) ?? "the Dockerfile";
-        const last = lines.slice(-12).join("\n").slice(-1500);
-        throw new BuildFailure(`Dockerfile ${step} failed (${err.result.code === null ? `signal ${err.result.signal}` : `exit status ${err.result.code}`}). Last lines of its output:\n${last}`);
-      } finally {
-        guard.stop();
-      }
+      await runPhase("buildah", deadline.buildah, signal, async (phase) => {
+        const guard = this.diskGuard();
+        try {
+          await this.buildah.build(join(work, "context"), tag, staging, { signal: phase, onLine, keepLines: 60, onSpawn: guard.watch });
+        } catch (err) {
+          if (guard.tripped) throw new BuildFailure(guard.tripped);
+          if (!(err instanceof ExecError)) throw err;
+          const lines = err.result.tail.filter((l) => l.trim());
+          const step = failedStep(lines) ?? "the Dockerfile";
+          const last = lines.slice(-12).join("\n").slice(-1500);
+          throw new BuildFailure(`Dockerfile ${step} failed (${err.result.code === null ? `signal ${err.result.signal}` : `exit status ${err.result.code}`}). Last lines of its output:\n${last}`);
+        } finally {
+          guard.stop();
+        }
+      });
 
       log.step("Saving the root filesystem and image config");
       const config = await this.buildah.config(tag);
@@ -164,18 +180,27 @@ export class DockerfileBuilder implements ImageBuilder {
       const codeInstallSizeInBytes = await treeSize(join(out, "rootfs"));
       log.step(`Root filesystem of ${codeInstallSizeInBytes} bytes saved`);
       let sizes = {};
-      if (this.opts.snapshotter) {
+      const snapshotter = this.opts.snapshotter;
+      if (snapshotter) {
         log.step("Snapshotting the initialised app");
-        sizes = await this.opts.snapshotter.snapshot({
-          id: `build-${build.buildId.slice(0, 13)}`,
-          rootfs: join(out, "rootfs"),
-          config,
-          env: version.config.environmentVariables ?? {},
-          ...(version.config.hooks ? { hooks: version.config.hooks } : {}),
-          limits: limitsOf(version.config),
-          dir: out,
-          log: (line) => log.line(line),
+        // The image's own hook timeouts come on top of the phase's deadline.
+        const hooks = version.config.hooks?.microvmImageHooks;
+        const hookSeconds = (hooks?.ready === "ENABLED" ? hooks.readyTimeoutInSeconds ?? 30 : 0) + (hooks?.validate === "ENABLED" ? hooks.validateTimeoutInSeconds ?? 30 : 0);
+        sizes = await runPhase("snapshot", deadline.snapshot + hookSeconds, signal, (phase) => {
+          const request = {
+            id: `build-${build.buildId.slice(0, 13)}`,
+            rootfs: join(out, "rootfs"),
+            config,
+            env: version.config.environmentVariables ?? {},
+            ...(version.config.hooks ? { hooks: version.config.hooks } : {}),
+            limits: limitsOf(version.config),
+            dir: out,
+            log: onLine,
+            signal: phase,
+          };
+          return snapshotter.snapshot(request);
         }).catch((err: Error) => {
+          if (err instanceof BuildCancelled) throw err;
           const boot = existsSync(join(out, "snapshot-boot.log")) ? readFileSync(join(out, "snapshot-boot.log"), "utf8").trim().split("\n").slice(-8).join("\n") : "";
           if (boot) log.line(`The app's last output:\n${boot}`);
           throw new BuildFailure(`${err.message}${boot ? `\nLast lines of the app's output:\n${boot.slice(-1000)}` : ""}`);
@@ -184,7 +209,7 @@ export class DockerfileBuilder implements ImageBuilder {
       log.step(`Done: root filesystem of ${codeInstallSizeInBytes} bytes`);
       return { codeInstallSizeInBytes, ...sizes };
     } catch (err) {
-      const reason = err instanceof BuildFailure ? err.message : signal.aborted ? "The build was cancelled." : `Internal error: ${(err as Error).message}`;
+      const reason = err instanceof BuildFailure ? err.message : signal.aborted || err instanceof BuildCancelled ? "The build was cancelled." : `Internal error: ${(err as Error).message}`;
       log.step(`FAILED: ${reason}`);
       rmSync(out, { recursive: true, force: true });
       throw err instanceof BuildFailure ? err : new BuildFailure(reason);

@@ -62,7 +62,7 @@ async function refuseSymlinkParents(root: string, target: string, name: string):
 }
 
 /** Extracts `file` into `root` (which must exist) and checks that a Dockerfile sits at its root. */
-export async function safeUnzip(file: string, root: string, limits: UnzipLimits): Promise<{ files: number; bytes: number }> {
+export async function safeUnzip(file: string, root: string, limits: UnzipLimits, signal?: AbortSignal): Promise<{ files: number; bytes: number }> {
   const zip = await openZip(file);
   if (zip.entryCount > limits.maxFiles) {
     zip.close();
@@ -78,6 +78,7 @@ export async function safeUnzip(file: string, root: string, limits: UnzipLimits)
     };
     zip.on("error", fail);
     zip.on("end", () => resolve());
+    signal?.addEventListener("abort", () => fail(new BuildFailure("Unpacking the code artifact was stopped.")), { once: true });
     zip.on("entry", (entry: Entry) => {
       (async () => {
         const target = safeTarget(root, entry.fileName);
@@ -109,9 +110,9 @@ export async function safeUnzip(file: string, root: string, limits: UnzipLimits)
               } else done(null, chunk);
             },
           });
-          await pipeline(stream, counter, createWriteStream(target, { mode: (mode & 0o777) || 0o644 }));
+          await pipeline(stream, counter, createWriteStream(target, { mode: (mode & 0o777) || 0o644 }), ...(signal ? [{ signal }] : []));
         }
-        zip.readEntry();
+        if (!signal?.aborted) zip.readEntry();
       })().catch(fail);
     });
     zip.readEntry();

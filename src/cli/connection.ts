@@ -4,7 +4,8 @@
 
 import { existsSync, readFileSync } from "node:fs";
 import { LambdaMicrovmsClient } from "@aws-sdk/client-lambda-microvms";
-import { defaultDataDir, parseCredentialsFile, paths, readServerInfo } from "../server/index.js";
+// The leaf, not ../server/index.js: that would load the whole server into every CLI call.
+import { defaultDataDir, parseCredentialsFile, paths, readServerInfo } from "../server/data-paths.js";
 import { UsageError } from "./flags.js";
 
 export interface ConnectionOptions {

@@ -5,7 +5,7 @@
 // flat structures and maps, several values for string lists, and file://.
 
 import { readFileSync } from "node:fs";
-import { inputSchema, kindOf, listMember, structureMembers, type MemberModel, type OperationModel, type SdkOperationName } from "../api/index.js";
+import { inputSchema, kindOf, listMember, mapValue, structureMembers, type MemberModel, type OperationModel, type SdkOperationName } from "../api/sdk-model.js";
 
 export class UsageError extends Error {}
 
@@ -84,21 +84,103 @@ function scalar(kind: string, flag: string, text: string): unknown {
   return text;
 }
 
-/** key=value,key2=value2 for a flat structure (typed by its members) or a string map. */
-function shorthand(flag: string, text: string, target?: unknown): Record<string, unknown> {
-  const members = target ? Object.fromEntries(structureMembers(target).map((m) => [m.name, kindOf(m.target)])) : undefined;
-  const out: Record<string, unknown> = {};
-  for (const part of text.split(/,(?=[^,=]+=)/)) {
-    const eq = part.indexOf("=");
-    if (eq <= 0) throw new UsageError(`Error parsing parameter '--${flag}': expected key=value or JSON, got '${text}'.`);
-    const key = part.slice(0, eq).trim();
-    const value = part.slice(eq + 1);
-    if (members && !(key in members)) {
-      throw new UsageError(`Error parsing parameter '--${flag}': unknown key '${key}'; valid keys are ${Object.keys(members).join(", ")}.`);
-    }
-    out[key] = members ? scalar(members[key]!, flag, value) : value;
+/**
+ * The AWS CLI's shorthand syntax: `key=value,key2={nested=value},key3=[a,b]`,
+ * typed by the target schema (a structure or union checks its keys; no target
+ * means a map of strings). A value runs to the next `,key=`, so a string may
+ * hold commas (`a=x,y` is "x,y"; for a list member it is [x, y]).
+ */
+class Shorthand {
+  private i = 0;
+  constructor(
+    private readonly flag: string,
+    private readonly text: string,
+  ) {}
+
+  private fail(why: string): never {
+    throw new UsageError(`Error parsing parameter '--${this.flag}': ${why}, at character ${this.i + 1} of '${this.text}'.`);
   }
-  return out;
+
+  parse(target: unknown): Record<string, unknown> {
+    const out = this.members(target, "");
+    if (this.i < this.text.length) this.fail(`unexpected '${this.text[this.i]}'`);
+    return out;
+  }
+
+  private members(target: unknown, close: string): Record<string, unknown> {
+    const kind = target === undefined ? "string-map" : kindOf(target);
+    const members = kind === "structure" || kind === "union" ? new Map(structureMembers(target).map((m) => [m.name, m.target])) : undefined;
+    const out: Record<string, unknown> = {};
+    while (this.i < this.text.length && this.text[this.i] !== close) {
+      const eq = this.text.indexOf("=", this.i);
+      if (eq < 0) this.fail("expected key=value");
+      const key = this.text.slice(this.i, eq).trim();
+      if (!key || /[,{}[\]]/.test(key)) this.fail(`expected key=value, got '${key}'`);
+      if (members && !members.has(key)) {
+        throw new UsageError(`Error parsing parameter '--${this.flag}': unknown key '${key}'; valid keys are ${[...members.keys()].join(", ")}.`);
+      }
+      this.i = eq + 1;
+      const valueTarget = members ? members.get(key) : kind === "map" ? mapValue(target) : undefined;
+      out[key] = this.value(valueTarget, close);
+      if (this.text[this.i] === ",") this.i++;
+    }
+    return out;
+  }
+
+  private value(target: unknown, close: string): unknown {
+    const kind = target === undefined ? "string" : kindOf(target);
+    const ch = this.text[this.i];
+    if (ch === "{") {
+      this.i++;
+      const v = this.members(kind === "string-map" ? undefined : target, "}");
+      if (this.text[this.i] !== "}") this.fail("expected '}'");
+      this.i++;
+      return v;
+    }
+    if (ch === "[") {
+      this.i++;
+      const element = kind === "list" ? listMember(target) : undefined;
+      const items: unknown[] = [];
+      while (this.i < this.text.length && this.text[this.i] !== "]") {
+        items.push(this.value(element, "]"));
+        if (this.text[this.i] === ",") this.i++;
+      }
+      if (this.text[this.i] !== "]") this.fail("expected ']'");
+      this.i++;
+      return items;
+    }
+    // A bare value: up to the next ",key=" (or the closing bracket).
+    const parts = [this.scalarText(close)];
+    while (this.text[this.i] === "," && !this.startsMember(this.i + 1, close)) {
+      this.i++;
+      parts.push(this.scalarText(close));
+    }
+    if (kind === "list" || kind === "string-list") {
+      const element = kind === "list" ? kindOf(listMember(target)) : "string";
+      return parts.map((p) => scalar(element, this.flag, p));
+    }
+    return scalar(kind, this.flag, parts.join(","));
+  }
+
+  private scalarText(close: string): string {
+    const start = this.i;
+    while (this.i < this.text.length && this.text[this.i] !== "," && this.text[this.i] !== close) this.i++;
+    return this.text.slice(start, this.i);
+  }
+
+  /** Whether a `key=` starts at `at`. */
+  private startsMember(at: number, close: string): boolean {
+    for (let j = at; j < this.text.length; j++) {
+      const c = this.text[j]!;
+      if (c === "=") return j > at;
+      if (c === "," || c === close || c === "{" || c === "[" || c === "}" || c === "]") return false;
+    }
+    return false;
+  }
+}
+
+function shorthand(flag: string, text: string, target?: unknown): Record<string, unknown> {
+  return new Shorthand(flag, text).parse(target);
 }
 
 function memberTarget(op: SdkOperationName, name: string): unknown {

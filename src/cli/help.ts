@@ -4,13 +4,13 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import type { OperationModel } from "../api/index.js";
+import { inputSchema, structureMembers, type OperationModel, type SdkOperationName } from "../api/sdk-model.js";
 import { kebab } from "./flags.js";
-
-const sdkRoot = dirname(createRequire(import.meta.url).resolve("@aws-sdk/client-lambda-microvms/package.json"));
+import { memberDocs, structuredFlagHelp } from "./shape-help.js";
 
 function read(rel: string): string {
   try {
+    const sdkRoot = dirname(createRequire(import.meta.url).resolve("@aws-sdk/client-lambda-microvms/package.json"));
     return readFileSync(join(sdkRoot, rel), "utf8");
   } catch {
     return "";
@@ -25,19 +25,6 @@ export function operationSummary(name: string): string {
   return m ? stripHtml(m[1]!) : "";
 }
 
-/** Documentation of each member of an input structure, by member name. */
-function memberDocs(op: string): Map<string, string> {
-  const models = read("dist-types/models/models_0.d.ts");
-  const docs = new Map<string, string>();
-  for (const suffix of ["Request", "Input"]) {
-    const start = models.indexOf(`export interface ${op}${suffix} {`);
-    if (start < 0) continue;
-    const body = models.slice(start, models.indexOf("\n}", start));
-    for (const m of body.matchAll(/\/\*\*\s*\n\s*\* <p>([\s\S]*?)<\/p>[\s\S]*?\*\/\s*\n\s*(\w+)\??:/g)) docs.set(m[2]!, stripHtml(m[1]!));
-  }
-  return docs;
-}
-
 const GLOBAL_OPTIONS = [
   ["--endpoint-url <url>", "Control API to call (default: the local server, from the data directory's server.json, else http://127.0.0.1:7600)."],
   ["--region <region>", "Region to sign for (default: AWS_REGION, else the local server's region)."],
@@ -49,15 +36,18 @@ const GLOBAL_OPTIONS = [
 ];
 
 export function commandHelp(op: OperationModel): string {
-  const docs = memberDocs(op.name);
+  const docs = new Map([...memberDocs(`${op.name}Request`), ...memberDocs(`${op.name}Input`)]);
+  const targets = new Map(structureMembers(inputSchema(op.name as SdkOperationName)).map((m) => [m.name, m.target]));
   const lines = [`NAME`, `    ${kebab(op.name)}`, ``, `DESCRIPTION`, `    ${operationSummary(op.name)}`, ``, `SYNOPSIS`, `    lmvm ${kebab(op.name)}`];
   for (const m of op.input) lines.push(`        ${m.required ? "" : "["}--${kebab(m.name)} <value>${m.required ? "" : "]"}`);
   lines.push(``, `OPTIONS`);
   for (const m of op.input) {
-    const json = ["structure", "union", "list", "map", "string-map"].includes(m.kind) ? " (JSON, or shorthand key=value,...)" : "";
-    lines.push(`    --${kebab(m.name)} (${m.kind})${m.required ? " [required]" : ""}${json}`);
-    const doc = docs.get(m.name);
+    const structured = ["structure", "union", "list", "map", "string-map", "string-list"].includes(m.kind);
+    const kind = { number: "integer", "string-list": "list", "string-map": "map", union: "structure" }[m.kind as string] ?? m.kind;
+    lines.push(`    --${kebab(m.name)} (${kind})${m.required ? " [required]" : ""}`);
+    const doc = docs.get(m.name)?.doc;
     if (doc) lines.push(`        ${doc}`);
+    if (structured) lines.push(...structuredFlagHelp(targets.get(m.name), "        ", docs.get(m.name)?.type));
   }
   lines.push(``, `GLOBAL OPTIONS`);
   for (const [flag, text] of GLOBAL_OPTIONS) lines.push(`    ${flag}`, `        ${text}`);
@@ -81,6 +71,9 @@ export function topHelp(ops: OperationModel[]): string {
     "    shell <id>             Open an interactive shell inside a MicroVM (needs the SHELL_INGRESS connector).",
     "    exec <id> -- <command> [args...]",
     "                           Run one command inside a MicroVM; exits with its exit code.",
+    "    wait <waiter> [options]",
+    "                           Poll until an image is created, a version built, a MicroVM running, suspended",
+    "                           or terminated. `lmvm wait help` lists the waiters.",
     "",
     "COMMANDS",
   ];

@@ -3,14 +3,13 @@
 // Exit codes follow the AWS CLI: 252 bad usage, 254 service error, 255 other.
 
 import * as sdk from "@aws-sdk/client-lambda-microvms";
-import { OPERATIONS, type OperationModel } from "../api/index.js";
+// Leaf modules only (the SDK model, wire constants, data-directory paths): a
+// client call must not load the server, its database driver or native addons.
+// The commands that need more are imported when they run.
+import { OPERATIONS, type OperationModel } from "../api/sdk-model.js";
 import { connect } from "./connection.js";
 import { buildInput, kebab, splitArgs, UsageError } from "./flags.js";
-import { commandHelp, topHelp } from "./help.js";
 import { applyQuery, plain, render, type OutputFormat } from "./output.js";
-import { logsCommand, LOGS_HELP } from "./logs-command.js";
-import { serverCommand, SERVER_HELP } from "./server-command.js";
-import { shellCommand, SHELL_HELP } from "./shell-command.js";
 
 const GLOBAL_FLAGS = ["endpoint-url", "region", "output", "query", "profile", "data-dir", "cli-input-json", "max-items", "page-size", "starting-token", "build-id"];
 const BOOLEAN_FLAGS = new Set(["no-paginate", "debug", "help", "no-cli-pager", "no-verify-ssl"]);
@@ -58,7 +57,7 @@ async function paginate(client: Sendable, op: OperationModel, input: Record<stri
 async function runOperation(op: OperationModel, argv: string[]): Promise<number> {
   const args = splitArgs(argv, BOOLEAN_FLAGS, new Set(GLOBAL_FLAGS));
   if (args.flags.has("help") || args.positionals[0] === "help") {
-    process.stdout.write(commandHelp(op));
+    process.stdout.write((await import("./help.js")).commandHelp(op));
     return 0;
   }
   const known = new Set([...GLOBAL_FLAGS, ...BOOLEAN_FLAGS, ...op.input.map((m) => kebab(m.name))]);
@@ -73,7 +72,7 @@ async function runOperation(op: OperationModel, argv: string[]): Promise<number>
   try {
     const autoPage = PAGINATED.has(op.name) && !args.flags.has("no-paginate") && input.maxResults === undefined;
     const response = autoPage ? await paginate(client, op, input, args.flags) : await call(client, op, input);
-    const result = applyQuery(plain(response), single(args.flags, "query"));
+    const result = await applyQuery(plain(response), single(args.flags, "query"));
     const empty = result && typeof result === "object" && !Array.isArray(result) && Object.keys(result).length === 0;
     if (!empty) process.stdout.write(render(result, output, op.name));
     return 0;
@@ -95,15 +94,16 @@ function splitCommand(argv: string[]): { command: string | undefined; rest: stri
 export async function main(argv: string[]): Promise<number> {
   const { command, rest } = splitCommand(argv);
   try {
-    if (!command || command === "help" || command === "--help" || command === "-h") {
-      process.stdout.write(topHelp(Object.values(OPERATIONS)));
-      return 0;
-    }
-    if (command === "--version" || command === "version") {
+    if (command === "version" || (!command && rest.includes("--version"))) {
       process.stdout.write("lmvm 0.1.0\n");
       return 0;
     }
+    if (!command || command === "help" || command === "--help" || command === "-h") {
+      process.stdout.write((await import("./help.js")).topHelp(Object.values(OPERATIONS)));
+      return 0;
+    }
     if (command === "logs") {
+      const { logsCommand, LOGS_HELP } = await import("./logs-command.js");
       const args = splitArgs(rest, new Set([...BOOLEAN_FLAGS, "follow"]), new Set(GLOBAL_FLAGS));
       if (args.flags.has("help") || !args.positionals.length) {
         process.stdout.write(LOGS_HELP);
@@ -117,6 +117,7 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
     if (command === "shell" || command === "exec") {
+      const { shellCommand, SHELL_HELP } = await import("./shell-command.js");
       const dash = rest.indexOf("--");
       const args = splitArgs(dash < 0 ? rest : rest.slice(0, dash), BOOLEAN_FLAGS, new Set([...GLOBAL_FLAGS, "ca-file"]));
       if (args.flags.has("help") || !args.positionals.length) {
@@ -130,7 +131,32 @@ export async function main(argv: string[]): Promise<number> {
         client.destroy();
       }
     }
+    if (command === "wait") {
+      const { WAITERS, runWaiter, waitHelp, waiterHelp } = await import("./wait-command.js");
+      const args = splitArgs(rest, BOOLEAN_FLAGS, new Set([...GLOBAL_FLAGS, "delay", "max-attempts"]));
+      const [name, ...extra] = args.positionals;
+      if (!name || name === "help") {
+        process.stdout.write(waitHelp());
+        return 0;
+      }
+      const waiter = WAITERS[name];
+      if (!waiter) throw new UsageError(`Invalid choice: '${name}'. Run 'lmvm wait help' for the waiters.`);
+      if (args.flags.has("help") || extra[0] === "help") {
+        process.stdout.write(waiterHelp(name, waiter));
+        return 0;
+      }
+      const known = new Set([...GLOBAL_FLAGS, ...BOOLEAN_FLAGS, "delay", "max-attempts", ...waiter.operation.input.map((m) => kebab(m.name))]);
+      const unknown = [...args.flags.keys()].filter((f) => !known.has(f));
+      if (unknown.length || extra.length) throw new UsageError(`Unknown options: ${[...unknown.map((f) => `--${f}`), ...extra].join(", ")}\nSee 'lmvm wait ${name} help'.`);
+      const client = connectWith(args.flags);
+      try {
+        return await runWaiter(client as unknown as Sendable, waiter, args);
+      } finally {
+        client.destroy();
+      }
+    }
     if (command === "server") {
+      const { serverCommand, SERVER_HELP } = await import("./server-command.js");
       if (rest[0] === "help") {
         process.stdout.write(SERVER_HELP);
         return 0;

@@ -1,9 +1,9 @@
 // Renders a response as the AWS CLI does: --query (JMESPath) first, then
 // --output json (4-space indent, ISO 8601 times), text (tab-separated rows,
-// nested lists prefixed by their upper-cased key) or table.
+// nested lists prefixed by their upper-cased key) or table (table.ts).
 
-import jmespath from "jmespath";
 import { UsageError } from "./flags.js";
+import { renderTable } from "./table.js";
 
 export type OutputFormat = "json" | "text" | "table";
 
@@ -21,8 +21,10 @@ export function plain(value: unknown): unknown {
   return value;
 }
 
-export function applyQuery(value: unknown, query: string | undefined): unknown {
+/** JMESPath is loaded only for a --query: most calls need none, and every module costs start-up time. */
+export async function applyQuery(value: unknown, query: string | undefined): Promise<unknown> {
   if (!query) return value;
+  const { default: jmespath } = await import("jmespath");
   try {
     return jmespath.search(value as object, query);
   } catch (err) {
@@ -47,44 +49,11 @@ function textRows(value: unknown, key: string | undefined, out: string[]): void 
   }
 }
 
-function pad(s: string, width: number): string {
-  return s + " ".repeat(Math.max(0, width - [...s].length));
-}
-
-function tableLines(title: string, value: unknown, lines: string[]): void {
-  const box = (rows: string[][], header?: string[]) => {
-    const all = header ? [header, ...rows] : rows;
-    const widths = all[0]!.map((_, i) => Math.max(...all.map((r) => [...(r[i] ?? "")].length)));
-    const total = widths.reduce((a, b) => a + b + 3, -1);
-    const width = Math.max(total, [...title].length + 2);
-    if (total < width) widths[widths.length - 1]! += width - total;
-    const rule = `+${"-".repeat(width + 2)}+`;
-    lines.push(rule, `| ${pad(" ".repeat(Math.floor((width - [...title].length) / 2)) + title, width)} |`, rule);
-    const line = (r: string[]) => `| ${r.map((c, i) => pad(c, widths[i]!)).join(" | ")} |`;
-    if (header) lines.push(line(header), `+${widths.map((w) => "-".repeat(w + 2)).join("+")}+`);
-    for (const r of rows) lines.push(line(r));
-    lines.push(`+${widths.map((w) => "-".repeat(w + 2)).join("+")}+`);
-  };
-  if (isScalar(value)) return box([[str(value)]]);
-  if (Array.isArray(value)) {
-    if (value.every(isScalar)) return box(value.map((v) => [str(v)]));
-    const objects = value.filter((v) => v && typeof v === "object" && !Array.isArray(v)) as Record<string, unknown>[];
-    const keys = [...new Set(objects.flatMap((o) => Object.keys(o).filter((k) => isScalar(o[k]))))].sort();
-    if (keys.length) box(objects.map((o) => keys.map((k) => (o[k] === undefined ? "" : str(o[k])))), keys);
-    objects.forEach((o) => Object.entries(o).filter(([, v]) => !isScalar(v)).forEach(([k, v]) => tableLines(k, v, lines)));
-    return;
-  }
-  const entries = Object.entries(value as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b));
-  const scalars = entries.filter(([, v]) => isScalar(v));
-  if (scalars.length) box(scalars.map(([k, v]) => [k, str(v)]));
-  for (const [k, v] of entries) if (!isScalar(v)) tableLines(k, v, lines);
-}
-
 export function render(value: unknown, format: OutputFormat, title: string): string {
   if (value === undefined) return "";
   if (format === "json") return `${JSON.stringify(value, null, 4)}\n`;
+  if (format === "table") return renderTable(value, title, process.stdout.isTTY ? process.stdout.columns : 80);
   const lines: string[] = [];
-  if (format === "text") textRows(value, undefined, lines);
-  else tableLines(title, value, lines);
+  textRows(value, undefined, lines);
   return lines.length ? `${lines.join("\n")}\n` : "";
 }

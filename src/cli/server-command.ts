@@ -1,7 +1,10 @@
-// `lmvm server`: runs the platform in the foreground until SIGINT or SIGTERM.
+// `lmvm server`: runs the platform in the foreground until SIGINT or SIGTERM,
+// then stops within SHUTDOWN_DEADLINE_MS and exits, whatever is still running.
 
 import { parseArgs } from "node:util";
-import { defaultDataDir, DEFAULTS, startPlatform } from "../server/index.js";
+// The leaf module, not the builder's face: help and flag parsing need no builder.
+import { DEFAULT_PHASE_TIMEOUTS, describeDuration, parsePhaseTimeouts, PHASES } from "../builder/phases.js";
+import { defaultDataDir, DEFAULTS, jsonLog, startPlatform } from "../server/index.js";
 import { UsageError } from "./flags.js";
 
 export const SERVER_HELP = `NAME
@@ -17,7 +20,8 @@ SYNOPSIS
                 [--endpoint-domain <domain>] [--endpoint-port <port>] [--endpoint-host <addr>]
                 [--build-concurrency <n>] [--microvm-disk-mib <MiB>] [--s3-endpoint <url>]
                 [--base-image-cache <dir>] [--debian-mirror <url>]
-                [--artifact-ca-file <pem>] [--no-builder] [--no-snapshots]
+                [--artifact-ca-file <pem>] [--build-phase-timeouts <phase=duration,...>]
+                [--no-builder] [--no-snapshots]
 
 OPTIONS
     --api-port           Control API port (default ${DEFAULTS.apiPort}).
@@ -38,12 +42,22 @@ OPTIONS
     --base-image-cache   Where managed base images are made and kept (default <data-dir>/base-images).
     --debian-mirror      Debian mirror for the debian12 base image (default http://deb.debian.org/debian).
     --artifact-ca-file   Extra CA certificates (PEM) trusted for https:// code artifacts.
+    --build-phase-timeouts
+                         How long each phase of a build may take, as phase=duration pairs
+                         (units s, m, h; seconds when none), e.g. buildah=1h,base-image=45m.
+                         Past it the build fails naming the phase, and all it started is stopped.
+                         Defaults: ${PHASES.slice(0, 3).map((p) => `${p} ${describeDuration(DEFAULT_PHASE_TIMEOUTS[p])}`).join(", ")},
+                         ${PHASES.slice(3).map((p) => `${p} ${describeDuration(DEFAULT_PHASE_TIMEOUTS[p])}`).join(", ")}, plus the image's
+                         /ready and /validate timeouts for the snapshot phase.
     --no-builder         Do not build images on this host; builds wait in the queue.
     --no-snapshots       End builds at the root filesystem, without booting and checkpointing the app.
 
     Root credentials are written to <data-dir>/credentials on first start, from
     LMVM_ROOT_ACCESS_KEY_ID and LMVM_ROOT_SECRET_ACCESS_KEY when both are set.
 `;
+
+/** How long `lmvm server` may take to stop after SIGTERM or SIGINT. */
+const SHUTDOWN_DEADLINE_MS = 10_000;
 
 function port(flag: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
@@ -63,6 +77,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
         "endpoint-port": { type: "string" }, "endpoint-host": { type: "string" }, "build-concurrency": { type: "string" }, "microvm-disk-mib": { type: "string" }, help: { type: "boolean" },
         "s3-endpoint": { type: "string" }, "base-image-cache": { type: "string" }, "debian-mirror": { type: "string" },
         "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" },
+        "build-phase-timeouts": { type: "string" },
       },
       strict: true,
     }));
@@ -77,6 +92,12 @@ export async function serverCommand(argv: string[]): Promise<void> {
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new UsageError("--build-concurrency must be a whole number of at least 1.");
   const diskMiB = Number(values["microvm-disk-mib"] ?? DEFAULTS.microvmDiskMiB);
   if (!Number.isInteger(diskMiB) || diskMiB < 16) throw new UsageError(`--microvm-disk-mib must be a whole number of MiB, at least 16; got '${values["microvm-disk-mib"]}'.`);
+  let phaseTimeouts;
+  try {
+    phaseTimeouts = values["build-phase-timeouts"] === undefined ? undefined : parsePhaseTimeouts(values["build-phase-timeouts"]);
+  } catch (err) {
+    throw new UsageError(`--build-phase-timeouts: ${(err as Error).message}`);
+  }
   const platform = await startPlatform({
     dataDir: values["data-dir"] ?? defaultDataDir(),
     apiHost: values["api-host"] ?? DEFAULTS.apiHost,
@@ -92,16 +113,35 @@ export async function serverCommand(argv: string[]): Promise<void> {
     ...(values["base-image-cache"] ? { baseImageCache: values["base-image-cache"] } : {}),
     ...(values["debian-mirror"] ? { debianMirror: values["debian-mirror"] } : {}),
     ...(values["artifact-ca-file"] ? { artifactCaFile: values["artifact-ca-file"] } : {}),
+    ...(phaseTimeouts ? { buildPhaseTimeouts: phaseTimeouts } : {}),
     ...(values["no-builder"] ? { builder: null } : {}),
     ...(values["no-snapshots"] ? { snapshots: false } : {}),
   });
-  await new Promise<void>((resolve) => {
-    const stop = () => {
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    const stop = (name: NodeJS.Signals) => {
       process.off("SIGINT", stop);
       process.off("SIGTERM", stop);
-      platform.stop().then(resolve, resolve);
+      resolve(name);
     };
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
   });
+  jsonLog({ msg: "lmvm server stopping", signal, deadlineSeconds: SHUTDOWN_DEADLINE_MS / 1000 });
+  // A second signal, or the deadline, ends the process at once. Builds still
+  // running are recorded IN_PROGRESS and queued again at the next start; the
+  // tools they run die with this process (setpriv --pdeathsig).
+  const now = () => process.exit(1);
+  process.once("SIGINT", now);
+  process.once("SIGTERM", now);
+  const stopped = await Promise.race([
+    platform.stop().then(
+      () => true,
+      (err: Error) => (jsonLog({ level: "error", msg: "lmvm server stop failed", err: err.message }), true),
+    ),
+    new Promise<false>((resolve) => setTimeout(() => resolve(false), SHUTDOWN_DEADLINE_MS)),
+  ]);
+  if (!stopped) jsonLog({ level: "warn", msg: `lmvm server did not stop within ${SHUTDOWN_DEADLINE_MS / 1000} s; exiting anyway` });
+  else jsonLog({ msg: "lmvm server stopped" });
+  // Whatever still holds the event loop (a stalled hook call, a client's open connection) must not keep the process alive.
+  process.exit(stopped ? 0 : 1);
 }

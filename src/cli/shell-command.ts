@@ -10,8 +10,8 @@ import { readFileSync } from "node:fs";
 import { lookup as dnsLookup, type LookupAddress } from "node:dns";
 import { CreateMicrovmShellAuthTokenCommand, GetMicrovmCommand, type LambdaMicrovmsClient } from "@aws-sdk/client-lambda-microvms";
 import WebSocket from "ws";
-import { AUTH_HEADER } from "../proxy/index.js";
-import { defaultDataDir, readServerInfo } from "../server/index.js";
+import { AUTH_HEADER } from "../proxy/routing.js";
+import { defaultDataDir, readServerInfo } from "../server/data-paths.js";
 import { STDERR, STDIN, STDOUT, CLOSE_MICROVM_STOPPING } from "../shell/index.js";
 import { UsageError } from "./flags.js";
 

@@ -10,6 +10,30 @@ import { BuildFailure, type Clock, type ImageBuilder, type Store } from "./ports
 
 export const MAX_ATTEMPTS = 3;
 
+/**
+ * How long a cancelled build may take to stop. The builder stops its phases
+ * within seconds; past this the queue records the build's end and frees its
+ * slot anyway, so a builder that ignores its signal cannot block the queue,
+ * a deletion or a shutdown.
+ */
+export const STOP_WAIT_MS = 15_000;
+
+/** Settles like `work`, or rejects once `signal` has been aborted for STOP_WAIT_MS without `work` settling. */
+function abandonAfterAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const onAbort = () => {
+      timer = setTimeout(() => reject(new BuildFailure(`The build was cancelled and did not stop within ${STOP_WAIT_MS / 1000} s; what it started is cleared at the next server start.`)), STOP_WAIT_MS);
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+    work.then(resolve, reject).finally(() => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
+    });
+  });
+}
+
 export interface BuildSchedulerOptions {
   store: Store;
   clock: Clock;
@@ -50,7 +74,7 @@ export class BuildScheduler {
   /** Settles what a previous process left half done. Call once at startup, before kick(). */
   async recover(): Promise<void> {
     const { store, images } = this.opts;
-    await this.opts.builder?.recover?.();
+    await this.opts.builder?.recover();
     for (const build of await store.buildsInState("IN_PROGRESS")) {
       await store.transaction(async (tx) => {
         if (build.attempts >= MAX_ATTEMPTS) {
@@ -64,7 +88,7 @@ export class BuildScheduler {
     }
   }
 
-  /** Aborts running builds and waits for them to stop. */
+  /** Aborts running builds and waits for them to stop (at most STOP_WAIT_MS); interrupted builds are re-queued by the next start's recover(). */
   async stop(): Promise<void> {
     this.stopped = true;
     for (const { controller } of this.running.values()) controller.abort();
@@ -100,7 +124,7 @@ export class BuildScheduler {
         const image = await store.getImage(build.imageArn);
         const version = await store.getVersion(build.imageArn, build.imageVersion);
         if (!image || !version) throw new BuildFailure("The image version was deleted while its build was queued.");
-        const snapshotBuild = await builder.build({ image, version, build }, controller.signal);
+        const snapshotBuild = await abandonAfterAbort(builder.build({ image, version, build }, controller.signal), controller.signal);
         outcome = { to: "SUCCESSFUL", patch: { snapshotBuild } };
       } catch (err) {
         if (this.stopped) return; // a restart re-queues it

@@ -24,7 +24,8 @@ export interface ControlPlaneOptions {
   tokens: TokenIssuer;
   endpointFor: (microvmId: string) => string;
   builder?: ImageBuilder;
-  runtime?: SandboxRuntime;
+  /** NoSandboxes where the host runs none; whether MicroVMs run never depends on the builder. */
+  runtime: SandboxRuntime;
   buildConcurrency?: number;
   log?: (event: Record<string, unknown>) => void;
   timings?: RuntimeTimings;
@@ -66,7 +67,7 @@ export class ControlPlane {
       images: this.images,
       tokens: opts.tokens,
       endpointFor: opts.endpointFor,
-      ...(opts.runtime ? { runtime: opts.runtime } : {}),
+      runtime: opts.runtime,
       ...(opts.log ? { log: opts.log } : {}),
       ...(opts.timings ? { timings: opts.timings } : {}),
     });

@@ -3,6 +3,7 @@ export * from "./arn.js";
 export * from "./errors.js";
 export * from "./model.js";
 export * from "./ports.js";
+export { NoSandboxes } from "./no-sandboxes.js";
 export * from "./states.js";
 export * from "./inputs.js";
 export { ControlPlane, type ControlPlaneOptions } from "./control-plane.js";

@@ -8,7 +8,7 @@ import { once } from "./idempotency.js";
 import type { ImageService } from "./images.js";
 import { MAX_DURATION_SECONDS, type Input } from "./inputs.js";
 import type { Microvm, MicrovmState, Page, PageRequest } from "./model.js";
-import { NotBegun, type Clock, type Ingress, type RuntimeTimings, type SandboxRuntime, type Store, type TokenIssuer } from "./ports.js";
+import { NotBegun, RuntimeUnavailable, type Clock, type Ingress, type RuntimeTimings, type SandboxFound, type SandboxRuntime, type Store, type TokenIssuer } from "./ports.js";
 import { microvmStates } from "./states.js";
 
 export interface MicrovmServiceDeps {
@@ -16,7 +16,8 @@ export interface MicrovmServiceDeps {
   clock: Clock;
   scope: Scope;
   images: ImageService;
-  runtime?: SandboxRuntime;
+  /** NoSandboxes on a host that runs none: never absent, so "no runtime" cannot read as "no MicroVMs". */
+  runtime: SandboxRuntime;
   tokens: TokenIssuer;
   /** Builds a MicroVM's public endpoint URL from its id. */
   endpointFor: (microvmId: string) => string;
@@ -139,8 +140,9 @@ export class MicrovmService {
     const ingress = this.checkConnectors(input.ingressNetworkConnectors, INGRESS_CONNECTORS, "ingressNetworkConnectors");
     const egress = this.checkConnectors(input.egressNetworkConnectors, EGRESS_CONNECTORS, "egressNetworkConnectors");
     const runtime = this.deps.runtime;
-    if (!runtime) throw new NoCapacity("This lmvm server has no sandbox runtime installed, so it cannot run MicroVMs.");
-    const short = await runtime.shortage(version);
+    const short = await runtime.shortage(version).catch((err: unknown) => {
+      throw err instanceof RuntimeUnavailable ? new NoCapacity(`This lmvm server cannot run MicroVMs: ${err.message}`) : err;
+    });
     if (short) throw new NoCapacity(`This host has no room for another MicroVM right now: ${short}. Terminate or suspend some, or retry later.`);
 
     const { id } = await once(store, clock, { accountId: scope.accountId, operation: "RunMicrovm", clientToken: input.clientToken }, input, async (tx) => {
@@ -207,7 +209,7 @@ export class MicrovmService {
     const terminating = await this.move(vm, "TERMINATING", "terminate", reason);
     await this.closeIngress(vm.id, reason);
     try {
-      await this.deps.runtime?.terminate(terminating);
+      await this.deps.runtime.terminate(terminating);
     } finally {
       await this.move(terminating, "TERMINATED", "terminate", reason);
     }
@@ -219,12 +221,16 @@ export class MicrovmService {
     void this.serialize(vm.id, async () => {
       try {
         await this.closeIngress(vm.id, reason ?? "The MicroVM is being suspended.");
-        await this.timed("suspend", () => this.deps.runtime!.suspend(suspending));
+        await this.timed("suspend", () => this.deps.runtime.suspend(suspending));
         await this.move(suspending, "SUSPENDED", "move to SUSPENDED", reason);
       } catch (err) {
+        if (err instanceof NotBegun) {
+          await this.move(suspending, "RUNNING", "resume", `Suspending could not begin, so the MicroVM kept running: ${err.message}`);
+          return;
+        }
         // A failed checkpoint can take the sandbox down with it; then the MicroVM is lost, not running.
-        const runtime = this.deps.runtime;
-        const left = runtime?.inspect ? await runtime.inspect(suspending).catch(() => ({ running: false, checkpoint: false })) : { running: true };
+        // A sandbox the runtime cannot look at is not presumed dead: the sandbox check finds it if it is.
+        const left = await this.deps.runtime.inspect(suspending).catch(() => ({ running: true }));
         if (!left.running) await this.fail({ ...suspending }, `Suspending failed and the sandbox did not survive it: ${errorText(err)}`);
         else await this.move(suspending, "RUNNING", "resume", `Suspending failed, so the MicroVM kept running: ${errorText(err)}`);
       }
@@ -240,12 +246,14 @@ export class MicrovmService {
       if (current.state === "RUNNING") return;
       microvmStates.check(vm.id, current.state, "RUNNING", "resume");
       const { version } = await this.deps.images.getVersion(current.imageArn, current.imageVersion);
-      const short = await this.deps.runtime!.shortage(version);
+      const short = await this.deps.runtime.shortage(version).catch((err: unknown) => {
+        throw err instanceof RuntimeUnavailable ? new StateConflict("Microvm", vm.id, `MicroVM ${vm.id} stays SUSPENDED: ${err.message}`) : err;
+      });
       if (short) {
         throw new StateConflict("Microvm", vm.id, `MicroVM ${vm.id} stays SUSPENDED: this host has no room to resume it right now: ${short}. Terminate or suspend other MicroVMs, or retry later.`);
       }
       try {
-        await this.timed("resume", () => this.deps.runtime!.resume(current));
+        await this.timed("resume", () => this.deps.runtime.resume(current));
       } catch (err) {
         if (err instanceof NotBegun) throw new StateConflict("Microvm", vm.id, `MicroVM ${vm.id} stays SUSPENDED, its checkpoint kept: ${err.message}`);
         await this.fail(current, `Resuming failed: ${errorText(err)}`);
@@ -261,7 +269,7 @@ export class MicrovmService {
     void this.serialize(vm.id, async () => {
       try {
         await this.closeIngress(vm.id, reason ?? "The MicroVM is being terminated.");
-        await this.timed("terminate", async () => this.deps.runtime?.terminate(terminating));
+        await this.timed("terminate", async () => this.deps.runtime.terminate(terminating));
       } catch (err) {
         this.deps.log?.({ msg: "terminate failed; the MicroVM is recorded TERMINATED", microvmId: vm.id, err: errorText(err) });
       }
@@ -276,15 +284,20 @@ export class MicrovmService {
    */
   async checkSandboxes(): Promise<void> {
     const runtime = this.deps.runtime;
-    if (!runtime?.running) return;
-    const alive = await runtime.running();
+    let alive: Set<string>;
+    try {
+      alive = await runtime.running();
+    } catch (err) {
+      if (err instanceof RuntimeUnavailable) return; // nothing to watch on this host
+      throw err;
+    }
     for (const vm of this.known.values()) {
       if (vm.state === "RUNNING" && alive.has(vm.id) && !this.locks.has(vm.id)) await this.noteCondition(vm);
       if (vm.state !== "RUNNING" || alive.has(vm.id) || this.locks.has(vm.id)) continue;
       await this.serialize(vm.id, async () => {
         const current = this.known.get(vm.id);
-        if (current?.state !== "RUNNING" || (await runtime.running!()).has(vm.id)) return;
-        const why = (await runtime.exitReason?.(current).catch(() => undefined)) ?? "its sandbox stopped unexpectedly";
+        if (current?.state !== "RUNNING" || (await runtime.running()).has(vm.id)) return;
+        const why = (await runtime.exitReason(current).catch(() => undefined)) ?? "its sandbox stopped unexpectedly";
         await this.fail(current, `The MicroVM stopped: ${why}.`);
       });
     }
@@ -296,7 +309,7 @@ export class MicrovmService {
    * something else has written the reason since.
    */
   private async noteCondition(vm: Microvm): Promise<void> {
-    const condition = await this.deps.runtime?.condition?.(vm).catch(() => undefined);
+    const condition = await this.deps.runtime.condition(vm).catch(() => undefined);
     const noted = this.conditions.get(vm.id);
     if (condition === noted) return;
     await this.serialize(vm.id, () =>
@@ -317,17 +330,28 @@ export class MicrovmService {
    * Brings every MicroVM's record in line with what is on the host after a
    * restart: live sandboxes are adopted, half-done transitions are finished
    * or undone, lost ones are TERMINATED with the reason, and the runtime frees
-   * whatever belongs to no MicroVM.
+   * whatever belongs to no MicroVM. A MicroVM the runtime cannot inspect (a
+   * host that runs no sandboxes, runsc failing) is never ended: it keeps its
+   * recorded state, and then nothing is reaped, since what belongs to it is
+   * unknown.
    */
   async recover(): Promise<void> {
     const runtime = this.deps.runtime;
     const live = await this.deps.store.microvmsInStates(["PENDING", "RUNNING", "SUSPENDING", "SUSPENDED", "TERMINATING"]);
     const kept: Microvm[] = [];
+    const uninspected: string[] = [];
     for (const vm of live) {
-      const found = runtime?.inspect ? await runtime.inspect(vm) : { running: false, checkpoint: false };
+      let found: SandboxFound;
+      try {
+        found = await runtime.inspect(vm);
+      } catch (err) {
+        uninspected.push(vm.id);
+        this.deps.log?.({ msg: "microvm kept as recorded: the runtime cannot inspect it", microvmId: vm.id, state: vm.state, err: errorText(err) });
+        continue;
+      }
       const lost = async (why: string) => {
         await this.move(vm, "TERMINATING", "terminate", why).catch(() => undefined);
-        await runtime?.terminate({ ...vm, state: "TERMINATING" }).catch(() => undefined);
+        await runtime.terminate({ ...vm, state: "TERMINATING" }).catch(() => undefined);
         await this.move({ ...vm, state: "TERMINATING" }, "TERMINATED", "terminate", why);
       };
       // The recorded state wins where the host still supports it: a resume the server died in
@@ -341,7 +365,8 @@ export class MicrovmService {
       else if (found.running && vm.state === "SUSPENDED") kept.push(await this.move(vm, "RUNNING", "resume", "Resumed; the server restarted as the resume finished.")); else if (vm.state === "SUSPENDING" && found.checkpoint) kept.push(await this.move(vm, "SUSPENDED"));
       else await lost(`The MicroVM's sandbox was lost while the server was down (it was ${vm.state}).`);
     }
-    await runtime?.reap?.(kept);
+    if (!uninspected.length) await runtime.reap(kept);
+    else this.deps.log?.({ msg: "nothing reaped: some MicroVMs could not be inspected", microvms: uninspected });
     this.known.clear();
     for (const vm of await this.deps.store.microvmsInStates(["PENDING", "RUNNING", "SUSPENDING", "SUSPENDED", "TERMINATING"])) this.remember(vm);
   }

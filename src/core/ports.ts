@@ -103,43 +103,73 @@ export interface ImageBuilder {
   /** Frees whatever the version's builds left on disk. */
   discard(imageArn: string, version: string): Promise<void>;
   /** Clears what builds a previous process was running left behind; called once at startup, before any build. */
-  recover?(): Promise<void>;
+  recover(): Promise<void>;
 }
 
-/** Sandboxes that MicroVMs run in. The core never learns how they are isolated. */
-export interface SandboxRuntime {
+/**
+ * The runtime cannot answer at all: this host runs no sandboxes (NoSandboxes),
+ * so it knows nothing of what is there. Callers keep their records as they
+ * are rather than read it as "nothing there".
+ */
+export class RuntimeUnavailable extends Error {}
+
+/** Starts, saves and ends sandboxes. */
+export interface SandboxLifecycle {
   /** Restores the version's snapshot into a new sandbox and calls /run. */
   run(vm: Microvm, version: ImageVersion): Promise<void>;
+  /** Saves the sandbox to a checkpoint and frees it; throws NotBegun when it left the sandbox running untouched. */
   suspend(vm: Microvm): Promise<void>;
+  /** Restores the checkpoint; throws NotBegun when it left the checkpoint untouched. */
   resume(vm: Microvm): Promise<void>;
   /** Frees everything the MicroVM holds. Safe to call for a MicroVM the runtime no longer knows. */
   terminate(vm: Microvm): Promise<void>;
   /**
    * Why one more sandbox of this version does not fit on this host now (short
-   * of memory, CPU or disk), or undefined when it fits. A fit holds that room
-   * for the run or resume that follows, so concurrent callers cannot all be
-   * told yes for the same room.
+   * of memory, CPU or disk, or no sandboxes here at all), or undefined when it
+   * fits. A fit holds that room for the run or resume that follows, so
+   * concurrent callers cannot all be told yes for the same room.
    */
   shortage(version: ImageVersion): Promise<string | undefined>;
-  /** What is on the host for a MicroVM after a restart: a live sandbox, a saved checkpoint, or nothing. */
-  inspect?(vm: Microvm): Promise<{ running: boolean; checkpoint: boolean }>;
+}
+
+/** What is on the host for a MicroVM, as a restart finds it. */
+export interface SandboxFound {
+  running: boolean;
+  checkpoint: boolean;
+}
+
+/** What a restart finds on the host, and freeing what belongs to no MicroVM. */
+export interface SandboxRecovery {
+  /** A live sandbox, a saved checkpoint, or neither. Throws (never answers "neither") when it cannot look. */
+  inspect(vm: Microvm): Promise<SandboxFound>;
   /**
    * Frees every sandbox, namespace and file not belonging to the MicroVMs in
    * `keep`, as their states now say: a sandbox only for a RUNNING one, a
    * checkpoint only for a SUSPENDED one.
    */
-  reap?(keep: Microvm[]): Promise<void>;
-  /** Ids of the sandboxes alive now; cheap enough to ask every few seconds. */
-  running?(): Promise<Set<string>>;
-  /** Why a MicroVM's sandbox died, when the runtime can tell (out of memory, say). */
-  exitReason?(vm: Microvm): Promise<string | undefined>;
-  /** A standing trouble of a live sandbox that its users should read (its disk is full, say), or undefined. */
-  condition?(vm: Microvm): Promise<string | undefined>;
-  /** Where a RUNNING MicroVM's app can be reached from this host (an IP address). */
-  address?(microvmId: string): string | undefined;
-  /** Starts a process in a RUNNING MicroVM, under a terminal when `tty`. */
-  spawn?(microvmId: string, opts: SpawnOptions): Promise<GuestProcess>;
+  reap(keep: Microvm[]): Promise<void>;
 }
+
+/** How live sandboxes are doing. */
+export interface SandboxHealth {
+  /** Ids of the sandboxes alive now; cheap enough to ask every few seconds. Throws when it cannot look. */
+  running(): Promise<Set<string>>;
+  /** Why a MicroVM's sandbox died, when the runtime can tell (out of memory, say). */
+  exitReason(vm: Microvm): Promise<string | undefined>;
+  /** A standing trouble of a live sandbox that its users should read (its disk is full, say), or undefined. */
+  condition(vm: Microvm): Promise<string | undefined>;
+}
+
+/** The way into a RUNNING MicroVM: its network address and processes started inside it. */
+export interface SandboxAccess {
+  /** Where a RUNNING MicroVM's app can be reached from this host (an IP address); undefined when it has no sandbox here. */
+  address(microvmId: string): string | undefined;
+  /** Starts a process in a RUNNING MicroVM, under a terminal when `tty`. */
+  spawn(microvmId: string, opts: SpawnOptions): Promise<GuestProcess>;
+}
+
+/** Sandboxes that MicroVMs run in. The core never learns how they are isolated. Every adapter implements all of it. */
+export interface SandboxRuntime extends SandboxLifecycle, SandboxRecovery, SandboxHealth, SandboxAccess {}
 
 export interface SpawnOptions {
   /** The command and its arguments; a login shell when empty. */

@@ -116,13 +116,24 @@ export class NetworkNamespaces {
   }
 
   /**
-   * Gives the sandbox end its address and default route again. gVisor takes
-   * the address over from the kernel on run and restore, so it has to be put
-   * back before every restore into the same namespace.
+   * Gives the sandbox end its address again. gVisor takes the address over
+   * from the kernel on run and restore, so it has to be put back before every
+   * restore into the same namespace.
+   *
+   * The sandbox gets no default route, only its link's: it has no egress, so
+   * anything it sends beyond the host end fails at once with "network
+   * unreachable", as under runsc --network=none. With a default route such
+   * packets were dropped silently on the host, and a DNS lookup (Python's
+   * http.server does one as it binds) sat on a connected UDP socket for its
+   * full timeout. A checkpoint taken meanwhile cannot be restored at another
+   * address: runsc 20240729 panics restoring a connected UDP socket whose local
+   * address the new namespace lacks (tcpip/transport/internal/network
+   * Endpoint.Resume; newer runsc closes the socket instead), which surfaced as
+   * `containerManager.Restore failed: EOF`. Egress connectors will need a
+   * route of their own.
    */
   async readdress(net: SandboxNetwork): Promise<void> {
     await run("ip", ["-n", net.name, "addr", "replace", `${net.sandboxIp}/${net.prefixLength}`, "dev", net.sandboxInterface]);
-    await run("ip", ["-n", net.name, "route", "replace", "default", "via", net.hostIp]);
   }
 
   /** Removes the namespace and its veth pair; safe to call on what is already gone. */

@@ -125,13 +125,17 @@ export class LogFiles {
   }
 
   /**
-   * The log as a stream. With `follow`, it keeps sending what is appended until
-   * `finished()` says its owner is done and the file has been read to its end.
+   * The log as a stream, from byte `from` on (a reader that lost its connection
+   * resumes where it was). With `follow`, it keeps sending what is appended
+   * until `finished()` says its owner is done and the file has been read to its end.
    */
-  read(id: string, follow: boolean, finished: () => Promise<boolean>, signal?: AbortSignal): Readable {
+  read(id: string, follow: boolean, finished: () => Promise<boolean>, signal?: AbortSignal, from = 0): Readable {
     const file = this.path(id);
-    if (!follow) return existsSync(file) ? createReadStream(file) : Readable.from([]);
-    let offset = 0;
+    if (!follow) {
+      const size = existsSync(file) ? statSync(file).size : 0;
+      return from < size ? createReadStream(file, { start: from }) : Readable.from([]);
+    }
+    let offset = from;
     return Readable.from(
       (async function* () {
         for (;;) {

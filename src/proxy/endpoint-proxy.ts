@@ -9,6 +9,9 @@
 //   cleartext HTTP/2, trailers included;
 // - WebSocket upgrades are spliced to the app as raw TCP after its 101;
 //   a shell token's upgrade goes to the shell ingress instead.
+// An app may answer before it has read the whole request (a 413 or 401 ahead
+// of an upload): once that answer has reached the client, the rest of the
+// request body no longer goes to the app (see forwardHttp1).
 // Every upstream connection is tracked per MicroVM: before a checkpoint they
 // are all closed (gVisor cannot save a sandbox with open connections).
 
@@ -101,6 +104,25 @@ class Exchange {
 }
 
 const ACTIVITY_INTERVAL_MS = 1000;
+
+/**
+ * Ends an HTTP/2 stream whose answer is complete while the client still sends:
+ * RST_STREAM with NO_ERROR once the answer is out, as RFC 9113 section 8.1
+ * allows, tells the client to stop sending and keep the answer. Node sends the
+ * reset after the stream's last frame (closeStream waits for 'finish').
+ */
+function endUnread(stream: ServerHttp2Stream): void {
+  if (stream.closed || stream.readableEnded) return;
+  stream.resume(); // drop what is buffered, so the stream can be destroyed
+  stream.close(h2.NGHTTP2_NO_ERROR);
+}
+/**
+ * How long an HTTP/1.1 client may go on sending a body the app answered
+ * without reading, before its connection is closed. Closing at once would
+ * reset a client that sends its whole body before reading (most scripts do),
+ * and lose the answer in the reset; nginx lingers 30 s the same way.
+ */
+const LINGER_MS = 30_000;
 
 export class EndpointProxy implements Ingress {
   private readonly tlsServer;
@@ -206,6 +228,13 @@ export class EndpointProxy implements Ingress {
       trailers: (t) => res.addTrailers(t),
       fail: (r) => (res.headersSent ? res.destroy() : this.refuse(res, r)),
       closed: (cb) => res.once("close", cb),
+      // Read and drop the rest, so the connection can carry the next request; close it if that takes too long.
+      unwanted: () => {
+        const timer = setTimeout(() => req.socket.destroy(), LINGER_MS);
+        const stop = () => clearTimeout(timer);
+        req.once("end", stop).once("close", stop);
+        req.resume();
+      },
     });
   }
 
@@ -229,6 +258,8 @@ export class EndpointProxy implements Ingress {
       trailers: (t: Record<string, string>) => void;
       fail: (r: Refusal) => void;
       closed: (cb: () => void) => void;
+      /** The exchange has ended (answered, or failed) while the client still sends: stop taking its body. */
+      unwanted: () => void;
     },
   ): void {
     const u = this.upstreamsOf(target.microvmId);
@@ -241,6 +272,22 @@ export class EndpointProxy implements Ingress {
       agent: u.agent,
       headers: forwardedHeaders(headers, { ip: clientIp, host: (headers[":authority"] as string | undefined) ?? headers.host }),
     });
+    let bodySent = false;
+    body.once("end", () => (bodySent = true));
+    // Ends the exchange, once. Once the app has answered (or failed), the rest of the body goes
+    // nowhere: Node's http client writes no more of a request whose response has ended (on a
+    // keep-alive socket its 'drain' no longer reaches the request; seen on Node 20), and an app
+    // that closes or stops reading would not take it either. Piping on stalled the client's upload,
+    // and a client that sends before it reads, until the app's connection closed, as late as the
+    // MicroVM's suspension. That connection, mid-request, cannot carry another request either.
+    const finish = (status: number) => {
+      if (exchange.done) return;
+      exchange.end(status);
+      if (bodySent) return;
+      body.unpipe(upstream);
+      upstream.destroy();
+      sink.unwanted();
+    };
     upstream.on("socket", (s: Socket) => u.track(s));
     upstream.on("response", (res) => {
       sink.head(res.statusCode ?? 502, res.headers);
@@ -249,19 +296,20 @@ export class EndpointProxy implements Ingress {
       res.on("end", () => {
         if (Object.keys(res.trailers).length) sink.trailers(res.trailers as Record<string, string>);
         (sink.body as NodeJS.WritableStream).end();
-        exchange.end(res.statusCode ?? 502);
+        finish(res.statusCode ?? 502);
       });
       res.on("error", () => undefined);
       // Cut short (the MicroVM is being suspended, or the app died): so is the client's answer.
       res.on("close", () => {
-        if (res.complete) return;
+        if (res.complete || exchange.done) return;
         sink.fail(new Refusal(502, "The connection to the MicroVM's app was closed."));
-        exchange.end(502);
+        finish(502);
       });
     });
     upstream.on("error", (err: Error) => {
+      if (exchange.done) return; // answered already: what the app does with the rest of the request is its own affair
       sink.fail(new Refusal(502, `The MicroVM's app did not answer on port ${target.port}: ${err.message}`));
-      exchange.end(502);
+      finish(502);
     });
     body.on("data", (c: Buffer) => (exchange.bytesIn += c.length));
     body.pipe(upstream);
@@ -301,6 +349,7 @@ export class EndpointProxy implements Ingress {
         stream.end(`${r.message}\n`);
       },
       closed: (cb) => stream.once("close", cb),
+      unwanted: () => endUnread(stream),
     });
   }
 

@@ -1,5 +1,6 @@
 // Processes started inside a running sandbox for the shell ingress: `runsc
-// exec` with an OCI process file. A terminal process runs under a host pty
+// exec` with an OCI process file. They get the environment the app got: the
+// image's Env, then the version's environmentVariables, then the caller's. A terminal process runs under a host pty
 // (node-pty): runsc hands the pty to the process as its console and passes
 // window-size changes on. A plain one gets pipes. Signals go to the process
 // inside the sandbox through `runsc kill --pid`, using the pid runsc wrote.
@@ -20,6 +21,8 @@ export interface GuestContext {
   sandboxId: string;
   rootfs: string;
   config: ImageConfig;
+  /** The variables the app was started with beyond the image's Env (the version's environmentVariables). */
+  env: Record<string, string>;
   /** Scratch directory for process files. */
   dir: string;
 }
@@ -28,8 +31,14 @@ export function spawnGuest(ctx: GuestContext, opts: SpawnOptions): GuestProcess 
   const shell = LOGIN_SHELLS.find((s) => existsSync(join(ctx.rootfs, s)));
   const argv = opts.argv.length ? opts.argv : shell ? [`/${shell}`] : [];
   if (!argv.length) throw new Error("the image has no /bin/sh to open a shell with; pass a command");
-  const env = [...(ctx.config.Env ?? []), ...Object.entries(opts.env ?? {}).map(([k, v]) => `${k}=${v}`)];
-  if (opts.tty && !env.some((e) => e.startsWith("TERM="))) env.push("TERM=xterm-256color");
+  const vars = new Map<string, string>();
+  for (const entry of ctx.config.Env ?? []) {
+    const eq = entry.indexOf("=");
+    if (eq > 0) vars.set(entry.slice(0, eq), entry.slice(eq + 1));
+  }
+  for (const [k, v] of [...Object.entries(ctx.env), ...Object.entries(opts.env ?? {})]) vars.set(k, v);
+  if (opts.tty && !vars.has("TERM")) vars.set("TERM", "xterm-256color");
+  const env = [...vars].map(([k, v]) => `${k}=${v}`);
   mkdirSync(ctx.dir, { recursive: true });
   const name = `exec-${process.pid}-${++sequence}`;
   const processFile = join(ctx.dir, `${name}.json`);

@@ -14,12 +14,18 @@
 //   sandbox's own: a full one gives the app ENOSPC and the sandbox lives on.
 //   Checkpoints are uncompressed: restoring them is about 3x faster.
 // - After a checkpoint, `runsc list` still says running: the sandbox is deleted.
+// - A restore gets a new address; runsc 20240729 cannot restore a UDP socket
+//   on the old one (it panics, and the restore fails with "EOF"), so the
+//   checkpoint refuses such sockets, naming them.
+// - Every runsc call can be cut short with an AbortSignal; `delete` and `list`
+//   have deadlines of their own, as clean-up must end too.
 
 import { spawn } from "node:child_process";
-import { lstatSync, mkdirSync, openSync, readdirSync, rmdirSync, closeSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
+import { lstatSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { SandboxLimits } from "../core/index.js";
 import type { SandboxNetwork } from "../net/index.js";
+import { SandboxCgroups } from "./cgroups.js";
 import { diskUsage, exec, mountScratchDisk, mountsUnder, processAlive, removeTree, run, type ExecResult } from "../os/index.js";
 
 export interface ImageConfig {
@@ -49,6 +55,12 @@ export interface SandboxSpec {
 
 /** The sandbox's directory, bundle or disk could not be made: runsc never started. */
 export class SandboxSetupError extends Error {}
+
+/** A runsc command was cut short by its caller's AbortSignal. */
+export class SandboxAborted extends Error {}
+
+/** How long `runsc delete` and `runsc list` may take before the sandbox's process is killed instead. */
+const DELETE_TIMEOUT_MS = 30_000;
 
 export interface GvisorOptions {
   /** runsc --root: where runsc keeps sandbox state. */
@@ -90,7 +102,6 @@ function lexists(path: string): boolean {
 }
 
 const CPU_PERIOD_US = 100_000;
-const CGROUP_ROOT = "/sys/fs/cgroup";
 
 function resourcesOf(limits: SandboxLimits) {
   const bytes = limits.memoryMiB * 1024 * 1024;
@@ -100,10 +111,31 @@ function resourcesOf(limits: SandboxLimits) {
   };
 }
 
+/** `local -> remote` of each UDP socket in /proc/net/udp{,6} text whose local address is neither unspecified nor loopback. */
+export function udpOnOwnAddress(procNetUdp: string): string[] {
+  const ip = (hex: string): string => {
+    if (hex.length === 8) return [6, 4, 2, 0].map((i) => parseInt(hex.slice(i, i + 2), 16)).join(".");
+    if (/^0{16}FFFF0{4}/i.test(hex)) return ip(hex.slice(24)); // IPv4-mapped
+    return `[${hex.match(/.{8}/g)!.join(":")}]`;
+  };
+  const ownAddress = (hex: string) => !/^0+$/.test(hex) && !/^0{24}01000000$/.test(hex) && !ip(hex).startsWith("127.");
+  const held: string[] = [];
+  for (const line of procNetUdp.split("\n")) {
+    const f = line.trim().split(/\s+/);
+    if (!/^\d+:$/.test(f[0] ?? "") || !f[1] || !f[2]) continue;
+    const [local, localPort] = f[1].split(":") as [string, string];
+    const [remote, remotePort] = f[2].split(":") as [string, string];
+    if (!ownAddress(local)) continue;
+    held.push(`${ip(local)}:${parseInt(localPort, 16)} -> ${/^0+$/.test(remote) ? "unconnected" : `${ip(remote)}:${parseInt(remotePort, 16)}`}`);
+  }
+  return held;
+}
+
 export class Gvisor {
   private readonly global: string[];
   /** Sandboxes being removed after their checkpoint. */
   private readonly removals = new Map<string, Promise<void>>();
+  private readonly cgroups = new SandboxCgroups();
 
   constructor(private readonly opts: GvisorOptions) {
     mkdirSync(opts.stateRoot, { recursive: true });
@@ -155,16 +187,31 @@ export class Gvisor {
     return bundle;
   }
 
-  /** Starts runsc detached, its sandbox writing the app's output to the log file. */
-  private detached(spec: SandboxSpec, subcommand: string[]): Promise<void> {
+  /**
+   * Starts runsc detached, its sandbox writing the app's output to the log file.
+   * An abort kills runsc's process group; what it had started is left for
+   * `destroy`, which the caller owes the sandbox either way.
+   */
+  private detached(spec: SandboxSpec, subcommand: string[], signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.reject(new SandboxAborted(`runsc ${subcommand[0]} was cancelled`));
     const log = openSync(spec.logFile, "a");
     const diag = join(spec.dir, "runsc.log");
     const runsc = ["runsc", ...this.global, `--overlay2=root:dir=${join(spec.dir, "overlay")}`, ...subcommand].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(" ");
     return new Promise((resolve, reject) => {
-      const child = spawn("unshare", ["--mount", "--propagation", "private", "sh", "-c", `mount -t tmpfs none /proc/sys/net && exec ${runsc} 2>>'${diag}'`], { stdio: ["ignore", log, log] });
+      const child = spawn("unshare", ["--mount", "--propagation", "private", "sh", "-c", `mount -t tmpfs none /proc/sys/net && exec ${runsc} 2>>'${diag}'`], { stdio: ["ignore", log, log], detached: true });
       closeSync(log);
+      const kill = () => {
+        try {
+          if (child.pid) process.kill(-child.pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+        reject(new SandboxAborted(`runsc ${subcommand[0]} was cancelled`));
+      };
+      signal?.addEventListener("abort", kill, { once: true });
       child.once("error", reject);
       child.once("exit", (code) => {
+        signal?.removeEventListener("abort", kill);
         if (code === 0) return resolve();
         const why = existsSync(diag) ? readFileSync(diag, "utf8").trim().split("\n").filter((l) => !/^\s/.test(l)).slice(-3).join(" | ") : "";
         reject(new Error(`runsc ${subcommand[0]} failed (exit ${code}): ${why}`));
@@ -172,9 +219,9 @@ export class Gvisor {
     });
   }
 
-  async run(spec: SandboxSpec): Promise<void> {
+  async run(spec: SandboxSpec, signal?: AbortSignal): Promise<void> {
     const bundle = await this.writeBundle(spec);
-    await this.detached(spec, ["run", "--bundle", bundle, "--detach", spec.id]);
+    await this.detached(spec, ["run", "--bundle", bundle, "--detach", spec.id], signal);
   }
 
   /**
@@ -188,35 +235,73 @@ export class Gvisor {
    * sent its last ACK), and inside, /proc/net/tcp listing only listeners.
    * gVisor's /proc/net/tcp omits endpoints whose file descriptor the app has
    * closed, so the host's view is the one that sees connections still closing.
+   * Then UDP sockets on the sandbox's own address get the other half to close,
+   * or the checkpoint is refused (see refuseUnrestorableSockets). Every wait
+   * ends by its deadline, and `signal` kills whatever runsc call is under way.
    */
-  async checkpoint(id: string, imageDir: string, opts: { sandboxIp?: string; patienceMs?: number } = {}): Promise<void> {
-    await this.settleConnections(id, opts.sandboxIp, (opts.patienceMs ?? 4_000) / 2);
+  async checkpoint(id: string, imageDir: string, opts: { sandboxIp?: string; patienceMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+    await this.settleConnections(id, opts.sandboxIp, (opts.patienceMs ?? 4_000) / 2, opts.signal);
+    await this.refuseUnrestorableSockets(id, (opts.patienceMs ?? 4_000) / 2, opts.signal);
     rmSync(imageDir, { recursive: true, force: true });
     mkdirSync(imageDir, { recursive: true });
-    await run("runsc", [...this.global, "checkpoint", "--image-path", imageDir, "--compression=none", id], { keepLines: 2000 }); // the reason precedes a long stack dump
+    // The reason precedes a long stack dump. An abort kills runsc; the sandbox is then the caller's to destroy.
+    await run("runsc", [...this.global, "checkpoint", "--image-path", imageDir, "--compression=none", id], { keepLines: 2000, ...(opts.signal ? { signal: opts.signal } : {}) });
     // The image is complete: the sandbox's removal (`runsc delete` takes over a second
     // after a checkpoint) goes on in the background; a restore or destroy of the same id waits for it.
     const removal = this.destroy(id).finally(() => this.removals.delete(id));
     this.removals.set(id, removal);
   }
 
-  /** Waits until the sandbox has no TCP connection but listening ones; gives up quietly after `patienceMs`. */
-  private async settleConnections(id: string, sandboxIp: string | undefined, patienceMs: number): Promise<void> {
+  /**
+   * Waits until the sandbox has no TCP connection but listening ones; gives up
+   * quietly after `patienceMs`, each look included (a `runsc exec` into a busy
+   * sandbox can take its time).
+   */
+  private async settleConnections(id: string, sandboxIp: string | undefined, patienceMs: number, signal?: AbortSignal): Promise<void> {
     const deadline = Date.now() + patienceMs;
+    const bounded = () => (signal ? AbortSignal.any([signal, AbortSignal.timeout(Math.max(1, deadline - Date.now()))]) : AbortSignal.timeout(Math.max(1, deadline - Date.now())));
     const busyOnHost = async () => {
       if (!sandboxIp) return false;
-      const r = await exec("ss", ["-Htn", "state", "all", "dst", sandboxIp]);
+      const r = await exec("ss", ["-Htn", "state", "all", "dst", sandboxIp], { signal: bounded() });
       return r.stdout.split("\n").some((l) => l.trim() && !l.startsWith("TIME-WAIT"));
     };
     const busyInside = async () => {
-      const r = await this.exec(id, ["cat", "/proc/net/tcp", "/proc/net/tcp6"]);
-      if (r.code !== 0) return false; // no cat in this image: nothing to look with
+      const r = await this.exec(id, ["cat", "/proc/net/tcp", "/proc/net/tcp6"], [], bounded());
+      if (r.code !== 0) return false; // no cat in this image (or no answer in time): nothing to look with
       // Column 4 is the state; 0A is LISTEN.
       return r.stdout.split("\n").slice(1).some((l) => /^\s*\d+:/.test(l) && l.trim().split(/\s+/)[3] !== "0A");
     };
-    while (Date.now() < deadline && ((await busyOnHost()) || (await busyInside()))) await new Promise((res) => setTimeout(res, 50));
+    while (Date.now() < deadline && !signal?.aborted && ((await busyOnHost()) || (await busyInside()))) await new Promise((res) => setTimeout(res, 50));
+    if (signal?.aborted) throw new SandboxAborted("the checkpoint was cancelled");
     // The host's last ACK is on its way; let the sandbox take it.
     if (sandboxIp) await new Promise((res) => setTimeout(res, 20));
+  }
+
+  /**
+   * Throws, naming them, while the sandbox holds UDP sockets on its own
+   * address (connected ones, such as a DNS query in flight, or bound to it),
+   * after waiting up to `patienceMs` for them to close. Every restore gets a
+   * new address, and runsc 20240729 panics restoring such a socket where its
+   * address is gone (tcpip/transport/internal/network Endpoint.Resume; newer
+   * runsc closes the socket instead): the checkpoint would never restore, and
+   * the restore would fail with only `containerManager.Restore failed: EOF`.
+   */
+  private async refuseUnrestorableSockets(id: string, patienceMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = Date.now() + patienceMs;
+    for (;;) {
+      const bounded = AbortSignal.timeout(Math.max(1_000, deadline - Date.now()));
+      const r = await this.exec(id, ["cat", "/proc/net/udp", "/proc/net/udp6"], [], signal ? AbortSignal.any([signal, bounded]) : bounded);
+      if (signal?.aborted) throw new SandboxAborted("the checkpoint was cancelled");
+      if (r.code !== 0) return; // no cat in this image: nothing to look with
+      const held = udpOnOwnAddress(r.stdout);
+      if (!held.length) return;
+      if (Date.now() >= deadline) {
+        throw new Error(
+          `the app holds UDP sockets on its own address (${held.join(", ")}), a DNS lookup or a connected UDP client, say. A sandbox is restored at another address, where runsc cannot bring such a socket back. Close them (or connect them only after the snapshot, in /run) before the checkpoint.`,
+        );
+      }
+      await new Promise((res) => setTimeout(res, 100));
+    }
   }
 
   /** Whether the sandbox's control server answers: runsc can list a sandbox that is already going down. */
@@ -225,14 +310,15 @@ export class Gvisor {
   }
 
   /** Starts a new sandbox from a checkpoint; `spec.network` may differ from the original's. */
-  async restore(spec: SandboxSpec, imageDir: string): Promise<void> {
+  async restore(spec: SandboxSpec, imageDir: string, signal?: AbortSignal): Promise<void> {
     await this.removals.get(spec.id);
     const bundle = await this.writeBundle(spec);
-    await this.detached(spec, ["restore", "--image-path", imageDir, "--bundle", bundle, "--detach", spec.id]);
+    await this.detached(spec, ["restore", "--image-path", imageDir, "--bundle", bundle, "--detach", spec.id], signal);
   }
 
-  exec(id: string, argv: string[], flags: string[] = []): Promise<ExecResult> {
-    return exec("runsc", [...this.global, "exec", ...flags, id, ...argv]);
+  /** Runs a command in the sandbox; an abort kills `runsc exec` (the result then has no exit code). */
+  exec(id: string, argv: string[], flags: string[] = [], signal?: AbortSignal): Promise<ExecResult> {
+    return exec("runsc", [...this.global, "exec", ...flags, id, ...argv], signal ? { signal } : {});
   }
 
   /**
@@ -253,36 +339,6 @@ export class Gvisor {
    */
   execCommand(id: string, processFile: string, pidFile: string): string[] {
     return ["runsc", ...this.global, "exec", "--process", processFile, "--internal-pid-file", pidFile, id];
-  }
-
-  /** Bytes of memory the sandbox's cgroup holds now: about what a checkpoint of it writes, with its disk's contents. */
-  memoryInUse(id: string): number {
-    try {
-      return Number(readFileSync(`/sys/fs/cgroup/memory/${id}/memory.usage_in_bytes`, "utf8").trim()) || 0;
-    } catch {
-      return 0;
-    }
-  }
-
-  /** CFS bandwidth counters of the sandbox's CPU cgroup: scheduling periods it ran in, and those it was held back in. */
-  cpuThrottling(id: string): { periods: number; throttled: number } | undefined {
-    try {
-      const stat = readFileSync(`/sys/fs/cgroup/cpu/${id}/cpu.stat`, "utf8");
-      const field = (name: string) => Number(new RegExp(`^${name} (\\d+)`, "m").exec(stat)?.[1] ?? 0);
-      return { periods: field("nr_periods"), throttled: field("nr_throttled") };
-    } catch {
-      return undefined;
-    }
-  }
-
-  /** Whether the kernel's OOM killer struck the sandbox's memory cgroup (runsc names it after the sandbox). */
-  async oomKilled(id: string): Promise<boolean> {
-    try {
-      const control = readFileSync(`/sys/fs/cgroup/memory/${id}/memory.oom_control`, "utf8");
-      return Number(/^oom_kill (\d+)/m.exec(control)?.[1] ?? 0) > 0;
-    } catch {
-      return false;
-    }
   }
 
   /** Sends a signal to one process inside the sandbox. */
@@ -306,24 +362,21 @@ export class Gvisor {
   async destroy(id: string): Promise<void> {
     const pending = this.removals.get(id);
     if (pending) return pending;
-    await exec("runsc", [...this.global, "delete", "--force", id]);
-    Gvisor.removeCgroups(id);
-  }
-
-  static removeCgroups(id: string): void {
-    let controllers: string[];
-    try {
-      controllers = readdirSync(CGROUP_ROOT);
-    } catch {
-      return;
-    }
-    for (const controller of controllers) {
-      try {
-        rmdirSync(join(CGROUP_ROOT, controller, id)); // fails, harmlessly, when absent or still in use
-      } catch {
-        // nothing to remove
+    const r = await exec("runsc", [...this.global, "delete", "--force", id], { signal: AbortSignal.timeout(DELETE_TIMEOUT_MS) });
+    if (r.code === null) {
+      // `runsc delete` itself hung (a sandbox wedged mid-restore, say): kill the sandbox's
+      // process, which takes its gofer with it, and let runsc clear its state.
+      const sandbox = (await this.list().catch(() => [])).find((s) => s.id === id);
+      if (sandbox?.pid) {
+        try {
+          process.kill(sandbox.pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
       }
+      await exec("runsc", [...this.global, "delete", "--force", id], { signal: AbortSignal.timeout(DELETE_TIMEOUT_MS) });
     }
+    this.cgroups.remove(id);
   }
 
   /**
@@ -331,7 +384,7 @@ export class Gvisor {
    * process was killed (by the OOM killer, say); those are reported "stopped".
    */
   async list(): Promise<{ id: string; status: string; pid: number }[]> {
-    const r = await run("runsc", [...this.global, "list", "--format", "json"]);
+    const r = await run("runsc", [...this.global, "list", "--format", "json"], { signal: AbortSignal.timeout(DELETE_TIMEOUT_MS) });
     const items = (JSON.parse(r.stdout || "null") as { id: string; status: string; pid: number }[] | null) ?? [];
     return items.map((s) => (s.status === "running" && !processAlive(s.pid) ? { ...s, status: "stopped" } : s));
   }

@@ -5,7 +5,8 @@
 // terminate calls /terminate and frees everything.
 //
 // On disk: <data-dir>/microvms/<id>/
-//   sandbox.json   where the sandbox is (network index and address) and its hooks
+//   sandbox.json   where the sandbox is (network index and address) and its hooks;
+//                  read only when the process starts, then kept in memory too
 //   checkpoint/    memory and disk while SUSPENDED
 //   sandbox/       bundle and overlay filestore of the running sandbox
 // and the app's stdout and stderr, unless logging is disabled, in
@@ -14,7 +15,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
-import { limitsOf, NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
+import { limitsOf, NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
 import { diskUsage, removeTree, writeFileAtomic, type LogFiles } from "../os/index.js";
 import { SandboxCgroups } from "./cgroups.js";
@@ -55,6 +56,8 @@ export interface SandboxRecord {
   hooks: NonNullable<ImageVersion["config"]["hooks"]>;
   logging: boolean;
   limits: SandboxLimits;
+  /** The version's environmentVariables, which the app got at its build-time boot; processes exec'd later get them too. */
+  env?: Record<string, string>;
 }
 
 const HOOK_TIMEOUT_DEFAULT = 1;
@@ -72,16 +75,31 @@ export class MicrovmRuntime implements SandboxRuntime {
   /** The CPU counters each MicroVM had at the last condition check. */
   private readonly cpuSamples = new Map<string, { periods: number; throttled: number }>();
   private readonly cpu: CpuRoom;
+  private readonly cgroups: SandboxCgroups;
+  /**
+   * Every MicroVM's sandbox record, as the endpoint proxy asks for an address
+   * on every request. sandbox.json is the truth; this is an exact copy, since
+   * only this runtime writes the file and it changes the copy right after each
+   * write. Loaded as the process starts, before recovery.
+   */
+  private readonly records = new Map<string, SandboxRecord>();
 
   constructor(private readonly opts: MicrovmRuntimeOptions) {
-    const cgroups = opts.cgroups ?? new SandboxCgroups();
+    const cgroups = (this.cgroups = opts.cgroups ?? new SandboxCgroups());
     this.cpu = new CpuRoom({ cores: opts.cores ?? availableParallelism(), usageMicros: (id) => cgroups.cpuUsageMicros(id) });
     // Sandboxes a previous process left running hold their vCPUs until recovery says otherwise (reap).
     const root = join(opts.dataDir, "microvms");
     if (existsSync(root)) {
       for (const id of readdirSync(root)) {
-        const rec = this.record(id);
-        if (rec && !existsSync(join(this.dir(id), "checkpoint"))) this.cpu.hold(id, rec.limits?.vcpus ?? 1);
+        const file = join(this.dir(id), "sandbox.json");
+        let rec: SandboxRecord;
+        try {
+          rec = JSON.parse(readFileSync(file, "utf8")) as SandboxRecord;
+        } catch {
+          continue; // none, or cut short by a crash before its first write completed: nothing was started
+        }
+        this.records.set(id, rec);
+        if (!existsSync(join(this.dir(id), "checkpoint"))) this.cpu.hold(id, rec.limits?.vcpus ?? 1);
       }
     }
   }
@@ -92,8 +110,7 @@ export class MicrovmRuntime implements SandboxRuntime {
 
   /** The sandbox record of a MicroVM, e.g. to reach its app through its network namespace. */
   record(id: string): SandboxRecord | undefined {
-    const file = join(this.dir(id), "sandbox.json");
-    return existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as SandboxRecord) : undefined;
+    return this.records.get(id);
   }
 
   private spec(vm: Microvm, rec: SandboxRecord, network: SandboxNetwork): SandboxSpec {
@@ -120,6 +137,7 @@ export class MicrovmRuntime implements SandboxRuntime {
 
   private save(id: string, rec: SandboxRecord): void {
     writeFileAtomic(join(this.dir(id), "sandbox.json"), JSON.stringify(rec, null, 2));
+    this.records.set(id, rec);
   }
 
   /** Why a checkpoint of `bytes` would not fit in the data directory (with room to spare), or undefined. */
@@ -142,6 +160,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       hooks: version.config.hooks ?? {},
       logging: !(vm.config.logging?.disabled ?? version.config.logging?.disabled),
       limits: limitsOf(version.config),
+      env: version.config.environmentVariables ?? {},
     };
     this.save(vm.id, rec);
     try {
@@ -159,7 +178,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     if (!rec) throw new Error(`MicroVM ${vm.id} has no sandbox on this host`);
     // A checkpoint cut short by a full disk can take the sandbox down with it.
     const sandbox = join(this.dir(vm.id), "sandbox");
-    const short = this.diskShortage(this.opts.gvisor.memoryInUse(vm.id) + (Gvisor.diskUsage({ dir: sandbox })?.usedBytes ?? 0), "its checkpoint");
+    const short = this.diskShortage(this.cgroups.memoryInUse(vm.id) + (Gvisor.diskUsage({ dir: sandbox })?.usedBytes ?? 0), "its checkpoint");
     if (short) throw new NotBegun(`${short}. Free some space and retry.`);
     await this.hook(vm.id, rec, "suspend");
     const checkpoint = join(this.dir(vm.id), "checkpoint");
@@ -212,10 +231,12 @@ export class MicrovmRuntime implements SandboxRuntime {
     this.cpu.drop(vm.id);
     if (rec) await this.opts.nets.destroy(this.opts.nets.describe(rec.networkIndex));
     removeTree(this.dir(vm.id));
+    this.records.delete(vm.id);
   }
 
-  async inspect(vm: Microvm): Promise<{ running: boolean; checkpoint: boolean }> {
-    const live = await this.opts.gvisor.list().catch(() => []);
+  /** Throws when runsc cannot list its sandboxes: "cannot look" must not read as "nothing there". */
+  async inspect(vm: Microvm): Promise<SandboxFound> {
+    const live = await this.opts.gvisor.list();
     return {
       running: live.some((s) => s.id === vm.id && s.status === "running") && (await this.opts.gvisor.responds(vm.id)),
       checkpoint: existsSync(join(this.dir(vm.id), "checkpoint", "checkpoint.img")),
@@ -235,6 +256,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     await this.opts.nets.reap(indexes);
     const root = join(this.opts.dataDir, "microvms");
     if (existsSync(root)) for (const d of readdirSync(root)) if (!ids.has(d)) removeTree(join(root, d));
+    for (const id of this.records.keys()) if (!ids.has(id)) this.records.delete(id);
   }
 
   /**
@@ -277,7 +299,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     if (disk && disk.freeBytes <= Math.max(MIB, disk.sizeBytes / 100)) {
       found.push(`Its disk is full: the app has written ${Math.round(disk.usedBytes / MIB)} MiB of the ${this.opts.gvisor.diskMiB} MiB a MicroVM may (lmvm server --microvm-disk-mib); its writes fail with ENOSPC until it deletes files.`);
     }
-    const cpu = this.opts.gvisor.cpuThrottling(vm.id);
+    const cpu = this.cgroups.cpuThrottling(vm.id);
     const before = this.cpuSamples.get(vm.id);
     if (cpu) this.cpuSamples.set(vm.id, cpu);
     if (cpu && before) {
@@ -294,7 +316,7 @@ export class MicrovmRuntime implements SandboxRuntime {
 
   async exitReason(vm: Microvm): Promise<string | undefined> {
     const limit = this.record(vm.id)?.limits?.memoryMiB;
-    return (await this.opts.gvisor.oomKilled(vm.id)) ? `it ran out of memory${limit ? ` (its limit is ${limit} MiB, the image's resources.minimumMemoryInMiB)` : ""} and was killed` : undefined;
+    return this.cgroups.oomKilled(vm.id) ? `it ran out of memory${limit ? ` (its limit is ${limit} MiB, the image's resources.minimumMemoryInMiB)` : ""} and was killed` : undefined;
   }
 
   address(id: string): string | undefined {
@@ -304,7 +326,7 @@ export class MicrovmRuntime implements SandboxRuntime {
   async spawn(id: string, opts: SpawnOptions): Promise<GuestProcess> {
     const rec = this.record(id);
     if (!rec) throw new Error(`MicroVM ${id} has no sandbox on this host`);
-    return spawnGuest({ gvisor: this.opts.gvisor, sandboxId: id, rootfs: rec.rootfs, config: rec.config, dir: join(this.dir(id), "exec") }, opts);
+    return spawnGuest({ gvisor: this.opts.gvisor, sandboxId: id, rootfs: rec.rootfs, config: rec.config, env: rec.env ?? {}, dir: join(this.dir(id), "exec") }, opts);
   }
 
   /** Memory a sandbox of a version needs as it starts: its snapshot's pages (a MicroVM's own checkpoint is about as big). */

@@ -3,6 +3,12 @@
 // and disk, then restore the checkpoint once and require /validate to pass.
 // The checkpoint is what every RunMicrovm restores.
 //
+// Each phase has a deadline: boot (runsc run), ready (the /ready hook, or the
+// settle time), checkpoint, and validate (the restore and /validate). When one
+// passes, or the request's signal aborts, the phase's runsc and hook calls are
+// killed, and the sandboxes, network namespaces and sandbox disks the snapshot
+// made are removed before it fails.
+//
 // On disk, next to the built rootfs (images/<name>/<version>/<arch>/):
 //   snapshot/            the checkpoint (checkpoint.img, pages*.img)
 //   snapshot-boot.log    the app's output while it booted and validated
@@ -13,7 +19,7 @@ import type { SandboxLimits } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
 import { boundFile, removeTree } from "../os/index.js";
 import { Gvisor, type ImageConfig } from "./gvisor.js";
-import { callHook } from "./hooks.js";
+import { callHook, HookAborted } from "./hooks.js";
 
 /** When the /ready hook is DISABLED, the app gets this long to initialise before the checkpoint. */
 export const SETTLE_SECONDS = 2;
@@ -35,7 +41,19 @@ export interface SnapshotRequest {
   /** The build's directory; the snapshot goes in <dir>/snapshot. */
   dir: string;
   log: (line: string) => void;
+  /** Aborting it stops the snapshot at once: what it started is stopped and removed, and it rejects with SnapshotCancelled. */
+  signal?: AbortSignal;
 }
+
+export type SnapshotPhase = "boot" | "ready" | "checkpoint" | "validate";
+
+/**
+ * Seconds each phase may take, beyond the image's own hook timeout for ready
+ * and validate. A 300 MB Node app checkpoints in about 0.5 s and restores in
+ * about 0.5 s on an idle host; these leave room for a loaded one and a large
+ * memory image.
+ */
+export const SNAPSHOT_PHASE_SECONDS: Record<SnapshotPhase, number> = { boot: 60, ready: 15, checkpoint: 120, validate: 120 };
 
 export interface SnapshotSizes {
   memorySnapshotSizeInBytes: number;
@@ -49,16 +67,72 @@ export function memoryImageSize(checkpoint: string): number {
 
 export class SnapshotFailure extends Error {}
 
+/** The request's signal aborted the snapshot. */
+export class SnapshotCancelled extends Error {
+  constructor() {
+    super("The snapshot was cancelled.");
+  }
+}
+
+/** How long a phase that was told to stop may take to stop before the snapshot cleans up regardless. */
+const STOP_GRACE_MS = 5_000;
+
+const WHAT: Record<SnapshotPhase, string> = {
+  boot: "starting the app's sandbox with runsc run",
+  ready: "waiting for the app to be ready",
+  checkpoint: "saving memory and disk with runsc checkpoint",
+  validate: "restoring the snapshot with runsc restore and calling /validate",
+};
+
+/**
+ * Runs `work` under its own signal, aborted when `seconds` pass or `outer`
+ * aborts. Rejects at once then, after giving `work` STOP_GRACE_MS to end what
+ * it started (every runsc and hook call under the signal is killed).
+ */
+async function runPhase<T>(phase: SnapshotPhase, seconds: number, outer: AbortSignal | undefined, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(new SnapshotFailure(`The ${phase} phase did not finish within ${seconds} s (${WHAT[phase]}).`)), seconds * 1000);
+  const cancel = () => ctl.abort(new SnapshotCancelled());
+  if (outer?.aborted) cancel();
+  outer?.addEventListener("abort", cancel, { once: true });
+  const task = ctl.signal.aborted ? Promise.reject(ctl.signal.reason) : work(ctl.signal);
+  try {
+    return await Promise.race([
+      task,
+      new Promise<never>((_, reject) => {
+        const stop = () => {
+          const grace = setTimeout(() => reject(ctl.signal.reason), STOP_GRACE_MS);
+          task.catch(() => undefined).finally(() => (clearTimeout(grace), reject(ctl.signal.reason)));
+        };
+        if (ctl.signal.aborted) stop();
+        else ctl.signal.addEventListener("abort", stop, { once: true });
+      }),
+    ]).catch((err: unknown) => {
+      // Whatever a killed command reported, the reason is the deadline or the cancellation.
+      throw ctl.signal.aborted ? ctl.signal.reason : err;
+    });
+  } finally {
+    clearTimeout(timer);
+    outer?.removeEventListener("abort", cancel);
+  }
+}
+
 function sizeOf(dir: string, match: (name: string) => boolean): number {
   return readdirSync(dir).filter(match).reduce((n, f) => n + statSync(join(dir, f)).size, 0);
 }
 
 export class Snapshotter {
+  private readonly deadlines: Record<SnapshotPhase, number>;
+
   constructor(
     private readonly gvisor: Gvisor,
     private readonly nets: NetworkNamespaces,
     private readonly workDir: string,
-  ) {}
+    /** Seconds per phase; SNAPSHOT_PHASE_SECONDS for those not given. */
+    deadlines: Partial<Record<SnapshotPhase, number>> = {},
+  ) {
+    this.deadlines = { ...SNAPSHOT_PHASE_SECONDS, ...deadlines };
+  }
 
   /** Removes the sandboxes of snapshots a killed server left behind; call before any build runs. */
   async recover(): Promise<void> {
@@ -73,7 +147,7 @@ export class Snapshotter {
     rmSync(snapshot, { recursive: true, force: true });
     // The app writes this file directly (through runsc); it is kept bounded while the app runs.
     const bootLog = join(req.dir, "snapshot-boot.log");
-    const sandbox = async (suffix: string, network: SandboxNetwork) => ({
+    const sandbox = (suffix: string, network: SandboxNetwork) => ({
       id: `${req.id}-${suffix}`,
       rootfs: req.rootfs,
       config: req.config,
@@ -86,44 +160,52 @@ export class Snapshotter {
     });
     const networks: SandboxNetwork[] = [];
     const specs: { id: string; dir: string }[] = [];
+    const phase = <T>(name: SnapshotPhase, hookSeconds: number, work: (signal: AbortSignal) => Promise<T>) => runPhase(name, this.deadlines[name] + hookSeconds, req.signal, work);
+    const hookFailed = (hook: string) => (err: Error) => {
+      throw err instanceof HookAborted ? err : new SnapshotFailure(`The /${hook} hook failed: ${err.message}.${hook === "ready" ? " See the app's output in the build log." : ""}`);
+    };
     const bounding = setInterval(() => boundFile(bootLog), 1000);
     try {
-      const bootNet = await this.nets.create();
-      networks.push(bootNet);
-      const boot = await sandbox("boot", bootNet);
-      specs.push(boot);
-      req.log(`Booting the app in a sandbox (${bootNet.sandboxIp})`);
-      await this.gvisor.run(boot);
+      const bootNet = await phase("boot", 0, async (signal) => {
+        const net = await this.nets.create();
+        networks.push(net);
+        const boot = sandbox("boot", net);
+        specs.push(boot);
+        req.log(`Booting the app in a sandbox (${net.sandboxIp})`);
+        await this.gvisor.run(boot, signal);
+        return net;
+      });
+      const bootId = specs[0]!.id;
       if (image.ready === "ENABLED") {
         const timeout = image.readyTimeoutInSeconds ?? 30;
         req.log(`Waiting for /ready on port ${port} (up to ${timeout} s)`);
-        await callHook(bootNet.sandboxIp, port, "ready", { timeoutSeconds: timeout, poll: true }).catch((err: Error) => {
-          throw new SnapshotFailure(`The /ready hook failed: ${err.message}. See the app's output in the build log.`);
-        });
+        await phase("ready", timeout, (signal) => callHook(bootNet.sandboxIp, port, "ready", { timeoutSeconds: timeout, poll: true, signal }).catch(hookFailed("ready")));
       } else {
         req.log(`The /ready hook is disabled: giving the app ${SETTLE_SECONDS} s to initialise`);
-        await new Promise((r) => setTimeout(r, SETTLE_SECONDS * 1000));
+        await phase("ready", SETTLE_SECONDS, (signal) => sleep(SETTLE_SECONDS * 1000, signal));
       }
       req.log("Checkpointing memory and disk");
-      await this.gvisor.checkpoint(boot.id, snapshot, { sandboxIp: bootNet.sandboxIp }).catch((err: Error) => {
-        throw new SnapshotFailure(`Checkpointing the app failed: ${err.message}`);
-      });
+      await phase("checkpoint", 0, (signal) =>
+        this.gvisor.checkpoint(bootId, snapshot, { sandboxIp: bootNet.sandboxIp, signal }).catch((err: Error) => {
+          throw signal.aborted ? err : new SnapshotFailure(`Checkpointing the app failed: ${err.message}`);
+        }),
+      );
 
-      const validateNet = await this.nets.create();
-      networks.push(validateNet);
-      const check = await sandbox("validate", validateNet);
-      specs.push(check);
-      req.log("Restoring the snapshot once to validate it");
-      await this.gvisor.restore(check, snapshot).catch((err: Error) => {
-        throw new SnapshotFailure(`Restoring the snapshot failed: ${err.message}`);
-      });
-      if (image.validate === "ENABLED") {
-        const timeout = image.validateTimeoutInSeconds ?? 30;
-        req.log(`Calling /validate on port ${port} (up to ${timeout} s)`);
-        await callHook(validateNet.sandboxIp, port, "validate", { timeoutSeconds: timeout, poll: true }).catch((err: Error) => {
-          throw new SnapshotFailure(`The /validate hook failed: ${err.message}`);
+      const validateSeconds = image.validate === "ENABLED" ? image.validateTimeoutInSeconds ?? 30 : 0;
+      await phase("validate", validateSeconds, async (signal) => {
+        const net = await this.nets.create();
+        networks.push(net);
+        const check = sandbox("validate", net);
+        specs.push(check);
+        req.log("Restoring the snapshot once to validate it");
+        await this.gvisor.restore(check, snapshot, signal).catch((err: Error) => {
+          throw signal.aborted ? err : new SnapshotFailure(`Restoring the snapshot failed: ${err.message}`);
         });
-      }
+        if (image.validate === "ENABLED") {
+          req.log(`Calling /validate on port ${port} (up to ${validateSeconds} s)`);
+          await callHook(net.sandboxIp, port, "validate", { timeoutSeconds: validateSeconds, poll: true, signal }).catch(hookFailed("validate"));
+        }
+      });
       return {
         memorySnapshotSizeInBytes: memoryImageSize(snapshot),
         diskSnapshotSizeInBytes: sizeOf(snapshot, (f) => f === "checkpoint.img"),
@@ -140,4 +222,16 @@ export class Snapshotter {
       for (const n of networks) await this.nets.destroy(n);
     }
   }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }

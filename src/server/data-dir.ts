@@ -5,52 +5,21 @@
 //   server.json        where the running server listens, for the CLI to find it
 //   secrets/server.key 32 random bytes; keys for tokens and nextTokens derive from it (0600)
 // Later components add artifacts/, images/, snapshots/, logs/ and ca/.
+// Paths and the files clients read live in data-paths.ts, a leaf the CLI imports.
 
 import { randomBytes, hkdfSync } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { homedir } from "node:os";
 import { join } from "node:path";
 import { writeFileAtomic } from "../os/index.js";
+import { parseCredentialsFile, paths, type RootCredentials } from "./data-paths.js";
 
-export function defaultDataDir(): string {
-  if (process.env.LMVM_DATA_DIR) return process.env.LMVM_DATA_DIR;
-  return process.getuid?.() === 0 ? "/var/lib/lmvm" : join(homedir(), ".local", "share", "lmvm");
-}
-
-export const paths = (dir: string) => ({
-  database: join(dir, "lmvm.db"),
-  credentials: join(dir, "credentials"),
-  serverInfo: join(dir, "server.json"),
-  serverKey: join(dir, "secrets", "server.key"),
-});
-
-
-export interface RootCredentials {
-  accessKeyId: string;
-  secretAccessKey: string;
-}
+export { defaultDataDir, paths, parseCredentialsFile, readServerInfo, type RootCredentials, type ServerInfo } from "./data-paths.js";
 
 const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
 function generateCredentials(): RootCredentials {
   const id = [...randomBytes(16)].map((b) => ALNUM[b % ALNUM.length]).join("");
   return { accessKeyId: `LKIA${id}`, secretAccessKey: randomBytes(30).toString("base64").replace(/[+/]/g, "x") };
-}
-
-export function parseCredentialsFile(text: string, profile = "default"): RootCredentials | undefined {
-  let current = "";
-  const values: Record<string, string> = {};
-  for (const line of text.split(/\r?\n/)) {
-    const section = /^\s*\[\s*([^\]]+?)\s*\]\s*$/.exec(line);
-    if (section) {
-      current = section[1]!;
-      continue;
-    }
-    const kv = /^\s*([A-Za-z_]+)\s*=\s*(.*?)\s*$/.exec(line);
-    if (kv && current === profile) values[kv[1]!.toLowerCase()] = kv[2]!;
-  }
-  const { aws_access_key_id: accessKeyId, aws_secret_access_key: secretAccessKey } = values;
-  return accessKeyId && secretAccessKey ? { accessKeyId, secretAccessKey } : undefined;
 }
 
 /**
@@ -86,25 +55,4 @@ export function serverKey(dir: string): Buffer {
 /** A sub-key for one purpose, so a leak of one use cannot forge another. */
 export function deriveKey(master: Buffer, purpose: string): Buffer {
   return Buffer.from(hkdfSync("sha256", master, Buffer.alloc(0), `lmvm:${purpose}`, 32));
-}
-
-export interface ServerInfo {
-  apiEndpoint: string;
-  region: string;
-  accountId: string;
-  pid: number;
-  /** The endpoint proxy: https://<microvmId>.<endpointDomain>:<endpointPort>, listening on endpointHost. */
-  endpointDomain?: string;
-  endpointPort?: number;
-  endpointHost?: string;
-  /** The CA that signs the proxy's certificate; clients trust it. */
-  caFile?: string;
-}
-
-export function readServerInfo(dir: string): ServerInfo | undefined {
-  try {
-    return JSON.parse(readFileSync(paths(dir).serverInfo, "utf8")) as ServerInfo;
-  } catch {
-    return undefined;
-  }
 }

@@ -1,17 +1,20 @@
 // The composition root: opens the data directory, the store and the secrets,
 // builds the core with whatever builder and runtime this host has, and serves
 // the control API. `lmvm server` and the tests start the platform here.
+// Whether the host runs MicroVMs depends only on runsc being there, never on
+// the build flags (--no-builder, --no-snapshots): MicroVMs outlive a restart
+// with any of them.
 
-import { mkdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { delimiter, join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance } from "fastify";
 import { buildApi, Metrics, PageTokens, SigV4Verifier } from "../api/index.js";
-import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage } from "../builder/index.js";
+import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage, type PhaseTimeouts } from "../builder/index.js";
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { installFirewall, NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
-import { ControlPlane, systemClock, type Clock, type ImageBuilder, type SandboxRuntime } from "../core/index.js";
+import { ControlPlane, NoSandboxes, systemClock, type Clock, type ImageBuilder, type SandboxRuntime } from "../core/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens } from "../proxy/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { SqliteStore } from "../store/index.js";
@@ -42,12 +45,15 @@ export interface PlatformConfig {
   s3Credentials?: { accessKeyId: string; secretAccessKey: string };
   /** PEM file of extra CAs trusted for https:// code artifacts. */
   artifactCaFile?: string;
+  /** Seconds each build phase may take (default DEFAULT_PHASE_TIMEOUTS in src/builder/phases.ts). */
+  buildPhaseTimeouts?: Partial<PhaseTimeouts>;
   /** Size and count limits on code artifacts (default DEFAULT_LIMITS). */
   buildLimits?: typeof DEFAULT_LIMITS;
   /** Whether builds end with the gVisor snapshot (default true); without it they end at the root filesystem. */
   snapshots?: boolean;
   /** Replaces the Dockerfile builder; null runs without one (builds wait in the queue). */
   builder?: ImageBuilder | null;
+  /** Replaces the gVisor runtime (tests); default: gVisor where runsc is installed, else NoSandboxes. */
   runtime?: SandboxRuntime;
 }
 
@@ -79,8 +85,13 @@ function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: Network
     s3,
     ...(config.artifactCaFile ? { httpsCa: readFileSync(config.artifactCaFile, "utf8") } : {}),
     limits: config.buildLimits ?? DEFAULT_LIMITS,
+    ...(config.buildPhaseTimeouts ? { phaseTimeouts: config.buildPhaseTimeouts } : {}),
     ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: join(config.dataDir, "runsc", "builds"), diskMiB: config.microvmDiskMiB ?? DEFAULTS.microvmDiskMiB }), nets, join(config.dataDir, "sandboxes")) }),
   });
+}
+
+function onPath(command: string): boolean {
+  return (process.env.PATH ?? "").split(delimiter).some((dir) => dir && existsSync(join(dir, command)));
 }
 
 export interface Platform {
@@ -113,8 +124,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const nets = new NetworkNamespaces(undefined, join(config.dataDir, "networks"));
   const host = hostPlatform();
   const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets) : config.builder;
-  // MicroVMs restore build-time snapshots, so they run only where builds snapshot.
-  const runtime = config.runtime ?? (config.builder === undefined && config.snapshots !== false
+  const runtime = config.runtime ?? (onPath("runsc")
     ? new MicrovmRuntime({
         gvisor: new Gvisor({ stateRoot: join(config.dataDir, "runsc", "microvms"), diskMiB: config.microvmDiskMiB ?? DEFAULTS.microvmDiskMiB }),
         nets,
@@ -125,13 +135,13 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
           return { ...built, snapshot: join(builtImageDir(config.dataDir, imageArn, version, host.architecture), "snapshot") };
         },
       })
-    : undefined);
+    : new NoSandboxes("runsc (gVisor) is not installed or not on PATH; install it (see docs/design.md, host prerequisites) and restart lmvm server."));
   const metrics = new Metrics(store);
   const tokens = new MicrovmTokens(deriveKey(master, "microvm-tokens"));
   const tls = await ensureCertificates(config.dataDir, config.endpointDomain);
   let endpointPort = config.endpointPort;
   // Sandboxes may open no connection of their own, to the host or to each other.
-  if (runtime || config.builder === undefined) await installFirewall();
+  if (runtime instanceof MicrovmRuntime || config.builder === undefined) await installFirewall();
   const controlPlane = new ControlPlane({
     store,
     clock,
@@ -143,23 +153,21 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     buildConcurrency: config.buildConcurrency,
     log,
     ...(builder ? { builder } : {}),
-    ...(runtime ? { runtime } : {}),
+    runtime,
   });
-  const shell = runtime?.spawn
-    ? new ShellIngress({ spawn: (id, o) => runtime.spawn!(id, o), activity: (id) => controlPlane.policies.activity(id), log })
-    : undefined;
+  const shell = new ShellIngress({ spawn: (id, o) => runtime.spawn(id, o), activity: (id) => controlPlane.policies.activity(id), log });
   const proxy = new EndpointProxy({
     tls,
     domain: config.endpointDomain,
     tokens,
     metrics,
     log,
-    ...(shell ? { shell } : {}),
+    shell,
     directory: {
       peek: (id) => controlPlane.microvms.peek(id),
       resume: (id) => controlPlane.microvms.resume(id),
       activity: (id) => controlPlane.policies.activity(id),
-      address: (id) => runtime?.address?.(id),
+      address: (id) => runtime.address(id),
     },
   });
   controlPlane.microvms.attachIngress(proxy);
@@ -172,8 +180,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     verifier,
     pageTokens: new PageTokens(deriveKey(master, "page-tokens")),
     log,
-    buildLog: (buildId, follow, finished, signal) => buildLogs.read(buildId, follow, finished, signal),
-    microvmLog: (id, follow, finished, signal) => microvmLogs.read(id, follow, finished, signal),
+    buildLog: (buildId, follow, finished, signal, from) => buildLogs.read(buildId, follow, finished, signal, from),
+    microvmLog: (id, follow, finished, signal, from) => microvmLogs.read(id, follow, finished, signal, from),
     metrics: metrics.registry,
   });
   await app.listen({ host: config.apiHost, port: config.apiPort });
@@ -195,10 +203,14 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     controlPlane,
     async stop() {
       clearInterval(logBounds);
-      shell?.stop();
-      await proxy.stop();
-      await app.close();
-      await controlPlane.stop();
+      shell.stop();
+      // Builds are aborted while the listeners close: a client following a
+      // build's log holds its request open until that build ends.
+      const core = controlPlane.stop();
+      const cut = setTimeout(() => app.server.closeAllConnections(), 2000);
+      await Promise.allSettled([proxy.stop(), app.close()]);
+      clearTimeout(cut);
+      await core;
       await store.close();
     },
   };

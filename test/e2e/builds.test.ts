@@ -114,6 +114,29 @@ describe("image builds", { timeout: 600_000 }, () => {
     assertClean();
   });
 
+  test("a multi-stage Dockerfile whose later stages name earlier ones builds, with an ARG without a default", async () => {
+    const { version, build: b } = await build("multi-stage", fileArtifact([
+      {
+        name: "Dockerfile",
+        content: [
+          "ARG BASE",
+          "FROM ${BASE:-lmvm/busybox} AS base",
+          "RUN echo from-base > /base.txt",
+          "FROM base AS test",
+          "RUN cat /base.txt > /tested.txt && echo tested >> /tested.txt",
+          "FROM base",
+          "COPY --from=test /tested.txt /app/tested.txt",
+          "",
+        ].join("\n"),
+      },
+    ]));
+    assert.equal(version.state, "SUCCESSFUL", version.stateReason);
+    const image = readBuiltImage(t.dataDir, ARN("multi-stage"), "1.0", b.architecture!);
+    assert.equal(readFileSync(join(image.rootfs, "app", "tested.txt"), "utf8"), "from-base\ntested\n");
+    assert.equal(readFileSync(join(image.rootfs, "base.txt"), "utf8"), "from-base\n");
+    assertClean();
+  });
+
   test("the build log tells each step and is readable with lmvm logs build", async () => {
     const r = await lmvm(["logs", "build", "from-file", "1.0", "--data-dir", t.dataDir, "--endpoint-url", t.platform.url]);
     assert.equal(r.code, 0, r.stderr);

@@ -60,9 +60,14 @@ describe("the lmvm CLI", () => {
     assert.equal(r.stdout, "CREATING\n");
     r = await lmvm(["get-microvm-image", "--image-identifier", "arn:aws:lambda:us-east-1:000000000000:microvm-image:my-image", "--output", "table"], env);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /\| state +\| CREATING +\|/);
+    assert.match(r.stdout, /^\| +GetMicrovmImage +\|$/m);
+    assert.match(r.stdout, /^\| +state +\| +CREATING +\|$/m);
     r = await lmvm(["list-microvm-images", "--query", "items[].name", "--output", "text"], env);
     assert.match(r.stdout, /my-image/);
+    // A list of lists is a table of rows; the AWS CLI draws exactly this for the same data.
+    r = await lmvm(["list-microvm-images", "--query", "items[?name=='my-image'].[name,state]", "--output", "table"], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, ["--------------------------", "|    ListMicrovmImages   |", "+-----------+------------+", "|  my-image |  CREATING  |", "+-----------+------------+", ""].join("\n"));
   });
 
   test("create-microvm-auth-token validates its arguments like the service", async () => {
@@ -100,7 +105,27 @@ describe("the lmvm CLI", () => {
       assert.match(r.stdout, new RegExp(`lmvm ${c}`));
     }
     const r = await lmvm(["create-microvm-auth-token", "help"], env);
-    assert.match(r.stdout, /--expiration-in-minutes \(number\) \[required\]\n\s+The duration in minutes before the authentication token expires\. Maximum: 60 minutes\./);
+    assert.match(r.stdout, /--expiration-in-minutes \(integer\) \[required\]\n\s+The duration in minutes before the authentication token expires\. Maximum: 60 minutes\./);
+  });
+
+  test("help for a structured flag shows its members, their types and docs, and its shorthand and JSON syntax; that shorthand works", async () => {
+    let r = await lmvm(["run-microvm", "help"], env);
+    assert.equal(r.code, 0);
+    const idle = r.stdout.slice(r.stdout.indexOf("--idle-policy (structure)"), r.stdout.indexOf("--logging ("));
+    assert.match(idle, /maxIdleDurationSeconds -> \(integer\) \[required\]\n\s+The maximum time in seconds that a MicroVM can remain idle/);
+    assert.match(idle, /autoResumeEnabled -> \(boolean\) \[required\]/);
+    assert.match(idle, /Shorthand Syntax:\n\n\s+maxIdleDurationSeconds=integer,suspendedDurationSeconds=integer,autoResumeEnabled=boolean\n/);
+    assert.match(idle, /JSON Syntax:\n\n\s+\{\n\s+"maxIdleDurationSeconds": integer,\n\s+"suspendedDurationSeconds": integer,\n\s+"autoResumeEnabled": true\|false\n\s+\}/);
+    r = await lmvm(["create-microvm-image", "help"], env);
+    const hooks = r.stdout.slice(r.stdout.indexOf("--hooks (structure)"), r.stdout.indexOf("--environment-variables ("));
+    assert.match(hooks, /microvmImageHooks -> \(structure\)\n\s+The hooks for MicroVM image build events\.\n\n\s+ready -> \(string\)\n[\s\S]*?Possible values:\n\s+\* DISABLED\n\s+\* ENABLED/);
+    assert.match(hooks, /"ready": "DISABLED"\|"ENABLED"/);
+    assert.match(r.stdout, /--code-artifact \(structure\) \[required\][\s\S]*?uri -> \(string\)\n\s+The URI of the code artifact/);
+    // The nested shorthand the help documents is accepted.
+    r = await lmvm(["create-microvm-image", "--name", "nested-shorthand", "--base-image-arn", "arn:aws:lambda:us-east-1:aws:microvm-image:busybox", "--build-role-arn", "arn:aws:iam::000000000000:role/R", "--code-artifact", "uri=s3://b/k.zip",
+      "--hooks", "port=9000,microvmImageHooks={ready=ENABLED,readyTimeoutInSeconds=60}", "--query", "hooks", "--output", "json"], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { port: 9000, microvmImageHooks: { ready: "ENABLED", readyTimeoutInSeconds: 60 } });
   });
 
   test("global options go before or after the command; unknown commands and options are usage errors", async () => {

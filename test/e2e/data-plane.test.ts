@@ -1,8 +1,8 @@
 // The endpoint proxy with real clients against a real app in real gVisor
-// MicroVMs: HTTP/1.1 keep-alive, server-sent events, a streamed upload,
-// WebSockets with the port and token in subprotocols, gRPC bidirectional
-// streaming over HTTP/2 with trailers, every 403, auto-resume, metrics, and
-// the shell ingress driving a real PTY.
+// MicroVMs: HTTP/1.1 keep-alive, server-sent events, a streamed upload, an
+// upload the app refuses before reading it, WebSockets with the port and token
+// in subprotocols, gRPC bidirectional streaming over HTTP/2 with trailers,
+// every 403, auto-resume, metrics, and the shell ingress driving a real PTY.
 
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
@@ -24,6 +24,7 @@ import { BASE_IMAGE_CACHE } from "../support/artifacts.js";
 import { buildDataPlaneImage } from "../support/dataplane-app.js";
 import { within } from "../support/deadline.js";
 import { eventually, startTestPlatform, type TestPlatform } from "../support/platform.js";
+import { h2Upload, sendThenRead } from "../support/uploads.js";
 
 const DOMAIN = "microvm.localhost";
 const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
@@ -171,6 +172,16 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     const res = await call(vm, "/upload", { "x-aws-proxy-auth": tok, "content-type": "application/octet-stream" }, { method: "POST", body });
     assert.equal(res.status, 200, res.body);
     assert.deepEqual(JSON.parse(res.body), { bytes: chunks * 1024 * 1024, sha256: hash.digest("hex") });
+  });
+
+  // The app refuses before reading; a client that sends its whole body before it reads waited for
+  // the MicroVM's idle suspension (60 s), and HTTP/2 streams too, before the proxy stopped piping.
+  test("an upload the app refuses before reading it gets its 413 at once, over HTTP/1.1 and HTTP/2", async () => {
+    const target = { port, ca, host: `${vm}.${DOMAIN}`, path: "/too-large", headers: { "x-aws-proxy-auth": await token(vm) } };
+    assert.deepEqual(await within(30_000, "the refused HTTP/1.1 upload", sendThenRead(target)), { status: 413, body: "too large\n" });
+    assert.deepEqual(await within(30_000, "the refused HTTP/2 upload", h2Upload(target)), { status: 413, body: "too large\n" });
+    const after = await call(vm, "/", { "x-aws-proxy-auth": target.headers["x-aws-proxy-auth"] });
+    assert.equal(after.status, 200, "the app still answers");
   });
 
   test("WebSockets: port and token in subprotocols, as a browser sends them; the app's subprotocol and lmvm's answer", async () => {

@@ -9,7 +9,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSy
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { NetworkNamespaces, type SandboxNetwork } from "../../src/net/index.js";
-import { Gvisor, type SandboxSpec } from "../../src/runtime/index.js";
+import { Gvisor, SandboxCgroups, type SandboxSpec } from "../../src/runtime/index.js";
 import { eventually, tempDir } from "../support/platform.js";
 
 /** A minimal root filesystem: static busybox and its applets. */
@@ -88,6 +88,14 @@ describe("gVisor sandboxes", { timeout: 120_000 }, () => {
     for (const c of clones) {
       const count = Number(await eventually(() => get(c.network.sandboxIp, "/count"), `${c.id} to serve`, 20_000));
       assert.ok(count >= before, `${c.id} continues from ${before}, got ${count}`);
+    }
+    // Read for real on this host's layout (hybrid here: runsc uses the v1 hierarchies).
+    const cgroups = new SandboxCgroups();
+    for (const c of clones) {
+      assert.ok((cgroups.cpuUsageMicros(c.id) ?? 0) > 0, `${c.id}'s CPU time is read from its ${cgroups.layout} cgroup`);
+      assert.ok(cgroups.memoryInUse(c.id) > 0, `${c.id}'s memory is read from its ${cgroups.layout} cgroup`);
+      assert.ok(cgroups.cpuThrottling(c.id), `${c.id}'s CPU throttling counters are read`);
+      assert.equal(cgroups.oomKilled(c.id), false);
     }
     const random = await Promise.all(clones.map(async (c) => (await gvisor.exec(c.id, ["/bin/sh", "-c", "head -c 16 /dev/urandom | od -An -tx1"])).stdout.trim()));
     assert.equal(random.length, 2);

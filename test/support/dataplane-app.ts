@@ -2,7 +2,8 @@
 // behind a MicroVM endpoint.
 // - :8080 HTTP: GET / (a counter, and the headers it got), GET /events
 //   (server-sent events, one every 300 ms), POST /upload (streams the body
-//   into a SHA-256), GET /slow (answers after 2 s)
+//   into a SHA-256), GET /slow (answers after 2 s), POST /too-large (413 at
+//   once, before reading the body, as a size check does)
 // - :9001 WebSocket echo (the `ws` package, shipped in the zip)
 // - :50051 gRPC over cleartext HTTP/2, written on node:http2: /lmvm.test.Echo/Chat
 //   echoes each message of a bidirectional stream; /lmvm.test.Echo/Fail answers
@@ -41,6 +42,7 @@ http.createServer((req, res) => {
     return;
   }
   if (req.url === "/slow") return setTimeout(() => res.writeHead(200).end("slow"), 2000);
+  if (req.url === "/too-large") return res.writeHead(413, { "content-type": "text/plain", "content-length": "10" }).end("too large\n");
   counter += 1;
   res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ counter, headers: req.headers }));
 }).listen(8080, "0.0.0.0");

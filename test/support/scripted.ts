@@ -5,7 +5,9 @@
 // The product never uses them.
 
 import { within } from "./deadline.js";
-import { BuildFailure, type BuildJob, type ImageBuilder, type ImageVersion, type Microvm, type SandboxRuntime, type SnapshotBuild } from "../../src/core/index.js";
+import {
+  BuildFailure, type BuildJob, type GuestProcess, type ImageBuilder, type ImageVersion, type Microvm, type SandboxFound, type SandboxRuntime, type SnapshotBuild,
+} from "../../src/core/index.js";
 
 interface Pending<T> {
   resolve: (value: T) => void;
@@ -40,6 +42,7 @@ class Script<T> {
 export class ScriptedBuilder implements ImageBuilder {
   private readonly script = new Script<SnapshotBuild>();
   readonly discarded: string[] = [];
+  recovered = 0;
 
   get calls(): string[] {
     return this.script.calls;
@@ -69,6 +72,10 @@ export class ScriptedBuilder implements ImageBuilder {
   async discard(imageArn: string, version: string): Promise<void> {
     this.discarded.push(`${imageArn}:${version}`);
   }
+
+  async recover(): Promise<void> {
+    this.recovered++;
+  }
 }
 
 export class ScriptedRuntime implements SandboxRuntime {
@@ -78,7 +85,12 @@ export class ScriptedRuntime implements SandboxRuntime {
   failNext: Partial<Record<"run" | "suspend" | "resume", string | Error>> = {};
   /** Standing troubles to report, by MicroVM id. */
   readonly conditions = new Map<string, string>();
+  /** Why a sandbox died, by MicroVM id. */
+  readonly exitReasons = new Map<string, string>();
+  /** Where each MicroVM's app answers, by id; none unless a test sets one. */
+  readonly addresses = new Map<string, string>();
   private readonly alive = new Set<string>();
+  private readonly checkpoints = new Set<string>();
 
   private act(what: "run" | "suspend" | "resume", vm: Microvm): Promise<void> {
     this.calls.push(`${what} ${vm.id}`);
@@ -87,9 +99,41 @@ export class ScriptedRuntime implements SandboxRuntime {
       delete this.failNext[what];
       return Promise.reject(failure instanceof Error ? failure : new Error(failure));
     }
-    if (what === "suspend") this.alive.delete(vm.id);
-    else this.alive.add(vm.id);
+    if (what === "suspend") {
+      this.alive.delete(vm.id);
+      this.checkpoints.add(vm.id);
+    } else {
+      this.alive.add(vm.id);
+      this.checkpoints.delete(vm.id);
+    }
     return Promise.resolve();
+  }
+
+  /** The sandbox dies under its MicroVM, as the OOM killer would do it. */
+  kill(id: string, reason?: string): void {
+    this.alive.delete(id);
+    if (reason) this.exitReasons.set(id, reason);
+  }
+
+  async inspect(vm: Microvm): Promise<SandboxFound> {
+    this.calls.push(`inspect ${vm.id}`);
+    return { running: this.alive.has(vm.id), checkpoint: this.checkpoints.has(vm.id) };
+  }
+  async reap(keep: Microvm[]): Promise<void> {
+    this.calls.push(`reap ${keep.map((vm) => vm.id).join(",")}`);
+    const running = new Set(keep.filter((vm) => vm.state === "RUNNING").map((vm) => vm.id));
+    const suspended = new Set(keep.filter((vm) => vm.state === "SUSPENDED").map((vm) => vm.id));
+    for (const id of this.alive) if (!running.has(id)) this.alive.delete(id);
+    for (const id of this.checkpoints) if (!suspended.has(id)) this.checkpoints.delete(id);
+  }
+  async exitReason(vm: Microvm): Promise<string | undefined> {
+    return this.exitReasons.get(vm.id);
+  }
+  address(id: string): string | undefined {
+    return this.alive.has(id) ? this.addresses.get(id) : undefined;
+  }
+  async spawn(id: string): Promise<GuestProcess> {
+    throw new Error(`the scripted runtime starts no processes (asked for one in ${id}); shell tests use the gVisor runtime`);
   }
 
   async running(): Promise<Set<string>> {
@@ -111,6 +155,7 @@ export class ScriptedRuntime implements SandboxRuntime {
   async terminate(vm: Microvm): Promise<void> {
     this.calls.push(`terminate ${vm.id}`);
     this.alive.delete(vm.id);
+    this.checkpoints.delete(vm.id);
   }
   async shortage(_version: ImageVersion): Promise<string | undefined> {
     return this.capacity ? undefined : "the test says it is full";

@@ -9,7 +9,7 @@ import { ControlPlane, MAX_ATTEMPTS, parseInput, systemClock } from "../../src/c
 import { MicrovmTokens } from "../../src/proxy/index.js";
 import { SqliteStore } from "../../src/store/index.js";
 import { eventually, imageRequest, tempDir } from "../support/platform.js";
-import { ScriptedBuilder } from "../support/scripted.js";
+import { ScriptedBuilder, ScriptedRuntime } from "../support/scripted.js";
 
 const ARN = "arn:aws:lambda:us-east-1:000000000000:microvm-image:app";
 
@@ -23,6 +23,7 @@ async function plane(file: string, builder: ScriptedBuilder) {
     tokens: new MicrovmTokens(new Uint8Array(32)),
     endpointFor: (id) => `https://${id}.microvm.localhost:7643`,
     builder,
+    runtime: new ScriptedRuntime(),
   });
   await cp.start();
   return { cp, store, async close() { await cp.stop(); await store.close(); } };

@@ -12,8 +12,7 @@ import { test } from "node:test";
 import type { ImageVersion } from "../../src/core/index.js";
 import type { NetworkNamespaces } from "../../src/net/index.js";
 import type { LogFiles } from "../../src/os/index.js";
-import { Gvisor, MicrovmRuntime } from "../../src/runtime/index.js";
-import { SandboxCgroups } from "../../src/runtime/cgroups.js";
+import { Gvisor, MicrovmRuntime, SandboxCgroups } from "../../src/runtime/index.js";
 import { CpuRoom, VCPUS_PER_CORE } from "../../src/runtime/cpu-room.js";
 import { tempDir } from "../support/platform.js";
 

@@ -1,6 +1,8 @@
 // The endpoint proxy against an app on loopback (no sandbox needed): a
-// long-lived stream keeps reporting activity for as long as it is open, and
-// closing a MicroVM's connections (before a checkpoint) cuts its streams.
+// long-lived stream keeps reporting activity for as long as it is open,
+// closing a MicroVM's connections (before a checkpoint) cuts its streams, and
+// an app that refuses an upload before reading it answers the client at once,
+// over HTTP/1.1 and HTTP/2.
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -12,8 +14,16 @@ import type { Microvm } from "../../src/core/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens } from "../../src/proxy/index.js";
 import { within } from "../support/deadline.js";
 import { tempDir } from "../support/platform.js";
+import { h2Upload, sendThenRead, type UploadTarget } from "../support/uploads.js";
 
 const ID = "microvm-0123456789abcdef0";
+
+/** Polls `check` every 20 ms until it holds; fails naming `what` after `ms`. */
+async function until(ms: number, what: string, check: () => boolean): Promise<void> {
+  await within(ms, what, (async () => {
+    while (!check()) await new Promise((r) => setTimeout(r, 20));
+  })());
+}
 
 describe("the endpoint proxy on loopback", () => {
   const tokens = new MicrovmTokens(randomBytes(32));
@@ -30,6 +40,8 @@ describe("the endpoint proxy on loopback", () => {
     const tls = await ensureCertificates(dir, "microvm.localhost");
     ca = readFileSync(tls.caCert);
     app = createServer((req, res) => {
+      // An app that refuses an upload before reading any of it (as a size or auth check does).
+      if (req.url === "/too-large") return void res.writeHead(413, { "content-type": "text/plain", "content-length": "10" }).end("too large\n");
       req.socket.once("close", () => upstreamClosed.push(Date.now()));
       res.writeHead(200, { "content-type": "text/event-stream" });
       let n = 0;
@@ -42,6 +54,9 @@ describe("the endpoint proxy on loopback", () => {
       }, 500);
       res.on("close", () => clearInterval(timer));
     });
+    // The app keeps an idle connection open longer than a test runs (Node's default is 5 s), as a
+    // MicroVM's app did until its MicroVM was suspended: nothing but the proxy may end an exchange.
+    app.keepAliveTimeout = 60_000;
     await new Promise<void>((r) => app.listen(0, "127.0.0.1", () => r()));
     appPort = (app.address() as { port: number }).port;
     const vm = { id: ID, state: "RUNNING", config: {} } as unknown as Microvm;
@@ -84,11 +99,28 @@ describe("the endpoint proxy on loopback", () => {
   test("closing the MicroVM's connections cuts its open streams and their upstream connections", async () => {
     let received = "";
     const ended = stream("/forever", (t) => (received += t));
-    while (!received.includes("data: 2")) await new Promise((r) => setTimeout(r, 50));
+    await until(10_000, "the stream's second event", () => received.includes("data: 2"));
     const before = upstreamClosed.length;
     await proxy.close(ID, "The MicroVM is being suspended.");
-    const r = await ended;
+    const r = await within(10_000, "the client's stream to end", ended);
     assert.ok(r.aborted, "the client's stream was cut");
-    while (upstreamClosed.length === before) await new Promise((r) => setTimeout(r, 20));
+    await until(10_000, "the upstream connection to close", () => upstreamClosed.length > before);
+  });
+
+  const refusedUpload = async (): Promise<UploadTarget> => {
+    const token = await tokens.issue({ microvmId: ID, kind: "endpoint", allowedPorts: [{ port: appPort }], expiresAt: new Date(Date.now() + 60_000) });
+    return { port, ca, host: `${ID}.microvm.localhost`, path: "/too-large", headers: { "x-aws-proxy-auth": token, "x-aws-proxy-port": String(appPort) } };
+  };
+
+  // The client sends its whole body before it reads the answer, as curl without Expect and
+  // Python's http.client do: it waits until the proxy has taken all 50 MB.
+  test("HTTP/1.1: an app that answers 413 before reading a 50 MB upload answers the client at once", async () => {
+    const answer = await within(10_000, "the refused HTTP/1.1 upload", sendThenRead(await refusedUpload()));
+    assert.deepEqual(answer, { status: 413, body: "too large\n" });
+  });
+
+  test("HTTP/2: an app that answers 413 before reading a 50 MB upload answers the client at once", async () => {
+    const answer = await within(10_000, "the refused HTTP/2 upload", h2Upload(await refusedUpload()));
+    assert.deepEqual(answer, { status: 413, body: "too large\n" });
   });
 });

@@ -1,0 +1,39 @@
+// A CLI call loads only what a client needs: the SDK, not the server. Every
+// module `lmvm get-microvm` loads is recorded (test/support/module-trace.ts)
+// and none of the server's heavy dependencies may be among them.
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { startTestPlatform, type TestPlatform } from "../support/platform.js";
+import { lmvm } from "../support/processes.js";
+
+const TRACE_HOOK = join(import.meta.dirname, "..", "support", "module-trace.js");
+
+describe("what a CLI call loads", () => {
+  let t: TestPlatform;
+  before(async () => {
+    t = await startTestPlatform();
+  });
+  after(() => t.stop());
+
+  async function modulesLoadedBy(args: string[]): Promise<{ code: number; stderr: string; modules: string[] }> {
+    const trace = join(t.dataDir, `trace-${args[0]}.txt`);
+    const r = await lmvm(args, { LMVM_DATA_DIR: t.dataDir, LMVM_MODULE_TRACE: trace, NODE_OPTIONS: `--import=${TRACE_HOOK}` });
+    return { code: r.code, stderr: r.stderr, modules: readFileSync(trace, "utf8").split("\n").filter(Boolean) };
+  }
+
+  test("get-microvm loads neither a native addon, nor the database, nor Fastify, nor any server module", async () => {
+    const { code, stderr, modules } = await modulesLoadedBy(["get-microvm", "--microvm-identifier", "microvm-0123456789abcdef0"]);
+    assert.equal(code, 254, stderr); // the server answered: ResourceNotFoundException
+    assert.match(stderr, /ResourceNotFoundException/);
+    assert.ok(modules.some((m) => m.includes("@aws-sdk/client-lambda-microvms")), "the trace records the SDK, so it works");
+    const forbidden = modules.filter((m) =>
+      /node_modules\/(better-sqlite3|fastify|kysely|@homebridge\/node-pty-prebuilt-multiarch|node-pty|prom-client|ws)\//.test(m) ||
+      /\.node$/.test(m) ||
+      (/\/dist\/src\/(server|store|core|runtime|builder|net|proxy|shell|os)\//.test(m) && !m.endsWith("/server/data-paths.js")) ||
+      /\/dist\/src\/api\/(server|operations|sigv4|metrics|pagination|views|errors|index)\.js$/.test(m));
+    assert.deepEqual(forbidden, []);
+  });
+});

@@ -1,0 +1,66 @@
+// `lmvm server` stops on SIGTERM even while a build hangs and a user follows
+// its log: it aborts the build, exits within its shutdown deadline, leaves no
+// process behind, and the next start queues the interrupted build again.
+
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import { CreateMicrovmImageCommand, GetMicrovmImageBuildCommand, ListMicrovmImageBuildsCommand } from "@aws-sdk/client-lambda-microvms";
+import { makeZip } from "../support/artifacts.js";
+import { BUSYBOX, ROLE } from "../support/builds.js";
+import { eventually, readCredentials, sdkClient, tempDir } from "../support/platform.js";
+import { LMVM, spawnServer, type ServerProcess } from "../support/processes.js";
+
+let server: ServerProcess | undefined;
+const dataDir = tempDir();
+after(async () => {
+  await server?.kill("SIGKILL");
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+function processesWith(text: string): string[] {
+  return readdirSync("/proc").filter((p) => /^\d+$/.test(p) && Number(p) !== process.pid).filter((p) => {
+    try {
+      return readFileSync(`/proc/${p}/cmdline`, "utf8").replaceAll("\0", " ").includes(text);
+    } catch {
+      return false;
+    }
+  });
+}
+
+test("SIGTERM stops lmvm server while a build hangs and its log is followed; the build is queued again at the next start", { timeout: 600_000 }, async () => {
+  const artifact = join(dataDir, "app.zip");
+  writeFileSync(artifact, makeZip([{ name: "Dockerfile", content: "FROM lmvm/busybox\nRUN sleep 987654\n" }]));
+  server = await spawnServer(dataDir, { builds: true, args: ["--no-snapshots"] });
+  let client = sdkClient(server.url, readCredentials(dataDir));
+  await client.send(new CreateMicrovmImageCommand({ name: "hangs", baseImageArn: BUSYBOX, buildRoleArn: ROLE, codeArtifact: { uri: `file://${artifact}` } }));
+  const buildId = (await client.send(new ListMicrovmImageBuildsCommand({ imageIdentifier: "hangs", imageVersion: "1.0" }))).items![0]!.buildId!;
+  await eventually(async () => (processesWith("sleep 987654").length ? true : undefined), "the RUN step to run", 300_000);
+
+  // A user follows the build's log, holding a request open on the API.
+  const follower = spawn(LMVM, ["logs", "build", "hangs", "1.0", "--follow", "--data-dir", dataDir, "--endpoint-url", server.url], { stdio: ["ignore", "pipe", "pipe"] });
+  let followed = "";
+  follower.stdout.on("data", (d) => (followed += d));
+  const followerExited = new Promise<void>((resolve) => follower.once("exit", () => resolve()));
+  await eventually(async () => (followed.includes("RUN sleep 987654") ? true : undefined), "the follower to print the log", 30_000);
+
+  const child = server.child;
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  child.kill("SIGTERM");
+  const code = await Promise.race([exited, new Promise<"hung">((resolve) => setTimeout(() => resolve("hung"), 60_000))]);
+  assert.notEqual(code, "hung", `lmvm server was still running 60 s after SIGTERM:\n${server.output().slice(-2000)}`);
+  assert.equal(code, 0, server.output().slice(-2000));
+  assert.match(server.output(), /lmvm server stopping/);
+  await eventually(async () => (processesWith("sleep 987654").length === 0 && processesWith(dataDir).length === 0 ? true : undefined), "the build's processes to be gone", 10_000);
+  await Promise.race([followerExited, new Promise((_, reject) => setTimeout(() => reject(new Error("the log follower did not end with the server")), 30_000))]);
+  client.destroy();
+
+  server = await spawnServer(dataDir, { builds: true, args: ["--no-snapshots"] });
+  client = sdkClient(server.url, readCredentials(dataDir));
+  await eventually(async () => (readFileSync(join(dataDir, "logs", "builds", `${buildId}.log`), "utf8").includes("attempt 2") ? true : undefined), "the interrupted build to run again", 120_000);
+  const again = await client.send(new GetMicrovmImageBuildCommand({ imageIdentifier: "hangs", imageVersion: "1.0", buildId }));
+  assert.equal(again.buildState, "IN_PROGRESS", again.stateReason);
+  client.destroy();
+});

@@ -1,0 +1,97 @@
+// A sandbox's cgroup figures on both layouts runsc creates: cgroup v1 (and
+// hybrid hosts) with one directory per controller, and a unified cgroup v2
+// host (a stock Debian 12) with one directory for all. The fixtures hold the
+// kernel's own file formats.
+
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { SandboxCgroups } from "../../src/runtime/index.js";
+import { tempDir } from "../support/platform.js";
+
+const ID = "microvm-0123456789abcdef0";
+
+function files(root: string, tree: Record<string, string>): string {
+  for (const [path, text] of Object.entries(tree)) {
+    mkdirSync(join(root, path, ".."), { recursive: true });
+    writeFileSync(join(root, path), text);
+  }
+  return root;
+}
+
+/** A v1 host where cpu and cpuacct are separate hierarchies, as on this machine. */
+function v1(): string {
+  return files(tempDir(), {
+    [`cpu/${ID}/cpu.stat`]: "nr_periods 40\nnr_throttled 30\nthrottled_time 2500000000\nnr_bursts 0\nburst_time 0\n",
+    [`cpuacct/${ID}/cpuacct.usage`]: "4250000000\n",
+    [`memory/${ID}/memory.usage_in_bytes`]: "283115520\n",
+    [`memory/${ID}/memory.oom_control`]: "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+    "memory/cgroup.procs": "",
+    "unified/cgroup.controllers": "hugetlb\n", // hybrid: the unified hierarchy exists but holds no cpu or memory
+  });
+}
+
+const V2_CPU_STAT = "usage_usec 4250000\nuser_usec 4000000\nsystem_usec 250000\nnr_periods 40\nnr_throttled 30\nthrottled_usec 2500000\nnr_bursts 0\nburst_usec 0\n";
+const V2_MEMORY_EVENTS = "low 0\nhigh 0\nmax 17\noom 1\noom_kill 1\noom_group_kill 0\n";
+
+/** A v2-only host: runsc's cgroupfs driver puts the sandbox at /sys/fs/cgroup/<id>. */
+function v2(): string {
+  return files(tempDir(), {
+    "cgroup.controllers": "cpuset cpu io memory hugetlb pids rdma misc\n",
+    [`${ID}/cpu.stat`]: V2_CPU_STAT,
+    [`${ID}/memory.current`]: "283115520\n",
+    [`${ID}/memory.events`]: V2_MEMORY_EVENTS,
+  });
+}
+
+for (const [layout, make] of [["v1", v1], ["v2", v2]] as const) {
+  test(`cgroup ${layout}: CPU time, throttling, memory in use and an OOM kill are read`, () => {
+    const cgroups = new SandboxCgroups(make());
+    assert.equal(cgroups.layout, layout);
+    assert.equal(cgroups.cpuUsageMicros(ID), 4_250_000);
+    assert.deepEqual(cgroups.cpuThrottling(ID), { periods: 40, throttled: 30 });
+    assert.equal(cgroups.memoryInUse(ID), 283_115_520);
+    assert.equal(cgroups.oomKilled(ID), true);
+  });
+
+  test(`cgroup ${layout}: a sandbox without cgroups reads as unknown, not as an error`, () => {
+    const cgroups = new SandboxCgroups(make());
+    const other = "microvm-fffffffffffffffff";
+    assert.equal(cgroups.cpuUsageMicros(other), undefined);
+    assert.equal(cgroups.cpuThrottling(other), undefined);
+    assert.equal(cgroups.memoryInUse(other), 0);
+    assert.equal(cgroups.oomKilled(other), false);
+  });
+}
+
+test("cgroup v1: removing a dead sandbox's cgroups removes its empty directory in every controller", () => {
+  const root = files(tempDir(), { "cpu/cgroup.procs": "", "cpuacct/cgroup.procs": "", "memory/cgroup.procs": "", "pids/cgroup.procs": "" });
+  for (const c of ["cpu", "cpuacct", "memory"]) mkdirSync(join(root, c, ID));
+  new SandboxCgroups(root).remove(ID);
+  for (const c of ["cpu", "cpuacct", "memory"]) assert.ok(!existsSync(join(root, c, ID)), c);
+});
+
+test("cgroup v2: removing a dead sandbox's cgroup removes its one directory", () => {
+  const root = files(tempDir(), { "cgroup.controllers": "cpu memory\n" });
+  mkdirSync(join(root, ID));
+  new SandboxCgroups(root).remove(ID);
+  assert.ok(!existsSync(join(root, ID)));
+});
+
+test("cgroup v2 under runsc --systemd-cgroup: the sandbox's scope in system.slice is read", () => {
+  const root = files(tempDir(), {
+    "cgroup.controllers": "cpu memory\n",
+    [`system.slice/runsc-${ID}.scope/cpu.stat`]: V2_CPU_STAT,
+    [`system.slice/runsc-${ID}.scope/memory.events`]: V2_MEMORY_EVENTS,
+  });
+  const cgroups = new SandboxCgroups(root);
+  assert.equal(cgroups.cpuUsageMicros(ID), 4_250_000);
+  assert.equal(cgroups.oomKilled(ID), true);
+});
+
+test("this host's own cgroups are read with the layout it mounts", { skip: !existsSync("/sys/fs/cgroup") }, () => {
+  const cgroups = new SandboxCgroups();
+  const unifiedOnly = existsSync("/sys/fs/cgroup/cgroup.controllers");
+  assert.equal(cgroups.layout, unifiedOnly ? "v2" : "v1");
+});

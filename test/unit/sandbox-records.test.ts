@@ -1,0 +1,33 @@
+// A MicroVM's sandbox record (its address above all, asked for on every
+// proxied request) is kept in memory: read from sandbox.json once, as the
+// process starts, and never again per request.
+
+import assert from "node:assert/strict";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import type { NetworkNamespaces } from "../../src/net/index.js";
+import type { LogFiles } from "../../src/os/index.js";
+import { Gvisor, MicrovmRuntime, SandboxCgroups, type SandboxRecord } from "../../src/runtime/index.js";
+import { tempDir } from "../support/platform.js";
+
+const ID = "microvm-0123456789abcdef0";
+
+test("a MicroVM's address is loaded once at startup, not read from disk on every request", () => {
+  const dataDir = tempDir();
+  const rec: SandboxRecord = { networkIndex: 3, sandboxIp: "10.200.0.14", rootfs: "/nowhere", config: {}, hooks: {}, logging: true, limits: { memoryMiB: 1024, vcpus: 1 } };
+  mkdirSync(join(dataDir, "microvms", ID), { recursive: true });
+  writeFileSync(join(dataDir, "microvms", ID, "sandbox.json"), JSON.stringify(rec));
+  const runtime = new MicrovmRuntime({
+    gvisor: new Gvisor({ stateRoot: join(dataDir, "runsc") }),
+    nets: {} as NetworkNamespaces,
+    dataDir,
+    logs: {} as LogFiles,
+    locate: () => { throw new Error("not asked"); },
+    cgroups: new SandboxCgroups(join(dataDir, "no-cgroups")),
+  });
+  assert.equal(runtime.address(ID), "10.200.0.14");
+  writeFileSync(join(dataDir, "microvms", ID, "sandbox.json"), "{ torn");
+  for (let i = 0; i < 3; i++) assert.equal(runtime.address(ID), "10.200.0.14", "the address comes from memory");
+  assert.equal(runtime.address("microvm-fffffffffffffffff"), undefined);
+});
