@@ -12,18 +12,11 @@ import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import type { Microvm } from "../../src/core/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens } from "../../src/proxy/index.js";
-import { within } from "../support/deadline.js";
+import { until, within } from "../support/deadline.js";
 import { tempDir } from "../support/platform.js";
 import { h2Upload, sendThenRead, type UploadTarget } from "../support/uploads.js";
 
 const ID = "microvm-0123456789abcdef0";
-
-/** Polls `check` every 20 ms until it holds; fails naming `what` after `ms`. */
-async function until(ms: number, what: string, check: () => boolean): Promise<void> {
-  await within(ms, what, (async () => {
-    while (!check()) await new Promise((r) => setTimeout(r, 20));
-  })());
-}
 
 describe("the endpoint proxy on loopback", () => {
   const tokens = new MicrovmTokens(randomBytes(32));
@@ -57,7 +50,7 @@ describe("the endpoint proxy on loopback", () => {
     // The app keeps an idle connection open longer than a test runs (Node's default is 5 s), as a
     // MicroVM's app did until its MicroVM was suspended: nothing but the proxy may end an exchange.
     app.keepAliveTimeout = 60_000;
-    await new Promise<void>((r) => app.listen(0, "127.0.0.1", () => r()));
+    await within(10_000, "the loopback app to listen", new Promise<void>((r) => app.listen(0, "127.0.0.1", () => r())));
     appPort = (app.address() as { port: number }).port;
     const vm = { id: ID, state: "RUNNING", config: {} } as unknown as Microvm;
     proxy = new EndpointProxy({
