@@ -116,6 +116,7 @@ function endUnread(stream: ServerHttp2Stream): void {
   stream.resume(); // drop what is buffered, so the stream can be destroyed
   stream.close(h2.NGHTTP2_NO_ERROR);
 }
+
 /**
  * How long an HTTP/1.1 client may go on sending a body the app answered
  * without reading, before its connection is closed. Closing at once would

@@ -5,8 +5,8 @@
 // its headers at once for a queued build and resumes from a byte offset.
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { connect, createServer, type Socket } from "node:net";
 import { request } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -15,28 +15,9 @@ import { Hash } from "@smithy/hash-node";
 import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
 import { eventually, imageRequest, startTestPlatform, type TestPlatform } from "../support/platform.js";
-import { LMVM, type CliResult } from "../support/processes.js";
+import { startLmvm } from "../support/cli-process.js";
+import { within } from "../support/deadline.js";
 import { ScriptedBuilder } from "../support/scripted.js";
-
-/** Starts the real CLI; `result` settles when it exits, within `deadlineMs`. */
-function startCli(args: string[], env: Record<string, string>, deadlineMs = 60_000) {
-  const child = spawn(LMVM, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => (stdout += d));
-  child.stderr.on("data", (d) => (stderr += d));
-  const result = new Promise<CliResult>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill();
-      reject(new Error(`lmvm ${args.join(" ")} still running after ${deadlineMs} ms; stderr: ${stderr}`));
-    }, deadlineMs);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? 1, stdout, stderr });
-    });
-  });
-  return { child, result, stderr: () => stderr, stdout: () => stdout };
-}
 
 /** A signed GET of a log route; resolves once the response's headers arrive, with the body read to its end by `body()`. */
 async function openLog(t: TestPlatform, path: string, query: Record<string, string>) {
@@ -54,9 +35,43 @@ async function openLog(t: TestPlatform, path: string, query: Record<string, stri
   });
 }
 
-function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
+/**
+ * A TCP relay to the server that cuts the first log connection once the
+ * server has sent `cutAfter` through it, as a flaky network would.
+ */
+async function flakyRelay(target: URL, cutAfter: string) {
+  let cut = false;
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname);
+    sockets.add(client).add(upstream);
+    let isLog = false;
+    let seen = "";
+    client.on("data", (d: Buffer) => {
+      if (d.toString("latin1").includes("/logs")) isLog = true;
+      upstream.write(d);
+    });
+    upstream.on("data", (d: Buffer) => {
+      client.write(d);
+      seen += d.toString("latin1");
+      if (isLog && !cut && seen.includes(cutAfter)) {
+        cut = true;
+        client.destroy();
+        upstream.destroy();
+      }
+    });
+    for (const s of [client, upstream]) s.on("error", () => {}).on("close", () => (client.destroy(), upstream.destroy()));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    wasCut: () => cut,
+    close: () => new Promise<void>((r) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => r());
+    }),
+  };
 }
 
 describe("lmvm logs build --follow", { timeout: 180_000 }, () => {
@@ -79,8 +94,8 @@ describe("lmvm logs build --follow", { timeout: 180_000 }, () => {
     await t.client.send(new CreateMicrovmImageCommand(imageRequest("first")));
     await eventually(async () => (builder.calls.length === 1 ? true : undefined), "the first build to start");
     await t.client.send(new CreateMicrovmImageCommand(imageRequest("queued")));
-    const first = startCli(["logs", "build", "first", "1.0", "--follow"], env);
-    const queued = startCli(["logs", "build", "queued", "1.0", "--follow"], env);
+    const first = startLmvm(["logs", "build", "first", "1.0", "--follow"], env);
+    const queued = startLmvm(["logs", "build", "queued", "1.0", "--follow"], env);
     await eventually(async () => (queued.stderr().includes("is PENDING") ? true : undefined), "the CLI to say the build is queued", 30_000);
     assert.match(queued.stderr(), new RegExp(`Build ${await buildIdOf("queued")} of queued 1\\.0 is PENDING: waiting for a build slot`));
     assert.doesNotMatch(first.stderr(), /PENDING/);
@@ -105,21 +120,44 @@ describe("lmvm logs build --follow", { timeout: 180_000 }, () => {
     const buildId = await buildIdOf("waiting");
     const path = `/lmvm/2025-09-09/microvm-images/waiting/versions/1.0/builds/${buildId}/logs`;
     // Headers first, though the queued build has written nothing: a client must not wait minutes to learn the log exists.
-    const followed = await withDeadline(openLog(t, path, { follow: "true" }), 10_000, "headers of a followed queued build's log");
+    const followed = await within(10_000, "headers of a followed queued build's log", openLog(t, path, { follow: "true" }));
     assert.equal(followed.status, 200);
     followed.close();
 
     const logs = join(t.dataDir, "logs", "builds");
     mkdirSync(logs, { recursive: true });
     writeFileSync(join(logs, `${buildId}.log`), "0123456789abcdef\n");
-    const resumed = await withDeadline(openLog(t, path, { offset: "10" }), 10_000, "the log from offset 10");
+    const resumed = await within(10_000, "the log from offset 10", openLog(t, path, { offset: "10" }));
     assert.equal(await resumed.body(), "abcdef\n");
-    const bad = await withDeadline(openLog(t, path, { offset: "-1" }), 10_000, "a bad offset");
+    const bad = await within(10_000, "a bad offset", openLog(t, path, { offset: "-1" }));
     assert.equal(bad.status, 400);
     assert.match(await bad.body(), /'offset' must be a byte offset/);
 
     await builder.succeed();
     await eventually(async () => (builder.calls.length === 4 ? true : undefined), "the waiting build to start");
     await builder.succeed();
+  });
+
+  test("a follower whose connection breaks reconnects and goes on where it stopped, printing nothing twice", async () => {
+    const before = builder.calls.length;
+    await t.client.send(new CreateMicrovmImageCommand(imageRequest("flaky")));
+    await eventually(async () => (builder.calls.length === before + 1 ? true : undefined), "the flaky build to start");
+    const buildId = await buildIdOf("flaky");
+    const log = join(t.dataDir, "logs", "builds", `${buildId}.log`);
+    mkdirSync(join(t.dataDir, "logs", "builds"), { recursive: true });
+    writeFileSync(log, "part one\n");
+    const relay = await flakyRelay(new URL(t.platform.url), "part one");
+    try {
+      const follower = startLmvm(["logs", "build", "flaky", "1.0", "--follow", "--endpoint-url", relay.url], env);
+      await eventually(async () => (relay.wasCut() ? true : undefined), "the relay to cut the log connection", 30_000);
+      appendFileSync(log, "part two\n");
+      await eventually(async () => (follower.stdout().includes("part two") ? true : undefined), "the follower to reconnect and print what came next", 30_000);
+      await builder.succeed();
+      const r = await follower.result;
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "part one\npart two\n");
+    } finally {
+      await relay.close();
+    }
   });
 });

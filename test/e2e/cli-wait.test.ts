@@ -4,32 +4,12 @@
 // naming the state and reason on a failure state or when its attempts run out.
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import { CreateMicrovmImageCommand, RunMicrovmCommand, SuspendMicrovmCommand, TerminateMicrovmCommand } from "@aws-sdk/client-lambda-microvms";
 import { imageRequest, startTestPlatform, type TestPlatform } from "../support/platform.js";
-import { LMVM, lmvm, type CliResult } from "../support/processes.js";
+import { startLmvm } from "../support/cli-process.js";
+import { lmvm } from "../support/processes.js";
 import { ScriptedBuilder, ScriptedRuntime } from "../support/scripted.js";
-
-/** Starts the real CLI; `result` settles when it exits, within `deadlineMs`. */
-function startCli(args: string[], env: Record<string, string>, deadlineMs = 60_000) {
-  const child = spawn(LMVM, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => (stdout += d));
-  child.stderr.on("data", (d) => (stderr += d));
-  const result = new Promise<CliResult>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill();
-      reject(new Error(`lmvm ${args.join(" ")} still running after ${deadlineMs} ms; stderr: ${stderr}`));
-    }, deadlineMs);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? 1, stdout, stderr });
-    });
-  });
-  return { child, result };
-}
 
 const ARN = (name: string) => `arn:aws:lambda:us-east-1:000000000000:microvm-image:${name}`;
 const FAST = ["--delay", "0.2"];
@@ -47,8 +27,8 @@ describe("lmvm wait", { timeout: 180_000 }, () => {
 
   test("image-created and image-version-built wait for the build, and exit 0 when it succeeds", async () => {
     await t.client.send(new CreateMicrovmImageCommand(imageRequest("good")));
-    const created = startCli(["wait", "image-created", "--image-identifier", "good", ...FAST], env);
-    const built = startCli(["wait", "image-version-built", "--image-identifier", "good", "--image-version", "1.0", ...FAST], env);
+    const created = startLmvm(["wait", "image-created", "--image-identifier", "good", ...FAST], env);
+    const built = startLmvm(["wait", "image-version-built", "--image-identifier", "good", "--image-version", "1.0", ...FAST], env);
     await new Promise((r) => setTimeout(r, 1000));
     assert.equal(created.child.exitCode, null, "still waiting while the build runs");
     assert.equal(built.child.exitCode, null, "still waiting while the build runs");
@@ -59,7 +39,7 @@ describe("lmvm wait", { timeout: 180_000 }, () => {
 
   test("image-version-built and image-created exit 255 naming the failure state and reason", async () => {
     await t.client.send(new CreateMicrovmImageCommand(imageRequest("bad")));
-    const built = startCli(["wait", "image-version-built", "--image-identifier", "bad", "--image-version", "1.0", ...FAST], env);
+    const built = startLmvm(["wait", "image-version-built", "--image-identifier", "bad", "--image-version", "1.0", ...FAST], env);
     await builder.fail("the Dockerfile's RUN step exited with 1");
     const r = await built.result;
     assert.equal(r.code, 255);
@@ -79,12 +59,12 @@ describe("lmvm wait", { timeout: 180_000 }, () => {
     assert.equal(r.code, 255);
     assert.match(r.stderr, /Waiter MicrovmSuspended failed: Max attempts exceeded .*"RUNNING"/);
 
-    const suspended = startCli(["wait", "microvm-suspended", ...id, ...FAST], env);
+    const suspended = startLmvm(["wait", "microvm-suspended", ...id, ...FAST], env);
     await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: microvmId }));
     assert.equal((await suspended.result).code, 0);
 
-    const running = startCli(["wait", "microvm-running", ...id, ...FAST], env);
-    const terminated = startCli(["wait", "microvm-terminated", ...id, ...FAST], env);
+    const running = startLmvm(["wait", "microvm-running", ...id, ...FAST], env);
+    const terminated = startLmvm(["wait", "microvm-terminated", ...id, ...FAST], env);
     await new Promise((r) => setTimeout(r, 600));
     assert.equal(running.child.exitCode, null, "a SUSPENDED MicroVM may still be resumed: keep waiting");
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: microvmId }));
