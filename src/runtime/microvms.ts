@@ -150,6 +150,10 @@ export class MicrovmRuntime implements SandboxRuntime {
 
   async run(vm: Microvm, version: ImageVersion): Promise<void> {
     const built = this.opts.locate(vm.imageArn, vm.imageVersion);
+    if (!existsSync(join(built.snapshot, "checkpoint.img"))) {
+      this.release(this.startingMemory(vm.imageArn, vm.imageVersion), limitsOf(version.config).vcpus);
+      throw new Error(`version ${vm.imageVersion} of ${vm.imageArn} has no snapshot to start from (it was built by a server started with --no-snapshots); build a new version on a server that snapshots, with update-microvm-image`);
+    }
     mkdirSync(this.dir(vm.id), { recursive: true });
     const network = await this.opts.nets.create();
     const rec: SandboxRecord = {

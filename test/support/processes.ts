@@ -41,7 +41,7 @@ export async function spawnServer(dataDir: string, opts: { builds?: boolean; arg
     if (child.exitCode !== null) throw new Error(`lmvm server exited with ${child.exitCode}:\n${output}`);
     const i = readServerInfo(dataDir);
     return i && output.includes("lmvm server started") ? i : undefined;
-  }, "lmvm server to listen", 60_000).catch(async (err: Error) => {
+  }, "lmvm server to listen (its recovery of what a killed server left runs first)", 60_000).catch(async (err: Error) => {
     // A server that never listened must not outlive its test.
     child.kill("SIGKILL");
     await within(10_000, "lmvm server to exit after SIGKILL", exited);

@@ -9,7 +9,7 @@ import os from "node:os";
 import { join } from "node:path";
 import { syncBuiltinESMExports } from "node:module";
 import { test } from "node:test";
-import type { ImageVersion } from "../../src/core/index.js";
+import type { ImageVersion, Microvm } from "../../src/core/index.js";
 import type { NetworkNamespaces } from "../../src/net/index.js";
 import type { LogFiles } from "../../src/os/index.js";
 import { Gvisor, MicrovmRuntime, SandboxCgroups } from "../../src/runtime/index.js";
@@ -110,4 +110,13 @@ test("a sandbox started within the window is not charged its whole life's CPU ti
   cpu.hold("new", 1);
   spend(1000, { old: 0.1, new: 100 }); // "new" has no earlier reading: its counter's total is not this window's use
   assert.equal(cpu.shortage(1, 0), undefined);
+});
+
+test("a version built without a snapshot (--no-snapshots) fails to run with the reason, and gives its promised room back", async () => {
+  const runtime = runtimeOn(1);
+  const vm = { id: "microvm-0123456789abcdef0", imageArn: version().imageArn, imageVersion: "1.0", config: {} } as unknown as Microvm;
+  for (let i = 0; i < 3 * VCPUS_PER_CORE; i++) {
+    assert.equal(await runtime.shortage(version()), undefined, `start ${i} fits`);
+    await assert.rejects(runtime.run(vm, version()), /has no snapshot to start from \(it was built by a server started with --no-snapshots\)/);
+  }
 });

@@ -50,7 +50,7 @@ describe("the endpoint proxy on loopback", () => {
     // The app keeps an idle connection open longer than a test runs (Node's default is 5 s), as a
     // MicroVM's app did until its MicroVM was suspended: nothing but the proxy may end an exchange.
     app.keepAliveTimeout = 60_000;
-    await new Promise<void>((r) => app.listen(0, "127.0.0.1", () => r()));
+    await within(10_000, "the loopback app to listen", new Promise<void>((r) => app.listen(0, "127.0.0.1", () => r())));
     appPort = (app.address() as { port: number }).port;
     const vm = { id: ID, state: "RUNNING", config: {} } as unknown as Microvm;
     proxy = new EndpointProxy({
