@@ -28,7 +28,14 @@ import { safeUnzip } from "./unzip.js";
 import type { Snapshotter } from "../runtime/index.js";
 
 export interface BuilderOptions {
+  /** The data directory, watched for free space while buildah runs; no path is made under it here. */
   dataDir: string;
+  /** Where built versions go (<name>/<version>/<architecture>/). */
+  imagesDir: string;
+  /** Scratch space of running builds. */
+  buildsDir: string;
+  /** buildah's store. */
+  buildahDir: string;
   logs: LogFiles;
   /** Where base image root filesystems are cached; may be shared between data directories. */
   baseImageCache: string;
@@ -61,12 +68,12 @@ function imageName(imageArn: string): string {
 }
 
 /** Where a version's build for one architecture keeps its result. */
-export function builtImageDir(dataDir: string, imageArn: string, version: string, architecture: string): string {
-  return join(dataDir, "images", imageName(imageArn), version, architecture);
+export function builtImageDir(imagesDir: string, imageArn: string, version: string, architecture: string): string {
+  return join(imagesDir, imageName(imageArn), version, architecture);
 }
 
-export function readBuiltImage(dataDir: string, imageArn: string, version: string, architecture: string): BuiltImage {
-  const dir = builtImageDir(dataDir, imageArn, version, architecture);
+export function readBuiltImage(imagesDir: string, imageArn: string, version: string, architecture: string): BuiltImage {
+  const dir = builtImageDir(imagesDir, imageArn, version, architecture);
   return { rootfs: join(dir, "rootfs"), config: JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as OciConfig };
 }
 
@@ -107,15 +114,15 @@ export class DockerfileBuilder implements ImageBuilder {
 
   constructor(private readonly opts: BuilderOptions) {
     this.phaseTimeouts = { ...DEFAULT_PHASE_TIMEOUTS, ...opts.phaseTimeouts };
-    this.buildah = new Buildah(join(opts.dataDir, "buildah"));
+    this.buildah = new Buildah(opts.buildahDir);
     this.baseImages = new BaseImages(this.buildah, { cacheDir: opts.baseImageCache, debianMirror: opts.debianMirror, busyboxPath: opts.busyboxPath });
   }
 
   async build(job: BuildJob, signal: AbortSignal): Promise<SnapshotBuild> {
     const { build, version } = job;
     const log = this.opts.logs.open(build.buildId);
-    const work = join(this.opts.dataDir, "builds", build.buildId);
-    const out = builtImageDir(this.opts.dataDir, build.imageArn, build.imageVersion, build.architecture);
+    const work = join(this.opts.buildsDir, build.buildId);
+    const out = builtImageDir(this.opts.imagesDir, build.imageArn, build.imageVersion, build.architecture);
     const tag = buildTag(build.imageArn, build.imageVersion, build.architecture);
     rmSync(work, { recursive: true, force: true });
     mkdirSync(join(work, "context"), { recursive: true });
@@ -247,15 +254,14 @@ export class DockerfileBuilder implements ImageBuilder {
 
   async recover(): Promise<void> {
     await this.opts.snapshotter?.recover();
-    rmSync(join(this.opts.dataDir, "builds"), { recursive: true, force: true });
+    rmSync(this.opts.buildsDir, { recursive: true, force: true });
     await this.buildah.removeAllContainers();
   }
 
   async discard(imageArn: string, version: string): Promise<void> {
     for (const architecture of ["X86_64", "ARM_64"]) await this.buildah.removeImage(buildTag(imageArn, version, architecture));
-    rmSync(join(this.opts.dataDir, "images", imageName(imageArn), version), { recursive: true, force: true });
-    if (existsSync(join(this.opts.dataDir, "images", imageName(imageArn))) && (await readdir(join(this.opts.dataDir, "images", imageName(imageArn)))).length === 0) {
-      rmSync(join(this.opts.dataDir, "images", imageName(imageArn)), { recursive: true, force: true });
-    }
+    const image = join(this.opts.imagesDir, imageName(imageArn));
+    rmSync(join(image, version), { recursive: true, force: true });
+    if (existsSync(image) && (await readdir(image)).length === 0) rmSync(image, { recursive: true, force: true });
   }
 }

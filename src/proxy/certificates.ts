@@ -21,8 +21,8 @@ const SERVER_DAYS = 397;
 const CA_DAYS = 3650;
 const RENEW_BEFORE_MS = 30 * 24 * 3600_000;
 
-export function tlsPaths(dataDir: string) {
-  const dir = join(dataDir, "tls");
+/** The files in `dir`, the TLS directory of the data directory. */
+export function tlsPaths(dir: string) {
   return { dir, caCert: join(dir, "ca.pem"), caKey: join(dir, "ca.key"), cert: join(dir, "server.pem"), key: join(dir, "server.key") };
 }
 
@@ -33,8 +33,8 @@ function covers(certPem: string, domain: string): boolean {
 }
 
 /** Makes the CA if missing and a server certificate for `domain` if missing, stale or for another domain. */
-export async function ensureCertificates(dataDir: string, domain: string): Promise<TlsFiles> {
-  const p = tlsPaths(dataDir);
+export async function ensureCertificates(tlsDir: string, domain: string): Promise<TlsFiles> {
+  const p = tlsPaths(tlsDir);
   mkdirSync(p.dir, { recursive: true, mode: 0o700 });
   if (!existsSync(p.caCert) || !existsSync(p.caKey)) {
     await run("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", p.caKey, "-out", p.caCert,

@@ -34,7 +34,10 @@ export interface BuiltVersion {
 export interface MicrovmRuntimeOptions {
   gvisor: Gvisor;
   nets: NetworkNamespaces;
+  /** The data directory, checked for room for checkpoints; no path is made under it here. */
   dataDir: string;
+  /** Where each MicroVM keeps its sandbox record, sandbox and checkpoint (<id>/). */
+  microvmsDir: string;
   /** Where a version's build left its rootfs, image config and snapshot. */
   locate: (imageArn: string, version: string) => BuiltVersion;
   /** Where each MicroVM's app output goes (<data-dir>/logs/microvms); it outlives the MicroVM. */
@@ -88,7 +91,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     const cgroups = (this.cgroups = opts.cgroups ?? new SandboxCgroups());
     this.cpu = new CpuRoom({ cores: opts.cores ?? availableParallelism(), usageMicros: (id) => cgroups.cpuUsageMicros(id) });
     // Sandboxes a previous process left running hold their vCPUs until recovery says otherwise (reap).
-    const root = join(opts.dataDir, "microvms");
+    const root = opts.microvmsDir;
     if (existsSync(root)) {
       for (const id of readdirSync(root)) {
         const file = join(this.dir(id), "sandbox.json");
@@ -105,7 +108,7 @@ export class MicrovmRuntime implements SandboxRuntime {
   }
 
   dir(id: string): string {
-    return join(this.opts.dataDir, "microvms", id);
+    return join(this.opts.microvmsDir, id);
   }
 
   /** The sandbox record of a MicroVM, e.g. to reach its app through its network namespace. */
@@ -258,7 +261,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     for (const id of this.cpu.holders()) if (!running.has(id)) this.cpu.drop(id);
     const indexes = new Set([...running].map((id) => this.record(id)?.networkIndex).filter((i): i is number => i !== undefined));
     await this.opts.nets.reap(indexes);
-    const root = join(this.opts.dataDir, "microvms");
+    const root = this.opts.microvmsDir;
     if (existsSync(root)) for (const d of readdirSync(root)) if (!ids.has(d)) removeTree(join(root, d));
     for (const id of this.records.keys()) if (!ids.has(id)) this.records.delete(id);
   }

@@ -1,15 +1,10 @@
 // The data directory holds everything the platform keeps; deleting it resets
-// the platform. Layout:
-//   lmvm.db            SQLite database (WAL: lmvm.db-wal, lmvm.db-shm)
-//   credentials        AWS shared-credentials file, [default] = root keys (0600)
-//   server.json        where the running server listens, for the CLI to find it
-//   secrets/server.key 32 random bytes; keys for tokens and nextTokens derive from it (0600)
-// Later components add artifacts/, images/, snapshots/, logs/ and ca/.
-// Paths and the files clients read live in data-paths.ts, a leaf the CLI imports.
+// the platform. Its layout is made in data-paths.ts (a leaf the CLI imports);
+// this module creates what the server needs there on first start: the root
+// credentials and the master secret.
 
 import { randomBytes, hkdfSync } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import { writeFileAtomic } from "../os/index.js";
 import { parseCredentialsFile, paths, type RootCredentials } from "./data-paths.js";
 
@@ -46,7 +41,7 @@ export function rootCredentials(dir: string): RootCredentials {
 export function serverKey(dir: string): Buffer {
   const file = paths(dir).serverKey;
   if (existsSync(file)) return readFileSync(file);
-  mkdirSync(join(dir, "secrets"), { recursive: true, mode: 0o700 });
+  mkdirSync(paths(dir).secrets, { recursive: true, mode: 0o700 });
   const key = randomBytes(32);
   writeFileAtomic(file, key);
   return key;

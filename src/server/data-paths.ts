@@ -1,7 +1,10 @@
-// Where the data directory is and the files in it that clients read: the
-// credentials file and server.json. A leaf on purpose: the CLI imports it to
-// find the server, and must not load the database driver, Fastify or native
-// addons that the rest of src/server pulls in (see docs/design.md).
+// The data directory's layout: every path under it is made here, and the
+// composition root (platform.ts) hands each component the directories it
+// owns; no other module joins a path onto the data directory. Also the files
+// in it that clients read: the credentials file and server.json. A leaf on
+// purpose: the CLI imports it to find the server, and must not load the
+// database driver, Fastify or native addons that the rest of src/server pulls
+// in (see docs/design.md).
 
 import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
@@ -13,10 +16,36 @@ export function defaultDataDir(): string {
 }
 
 export const paths = (dir: string) => ({
+  /** SQLite database (WAL: lmvm.db-wal, lmvm.db-shm). */
   database: join(dir, "lmvm.db"),
+  /** AWS shared-credentials file, [default] = root keys (0600). */
   credentials: join(dir, "credentials"),
+  /** Where the running server listens, for the CLI to find it. */
   serverInfo: join(dir, "server.json"),
+  secrets: join(dir, "secrets"),
+  /** 32 random bytes; keys for tokens and nextTokens derive from it (0600). */
   serverKey: join(dir, "secrets", "server.key"),
+  /** The endpoint proxy's CA and server certificate (src/proxy/certificates.ts). */
+  tls: join(dir, "tls"),
+  /** Built versions: <name>/<version>/<architecture>/{rootfs,config.json,snapshot/,snapshot-boot.log} (src/builder, src/runtime/snapshots.ts). */
+  images: join(dir, "images"),
+  /** Scratch space of running builds, <buildId>/, removed after each. */
+  builds: join(dir, "builds"),
+  /** buildah's store (storage/, run/). */
+  buildah: join(dir, "buildah"),
+  /** Managed base images' root filesystems, unless --base-image-cache puts them elsewhere. */
+  baseImages: join(dir, "base-images"),
+  buildLogs: join(dir, "logs", "builds"),
+  microvmLogs: join(dir, "logs", "microvms"),
+  /** Markers of the network namespaces this server owns (src/net). */
+  networks: join(dir, "networks"),
+  /** runsc --root of build-time snapshot sandboxes, and of MicroVMs' sandboxes. */
+  runscBuilds: join(dir, "runsc", "builds"),
+  runscMicrovms: join(dir, "runsc", "microvms"),
+  /** Bundles and overlay disks of build-time snapshot sandboxes. */
+  snapshotSandboxes: join(dir, "sandboxes"),
+  /** Per MicroVM: <id>/{sandbox.json,sandbox/,checkpoint/,exec/} (src/runtime/microvms.ts). */
+  microvms: join(dir, "microvms"),
 });
 
 export interface RootCredentials {

@@ -70,6 +70,7 @@ export const DEFAULTS = {
 };
 
 function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: NetworkNamespaces): DockerfileBuilder {
+  const dirs = paths(config.dataDir);
   const s3: S3ClientConfig = {};
   if (config.s3Endpoint) Object.assign(s3, { endpoint: config.s3Endpoint, forcePathStyle: true });
   const { LMVM_S3_ACCESS_KEY_ID: id, LMVM_S3_SECRET_ACCESS_KEY: secret, LMVM_S3_REGION: region } = process.env;
@@ -78,15 +79,18 @@ function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: Network
   s3.region = region ?? config.region;
   return new DockerfileBuilder({
     dataDir: config.dataDir,
+    imagesDir: dirs.images,
+    buildsDir: dirs.builds,
+    buildahDir: dirs.buildah,
     logs,
-    baseImageCache: config.baseImageCache ?? join(config.dataDir, "base-images"),
+    baseImageCache: config.baseImageCache ?? dirs.baseImages,
     debianMirror: config.debianMirror ?? "http://deb.debian.org/debian",
     busyboxPath: "/bin/busybox",
     s3,
     ...(config.artifactCaFile ? { httpsCa: readFileSync(config.artifactCaFile, "utf8") } : {}),
     limits: config.buildLimits ?? DEFAULT_LIMITS,
     ...(config.buildPhaseTimeouts ? { phaseTimeouts: config.buildPhaseTimeouts } : {}),
-    ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: join(config.dataDir, "runsc", "builds"), diskMiB: config.microvmDiskMiB ?? DEFAULTS.microvmDiskMiB }), nets, join(config.dataDir, "sandboxes")) }),
+    ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: dirs.runscBuilds, diskMiB: config.microvmDiskMiB ?? DEFAULTS.microvmDiskMiB }), nets, dirs.snapshotSandboxes) }),
   });
 }
 
@@ -119,26 +123,27 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const store = await SqliteStore.open(files.database);
 
   const scope = { region: config.region, accountId: config.accountId };
-  const buildLogs = new LogFiles(join(config.dataDir, "logs", "builds"));
-  const microvmLogs = new LogFiles(join(config.dataDir, "logs", "microvms"));
-  const nets = new NetworkNamespaces(undefined, join(config.dataDir, "networks"));
+  const buildLogs = new LogFiles(files.buildLogs);
+  const microvmLogs = new LogFiles(files.microvmLogs);
+  const nets = new NetworkNamespaces(undefined, files.networks);
   const host = hostPlatform();
   const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets) : config.builder;
   const runtime = config.runtime ?? (onPath("runsc")
     ? new MicrovmRuntime({
-        gvisor: new Gvisor({ stateRoot: join(config.dataDir, "runsc", "microvms"), diskMiB: config.microvmDiskMiB ?? DEFAULTS.microvmDiskMiB }),
+        gvisor: new Gvisor({ stateRoot: files.runscMicrovms, diskMiB: config.microvmDiskMiB ?? DEFAULTS.microvmDiskMiB }),
         nets,
         dataDir: config.dataDir,
+        microvmsDir: files.microvms,
         logs: microvmLogs,
         locate: (imageArn, version) => {
-          const built = readBuiltImage(config.dataDir, imageArn, version, host.architecture);
-          return { ...built, snapshot: join(builtImageDir(config.dataDir, imageArn, version, host.architecture), "snapshot") };
+          const built = readBuiltImage(files.images, imageArn, version, host.architecture);
+          return { ...built, snapshot: join(builtImageDir(files.images, imageArn, version, host.architecture), "snapshot") };
         },
       })
     : new NoSandboxes("runsc (gVisor) is not installed or not on PATH; install it (see docs/design.md, host prerequisites) and restart lmvm server."));
   const metrics = new Metrics(store);
   const tokens = new MicrovmTokens(deriveKey(master, "microvm-tokens"));
-  const tls = await ensureCertificates(config.dataDir, config.endpointDomain);
+  const tls = await ensureCertificates(files.tls, config.endpointDomain);
   let endpointPort = config.endpointPort;
   // Sandboxes may open no connection of their own, to the host or to each other.
   if (runtime instanceof MicrovmRuntime || config.builder === undefined) await installFirewall();

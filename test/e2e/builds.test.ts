@@ -17,6 +17,7 @@ import { within } from "../support/deadline.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
 import { BUSYBOX, buildToEnd, ROLE } from "../support/builds.js";
 import { lmvm } from "../support/processes.js";
+import { paths } from "../../src/server/data-paths.js";
 
 const DEBIAN = "arn:aws:lambda:us-east-1:aws:microvm-image:debian12";
 const ARN = (name: string) => `arn:aws:lambda:us-east-1:000000000000:microvm-image:${name}`;
@@ -101,7 +102,7 @@ describe("image builds", { timeout: 600_000 }, () => {
     assert.equal(version.state, "SUCCESSFUL", version.stateReason);
     assert.equal(b.buildState, "SUCCESSFUL");
     assert.ok((b.snapshotBuild?.codeInstallSizeInBytes ?? 0) > 1_000_000, "the busybox binary alone is over 1 MB");
-    const image = readBuiltImage(t.dataDir, ARN("from-file"), "1.0", b.architecture!);
+    const image = readBuiltImage(paths(t.dataDir).images, ARN("from-file"), "1.0", b.architecture!);
     assert.equal(readFileSync(join(image.rootfs, "app", "greeting.txt"), "utf8"), "hello from a RUN step\n");
     assert.deepEqual(readFileSync(join(image.rootfs, "app", "listing.txt"), "utf8").split("\n").filter((f) => ["Dockerfile", "app.sh", "lib"].includes(f)), ["Dockerfile", "app.sh", "lib"]);
     assert.ok(existsSync(join(image.rootfs, "bin", "busybox")));
@@ -131,7 +132,7 @@ describe("image builds", { timeout: 600_000 }, () => {
       },
     ]));
     assert.equal(version.state, "SUCCESSFUL", version.stateReason);
-    const image = readBuiltImage(t.dataDir, ARN("multi-stage"), "1.0", b.architecture!);
+    const image = readBuiltImage(paths(t.dataDir).images, ARN("multi-stage"), "1.0", b.architecture!);
     assert.equal(readFileSync(join(image.rootfs, "app", "tested.txt"), "utf8"), "from-base\ntested\n");
     assert.equal(readFileSync(join(image.rootfs, "base.txt"), "utf8"), "from-base\n");
     assertClean();
@@ -224,7 +225,7 @@ describe("image builds", { timeout: 600_000 }, () => {
     const entries = readdirSync(dir).map((name) => ({ name, content: readFileSync(join(dir, name), "utf8") }));
     const { version, build: b } = await build("hello", fileArtifact(entries), DEBIAN);
     assert.equal(version.state, "SUCCESSFUL", version.stateReason);
-    const image = readBuiltImage(t.dataDir, ARN("hello"), "1.0", b.architecture!);
+    const image = readBuiltImage(paths(t.dataDir).images, ARN("hello"), "1.0", b.architecture!);
     assert.ok(existsSync(join(image.rootfs, "usr", "bin", "node")), "nodejs is in debian12");
     assert.ok(existsSync(join(image.rootfs, "usr", "bin", "python3")), "python3 is in debian12");
     assert.ok(existsSync(join(image.rootfs, "etc", "ssl", "certs", "ca-certificates.crt")), "ca-certificates is in debian12");

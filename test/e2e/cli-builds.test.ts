@@ -9,6 +9,7 @@ import { readBuiltImage } from "../../src/builder/index.js";
 import { makeZip, startS3, type S3Server } from "../support/artifacts.js";
 import { eventually, tempDir } from "../support/platform.js";
 import { lmvm, spawnServer, type ServerProcess } from "../support/processes.js";
+import { paths } from "../../src/server/data-paths.js";
 
 const EXAMPLES = join(import.meta.dirname, "..", "..", "..", "examples");
 
@@ -71,7 +72,7 @@ describe("building the examples with the lmvm CLI", { timeout: 600_000 }, () => 
       }
       const name = `hello-${source}`;
       const arch = await createAndWait(name, uri);
-      const image = readBuiltImage(dataDir, `arn:aws:lambda:us-east-1:000000000000:microvm-image:${name}`, "1.0", arch);
+      const image = readBuiltImage(paths(dataDir).images, `arn:aws:lambda:us-east-1:000000000000:microvm-image:${name}`, "1.0", arch);
       assert.equal(readFileSync(join(image.rootfs, "app", "server.js"), "utf8"), readFileSync(join(EXAMPLES, "hello", "server.js"), "utf8"));
       assert.ok(existsSync(join(image.rootfs, "usr", "bin", "node")));
       assert.deepEqual(image.config.Cmd, ["node", "server.js"]);

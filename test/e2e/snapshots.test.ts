@@ -10,6 +10,7 @@ import { CreateMicrovmImageCommand, GetMicrovmImageBuildCommand, GetMicrovmImage
 import { builtImageDir } from "../../src/builder/index.js";
 import { BASE_IMAGE_CACHE, makeZip } from "../support/artifacts.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
+import { paths } from "../../src/server/data-paths.js";
 
 // Answers /ready with 503 until it has "initialised"; /validate as VALIDATE says.
 const APP = `const http = require("node:http");
@@ -59,7 +60,7 @@ describe("build-time snapshots", { timeout: 600_000 }, () => {
     assert.ok((b.snapshotBuild?.memorySnapshotSizeInBytes ?? 0) > 10_000_000, `memory snapshot of ${b.snapshotBuild?.memorySnapshotSizeInBytes} bytes holds a Node heap`);
     assert.ok((b.snapshotBuild?.diskSnapshotSizeInBytes ?? 0) > 0);
     assert.ok((b.snapshotBuild?.codeInstallSizeInBytes ?? 0) > 0);
-    const out = builtImageDir(t.dataDir, "arn:aws:lambda:us-east-1:000000000000:microvm-image:snap-ok", "1.0", b.architecture!);
+    const out = builtImageDir(paths(t.dataDir).images, "arn:aws:lambda:us-east-1:000000000000:microvm-image:snap-ok", "1.0", b.architecture!);
     assert.ok(existsSync(join(out, "snapshot", "checkpoint.img")));
     const log = readFileSync(join(t.dataDir, "logs", "builds", `${b.buildId}.log`), "utf8");
     for (const line of ["Waiting for /ready on port 9000", "Checkpointing memory and disk", "Restoring the snapshot once", "Calling /validate"]) assert.match(log, new RegExp(line));

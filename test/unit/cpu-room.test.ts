@@ -37,6 +37,7 @@ function runtimeOn(cores: number): MicrovmRuntime {
     gvisor: new Gvisor({ stateRoot: join(dataDir, "runsc") }),
     nets: {} as NetworkNamespaces,
     dataDir,
+    microvmsDir: join(dataDir, "microvms"),
     logs: {} as LogFiles,
     locate: () => ({ rootfs: join(dataDir, "rootfs"), config: {}, snapshot }),
     minFreeMiB: 0,

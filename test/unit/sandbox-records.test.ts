@@ -22,6 +22,7 @@ test("a MicroVM's address is loaded once at startup, not read from disk on every
     gvisor: new Gvisor({ stateRoot: join(dataDir, "runsc") }),
     nets: {} as NetworkNamespaces,
     dataDir,
+    microvmsDir: join(dataDir, "microvms"),
     logs: {} as LogFiles,
     locate: () => { throw new Error("not asked"); },
     cgroups: new SandboxCgroups(join(dataDir, "no-cgroups")),
