@@ -1,7 +1,7 @@
 // Sandboxes on gVisor (runsc): run an image's root filesystem, checkpoint
 // memory and disk, restore a checkpoint into a new sandbox (as often as
 // wanted), exec into one, destroy it. Facts this relies on, measured on these
-// hosts (ARCHITECTURE.md):
+// hosts (docs/design.md, "Facts about gVisor"):
 // - runsc refuses to start "with network enabled in root network namespace"
 //   after reading /proc/sys/net; runsc therefore runs in a private mount
 //   namespace with a tmpfs over /proc/sys/net, and joins the sandbox's own
