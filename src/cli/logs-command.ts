@@ -56,6 +56,9 @@ interface Reader {
   follow: boolean;
 }
 
+/** How long the server may take to start answering a log request. */
+const HEADERS_TIMEOUT_MS = 60_000;
+
 /** One signed GET of the log from `offset`; resolves with the response once its headers arrive. */
 async function open({ client, path, follow }: Reader, offset: number): Promise<IncomingMessage> {
   const endpoint = await client.config.endpoint!();
@@ -86,6 +89,10 @@ async function open({ client, path, follow }: Reader, offset: number): Promise<I
     );
     req.on("socket", (socket) => socket.setKeepAlive(true, 15_000));
     req.on("error", reject);
+    // Until the headers arrive: a server that takes the connection and never answers must not hang the command.
+    // (A followed log's server sends its headers at once, then may be silent for as long as the build is.)
+    req.setTimeout(HEADERS_TIMEOUT_MS, () => req.destroy(new Error(`the server sent no answer within ${HEADERS_TIMEOUT_MS / 1000} s`)));
+    req.once("response", () => req.setTimeout(0));
     req.end();
   });
 }

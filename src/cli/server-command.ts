@@ -57,7 +57,7 @@ OPTIONS
 `;
 
 /** How long `lmvm server` may take to stop after SIGTERM or SIGINT. */
-const SHUTDOWN_DEADLINE_MS = 10_000;
+const SHUTDOWN_DEADLINE_MS = 20_000;
 
 function port(flag: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;

@@ -61,6 +61,8 @@ export class SandboxAborted extends Error {}
 
 /** How long `runsc delete` and `runsc list` may take before the sandbox's process is killed instead. */
 const DELETE_TIMEOUT_MS = 30_000;
+/** How long a quick control call (events, exec of a small tool, kill) may take: a wedged sandbox must not stall its caller. */
+const CONTROL_TIMEOUT_MS = 10_000;
 
 export interface GvisorOptions {
   /** runsc --root: where runsc keeps sandbox state. */
@@ -297,7 +299,7 @@ export class Gvisor {
       if (!held.length) return;
       if (Date.now() >= deadline) {
         throw new Error(
-          `the app holds UDP sockets on its own address (${held.join(", ")}), a DNS lookup or a connected UDP client, say. A sandbox is restored at another address, where runsc cannot bring such a socket back. Close them (or connect them only after the snapshot, in /run) before the checkpoint.`,
+          `the app holds UDP sockets on its own address (${held.join(", ")}), a DNS lookup or a connected UDP client, say. A sandbox is restored at another address, where runsc cannot bring such a socket back. Close them before the checkpoint (before /ready answers for a build's snapshot, in /suspend for a suspend) and open them again in /run or /resume.`,
         );
       }
       await new Promise((res) => setTimeout(res, 100));
@@ -306,7 +308,7 @@ export class Gvisor {
 
   /** Whether the sandbox's control server answers: runsc can list a sandbox that is already going down. */
   async responds(id: string): Promise<boolean> {
-    return (await exec("runsc", [...this.global, "events", "--stats", id])).code === 0;
+    return (await exec("runsc", [...this.global, "events", "--stats", id], { signal: AbortSignal.timeout(CONTROL_TIMEOUT_MS) })).code === 0;
   }
 
   /** Starts a new sandbox from a checkpoint; `spec.network` may differ from the original's. */
@@ -329,7 +331,7 @@ export class Gvisor {
   async setHostname(id: string, rootfs: string, name: string): Promise<boolean> {
     const tool = ["bin/hostname", "usr/bin/hostname"].find((p) => lexists(join(rootfs, p)));
     if (!tool) return false;
-    return (await this.exec(id, [`/${tool}`, name], ["--cap", "CAP_SYS_ADMIN"])).code === 0;
+    return (await this.exec(id, [`/${tool}`, name], ["--cap", "CAP_SYS_ADMIN"], AbortSignal.timeout(CONTROL_TIMEOUT_MS))).code === 0;
   }
 
   /**
@@ -343,7 +345,7 @@ export class Gvisor {
 
   /** Sends a signal to one process inside the sandbox. */
   async kill(id: string, pid: number, signal: string): Promise<void> {
-    await run("runsc", [...this.global, "kill", "--pid", String(pid), id, signal]);
+    await run("runsc", [...this.global, "kill", "--pid", String(pid), id, signal], { signal: AbortSignal.timeout(CONTROL_TIMEOUT_MS) });
   }
 
   async pause(id: string): Promise<void> {

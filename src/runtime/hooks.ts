@@ -70,9 +70,10 @@ function callOnce(host: string, port: number, hook: HookName, body: string, time
     );
     const timer = setTimeout(() => finish(new HookFailure(`/${hook} did not answer within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
     const onAbort = () => finish(new HookAborted(`/${hook} was cancelled`));
+    // The listener comes first: destroying a request that has no 'error' listener throws.
+    req.on("error", (err) => finish(err));
     if (signal?.aborted) return onAbort();
     signal?.addEventListener("abort", onAbort, { once: true });
-    req.on("error", (err) => finish(err));
     // With an answer begun, its own events decide (the request closes before an HTTP/1.0 answer's 'end').
     req.on("close", () => answered || finish(new Error("the connection closed before an answer")));
     req.end(body);
@@ -108,7 +109,8 @@ export async function callHook(host: string, port: number, hook: HookName, opts:
   }
 }
 
-function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+/** Waits `ms`, or less when `signal` aborts; never rejects. */
+export function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);

@@ -71,6 +71,20 @@ const THROTTLED_SHARE = 0.5;
 /** Room kept in the data directory beyond a checkpoint's size: for logs, the database, sandbox disks' metadata. */
 const MIN_FREE_DISK_BYTES = 256 * MIB;
 const mib = (bytes: number) => Math.max(0, Math.round(bytes / MIB));
+/** Deadlines of a MicroVM's runsc checkpoint and restore: a wedged sandbox must not hold its MicroVM's lock for ever. */
+const CHECKPOINT_SECONDS = 120;
+const RESTORE_SECONDS = 120;
+
+/** Runs a runsc step under a deadline: past it, the step's runsc call is killed and the error says what did not finish. */
+async function bounded<T>(what: string, seconds: number, step: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const signal = AbortSignal.timeout(seconds * 1000);
+  try {
+    return await step(signal);
+  } catch (err) {
+    if (signal.aborted) throw new Error(`${what} did not finish within ${seconds} s`);
+    throw err;
+  }
+}
 
 export class MicrovmRuntime implements SandboxRuntime {
   /** Room promised to starts under way: memory and vCPUs. */
@@ -171,7 +185,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     };
     this.save(vm.id, rec);
     try {
-      await this.opts.gvisor.restore(this.spec(vm, rec, network), built.snapshot);
+      await bounded("restoring the snapshot with runsc restore", RESTORE_SECONDS, (signal) => this.opts.gvisor.restore(this.spec(vm, rec, network), built.snapshot, signal));
     } finally {
       this.release(this.startingMemory(vm.imageArn, vm.imageVersion), rec.limits.vcpus);
       this.cpu.hold(vm.id, rec.limits.vcpus); // until terminate: a failed restore may have left a sandbox
@@ -190,7 +204,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     await this.hook(vm.id, rec, "suspend");
     const checkpoint = join(this.dir(vm.id), "checkpoint");
     rmSync(checkpoint, { recursive: true, force: true });
-    await this.opts.gvisor.checkpoint(vm.id, checkpoint, { sandboxIp: rec.sandboxIp }).catch((err: unknown) => {
+    await bounded("saving memory and disk with runsc checkpoint", CHECKPOINT_SECONDS, (signal) => this.opts.gvisor.checkpoint(vm.id, checkpoint, { sandboxIp: rec.sandboxIp, signal })).catch((err: unknown) => {
       rmSync(checkpoint, { recursive: true, force: true }); // half an image must not pass for a suspended MicroVM
       throw err;
     });
@@ -209,7 +223,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       network = await this.opts.nets.create();
       resumed = { ...rec, networkIndex: network.index, sandboxIp: network.sandboxIp };
       this.save(vm.id, resumed);
-      await this.opts.gvisor.restore(this.spec(vm, resumed, network), join(this.dir(vm.id), "checkpoint"));
+      await bounded("restoring the checkpoint with runsc restore", RESTORE_SECONDS, (signal) => this.opts.gvisor.restore(this.spec(vm, resumed!, network!), join(this.dir(vm.id), "checkpoint"), signal));
     } catch (err) {
       const restoreBegan = resumed !== undefined && !(err instanceof SandboxSetupError);
       if (restoreBegan) throw err;

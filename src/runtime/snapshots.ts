@@ -19,7 +19,7 @@ import type { SandboxLimits } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
 import { boundFile, removeTree } from "../os/index.js";
 import { Gvisor, type ImageConfig } from "./gvisor.js";
-import { callHook, HookAborted } from "./hooks.js";
+import { callHook, HookAborted, pause } from "./hooks.js";
 
 /** When the /ready hook is DISABLED, the app gets this long to initialise before the checkpoint. */
 export const SETTLE_SECONDS = 2;
@@ -182,7 +182,7 @@ export class Snapshotter {
         await phase("ready", timeout, (signal) => callHook(bootNet.sandboxIp, port, "ready", { timeoutSeconds: timeout, poll: true, signal }).catch(hookFailed("ready")));
       } else {
         req.log(`The /ready hook is disabled: giving the app ${SETTLE_SECONDS} s to initialise`);
-        await phase("ready", SETTLE_SECONDS, (signal) => sleep(SETTLE_SECONDS * 1000, signal));
+        await phase("ready", SETTLE_SECONDS, (signal) => pause(SETTLE_SECONDS * 1000, signal));
       }
       req.log("Checkpointing memory and disk");
       await phase("checkpoint", 0, (signal) =>
@@ -222,16 +222,4 @@ export class Snapshotter {
       for (const n of networks) await this.nets.destroy(n);
     }
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

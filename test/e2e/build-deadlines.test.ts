@@ -15,6 +15,7 @@ import {
 import { BASE_IMAGE_CACHE, makeZip } from "../support/artifacts.js";
 import { BUSYBOX, ROLE } from "../support/builds.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
+import { processesWith } from "../support/processes.js";
 
 const DEBIAN = "arn:aws:lambda:us-east-1:aws:microvm-image:debian12";
 
@@ -22,17 +23,6 @@ function artifact(files: Record<string, string>): string {
   const file = join(tempDir("lmvm-artifact-"), "app.zip");
   writeFileSync(file, makeZip(Object.entries(files).map(([name, content]) => ({ name, content }))));
   return `file://${file}`;
-}
-
-/** Pids of processes whose command line contains `text`. */
-function processesWith(text: string): string[] {
-  return readdirSync("/proc").filter((p) => /^\d+$/.test(p) && Number(p) !== process.pid).filter((p) => {
-    try {
-      return readFileSync(`/proc/${p}/cmdline`, "utf8").replaceAll("\0", " ").includes(text);
-    } catch {
-      return false;
-    }
-  });
 }
 
 function buildahContainers(dataDir: string): string[] {

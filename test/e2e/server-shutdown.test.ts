@@ -4,14 +4,15 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { CreateMicrovmImageCommand, GetMicrovmImageBuildCommand, ListMicrovmImageBuildsCommand } from "@aws-sdk/client-lambda-microvms";
 import { makeZip } from "../support/artifacts.js";
 import { BUSYBOX, ROLE } from "../support/builds.js";
 import { eventually, readCredentials, sdkClient, tempDir } from "../support/platform.js";
-import { LMVM, spawnServer, type ServerProcess } from "../support/processes.js";
+import { within } from "../support/deadline.js";
+import { LMVM, processesWith, spawnServer, type ServerProcess } from "../support/processes.js";
 
 let server: ServerProcess | undefined;
 const dataDir = tempDir();
@@ -19,16 +20,6 @@ after(async () => {
   await server?.kill("SIGKILL");
   rmSync(dataDir, { recursive: true, force: true });
 });
-
-function processesWith(text: string): string[] {
-  return readdirSync("/proc").filter((p) => /^\d+$/.test(p) && Number(p) !== process.pid).filter((p) => {
-    try {
-      return readFileSync(`/proc/${p}/cmdline`, "utf8").replaceAll("\0", " ").includes(text);
-    } catch {
-      return false;
-    }
-  });
-}
 
 test("SIGTERM stops lmvm server while a build hangs and its log is followed; the build is queued again at the next start", { timeout: 600_000 }, async () => {
   const artifact = join(dataDir, "app.zip");
@@ -49,15 +40,15 @@ test("SIGTERM stops lmvm server while a build hangs and its log is followed; the
   const child = server.child;
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   child.kill("SIGTERM");
-  const code = await Promise.race([exited, new Promise<"hung">((resolve) => setTimeout(() => resolve("hung"), 60_000))]);
-  assert.notEqual(code, "hung", `lmvm server was still running 60 s after SIGTERM:\n${server.output().slice(-2000)}`);
-  assert.equal(code, 0, server.output().slice(-2000));
+  const code = await within(60_000, `lmvm server to exit after SIGTERM (its output: ${server.output().slice(-2000)})`, exited);
+  // It exits 0 once everything stopped, or 1 when its shutdown deadline cut a slow stop short (a loaded host).
+  assert.ok(code === 0 || (code === 1 && /did not stop within/.test(server.output())), `exit ${code}: ${server.output().slice(-2000)}`);
   assert.match(server.output(), /lmvm server stopping/);
   // The follower itself names the data directory; it may wait to reconnect to the next server.
   const leftovers = () => [...processesWith("sleep 987654"), ...processesWith(dataDir)].filter((p) => Number(p) !== follower.pid);
   await eventually(async () => (leftovers().length === 0 ? true : undefined), "the build's processes to be gone", 10_000);
   follower.kill();
-  await Promise.race([followerExited, new Promise((_, reject) => setTimeout(() => reject(new Error("the log follower did not end when killed")), 10_000))]);
+  await within(10_000, "the log follower to end when killed", followerExited);
   client.destroy();
 
   server = await spawnServer(dataDir, { builds: true, args: ["--no-snapshots"] });

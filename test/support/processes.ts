@@ -1,6 +1,7 @@
 // The real binaries as separate processes: `lmvm server` and the `lmvm` CLI.
 
 import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { readServerInfo } from "../../src/server/index.js";
 import { BASE_IMAGE_CACHE } from "./artifacts.js";
@@ -80,5 +81,16 @@ export function lmvm(args: string[], env: Record<string, string> = {}, timeoutMs
       const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
       resolve({ code, stdout, stderr });
     });
+  });
+}
+
+/** Pids of processes whose command line contains `text` (this process left out). */
+export function processesWith(text: string): string[] {
+  return readdirSync("/proc").filter((p) => /^\d+$/.test(p) && Number(p) !== process.pid).filter((p) => {
+    try {
+      return readFileSync(`/proc/${p}/cmdline`, "utf8").replaceAll("\0", " ").includes(text);
+    } catch {
+      return false;
+    }
   });
 }
