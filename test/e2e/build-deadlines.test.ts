@@ -6,6 +6,8 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer as createHttpsServer } from "node:https";
+import type { ServerResponse } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import {
@@ -15,6 +17,7 @@ import {
 import { BASE_IMAGE_CACHE, makeZip } from "../support/artifacts.js";
 import { BUSYBOX, ROLE } from "../support/builds.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
+import { within } from "../support/deadline.js";
 import { processesWith } from "../support/processes.js";
 
 const DEBIAN = "arn:aws:lambda:us-east-1:aws:microvm-image:debian12";
@@ -80,6 +83,43 @@ describe("a stalled build", { timeout: 600_000 }, () => {
     const behind = await settledVersion(t.client, "queued-behind");
     assert.equal(behind.state, "SUCCESSFUL", behind.stateReason);
     await assertNothingLeft(t, "sleep 987651");
+  });
+});
+
+describe("a stalled fetch", { timeout: 300_000 }, () => {
+  // An HTTPS artifact server that announces a large body and trickles it, a byte a second:
+  // the socket never goes idle, so only the fetch phase's deadline can end the build.
+  const certDir = tempDir("lmvm-cert-");
+  execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+    "-keyout", join(certDir, "key.pem"), "-out", join(certDir, "cert.pem")], { stdio: "ignore" });
+  const trickling = new Set<ServerResponse>();
+  const server = createHttpsServer({ key: readFileSync(join(certDir, "key.pem")), cert: readFileSync(join(certDir, "cert.pem")) }, (_req, res) => {
+    res.writeHead(200, { "content-length": 10_000_000 });
+    trickling.add(res);
+    const drip = setInterval(() => res.write("x"), 1000);
+    res.on("close", () => {
+      clearInterval(drip);
+      trickling.delete(res);
+    });
+  });
+  let t: TestPlatform;
+  before(async () => {
+    await within(10_000, "the trickling artifact server to listen", new Promise<void>((r) => server.listen(0, "127.0.0.1", r)));
+    t = await startTestPlatform({ builder: undefined, snapshots: false, buildPhaseTimeouts: { fetch: 3 }, artifactCaFile: join(certDir, "cert.pem"), baseImageCache: BASE_IMAGE_CACHE });
+  });
+  after(async () => {
+    await t.stop();
+    for (const res of trickling) res.destroy();
+    server.close();
+  });
+
+  test("fails at the fetch phase's deadline, naming the phase, and drops the download", async () => {
+    const port = (server.address() as { port: number }).port;
+    await create(t.client, "slow-artifact", `https://127.0.0.1:${port}/app.zip`);
+    const version = await settledVersion(t.client, "slow-artifact");
+    assert.equal(version.state, "FAILED");
+    assert.match(version.stateReason!, /The fetch phase did not finish within 3 seconds/);
+    await eventually(async () => (trickling.size === 0 ? true : undefined), "the download's connection to be closed", 30_000);
   });
 });
 
