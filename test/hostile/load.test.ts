@@ -38,8 +38,14 @@ const CYCLES = Number(process.env.LMVM_LOAD_CYCLES ?? 100);
  * for other processes' use of memory and CPU on a shared test machine.
  */
 const ADMITTED_FLOOR = Math.min(50, 4 * cpus().length);
-/** Share of the proxied requests that may fail (an error, a timeout or a non-2xx answer). */
-const ERROR_BUDGET = 0.01;
+/**
+ * Share of the proxied requests that may fail (an error, a timeout or a non-2xx answer). 1,000
+ * connections on 2 cores leave some requests waiting past autocannon's 30 s timeout: on
+ * 2026-11-29 this machine failed 3.5% (30 s run, this code) against 4.2% for the landed main
+ * before this budget existed (8c6ec41, same run), so 1% failed a healthy proxy. 10% still fails
+ * one that drops or stalls a real share of its traffic.
+ */
+const ERROR_BUDGET = 0.1;
 const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!;
 
 describe("load", { timeout: 1_800_000 }, () => {
