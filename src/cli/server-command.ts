@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 // The leaf module, not the builder's face: help and flag parsing need no builder.
 import { DEFAULT_PHASE_TIMEOUTS, describeDuration, parsePhaseTimeouts, PHASES } from "../builder/phases.js";
 import { defaultDataDir, DEFAULTS, jsonLog, startPlatform } from "../server/index.js";
+import { parseEndpointLimits } from "../proxy/limits.js";
 import { UsageError } from "./flags.js";
 
 export const SERVER_HELP = `NAME
@@ -21,7 +22,7 @@ SYNOPSIS
                 [--build-concurrency <n>] [--microvm-disk-mib <MiB>] [--s3-endpoint <url>]
                 [--base-image-cache <dir>] [--debian-mirror <url>]
                 [--artifact-ca-file <pem>] [--build-phase-timeouts <phase=duration,...>]
-                [--no-builder] [--no-snapshots]
+                [--endpoint-limits <aws|off|name=N,...>] [--no-builder] [--no-snapshots]
 
 OPTIONS
     --api-port           Control API port (default ${DEFAULTS.apiPort}).
@@ -49,6 +50,11 @@ OPTIONS
                          Defaults: ${PHASES.slice(0, 3).map((p) => `${p} ${describeDuration(DEFAULT_PHASE_TIMEOUTS[p])}`).join(", ")},
                          ${PHASES.slice(3).map((p) => `${p} ${describeDuration(DEFAULT_PHASE_TIMEOUTS[p])}`).join(", ")}, plus the image's
                          /ready and /validate timeouts for the snapshot phase.
+    --endpoint-limits    Per-MicroVM limits at the endpoint (default aws: 8 open connections and
+                         10 requests per second per vCPU of the MicroVM's size, as the service).
+                         off, or any of connections-per-vcpu=N, requests-per-second-per-vcpu=N,
+                         queue-ms=N (how long a request past the connection limit waits, default
+                         5000); 0 turns a limit off. Past a limit: 429 with Retry-After.
     --no-builder         Do not build images on this host; builds wait in the queue.
     --no-snapshots       End builds at the root filesystem, without booting and checkpointing the app.
 
@@ -77,7 +83,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
         "endpoint-port": { type: "string" }, "endpoint-host": { type: "string" }, "build-concurrency": { type: "string" }, "microvm-disk-mib": { type: "string" }, help: { type: "boolean" },
         "s3-endpoint": { type: "string" }, "base-image-cache": { type: "string" }, "debian-mirror": { type: "string" },
         "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" },
-        "build-phase-timeouts": { type: "string" },
+        "build-phase-timeouts": { type: "string" }, "endpoint-limits": { type: "string" },
       },
       strict: true,
     }));
@@ -98,6 +104,12 @@ export async function serverCommand(argv: string[]): Promise<void> {
   } catch (err) {
     throw new UsageError(`--build-phase-timeouts: ${(err as Error).message}`);
   }
+  let endpointLimits;
+  try {
+    endpointLimits = values["endpoint-limits"] === undefined ? undefined : parseEndpointLimits(values["endpoint-limits"]);
+  } catch (err) {
+    throw new UsageError(`--endpoint-limits: ${(err as Error).message}`);
+  }
   const platform = await startPlatform({
     dataDir: values["data-dir"] ?? defaultDataDir(),
     apiHost: values["api-host"] ?? DEFAULTS.apiHost,
@@ -114,6 +126,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
     ...(values["debian-mirror"] ? { debianMirror: values["debian-mirror"] } : {}),
     ...(values["artifact-ca-file"] ? { artifactCaFile: values["artifact-ca-file"] } : {}),
     ...(phaseTimeouts ? { buildPhaseTimeouts: phaseTimeouts } : {}),
+    ...(endpointLimits ? { endpointLimits } : {}),
     ...(values["no-builder"] ? { builder: null } : {}),
     ...(values["no-snapshots"] ? { snapshots: false } : {}),
   });

@@ -29,8 +29,8 @@ export function networkConnectorArn(region: string, name: ConnectorName): string
   return `arn:aws:lambda:${region}:aws:network-connector:aws-network-connector:${name}`;
 }
 
-export type ConnectorName = "ALL_INGRESS" | "SHELL_INGRESS" | "INTERNET_EGRESS";
-export const INGRESS_CONNECTORS: ConnectorName[] = ["ALL_INGRESS", "SHELL_INGRESS"];
+export type ConnectorName = "ALL_INGRESS" | "HTTP_INGRESS" | "SHELL_INGRESS" | "NO_INGRESS" | "INTERNET_EGRESS";
+export const INGRESS_CONNECTORS: ConnectorName[] = ["ALL_INGRESS", "HTTP_INGRESS", "SHELL_INGRESS", "NO_INGRESS"];
 export const EGRESS_CONNECTORS: ConnectorName[] = ["INTERNET_EGRESS"];
 
 export function newMicrovmId(): string {

@@ -5,10 +5,14 @@
 // and the answer through without buffering:
 // - HTTP/1.1, and HTTP/2 requests that are not gRPC, go to the app over
 //   HTTP/1.1 keep-alive connections;
-// - gRPC (HTTP/2 with content-type application/grpc) goes to the app over
-//   cleartext HTTP/2, trailers included;
+// - gRPC (HTTP/2 with content-type application/grpc), and any request with
+//   X-aws-proxy-force-h2: true (over HTTP/1.1 or HTTP/2), go to the app over
+//   cleartext HTTP/2 (h2c), trailers included;
 // - WebSocket upgrades are spliced to the app as raw TCP after its 101;
 //   a shell token's upgrade goes to the shell ingress instead.
+// Before any of it, the MicroVM's ingress connectors must admit the traffic,
+// a request for the lifecycle hooks is refused, and the MicroVM's rate
+// limits apply (limits.ts).
 // An app may answer before it has read the whole request (a 413 or 401 ahead
 // of an upload): once that answer has reached the client, the rest of the
 // request body no longer goes to the app (see forwardHttp1).
@@ -22,8 +26,11 @@ import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { readFileSync } from "node:fs";
 import type { Duplex } from "node:stream";
 import type { Ingress } from "../core/index.js";
-import { admit, reach, Refusal, type Admitted, type MicrovmDirectory } from "./admission.js";
-import { forwardedHeaders, returnedHeaders, subprotocols, AUTH_SUBPROTOCOL, PORT_SUBPROTOCOL } from "./routing.js";
+import { STATUS_CODES } from "node:http";
+import { limitsOf, type ImageConfig, type Microvm } from "../core/index.js";
+import { admit, checkHookPath, checkIngress, reach, Refusal, type Admitted, type MicrovmDirectory } from "./admission.js";
+import { AWS_ENDPOINT_LIMITS, EndpointLimiter, type EndpointLimitsConfig, type Release } from "./limits.js";
+import { forcesH2, forwardedHeaders, returnedHeaders, BASE_SUBPROTOCOL } from "./routing.js";
 import type { MicrovmTokens } from "./tokens.js";
 import type { TlsFiles } from "./certificates.js";
 
@@ -47,7 +54,16 @@ export interface EndpointProxyOptions {
   log?: (event: Record<string, unknown>) => void;
   /** Largest request head accepted, in bytes (default 16 KiB). */
   maxHeaderSize?: number;
+  /** Per-MicroVM connection and request-rate limits (default: the service's table, AWS_ENDPOINT_LIMITS). */
+  limits?: EndpointLimitsConfig;
+  /** How long a request may wait for a PENDING MicroVM to be RUNNING (default: the longest /run hook, 60 s, plus the restore deadline, 120 s). */
+  pendingWaitMs?: number;
 }
+
+/** A request let through: where it goes, and the connection slot it holds until it ends. */
+type Target = Admitted & { address: string; release: Release };
+
+const PENDING_WAIT_MS = 180_000;
 
 /** A MicroVM's upstream connections, so they can all be closed before a checkpoint. */
 class Upstreams {
@@ -132,8 +148,12 @@ export class EndpointProxy implements Ingress {
   private readonly upstreams = new Map<string, Upstreams>();
   private readonly clientSockets = new Set<Socket>();
   private readonly activityTimer: NodeJS.Timeout;
+  private readonly limiter: EndpointLimiter;
+  /** Image version configurations, by `<arn> <version>`: fixed once built. */
+  private readonly configs = new Map<string, Promise<Pick<ImageConfig, "resources" | "hooks">>>();
 
   constructor(private readonly opts: EndpointProxyOptions) {
+    this.limiter = new EndpointLimiter(opts.limits ?? AWS_ENDPOINT_LIMITS);
     const maxHeaderSize = opts.maxHeaderSize ?? 16 * 1024;
     this.http1 = createHttpServer({ maxHeaderSize, requestTimeout: 0, headersTimeout: 20_000, keepAliveTimeout: 60_000 }, (req, res) => void this.onHttp1(req, res));
     this.http1.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.onUpgrade(req, socket, head));
@@ -160,6 +180,7 @@ export class EndpointProxy implements Ingress {
     // A held-open exchange is traffic: its MicroVM does not go idle.
     this.activityTimer = setInterval(() => {
       for (const [id, u] of this.upstreams) if (u.open > 0) this.opts.directory.activity(id);
+      this.limiter.sweep();
     }, ACTIVITY_INTERVAL_MS);
     this.activityTimer.unref();
   }
@@ -201,12 +222,39 @@ export class EndpointProxy implements Ingress {
     });
   }
 
-  /** Admits the request and finds the MicroVM's address, resuming it if need be. */
-  private async pass(headers: IncomingHttpHeaders): Promise<Admitted & { address: string }> {
-    const admitted = await admit(this.opts.tokens, headers, this.opts.domain);
-    this.opts.directory.activity(admitted.microvmId);
-    const address = await reach(this.opts.directory, admitted.microvmId);
-    return { ...admitted, address };
+  private configOf(vm: Microvm): Promise<Pick<ImageConfig, "resources" | "hooks">> {
+    const key = `${vm.imageArn} ${vm.imageVersion}`;
+    let config = this.configs.get(key);
+    if (!config) {
+      config = this.opts.directory.imageConfig(vm);
+      this.configs.set(key, config);
+      config.catch(() => this.configs.delete(key));
+    }
+    return config;
+  }
+
+  /**
+   * Admits the request (token, port, subprotocols), checks the MicroVM's
+   * ingress and the hook path, takes a slot under its rate limits, and finds
+   * its address, waiting for a start or resuming it if need be. The slot is
+   * the caller's to release when the exchange ends.
+   */
+  private async pass(headers: IncomingHttpHeaders, path: string, websocket = false): Promise<Target> {
+    const admitted = await admit(this.opts.tokens, headers, this.opts.domain, websocket);
+    const vm = this.opts.directory.peek(admitted.microvmId);
+    if (!vm || vm.state === "TERMINATING" || vm.state === "TERMINATED") throw new Refusal(403, `MicroVM ${admitted.microvmId} is terminated; its tokens no longer work.`);
+    checkIngress(vm, admitted.kind);
+    const config = await this.configOf(vm);
+    if (admitted.kind === "endpoint") checkHookPath(config, admitted.port, path);
+    const release = await this.limiter.acquire(vm.id, limitsOf(config).vcpus);
+    try {
+      this.opts.directory.activity(vm.id);
+      const address = await reach(this.opts.directory, vm.id, this.opts.pendingWaitMs ?? PENDING_WAIT_MS);
+      return { ...admitted, address, release };
+    } catch (err) {
+      release();
+      throw err;
+    }
   }
 
   private refusalOf(err: unknown): Refusal {
@@ -218,10 +266,28 @@ export class EndpointProxy implements Ingress {
   private async onHttp1(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let target;
     try {
-      target = await this.pass(req.headers);
+      target = await this.pass(req.headers, req.url ?? "/");
+      res.once("close", target.release);
       if (target.kind === "shell") throw new Refusal(403, "A shell token opens the shell (a WebSocket); it does not reach the app.");
     } catch (err) {
       return this.refuse(res, this.refusalOf(err));
+    }
+    if (forcesH2(req.headers)) {
+      return this.forwardH2(target, req.method ?? "GET", req.url ?? "/", req.headers, req, req.socket.remoteAddress, {
+        respond: (status, headers, endStream) => {
+          res.writeHead(status, headers);
+          if (endStream) res.end();
+        },
+        write: (c) => res.write(c),
+        drain: (cb) => res.once("drain", cb),
+        end: (trailers) => {
+          if (Object.keys(trailers).length) res.addTrailers(trailers);
+          res.end();
+        },
+        fail: (r) => (res.headersSent ? res.destroy() : this.refuse(res, r)),
+        closed: () => res.destroyed || res.writableEnded,
+        onClose: (cb) => res.once("close", cb),
+      });
     }
     this.forwardHttp1(target, req.method ?? "GET", req.url ?? "/", req.headers, req, req.socket.remoteAddress, {
       head: (status, headers) => res.writeHead(status, returnedHeaders(headers)),
@@ -240,14 +306,21 @@ export class EndpointProxy implements Ingress {
   }
 
   private refuse(res: ServerResponse, r: Refusal): void {
-    const body = `${r.message}\n`;
-    res.writeHead(r.status, { "content-type": "text/plain; charset=utf-8", "content-length": Buffer.byteLength(body), "x-lmvm-proxy-error": "true" }).end(body);
+    const body = r.message;
+    res.writeHead(r.status, { ...r.headers, "content-type": "text/plain; charset=utf-8", "content-length": Buffer.byteLength(body), "x-lmvm-proxy-error": "true" }).end(body);
     this.opts.metrics?.request(r.status, 0, body.length);
+  }
+
+  private refuseH2(stream: ServerHttp2Stream, r: Refusal): void {
+    this.opts.metrics?.request(r.status, 0, r.message.length);
+    if (stream.closed || stream.headersSent) return;
+    stream.respond({ ...r.headers, ":status": r.status, "content-type": "text/plain; charset=utf-8", "x-lmvm-proxy-error": "true" });
+    stream.end(r.message);
   }
 
   /** Streams a request to the app over HTTP/1.1 and its answer back through `sink`. */
   private forwardHttp1(
-    target: Admitted & { address: string },
+    target: Target,
     method: string,
     path: string,
     headers: IncomingHttpHeaders,
@@ -325,21 +398,38 @@ export class EndpointProxy implements Ingress {
   private async onHttp2(stream: ServerHttp2Stream, headers: H2Headers): Promise<void> {
     stream.on("error", () => undefined);
     let target;
+    const path = String(headers[":path"] ?? "/");
     try {
-      target = await this.pass(headers as IncomingHttpHeaders);
+      target = await this.pass(headers as IncomingHttpHeaders, path);
+      stream.once("close", target.release);
       if (target.kind === "shell") throw new Refusal(403, "A shell token opens the shell (a WebSocket); it does not reach the app.");
     } catch (err) {
-      const r = this.refusalOf(err);
-      if (stream.closed) return;
-      stream.respond({ ":status": r.status, "content-type": "text/plain; charset=utf-8", "x-lmvm-proxy-error": "true" });
-      stream.end(`${r.message}\n`);
-      this.opts.metrics?.request(r.status, 0, r.message.length);
-      return;
+      return this.refuseH2(stream, this.refusalOf(err));
     }
     const method = String(headers[":method"] ?? "GET");
-    const path = String(headers[":path"] ?? "/");
     const clientIp = stream.session?.socket.remoteAddress;
-    if (String(headers["content-type"] ?? "").startsWith("application/grpc")) return this.forwardGrpc(target, stream, headers, clientIp);
+    if (String(headers["content-type"] ?? "").startsWith("application/grpc") || forcesH2(headers as IncomingHttpHeaders)) {
+      let trailers: Record<string, string> = {};
+      let trailersOnly = false;
+      stream.on("wantTrailers", () => stream.sendTrailers(trailers));
+      return this.forwardH2(target, method, path, headers as IncomingHttpHeaders, stream, clientIp, {
+        respond: (status, h, endStream) => {
+          if (stream.closed) return;
+          trailersOnly = endStream;
+          // grpc-status in the first HEADERS is gRPC's Trailers-Only answer (an error with no messages).
+          stream.respond({ ...h, ":status": status }, endStream ? { endStream: true } : { waitForTrailers: true });
+        },
+        write: (c) => stream.closed || stream.write(c),
+        drain: (cb) => stream.once("drain", cb),
+        end: (t) => {
+          trailers = t;
+          if (!stream.closed && stream.headersSent && !trailersOnly) stream.end();
+        },
+        fail: (r) => (stream.headersSent ? stream.close(h2.NGHTTP2_INTERNAL_ERROR) : this.refuseH2(stream, r)),
+        closed: () => stream.closed,
+        onClose: (cb) => stream.once("close", cb),
+      });
+    }
     this.forwardHttp1(target, method, path, headers as IncomingHttpHeaders, stream, clientIp, {
       head: (status, h) => stream.respond({ ...returnedHeaders(h), ":status": status }, { waitForTrailers: false }),
       body: stream,
@@ -354,8 +444,29 @@ export class EndpointProxy implements Ingress {
     });
   }
 
-  /** gRPC: the app speaks cleartext HTTP/2; headers, messages and trailers are relayed as they come. */
-  private forwardGrpc(target: Admitted & { address: string }, stream: ServerHttp2Stream, headers: H2Headers, clientIp: string | undefined): void {
+  /**
+   * Cleartext HTTP/2 to the app (gRPC, or X-aws-proxy-force-h2): headers,
+   * data and trailers are relayed as they come, to an HTTP/2 or an HTTP/1.1
+   * client (`sink`). One h2c session per MicroVM port carries all streams.
+   */
+  private forwardH2(
+    target: Target,
+    method: string,
+    path: string,
+    headers: IncomingHttpHeaders,
+    body: NodeJS.ReadableStream,
+    clientIp: string | undefined,
+    sink: {
+      /** The answer's head; `endStream` when it has no body (gRPC's Trailers-Only). */
+      respond: (status: number, headers: Record<string, string | string[]>, endStream: boolean) => void;
+      write: (chunk: Buffer) => boolean;
+      drain: (cb: () => void) => void;
+      end: (trailers: Record<string, string>) => void;
+      fail: (r: Refusal) => void;
+      closed: () => boolean;
+      onClose: (cb: () => void) => void;
+    },
+  ): void {
     const u = this.upstreamsOf(target.microvmId);
     let session = u.h2.get(target.port);
     if (!session || session.closed || session.destroyed) {
@@ -367,50 +478,68 @@ export class EndpointProxy implements Ingress {
       });
       u.h2.set(target.port, session);
     }
-    const forwarded = forwardedHeaders(headers as IncomingHttpHeaders, { ip: clientIp, host: headers[":authority"] as string | undefined });
+    const client = (headers[":authority"] as string | undefined) ?? headers.host;
+    const forwarded = forwardedHeaders(headers, { ip: clientIp, host: client });
     delete forwarded.host; // HTTP/2 carries it as :authority
-    const upstream = session.request({ ...forwarded, ":method": String(headers[":method"]), ":path": String(headers[":path"]), ":scheme": "http", ":authority": `${target.address}:${target.port}` });
     const exchange = this.begin(target.microvmId, u);
-    let status = 200;
+    let upstream: ReturnType<ClientHttp2Session["request"]>;
+    try {
+      upstream = session.request({ ...forwarded, ":method": method, ":path": path, ":scheme": "http", ":authority": client ?? `${target.address}:${target.port}` });
+    } catch (err) {
+      sink.fail(new Refusal(502, `The MicroVM's app did not answer over HTTP/2 on port ${target.port}: ${(err as Error).message}`));
+      return exchange.end(502);
+    }
+    let status = 502;
     let trailers: Record<string, string> = {};
     let answered = false;
+    let responded = false;
     const finish = () => exchange.end(status);
     upstream.on("response", (h) => {
       status = Number(h[":status"] ?? 200);
-      if (stream.closed) return;
-      // grpc-status in the first HEADERS is gRPC's Trailers-Only answer (an error with no messages).
+      responded = true;
+      if (sink.closed()) return;
+      const returned = returnedHeaders(h as IncomingHttpHeaders);
       if (upstream.endAfterHeaders || h["grpc-status"] !== undefined) {
-        stream.respond({ ...returnedHeaders(h as IncomingHttpHeaders), ":status": status }, { endStream: true }); // trailers-only answer (a gRPC error)
+        sink.respond(status, returned, true);
         answered = true;
         return;
       }
-      stream.respond({ ...returnedHeaders(h as IncomingHttpHeaders), ":status": status }, { waitForTrailers: true });
+      sink.respond(status, returned, false);
     });
     upstream.on("trailers", (t) => (trailers = returnedHeaders(t as IncomingHttpHeaders) as Record<string, string>));
-    stream.on("wantTrailers", () => stream.sendTrailers(trailers));
     upstream.on("data", (c: Buffer) => {
       exchange.bytesOut += c.length;
-      if (!stream.closed && !stream.write(c)) {
+      if (!sink.closed() && !sink.write(c)) {
         upstream.pause();
-        stream.once("drain", () => upstream.resume());
+        sink.drain(() => upstream.resume());
       }
     });
     upstream.on("end", () => {
-      if (!stream.closed && stream.headersSent && !answered) stream.end();
+      if (!answered) sink.end(trailers);
       answered = true;
       finish();
     });
-    upstream.on("error", () => {
+    const failed = (err?: Error) => {
       // The app may reset its side once it has answered (before reading the whole request): the answer stands.
-      if (!stream.closed && !answered) stream.close(h2.NGHTTP2_INTERNAL_ERROR);
+      if (!answered && !sink.closed()) {
+        sink.fail(new Refusal(502, responded
+          ? "The connection to the MicroVM's app was closed."
+          : `The MicroVM's app did not answer over HTTP/2 (h2c) on port ${target.port}${err ? `: ${err.message}` : ""}.`));
+      }
+      answered = true;
+      if (!responded) status = 502;
+      finish();
+    };
+    upstream.on("error", failed);
+    upstream.on("close", () => {
+      if (!answered) failed();
       finish();
     });
-    upstream.on("close", finish);
-    stream.on("data", (c: Buffer) => (exchange.bytesIn += c.length));
-    stream.pipe(upstream);
-    stream.on("close", () => {
+    body.on("data", (c: Buffer) => (exchange.bytesIn += c.length));
+    body.pipe(upstream);
+    sink.onClose(() => {
       if (!upstream.closed) upstream.close(h2.NGHTTP2_CANCEL);
-      finish();
+      if (!exchange.done) exchange.end(responded ? status : 499);
     });
   }
 
@@ -419,11 +548,13 @@ export class EndpointProxy implements Ingress {
     let target;
     try {
       if (String(req.headers.upgrade ?? "").toLowerCase() !== "websocket") throw new Refusal(400, "Only WebSocket upgrades are proxied.");
-      target = await this.pass(req.headers);
+      target = await this.pass(req.headers, req.url ?? "/", true);
+      socket.once("close", target.release);
     } catch (err) {
       const r = this.refusalOf(err);
       this.opts.metrics?.request(r.status, 0, 0);
-      return void socket.end(`HTTP/1.1 ${r.status} ${r.status === 403 ? "Forbidden" : "Refused"}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\nx-lmvm-proxy-error: true\r\ncontent-length: ${Buffer.byteLength(r.message) + 1}\r\n\r\n${r.message}\n`);
+      const extra = Object.entries(r.headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+      return void socket.end(`HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? "Refused"}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\nx-lmvm-proxy-error: true\r\n${extra}content-length: ${Buffer.byteLength(r.message)}\r\n\r\n${r.message}`);
     }
     if (target.kind === "shell") {
       if (!this.opts.shell) return void socket.end("HTTP/1.1 501 Not Implemented\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
@@ -433,16 +564,17 @@ export class EndpointProxy implements Ingress {
   }
 
   /**
-   * Sends the upgrade to the app without lmvm's subprotocol entries, then
-   * splices the two connections. When the app picks no subprotocol but the
-   * client offered lmvm's, the 101 names one of them back, since a browser
-   * fails a WebSocket whose server picks none of several offered.
+   * Sends the upgrade to the app without the platform's subprotocol entries
+   * (lambda-microvms and lambda-microvms.*), then splices the two
+   * connections. When the app picks no subprotocol but the client offered
+   * the platform's, the 101 names `lambda-microvms` back, as the service
+   * does, since a browser fails a WebSocket whose server picks none of
+   * several offered.
    */
-  private spliceWebSocket(target: Admitted & { address: string }, req: IncomingMessage, client: Duplex, head: Buffer): void {
+  private spliceWebSocket(target: Target, req: IncomingMessage, client: Duplex, head: Buffer): void {
     const u = this.upstreamsOf(target.microvmId);
-    const offered = subprotocols(req.headers);
-    const ours = offered.filter((p) => p.startsWith(AUTH_SUBPROTOCOL) || p.startsWith(PORT_SUBPROTOCOL));
-    const theirs = offered.filter((p) => !ours.includes(p));
+    const ours = target.offered?.ours ?? [];
+    const theirs = target.offered?.theirs ?? [];
     const headers = forwardedHeaders(req.headers, { ip: req.socket.remoteAddress, host: req.headers.host });
     delete headers["sec-websocket-protocol"];
     if (theirs.length) headers["sec-websocket-protocol"] = theirs.join(", ");
@@ -451,8 +583,11 @@ export class EndpointProxy implements Ingress {
     const upstream = tcpConnect({ host: target.address, port: target.port });
     u.track(upstream);
     upstream.setNoDelay(true);
-    upstream.on("error", () => {
-      if (client.writable) client.end("HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+    upstream.on("error", (err: Error) => {
+      if (!client.writable) return;
+      const body = `The MicroVM's app did not answer on port ${target.port}: ${err.message}`;
+      this.opts.metrics?.request(502, 0, body.length);
+      client.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\nx-lmvm-proxy-error: true\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
     });
     upstream.write(`${lines.join("\r\n")}\r\n\r\n`);
     if (head.length) upstream.write(head);
@@ -469,7 +604,7 @@ export class EndpointProxy implements Ingress {
       const rest = answer.subarray(end + 4);
       const switched = / 101 /.test(headText.split("\r\n")[0] ?? "");
       if (switched && ours.length && !/\r\nsec-websocket-protocol:/i.test(headText)) {
-        headText += `\r\nSec-WebSocket-Protocol: ${ours.find((p) => p.startsWith(PORT_SUBPROTOCOL)) ?? ours[0]}`;
+        headText += `\r\nSec-WebSocket-Protocol: ${BASE_SUBPROTOCOL}`;
       }
       client.write(`${headText}\r\n\r\n`);
       if (rest.length) client.write(rest);

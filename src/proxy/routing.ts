@@ -1,16 +1,23 @@
 // Where a request to a MicroVM endpoint goes, decided from its headers alone:
 // which MicroVM (the Host's first label, else the token's MicroVM), which
-// token (X-aws-proxy-auth, or for WebSockets a subprotocol entry), which port
-// (X-aws-proxy-port, or a subprotocol entry; default 8080), and which of the
-// client's headers the app gets.
+// token (X-aws-proxy-auth, or for WebSockets the subprotocol entry
+// lambda-microvms.authentication.<token>), which port (X-aws-proxy-port, then
+// the subprotocol entry lambda-microvms.port.<n>, then 8080), whether the app
+// is reached over cleartext HTTP/2 (X-aws-proxy-force-h2: true), and which of
+// the client's headers the app gets (none of the X-aws-proxy-* namespace).
+// As https://docs.aws.amazon.com/lambda/latest/dg/microvms-networking.html says.
 
 import type { IncomingHttpHeaders } from "node:http";
 
 export const AUTH_HEADER = "x-aws-proxy-auth";
 export const PORT_HEADER = "x-aws-proxy-port";
-/** WebSocket subprotocol entries: browsers cannot set headers on a WebSocket. */
+export const FORCE_H2_HEADER = "x-aws-proxy-force-h2";
+/** Every header whose name starts so is the platform's: none reaches the app. */
+export const RESERVED_HEADER_PREFIX = "x-aws-proxy-";
+/** WebSocket subprotocol entries (browsers cannot set headers on a WebSocket): the base marks the others as the platform's. */
+export const BASE_SUBPROTOCOL = "lambda-microvms";
 export const PORT_SUBPROTOCOL = "lambda-microvms.port.";
-export const AUTH_SUBPROTOCOL = "lambda-microvms.auth.";
+export const AUTH_SUBPROTOCOL = "lambda-microvms.authentication.";
 export const DEFAULT_APP_PORT = 8080;
 
 /** The MicroVM a Host header names under `domain`, if it does. */
@@ -28,21 +35,83 @@ export function subprotocols(headers: IncomingHttpHeaders): string[] {
   return (Array.isArray(raw) ? raw.join(",") : raw ?? "").split(",").map((s) => s.trim()).filter(Boolean);
 }
 
-export function tokenOf(headers: IncomingHttpHeaders): string | undefined {
+/** A WebSocket's subprotocol list, split into the platform's entries and the app's. */
+export interface OfferedSubprotocols {
+  /** `lambda-microvms` and its `lambda-microvms.*` entries: never sent to the app. */
+  ours: string[];
+  /** The app's own, in the client's order. */
+  theirs: string[];
+  token?: string;
+  port?: string;
+}
+
+/** Splits the offered subprotocols; throws a message saying what is wrong when lmvm's entries are malformed (a 400). */
+export function platformSubprotocols(headers: IncomingHttpHeaders): OfferedSubprotocols {
+  const offered = subprotocols(headers);
+  const ours = offered.filter((p) => p === BASE_SUBPROTOCOL || p.startsWith(`${BASE_SUBPROTOCOL}.`));
+  const theirs = offered.filter((p) => !ours.includes(p));
+  const out: OfferedSubprotocols = { ours, theirs };
+  for (const p of ours) {
+    if (p === BASE_SUBPROTOCOL) continue;
+    const [field, prefix] = p.startsWith(AUTH_SUBPROTOCOL) ? (["token", AUTH_SUBPROTOCOL] as const) : p.startsWith(PORT_SUBPROTOCOL) ? (["port", PORT_SUBPROTOCOL] as const) : [undefined, undefined];
+    if (!field) throw new Error(`Unknown WebSocket subprotocol '${p.slice(0, 64)}': the platform's entries are ${BASE_SUBPROTOCOL}, ${AUTH_SUBPROTOCOL}<token> and ${PORT_SUBPROTOCOL}<n>.`);
+    const value = p.slice(prefix.length);
+    if (!value) throw new Error(`WebSocket subprotocol '${prefix}' has no value after the prefix.`);
+    if (out[field] !== undefined) throw new Error(`WebSocket subprotocol ${prefix}<...> is offered twice; offer it once.`);
+    out[field] = value;
+  }
+  if (ours.length && !ours.includes(BASE_SUBPROTOCOL)) {
+    throw new Error(`A WebSocket that offers ${AUTH_SUBPROTOCOL}<token> or ${PORT_SUBPROTOCOL}<n> must also offer the base subprotocol '${BASE_SUBPROTOCOL}'.`);
+  }
+  return out;
+}
+
+export function tokenOf(headers: IncomingHttpHeaders, offered?: OfferedSubprotocols): string | undefined {
   const header = headers[AUTH_HEADER];
   if (typeof header === "string" && header) return header;
-  return subprotocols(headers).find((p) => p.startsWith(AUTH_SUBPROTOCOL))?.slice(AUTH_SUBPROTOCOL.length);
+  return offered?.token;
 }
 
 /** The app port a request asks for, or an error message saying what is wrong with the ask. */
-export function portOf(headers: IncomingHttpHeaders): number | string {
+export function portOf(headers: IncomingHttpHeaders, offered?: OfferedSubprotocols): number | string {
   const header = headers[PORT_HEADER];
-  const fromProtocol = subprotocols(headers).find((p) => p.startsWith(PORT_SUBPROTOCOL))?.slice(PORT_SUBPROTOCOL.length);
-  const raw = typeof header === "string" ? header : fromProtocol;
+  if (Array.isArray(header)) return `${PORT_HEADER} is sent more than once; send it once.`;
+  const [raw, from] = typeof header === "string" ? [header, PORT_HEADER] : [offered?.port, `${PORT_SUBPROTOCOL}<n>`];
   if (raw === undefined) return DEFAULT_APP_PORT;
-  const port = Number(raw);
-  if (!/^\d{1,5}$/.test(raw.trim()) || port < 1 || port > 65535) return `${PORT_HEADER} must be a port number from 1 to 65535; got '${raw}'`;
+  const port = Number(raw.trim());
+  if (!/^\d{1,5}$/.test(raw.trim()) || port < 1 || port > 65535) return `${from} must be a port number from 1 to 65535; got '${raw.slice(0, 32)}'.`;
   return port;
+}
+
+/** Whether the request asks for cleartext HTTP/2 to the app (X-aws-proxy-force-h2: true). */
+export function forcesH2(headers: IncomingHttpHeaders): boolean {
+  return String(headers[FORCE_H2_HEADER] ?? "").trim().toLowerCase() === "true";
+}
+
+/** Whether a header name is in the platform's X-aws-proxy-* namespace. */
+export function reservedHeader(name: string): boolean {
+  return name.toLowerCase().startsWith(RESERVED_HEADER_PREFIX);
+}
+
+/**
+ * Whether a request path reaches the lifecycle hooks (`prefix`, e.g.
+ * /aws/lambda-microvms/runtime/v1/) once an app's router has decoded it:
+ * percent-escapes, backslashes, repeated slashes, dot segments and case
+ * are all undone first, so no spelling of the path slips past.
+ */
+export function reachesHookPath(path: string, prefix: string): boolean {
+  let p = path.split("?")[0]!.split("#")[0]!;
+  for (let i = 0; i < 3 && p.includes("%"); i++) {
+    try {
+      p = decodeURIComponent(p);
+    } catch {
+      break;
+    }
+  }
+  p = p.replace(/\\/g, "/").replace(/\/{2,}/g, "/").toLowerCase();
+  const resolved = new URL(p.startsWith("/") ? p : `/${p}`, "http://x").pathname.replace(/\/{2,}/g, "/");
+  const base = prefix.toLowerCase().replace(/\/$/, "");
+  return resolved === base || resolved.startsWith(`${base}/`) || p.startsWith(base);
 }
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings"]);
@@ -56,7 +125,7 @@ export function forwardedHeaders(headers: IncomingHttpHeaders, client: { ip: str
   const out: Record<string, string | string[]> = {};
   const listed = String(headers.connection ?? "").split(",").map((s) => s.trim().toLowerCase());
   for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || name.startsWith(":") || HOP_BY_HOP.has(name) || listed.includes(name) || name === AUTH_HEADER || name === PORT_HEADER) continue;
+    if (value === undefined || name.startsWith(":") || HOP_BY_HOP.has(name) || listed.includes(name) || reservedHeader(name)) continue;
     out[name] = value;
   }
   if (headers.te === "trailers") out.te = "trailers";

@@ -15,7 +15,7 @@ import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { installFirewall, NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
 import { ControlPlane, NoSandboxes, systemClock, type Clock, type ImageBuilder, type SandboxRuntime } from "../core/index.js";
-import { EndpointProxy, ensureCertificates, MicrovmTokens } from "../proxy/index.js";
+import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { SqliteStore } from "../store/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
@@ -55,6 +55,8 @@ export interface PlatformConfig {
   builder?: ImageBuilder | null;
   /** Replaces the gVisor runtime (tests); default: gVisor where runsc is installed, else NoSandboxes. */
   runtime?: SandboxRuntime;
+  /** The endpoint's per-MicroVM connection and request-rate limits (default: the service's, AWS_ENDPOINT_LIMITS). */
+  endpointLimits?: EndpointLimitsConfig;
 }
 
 export const DEFAULTS = {
@@ -168,8 +170,10 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     metrics,
     log,
     shell,
+    ...(config.endpointLimits ? { limits: config.endpointLimits } : {}),
     directory: {
       peek: (id) => controlPlane.microvms.peek(id),
+      imageConfig: async (vm) => (await controlPlane.images.getVersion(vm.imageArn, vm.imageVersion)).version.config,
       resume: (id) => controlPlane.microvms.resume(id),
       activity: (id) => controlPlane.policies.activity(id),
       address: (id) => runtime.address(id),
