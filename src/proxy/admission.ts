@@ -14,7 +14,7 @@ import type { IncomingHttpHeaders } from "node:http";
 import { HOOK_PATH_PREFIX, HOOK_RELAY_PORT } from "../core/app-contract.js";
 import type { ImageConfig, Microvm, TokenKind } from "../core/index.js";
 import { portAllowed, type MicrovmTokens } from "./tokens.js";
-import { microvmFromHost, platformSubprotocols, portOf, reachesHookPath, tokenOf, AUTH_HEADER, type OfferedSubprotocols } from "./routing.js";
+import { microvmFromHost, platformSubprotocols, portOf, reachesHookPath, tokenOf, AUTH_HEADER, DEFAULT_APP_PORT, type OfferedSubprotocols } from "./routing.js";
 
 /** What the proxy needs of the core. */
 export interface MicrovmDirectory {
@@ -106,10 +106,14 @@ export function checkIngress(vm: Microvm, kind: TokenKind): void {
   }
 }
 
-/** Lifecycle hooks are the platform's to call: the endpoint never forwards a request for them to the hooks port. */
+/**
+ * Lifecycle hooks are the platform's to call: the endpoint never forwards a
+ * request for them to the hooks port (the image's hooks.port, else the app's
+ * port 8080, where lmvm's runtime calls them when the image names none).
+ */
 export function checkHookPath(config: Pick<ImageConfig, "hooks">, port: number, path: string): void {
-  const hooksPort = config.hooks?.port;
-  if (hooksPort !== undefined && port === hooksPort && reachesHookPath(path, HOOK_PATH_PREFIX)) {
+  const hooksPort = config.hooks?.port ?? DEFAULT_APP_PORT;
+  if (port === hooksPort && reachesHookPath(path, HOOK_PATH_PREFIX)) {
     throw new Refusal(403, `Access to the lifecycle hook path denied: ${HOOK_PATH_PREFIX}* on the hooks port is called by the platform only.`);
   }
 }

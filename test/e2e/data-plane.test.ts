@@ -1,8 +1,12 @@
 // The endpoint proxy with real clients against a real app in real gVisor
 // MicroVMs: HTTP/1.1 keep-alive, server-sent events, a streamed upload, an
-// upload the app refuses before reading it, WebSockets with the port and token
-// in subprotocols, gRPC bidirectional streaming over HTTP/2 with trailers,
-// every 403, auto-resume, metrics, and the shell ingress driving a real PTY.
+// upload the app refuses before reading it, WebSockets as a browser opens them
+// (port and token in subprotocols) to a Node and a Python app, gRPC
+// bidirectional streaming over HTTP/2 with trailers, X-aws-proxy-force-h2 to
+// an h2c app, the X-aws-proxy-* namespace stripped, every 400, 403, 429 and
+// 502, range and allPorts tokens, the hook path refused, ingress connectors,
+// traffic held until a PENDING MicroVM runs, auto-resume, metrics, and the
+// shell ingress driving a real PTY.
 
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
@@ -27,7 +31,9 @@ import { eventually, startTestPlatform, type TestPlatform } from "../support/pla
 import { h2Upload, sendThenRead } from "../support/uploads.js";
 
 const DOMAIN = "microvm.localhost";
-const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
+const connector = (name: string) => `arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:${name}`;
+const SHELL = connector("SHELL_INGRESS");
+const HTTP = connector("HTTP_INGRESS");
 
 interface Answer {
   status: number;
@@ -63,11 +69,16 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     (await t.client.send(new CreateMicrovmAuthTokenCommand({ microvmIdentifier: id, expirationInMinutes: 5, allowedPorts: allowedPorts as never }))).authToken!["X-aws-proxy-auth"]!;
   const state = async (id: string) => (await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).state;
   const until = (id: string, want: string) => eventually(async () => ((await state(id)) === want ? true : undefined), `${id} to be ${want}`, 120_000);
+  const runPending = async (extra: Record<string, unknown> = {}) =>
+    (await t.client.send(new RunMicrovmCommand({ imageIdentifier: "arn:aws:lambda:us-east-1:000000000000:microvm-image:dataplane", ...extra }))).microvmId!;
   const run = async (extra: Record<string, unknown> = {}) => {
-    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: "arn:aws:lambda:us-east-1:000000000000:microvm-image:dataplane", ...extra }));
-    await until(microvmId!, "RUNNING");
-    return microvmId!;
+    const microvmId = await runPending(extra);
+    await until(microvmId, "RUNNING");
+    return microvmId;
   };
+  /** A token made with the server's key, as one minted before a rule that would refuse it now. */
+  const keyToken = async (id: string) =>
+    new MicrovmTokens(deriveKey(serverKey(t.dataDir), "microvm-tokens")).issue({ microvmId: id, kind: "endpoint", allowedPorts: [{ port: 8080 }], expiresAt: new Date(Date.now() + 300_000) });
 
   let vm: string;
   before(async () => {
@@ -76,7 +87,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     ca = readFileSync(join(t.dataDir, "tls", "ca.pem"));
     agent = new Agent({ keepAlive: true, ca });
     await buildDataPlaneImage(t, "dataplane");
-    vm = await run({ ingressNetworkConnectors: [SHELL] });
+    vm = await run({ ingressNetworkConnectors: [HTTP, SHELL] });
   });
   after(async () => {
     agent.destroy();
@@ -118,7 +129,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
       ["expired", { "x-aws-proxy-auth": expired }, /expired/],
       ["forged", { "x-aws-proxy-auth": forged }, /Invalid token/],
       ["another MicroVM's", { "x-aws-proxy-auth": await token(other) }, /is for MicroVM/],
-      ["a port it does not allow", { "x-aws-proxy-auth": await token(vm), "x-aws-proxy-port": "9001" }, /does not allow port 9001/],
+      ["a port it does not allow", { "x-aws-proxy-auth": await token(vm), "x-aws-proxy-port": "9001" }, /^Access to port denied$/],
       ["a shell token", { "x-aws-proxy-auth": (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: vm, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]! }, /shell token/],
     ];
     for (const [what, headers, reason] of cases) {
@@ -184,33 +195,166 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     assert.equal(after.status, 200, "the app still answers");
   });
 
-  test("WebSockets: port and token in subprotocols, as a browser sends them; the app's subprotocol and lmvm's answer", async () => {
-    const tok = await token(vm, [{ port: 8080 }, { port: 9001 }]);
-    const open = (protocols: string[]) => {
-      const ws = wsTo(vm, "/", protocols);
-      const messages: string[] = [];
-      ws.on("message", (d) => messages.push(d.toString()));
-      return { ws, messages, opened: within(20_000, "the WebSocket to open or be refused", new Promise<void>((resolve, reject) => ws.once("open", () => resolve()).once("error", reject))) };
-    };
-    const a = open([`lambda-microvms.port.9001`, `lambda-microvms.auth.${tok}`, "chat"]);
-    await a.opened;
-    assert.equal(a.ws.protocol, "chat", "the app's choice of subprotocol reaches the client");
-    await eventually(async () => (a.messages.length ? true : undefined), "the app's hello");
-    const hello = JSON.parse(a.messages[0]!);
-    assert.equal(hello.offered, "chat", "lmvm's subprotocol entries are removed before the app");
-    assert.equal(hello.auth, null);
-    a.ws.send("ping");
-    await eventually(async () => (a.messages.includes("echo:ping") ? true : undefined), "the echo");
-    a.ws.close();
+  // As a browser opens them: no custom headers, only subprotocols.
+  const openWs = (id: string, protocols: string[]) => {
+    const ws = wsTo(id, "/", protocols);
+    const messages: string[] = [];
+    ws.on("message", (d) => messages.push(d.toString()));
+    return { ws, messages, opened: within(20_000, "the WebSocket to open or be refused", new Promise<void>((resolve, reject) => ws.once("open", () => resolve()).once("error", reject))) };
+  };
 
-    const b = open([`lambda-microvms.port.9001`, `lambda-microvms.auth.${tok}`]);
-    await b.opened;
-    assert.equal(b.ws.protocol, "lambda-microvms.port.9001", "with no app subprotocol, lmvm names one of its own back");
-    b.ws.close();
+  for (const [lang, appPort] of [["Node", 9001], ["Python", 9002]] as const) {
+    test(`WebSockets to a ${lang} app: base, token and port in subprotocols; the app's subprotocol, or lambda-microvms, answered; lmvm's entries stripped`, async () => {
+      const tok = await token(vm, [{ port: 8080 }, { port: appPort }]);
+      const ours = ["lambda-microvms", `lambda-microvms.authentication.${tok}`, `lambda-microvms.port.${appPort}`];
+      const a = openWs(vm, [...ours, "chat"]);
+      await a.opened;
+      assert.equal(a.ws.protocol, "chat", "the app's choice of subprotocol reaches the client");
+      await eventually(async () => (a.messages.length ? true : undefined), "the app's hello");
+      const hello = JSON.parse(a.messages[0]!);
+      assert.equal(hello.hello, lang.toLowerCase());
+      assert.equal(hello.offered, "chat", "lmvm's subprotocol entries are removed before the app");
+      assert.deepEqual(hello.proxyHeaders, []);
+      a.ws.send("ping");
+      await eventually(async () => (a.messages.includes("echo:ping") ? true : undefined), "the echo");
+      a.ws.close();
 
-    const denied = open([`lambda-microvms.port.9001`]);
-    const err = await denied.opened.then(() => undefined, (e: Error) => e);
-    assert.match(String(err?.message), /403/);
+      const b = openWs(vm, ours);
+      await b.opened;
+      assert.equal(b.ws.protocol, "lambda-microvms", "with no app subprotocol, the proxy answers lambda-microvms");
+      await eventually(async () => (b.messages.length ? true : undefined), "the app's hello");
+      assert.equal(JSON.parse(b.messages[0]!).offered, null, "the app was offered nothing");
+      b.ws.send("pong");
+      await eventually(async () => (b.messages.includes("echo:pong") ? true : undefined), "the echo");
+      b.ws.close();
+
+      for (const [what, protocols, status] of [
+        ["no base subprotocol", [`lambda-microvms.authentication.${tok}`, `lambda-microvms.port.${appPort}`], 400],
+        ["a malformed port", ["lambda-microvms", `lambda-microvms.authentication.${tok}`, "lambda-microvms.port.http"], 400],
+        ["no token", ["lambda-microvms", `lambda-microvms.port.${appPort}`], 403],
+        ["a port outside the token", ["lambda-microvms", `lambda-microvms.authentication.${tok}`, "lambda-microvms.port.9003"], 403],
+      ] as [string, string[], number][]) {
+        const refused = openWs(vm, protocols);
+        const err = await refused.opened.then(() => undefined, (e: Error) => e);
+        assert.match(String(err?.message), new RegExp(`Unexpected server response: ${status}`), what);
+      }
+    });
+  }
+
+  for (const [lang, appPort] of [["Node", 8080], ["Python", 9002]] as const) {
+    test(`every X-aws-proxy-* header, in any case, is removed before a ${lang} app`, async () => {
+      const res = await call(vm, "/", { "X-Aws-Proxy-Auth": await token(vm, [{ port: appPort }]), "x-aws-proxy-port": String(appPort), "X-AWS-PROXY-CUSTOM": "1", "x-aws-proxy-force-h2": "no", "x-app": "kept" });
+      assert.equal(res.status, 200, res.body);
+      const headers = JSON.parse(res.body).headers as Record<string, string>;
+      assert.deepEqual(Object.keys(headers).filter((h) => h.toLowerCase().startsWith("x-aws-proxy")), []);
+      assert.equal(headers["x-app"], "kept");
+    });
+  }
+
+  test("X-aws-proxy-force-h2: true reaches an h2c app from HTTP/1.1 and HTTP/2 clients, trailers included; without it, a 502", async () => {
+    const tok = await token(vm, [{ port: 50051 }]);
+    const headers = { "x-aws-proxy-auth": tok, "x-aws-proxy-port": "50051", "x-aws-proxy-force-h2": "true" };
+    const viaH1 = await call(vm, "/over-h1", headers);
+    assert.equal(viaH1.status, 200, viaH1.body);
+    const seen = JSON.parse(viaH1.body);
+    assert.deepEqual([seen.httpVersion, seen.path], ["2.0", "/over-h1"]);
+    assert.deepEqual(Object.keys(seen.headers).filter((h: string) => h.startsWith("x-aws-proxy")), []);
+    const session = h2connect(`https://127.0.0.1:${port}`, { ca, servername: `${vm}.${DOMAIN}` });
+    try {
+      const viaH2 = await within(20_000, "an answer over HTTP/2 to h2c", new Promise<{ body: string; trailers: Record<string, unknown> }>((resolve, reject) => {
+        const req = session.request({ ":path": "/over-h2", ":authority": `${vm}.${DOMAIN}:${port}`, ...headers });
+        let body = "";
+        let trailers = {};
+        req.setEncoding("utf8");
+        req.on("data", (c: string) => (body += c));
+        req.on("trailers", (t) => (trailers = t));
+        req.on("end", () => resolve({ body, trailers }));
+        req.on("error", reject);
+        req.end();
+      }));
+      assert.equal(JSON.parse(viaH2.body).path, "/over-h2");
+      assert.equal(viaH2.trailers["x-h2c-trailer"], "yes");
+    } finally {
+      session.close();
+    }
+    const { "x-aws-proxy-force-h2": _, ...plain } = headers;
+    assert.equal((await call(vm, "/", plain)).status, 502, "the app speaks h2c only: HTTP/1.1 to it fails");
+  });
+
+  test("status codes: 400 for a malformed X-aws-proxy-port, 502 for an allowed port with nothing listening; range and allPorts tokens", async () => {
+    const bad = await call(vm, "/", { "x-aws-proxy-auth": await token(vm), "x-aws-proxy-port": "80a" });
+    assert.equal(bad.status, 400);
+    assert.match(bad.body, /x-aws-proxy-port must be a port number/);
+    const range = await token(vm, [{ range: { startPort: 9000, endPort: 9002 } }]);
+    assert.equal((await call(vm, "/", { "x-aws-proxy-auth": range, "x-aws-proxy-port": "9002" })).status, 200, "a port inside the range");
+    const outside = await call(vm, "/", { "x-aws-proxy-auth": range, "x-aws-proxy-port": "8080" });
+    assert.deepEqual([outside.status, outside.body], [403, "Access to port denied"]);
+    const all = await token(vm, [{ allPorts: {} }]);
+    assert.equal((await call(vm, "/", { "x-aws-proxy-auth": all })).status, 200, "allPorts: 8080");
+    assert.equal((await call(vm, "/", { "x-aws-proxy-auth": all, "x-aws-proxy-port": "9002" })).status, 200, "allPorts: 9002");
+    const nothing = await call(vm, "/", { "x-aws-proxy-auth": all, "x-aws-proxy-port": "7777" });
+    assert.equal(nothing.status, 502);
+    assert.match(nothing.body, /did not answer on port 7777/);
+    const relay = await call(vm, "/", { "x-aws-proxy-auth": all, "x-aws-proxy-port": "65531" });
+    assert.deepEqual([relay.status, relay.body], [403, "Access to port denied"], "lmvm's hook relay port is never reachable");
+  });
+
+  test("the lifecycle hook path on the hooks port never reaches the app", async () => {
+    const tok = await token(vm);
+    const before = JSON.parse((await call(vm, "/", { "x-aws-proxy-auth": tok })).body).counter;
+    for (const path of ["/aws/lambda-microvms/runtime/v1/run", "/aws/lambda-microvms/runtime/v1/suspend", "//aws/lambda-microvms/runtime/v1/../v1/terminate", "/aws/lambda-microvms/runtime/v1/%72esume"]) {
+      const res = await call(vm, path, { "x-aws-proxy-auth": tok }, { method: "POST", body: "{}" });
+      assert.equal(res.status, 403, path);
+      assert.match(res.body, /lifecycle hook path denied/);
+    }
+    const after = JSON.parse((await call(vm, "/", { "x-aws-proxy-auth": tok })).body).counter;
+    assert.equal(after, before + 1, "none of them reached the app");
+  });
+
+  test("past 10 requests per second per vCPU, a 429 with Retry-After; counted in the metrics", async () => {
+    const tok = await token(vm);
+    const session = h2connect(`https://127.0.0.1:${port}`, { ca, servername: `${vm}.${DOMAIN}` });
+    try {
+      // 40 requests sent together on one HTTP/2 connection, to a 1-vCPU MicroVM (10 per second).
+      const answers = await within(60_000, "40 answers over HTTP/2", Promise.all(Array.from({ length: 40 }, () => new Promise<{ status: number; retryAfter: unknown }>((resolve, reject) => {
+        const req = session.request({ ":path": "/", ":authority": `${vm}.${DOMAIN}:${port}`, "x-aws-proxy-auth": tok });
+        req.on("response", (h) => resolve({ status: Number(h[":status"]), retryAfter: h["retry-after"] }));
+        req.on("error", reject);
+        req.resume();
+        req.end();
+      }))));
+      const limited = answers.filter((a) => a.status === 429);
+      assert.ok(answers.some((a) => a.status === 200));
+      assert.ok(limited.length > 0, `statuses: ${answers.map((a) => a.status).join(",")}`);
+      assert.ok(Number(limited[0]!.retryAfter) >= 1);
+    } finally {
+      session.close();
+    }
+    const text = await (await fetch(`${t.platform.url}/metrics`)).text();
+    assert.match(text, /lmvm_proxy_requests_total\{status="429"\} [1-9]/);
+    // The next tests use this MicroVM: let its bucket fill again (10 a second).
+    await new Promise((r) => setTimeout(r, 1500));
+  });
+
+  test("ingress connectors: SHELL_INGRESS alone and NO_INGRESS admit no app traffic; ALL_INGRESS does, held until the MicroVM is RUNNING", async () => {
+    const shellOnly = await run({ ingressNetworkConnectors: [SHELL] });
+    const a = await call(shellOnly, "/", { "x-aws-proxy-auth": await keyToken(shellOnly) });
+    assert.equal(a.status, 403);
+    assert.match(a.body, /without the HTTP_INGRESS or ALL_INGRESS/);
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: shellOnly }));
+
+    const closed = await run({ ingressNetworkConnectors: [connector("NO_INGRESS")] });
+    const b = await call(closed, "/", { "x-aws-proxy-auth": await keyToken(closed) });
+    assert.equal(b.status, 403);
+    assert.match(b.body, /NO_INGRESS network connector: its endpoint admits no traffic/);
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: closed }));
+
+    // Traffic gating: a request sent while the MicroVM is PENDING waits for its start, then passes.
+    const open = await runPending({ ingressNetworkConnectors: [connector("ALL_INGRESS")] });
+    const early = await call(open, "/", { "x-aws-proxy-auth": await keyToken(open) });
+    assert.equal(early.status, 200, early.body);
+    assert.equal(await state(open), "RUNNING");
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: open }));
   });
 
   test("gRPC: bidirectional streaming over HTTP/2 with trailers, and a trailers-only error", async () => {
@@ -271,7 +415,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
   });
 
   test("the shell: a real PTY with resize and exit status, a command with `exec`, closed on suspend, back after auto-resume", async () => {
-    const shellVm = await run({ ingressNetworkConnectors: [SHELL], idlePolicy: { maxIdleDurationSeconds: 3600, suspendedDurationSeconds: 3600, autoResumeEnabled: true } });
+    const shellVm = await run({ ingressNetworkConnectors: [HTTP, SHELL], idlePolicy: { maxIdleDurationSeconds: 3600, suspendedDurationSeconds: 3600, autoResumeEnabled: true } });
     const shellToken = async () => (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: shellVm, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]!;
     const openShell = async (query: string) => {
       const ws = wsTo(shellVm, `/?${query}`, [], { "x-aws-proxy-auth": await shellToken() });
@@ -319,7 +463,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: shellVm }));
   });
 
-  test("auto-resume: a request to a suspended MicroVM resumes it with state kept; without auto-resume, a 409", async () => {
+  test("auto-resume: a request to a suspended MicroVM resumes it with state kept; without auto-resume, a 502", async () => {
     const resumable = await run({ idlePolicy: { maxIdleDurationSeconds: 3600, suspendedDurationSeconds: 3600, autoResumeEnabled: true } });
     const tok = await token(resumable);
     const before = JSON.parse((await call(resumable, "/", { "x-aws-proxy-auth": tok })).body).counter;
@@ -334,8 +478,8 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: manual }));
     await until(manual, "SUSPENDED");
     const refused = await call(manual, "/", { "x-aws-proxy-auth": manualToken });
-    assert.equal(refused.status, 409);
-    assert.match(refused.body, /auto-resume is off/);
+    assert.equal(refused.status, 502);
+    assert.match(refused.body, /autoResumeEnabled off: resume it with resume-microvm/);
     for (const id of [resumable, manual]) await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
   });
 

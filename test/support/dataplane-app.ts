@@ -4,10 +4,15 @@
 //   (server-sent events, one every 300 ms), POST /upload (streams the body
 //   into a SHA-256), GET /slow (answers after 2 s), POST /too-large (413 at
 //   once, before reading the body, as a size check does)
-// - :9001 WebSocket echo (the `ws` package, shipped in the zip)
-// - :50051 gRPC over cleartext HTTP/2, written on node:http2: /lmvm.test.Echo/Chat
-//   echoes each message of a bidirectional stream; /lmvm.test.Echo/Fail answers
-//   a trailers-only INVALID_ARGUMENT.
+// - :9001 WebSocket echo (the `ws` package, shipped in the zip); picks the
+//   subprotocol "chat" when offered, else none; its hello says what it was
+//   offered and which X-aws-proxy-* headers it got
+// - :9002 the same in Python (stdlib only): a WebSocket echo with the same
+//   hello, and plain HTTP GET answering the headers it got
+// - :50051 cleartext HTTP/2 (h2c) only, written on node:http2: gRPC
+//   /lmvm.test.Echo/Chat echoes each message of a bidirectional stream;
+//   /lmvm.test.Echo/Fail answers a trailers-only INVALID_ARGUMENT; any other
+//   request answers its path and headers, with a trailer.
 
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
@@ -49,7 +54,7 @@ http.createServer((req, res) => {
 
 const wss = new WebSocketServer({ port: 9001, handleProtocols: (protocols) => (protocols.has("chat") ? "chat" : false) });
 wss.on("connection", (ws, req) => {
-  ws.send(JSON.stringify({ hello: true, protocol: ws.protocol, offered: req.headers["sec-websocket-protocol"] || null, auth: req.headers["x-aws-proxy-auth"] || null }));
+  ws.send(JSON.stringify({ hello: "node", protocol: ws.protocol, offered: req.headers["sec-websocket-protocol"] || null, proxyHeaders: Object.keys(req.headers).filter((h) => h.startsWith("x-aws-proxy")) }));
   ws.on("message", (data, isBinary) => ws.send(isBinary ? data : "echo:" + data));
 });
 
@@ -59,6 +64,13 @@ function frame(payload) {
   return Buffer.concat([head, payload]);
 }
 http2.createServer().on("stream", (stream, headers) => {
+  if (!String(headers["content-type"] || "").startsWith("application/grpc")) {
+    stream.respond({ ":status": 200, "content-type": "application/json" }, { waitForTrailers: true });
+    stream.on("wantTrailers", () => stream.sendTrailers({ "x-h2c-trailer": "yes" }));
+    stream.resume();
+    stream.end(JSON.stringify({ httpVersion: "2.0", path: headers[":path"], headers }));
+    return;
+  }
   if (headers[":path"] === "/lmvm.test.Echo/Fail") {
     stream.respond({ ":status": 200, "content-type": "application/grpc", "grpc-status": "3", "grpc-message": "bad request" }, { endStream: true });
     return;
@@ -80,6 +92,76 @@ http2.createServer().on("stream", (stream, headers) => {
 console.log("data-plane app up");
 `;
 
+// The Python side: http.server, with the WebSocket handshake and frames of RFC 6455 by hand.
+const PYTHON_APP = String.raw`
+import base64, hashlib, json, struct
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+def send_frame(sock, opcode, payload):
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    if n < 126: head += bytes([n])
+    elif n < 65536: head += bytes([126]) + struct.pack("!H", n)
+    else: head += bytes([127]) + struct.pack("!Q", n)
+    sock.sendall(head + payload)
+
+def read_exact(f, n):
+    data = f.read(n)
+    if len(data) < n: raise EOFError()
+    return data
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args): pass
+    def proxy_headers(self):
+        return [h.lower() for h in self.headers.keys() if h.lower().startswith("x-aws-proxy")]
+    def do_GET(self):
+        if self.headers.get("Upgrade", "").lower() != "websocket":
+            body = json.dumps({"python": True, "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        offered = self.headers.get("Sec-WebSocket-Protocol")
+        protocols = [p.strip() for p in (offered or "").split(",") if p.strip()]
+        accept = base64.b64encode(hashlib.sha1((self.headers["Sec-WebSocket-Key"] + GUID).encode()).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        chosen = "chat" if "chat" in protocols else ""
+        if chosen: self.send_header("Sec-WebSocket-Protocol", chosen)
+        self.end_headers()
+        self.wfile.flush()
+        sock = self.connection
+        send_frame(sock, 1, json.dumps({"hello": "python", "protocol": chosen, "offered": offered, "proxyHeaders": self.proxy_headers()}).encode())
+        try:
+            while True:
+                b1, b2 = read_exact(self.rfile, 2)
+                opcode, n = b1 & 0x0F, b2 & 0x7F
+                if n == 126: n = struct.unpack("!H", read_exact(self.rfile, 2))[0]
+                elif n == 127: n = struct.unpack("!Q", read_exact(self.rfile, 8))[0]
+                mask = read_exact(self.rfile, 4) if b2 & 0x80 else b"\x00\x00\x00\x00"
+                data = bytes(c ^ mask[i % 4] for i, c in enumerate(read_exact(self.rfile, n)))
+                if opcode == 8:
+                    send_frame(sock, 8, data[:2])
+                    return
+                if opcode == 9: send_frame(sock, 10, data)
+                elif opcode == 1: send_frame(sock, 1, b"echo:" + data)
+                elif opcode == 2: send_frame(sock, 2, data)
+        except (EOFError, ConnectionError, OSError):
+            return
+        finally:
+            self.close_connection = True
+
+ThreadingHTTPServer.daemon_threads = True
+ThreadingHTTPServer(("0.0.0.0", 9002), Handler).serve_forever()
+`;
+
 function packageFiles(dir: string, under: string): ZipEntry[] {
   const out: ZipEntry[] = [];
   for (const name of readdirSync(dir)) {
@@ -93,8 +175,9 @@ function packageFiles(dir: string, under: string): ZipEntry[] {
 export function dataPlaneAppZip(): Buffer {
   const ws = join(import.meta.dirname, "..", "..", "..", "node_modules", "ws");
   return makeZip([
-    { name: "Dockerfile", content: "FROM lmvm/debian12\nWORKDIR /app\nCOPY . .\nCMD [\"node\", \"app.js\"]\n" },
+    { name: "Dockerfile", content: "FROM lmvm/debian12\nWORKDIR /app\nCOPY . .\nCMD [\"sh\", \"-c\", \"python3 -u app.py & exec node app.js\"]\n" },
     { name: "app.js", content: APP },
+    { name: "app.py", content: PYTHON_APP },
     ...packageFiles(ws, ws),
   ]);
 }

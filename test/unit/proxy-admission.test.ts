@@ -200,12 +200,13 @@ describe("reaching a MicroVM", () => {
     assert.throws(() => checkIngress(withIngress("NO_INGRESS"), "endpoint"), /NO_INGRESS/);
   });
 
-  test("the hook path is refused on the hooks port only", () => {
+  test("the hook path is refused on the hooks port only (8080 when the image names none)", () => {
     const config = { hooks: { port: 9000 } };
     assert.throws(() => checkHookPath(config, 9000, "/aws/lambda-microvms/runtime/v1/run"), (e: Refusal) => e.status === 403);
     checkHookPath(config, 9000, "/health");
     checkHookPath(config, 8080, "/aws/lambda-microvms/runtime/v1/run");
     checkHookPath({}, 9000, "/aws/lambda-microvms/runtime/v1/run");
+    assert.throws(() => checkHookPath({}, 8080, "/aws/lambda-microvms/runtime/v1/run"), (e: Refusal) => e.status === 403, "no hooks port: 8080, where the runtime calls them");
   });
 });
 
