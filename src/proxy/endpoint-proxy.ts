@@ -121,6 +121,12 @@ class Exchange {
 
 const ACTIVITY_INTERVAL_MS = 1000;
 
+/** Releases a connection slot when the client's side closes, or at once if it already has (it went while waiting). */
+function holdUntilClosed(side: { closed: boolean; destroyed: boolean; once(event: "close", cb: () => void): unknown }, release: Release): void {
+  side.once("close", release);
+  if (side.closed || side.destroyed) release();
+}
+
 /**
  * Ends an HTTP/2 stream whose answer is complete while the client still sends:
  * RST_STREAM with NO_ERROR once the answer is out, as RFC 9113 section 8.1
@@ -267,7 +273,7 @@ export class EndpointProxy implements Ingress {
     let target;
     try {
       target = await this.pass(req.headers, req.url ?? "/");
-      res.once("close", target.release);
+      holdUntilClosed(res, target.release);
       if (target.kind === "shell") throw new Refusal(403, "A shell token opens the shell (a WebSocket); it does not reach the app.");
     } catch (err) {
       return this.refuse(res, this.refusalOf(err));
@@ -401,7 +407,7 @@ export class EndpointProxy implements Ingress {
     const path = String(headers[":path"] ?? "/");
     try {
       target = await this.pass(headers as IncomingHttpHeaders, path);
-      stream.once("close", target.release);
+      holdUntilClosed(stream, target.release);
       if (target.kind === "shell") throw new Refusal(403, "A shell token opens the shell (a WebSocket); it does not reach the app.");
     } catch (err) {
       return this.refuseH2(stream, this.refusalOf(err));
@@ -549,7 +555,7 @@ export class EndpointProxy implements Ingress {
     try {
       if (String(req.headers.upgrade ?? "").toLowerCase() !== "websocket") throw new Refusal(400, "Only WebSocket upgrades are proxied.");
       target = await this.pass(req.headers, req.url ?? "/", true);
-      socket.once("close", target.release);
+      holdUntilClosed(socket, target.release);
     } catch (err) {
       const r = this.refusalOf(err);
       this.opts.metrics?.request(r.status, 0, 0);

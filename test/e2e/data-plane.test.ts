@@ -417,8 +417,11 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
   test("the shell: a real PTY with resize and exit status, a command with `exec`, closed on suspend, back after auto-resume", async () => {
     const shellVm = await run({ ingressNetworkConnectors: [HTTP, SHELL], idlePolicy: { maxIdleDurationSeconds: 3600, suspendedDurationSeconds: 3600, autoResumeEnabled: true } });
     const shellToken = async () => (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: shellVm, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]!;
-    const openShell = async (query: string) => {
-      const ws = wsTo(shellVm, `/?${query}`, [], { "x-aws-proxy-auth": await shellToken() });
+    /** A shell, its token in the header (as lmvm shell sends it) or, as a browser must, in subprotocols. */
+    const openShell = async (query: string, browser = false) => {
+      const ws = browser
+        ? wsTo(shellVm, `/?${query}`, ["lambda-microvms", `lambda-microvms.authentication.${await shellToken()}`])
+        : wsTo(shellVm, `/?${query}`, [], { "x-aws-proxy-auth": await shellToken() });
       let out = "";
       let exit: number | undefined;
       let closed: { code: number; reason: string } | undefined;
@@ -443,9 +446,9 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     assert.equal(sh.exit(), 3);
     assert.equal(sh.closed()?.code, 1000);
 
-    const second = await openShell("cols=80&rows=24");
+    const second = await openShell("cols=80&rows=24", true);
     second.type("echo ready\r");
-    await eventually(async () => (second.out().includes("ready") ? true : undefined), "a second shell");
+    await eventually(async () => (second.out().includes("ready") ? true : undefined), "a second shell, opened with its token in subprotocols");
     await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: shellVm }));
     await eventually(async () => (second.closed() ? true : undefined), "the shell to be closed by the suspend", 60_000);
     assert.equal(second.closed()?.code, 4001);

@@ -143,6 +143,7 @@ describe("the endpoint proxy's rules on loopback", () => {
   const proxies: EndpointProxy[] = [];
   const arn = (n: string) => `arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:${n}`;
   let current: Microvm;
+  let peeks = 0;
 
   before(async () => {
     tls = await ensureCertificates(tempDir("lmvm-proxy-rules-"), "microvm.localhost");
@@ -185,7 +186,7 @@ describe("the endpoint proxy's rules on loopback", () => {
     const proxy = new EndpointProxy({
       tls, domain: "microvm.localhost", tokens, limits, ...extra,
       directory: {
-        peek: () => current, imageConfig: async () => ({ hooks: { port: appPort } }), resume: async () => undefined, activity: () => undefined,
+        peek: () => (peeks++, current), imageConfig: async () => ({ hooks: { port: appPort } }), resume: async () => undefined, activity: () => undefined,
         address: () => (current.state === "RUNNING" ? "127.0.0.1" : undefined),
       },
     });
@@ -326,6 +327,20 @@ describe("the endpoint proxy's rules on loopback", () => {
       assert.equal(r.status, status, `${ingress.join(",")}: ${r.body}`);
       assert.match(r.body, reason);
     }
+  });
+
+  test("a client that goes while its request waits for the MicroVM gives its connection slot back", async () => {
+    const port = await start({ connectionsPerVcpu: 1, requestsPerSecondPerVcpu: 0, queueMs: 200 }, { pendingWaitMs: 60_000 });
+    const headers = { "x-aws-proxy-auth": await token(), "x-aws-proxy-port": String(appPort) };
+    current = vmWith({ state: "PENDING" });
+    const before = peeks;
+    const gone = request({ host: "127.0.0.1", port, path: "/", ca, servername: `${ID}.microvm.localhost`, agent: false, headers: { host: `${ID}.microvm.localhost`, ...headers } });
+    gone.on("error", () => undefined).end();
+    await until(10_000, "the request to wait for the PENDING MicroVM", () => peeks > before + 5);
+    gone.destroy();
+    await new Promise((r) => setTimeout(r, 100));
+    current = vmWith();
+    await until(10_000, "a request to get the slot back", async () => (await get(port, "/", headers)).status === 200);
   });
 
   test("a PENDING MicroVM: the request waits until RUNNING; one whose start fails gets a 502", async () => {
