@@ -13,6 +13,7 @@ import {
   CreateMicrovmAuthTokenCommand, GetMicrovmCommand, RunMicrovmCommand, SuspendMicrovmCommand,
 } from "@aws-sdk/client-lambda-microvms";
 import autocannon from "autocannon";
+import { NO_ENDPOINT_LIMITS } from "../src/proxy/index.js";
 import { BASE_IMAGE_CACHE } from "../test/support/artifacts.js";
 import { buildDataPlaneImage } from "../test/support/dataplane-app.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../test/support/platform.js";
@@ -90,7 +91,8 @@ function firstByte(t: TestPlatform, id: string, token: string, ca: Buffer): Prom
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export async function proxyBench(): Promise<string[]> {
-  const t = await startTestPlatform({ builder: undefined, baseImageCache: BASE_IMAGE_CACHE, endpointPort: 0 });
+  // Endpoint limits off: this measures the proxy's own throughput, which the per-MicroVM rate limits (10 requests a second per vCPU) would cap.
+  const t = await startTestPlatform({ builder: undefined, baseImageCache: BASE_IMAGE_CACHE, endpointPort: 0, endpointLimits: NO_ENDPOINT_LIMITS });
   const scratch = tempDir("lmvm-bench-proxy-");
   let nginx: ChildProcess | undefined;
   try {
