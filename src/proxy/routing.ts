@@ -96,11 +96,21 @@ export function reservedHeader(name: string): boolean {
 /**
  * Whether a request path reaches the lifecycle hooks (`prefix`, e.g.
  * /aws/lambda-microvms/runtime/v1/) once an app's router has decoded it:
- * percent-escapes, backslashes, repeated slashes, dot segments and case
- * are all undone first, so no spelling of the path slips past.
+ * an absolute-form target's host, percent-escapes, backslashes, repeated
+ * slashes, dot segments and case are all undone first, so no spelling of
+ * the path slips past.
  */
 export function reachesHookPath(path: string, prefix: string): boolean {
-  let p = path.split("?")[0]!.split("#")[0]!;
+  let p = path;
+  // An absolute-form target (GET http://host/path HTTP/1.1): its path is what the app routes.
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(p)) {
+    try {
+      p = new URL(p).pathname;
+    } catch {
+      return true; // unparseable: refuse rather than guess
+    }
+  }
+  p = p.split("?")[0]!.split("#")[0]!;
   for (let i = 0; i < 3 && p.includes("%"); i++) {
     try {
       p = decodeURIComponent(p);
