@@ -6,6 +6,9 @@ import { parseArgs } from "node:util";
 import { DEFAULT_PHASE_TIMEOUTS, describeDuration, parsePhaseTimeouts, PHASES } from "../builder/phases.js";
 import { defaultDataDir, DEFAULTS, jsonLog, startPlatform } from "../server/index.js";
 import { UsageError } from "./flags.js";
+// The leaf modules, not the core's face: parsing the flags needs nothing else.
+import { DEFAULT_QUOTAS, parseQuotas } from "../core/quotas.js";
+import { parseRateLimits } from "../core/rate-limits.js";
 
 export const SERVER_HELP = `NAME
     server
@@ -21,6 +24,7 @@ SYNOPSIS
                 [--build-concurrency <n>] [--microvm-disk-mib <MiB>] [--s3-endpoint <url>]
                 [--base-image-cache <dir>] [--debian-mirror <url>]
                 [--artifact-ca-file <pem>] [--build-phase-timeouts <phase=duration,...>]
+                [--quotas <key=value,...>] [--rate-limits <Operation=rate,...>]
                 [--no-builder] [--no-snapshots]
 
 OPTIONS
@@ -49,6 +53,14 @@ OPTIONS
                          Defaults: ${PHASES.slice(0, 3).map((p) => `${p} ${describeDuration(DEFAULT_PHASE_TIMEOUTS[p])}`).join(", ")},
                          ${PHASES.slice(3).map((p) => `${p} ${describeDuration(DEFAULT_PHASE_TIMEOUTS[p])}`).join(", ")}, plus the image's
                          /ready and /validate timeouts for the snapshot phase.
+    --quotas             Account quotas over AWS's defaults, as key=value pairs: microvm-memory-mib
+                         (${DEFAULT_QUOTAS["microvm-memory-mib"]}), images (${DEFAULT_QUOTAS.images}), versions-per-image (${DEFAULT_QUOTAS["versions-per-image"]}),
+                         concurrent-builds (${DEFAULT_QUOTAS["concurrent-builds"]}), e.g. microvm-memory-mib=819200,images=200.
+    --rate-limits        Requests per second per operation over AWS's defaults (burst = rate), as
+                         Operation=rate pairs, '*' for every operation, e.g. RunMicrovm=20,GetMicrovm=500.
+                         Defaults: RunMicrovm 5, ResumeMicrovm 5, SuspendMicrovm 2, TerminateMicrovm 10,
+                         GetMicrovm 100, CreateMicrovmAuthToken 50, CreateMicrovmShellAuthToken 5;
+                         other reads 100, other writes 15. The server's start log lists them all.
     --no-builder         Do not build images on this host; builds wait in the queue.
     --no-snapshots       End builds at the root filesystem, without booting and checkpointing the app.
 
@@ -77,7 +89,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
         "endpoint-port": { type: "string" }, "endpoint-host": { type: "string" }, "build-concurrency": { type: "string" }, "microvm-disk-mib": { type: "string" }, help: { type: "boolean" },
         "s3-endpoint": { type: "string" }, "base-image-cache": { type: "string" }, "debian-mirror": { type: "string" },
         "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" },
-        "build-phase-timeouts": { type: "string" },
+        "build-phase-timeouts": { type: "string" }, quotas: { type: "string" }, "rate-limits": { type: "string" },
       },
       strict: true,
     }));
@@ -98,6 +110,17 @@ export async function serverCommand(argv: string[]): Promise<void> {
   } catch (err) {
     throw new UsageError(`--build-phase-timeouts: ${(err as Error).message}`);
   }
+  let quotas, rateLimits;
+  try {
+    quotas = values.quotas === undefined ? undefined : parseQuotas(values.quotas);
+  } catch (err) {
+    throw new UsageError(`--quotas: ${(err as Error).message}`);
+  }
+  try {
+    rateLimits = values["rate-limits"] === undefined ? undefined : parseRateLimits(values["rate-limits"]);
+  } catch (err) {
+    throw new UsageError(`--rate-limits: ${(err as Error).message}`);
+  }
   const platform = await startPlatform({
     dataDir: values["data-dir"] ?? defaultDataDir(),
     apiHost: values["api-host"] ?? DEFAULTS.apiHost,
@@ -114,6 +137,8 @@ export async function serverCommand(argv: string[]): Promise<void> {
     ...(values["debian-mirror"] ? { debianMirror: values["debian-mirror"] } : {}),
     ...(values["artifact-ca-file"] ? { artifactCaFile: values["artifact-ca-file"] } : {}),
     ...(phaseTimeouts ? { buildPhaseTimeouts: phaseTimeouts } : {}),
+    ...(quotas ? { quotas } : {}),
+    ...(rateLimits ? { rateLimits } : {}),
     ...(values["no-builder"] ? { builder: null } : {}),
     ...(values["no-snapshots"] ? { snapshots: false } : {}),
   });
