@@ -28,6 +28,8 @@ import { h2Upload, sendThenRead } from "../support/uploads.js";
 
 const DOMAIN = "microvm.localhost";
 const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
+// An endpoint token needs HTTP_INGRESS (or ALL_INGRESS), a shell token SHELL_INGRESS: these MicroVMs take both.
+const HTTP = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:HTTP_INGRESS";
 
 interface Answer {
   status: number;
@@ -76,7 +78,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     ca = readFileSync(join(t.dataDir, "tls", "ca.pem"));
     agent = new Agent({ keepAlive: true, ca });
     await buildDataPlaneImage(t, "dataplane");
-    vm = await run({ ingressNetworkConnectors: [SHELL] });
+    vm = await run({ ingressNetworkConnectors: [HTTP, SHELL] });
   });
   after(async () => {
     agent.destroy();
@@ -271,7 +273,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
   });
 
   test("the shell: a real PTY with resize and exit status, a command with `exec`, closed on suspend, back after auto-resume", async () => {
-    const shellVm = await run({ ingressNetworkConnectors: [SHELL], idlePolicy: { maxIdleDurationSeconds: 3600, suspendedDurationSeconds: 3600, autoResumeEnabled: true } });
+    const shellVm = await run({ ingressNetworkConnectors: [HTTP, SHELL], idlePolicy: { maxIdleDurationSeconds: 3600, suspendedDurationSeconds: 3600, autoResumeEnabled: true } });
     const shellToken = async () => (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: shellVm, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]!;
     const openShell = async (query: string) => {
       const ws = wsTo(shellVm, `/?${query}`, [], { "x-aws-proxy-auth": await shellToken() });

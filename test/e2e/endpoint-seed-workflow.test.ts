@@ -20,6 +20,8 @@ import { freeSandboxes } from "../support/sandboxes.js";
 import { LMVM, lmvm, spawnServer, type ServerProcess } from "../support/processes.js";
 
 const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
+// An endpoint token needs HTTP_INGRESS (or ALL_INGRESS), a shell SHELL_INGRESS: this MicroVM takes both.
+const HTTP = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:HTTP_INGRESS";
 
 function curl(args: string[]): Promise<{ code: number; status: number; body: string }> {
   return new Promise((resolve) => {
@@ -61,7 +63,7 @@ describe("the seed workflow through the endpoint, with the CLI and curl", { time
       return s === "CREATED" ? true : undefined;
     }, "the build", 600_000);
 
-    const id = await ok(["run-microvm", "--image-identifier", "arn:aws:lambda:us-east-1:000000000000:microvm-image:my-image", "--ingress-network-connectors", SHELL, "--query", "microvmId", "--output", "text"]);
+    const id = await ok(["run-microvm", "--image-identifier", "arn:aws:lambda:us-east-1:000000000000:microvm-image:my-image", "--ingress-network-connectors", HTTP, SHELL, "--query", "microvmId", "--output", "text"]);
     await until(id, "RUNNING");
     const endpoint = await ok(["get-microvm", "--microvm-identifier", id, "--query", "endpoint", "--output", "text"]);
     const info = readServerInfo(dataDir)!;
