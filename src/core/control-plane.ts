@@ -51,7 +51,7 @@ export class ControlPlane {
   constructor(readonly opts: ControlPlaneOptions) {
     const { store, clock, scope, host } = opts;
     this.quotas = resolveQuotas(opts.quotas);
-    this.rates = new RateLimiter(resolveRateLimits(opts.rateLimits));
+    this.rates = new RateLimiter(resolveRateLimits(opts.rateLimits), () => clock.now().getTime());
     this.managed = new ManagedImages(store, clock, scope.region);
     this.images = new ImageService({
       store,

@@ -106,8 +106,8 @@ export class RateLimiter {
 
   constructor(
     readonly limits: RateLimits,
-    /** Milliseconds from a monotonic clock. */
-    private readonly now: () => number = () => performance.now(),
+    /** Milliseconds: the platform's clock (a clock set back refills nothing). */
+    private readonly now: () => number = () => Date.now(),
   ) {}
 
   /** Takes one request of `operation` for `accountId`, or throws Throttled saying when to retry. */
@@ -117,8 +117,8 @@ export class RateLimiter {
     const key = `${accountId}\u0000${operation}`;
     const now = this.now();
     const bucket = this.buckets.get(key) ?? { tokens: burst, at: now };
-    bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.at) / 1000) * rate);
-    bucket.at = now;
+    bucket.tokens = Math.min(burst, bucket.tokens + (Math.max(0, now - bucket.at) / 1000) * rate);
+    bucket.at = Math.max(bucket.at, now);
     this.buckets.set(key, bucket);
     if (bucket.tokens >= 1) {
       bucket.tokens -= 1;
