@@ -102,7 +102,10 @@ describe("hostile input to the control API", { timeout: 1_800_000 }, () => {
           statuses.set(key, (statuses.get(key) ?? 0) + 1);
           const what = `${op.method} ${path.slice(0, 200)} ${JSON.stringify(body ?? null).slice(0, 300)} → ${res.status} ${res.errorType}: ${JSON.stringify(res.body).slice(0, 400)}`;
           assert.ok(!SIGNATURE_ERRORS.has(res.errorType ?? ""), `a correctly signed request was refused: ${what}`);
-          if (res.status === 400 && res.errorType === "ValidationException") assert.ok(!valid, `a request whose every member is valid was refused as invalid: ${what}`);
+          // A token the MicroVM's ingress connectors do not allow is a ValidationException, as the
+          // service answers it, however well-formed the request: it got past validation to the rule.
+          const ingressRule = res.errorType === "ValidationException" && /^Cannot create an? (endpoint|shell) token for MicroVM/.test(String(res.body.message));
+          if (res.status === 400 && res.errorType === "ValidationException" && !ingressRule) assert.ok(!valid, `a request whose every member is valid was refused as invalid: ${what}`);
           else past++;
           if (res.status >= 500) {
             assert.ok(op.name === "RunMicrovm" && res.errorType === "InsufficientCapacityException", `a 5xx that is not RunMicrovm's capacity answer: ${what}`);
