@@ -263,11 +263,12 @@ describe("lmvm server --quotas and --rate-limits", () => {
       [["--rate-limits", "RunMicrovm=fast"], /--rate-limits: rate limit 'RunMicrovm' must be a number of requests per second/],
       [["--rate-limits", "RunMicrovm=0"], /--rate-limits: rate limit 'RunMicrovm' must be a number of requests per second, at least/],
     ];
-    for (const [args, message] of cases) {
-      const r = await lmvm(["server", "--data-dir", dataDir, "--api-port", "0", "--endpoint-port", "0", "--no-builder", ...args], {}, 60_000);
-      assert.notEqual(r.code, 0, `${args.join(" ")} was refused`);
-      assert.match(r.stderr, message);
-    }
+    // At once: each is refused while its flags are read, before anything touches the data directory.
+    const results = await Promise.all(cases.map(([args]) => lmvm(["server", "--data-dir", dataDir, "--api-port", "0", "--endpoint-port", "0", "--no-builder", ...args], {}, 120_000)));
+    cases.forEach(([args, message], i) => {
+      assert.notEqual(results[i]!.code, 0, `${args.join(" ")} was refused`);
+      assert.match(results[i]!.stderr, message);
+    });
   });
 
   test("the values given are in force", async () => {
