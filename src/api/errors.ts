@@ -4,7 +4,7 @@
 
 import {
   AccessDenied, DomainError, IdempotencyMismatch, InvalidInput, NoCapacity, NotFound, QuotaExceeded,
-  ResourceInUse, StateConflict,
+  ResourceInUse, StateConflict, Throttled,
 } from "../core/index.js";
 import { errorStatus } from "./sdk-model.js";
 
@@ -15,6 +15,8 @@ export class AwsError extends Error {
     readonly status: number,
     message: string,
     readonly fields: Record<string, unknown> = {},
+    /** Members the SDK's schema binds to response headers (ThrottlingException's Retry-After). */
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
   }
@@ -24,8 +26,8 @@ export class AwsError extends Error {
   }
 }
 
-function modeled(type: string, message: string, fields: Record<string, unknown> = {}): AwsError {
-  return new AwsError(type, errorStatus(type), message, fields);
+function modeled(type: string, message: string, fields: Record<string, unknown> = {}, headers: Record<string, string> = {}): AwsError {
+  return new AwsError(type, errorStatus(type), message, fields, headers);
 }
 
 export function toAwsError(err: unknown): AwsError {
@@ -38,7 +40,9 @@ export function toAwsError(err: unknown): AwsError {
     if (err instanceof ResourceInUse) return modeled("ResourceConflictException", err.message, { Type: "User" });
     if (err instanceof AccessDenied) return modeled("AccessDeniedException", err.message);
     if (err instanceof NoCapacity) return modeled("InsufficientCapacityException", err.message);
-    if (err instanceof QuotaExceeded) return modeled("ServiceQuotaExceededException", err.message, { resourceType: err.resourceType });
+    if (err instanceof QuotaExceeded) return modeled("ServiceQuotaExceededException", err.message, { resourceType: err.resourceType, ...err.quota });
+    // 429; retryAfterSeconds travels in Retry-After, which the SDKs' standard retry honours.
+    if (err instanceof Throttled) return modeled("ThrottlingException", err.message, { ...err.quota }, { "retry-after": String(err.retryAfterSeconds) });
   }
   const code = (err as { code?: unknown } | null)?.code;
   if (code === "ENOSPC" || code === "SQLITE_FULL") {

@@ -78,6 +78,7 @@ function sendError(reply: FastifyReply, requestId: string, err: AwsError): Fasti
     .header("x-amzn-requestid", requestId)
     .header("x-amzn-errortype", err.type)
     .header("content-type", "application/json")
+    .headers(err.headers)
     .send(JSON.stringify(err.body()));
 }
 
@@ -133,6 +134,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     const requestId = randomUUID();
     try {
       const { body, rawQuery } = await authenticate(req);
+      opts.controlPlane.admit(name);
       const raw = bindInput(op, req.params as Record<string, string>, rawQuery, body);
       const input = parseInput(name, raw);
       let page = { limit: DEFAULT_PAGE_SIZE } as { limit: number; after?: string };

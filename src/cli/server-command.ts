@@ -7,6 +7,9 @@ import { DEFAULT_PHASE_TIMEOUTS, describeDuration, parsePhaseTimeouts, PHASES } 
 import { defaultDataDir, DEFAULTS, jsonLog, startPlatform } from "../server/index.js";
 import { parseEndpointLimits } from "../proxy/limits.js";
 import { UsageError } from "./flags.js";
+// The leaf modules, not the core's face: parsing the flags needs nothing else.
+import { DEFAULT_QUOTAS, parseQuotas } from "../core/quotas.js";
+import { parseRateLimits } from "../core/rate-limits.js";
 
 export const SERVER_HELP = `NAME
     server
@@ -22,7 +25,8 @@ SYNOPSIS
                 [--build-concurrency <n>] [--microvm-disk-mib <MiB>] [--s3-endpoint <url>]
                 [--base-image-cache <dir>] [--debian-mirror <url>]
                 [--artifact-ca-file <pem>] [--build-phase-timeouts <phase=duration,...>]
-                [--endpoint-limits <aws|off|name=N,...>] [--no-builder] [--no-snapshots]
+                [--endpoint-limits <aws|off|name=N,...>] [--quotas <key=value,...>]
+                [--rate-limits <Operation=rate,...>] [--no-builder] [--no-snapshots]
 
 OPTIONS
     --api-port           Control API port (default ${DEFAULTS.apiPort}).
@@ -55,6 +59,14 @@ OPTIONS
                          off, or any of connections-per-vcpu=N, requests-per-second-per-vcpu=N,
                          queue-ms=N (how long a request past the connection limit waits, default
                          5000); 0 turns a limit off. Past a limit: 429 with Retry-After.
+    --quotas             Account quotas over AWS's defaults, as key=value pairs: microvm-memory-mib
+                         (${DEFAULT_QUOTAS["microvm-memory-mib"]}), images (${DEFAULT_QUOTAS.images}), versions-per-image (${DEFAULT_QUOTAS["versions-per-image"]}),
+                         concurrent-builds (${DEFAULT_QUOTAS["concurrent-builds"]}), e.g. microvm-memory-mib=819200,images=200.
+    --rate-limits        Requests per second per operation over AWS's defaults (burst = rate), as
+                         Operation=rate pairs, '*' for every operation, e.g. RunMicrovm=20,GetMicrovm=500.
+                         Defaults: RunMicrovm 5, ResumeMicrovm 5, SuspendMicrovm 2, TerminateMicrovm 10,
+                         GetMicrovm 100, CreateMicrovmAuthToken 50, CreateMicrovmShellAuthToken 5;
+                         other reads 100, other writes 15. The server's start log lists them all.
     --no-builder         Do not build images on this host; builds wait in the queue.
     --no-snapshots       End builds at the root filesystem, without booting and checkpointing the app.
 
@@ -83,7 +95,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
         "endpoint-port": { type: "string" }, "endpoint-host": { type: "string" }, "build-concurrency": { type: "string" }, "microvm-disk-mib": { type: "string" }, help: { type: "boolean" },
         "s3-endpoint": { type: "string" }, "base-image-cache": { type: "string" }, "debian-mirror": { type: "string" },
         "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" },
-        "build-phase-timeouts": { type: "string" }, "endpoint-limits": { type: "string" },
+        "build-phase-timeouts": { type: "string" }, "endpoint-limits": { type: "string" }, quotas: { type: "string" }, "rate-limits": { type: "string" },
       },
       strict: true,
     }));
@@ -110,6 +122,17 @@ export async function serverCommand(argv: string[]): Promise<void> {
   } catch (err) {
     throw new UsageError(`--endpoint-limits: ${(err as Error).message}`);
   }
+  let quotas, rateLimits;
+  try {
+    quotas = values.quotas === undefined ? undefined : parseQuotas(values.quotas);
+  } catch (err) {
+    throw new UsageError(`--quotas: ${(err as Error).message}`);
+  }
+  try {
+    rateLimits = values["rate-limits"] === undefined ? undefined : parseRateLimits(values["rate-limits"]);
+  } catch (err) {
+    throw new UsageError(`--rate-limits: ${(err as Error).message}`);
+  }
   const platform = await startPlatform({
     dataDir: values["data-dir"] ?? defaultDataDir(),
     apiHost: values["api-host"] ?? DEFAULTS.apiHost,
@@ -127,6 +150,8 @@ export async function serverCommand(argv: string[]): Promise<void> {
     ...(values["artifact-ca-file"] ? { artifactCaFile: values["artifact-ca-file"] } : {}),
     ...(phaseTimeouts ? { buildPhaseTimeouts: phaseTimeouts } : {}),
     ...(endpointLimits ? { endpointLimits } : {}),
+    ...(quotas ? { quotas } : {}),
+    ...(rateLimits ? { rateLimits } : {}),
     ...(values["no-builder"] ? { builder: null } : {}),
     ...(values["no-snapshots"] ? { snapshots: false } : {}),
   });

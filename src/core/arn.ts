@@ -3,6 +3,7 @@
 // them so every operation agrees on what a well-formed identifier is.
 
 import { randomBytes } from "node:crypto";
+import { InvalidInput } from "./errors.js";
 
 export interface Scope {
   region: string;
@@ -29,9 +30,34 @@ export function networkConnectorArn(region: string, name: ConnectorName): string
   return `arn:aws:lambda:${region}:aws:network-connector:aws-network-connector:${name}`;
 }
 
-export type ConnectorName = "ALL_INGRESS" | "HTTP_INGRESS" | "SHELL_INGRESS" | "NO_INGRESS" | "INTERNET_EGRESS";
-export const INGRESS_CONNECTORS: ConnectorName[] = ["ALL_INGRESS", "HTTP_INGRESS", "SHELL_INGRESS", "NO_INGRESS"];
-export const EGRESS_CONNECTORS: ConnectorName[] = ["INTERNET_EGRESS"];
+export type IngressConnector = "HTTP_INGRESS" | "SHELL_INGRESS" | "ALL_INGRESS" | "NO_INGRESS";
+export type EgressConnector = "INTERNET_EGRESS";
+export type ConnectorName = IngressConnector | EgressConnector;
+/** The managed ingress connectors (https://docs.aws.amazon.com/lambda/latest/dg/microvms-launching.html). */
+export const INGRESS_CONNECTORS: IngressConnector[] = ["HTTP_INGRESS", "SHELL_INGRESS", "ALL_INGRESS", "NO_INGRESS"];
+export const EGRESS_CONNECTORS: EgressConnector[] = ["INTERNET_EGRESS"];
+
+const CONNECTOR_ARN = /^arn:aws:lambda:([a-z0-9-]+):aws:network-connector:aws-network-connector:([A-Za-z0-9_-]+)$/;
+
+/**
+ * Checks one connector ARN against the ones this region offers. A bare name or
+ * anything else that is no network connector ARN fails as the service does
+ * ("Malformed network connector ARN"); a well-formed ARN of a connector that
+ * is not on offer fails naming the ones that are.
+ */
+export function parseConnectorArn<N extends ConnectorName>(region: string, value: string, allowed: readonly N[], field: string): N {
+  const m = CONNECTOR_ARN.exec(value);
+  const example = networkConnectorArn(region, allowed[0]!);
+  if (!m) {
+    const hint = (allowed as readonly string[]).includes(value) ? ` Pass the connector's ARN, ${networkConnectorArn(region, value as N)}.` : ` Connectors are ARNs such as ${example}.`;
+    throw new InvalidInput(`${field}: Malformed network connector ARN: '${value}'.${hint}`);
+  }
+  const available = allowed.map((n) => networkConnectorArn(region, n)).join(", ");
+  if (m[1] !== region || !(allowed as readonly string[]).includes(m[2]!)) {
+    throw new InvalidInput(`${field}: '${value}' is not a known connector in ${region}. Available: ${available}.`);
+  }
+  return m[2] as N;
+}
 
 export function newMicrovmId(): string {
   return `microvm-${randomBytes(9).toString("hex").slice(0, 17)}`;

@@ -3,6 +3,10 @@
 // the builder starts. After a crash, `recover` puts interrupted builds back in
 // the queue (or fails them after MAX_ATTEMPTS) and finishes interrupted
 // deletions, so nothing stays IN_PROGRESS or DELETING forever.
+// `concurrency` is the host's: how many builds run at once here. How many an
+// account may have queued or running is the concurrent-builds quota, which
+// CreateMicrovmImage and UpdateMicrovmImage enforce (src/core/images.ts) by
+// refusing, as the service does, so this queue never holds more than that.
 
 import type { ImageService } from "./images.js";
 import type { Build } from "./model.js";

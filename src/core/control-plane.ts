@@ -5,12 +5,14 @@
 import type { Scope } from "./arn.js";
 import { BuildScheduler } from "./builds.js";
 import { ImageService } from "./images.js";
-import type { Input } from "./inputs.js";
+import type { Input, OperationName } from "./inputs.js";
 import { ManagedImages } from "./managed-images.js";
 import { MicrovmService } from "./microvms.js";
 import type { PageRequest } from "./model.js";
 import type { Clock, HostPlatform, ImageBuilder, RuntimeTimings, SandboxRuntime, Store, TokenIssuer } from "./ports.js";
 import { LifecyclePolicies } from "./policies.js";
+import { resolveQuotas, type Quotas } from "./quotas.js";
+import { RateLimiter, resolveRateLimits } from "./rate-limits.js";
 import { TagService } from "./tags.js";
 
 /** How often RUNNING MicroVMs' sandboxes are checked for having died. */
@@ -29,6 +31,10 @@ export interface ControlPlaneOptions {
   buildConcurrency?: number;
   log?: (event: Record<string, unknown>) => void;
   timings?: RuntimeTimings;
+  /** The operator's quota values over DEFAULT_QUOTAS (src/core/quotas.ts). */
+  quotas?: Partial<Quotas>;
+  /** The operator's requests per second over DEFAULT_RATE_LIMITS (src/core/rate-limits.ts); `*` sets all. */
+  rateLimits?: Partial<Record<string, number>>;
 }
 
 export class ControlPlane {
@@ -38,10 +44,14 @@ export class ControlPlane {
   readonly tags: TagService;
   readonly builds: BuildScheduler;
   readonly policies: LifecyclePolicies;
+  readonly quotas: Quotas;
+  readonly rates: RateLimiter;
   private sandboxWatch: NodeJS.Timeout | undefined;
 
   constructor(readonly opts: ControlPlaneOptions) {
     const { store, clock, scope, host } = opts;
+    this.quotas = resolveQuotas(opts.quotas);
+    this.rates = new RateLimiter(resolveRateLimits(opts.rateLimits), () => clock.now().getTime());
     this.managed = new ManagedImages(store, clock, scope.region);
     this.images = new ImageService({
       store,
@@ -50,6 +60,7 @@ export class ControlPlane {
       host,
       managed: this.managed,
       onWork: () => this.builds.kick(),
+      quotas: this.quotas,
       ...(opts.builder ? {} : { queuedReason: "Queued: this lmvm server has no image builder installed yet, so the build waits." }),
     });
     this.builds = new BuildScheduler({
@@ -68,6 +79,7 @@ export class ControlPlane {
       tokens: opts.tokens,
       endpointFor: opts.endpointFor,
       runtime: opts.runtime,
+      quotas: this.quotas,
       ...(opts.log ? { log: opts.log } : {}),
       ...(opts.timings ? { timings: opts.timings } : {}),
     });
@@ -90,6 +102,15 @@ export class ControlPlane {
     if (this.sandboxWatch) clearInterval(this.sandboxWatch);
     await this.policies.stop();
     await this.builds.stop();
+  }
+
+  /**
+   * Counts one API request of `operation` against the account's request rate;
+   * throws Throttled past it. The API calls it for every request once signed,
+   * before anything else; the endpoint proxy's auto-resume is no API request.
+   */
+  admit(operation: OperationName): void {
+    this.rates.admit(this.opts.scope.accountId, operation);
   }
 
   // Images

@@ -61,11 +61,25 @@ export class NoCapacity extends DomainError {
   readonly kind = "NoCapacity";
 }
 
+/** A request would take the account past a quota; the fields say which (Service Quotas' terms). */
 export class QuotaExceeded extends DomainError {
   readonly kind = "QuotaExceeded";
   constructor(
     readonly resourceType: ResourceType,
     message: string,
+    readonly quota: { quotaCode?: string; serviceCode?: string; resourceId?: string } = {},
+  ) {
+    super(message);
+  }
+}
+
+/** The account sent an operation faster than its request rate allows; retrying after `retryAfterSeconds` may succeed. */
+export class Throttled extends DomainError {
+  readonly kind = "Throttled";
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+    readonly quota: { quotaCode: string; serviceCode: string },
   ) {
     super(message);
   }

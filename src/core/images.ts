@@ -3,11 +3,12 @@
 // latestActive/latestFailed versions in step with its builds.
 
 import { randomUUID } from "node:crypto";
-import { EGRESS_CONNECTORS, imageArn, networkConnectorArn, parseArn, type Scope } from "./arn.js";
+import { EGRESS_CONNECTORS, imageArn, parseArn, parseConnectorArn, type Scope } from "./arn.js";
 import { InvalidInput, NotFound, ResourceInUse, StateConflict } from "./errors.js";
 import { once } from "./idempotency.js";
 import type { Input } from "./inputs.js";
 import type { ManagedImages } from "./managed-images.js";
+import { DEFAULT_QUOTAS, quotaExceeded, type Quotas } from "./quotas.js";
 import type {
   Build, ImageConfig, ImageState, ImageVersion, MicrovmImage, Page, PageRequest, VersionOrigin, VersionState,
 } from "./model.js";
@@ -35,6 +36,8 @@ export interface ImageServiceDeps {
   onWork: () => void;
   /** Why new builds wait, when no builder is installed. */
   queuedReason?: string;
+  /** The account's quotas (default DEFAULT_QUOTAS): images, versions-per-image and concurrent-builds are enforced here. */
+  quotas?: Quotas;
 }
 
 const LIVE_MICROVM_STATES = ["PENDING", "RUNNING", "SUSPENDING", "SUSPENDED", "TERMINATING"] as const;
@@ -83,10 +86,7 @@ export class ImageService {
   private async checkConfig(config: ImageConfig): Promise<ImageConfig> {
     const base = await this.deps.managed.resolve(config.baseImageArn, config.baseImageVersion);
     const region = this.deps.scope.region;
-    const egress = EGRESS_CONNECTORS.map((n) => networkConnectorArn(region, n));
-    for (const c of config.egressNetworkConnectors ?? []) {
-      if (!egress.includes(c)) throw new InvalidInput(`egressNetworkConnectors: '${c}' is not a known egress connector. Available: ${egress.join(", ")}.`);
-    }
+    for (const c of config.egressNetworkConnectors ?? []) parseConnectorArn(region, c, EGRESS_CONNECTORS, "egressNetworkConnectors");
     for (const cpu of config.cpuConfigurations ?? []) {
       if (cpu.architecture !== this.deps.host.architecture) {
         throw new InvalidInput(
@@ -122,6 +122,60 @@ export class ImageService {
     for (const build of this.newBuilds(image.arn, version, config)) await tx.insertBuild(build);
   }
 
+  private get quotas(): Quotas {
+    return this.deps.quotas ?? DEFAULT_QUOTAS;
+  }
+
+  /** Refuses a new image once the account has `images` of them (images being deleted do not count). */
+  private async checkImageQuota(tx: Store): Promise<void> {
+    const limit = this.quotas.images;
+    const images = (await tx.listImages(this.deps.scope.accountId, undefined, { limit: limit + 1 })).items.filter((i) => i.state !== "DELETING");
+    if (images.length < limit) return;
+    throw quotaExceeded("images", limit, `This account already has ${images.length} MicroVM images. Delete images you no longer need with delete-microvm-image.`, "MicrovmImage");
+  }
+
+  /** Refuses a new version once the image has `versions-per-image` of them (versions being deleted do not count). */
+  private async checkVersionQuota(tx: Store, image: MicrovmImage): Promise<void> {
+    const limit = this.quotas["versions-per-image"];
+    const versions = (await tx.listVersions(image.arn, { limit: limit + 1 })).items.filter((v) => v.state !== "DELETING");
+    if (versions.length < limit) return;
+    throw quotaExceeded(
+      "versions-per-image",
+      limit,
+      `MicroVM image ${image.arn} already has ${versions.length} versions (${versions[0]?.version} to ${versions.at(-1)?.version}). Delete versions you no longer need with delete-microvm-image-version.`,
+      "MicrovmImageVersion",
+      { resourceId: image.arn },
+    );
+  }
+
+  /**
+   * Refuses new builds that would take the account's builds that are queued or
+   * running (PENDING or IN_PROGRESS) past `concurrent-builds`. The quota is the
+   * account's, as in the service; how many of them this host runs at once is
+   * the server's --build-concurrency, the rest wait in the queue.
+   */
+  private async checkBuildQuota(tx: Store, adding: number): Promise<void> {
+    const limit = this.quotas["concurrent-builds"];
+    const prefix = imageArn(this.deps.scope, "");
+    const unfinished: Build[] = [];
+    for (const state of ["PENDING", "IN_PROGRESS"] as const) {
+      for (const b of await tx.buildsInState(state)) {
+        if (!b.imageArn.startsWith(prefix)) continue;
+        const v = await tx.getVersion(b.imageArn, b.imageVersion);
+        if (v && v.state !== "DELETING") unfinished.push(b);
+      }
+    }
+    if (unfinished.length + adding <= limit) return;
+    const names = unfinished.slice(0, 5).map((b) => `${b.imageArn.slice(prefix.length)} ${b.imageVersion} (${b.state})`).join(", ");
+    throw quotaExceeded(
+      "concurrent-builds",
+      limit,
+      `This account already has ${unfinished.length} image build${unfinished.length === 1 ? "" : "s"} queued or running: ${names}${unfinished.length > 5 ? ", ..." : ""}. ` +
+        "Retry once one has finished (its version is SUCCESSFUL or FAILED), or delete a version whose build you no longer need.",
+      "MicrovmImageBuild",
+    );
+  }
+
   private configOf(input: Input<"CreateMicrovmImage"> | Input<"UpdateMicrovmImage">): ImageConfig {
     const { clientToken: _t, ...rest } = input as Record<string, unknown>;
     delete rest.name;
@@ -142,6 +196,8 @@ export class ImageService {
             "Image names are unique per account: pick another name, or add a version with update-microvm-image.",
         );
       }
+      await this.checkImageQuota(tx);
+      await this.checkBuildQuota(tx, this.newBuilds(arn, "1.0", config).length);
       const now = clock.now();
       const image: MicrovmImage = { arn, accountId: scope.accountId, name: input.name, state: "CREATING", createdAt: now, updatedAt: now, currentVersion: "1.0", nextMajor: 2 };
       await tx.insertImage(image);
@@ -160,6 +216,8 @@ export class ImageService {
       const image = await this.resolve(input.imageIdentifier, tx);
       imageStates.check(image.arn, image.state, "UPDATING", "update");
       const version = `${image.nextMajor}.0`;
+      await this.checkVersionQuota(tx, image);
+      await this.checkBuildQuota(tx, this.newBuilds(image.arn, version, config).length);
       await tx.updateImage(image.arn, { state: "UPDATING", stateReason: undefined, currentVersion: version, nextMajor: image.nextMajor + 1, updatedAt: clock.now() });
       await this.addVersion(tx, image, version, "UPDATE", config);
       return { imageArn: image.arn, imageVersion: version };

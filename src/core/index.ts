@@ -14,3 +14,6 @@ export { requestHash } from "./idempotency.js";
 export { MAX_ATTEMPTS } from "./builds.js";
 export { limitsOf, DEFAULT_MEMORY_MIB, MAX_MEMORY_MIB, MAX_VCPUS, type SandboxLimits } from "./limits.js";
 export { LifecyclePolicies, type PolicyAction } from "./policies.js";
+export { DEFAULT_QUOTAS, QUOTA_NAMES, parseQuotas, resolveQuotas, type Quotas, type QuotaName } from "./quotas.js";
+export { DEFAULT_RATE_LIMITS, DOCUMENTED_RATES, parseRateLimits, resolveRateLimits, RateLimiter, type RateLimits } from "./rate-limits.js";
+export { DEFAULT_INGRESS, ingressNames, ingressRefusal, type IngressKind } from "./ingress.js";

@@ -2,12 +2,14 @@
 // Each change is recorded in the store before the runtime is asked to act,
 // so a restart finds every MicroVM in a state that says what was under way.
 
-import { INGRESS_CONNECTORS, EGRESS_CONNECTORS, microvmArn, networkConnectorArn, newMicrovmId, parseArn, MICROVM_ID_PATTERN, type Scope } from "./arn.js";
+import { EGRESS_CONNECTORS, microvmArn, networkConnectorArn, newMicrovmId, parseArn, parseConnectorArn, MICROVM_ID_PATTERN, type Scope } from "./arn.js";
 import { InvalidInput, NoCapacity, NotFound, StateConflict } from "./errors.js";
 import { once } from "./idempotency.js";
 import type { ImageService } from "./images.js";
+import { checkIngressAtRun, ingressRefusal } from "./ingress.js";
 import { MAX_DURATION_SECONDS, type Input } from "./inputs.js";
-import type { Microvm, MicrovmState, Page, PageRequest } from "./model.js";
+import type { ImageVersion, Microvm, MicrovmState, Page, PageRequest } from "./model.js";
+import { DEFAULT_QUOTAS, format, MEMORY_HOLDING_STATES, microvmMemoryMiB, quotaExceeded, type Quotas } from "./quotas.js";
 import { NotBegun, RuntimeUnavailable, type Clock, type Ingress, type RuntimeTimings, type SandboxFound, type SandboxRuntime, type Store, type TokenIssuer } from "./ports.js";
 import { microvmStates } from "./states.js";
 
@@ -23,6 +25,8 @@ export interface MicrovmServiceDeps {
   endpointFor: (microvmId: string) => string;
   log?: (event: Record<string, unknown>) => void;
   timings?: RuntimeTimings;
+  /** The account's quotas (default DEFAULT_QUOTAS); RunMicrovm enforces microvm-memory-mib. */
+  quotas?: Quotas;
 }
 
 export class MicrovmService {
@@ -115,12 +119,38 @@ export class MicrovmService {
     return this.deps.store.listMicrovms(this.deps.scope.accountId, filter, page);
   }
 
-  private checkConnectors(list: string[] | undefined, allowed: typeof INGRESS_CONNECTORS, field: string): string[] {
-    const known = allowed.map((n) => networkConnectorArn(this.deps.scope.region, n));
-    for (const c of list ?? []) {
-      if (!known.includes(c)) throw new InvalidInput(`${field}: '${c}' is not a known connector. Available: ${known.join(", ")}.`);
+  /**
+   * Refuses a MicroVM of `version` that would take the account's memory past
+   * its quota: the baseline memory of every MicroVM in MEMORY_HOLDING_STATES,
+   * plus this one's. Inside RunMicrovm's transaction, so concurrent runs
+   * cannot both take the last room.
+   */
+  private async checkMemoryQuota(store: Store, version: ImageVersion): Promise<void> {
+    const limit = (this.deps.quotas ?? DEFAULT_QUOTAS)["microvm-memory-mib"];
+    const want = microvmMemoryMiB(version);
+    const holding = (await store.microvmsInStates([...MEMORY_HOLDING_STATES])).filter((vm) => vm.accountId === this.deps.scope.accountId);
+    const sizes = new Map<string, number>();
+    let used = 0;
+    for (const vm of holding) {
+      const key = `${vm.imageArn}\u0000${vm.imageVersion}`;
+      let mib = sizes.get(key);
+      if (mib === undefined) {
+        const v = await store.getVersion(vm.imageArn, vm.imageVersion);
+        mib = v ? microvmMemoryMiB(v) : 0;
+        sizes.set(key, mib);
+      }
+      used += mib;
     }
-    return [...new Set(list ?? [])];
+    if (used + want <= limit) return;
+    throw quotaExceeded(
+      "microvm-memory-mib",
+      limit,
+      `This MicroVM needs ${format.n(want)} MiB (the baseline memory of version ${version.version} of ${version.imageArn}), and this account's ` +
+        `${holding.length} PENDING, RUNNING, SUSPENDING and SUSPENDED MicroVMs already hold ${format.n(used)} MiB, which would make ${format.n(used + want)} MiB. ` +
+        "Terminate MicroVMs you no longer need (suspended ones count too).",
+      "Microvm",
+      { unit: "MiB" },
+    );
   }
 
   async run(input: Input<"RunMicrovm">): Promise<Microvm> {
@@ -137,8 +167,12 @@ export class MicrovmService {
     if (version.status !== "ACTIVE") {
       throw new StateConflict("MicrovmImageVersion", `${image.arn}:${versionId}`, `Cannot run version ${versionId} of ${image.arn}: it is INACTIVE. Make it ACTIVE with update-microvm-image-version.`);
     }
-    const ingress = this.checkConnectors(input.ingressNetworkConnectors, INGRESS_CONNECTORS, "ingressNetworkConnectors");
-    const egress = this.checkConnectors(input.egressNetworkConnectors, EGRESS_CONNECTORS, "egressNetworkConnectors");
+    const ingress = checkIngressAtRun(scope.region, input.ingressNetworkConnectors);
+    const egress = [...new Set((input.egressNetworkConnectors ?? []).map((c) => parseConnectorArn(scope.region, c, EGRESS_CONNECTORS, "egressNetworkConnectors")))]
+      .map((n) => networkConnectorArn(scope.region, n));
+    // Checked again in the transaction below; checked here first so that a refused run holds no host room (shortage() reserves it).
+    const replay = input.clientToken ? await store.getIdempotencyRecord(scope.accountId, "RunMicrovm", input.clientToken) : undefined;
+    if (!replay) await this.checkMemoryQuota(store, version);
     const runtime = this.deps.runtime;
     const short = await runtime.shortage(version).catch((err: unknown) => {
       throw err instanceof RuntimeUnavailable ? new NoCapacity(`This lmvm server cannot run MicroVMs: ${err.message}`) : err;
@@ -146,6 +180,7 @@ export class MicrovmService {
     if (short) throw new NoCapacity(`This host has no room for another MicroVM right now: ${short}. Terminate or suspend some, or retry later.`);
 
     const { id } = await once(store, clock, { accountId: scope.accountId, operation: "RunMicrovm", clientToken: input.clientToken }, input, async (tx) => {
+      await this.checkMemoryQuota(tx, version);
       const id = newMicrovmId();
       const now = clock.now();
       await tx.insertMicrovm({
@@ -376,12 +411,8 @@ export class MicrovmService {
     if (vm.state === "TERMINATING" || vm.state === "TERMINATED") {
       throw new StateConflict("Microvm", vm.id, `Cannot create a token for MicroVM ${vm.id}: it is ${vm.state}.`);
     }
-    if (kind === "shell") {
-      const shell = networkConnectorArn(this.deps.scope.region, "SHELL_INGRESS");
-      if (!vm.config.ingressNetworkConnectors.includes(shell)) {
-        throw new StateConflict("Microvm", vm.id, `MicroVM ${vm.id} was not run with the SHELL_INGRESS ingress network connector (${shell}), so it has no shell.`);
-      }
-    }
+    const refused = ingressRefusal(vm.config.ingressNetworkConnectors, kind);
+    if (refused) throw new InvalidInput(`Cannot create ${kind === "shell" ? "a shell" : "an endpoint"} token for MicroVM ${vm.id}: ${refused}`);
     const expiresAt = new Date(this.deps.clock.now().getTime() + minutes * 60_000);
     const token = await this.deps.tokens.issue({ microvmId: vm.id, kind, allowedPorts, expiresAt });
     return { "X-aws-proxy-auth": token };

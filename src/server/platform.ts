@@ -14,8 +14,8 @@ import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage, type 
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { installFirewall, NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
-import { ControlPlane, NoSandboxes, systemClock, type Clock, type ImageBuilder, type SandboxRuntime } from "../core/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
+import { ControlPlane, NoSandboxes, systemClock, type Clock, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { SqliteStore } from "../store/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
@@ -57,6 +57,10 @@ export interface PlatformConfig {
   runtime?: SandboxRuntime;
   /** The endpoint's per-MicroVM connection and request-rate limits (default: the service's, AWS_ENDPOINT_LIMITS). */
   endpointLimits?: EndpointLimitsConfig;
+  /** Quota values over AWS's defaults (DEFAULT_QUOTAS in src/core/quotas.ts). */
+  quotas?: Partial<Quotas>;
+  /** Requests per second per operation over AWS's defaults (DEFAULT_RATE_LIMITS in src/core/rate-limits.ts); `*` sets all. */
+  rateLimits?: Partial<Record<string, number>>;
 }
 
 export const DEFAULTS = {
@@ -161,6 +165,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     log,
     ...(builder ? { builder } : {}),
     runtime,
+    ...(config.quotas ? { quotas: config.quotas } : {}),
+    ...(config.rateLimits ? { rateLimits: config.rateLimits } : {}),
   });
   const shell = new ShellIngress({ spawn: (id, o) => runtime.spawn(id, o), activity: (id) => controlPlane.policies.activity(id), log });
   const proxy = new EndpointProxy({
@@ -202,7 +208,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     endpointDomain: config.endpointDomain, endpointPort, endpointHost: config.endpointHost ?? DEFAULTS.endpointHost, caFile: tls.caCert,
   };
   writeFileAtomic(files.serverInfo, JSON.stringify(info, null, 2), 0o644);
-  log({ msg: "lmvm server started", api: url, endpoints: `https://<microvmId>.${config.endpointDomain}:${endpointPort}`, ca: tls.caCert, dataDir: config.dataDir, region: config.region, accountId: config.accountId });
+  log({ msg: "lmvm server started", api: url, endpoints: `https://<microvmId>.${config.endpointDomain}:${endpointPort}`, ca: tls.caCert, dataDir: config.dataDir, region: config.region, accountId: config.accountId, quotas: controlPlane.quotas, rateLimits: controlPlane.rates.limits });
 
   // MicroVMs' output goes straight from runsc to their log files: bound them from here.
   const logBounds = setInterval(() => microvmLogs.boundAll(), 5000);

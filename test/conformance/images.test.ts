@@ -18,7 +18,9 @@ const ARN = (name: string) => `arn:aws:lambda:us-east-1:000000000000:microvm-ima
 describe("images without a builder", () => {
   let t: TestPlatform;
   before(async () => {
-    t = await startTestPlatform();
+    // Without a builder every build stays queued, and each counts against the
+    // concurrent-builds quota (5) until it ends; quotas.test.ts tests that quota.
+    t = await startTestPlatform({ quotas: { "concurrent-builds": 100 } });
   });
   after(() => t.stop());
 

@@ -33,7 +33,8 @@ import { h2Upload, sendThenRead } from "../support/uploads.js";
 const DOMAIN = "microvm.localhost";
 const connector = (name: string) => `arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:${name}`;
 const SHELL = connector("SHELL_INGRESS");
-const HTTP = connector("HTTP_INGRESS");
+// An endpoint token needs HTTP_INGRESS (or ALL_INGRESS), a shell token SHELL_INGRESS: these MicroVMs take both.
+const HTTP = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:HTTP_INGRESS";
 
 interface Answer {
   status: number;

@@ -20,7 +20,7 @@ import { freeSandboxes } from "../support/sandboxes.js";
 import { LMVM, lmvm, spawnServer, type ServerProcess } from "../support/processes.js";
 
 const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
-// App traffic needs HTTP_INGRESS (or ALL_INGRESS): SHELL_INGRESS alone admits only shells.
+// An endpoint token needs HTTP_INGRESS (or ALL_INGRESS), a shell SHELL_INGRESS: this MicroVM takes both.
 const HTTP = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:HTTP_INGRESS";
 
 function curl(args: string[]): Promise<{ code: number; status: number; body: string }> {

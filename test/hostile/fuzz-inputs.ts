@@ -19,7 +19,7 @@ export interface Fixtures {
   /** Image names; each has version 1.0 built. */
   images: string[];
   buildIds: string[];
-  /** MicroVM ids, RUNNING or SUSPENDED when the run starts; the first allows SHELL_INGRESS. */
+  /** MicroVM ids, RUNNING or SUSPENDED when the run starts; the first allows HTTP_INGRESS and SHELL_INGRESS, the others HTTP_INGRESS (the default). */
   microvms: string[];
   architecture: string;
   chipset: string;
@@ -90,7 +90,7 @@ function leaves(f: Fixtures): Record<string, fc.Arbitrary<unknown>> {
     logGroup: word(1, 64),
     logStream: word(1, 64),
     egressNetworkConnectors: fc.subarray([connector("INTERNET_EGRESS")]),
-    ingressNetworkConnectors: fc.subarray([connector("ALL_INGRESS"), connector("SHELL_INGRESS")]),
+    ingressNetworkConnectors: fc.subarray([connector("HTTP_INGRESS"), connector("SHELL_INGRESS"), connector("ALL_INGRESS")]),
     architecture: fc.constant(f.architecture),
     chipset: fc.constant(f.chipset),
     chipsetGeneration: fc.constant(f.chipsetGeneration),
