@@ -12,7 +12,7 @@
 
 import type { IncomingHttpHeaders } from "node:http";
 import { HOOK_PATH_PREFIX, HOOK_RELAY_PORT } from "../core/app-contract.js";
-import type { ImageConfig, Microvm, TokenKind } from "../core/index.js";
+import { ingressRefusal, type ImageConfig, type Microvm, type TokenKind } from "../core/index.js";
 import { portAllowed, type MicrovmTokens } from "./tokens.js";
 import { microvmFromHost, platformSubprotocols, portOf, reachesHookPath, tokenOf, AUTH_HEADER, DEFAULT_APP_PORT, type OfferedSubprotocols } from "./routing.js";
 
@@ -86,24 +86,15 @@ export async function admit(tokens: MicrovmTokens, headers: IncomingHttpHeaders,
   return { microvmId: claims.microvmId, port, kind: claims.kind, ...(offered ? { offered } : {}) };
 }
 
-/** The managed ingress connectors a MicroVM was run with, by name (HTTP_INGRESS when it named none). */
-export function ingressOf(vm: Microvm): Set<string> {
-  const names = vm.config.ingressNetworkConnectors.map((arn) => arn.slice(arn.lastIndexOf(":") + 1));
-  return new Set(names.length ? names : ["HTTP_INGRESS"]);
-}
-
 /**
- * Whether the MicroVM's ingress connectors admit this traffic: NO_INGRESS
+ * Whether the MicroVM's ingress connectors admit this traffic, by the core's
+ * rules (ingressRefusal, the same that refuse minting tokens): NO_INGRESS
  * admits nothing; app traffic needs HTTP_INGRESS or ALL_INGRESS; a shell
  * needs SHELL_INGRESS (ALL_INGRESS does not open the shell, as on AWS).
  */
 export function checkIngress(vm: Microvm, kind: TokenKind): void {
-  const ingress = ingressOf(vm);
-  if (ingress.has("NO_INGRESS")) throw new Refusal(403, `MicroVM ${vm.id} was run with the NO_INGRESS network connector: its endpoint admits no traffic.`);
-  if (kind === "shell" && !ingress.has("SHELL_INGRESS")) throw new Refusal(403, `MicroVM ${vm.id} was not run with the SHELL_INGRESS network connector, so it has no shell.`);
-  if (kind === "endpoint" && !ingress.has("HTTP_INGRESS") && !ingress.has("ALL_INGRESS")) {
-    throw new Refusal(403, `MicroVM ${vm.id} was run without the HTTP_INGRESS or ALL_INGRESS network connector, so its endpoint admits no app traffic (it has ${[...ingress].join(", ")}).`);
-  }
+  const refused = ingressRefusal(vm.config.ingressNetworkConnectors, kind);
+  if (refused) throw new Refusal(403, `MicroVM ${vm.id}: ${refused}`);
 }
 
 /**
