@@ -2,7 +2,7 @@
 // debian12 base, each running a Python app (:8081, ctypes calls into libc) and
 // a Node app (:8080, child_process and util-linux) that try what the
 // capabilities decide: sethostname, /etc/machine-id, mounts (tmpfs, bind,
-// overlay), FUSE, eBPF, network and container namespaces. One image has the
+// overlay), FUSE, eBPF, raw sockets, network and container namespaces. One image has the
 // standard set, the other ["ALL"]. A shell exec'd into each MicroVM gets the
 // app's set, also after a suspend and resume. The same MicroVMs show sizes:
 // the guest's MemTotal and CPU count, the sandbox's cgroup limits (peak) and
@@ -118,6 +118,10 @@ def bpf():
         return "ok"
     return errname(ctypes.get_errno())
 
+def raw_socket():
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).close()  # what ping needs: CAP_NET_RAW
+    return "ok"
+
 def machine_id():
     with open("/etc/machine-id", "w") as f:
         f.write("0123456789abcdef0123456789abcdef\n")
@@ -132,7 +136,7 @@ def probe():
     meminfo = open("/proc/meminfo").read()
     results = {"uid": os.getuid(), "capEff": status.split("CapEff:")[1].split()[0],
                "memTotalKiB": int(meminfo.split("MemTotal:")[1].split()[0]), "cpus": os.cpu_count()}
-    for name, fn in [("sethostname", sethostname), ("machineId", machine_id), ("mountTmpfs", tmpfs), ("mountBind", bind), ("mountOverlay", overlay), ("fuse", fuse), ("bpf", bpf)]:
+    for name, fn in [("sethostname", sethostname), ("machineId", machine_id), ("rawSocket", raw_socket), ("mountTmpfs", tmpfs), ("mountBind", bind), ("mountOverlay", overlay), ("fuse", fuse), ("bpf", bpf)]:
         try:
             results[name] = fn()
         except OSError as e:
@@ -296,6 +300,7 @@ describe("OS capabilities and sizes", { timeout: 900_000 }, () => {
       for (const denied of ["sethostname", "mountTmpfs", "mountBind", "unshareNet", "unshareContainer"]) assert.equal(found[denied], "EPERM", `${app}: ${denied}`);
     }
     for (const denied of ["mountOverlay", "fuse", "bpf"]) assert.equal(python[denied], "EPERM", `python: ${denied}`);
+    assert.equal(python.rawSocket, "ok", "python opens a raw ICMP socket (NET_RAW is in the standard set)");
     const out = await shell(vms.standard, SHELL_PROBE);
     assert.match(out, new RegExp(`CapEff:\\s+${standard}`), out);
     assert.match(out, /sethostname=failed/, out);
@@ -312,7 +317,7 @@ describe("OS capabilities and sizes", { timeout: 900_000 }, () => {
         assert.equal(found.capEff, all, `${app}'s capabilities ${when}`);
         for (const allowed of ["sethostname", "machineId", "mountTmpfs", "mountBind", "unshareNet", "unshareContainer"]) assert.equal(found[allowed], "ok", `${app}: ${allowed} ${when}`);
       }
-      for (const allowed of ["mountOverlay", "fuse"]) assert.equal(python[allowed], "ok", `python: ${allowed} ${when}`);
+      for (const allowed of ["mountOverlay", "fuse", "rawSocket"]) assert.equal(python[allowed], "ok", `python: ${allowed} ${when}`);
       assert.equal(python.bpf, "ENOSYS", "gVisor has no bpf(2), whatever the capabilities");
       const out = await shell(vms.all, SHELL_PROBE);
       assert.match(out, new RegExp(`CapEff:\\s+${all}`), out);
