@@ -39,7 +39,8 @@ OPTIONS
     --endpoint-host      Address the endpoint proxy listens on (default ${DEFAULTS.endpointHost};
                          0.0.0.0 serves other machines).
     --build-concurrency  Image builds run at once (default ${DEFAULTS.buildConcurrency}).
-    --microvm-disk-mib   What each MicroVM may write to its disk, in MiB (default ${DEFAULTS.microvmDiskMiB}).
+    --microvm-disk-mib   At most what each MicroVM may write to its disk, in MiB (default: no cap;
+                         each MicroVM gets its size's disk, 8 to 32 GiB, or this if smaller).
                          Past it, writes fail with ENOSPC and the MicroVM's stateReason says so.
     --s3-endpoint        S3-compatible endpoint for s3:// code artifacts (default: AWS).
                          Credentials: LMVM_S3_ACCESS_KEY_ID and LMVM_S3_SECRET_ACCESS_KEY,
@@ -108,8 +109,8 @@ export async function serverCommand(argv: string[]): Promise<void> {
   }
   const concurrency = Number(values["build-concurrency"] ?? DEFAULTS.buildConcurrency);
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new UsageError("--build-concurrency must be a whole number of at least 1.");
-  const diskMiB = Number(values["microvm-disk-mib"] ?? DEFAULTS.microvmDiskMiB);
-  if (!Number.isInteger(diskMiB) || diskMiB < 16) throw new UsageError(`--microvm-disk-mib must be a whole number of MiB, at least 16; got '${values["microvm-disk-mib"]}'.`);
+  const diskMiB = values["microvm-disk-mib"] === undefined ? undefined : Number(values["microvm-disk-mib"]);
+  if (diskMiB !== undefined && (!Number.isInteger(diskMiB) || diskMiB < 16)) throw new UsageError(`--microvm-disk-mib must be a whole number of MiB, at least 16; got '${values["microvm-disk-mib"]}'.`);
   let phaseTimeouts;
   try {
     phaseTimeouts = values["build-phase-timeouts"] === undefined ? undefined : parsePhaseTimeouts(values["build-phase-timeouts"]);
@@ -143,7 +144,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
     endpointPort: port("endpoint-port", values["endpoint-port"], DEFAULTS.endpointPort),
     endpointHost: values["endpoint-host"] ?? DEFAULTS.endpointHost,
     buildConcurrency: concurrency,
-    microvmDiskMiB: diskMiB,
+    ...(diskMiB === undefined ? {} : { microvmDiskMiB: diskMiB }),
     ...(values["s3-endpoint"] ? { s3Endpoint: values["s3-endpoint"] } : {}),
     ...(values["base-image-cache"] ? { baseImageCache: values["base-image-cache"] } : {}),
     ...(values["debian-mirror"] ? { debianMirror: values["debian-mirror"] } : {}),

@@ -6,7 +6,7 @@
 import { z } from "zod";
 import { IMAGE_NAME_PATTERN, IMAGE_VERSION_PATTERN } from "./arn.js";
 import { InvalidInput } from "./errors.js";
-import { MAX_MEMORY_MIB } from "./limits.js";
+import { MAX_MEMORY_MIB, SIZES_TEXT } from "./limits.js";
 
 const MAX_RUN_HOOK_PAYLOAD_BYTES = 16_384;
 const MAX_ENV_BYTES = 4_096;
@@ -116,7 +116,16 @@ const imageConfig = {
     .max(4, "at most 4 CPU configurations")
     .optional(),
   resources: z
-    .array(z.object({ minimumMemoryInMiB: intIn(128, MAX_MEMORY_MIB) }))
+    .array(
+      z.object({
+        // Any amount up to the largest size's baseline: it gets the smallest size that has at least that much (core/limits.ts).
+        minimumMemoryInMiB: z
+          .number()
+          .int("must be a whole number")
+          .min(1, "must be at least 1")
+          .max(MAX_MEMORY_MIB, `must be at most ${MAX_MEMORY_MIB}, the largest size's baseline memory; a MicroVM gets the smallest of these sizes (baseline memory/vCPU, peak memory/vCPU, disk) whose baseline memory is at least what it asks for: ${SIZES_TEXT}`),
+      }),
+    )
     .max(1, "give at most one resources entry: an image has a single size")
     .optional(),
   additionalOsCapabilities: z.array(z.enum(["ALL"], "the only capability is ALL")).max(1).optional(),

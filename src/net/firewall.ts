@@ -5,7 +5,10 @@
 // sandbox, not beyond the host. Every sandbox's host-side veth is named
 // lmvmh<n>, so one wildcard rule covers them all, present and future.
 // Replacing the table is atomic and idempotent: several servers on one host
-// install the same rules.
+// install the same rules. A packet from a sandbox whose source address is not
+// routed back through its own veth is dropped first: a sandbox's app has
+// CAP_NET_RAW (runsc --net-raw) and could otherwise forge another sandbox's
+// replies to the host.
 
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -20,6 +23,7 @@ delete table inet ${FIREWALL_TABLE}
 table inet ${FIREWALL_TABLE} {
   chain input {
     type filter hook input priority 0; policy accept;
+    iifname "lmvmh*" fib saddr . iif oif missing counter drop
     iifname "lmvmh*" ct state established,related accept
     iifname "lmvmh*" counter drop
   }

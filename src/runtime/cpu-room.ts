@@ -3,8 +3,10 @@
 // lags by a minute, counts every process on the host and rises with runnable
 // threads that barely run (a burst of 50 restores left an idle 2-core host
 // refusing MicroVMs for a minute at "load average 24.2"). Two figures instead:
-// - Given: the vCPUs of the live sandboxes (their CFS quota) plus those
-//   promised to starts under way. The host gives out VCPUS_PER_CORE per core:
+// - Given: the baseline vCPUs of the live sandboxes (their size's baseline,
+//   a quarter of a vCPU for the smallest; their CFS quota is the size's peak,
+//   up to four times that, what a burst may use) plus those promised to
+//   starts under way. The host gives out VCPUS_PER_CORE baseline vCPUs per core:
 //   an idle sandbox under systrap uses 4-7% of a core (measured here), so
 //   eight of them take about half a core and leave the rest for bursts. Past
 //   that, a host of busy MicroVMs would run each far below what it was given.
@@ -47,7 +49,7 @@ export class CpuRoom {
     this.now = opts.now ?? Date.now;
   }
 
-  /** A sandbox of `vcpus` now lives. */
+  /** A sandbox of `vcpus` baseline vCPUs now lives. */
   hold(id: string, vcpus: number): void {
     this.given.set(id, vcpus);
     const every = this.opts.sampleEveryMs ?? SAMPLE_MS;
@@ -100,8 +102,8 @@ export class CpuRoom {
     const cores = this.opts.cores;
     const held = [...this.given.values()].reduce((n, v) => n + v, 0) + promised;
     const limit = cores * VCPUS_PER_CORE;
-    if (held + vcpus > limit) {
-      return `its CPUs are all given out: its MicroVMs hold ${held} vCPUs, this one needs ${vcpus}, and the host gives out at most ${limit} (${VCPUS_PER_CORE} per core on ${cores} cores)`;
+    if (held + vcpus > limit + 1e-9) {
+      return `its CPUs are all given out: its MicroVMs hold ${figure(held)} baseline vCPUs, this one needs ${figure(vcpus)}, and the host gives out at most ${limit} (${VCPUS_PER_CORE} per core on ${cores} cores)`;
     }
     const recent = this.recent;
     if (recent && this.now() - recent.at <= STALE_MS && recent.cores >= cores * SATURATED_SHARE) {
@@ -109,4 +111,9 @@ export class CpuRoom {
     }
     return undefined;
   }
+}
+
+/** A vCPU count as people write it: 16, 0.25, 3.75. */
+function figure(vcpus: number): string {
+  return String(Math.round(vcpus * 100) / 100);
 }

@@ -17,13 +17,25 @@
 // - A restore gets a new address; runsc 20240729 cannot restore a UDP socket
 //   on the old one (it panics, and the restore fails with "EOF"), so the
 //   checkpoint refuses such sockets, naming them.
+// - The app's capabilities are the OCI spec's process.capabilities; without
+//   any there, it has none. A restore keeps the capabilities the checkpointed
+//   processes had, whatever the new spec says; a `runsc exec` process gets the
+//   spec's (the restore's), so a restore's spec names the build's set.
+// - runsc drops CAP_NET_RAW from every process unless --net-raw; with it, raw
+//   sockets work in the sandbox's own network stack (ping), and the host's
+//   firewall drops what a sandbox sends from an address not its own.
+// - The guest's MemTotal is the spec's memory limit, at run and at restore.
+//   Its CPU count (--cpu-num-from-quota) is the CPU quota rounded up, but at
+//   least 2 and at most the host's cores.
+// - `df /` inside shows no size (gVisor's overlay reports 2^53 blocks); the
+//   disk's size shows as ENOSPC once it is full.
 // - Every runsc call can be cut short with an AbortSignal; `delete` and `list`
 //   have deadlines of their own, as clean-up must end too.
 
 import { spawn } from "node:child_process";
 import { lstatSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import type { SandboxLimits } from "../core/index.js";
+import { DEFAULT_CAPABILITIES, type SandboxLimits } from "../core/index.js";
 import type { SandboxNetwork } from "../net/index.js";
 import { SandboxCgroups } from "./cgroups.js";
 import { diskUsage, exec, mountScratchDisk, mountsUnder, processAlive, removeTree, run, type ExecResult } from "../os/index.js";
@@ -49,7 +61,11 @@ export interface SandboxSpec {
   dir: string;
   /** Receives the app's stdout and stderr; /dev/null when logging is off. */
   logFile: string;
-  /** Limits enforced through the sandbox's cgroups; a restore needs at least the checkpoint's memory. */
+  /**
+   * Peak memory and vCPUs enforced through the sandbox's cgroups (a restore
+   * needs at least the checkpoint's memory), its disk and its capabilities;
+   * without them, no cgroup limits, the server's disk and the standard capabilities.
+   */
   limits?: SandboxLimits;
 }
 
@@ -70,8 +86,9 @@ export interface GvisorOptions {
   platform?: string;
   /**
    * Caps what each sandbox can write (its overlay filestore) at this many MiB,
-   * on a loop-mounted filesystem of its own; without it, writes are bounded
-   * only by the host's disk.
+   * on a loop-mounted filesystem of its own: the operator's cap
+   * (--microvm-disk-mib). A sandbox whose limits give a disk gets the smaller
+   * of the two; without either, writes are bounded only by the host's disk.
    */
   diskMiB?: number;
 }
@@ -105,12 +122,24 @@ function lexists(path: string): boolean {
 
 const CPU_PERIOD_US = 100_000;
 
+/** The sandbox's cgroup limits: the size's peak, what the app may burst to. */
 function resourcesOf(limits: SandboxLimits) {
-  const bytes = limits.memoryMiB * 1024 * 1024;
+  const bytes = limits.peakMemoryMiB * 1024 * 1024;
   return {
     memory: { limit: bytes, swap: bytes }, // swap equal to the limit: no swapping past it
-    cpu: { quota: limits.vcpus * CPU_PERIOD_US, period: CPU_PERIOD_US },
+    cpu: { quota: Math.round(limits.peakVcpus * CPU_PERIOD_US), period: CPU_PERIOD_US },
   };
+}
+
+/**
+ * The OCI process capabilities of a sandbox's app (and of a `runsc exec`
+ * process, which takes the spec's). As in Docker, none are ambient: root
+ * keeps the set across execve, an image's non-root USER drops them at its
+ * first execve.
+ */
+export function capabilitiesOf(limits: SandboxLimits | undefined) {
+  const caps = [...(limits?.capabilities ?? DEFAULT_CAPABILITIES)];
+  return { bounding: caps, effective: caps, permitted: caps, inheritable: caps };
 }
 
 /** `local -> remote` of each UDP socket in /proc/net/udp{,6} text whose local address is neither unspecified nor loopback. */
@@ -143,12 +172,14 @@ export class Gvisor {
     mkdirSync(opts.stateRoot, { recursive: true });
     // --net-disconnect-ok: a checkpoint resets connections still open or closing (a
     // TIME_WAIT left by an app that closed first, say) instead of refusing to save.
-    this.global = ["--root", opts.stateRoot, "--platform", opts.platform ?? "systrap", "--cpu-num-from-quota", "--net-disconnect-ok"];
+    // --net-raw: CAP_NET_RAW stays in the capabilities it is given in (the standard set has it, like Docker's).
+    this.global = ["--root", opts.stateRoot, "--platform", opts.platform ?? "systrap", "--cpu-num-from-quota", "--net-disconnect-ok", "--net-raw"];
   }
 
-  /** What each sandbox may write, in MiB; undefined when only the host's disk bounds it. */
-  get diskMiB(): number | undefined {
-    return this.opts.diskMiB;
+  /** What a sandbox of `limits` may write, in MiB: its size's disk, within the operator's cap; undefined when only the host's disk bounds it. */
+  diskMiB(limits: SandboxLimits | undefined): number | undefined {
+    const sizes = [limits?.diskMiB, this.opts.diskMiB].filter((n): n is number => n !== undefined);
+    return sizes.length ? Math.min(...sizes) : undefined;
   }
 
   private async writeBundle(spec: SandboxSpec): Promise<string> {
@@ -165,14 +196,15 @@ export class Gvisor {
     mkdirSync(bundle, { recursive: true });
     const overlay = join(spec.dir, "overlay");
     removeTree(overlay);
-    if (this.opts.diskMiB) await mountScratchDisk(join(spec.dir, "disk.img"), overlay, this.opts.diskMiB);
+    const diskMiB = this.diskMiB(spec.limits);
+    if (diskMiB) await mountScratchDisk(join(spec.dir, "disk.img"), overlay, diskMiB);
     else mkdirSync(overlay, { recursive: true });
     const args = [...(spec.config.Entrypoint ?? []), ...(spec.config.Cmd ?? [])];
     if (!args.length) throw new Error("the image has neither ENTRYPOINT nor CMD: nothing to run");
     const env = [...(spec.config.Env ?? []), ...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`)];
     const oci = {
       ociVersion: "1.0.2",
-      process: { terminal: false, user: userOf(spec.rootfs, spec.config.User), args, env, cwd: spec.config.WorkingDir || "/" },
+      process: { terminal: false, user: userOf(spec.rootfs, spec.config.User), args, env, cwd: spec.config.WorkingDir || "/", capabilities: capabilitiesOf(spec.limits) },
       root: { path: spec.rootfs, readonly: false },
       hostname: spec.hostname,
       mounts: [

@@ -15,7 +15,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
-import { limitsOf, NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
+import { completeLimits, limitsOf, NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
 import { diskUsage, removeTree, writeFileAtomic, type LogFiles } from "../os/index.js";
 import { SandboxCgroups } from "./cgroups.js";
@@ -115,8 +115,10 @@ export class MicrovmRuntime implements SandboxRuntime {
         } catch {
           continue; // none, or cut short by a crash before its first write completed: nothing was started
         }
+        // A record written before sizes and capabilities: its limits as they were enforced.
+        rec.limits = completeLimits(rec.limits ?? { memoryMiB: 1024, vcpus: 1 }, opts.gvisor.diskMiB(undefined) ?? 10240);
         this.records.set(id, rec);
-        if (!existsSync(join(this.dir(id), "checkpoint"))) this.cpu.hold(id, rec.limits?.vcpus ?? 1);
+        if (!existsSync(join(this.dir(id), "checkpoint"))) this.cpu.hold(id, rec.limits.vcpus);
       }
     }
   }
@@ -318,7 +320,10 @@ export class MicrovmRuntime implements SandboxRuntime {
     const found: string[] = [];
     const disk = Gvisor.diskUsage({ dir: join(this.dir(vm.id), "sandbox") });
     if (disk && disk.freeBytes <= Math.max(MIB, disk.sizeBytes / 100)) {
-      found.push(`Its disk is full: the app has written ${Math.round(disk.usedBytes / MIB)} MiB of the ${this.opts.gvisor.diskMiB} MiB a MicroVM may (lmvm server --microvm-disk-mib); its writes fail with ENOSPC until it deletes files.`);
+      const limits = this.record(vm.id)?.limits;
+      const size = this.opts.gvisor.diskMiB(limits);
+      const why = limits && size !== limits.diskMiB ? "lmvm server --microvm-disk-mib" : "its size's disk";
+      found.push(`Its disk is full: the app has written ${Math.round(disk.usedBytes / MIB)} MiB of the ${size ?? Math.round(disk.sizeBytes / MIB)} MiB a MicroVM may (${why}); its writes fail with ENOSPC until it deletes files.`);
     }
     const cpu = this.cgroups.cpuThrottling(vm.id);
     const before = this.cpuSamples.get(vm.id);
@@ -328,16 +333,16 @@ export class MicrovmRuntime implements SandboxRuntime {
       const share = periods > 0 ? (cpu.throttled - before.throttled) / periods : 0;
       // Ten 100 ms periods at least: a burst is not a condition.
       if (periods >= 10 && share >= THROTTLED_SHARE) {
-        const vcpus = this.record(vm.id)?.limits?.vcpus;
-        found.push(`It is using all the CPU it may${vcpus ? ` (${vcpus} vCPU)` : ""}: the kernel held it back in ${Math.round(share * 100)}% of its recent scheduling periods. More memory in the image's resources brings more vCPUs.`);
+        const vcpus = this.record(vm.id)?.limits?.peakVcpus;
+        found.push(`It is using all the CPU it may${vcpus ? ` (${vcpus} vCPU)` : ""}: the kernel held it back in ${Math.round(share * 100)}% of its recent scheduling periods. A larger size (more memory in the image's resources) brings more vCPUs.`);
       }
     }
     return found.length ? found.join(" ") : undefined;
   }
 
   async exitReason(vm: Microvm): Promise<string | undefined> {
-    const limit = this.record(vm.id)?.limits?.memoryMiB;
-    return this.cgroups.oomKilled(vm.id) ? `it ran out of memory${limit ? ` (its limit is ${limit} MiB, the image's resources.minimumMemoryInMiB)` : ""} and was killed` : undefined;
+    const limits = this.record(vm.id)?.limits;
+    return this.cgroups.oomKilled(vm.id) ? `it ran out of memory${limits ? ` (its limit is ${limits.peakMemoryMiB} MiB, the peak memory of its size, ${limits.memoryMiB} MiB baseline, which the image's resources.minimumMemoryInMiB chooses)` : ""} and was killed` : undefined;
   }
 
   address(id: string): string | undefined {

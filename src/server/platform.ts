@@ -32,7 +32,7 @@ export interface PlatformConfig {
   /** Where the endpoint proxy listens (default 127.0.0.1; 0.0.0.0 to serve other machines). */
   endpointHost?: string;
   buildConcurrency: number;
-  /** What each MicroVM can write to its disk, in MiB (default DEFAULTS.microvmDiskMiB). */
+  /** At most what each MicroVM can write to its disk, in MiB; each gets its size's disk (8-32 GiB) within it. Default: no cap. */
   microvmDiskMiB?: number;
   clock?: Clock;
   log?: (event: Record<string, unknown>) => void;
@@ -72,7 +72,6 @@ export const DEFAULTS = {
   endpointPort: 7643,
   endpointHost: "127.0.0.1",
   buildConcurrency: 2,
-  microvmDiskMiB: 10240,
 };
 
 function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: NetworkNamespaces): DockerfileBuilder {
@@ -96,7 +95,7 @@ function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: Network
     ...(config.artifactCaFile ? { httpsCa: readFileSync(config.artifactCaFile, "utf8") } : {}),
     limits: config.buildLimits ?? DEFAULT_LIMITS,
     ...(config.buildPhaseTimeouts ? { phaseTimeouts: config.buildPhaseTimeouts } : {}),
-    ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: dirs.runscBuilds, diskMiB: config.microvmDiskMiB ?? DEFAULTS.microvmDiskMiB }), nets, dirs.snapshotSandboxes) }),
+    ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: dirs.runscBuilds, ...(config.microvmDiskMiB ? { diskMiB: config.microvmDiskMiB } : {}) }), nets, dirs.snapshotSandboxes) }),
   });
 }
 
@@ -136,7 +135,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets) : config.builder;
   const runtime = config.runtime ?? (onPath("runsc")
     ? new MicrovmRuntime({
-        gvisor: new Gvisor({ stateRoot: files.runscMicrovms, diskMiB: config.microvmDiskMiB ?? DEFAULTS.microvmDiskMiB }),
+        gvisor: new Gvisor({ stateRoot: files.runscMicrovms, ...(config.microvmDiskMiB ? { diskMiB: config.microvmDiskMiB } : {}) }),
         nets,
         dataDir: config.dataDir,
         microvmsDir: files.microvms,

@@ -173,7 +173,7 @@ describe("MicroVM lifecycle on gVisor", { timeout: 600_000 }, () => {
     assert.deepEqual(answers.map((a) => a.counter), [1, 2, 3]);
     assert.deepEqual(answers.map((a) => a.hostname), ids, "each MicroVM's hostname is its id");
     assert.equal(new Set(answers.map((a) => a.random)).size, 3, "each MicroVM reads its own /dev/urandom");
-    for (const a of answers) assert.equal(a.memTotal, 512 * 1024 * 1024, "the image's resources.minimumMemoryInMiB bounds the MicroVM's memory");
+    for (const a of answers) assert.equal(a.memTotal, 2048 * 1024 * 1024, "minimumMemoryInMiB 512 picks the smallest size, whose peak memory (2 GiB) the guest sees");
     for (const id of ids) await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
     for (const id of ids) await until(id, "TERMINATED");
   });

@@ -18,7 +18,9 @@ import { lmvm } from "../support/processes.js";
 import { record } from "./report.js";
 
 const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
-const MEMORY_MIB = 256;
+/** The smallest size: 512 MiB baseline, bursting to 2048 MiB (its cgroup limit) and 1 vCPU. */
+const MEMORY_MIB = 512;
+const PEAK_MIB = 2048;
 const DISK_MIB = 64;
 
 /** One GET to the neighbour; its latency in ms, or undefined when it failed. */
@@ -112,14 +114,14 @@ describe("resource abuse", { timeout: 900_000 }, () => {
   });
 
   test("a memory hog past its limit is killed and its MicroVM TERMINATED with the reason", async () => {
-    const r = await during(`dd if=/dev/zero of=/dev/shm/fill bs=1M count=${MEMORY_MIB * 2} 2>&1; sleep 2`);
+    const r = await during(`dd if=/dev/zero of=/dev/shm/fill bs=1M count=${PEAK_MIB + 512} 2>&1; sleep 2`);
     const ended = await eventually(async () => {
       const vm = await t.client.send(new GetMicrovmCommand({ microvmIdentifier: r.abuser }));
       return vm.state === "TERMINATED" ? vm : undefined;
     }, "the abuser to be TERMINATED", 30_000);
-    assert.match(ended.stateReason ?? "", /out of memory.*256 MiB/);
+    assert.match(ended.stateReason ?? "", new RegExp(`out of memory.*${PEAK_MIB} MiB`));
     assert.ok(!existsSync(`/sys/fs/cgroup/memory/${r.abuser}`), "the dead sandbox's cgroups are removed");
-    check(`memory hog (${MEMORY_MIB * 2} MiB into a ${MEMORY_MIB} MiB MicroVM)`, r, `killed; TERMINATED: "${ended.stateReason}"`);
+    check(`memory hog (${PEAK_MIB + 512} MiB into a MicroVM of ${PEAK_MIB} MiB peak)`, r, `killed; TERMINATED: "${ended.stateReason}"`);
     assert.equal((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: neighbour }))).state, "RUNNING");
   });
 

@@ -16,7 +16,7 @@ import { Gvisor, MicrovmRuntime, SandboxCgroups } from "../../src/runtime/index.
 import { CpuRoom, VCPUS_PER_CORE } from "../../src/runtime/cpu-room.js";
 import { tempDir } from "../support/platform.js";
 
-const version = (memoryMiB = 1024): ImageVersion => ({
+const version = (memoryMiB = 2048): ImageVersion => ({
   imageArn: "arn:aws:lambda:us-east-1:000000000000:microvm-image:app",
   version: "1.0",
   origin: "CREATE",
@@ -63,7 +63,17 @@ test("concurrent starts cannot all be promised the same vCPUs: past 8 per core t
   const answers = await Promise.all(Array.from({ length: 20 }, () => runtime.shortage(version())));
   const refused = answers.filter((a) => a !== undefined);
   assert.equal(answers.length - refused.length, 2 * VCPUS_PER_CORE);
-  for (const why of refused) assert.match(why!, /its CPUs are all given out: its MicroVMs hold 16 vCPUs, this one needs 1, and the host gives out at most 16 \(8 per core on 2 cores\)/);
+  for (const why of refused) assert.match(why!, /its CPUs are all given out: its MicroVMs hold 16 baseline vCPUs, this one needs 1, and the host gives out at most 16 \(8 per core on 2 cores\)/);
+});
+
+test("the reservation is the size's baseline: 2 cores take 64 of the smallest size (0.25 vCPU) and 4 of the largest (4 vCPUs)", async () => {
+  for (const [memoryMiB, fits, needs] of [[512, 64, "0.25"], [8192, 4, "4"]] as const) {
+    const runtime = runtimeOn(2);
+    const answers = await Promise.all(Array.from({ length: fits + 3 }, () => runtime.shortage(version(memoryMiB))));
+    const refused = answers.filter((a) => a !== undefined);
+    assert.equal(answers.length - refused.length, fits, `${memoryMiB} MiB`);
+    for (const why of refused) assert.match(why!, new RegExp(`hold 16 baseline vCPUs, this one needs ${needs.replace(".", "\\.")}, and the host gives out at most 16`));
+  }
 });
 
 function room(cores: number) {
@@ -83,8 +93,8 @@ test("vCPUs given out: a MicroVM that would pass the overcommit is refused until
   const { cpu } = room(2);
   for (let i = 0; i < 7; i++) cpu.hold(`vm-${i}`, 2);
   assert.equal(cpu.shortage(2, 0), undefined);
-  assert.match(cpu.shortage(3, 0) ?? "", /all given out: its MicroVMs hold 14 vCPUs, this one needs 3/);
-  assert.match(cpu.shortage(1, 2) ?? "", /hold 16 vCPUs, this one needs 1/, "promised vCPUs count as held");
+  assert.match(cpu.shortage(3, 0) ?? "", /all given out: its MicroVMs hold 14 baseline vCPUs, this one needs 3/);
+  assert.match(cpu.shortage(1, 2) ?? "", /hold 16 baseline vCPUs, this one needs 1/, "promised vCPUs count as held");
   cpu.drop("vm-0");
   assert.equal(cpu.shortage(3, 0), undefined);
 });

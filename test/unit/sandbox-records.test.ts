@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import type { NetworkNamespaces } from "../../src/net/index.js";
+import { DEFAULT_CAPABILITIES } from "../../src/core/index.js";
 import type { LogFiles } from "../../src/os/index.js";
 import { Gvisor, MicrovmRuntime, SandboxCgroups, type SandboxRecord } from "../../src/runtime/index.js";
 import { tempDir } from "../support/platform.js";
@@ -15,7 +16,8 @@ const ID = "microvm-0123456789abcdef0";
 
 test("a MicroVM's address is loaded once at startup, not read from disk on every request", () => {
   const dataDir = tempDir();
-  const rec: SandboxRecord = { networkIndex: 3, sandboxIp: "10.200.0.14", rootfs: "/nowhere", config: {}, hooks: {}, logging: true, limits: { memoryMiB: 1024, vcpus: 1 } };
+  const rec: SandboxRecord = { networkIndex: 3, sandboxIp: "10.200.0.14", rootfs: "/nowhere", config: {}, hooks: {}, logging: true, // Limits as a server before sizes and capabilities wrote them.
+    limits: { memoryMiB: 1024, vcpus: 1 } as SandboxRecord["limits"] };
   mkdirSync(join(dataDir, "microvms", ID), { recursive: true });
   writeFileSync(join(dataDir, "microvms", ID, "sandbox.json"), JSON.stringify(rec));
   const runtime = new MicrovmRuntime({
@@ -28,6 +30,7 @@ test("a MicroVM's address is loaded once at startup, not read from disk on every
     cgroups: new SandboxCgroups(join(dataDir, "no-cgroups")),
   });
   assert.equal(runtime.address(ID), "10.200.0.14");
+  assert.deepEqual(runtime.record(ID)!.limits, { memoryMiB: 1024, vcpus: 1, peakMemoryMiB: 1024, peakVcpus: 1, diskMiB: 10240, capabilities: [...DEFAULT_CAPABILITIES] }, "an old record's limits read as they were enforced");
   writeFileSync(join(dataDir, "microvms", ID, "sandbox.json"), "{ torn");
   for (let i = 0; i < 3; i++) assert.equal(runtime.address(ID), "10.200.0.14", "the address comes from memory");
   assert.equal(runtime.address("microvm-fffffffffffffffff"), undefined);

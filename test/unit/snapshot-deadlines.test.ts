@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import { limitsOf } from "../../src/core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../../src/net/index.js";
 import { SnapshotCancelled, SnapshotFailure, Snapshotter, type Gvisor, type SnapshotRequest } from "../../src/runtime/index.js";
 import { udpOnOwnAddress } from "../../src/runtime/gvisor.js";
@@ -56,7 +57,7 @@ function fakeRuntime(stuck: "run" | "checkpoint" | "restore", deaf = false) {
 }
 
 function request(dir: string, signal?: AbortSignal): SnapshotRequest {
-  return { id: "b1", rootfs: dir, config: { Cmd: ["app"] }, env: {}, limits: { memoryMiB: 128, vcpus: 1 }, dir, log: () => {}, signal: signal ?? new AbortController().signal };
+  return { id: "b1", rootfs: dir, config: { Cmd: ["app"] }, env: {}, limits: limitsOf({}), dir, log: () => {}, signal: signal ?? new AbortController().signal };
 }
 
 for (const [phase, stuck] of [["boot", "run"], ["checkpoint", "checkpoint"], ["validate", "restore"]] as const) {
