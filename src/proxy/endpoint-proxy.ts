@@ -252,7 +252,7 @@ export class EndpointProxy implements Ingress {
     checkIngress(vm, admitted.kind);
     const config = await this.configOf(vm);
     if (admitted.kind === "endpoint") checkHookPath(config, admitted.port, path);
-    const release = await this.limiter.acquire(vm.id, limitsOf(config).vcpus);
+    const release = await this.limiter.acquire(vm.id, limitsOf(config).peakVcpus);
     try {
       this.opts.directory.activity(vm.id);
       const address = await reach(this.opts.directory, vm.id, this.opts.pendingWaitMs ?? PENDING_WAIT_MS);
