@@ -88,13 +88,13 @@ export class Buildah {
 
   /**
    * Builds `context` as image `tag` and writes the final stage's root
-   * filesystem to `rootfs`. When `opts.signal` aborts, the RUN step's
+   * filesystem to `rootfs`, with `env` set for every RUN step. When `opts.signal` aborts, the RUN step's
    * processes are killed first, so that the step fails and buildah removes
    * its working container itself (--force-rm); if buildah has not ended
    * after STOP_STEPS_MS, everything is killed, and the working containers it
    * leaves are removed as soon as no other build runs.
    */
-  async build(context: string, tag: string, rootfs: string, opts: ExecOptions): Promise<unknown> {
+  async build(context: string, tag: string, rootfs: string, env: Record<string, string>, opts: ExecOptions): Promise<unknown> {
     await this.enter();
     const hard = new AbortController();
     let pid: number | undefined;
@@ -119,6 +119,8 @@ export class Buildah {
           // --force-rm: a failed or stopped step's working container (and all it wrote) goes too.
           "--isolation", "chroot", "--pull=never", "--layers", "--force-rm",
           "--file", join(context, "Dockerfile"), "--tag", tag,
+          // Set before each stage's first step, so every RUN step sees them (and the image config keeps them).
+          ...Object.entries(env).flatMap(([k, v]) => ["--env", `${k}=${v}`]),
           "--output", `type=local,dest=${rootfs}`,
           context,
         ],

@@ -17,7 +17,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync 
 import { lstat, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
-import { BuildFailure, limitsOf, parseArn, type BuildJob, type ImageBuilder, type SnapshotBuild } from "../core/index.js";
+import { BuildFailure, limitsOf, parseArn, reservedEnvironment, type BuildJob, type ImageBuilder, type SnapshotBuild } from "../core/index.js";
 import { fetchArtifact } from "./artifacts.js";
 import { BaseImages } from "./base-images.js";
 import { Buildah, type OciConfig } from "./buildah.js";
@@ -165,7 +165,7 @@ export class DockerfileBuilder implements ImageBuilder {
       await runPhase("buildah", deadline.buildah, signal, async (phase) => {
         const guard = this.diskGuard();
         try {
-          await this.buildah.build(join(work, "context"), tag, staging, { signal: phase, onLine, keepLines: 60, onSpawn: guard.watch });
+          await this.buildah.build(join(work, "context"), tag, staging, reservedEnvironment(build.imageArn, build.imageVersion), { signal: phase, onLine, keepLines: 60, onSpawn: guard.watch });
         } catch (err) {
           if (guard.tripped) throw new BuildFailure(guard.tripped);
           if (!(err instanceof ExecError)) throw err;
@@ -198,7 +198,7 @@ export class DockerfileBuilder implements ImageBuilder {
             id: `build-${build.buildId.slice(0, 13)}`,
             rootfs: join(out, "rootfs"),
             config,
-            env: version.config.environmentVariables ?? {},
+            env: { ...version.config.environmentVariables, ...reservedEnvironment(build.imageArn, build.imageVersion) },
             ...(version.config.hooks ? { hooks: version.config.hooks } : {}),
             limits: limitsOf(version.config),
             dir: out,

@@ -8,7 +8,7 @@ import { once } from "./idempotency.js";
 import type { ImageService } from "./images.js";
 import { MAX_DURATION_SECONDS, type Input } from "./inputs.js";
 import type { Microvm, MicrovmState, Page, PageRequest } from "./model.js";
-import { NotBegun, RuntimeUnavailable, type Clock, type Ingress, type RuntimeTimings, type SandboxFound, type SandboxRuntime, type Store, type TokenIssuer } from "./ports.js";
+import { NotBegun, RunHookFailed, RuntimeUnavailable, type Clock, type Ingress, type RuntimeTimings, type SandboxFound, type SandboxRuntime, type Store, type TokenIssuer } from "./ports.js";
 import { microvmStates } from "./states.js";
 
 export interface MicrovmServiceDeps {
@@ -179,7 +179,8 @@ export class MicrovmService {
           await this.timed("run", () => runtime.run(current, version));
           await this.move(current, "RUNNING");
         } catch (err) {
-          await this.fail(current, `Starting the MicroVM failed: ${errorText(err)}`);
+          // A failed /run ends the MicroVM (TERMINATING, then TERMINATED), as on AWS, with the service's reason.
+          await this.fail(current, err instanceof RunHookFailed ? err.message : `Starting the MicroVM failed: ${errorText(err)}`);
         }
       });
     }
