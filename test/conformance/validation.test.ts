@@ -49,6 +49,10 @@ const cases: Case[] = [
   ["build role that is not a role ARN", (t) => t.client.send(create({ buildRoleArn: "MicroVMBuildRole" })), /'buildRoleArn' must be an IAM role ARN/],
   ["logging with both members", (t) => t.client.send(create({ logging: { disabled: {}, cloudWatch: { logGroup: "g" } } })), /'logging' must set exactly one of disabled, cloudWatch/],
   ["memory above 32 GB", (t) => t.client.send(create({ resources: [{ minimumMemoryInMiB: 32_769 }] })), /'resources\.0\.minimumMemoryInMiB' must be at most 32768/],
+  ["a MicroVM hook ENABLED without the ready hook", (t) => t.client.send(create({ hooks: { port: 9000, microvmHooks: { run: "ENABLED" } } })), /'hooks\.microvmImageHooks\.ready' must be ENABLED when a MicroVM hook is ENABLED \(run\)/],
+  ["a hook ENABLED without hooks.port", (t) => t.client.send(create({ hooks: { microvmImageHooks: { ready: "ENABLED" } } })), /'hooks\.port' is required when a hook is ENABLED \(ready\)/],
+  ...["AWS_REGION", "AWS_LAMBDA_MICROVM_IMAGE_NAME", "AWS_LAMBDA_MICROVM_IMAGE_ARN", "AWS_LAMBDA_MICROVM_IMAGE_VERSION"].map((key): Case =>
+    [`reserved environment variable ${key}`, (t) => t.client.send(create({ environmentVariables: { [key]: "x" } })), new RegExp(`Environment variable key '${key}' is reserved`)]),
   ["environment variable named with a dash", (t) => t.client.send(create({ environmentVariables: { "MY-VAR": "x" } })), /environment variable names start with a letter/],
   ["an unknown OS capability", (t) => t.client.send(create({ additionalOsCapabilities: ["NET_ADMIN"] })), /the only capability is ALL/],
   ["an architecture this host cannot build", (t) => t.client.send(create({ cpuConfigurations: [{ architecture: process.arch === "arm64" ? "X86_64" : "ARM_64" }] })), /cannot be built on this host/],
