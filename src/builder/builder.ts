@@ -104,7 +104,8 @@ function buildTag(imageArn: string, version: string, architecture: string): stri
 /** The step a failed buildah build was at, from its output. */
 function failedStep(lines: string[]): string | undefined {
   const step = [...lines].reverse().find((l) => /STEP \d+\/\d+: /.test(l));
-  return step?.replace(/^.*STEP (\d+\/\d+): /, "step $1: ");
+  // Counted as in the user's Dockerfile: buildah counts the ARG lmvm declares as each stage's step 2 (buildah.ts).
+  return step?.replace(/^.*STEP (\d+)\/(\d+): /, (_, k: string, m: string) => `step ${Number(k) > 2 ? Number(k) - 1 : Number(k)}/${Number(m) - 1}: `);
 }
 
 export class DockerfileBuilder implements ImageBuilder {
