@@ -87,8 +87,9 @@ async function bounded<T>(what: string, seconds: number, step: (signal: AbortSig
 }
 
 /**
- * A failed /run in AWS Lambda MicroVMs' words (its observed stateReason for an
- * error status), with lmvm's detail after them.
+ * A failed /run in AWS Lambda MicroVMs' words: its observed stateReason for an
+ * error status, and the same form for a timeout and for an app that could not
+ * be reached (those wordings are not published).
  */
 function runFailureReason(err: HookFailure, timeoutSeconds: number): string {
   const advice = "Please check your hook endpoint and application logs for more details.";
