@@ -18,9 +18,10 @@ step "Installing system packages"
 export DEBIAN_FRONTEND=noninteractive
 # python3, make and g++ build better-sqlite3 when no prebuilt binary can be downloaded.
 # buildah builds Dockerfiles; mmdebstrap and busybox-static make the managed base images;
+# gcc and libc6-dev compile lmvm-init, the static PID 1 of every sandbox (npm run build);
 # util-linux gives unshare, which isolates builds, and mount's loop devices; e2fsprogs makes each
 # MicroVM's size-limited disk; nftables keeps sandboxes from opening connections.
-PACKAGES=(python3 make g++ ca-certificates unzip zip curl openssl util-linux e2fsprogs buildah mmdebstrap busybox-static iproute2 nftables)
+PACKAGES=(python3 make g++ gcc libc6-dev ca-certificates unzip zip curl openssl util-linux e2fsprogs buildah mmdebstrap busybox-static iproute2 nftables)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

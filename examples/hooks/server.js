@@ -1,9 +1,10 @@
 // The six lifecycle hooks, each with an effect you can see. lmvm (like AWS)
-// POSTs to http://localhost:9000/aws/lambda-microvms/runtime/v1/<hook>:
+// POSTs to http://localhost:9000/aws/lambda-microvms/runtime/v1/<hook>, from 127.0.0.1 inside the MicroVM:
 // - ready     (build): 503 until the app has initialised, then 200; the snapshot follows
 // - validate  (build): on a fresh sandbox restored from that snapshot, checks the app answers;
 //             the build fails unless it says 200
-// - run       (each MicroVM): body {"microvmId", "runHookPayload"}; makes what must differ per
+// - run       (each MicroVM): JSON body {"microvmId", "runHookPayload"}, the payload the
+//             RunMicrovm string ("" when none was given); makes what must differ per
 //             MicroVM (instanceId), since every MicroVM starts from the same snapshot
 // - suspend / resume: around the MicroVM's checkpoint and restore
 // - terminate: before the MicroVM ends; its line is in `lmvm logs microvm <id>`
@@ -30,18 +31,11 @@ const effects = {
     new Promise((resolve) => {
       http.get("http://127.0.0.1:8080/hooks", (res) => resolve(res.statusCode === 200 ? 200 : 500)).on("error", () => resolve(503));
     }),
-  run: (text, headers) => {
+  run: (text) => {
     instanceId = randomUUID();
-    // AWS sends {"microvmId", "runHookPayload"}; lmvm sends the payload as the body and the
-    // MicroVM's id in x-lmvm-microvm-id. Both are read, so the example runs on either.
-    let aws = null;
-    try {
-      aws = JSON.parse(text);
-    } catch {}
-    if (aws && typeof aws === "object" && ("runHookPayload" in aws || "microvmId" in aws)) {
-      return { status: 200, payload: aws.runHookPayload ?? null, microvmId: aws.microvmId ?? null };
-    }
-    return { status: 200, payload: text || null, microvmId: headers["x-lmvm-microvm-id"] ?? null };
+    // The body is JSON: {"microvmId": "...", "runHookPayload": "<the RunMicrovm string>"}.
+    const { microvmId, runHookPayload } = JSON.parse(text);
+    return { status: 200, payload: runHookPayload, microvmId };
   },
   suspend: () => 200,
   resume: () => 200,
@@ -62,7 +56,7 @@ http.createServer((req, res) => {
     const hook = req.method === "POST" && req.url.startsWith(HOOKS) ? req.url.slice(HOOKS.length) : "";
     const effect = effects[hook];
     if (!effect) return json(res, 404, { message: `no hook at ${req.method} ${req.url}` });
-    const result = await effect(text, req.headers);
+    const result = await effect(text);
     const { status, ...details } = typeof result === "number" ? { status: result } : result;
     if (status === 200) calls.push({ hook, at: new Date().toISOString(), ...details });
     console.log(`hook ${hook}: ${status}${Object.keys(details).length ? ` ${JSON.stringify(details)}` : ""}`);

@@ -8,9 +8,10 @@
 // bind-mounts its storage directory on start, and that mount must not outlive
 // the command (it would pin the data directory and leak into the host).
 
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { exec, killGrandchildren, run, type ExecOptions } from "../os/index.js";
+import { declareArgsInEveryStage } from "./dockerfile.js";
 
 export interface OciConfig {
   Entrypoint?: string[];
@@ -88,13 +89,15 @@ export class Buildah {
 
   /**
    * Builds `context` as image `tag` and writes the final stage's root
-   * filesystem to `rootfs`. When `opts.signal` aborts, the RUN step's
-   * processes are killed first, so that the step fails and buildah removes
+   * filesystem to `rootfs`, with `env` in every RUN step's environment.
+   * When `opts.signal` aborts, the RUN step's processes are killed first, so that the step fails and buildah removes
    * its working container itself (--force-rm); if buildah has not ended
    * after STOP_STEPS_MS, everything is killed, and the working containers it
    * leaves are removed as soon as no other build runs.
    */
-  async build(context: string, tag: string, rootfs: string, opts: ExecOptions): Promise<unknown> {
+  async build(context: string, tag: string, rootfs: string, env: Record<string, string>, opts: ExecOptions): Promise<unknown> {
+    const dockerfile = join(context, "..", "Dockerfile.lmvm");
+    writeFileSync(dockerfile, declareArgsInEveryStage(readFileSync(join(context, "Dockerfile"), "utf8"), Object.keys(env)));
     await this.enter();
     const hard = new AbortController();
     let pid: number | undefined;
@@ -118,7 +121,9 @@ export class Buildah {
           "buildah", ...this.global, "build",
           // --force-rm: a failed or stopped step's working container (and all it wrote) goes too.
           "--isolation", "chroot", "--pull=never", "--layers", "--force-rm",
-          "--file", join(context, "Dockerfile"), "--tag", tag,
+          "--file", dockerfile, "--tag", tag,
+          // Declared in every stage of Dockerfile.lmvm, so that every RUN step sees them.
+          ...Object.entries(env).flatMap(([k, v]) => ["--build-arg", `${k}=${v}`]),
           "--output", `type=local,dest=${rootfs}`,
           context,
         ],

@@ -17,7 +17,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync 
 import { lstat, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
-import { BuildFailure, limitsOf, parseArn, type BuildJob, type ImageBuilder, type SnapshotBuild } from "../core/index.js";
+import { BuildFailure, limitsOf, parseArn, reservedEnvironment, type BuildJob, type ImageBuilder, type SnapshotBuild } from "../core/index.js";
 import { fetchArtifact } from "./artifacts.js";
 import { BaseImages } from "./base-images.js";
 import { Buildah, type OciConfig } from "./buildah.js";
@@ -104,7 +104,8 @@ function buildTag(imageArn: string, version: string, architecture: string): stri
 /** The step a failed buildah build was at, from its output. */
 function failedStep(lines: string[]): string | undefined {
   const step = [...lines].reverse().find((l) => /STEP \d+\/\d+: /.test(l));
-  return step?.replace(/^.*STEP (\d+\/\d+): /, "step $1: ");
+  // Counted as in the user's Dockerfile: buildah counts the ARG lmvm declares as each stage's step 2 (buildah.ts).
+  return step?.replace(/^.*STEP (\d+)\/(\d+): /, (_, k: string, m: string) => `step ${Number(k) > 2 ? Number(k) - 1 : Number(k)}/${Number(m) - 1}: `);
 }
 
 export class DockerfileBuilder implements ImageBuilder {
@@ -165,7 +166,7 @@ export class DockerfileBuilder implements ImageBuilder {
       await runPhase("buildah", deadline.buildah, signal, async (phase) => {
         const guard = this.diskGuard();
         try {
-          await this.buildah.build(join(work, "context"), tag, staging, { signal: phase, onLine, keepLines: 60, onSpawn: guard.watch });
+          await this.buildah.build(join(work, "context"), tag, staging, reservedEnvironment(build.imageArn, build.imageVersion), { signal: phase, onLine, keepLines: 60, onSpawn: guard.watch });
         } catch (err) {
           if (guard.tripped) throw new BuildFailure(guard.tripped);
           if (!(err instanceof ExecError)) throw err;
@@ -198,7 +199,7 @@ export class DockerfileBuilder implements ImageBuilder {
             id: `build-${build.buildId.slice(0, 13)}`,
             rootfs: join(out, "rootfs"),
             config,
-            env: version.config.environmentVariables ?? {},
+            env: { ...version.config.environmentVariables, ...reservedEnvironment(build.imageArn, build.imageVersion) },
             ...(version.config.hooks ? { hooks: version.config.hooks } : {}),
             limits: limitsOf(version.config),
             dir: out,

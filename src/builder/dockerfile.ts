@@ -96,3 +96,19 @@ export function fromImages(dockerfile: string): FromImage[] {
   }
   return images;
 }
+
+/**
+ * The Dockerfile with `ARG <names>` after every FROM, so that every RUN step
+ * of every stage has the build arguments of those names in its environment
+ * (buildah's `--env` reaches a RUN only after a step has been committed, so a
+ * stage's first RUN would miss it, and a cached layer would keep another
+ * build's values). A RUN's cache key includes the build arguments it sees, and
+ * ARG values do not stay in the image's config. buildah shows each as a step
+ * of its own.
+ */
+export function declareArgsInEveryStage(dockerfile: string, names: readonly string[]): string {
+  const lines = dockerfile.split("\n");
+  const ends = DockerfileParser.parse(dockerfile).getFROMs().map((f) => f.getRange().end.line);
+  for (const end of ends.sort((a, b) => b - a)) lines.splice(end + 1, 0, `ARG ${names.join(" ")}`);
+  return lines.join("\n");
+}

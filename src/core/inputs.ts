@@ -4,6 +4,7 @@
 // every field at fault and what it must be.
 
 import { z } from "zod";
+import { RESERVED_ENVIRONMENT_VARIABLES } from "./app-contract.js";
 import { IMAGE_NAME_PATTERN, IMAGE_VERSION_PATTERN } from "./arn.js";
 import { InvalidInput } from "./errors.js";
 import { MAX_MEMORY_MIB, SIZES_TEXT } from "./limits.js";
@@ -73,7 +74,13 @@ const environmentVariables = z
   .refine(
     (env) => Buffer.byteLength(JSON.stringify(env)) <= MAX_ENV_BYTES,
     `environment variables must total at most ${MAX_ENV_BYTES} bytes`,
-  );
+  )
+  // The service's own words; the platform sets these in every build and MicroVM.
+  .superRefine((env, ctx) => {
+    for (const key of RESERVED_ENVIRONMENT_VARIABLES) {
+      if (key in env) ctx.addIssue({ code: "custom", message: `Environment variable key '${key}' is reserved: it is set for you in every build and MicroVM; remove it from environmentVariables.`, params: { verbatim: true } });
+    }
+  });
 
 const hooks = z.object({
   port: intIn(1, 65535).optional(),
@@ -97,6 +104,15 @@ const hooks = z.object({
       validateTimeoutInSeconds: intIn(1, 3600).optional(),
     })
     .optional(),
+}).superRefine((h, ctx) => {
+  const runtime = (["run", "resume", "suspend", "terminate"] as const).filter((k) => h.microvmHooks?.[k] === "ENABLED");
+  const build = (["ready", "validate"] as const).filter((k) => h.microvmImageHooks?.[k] === "ENABLED");
+  if ((runtime.length || build.length) && h.port === undefined) {
+    ctx.addIssue({ code: "custom", path: ["port"], message: `is required when a hook is ENABLED (${[...build, ...runtime].join(", ")}): give the port your app serves /aws/lambda-microvms/runtime/v1/<hook> on, for example 9000` });
+  }
+  if (runtime.length && h.microvmImageHooks?.ready !== "ENABLED") {
+    ctx.addIssue({ code: "custom", path: ["microvmImageHooks", "ready"], message: `must be ENABLED when a MicroVM hook is ENABLED (${runtime.join(", ")}): enable the ready hook, which tells the build when the app is initialised, or disable those hooks` });
+  }
 });
 
 const imageConfig = {
@@ -223,6 +239,7 @@ export type OperationName = keyof typeof inputs;
 export type Input<Op extends OperationName> = z.infer<(typeof inputs)[Op]>;
 
 function describeIssue(issue: z.core.$ZodIssue): string {
+  if (issue.code === "custom" && (issue.params as { verbatim?: boolean } | undefined)?.verbatim) return issue.message;
   const path = issue.path.length ? issue.path.map(String).join(".") : "(request)";
   if (issue.code === "invalid_key") return `'${path}' ${issue.issues.map((i) => i.message).join("; ")}`;
   if (issue.code === "invalid_type" && (issue as { input?: unknown }).input === undefined) {

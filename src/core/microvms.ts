@@ -10,7 +10,7 @@ import { checkIngressAtRun, ingressRefusal } from "./ingress.js";
 import { MAX_DURATION_SECONDS, type Input } from "./inputs.js";
 import type { ImageVersion, Microvm, MicrovmState, Page, PageRequest } from "./model.js";
 import { DEFAULT_QUOTAS, format, MEMORY_HOLDING_STATES, microvmMemoryMiB, quotaExceeded, type Quotas } from "./quotas.js";
-import { NotBegun, RuntimeUnavailable, type Clock, type Ingress, type RuntimeTimings, type SandboxFound, type SandboxRuntime, type Store, type TokenIssuer } from "./ports.js";
+import { NotBegun, RunHookFailed, RuntimeUnavailable, type Clock, type Ingress, type RuntimeTimings, type SandboxFound, type SandboxRuntime, type Store, type TokenIssuer } from "./ports.js";
 import { microvmStates } from "./states.js";
 
 export interface MicrovmServiceDeps {
@@ -214,7 +214,8 @@ export class MicrovmService {
           await this.timed("run", () => runtime.run(current, version));
           await this.move(current, "RUNNING");
         } catch (err) {
-          await this.fail(current, `Starting the MicroVM failed: ${errorText(err)}`);
+          // A failed /run ends the MicroVM (TERMINATING, then TERMINATED), as on AWS, with the service's reason.
+          await this.fail(current, err instanceof RunHookFailed ? err.message : `Starting the MicroVM failed: ${errorText(err)}`);
         }
       });
     }

@@ -90,6 +90,12 @@ export class BuildFailure extends Error {}
  */
 export class NotBegun extends Error {}
 
+/**
+ * The app's /run hook did not answer 200 in time: the MicroVM ends, and the
+ * message, in the service's words, is its stateReason.
+ */
+export class RunHookFailed extends Error {}
+
 export interface BuildJob {
   image: MicrovmImage;
   version: ImageVersion;

@@ -38,6 +38,7 @@ import { join } from "node:path";
 import { DEFAULT_CAPABILITIES, type SandboxLimits } from "../core/index.js";
 import type { SandboxNetwork } from "../net/index.js";
 import { SandboxCgroups } from "./cgroups.js";
+import { guestInitMount, underGuestInit } from "./guest-init/guest-init.js";
 import { diskUsage, exec, mountScratchDisk, mountsUnder, processAlive, removeTree, run, type ExecResult } from "../os/index.js";
 
 export interface ImageConfig {
@@ -55,6 +56,8 @@ export interface SandboxSpec {
   rootfs: string;
   config: ImageConfig;
   env: Record<string, string>;
+  /** The app's hooks port, where lmvm-init relays HOOK_RELAY_PORT; none (0): no relay. */
+  hooksPort?: number;
   hostname: string;
   network: SandboxNetwork;
   /** Where this sandbox keeps its bundle and overlay filestore. */
@@ -201,16 +204,21 @@ export class Gvisor {
     else mkdirSync(overlay, { recursive: true });
     const args = [...(spec.config.Entrypoint ?? []), ...(spec.config.Cmd ?? [])];
     if (!args.length) throw new Error("the image has neither ENTRYPOINT nor CMD: nothing to run");
-    const env = [...(spec.config.Env ?? []), ...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`)];
+    // One entry per name, the later source winning: with a name twice, which one a program reads depends on its libc.
+    const vars = new Map<string, string>();
+    for (const e of spec.config.Env ?? []) if (e.indexOf("=") > 0) vars.set(e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1));
+    for (const [k, v] of Object.entries(spec.env)) vars.set(k, v);
+    const env = [...vars].map(([k, v]) => `${k}=${v}`);
     const oci = {
       ociVersion: "1.0.2",
-      process: { terminal: false, user: userOf(spec.rootfs, spec.config.User), args, env, cwd: spec.config.WorkingDir || "/", capabilities: capabilitiesOf(spec.limits) },
+      process: { terminal: false, user: userOf(spec.rootfs, spec.config.User), args: underGuestInit(args, spec.hooksPort ?? 0), env, cwd: spec.config.WorkingDir || "/", capabilities: capabilitiesOf(spec.limits) },
       root: { path: spec.rootfs, readonly: false },
       hostname: spec.hostname,
       mounts: [
         { destination: "/proc", type: "proc", source: "proc" },
         { destination: "/dev", type: "tmpfs", source: "tmpfs" },
         { destination: "/sys", type: "sysfs", source: "sysfs", options: ["ro"] },
+        guestInitMount(),
       ],
       linux: {
         namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "network", path: spec.network.path }],

@@ -1,7 +1,7 @@
 // Public face of the sandbox runtime: gVisor sandboxes, their cgroups, lifecycle hooks, and
 // the build-time snapshot.
 export { Gvisor, SandboxAborted, SandboxSetupError, type GvisorOptions, type SandboxSpec, type ImageConfig } from "./gvisor.js";
-export { callHook, HookAborted, HookFailure, type HookName } from "./hooks.js";
-export { Snapshotter, SnapshotCancelled, SnapshotFailure, SNAPSHOT_PHASE_SECONDS, SETTLE_SECONDS, DEFAULT_HOOK_PORT, type SnapshotPhase, type SnapshotRequest, type SnapshotSizes } from "./snapshots.js";
+export { callHook, HookAborted, HookFailure, runHookBody, MICROVM_ID_HEADER, type HookName } from "./hooks.js";
+export { Snapshotter, SnapshotCancelled, SnapshotFailure, SNAPSHOT_PHASE_SECONDS, SETTLE_SECONDS, type SnapshotPhase, type SnapshotRequest, type SnapshotSizes } from "./snapshots.js";
 export { SandboxCgroups, type CgroupLayout } from "./cgroups.js";
 export { MicrovmRuntime, type MicrovmRuntimeOptions, type SandboxRecord, type BuiltVersion } from "./microvms.js";

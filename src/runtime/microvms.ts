@@ -15,15 +15,15 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
-import { completeLimits, limitsOf, NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
+import { completeLimits, limitsOf, NotBegun, reservedEnvironment, RunHookFailed, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
 import { diskUsage, removeTree, writeFileAtomic, type LogFiles } from "../os/index.js";
 import { SandboxCgroups } from "./cgroups.js";
 import { CpuRoom } from "./cpu-room.js";
 import { Gvisor, SandboxSetupError, type ImageConfig, type SandboxSpec } from "./gvisor.js";
 import { spawnGuest } from "./guest-process.js";
-import { callHook, type HookName } from "./hooks.js";
-import { DEFAULT_HOOK_PORT, memoryImageSize } from "./snapshots.js";
+import { callHook, HookFailure, runHookBody, type HookName } from "./hooks.js";
+import { memoryImageSize } from "./snapshots.js";
 
 export interface BuiltVersion {
   rootfs: string;
@@ -59,7 +59,7 @@ export interface SandboxRecord {
   hooks: NonNullable<ImageVersion["config"]["hooks"]>;
   logging: boolean;
   limits: SandboxLimits;
-  /** The version's environmentVariables, which the app got at its build-time boot; processes exec'd later get them too. */
+  /** The version's environmentVariables and the reserved variables, which the app got at its build-time boot; processes exec'd later get them too. */
   env?: Record<string, string>;
 }
 
@@ -84,6 +84,18 @@ async function bounded<T>(what: string, seconds: number, step: (signal: AbortSig
     if (signal.aborted) throw new Error(`${what} did not finish within ${seconds} s`);
     throw err;
   }
+}
+
+/**
+ * A failed /run in AWS Lambda MicroVMs' words: its observed stateReason for an
+ * error status, and the same form for a timeout and for an app that could not
+ * be reached (those wordings are not published).
+ */
+function runFailureReason(err: HookFailure, timeoutSeconds: number): string {
+  const advice = "Please check your hook endpoint and application logs for more details.";
+  if (err.answer.status !== undefined) return `Run lifecycle hook returned HTTP status ${err.answer.status}. ${advice}`;
+  if (err.answer.timedOut) return `Run lifecycle hook timed out after ${timeoutSeconds} seconds. ${advice}`;
+  return `Run lifecycle hook could not reach the application (${err.message}). ${advice}`;
 }
 
 export class MicrovmRuntime implements SandboxRuntime {
@@ -138,6 +150,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       rootfs: rec.rootfs,
       config: rec.config,
       env: {},
+      hooksPort: rec.hooks.port ?? 0,
       hostname: vm.id,
       limits: rec.limits,
       network,
@@ -151,7 +164,8 @@ export class MicrovmRuntime implements SandboxRuntime {
     const enabled = { run: m.run, resume: m.resume, suspend: m.suspend, terminate: m.terminate }[hook as "run"];
     if (enabled !== "ENABLED") return;
     const timeout = { run: m.runTimeoutInSeconds, resume: m.resumeTimeoutInSeconds, suspend: m.suspendTimeoutInSeconds, terminate: m.terminateTimeoutInSeconds }[hook as "run"];
-    await callHook(rec.sandboxIp, rec.hooks.port ?? DEFAULT_HOOK_PORT, hook, { body, timeoutSeconds: timeout ?? HOOK_TIMEOUT_DEFAULT, microvmId: id });
+    // The image gives a port whenever it enables a hook (inputs.ts).
+    await callHook(rec.sandboxIp, rec.hooks.port ?? 0, hook, { body, timeoutSeconds: timeout ?? HOOK_TIMEOUT_DEFAULT, microvmId: id });
   }
 
   private save(id: string, rec: SandboxRecord): void {
@@ -183,7 +197,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       hooks: version.config.hooks ?? {},
       logging: !(vm.config.logging?.disabled ?? version.config.logging?.disabled),
       limits: limitsOf(version.config),
-      env: version.config.environmentVariables ?? {},
+      env: { ...version.config.environmentVariables, ...reservedEnvironment(version.imageArn, version.version) },
     };
     this.save(vm.id, rec);
     try {
@@ -193,7 +207,9 @@ export class MicrovmRuntime implements SandboxRuntime {
       this.cpu.hold(vm.id, rec.limits.vcpus); // until terminate: a failed restore may have left a sandbox
     }
     await this.opts.gvisor.setHostname(vm.id, rec.rootfs, vm.id);
-    await this.hook(vm.id, rec, "run", vm.config.runHookPayload ?? "");
+    await this.hook(vm.id, rec, "run", runHookBody(vm.id, vm.config.runHookPayload)).catch((err: unknown) => {
+      throw err instanceof HookFailure ? new RunHookFailed(runFailureReason(err, rec.hooks.microvmHooks?.runTimeoutInSeconds ?? HOOK_TIMEOUT_DEFAULT)) : err;
+    });
   }
 
   async suspend(vm: Microvm): Promise<void> {

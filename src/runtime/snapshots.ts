@@ -23,8 +23,6 @@ import { callHook, HookAborted, pause } from "./hooks.js";
 
 /** When the /ready hook is DISABLED, the app gets this long to initialise before the checkpoint. */
 export const SETTLE_SECONDS = 2;
-/** The hooks port when the image does not say (the app's default port). */
-export const DEFAULT_HOOK_PORT = 8080;
 
 export interface SnapshotHooks {
   port?: number;
@@ -141,7 +139,8 @@ export class Snapshotter {
   }
 
   async snapshot(req: SnapshotRequest): Promise<SnapshotSizes> {
-    const port = req.hooks?.port ?? DEFAULT_HOOK_PORT;
+    // The image must give a port when it enables any hook (inputs.ts); without one, no relay is needed.
+    const port = req.hooks?.port ?? 0;
     const image = req.hooks?.microvmImageHooks ?? {};
     const snapshot = join(req.dir, "snapshot");
     rmSync(snapshot, { recursive: true, force: true });
@@ -152,6 +151,7 @@ export class Snapshotter {
       rootfs: req.rootfs,
       config: req.config,
       env: req.env,
+      hooksPort: port,
       hostname: "localhost",
       network,
       dir: join(this.workDir, `${req.id}-${suffix}`),

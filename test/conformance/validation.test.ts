@@ -54,6 +54,10 @@ const cases: Case[] = [
   ["logging with both members", (t) => t.client.send(create({ logging: { disabled: {}, cloudWatch: { logGroup: "g" } } })), /'logging' must set exactly one of disabled, cloudWatch/],
   ["memory above the largest size's baseline", (t) => t.client.send(create({ resources: [{ minimumMemoryInMiB: 8193 }] })), /'resources\.0\.minimumMemoryInMiB' must be at most 8192, the largest size's baseline memory; .*512 MiB\/0\.25 vCPU \(peak 2048 MiB\/1 vCPU, 8 GiB disk\), 1024 MiB.*2048 MiB\/1 vCPU \(peak 8192 MiB\/4 vCPU, 8 GiB disk\) \(the default\).*8192 MiB\/4 vCPU \(peak 32768 MiB\/16 vCPU, 32 GiB disk\)/],
   ["memory of 0", (t) => t.client.send(create({ resources: [{ minimumMemoryInMiB: 0 }] })), /'resources\.0\.minimumMemoryInMiB' must be at least 1/],
+  ["a MicroVM hook ENABLED without the ready hook", (t) => t.client.send(create({ hooks: { port: 9000, microvmHooks: { run: "ENABLED" } } })), /'hooks\.microvmImageHooks\.ready' must be ENABLED when a MicroVM hook is ENABLED \(run\)/],
+  ["a hook ENABLED without hooks.port", (t) => t.client.send(create({ hooks: { microvmImageHooks: { ready: "ENABLED" } } })), /'hooks\.port' is required when a hook is ENABLED \(ready\)/],
+  ...["AWS_REGION", "AWS_LAMBDA_MICROVM_IMAGE_NAME", "AWS_LAMBDA_MICROVM_IMAGE_ARN", "AWS_LAMBDA_MICROVM_IMAGE_VERSION"].map((key): Case =>
+    [`reserved environment variable ${key}`, (t) => t.client.send(create({ environmentVariables: { [key]: "x" } })), new RegExp(`Environment variable key '${key}' is reserved`)]),
   ["environment variable named with a dash", (t) => t.client.send(create({ environmentVariables: { "MY-VAR": "x" } })), /environment variable names start with a letter/],
   ["an unknown OS capability", (t) => t.client.send(create({ additionalOsCapabilities: ["NET_ADMIN"] })), /the only capability is ALL/],
   ["an architecture this host cannot build", (t) => t.client.send(create({ cpuConfigurations: [{ architecture: process.arch === "arm64" ? "X86_64" : "ARM_64" }] })), /cannot be built on this host/],

@@ -14,6 +14,11 @@
 // examples/hooks shows each of its six hooks: GET /hooks (ready, run, suspend,
 // resume), the build (validate, on a throwaway restore of the snapshot, must
 // answer 200 for the build to succeed) and the MicroVM's log (terminate).
+// examples/aws-contract-node and examples/aws-contract-python are written only
+// from AWS's documented contract; their GET /hooks also says where each hook
+// call came from (127.0.0.1), its Host header and body (/run's JSON), and the
+// reserved AWS_* variables the app and its build's RUN step saw. A /run that
+// answers 400, or too late, ends the MicroVM with the service's reason.
 
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -102,6 +107,23 @@ describe("every example builds to a snapshot and runs, suspends, resumes and ter
     }
   };
 
+  /** What an app written from AWS's documentation saw: hooks from 127.0.0.1, /run's JSON body, the reserved variables. */
+  const checkContract = async (id: string, token: string, arn: string, image: string) => {
+    type Call = { hook: string; from: string; host: string; body: string };
+    const seen = (await getJson(id, token, "/hooks")) as { calls: Call[]; env: Record<string, string>; buildEnv: Record<string, string> };
+    for (const c of seen.calls) {
+      assert.equal(c.from, "127.0.0.1", `/${c.hook} came from ${c.from}`);
+      assert.equal(c.host, "localhost:9000", `/${c.hook} had Host ${c.host}`);
+      if (c.hook !== "run") assert.equal(c.body, "", `/${c.hook} has no body`);
+    }
+    const run = JSON.parse(seen.calls.find((c) => c.hook === "run")!.body) as unknown;
+    assert.deepEqual(run, { microvmId: id, runHookPayload: RUN_PAYLOAD }, "/run's body is {microvmId, runHookPayload}, the payload a string");
+    const reserved = { AWS_REGION: arn.split(":")[3], AWS_LAMBDA_MICROVM_IMAGE_NAME: image, AWS_LAMBDA_MICROVM_IMAGE_ARN: arn, AWS_LAMBDA_MICROVM_IMAGE_VERSION: "1.0" };
+    assert.equal(reserved.AWS_REGION, "us-east-1", "the server's region");
+    assert.deepEqual(seen.env, reserved, "the app's environment has the reserved variables");
+    assert.deepEqual(seen.buildEnv, reserved, "the build's RUN steps have the reserved variables");
+  };
+
   before(async () => {
     assert.ok(examples.length >= 3, `examples/ holds ${examples.join(", ")}`);
     dataDir = tempDir("lmvm-examples-");
@@ -172,10 +194,26 @@ describe("every example builds to a snapshot and runs, suspends, resumes and ter
         const buildLog = await cli(["logs", "build", `example-${name}`, "1.0"]);
         assert.match(buildLog, /Calling \/validate on port 9000/);
       }
+      if (name.startsWith("aws-contract-")) await checkContract(id, token, arn, `example-${name}`);
 
       await cli(["terminate-microvm", "--microvm-identifier", id]);
       await until(id, "TERMINATED");
       if (hooks) assert.match(await cli(["logs", "microvm", id]), /hook terminate: 200/);
     });
+  }
+
+  for (const name of examples.filter((n) => n.startsWith("aws-contract-"))) {
+    for (const [payload, reason] of [
+      [{ runStatus: 400 }, "Run lifecycle hook returned HTTP status 400. Please check your hook endpoint and application logs for more details."],
+      [{ runDelaySeconds: 8 }, "Run lifecycle hook timed out after 5 seconds. Please check your hook endpoint and application logs for more details."],
+    ] as const) {
+      test(`examples/${name}: a /run that ${"runStatus" in payload ? "answers 400" : "answers after its 5 s timeout"} ends the MicroVM, TERMINATED with the service's reason and its sandbox freed`, async () => {
+        const arn = await built.get(name)!;
+        const id = await cli(["run-microvm", "--image-identifier", arn, "--run-hook-payload", JSON.stringify(payload), "--query", "microvmId", "--output", "text"]);
+        await until(id, "TERMINATED");
+        assert.equal(await cli(["get-microvm", "--microvm-identifier", id, "--query", "stateReason", "--output", "text"]), reason);
+        assert.ok(!existsSync(join(dataDir, "microvms", id)), "the MicroVM's sandbox directory is gone");
+      });
+    }
   }
 });

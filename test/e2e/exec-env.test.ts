@@ -1,5 +1,6 @@
 // `lmvm exec` runs its command with the environment the app got: the
-// Dockerfile's ENV and the image's environmentVariables, with the real CLI
+// Dockerfile's ENV, the image's environmentVariables and the reserved AWS_*
+// variables, with the real CLI
 // and a real server, build and MicroVM.
 
 import assert from "node:assert/strict";
@@ -48,8 +49,8 @@ test("lmvm exec sees the Dockerfile's ENV and the image's environmentVariables, 
   const id = await ok(["run-microvm", "--image-identifier", "arn:aws:lambda:us-east-1:000000000000:microvm-image:env-app", "--ingress-network-connectors", SHELL, "--query", "microvmId", "--output", "text"]);
   await eventually(async () => ((await ok(["get-microvm", "--microvm-identifier", id, "--query", "state", "--output", "text"])) === "RUNNING" ? true : undefined), "RUNNING", 60_000);
 
-  const exec = await lmvm(["exec", id, "--", "sh", "-c", 'echo "$FROM_DOCKERFILE $FROM_API"'], env);
+  const exec = await lmvm(["exec", id, "--", "sh", "-c", 'echo "$FROM_DOCKERFILE $FROM_API"; echo "$AWS_REGION $AWS_LAMBDA_MICROVM_IMAGE_NAME $AWS_LAMBDA_MICROVM_IMAGE_VERSION $AWS_LAMBDA_MICROVM_IMAGE_ARN"'], env);
   assert.equal(exec.code, 0, exec.stderr);
-  assert.equal(exec.stdout, "set-by-env-line set-by-create-microvm-image\n");
+  assert.equal(exec.stdout, "set-by-env-line set-by-create-microvm-image\nus-east-1 env-app 1.0 arn:aws:lambda:us-east-1:000000000000:microvm-image:env-app\n");
   await ok(["terminate-microvm", "--microvm-identifier", id]);
 });

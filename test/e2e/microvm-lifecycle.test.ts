@@ -26,7 +26,8 @@ http.createServer((req, res) => {
   let body = "";
   req.on("data", (c) => (body += c));
   req.on("end", () => {
-    hooks.push({ hook: req.url.split("/").pop(), body, id: req.headers["x-lmvm-microvm-id"] });
+    const hook = req.url.split("/").pop();
+    if (hook !== "ready") hooks.push({ hook, body, id: req.headers["x-lmvm-microvm-id"] });
     res.writeHead(200).end();
   });
 }).listen(9000, "0.0.0.0");
@@ -86,7 +87,7 @@ describe("MicroVM lifecycle on gVisor", { timeout: 600_000 }, () => {
       name: "lifecycle", baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:debian12", buildRoleArn: "arn:aws:iam::000000000000:role/R",
       codeArtifact: { uri: `file://${file}` },
       resources: [{ minimumMemoryInMiB: 512 }],
-      hooks: { port: 9000, microvmHooks: { run: "ENABLED", runTimeoutInSeconds: 5, suspend: "ENABLED", suspendTimeoutInSeconds: 5, resume: "ENABLED", resumeTimeoutInSeconds: 5, terminate: "ENABLED", terminateTimeoutInSeconds: 5 } },
+      hooks: { port: 9000, microvmImageHooks: { ready: "ENABLED", readyTimeoutInSeconds: 60 }, microvmHooks: { run: "ENABLED", runTimeoutInSeconds: 5, suspend: "ENABLED", suspendTimeoutInSeconds: 5, resume: "ENABLED", resumeTimeoutInSeconds: 5, terminate: "ENABLED", terminateTimeoutInSeconds: 5 } },
     }));
     const state = await eventually(async () => {
       const s = (await t.client.send(new GetMicrovmImageCommand({ imageIdentifier: "lifecycle" }))).state;
@@ -119,7 +120,7 @@ describe("MicroVM lifecycle on gVisor", { timeout: 600_000 }, () => {
     const first = await get(ip);
     assert.equal(first.counter, 1, "the app starts from the snapshot: no request was served before");
     assert.equal(first.big, 20 * 1024 * 1024, "memory initialised before the snapshot is there");
-    assert.deepEqual(first.hooks, [{ hook: "run", body: '{"tenant":"t-42"}', id }]);
+    assert.deepEqual(first.hooks, [{ hook: "run", body: JSON.stringify({ microvmId: id, runHookPayload: '{"tenant":"t-42"}' }), id }]);
     await get(ip);
 
     await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { fromImages } from "../../src/builder/index.js";
+import { declareArgsInEveryStage, fromImages } from "../../src/builder/index.js";
 import { BuildFailure } from "../../src/core/index.js";
 
 const refs = (dockerfile: string) => fromImages(dockerfile).map((i) => i.ref);
@@ -61,4 +61,12 @@ test("a variable no ARG declares fails with the line and the fix", () => {
 
 test("flags, scratch and repeated images", () => {
   assert.deepEqual(refs("FROM --platform=linux/amd64 lmvm/busybox AS a\nFROM scratch\nFROM lmvm/busybox\nFROM docker.io/library/alpine:3\n"), ["lmvm/busybox", "docker.io/library/alpine:3"]);
+});
+
+test("the reserved variables are declared after every FROM, continued lines and heredocs included", () => {
+  const dockerfile = "FROM lmvm/busybox \\\n  AS base\nRUN <<EOF\nFROM not-an-instruction\nEOF\nFROM base\r\nRUN env\n";
+  assert.equal(
+    declareArgsInEveryStage(dockerfile, ["AWS_REGION", "AWS_LAMBDA_MICROVM_IMAGE_VERSION"]),
+    "FROM lmvm/busybox \\\n  AS base\nARG AWS_REGION AWS_LAMBDA_MICROVM_IMAGE_VERSION\nRUN <<EOF\nFROM not-an-instruction\nEOF\nFROM base\r\nARG AWS_REGION AWS_LAMBDA_MICROVM_IMAGE_VERSION\nRUN env\n",
+  );
 });
