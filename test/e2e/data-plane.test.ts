@@ -342,13 +342,13 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     const shellOnly = await run({ ingressNetworkConnectors: [SHELL] });
     const a = await call(shellOnly, "/", { "x-aws-proxy-auth": await keyToken(shellOnly) });
     assert.equal(a.status, 403);
-    assert.match(a.body, /without the HTTP_INGRESS or ALL_INGRESS/);
+    assert.match(a.body, /Endpoint access requires the HTTP_INGRESS or ALL_INGRESS/);
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: shellOnly }));
 
     const closed = await run({ ingressNetworkConnectors: [connector("NO_INGRESS")] });
     const b = await call(closed, "/", { "x-aws-proxy-auth": await keyToken(closed) });
     assert.equal(b.status, 403);
-    assert.match(b.body, /NO_INGRESS network connector: its endpoint admits no traffic/);
+    assert.match(b.body, /NO_INGRESS network connector, so it accepts no inbound access/);
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: closed }));
 
     // Traffic gating: a request sent while the MicroVM is PENDING waits for its start, then passes.

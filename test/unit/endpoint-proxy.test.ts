@@ -186,7 +186,7 @@ describe("the endpoint proxy's rules on loopback", () => {
     const proxy = new EndpointProxy({
       tls, domain: "microvm.localhost", tokens, limits, ...extra,
       directory: {
-        peek: () => (peeks++, current), imageConfig: async () => ({ hooks: { port: appPort } }), resume: async () => undefined, activity: () => undefined,
+        peek: () => (peeks++, current), imageConfig: async () => ({ hooks: { port: appPort }, resources: [{ minimumMemoryInMiB: 512 }] }), resume: async () => undefined, activity: () => undefined,
         address: () => (current.state === "RUNNING" ? "127.0.0.1" : undefined),
       },
     });
@@ -316,8 +316,8 @@ describe("the endpoint proxy's rules on loopback", () => {
     const port = await start();
     const headers = { "x-aws-proxy-auth": await token(), "x-aws-proxy-port": String(appPort) };
     for (const [ingress, status, reason] of [
-      [["NO_INGRESS"], 403, /NO_INGRESS network connector: its endpoint admits no traffic/],
-      [["SHELL_INGRESS"], 403, /without the HTTP_INGRESS or ALL_INGRESS/],
+      [["NO_INGRESS"], 403, /NO_INGRESS network connector, so it accepts no inbound access/],
+      [["SHELL_INGRESS"], 403, /Endpoint access requires the HTTP_INGRESS or ALL_INGRESS/],
       [["HTTP_INGRESS"], 200, /counter|httpVersion/],
       [["ALL_INGRESS"], 200, /httpVersion/],
       [[], 200, /httpVersion/],
