@@ -179,7 +179,8 @@ export class MicrovmRuntime implements SandboxRuntime {
       rootfs: built.rootfs,
       config: built.config,
       hooks: version.config.hooks ?? {},
-      logging: !(vm.config.logging?.disabled ?? version.config.logging?.disabled),
+      // RunMicrovm's logging, when given, replaces the image's: {cloudWatch: {}} there turns it back on.
+      logging: !(vm.config.logging ?? version.config.logging)?.disabled,
       limits: limitsOf(version.config),
       env: version.config.environmentVariables ?? {},
     };
