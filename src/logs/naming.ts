@@ -1,8 +1,9 @@
 // Where a MicroVM's or a build's output shows up as CloudWatch Logs: its log
 // group and log stream. The image's `logging` covers its builds and its
-// MicroVMs; RunMicrovm's `logging`, when given, replaces the image's for that
-// MicroVM. `{disabled: {}}` keeps nothing; `{cloudWatch: {logGroup, logStream}}`
-// names the group and stream, each defaulting as below.
+// MicroVMs; RunMicrovm's `logging`, when given, overrides the image's for that
+// MicroVM (effectiveLogging). `{disabled: {}}` keeps nothing;
+// `{cloudWatch: {logGroup, logStream}}` names the group and stream, each
+// defaulting as below.
 //
 // Default group: /aws/lambda-microvms/<image-name>. AWS's pages disagree: the
 // images and troubleshooting pages say /aws/lambda/microvms/<image-name>, the
@@ -30,9 +31,15 @@ export function imageNameOf(imageArn: string): string {
   return parseArn(imageArn)?.resourceId ?? imageArn;
 }
 
-/** The logging that applies: RunMicrovm's if given, else the image version's. */
+/**
+ * The logging that applies: RunMicrovm's if given, else the image version's;
+ * a RunMicrovm `cloudWatch` that leaves out logGroup or logStream takes the
+ * image's (a MicroVM named into its own stream stays in the image's group).
+ */
 export function effectiveLogging(run: Logging | undefined, image: Logging | undefined): Logging | undefined {
-  return run ?? image;
+  if (!run) return image;
+  if (run.disabled || !image?.cloudWatch) return run;
+  return { cloudWatch: { ...image.cloudWatch, ...run.cloudWatch } };
 }
 
 export function microvmSource(vm: Microvm, imageLogging: Logging | undefined): LogSource | undefined {

@@ -260,8 +260,6 @@ export class CloudWatchLogsService {
     const { start, end } = this.timeRange(input);
     const limit = int(input, "limit", 1, 10_000) ?? 10_000;
     const fromHead = bool(input, "startFromHead") ?? false;
-    const sources = group.sources.filter((s) => s.stream === streamName);
-    if (!sources.length) throw new LogsError("ResourceNotFoundException", "The specified log stream does not exist.");
     const token = str(input, "nextToken");
     let direction: "f" | "b" = fromHead ? "f" : "b";
     let from: Key | undefined;
@@ -272,6 +270,8 @@ export class CloudWatchLogsService {
       direction = m[1] as "f" | "b";
       from = key;
     }
+    const sources = group.sources.filter((s) => s.stream === streamName);
+    if (!sources.length) throw new LogsError("ResourceNotFoundException", "The specified log stream does not exist.");
     const events = this.events(sources, start > 0 ? start : undefined).filter((e) => e.timestamp >= start && e.timestamp < end);
     let page: Event[];
     if (direction === "f") {
