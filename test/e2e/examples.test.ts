@@ -324,8 +324,10 @@ describe("every example builds to a snapshot and runs, suspends, resumes and ter
         await rejects(logsClient.send(new FilterLogEventsCommand({ logGroupName: group, limit: 0 })), "InvalidParameterException", /at 'limit' failed to satisfy constraint/);
         await rejects(logsClient.send(new FilterLogEventsCommand({ logGroupName: group, nextToken: "garbage" })), "InvalidParameterException", /nextToken is invalid/);
       } finally {
-        for (const id of [plain, named, silent]) await cli(["terminate-microvm", "--microvm-identifier", id]);
-        for (const id of [plain, named, silent]) await until(id, "TERMINATED");
+        await Promise.all([plain, named, silent].map(async (id) => {
+          await cli(["terminate-microvm", "--microvm-identifier", id]);
+          await until(id, "TERMINATED");
+        }));
       }
       // A terminated MicroVM's log stays readable.
       const after = await logsClient.send(new GetLogEventsCommand({ logGroupName: group, logStreamName: `microvms/${plain}`, startFromHead: true }));
