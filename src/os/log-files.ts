@@ -99,11 +99,6 @@ export function stampFile(file: string, now = Date.now()): void {
   state.count++;
 }
 
-/** Forgets a removed log's cached index state. */
-export function forgetStamps(file: string): void {
-  stamped.delete(file);
-}
-
 /**
  * Keeps `file` under `maxBytes`: once past three quarters of it, keeps the
  * newest half (from a line start) after a line saying how much was dropped;
