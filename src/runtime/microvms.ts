@@ -179,7 +179,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       rootfs: built.rootfs,
       config: built.config,
       hooks: version.config.hooks ?? {},
-      // RunMicrovm's logging, when given, replaces the image's: {cloudWatch: {}} there turns it back on.
+      // RunMicrovm's logging, when given, decides (src/logs/naming.ts): {cloudWatch: {}} there turns on what the image disabled.
       logging: !(vm.config.logging ?? version.config.logging)?.disabled,
       limits: limitsOf(version.config),
       env: version.config.environmentVariables ?? {},
