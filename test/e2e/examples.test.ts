@@ -335,4 +335,21 @@ describe("every example builds to a snapshot and runs, suspends, resumes and ter
       if (name === "hooks") assert.ok(after.events?.some((e) => e.message?.includes("hook terminate: 200")), JSON.stringify(after.events));
     });
   }
+
+  test("an image updated with logging disabled builds without keeping its build's output", async () => {
+    await built.get("busybox")!;
+    const image = "example-busybox";
+    // UpdateMicrovmImage is PUT-style: base image, role and artifact again, now with logging disabled.
+    await cli(["update-microvm-image", "--image-identifier", image, "--build-role-arn", ROLE, "--code-artifact", JSON.stringify({ uri: `file://${join(dataDir, "busybox.zip")}` }), ...imageFlags("busybox"), "--logging", JSON.stringify({ disabled: {} })]);
+    const state = await eventually(async () => {
+      const s = await cli(["get-microvm-image", "--image-identifier", image, "--query", "state", "--output", "text"]);
+      return s === "UPDATED" || s === "UPDATE_FAILED" ? s : undefined;
+    }, "example-busybox 2.0 to build", 600_000);
+    assert.equal(state, "UPDATED");
+    assert.equal(await cli(["logs", "build", image, "2.0"]), "", "no build output was kept");
+    const logsClient = new CloudWatchLogsClient({ endpoint: server.url, region: DEFAULTS.region, credentials: readCredentials(dataDir), maxAttempts: 1 });
+    const streams = (await logsClient.send(new DescribeLogStreamsCommand({ logGroupName: `/aws/lambda-microvms/${image}` }))).logStreams?.map((st) => st.logStreamName) ?? [];
+    assert.ok(streams.some((n) => n?.startsWith("builds/1.0/")), `version 1.0's build is still there: ${streams.join(", ")}`);
+    assert.ok(!streams.some((n) => n?.startsWith("builds/2.0/")), `version 2.0's build has no stream: ${streams.join(", ")}`);
+  });
 });
