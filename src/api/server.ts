@@ -15,6 +15,7 @@ import { PageTokens } from "./pagination.js";
 import { OPERATIONS, type OperationModel } from "./sdk-model.js";
 import type { SigV4Verifier } from "./sigv4.js";
 import { LMVM_PREFIX, LOG_FOLLOW_PARAM, LOG_OFFSET_PARAM } from "./wire.js";
+import { registerLogsRoute, type LogsApiOptions } from "./logs-route.js";
 
 export interface ApiOptions {
   controlPlane: ControlPlane;
@@ -29,6 +30,8 @@ export interface ApiOptions {
   metrics?: Registry;
   /** A MicroVM's app output from byte `from`; with `follow`, it ends once `finished()` is true. */
   microvmLog?: (microvmId: string, follow: boolean, finished: () => Promise<boolean>, signal: AbortSignal, from: number) => Readable;
+  /** The CloudWatch Logs API for those logs, at POST / (logs-route.ts). */
+  logs?: LogsApiOptions;
 }
 
 
@@ -203,6 +206,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       }
     });
   }
+
+  if (opts.logs) registerLogsRoute(app, opts.logs, opts.log);
 
   app.setNotFoundHandler((req, reply) =>
     sendError(reply, randomUUID(), new AwsError("UnknownOperationException", 404, `No operation matches ${req.method} ${splitUrl(req.raw.url ?? "/").rawPath}.`)),

@@ -121,7 +121,8 @@ export class DockerfileBuilder implements ImageBuilder {
 
   async build(job: BuildJob, signal: AbortSignal): Promise<SnapshotBuild> {
     const { build, version } = job;
-    const log = this.opts.logs.open(build.buildId);
+    // An image with logging disabled keeps no build output (RunMicrovm's MicroVMs keep none either).
+    const log = this.opts.logs.open(build.buildId, { discard: version.config.logging?.disabled !== undefined });
     const work = join(this.opts.buildsDir, build.buildId);
     const out = builtImageDir(this.opts.imagesDir, build.imageArn, build.imageVersion, build.architecture);
     const tag = buildTag(build.imageArn, build.imageVersion, build.architecture);

@@ -30,6 +30,11 @@ DESCRIPTION
     build waiting in the queue is reported on stderr. A followed build that
     FAILED exits with 255 and prints its stateReason on stderr.
 
+    The same output is in CloudWatch Logs log groups on the API's port (by
+    default /aws/lambda-microvms/<image-name>, streams microvms/<microvm-id>
+    and builds/<version>/<architecture>/<build-id>): aws logs ... --endpoint-url.
+    A MicroVM or image with logging {"disabled": {}} keeps no output.
+
 SYNOPSIS
     lmvm logs build <image-name-or-arn> <image-version> [--build-id <id>] [--follow]
     lmvm logs microvm <microvm-id> [--follow]

@@ -50,7 +50,14 @@ const emptyStruct = z.object({}).strict();
 const logging = exactlyOne(
   {
     disabled: emptyStruct.optional(),
-    cloudWatch: z.object({ logGroup: text(1, 512).optional(), logStream: text(1, 512).optional() }).optional(),
+    // CloudWatch Logs' own name rules, so a name that could not exist there is refused here.
+    cloudWatch: z
+      .object({
+        logGroup: text(1, 512).regex(/^[.\-_/#A-Za-z0-9]+$/, "must be a CloudWatch Logs group name: letters, digits and . - _ / # only").optional(),
+        logStream: text(1, 512).regex(/^[^:*]+$/, "must be a CloudWatch Logs stream name: no ':' or '*'").optional(),
+      })
+      .strict()
+      .optional(),
   }
 );
 

@@ -195,7 +195,8 @@ export class MicrovmRuntime implements SandboxRuntime {
       rootfs: built.rootfs,
       config: built.config,
       hooks: version.config.hooks ?? {},
-      logging: !(vm.config.logging?.disabled ?? version.config.logging?.disabled),
+      // RunMicrovm's logging, when given, decides (src/logs/naming.ts): {cloudWatch: {}} there turns on what the image disabled.
+      logging: !(vm.config.logging ?? version.config.logging)?.disabled,
       limits: limitsOf(version.config),
       env: { ...version.config.environmentVariables, ...reservedEnvironment(version.imageArn, version.version) },
     };

@@ -12,6 +12,7 @@ import type { FastifyInstance } from "fastify";
 import { buildApi, Metrics, PageTokens, SigV4Verifier } from "../api/index.js";
 import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage, type PhaseTimeouts } from "../builder/index.js";
 import { LogFiles, writeFileAtomic } from "../os/index.js";
+import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
 import { installFirewall, NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
@@ -130,6 +131,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const scope = { region: config.region, accountId: config.accountId };
   const buildLogs = new LogFiles(files.buildLogs);
   const microvmLogs = new LogFiles(files.microvmLogs);
+  const logCatalog = new LogCatalog({ microvms: microvmLogs, builds: buildLogs, lookup: store });
   const nets = new NetworkNamespaces(undefined, files.networks);
   const host = hostPlatform();
   const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets) : config.builder;
@@ -196,6 +198,10 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     log,
     buildLog: (buildId, follow, finished, signal, from) => buildLogs.read(buildId, follow, finished, signal, from),
     microvmLog: (id, follow, finished, signal, from) => microvmLogs.read(id, follow, finished, signal, from),
+    logs: {
+      service: new CloudWatchLogsService(logCatalog, { region: config.region }),
+      verifier: new SigV4Verifier(new Map([[creds.accessKeyId, { secretAccessKey: creds.secretAccessKey, accountId: config.accountId }]]), config.region, clock, "logs"),
+    },
     metrics: metrics.registry,
   });
   await app.listen({ host: config.apiHost, port: config.apiPort });
@@ -209,14 +215,17 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   writeFileAtomic(files.serverInfo, JSON.stringify(info, null, 2), 0o644);
   log({ msg: "lmvm server started", api: url, endpoints: `https://<microvmId>.${config.endpointDomain}:${endpointPort}`, ca: tls.caCert, dataDir: config.dataDir, region: config.region, accountId: config.accountId, quotas: controlPlane.quotas, rateLimits: controlPlane.rates.limits });
 
-  // MicroVMs' output goes straight from runsc to their log files: bound them from here.
+  // MicroVMs' output goes straight from runsc to their log files: bound them from here,
+  // and stamp each second what they gained, so each line gets its time (src/os/log-files.ts).
   const logBounds = setInterval(() => microvmLogs.boundAll(), 5000);
+  const logStamps = setInterval(() => logCatalog.sweep(), 1000);
   return {
     url,
     endpointPort,
     controlPlane,
     async stop() {
       clearInterval(logBounds);
+      clearInterval(logStamps);
       shell.stop();
       // Builds are aborted while the listeners close: a client following a
       // build's log holds its request open until that build ends.

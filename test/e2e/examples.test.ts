@@ -25,8 +25,14 @@ import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync 
 import { request } from "node:https";
 import { join, relative } from "node:path";
 import { after, before, describe, test } from "node:test";
+import {
+  CloudWatchLogsClient, DescribeLogGroupsCommand, DescribeLogStreamsCommand, FilterLogEventsCommand, GetLogEventsCommand,
+  type FilteredLogEvent, type OutputLogEvent,
+} from "@aws-sdk/client-cloudwatch-logs";
+import { DEFAULTS } from "../../src/server/index.js";
 import { makeZip, type ZipEntry } from "../support/artifacts.js";
-import { eventually, tempDir } from "../support/platform.js";
+import { rejects } from "../support/assertions.js";
+import { eventually, readCredentials, tempDir } from "../support/platform.js";
 import { lmvm, spawnServer, type ServerProcess } from "../support/processes.js";
 import { freeSandboxes } from "../support/sandboxes.js";
 
@@ -216,4 +222,171 @@ describe("every example builds to a snapshot and runs, suspends, resumes and ter
       });
     }
   }
+  // The CloudWatch Logs API on the same port, read with AWS's own client: for a
+  // Node app (examples/hooks, which logs each hook call) and a Python app
+  // (examples/python, which logs each request), a MicroVM with the default
+  // logging, one with a logGroup and logStream of its own, and one with logging
+  // disabled; and each image's build.
+  for (const name of ["hooks", "python"]) {
+    test(`examples/${name}: its MicroVMs' and build's output, read with the CloudWatch Logs SDK`, async () => {
+      const arn = await built.get(name)!;
+      const image = `example-${name}`;
+      const logsClient = new CloudWatchLogsClient({ endpoint: server.url, region: DEFAULTS.region, credentials: readCredentials(dataDir), maxAttempts: 1 });
+      const group = `/aws/lambda-microvms/${image}`;
+      const custom = { logGroup: `/lmvm-test/${name}`, logStream: `app-${name}` };
+      const run = (logging?: object) => cli(["run-microvm", "--image-identifier", arn, ...(logging ? ["--logging", JSON.stringify(logging)] : []), "--query", "microvmId", "--output", "text"]);
+      // Something in each app's output: the Node app logged its run hook; the Python app logs each request.
+      const marker = name === "python" ? "app: " : "hook run: 200";
+      const badGroup = await lmvm(["run-microvm", "--image-identifier", arn, "--logging", JSON.stringify({ cloudWatch: { logGroup: "my logs!" } })], env);
+      assert.equal(badGroup.code, 254, badGroup.stderr);
+      assert.match(badGroup.stderr, /ValidationException.*must be a CloudWatch Logs group name/s);
+      const [plain, named, silent] = await Promise.all([run(), run({ cloudWatch: custom }), run({ disabled: {} })]);
+      try {
+        await Promise.all([until(plain, "RUNNING"), until(named, "RUNNING"), until(silent, "RUNNING")]);
+        const tokens = new Map<string, string>();
+        for (const id of [plain, named, silent]) {
+          const token = await cli(["create-microvm-auth-token", "--microvm-identifier", id, "--expiration-in-minutes", "30", "--allowed-ports", '[{"port":8080}]', "--query", 'authToken."X-aws-proxy-auth"', "--output", "text"]);
+          tokens.set(id, token);
+          await getJson(id, token, "/");
+        }
+
+        const groups = await logsClient.send(new DescribeLogGroupsCommand({ logGroupNamePrefix: "/aws/lambda-microvms/example-" }));
+        const described = groups.logGroups?.find((g) => g.logGroupName === group);
+        assert.ok(described && (described.creationTime ?? 0) > 0, `${group} is listed: ${JSON.stringify(groups.logGroups)}`);
+        assert.equal(described.logGroupArn, `arn:aws:logs:${DEFAULTS.region}:${DEFAULTS.accountId}:log-group:${group}`);
+        assert.equal(described.arn, `${described.logGroupArn}:*`);
+        assert.deepEqual((await logsClient.send(new DescribeLogGroupsCommand({ logGroupNamePrefix: custom.logGroup }))).logGroups?.map((g) => g.logGroupName), [custom.logGroup]);
+
+        const streams = (await logsClient.send(new DescribeLogStreamsCommand({ logGroupName: group }))).logStreams?.map((s) => s.logStreamName ?? "") ?? [];
+        assert.ok(streams.includes(`microvms/${plain}`), `${group} has microvms/${plain}: ${streams.join(", ")}`);
+        assert.ok(!streams.some((s) => s.endsWith(named) || s.endsWith(silent)), `only the default-logging MicroVM is in ${group}: ${streams.join(", ")}`);
+        const buildStream = streams.find((s) => s.startsWith("builds/1.0/"));
+        assert.ok(buildStream, `${group} has the build's stream builds/1.0/<arch>/<build-id>: ${streams.join(", ")}`);
+        const streamsOfAll = (await logsClient.send(new DescribeLogGroupsCommand({}))).logGroups ?? [];
+        for (const g of streamsOfAll) {
+          const names = (await logsClient.send(new DescribeLogStreamsCommand({ logGroupName: g.logGroupName }))).logStreams?.map((s) => s.logStreamName) ?? [];
+          assert.ok(!names.some((n) => n?.includes(silent)), `a MicroVM run with logging disabled has no stream (${g.logGroupName}: ${names.join(", ")})`);
+        }
+        assert.equal((await lmvm(["logs", "microvm", silent], env)).stdout, "", "and keeps no output");
+
+        // The MicroVM's events, oldest first, each with its time.
+        const vmStream = { logGroupName: group, logStreamName: `microvms/${plain}` };
+        const events = await eventually(async () => {
+          const r = await logsClient.send(new GetLogEventsCommand({ ...vmStream, startFromHead: true }));
+          return r.events?.some((e) => e.message?.includes(marker)) ? r.events : undefined;
+        }, `${marker} in microvms/${plain}`, 30_000);
+        const sorted = (list: { timestamp?: number }[]) => list.every((e, i) => i === 0 || (e.timestamp ?? 0) >= (list[i - 1]!.timestamp ?? 0));
+        assert.ok(sorted(events) && events.every((e) => (e.timestamp ?? 0) > Date.now() - 3_600_000 && (e.timestamp ?? 0) <= Date.now()), JSON.stringify(events));
+        if (name === "python") assert.ok(events.some((e) => /app: "GET \/ HTTP\/1\.1" 200/.test(e.message ?? "")), JSON.stringify(events));
+
+        // Following as `aws logs tail --follow` does: FilterLogEvents again from the newest
+        // timestamp seen, keeping the events whose eventId is new.
+        const follow = { logGroupName: group, logStreamNames: [`microvms/${plain}`], interleaved: true };
+        const seen = (await logsClient.send(new FilterLogEventsCommand({ ...follow, startTime: Date.now() - 3_600_000 }))).events ?? [];
+        const newestSeen = Math.max(...seen.map((e) => e.timestamp!));
+        const seenIds = new Set(seen.map((e) => e.eventId));
+        // More output: the Python app logs the request; the Node app logs its suspend and resume hooks.
+        const more = name === "python" ? 'app: "GET /items' : "hook resume: 200";
+        if (name === "python") await call(plain, tokens.get(plain)!, "/items");
+        else {
+          await cli(["suspend-microvm", "--microvm-identifier", plain]);
+          await until(plain, "SUSPENDED");
+          await cli(["resume-microvm", "--microvm-identifier", plain]);
+          await until(plain, "RUNNING");
+        }
+        const fresh = await eventually(async () => {
+          const r = await logsClient.send(new FilterLogEventsCommand({ ...follow, startTime: newestSeen }));
+          const added = (r.events ?? []).filter((e) => !seenIds.has(e.eventId));
+          return added.some((e) => e.message?.includes(more)) ? added : undefined;
+        }, `${more} to be followed in microvms/${plain}`, 30_000);
+        assert.ok(fresh.every((e) => e.timestamp! >= newestSeen), "a follower gets only what is new");
+
+        // The custom group and stream hold the second MicroVM's output.
+        const namedStreams = (await logsClient.send(new DescribeLogStreamsCommand({ logGroupIdentifier: custom.logGroup }))).logStreams ?? [];
+        assert.deepEqual(namedStreams.map((s) => s.logStreamName), [custom.logStream]);
+        assert.ok((namedStreams[0]!.lastEventTimestamp ?? 0) >= (namedStreams[0]!.firstEventTimestamp ?? Infinity));
+        await eventually(async () => {
+          const r = await logsClient.send(new GetLogEventsCommand({ logGroupName: custom.logGroup, logStreamName: custom.logStream, startFromHead: true }));
+          return r.events?.some((e) => e.message?.includes(marker)) ? true : undefined;
+        }, `${marker} in ${custom.logGroup}/${custom.logStream}`, 30_000);
+
+        // The build's stream, a page of 3 at a time, forward to the end: the same events as in one go.
+        const whole = (await logsClient.send(new GetLogEventsCommand({ logGroupName: group, logStreamName: buildStream, startFromHead: true }))).events ?? [];
+        assert.ok(whole.some((e) => e.message?.includes("Building the Dockerfile")), JSON.stringify(whole.slice(0, 5)));
+        const paged: OutputLogEvent[] = [];
+        let token: string | undefined;
+        for (let pages = 0; ; pages++) {
+          assert.ok(pages <= whole.length, "forward paging ends");
+          const page = await logsClient.send(new GetLogEventsCommand({ logGroupName: group, logStreamName: buildStream, startFromHead: true, limit: 3, ...(token ? { nextToken: token } : {}) }));
+          assert.ok((page.events?.length ?? 0) <= 3);
+          paged.push(...(page.events ?? []));
+          if (page.nextForwardToken === token) break;
+          token = page.nextForwardToken;
+        }
+        assert.deepEqual(paged, whole);
+        // Without startFromHead, the newest events; the backward token pages back.
+        const newest = await logsClient.send(new GetLogEventsCommand({ logGroupName: group, logStreamName: buildStream, limit: 2 }));
+        assert.deepEqual(newest.events, whole.slice(-2));
+        const older = await logsClient.send(new GetLogEventsCommand({ logGroupName: group, logStreamName: buildStream, limit: 2, nextToken: newest.nextBackwardToken }));
+        assert.deepEqual(older.events, whole.slice(-4, -2));
+
+        // Filtering the group: a term, a time window, named streams, and pages that add up.
+        const all: FilteredLogEvent[] = [];
+        let next: string | undefined;
+        do {
+          const page = await logsClient.send(new FilterLogEventsCommand({ logGroupName: group, filterPattern: '"==>"', limit: 2, ...(next ? { nextToken: next } : {}) }));
+          assert.ok((page.events?.length ?? 0) <= 2);
+          all.push(...(page.events ?? []));
+          next = page.nextToken;
+        } while (next);
+        const steps = whole.filter((e) => e.message?.includes("==>"));
+        assert.ok(steps.length >= 3);
+        assert.deepEqual(all.filter((e) => e.logStreamName === buildStream).map((e) => e.message), steps.map((e) => e.message), "every build step, in order, paged");
+        assert.equal(new Set(all.map((e) => e.eventId)).size, all.length, "event ids are unique");
+        const inVm = await logsClient.send(new FilterLogEventsCommand({ logGroupName: group, logStreamNames: [`microvms/${plain}`], filterPattern: marker.includes(" ") ? `"${marker}"` : marker }));
+        assert.ok(inVm.events?.length && inVm.events.every((e) => e.logStreamName === `microvms/${plain}` && e.message?.includes(marker)), JSON.stringify(inVm.events));
+        const excluded = await logsClient.send(new FilterLogEventsCommand({ logGroupName: group, logStreamNames: [buildStream], filterPattern: '"==>" -Building' }));
+        assert.deepEqual(excluded.events?.map((e) => e.message), steps.filter((e) => !e.message!.includes("Building")).map((e) => e.message));
+        const cut = steps[1]!.timestamp!;
+        const later = await logsClient.send(new FilterLogEventsCommand({ logGroupName: group, logStreamNames: [buildStream], startTime: cut }));
+        assert.ok(later.events?.length && later.events.every((e) => e.timestamp! >= cut), JSON.stringify(later.events?.slice(0, 3)));
+        const earlier = await logsClient.send(new FilterLogEventsCommand({ logGroupName: group, logStreamNames: [buildStream], endTime: cut }));
+        assert.ok(earlier.events!.every((e) => e.timestamp! < cut));
+        assert.equal(earlier.events!.length + later.events!.length, whole.length, "startTime and endTime split the stream");
+
+        // Errors in CloudWatch Logs' own shapes.
+        await rejects(logsClient.send(new GetLogEventsCommand({ logGroupName: "/aws/lambda-microvms/no-such-image", logStreamName: "x" })), "ResourceNotFoundException", /log group does not exist/);
+        await rejects(logsClient.send(new GetLogEventsCommand({ logGroupName: group, logStreamName: "microvms/microvm-00000000000000000" })), "ResourceNotFoundException", /log stream does not exist/);
+        await rejects(logsClient.send(new FilterLogEventsCommand({ logGroupName: group, filterPattern: '{ $.level = "ERROR" }' })), "InvalidParameterException", /JSON filter patterns/);
+        await rejects(logsClient.send(new FilterLogEventsCommand({ logGroupName: group, limit: 0 })), "InvalidParameterException", /at 'limit' failed to satisfy constraint/);
+        await rejects(logsClient.send(new FilterLogEventsCommand({ logGroupName: group, nextToken: "garbage" })), "InvalidParameterException", /nextToken is invalid/);
+      } finally {
+        await Promise.all([plain, named, silent].map(async (id) => {
+          await cli(["terminate-microvm", "--microvm-identifier", id]);
+          await until(id, "TERMINATED");
+        }));
+      }
+      // A terminated MicroVM's log stays readable.
+      const after = await logsClient.send(new GetLogEventsCommand({ logGroupName: group, logStreamName: `microvms/${plain}`, startFromHead: true }));
+      assert.ok(after.events?.some((e) => e.message?.includes(marker)));
+      if (name === "hooks") assert.ok(after.events?.some((e) => e.message?.includes("hook terminate: 200")), JSON.stringify(after.events));
+    });
+  }
+
+  test("an image updated with logging disabled builds without keeping its build's output", async () => {
+    await built.get("busybox")!;
+    const image = "example-busybox";
+    // UpdateMicrovmImage is PUT-style: base image, role and artifact again, now with logging disabled.
+    await cli(["update-microvm-image", "--image-identifier", image, "--build-role-arn", ROLE, "--code-artifact", JSON.stringify({ uri: `file://${join(dataDir, "busybox.zip")}` }), ...imageFlags("busybox"), "--logging", JSON.stringify({ disabled: {} })]);
+    const state = await eventually(async () => {
+      const s = await cli(["get-microvm-image", "--image-identifier", image, "--query", "state", "--output", "text"]);
+      return s === "UPDATED" || s === "UPDATE_FAILED" ? s : undefined;
+    }, "example-busybox 2.0 to build", 600_000);
+    assert.equal(state, "UPDATED");
+    assert.equal(await cli(["logs", "build", image, "2.0"]), "", "no build output was kept");
+    const logsClient = new CloudWatchLogsClient({ endpoint: server.url, region: DEFAULTS.region, credentials: readCredentials(dataDir), maxAttempts: 1 });
+    const streams = (await logsClient.send(new DescribeLogStreamsCommand({ logGroupName: `/aws/lambda-microvms/${image}` }))).logStreams?.map((st) => st.logStreamName) ?? [];
+    assert.ok(streams.some((n) => n?.startsWith("builds/1.0/")), `version 1.0's build is still there: ${streams.join(", ")}`);
+    assert.ok(!streams.some((n) => n?.startsWith("builds/2.0/")), `version 2.0's build has no stream: ${streams.join(", ")}`);
+  });
 });
