@@ -219,7 +219,7 @@ export class EndpointProxy implements Ingress {
     let target;
     try {
       target = await this.pass(req.headers);
-      if (target.kind === "shell") throw new Refusal(403, "A shell token opens the shell (a WebSocket); it does not reach the app.");
+      if (target.kind === "shell") throw new Refusal(502, "A shell token opens only the shell (a WebSocket to wss://<endpoint>/shell); to reach the app, use a token from create-microvm-auth-token.");
     } catch (err) {
       return this.refuse(res, this.refusalOf(err));
     }
@@ -327,7 +327,7 @@ export class EndpointProxy implements Ingress {
     let target;
     try {
       target = await this.pass(headers as IncomingHttpHeaders);
-      if (target.kind === "shell") throw new Refusal(403, "A shell token opens the shell (a WebSocket); it does not reach the app.");
+      if (target.kind === "shell") throw new Refusal(502, "A shell token opens only the shell (a WebSocket to wss://<endpoint>/shell); to reach the app, use a token from create-microvm-auth-token.");
     } catch (err) {
       const r = this.refusalOf(err);
       if (stream.closed) return;

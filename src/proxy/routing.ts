@@ -10,7 +10,7 @@ export const AUTH_HEADER = "x-aws-proxy-auth";
 export const PORT_HEADER = "x-aws-proxy-port";
 /** WebSocket subprotocol entries: browsers cannot set headers on a WebSocket. */
 export const PORT_SUBPROTOCOL = "lambda-microvms.port.";
-export const AUTH_SUBPROTOCOL = "lambda-microvms.auth.";
+export const AUTH_SUBPROTOCOL = "lambda-microvms.authentication.";
 export const DEFAULT_APP_PORT = 8080;
 
 /** The MicroVM a Host header names under `domain`, if it does. */

@@ -129,7 +129,7 @@ describe("hostile traffic to the endpoint proxy", { timeout: 900_000 }, () => {
   });
 
   test("a WebSocket flood through the proxy does not starve other MicroVMs", async () => {
-    const ws = new WebSocket(`wss://${victim.id}.${DOMAIN}:${port}/`, [`lambda-microvms.port.9001`, `lambda-microvms.auth.${victim.token}`], { ca, lookup: localhostLookup as never });
+    const ws = new WebSocket(`wss://${victim.id}.${DOMAIN}:${port}/`, [`lambda-microvms.port.9001`, `lambda-microvms.authentication.${victim.token}`], { ca, lookup: localhostLookup as never });
     await within(10_000, "the WebSocket through the proxy to open", new Promise<void>((resolve, reject) => ws.once("open", () => resolve()).once("error", reject)));
     let echoed = 0;
     ws.on("message", () => echoed++);

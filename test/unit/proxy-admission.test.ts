@@ -25,7 +25,7 @@ describe("routing", () => {
 
   test("the token comes from the header, else from a WebSocket subprotocol entry", () => {
     assert.equal(tokenOf({ "x-aws-proxy-auth": "a.b.c" }), "a.b.c");
-    assert.equal(tokenOf({ "sec-websocket-protocol": "chat, lambda-microvms.auth.x.y.z" }), "x.y.z");
+    assert.equal(tokenOf({ "sec-websocket-protocol": "chat, lambda-microvms.authentication.x.y.z" }), "x.y.z");
     assert.equal(tokenOf({}), undefined);
   });
 
