@@ -2,7 +2,8 @@
 // MicroVMs: HTTP/1.1 keep-alive, server-sent events, a streamed upload, an
 // upload the app refuses before reading it, WebSockets with the port and token
 // in subprotocols, gRPC bidirectional streaming over HTTP/2 with trailers,
-// every 403, auto-resume, metrics, and the shell ingress driving a real PTY.
+// every 403, auto-resume, metrics, and the shell ingress driving a real PTY,
+// through the service's shell protocol and lmvm's exec protocol.
 
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
@@ -24,6 +25,7 @@ import { BASE_IMAGE_CACHE } from "../support/artifacts.js";
 import { buildDataPlaneImage } from "../support/dataplane-app.js";
 import { within } from "../support/deadline.js";
 import { eventually, startTestPlatform, type TestPlatform } from "../support/platform.js";
+import { checkServiceShell, openServiceShell } from "../support/service-shell.js";
 import { h2Upload, sendThenRead } from "../support/uploads.js";
 
 const DOMAIN = "microvm.localhost";
@@ -119,13 +121,16 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
       ["forged", { "x-aws-proxy-auth": forged }, /Invalid token/],
       ["another MicroVM's", { "x-aws-proxy-auth": await token(other) }, /is for MicroVM/],
       ["a port it does not allow", { "x-aws-proxy-auth": await token(vm), "x-aws-proxy-port": "9001" }, /does not allow port 9001/],
-      ["a shell token", { "x-aws-proxy-auth": (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: vm, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]! }, /shell token/],
     ];
     for (const [what, headers, reason] of cases) {
       const res = await call(vm, "/", headers);
       assert.equal(res.status, 403, `${what}: ${res.body}`);
       assert.match(res.body, reason, what);
     }
+    // A plain request with a shell token gets a 502, as it does from the service.
+    const shellTokenGet = await call(vm, "/", { "x-aws-proxy-auth": (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: vm, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]! });
+    assert.equal(shellTokenGet.status, 502, shellTokenGet.body);
+    assert.match(shellTokenGet.body, /opens only the shell .*wss:\/\/<endpoint>\/shell.*create-microvm-auth-token/);
     const otherToken = await token(other);
     assert.equal((await call(other, "/", { "x-aws-proxy-auth": otherToken })).status, 200);
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: other }));
@@ -192,7 +197,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
       ws.on("message", (d) => messages.push(d.toString()));
       return { ws, messages, opened: within(20_000, "the WebSocket to open or be refused", new Promise<void>((resolve, reject) => ws.once("open", () => resolve()).once("error", reject))) };
     };
-    const a = open([`lambda-microvms.port.9001`, `lambda-microvms.auth.${tok}`, "chat"]);
+    const a = open([`lambda-microvms.port.9001`, `lambda-microvms.authentication.${tok}`, "chat"]);
     await a.opened;
     assert.equal(a.ws.protocol, "chat", "the app's choice of subprotocol reaches the client");
     await eventually(async () => (a.messages.length ? true : undefined), "the app's hello");
@@ -203,7 +208,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     await eventually(async () => (a.messages.includes("echo:ping") ? true : undefined), "the echo");
     a.ws.close();
 
-    const b = open([`lambda-microvms.port.9001`, `lambda-microvms.auth.${tok}`]);
+    const b = open([`lambda-microvms.port.9001`, `lambda-microvms.authentication.${tok}`]);
     await b.opened;
     assert.equal(b.ws.protocol, "lambda-microvms.port.9001", "with no app subprotocol, lmvm names one of its own back");
     b.ws.close();
@@ -270,11 +275,11 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     }
   });
 
-  test("the shell: a real PTY with resize and exit status, a command with `exec`, closed on suspend, back after auto-resume", async () => {
+  test("lmvm's exec protocol: a real PTY with resize and exit status, a command with `exec`, closed on suspend, back after auto-resume", async () => {
     const shellVm = await run({ ingressNetworkConnectors: [SHELL], idlePolicy: { maxIdleDurationSeconds: 3600, suspendedDurationSeconds: 3600, autoResumeEnabled: true } });
     const shellToken = async () => (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: shellVm, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]!;
     const openShell = async (query: string) => {
-      const ws = wsTo(shellVm, `/?${query}`, [], { "x-aws-proxy-auth": await shellToken() });
+      const ws = wsTo(shellVm, `/shell?${query}`, ["lambda-microvms", "lmvm.exec.v1"], { "x-aws-proxy-auth": await shellToken() });
       let out = "";
       let exit: number | undefined;
       let closed: { code: number; reason: string } | undefined;
@@ -316,6 +321,25 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     await eventually(async () => (third.closed() ? true : undefined), "the command to end", 20_000);
     assert.equal(third.exit(), 5);
     assert.match(third.out(), /out/);
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: shellVm }));
+  });
+
+  test("the service's shell protocol, subprotocols only, in the Node app's MicroVM: session_init, a root login shell on /dev/pts with TERM=xterm, resize, text typed in, close 1000 on exit; 1001 on suspend; only at /shell", async () => {
+    const shellVm = await run({ ingressNetworkConnectors: [SHELL] });
+    const endpoint = (await t.client.send(new GetMicrovmCommand({ microvmIdentifier: shellVm }))).endpoint!;
+    const shellToken = async () => (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: shellVm, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]!;
+    await checkServiceShell(await openServiceShell(endpoint, await shellToken(), ca));
+
+    const elsewhere = await openServiceShell(endpoint, await shellToken(), ca, { path: "/" }).then(() => undefined, (e: Error) => e);
+    assert.match(String(elsewhere?.message), /404/, "a shell token opens only /shell");
+
+    const open = await openServiceShell(endpoint, await shellToken(), ca);
+    await until(shellVm, "RUNNING");
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: shellVm }));
+    const closed = await within(60_000, "the shell to be closed by the suspend", open.closed);
+    assert.equal(closed.code, 1001, "going away");
+    assert.match(closed.reason, /suspend/i);
+    await until(shellVm, "SUSPENDED");
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: shellVm }));
   });
 
