@@ -37,6 +37,31 @@ const shellQuote = (arg: string) => `'${arg.replace(/'/g, "'\\''")}'`;
 
 let sequence = 0;
 
+const HANGUP_GRACE_MS = 1000;
+const HANGUP_DEADLINE_MS = 2500;
+
+/**
+ * What a terminal's hangup does, for the pty that script (`pid`) holds inside
+ * the sandbox: SIGHUP to every process on it (nohup'd ones ignore it and stay,
+ * as they are meant to), then SIGKILL to the shell if it is still there.
+ */
+async function hangUp(ctx: GuestContext, pid: number): Promise<void> {
+  const table = () => ctx.gvisor.processes(ctx.sandboxId).catch(() => []);
+  const send = (pids: number[], name: string) => Promise.all(pids.map((p) => ctx.gvisor.kill(ctx.sandboxId, p, name).catch(() => undefined)));
+  const before = await table();
+  const shells = before.filter((p) => p.ppid === pid).map((p) => p.pid);
+  const ttys = new Set(before.filter((p) => shells.includes(p.pid) && p.tty !== "?").map((p) => p.tty));
+  await send(before.filter((p) => p.pid !== pid && (shells.includes(p.pid) || ttys.has(p.tty))).map((p) => p.pid), "SIGHUP");
+  const deadline = Date.now() + HANGUP_GRACE_MS;
+  let left = shells;
+  while (left.length && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = new Set((await table()).map((p) => p.pid));
+    left = left.filter((p) => now.has(p));
+  }
+  await send(left, "SIGKILL");
+}
+
 export interface GuestContext {
   gvisor: Gvisor;
   sandboxId: string;
@@ -113,9 +138,19 @@ export function spawnGuest(ctx: GuestContext, opts: SpawnOptions): GuestProcess 
       endInput: () => term.write("\x04"),
       resize: (cols, rows) => term.resize(Math.max(1, cols), Math.max(1, rows)),
       ...common,
+      // Killing script would leave its shell running: gVisor sends no hangup when a pty's
+      // master closes. So lmvm hangs the terminal up itself first.
       kill: () => {
-        signal("SIGKILL");
-        term.kill("SIGKILL");
+        const pid = innerPid();
+        if (!script || !pid || exited !== undefined) {
+          signal("SIGKILL");
+          return term.kill("SIGKILL");
+        }
+        // Bounded: the shell ingress waits 5 s for a killed process before a checkpoint goes ahead.
+        void Promise.race([hangUp(ctx, pid), new Promise((r) => setTimeout(r, HANGUP_DEADLINE_MS))]).finally(() => {
+          signal("SIGKILL");
+          term.kill("SIGKILL");
+        });
       },
     };
   }

@@ -25,7 +25,7 @@ import { BASE_IMAGE_CACHE } from "../support/artifacts.js";
 import { buildDataPlaneImage } from "../support/dataplane-app.js";
 import { within } from "../support/deadline.js";
 import { eventually, startTestPlatform, type TestPlatform } from "../support/platform.js";
-import { checkServiceShell, openServiceShell } from "../support/service-shell.js";
+import { checkHangUp, checkServiceShell, openServiceShell } from "../support/service-shell.js";
 import { h2Upload, sendThenRead } from "../support/uploads.js";
 
 const DOMAIN = "microvm.localhost";
@@ -329,6 +329,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     const endpoint = (await t.client.send(new GetMicrovmCommand({ microvmIdentifier: shellVm }))).endpoint!;
     const shellToken = async () => (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: shellVm, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]!;
     await checkServiceShell(await openServiceShell(endpoint, await shellToken(), ca));
+    await checkHangUp(async () => openServiceShell(endpoint, await shellToken(), ca));
 
     const elsewhere = await openServiceShell(endpoint, await shellToken(), ca, { path: "/" }).then(() => undefined, (e: Error) => e);
     assert.match(String(elsewhere?.message), /404/, "a shell token opens only /shell");

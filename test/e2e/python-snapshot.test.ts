@@ -22,7 +22,7 @@ import { BASE_IMAGE_CACHE, makeZip } from "../support/artifacts.js";
 import { ROLE } from "../support/builds.js";
 import { event } from "../support/deadline.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
-import { checkServiceShell, openServiceShell } from "../support/service-shell.js";
+import { checkHangUp, checkServiceShell, openServiceShell } from "../support/service-shell.js";
 
 // Answers /ready with a 503 whose body never ends: a byte every half second,
 // so the connection is never idle. Before hook calls had a deadline of their
@@ -148,6 +148,7 @@ describe("Python apps in snapshots", { timeout: 900_000 }, () => {
     const ca = readFileSync(join(t.dataDir, "tls", "ca.pem"));
     const shellToken = async () => (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: id, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]!;
     await checkServiceShell(await openServiceShell(endpoint, await shellToken(), ca, { port8022: true }));
+    await checkHangUp(async () => openServiceShell(endpoint, await shellToken(), ca));
 
     // lmvm's exec protocol: a command, its stdout and stderr apart, its exit status.
     const query = new URLSearchParams([["tty", "0"], ["command", "python3"], ["command", "-c"], ["command", "import sys; print('out'); print('err', file=sys.stderr); sys.exit(6)"]]);

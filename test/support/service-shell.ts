@@ -83,3 +83,24 @@ export async function checkServiceShell(shell: ServiceShell): Promise<void> {
   shell.type("exit\n");
   assert.deepEqual(await within(30_000, "the shell's WebSocket to close after exit", shell.closed), { code: 1000, reason: "shell exited" });
 }
+
+/**
+ * A client that goes away without `exit` hangs the terminal up: its shell and
+ * the shell's jobs end (nothing is left running in the MicroVM), as they would
+ * on a real terminal. `open` opens a new shell.
+ */
+export async function checkHangUp(open: () => Promise<ServiceShell>): Promise<void> {
+  const first = await open();
+  first.type("sleep 300 & echo \"pids:$$:$!:\"\n");
+  await untilScreen(first, "the shell's and its job's pids", () => /pids:\d+:\d+:/.test(first.screen()));
+  const [, shell, job] = /pids:(\d+):(\d+):/.exec(first.screen())!;
+  first.ws.terminate(); // the connection drops: no close frame, no exit
+  const second = await open();
+  await untilScreen(second, `the dropped shell (pid ${shell}) and its job (pid ${job}) to end`, () => {
+    if (/left-0\r\n/.test(second.screen())) return true;
+    second.type(`ls -d /proc/${shell} /proc/${job} 2>/dev/null | wc -l | sed s/^/left-/\n`);
+    return false;
+  }, 500);
+  second.type("exit\n");
+  assert.equal((await within(30_000, "the second shell to close", second.closed)).code, 1000);
+}
