@@ -11,6 +11,7 @@
 // terminal process runs under it: script opens a pty inside the sandbox
 // (/dev/pts/N), relays to runsc's console, passes window-size changes on
 // (runsc forwards SIGWINCH to it) and exits with the process's status.
+// Ending such a process hangs its pty up first (see hangUp).
 
 import { spawn as spawnChild } from "node:child_process";
 import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
