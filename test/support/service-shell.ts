@@ -98,7 +98,8 @@ export async function checkHangUp(open: () => Promise<ServiceShell>): Promise<vo
   const second = await open();
   await untilScreen(second, `the dropped shell (pid ${shell}) and its job (pid ${job}) to end`, () => {
     if (/left-0\r\n/.test(second.screen())) return true;
-    second.type(`ls -d /proc/${shell} /proc/${job} 2>/dev/null | wc -l | sed s/^/left-/\n`);
+    // Still running: present and not a zombie (an orphan's parent is then the app, PID 1, which need not reap it).
+    second.type(`cat /proc/${shell}/stat /proc/${job}/stat 2>/dev/null | awk '$3 != "Z"' | wc -l | sed s/^/left-/\n`);
     return false;
   }, 500);
   second.type("exit\n");
