@@ -1,10 +1,12 @@
 // `lmvm shell <microvm-id>`: an interactive shell inside a MicroVM, from this
 // terminal. `lmvm exec <microvm-id> -- <command> [args…]`: runs one command,
 // prints its output and exits with its exit code. Both take a shell token
-// (CreateMicrovmShellAuthToken) and open the MicroVM endpoint's shell
-// WebSocket; the endpoint's certificate is checked against lmvm's CA, found
-// in the data directory. Names under .localhost resolve to loopback, as
-// browsers do, even where the system resolver does not.
+// (CreateMicrovmShellAuthToken) and open wss://<endpoint>/shell speaking
+// lmvm's exec protocol (src/shell/protocol.ts), not the service's: only it
+// carries the exit status, stderr apart and end of input. The endpoint's
+// certificate is checked against lmvm's CA, found in the data directory.
+// Names under .localhost resolve to loopback, as browsers do, even where the
+// system resolver does not.
 
 import { readFileSync } from "node:fs";
 import { lookup as dnsLookup, type LookupAddress } from "node:dns";
@@ -12,16 +14,18 @@ import { CreateMicrovmShellAuthTokenCommand, GetMicrovmCommand, type LambdaMicro
 import WebSocket from "ws";
 import { AUTH_HEADER } from "../proxy/routing.js";
 import { defaultDataDir, readServerInfo } from "../server/data-paths.js";
-import { STDERR, STDIN, STDOUT, CLOSE_MICROVM_STOPPING } from "../shell/index.js";
+import { BASE_SUBPROTOCOL, CLOSE_MICROVM_STOPPING, EXEC_SUBPROTOCOL, SHELL_PATH, STDERR, STDIN, STDOUT } from "../shell/protocol.js";
 import { UsageError } from "./flags.js";
 
 export const SHELL_HELP = `NAME
     shell, exec
 
 DESCRIPTION
-    shell: opens an interactive shell (a terminal) inside a MicroVM.
-    exec:  runs one command inside a MicroVM, prints its output, and exits
-           with its exit code. Standard input is passed on when it is not a terminal.
+    shell: opens an interactive login shell as root (a terminal) inside a
+           MicroVM, and exits with the shell's exit status.
+    exec:  runs one command inside a MicroVM, as the app's user, prints its
+           output, and exits with its exit code. Standard input is passed on
+           when it is not a terminal.
     The MicroVM must have been run with the SHELL_INGRESS ingress network connector.
 
 SYNOPSIS
@@ -45,8 +49,9 @@ async function openShell(client: LambdaMicrovmsClient, id: string, query: URLSea
   const token = authToken?.["X-aws-proxy-auth"];
   if (!token) throw new Error("the server returned no shell token");
   const url = new URL(vm.endpoint.replace(/^http/, "ws"));
+  url.pathname = SHELL_PATH;
   url.search = query.toString();
-  const ws = new WebSocket(url, { headers: { [AUTH_HEADER]: token }, lookup: localhostLookup as never, ...(ca ? { ca: readFileSync(ca) } : {}) });
+  const ws = new WebSocket(url, [BASE_SUBPROTOCOL, EXEC_SUBPROTOCOL], { headers: { [AUTH_HEADER]: token }, lookup: localhostLookup as never, ...(ca ? { ca: readFileSync(ca) } : {}) });
   await new Promise<void>((resolve, reject) => {
     ws.once("open", () => resolve());
     ws.once("unexpected-response", (_req, res) => {

@@ -274,7 +274,7 @@ export class EndpointProxy implements Ingress {
     try {
       target = await this.pass(req.headers, req.url ?? "/");
       holdUntilClosed(res, target.release);
-      if (target.kind === "shell") throw new Refusal(403, "A shell token opens the shell (a WebSocket); it does not reach the app.");
+      if (target.kind === "shell") throw new Refusal(502, "A shell token opens only the shell (a WebSocket to wss://<endpoint>/shell); to reach the app, use a token from create-microvm-auth-token.");
     } catch (err) {
       return this.refuse(res, this.refusalOf(err));
     }
@@ -408,7 +408,7 @@ export class EndpointProxy implements Ingress {
     try {
       target = await this.pass(headers as IncomingHttpHeaders, path);
       holdUntilClosed(stream, target.release);
-      if (target.kind === "shell") throw new Refusal(403, "A shell token opens the shell (a WebSocket); it does not reach the app.");
+      if (target.kind === "shell") throw new Refusal(502, "A shell token opens only the shell (a WebSocket to wss://<endpoint>/shell); to reach the app, use a token from create-microvm-auth-token.");
     } catch (err) {
       return this.refuseH2(stream, this.refusalOf(err));
     }

@@ -388,6 +388,13 @@ export class Gvisor {
     await run("runsc", [...this.global, "kill", "--pid", String(pid), id, signal], { signal: AbortSignal.timeout(CONTROL_TIMEOUT_MS) });
   }
 
+  /** The processes inside the sandbox (`runsc ps`): pid, parent and controlling terminal ("?" for none). */
+  async processes(id: string): Promise<{ pid: number; ppid: number; tty: string }[]> {
+    const r = await run("runsc", [...this.global, "ps", id], { signal: AbortSignal.timeout(CONTROL_TIMEOUT_MS) });
+    // UID PID PPID C TTY STIME TIME CMD
+    return r.stdout.split("\n").slice(1).map((l) => l.trim().split(/\s+/)).filter((f) => f.length >= 5).map((f) => ({ pid: Number(f[1]), ppid: Number(f[2]), tty: f[4]! }));
+  }
+
   async pause(id: string): Promise<void> {
     await run("runsc", [...this.global, "pause", id]);
   }

@@ -28,6 +28,7 @@ import { BASE_IMAGE_CACHE } from "../support/artifacts.js";
 import { buildDataPlaneImage } from "../support/dataplane-app.js";
 import { within } from "../support/deadline.js";
 import { eventually, startTestPlatform, type TestPlatform } from "../support/platform.js";
+import { checkHangUp, checkServiceShell, openServiceShell } from "../support/service-shell.js";
 import { h2Upload, sendThenRead } from "../support/uploads.js";
 
 const DOMAIN = "microvm.localhost";
@@ -131,13 +132,16 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
       ["forged", { "x-aws-proxy-auth": forged }, /Invalid token/],
       ["another MicroVM's", { "x-aws-proxy-auth": await token(other) }, /is for MicroVM/],
       ["a port it does not allow", { "x-aws-proxy-auth": await token(vm), "x-aws-proxy-port": "9001" }, /^Access to port denied$/],
-      ["a shell token", { "x-aws-proxy-auth": (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: vm, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]! }, /shell token/],
     ];
     for (const [what, headers, reason] of cases) {
       const res = await call(vm, "/", headers);
       assert.equal(res.status, 403, `${what}: ${res.body}`);
       assert.match(res.body, reason, what);
     }
+    // A plain request with a shell token gets a 502, as it does from the service.
+    const shellTokenGet = await call(vm, "/", { "x-aws-proxy-auth": (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: vm, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]! });
+    assert.equal(shellTokenGet.status, 502, shellTokenGet.body);
+    assert.match(shellTokenGet.body, /opens only the shell .*wss:\/\/<endpoint>\/shell.*create-microvm-auth-token/);
     const otherToken = await token(other);
     assert.equal((await call(other, "/", { "x-aws-proxy-auth": otherToken })).status, 200);
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: other }));
@@ -416,14 +420,14 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     }
   });
 
-  test("the shell: a real PTY with resize and exit status, a command with `exec`, closed on suspend, back after auto-resume", async () => {
+  test("lmvm's exec protocol: a real PTY with resize and exit status, a command with `exec`, closed on suspend, back after auto-resume", async () => {
     const shellVm = await run({ ingressNetworkConnectors: [HTTP, SHELL], idlePolicy: { maxIdleDurationSeconds: 3600, suspendedDurationSeconds: 3600, autoResumeEnabled: true } });
     const shellToken = async () => (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: shellVm, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]!;
     /** A shell, its token in the header (as lmvm shell sends it) or, as a browser must, in subprotocols. */
     const openShell = async (query: string, browser = false) => {
       const ws = browser
-        ? wsTo(shellVm, `/?${query}`, ["lambda-microvms", `lambda-microvms.authentication.${await shellToken()}`])
-        : wsTo(shellVm, `/?${query}`, [], { "x-aws-proxy-auth": await shellToken() });
+        ? wsTo(shellVm, `/shell?${query}`, ["lambda-microvms", `lambda-microvms.authentication.${await shellToken()}`, "lmvm.exec.v1"])
+        : wsTo(shellVm, `/shell?${query}`, ["lambda-microvms", "lmvm.exec.v1"], { "x-aws-proxy-auth": await shellToken() });
       let out = "";
       let exit: number | undefined;
       let closed: { code: number; reason: string } | undefined;
@@ -465,6 +469,25 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     await eventually(async () => (third.closed() ? true : undefined), "the command to end", 20_000);
     assert.equal(third.exit(), 5);
     assert.match(third.out(), /out/);
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: shellVm }));
+  });
+
+  test("the service's shell protocol, subprotocols only, in the Node app's MicroVM: session_init, a root login shell on /dev/pts with TERM=xterm, resize, text typed in, close 1000 on exit; 1001 on suspend; only at /shell", async () => {
+    const shellVm = await run({ ingressNetworkConnectors: [SHELL] });
+    const endpoint = (await t.client.send(new GetMicrovmCommand({ microvmIdentifier: shellVm }))).endpoint!;
+    const shellToken = async () => (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: shellVm, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]!;
+    await checkServiceShell(await openServiceShell(endpoint, await shellToken(), ca));
+    await checkHangUp(async () => openServiceShell(endpoint, await shellToken(), ca));
+
+    const elsewhere = await openServiceShell(endpoint, await shellToken(), ca, { path: "/" }).then(() => undefined, (e: Error) => e);
+    assert.match(String(elsewhere?.message), /404/, "a shell token opens only /shell");
+
+    const open = await openServiceShell(endpoint, await shellToken(), ca);
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: shellVm }));
+    const closed = await within(60_000, "the shell to be closed by the suspend", open.closed);
+    assert.equal(closed.code, 1001, "going away");
+    assert.match(closed.reason, /suspend/i);
+    await until(shellVm, "SUSPENDED");
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: shellVm }));
   });
 

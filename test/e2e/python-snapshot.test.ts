@@ -3,7 +3,8 @@
 // close their connections first) builds to a snapshot, runs, and keeps its
 // state across suspend and resume. Every snapshot phase has a deadline: a
 // /ready that never answers fails the build naming the phase, with nothing
-// left behind.
+// left behind. Its MicroVM's shell works through the service's protocol and
+// lmvm's exec protocol.
 
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -11,13 +12,17 @@ import { request } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import {
-  CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageBuildCommand, GetMicrovmImageVersionCommand, ListMicrovmImageBuildsCommand, ResumeMicrovmCommand,
+  CreateMicrovmImageCommand, CreateMicrovmShellAuthTokenCommand, GetMicrovmCommand, GetMicrovmImageBuildCommand, GetMicrovmImageVersionCommand, ListMicrovmImageBuildsCommand, ResumeMicrovmCommand,
   RunMicrovmCommand, SuspendMicrovmCommand, TerminateMicrovmCommand,
 } from "@aws-sdk/client-lambda-microvms";
+import WebSocket from "ws";
+import { localhostLookup } from "../../src/cli/shell-command.js";
 import type { SandboxRecord } from "../../src/runtime/index.js";
 import { BASE_IMAGE_CACHE, makeZip } from "../support/artifacts.js";
 import { ROLE } from "../support/builds.js";
+import { event } from "../support/deadline.js";
 import { eventually, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
+import { checkHangUp, checkServiceShell, openServiceShell } from "../support/service-shell.js";
 
 // Answers /ready with a 503 whose body never ends: a byte every half second,
 // so the connection is never idle. Before hook calls had a deadline of their
@@ -44,6 +49,7 @@ while True:
 
 const EXAMPLE = join(import.meta.dirname, "..", "..", "..", "examples", "python");
 const DEBIAN12 = "arn:aws:lambda:us-east-1:aws:microvm-image:debian12";
+const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
 
 /** One request on its own connection; the client resets it once answered, if the app has not closed it, so the sandbox can be checkpointed later. */
 function call(ip: string, method: string, path: string, body = ""): Promise<{ status: number; json: Record<string, unknown> }> {
@@ -102,8 +108,12 @@ describe("Python apps in snapshots", { timeout: 900_000 }, () => {
   };
   const ipOf = (id: string) => (JSON.parse(readFileSync(join(t.dataDir, "microvms", id, "sandbox.json"), "utf8")) as SandboxRecord).sandboxIp;
 
+  /** examples/python's image, built once for the tests that run it. */
+  let exampleBuild: ReturnType<typeof build> | undefined;
+  const exampleImage = () => (exampleBuild ??= build("python-example", example(), exampleHooks()));
+
   test("examples/python builds to a snapshot through /ready and /validate, runs, and keeps its state across suspend and resume", async () => {
-    const { version, build: b, log } = await build("python-example", example(), exampleHooks());
+    const { version, build: b, log } = await exampleImage();
     assert.equal(version.state, "SUCCESSFUL", version.stateReason);
     assert.ok((b.snapshotBuild?.memorySnapshotSizeInBytes ?? 0) > 1_000_000, "the memory snapshot holds the Python heap");
     assert.match(log, /Waiting for \/ready on port 9000[\s\S]*Checkpointing memory and disk[\s\S]*Calling \/validate on port 9000/);
@@ -124,6 +134,33 @@ describe("Python apps in snapshots", { timeout: 900_000 }, () => {
     const after = await call(ipOf(id), "GET", "/");
     assert.equal(after.json.requests, 4, "the request counter went on from 3");
     assert.deepEqual(after.json.hooks, ["run", "suspend", "resume"]);
+
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "TERMINATED");
+  });
+
+  test("the service's shell protocol, subprotocols only (port 8022 entry included), in the Python app's MicroVM; and lmvm's exec protocol with an exit status", async () => {
+    assert.equal((await exampleImage()).version.state, "SUCCESSFUL");
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: "arn:aws:lambda:us-east-1:000000000000:microvm-image:python-example", ingressNetworkConnectors: [SHELL] }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    const endpoint = (await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).endpoint!;
+    const ca = readFileSync(join(t.dataDir, "tls", "ca.pem"));
+    const shellToken = async () => (await t.client.send(new CreateMicrovmShellAuthTokenCommand({ microvmIdentifier: id, expirationInMinutes: 5 }))).authToken!["X-aws-proxy-auth"]!;
+    await checkServiceShell(await openServiceShell(endpoint, await shellToken(), ca, { port8022: true }));
+    await checkHangUp(async () => openServiceShell(endpoint, await shellToken(), ca));
+
+    // lmvm's exec protocol: a command, its stdout and stderr apart, its exit status.
+    const query = new URLSearchParams([["tty", "0"], ["command", "python3"], ["command", "-c"], ["command", "import sys; print('out'); print('err', file=sys.stderr); sys.exit(6)"]]);
+    const ws = new WebSocket(`${endpoint.replace(/^https:/, "wss:")}/shell?${query}`, ["lambda-microvms", `lambda-microvms.authentication.${await shellToken()}`, "lmvm.exec.v1"], { ca, lookup: localhostLookup as never });
+    const streams: Record<number, string> = { 1: "", 2: "" };
+    let exit: number | undefined;
+    ws.on("message", (d: Buffer, binary: boolean) => {
+      if (binary) streams[d[0]!] += d.subarray(1).toString();
+      else if (JSON.parse(d.toString()).type === "exit") exit = JSON.parse(d.toString()).code;
+    });
+    const [code] = await event<[number]>(30_000, "the command's WebSocket to close", ws, "close");
+    assert.deepEqual({ code, exit, streams }, { code: 1000, exit: 6, streams: { 1: "out\n", 2: "err\n" } });
 
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
     await until(id, "TERMINATED");
