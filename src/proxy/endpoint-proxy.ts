@@ -596,7 +596,9 @@ export class EndpointProxy implements Ingress {
       client.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\nx-lmvm-proxy-error: true\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
     });
     upstream.write(`${lines.join("\r\n")}\r\n\r\n`);
-    if (head.length) upstream.write(head);
+    // What the client sent after its upgrade request goes to the app only once the app has
+    // switched protocols: before that, an app that answers anything but 101 would read those
+    // bytes as its next HTTP request, one that never passed admission (a hook path, say).
     let answer = Buffer.alloc(0);
     const onHead = (chunk: Buffer) => {
       answer = Buffer.concat([answer, chunk]);
@@ -615,9 +617,12 @@ export class EndpointProxy implements Ingress {
       client.write(`${headText}\r\n\r\n`);
       if (rest.length) client.write(rest);
       if (!switched) {
+        // Not a WebSocket: the app's answer goes back, and the connection to the app ends with the client's.
         upstream.pipe(client);
+        client.once("close", () => upstream.destroy());
         return;
       }
+      if (head.length) upstream.write(head);
       const exchange = this.begin(target.microvmId, u);
       upstream.on("data", (c: Buffer) => (exchange.bytesOut += c.length));
       client.on("data", (c: Buffer) => (exchange.bytesIn += c.length));

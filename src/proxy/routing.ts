@@ -111,15 +111,12 @@ export function reachesHookPath(path: string, prefix: string): boolean {
     }
   }
   p = p.split("?")[0]!.split("#")[0]!;
-  for (let i = 0; i < 3 && p.includes("%"); i++) {
-    try {
-      p = decodeURIComponent(p);
-    } catch {
-      break;
-    }
-  }
+  // Each valid %XX decoded on its own (a lenient router's view; one stray '%' must not stop the
+  // decoding of the rest), up to three layers deep.
+  for (let i = 0; i < 3 && /%[0-9a-f]{2}/i.test(p); i++) p = p.replace(/%([0-9a-f]{2})/gi, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
   p = p.replace(/\\/g, "/").replace(/\/{2,}/g, "/").toLowerCase();
-  const resolved = new URL(p.startsWith("/") ? p : `/${p}`, "http://x").pathname.replace(/\/{2,}/g, "/");
+  // A '%' left over must not make URL() re-escape what follows: drop it before resolving dot segments.
+  const resolved = new URL((p.startsWith("/") ? p : `/${p}`).replace(/%/g, ""), "http://x").pathname.replace(/\/{2,}/g, "/");
   const base = prefix.toLowerCase().replace(/\/$/, "");
   return resolved === base || resolved.startsWith(`${base}/`) || p.startsWith(base);
 }

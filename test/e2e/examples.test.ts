@@ -133,7 +133,8 @@ describe("every example builds to a snapshot and runs, suspends, resumes and ter
   before(async () => {
     assert.ok(examples.length >= 3, `examples/ holds ${examples.join(", ")}`);
     dataDir = tempDir("lmvm-examples-");
-    server = await spawnServer(dataDir, { builds: true, args: ["--build-concurrency", String(examples.length)] });
+    // Every example is created at once: more builds than the account's default quota of 5 concurrent builds.
+    server = await spawnServer(dataDir, { builds: true, args: ["--build-concurrency", String(examples.length), "--quotas", `concurrent-builds=${examples.length}`] });
     env = { LMVM_DATA_DIR: dataDir };
     ca = readFileSync(join(dataDir, "tls", "ca.pem"));
     // Every build starts now and runs at once; each test waits for its own.

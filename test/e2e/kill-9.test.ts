@@ -29,7 +29,9 @@ describe("kill -9", () => {
     const acknowledged = new Map<string, { tags: Record<string, string>; status: string }>();
     let n = 0;
     for (let round = 0; round <= ROUNDS; round++) {
-      server = await spawnServer(dataDir);
+      // Writers create images as fast as they can (and with --no-builder their builds stay queued):
+      // quotas and request rates far above AWS's, or the first refusal would stop the writers.
+      server = await spawnServer(dataDir, { args: ["--quotas", "images=1000000,concurrent-builds=1000000", "--rate-limits", "*=100000"] });
       const client: LambdaMicrovmsClient = sdkClient(server.url, readCredentials(dataDir));
       // Everything acknowledged before this restart is still there, exactly.
       for (const [name, want] of acknowledged) {

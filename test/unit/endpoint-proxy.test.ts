@@ -14,6 +14,7 @@ import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import { connect as h2connect, createServer as createH2cServer, type Http2Server } from "node:http2";
 import { createServer as createNetServer } from "node:net";
 import { request } from "node:https";
+import { connect as tlsConnect } from "node:tls";
 import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import type { Microvm } from "../../src/core/index.js";
@@ -293,6 +294,45 @@ describe("the endpoint proxy's rules on loopback", () => {
     const nothing = await get(port, "/", { "x-aws-proxy-auth": await token(), "x-aws-proxy-port": String(closedPort) });
     assert.equal(nothing.status, 502);
     assert.match(nothing.body, new RegExp(`did not answer on port ${closedPort}`));
+  });
+
+  test("bytes sent after a WebSocket upgrade reach the app only once it has switched: an app that answers 200 never receives a smuggled hook request", async () => {
+    current = vmWith();
+    const port = await start();
+    // A raw app that answers every upgrade with a 200 on a kept-alive connection, and keeps every byte it receives.
+    let received = "";
+    const sockets = new Set<import("node:net").Socket>();
+    const raw = createNetServer((c) => {
+      sockets.add(c);
+      let answered = false;
+      c.setEncoding("latin1").on("data", (d: string) => {
+        received += d;
+        if (!answered && received.includes("\r\n\r\n")) {
+          answered = true;
+          c.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        }
+      });
+      c.on("error", () => undefined);
+    });
+    await within(10_000, "the raw app to listen", new Promise<void>((r) => raw.listen(0, "127.0.0.1", () => r())));
+    const rawPort = (raw.address() as { port: number }).port;
+    try {
+      const auth = await token();
+      const upgrade = `GET /not-a-websocket HTTP/1.1\r\nhost: ${ID}.microvm.localhost\r\nx-aws-proxy-auth: ${auth}\r\nx-aws-proxy-port: ${rawPort}\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: ${randomBytes(16).toString("base64")}\r\n\r\n`;
+      const smuggled = `POST /aws/lambda-microvms/runtime/v1/terminate HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\n\r\n`;
+      const answer = await within(20_000, "the app's answer to the upgrade", new Promise<string>((resolve, reject) => {
+        const socket = tlsConnect({ host: "127.0.0.1", port, ca, servername: `${ID}.microvm.localhost` }, () => socket.write(upgrade + smuggled));
+        let got = "";
+        socket.setEncoding("utf8").on("data", (c: string) => (got += c)).on("error", reject).on("close", () => resolve(got));
+        setTimeout(() => socket.destroy(), 1500);
+      }));
+      assert.match(answer, /^HTTP\/1\.1 200/);
+      assert.match(received, /^GET \/not-a-websocket HTTP\/1\.1\r\n/);
+      assert.doesNotMatch(received, /lambda-microvms\/runtime/, "the app never received the bytes sent after the upgrade request");
+    } finally {
+      for (const c of sockets) c.destroy();
+      await within(10_000, "the raw app to close", new Promise((r) => raw.close(r)));
+    }
   });
 
   test("the lifecycle hook path on the hooks port is refused; the rest of that port is the app's", async () => {

@@ -56,7 +56,9 @@ describe("routing", () => {
   test("the hook path, however it is spelled, reaches the hooks", () => {
     const prefix = "/aws/lambda-microvms/runtime/v1/";
     for (const path of ["/aws/lambda-microvms/runtime/v1/run", "//aws/lambda-microvms/runtime/v1/run", "/AWS/Lambda-MicroVMs/runtime/v1/suspend", "/x/../aws/lambda-microvms/runtime/v1/resume?a=1",
-      "/aws/%6Cambda-microvms/runtime/v1/run", "/aws/lambda-microvms%2Fruntime/v1/run", "/aws/lambda-microvms/runtime/v1", "/./aws/lambda-microvms/runtime/v1/terminate", "http://localhost:8080/aws/lambda-microvms/runtime/v1/run", "HTTPS://x/aws//lambda-microvms/runtime/v1/run", "\\aws\\lambda-microvms\\runtime\\v1\\run"]) {
+      "/aws/%6Cambda-microvms/runtime/v1/run", "/aws/lambda-microvms%2Fruntime/v1/run", "/aws/lambda-microvms/runtime/v1", "/./aws/lambda-microvms/runtime/v1/terminate", "http://localhost:8080/aws/lambda-microvms/runtime/v1/run", "HTTPS://x/aws//lambda-microvms/runtime/v1/run", "\\aws\\lambda-microvms\\runtime\\v1\\run",
+      // A stray or broken escape must not stop the decoding of the rest.
+      "/%61ws/lambda-microvms/runtime/v1/x%/../run", "/%61ws/lambda-microvms/runtime/v1/run;%", "/%2561ws/lambda-microvms/runtime/v1/run%zz"]) {
       assert.ok(reachesHookPath(path, prefix), path);
     }
     for (const path of ["/", "/aws/lambda-microvms/other", "/api/aws/lambda-microvms/runtime/v1/run"]) assert.ok(!reachesHookPath(path, prefix), path);
