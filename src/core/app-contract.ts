@@ -28,3 +28,10 @@ export function reservedEnvironment(imageArn: string, version: string): Record<(
     AWS_LAMBDA_MICROVM_IMAGE_VERSION: version,
   };
 }
+
+/**
+ * The hooks port of a version recorded before images had to name one (lmvm used the app's port
+ * then). New images cannot enable a hook without `hooks.port`; the runtime and the endpoint's
+ * hook-path refusal both use this for the old records, so they agree.
+ */
+export const UNNAMED_HOOKS_PORT = 8080;

@@ -11,10 +11,10 @@
 // 429 rate limits, 502 the app or the MicroVM cannot answer.
 
 import type { IncomingHttpHeaders } from "node:http";
-import { HOOK_PATH_PREFIX, HOOK_RELAY_PORT } from "../core/app-contract.js";
+import { HOOK_PATH_PREFIX, HOOK_RELAY_PORT, UNNAMED_HOOKS_PORT } from "../core/app-contract.js";
 import { ingressRefusal, type ImageConfig, type Microvm, type TokenKind } from "../core/index.js";
 import { portAllowed, type MicrovmTokens } from "./tokens.js";
-import { microvmFromHost, platformSubprotocols, portOf, reachesHookPath, tokenOf, AUTH_HEADER, DEFAULT_APP_PORT, type OfferedSubprotocols } from "./routing.js";
+import { microvmFromHost, platformSubprotocols, portOf, reachesHookPath, tokenOf, AUTH_HEADER, type OfferedSubprotocols } from "./routing.js";
 
 /** What the proxy needs of the core. */
 export interface MicrovmDirectory {
@@ -103,7 +103,7 @@ export function checkIngress(vm: Microvm, kind: TokenKind): void {
  * port 8080, where lmvm's runtime calls them when the image names none).
  */
 export function checkHookPath(config: Pick<ImageConfig, "hooks">, port: number, path: string): void {
-  const hooksPort = config.hooks?.port ?? DEFAULT_APP_PORT;
+  const hooksPort = config.hooks?.port ?? UNNAMED_HOOKS_PORT;
   if (port === hooksPort && reachesHookPath(path, HOOK_PATH_PREFIX)) {
     throw new Refusal(403, `Access to the lifecycle hook path denied: ${HOOK_PATH_PREFIX}* on the hooks port is called by the platform only.`);
   }

@@ -15,7 +15,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
-import { completeLimits, limitsOf, NotBegun, reservedEnvironment, RunHookFailed, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
+import { completeLimits, limitsOf, UNNAMED_HOOKS_PORT, NotBegun, reservedEnvironment, RunHookFailed, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
 import { diskUsage, removeTree, writeFileAtomic, type LogFiles } from "../os/index.js";
 import { SandboxCgroups } from "./cgroups.js";
@@ -150,7 +150,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       rootfs: rec.rootfs,
       config: rec.config,
       env: {},
-      hooksPort: rec.hooks.port ?? 0,
+      hooksPort: rec.hooks.port ?? UNNAMED_HOOKS_PORT,
       hostname: vm.id,
       limits: rec.limits,
       network,
@@ -165,7 +165,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     if (enabled !== "ENABLED") return;
     const timeout = { run: m.runTimeoutInSeconds, resume: m.resumeTimeoutInSeconds, suspend: m.suspendTimeoutInSeconds, terminate: m.terminateTimeoutInSeconds }[hook as "run"];
     // The image gives a port whenever it enables a hook (inputs.ts).
-    await callHook(rec.sandboxIp, rec.hooks.port ?? 0, hook, { body, timeoutSeconds: timeout ?? HOOK_TIMEOUT_DEFAULT, microvmId: id });
+    await callHook(rec.sandboxIp, rec.hooks.port ?? UNNAMED_HOOKS_PORT, hook, { body, timeoutSeconds: timeout ?? HOOK_TIMEOUT_DEFAULT, microvmId: id });
   }
 
   private save(id: string, rec: SandboxRecord): void {

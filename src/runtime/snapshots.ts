@@ -15,7 +15,7 @@
 
 import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import type { SandboxLimits } from "../core/index.js";
+import { UNNAMED_HOOKS_PORT, type SandboxLimits } from "../core/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
 import { boundFile, removeTree } from "../os/index.js";
 import { Gvisor, type ImageConfig } from "./gvisor.js";
@@ -140,7 +140,7 @@ export class Snapshotter {
 
   async snapshot(req: SnapshotRequest): Promise<SnapshotSizes> {
     // The image must give a port when it enables any hook (inputs.ts); without one, no relay is needed.
-    const port = req.hooks?.port ?? 0;
+    const port = req.hooks?.port ?? UNNAMED_HOOKS_PORT;
     const image = req.hooks?.microvmImageHooks ?? {};
     const snapshot = join(req.dir, "snapshot");
     rmSync(snapshot, { recursive: true, force: true });

@@ -67,6 +67,9 @@ function offeredSubprotocols(req: IncomingMessage): string[] {
 /** Clamps a terminal dimension from a client to what a terminal can be. */
 const dimension = (n: unknown, fallback: number) => (Number.isInteger(n) && (n as number) > 0 ? Math.min(1000, n as number) : fallback);
 
+/** What a client may send while its shell is still starting. */
+const EARLY_INPUT_LIMIT = 1024 * 1024;
+
 export class ShellIngress {
   private readonly wss = new WebSocketServer({
     noServer: true,
@@ -118,15 +121,18 @@ export class ShellIngress {
       session.markExited();
     };
     // Frames that come while the process starts (a resize, the first keystrokes) wait for it.
+    // Bounded: a client that floods a starting shell is closed (1009, message too big).
     const early: [Buffer, boolean][] = [];
+    let earlyBytes = 0;
     ws.on("message", (data: Buffer, isBinary: boolean) => {
-      if (session.process) this.receive(session, session.process, data, isBinary);
-      else early.push([data, isBinary]);
+      if (session.process) return this.receive(session, session.process, data, isBinary);
+      earlyBytes += data.length;
+      if (earlyBytes > EARLY_INPUT_LIMIT) return ws.close(1009, "too much input before the shell started");
+      early.push([data, isBinary]);
     });
-    ws.on("close", () => {
-      if (session.process) session.process.kill();
-      else forget();
-    });
+    // A session whose process is still starting is forgotten only once the start has ended (the
+    // process is killed then): a suspend must not checkpoint while a runsc exec is under way.
+    ws.on("close", () => session.process?.kill());
     this.opts
       .spawn(microvmId, spawnOptions)
       .then((process) => {

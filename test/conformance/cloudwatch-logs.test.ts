@@ -32,7 +32,8 @@ describe("the CloudWatch Logs API", () => {
   const runtime = new ScriptedRuntime();
 
   before(async () => {
-    t = await startTestPlatform({ builder, runtime });
+    // Many MicroVMs are run back to back to fill streams: rates above AWS's RunMicrovm 5 per second.
+    t = await startTestPlatform({ builder, runtime, rateLimits: { "*": 10_000 } });
     logs = new CloudWatchLogsClient({ endpoint: t.platform.url, region: DEFAULTS.region, credentials: t.credentials, maxAttempts: 1 });
     for (const [name, logging] of [["plain", undefined], ["grouped", { cloudWatch: { logGroup: "/team/grouped" } }], ["quiet", { disabled: {} }]] as [string, Logging | undefined][]) {
       await t.client.send(new CreateMicrovmImageCommand(imageRequest(name, logging ? { logging } : {})));

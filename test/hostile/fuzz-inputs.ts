@@ -11,6 +11,7 @@ import { NormalizedSchema } from "@smithy/core/schema";
 import * as sdk from "@aws-sdk/client-lambda-microvms";
 import fc from "fast-check";
 import type { OperationModel } from "../../src/api/index.js";
+import { RESERVED_ENVIRONMENT_VARIABLES } from "../../src/core/index.js";
 
 /** What exists on the server when a fuzz run starts. */
 export interface Fixtures {
@@ -94,8 +95,9 @@ function leaves(f: Fixtures): Record<string, fc.Arbitrary<unknown>> {
     architecture: fc.constant(f.architecture),
     chipset: fc.constant(f.chipset),
     chipsetGeneration: fc.constant(f.chipsetGeneration),
-    minimumMemoryInMiB: fc.integer({ min: 128, max: 32_768 }),
-    resources: fc.array(fc.record({ minimumMemoryInMiB: fc.integer({ min: 128, max: 32_768 }) }), { maxLength: 1 }),
+    // Up to the largest size's baseline (8192 MiB): more is refused as no size fits.
+    minimumMemoryInMiB: fc.integer({ min: 128, max: 8192 }),
+    resources: fc.array(fc.record({ minimumMemoryInMiB: fc.integer({ min: 128, max: 8192 }) }), { maxLength: 1 }),
     cpuConfigurations: fc.constant([{ architecture: f.architecture }]),
     additionalOsCapabilities: fc.subarray(["ALL"]),
     port: fc.integer({ min: 1, max: 65_535 }),
@@ -103,7 +105,8 @@ function leaves(f: Fixtures): Record<string, fc.Arbitrary<unknown>> {
     run: hookState, resume: hookState, suspend: hookState, terminate: hookState, ready: hookState, validate: hookState,
     runTimeoutInSeconds: seconds(60), resumeTimeoutInSeconds: seconds(60), suspendTimeoutInSeconds: seconds(60), terminateTimeoutInSeconds: seconds(60),
     readyTimeoutInSeconds: seconds(3600), validateTimeoutInSeconds: seconds(3600),
-    environmentVariables: fc.dictionary(fc.stringMatching(/^[A-Za-z][A-Za-z0-9_]{0,15}$/), graphemes(0, 100), { maxKeys: 5 }).filter((env) => Buffer.byteLength(JSON.stringify(env)) <= 4096),
+    // Names lmvm reserves (AWS_REGION, AWS_LAMBDA_MICROVM_IMAGE_*) are refused, so a valid map leaves them out.
+    environmentVariables: fc.dictionary(fc.stringMatching(/^[A-Za-z][A-Za-z0-9_]{0,15}$/), graphemes(0, 100), { maxKeys: 5 }).filter((env) => Buffer.byteLength(JSON.stringify(env)) <= 4096 && !Object.keys(env).some((k) => (RESERVED_ENVIRONMENT_VARIABLES as readonly string[]).includes(k))),
     tags: tagMap,
     Tags: tagMap,
     TagKeys: fc.array(graphemes(1, 128), { minLength: 1, maxLength: 5 }),
@@ -171,11 +174,25 @@ export function requests(op: OperationModel, f: Fixtures): fc.Arbitrary<FuzzRequ
     return m.required ? arb : fc.option(arb, { nil: undefined, freq: 3 });
   };
   const build = (valid: boolean, h: number) =>
-    fc.record(Object.fromEntries(op.input.map((m) => [m.name, member(m.name, h)]))).map((values) => toRequest(op, values, valid));
+    fc.record(Object.fromEntries(op.input.map((m) => [m.name, member(m.name, h)]))).map((values) => toRequest(op, valid ? consistentHooks(values) : values, valid));
   const next = f.nextPage;
   if (!next) return fc.oneof(build(true, 0), build(false, 0.3));
   const secondPage = fc.option(fc.integer({ min: 1, max: 1000 }), { nil: undefined }).map((maxResults) => toRequest(op, { ...next.members, nextToken: next.nextToken, maxResults }, true));
   return fc.oneof({ weight: 2, arbitrary: build(true, 0) }, { weight: 1, arbitrary: secondPage }, { weight: 3, arbitrary: build(false, 0.3) });
+}
+
+/**
+ * Valid members can still break the hooks' cross-member rules (as the service's): a MicroVM hook
+ * enabled needs ready enabled, and any hook enabled needs hooks.port. A valid request keeps them.
+ */
+function consistentHooks(values: Record<string, unknown>): Record<string, unknown> {
+  const hooks = values.hooks as { port?: number; microvmHooks?: Record<string, unknown>; microvmImageHooks?: Record<string, unknown> } | undefined;
+  if (!hooks || typeof hooks !== "object") return values;
+  const enabled = (o: Record<string, unknown> | undefined) => Object.values(o ?? {}).includes("ENABLED");
+  const fixed = { ...hooks };
+  if (enabled(hooks.microvmHooks)) fixed.microvmImageHooks = { ...hooks.microvmImageHooks, ready: "ENABLED" };
+  if ((enabled(fixed.microvmHooks) || enabled(fixed.microvmImageHooks)) && fixed.port === undefined) fixed.port = 8080;
+  return { ...values, hooks: fixed };
 }
 
 /** The request that carries `values` in `op`'s bindings: path labels, query string, JSON body. */

@@ -42,10 +42,16 @@ export function readCredentials(dataDir: string) {
   return creds;
 }
 
+/** The request rates tests run with unless they set their own (`rateLimits: {}` is AWS's defaults). */
+export const TEST_RATE_LIMITS = { "*": 10_000 };
+
 export async function startTestPlatform(overrides: Partial<PlatformConfig> = {}): Promise<TestPlatform> {
   const dataDir = overrides.dataDir ?? tempDir();
   // Without an explicit builder, none: a real one would try to fetch the tests' made-up s3:// artifacts from AWS.
-  const platform = await startPlatform({ ...DEFAULTS, apiPort: 0, endpointPort: 0, dataDir, log: () => {}, builder: null, ...overrides });
+  // Request rates far above AWS's unless a test sets them: tests poll and burst faster than a
+  // client of the service would, and a throttled poll would fail them by the machine's speed.
+  // test/conformance/quotas.test.ts tests the rates themselves, at AWS's defaults.
+  const platform = await startPlatform({ ...DEFAULTS, apiPort: 0, endpointPort: 0, dataDir, log: () => {}, builder: null, rateLimits: TEST_RATE_LIMITS, ...overrides });
   const credentials = readCredentials(dataDir);
   const client = sdkClient(platform.url, credentials);
   return {

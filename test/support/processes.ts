@@ -30,7 +30,9 @@ export interface ServerProcess {
 export async function spawnServer(dataDir: string, opts: { builds?: boolean; args?: string[]; env?: Record<string, string> } = {}): Promise<ServerProcess> {
   const builderArgs = opts.builds ? ["--base-image-cache", BASE_IMAGE_CACHE] : ["--no-builder"];
   const env = opts.env ?? {};
-  const child = spawn(LMVM, ["server", "--data-dir", dataDir, "--api-port", "0", "--endpoint-port", "0", ...builderArgs, ...(opts.args ?? [])], {
+  // Request rates far above AWS's unless the test sets them (see TEST_RATE_LIMITS in platform.ts).
+  const rateArgs = opts.args?.includes("--rate-limits") ? [] : ["--rate-limits", "*=10000"];
+  const child = spawn(LMVM, ["server", "--data-dir", dataDir, "--api-port", "0", "--endpoint-port", "0", ...builderArgs, ...rateArgs, ...(opts.args ?? [])], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -25,9 +25,10 @@
  * Bounds: at most MAX_CONNS relayed connections at once (further ones wait in
  * the listen backlog), one BUF_SIZE buffer per direction, and a connection
  * idle for IDLE_SECONDS is dropped. A relayed connection ends with a reset on
- * both sides, never a FIN from the relay: gVisor will not checkpoint a
- * sandbox holding a TCP endpoint that is still closing (TIME_WAIT included),
- * and lmvm's hook client ends its own side with a reset for the same reason.
+ * both sides: gVisor will not checkpoint a sandbox holding a TCP endpoint that
+ * is still closing (TIME_WAIT included), and lmvm's hook client ends its own
+ * side with a reset for the same reason. The relay sends a FIN only to pass on
+ * a half-close from the other side, which lmvm's hook client never makes.
  *
  * Static (gcc -static) so it runs in any image, whatever its libc.
  */
