@@ -54,7 +54,8 @@ lmvm list-microvm-image-builds --image-identifier hello --image-version "$VERSIO
 step "Running a MicroVM from the snapshot (lmvm run-microvm ...)"
 IMAGE_ARN=$(lmvm get-microvm-image --image-identifier hello --query imageArn --output text)
 ID=$(lmvm run-microvm --image-identifier "$IMAGE_ARN" \
-  --ingress-network-connectors arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS \
+  --ingress-network-connectors arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:HTTP_INGRESS \
+    arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS \
   --query microvmId --output text)
 lmvm wait microvm-running --microvm-identifier "$ID" || { lmvm get-microvm --microvm-identifier "$ID"; exit 1; }
 STATE=$(lmvm get-microvm --microvm-identifier "$ID" --query state --output text)
