@@ -11,6 +11,7 @@
 import type { ImageService } from "./images.js";
 import type { Build } from "./model.js";
 import { BuildFailure, type Clock, type ImageBuilder, type Store } from "./ports.js";
+import { NO_EGRESS } from "./egress.js";
 
 export const MAX_ATTEMPTS = 3;
 
@@ -128,7 +129,7 @@ export class BuildScheduler {
         const image = await store.getImage(build.imageArn);
         const version = await store.getVersion(build.imageArn, build.imageVersion);
         if (!image || !version) throw new BuildFailure("The image version was deleted while its build was queued.");
-        const snapshotBuild = await abandonAfterAbort(builder.build({ image, version, build }, controller.signal), controller.signal);
+        const snapshotBuild = await abandonAfterAbort(builder.build({ image, version, build, egress: NO_EGRESS }, controller.signal), controller.signal);
         outcome = { to: "SUCCESSFUL", patch: { snapshotBuild } };
       } catch (err) {
         if (this.stopped) return; // a restart re-queues it

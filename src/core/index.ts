@@ -17,3 +17,4 @@ export { LifecyclePolicies, type PolicyAction } from "./policies.js";
 export { DEFAULT_QUOTAS, QUOTA_NAMES, parseQuotas, resolveQuotas, type Quotas, type QuotaName } from "./quotas.js";
 export { DEFAULT_RATE_LIMITS, DOCUMENTED_RATES, parseRateLimits, resolveRateLimits, RateLimiter, type RateLimits } from "./rate-limits.js";
 export { DEFAULT_INGRESS, ingressNames, ingressRefusal, type IngressKind } from "./ingress.js";
+export { DNS_RESOLVER_ADDRESS, METADATA_ADDRESS, NO_EGRESS, DEFAULT_EGRESS, hasEgress, type EgressPolicy, type EgressRule, type EgressProtocol, type DefaultEgress } from "./egress.js";

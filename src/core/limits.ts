@@ -24,15 +24,24 @@ export interface MicrovmSize {
   peakMemoryMiB: number;
   peakVcpus: number;
   diskMiB: number;
+  /** Network bandwidth each way, bytes per second (the service's 1 to 16 MB/s). */
+  bandwidthBytesPerSecond: number;
+  /** Connections open at once (the service's 8 per vCPU at peak), inbound through the endpoint and outbound alike. */
+  connections: number;
 }
 
-/** The service's sizes, smallest first. */
+/**
+ * The service's sizes, smallest first. Bandwidth is 1/2/4/8/16 MB/s each way
+ * for the 0.5/1/2/4/8 GB baselines, and connections 8/16/32/64/128 for 1 to 16
+ * vCPUs (https://docs.aws.amazon.com/lambda/latest/dg/microvms-networking.html,
+ * https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html).
+ */
 export const MICROVM_SIZES: readonly MicrovmSize[] = [
-  { baselineMemoryMiB: 512, baselineVcpus: 0.25, peakMemoryMiB: 2048, peakVcpus: 1, diskMiB: 8192 },
-  { baselineMemoryMiB: 1024, baselineVcpus: 0.5, peakMemoryMiB: 4096, peakVcpus: 2, diskMiB: 8192 },
-  { baselineMemoryMiB: 2048, baselineVcpus: 1, peakMemoryMiB: 8192, peakVcpus: 4, diskMiB: 8192 },
-  { baselineMemoryMiB: 4096, baselineVcpus: 2, peakMemoryMiB: 16384, peakVcpus: 8, diskMiB: 16384 },
-  { baselineMemoryMiB: 8192, baselineVcpus: 4, peakMemoryMiB: 32768, peakVcpus: 16, diskMiB: 32768 },
+  { baselineMemoryMiB: 512, baselineVcpus: 0.25, peakMemoryMiB: 2048, peakVcpus: 1, diskMiB: 8192, bandwidthBytesPerSecond: 1000000, connections: 8 },
+  { baselineMemoryMiB: 1024, baselineVcpus: 0.5, peakMemoryMiB: 4096, peakVcpus: 2, diskMiB: 8192, bandwidthBytesPerSecond: 2000000, connections: 16 },
+  { baselineMemoryMiB: 2048, baselineVcpus: 1, peakMemoryMiB: 8192, peakVcpus: 4, diskMiB: 8192, bandwidthBytesPerSecond: 4000000, connections: 32 },
+  { baselineMemoryMiB: 4096, baselineVcpus: 2, peakMemoryMiB: 16384, peakVcpus: 8, diskMiB: 16384, bandwidthBytesPerSecond: 8000000, connections: 64 },
+  { baselineMemoryMiB: 8192, baselineVcpus: 4, peakMemoryMiB: 32768, peakVcpus: 16, diskMiB: 32768, bandwidthBytesPerSecond: 16000000, connections: 128 },
 ];
 
 /** The size of an image without resources. */
@@ -79,6 +88,10 @@ export interface SandboxLimits {
   diskMiB: number;
   /** The Linux capabilities of the app and of every process exec'd into its sandbox. */
   capabilities: string[];
+  /** Network bandwidth each way, bytes per second, shaped on the host (past it, latency rises). */
+  bandwidthBytesPerSecond: number;
+  /** Outbound connections open at once; past it, new ones wait (their SYNs are held back) rather than fail. */
+  connections: number;
 }
 
 /** The size a request for `minimumMemoryInMiB` gets: the smallest whose baseline is at least that; undefined above the largest. */
@@ -95,6 +108,8 @@ export function limitsOf(config: Pick<ImageConfig, "resources" | "additionalOsCa
     peakMemoryMiB: size.peakMemoryMiB,
     peakVcpus: size.peakVcpus,
     diskMiB: size.diskMiB,
+    bandwidthBytesPerSecond: size.bandwidthBytesPerSecond,
+    connections: size.connections,
     capabilities: [...(config.additionalOsCapabilities?.includes("ALL") ? ALL_CAPABILITIES : DEFAULT_CAPABILITIES)],
   };
 }
@@ -110,6 +125,9 @@ export function completeLimits(limits: Partial<SandboxLimits> & { memoryMiB: num
     peakVcpus: limits.vcpus,
     diskMiB,
     capabilities: [...DEFAULT_CAPABILITIES],
+    // Sizes were introduced with these numbers; a record from before them gets the default size's.
+    bandwidthBytesPerSecond: sizeFor(limits.memoryMiB)?.bandwidthBytesPerSecond ?? sizeFor(DEFAULT_MEMORY_MIB)!.bandwidthBytesPerSecond,
+    connections: sizeFor(limits.memoryMiB)?.connections ?? sizeFor(DEFAULT_MEMORY_MIB)!.connections,
     ...limits,
   };
 }

@@ -3,6 +3,8 @@
 // fields the platform needs. Timestamps are Dates; the API layer decides the
 // wire format.
 
+import type { EgressPolicy } from "./egress.js";
+
 export type ImageState =
   | "CREATING" | "CREATED" | "CREATE_FAILED"
   | "UPDATING" | "UPDATED" | "UPDATE_FAILED"
@@ -125,6 +127,8 @@ export interface Build {
 export interface RunConfig {
   ingressNetworkConnectors: string[];
   egressNetworkConnectors: string[];
+  /** What egressNetworkConnectors granted when the MicroVM was run (src/core/egress.ts); absent on MicroVMs run before egress existed, which have none. */
+  egress?: EgressPolicy;
   executionRoleArn?: string;
   idlePolicy?: IdlePolicy;
   logging?: Logging;

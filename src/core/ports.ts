@@ -6,6 +6,7 @@ import type {
   Build, BuildState, ImageState, ImageVersion, VersionState, ManagedImageVersion, Microvm, MicrovmImage, MicrovmState,
   Page, PageRequest, PortSpecification, SnapshotBuild,
 } from "./model.js";
+import type { EgressPolicy } from "./egress.js";
 
 export interface Clock {
   now(): Date;
@@ -100,6 +101,8 @@ export interface BuildJob {
   image: MicrovmImage;
   version: ImageVersion;
   build: Build;
+  /** What the version's egressNetworkConnectors grant its RUN steps and snapshot boot, resolved when the build starts; NO_EGRESS without connectors. */
+  egress: EgressPolicy;
 }
 
 /** Turns an image version into a runnable snapshot for one architecture. */
