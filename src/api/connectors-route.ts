@@ -10,7 +10,7 @@ import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import {
   connectorArn, DomainError, IdempotencyMismatch, InvalidInput, NotFound, QuotaExceeded, ResourceInUse, StateConflict, Throttled,
-  type ConnectorOperationName, type ConnectorView, type ControlPlane, type NetworkConnector, type Scope,
+  type ConnectorOperationName, type ConnectorView, type ControlPlane, type Scope,
 } from "../core/index.js";
 import { AwsError } from "./errors.js";
 import type { PageTokens } from "./pagination.js";
@@ -164,11 +164,9 @@ export function registerConnectorRoutes(app: FastifyInstance, opts: ConnectorRou
     const state = new URLSearchParams(rawQuery).get("State") ?? undefined;
     const page = pageOf(opts, "ListNetworkConnectors", rawQuery, { state });
     const result = await connectors.list(state, page);
-    const latest = new Map<string, NetworkConnector>(result.items.map((c) => [c.id, c]));
-    const items = await Promise.all(result.items.map(async (c) => {
-      const v = await cp.opts.store.getConnectorVersion(c.id, latest.get(c.id)!.latestVersion);
-      return { Arn: c.arn, Id: c.id, Name: c.name, Type: v ? typeOf(v) : "HOST_EGRESS", State: c.state, LatestVersion: c.latestVersion, LastModified: iso(c.updatedAt) };
-    }));
+    const items = result.items.map(({ connector: c, version: v }) => (
+      { Arn: c.arn, Id: c.id, Name: c.name, Type: v ? typeOf(v) : "HOST_EGRESS", State: c.state, LatestVersion: c.latestVersion, LastModified: iso(c.updatedAt) }
+    ));
     return { NetworkConnectors: items, ...(result.next ? { NextMarker: opts.pageTokens.encode(page.context, result.next) } : {}) };
   });
 
