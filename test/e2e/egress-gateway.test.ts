@@ -49,6 +49,8 @@ function busyboxRootfs(dir: string): string {
 const WORLD_SERVERS = `
 const http = require("node:http"), dgram = require("node:dgram");
 http.createServer((q, s) => s.end("hello from the world, you are " + q.socket.remoteAddress + "\\n")).listen(8080, "${WORLD}");
+// Holds every connection open until the client closes it.
+require("node:net").createServer((c) => { c.on("error", () => {}); c.on("end", () => c.end()); c.resume(); }).listen(8083, "${WORLD}");
 const dns = dgram.createSocket("udp4");
 dns.on("message", (m, r) => {
   // Echo the question, one A record for it (a pointer to the question's name).
@@ -174,6 +176,18 @@ describe("egress enforcement on gVisor sandboxes", { timeout: 240_000 }, () => {
     const counters = (await gateway.counters()).get(withEgress.network.index)!;
     assert.ok(counters.refused > refusedBefore, `refused attempts are counted (${refusedBefore} -> ${counters.refused})`);
     assert.ok(counters.dnsQueries > 0 && counters.bytesOut > 0 && counters.bytesIn > 0, JSON.stringify(counters));
+  });
+
+  test("past its connection limit, a new connection's SYNs are held back until one of the open connections closes", async () => {
+    // Holders that end their connections by themselves after 12 s (signals from one runsc exec to another's processes are not delivered here).
+    const holders = await inside(withEgress, `for i in $(seq ${LIMITS.connections}); do (sleep 12 | nc ${WORLD} 8083) </dev/null >/dev/null 2>&1 & done; sleep 1; netstat -tn | grep -c ':8083 *ESTABLISHED'`);
+    assert.equal(holders.trim(), String(LIMITS.connections), holders);
+    const blocked = await fetchFrom(withEgress, WORLD);
+    assert.doesNotMatch(blocked, /hello/, `connection ${LIMITS.connections + 1} is not let through: ${blocked}`);
+    assert.match(blocked, /timed out/, blocked);
+    await until(30_000, "the holders to close their connections", async () => !/:8083 *ESTABLISHED/.test(await inside(withEgress, "netstat -tn")), 500);
+    const page = await fetchFrom(withEgress, WORLD);
+    assert.match(page, /hello from the world/, `once they close, connections go through again: ${page}`);
   });
 
   test("a sandbox without egress has no route: the test internet and the resolver fail at once", async () => {
