@@ -100,7 +100,8 @@ export function grantMatches(rule: EgressRule): string[] {
   const out: string[] = [];
   for (const cidr of rule.cidrs) {
     const dst = `ip daddr ${cidr}`;
-    if (rule.protocol === "all") out.push(dst);
+    // "all" with ports: TCP and UDP to those ports (ports mean nothing to other protocols).
+    if (rule.protocol === "all") out.push(rule.ports ? `${dst} meta l4proto { tcp, udp } th dport ${rule.ports.from === rule.ports.to ? rule.ports.from : `${rule.ports.from}-${rule.ports.to}`}` : dst);
     else if (rule.protocol === "icmp") out.push(`${dst} meta l4proto icmp`);
     else out.push(`${dst}${portMatch(rule, rule.protocol)}`);
   }
