@@ -192,6 +192,15 @@ export class MicrovmRuntime implements SandboxRuntime {
     return this.opts.egress.attach(network, rec.egress ?? NO_EGRESS, rec.limits);
   }
 
+  /**
+   * Whether this server made the network `index` names and has not removed it:
+   * indexes are unique on the host only while they are in use, and another
+   * server's sandbox may hold one a record of ours names after a crash.
+   */
+  private owns(index: number): boolean {
+    return this.opts.nets.owned().includes(index);
+  }
+
   /** Counters of the MicroVMs this process runs (and of suspended ones, as of their suspend), for /metrics. */
   async networkCounters(): Promise<MicrovmNetworkCounters[]> {
     const live = await this.opts.egress.counters();
@@ -316,7 +325,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     this.cpu.drop(vm.id);
     // A suspended MicroVM's network went with its suspend, and its index may be another sandbox's now
     // (a record from before networkReleased: suspended means released).
-    if (rec && !(rec.networkReleased ?? suspended)) {
+    if (rec && !(rec.networkReleased ?? suspended) && this.owns(rec.networkIndex)) {
       const network = this.opts.nets.describe(rec.networkIndex);
       await this.opts.egress.detach(network);
       await this.opts.nets.destroy(network);
@@ -348,7 +357,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     // Adopted sandboxes get their chain, shaping and DNS sockets again (the sockets died with the last process).
     for (const id of running) {
       const rec = this.record(id);
-      if (rec) await this.opts.egress.adopt(this.opts.nets.describe(rec.networkIndex), rec.egress ?? NO_EGRESS, rec.limits);
+      if (rec && this.owns(rec.networkIndex)) await this.opts.egress.adopt(this.opts.nets.describe(rec.networkIndex), rec.egress ?? NO_EGRESS, rec.limits);
     }
     await this.opts.egress.sweep();
     const root = this.opts.microvmsDir;
