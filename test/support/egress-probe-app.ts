@@ -9,7 +9,7 @@
 // - GET /resolve?name=&timeout=ms: the system resolver (getaddrinfo: /etc/resolv.conf); {addresses}
 // - GET /dns?server=&name=&proto=udp|tcp&port=53&timeout=ms: one DNS A query sent straight to
 //   `server`; {rcode, answers}
-// - GET /resolvconf: /etc/resolv.conf
+// - GET /resolvconf: /etc/resolv.conf; GET /whoami (Node): the MicroVM's IPv4 addresses
 // Python only, for the hostile suite (raw sockets need CAP_NET_RAW):
 // - GET /raw?kind=udp-spoof&src=&dst=&port=&text=: an IPv4/UDP datagram with a forged source
 //   (IP_HDRINCL); kind=tcp-syn-spoof the same as a TCP SYN; kind=icmp&dst=: an ICMP echo, its
@@ -107,6 +107,7 @@ const probes = {
     sock.on("error", (e) => done(fail(e)));
     sock.send(msg, port, server, (e) => { if (e) done(fail(e)); });
   }),
+  whoami: async () => ({ ok: true, addresses: Object.values(require("node:os").networkInterfaces()).flat().filter((i) => i.family === "IPv4" && !i.internal).map((i) => i.address) }),
   resolvconf: async () => { try { return { ok: true, text: fs.readFileSync("/etc/resolv.conf", "utf8") }; } catch (e) { return fail(e); } },
 };
 
