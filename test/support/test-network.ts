@@ -100,7 +100,7 @@ export interface TestNetwork {
    * `private.foreign` count packets whose source is not the host end of the link (all
    * legitimate traffic arrives NATed to it), `*.icmp` ICMP echo requests, `internet.udp` UDP
    * other than DNS, `internet.tcpOther` TCP to ports other than 53 and 80, `private.udp` any
-   * UDP, `private.tcpOther` TCP to ports other than 5432.
+   * UDP, `private.tcpOther` TCP to ports other than 5432, `*.syns` TCP connection attempts (SYNs).
    */
   counters(): Promise<Record<string, number>>;
   /** Runs a command inside one of the namespaces. */
@@ -203,12 +203,14 @@ async function watch(ns: string, dev: string, hostEnd: string, tcpOther: string,
   counter echoes {}
   counter tcpOther {}
   counter datagrams {}
+  counter syns {}
   chain watch {
     type filter hook prerouting priority -300; policy accept;
     iifname "${dev}" ip saddr != ${hostEnd} counter name "foreign"
     iifname "${dev}" icmp type echo-request counter name "echoes"
     iifname "${dev}" ${tcpOther} counter name "tcpOther"
     iifname "${dev}" ${udp} counter name "datagrams"
+    iifname "${dev}" tcp flags & (syn | ack) == syn counter name "syns"
   }
 }
 `;
