@@ -28,6 +28,7 @@ SYNOPSIS
                 [--artifact-ca-file <pem>] [--build-phase-timeouts <phase=duration,...>]
                 [--endpoint-limits <aws|off|name=N,...>] [--quotas <key=value,...>]
                 [--rate-limits <Operation=rate,...>] [--dns-resolvers <addr,...>]
+                [--default-egress internet|none]
                 [--no-builder] [--no-snapshots]
 
 OPTIONS
@@ -73,6 +74,9 @@ OPTIONS
     --dns-resolvers      Upstream resolvers for MicroVMs' DNS (169.254.169.253 inside), as IP
                          addresses, e.g. 10.0.0.2,1.1.1.1 (default: the nameservers of the host's
                          /etc/resolv.conf).
+    --default-egress     What a MicroVM may reach when run-microvm names no egress connector:
+                         internet (default, as the documentation says: INTERNET_EGRESS is recorded
+                         on the MicroVM) or none. An explicit empty list always means no egress.
     --no-builder         Do not build images on this host; builds wait in the queue.
     --no-snapshots       End builds at the root filesystem, without booting and checkpointing the app.
 
@@ -103,6 +107,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
         "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" },
         "build-phase-timeouts": { type: "string" }, "endpoint-limits": { type: "string" }, quotas: { type: "string" }, "rate-limits": { type: "string" },
         "dns-resolvers": { type: "string" },
+        "default-egress": { type: "string" },
       },
       strict: true,
     }));
@@ -142,6 +147,10 @@ export async function serverCommand(argv: string[]): Promise<void> {
   }
   const dnsResolvers = values["dns-resolvers"]?.split(",").map((a) => a.trim()).filter(Boolean);
   if (dnsResolvers && (!dnsResolvers.length || dnsResolvers.some((a) => !isIP(a)))) throw new UsageError(`--dns-resolvers must be IP addresses separated by commas, e.g. 10.0.0.2,1.1.1.1; got '${values["dns-resolvers"]}'.`);
+  const defaultEgress = values["default-egress"];
+  if (defaultEgress !== undefined && defaultEgress !== "internet" && defaultEgress !== "none") {
+    throw new UsageError(`--default-egress must be internet or none; got '${defaultEgress}'.`);
+  }
   const platform = await startPlatform({
     dataDir: values["data-dir"] ?? defaultDataDir(),
     apiHost: values["api-host"] ?? DEFAULTS.apiHost,
@@ -162,6 +171,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
     ...(quotas ? { quotas } : {}),
     ...(rateLimits ? { rateLimits } : {}),
     ...(dnsResolvers ? { dnsResolvers } : {}),
+    ...(defaultEgress ? { defaultEgress } : {}),
     ...(values["no-builder"] ? { builder: null } : {}),
     ...(values["no-snapshots"] ? { snapshots: false } : {}),
   });
