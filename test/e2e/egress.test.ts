@@ -97,9 +97,9 @@ describe("egress from MicroVMs", { timeout: 1_500_000 }, () => {
       },
     })], env());
     assert.equal(created.code, 0, created.stderr);
-    connectorArn = JSON.parse(created.stdout).NetworkConnectorArn;
+    connectorArn = JSON.parse(created.stdout).Arn;
     await eventually(async () => {
-      const got = await lmvm(["get-network-connector", "--network-connector-identifier", connectorArn], env());
+      const got = await lmvm(["get-network-connector", "--identifier", connectorArn], env());
       const s = got.code === 0 ? JSON.parse(got.stdout).State : undefined;
       if (s === "FAILED") throw new Error(`the connector failed: ${got.stdout}`);
       return s === "ACTIVE" ? true : undefined;
@@ -213,7 +213,7 @@ describe("egress from MicroVMs", { timeout: 1_500_000 }, () => {
   });
 
   test("deleting a connector a MicroVM uses is refused (CLI)", async () => {
-    const del = await lmvm(["delete-network-connector", "--network-connector-identifier", connectorArn], env());
+    const del = await lmvm(["delete-network-connector", "--identifier", connectorArn], env());
     assert.notEqual(del.code, 0, "deleting a connector a MicroVM uses is refused");
     assert.match(del.stderr, /in use|ResourceConflict|Conflict/i, del.stderr);
   });
