@@ -40,8 +40,14 @@ describe("egress escapes", { timeout: 1_200_000 }, () => {
   const addressOf: Record<string, string> = {};
   const gatewayOf = (ip: string) => ip.replace(/\d+$/, (n) => String(Number(n) - 1));
 
-  const py = (id: string, probe: string, params: Record<string, string | number>) => call(id, "python", probe, { timeout: SHORT, ...params });
-  const node = (id: string, probe: string, params: Record<string, string | number>) => call(id, "node", probe, { timeout: SHORT, ...params });
+  /** Attempts made in the current test, for the report. */
+  let tries = 0;
+  const py = (id: string, probe: string, params: Record<string, string | number>) => (tries++, call(id, "python", probe, { timeout: SHORT, ...params }));
+  const node = (id: string, probe: string, params: Record<string, string | number>) => (tries++, call(id, "node", probe, { timeout: SHORT, ...params }));
+  const report = (attempt: string, outcome: string) => {
+    record("egress", attempt, outcome, { attempts: tries });
+    tries = 0;
+  };
   /** Runs `attempts`, then checks the test network and the host service received nothing; `counters` may name counters allowed to grow. */
   const nothingArrives = async (what: string, attempts: () => Promise<void>) => {
     const counters = await net.counters();
@@ -55,6 +61,9 @@ describe("egress escapes", { timeout: 1_200_000 }, () => {
     assert.deepEqual(net.events().slice(events), [], `${what}: a test service got something`);
     assert.deepEqual(net.dnsQueries().slice(queries), [], `${what}: the test DNS server got a query`);
     assert.deepEqual(hostConnections.slice(host), [], `${what}: the host service got a connection`);
+    // Control: the open MicroVM's egress is still in force (so "nothing arrived" is not a MicroVM cut off altogether).
+    const page = await call(vm.open, "python", "fetch", { url: net.internet.webUrlByAddress, timeout: SHORT });
+    assert.equal(page.status, 200, `control after ${what}: the open MicroVM still fetches the test page: ${JSON.stringify(page)}`);
   };
   const failed = (a: ProbeAnswer, what: string) => assert.equal(a.ok, false, `${what} should fail, got ${JSON.stringify(a)}`);
 
@@ -91,6 +100,12 @@ describe("egress escapes", { timeout: 1_200_000 }, () => {
     }
     const dns = await py(vm.open, "dns", { server: "169.254.169.253", name: net.internet.webName });
     assert.deepEqual(dns.answers, [net.internet.webAddress], `control: the open MicroVM's resolver answers: ${JSON.stringify(dns)}`);
+    // Control: the counters see what a MicroVM legitimately sends (a fetch with INTERNET_EGRESS is a SYN into the test internet).
+    const syns = (await net.counters())["internet.syns"]!;
+    const page = await py(vm.open, "fetch", { url: net.internet.webUrlByAddress });
+    assert.equal(page.status, 200, `control: the open MicroVM fetches the test page: ${JSON.stringify(page)}`);
+    assert.ok((await net.counters())["internet.syns"]! > syns, "control: the test internet counted the fetch's SYN");
+    tries = 0;
   });
   after(async () => {
     for (const id of Object.values(vm)) if (id) await client.send(new TerminateMicrovmCommand({ microvmIdentifier: id })).catch(() => undefined);
@@ -125,7 +140,7 @@ describe("egress escapes", { timeout: 1_200_000 }, () => {
         });
       }
     }
-    record("egress", "raw UDP and TCP SYNs with a forged source (another MicroVM, the host, private and public addresses), with every capability", "dropped: nothing entered the test internet or private network");
+    report("raw UDP and TCP SYNs with a forged source (another MicroVM, the host, private and public addresses), with every capability", "dropped: nothing entered the test internet or private network");
   });
 
   test("raw sockets to the host and the private ranges: ICMP echoes and hand-made SYNs from the MicroVM's own address get nowhere", async () => {
@@ -140,8 +155,7 @@ describe("egress escapes", { timeout: 1_200_000 }, () => {
         }
       });
     }
-    record("egress", "ICMP echo (raw socket) to the host, the private network, the test internet and the link-local addresses", "no reply; nothing arrived");
-    record("egress", "hand-made TCP SYNs (IP_HDRINCL) from the MicroVM's own address to the host and the private network", "nothing arrived");
+    report("raw sockets: ICMP echoes to the host, the private network, the test internet and the link-local addresses; hand-made TCP SYNs (IP_HDRINCL) from the MicroVM's own address to the host and the private network", "no reply; nothing arrived");
   });
 
   test("IPv6: no route to the host's addresses (global and link-local) or out", async () => {
@@ -154,7 +168,7 @@ describe("egress escapes", { timeout: 1_200_000 }, () => {
         for (const dst of ["ff02::1", "fd00::2", "2001:db8::1"]) failed(await py(id, "raw", { kind: "icmp6", dst }), `ICMPv6 echo from ${id} to ${dst}`);
       });
     }
-    record("egress", "IPv6: TCP and ICMPv6 to the host's global (fd00::2) and link-local addresses, all-nodes multicast, a global address out, v4-mapped host addresses", "failed; the host service got nothing");
+    report("IPv6: TCP and ICMPv6 to the host's global (fd00::2) and link-local addresses, all-nodes multicast, a global address out, v4-mapped host addresses", "failed; the host service got nothing");
   });
 
   test("DNS tunnelling: queries straight to the test DNS server, the host's resolver or any other address (UDP and TCP 53) fail and are never seen", async () => {
@@ -169,12 +183,12 @@ describe("egress escapes", { timeout: 1_200_000 }, () => {
         }
       });
     }
+    report("DNS straight to a resolver that is not the MicroVM's (the test DNS server, the host's resolver, the gateway, private and public addresses; UDP and TCP 53)", "failed; the DNS server logged no query");
     // Without egress, the resolver itself does not answer, so it carries nothing out either.
     await nothingArrives("DNS through the resolver without egress", async () => {
       for (const proto of ["udp", "tcp"]) failed(await py(vm.closed, "dns", { server: "169.254.169.253", name: `t${randomBytes(6).toString("hex")}.tunnel.test`, proto }), `the resolver over ${proto} without egress`);
     });
-    record("egress", "DNS straight to a resolver that is not the MicroVM's (the test DNS server, the host's resolver, the gateway, private and public addresses; UDP and TCP 53)", "failed; the DNS server logged no query");
-    record("egress", "DNS through 169.254.169.253 from a MicroVM without egress", "no answer; nothing forwarded");
+    report("DNS through 169.254.169.253 from a MicroVM without egress", "no answer; nothing forwarded");
   });
 
   test("the resolver address reaches DNS only: its other TCP and UDP ports give nothing", async () => {
@@ -190,7 +204,7 @@ describe("egress escapes", { timeout: 1_200_000 }, () => {
         failed(await py(id, "dns", { server: "169.254.169.253", port: 5432, name: net.internet.webName }), `DNS to 169.254.169.253:5432 from ${id}`);
       });
     }
-    record("egress", "the resolver 169.254.169.253 used for other ports (TCP 22/80/443/8080/5432, UDP 123/7/5353)", "failed");
+    report("the resolver 169.254.169.253 used for other ports (TCP 22/80/443/8080/5432, UDP 123/7/5353)", "failed");
   });
 
   test("the metadata and link-local range: nothing answers but what lmvm serves", async () => {
@@ -202,13 +216,13 @@ describe("egress escapes", { timeout: 1_200_000 }, () => {
         failed(await py(id, "connect", { host: "169.254.169.123", port: 123, proto: "udp" }), `UDP (NTP) from ${id} to 169.254.169.123`);
       });
     }
-    record("egress", "the metadata address 169.254.169.254 and other link-local addresses (ECS 169.254.170.2, NTP 169.254.169.123)", "failed");
+    report("the metadata address 169.254.169.254 and other link-local addresses (ECS 169.254.170.2, NTP 169.254.169.123)", "failed");
   });
 
   test("ICMP out: an echo to the test internet, even with INTERNET_EGRESS, gets no reply and never arrives", async () => {
     await nothingArrives("ICMP to the internet", async () => {
       for (const id of Object.values(vm)) failed(await py(id, "raw", { kind: "icmp", dst: net.internet.webAddress }), `ICMP echo from ${id} to ${net.internet.webAddress}`);
     });
-    record("egress", "ICMP echo to the test internet with INTERNET_EGRESS (egress is TCP, and DNS through the resolver)", "no reply; nothing arrived");
+    report("ICMP echo to the test internet with INTERNET_EGRESS (egress is TCP, and DNS through the resolver)", "no reply; nothing arrived");
   });
 });
