@@ -7,7 +7,7 @@
 // host, another MicroVM, the ungranted private network, link-local and metadata addresses, UDP
 // other than DNS); a network connector made with the real CLI granting one TCP port of the private
 // network; and the same egress after suspend and resume. One server (restarted once with
-// --default-egress none), one image, five MicroVMs.
+// --default-egress none), one image, six MicroVMs (at most four at once).
 
 import assert from "node:assert/strict";
 import { createServer, type Server, type Socket } from "node:net";
@@ -164,6 +164,8 @@ describe("egress from MicroVMs", { timeout: 1_500_000 }, () => {
       const other = addressOf[ids.find((o) => o !== id)!]!;
       const targets: [string, number, string][] = [
         [gateway, host.port, "its gateway (the host end of its veth)"],
+        [gateway, Number(new URL(server.url).port), "the control API's port on its gateway"],
+        [gateway, server.endpointPort, "the endpoint proxy's port on its gateway"],
         [net.internet.hostAddress, host.port, "the host's test-internet address"],
         [net.private.hostAddress, host.port, "the host's private-network address"],
         ["192.0.2.2", host.port, "the host's own network address"],
