@@ -16,7 +16,7 @@ import {
   GetMicrovmCommand, ResumeMicrovmCommand, RunMicrovmCommand, SuspendMicrovmCommand, TerminateMicrovmCommand, type LambdaMicrovmsClient,
 } from "@aws-sdk/client-lambda-microvms";
 import { within } from "../support/deadline.js";
-import { buildEgressProbeImage, probeCaller, type ProbeAnswer, type ProbeApp } from "../support/egress-probe-app.js";
+import { buildEgressProbeImage, egressDiagnosis, probeCaller, type ProbeAnswer, type ProbeApp } from "../support/egress-probe-app.js";
 import { eventually, readCredentials, sdkClient, tempDir } from "../support/platform.js";
 import { lmvm, spawnServer, type ServerProcess } from "../support/processes.js";
 import { freeSandboxes } from "../support/sandboxes.js";
@@ -129,7 +129,7 @@ describe("egress from MicroVMs", { timeout: 1_500_000 }, () => {
       const before = net.requests().length;
       for (const url of [net.internet.webUrlByName, net.internet.webUrlByAddress]) {
         for (const r of await fetchBy(id, url)) {
-          assert.equal(r.ok, true, `${r.app} fetching ${url}: ${JSON.stringify(r)}`);
+          assert.equal(r.ok, true, `${r.app} fetching ${url}: ${JSON.stringify(r)} (${egressDiagnosis(addressOf[id]!)})`);
           assert.equal(r.status, 200);
           assert.match(r.body!, new RegExp(`^hello from the test internet \\(${net.internet.webAddress}\\); you are ${net.internet.hostAddress.replaceAll(".", "\\.")}$`, "m"));
         }
@@ -194,7 +194,7 @@ describe("egress from MicroVMs", { timeout: 1_500_000 }, () => {
     failed(await both(vm.internet, "connect", { host: net.internet.udpEchoAddress, port: net.internet.udpEchoPort, proto: "udp", send: "udp out", timeout: SHORT }), "UDP to the internet");
     for (const proto of ["udp", "tcp"]) {
       for (const r of await both(vm.internet, "dns", { server: "169.254.169.253", name: net.internet.webName, proto, timeout: SHORT })) {
-        assert.equal(r.ok, true, `${r.app} asking 169.254.169.253 over ${proto}: ${JSON.stringify(r)}`);
+        assert.equal(r.ok, true, `${r.app} asking 169.254.169.253 over ${proto}: ${JSON.stringify(r)} (${egressDiagnosis(addressOf[vm.internet]!)})`);
         assert.deepEqual(r.answers, [net.internet.webAddress]);
       }
     }
@@ -204,7 +204,7 @@ describe("egress from MicroVMs", { timeout: 1_500_000 }, () => {
   test("a connector made with the CLI granting the private network's TCP 5432 reaches that port and nothing else: not its other port, not UDP, not the internet", async () => {
     const before = net.events().length;
     for (const r of await both(vm.connector, "connect", { host: net.private.serviceAddress, port: net.private.grantedPort, timeout: SHORT })) {
-      assert.equal(r.ok, true, `${r.app} connecting to ${net.private.serviceAddress}:${net.private.grantedPort}: ${JSON.stringify(r)}`);
+      assert.equal(r.ok, true, `${r.app} connecting to ${net.private.serviceAddress}:${net.private.grantedPort}: ${JSON.stringify(r)} (${egressDiagnosis(addressOf[vm.connector]!)})`);
       assert.equal(r.data, `${net.private.banners[net.private.grantedPort]}\n`);
     }
     failed(await both(vm.connector, "connect", { host: net.private.serviceAddress, port: net.private.otherPort, timeout: SHORT }), "the other port");

@@ -15,7 +15,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { GetMicrovmCommand, RunMicrovmCommand, TerminateMicrovmCommand, type LambdaMicrovmsClient } from "@aws-sdk/client-lambda-microvms";
 import { within } from "../support/deadline.js";
-import { buildEgressProbeImage, probeCaller, type ProbeAnswer } from "../support/egress-probe-app.js";
+import { buildEgressProbeImage, egressDiagnosis, probeCaller, type ProbeAnswer } from "../support/egress-probe-app.js";
 import { eventually, readCredentials, sdkClient, tempDir } from "../support/platform.js";
 import { spawnServer, type ServerProcess } from "../support/processes.js";
 import { freeSandboxes } from "../support/sandboxes.js";
@@ -63,7 +63,7 @@ describe("egress escapes", { timeout: 1_200_000 }, () => {
     assert.deepEqual(hostConnections.slice(host), [], `${what}: the host service got a connection`);
     // Control: the open MicroVM's egress is still in force (so "nothing arrived" is not a MicroVM cut off altogether).
     const page = await call(vm.open, "python", "fetch", { url: net.internet.webUrlByAddress, timeout: SHORT });
-    assert.equal(page.status, 200, `control after ${what}: the open MicroVM still fetches the test page: ${JSON.stringify(page)}`);
+    assert.equal(page.status, 200, `control after ${what}: the open MicroVM still fetches the test page: ${JSON.stringify(page)} (${egressDiagnosis(addressOf[vm.open]!)})`);
   };
   const failed = (a: ProbeAnswer, what: string) => assert.equal(a.ok, false, `${what} should fail, got ${JSON.stringify(a)}`);
 

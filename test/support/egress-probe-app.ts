@@ -16,6 +16,7 @@
 //   reply awaited; kind=icmp6&dst=: an ICMPv6 echo. {ok: true, sent} when the kernel took the
 //   packet; ok is about sending, the test checks what arrived.
 
+import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
@@ -363,4 +364,30 @@ export function probeCaller(opts: { endpointPort: number; dataDir: string; clien
     if (status !== 200) throw new Error(`the ${app} probe ${path} in ${vm} answered ${status}: ${body}`);
     return JSON.parse(body) as ProbeAnswer;
   };
+}
+
+/**
+ * What the host's firewall holds for the sandbox at `sandboxIp`, for failure messages: its host
+ * veth, whether its chain is in table inet lmvm and the egress map jumps to it. (Another lmvm
+ * server of an older version on the same host deletes the whole table when it starts, which cuts
+ * every sandbox off; this says so instead of leaving a bare timeout.)
+ */
+export function egressDiagnosis(sandboxIp: string): string {
+  const gateway = sandboxIp.replace(/\d+$/, (n) => String(Number(n) - 1));
+  try {
+    const links = JSON.parse(execFileSync("ip", ["-j", "-4", "addr"], { encoding: "utf8", timeout: 10_000 })) as { ifname: string; addr_info: { local: string }[] }[];
+    const iface = links.find((l) => l.addr_info.some((a) => a.local === gateway))?.ifname;
+    if (!iface) return `no host interface holds ${gateway}`;
+    let table = "";
+    try {
+      table = execFileSync("nft", ["list", "table", "inet", "lmvm"], { encoding: "utf8", timeout: 10_000 });
+    } catch {
+      return `${iface}: table inet lmvm is missing`;
+    }
+    const chain = table.includes(`chain ${iface} {`);
+    const jump = new RegExp(`"${iface}" : jump ${iface}\\b`).test(table);
+    return `${iface}: chain ${chain ? "present" : "MISSING"}, egress map entry ${jump ? "present" : "MISSING"} in table inet lmvm`;
+  } catch (err) {
+    return `could not inspect the firewall: ${(err as Error).message}`;
+  }
 }
