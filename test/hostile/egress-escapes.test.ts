@@ -171,24 +171,36 @@ describe("egress escapes", { timeout: 1_200_000 }, () => {
     report("IPv6: TCP and ICMPv6 to the host's global (fd00::2) and link-local addresses, all-nodes multicast, a global address out, v4-mapped host addresses", "failed; the host service got nothing");
   });
 
-  test("DNS tunnelling: queries straight to the test DNS server, the host's resolver or any other address (UDP and TCP 53) fail and are never seen", async () => {
+  test("DNS tunnelling: UDP 53 straight to any resolver but its own (the test DNS server, the host's, anything else), and TCP 53 to the host or private addresses, fail and are never seen; without egress TCP 53 to a public resolver fails too", async () => {
+    const name = () => `t${randomBytes(6).toString("hex")}.tunnel.test`;
     for (const id of Object.values(vm)) {
+      const gateway = gatewayOf(addressOf[id]!);
       await nothingArrives(`direct DNS from ${id}`, async () => {
-        for (const server of [net.internet.dnsAddress, "10.255.255.53", gatewayOf(addressOf[id]!), net.private.serviceAddress, "198.51.100.250"]) {
-          for (const proto of ["udp", "tcp"]) {
-            const name = `t${randomBytes(6).toString("hex")}.tunnel.test`;
-            failed(await py(id, "dns", { server, name, proto }), `DNS over ${proto} from ${id} to ${server}`);
-            failed(await node(id, "dns", { server, name, proto }), `DNS (Node) over ${proto} from ${id} to ${server}`);
-          }
+        for (const server of [net.internet.dnsAddress, "10.255.255.53", gateway, net.private.serviceAddress, "198.51.100.250"]) {
+          failed(await py(id, "dns", { server, name: name(), proto: "udp" }), `DNS over UDP from ${id} to ${server}`);
+          failed(await node(id, "dns", { server, name: name(), proto: "udp" }), `DNS (Node) over UDP from ${id} to ${server}`);
+        }
+        const tcpServers = id === vm.open ? ["10.255.255.53", gateway, net.private.serviceAddress] : [net.internet.dnsAddress, "10.255.255.53", gateway, net.private.serviceAddress];
+        for (const server of tcpServers) {
+          failed(await py(id, "dns", { server, name: name(), proto: "tcp" }), `DNS over TCP from ${id} to ${server}`);
+          failed(await node(id, "dns", { server, name: name(), proto: "tcp" }), `DNS (Node) over TCP from ${id} to ${server}`);
         }
       });
     }
-    report("DNS straight to a resolver that is not the MicroVM's (the test DNS server, the host's resolver, the gateway, private and public addresses; UDP and TCP 53)", "failed; the DNS server logged no query");
+    report("DNS straight to a resolver that is not the MicroVM's: UDP 53 to the test DNS server, the host's resolver, the gateway, private and public addresses; TCP 53 to the host and private addresses (and, without egress, to the public test DNS server)", "failed; the DNS server logged no query");
     // Without egress, the resolver itself does not answer, so it carries nothing out either.
     await nothingArrives("DNS through the resolver without egress", async () => {
-      for (const proto of ["udp", "tcp"]) failed(await py(vm.closed, "dns", { server: "169.254.169.253", name: `t${randomBytes(6).toString("hex")}.tunnel.test`, proto }), `the resolver over ${proto} without egress`);
+      for (const proto of ["udp", "tcp"]) failed(await py(vm.closed, "dns", { server: "169.254.169.253", name: name(), proto }), `the resolver over ${proto} without egress`);
     });
     report("DNS through 169.254.169.253 from a MicroVM without egress", "no answer; nothing forwarded");
+    // With INTERNET_EGRESS, TCP to a public address is internet egress whatever the port, as on AWS
+    // (DNS over TCP to a public resolver is no more a tunnel than DNS over HTTPS on 443): it arrives, NATed.
+    const queries = net.dnsQueries().length;
+    const n = name();
+    const tcp = await py(vm.open, "dns", { server: net.internet.dnsAddress, name: n, proto: "tcp" });
+    assert.equal(tcp.rcode, 3, `TCP 53 to a public resolver with INTERNET_EGRESS is internet TCP: ${JSON.stringify(tcp)}`);
+    assert.deepEqual(net.dnsQueries().slice(queries).map((q) => `${q.name} from ${q.from}`), [`${n} from ${net.internet.hostAddress}`], "it arrives from the host's NAT address");
+    report("DNS over TCP to a public resolver with INTERNET_EGRESS", "reaches it from the host's NAT address: TCP to public addresses is what INTERNET_EGRESS grants (as DNS over HTTPS would); UDP is not");
   });
 
   test("the resolver address reaches DNS only: its other TCP and UDP ports give nothing", async () => {
