@@ -64,18 +64,58 @@ export interface EgressGatewayOptions {
 export class EgressGateway {
   readonly dns: DnsForwarder;
   private readonly nets: NetworkNamespaces;
-  /** Networks attached by this process, by index. */
-  private readonly attached = new Map<number, SandboxNetwork>();
+  /** Networks attached by this process, by index, with what they were given (to restore a chain someone removed). */
+  private readonly attached = new Map<number, { net: SandboxNetwork; policy: EgressPolicy; limits: EgressLimits }>();
+  /** The change under way per network index: attach, detach and repair of one network run one at a time. */
+  private readonly busy = new Map<number, Promise<unknown>>();
+  private watch: NodeJS.Timeout | undefined;
 
   constructor(opts: EgressGatewayOptions) {
     this.nets = opts.nets;
     this.dns = new DnsForwarder(opts.resolvers?.length ? opts.resolvers : hostResolvers());
   }
 
-  /** Installs the base firewall (idempotent, shared with other servers) and removes chains whose sandbox veth is gone. */
-  async install(): Promise<void> {
+  private serial<T>(index: number, work: () => Promise<T>): Promise<T> {
+    const next = (this.busy.get(index) ?? Promise.resolve()).catch(() => undefined).then(work);
+    this.busy.set(index, next);
+    return next.finally(() => {
+      if (this.busy.get(index) === next) this.busy.delete(index);
+    });
+  }
+
+  /**
+   * Installs the base firewall (idempotent, shared with other servers),
+   * removes chains whose sandbox veth is gone, and from then on checks every
+   * `repairEveryMs` that the chains of this process's sandboxes are still
+   * there, making them again if not: a table removed from under lmvm (`nft
+   * flush ruleset`, a firewall reload) would otherwise leave sandboxes
+   * without their limits until they next restore (with no table, the host
+   * forwards anything).
+   */
+  async install(repairEveryMs = 5_000): Promise<void> {
     await installFirewall();
     await this.sweep();
+    if (!this.watch && repairEveryMs > 0) {
+      this.watch = setInterval(() => void this.repair().catch(() => undefined), repairEveryMs);
+      this.watch.unref();
+    }
+  }
+
+  /** Makes again the chain of every attached network whose chain is missing (and the base chains with it). */
+  async repair(): Promise<number> {
+    if (!this.attached.size) return 0;
+    const present = new Set(await sandboxChains());
+    let made = 0;
+    for (const [index, a] of [...this.attached]) {
+      if (present.has(a.net.hostInterface)) continue;
+      await this.serial(index, async () => {
+        const still = this.attached.get(index);
+        if (!still || !existsSync(`/sys/class/net/${still.net.hostInterface}`)) return;
+        await applySandboxChain(still.net.hostInterface, still.policy, { connections: still.limits.connections });
+        made++;
+      });
+    }
+    return made;
   }
 
   /**
@@ -83,10 +123,12 @@ export class EgressGateway {
    * its firewall chain, its DNS sockets (with egress) and its shaping. Safe to
    * call again on the same namespace (before each restore into it).
    */
-  async attach(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits): Promise<void> {
-    this.attached.set(net.index, net);
-    await this.nets.readdress(net, policy);
-    await this.enforce(net, policy, limits);
+  attach(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits): Promise<void> {
+    return this.serial(net.index, async () => {
+      this.attached.set(net.index, { net, policy, limits });
+      await this.nets.readdress(net, policy);
+      await this.enforce(net, policy, limits);
+    });
   }
 
   /**
@@ -96,10 +138,12 @@ export class EgressGateway {
    * namespace's kernel would have it answer the sandbox's traffic itself).
    * Nothing to do when its veth is gone.
    */
-  async adopt(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits): Promise<void> {
-    if (!existsSync(`/sys/class/net/${net.hostInterface}`)) return;
-    this.attached.set(net.index, net);
-    await this.enforce(net, policy, limits);
+  adopt(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits): Promise<void> {
+    return this.serial(net.index, async () => {
+      if (!existsSync(`/sys/class/net/${net.hostInterface}`)) return;
+      this.attached.set(net.index, { net, policy, limits });
+      await this.enforce(net, policy, limits);
+    });
   }
 
   private async enforce(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits): Promise<void> {
@@ -111,11 +155,13 @@ export class EgressGateway {
   }
 
   /** Removes what attach made (the veths' qdiscs go with the veths); safe on what is already gone. */
-  async detach(net: SandboxNetwork): Promise<void> {
-    this.attached.delete(net.index);
-    await this.dns.unbind(net.index);
-    await removeSandboxChain(net.hostInterface);
-    if (existsSync(`/sys/class/net/${net.hostInterface}`)) await exec("tc", ["qdisc", "del", "dev", net.hostInterface, "root"]);
+  detach(net: SandboxNetwork): Promise<void> {
+    return this.serial(net.index, async () => {
+      this.attached.delete(net.index);
+      await this.dns.unbind(net.index);
+      await removeSandboxChain(net.hostInterface);
+      if (existsSync(`/sys/class/net/${net.hostInterface}`)) await exec("tc", ["qdisc", "del", "dev", net.hostInterface, "root"]);
+    });
   }
 
   /** Removes the chains of sandboxes whose host veth no longer exists (left by a killed server, of any server on the host). */
@@ -128,7 +174,7 @@ export class EgressGateway {
     const refused = await refusedCounts();
     const queries = this.dns.queries();
     const out = new Map<number, NetworkCounters>();
-    for (const [index, net] of this.attached) {
+    for (const [index, { net }] of this.attached) {
       out.set(index, {
         bytesOut: stat(net.hostInterface, "rx_bytes"),
         bytesIn: stat(net.hostInterface, "tx_bytes"),
@@ -141,6 +187,8 @@ export class EgressGateway {
 
   /** Closes the DNS sockets (the server is stopping; its sandboxes' chains stay for the next start to adopt). */
   async close(): Promise<void> {
+    clearInterval(this.watch);
+    this.watch = undefined;
     await this.dns.close();
   }
 }

@@ -100,7 +100,8 @@ export function grantMatches(rule: EgressRule): string[] {
   const out: string[] = [];
   for (const cidr of rule.cidrs) {
     const dst = `ip daddr ${cidr}`;
-    if (rule.protocol === "all") out.push(dst);
+    // "all" with ports: TCP and UDP to those ports (ports mean nothing to other protocols).
+    if (rule.protocol === "all") out.push(rule.ports ? `${dst} meta l4proto { tcp, udp } th dport ${rule.ports.from === rule.ports.to ? rule.ports.from : `${rule.ports.from}-${rule.ports.to}`}` : dst);
     else if (rule.protocol === "icmp") out.push(`${dst} meta l4proto icmp`);
     else out.push(`${dst}${portMatch(rule, rule.protocol)}`);
   }
@@ -203,12 +204,12 @@ export async function removeSandboxChain(iface: string): Promise<void> {
   }
 }
 
-/** Interfaces that have a chain in the table now (lmvmh<n>). */
+/** Interfaces that have a chain in the table now (lmvmh<n>); none when there is no table; throws when nft cannot say. */
 export async function sandboxChains(): Promise<string[]> {
-  const r = await exec("nft", ["-j", "list", "chains", "inet", FIREWALL_TABLE], { signal: AbortSignal.timeout(10_000) });
-  if (r.code !== 0) return [];
+  const r = await exec("nft", ["-j", "list", "chains", "inet"], { signal: AbortSignal.timeout(10_000) });
+  if (r.code !== 0) throw new Error(`nft list chains failed: ${r.tail.slice(-2).join(" ")}`);
   const items = (JSON.parse(r.stdout) as { nftables: { chain?: { name: string; table: string } }[] }).nftables;
-  return items.map((i) => i.chain?.name).filter((n): n is string => !!n && IFACE.test(n));
+  return items.filter((i) => i.chain?.table === FIREWALL_TABLE).map((i) => i.chain!.name).filter((n) => IFACE.test(n));
 }
 
 /** Packets each sandbox's chain refused (its counter and the input chain's drops through the refusals map), by interface. */

@@ -67,6 +67,8 @@ export interface SandboxRecord {
   egress?: EgressPolicy;
   /** Network counters of the MicroVM's earlier sandboxes (before each suspend), so its figures keep growing across resumes. */
   network?: NetworkCounters;
+  /** Set once a suspend has removed the sandbox's network: networkIndex may be another sandbox's by now. */
+  networkReleased?: boolean;
 }
 
 export interface MicrovmNetworkCounters extends NetworkCounters {
@@ -190,11 +192,20 @@ export class MicrovmRuntime implements SandboxRuntime {
     return this.opts.egress.attach(network, rec.egress ?? NO_EGRESS, rec.limits);
   }
 
+  /**
+   * Whether this server made the network `index` names and has not removed it:
+   * indexes are unique on the host only while they are in use, and another
+   * server's sandbox may hold one a record of ours names after a crash.
+   */
+  private owns(index: number): boolean {
+    return this.opts.nets.owned().includes(index);
+  }
+
   /** Counters of the MicroVMs this process runs (and of suspended ones, as of their suspend), for /metrics. */
   async networkCounters(): Promise<MicrovmNetworkCounters[]> {
     const live = await this.opts.egress.counters();
     const out: MicrovmNetworkCounters[] = [];
-    for (const [id, rec] of this.records) out.push({ microvmId: id, ...addCounters(rec.network, live.get(rec.networkIndex)) });
+    for (const [id, rec] of this.records) out.push({ microvmId: id, ...addCounters(rec.network, rec.networkReleased ? undefined : live.get(rec.networkIndex)) });
     return out;
   }
 
@@ -263,9 +274,9 @@ export class MicrovmRuntime implements SandboxRuntime {
     Gvisor.forget({ dir: join(this.dir(vm.id), "sandbox") });
     const network = this.opts.nets.describe(rec.networkIndex);
     const counted = (await this.opts.egress.counters().catch(() => undefined))?.get(rec.networkIndex);
-    if (counted) this.save(vm.id, { ...rec, network: addCounters(rec.network, counted) });
     await this.opts.egress.detach(network);
     await this.opts.nets.destroy(network);
+    this.save(vm.id, { ...rec, network: addCounters(rec.network, counted), networkReleased: true });
     this.cpuSamples.delete(vm.id); // a restored sandbox has new counters
     this.cpu.drop(vm.id);
   }
@@ -277,7 +288,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     let resumed: SandboxRecord | undefined;
     try {
       network = await this.opts.nets.create();
-      resumed = { ...rec, networkIndex: network.index, sandboxIp: network.sandboxIp };
+      resumed = { ...rec, networkIndex: network.index, sandboxIp: network.sandboxIp, networkReleased: false };
       this.save(vm.id, resumed);
       await this.attach(network, resumed).catch((err: Error) => {
         throw new SandboxSetupError(`Enforcing the MicroVM's egress on its network failed: ${err.message}`);
@@ -312,7 +323,9 @@ export class MicrovmRuntime implements SandboxRuntime {
     if (rec && !suspended) await this.hook(vm.id, rec, "terminate").catch(() => undefined); // best effort: it is going anyway
     await this.opts.gvisor.destroy(vm.id);
     this.cpu.drop(vm.id);
-    if (rec) {
+    // A suspended MicroVM's network went with its suspend, and its index may be another sandbox's now
+    // (a record from before networkReleased: suspended means released).
+    if (rec && !(rec.networkReleased ?? suspended) && this.owns(rec.networkIndex)) {
       const network = this.opts.nets.describe(rec.networkIndex);
       await this.opts.egress.detach(network);
       await this.opts.nets.destroy(network);
@@ -344,7 +357,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     // Adopted sandboxes get their chain, shaping and DNS sockets again (the sockets died with the last process).
     for (const id of running) {
       const rec = this.record(id);
-      if (rec) await this.opts.egress.adopt(this.opts.nets.describe(rec.networkIndex), rec.egress ?? NO_EGRESS, rec.limits);
+      if (rec && this.owns(rec.networkIndex)) await this.opts.egress.adopt(this.opts.nets.describe(rec.networkIndex), rec.egress ?? NO_EGRESS, rec.limits);
     }
     await this.opts.egress.sweep();
     const root = this.opts.microvmsDir;

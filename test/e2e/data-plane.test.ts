@@ -511,7 +511,7 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     for (const id of [resumable, manual]) await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
   });
 
-  test("GET /metrics reports MicroVMs by state, runtime latencies and proxy requests by status", async () => {
+  test("GET /metrics reports MicroVMs by state, runtime latencies, proxy requests by status and each MicroVM's network", async () => {
     const text = await (await fetch(`${t.platform.url}/metrics`)).text();
     assert.match(text, /lmvm_microvms\{state="RUNNING"\} \d+/);
     assert.match(text, /lmvm_builds\{state="SUCCESSFUL"\} 1/);
@@ -520,5 +520,11 @@ describe("the endpoint proxy", { timeout: 900_000 }, () => {
     assert.match(text, /lmvm_proxy_requests_total\{status="200"\} \d+/);
     assert.match(text, /lmvm_proxy_requests_total\{status="403"\} \d+/);
     assert.match(text, /lmvm_proxy_bytes_total\{status="200",direction="in"\} \d+/);
+    // The MicroVM's network, from its host veth: the endpoint's requests went in and its answers came out.
+    const figure = (name: string, labels: string) => Number(new RegExp(`^${name}\\{${labels}\\} (\\d+)$`, "m").exec(text)?.[1]);
+    assert.ok(figure("lmvm_microvm_network_bytes_total", `microvm="${vm}",direction="in"`) > 0, text);
+    assert.ok(figure("lmvm_microvm_network_bytes_total", `microvm="${vm}",direction="out"`) > 0, text);
+    assert.ok(Number.isInteger(figure("lmvm_microvm_egress_refused_packets_total", `microvm="${vm}"`)), text);
+    assert.ok(Number.isInteger(figure("lmvm_microvm_dns_queries_total", `microvm="${vm}"`)), text);
   });
 });

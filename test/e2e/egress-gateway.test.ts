@@ -49,6 +49,8 @@ function busyboxRootfs(dir: string): string {
 const WORLD_SERVERS = `
 const http = require("node:http"), dgram = require("node:dgram");
 http.createServer((q, s) => s.end("hello from the world, you are " + q.socket.remoteAddress + "\\n")).listen(8080, "${WORLD}");
+// Holds every connection open until the client closes it.
+require("node:net").createServer((c) => { c.on("error", () => {}); c.on("end", () => c.end()); c.resume(); }).listen(8083, "${WORLD}");
 const dns = dgram.createSocket("udp4");
 dns.on("message", (m, r) => {
   // Echo the question, one A record for it (a pointer to the question's name).
@@ -104,7 +106,8 @@ describe("egress enforcement on gVisor sandboxes", { timeout: 240_000 }, () => {
     world = spawn("ip", ["netns", "exec", WORLD_NS, process.execPath, join(dir, "world.js")], { stdio: "ignore" });
     // A service on the host, on every address: a sandbox must not reach it.
     hostService = createServer((c) => c.end("host service\n")).listen(18099, "0.0.0.0");
-    await gateway.install();
+    // Repairs every second: servers of older lmvm versions on this host replace the whole table as they start.
+    await gateway.install(1000);
 
     // The snapshot every sandbox here is restored from is taken without egress, as a build's is.
     const bootNet = await nets.create();
@@ -157,6 +160,31 @@ describe("egress enforcement on gVisor sandboxes", { timeout: 240_000 }, () => {
     const page = await fetchFrom(withEgress, "world.test");
     assert.match(page, /hello from the world/, page);
     assert.match(await inside(withEgress, "nslookup nowhere.test 2>&1; echo exit=$?"), /NXDOMAIN|can't find/i, "an unknown name is answered, not timed out");
+    assert.ok((await gateway.counters()).get(withEgress.network.index)!.dnsQueries >= 3, "the queries are counted");
+  });
+
+  test("a restarted server adopts the running sandbox: its DNS sockets are bound again, its routes and connections untouched", async () => {
+    // What a server that stops leaves: the chain and shaping stay, the DNS sockets go with the process.
+    const fresh = new EgressGateway({ nets, resolvers: [WORLD] });
+    await gateway.dns.unbind(withEgress.network.index);
+    assert.match(await inside(withEgress, "nslookup -timeout=1 world.test 2>&1; echo exit=$?"), /exit=1/, "no resolver while no server holds the socket");
+    await fresh.adopt(withEgress.network, INTERNET, LIMITS);
+    try {
+      assert.match(await inside(withEgress, "nslookup world.test 2>&1"), new RegExp(`Address:? *${WORLD.replace(/\./g, "\\.")}`));
+      assert.match(await fetchFrom(withEgress, WORLD), /hello from the world/);
+    } finally {
+      await fresh.close();
+    }
+    await gateway.adopt(withEgress.network, INTERNET, LIMITS); // the gateway the other tests use holds the sockets again
+  });
+
+  test("a chain removed from under lmvm is made again; present chains are left alone", async () => {
+    assert.equal(await gateway.repair(), 0, "every chain is there: nothing to make");
+    const iface = withEgress.network.hostInterface;
+    sh(`nft delete element inet ${FIREWALL_TABLE} egress '{ "${iface}" }'; nft flush chain inet ${FIREWALL_TABLE} ${iface}; nft delete chain inet ${FIREWALL_TABLE} ${iface}`);
+    await gateway.repair(); // or the gateway's own timer, whichever comes first
+    assert.match(sh(`nft list chain inet ${FIREWALL_TABLE} ${iface}`), /ip daddr != @denied meta l4proto tcp accept/);
+    assert.match(await fetchFrom(withEgress, WORLD), /hello from the world/);
   });
 
   test("even with INTERNET_EGRESS, the host's services, the other sandbox and UDP to the internet are refused", async () => {
@@ -164,16 +192,26 @@ describe("egress enforcement on gVisor sandboxes", { timeout: 240_000 }, () => {
     for (const target of [withEgress.network.hostIp, without.network.sandboxIp, "10.213.0.1", "169.254.169.254"]) {
       const out = await fetchFrom(withEgress, target, target === withEgress.network.hostIp || target === "10.213.0.1" ? 18099 : 8080);
       assert.doesNotMatch(out, /host service|^up$|hello/m, `${target}: ${out}`);
-      if (process.env.LMVM_TEST_DEBUG) console.log(target, JSON.stringify(out));
       assert.match(out, /exit=1/, `${target}: ${out}`);
     }
     // UDP beyond the resolver: a DNS query straight to the world's server gets no answer.
-    if (process.env.LMVM_TEST_DEBUG) console.log(await fetchFrom(without, WORLD), await inside(without, "nslookup -timeout=1 world.test 2>&1; echo exit=$?"));
     const direct = await inside(withEgress, `nslookup -timeout=1 world.test ${WORLD} 2>&1; echo exit=$?`);
     assert.doesNotMatch(direct, new RegExp(`Address:? *${WORLD.replace(/\./g, "\\.")}$`, "m"), direct);
     const counters = (await gateway.counters()).get(withEgress.network.index)!;
     assert.ok(counters.refused > refusedBefore, `refused attempts are counted (${refusedBefore} -> ${counters.refused})`);
-    assert.ok(counters.dnsQueries > 0 && counters.bytesOut > 0 && counters.bytesIn > 0, JSON.stringify(counters));
+    assert.ok(counters.bytesOut > 0 && counters.bytesIn > 0, JSON.stringify(counters));
+  });
+
+  test("past its connection limit, a new connection's SYNs are held back until one of the open connections closes", async () => {
+    // Holders that end their connections by themselves after 12 s (signals from one runsc exec to another's processes are not delivered here).
+    const holders = await inside(withEgress, `for i in $(seq ${LIMITS.connections}); do (sleep 12 | nc ${WORLD} 8083) </dev/null >/dev/null 2>&1 & done; sleep 1; netstat -tn | grep -c ':8083 *ESTABLISHED'`);
+    assert.equal(holders.trim(), String(LIMITS.connections), holders);
+    const blocked = await fetchFrom(withEgress, WORLD);
+    assert.doesNotMatch(blocked, /hello/, `connection ${LIMITS.connections + 1} is not let through: ${blocked}`);
+    assert.match(blocked, /timed out/, blocked);
+    await until(30_000, "the holders to close their connections", async () => !/:8083 *ESTABLISHED/.test(await inside(withEgress, "netstat -tn")), 500);
+    const page = await fetchFrom(withEgress, WORLD);
+    assert.match(page, /hello from the world/, `once they close, connections go through again: ${page}`);
   });
 
   test("a sandbox without egress has no route: the test internet and the resolver fail at once", async () => {

@@ -4,6 +4,7 @@
 // terminated with nothing left behind.
 
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { join } from "node:path";
@@ -134,9 +135,12 @@ describe("MicroVM lifecycle on gVisor", { timeout: 600_000 }, () => {
     assert.deepEqual(after.hooks.map((h) => h.hook), ["run", "suspend", "resume"]);
     assert.ok(after.hooks.every((h) => h.id === id), "every hook names the MicroVM");
 
+    const net = record(id).networkIndex;
+    assert.match(execFileSync("tc", ["qdisc", "show", "dev", `lmvmh${net}`], { encoding: "utf8" }), /tbf .*rate 8Mbit/, "shaped to its size's 1 MB/s");
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
     await until(id, "TERMINATED");
     assert.ok(!existsSync(join(t.dataDir, "microvms", id)), "the MicroVM's directory is gone");
+    assert.doesNotMatch(execFileSync("nft", ["list", "table", "inet", "lmvm"], { encoding: "utf8" }), new RegExp(`chain lmvmh${net} \\{`), "its firewall chain is gone");
     const logs = await lmvm(["logs", "microvm", id, "--data-dir", t.dataDir, "--endpoint-url", t.platform.url]);
     assert.equal(logs.code, 0, logs.stderr);
     assert.match(logs.stdout, /served request 1\n[\s\S]*served request 3\n/, "the app's output is kept after the MicroVM ends");
@@ -159,6 +163,24 @@ describe("MicroVM lifecycle on gVisor", { timeout: 600_000 }, () => {
     assert.equal(last.hooks.filter((h) => h.hook === "resume").length, 10);
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
     await until(id, "TERMINATED");
+  });
+
+  test("terminating a suspended MicroVM leaves alone the sandbox that took its network's place", async (ctx) => {
+    const a = (await t.client.send(new RunMicrovmCommand({ imageIdentifier: ARN }))).microvmId!;
+    await until(a, "RUNNING");
+    const old = record(a).networkIndex;
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: a }));
+    await until(a, "SUSPENDED");
+    const b = (await t.client.send(new RunMicrovmCommand({ imageIdentifier: ARN }))).microvmId!;
+    await until(b, "RUNNING");
+    // Indexes are the lowest free on the host: b takes a's, unless another test's server took it meanwhile.
+    if (record(b).networkIndex !== old) ctx.diagnostic("another server took the index first");
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: a }));
+    await until(a, "TERMINATED");
+    assert.equal((await get(record(b).sandboxIp)).counter, 1, "b still serves");
+    assert.match(execFileSync("nft", ["list", "chain", "inet", "lmvm", `lmvmh${record(b).networkIndex}`], { encoding: "utf8" }), /counter name "refused_lmvmh\d+" drop/, "b keeps its firewall chain");
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: b }));
+    await until(b, "TERMINATED");
   });
 
   test("three MicroVMs from one image run at once, each with its own state, identity and memory limit", async () => {

@@ -68,6 +68,9 @@ test("connector rules become one accept per CIDR in order, with their protocol a
   assert.match(script, /add element inet lmvm resolving \{ "lmvmh3" \}\n$/m);
   const anyPort = sandboxRules("lmvmh3", { ...PRIVATE, rules: [{ cidrs: ["10.77.0.0/24"], protocol: "tcp" }] }, { connections: 8 });
   assert.deepEqual(ruleLines(anyPort, "lmvmh3")[1], "ip daddr 10.77.0.0/24 meta l4proto tcp accept");
+  const allPorts = sandboxRules("lmvmh3", { ...PRIVATE, rules: [{ cidrs: ["10.77.0.0/24"], protocol: "all", ports: { from: 53, to: 54 } }] }, { connections: 8 });
+  assert.deepEqual(ruleLines(allPorts, "lmvmh3")[1], "ip daddr 10.77.0.0/24 meta l4proto { tcp, udp } th dport 53-54 accept");
+  nftCheck(baseRules() + allPorts.replace(/lmvmh3/g, "lmvmh65004"));
 });
 
 test("no egress: a chain that drops everything, and no resolver redirect", () => {

@@ -31,7 +31,7 @@ test("a MicroVM's address is loaded once at startup, not read from disk on every
     cgroups: new SandboxCgroups(join(dataDir, "no-cgroups")),
   });
   assert.equal(runtime.address(ID), "10.200.0.14");
-  assert.deepEqual(runtime.record(ID)!.limits, { memoryMiB: 1024, vcpus: 1, peakMemoryMiB: 1024, peakVcpus: 1, diskMiB: 10240, capabilities: [...DEFAULT_CAPABILITIES] }, "an old record's limits read as they were enforced");
+  assert.deepEqual(runtime.record(ID)!.limits, { memoryMiB: 1024, vcpus: 1, peakMemoryMiB: 1024, peakVcpus: 1, diskMiB: 10240, capabilities: [...DEFAULT_CAPABILITIES], bandwidthBytesPerSecond: 2000000, connections: 16 }, "an old record's limits read as they were enforced");
   writeFileSync(join(dataDir, "microvms", ID, "sandbox.json"), "{ torn");
   for (let i = 0; i < 3; i++) assert.equal(runtime.address(ID), "10.200.0.14", "the address comes from memory");
   assert.equal(runtime.address("microvm-fffffffffffffffff"), undefined);
