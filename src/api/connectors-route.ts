@@ -10,7 +10,7 @@ import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import {
   connectorArn, DomainError, IdempotencyMismatch, InvalidInput, NotFound, QuotaExceeded, ResourceInUse, StateConflict, Throttled,
-  type ConnectorView, type ControlPlane, type NetworkConnector, type Scope,
+  type ConnectorOperationName, type ConnectorView, type ControlPlane, type Scope,
 } from "../core/index.js";
 import { AwsError } from "./errors.js";
 import type { PageTokens } from "./pagination.js";
@@ -127,7 +127,7 @@ export function registerConnectorRoutes(app: FastifyInstance, opts: ConnectorRou
   const { controlPlane: cp, scope } = opts;
   const connectors = cp.connectors;
 
-  const route = (method: "GET" | "POST" | "PUT" | "DELETE", url: string, operation: string, status: number, run: (req: FastifyRequest, body: Buffer, rawQuery: string) => Promise<Record<string, unknown>>) => {
+  const route = (method: "GET" | "POST" | "PUT" | "DELETE", url: string, operation: ConnectorOperationName, status: number, run: (req: FastifyRequest, body: Buffer, rawQuery: string) => Promise<Record<string, unknown>>) => {
     app.route({
       method,
       url,
@@ -135,6 +135,7 @@ export function registerConnectorRoutes(app: FastifyInstance, opts: ConnectorRou
         const requestId = randomUUID();
         try {
           const { body, rawQuery } = await opts.authenticate(req);
+          cp.admit(operation);
           const output = await run(req, body, rawQuery);
           return reply.code(status).header("x-amzn-requestid", requestId).header("content-type", "application/json").send(JSON.stringify(output));
         } catch (err) {
@@ -163,11 +164,9 @@ export function registerConnectorRoutes(app: FastifyInstance, opts: ConnectorRou
     const state = new URLSearchParams(rawQuery).get("State") ?? undefined;
     const page = pageOf(opts, "ListNetworkConnectors", rawQuery, { state });
     const result = await connectors.list(state, page);
-    const latest = new Map<string, NetworkConnector>(result.items.map((c) => [c.id, c]));
-    const items = await Promise.all(result.items.map(async (c) => {
-      const v = await cp.opts.store.getConnectorVersion(c.id, latest.get(c.id)!.latestVersion);
-      return { Arn: c.arn, Id: c.id, Name: c.name, Type: v ? typeOf(v) : "HOST_EGRESS", State: c.state, LatestVersion: c.latestVersion, LastModified: iso(c.updatedAt) };
-    }));
+    const items = result.items.map(({ connector: c, version: v }) => (
+      { Arn: c.arn, Id: c.id, Name: c.name, Type: v ? typeOf(v) : "HOST_EGRESS", State: c.state, LatestVersion: c.latestVersion, LastModified: iso(c.updatedAt) }
+    ));
     return { NetworkConnectors: items, ...(result.next ? { NextMarker: opts.pageTokens.encode(page.context, result.next) } : {}) };
   });
 

@@ -449,8 +449,14 @@ export class ConnectorService {
     return { ok: true, rules, note: notes.length ? `Provisioned: ${notes.join("; ")}.` : "Provisioned." };
   }
 
-  async list(state: unknown, page: PageRequest): Promise<Page<NetworkConnector>> {
-    return this.deps.store.listConnectors(this.scope.accountId, checkState(state), page);
+  /** The account's connectors, each with its version in force. */
+  async list(state: unknown, page: PageRequest): Promise<Page<{ connector: NetworkConnector; version?: NetworkConnectorVersion }>> {
+    const result = await this.deps.store.listConnectors(this.scope.accountId, checkState(state), page);
+    const items = await Promise.all(result.items.map(async (connector) => {
+      const version = await this.deps.store.getConnectorVersion(connector.id, connector.latestVersion);
+      return { connector, ...(version ? { version } : {}) };
+    }));
+    return { items, ...(result.next ? { next: result.next } : {}) };
   }
 
   async listVersions(identifier: unknown, state: unknown, page: PageRequest): Promise<{ connector: NetworkConnector; page: Page<NetworkConnectorVersion> }> {

@@ -14,7 +14,7 @@ import type { PageRequest } from "./model.js";
 import type { Clock, HostPlatform, ImageBuilder, NameResolver, RuntimeTimings, SandboxRuntime, Store, TokenIssuer } from "./ports.js";
 import { LifecyclePolicies } from "./policies.js";
 import { resolveQuotas, type Quotas } from "./quotas.js";
-import { RateLimiter, resolveRateLimits } from "./rate-limits.js";
+import { RateLimiter, resolveRateLimits, type ConnectorOperationName } from "./rate-limits.js";
 import { TagService } from "./tags.js";
 
 /** How often RUNNING MicroVMs' sandboxes are checked for having died. */
@@ -123,7 +123,7 @@ export class ControlPlane {
    * throws Throttled past it. The API calls it for every request once signed,
    * before anything else; the endpoint proxy's auto-resume is no API request.
    */
-  admit(operation: OperationName): void {
+  admit(operation: OperationName | ConnectorOperationName): void {
     this.rates.admit(this.opts.scope.accountId, operation);
   }
 

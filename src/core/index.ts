@@ -15,7 +15,7 @@ export { MAX_ATTEMPTS } from "./builds.js";
 export { limitsOf, completeLimits, sizeFor, MICROVM_SIZES, SIZES_TEXT, DEFAULT_CAPABILITIES, ALL_CAPABILITIES, DEFAULT_MEMORY_MIB, MAX_MEMORY_MIB, MAX_VCPUS, type MicrovmSize, type SandboxLimits } from "./limits.js";
 export { LifecyclePolicies, type PolicyAction } from "./policies.js";
 export { DEFAULT_QUOTAS, QUOTA_NAMES, parseQuotas, resolveQuotas, type Quotas, type QuotaName } from "./quotas.js";
-export { DEFAULT_RATE_LIMITS, DOCUMENTED_RATES, parseRateLimits, resolveRateLimits, RateLimiter, type RateLimits } from "./rate-limits.js";
+export { DEFAULT_RATE_LIMITS, DOCUMENTED_RATES, parseRateLimits, resolveRateLimits, RateLimiter, type RateLimits, type ConnectorOperationName } from "./rate-limits.js";
 export { DEFAULT_INGRESS, ingressNames, ingressRefusal, type IngressKind } from "./ingress.js";
 export { DNS_RESOLVER_ADDRESS, METADATA_ADDRESS, NO_EGRESS, DEFAULT_EGRESS, hasEgress, type EgressPolicy, type EgressRule, type EgressProtocol, type DefaultEgress } from "./egress.js";
 export { ConnectorService, connectorArn, checkCidr, checkConfiguration, parseConnectorRef, type ConnectorView, type BoundEgress } from "./connectors.js";

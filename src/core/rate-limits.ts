@@ -9,7 +9,11 @@ import { Throttled } from "./errors.js";
 import type { OperationName } from "./inputs.js";
 import { QUOTA_SERVICE_CODE } from "./quotas.js";
 
-export type RateLimits = Record<OperationName, number>;
+/** The Lambda Core network-connector operations (src/core/connectors.ts), throttled the same way. */
+export type ConnectorOperationName =
+  | "CreateNetworkConnector" | "GetNetworkConnector" | "ListNetworkConnectors" | "ListNetworkConnectorVersions"
+  | "UpdateNetworkConnector" | "DeleteNetworkConnector";
+export type RateLimits = Record<OperationName | ConnectorOperationName, number>;
 
 /**
  * Requests per second. The documented rates: RunMicrovm 5, ResumeMicrovm 5,
@@ -45,6 +49,13 @@ export const DEFAULT_RATE_LIMITS: RateLimits = {
   TagResource: 15,
   UntagResource: 15,
   ListTags: 100,
+  // Lambda Core's network connectors, by the same rule:
+  CreateNetworkConnector: 15,
+  UpdateNetworkConnector: 15,
+  DeleteNetworkConnector: 15,
+  GetNetworkConnector: 100,
+  ListNetworkConnectors: 100,
+  ListNetworkConnectorVersions: 100,
 };
 
 /** The operations whose rate AWS documents; the others are lmvm's choice. */
@@ -52,7 +63,7 @@ export const DOCUMENTED_RATES: readonly OperationName[] = [
   "RunMicrovm", "ResumeMicrovm", "SuspendMicrovm", "TerminateMicrovm", "GetMicrovm", "CreateMicrovmAuthToken", "CreateMicrovmShellAuthToken",
 ];
 
-const OPERATIONS = Object.keys(DEFAULT_RATE_LIMITS) as OperationName[];
+const OPERATIONS = Object.keys(DEFAULT_RATE_LIMITS) as (OperationName | ConnectorOperationName)[];
 /** Rates are per second, from one request a minute up. */
 const MIN_RATE = 1 / 60;
 
@@ -111,7 +122,7 @@ export class RateLimiter {
   ) {}
 
   /** Takes one request of `operation` for `accountId`, or throws Throttled saying when to retry. */
-  admit(accountId: string, operation: OperationName): void {
+  admit(accountId: string, operation: OperationName | ConnectorOperationName): void {
     const rate = this.limits[operation];
     const burst = Math.max(1, rate);
     const key = `${accountId}\u0000${operation}`;

@@ -375,3 +375,21 @@ describe("lmvm server --default-egress none", () => {
     assert.equal(t.platform.controlPlane.microvms.peek(b.microvmId!)!.config.egress?.internet, true);
   });
 });
+
+describe("network-connector request rates", () => {
+  let t: TestPlatform;
+  before(async () => {
+    t = await startTestPlatform({ rateLimits: { "*": 10_000, GetNetworkConnector: 1 / 60 } });
+  });
+  after(() => t.stop());
+
+  test("past its rate, an operation is a TooManyRequestsException with Retry-After", async () => {
+    const first = await signedFetch(t.platform.url, t.credentials, "GET", `${PATH}/nothing`);
+    assert.equal(first.status, 404);
+    const second = await signedFetch(t.platform.url, t.credentials, "GET", `${PATH}/nothing`);
+    assert.equal(second.status, 429);
+    assert.equal(second.errorType, "TooManyRequestsException");
+    assert.match(String(second.body.message), /Rate exceeded: GetNetworkConnector is limited to one request every 60\.0 s/);
+    assert.equal((await signedFetch(t.platform.url, t.credentials, "GET", PATH)).status, 200, "other operations have their own rate");
+  });
+});

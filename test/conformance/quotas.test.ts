@@ -228,7 +228,9 @@ describe("the operator's quotas and rates", () => {
     const rates = started.rateLimits as Record<string, number>;
     assert.equal(rates.GetMicrovmImage, 0.2);
     assert.equal(rates.RunMicrovm, 5);
-    assert.equal(Object.keys(rates).length, Object.keys(OPERATIONS).length);
+    // Every operation of the SDK, and Lambda Core's six network-connector operations.
+    assert.equal(Object.keys(rates).length, Object.keys(OPERATIONS).length + 6);
+    assert.equal(rates.CreateNetworkConnector, 15);
   });
 
   test("a quota the operator set is the one enforced and reported", async () => {

@@ -11,6 +11,14 @@ import { lmvm } from "../support/processes.js";
 
 const TRACE_HOOK = join(import.meta.dirname, "..", "support", "module-trace.js");
 
+/** What a CLI call must not load: native addons, the database, Fastify, or any server module. */
+function forbiddenModule(m: string): boolean {
+  return /node_modules\/(better-sqlite3|fastify|kysely|@homebridge\/node-pty-prebuilt-multiarch|node-pty|prom-client|ws)\//.test(m) ||
+    /\.node$/.test(m) ||
+    (/\/dist\/src\/(server|store|core|runtime|builder|net|proxy|shell|os)\//.test(m) && !m.endsWith("/server/data-paths.js")) ||
+    /\/dist\/src\/api\/(server|operations|sigv4|metrics|pagination|views|errors|index|connectors-route)\.js$/.test(m);
+}
+
 describe("what a CLI call loads", () => {
   let t: TestPlatform;
   before(async () => {
@@ -29,11 +37,14 @@ describe("what a CLI call loads", () => {
     assert.equal(code, 254, stderr); // the server answered: ResourceNotFoundException
     assert.match(stderr, /ResourceNotFoundException/);
     assert.ok(modules.some((m) => m.includes("@aws-sdk/client-lambda-microvms")), "the trace records the SDK, so it works");
-    const forbidden = modules.filter((m) =>
-      /node_modules\/(better-sqlite3|fastify|kysely|@homebridge\/node-pty-prebuilt-multiarch|node-pty|prom-client|ws)\//.test(m) ||
-      /\.node$/.test(m) ||
-      (/\/dist\/src\/(server|store|core|runtime|builder|net|proxy|shell|os)\//.test(m) && !m.endsWith("/server/data-paths.js")) ||
-      /\/dist\/src\/api\/(server|operations|sigv4|metrics|pagination|views|errors|index)\.js$/.test(m));
-    assert.deepEqual(forbidden, []);
+    assert.deepEqual(modules.filter(forbiddenModule), []);
+  });
+
+  test("get-network-connector, a Lambda Core command with no SDK of its own, loads no server module either", async () => {
+    const { code, stderr, modules } = await modulesLoadedBy(["get-network-connector", "--identifier", "no-such-connector"]);
+    assert.equal(code, 254, stderr);
+    assert.match(stderr, /An error occurred \(ResourceNotFoundException\) when calling the GetNetworkConnector operation/);
+    assert.ok(modules.some((m) => m.includes("/cli/connector-commands.js")), "the trace records the command's module, so it works");
+    assert.deepEqual(modules.filter(forbiddenModule), []);
   });
 });
