@@ -1,14 +1,19 @@
 // Renders docs/reliability.md from a hostile-suite run: the attempts the
 // tests recorded (LMVM_HOSTILE_REPORT) and the test runner's totals.
 // Usage: node dist/scripts/render-reliability.js <attempts.jsonl> <tap-output> > docs/reliability.md
+// or, after a run of some of the suite's files, to replace only their sections in an existing
+// report: ... <attempts.jsonl> <tap-output> --merge docs/reliability.md --files "<files>"
 
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { cpus, totalmem, release } from "node:os";
 import type { Attempt, FuzzFigures } from "../test/hostile/report.js";
 
-const [attemptsFile, tapFile] = process.argv.slice(2);
-if (!attemptsFile || !tapFile) throw new Error("usage: render-reliability <attempts.jsonl> <tap-output>");
+const [attemptsFile, tapFile, ...rest] = process.argv.slice(2);
+if (!attemptsFile || !tapFile) throw new Error("usage: render-reliability <attempts.jsonl> <tap-output> [--merge <report.md> --files <files>]");
+const option = (name: string) => (rest.includes(name) ? rest[rest.indexOf(name) + 1] : undefined);
+const mergeInto = option("--merge");
+const partialFiles = option("--files") ?? "";
 const attempts = readFileSync(attemptsFile, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as Attempt);
 const tap = readFileSync(tapFile, "utf8");
 const total = (name: string) => Number(new RegExp(`^# ${name} (\\d+)`, "m").exec(tap)?.[1] ?? 0);
@@ -30,6 +35,7 @@ const TITLES: Record<string, string> = {
   proxy: "Hostile traffic to the endpoint proxy (a bystander MicroVM probed every 50 ms throughout)",
   faults: "Faults: the server killed, a sandbox killed, a checkpoint corrupted, the data directory full",
   load: "Load",
+  egress: "Egress escapes: tried from inside MicroVMs with every capability, with and without INTERNET_EGRESS",
 };
 
 const lines = [
@@ -56,17 +62,47 @@ function fuzzTable(rows: FuzzFigures[]): string[] {
   return out;
 }
 
+/** Each area's section, in the order the run recorded them. */
+const sections = new Map<string, string[]>();
 for (const area of [...new Set(attempts.map((a) => a.area))]) {
+  const title = `## ${TITLES[area] ?? area}`;
   const fuzz = attempts.filter((a) => a.area === area && a.fuzz).map((a) => a.fuzz!);
   if (fuzz.length) {
-    lines.push(`## ${TITLES[area] ?? area}`, "", ...fuzzTable(fuzz), "");
+    sections.set(title, [title, "", ...fuzzTable(fuzz), ""]);
     continue;
   }
-  lines.push(`## ${TITLES[area] ?? area}`, "", "| attempt | outcome | figures |", "|---|---|---|");
+  const out = [title, "", "| attempt | outcome | figures |", "|---|---|---|"];
   for (const a of attempts.filter((x) => x.area === area)) {
     const figures = a.figures ? Object.entries(a.figures).map(([k, v]) => `${k}: ${v}`).join(", ") : "";
-    lines.push(`| ${a.attempt.replace(/\|/g, "\\|")} | ${a.outcome} | ${figures} |`);
+    out.push(`| ${a.attempt.replace(/\|/g, "\\|")} | ${a.outcome} | ${figures} |`);
   }
-  lines.push("");
+  out.push("");
+  sections.set(title, out);
 }
-process.stdout.write(`${lines.join("\n")}\n`);
+
+if (!mergeInto) {
+  for (const section of sections.values()) lines.push(...section);
+  process.stdout.write(`${lines.join("\n")}\n`);
+} else {
+  // A partial run: the existing report with this run's sections replaced (or added at the end),
+  // and a line in the header saying which files were run again, when, and how they fared.
+  const existing = readFileSync(mergeInto, "utf8").replace(/\n+$/, "").split("\n");
+  const first = existing.findIndex((l) => l.startsWith("## "));
+  const header = (first < 0 ? existing : existing.slice(0, first)).filter((l) => !(l.startsWith("- Re-run of ") && l.includes(`${partialFiles}:`)));
+  while (header.length && header[header.length - 1] === "") header.pop();
+  header.push(`- Re-run of ${partialFiles}: ${new Date().toISOString()}, ${total("tests")} run, ${total("pass")} passed, ${total("fail")} failed, ${total("cancelled")} cancelled (its sections below)`, "");
+  const old = new Map<string, string[]>();
+  let current: string[] | undefined;
+  for (const l of first < 0 ? [] : existing.slice(first)) {
+    if (l.startsWith("## ")) old.set(l, (current = [l]));
+    else current!.push(l);
+  }
+  const out = [...header];
+  for (const [title, body] of old) {
+    const section = sections.get(title) ?? body;
+    while (section.length && section[section.length - 1] === "") section.pop();
+    out.push(...section, "");
+  }
+  for (const [title, section] of sections) if (!old.has(title)) out.push(...section);
+  process.stdout.write(`${out.join("\n").replace(/\n+$/, "")}\n`);
+}
