@@ -26,7 +26,8 @@ SYNOPSIS
                 [--base-image-cache <dir>] [--debian-mirror <url>]
                 [--artifact-ca-file <pem>] [--build-phase-timeouts <phase=duration,...>]
                 [--endpoint-limits <aws|off|name=N,...>] [--quotas <key=value,...>]
-                [--rate-limits <Operation=rate,...>] [--no-builder] [--no-snapshots]
+                [--rate-limits <Operation=rate,...>] [--default-egress internet|none]
+                [--no-builder] [--no-snapshots]
 
 OPTIONS
     --api-port           Control API port (default ${DEFAULTS.apiPort}).
@@ -68,6 +69,9 @@ OPTIONS
                          Defaults: RunMicrovm 5, ResumeMicrovm 5, SuspendMicrovm 2, TerminateMicrovm 10,
                          GetMicrovm 100, CreateMicrovmAuthToken 50, CreateMicrovmShellAuthToken 5;
                          other reads 100, other writes 15. The server's start log lists them all.
+    --default-egress     What a MicroVM may reach when run-microvm names no egress connector:
+                         internet (default, as the documentation says: INTERNET_EGRESS is recorded
+                         on the MicroVM) or none. An explicit empty list always means no egress.
     --no-builder         Do not build images on this host; builds wait in the queue.
     --no-snapshots       End builds at the root filesystem, without booting and checkpointing the app.
 
@@ -97,6 +101,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
         "s3-endpoint": { type: "string" }, "base-image-cache": { type: "string" }, "debian-mirror": { type: "string" },
         "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" },
         "build-phase-timeouts": { type: "string" }, "endpoint-limits": { type: "string" }, quotas: { type: "string" }, "rate-limits": { type: "string" },
+        "default-egress": { type: "string" },
       },
       strict: true,
     }));
@@ -134,6 +139,10 @@ export async function serverCommand(argv: string[]): Promise<void> {
   } catch (err) {
     throw new UsageError(`--rate-limits: ${(err as Error).message}`);
   }
+  const defaultEgress = values["default-egress"];
+  if (defaultEgress !== undefined && defaultEgress !== "internet" && defaultEgress !== "none") {
+    throw new UsageError(`--default-egress must be internet or none; got '${defaultEgress}'.`);
+  }
   const platform = await startPlatform({
     dataDir: values["data-dir"] ?? defaultDataDir(),
     apiHost: values["api-host"] ?? DEFAULTS.apiHost,
@@ -153,6 +162,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
     ...(endpointLimits ? { endpointLimits } : {}),
     ...(quotas ? { quotas } : {}),
     ...(rateLimits ? { rateLimits } : {}),
+    ...(defaultEgress ? { defaultEgress } : {}),
     ...(values["no-builder"] ? { builder: null } : {}),
     ...(values["no-snapshots"] ? { snapshots: false } : {}),
   });

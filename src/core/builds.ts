@@ -9,9 +9,10 @@
 // refusing, as the service does, so this queue never holds more than that.
 
 import type { ImageService } from "./images.js";
-import type { Build } from "./model.js";
+import type { Build, ImageVersion } from "./model.js";
 import { BuildFailure, type Clock, type ImageBuilder, type Store } from "./ports.js";
-import { NO_EGRESS } from "./egress.js";
+import { NO_EGRESS, type EgressPolicy } from "./egress.js";
+import { DomainError } from "./errors.js";
 
 export const MAX_ATTEMPTS = 3;
 
@@ -46,6 +47,8 @@ export interface BuildSchedulerOptions {
   builder?: ImageBuilder;
   concurrency: number;
   log?: (event: Record<string, unknown>) => void;
+  /** What a version's egressNetworkConnectors grant its RUN steps, bound when its build starts (default: none). */
+  egressFor?: (version: ImageVersion) => Promise<EgressPolicy>;
 }
 
 export class BuildScheduler {
@@ -55,6 +58,17 @@ export class BuildScheduler {
   private stopped = false;
 
   constructor(private readonly opts: BuildSchedulerOptions) {}
+
+  /** Binds the version's connectors; a connector gone or not ACTIVE fails the build, naming it. */
+  private async egressOf(version: ImageVersion): Promise<EgressPolicy> {
+    if (!this.opts.egressFor) return NO_EGRESS;
+    try {
+      return await this.opts.egressFor(version);
+    } catch (err) {
+      if (err instanceof DomainError) throw new BuildFailure(`The image version's network connectors cannot be used: ${err.message}`);
+      throw err;
+    }
+  }
 
   /** Looks for work soon; cheap to call after every change. */
   kick(): void {
@@ -129,7 +143,8 @@ export class BuildScheduler {
         const image = await store.getImage(build.imageArn);
         const version = await store.getVersion(build.imageArn, build.imageVersion);
         if (!image || !version) throw new BuildFailure("The image version was deleted while its build was queued.");
-        const snapshotBuild = await abandonAfterAbort(builder.build({ image, version, build, egress: NO_EGRESS }, controller.signal), controller.signal);
+        const egress = await this.egressOf(version);
+        const snapshotBuild = await abandonAfterAbort(builder.build({ image, version, build, egress }, controller.signal), controller.signal);
         outcome = { to: "SUCCESSFUL", patch: { snapshotBuild } };
       } catch (err) {
         if (this.stopped) return; // a restart re-queues it

@@ -4,12 +4,14 @@
 
 import type { Scope } from "./arn.js";
 import { BuildScheduler } from "./builds.js";
+import { ConnectorService } from "./connectors.js";
+import { DEFAULT_EGRESS, type DefaultEgress } from "./egress.js";
 import { ImageService } from "./images.js";
 import type { Input, OperationName } from "./inputs.js";
 import { ManagedImages } from "./managed-images.js";
 import { MicrovmService } from "./microvms.js";
 import type { PageRequest } from "./model.js";
-import type { Clock, HostPlatform, ImageBuilder, RuntimeTimings, SandboxRuntime, Store, TokenIssuer } from "./ports.js";
+import type { Clock, HostPlatform, ImageBuilder, NameResolver, RuntimeTimings, SandboxRuntime, Store, TokenIssuer } from "./ports.js";
 import { LifecyclePolicies } from "./policies.js";
 import { resolveQuotas, type Quotas } from "./quotas.js";
 import { RateLimiter, resolveRateLimits } from "./rate-limits.js";
@@ -35,11 +37,16 @@ export interface ControlPlaneOptions {
   quotas?: Partial<Quotas>;
   /** The operator's requests per second over DEFAULT_RATE_LIMITS (src/core/rate-limits.ts); `*` sets all. */
   rateLimits?: Partial<Record<string, number>>;
+  /** Looks up the host names of network connectors (src/server/name-resolver.ts); without one, a connector naming a host fails to provision. */
+  resolver?: NameResolver;
+  /** The egress of a MicroVM whose RunMicrovm names no egress connector (default: the documentation's, INTERNET_EGRESS). */
+  defaultEgress?: DefaultEgress;
 }
 
 export class ControlPlane {
   readonly managed: ManagedImages;
   readonly images: ImageService;
+  readonly connectors: ConnectorService;
   readonly microvms: MicrovmService;
   readonly tags: TagService;
   readonly builds: BuildScheduler;
@@ -53,6 +60,7 @@ export class ControlPlane {
     this.quotas = resolveQuotas(opts.quotas);
     this.rates = new RateLimiter(resolveRateLimits(opts.rateLimits), () => clock.now().getTime());
     this.managed = new ManagedImages(store, clock, scope.region);
+    this.connectors = new ConnectorService({ store, clock, scope, ...(opts.resolver ? { resolver: opts.resolver } : {}), ...(opts.log ? { log: opts.log } : {}) });
     this.images = new ImageService({
       store,
       clock,
@@ -60,6 +68,7 @@ export class ControlPlane {
       host,
       managed: this.managed,
       onWork: () => this.builds.kick(),
+      connectors: this.connectors,
       quotas: this.quotas,
       ...(opts.builder ? {} : { queuedReason: "Queued: this lmvm server has no image builder installed yet, so the build waits." }),
     });
@@ -68,6 +77,7 @@ export class ControlPlane {
       clock,
       images: this.images,
       concurrency: opts.buildConcurrency ?? 2,
+      egressFor: (version) => this.connectors.forBuild(version.config.egressNetworkConnectors),
       ...(opts.builder ? { builder: opts.builder } : {}),
       ...(opts.log ? { log: opts.log } : {}),
     });
@@ -80,6 +90,8 @@ export class ControlPlane {
       endpointFor: opts.endpointFor,
       runtime: opts.runtime,
       quotas: this.quotas,
+      connectors: this.connectors,
+      defaultEgress: opts.defaultEgress ?? DEFAULT_EGRESS,
       ...(opts.log ? { log: opts.log } : {}),
       ...(opts.timings ? { timings: opts.timings } : {}),
     });
@@ -90,6 +102,7 @@ export class ControlPlane {
   /** Registers managed images and settles work a previous process left half done. */
   async start(): Promise<void> {
     await this.managed.register();
+    await this.connectors.recover();
     await this.builds.recover();
     await this.microvms.recover();
     this.builds.kick();
@@ -102,6 +115,7 @@ export class ControlPlane {
     if (this.sandboxWatch) clearInterval(this.sandboxWatch);
     await this.policies.stop();
     await this.builds.stop();
+    await this.connectors.settle();
   }
 
   /**

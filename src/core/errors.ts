@@ -8,6 +8,7 @@ export type ResourceType =
   | "MicrovmImageBuild"
   | "ManagedMicrovmImage"
   | "Microvm"
+  | "NetworkConnector"
   | "Resource";
 
 export abstract class DomainError extends Error {

@@ -3,7 +3,8 @@
 // latestActive/latestFailed versions in step with its builds.
 
 import { randomUUID } from "node:crypto";
-import { EGRESS_CONNECTORS, imageArn, parseArn, parseConnectorArn, type Scope } from "./arn.js";
+import { imageArn, parseArn, type Scope } from "./arn.js";
+import type { ConnectorService } from "./connectors.js";
 import { InvalidInput, NotFound, ResourceInUse, StateConflict } from "./errors.js";
 import { once } from "./idempotency.js";
 import type { Input } from "./inputs.js";
@@ -38,6 +39,8 @@ export interface ImageServiceDeps {
   queuedReason?: string;
   /** The account's quotas (default DEFAULT_QUOTAS): images, versions-per-image and concurrent-builds are enforced here. */
   quotas?: Quotas;
+  /** Checks the account connectors an image's egressNetworkConnectors name. */
+  connectors: ConnectorService;
 }
 
 const LIVE_MICROVM_STATES = ["PENDING", "RUNNING", "SUSPENDING", "SUSPENDED", "TERMINATING"] as const;
@@ -85,8 +88,7 @@ export class ImageService {
 
   private async checkConfig(config: ImageConfig): Promise<ImageConfig> {
     const base = await this.deps.managed.resolve(config.baseImageArn, config.baseImageVersion);
-    const region = this.deps.scope.region;
-    for (const c of config.egressNetworkConnectors ?? []) parseConnectorArn(region, c, EGRESS_CONNECTORS, "egressNetworkConnectors");
+    if (config.egressNetworkConnectors) await this.deps.connectors.checkExist(config.egressNetworkConnectors, "egressNetworkConnectors");
     for (const cpu of config.cpuConfigurations ?? []) {
       if (cpu.architecture !== this.deps.host.architecture) {
         throw new InvalidInput(

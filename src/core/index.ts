@@ -18,3 +18,4 @@ export { DEFAULT_QUOTAS, QUOTA_NAMES, parseQuotas, resolveQuotas, type Quotas, t
 export { DEFAULT_RATE_LIMITS, DOCUMENTED_RATES, parseRateLimits, resolveRateLimits, RateLimiter, type RateLimits } from "./rate-limits.js";
 export { DEFAULT_INGRESS, ingressNames, ingressRefusal, type IngressKind } from "./ingress.js";
 export { DNS_RESOLVER_ADDRESS, METADATA_ADDRESS, NO_EGRESS, DEFAULT_EGRESS, hasEgress, type EgressPolicy, type EgressRule, type EgressProtocol, type DefaultEgress } from "./egress.js";
+export { ConnectorService, connectorArn, checkCidr, checkConfiguration, parseConnectorRef, type ConnectorView, type BoundEgress } from "./connectors.js";

@@ -2,7 +2,9 @@
 // Each change is recorded in the store before the runtime is asked to act,
 // so a restart finds every MicroVM in a state that says what was under way.
 
-import { EGRESS_CONNECTORS, microvmArn, networkConnectorArn, newMicrovmId, parseArn, parseConnectorArn, MICROVM_ID_PATTERN, type Scope } from "./arn.js";
+import { microvmArn, networkConnectorArn, newMicrovmId, parseArn, MICROVM_ID_PATTERN, type Scope } from "./arn.js";
+import type { ConnectorService } from "./connectors.js";
+import type { DefaultEgress } from "./egress.js";
 import { InvalidInput, NoCapacity, NotFound, StateConflict } from "./errors.js";
 import { once } from "./idempotency.js";
 import type { ImageService } from "./images.js";
@@ -27,6 +29,10 @@ export interface MicrovmServiceDeps {
   timings?: RuntimeTimings;
   /** The account's quotas (default DEFAULT_QUOTAS); RunMicrovm enforces microvm-memory-mib. */
   quotas?: Quotas;
+  /** Binds egressNetworkConnectors into the MicroVM's EgressPolicy. */
+  connectors: ConnectorService;
+  /** What a MicroVM gets when RunMicrovm names no egress connector. */
+  defaultEgress: DefaultEgress;
 }
 
 export class MicrovmService {
@@ -168,11 +174,15 @@ export class MicrovmService {
       throw new StateConflict("MicrovmImageVersion", `${image.arn}:${versionId}`, `Cannot run version ${versionId} of ${image.arn}: it is INACTIVE. Make it ACTIVE with update-microvm-image-version.`);
     }
     const ingress = checkIngressAtRun(scope.region, input.ingressNetworkConnectors);
-    const egress = [...new Set((input.egressNetworkConnectors ?? []).map((c) => parseConnectorArn(scope.region, c, EGRESS_CONNECTORS, "egressNetworkConnectors")))]
-      .map((n) => networkConnectorArn(scope.region, n));
+    // Omitted, the documentation's default (the public internet) or the operator's --default-egress; an empty list is no egress.
+    const named = input.egressNetworkConnectors ?? (this.deps.defaultEgress === "internet" ? [networkConnectorArn(scope.region, "INTERNET_EGRESS")] : []);
+    const connectors = this.deps.connectors;
     // Checked again in the transaction below; checked here first so that a refused run holds no host room (shortage() reserves it).
     const replay = input.clientToken ? await store.getIdempotencyRecord(scope.accountId, "RunMicrovm", input.clientToken) : undefined;
-    if (!replay) await this.checkMemoryQuota(store, version);
+    if (!replay) {
+      await connectors.bind(named, "egressNetworkConnectors");
+      await this.checkMemoryQuota(store, version);
+    }
     const runtime = this.deps.runtime;
     const short = await runtime.shortage(version).catch((err: unknown) => {
       throw err instanceof RuntimeUnavailable ? new NoCapacity(`This lmvm server cannot run MicroVMs: ${err.message}`) : err;
@@ -181,6 +191,8 @@ export class MicrovmService {
 
     const { id } = await once(store, clock, { accountId: scope.accountId, operation: "RunMicrovm", clientToken: input.clientToken }, input, async (tx) => {
       await this.checkMemoryQuota(tx, version);
+      // Bound again inside the transaction, so a connector deleted meanwhile is not bound; the policy is kept for the MicroVM's life.
+      const egress = await connectors.bind(named, "egressNetworkConnectors", tx);
       const id = newMicrovmId();
       const now = clock.now();
       await tx.insertMicrovm({
@@ -192,7 +204,8 @@ export class MicrovmService {
         endpoint: this.deps.endpointFor(id),
         config: {
           ingressNetworkConnectors: ingress,
-          egressNetworkConnectors: egress,
+          egressNetworkConnectors: egress.arns,
+          egress: egress.policy,
           ...(input.executionRoleArn ? { executionRoleArn: input.executionRoleArn } : {}),
           ...(input.idlePolicy ? { idlePolicy: input.idlePolicy } : {}),
           ...(input.logging ? { logging: input.logging } : {}),

@@ -3,7 +3,7 @@
 // fields the platform needs. Timestamps are Dates; the API layer decides the
 // wire format.
 
-import type { EgressPolicy } from "./egress.js";
+import type { EgressPolicy, EgressRule } from "./egress.js";
 
 export type ImageState =
   | "CREATING" | "CREATED" | "CREATE_FAILED"
@@ -167,4 +167,76 @@ export interface Page<T> {
 export interface PageRequest {
   limit: number;
   after?: string;
+}
+
+/** Lambda Core's network connector states (https://docs.aws.amazon.com/lambda/latest/lambda-core/API_GetNetworkConnector.html). */
+export type ConnectorState = "PENDING" | "ACTIVE" | "INACTIVE" | "FAILED" | "DELETING" | "DELETE_FAILED";
+export type ConnectorUpdateStatus = "InProgress" | "Successful" | "Failed";
+/** Lambda Core's StateReasonCode and LastUpdateStatusReasonCode values. */
+export type ConnectorReasonCode =
+  | "DisallowedByVpcEncryptionControl" | "Ec2RequestLimitExceeded" | "InsufficientRolePermissions" | "InternalError"
+  | "InvalidSecurityGroup" | "InvalidSubnet" | "SubnetOutOfIPAddresses";
+
+/** AWS's VpcEgressConfiguration: accepted as sent, and failed at provisioning (lmvm has no VPCs). */
+export interface VpcEgressConfiguration {
+  SubnetIds: string[];
+  SecurityGroupIds?: string[];
+  NetworkProtocol?: string;
+  AssociatedComputeResourceTypes?: string[];
+}
+
+/** One destination of lmvm's HostEgressConfiguration: a CIDR or a host name, a protocol, and for tcp/udp an optional port range. */
+export interface HostEgressDestination {
+  Cidr?: string;
+  HostName?: string;
+  Protocol: "tcp" | "udp" | "icmp" | "all";
+  PortRange?: { From: number; To: number };
+}
+
+/** lmvm's member of the connector configuration union: what a plain host can grant. */
+export interface HostEgressConfiguration {
+  Destinations: HostEgressDestination[];
+  NetworkProtocol: "IPv4";
+  AssociatedComputeResourceTypes: string[];
+}
+
+/** A Smithy union: exactly one member is set. */
+export interface ConnectorConfiguration {
+  VpcEgressConfiguration?: VpcEgressConfiguration;
+  HostEgressConfiguration?: HostEgressConfiguration;
+}
+
+export interface NetworkConnector {
+  id: string;
+  accountId: string;
+  name: string;
+  /** Unqualified ARN. */
+  arn: string;
+  state: ConnectorState;
+  stateReason?: string;
+  stateReasonCode?: ConnectorReasonCode;
+  /** The version in force: the newest one whose provisioning succeeded (or the first, while it is provisioned). */
+  latestVersion: number;
+  /** The number the next version gets. */
+  nextVersion: number;
+  lastUpdateStatus?: ConnectorUpdateStatus;
+  lastUpdateStatusReason?: string;
+  lastUpdateStatusReasonCode?: ConnectorReasonCode;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** One immutable version of a connector: its configuration and, once provisioned, what it grants. */
+export interface NetworkConnectorVersion {
+  connectorId: string;
+  version: number;
+  state: ConnectorState;
+  stateReason?: string;
+  stateReasonCode?: ConnectorReasonCode;
+  configuration: ConnectorConfiguration;
+  operatorRole?: string;
+  /** What the version grants, host names resolved; set once it is ACTIVE. */
+  rules?: EgressRule[];
+  createdAt: Date;
+  updatedAt: Date;
 }

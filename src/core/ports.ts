@@ -3,8 +3,8 @@
 // src/proxy the TokenIssuer. The core imports none of them.
 
 import type {
-  Build, BuildState, ImageState, ImageVersion, VersionState, ManagedImageVersion, Microvm, MicrovmImage, MicrovmState,
-  Page, PageRequest, PortSpecification, SnapshotBuild,
+  Build, BuildState, ConnectorState, ImageState, ImageVersion, VersionState, ManagedImageVersion, Microvm, MicrovmImage, MicrovmState,
+  NetworkConnector, NetworkConnectorVersion, Page, PageRequest, PortSpecification, SnapshotBuild,
 } from "./model.js";
 import type { EgressPolicy } from "./egress.js";
 
@@ -78,8 +78,36 @@ export interface Store {
   getIdempotencyRecord(accountId: string, operation: string, clientToken: string): Promise<IdempotencyRecord | undefined>;
   putIdempotencyRecord(record: IdempotencyRecord): Promise<void>;
 
+  insertConnector(connector: NetworkConnector): Promise<void>;
+  getConnector(id: string): Promise<NetworkConnector | undefined>;
+  findConnectorByName(accountId: string, name: string): Promise<NetworkConnector | undefined>;
+  updateConnector(id: string, patch: Partial<NetworkConnector>): Promise<void>;
+  listConnectors(accountId: string, state: ConnectorState | undefined, page: PageRequest): Promise<Page<NetworkConnector>>;
+  connectorsInState(state: ConnectorState): Promise<NetworkConnector[]>;
+  /** Forgets the connector with its versions and tags. */
+  deleteConnector(id: string): Promise<void>;
+  insertConnectorVersion(version: NetworkConnectorVersion): Promise<void>;
+  getConnectorVersion(connectorId: string, version: number): Promise<NetworkConnectorVersion | undefined>;
+  updateConnectorVersion(connectorId: string, version: number, patch: Partial<NetworkConnectorVersion>): Promise<void>;
+  /** Oldest first. */
+  listConnectorVersions(connectorId: string, state: ConnectorState | undefined, page: PageRequest): Promise<Page<NetworkConnectorVersion>>;
+  connectorVersionsInState(state: ConnectorState): Promise<NetworkConnectorVersion[]>;
+  deleteConnectorVersion(connectorId: string, version: number): Promise<void>;
+
   upsertManagedImageVersion(version: ManagedImageVersion): Promise<void>;
   listManagedImageVersions(name: string | undefined, page: PageRequest): Promise<Page<ManagedImageVersion>>;
+}
+
+/** A host name that has no IPv4 address (NXDOMAIN, or no A record). */
+export class NameNotFound extends Error {}
+
+/**
+ * Turns the host names of network connectors into IPv4 addresses when a
+ * connector version is provisioned. Rejects with NameNotFound when the name
+ * has no address, with any other error when it could not be looked up.
+ */
+export interface NameResolver {
+  resolve4(hostName: string): Promise<string[]>;
 }
 
 /** The failure of one build, with the reason users will read in `stateReason`. */

@@ -16,11 +16,12 @@ import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
 import { installFirewall, NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
-import { ControlPlane, NoSandboxes, systemClock, type Clock, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
+import { ControlPlane, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { SqliteStore } from "../store/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
 import { hostPlatform } from "./host.js";
+import { hostNameResolver } from "./name-resolver.js";
 
 export interface PlatformConfig {
   dataDir: string;
@@ -62,6 +63,8 @@ export interface PlatformConfig {
   quotas?: Partial<Quotas>;
   /** Requests per second per operation over AWS's defaults (DEFAULT_RATE_LIMITS in src/core/rate-limits.ts); `*` sets all. */
   rateLimits?: Partial<Record<string, number>>;
+  /** What a MicroVM gets when RunMicrovm names no egress connector (default internet, as documented). */
+  defaultEgress?: DefaultEgress;
 }
 
 export const DEFAULTS = {
@@ -168,6 +171,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     runtime,
     ...(config.quotas ? { quotas: config.quotas } : {}),
     ...(config.rateLimits ? { rateLimits: config.rateLimits } : {}),
+    resolver: hostNameResolver,
+    ...(config.defaultEgress ? { defaultEgress: config.defaultEgress } : {}),
   });
   const shell = new ShellIngress({ spawn: (id, o) => runtime.spawn(id, o), activity: (id) => controlPlane.policies.activity(id), log });
   const proxy = new EndpointProxy({

@@ -6,8 +6,8 @@
 import Database from "better-sqlite3";
 import { Kysely, Migrator, SqliteDialect, type Generated, type Selectable, type SqliteDatabase as SqliteDatabaseLike, type Transaction } from "kysely";
 import type {
-  Build, BuildFilter, BuildState, IdempotencyRecord, ImageState, ImageVersion, ManagedImageVersion, Microvm,
-  MicrovmFilter, MicrovmImage, MicrovmState, Page, PageRequest, Store, VersionState,
+  Build, BuildFilter, BuildState, ConnectorState, IdempotencyRecord, ImageState, ImageVersion, ManagedImageVersion, Microvm,
+  MicrovmFilter, MicrovmImage, MicrovmState, NetworkConnector, NetworkConnectorVersion, Page, PageRequest, Store, VersionState,
 } from "../core/index.js";
 import { migrations } from "./migrations/index.js";
 
@@ -36,7 +36,20 @@ interface IdempotencyTable {
 }
 interface ManagedTable { seq: Generated<number>; name: string; version: string; status: string; created_at: number; updated_at: number }
 
+interface ConnectorsTable {
+  seq: Generated<number>; id: string; account_id: string; name: string; arn: string; state: string; state_reason: string | null;
+  state_reason_code: string | null; latest_version: number; next_version: number; last_update_status: string | null;
+  last_update_status_reason: string | null; last_update_status_reason_code: string | null; created_at: number; updated_at: number;
+}
+interface ConnectorVersionsTable {
+  seq: Generated<number>; connector_id: string; version: number; state: string; state_reason: string | null;
+  state_reason_code: string | null; configuration: string; operator_role: string | null; rules: string | null;
+  created_at: number; updated_at: number;
+}
+
 interface Tables {
+  network_connectors: ConnectorsTable;
+  network_connector_versions: ConnectorVersionsTable;
   images: ImagesTable;
   image_versions: VersionsTable;
   builds: BuildsTable;
@@ -90,6 +103,31 @@ function toMicrovm(r: Selectable<MicrovmsTable>): Microvm {
   };
 }
 
+function toConnector(r: Selectable<ConnectorsTable>): NetworkConnector {
+  return {
+    id: r.id, accountId: r.account_id, name: r.name, arn: r.arn, state: r.state as ConnectorState,
+    ...(r.state_reason !== null ? { stateReason: r.state_reason } : {}),
+    ...(r.state_reason_code !== null ? { stateReasonCode: r.state_reason_code as NetworkConnector["stateReasonCode"] } : {}),
+    latestVersion: r.latest_version, nextVersion: r.next_version,
+    ...(r.last_update_status !== null ? { lastUpdateStatus: r.last_update_status as NetworkConnector["lastUpdateStatus"] } : {}),
+    ...(r.last_update_status_reason !== null ? { lastUpdateStatusReason: r.last_update_status_reason } : {}),
+    ...(r.last_update_status_reason_code !== null ? { lastUpdateStatusReasonCode: r.last_update_status_reason_code as NetworkConnector["stateReasonCode"] } : {}),
+    createdAt: new Date(r.created_at), updatedAt: new Date(r.updated_at),
+  };
+}
+
+function toConnectorVersion(r: Selectable<ConnectorVersionsTable>): NetworkConnectorVersion {
+  return {
+    connectorId: r.connector_id, version: r.version, state: r.state as ConnectorState,
+    ...(r.state_reason !== null ? { stateReason: r.state_reason } : {}),
+    ...(r.state_reason_code !== null ? { stateReasonCode: r.state_reason_code as NetworkConnectorVersion["stateReasonCode"] } : {}),
+    configuration: JSON.parse(r.configuration),
+    ...(r.operator_role !== null ? { operatorRole: r.operator_role } : {}),
+    ...(r.rules !== null ? { rules: JSON.parse(r.rules) } : {}),
+    createdAt: new Date(r.created_at), updatedAt: new Date(r.updated_at),
+  };
+}
+
 /** Maps a partial core object to column updates; a key present with `undefined` clears the column. */
 function columns(patch: object, map: Record<string, [string, (v: never) => unknown]>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -120,6 +158,17 @@ const buildColumns = {
 const microvmColumns = {
   state: ["state", same], stateReason: ["state_reason", same], updatedAt: ["updated_at", ms],
   terminatedAt: ["terminated_at", ms],
+} as Record<string, [string, (v: never) => unknown]>;
+
+const connectorColumns = {
+  state: ["state", same], stateReason: ["state_reason", same], stateReasonCode: ["state_reason_code", same],
+  latestVersion: ["latest_version", same], nextVersion: ["next_version", same], lastUpdateStatus: ["last_update_status", same],
+  lastUpdateStatusReason: ["last_update_status_reason", same], lastUpdateStatusReasonCode: ["last_update_status_reason_code", same],
+  updatedAt: ["updated_at", ms],
+} as Record<string, [string, (v: never) => unknown]>;
+const connectorVersionColumns = {
+  state: ["state", same], stateReason: ["state_reason", same], stateReasonCode: ["state_reason_code", same],
+  rules: ["rules", json], updatedAt: ["updated_at", ms],
 } as Record<string, [string, (v: never) => unknown]>;
 
 function cursor(page: PageRequest): number {
@@ -369,6 +418,81 @@ export class SqliteStore implements Store {
       account_id: rec.accountId, operation: rec.operation, client_token: rec.clientToken, request_hash: rec.requestHash,
       response: JSON.stringify(rec.response), created_at: ms(rec.createdAt),
     }).execute();
+  }
+
+  // Network connectors
+  async insertConnector(c: NetworkConnector): Promise<void> {
+    await this.db.insertInto("network_connectors").values({
+      id: c.id, account_id: c.accountId, name: c.name, arn: c.arn, state: c.state, state_reason: c.stateReason ?? null,
+      state_reason_code: c.stateReasonCode ?? null, latest_version: c.latestVersion, next_version: c.nextVersion,
+      last_update_status: c.lastUpdateStatus ?? null, last_update_status_reason: c.lastUpdateStatusReason ?? null,
+      last_update_status_reason_code: c.lastUpdateStatusReasonCode ?? null, created_at: ms(c.createdAt), updated_at: ms(c.updatedAt),
+    }).execute();
+  }
+
+  async getConnector(id: string): Promise<NetworkConnector | undefined> {
+    const r = await this.db.selectFrom("network_connectors").selectAll().where("id", "=", id).executeTakeFirst();
+    return r && toConnector(r);
+  }
+
+  async findConnectorByName(accountId: string, name: string): Promise<NetworkConnector | undefined> {
+    const r = await this.db.selectFrom("network_connectors").selectAll().where("account_id", "=", accountId).where("name", "=", name).executeTakeFirst();
+    return r && toConnector(r);
+  }
+
+  async updateConnector(id: string, patch: Partial<NetworkConnector>): Promise<void> {
+    await this.db.updateTable("network_connectors").set(columns(patch, connectorColumns)).where("id", "=", id).execute();
+  }
+
+  async listConnectors(accountId: string, state: ConnectorState | undefined, page: PageRequest): Promise<Page<NetworkConnector>> {
+    let q = this.db.selectFrom("network_connectors").selectAll().where("account_id", "=", accountId).where("seq", ">", cursor(page));
+    if (state) q = q.where("state", "=", state);
+    return paged(await q.orderBy("seq").limit(page.limit + 1).execute(), page, toConnector);
+  }
+
+  async connectorsInState(state: ConnectorState): Promise<NetworkConnector[]> {
+    return (await this.db.selectFrom("network_connectors").selectAll().where("state", "=", state).orderBy("seq").execute()).map(toConnector);
+  }
+
+  async deleteConnector(id: string): Promise<void> {
+    await this.transaction(async (tx) => {
+      const db = (tx as SqliteStore).db;
+      const row = await db.selectFrom("network_connectors").select("arn").where("id", "=", id).executeTakeFirst();
+      await db.deleteFrom("network_connector_versions").where("connector_id", "=", id).execute();
+      if (row) await db.deleteFrom("tags").where("resource_arn", "=", row.arn).execute();
+      await db.deleteFrom("network_connectors").where("id", "=", id).execute();
+    });
+  }
+
+  async insertConnectorVersion(v: NetworkConnectorVersion): Promise<void> {
+    await this.db.insertInto("network_connector_versions").values({
+      connector_id: v.connectorId, version: v.version, state: v.state, state_reason: v.stateReason ?? null,
+      state_reason_code: v.stateReasonCode ?? null, configuration: JSON.stringify(v.configuration), operator_role: v.operatorRole ?? null,
+      rules: v.rules ? JSON.stringify(v.rules) : null, created_at: ms(v.createdAt), updated_at: ms(v.updatedAt),
+    }).execute();
+  }
+
+  async getConnectorVersion(connectorId: string, version: number): Promise<NetworkConnectorVersion | undefined> {
+    const r = await this.db.selectFrom("network_connector_versions").selectAll().where("connector_id", "=", connectorId).where("version", "=", version).executeTakeFirst();
+    return r && toConnectorVersion(r);
+  }
+
+  async updateConnectorVersion(connectorId: string, version: number, patch: Partial<NetworkConnectorVersion>): Promise<void> {
+    await this.db.updateTable("network_connector_versions").set(columns(patch, connectorVersionColumns)).where("connector_id", "=", connectorId).where("version", "=", version).execute();
+  }
+
+  async listConnectorVersions(connectorId: string, state: ConnectorState | undefined, page: PageRequest): Promise<Page<NetworkConnectorVersion>> {
+    let q = this.db.selectFrom("network_connector_versions").selectAll().where("connector_id", "=", connectorId).where("seq", ">", cursor(page));
+    if (state) q = q.where("state", "=", state);
+    return paged(await q.orderBy("seq").limit(page.limit + 1).execute(), page, toConnectorVersion);
+  }
+
+  async connectorVersionsInState(state: ConnectorState): Promise<NetworkConnectorVersion[]> {
+    return (await this.db.selectFrom("network_connector_versions").selectAll().where("state", "=", state).orderBy("seq").execute()).map(toConnectorVersion);
+  }
+
+  async deleteConnectorVersion(connectorId: string, version: number): Promise<void> {
+    await this.db.deleteFrom("network_connector_versions").where("connector_id", "=", connectorId).where("version", "=", version).execute();
   }
 
   // Managed images

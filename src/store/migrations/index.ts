@@ -2,9 +2,11 @@
 // its own table; add a new file and a line here to change the schema.
 import type { Migration, MigrationProvider } from "kysely";
 import * as initial from "./001_initial.js";
+import * as networkConnectors from "./002_network_connectors.js";
 
 const all: Record<string, Migration> = {
   "001_initial": initial,
+  "002_network_connectors": networkConnectors,
 };
 
 export const migrations: MigrationProvider = {
