@@ -284,6 +284,8 @@ export class DockerfileBuilder implements ImageBuilder {
             env: { ...version.config.environmentVariables, ...reservedEnvironment(build.imageArn, build.imageVersion) },
             ...(version.config.hooks ? { hooks: version.config.hooks } : {}),
             limits: limitsOf(version.config),
+            // The app boots under the build's policy, as its RUN steps ran.
+            egress: job.egress,
             dir: out,
             log: onLine,
             signal: phase,
