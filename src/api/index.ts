@@ -1,7 +1,7 @@
 // Public face of the control API: the HTTP server, its SigV4 check, and the
 // SDK model (operations, flags) the CLI also reads.
 export { buildApi, type ApiOptions } from "./server.js";
-export { LMVM_PREFIX, LOG_FOLLOW_PARAM, LOG_OFFSET_PARAM } from "./wire.js";
+export { LMVM_PREFIX, LOG_FOLLOW_PARAM, LOG_OFFSET_PARAM, CONNECTORS_PATH } from "./wire.js";
 export { SigV4Verifier, MAX_SKEW_MS, type Credential } from "./sigv4.js";
 export { PageTokens } from "./pagination.js";
 export { Metrics } from "./metrics.js";

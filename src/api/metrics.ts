@@ -1,11 +1,24 @@
 // Prometheus metrics, served unsigned at GET /metrics on the control API
 // (scrapers do not sign requests; the figures hold no secrets):
 // MicroVMs and builds by state (counted in the store at scrape time), run,
-// suspend, resume and terminate latency, and what the endpoint proxy served.
+// suspend, resume and terminate latency, what the endpoint proxy served, and
+// each MicroVM's network: bytes it sent and received (its host veth's
+// counters, so egress, DNS, the endpoint's traffic and hooks alike; summed over
+// its sandboxes across suspend and resume), packets the firewall refused,
+// and DNS queries it sent to its resolver.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { RuntimeTimings, Store } from "../core/index.js";
 import type { ProxyMetrics } from "../proxy/index.js";
+
+/** One MicroVM's network figures, since it was run. */
+export interface MicrovmNetworkCounters {
+  microvmId: string;
+  bytesOut: number;
+  bytesIn: number;
+  refused: number;
+  dnsQueries: number;
+}
 
 const LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60];
 
@@ -15,7 +28,7 @@ export class Metrics implements RuntimeTimings, ProxyMetrics {
   private readonly requests: Counter<"status">;
   private readonly bytes: Counter<"status" | "direction">;
 
-  constructor(store: Store) {
+  constructor(store: Store, network?: () => Promise<MicrovmNetworkCounters[]>) {
     collectDefaultMetrics({ register: this.registry, prefix: "lmvm_" });
     this.runtime = new Histogram({
       name: "lmvm_microvm_operation_seconds",
@@ -29,6 +42,29 @@ export class Metrics implements RuntimeTimings, ProxyMetrics {
     // Both gauges come from one store query per scrape (prom-client collects metrics concurrently).
     let scrape: Promise<Awaited<ReturnType<Store["countByState"]>>> | undefined;
     const counts = () => (scrape ??= store.countByState().finally(() => setImmediate(() => (scrape = undefined))));
+    if (network) {
+      // The figures of all MicroVMs come from one reading per scrape.
+      let reading: Promise<MicrovmNetworkCounters[]> | undefined;
+      const read = () => (reading ??= network().finally(() => setImmediate(() => (reading = undefined))));
+      const perMicrovm = (name: string, help: string, labels: string[], fill: (c: Counter<string>, m: MicrovmNetworkCounters) => void) =>
+        new Counter({
+          name,
+          help,
+          labelNames: labels,
+          registers: [this.registry],
+          async collect() {
+            const all = await read().catch(() => []);
+            this.reset();
+            for (const m of all) fill(this, m);
+          },
+        });
+      perMicrovm("lmvm_microvm_network_bytes_total", "Bytes each MicroVM sent (direction out) and received (in) on its network interface: egress, DNS, its endpoint's traffic and hooks.", ["microvm", "direction"], (c, m) => {
+        c.inc({ microvm: m.microvmId, direction: "out" }, m.bytesOut);
+        c.inc({ microvm: m.microvmId, direction: "in" }, m.bytesIn);
+      });
+      perMicrovm("lmvm_microvm_egress_refused_packets_total", "Packets each MicroVM sent that the host's firewall refused: connection attempts and datagrams to destinations its egress does not grant (each retried SYN counts).", ["microvm"], (c, m) => c.inc({ microvm: m.microvmId }, m.refused));
+      perMicrovm("lmvm_microvm_dns_queries_total", "DNS queries each MicroVM sent to its resolver (169.254.169.253).", ["microvm"], (c, m) => c.inc({ microvm: m.microvmId }, m.dnsQueries));
+    }
     for (const [name, help, key] of [["lmvm_microvms", "MicroVMs by state.", "microvms"], ["lmvm_builds", "Image builds by state.", "builds"]] as const) {
       new Gauge({
         name,

@@ -16,6 +16,7 @@ import { OPERATIONS, type OperationModel } from "./sdk-model.js";
 import type { SigV4Verifier } from "./sigv4.js";
 import { LMVM_PREFIX, LOG_FOLLOW_PARAM, LOG_OFFSET_PARAM } from "./wire.js";
 import { registerLogsRoute, type LogsApiOptions } from "./logs-route.js";
+import { registerConnectorRoutes } from "./connectors-route.js";
 
 export interface ApiOptions {
   controlPlane: ControlPlane;
@@ -165,6 +166,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   for (const [name, op] of Object.entries(OPERATIONS) as [OperationName, OperationModel][]) {
     app.route({ method: op.method as "GET", url: op.path.replace(/\{(\w+)\}/g, ":$1"), handler: handle(name, op) });
   }
+
+  registerConnectorRoutes(app, { controlPlane: opts.controlPlane, pageTokens: opts.pageTokens, scope: opts.controlPlane.opts.scope, authenticate, log: opts.log });
 
   app.get("/health", async () => ({ status: "ok" }));
   const metrics = opts.metrics;

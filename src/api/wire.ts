@@ -7,3 +7,6 @@ export const LMVM_PREFIX = "/lmvm/2025-09-09";
 /** Query parameters of the log routes: follow the log as it grows, from this byte on. */
 export const LOG_FOLLOW_PARAM = "follow";
 export const LOG_OFFSET_PARAM = "offset";
+
+/** The Lambda Core network-connector API's collection path (https://docs.aws.amazon.com/lambda/latest/lambda-core/API_CreateNetworkConnector.html). */
+export const CONNECTORS_PATH = "/2026-04-04/network-connectors";

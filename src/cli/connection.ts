@@ -15,7 +15,15 @@ export interface ConnectionOptions {
   dataDir?: string;
 }
 
-export function connect(opts: ConnectionOptions): LambdaMicrovmsClient {
+export interface Connection {
+  endpoint: string;
+  region: string;
+  /** Undefined: the AWS SDK's default chain (~/.aws/credentials, …) applies. */
+  credentials?: { accessKeyId: string; secretAccessKey: string };
+}
+
+/** Where the control API is and which credentials sign for it. */
+export function resolveConnection(opts: ConnectionOptions): Connection {
   const dataDir = opts.dataDir ?? defaultDataDir();
   const info = readServerInfo(dataDir);
   const endpoint = opts.endpointUrl ?? process.env.LMVM_ENDPOINT_URL ?? info?.apiEndpoint ?? "http://127.0.0.1:7600";
@@ -28,6 +36,11 @@ export function connect(opts: ConnectionOptions): LambdaMicrovmsClient {
     credentials = parseCredentialsFile(readFileSync(file, "utf8"), opts.profile ?? "default");
     if (!credentials) throw new UsageError(`The config profile (${opts.profile ?? "default"}) could not be found in ${file}.`);
   }
-  // Without either, the SDK's default chain (~/.aws/credentials, …) applies.
+  return { endpoint, region, ...(credentials ? { credentials } : {}) };
+}
+
+export function connect(opts: ConnectionOptions): LambdaMicrovmsClient {
+  const { endpoint, region, credentials } = resolveConnection(opts);
+  // Without credentials, the SDK's default chain (~/.aws/credentials, …) applies.
   return new LambdaMicrovmsClient({ endpoint, region, ...(credentials ? { credentials } : {}) });
 }

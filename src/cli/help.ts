@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { inputSchema, structureMembers, type OperationModel, type SdkOperationName } from "../api/sdk-model.js";
+import { CONNECTOR_COMMANDS } from "./connector-commands.js";
 import { kebab } from "./flags.js";
 import { memberDocs, structuredFlagHelp } from "./shape-help.js";
 
@@ -78,5 +79,7 @@ export function topHelp(ops: OperationModel[]): string {
     "COMMANDS",
   ];
   for (const op of ops) lines.push(`    ${kebab(op.name).padEnd(40)} ${operationSummary(op.name).split(". ")[0]}`);
+  lines.push("", "NETWORK CONNECTORS (the commands of `aws lambda-core`)");
+  for (const [name, c] of Object.entries(CONNECTOR_COMMANDS)) lines.push(`    ${name.padEnd(40)} ${c.summary.split(": ")[0]!.split("; ")[0]}`);
   return `${lines.join("\n")}\n`;
 }

@@ -164,6 +164,10 @@ export async function main(argv: string[]): Promise<number> {
       await serverCommand(rest);
       return 0;
     }
+    if (command.endsWith("network-connector") || command.endsWith("network-connectors") || command.endsWith("network-connector-versions")) {
+      const { CONNECTOR_COMMANDS, connectorCommand } = await import("./connector-commands.js");
+      if (CONNECTOR_COMMANDS[command]) return await connectorCommand(command, rest);
+    }
     const op = byCommand.get(command);
     if (!op) throw new UsageError(`Invalid choice: '${command}'. Run 'lmvm help' for the commands.`);
     return await runOperation(op, rest);
@@ -172,7 +176,15 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`\n${err.message}\n\n`);
       return 252;
     }
-    const e = err as { name?: string; message?: string; $fault?: string; code?: string };
+    const e = err as { name?: string; message?: string; $fault?: string; code?: string; type?: string; operation?: string; cause?: { code?: string; message?: string } };
+    if (e.name === "ServiceError" || (e.type && e.operation)) {
+      process.stderr.write(`\nAn error occurred (${e.type}) when calling the ${e.operation} operation: ${e.message}\n`);
+      return 254;
+    }
+    if (e.cause?.code === "ECONNREFUSED") {
+      process.stderr.write(`\nCould not connect to the endpoint URL: is 'lmvm server' running? (${e.cause.message})\n`);
+      return 255;
+    }
     if (e.$fault) {
       const op = byCommand.get(command ?? "");
       process.stderr.write(`\nAn error occurred (${e.name}) when calling the ${op?.name ?? command} operation: ${e.message}\n`);

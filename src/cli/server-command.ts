@@ -1,6 +1,7 @@
 // `lmvm server`: runs the platform in the foreground until SIGINT or SIGTERM,
 // then stops within SHUTDOWN_DEADLINE_MS and exits, whatever is still running.
 
+import { isIP } from "node:net";
 import { parseArgs } from "node:util";
 // The leaf module, not the builder's face: help and flag parsing need no builder.
 import { DEFAULT_PHASE_TIMEOUTS, describeDuration, parsePhaseTimeouts, PHASES } from "../builder/phases.js";
@@ -26,7 +27,8 @@ SYNOPSIS
                 [--base-image-cache <dir>] [--debian-mirror <url>]
                 [--artifact-ca-file <pem>] [--build-phase-timeouts <phase=duration,...>]
                 [--endpoint-limits <aws|off|name=N,...>] [--quotas <key=value,...>]
-                [--rate-limits <Operation=rate,...>] [--default-egress internet|none]
+                [--rate-limits <Operation=rate,...>] [--dns-resolvers <addr,...>]
+                [--default-egress internet|none]
                 [--no-builder] [--no-snapshots]
 
 OPTIONS
@@ -69,6 +71,9 @@ OPTIONS
                          Defaults: RunMicrovm 5, ResumeMicrovm 5, SuspendMicrovm 2, TerminateMicrovm 10,
                          GetMicrovm 100, CreateMicrovmAuthToken 50, CreateMicrovmShellAuthToken 5;
                          other reads 100, other writes 15. The server's start log lists them all.
+    --dns-resolvers      Upstream resolvers for MicroVMs' DNS (169.254.169.253 inside), as IP
+                         addresses, e.g. 10.0.0.2,1.1.1.1 (default: the nameservers of the host's
+                         /etc/resolv.conf).
     --default-egress     What a MicroVM may reach when run-microvm names no egress connector:
                          internet (default, as the documentation says: INTERNET_EGRESS is recorded
                          on the MicroVM) or none. An explicit empty list always means no egress.
@@ -101,6 +106,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
         "s3-endpoint": { type: "string" }, "base-image-cache": { type: "string" }, "debian-mirror": { type: "string" },
         "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" },
         "build-phase-timeouts": { type: "string" }, "endpoint-limits": { type: "string" }, quotas: { type: "string" }, "rate-limits": { type: "string" },
+        "dns-resolvers": { type: "string" },
         "default-egress": { type: "string" },
       },
       strict: true,
@@ -139,6 +145,8 @@ export async function serverCommand(argv: string[]): Promise<void> {
   } catch (err) {
     throw new UsageError(`--rate-limits: ${(err as Error).message}`);
   }
+  const dnsResolvers = values["dns-resolvers"]?.split(",").map((a) => a.trim()).filter(Boolean);
+  if (dnsResolvers && (!dnsResolvers.length || dnsResolvers.some((a) => !isIP(a)))) throw new UsageError(`--dns-resolvers must be IP addresses separated by commas, e.g. 10.0.0.2,1.1.1.1; got '${values["dns-resolvers"]}'.`);
   const defaultEgress = values["default-egress"];
   if (defaultEgress !== undefined && defaultEgress !== "internet" && defaultEgress !== "none") {
     throw new UsageError(`--default-egress must be internet or none; got '${defaultEgress}'.`);
@@ -162,6 +170,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
     ...(endpointLimits ? { endpointLimits } : {}),
     ...(quotas ? { quotas } : {}),
     ...(rateLimits ? { rateLimits } : {}),
+    ...(dnsResolvers ? { dnsResolvers } : {}),
     ...(defaultEgress ? { defaultEgress } : {}),
     ...(values["no-builder"] ? { builder: null } : {}),
     ...(values["no-snapshots"] ? { snapshots: false } : {}),

@@ -123,7 +123,7 @@ function checkDestination(d: unknown, where: string): HostEgressDestination {
   const hasCidr = d.Cidr !== undefined;
   const hasName = d.HostName !== undefined;
   if (hasCidr === hasName) fail(`${where} must set exactly one of Cidr (such as 10.77.0.0/24) or HostName (such as db.internal.example).`);
-  const out: HostEgressDestination = { Protocol: "all" };
+  const out = {} as HostEgressDestination;
   if (hasCidr) {
     if (typeof d.Cidr !== "string") fail(`${where}.Cidr must be a string such as 10.77.0.0/24.`);
     out.Cidr = checkCidr(d.Cidr, `${where}.Cidr`);

@@ -5,6 +5,7 @@
 
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { DNS_RESOLVER_ADDRESS, hasEgress, type EgressPolicy } from "../core/index.js";
 import { run } from "../os/index.js";
 
 export interface SandboxNetwork {
@@ -24,6 +25,21 @@ const PREFIX = "lmvm-";
 
 function ipOf(n: number): string {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
+}
+
+/**
+ * The destinations a sandbox gets a route to, through the host end of its
+ * veth: INTERNET_EGRESS, everything (a default route); a connector's rules
+ * only, each granted CIDR and the DNS resolver; no egress, none (anything
+ * beyond the link then fails at once with "network unreachable").
+ */
+export function routesFor(policy: EgressPolicy | undefined): string[] {
+  if (!policy || !hasEgress(policy)) return [];
+  if (policy.internet) return ["default"];
+  const cidrs = new Set<string>();
+  for (const rule of policy.rules) for (const c of rule.cidrs) cidrs.add(c.includes("/") ? c : `${c}/32`);
+  cidrs.add(`${DNS_RESOLVER_ADDRESS}/32`);
+  return [...cidrs];
 }
 
 export class NetworkNamespaces {
@@ -129,11 +145,17 @@ export class NetworkNamespaces {
    * address: runsc 20240729 panics restoring a connected UDP socket whose local
    * address the new namespace lacks (tcpip/transport/internal/network
    * Endpoint.Resume; newer runsc closes the socket instead), which surfaced as
-   * `containerManager.Restore failed: EOF`. Egress connectors will need a
-   * route of their own.
+   * `containerManager.Restore failed: EOF`.
+   *
+   * With egress (`policy`), the sandbox gets routes through the host end
+   * (routesFor): gVisor takes the namespace's routes at restore, whatever
+   * routes the checkpoint was taken with.
    */
-  async readdress(net: SandboxNetwork): Promise<void> {
+  async readdress(net: SandboxNetwork, policy?: EgressPolicy): Promise<void> {
     await run("ip", ["-n", net.name, "addr", "replace", `${net.sandboxIp}/${net.prefixLength}`, "dev", net.sandboxInterface]);
+    // Routes other than the link's (scope link) are the policy's: replaced as a whole.
+    await run("ip", ["-n", net.name, "route", "flush", "scope", "global"]);
+    for (const dst of routesFor(policy)) await run("ip", ["-n", net.name, "route", "replace", dst, "via", net.hostIp, "dev", net.sandboxInterface]);
   }
 
   /** Removes the namespace and its veth pair; safe to call on what is already gone. */

@@ -29,13 +29,17 @@
 //   least 2 and at most the host's cores.
 // - `df /` inside shows no size (gVisor's overlay reports 2^53 blocks); the
 //   disk's size shows as ENOSPC once it is full.
+// - Every sandbox's /etc/resolv.conf is a read-only bind mount of one file
+//   naming DNS_RESOLVER_ADDRESS, the same for every clone of a snapshot (the
+//   mount is part of the checkpoint; the file's contents are read from the
+//   host at each access).
 // - Every runsc call can be cut short with an AbortSignal; `delete` and `list`
 //   have deadlines of their own, as clean-up must end too.
 
 import { spawn } from "node:child_process";
 import { lstatSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { DEFAULT_CAPABILITIES, type SandboxLimits } from "../core/index.js";
+import { DEFAULT_CAPABILITIES, DNS_RESOLVER_ADDRESS, type SandboxLimits } from "../core/index.js";
 import type { SandboxNetwork } from "../net/index.js";
 import { SandboxCgroups } from "./cgroups.js";
 import { guestInitMount, underGuestInit } from "./guest-init/guest-init.js";
@@ -170,12 +174,16 @@ export class Gvisor {
   /** Sandboxes being removed after their checkpoint. */
   private readonly removals = new Map<string, Promise<void>>();
   private readonly cgroups = new SandboxCgroups();
+  /** The file every sandbox sees, read-only, as /etc/resolv.conf. */
+  private readonly resolvConf: string;
 
   constructor(private readonly opts: GvisorOptions) {
     mkdirSync(opts.stateRoot, { recursive: true });
     // --net-disconnect-ok: a checkpoint resets connections still open or closing (a
     // TIME_WAIT left by an app that closed first, say) instead of refusing to save.
     // --net-raw: CAP_NET_RAW stays in the capabilities it is given in (the standard set has it, like Docker's).
+    this.resolvConf = join(opts.stateRoot, "resolv.conf");
+    writeFileSync(this.resolvConf, `# lmvm: the sandbox's DNS resolver (forwarded by the host; see docs/design.md)\nnameserver ${DNS_RESOLVER_ADDRESS}\n`, { mode: 0o444 });
     this.global = ["--root", opts.stateRoot, "--platform", opts.platform ?? "systrap", "--cpu-num-from-quota", "--net-disconnect-ok", "--net-raw"];
   }
 
@@ -219,6 +227,7 @@ export class Gvisor {
         { destination: "/dev", type: "tmpfs", source: "tmpfs" },
         { destination: "/sys", type: "sysfs", source: "sysfs", options: ["ro"] },
         guestInitMount(),
+        { destination: "/etc/resolv.conf", type: "bind", source: this.resolvConf, options: ["rbind", "ro"] },
       ],
       linux: {
         namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "network", path: spec.network.path }],

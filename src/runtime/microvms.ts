@@ -15,8 +15,8 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
-import { completeLimits, limitsOf, UNNAMED_HOOKS_PORT, NotBegun, reservedEnvironment, RunHookFailed, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
-import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
+import { completeLimits, limitsOf, NO_EGRESS, UNNAMED_HOOKS_PORT, NotBegun, type EgressPolicy, reservedEnvironment, RunHookFailed, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
+import type { EgressGateway, NetworkCounters, NetworkNamespaces, SandboxNetwork } from "../net/index.js";
 import { diskUsage, removeTree, writeFileAtomic, type LogFiles } from "../os/index.js";
 import { SandboxCgroups } from "./cgroups.js";
 import { CpuRoom } from "./cpu-room.js";
@@ -34,6 +34,8 @@ export interface BuiltVersion {
 export interface MicrovmRuntimeOptions {
   gvisor: Gvisor;
   nets: NetworkNamespaces;
+  /** Enforces each MicroVM's egress policy and limits on its network namespace. */
+  egress: EgressGateway;
   /** The data directory, checked for room for checkpoints; no path is made under it here. */
   dataDir: string;
   /** Where each MicroVM keeps its sandbox record, sandbox and checkpoint (<id>/). */
@@ -61,6 +63,21 @@ export interface SandboxRecord {
   limits: SandboxLimits;
   /** The version's environmentVariables and the reserved variables, which the app got at its build-time boot; processes exec'd later get them too. */
   env?: Record<string, string>;
+  /** What the MicroVM may reach (RunConfig.egress at RunMicrovm), applied again at every resume and server restart; absent on records from before egress: none. */
+  egress?: EgressPolicy;
+  /** Network counters of the MicroVM's earlier sandboxes (before each suspend), so its figures keep growing across resumes. */
+  network?: NetworkCounters;
+}
+
+export interface MicrovmNetworkCounters extends NetworkCounters {
+  microvmId: string;
+}
+
+const NO_COUNTERS: NetworkCounters = { bytesOut: 0, bytesIn: 0, refused: 0, dnsQueries: 0 };
+function addCounters(a: NetworkCounters | undefined, b: NetworkCounters | undefined): NetworkCounters {
+  const x = a ?? NO_COUNTERS;
+  const y = b ?? NO_COUNTERS;
+  return { bytesOut: x.bytesOut + y.bytesOut, bytesIn: x.bytesIn + y.bytesIn, refused: x.refused + y.refused, dnsQueries: x.dnsQueries + y.dnsQueries };
 }
 
 const HOOK_TIMEOUT_DEFAULT = 1;
@@ -168,6 +185,19 @@ export class MicrovmRuntime implements SandboxRuntime {
     await callHook(rec.sandboxIp, rec.hooks.port ?? UNNAMED_HOOKS_PORT, hook, { body, timeoutSeconds: timeout ?? HOOK_TIMEOUT_DEFAULT, microvmId: id });
   }
 
+  /** Routes, firewall chain, DNS sockets and shaping for the record's policy and limits, before a restore into `network`. */
+  private attach(network: SandboxNetwork, rec: SandboxRecord): Promise<void> {
+    return this.opts.egress.attach(network, rec.egress ?? NO_EGRESS, rec.limits);
+  }
+
+  /** Counters of the MicroVMs this process runs (and of suspended ones, as of their suspend), for /metrics. */
+  async networkCounters(): Promise<MicrovmNetworkCounters[]> {
+    const live = await this.opts.egress.counters();
+    const out: MicrovmNetworkCounters[] = [];
+    for (const [id, rec] of this.records) out.push({ microvmId: id, ...addCounters(rec.network, live.get(rec.networkIndex)) });
+    return out;
+  }
+
   private save(id: string, rec: SandboxRecord): void {
     writeFileAtomic(join(this.dir(id), "sandbox.json"), JSON.stringify(rec, null, 2));
     this.records.set(id, rec);
@@ -199,9 +229,12 @@ export class MicrovmRuntime implements SandboxRuntime {
       logging: !(vm.config.logging ?? version.config.logging)?.disabled,
       limits: limitsOf(version.config),
       env: { ...version.config.environmentVariables, ...reservedEnvironment(version.imageArn, version.version) },
+      egress: vm.config.egress ?? NO_EGRESS,
     };
     this.save(vm.id, rec);
     try {
+      // A failure from here on leaves the record naming the network: terminate removes it all.
+      await this.attach(network, rec);
       await bounded("restoring the snapshot with runsc restore", RESTORE_SECONDS, (signal) => this.opts.gvisor.restore(this.spec(vm, rec, network), built.snapshot, signal));
     } finally {
       this.release(this.startingMemory(vm.imageArn, vm.imageVersion), rec.limits.vcpus);
@@ -228,7 +261,11 @@ export class MicrovmRuntime implements SandboxRuntime {
       throw err;
     });
     Gvisor.forget({ dir: join(this.dir(vm.id), "sandbox") });
-    await this.opts.nets.destroy(this.opts.nets.describe(rec.networkIndex));
+    const network = this.opts.nets.describe(rec.networkIndex);
+    const counted = (await this.opts.egress.counters().catch(() => undefined))?.get(rec.networkIndex);
+    if (counted) this.save(vm.id, { ...rec, network: addCounters(rec.network, counted) });
+    await this.opts.egress.detach(network);
+    await this.opts.nets.destroy(network);
     this.cpuSamples.delete(vm.id); // a restored sandbox has new counters
     this.cpu.drop(vm.id);
   }
@@ -242,13 +279,19 @@ export class MicrovmRuntime implements SandboxRuntime {
       network = await this.opts.nets.create();
       resumed = { ...rec, networkIndex: network.index, sandboxIp: network.sandboxIp };
       this.save(vm.id, resumed);
+      await this.attach(network, resumed).catch((err: Error) => {
+        throw new SandboxSetupError(`Enforcing the MicroVM's egress on its network failed: ${err.message}`);
+      });
       await bounded("restoring the checkpoint with runsc restore", RESTORE_SECONDS, (signal) => this.opts.gvisor.restore(this.spec(vm, resumed!, network!), join(this.dir(vm.id), "checkpoint"), signal));
     } catch (err) {
       const restoreBegan = resumed !== undefined && !(err instanceof SandboxSetupError);
       if (restoreBegan) throw err;
       // Failing before runsc began leaves the checkpoint as good as it was: undo the rest, keep it.
       try {
-        if (network) await this.opts.nets.destroy(network);
+        if (network) {
+          await this.opts.egress.detach(network);
+          await this.opts.nets.destroy(network);
+        }
         this.save(vm.id, rec);
       } catch {
         throw err;
@@ -269,7 +312,11 @@ export class MicrovmRuntime implements SandboxRuntime {
     if (rec && !suspended) await this.hook(vm.id, rec, "terminate").catch(() => undefined); // best effort: it is going anyway
     await this.opts.gvisor.destroy(vm.id);
     this.cpu.drop(vm.id);
-    if (rec) await this.opts.nets.destroy(this.opts.nets.describe(rec.networkIndex));
+    if (rec) {
+      const network = this.opts.nets.describe(rec.networkIndex);
+      await this.opts.egress.detach(network);
+      await this.opts.nets.destroy(network);
+    }
     removeTree(this.dir(vm.id));
     this.records.delete(vm.id);
   }
@@ -293,7 +340,13 @@ export class MicrovmRuntime implements SandboxRuntime {
     for (const vm of keep) if (vm.state === "SUSPENDED") Gvisor.forget({ dir: join(this.dir(vm.id), "sandbox") });
     for (const id of this.cpu.holders()) if (!running.has(id)) this.cpu.drop(id);
     const indexes = new Set([...running].map((id) => this.record(id)?.networkIndex).filter((i): i is number => i !== undefined));
-    await this.opts.nets.reap(indexes);
+    for (const i of await this.opts.nets.reap(indexes)) await this.opts.egress.detach(this.opts.nets.describe(i));
+    // Adopted sandboxes get their chain, shaping and DNS sockets again (the sockets died with the last process).
+    for (const id of running) {
+      const rec = this.record(id);
+      if (rec) await this.opts.egress.adopt(this.opts.nets.describe(rec.networkIndex), rec.egress ?? NO_EGRESS, rec.limits);
+    }
+    await this.opts.egress.sweep();
     const root = this.opts.microvmsDir;
     if (existsSync(root)) for (const d of readdirSync(root)) if (!ids.has(d)) removeTree(join(root, d));
     for (const id of this.records.keys()) if (!ids.has(id)) this.records.delete(id);

@@ -15,8 +15,8 @@
 
 import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { UNNAMED_HOOKS_PORT, type SandboxLimits } from "../core/index.js";
-import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
+import { hasEgress, NO_EGRESS, UNNAMED_HOOKS_PORT, type EgressPolicy, type SandboxLimits } from "../core/index.js";
+import type { EgressGateway, NetworkNamespaces, SandboxNetwork } from "../net/index.js";
 import { boundFile, removeTree } from "../os/index.js";
 import { Gvisor, type ImageConfig } from "./gvisor.js";
 import { callHook, HookAborted, pause } from "./hooks.js";
@@ -36,6 +36,8 @@ export interface SnapshotRequest {
   env: Record<string, string>;
   hooks?: SnapshotHooks;
   limits: SandboxLimits;
+  /** What the app may reach while it boots and validates: the build's egress (BuildJob.egress); default NO_EGRESS. */
+  egress?: EgressPolicy;
   /** The build's directory; the snapshot goes in <dir>/snapshot. */
   dir: string;
   log: (line: string) => void;
@@ -128,6 +130,8 @@ export class Snapshotter {
     private readonly workDir: string,
     /** Seconds per phase; SNAPSHOT_PHASE_SECONDS for those not given. */
     deadlines: Partial<Record<SnapshotPhase, number>> = {},
+    /** Enforces the request's egress and limits on each sandbox's namespace; without it, a request with egress is refused (the host firewall lets a sandbox without a chain reach nothing). */
+    private readonly gateway?: EgressGateway,
   ) {
     this.deadlines = { ...SNAPSHOT_PHASE_SECONDS, ...deadlines };
   }
@@ -158,7 +162,12 @@ export class Snapshotter {
       logFile: bootLog,
       limits: req.limits,
     });
+    const egress = req.egress ?? NO_EGRESS;
+    if (hasEgress(egress) && !this.gateway) throw new SnapshotFailure("This snapshotter cannot give the app network egress (it has no egress gateway).");
     const networks: SandboxNetwork[] = [];
+    const attach = async (net: SandboxNetwork) => {
+      if (this.gateway) await this.gateway.attach(net, egress, req.limits);
+    };
     const specs: { id: string; dir: string }[] = [];
     const phase = <T>(name: SnapshotPhase, hookSeconds: number, work: (signal: AbortSignal) => Promise<T>) => runPhase(name, this.deadlines[name] + hookSeconds, req.signal, work);
     const hookFailed = (hook: string) => (err: Error) => {
@@ -169,6 +178,7 @@ export class Snapshotter {
       const bootNet = await phase("boot", 0, async (signal) => {
         const net = await this.nets.create();
         networks.push(net);
+        await attach(net);
         const boot = sandbox("boot", net);
         specs.push(boot);
         req.log(`Booting the app in a sandbox (${net.sandboxIp})`);
@@ -195,6 +205,7 @@ export class Snapshotter {
       await phase("validate", validateSeconds, async (signal) => {
         const net = await this.nets.create();
         networks.push(net);
+        await attach(net);
         const check = sandbox("validate", net);
         specs.push(check);
         req.log("Restoring the snapshot once to validate it");
@@ -219,7 +230,10 @@ export class Snapshotter {
         await this.gvisor.destroy(s.id);
         Gvisor.forget(s);
       }
-      for (const n of networks) await this.nets.destroy(n);
+      for (const n of networks) {
+        await this.gateway?.detach(n);
+        await this.nets.destroy(n);
+      }
     }
   }
 }

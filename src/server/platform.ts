@@ -13,7 +13,7 @@ import { buildApi, Metrics, PageTokens, SigV4Verifier } from "../api/index.js";
 import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage, type PhaseTimeouts } from "../builder/index.js";
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
-import { installFirewall, NetworkNamespaces } from "../net/index.js";
+import { EgressGateway, NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
 import { ControlPlane, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
@@ -63,6 +63,8 @@ export interface PlatformConfig {
   quotas?: Partial<Quotas>;
   /** Requests per second per operation over AWS's defaults (DEFAULT_RATE_LIMITS in src/core/rate-limits.ts); `*` sets all. */
   rateLimits?: Partial<Record<string, number>>;
+  /** Upstream resolvers sandboxes' DNS queries are relayed to (default: the host's /etc/resolv.conf nameservers). */
+  dnsResolvers?: string[];
   /** What a MicroVM gets when RunMicrovm names no egress connector (default internet, as documented). */
   defaultEgress?: DefaultEgress;
 }
@@ -78,7 +80,7 @@ export const DEFAULTS = {
   buildConcurrency: 2,
 };
 
-function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: NetworkNamespaces): DockerfileBuilder {
+function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: NetworkNamespaces, egress: EgressGateway): DockerfileBuilder {
   const dirs = paths(config.dataDir);
   const s3: S3ClientConfig = {};
   if (config.s3Endpoint) Object.assign(s3, { endpoint: config.s3Endpoint, forcePathStyle: true });
@@ -99,7 +101,7 @@ function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: Network
     ...(config.artifactCaFile ? { httpsCa: readFileSync(config.artifactCaFile, "utf8") } : {}),
     limits: config.buildLimits ?? DEFAULT_LIMITS,
     ...(config.buildPhaseTimeouts ? { phaseTimeouts: config.buildPhaseTimeouts } : {}),
-    ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: dirs.runscBuilds, ...(config.microvmDiskMiB ? { diskMiB: config.microvmDiskMiB } : {}) }), nets, dirs.snapshotSandboxes) }),
+    ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: dirs.runscBuilds, ...(config.microvmDiskMiB ? { diskMiB: config.microvmDiskMiB } : {}) }), nets, dirs.snapshotSandboxes, {}, egress) }),
   });
 }
 
@@ -136,12 +138,14 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const microvmLogs = new LogFiles(files.microvmLogs);
   const logCatalog = new LogCatalog({ microvms: microvmLogs, builds: buildLogs, lookup: store });
   const nets = new NetworkNamespaces(undefined, files.networks);
+  const egress = new EgressGateway({ nets, ...(config.dnsResolvers ? { resolvers: config.dnsResolvers } : {}) });
   const host = hostPlatform();
-  const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets) : config.builder;
+  const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets, egress) : config.builder;
   const runtime = config.runtime ?? (onPath("runsc")
     ? new MicrovmRuntime({
         gvisor: new Gvisor({ stateRoot: files.runscMicrovms, ...(config.microvmDiskMiB ? { diskMiB: config.microvmDiskMiB } : {}) }),
         nets,
+        egress,
         dataDir: config.dataDir,
         microvmsDir: files.microvms,
         logs: microvmLogs,
@@ -151,12 +155,12 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
         },
       })
     : new NoSandboxes("runsc (gVisor) is not installed or not on PATH; install it (see docs/design.md, host prerequisites) and restart lmvm server."));
-  const metrics = new Metrics(store);
+  const metrics = new Metrics(store, runtime instanceof MicrovmRuntime ? () => runtime.networkCounters() : undefined);
   const tokens = new MicrovmTokens(deriveKey(master, "microvm-tokens"));
   const tls = await ensureCertificates(files.tls, config.endpointDomain);
   let endpointPort = config.endpointPort;
-  // Sandboxes may open no connection of their own, to the host or to each other.
-  if (runtime instanceof MicrovmRuntime || config.builder === undefined) await installFirewall();
+  // What sandboxes may reach: the host's shared nftables table (base chains), IPv4 forwarding, and no chains of sandboxes that are gone.
+  if (runtime instanceof MicrovmRuntime || config.builder === undefined) await egress.install();
   const controlPlane = new ControlPlane({
     store,
     clock,
@@ -239,6 +243,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       await Promise.allSettled([proxy.stop(), app.close()]);
       clearTimeout(cut);
       await core;
+      // Running sandboxes keep their chains and shaping; the next start re-binds their DNS sockets.
+      await egress.close();
       await store.close();
     },
   };

@@ -94,6 +94,15 @@ export interface TestNetwork {
   requests(): ServiceEvent[];
   /** The queries the DNS server got. */
   dnsQueries(): DnsQuery[];
+  /**
+   * Packet counters at the entrance of each namespace (nftables, before anything else sees the
+   * packet), for checking that nothing an attacker sent arrived: `internet.foreign` and
+   * `private.foreign` count packets whose source is not the host end of the link (all
+   * legitimate traffic arrives NATed to it), `*.icmp` ICMP echo requests, `internet.udp` UDP
+   * other than DNS, `internet.tcpOther` TCP to ports other than 53 and 80, `private.udp` any
+   * UDP, `private.tcpOther` TCP to ports other than 5432, `*.syns` TCP connection attempts (SYNs).
+   */
+  counters(): Promise<Record<string, number>>;
   /** Runs a command inside one of the namespaces. */
   exec(namespace: string, args: string[], timeoutMs?: number): Promise<{ stdout: string; stderr: string }>;
   close(): Promise<void>;
@@ -187,6 +196,37 @@ async function sh(args: string[]) {
   }
 }
 
+/** Counts, at the entrance of namespace `ns`, what arrives that the tests' legitimate traffic never sends. */
+async function watch(ns: string, dev: string, hostEnd: string, tcpOther: string, udp: string) {
+  const rules = `table inet lmvmtest {
+  counter foreign {}
+  counter echoes {}
+  counter tcpOther {}
+  counter datagrams {}
+  counter syns {}
+  chain watch {
+    type filter hook prerouting priority -300; policy accept;
+    iifname "${dev}" ip saddr != ${hostEnd} counter name "foreign"
+    iifname "${dev}" icmp type echo-request counter name "echoes"
+    iifname "${dev}" ${tcpOther} counter name "tcpOther"
+    iifname "${dev}" ${udp} counter name "datagrams"
+    iifname "${dev}" tcp flags & (syn | ack) == syn counter name "syns"
+  }
+}
+`;
+  await new Promise<void>((resolve, reject) => {
+    const child = execFile("ip", ["netns", "exec", ns, "nft", "-f", "-"], { timeout: 15_000 }, (err, _out, stderr) => (err ? reject(new Error(`nft in ${ns}: ${stderr || err.message}`)) : resolve()));
+    child.stdin!.end(rules);
+  });
+}
+
+async function readCounters(ns: string): Promise<Record<string, number>> {
+  const { stdout } = await run("ip", ["netns", "exec", ns, "nft", "-j", "list", "counters", "table", "inet", "lmvmtest"], { timeout: 15_000 });
+  const out: Record<string, number> = {};
+  for (const item of (JSON.parse(stdout) as { nftables: { counter?: { name: string; packets: number } }[] }).nftables) if (item.counter) out[({ echoes: "icmp", datagrams: "udp" } as Record<string, string>)[item.counter.name] ?? item.counter.name] = item.counter.packets;
+  return out;
+}
+
 /** Creates the test internet and private network for this test file. */
 export async function startTestNetwork(): Promise<TestNetwork> {
   const k = takeSlot();
@@ -275,6 +315,8 @@ export async function startTestNetwork(): Promise<TestNetwork> {
     await inNs(n.priv, ["addr", "add", `${net.service}/32`, "dev", "lo"]);
     await inNs(n.priv, ["route", "add", "default", "via", net.privHost]);
     await sh(["ip", "route", "add", net.privCidr, "via", net.privNs, "dev", n.privHost]);
+    await watch(n.inet, n.inetNs, net.hostAddress, "tcp dport != { 53, 80 }", "udp dport != 53");
+    await watch(n.priv, n.privNs, net.privHost, `tcp dport != 5432`, "meta l4proto udp");
 
     const ready = new Set<string>();
     const onServiceLine = (line: string) => {
@@ -353,6 +395,13 @@ export async function startTestNetwork(): Promise<TestNetwork> {
     events: () => [...events],
     requests: () => events.filter((e) => e.kind === "http"),
     dnsQueries: () => [...queries],
+    async counters() {
+      const out: Record<string, number> = {};
+      for (const [prefix, ns] of [["internet", n.inet], ["private", n.priv]] as const) {
+        for (const [k, v] of Object.entries(await readCounters(ns))) out[`${prefix}.${k}`] = v;
+      }
+      return out;
+    },
     async exec(namespace, args, timeoutMs = 30_000) {
       const r = await run("ip", ["netns", "exec", namespace, ...args], { timeout: timeoutMs, killSignal: "SIGKILL" });
       return { stdout: r.stdout, stderr: r.stderr };

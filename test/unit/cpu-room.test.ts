@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { syncBuiltinESMExports } from "node:module";
 import { test } from "node:test";
 import type { ImageVersion, Microvm } from "../../src/core/index.js";
-import type { NetworkNamespaces } from "../../src/net/index.js";
+import type { EgressGateway, NetworkNamespaces } from "../../src/net/index.js";
 import type { LogFiles } from "../../src/os/index.js";
 import { Gvisor, MicrovmRuntime, SandboxCgroups } from "../../src/runtime/index.js";
 import { CpuRoom, VCPUS_PER_CORE } from "../../src/runtime/cpu-room.js";
@@ -36,6 +36,7 @@ function runtimeOn(cores: number): MicrovmRuntime {
   return new MicrovmRuntime({
     gvisor: new Gvisor({ stateRoot: join(dataDir, "runsc") }),
     nets: {} as NetworkNamespaces,
+    egress: {} as EgressGateway,
     dataDir,
     microvmsDir: join(dataDir, "microvms"),
     logs: {} as LogFiles,

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import type { NetworkNamespaces } from "../../src/net/index.js";
+import type { EgressGateway, NetworkNamespaces } from "../../src/net/index.js";
 import { DEFAULT_CAPABILITIES } from "../../src/core/index.js";
 import type { LogFiles } from "../../src/os/index.js";
 import { Gvisor, MicrovmRuntime, SandboxCgroups, type SandboxRecord } from "../../src/runtime/index.js";
@@ -23,6 +23,7 @@ test("a MicroVM's address is loaded once at startup, not read from disk on every
   const runtime = new MicrovmRuntime({
     gvisor: new Gvisor({ stateRoot: join(dataDir, "runsc") }),
     nets: {} as NetworkNamespaces,
+    egress: {} as EgressGateway,
     dataDir,
     microvmsDir: join(dataDir, "microvms"),
     logs: {} as LogFiles,

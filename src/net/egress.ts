@@ -1,0 +1,146 @@
+// Enforcing an EgressPolicy for one sandbox's network namespace, on the host:
+// its routes (netns.ts routesFor), its nftables chain (firewall.ts), its DNS
+// sockets (dns.ts) and its bandwidth shaping (tc). `attach` is idempotent and
+// runs after the namespace is made and before each runsc run or restore into
+// it (gVisor takes routes at restore); `detach` undoes it and is safe on what
+// is gone. The runtime (MicroVMs, build snapshots) and the builder (RUN steps)
+// call these; they own which policy a sandbox gets.
+
+import { existsSync, readFileSync } from "node:fs";
+import { hasEgress, type EgressPolicy } from "../core/index.js";
+import { exec, run } from "../os/index.js";
+import { DnsForwarder, hostResolvers } from "./dns.js";
+import { applySandboxChain, installFirewall, refusedCounts, removeSandboxChain, sandboxChains } from "./firewall.js";
+import type { NetworkNamespaces, SandboxNetwork } from "./netns.js";
+
+export interface EgressLimits {
+  /** Each way, bytes per second: what the sandbox sends (shaped on its veth inside its namespace) and receives (on the host veth). */
+  bandwidthBytesPerSecond: number;
+  /** Outbound TCP connections open at once. */
+  connections: number;
+}
+
+export interface NetworkCounters {
+  /** Bytes the sandbox sent (its host veth's received bytes): egress, DNS, and answers to the endpoint and hooks. */
+  bytesOut: number;
+  /** Bytes the sandbox received (its host veth's sent bytes): replies, DNS answers, endpoint requests and hooks. */
+  bytesIn: number;
+  /** Packets the firewall refused (new connections and datagrams it was not granted, to the host, other sandboxes or the internet). */
+  refused: number;
+  /** DNS queries it sent to its resolver. */
+  dnsQueries: number;
+}
+
+/** How much a shaped link may queue, in seconds at its rate: past the rate, latency rises to this before packets are dropped. */
+export const SHAPING_QUEUE_SECONDS = 2;
+
+/**
+ * tc arguments (after `tc`) that shape `dev` to `bytesPerSecond`: a token
+ * bucket whose burst is 50 ms at the rate (at least 64 KiB, well above a
+ * packet) and whose queue holds SHAPING_QUEUE_SECONDS at the rate, so a
+ * sender past the rate waits in the queue rather than losing packets.
+ */
+export function shapingArgs(dev: string, bytesPerSecond: number): string[] {
+  if (!Number.isInteger(bytesPerSecond) || bytesPerSecond <= 0) throw new Error(`bandwidth must be a positive integer of bytes per second; got ${bytesPerSecond}`);
+  const burst = Math.max(65536, Math.round(bytesPerSecond / 20));
+  const limit = Math.round(bytesPerSecond * SHAPING_QUEUE_SECONDS) + burst;
+  return ["qdisc", "replace", "dev", dev, "root", "tbf", "rate", `${bytesPerSecond * 8}bit`, "burst", String(burst), "limit", String(limit)];
+}
+
+function stat(iface: string, name: "rx_bytes" | "tx_bytes"): number {
+  try {
+    return Number(readFileSync(`/sys/class/net/${iface}/statistics/${name}`, "utf8").trim()) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+export interface EgressGatewayOptions {
+  nets: NetworkNamespaces;
+  /** Upstream DNS resolvers (default: the host's /etc/resolv.conf nameservers). */
+  resolvers?: string[];
+}
+
+export class EgressGateway {
+  readonly dns: DnsForwarder;
+  private readonly nets: NetworkNamespaces;
+  /** Networks attached by this process, by index. */
+  private readonly attached = new Map<number, SandboxNetwork>();
+
+  constructor(opts: EgressGatewayOptions) {
+    this.nets = opts.nets;
+    this.dns = new DnsForwarder(opts.resolvers?.length ? opts.resolvers : hostResolvers());
+  }
+
+  /** Installs the base firewall (idempotent, shared with other servers) and removes chains whose sandbox veth is gone. */
+  async install(): Promise<void> {
+    await installFirewall();
+    await this.sweep();
+  }
+
+  /**
+   * Enforces `policy` and `limits` on the namespace: its address and routes,
+   * its firewall chain, its DNS sockets (with egress) and its shaping. Safe to
+   * call again on the same namespace (before each restore into it).
+   */
+  async attach(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits): Promise<void> {
+    this.attached.set(net.index, net);
+    await this.nets.readdress(net, policy);
+    await this.enforce(net, policy, limits);
+  }
+
+  /**
+   * Takes over a sandbox that is running already (one a previous server
+   * process started): its chain, DNS sockets and shaping again, but not its
+   * address and routes, which gVisor holds now (giving the address back to the
+   * namespace's kernel would have it answer the sandbox's traffic itself).
+   * Nothing to do when its veth is gone.
+   */
+  async adopt(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits): Promise<void> {
+    if (!existsSync(`/sys/class/net/${net.hostInterface}`)) return;
+    this.attached.set(net.index, net);
+    await this.enforce(net, policy, limits);
+  }
+
+  private async enforce(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits): Promise<void> {
+    await applySandboxChain(net.hostInterface, policy, { connections: limits.connections });
+    if (hasEgress(policy)) await this.dns.bind(net.index, net.hostIp);
+    else await this.dns.unbind(net.index);
+    await run("tc", shapingArgs(net.hostInterface, limits.bandwidthBytesPerSecond));
+    await run("tc", ["-n", net.name, ...shapingArgs(net.sandboxInterface, limits.bandwidthBytesPerSecond)]);
+  }
+
+  /** Removes what attach made (the veths' qdiscs go with the veths); safe on what is already gone. */
+  async detach(net: SandboxNetwork): Promise<void> {
+    this.attached.delete(net.index);
+    await this.dns.unbind(net.index);
+    await removeSandboxChain(net.hostInterface);
+    if (existsSync(`/sys/class/net/${net.hostInterface}`)) await exec("tc", ["qdisc", "del", "dev", net.hostInterface, "root"]);
+  }
+
+  /** Removes the chains of sandboxes whose host veth no longer exists (left by a killed server, of any server on the host). */
+  async sweep(): Promise<void> {
+    for (const iface of await sandboxChains()) if (!existsSync(`/sys/class/net/${iface}`)) await removeSandboxChain(iface);
+  }
+
+  /** Counters of the networks this process attached, by network index. */
+  async counters(): Promise<Map<number, NetworkCounters>> {
+    const refused = await refusedCounts();
+    const queries = this.dns.queries();
+    const out = new Map<number, NetworkCounters>();
+    for (const [index, net] of this.attached) {
+      out.set(index, {
+        bytesOut: stat(net.hostInterface, "rx_bytes"),
+        bytesIn: stat(net.hostInterface, "tx_bytes"),
+        refused: refused.get(net.hostInterface) ?? 0,
+        dnsQueries: queries.get(index) ?? 0,
+      });
+    }
+    return out;
+  }
+
+  /** Closes the DNS sockets (the server is stopping; its sandboxes' chains stay for the next start to adopt). */
+  async close(): Promise<void> {
+    await this.dns.close();
+  }
+}
