@@ -82,7 +82,7 @@ describe("Builds and the network", { timeout: 1_800_000 }, () => {
 
   before(async () => {
     net = await startTestNetwork();
-    t = await startTestPlatform({ builder: undefined, baseImageCache: BASE_IMAGE_CACHE, dnsResolvers: net.resolvers } as Parameters<typeof startTestPlatform>[0]);
+    t = await startTestPlatform({ builder: undefined, baseImageCache: BASE_IMAGE_CACHE, dnsResolvers: net.resolvers });
   });
   after(async () => {
     await t?.stop();
@@ -131,7 +131,7 @@ describe("Builds and the network", { timeout: 1_800_000 }, () => {
       `CMD ["python3", "/src/app.py", "${byName("/snapshot-boot")}"]`,
     ].join("\n");
     const { version, log } = await build("egress-fetch", dockerfile, [INTERNET_EGRESS], scripts);
-    assert.equal(version.state, "SUCCESSFUL", `${version.stateReason}\n${log}`);
+    assert.equal(version.state, "SUCCESSFUL", `${version.stateReason}\n${log}\nDNS queries the test DNS server got: ${JSON.stringify(net.dnsQueries())}`);
     assert.match(log, /RUN steps reach the internet \(public IPv4 over TCP\) and DNS through 169\.254\.169\.253/);
     assert.match(log, /^.*nameserver 169\.254\.169\.253$/m, "RUN steps resolve through the sandbox resolver");
     // What the RUN steps fetched is in the image, and the test internet saw each request come from the host's NAT address.
