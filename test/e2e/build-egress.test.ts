@@ -195,7 +195,8 @@ describe("Builds and the network", { timeout: 1_800_000 }, () => {
 
   test("apt-get install works in a RUN step with INTERNET_EGRESS when this host reaches its Debian mirror", async (ctx) => {
     // The managed debian12 image's apt source is the server's --debian-mirror (deb.debian.org by default).
-    // The test server resolves through the test DNS server, which knows only test names, so the step names the mirror by address.
+    // The test server resolves through the test DNS server, which knows only test names, so the step
+    // maps the mirror's name to its address itself (the mirror serves by name: by address it answers 404).
     const mirror = await lookup("deb.debian.org", { family: 4 }).catch(() => undefined);
     const reachable = mirror && (await new Promise<boolean>((resolve) => {
       const s = connect({ host: mirror.address, port: 80, timeout: 5_000 }, () => (s.destroy(), resolve(true)));
@@ -208,8 +209,10 @@ describe("Builds and the network", { timeout: 1_800_000 }, () => {
     }
     const dockerfile = [
       "FROM lmvm/debian12",
-      `RUN sed -i 's#http://deb.debian.org/#http://${mirror.address}/#' /etc/apt/sources.list && cat /etc/apt/sources.list`,
-      "RUN apt-get update && apt-get install -y --no-install-recommends jq && jq --version",
+      "RUN cat /etc/apt/sources.list",
+      `RUN echo "${mirror.address} deb.debian.org" >> /etc/hosts && apt-get update && apt-get install -y --no-install-recommends jq && jq --version`,
+      // An app that keeps running, for the build's snapshot.
+      'CMD ["python3", "-m", "http.server", "8080"]',
     ].join("\n");
     const { version, log } = await build("egress-apt", dockerfile, [INTERNET_EGRESS]);
     assert.equal(version.state, "SUCCESSFUL", `${version.stateReason}\n${log}`);
