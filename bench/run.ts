@@ -3,6 +3,7 @@
 import { buildsBench } from "./builds.js";
 import { cliBench } from "./cli.js";
 import { controlPlaneBench } from "./control-plane.js";
+import { egressBench } from "./egress.js";
 import { proxyBench } from "./proxy.js";
 import { snapshotsBench } from "./snapshots.js";
 
@@ -12,6 +13,7 @@ const benches: [string, () => Promise<string[]>][] = [
   ["builds", buildsBench],
   ["snapshots", snapshotsBench],
   ["proxy", proxyBench],
+  ["egress", egressBench],
 ];
 const only = process.argv[2];
 for (const [name, bench] of benches) {

@@ -1,9 +1,16 @@
 // buildah, the daemonless OCI builder, with its storage inside the data
-// directory. Builds run inside fresh mount, network and PID namespaces
-// (`unshare`): RUN steps reach no network (not even the host's loopback), see
-// no host processes, and every mount a build makes dies with it.
-// buildah 1.28 refuses `--network none` with chroot isolation, hence the
-// empty network namespace around the whole buildah process instead.
+// directory. Builds run inside fresh mount and PID namespaces (`unshare`): RUN
+// steps see no host processes, and every mount a build makes dies with it.
+// With chroot isolation a RUN step shares buildah's own network namespace, so
+// the network of the whole buildah process is the network of the RUN steps:
+// a fresh, empty one (`unshare --net`: no network at all, not even the host's
+// loopback) when the image grants no egress, or the build's own sandbox
+// network namespace (`nsenter --net`), attached to the egress gateway with the
+// image's policy, when it does. buildah 1.28 refuses `--network none` with
+// chroot isolation, hence the namespace around the whole process instead.
+// A RUN step's /etc/resolv.conf is buildah's copy of the host's; with egress,
+// `--dns` makes it name the sandbox resolver instead (measured with buildah
+// 1.28.2: the step then reads exactly `nameserver 169.254.169.253`).
 // Every buildah command runs in a private mount namespace: the overlay driver
 // bind-mounts its storage directory on start, and that mount must not outlive
 // the command (it would pin the data directory and leak into the host).
@@ -21,6 +28,14 @@ export interface OciConfig {
   User?: string;
   ExposedPorts?: Record<string, object>;
   Labels?: Record<string, string>;
+}
+
+/** The network a build's RUN steps get: a network namespace and the resolver inside it. */
+export interface BuildNetwork {
+  /** The namespace's path (/var/run/netns/<name>). */
+  path: string;
+  /** The address RUN steps' /etc/resolv.conf names. */
+  dns: string;
 }
 
 /** How long buildah gets to end a build whose RUN steps were killed before it is killed too. */
@@ -59,7 +74,7 @@ export class Buildah {
     return (await this.attempt(["inspect", "--type", "image", ref])).code === 0;
   }
 
-  /** Pulls an image into the store, with the host's network (builds themselves have none). */
+  /** Pulls an image into the store, with the host's network (a FROM image is the server's to fetch, not a RUN step's). */
   pull(ref: string, opts: ExecOptions): Promise<unknown> {
     return this.buildah(["pull", "--quiet", ref], opts);
   }
@@ -94,8 +109,10 @@ export class Buildah {
    * its working container itself (--force-rm); if buildah has not ended
    * after STOP_STEPS_MS, everything is killed, and the working containers it
    * leaves are removed as soon as no other build runs.
+   * Without `network` the RUN steps have no network; with it, they run in the
+   * network namespace at `network.path` and resolve names through `network.dns`.
    */
-  async build(context: string, tag: string, rootfs: string, env: Record<string, string>, opts: ExecOptions): Promise<unknown> {
+  async build(context: string, tag: string, rootfs: string, env: Record<string, string>, opts: ExecOptions, network?: BuildNetwork): Promise<unknown> {
     const dockerfile = join(context, "..", "Dockerfile.lmvm");
     writeFileSync(dockerfile, declareArgsInEveryStage(readFileSync(join(context, "Dockerfile"), "utf8"), Object.keys(env)));
     await this.enter();
@@ -114,11 +131,15 @@ export class Buildah {
     opts.signal?.addEventListener("abort", () => void stop(), { once: true });
     try {
       if (opts.signal?.aborted) throw new Error("aborted");
+      // nsenter joins the namespace and execs unshare in the same process, so `pid` stays the one to kill under.
+      const [command, ...prefix] = network ? ["nsenter", `--net=${network.path}`, "--", "unshare"] : ["unshare"];
       return await run(
-        "unshare",
+        command!,
         [
-          "--mount", "--propagation", "private", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--",
+          ...prefix,
+          "--mount", "--propagation", "private", ...(network ? [] : ["--net"]), "--pid", "--fork", "--kill-child", "--mount-proc", "--",
           "buildah", ...this.global, "build",
+          ...(network ? ["--dns", network.dns] : []),
           // --force-rm: a failed or stopped step's working container (and all it wrote) goes too.
           "--isolation", "chroot", "--pull=never", "--layers", "--force-rm",
           "--file", dockerfile, "--tag", tag,

@@ -17,7 +17,20 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync 
 import { lstat, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
-import { BuildFailure, limitsOf, parseArn, reservedEnvironment, type BuildJob, type ImageBuilder, type SnapshotBuild } from "../core/index.js";
+import {
+  BuildFailure,
+  DNS_RESOLVER_ADDRESS,
+  hasEgress,
+  limitsOf,
+  networkConnectorArn,
+  parseArn,
+  reservedEnvironment,
+  type BuildJob,
+  type EgressPolicy,
+  type ImageBuilder,
+  type SandboxLimits,
+  type SnapshotBuild,
+} from "../core/index.js";
 import { fetchArtifact } from "./artifacts.js";
 import { BaseImages } from "./base-images.js";
 import { Buildah, type OciConfig } from "./buildah.js";
@@ -26,6 +39,14 @@ import { diskUsage, ExecError, killGrandchildren, type LogFiles } from "../os/in
 import { BuildCancelled, DEFAULT_PHASE_TIMEOUTS, runPhase, type PhaseTimeouts } from "./phases.js";
 import { safeUnzip } from "./unzip.js";
 import type { Snapshotter } from "../runtime/index.js";
+import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
+
+/** What gives a build's RUN steps the network its image's egress policy grants (src/net's EgressGateway). */
+export interface BuildEgressGateway {
+  attach(net: SandboxNetwork, policy: EgressPolicy, limits: SandboxLimits): Promise<unknown>;
+  /** Safe to call for a namespace that was never attached, or whose attachment a killed server left. */
+  detach(net: SandboxNetwork): Promise<unknown>;
+}
 
 export interface BuilderOptions {
   /** The data directory, watched for free space while buildah runs; no path is made under it here. */
@@ -48,6 +69,13 @@ export interface BuilderOptions {
   snapshotter?: Snapshotter;
   /** Seconds each build phase may take (default DEFAULT_PHASE_TIMEOUTS). */
   phaseTimeouts?: Partial<PhaseTimeouts>;
+  /**
+   * The network namespaces of builds whose image grants egress (their own
+   * owner directory, so that recover() removes every one a killed server
+   * left), and the gateway that attaches the image's policy to them. Without
+   * it, a build whose image names egress connectors fails.
+   */
+  egress?: { nets: NetworkNamespaces; gateway: BuildEgressGateway };
 }
 
 const MIB = 1024 * 1024;
@@ -99,6 +127,41 @@ async function treeSize(dir: string): Promise<number> {
 function buildTag(imageArn: string, version: string, architecture: string): string {
   const id = createHash("sha256").update(imageArn).digest("hex").slice(0, 20);
   return `localhost/lmvm-build/${id}:${version}-${architecture.toLowerCase()}`;
+}
+
+/** Output lines that say a program could not reach the network or resolve a name (curl, wget, apt, pip, Python, Node, getent). */
+const NETWORK_FAILURE =
+  /Network is unreachable|ENETUNREACH|EHOSTUNREACH|No route to host|Temporary failure in name resolution|Temporary failure resolving|Could not resolve|Name or service not known|Name does not resolve|unable to resolve host|EAI_AGAIN|ENOTFOUND|getaddrinfo|bad address '|Failed to establish a new connection|Could not connect to/i;
+
+export function showsNetworkFailure(lines: readonly string[]): boolean {
+  return lines.some((l) => NETWORK_FAILURE.test(l));
+}
+
+/** What a build's RUN steps may reach, for the build log. */
+function describeEgress(policy: EgressPolicy): string {
+  const parts = policy.internet ? [`the internet (public IPv4 over TCP) and DNS through ${DNS_RESOLVER_ADDRESS}`] : [`DNS through ${DNS_RESOLVER_ADDRESS}`];
+  for (const r of policy.rules) parts.push(`${r.hostName ?? r.cidrs.join(", ")} (${r.protocol}${r.ports ? ` port${r.ports.from === r.ports.to ? ` ${r.ports.from}` : `s ${r.ports.from}-${r.ports.to}`}` : ""})`);
+  return parts.join("; ");
+}
+
+/**
+ * Why a failed RUN step may have failed for want of network. Without egress,
+ * every failed RUN step says that RUN steps have no network and how to grant
+ * it; when the step's output shows a network failure, that comes first, as
+ * the likely cause. With egress, a network failure is explained by what the
+ * image's connectors grant.
+ */
+function networkHint(imageArn: string, policy: EgressPolicy, netFailure: boolean): { lead: string; tail: string } {
+  const internet = networkConnectorArn(parseArn(imageArn)?.region ?? "us-east-1", "INTERNET_EGRESS");
+  if (!hasEgress(policy)) {
+    const why = `RUN steps have no network, because the image names no egressNetworkConnectors. If the step needs the internet (a download, apt-get, pip or npm install), add INTERNET_EGRESS (${internet}) to the image's egressNetworkConnectors with UpdateMicrovmImage, then it builds again.`;
+    return netFailure ? { lead: ` Its output shows a network failure: ${why}`, tail: "" } : { lead: "", tail: `\n(${why})` };
+  }
+  if (!netFailure) return { lead: "", tail: "" };
+  return {
+    lead: ` Its output shows a network failure: RUN steps reach only what the image's egressNetworkConnectors grant (${describeEgress(policy)}); private addresses, the host and link-local addresses stay unreachable unless a connector grants them.`,
+    tail: "",
+  };
 }
 
 /** The step a failed buildah build was at, from its output. */
@@ -162,21 +225,39 @@ export class DockerfileBuilder implements ImageBuilder {
         }
       });
 
-      log.step("Building the Dockerfile (buildah, no network)");
+      const egress = job.egress;
+      log.step(
+        hasEgress(egress)
+          ? `Building the Dockerfile (buildah; RUN steps reach ${describeEgress(egress)})`
+          : "Building the Dockerfile (buildah; RUN steps have no network: the image names no egressNetworkConnectors)",
+      );
       const staging = join(work, "rootfs");
       await runPhase("buildah", deadline.buildah, signal, async (phase) => {
         const guard = this.diskGuard();
+        let network: SandboxNetwork | undefined;
         try {
-          await this.buildah.build(join(work, "context"), tag, staging, reservedEnvironment(build.imageArn, build.imageVersion), { signal: phase, onLine, keepLines: 60, onSpawn: guard.watch });
+          // The image's size limits hold for its RUN steps as for its MicroVMs (bandwidth, connections).
+          if (hasEgress(egress)) network = await this.openNetwork(egress, limitsOf(version.config));
+          await this.buildah.build(
+            join(work, "context"),
+            tag,
+            staging,
+            reservedEnvironment(build.imageArn, build.imageVersion),
+            { signal: phase, onLine, keepLines: 60, onSpawn: guard.watch },
+            network && { path: network.path, dns: DNS_RESOLVER_ADDRESS },
+          );
         } catch (err) {
           if (guard.tripped) throw new BuildFailure(guard.tripped);
           if (!(err instanceof ExecError)) throw err;
           const lines = err.result.tail.filter((l) => l.trim());
           const step = failedStep(lines) ?? "the Dockerfile";
+          const hint = /^step \d+\/\d+: RUN /i.test(step) ? networkHint(build.imageArn, egress, showsNetworkFailure(lines)) : { lead: "", tail: "" };
           const last = lines.slice(-12).join("\n").slice(-1500);
-          throw new BuildFailure(`Dockerfile ${step} failed (${err.result.code === null ? `signal ${err.result.signal}` : `exit status ${err.result.code}`}). Last lines of its output:\n${last}`);
+          throw new BuildFailure(`Dockerfile ${step} failed (${err.result.code === null ? `signal ${err.result.signal}` : `exit status ${err.result.code}`}).${hint.lead} Last lines of its output:\n${last}${hint.tail}`);
         } finally {
           guard.stop();
+          // Runs once buildah has ended (its RUN steps are killed first on abort), so nothing is left in the namespace.
+          if (network) await this.closeNetwork(network);
         }
       });
 
@@ -203,6 +284,8 @@ export class DockerfileBuilder implements ImageBuilder {
             env: { ...version.config.environmentVariables, ...reservedEnvironment(build.imageArn, build.imageVersion) },
             ...(version.config.hooks ? { hooks: version.config.hooks } : {}),
             limits: limitsOf(version.config),
+            // The app boots under the build's policy, as its RUN steps ran.
+            egress: job.egress,
             dir: out,
             log: onLine,
             signal: phase,
@@ -254,9 +337,31 @@ export class DockerfileBuilder implements ImageBuilder {
     };
   }
 
+  /** A network namespace for a build's RUN steps, attached to the egress gateway with the image's policy and limits. */
+  private async openNetwork(policy: EgressPolicy, limits: SandboxLimits): Promise<SandboxNetwork> {
+    const egress = this.opts.egress;
+    if (!egress) throw new Error("this server's builder has no egress gateway, so it cannot give RUN steps the network the image's egressNetworkConnectors grant");
+    const net = await egress.nets.create();
+    try {
+      await egress.gateway.attach(net, policy, limits);
+    } catch (err) {
+      await this.closeNetwork(net);
+      throw err;
+    }
+    return net;
+  }
+
+  private async closeNetwork(net: SandboxNetwork): Promise<void> {
+    const egress = this.opts.egress!;
+    await egress.gateway.detach(net).catch(() => undefined);
+    await egress.nets.destroy(net);
+  }
+
   async recover(): Promise<void> {
     await this.opts.snapshotter?.recover();
     rmSync(this.opts.buildsDir, { recursive: true, force: true });
+    // The RUN steps' namespaces of builds a killed server left, and their gateway state.
+    if (this.opts.egress) for (const index of this.opts.egress.nets.owned()) await this.closeNetwork(this.opts.egress.nets.describe(index));
     await this.buildah.removeAllContainers();
   }
 

@@ -15,8 +15,8 @@ export type PhaseTimeouts = Record<BuildPhase, number>;
 /**
  * Artifacts are at most 256 MiB and unpack to at most 1 GiB, so fetch and
  * unpack get minutes. Making debian12 downloads about 60 MB of packages from
- * the Debian mirror. RUN steps have no network, so a Dockerfile's work is
- * bounded by the CPU. The snapshot phase gets its time on top of the
+ * the Debian mirror. RUN steps reach only what the image's egress
+ * connectors grant (nothing without them), within the image's bandwidth. The snapshot phase gets its time on top of the
  * image's own /ready and /validate timeouts.
  */
 export const DEFAULT_PHASE_TIMEOUTS: PhaseTimeouts = {
@@ -34,7 +34,7 @@ const HINTS: Record<BuildPhase, string> = {
   fetch: "the code artifact's server stalled or is too slow. Try again, or serve the artifact from closer to the lmvm host.",
   unpack: "the code artifact is too large or holds too many files to unpack in time. Make it smaller.",
   "base-image": "making the managed base image took too long; the Debian mirror (lmvm server --debian-mirror) may be slow or unreachable.",
-  buildah: "a RUN step may be waiting for something that never comes (RUN steps have no network) or doing too much. Make the Dockerfile finish sooner.",
+  buildah: "a RUN step may be waiting for something that never comes (RUN steps reach only what the image's egressNetworkConnectors grant, within its size's bandwidth) or doing too much. Make the Dockerfile finish sooner.",
   snapshot: "the app did not boot, get ready, checkpoint or validate in time. See the app's output in the build log.",
 };
 

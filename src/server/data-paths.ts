@@ -39,6 +39,8 @@ export const paths = (dir: string) => ({
   microvmLogs: join(dir, "logs", "microvms"),
   /** Markers of the network namespaces this server owns (src/net). */
   networks: join(dir, "networks"),
+  /** Markers of the network namespaces of builds' RUN steps (src/builder): kept apart, so that the builder's recovery removes every one a killed server left. */
+  buildNetworks: join(dir, "build-networks"),
   /** runsc --root of build-time snapshot sandboxes, and of MicroVMs' sandboxes. */
   runscBuilds: join(dir, "runsc", "builds"),
   runscMicrovms: join(dir, "runsc", "microvms"),

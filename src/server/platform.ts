@@ -101,6 +101,8 @@ function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: Network
     ...(config.artifactCaFile ? { httpsCa: readFileSync(config.artifactCaFile, "utf8") } : {}),
     limits: config.buildLimits ?? DEFAULT_LIMITS,
     ...(config.buildPhaseTimeouts ? { phaseTimeouts: config.buildPhaseTimeouts } : {}),
+    // RUN steps of images with egress connectors: namespaces of their own (marked apart from the runtime's), the same gateway.
+    egress: { nets: new NetworkNamespaces(undefined, dirs.buildNetworks), gateway: egress },
     ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: dirs.runscBuilds, ...(config.microvmDiskMiB ? { diskMiB: config.microvmDiskMiB } : {}) }), nets, dirs.snapshotSandboxes, {}, egress) }),
   });
 }
