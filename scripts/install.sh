@@ -20,9 +20,10 @@ export DEBIAN_FRONTEND=noninteractive
 # buildah builds Dockerfiles; mmdebstrap and busybox-static make the managed base images;
 # gcc and libc6-dev compile lmvm-init, the static PID 1 of every sandbox (npm run build);
 # util-linux gives unshare, which isolates builds, and mount's loop devices; e2fsprogs makes each
-# MicroVM's size-limited disk; nftables keeps sandboxes from opening connections.
+# MicroVM's size-limited disk; nftables decides what sandboxes may reach; conntrack forgets a
+# sandbox's tracked connections when its address goes to another sandbox.
 # dnsmasq-base is the DNS server of the tests' own "internet" (test/support/test-network.ts).
-PACKAGES=(python3 make g++ gcc libc6-dev ca-certificates unzip zip curl openssl util-linux e2fsprogs buildah mmdebstrap busybox-static iproute2 nftables dnsmasq-base)
+PACKAGES=(python3 make g++ gcc libc6-dev ca-certificates unzip zip curl openssl util-linux e2fsprogs buildah mmdebstrap busybox-static iproute2 nftables conntrack dnsmasq-base)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -84,14 +84,23 @@ function ipv4(text: string): number[] | undefined {
   return parts.map(Number);
 }
 
-/** Destinations no connector may grant: a sandbox's own loopback, link-local (lmvm's DNS and metadata addresses), "this network", multicast and reserved. */
-function unreachable(octets: number[]): string | undefined {
-  const [a, b] = octets as [number, number];
-  if (a === 127) return "a loopback address (a MicroVM's loopback is its own)";
-  if (a === 169 && b === 254) return "a link-local address (169.254.0.0/16 holds lmvm's own DNS resolver and metadata addresses)";
-  if (a === 0) return "in 0.0.0.0/8, which is no destination";
-  if (a >= 224) return "a multicast or reserved address";
-  return undefined;
+/**
+ * Destinations no connector may grant, in whole or in part: "this network",
+ * a sandbox's own loopback, link-local (lmvm's DNS and metadata addresses, and
+ * a cloud host's metadata service), multicast and reserved.
+ */
+const UNGRANTABLE: readonly { base: number; prefix: number; why: string }[] = [
+  { base: 0, prefix: 8, why: "0.0.0.0/8, which is no destination" },
+  { base: 127 * 2 ** 24, prefix: 8, why: "loopback (127.0.0.0/8: a MicroVM's loopback is its own)" },
+  { base: (169 * 256 + 254) * 2 ** 16, prefix: 16, why: "link-local (169.254.0.0/16 holds lmvm's own DNS resolver and metadata addresses, and a cloud host's metadata service)" },
+  { base: 224 * 2 ** 24, prefix: 3, why: "multicast and reserved space (224.0.0.0/3)" },
+];
+
+/** What a CIDR overlaps that no connector may grant, or undefined: ranges overlap when either contains the other's base. */
+function ungrantable(value: number, prefix: number): string | undefined {
+  const end = value + 2 ** (32 - prefix);
+  const hits = UNGRANTABLE.filter((r) => r.base < end && value < r.base + 2 ** (32 - r.prefix));
+  return hits.length ? hits.map((r) => r.why).join(", and ") : undefined;
 }
 
 /** Checks an IPv4 CIDR: dotted quad, prefix 0-32, no host bits set. */
@@ -109,11 +118,8 @@ export function checkCidr(cidr: string, where: string): string {
     const text = [24, 16, 8, 0].map((s) => Math.floor(base / 2 ** s) % 256).join(".");
     fail(`${where}: '${cidr}' has host bits set; the network is ${text}/${prefix}.`);
   }
-  const why = unreachable(octets);
-  if (why && prefix >= 8) fail(`${where}: '${cidr}' is ${why}; a network connector cannot grant it.`);
-  if (prefix < 8 && (octets[0]! === 0 || prefix < 1)) {
-    fail(`${where}: '${cidr}' covers loopback, link-local and reserved space; grant the networks you mean (the public internet is INTERNET_EGRESS).`);
-  }
+  const why = ungrantable(value, prefix);
+  if (why) fail(`${where}: '${cidr}' includes ${why}; a network connector cannot grant it. Grant the networks you mean (the public internet is INTERNET_EGRESS).`);
   return cidr;
 }
 
@@ -437,8 +443,8 @@ export class ConnectorService {
         }
         const unique = [...new Set(addresses)].sort();
         for (const a of unique) {
-          const why = unreachable(ipv4(a) ?? [0]);
-          if (why) return { ok: false, code: "InvalidSubnet", reason: `Host name ${name} resolves to ${a}, ${why}; a network connector cannot grant it. Use a name of the private network, or a Cidr.` };
+          const why = ungrantable((ipv4(a) ?? [0, 0, 0, 0]).reduce((acc, o) => acc * 256 + o, 0), 32);
+          if (why) return { ok: false, code: "InvalidSubnet", reason: `Host name ${name} resolves to ${a}, in ${why}; a network connector cannot grant it. Use a name of the private network, or a Cidr.` };
         }
         rule.hostName = name;
         rule.cidrs.push(...unique.map((a) => `${a}/32`));

@@ -71,10 +71,38 @@ export function errorAnswer(query: Buffer, rcode: number): Buffer | undefined {
 }
 
 const SERVFAIL = 2;
+const NOTIMP = 4;
 const REFUSED = 5;
+/** Zone transfers (IXFR 251, AXFR 252): never relayed. */
+const TRANSFER_TYPES = new Set([251, 252]);
+
+/**
+ * Whether `query` is one standard query the forwarder relays: QR 0, opcode
+ * QUERY, one question (whose type is no zone transfer), no answer or authority
+ * records and at most one additional record (EDNS's OPT). Anything else
+ * (UPDATE, NOTIFY, AXFR/IXFR, answers, malformed packets) is answered NOTIMP or
+ * REFUSED rather than sent to the upstreams from the host's address: an
+ * upstream that accepts dynamic updates from the host must not take them from
+ * a sandbox.
+ */
+export function standardQuery(query: Buffer): boolean {
+  if (query.length < 12) return false;
+  const flags = query.readUInt16BE(2);
+  if (flags & 0x8000 || ((flags >> 11) & 0xf) !== 0) return false;
+  if (query.readUInt16BE(4) !== 1 || query.readUInt16BE(6) !== 0 || query.readUInt16BE(8) !== 0 || query.readUInt16BE(10) > 1) return false;
+  let end = 12;
+  while (end < query.length && query[end] !== 0) {
+    if ((query[end]! & 0xc0) !== 0) return false;
+    end += query[end]! + 1;
+  }
+  if (end + 5 > query.length) return false;
+  return !TRANSFER_TYPES.has(query.readUInt16BE(end + 1));
+}
 
 interface Binding {
   address: string;
+  /** The sandbox's own address: queries from anywhere else are not answered. */
+  peer?: string;
   udp: Socket;
   tcp: Server;
   connections: Set<TcpSocket>;
@@ -99,18 +127,26 @@ export class DnsForwarder {
     return this.bindings.has(key);
   }
 
-  /** Listens on address:53 (udp and tcp) for the sandbox `key`; a binding of the same key on the same address is kept. */
-  async bind(key: number, address: string): Promise<void> {
+  /**
+   * Listens on address:53 (udp and tcp) for the sandbox `key`, answering only
+   * `peer` (the sandbox's address) when given: the host's other networks may
+   * route to that address too. A binding of the same key on the same address is kept.
+   */
+  async bind(key: number, address: string, peer?: string): Promise<void> {
     const old = this.bindings.get(key);
-    if (old?.address === address) return;
+    if (old?.address === address && old.peer === peer) return;
     if (old) await this.unbind(key);
     const udp = createSocket({ type: "udp4", reuseAddr: true });
     const tcp = createServer({ pauseOnConnect: false });
-    const b: Binding = { address, udp, tcp, connections: new Set(), inFlight: 0, tokens: DNS_QUERIES_PER_SECOND, refilled: Date.now(), queries: 0 };
+    const b: Binding = { address, peer, udp, tcp, connections: new Set(), inFlight: 0, tokens: DNS_QUERIES_PER_SECOND, refilled: Date.now(), queries: 0 };
     udp.on("message", (msg: Buffer, from: RemoteInfo) => {
-      void this.answer(b, msg).then((a) => {
-        if (a) udp.send(a, from.port, from.address, () => undefined);
-      });
+      if (peer && from.address !== peer) return;
+      // The relay may outlast the binding (up to the query's deadline): a socket closed meanwhile sends nothing.
+      this.answer(b, msg)
+        .then((a) => {
+          if (a && this.bindings.get(key) === b) udp.send(a, from.port, from.address, () => undefined);
+        })
+        .catch(() => undefined);
     });
     udp.on("error", () => undefined);
     tcp.on("connection", (sock) => this.serveTcp(b, sock));
@@ -149,6 +185,7 @@ export class DnsForwarder {
   private async answer(b: Binding, query: Buffer, viaTcp = false): Promise<Buffer | undefined> {
     if (query.length < 12) return undefined; // not DNS
     b.queries++;
+    if (!standardQuery(query)) return errorAnswer(query, (query.readUInt16BE(2) >> 11) & 0xf ? NOTIMP : REFUSED);
     const now = Date.now();
     b.tokens = Math.min(DNS_QUERIES_PER_SECOND, b.tokens + ((now - b.refilled) / 1000) * DNS_QUERIES_PER_SECOND);
     b.refilled = now;
@@ -177,7 +214,7 @@ export class DnsForwarder {
   }
 
   private serveTcp(b: Binding, sock: TcpSocket): void {
-    if (b.connections.size >= TCP_MAX_CONNECTIONS) return void sock.destroy();
+    if (b.connections.size >= TCP_MAX_CONNECTIONS || (b.peer && sock.remoteAddress !== b.peer)) return void sock.destroy();
     b.connections.add(sock);
     sock.setTimeout(TCP_IDLE_MS, () => sock.destroy());
     sock.on("close", () => b.connections.delete(sock));
@@ -206,7 +243,7 @@ export class DnsForwarder {
     sock.on("data", (d: Buffer) => {
       buf = Buffer.concat([buf, d]);
       if (buf.length > 2 + MAX_MESSAGE + 2) return void sock.destroy();
-      void pump();
+      pump().catch(() => sock.destroy());
     });
   }
 }

@@ -127,6 +127,7 @@ export class EgressGateway {
     return this.serial(net.index, async () => {
       this.attached.set(net.index, { net, policy, limits });
       await this.nets.readdress(net, policy);
+      await forgetConnections(net);
       await this.enforce(net, policy, limits);
     });
   }
@@ -148,7 +149,7 @@ export class EgressGateway {
 
   private async enforce(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits): Promise<void> {
     await applySandboxChain(net.hostInterface, policy, { connections: limits.connections });
-    if (hasEgress(policy)) await this.dns.bind(net.index, net.hostIp);
+    if (hasEgress(policy)) await this.dns.bind(net.index, net.hostIp, net.sandboxIp);
     else await this.dns.unbind(net.index);
     await run("tc", shapingArgs(net.hostInterface, limits.bandwidthBytesPerSecond));
     await run("tc", ["-n", net.name, ...shapingArgs(net.sandboxInterface, limits.bandwidthBytesPerSecond)]);
@@ -161,6 +162,7 @@ export class EgressGateway {
       await this.dns.unbind(net.index);
       await removeSandboxChain(net.hostInterface);
       if (existsSync(`/sys/class/net/${net.hostInterface}`)) await exec("tc", ["qdisc", "del", "dev", net.hostInterface, "root"]);
+      await forgetConnections(net);
     });
   }
 
@@ -190,5 +192,22 @@ export class EgressGateway {
     clearInterval(this.watch);
     this.watch = undefined;
     await this.dns.close();
+  }
+}
+
+/**
+ * Forgets the kernel's connection-tracking entries of the sandbox's address,
+ * both ways. The forward chain accepts established traffic before any
+ * sandbox's chain is consulted, and an index (so an address) goes to the next
+ * sandbox at once: an entry a previous sandbox left (up to five days for an
+ * established TCP connection) would let the new one take over its
+ * connections, replies and NAT mapping included. Called when a namespace is
+ * attached (before its sandbox starts) and detached. `conntrack` exits 1 when
+ * there was nothing to delete.
+ */
+async function forgetConnections(net: SandboxNetwork): Promise<void> {
+  for (const way of ["--orig-src", "--orig-dst"]) {
+    const r = await exec("conntrack", ["-D", way, net.sandboxIp], { signal: AbortSignal.timeout(10_000) });
+    if (r.code !== 0 && r.code !== 1) throw new Error(`conntrack -D ${way} ${net.sandboxIp} failed (${r.code}): ${r.tail.join(" ").slice(0, 300)} (install conntrack)`);
   }
 }

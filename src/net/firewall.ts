@@ -46,12 +46,16 @@ const T = `inet ${FIREWALL_TABLE}`;
  * broadcast. The host's own addresses and other sandboxes are refused in
  * input and forward whatever the policy says.
  */
+/** Ranges no policy reaches, whatever a connector says (the API refuses to grant them too): this network, loopback, link-local, multicast and reserved. */
+export const NEVER_RANGES = ["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/3"] as const;
+
 export const DENIED_RANGES = ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4"] as const;
 
 /** The base table: added if missing, its base chains flushed and refilled; sets, maps, counters and sandbox chains kept. */
 export function baseRules(): string {
   return `table ${T} {
   set denied { type ipv4_addr; flags interval; elements = { ${DENIED_RANGES.join(", ")} } }
+  set never { type ipv4_addr; flags interval; elements = { ${NEVER_RANGES.join(", ")} } }
   map egress { type ifname : verdict; }
   map refusals { type ifname : counter; }
   set resolving { type ifname; }
@@ -78,6 +82,8 @@ table ${T} {
     oifname "lmvmh*" iifname "lmvmh*" counter name iifname map @refusals
     oifname "lmvmh*" counter drop
     iifname "lmvmh*" ct state established,related accept
+    iifname "lmvmh*" ip daddr @never counter name iifname map @refusals
+    iifname "lmvmh*" ip daddr @never drop
     iifname "lmvmh*" iifname vmap @egress
     iifname "lmvmh*" counter drop
   }

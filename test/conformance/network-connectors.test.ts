@@ -98,6 +98,10 @@ describe("network connectors (Lambda Core API)", () => {
     await invalid(await create("bad", host([{ Cidr: "10.077.0.0/24", Protocol: "tcp" }])), /not an IPv4 CIDR/);
     await invalid(await create("bad", host([{ Cidr: "127.0.0.0/8", Protocol: "tcp" }])), /loopback/);
     await invalid(await create("bad", host([{ Cidr: "169.254.169.254/32", Protocol: "tcp" }])), /link-local/);
+    // A wide range that only contains the forbidden ones is refused too.
+    await invalid(await create("bad", host([{ Cidr: "169.0.0.0/8", Protocol: "tcp" }])), /link-local/);
+    await invalid(await create("bad", host([{ Cidr: "128.0.0.0/1", Protocol: "tcp" }])), /multicast and reserved/);
+    await invalid(await create("bad", host([{ Cidr: "64.0.0.0/2", Protocol: "tcp" }])), /loopback/);
     await invalid(await create("bad", host([{ Cidr: "10.77.0.0/24", Protocol: "icmp", PortRange: { From: 1, To: 2 } }])), /PortRange applies only to Protocol tcp or udp/);
     await invalid(await create("bad", host([{ Cidr: "10.77.0.0/24", Protocol: "tcp", PortRange: { From: 0, To: 2 } }])), /From must be a port from 1 to 65535/);
     await invalid(await create("bad", host([{ Cidr: "10.77.0.0/24", Protocol: "tcp", PortRange: { From: 10, To: 70000 } }])), /To must be a port from 1 to 65535/);
@@ -152,7 +156,7 @@ describe("network connectors (Lambda Core API)", () => {
     await create("loop", host([{ HostName: "localhost", Protocol: "tcp" }]));
     const loop = await settled("loop", (b) => b.State === "FAILED", "loop FAILED");
     assert.equal(loop.StateReasonCode, "InvalidSubnet");
-    assert.match(String(loop.StateReason), /localhost resolves to 127\.0\.0\.1, a loopback address/);
+    assert.match(String(loop.StateReason), /localhost resolves to 127\.0\.0\.1, in loopback/);
   });
 
   test("a name is unique; ClientToken makes Create idempotent and refuses a different request", async () => {

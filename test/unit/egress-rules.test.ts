@@ -12,7 +12,7 @@ import { connect, createServer } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { NO_EGRESS, type EgressPolicy } from "../../src/core/index.js";
-import { baseRules, DENIED_RANGES, DnsForwarder, errorAnswer, nameserversOf, removalRules, routesFor, sandboxRules, shapingArgs } from "../../src/net/index.js";
+import { baseRules, DENIED_RANGES, DnsForwarder, errorAnswer, nameserversOf, standardQuery, removalRules, routesFor, sandboxRules, shapingArgs } from "../../src/net/index.js";
 import { event, within } from "../support/deadline.js";
 import { tempDir } from "../support/platform.js";
 
@@ -192,5 +192,66 @@ test("the forwarder relays queries byte for byte over UDP and TCP, and answers S
     udp.close();
     silent.close();
     tcp.close();
+  }
+});
+
+test("only standard queries are relayed: no UPDATE, NOTIFY, zone transfer, answer or malformed packet", () => {
+  const q = query("example.test", 1);
+  assert.equal(standardQuery(q), true);
+  const withFlags = (flags: number) => Buffer.concat([q.subarray(0, 2), Buffer.from([flags >> 8, flags & 255]), q.subarray(4)]);
+  assert.equal(standardQuery(withFlags(0x2800)), false, "opcode UPDATE (5)");
+  assert.equal(standardQuery(withFlags(0x2000)), false, "opcode NOTIFY (4)");
+  assert.equal(standardQuery(withFlags(0x8180)), false, "a response");
+  const axfr = Buffer.from(q);
+  axfr.writeUInt16BE(252, axfr.length - 4);
+  assert.equal(standardQuery(axfr), false, "AXFR");
+  const twoQuestions = Buffer.from(q);
+  twoQuestions.writeUInt16BE(2, 4);
+  assert.equal(standardQuery(twoQuestions), false);
+  const withAnswer = Buffer.from(q);
+  withAnswer.writeUInt16BE(1, 6);
+  assert.equal(standardQuery(withAnswer), false, "UPDATE-style records in the answer section");
+  assert.equal(standardQuery(q.subarray(0, q.length - 2)), false, "cut short");
+  assert.equal(standardQuery(Buffer.alloc(8)), false);
+});
+
+test("the forwarder answers only its sandbox, sends non-standard queries nowhere, and survives an unbind while a query is relayed", { timeout: 30_000 }, async () => {
+  const base = `127.${(process.pid >> 8) & 255}.${(process.pid + 1) & 255}`;
+  const listenIp = `${base}.1`, peerIp = `${base}.2`, strangerIp = `${base}.4`, silentIp = `${base}.3`;
+  const reached: Buffer[] = [];
+  const silent = createSocket("udp4");
+  silent.on("message", (m) => reached.push(m)); // never answers: the relay waits for its deadline
+  await new Promise<void>((res) => silent.bind(53, silentIp, res));
+  const fwd = new DnsForwarder([silentIp]);
+  const client = createSocket("udp4");
+  const stranger = createSocket("udp4");
+  try {
+    await new Promise<void>((res) => client.bind(0, peerIp, res));
+    await new Promise<void>((res) => stranger.bind(0, strangerIp, res));
+    await fwd.bind(7, listenIp, peerIp);
+    // An UPDATE gets NOTIMP and never reaches the upstream.
+    const update = query("zone.test", 11);
+    update.writeUInt16BE(0x2800, 2);
+    client.send(update, 53, listenIp);
+    const [n] = await event<[Buffer]>(5000, "NOTIMP for an UPDATE", client as unknown as Emitter, "message");
+    assert.equal(n.readUInt16BE(0), 11);
+    assert.equal(n.readUInt16BE(2) & 0xf, 4);
+    // A query from another address is not answered (the sandbox's query below is, so the stranger's was seen first).
+    let strangerAnswered = false;
+    stranger.on("message", () => (strangerAnswered = true));
+    stranger.send(query("stranger.test", 12), 53, listenIp);
+    // The sandbox's query is relayed to the silent upstream; unbinding meanwhile must not crash the process.
+    client.send(query("slow.test", 13), 53, listenIp);
+    await within(5000, "the upstream to get the relayed query", (async () => { while (!reached.length) await new Promise((r) => setTimeout(r, 20)); })());
+    await fwd.unbind(7);
+    // Past the relay's deadline (3 s), nothing was sent on the closed socket and nothing threw.
+    await new Promise((r) => setTimeout(r, 3500));
+    assert.equal(strangerAnswered, false, "a query from an address other than the sandbox's got an answer");
+    assert.equal(reached.length, 1, "only the sandbox's standard query reached the upstream");
+  } finally {
+    client.close();
+    stranger.close();
+    silent.close();
+    await fwd.close();
   }
 });
