@@ -416,6 +416,9 @@ export class MicrovmService {
     }
     if (!uninspected.length) await runtime.reap(kept);
     else this.deps.log?.({ msg: "nothing reaped: some MicroVMs could not be inspected", microvms: uninspected });
+    // Whatever could be inspected and kept running is taken over either way (its DNS, firewall chain and shaping).
+    const running = kept.filter((vm) => vm.state === "RUNNING");
+    if (running.length) await runtime.adopt(running).catch((err) => this.deps.log?.({ msg: "could not take over running MicroVMs' sandboxes", error: (err as Error).message }));
     this.known.clear();
     for (const vm of await this.deps.store.microvmsInStates(["PENDING", "RUNNING", "SUSPENDING", "SUSPENDED", "TERMINATING"])) this.remember(vm);
   }

@@ -37,6 +37,9 @@ export class NoSandboxes implements SandboxRuntime {
   async reap(): Promise<void> {
     this.refuse();
   }
+  async adopt(): Promise<void> {
+    this.refuse();
+  }
   async running(): Promise<Set<string>> {
     this.refuse();
   }

@@ -185,6 +185,12 @@ export interface SandboxRecovery {
    * checkpoint only for a SUSPENDED one.
    */
   reap(keep: Microvm[]): Promise<void>;
+  /**
+   * Takes over the live sandboxes of RUNNING MicroVMs a previous process left
+   * (what died with it, such as their DNS sockets, is made again); ends and
+   * frees nothing, so it runs even when some MicroVMs could not be inspected.
+   */
+  adopt(running: Microvm[]): Promise<void>;
 }
 
 /** How live sandboxes are doing. */

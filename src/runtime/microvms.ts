@@ -343,6 +343,14 @@ export class MicrovmRuntime implements SandboxRuntime {
     };
   }
 
+  /** Adopted sandboxes get their chain, shaping and DNS sockets again (the sockets died with the last process). */
+  async adopt(running: Microvm[]): Promise<void> {
+    for (const vm of running) {
+      const rec = this.record(vm.id);
+      if (rec && this.owns(rec.networkIndex)) await this.opts.egress.adopt(this.opts.nets.describe(rec.networkIndex), rec.egress ?? NO_EGRESS, rec.limits);
+    }
+  }
+
   async reap(keep: Microvm[]): Promise<void> {
     const ids = new Set(keep.map((vm) => vm.id));
     const running = new Set(keep.filter((vm) => vm.state === "RUNNING").map((vm) => vm.id));
@@ -354,11 +362,6 @@ export class MicrovmRuntime implements SandboxRuntime {
     for (const id of this.cpu.holders()) if (!running.has(id)) this.cpu.drop(id);
     const indexes = new Set([...running].map((id) => this.record(id)?.networkIndex).filter((i): i is number => i !== undefined));
     for (const i of await this.opts.nets.reap(indexes)) await this.opts.egress.detach(this.opts.nets.describe(i));
-    // Adopted sandboxes get their chain, shaping and DNS sockets again (the sockets died with the last process).
-    for (const id of running) {
-      const rec = this.record(id);
-      if (rec && this.owns(rec.networkIndex)) await this.opts.egress.adopt(this.opts.nets.describe(rec.networkIndex), rec.egress ?? NO_EGRESS, rec.limits);
-    }
     await this.opts.egress.sweep();
     const root = this.opts.microvmsDir;
     if (existsSync(root)) for (const d of readdirSync(root)) if (!ids.has(d)) removeTree(join(root, d));

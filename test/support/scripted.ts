@@ -119,6 +119,9 @@ export class ScriptedRuntime implements SandboxRuntime {
     this.calls.push(`inspect ${vm.id}`);
     return { running: this.alive.has(vm.id), checkpoint: this.checkpoints.has(vm.id) };
   }
+  async adopt(running: Microvm[]): Promise<void> {
+    this.calls.push(`adopt ${running.map((vm) => vm.id).join(",")}`);
+  }
   async reap(keep: Microvm[]): Promise<void> {
     this.calls.push(`reap ${keep.map((vm) => vm.id).join(",")}`);
     const running = new Set(keep.filter((vm) => vm.state === "RUNNING").map((vm) => vm.id));

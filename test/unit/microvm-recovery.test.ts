@@ -68,3 +68,36 @@ test("a restart whose runtime cannot inspect MicroVMs keeps them RUNNING and SUS
   assert.deepEqual(blind.calls.filter((c) => c.startsWith("reap") || c.startsWith("terminate")), [], "nothing is reaped or terminated");
   await third.close();
 });
+
+/** A runtime that can look at every MicroVM but one: `awake` is alive, `hidden` cannot be inspected. */
+class OneBlindSpot extends ScriptedRuntime {
+  constructor(private readonly awake: string, private readonly hidden: string) {
+    super();
+  }
+  override async inspect(vm: Parameters<SandboxRuntime["inspect"]>[0]): Promise<SandboxFound> {
+    this.calls.push(`inspect ${vm.id}`);
+    if (vm.id === this.hidden) throw new Error("runsc events timed out");
+    return { running: vm.id === this.awake, checkpoint: false };
+  }
+}
+
+test("a MicroVM that cannot be inspected stops the reaping, not the adopting of the RUNNING ones that could be", async () => {
+  const file = join(tempDir(), "lmvm.db");
+  const first = await plane(file, new ScriptedRuntime());
+  await first.cp.createMicrovmImage(parseInput("CreateMicrovmImage", imageRequest("app")));
+  await eventually(async () => ((await first.cp.getMicrovmImage({ imageIdentifier: "app" })).image.state === "CREATED" ? true : undefined), "image");
+  const state = async (cp: ControlPlane, id: string) => (await cp.getMicrovm({ microvmIdentifier: id })).state;
+  const run = async () => (await first.cp.runMicrovm(parseInput("RunMicrovm", { imageIdentifier: ARN }))).id;
+  const awake = await run();
+  const hidden = await run();
+  await eventually(async () => ((await state(first.cp, awake)) === "RUNNING" && (await state(first.cp, hidden)) === "RUNNING" ? true : undefined), "RUNNING");
+  await first.close();
+
+  const partly = new OneBlindSpot(awake, hidden);
+  const second = await plane(file, partly);
+  assert.equal(await state(second.cp, awake), "RUNNING");
+  assert.equal(await state(second.cp, hidden), "RUNNING", "the MicroVM that could not be inspected is kept as recorded");
+  assert.deepEqual(partly.calls.filter((c) => c.startsWith("reap") || c.startsWith("terminate")), [], "nothing is reaped or terminated");
+  assert.deepEqual(partly.calls.filter((c) => c.startsWith("adopt")), [`adopt ${awake}`], "the running MicroVM that was inspected is taken over");
+  await second.close();
+});
