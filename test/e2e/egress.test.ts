@@ -20,7 +20,7 @@ import { buildEgressProbeImage, egressDiagnosis, probeCaller, type ProbeAnswer, 
 import { eventually, readCredentials, sdkClient, tempDir } from "../support/platform.js";
 import { lmvm, spawnServer, type ServerProcess } from "../support/processes.js";
 import { freeSandboxes } from "../support/sandboxes.js";
-import { startTestNetwork, type TestNetwork } from "../support/test-network.js";
+import { hostOwnAddresses, startTestNetwork, type TestNetwork } from "../support/test-network.js";
 
 const managed = (name: string) => `arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:${name}`;
 const HTTP_INGRESS = managed("HTTP_INGRESS");
@@ -157,6 +157,7 @@ describe("egress from MicroVMs", { timeout: 1_500_000 }, () => {
   test("no MicroVM reaches the host's own addresses, another MicroVM, the ungranted private network, the metadata and link-local range, or UDP beyond DNS", async () => {
     const before = net.events().length;
     const hostBefore = host.connections.length;
+    const own = hostOwnAddresses();
     const ids = Object.values(vm);
     await Promise.all(ids.map(async (id) => {
       const me = addressOf[id]!;
@@ -168,20 +169,20 @@ describe("egress from MicroVMs", { timeout: 1_500_000 }, () => {
         [gateway, server.endpointPort, "the endpoint proxy's port on its gateway"],
         [net.internet.hostAddress, host.port, "the host's test-internet address"],
         [net.private.hostAddress, host.port, "the host's private-network address"],
-        ["192.0.2.2", host.port, "the host's own network address"],
+        ...own.v4.map((a): [string, number, string] => [a, host.port, "one of the host's own addresses"]),
         [other, 8080, "another MicroVM's app"],
         [net.private.serviceAddress, net.private.otherPort, "the private network's other port"],
         ["169.254.169.254", 80, "the metadata address"],
         ["169.254.1.1", 80, "another link-local address"],
         ["169.254.169.253", 80, "the resolver's address on a port other than DNS"],
-        ["10.255.255.53", 53, "the host's own resolver over TCP"],
+        ...own.resolvers.filter((r) => !r.includes(":")).map((r): [string, number, string] => [r, 53, "the host's own resolver over TCP"]),
       ];
       if (id !== vm.connector) targets.push([net.private.serviceAddress, net.private.grantedPort, "the private network without a connector"]);
       for (const [address, port, what] of targets) {
         failed(await both(id, "connect", { host: address, port, timeout: SHORT }), `${id} connecting to ${what} ${address}:${port}`);
       }
       // UDP: to the internet's echo service, to the private network, to the host's resolver: all blocked.
-      for (const [address, port] of [[net.internet.udpEchoAddress, net.internet.udpEchoPort], [net.private.serviceAddress, net.private.udpEchoPort], ["10.255.255.53", 53]] as const) {
+      for (const [address, port] of [[net.internet.udpEchoAddress, net.internet.udpEchoPort], [net.private.serviceAddress, net.private.udpEchoPort], ...own.resolvers.map((r) => [r, 53] as const)] as const) {
         failed(await both(id, "connect", { host: address, port, proto: "udp", send: `udp from ${id}`, timeout: SHORT }), `${id} sending UDP to ${address}:${port}`);
       }
     }));

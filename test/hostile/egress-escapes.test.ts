@@ -19,7 +19,7 @@ import { buildEgressProbeImage, egressDiagnosis, probeCaller, type ProbeAnswer }
 import { eventually, readCredentials, sdkClient, tempDir } from "../support/platform.js";
 import { spawnServer, type ServerProcess } from "../support/processes.js";
 import { freeSandboxes } from "../support/sandboxes.js";
-import { startTestNetwork, type TestNetwork } from "../support/test-network.js";
+import { hostOwnAddresses, linkLocalOf, startTestNetwork, type TestNetwork } from "../support/test-network.js";
 import { record } from "./report.js";
 
 const managed = (name: string) => `arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:${name}`;
@@ -147,7 +147,7 @@ describe("egress escapes", { timeout: 1_200_000 }, () => {
     for (const id of Object.values(vm)) {
       const me = addressOf[id]!;
       await nothingArrives(`raw packets from ${id}`, async () => {
-        for (const dst of [gatewayOf(me), net.internet.hostAddress, net.private.hostAddress, "192.0.2.2", net.private.serviceAddress, net.internet.webAddress, "169.254.169.254", "169.254.169.253"]) {
+        for (const dst of [gatewayOf(me), net.internet.hostAddress, net.private.hostAddress, ...hostOwnAddresses().v4, net.private.serviceAddress, net.internet.webAddress, "169.254.169.254", "169.254.169.253"]) {
           failed(await py(id, "raw", { kind: "icmp", dst }), `ICMP echo from ${id} to ${dst}`);
         }
         for (const [dst, port] of [[gatewayOf(me), hostPort], [net.private.serviceAddress, net.private.otherPort], [net.private.serviceAddress, net.private.grantedPort]] as const) {
@@ -161,14 +161,16 @@ describe("egress escapes", { timeout: 1_200_000 }, () => {
   test("IPv6: no route to the host's addresses (global and link-local) or out", async () => {
     for (const id of Object.values(vm)) {
       await nothingArrives(`IPv6 from ${id}`, async () => {
-        for (const host of ["fd00::2", "fe80::fc:ff:fe00:1", "2001:db8::1", "::ffff:192.0.2.2", `::ffff:${gatewayOf(addressOf[id]!)}`]) {
+        const own = hostOwnAddresses();
+        const linkLocal = linkLocalOf(gatewayOf(addressOf[id]!));
+        for (const host of [...own.v6, ...(linkLocal ? [linkLocal] : []), "2001:db8::1", ...own.v4.map((a) => `::ffff:${a}`), `::ffff:${gatewayOf(addressOf[id]!)}`]) {
           failed(await py(id, "connect", { host, port: hostPort }), `TCP from ${id} to [${host}]:${hostPort}`);
           failed(await node(id, "connect", { host, port: hostPort }), `TCP (Node) from ${id} to [${host}]:${hostPort}`);
         }
-        for (const dst of ["ff02::1", "fd00::2", "2001:db8::1"]) failed(await py(id, "raw", { kind: "icmp6", dst }), `ICMPv6 echo from ${id} to ${dst}`);
+        for (const dst of ["ff02::1", ...own.v6, ...(linkLocal ? [linkLocal] : []), "2001:db8::1"]) failed(await py(id, "raw", { kind: "icmp6", dst }), `ICMPv6 echo from ${id} to ${dst}`);
       });
     }
-    report("IPv6: TCP and ICMPv6 to the host's global (fd00::2) and link-local addresses, all-nodes multicast, a global address out, v4-mapped host addresses", "failed; the host service got nothing");
+    report("IPv6: TCP and ICMPv6 to the host's global addresses and its veth's link-local address, all-nodes multicast, a global address out, v4-mapped host addresses", "failed; the host service got nothing");
   });
 
   test("DNS tunnelling: UDP 53 straight to any resolver but its own (the test DNS server, the host's, anything else), and TCP 53 to the host or private addresses, fail and are never seen; without egress TCP 53 to a public resolver fails too", async () => {
@@ -176,11 +178,12 @@ describe("egress escapes", { timeout: 1_200_000 }, () => {
     for (const id of Object.values(vm)) {
       const gateway = gatewayOf(addressOf[id]!);
       await nothingArrives(`direct DNS from ${id}`, async () => {
-        for (const server of [net.internet.dnsAddress, "10.255.255.53", gateway, net.private.serviceAddress, "198.51.100.250"]) {
+        const resolvers = hostOwnAddresses().resolvers;
+        for (const server of [net.internet.dnsAddress, ...resolvers, gateway, net.private.serviceAddress, "198.51.100.250"]) {
           failed(await py(id, "dns", { server, name: name(), proto: "udp" }), `DNS over UDP from ${id} to ${server}`);
           failed(await node(id, "dns", { server, name: name(), proto: "udp" }), `DNS (Node) over UDP from ${id} to ${server}`);
         }
-        const tcpServers = id === vm.open ? ["10.255.255.53", gateway, net.private.serviceAddress] : [net.internet.dnsAddress, "10.255.255.53", gateway, net.private.serviceAddress];
+        const tcpServers = id === vm.open ? [...resolvers, gateway, net.private.serviceAddress] : [net.internet.dnsAddress, ...resolvers, gateway, net.private.serviceAddress];
         for (const server of tcpServers) {
           failed(await py(id, "dns", { server, name: name(), proto: "tcp" }), `DNS over TCP from ${id} to ${server}`);
           failed(await node(id, "dns", { server, name: name(), proto: "tcp" }), `DNS (Node) over TCP from ${id} to ${server}`);

@@ -24,6 +24,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { until, within } from "./deadline.js";
 import type { ServicesConfig } from "./netns-services.js";
+import { hostResolvers } from "../../src/net/index.js";
 
 const run = promisify(execFile);
 // 198.51.100.192/28 and up are left to test/e2e/egress-gateway.test.ts (its .201 and .202).
@@ -419,4 +420,32 @@ export async function startTestNetwork(): Promise<TestNetwork> {
       process.off("exit", closeSync);
     },
   };
+}
+
+interface IpAddr { ifname: string; addr_info?: { family: string; local: string; scope: string }[] }
+
+function ipAddrs(): IpAddr[] {
+  return JSON.parse(execFileSync("ip", ["-j", "addr"], { encoding: "utf8" })) as IpAddr[];
+}
+
+/**
+ * This host's own addresses, read now rather than assumed: IPv4 and global
+ * IPv6 addresses on its real interfaces (not loopback, lmvm's sandbox veths or
+ * the tests' namespaces' veths), and the resolvers of its /etc/resolv.conf. A
+ * MicroVM must reach none of them.
+ */
+export function hostOwnAddresses(): { v4: string[]; v6: string[]; resolvers: string[] } {
+  const real = ipAddrs().filter((i) => i.ifname !== "lo" && !/^lmvm/.test(i.ifname));
+  const infos = real.flatMap((i) => i.addr_info ?? []);
+  return {
+    v4: infos.filter((a) => a.family === "inet").map((a) => a.local),
+    v6: infos.filter((a) => a.family === "inet6" && a.scope === "global").map((a) => a.local),
+    resolvers: hostResolvers(),
+  };
+}
+
+/** The IPv6 link-local address of the host interface that holds `ipv4` (a sandbox's gateway: its host veth), if it has one. */
+export function linkLocalOf(ipv4: string): string | undefined {
+  const iface = ipAddrs().find((i) => i.addr_info?.some((a) => a.family === "inet" && a.local === ipv4));
+  return iface?.addr_info?.find((a) => a.family === "inet6" && a.scope === "link")?.local;
 }
