@@ -226,7 +226,9 @@ export async function connectorCommand(name: string, argv: string[]): Promise<nu
     } else {
       const items: unknown[] = [];
       for (;;) {
-        const page = await send(conn, c, input, { ...filters, ...(pageSize ? { MaxItems: pageSize } : {}), ...(marker ? { Marker: marker } : {}) });
+        // A page never goes past --max-items, so the marker it returns is exactly where the next call starts.
+        const size = Math.min(pageSize ? Number(pageSize) : Infinity, maxItems - items.length);
+        const page = await send(conn, c, input, { ...filters, ...(Number.isFinite(size) ? { MaxItems: String(size) } : {}), ...(marker ? { Marker: marker } : {}) });
         items.push(...((page[c.pages] as unknown[]) ?? []));
         marker = page.NextMarker as string | undefined;
         if (!marker) {
@@ -234,7 +236,7 @@ export async function connectorCommand(name: string, argv: string[]): Promise<nu
           break;
         }
         if (items.length >= maxItems) {
-          response = { [c.pages]: items.slice(0, maxItems), NextToken: marker };
+          response = { [c.pages]: items, NextToken: marker };
           break;
         }
       }
