@@ -1,10 +1,12 @@
-// Frees every sandbox, network namespace and sandbox disk a test's data
-// directory owns, so no test leaves runsc processes, namespaces or mounts
-// behind, even when it fails.
+// Frees every sandbox, network namespace (with its firewall chain) and sandbox
+// disk a test's data directory owns, MicroVMs' and builds' alike, so no test
+// leaves runsc processes, namespaces, nftables chains or mounts behind, even
+// when it fails. (A server leaves running MicroVMs' chains in place when it
+// stops, as MicroVMs outlive it; a test's MicroVMs do not.)
 
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { NetworkNamespaces } from "../../src/net/index.js";
+import { NetworkNamespaces, removeSandboxChain } from "../../src/net/index.js";
 import { unmountUnder } from "../../src/os/index.js";
 import { Gvisor } from "../../src/runtime/index.js";
 
@@ -16,6 +18,10 @@ export async function freeSandboxes(dataDir: string): Promise<void> {
       for (const s of await gvisor.list().catch(() => [])) await gvisor.destroy(s.id);
     }
   }
-  if (existsSync(join(dataDir, "networks"))) await new NetworkNamespaces(undefined, join(dataDir, "networks")).reap(new Set());
+  for (const owned of ["networks", "build-networks"]) {
+    if (!existsSync(join(dataDir, owned))) continue;
+    const nets = new NetworkNamespaces(undefined, join(dataDir, owned));
+    for (const i of await nets.reap(new Set())) await removeSandboxChain(nets.describe(i).hostInterface);
+  }
   unmountUnder(dataDir);
 }
