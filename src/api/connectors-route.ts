@@ -12,7 +12,7 @@ import {
   connectorArn, DomainError, IdempotencyMismatch, InvalidInput, NotFound, QuotaExceeded, ResourceInUse, StateConflict, Throttled,
   type ConnectorOperationName, type ConnectorView, type ControlPlane, type Scope,
 } from "../core/index.js";
-import { AwsError } from "./errors.js";
+import { AwsError, sendError } from "./errors.js";
 import type { PageTokens } from "./pagination.js";
 import { CONNECTORS_PATH } from "./wire.js";
 
@@ -141,13 +141,7 @@ export function registerConnectorRoutes(app: FastifyInstance, opts: ConnectorRou
         } catch (err) {
           const aws = lambdaCoreError(err);
           if (aws.status >= 500) opts.log({ level: "error", msg: "request failed", operation, requestId, err: err instanceof Error ? err.stack : String(err) });
-          return reply
-            .code(aws.status)
-            .header("x-amzn-requestid", requestId)
-            .header("x-amzn-errortype", aws.type)
-            .header("content-type", "application/json")
-            .headers(aws.headers)
-            .send(JSON.stringify(aws.body()));
+          return sendError(reply, requestId, aws);
         }
       },
     });

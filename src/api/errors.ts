@@ -2,6 +2,7 @@
 // type goes in x-amzn-errortype, the body is {"message": ...} plus the
 // error's modeled fields, and the status is the one the SDK's schema gives.
 
+import type { FastifyReply } from "fastify";
 import {
   AccessDenied, DomainError, IdempotencyMismatch, InvalidInput, NoCapacity, NotFound, QuotaExceeded,
   ResourceInUse, StateConflict, Throttled,
@@ -49,4 +50,15 @@ export function toAwsError(err: unknown): AwsError {
     return modeled("ServiceException", "The lmvm server's data directory is full, so this request failed. Free space there (image builds, suspended MicroVMs' checkpoints and logs use it) and retry.", { Type: "Service" });
   }
   return modeled("ServiceException", "The lmvm service encountered an internal error; the server log has the details.", { Type: "Service" });
+}
+
+/** Sends an AWS error: its status, type header and JSON body. */
+export function sendError(reply: FastifyReply, requestId: string, err: AwsError): FastifyReply {
+  return reply
+    .code(err.status)
+    .header("x-amzn-requestid", requestId)
+    .header("x-amzn-errortype", err.type)
+    .header("content-type", "application/json")
+    .headers(err.headers)
+    .send(JSON.stringify(err.body()));
 }

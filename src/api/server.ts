@@ -9,7 +9,7 @@ import { pipeline } from "node:stream/promises";
 import type { Registry } from "prom-client";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { parseInput, DEFAULT_PAGE_SIZE, type ControlPlane, type OperationName } from "../core/index.js";
-import { AwsError, toAwsError } from "./errors.js";
+import { AwsError, sendError, toAwsError } from "./errors.js";
 import { handlers, LIST_OPERATIONS, type ListResult } from "./operations.js";
 import { PageTokens } from "./pagination.js";
 import { OPERATIONS, type OperationModel } from "./sdk-model.js";
@@ -76,15 +76,6 @@ function bindInput(op: OperationModel, params: Record<string, string>, rawQuery:
   return input;
 }
 
-function sendError(reply: FastifyReply, requestId: string, err: AwsError): FastifyReply {
-  return reply
-    .code(err.status)
-    .header("x-amzn-requestid", requestId)
-    .header("x-amzn-errortype", err.type)
-    .header("content-type", "application/json")
-    .headers(err.headers)
-    .send(JSON.stringify(err.body()));
-}
 
 /** `?follow=true&offset=N` of the log routes. */
 function logQuery(rawQuery: string): { follow: boolean; from: number } {

@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, copyFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -19,6 +19,7 @@ import { EgressGateway, FIREWALL_TABLE, NetworkNamespaces, type SandboxNetwork }
 import { Gvisor, type SandboxSpec } from "../../src/runtime/index.js";
 import { until } from "../support/deadline.js";
 import { tempDir } from "../support/platform.js";
+import { busyboxRootfs } from "../support/busybox-rootfs.js";
 
 const INTERNET: EgressPolicy = { internet: true, rules: [], connectors: ["arn:aws:lambda:us-east-1:aws:network-connector:aws-network-egress"] };
 const LIMITS = { bandwidthBytesPerSecond: 1_000_000, connections: 8 };
@@ -31,18 +32,6 @@ const WORLD_VETH = `lmvmegw${TAG}`; // host side; the peer inside is "eth0"
 
 function sh(cmd: string): string {
   return execFileSync("sh", ["-c", cmd], { encoding: "utf8" });
-}
-
-/** A minimal root filesystem: static busybox and its applets. */
-function busyboxRootfs(dir: string): string {
-  const rootfs = join(dir, "rootfs");
-  mkdirSync(join(rootfs, "bin"), { recursive: true });
-  copyFileSync("/bin/busybox", join(rootfs, "bin", "busybox"));
-  chmodSync(join(rootfs, "bin", "busybox"), 0o755);
-  for (const applet of execFileSync("/bin/busybox", ["--list"], { encoding: "utf8" }).split("\n").filter((a) => /^[a-z0-9]+$/.test(a) && a !== "busybox")) {
-    symlinkSync("busybox", join(rootfs, "bin", applet));
-  }
-  return rootfs;
 }
 
 /** A web server answering with the address the request came from, and a DNS server answering world.test. with WORLD, in the world namespace. */

@@ -4,25 +4,13 @@
 // and nothing left on the host afterwards.
 
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { NetworkNamespaces, type SandboxNetwork } from "../../src/net/index.js";
 import { Gvisor, SandboxCgroups, type SandboxSpec } from "../../src/runtime/index.js";
 import { eventually, tempDir } from "../support/platform.js";
-
-/** A minimal root filesystem: static busybox and its applets. */
-function busyboxRootfs(dir: string): string {
-  const rootfs = join(dir, "rootfs");
-  mkdirSync(join(rootfs, "bin"), { recursive: true });
-  copyFileSync("/bin/busybox", join(rootfs, "bin", "busybox"));
-  chmodSync(join(rootfs, "bin", "busybox"), 0o755);
-  for (const applet of execFileSync("/bin/busybox", ["--list"], { encoding: "utf8" }).split("\n").filter((a) => /^[a-z0-9]+$/.test(a) && a !== "busybox")) {
-    symlinkSync("busybox", join(rootfs, "bin", applet));
-  }
-  return rootfs;
-}
+import { busyboxRootfs } from "../support/busybox-rootfs.js";
 
 async function get(ip: string, path: string): Promise<string | undefined> {
   try {
