@@ -8,6 +8,7 @@ import {
   ResourceInUse, StateConflict, Throttled,
 } from "../core/index.js";
 import { errorStatus } from "./sdk-model.js";
+import { recordOf } from "./request-record.js";
 
 /** An error already in wire terms: type, status and body fields. */
 export class AwsError extends Error {
@@ -54,6 +55,9 @@ export function toAwsError(err: unknown): AwsError {
 
 /** Sends an AWS error: its status, type header and JSON body. */
 export function sendError(reply: FastifyReply, requestId: string, err: AwsError): FastifyReply {
+  const record = recordOf(reply.request);
+  record.errorCode = err.type;
+  record.errorMessage = err.message;
   return reply
     .code(err.status)
     .header("x-amzn-requestid", requestId)

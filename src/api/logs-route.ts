@@ -6,10 +6,11 @@
 // awsJson1_1's shape: status 400 and {"__type": ..., "message": ...}.
 
 import { randomUUID } from "node:crypto";
-import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { FastifyReply, FastifyRequest } from "fastify";
 import { LogsError, type CloudWatchLogsService } from "../logs/index.js";
 import { AwsError } from "./errors.js";
 import type { SigV4Verifier } from "./sigv4.js";
+import type { PostRootApi } from "./post-root.js";
 
 export const LOGS_TARGET_PREFIX = "Logs_20140328.";
 const CONTENT_TYPE = "application/x-amz-json-1.1";
@@ -32,35 +33,35 @@ export function isLogsRequest(req: FastifyRequest): boolean {
   return typeof target === "string" && target.startsWith(LOGS_TARGET_PREFIX);
 }
 
-export function registerLogsRoute(app: FastifyInstance, opts: LogsApiOptions, log: (event: Record<string, unknown>) => void): void {
-  app.post("/", async (req, reply) => {
-    const requestId = randomUUID();
-    const target = req.headers["x-amz-target"];
-    if (!isLogsRequest(req)) {
-      return send(reply, requestId, 400, { __type: "UnknownOperationException", message: `POST / answers the CloudWatch Logs API: set X-Amz-Target to ${LOGS_TARGET_PREFIX}<Operation>${typeof target === "string" ? `, not '${target}'` : ""}.` }, "UnknownOperationException");
-    }
-    const operation = String(target).slice(LOGS_TARGET_PREFIX.length);
-    try {
-      const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-      const url = req.raw.url ?? "/";
-      const q = url.indexOf("?");
-      const principal = await opts.verifier.verify({ method: req.method, rawPath: q < 0 ? url : url.slice(0, q), rawQuery: q < 0 ? "" : url.slice(q + 1), headers: req.headers, body });
-      let input: unknown = {};
-      if (body.length) {
-        try {
-          input = JSON.parse(body.toString("utf8"));
-        } catch (err) {
-          throw new LogsError("SerializationException", `The request body is not valid JSON: ${(err as Error).message}`);
+/** The CloudWatch Logs API, one of the APIs on POST / (post-root.ts). */
+export function logsApi(opts: LogsApiOptions, log: (event: Record<string, unknown>) => void): PostRootApi {
+  return {
+    name: "CloudWatch Logs",
+    claims: (req) => isLogsRequest(req),
+    handle: async (req, reply, body) => {
+      const requestId = randomUUID();
+      const operation = String(req.headers["x-amz-target"]).slice(LOGS_TARGET_PREFIX.length);
+      try {
+        const url = req.raw.url ?? "/";
+        const q = url.indexOf("?");
+        const principal = await opts.verifier.verify({ method: req.method, rawPath: q < 0 ? url : url.slice(0, q), rawQuery: q < 0 ? "" : url.slice(q + 1), headers: req.headers, body });
+        let input: unknown = {};
+        if (body.length) {
+          try {
+            input = JSON.parse(body.toString("utf8"));
+          } catch (err) {
+            throw new LogsError("SerializationException", `The request body is not valid JSON: ${(err as Error).message}`);
+          }
         }
+        if (!input || typeof input !== "object" || Array.isArray(input)) throw new LogsError("SerializationException", "The request body must be a JSON object.");
+        const output = await opts.service.call(operation, input as Record<string, unknown>, principal.accountId);
+        return send(reply, requestId, 200, output);
+      } catch (err) {
+        if (err instanceof LogsError) return send(reply, requestId, 400, { __type: err.type, message: err.message }, err.type);
+        if (err instanceof AwsError) return send(reply, requestId, err.status, { __type: err.type, message: err.message }, err.type);
+        log({ level: "error", msg: "request failed", operation: `logs:${operation}`, requestId, err: err instanceof Error ? err.stack : String(err) });
+        return send(reply, requestId, 500, { __type: "ServiceUnavailableException", message: "The lmvm service encountered an internal error; the server log has the details." }, "ServiceUnavailableException");
       }
-      if (!input || typeof input !== "object" || Array.isArray(input)) throw new LogsError("SerializationException", "The request body must be a JSON object.");
-      const output = await opts.service.call(operation, input as Record<string, unknown>, principal.accountId);
-      return send(reply, requestId, 200, output);
-    } catch (err) {
-      if (err instanceof LogsError) return send(reply, requestId, 400, { __type: err.type, message: err.message }, err.type);
-      if (err instanceof AwsError) return send(reply, requestId, err.status, { __type: err.type, message: err.message }, err.type);
-      log({ level: "error", msg: "request failed", operation: `logs:${operation}`, requestId, err: err instanceof Error ? err.stack : String(err) });
-      return send(reply, requestId, 500, { __type: "ServiceUnavailableException", message: "The lmvm service encountered an internal error; the server log has the details." }, "ServiceUnavailableException");
-    }
-  });
+    },
+  };
 }

@@ -15,7 +15,8 @@ import { PageTokens } from "./pagination.js";
 import { OPERATIONS, type OperationModel } from "./sdk-model.js";
 import type { SigV4Verifier } from "./sigv4.js";
 import { LMVM_PREFIX, LOG_FOLLOW_PARAM, LOG_OFFSET_PARAM } from "./wire.js";
-import { registerLogsRoute, type LogsApiOptions } from "./logs-route.js";
+import { logsApi, type LogsApiOptions } from "./logs-route.js";
+import type { PostRootApi } from "./post-root.js";
 import { registerConnectorRoutes } from "./connectors-route.js";
 
 export interface ApiOptions {
@@ -33,6 +34,8 @@ export interface ApiOptions {
   microvmLog?: (microvmId: string, follow: boolean, finished: () => Promise<boolean>, signal: AbortSignal, from: number) => Readable;
   /** The CloudWatch Logs API for those logs, at POST / (logs-route.ts). */
   logs?: LogsApiOptions;
+  /** Further APIs on POST / (IAM, STS, CloudTrail), tried in order after CloudWatch Logs. */
+  postRoot?: PostRootApi[];
 }
 
 
@@ -201,7 +204,15 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     });
   }
 
-  if (opts.logs) registerLogsRoute(app, opts.logs, opts.log);
+  const rootApis = [...(opts.logs ? [logsApi(opts.logs, opts.log)] : []), ...(opts.postRoot ?? [])];
+  app.post("/", async (req, reply) => {
+    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    const api = rootApis.find((a) => a.claims(req, body));
+    if (api) return api.handle(req, reply, body);
+    const target = req.headers["x-amz-target"];
+    const names = rootApis.map((a) => a.name).join(", ") || "no API";
+    return sendError(reply, randomUUID(), new AwsError("UnknownOperationException", 404, `POST / answers ${names}: no operation matches${typeof target === "string" ? ` X-Amz-Target '${target}'` : " this request"}. Set X-Amz-Target (JSON APIs) or send Action and Version in a form body (query APIs).`));
+  });
 
   app.setNotFoundHandler((req, reply) =>
     sendError(reply, randomUUID(), new AwsError("UnknownOperationException", 404, `No operation matches ${req.method} ${splitUrl(req.raw.url ?? "/").rawPath}.`)),

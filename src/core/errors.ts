@@ -57,6 +57,22 @@ export class AccessDenied extends DomainError {
   readonly kind = "AccessDenied";
 }
 
+/**
+ * The request's credentials are not accepted: an unknown or deactivated access key, a missing,
+ * altered or replayed session token (`invalid`), or an expired session (`expired`). Each API maps it
+ * to its own error type (Lambda: UnrecognizedClientException; IAM and STS: InvalidClientTokenId;
+ * ExpiredTokenException for `expired`).
+ */
+export class Unauthenticated extends DomainError {
+  readonly kind = "Unauthenticated";
+  constructor(
+    readonly reason: "invalid" | "expired",
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 /** The host cannot place more work right now; retrying later may succeed. */
 export class NoCapacity extends DomainError {
   readonly kind = "NoCapacity";

@@ -1,6 +1,7 @@
 // Public face of the core: resources, state machines, ports and the ControlPlane.
 export * from "./arn.js";
 export * from "./errors.js";
+export * from "./identity.js";
 export * from "./model.js";
 export * from "./app-contract.js";
 export * from "./ports.js";
