@@ -17,6 +17,7 @@ import type { SigV4Verifier } from "./sigv4.js";
 import { LMVM_PREFIX, LOG_FOLLOW_PARAM, LOG_OFFSET_PARAM } from "./wire.js";
 import { logsApi, type LogsApiOptions } from "./logs-route.js";
 import type { PostRootApi } from "./post-root.js";
+import { recordOf } from "./request-record.js";
 import { registerConnectorRoutes } from "./connectors-route.js";
 
 export interface ApiOptions {
@@ -130,10 +131,13 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
 
   const handle = (name: OperationName, op: OperationModel) => async (req: FastifyRequest, reply: FastifyReply) => {
     const requestId = randomUUID();
+    const record = recordOf(req);
+    Object.assign(record, { eventSource: "lambda.amazonaws.com", eventName: name, requestId, readOnly: op.method === "GET" });
     try {
       const { body, rawQuery } = await authenticate(req);
       opts.controlPlane.admit(name);
       const raw = bindInput(op, req.params as Record<string, string>, rawQuery, body);
+      record.requestParameters = raw;
       const input = parseInput(name, raw);
       let page = { limit: DEFAULT_PAGE_SIZE } as { limit: number; after?: string };
       const context = LIST_OPERATIONS.has(name) ? PageTokens.context(name, raw) : "";

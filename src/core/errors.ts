@@ -101,3 +101,19 @@ export class Throttled extends DomainError {
     super(message);
   }
 }
+
+/**
+ * An IAM or STS refusal in IAM's own vocabulary: `NoSuchEntity`, `EntityAlreadyExists`,
+ * `DeleteConflict`, `MalformedPolicyDocument`, `LimitExceeded`, `ValidationError`, and STS's
+ * `MalformedPolicyDocument`, `PackedPolicyTooLarge`, `RegionDisabledException`. The IAM and STS
+ * routes send `code` as the error's Code.
+ */
+export class IamFault extends DomainError {
+  readonly kind = "IamFault";
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}

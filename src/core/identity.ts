@@ -94,3 +94,96 @@ export interface RoleCredentialSource {
    */
   serviceCredentials(roleArn: string, sourceArn: string, sessionName: string): Promise<TemporaryCredentials>;
 }
+
+export interface IamUser {
+  userName: string;
+  /** AIDA… */
+  userId: string;
+  arn: string;
+  path: string;
+  createDate: Date;
+  tags: Record<string, string>;
+}
+
+export type AccessKeyStatus = "Active" | "Inactive";
+
+export interface IamAccessKey {
+  userName: string;
+  accessKeyId: string;
+  status: AccessKeyStatus;
+  createDate: Date;
+  /** Only in CreateAccessKey's answer; never stored in clear, never shown again. */
+  secretAccessKey?: string;
+}
+
+export interface IamRole {
+  roleName: string;
+  /** AROA… */
+  roleId: string;
+  arn: string;
+  path: string;
+  createDate: Date;
+  /** The trust policy, as JSON text. */
+  assumeRolePolicyDocument: string;
+  description?: string;
+  /** Longest session AssumeRole grants, 3600–43200 s (default 3600). */
+  maxSessionDuration: number;
+  tags: Record<string, string>;
+}
+
+export interface IamPage<T> {
+  items: T[];
+  /** Where the next page starts, when there is one. */
+  marker?: string;
+}
+
+export interface AssumeRoleInput {
+  roleArn: string;
+  roleSessionName: string;
+  durationSeconds?: number;
+  /** A session policy (JSON): the session gets the intersection of it and the role's policies. */
+  policy?: string;
+  externalId?: string;
+  tags?: Record<string, string>;
+}
+
+export interface AssumedRole {
+  credentials: TemporaryCredentials;
+  /** arn:aws:sts::<acct>:assumed-role/<role>/<session> and AROA…:<session>. */
+  assumedRoleUser: { arn: string; assumedRoleId: string };
+}
+
+/**
+ * IAM's and STS's operations, as the core does them. Authorisation of the caller for the IAM
+ * action itself happens before (the API asks `Identities.authorize`); these methods check the
+ * resources' own rules (names, policy grammar, trust policies, conflicts) and throw `IamFault`.
+ */
+export interface IamAdministration {
+  createUser(input: { userName: string; path?: string; tags?: Record<string, string> }): Promise<IamUser>;
+  getUser(userName: string): Promise<IamUser>;
+  listUsers(input: { pathPrefix?: string; marker?: string; maxItems?: number }): Promise<IamPage<IamUser>>;
+  /** Refused (DeleteConflict) while the user has access keys or policies, as on AWS. */
+  deleteUser(userName: string): Promise<void>;
+  createAccessKey(userName: string): Promise<IamAccessKey>;
+  updateAccessKey(userName: string, accessKeyId: string, status: AccessKeyStatus): Promise<void>;
+  deleteAccessKey(userName: string, accessKeyId: string): Promise<void>;
+  listAccessKeys(userName: string): Promise<IamAccessKey[]>;
+  /** The user an access key belongs to (for operations that default to the caller's own user). */
+  userOfAccessKey(accessKeyId: string): Promise<string | undefined>;
+  putUserPolicy(userName: string, policyName: string, document: string): Promise<void>;
+  getUserPolicy(userName: string, policyName: string): Promise<string>;
+  deleteUserPolicy(userName: string, policyName: string): Promise<void>;
+  listUserPolicies(userName: string): Promise<string[]>;
+  createRole(input: { roleName: string; assumeRolePolicyDocument: string; path?: string; description?: string; maxSessionDuration?: number; tags?: Record<string, string> }): Promise<IamRole>;
+  getRole(roleName: string): Promise<IamRole>;
+  listRoles(input: { pathPrefix?: string; marker?: string; maxItems?: number }): Promise<IamPage<IamRole>>;
+  /** Refused (DeleteConflict) while the role has policies. */
+  deleteRole(roleName: string): Promise<void>;
+  updateAssumeRolePolicy(roleName: string, document: string): Promise<void>;
+  putRolePolicy(roleName: string, policyName: string, document: string): Promise<void>;
+  getRolePolicy(roleName: string, policyName: string): Promise<string>;
+  deleteRolePolicy(roleName: string, policyName: string): Promise<void>;
+  listRolePolicies(roleName: string): Promise<string[]>;
+  /** STS AssumeRole: the role's trust policy decides whether `caller` may. */
+  assumeRole(caller: Caller, input: AssumeRoleInput): Promise<AssumedRole>;
+}
