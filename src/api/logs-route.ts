@@ -8,7 +8,8 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { LogsError, type CloudWatchLogsService } from "../logs/index.js";
-import { AwsError } from "./errors.js";
+import { Unauthenticated } from "../core/index.js";
+import { AwsError, toAwsError } from "./errors.js";
 import type { SigV4Verifier } from "./sigv4.js";
 import type { PostRootApi } from "./post-root.js";
 
@@ -44,7 +45,7 @@ export function logsApi(opts: LogsApiOptions, log: (event: Record<string, unknow
       try {
         const url = req.raw.url ?? "/";
         const q = url.indexOf("?");
-        const principal = await opts.verifier.verify({ method: req.method, rawPath: q < 0 ? url : url.slice(0, q), rawQuery: q < 0 ? "" : url.slice(q + 1), headers: req.headers, body });
+        const principal = await opts.verifier.verify({ method: req.method, rawPath: q < 0 ? url : url.slice(0, q), rawQuery: q < 0 ? "" : url.slice(q + 1), headers: req.headers, body, sourceIp: req.socket.remoteAddress });
         let input: unknown = {};
         if (body.length) {
           try {
@@ -58,7 +59,10 @@ export function logsApi(opts: LogsApiOptions, log: (event: Record<string, unknow
         return send(reply, requestId, 200, output);
       } catch (err) {
         if (err instanceof LogsError) return send(reply, requestId, 400, { __type: err.type, message: err.message }, err.type);
-        if (err instanceof AwsError) return send(reply, requestId, err.status, { __type: err.type, message: err.message }, err.type);
+        if (err instanceof AwsError || err instanceof Unauthenticated) {
+          const aws = toAwsError(err);
+          return send(reply, requestId, aws.status, { __type: aws.type, message: aws.message }, aws.type);
+        }
         log({ level: "error", msg: "request failed", operation: `logs:${operation}`, requestId, err: err instanceof Error ? err.stack : String(err) });
         return send(reply, requestId, 500, { __type: "ServiceUnavailableException", message: "The lmvm service encountered an internal error; the server log has the details." }, "ServiceUnavailableException");
       }

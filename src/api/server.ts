@@ -8,12 +8,12 @@ import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Registry } from "prom-client";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import { parseInput, DEFAULT_PAGE_SIZE, type ControlPlane, type OperationName } from "../core/index.js";
+import { parseInput, DEFAULT_PAGE_SIZE, type Caller, type ControlPlane, type Identities, type OperationName } from "../core/index.js";
 import { AwsError, sendError, toAwsError } from "./errors.js";
 import { handlers, LIST_OPERATIONS, type ListResult } from "./operations.js";
 import { PageTokens } from "./pagination.js";
 import { OPERATIONS, type OperationModel } from "./sdk-model.js";
-import type { SigV4Verifier } from "./sigv4.js";
+import { accessKeyIdOf, type SigV4Verifier } from "./sigv4.js";
 import { LMVM_PREFIX, LOG_FOLLOW_PARAM, LOG_OFFSET_PARAM } from "./wire.js";
 import { logsApi, type LogsApiOptions } from "./logs-route.js";
 import type { PostRootApi } from "./post-root.js";
@@ -23,6 +23,8 @@ import { registerConnectorRoutes } from "./connectors-route.js";
 export interface ApiOptions {
   controlPlane: ControlPlane;
   verifier: SigV4Verifier;
+  /** Who may do what: routes ask `identities.authorize(caller, …)` once the caller is known. */
+  identities?: Identities;
   pageTokens: PageTokens;
   log: (event: Record<string, unknown>) => void;
   /** Largest request body accepted, in bytes. */
@@ -122,11 +124,16 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
 
-  const authenticate = async (req: FastifyRequest) => {
+  /** Checks the signature; the request's record learns the access key at once and the caller once it checks out. */
+  const authenticate = async (req: FastifyRequest): Promise<{ body: Buffer; rawQuery: string; caller: Caller }> => {
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     const { rawPath, rawQuery } = splitUrl(req.raw.url ?? "/");
-    await opts.verifier.verify({ method: req.method, rawPath, rawQuery, headers: req.headers, body });
-    return { body, rawQuery };
+    const record = recordOf(req);
+    const accessKeyId = accessKeyIdOf(req.headers);
+    if (accessKeyId) record.accessKeyId = accessKeyId;
+    const { caller } = await opts.verifier.verify({ method: req.method, rawPath, rawQuery, headers: req.headers, body, sourceIp: req.socket.remoteAddress });
+    record.caller = caller;
+    return { body, rawQuery, caller };
   };
 
   const handle = (name: OperationName, op: OperationModel) => async (req: FastifyRequest, reply: FastifyReply) => {

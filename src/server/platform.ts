@@ -16,12 +16,13 @@ import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
 import { EgressGateway, NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
-import { ControlPlane, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
+import { ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { SqliteStore } from "../store/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
 import { hostPlatform } from "./host.js";
 import { hostNameResolver } from "./name-resolver.js";
+import { AesGcmBox } from "./secret-box.js";
 
 export interface PlatformConfig {
   dataDir: string;
@@ -117,6 +118,12 @@ export interface Platform {
   /** Port of the endpoint proxy (the configured one, or the one picked for 0). */
   endpointPort: number;
   controlPlane: ControlPlane;
+  /**
+   * Users, roles, policies and sessions: the API authenticates and authorises through it
+   * (Identities), IAM and STS administer it (IamAdministration), the metadata service asks it
+   * for role credentials (RoleCredentialSource).
+   */
+  identities: IdentityService;
   stop(): Promise<void>;
 }
 
@@ -134,6 +141,14 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const creds = rootCredentials(config.dataDir);
   const master = serverKey(config.dataDir);
   const store = await SqliteStore.open(files.database);
+  const identities = await IdentityService.open({
+    store,
+    clock,
+    accountId: config.accountId,
+    root: creds,
+    secrets: new AesGcmBox(deriveKey(master, "iam-secrets")),
+    sessions: new AesGcmBox(deriveKey(master, "sts-session")),
+  });
 
   const scope = { region: config.region, accountId: config.accountId };
   const buildLogs = new LogFiles(files.buildLogs);
@@ -201,17 +216,18 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   await controlPlane.start();
   endpointPort = await proxy.listen(config.endpointPort, config.endpointHost ?? DEFAULTS.endpointHost);
 
-  const verifier = new SigV4Verifier(new Map([[creds.accessKeyId, { secretAccessKey: creds.secretAccessKey, accountId: config.accountId }]]), config.region, clock);
+  const verifier = new SigV4Verifier(identities, config.region, clock, "lambda");
   const app: FastifyInstance = await buildApi({
     controlPlane,
     verifier,
+    identities,
     pageTokens: new PageTokens(deriveKey(master, "page-tokens")),
     log,
     buildLog: (buildId, follow, finished, signal, from) => buildLogs.read(buildId, follow, finished, signal, from),
     microvmLog: (id, follow, finished, signal, from) => microvmLogs.read(id, follow, finished, signal, from),
     logs: {
       service: new CloudWatchLogsService(logCatalog, { region: config.region }),
-      verifier: new SigV4Verifier(new Map([[creds.accessKeyId, { secretAccessKey: creds.secretAccessKey, accountId: config.accountId }]]), config.region, clock, "logs"),
+      verifier: new SigV4Verifier(identities, config.region, clock, "logs"),
     },
     metrics: metrics.registry,
   });
@@ -234,6 +250,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     url,
     endpointPort,
     controlPlane,
+    identities,
     async stop() {
       clearInterval(logBounds);
       clearInterval(logStamps);
