@@ -9,10 +9,10 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import {
-  AccessDenied, connectorAuthorization, connectorArn, DomainError, IdempotencyMismatch, InvalidInput, NotFound, QuotaExceeded, ResourceInUse, StateConflict, Throttled,
+  AccessDenied, connectorAuthorization, connectorArn, DomainError, IdempotencyMismatch, InvalidInput, NotFound, QuotaExceeded, ResourceInUse, StateConflict, Throttled, Unauthenticated,
   type AuthorizationRequest, type Caller, type ConnectorOperationName, type ConnectorView, type ControlPlane, type Scope,
 } from "../core/index.js";
-import { AwsError, sendError } from "./errors.js";
+import { AwsError, sendError, toAwsError } from "./errors.js";
 import type { PageTokens } from "./pagination.js";
 import { recordOf } from "./request-record.js";
 import { CONNECTORS_PATH } from "./wire.js";
@@ -21,7 +21,7 @@ export interface ConnectorRoutesOptions {
   controlPlane: ControlPlane;
   pageTokens: PageTokens;
   scope: Scope;
-  /** Checks the request's SigV4 signature; returns the raw body and query. */
+  /** Checks the request's SigV4 signature; returns the raw body and query, and who is calling. */
   authenticate: (req: FastifyRequest) => Promise<{ body: Buffer; rawQuery: string; caller: Caller }>;
   /** Asks the caller's policies (refuses with AccessDenied) and names the resources in the request's audit record. */
   authorize: (req: FastifyRequest, caller: Caller, requests: AuthorizationRequest[]) => Promise<void>;
@@ -36,6 +36,7 @@ function lambdaCoreError(err: unknown): AwsError {
     return err.type === "ValidationException" ? new AwsError("InvalidParameterValueException", 400, err.message, { Type: "User" }) : err;
   }
   if (err instanceof DomainError) {
+    if (err instanceof Unauthenticated) return toAwsError(err);
     if (err instanceof InvalidInput) return new AwsError("InvalidParameterValueException", 400, err.message, { Type: "User" });
     if (err instanceof NotFound) return new AwsError("ResourceNotFoundException", 404, err.message, { Type: "User" });
     if (err instanceof StateConflict || err instanceof ResourceInUse || err instanceof IdempotencyMismatch) return new AwsError("ResourceConflictException", 409, err.message, { Type: "User" });

@@ -7,11 +7,11 @@
 
 import { randomUUID } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { AccessDenied, authorizeAll, logsAuthorization, resourcesOf, type Caller, type Identities, type Scope } from "../core/index.js";
 import { LogsError, type CloudWatchLogsService } from "../logs/index.js";
-import { AwsError } from "./errors.js";
+import { AccessDenied, authorizeAll, logsAuthorization, resourcesOf, Unauthenticated, type Identities, type Scope } from "../core/index.js";
+import { AwsError, toAwsError } from "./errors.js";
 import { recordOf } from "./request-record.js";
-import type { SigV4Verifier } from "./sigv4.js";
+import { accessKeyIdOf, type SigV4Verifier } from "./sigv4.js";
 import type { PostRootApi } from "./post-root.js";
 
 export const LOGS_TARGET_PREFIX = "Logs_20140328.";
@@ -52,10 +52,10 @@ export function logsApi(opts: LogsApiOptions, log: (event: Record<string, unknow
       try {
         const url = req.raw.url ?? "/";
         const q = url.indexOf("?");
-        const principal = await opts.verifier.verify({ method: req.method, rawPath: q < 0 ? url : url.slice(0, q), rawQuery: q < 0 ? "" : url.slice(q + 1), headers: req.headers, body });
-        // PENDING-IDENTITY: the identity service's verifier returns the Caller.
-        const caller: Caller = { kind: "root", accountId: principal.accountId, arn: `arn:aws:iam::${principal.accountId}:root`, principalArn: `arn:aws:iam::${principal.accountId}:root`, userId: principal.accountId, accessKeyId: principal.accessKeyId, sourceIp: req.ip };
-        Object.assign(record, { caller, accessKeyId: caller.accessKeyId });
+        const accessKeyId = accessKeyIdOf(req.headers);
+        if (accessKeyId) record.accessKeyId = accessKeyId;
+        const { caller } = await opts.verifier.verify({ method: req.method, rawPath: q < 0 ? url : url.slice(0, q), rawQuery: q < 0 ? "" : url.slice(q + 1), headers: req.headers, body, sourceIp: req.socket.remoteAddress });
+        record.caller = caller;
         let input: unknown = {};
         if (body.length) {
           try {
@@ -69,12 +69,15 @@ export function logsApi(opts: LogsApiOptions, log: (event: Record<string, unknow
         const requests = logsAuthorization(opts.scope, operation, input as Record<string, unknown>);
         record.resources = resourcesOf(requests);
         await authorizeAll(opts.identities, caller, requests);
-        const output = await opts.service.call(operation, input as Record<string, unknown>, principal.accountId);
+        const output = await opts.service.call(operation, input as Record<string, unknown>, caller.accountId);
         return send(reply, requestId, 200, output);
       } catch (err) {
         if (err instanceof LogsError) return send(reply, requestId, 400, { __type: err.type, message: err.message }, err.type);
         if (err instanceof AccessDenied) return send(reply, requestId, 400, { __type: "AccessDeniedException", message: err.message }, "AccessDeniedException");
-        if (err instanceof AwsError) return send(reply, requestId, err.status, { __type: err.type, message: err.message }, err.type);
+        if (err instanceof AwsError || err instanceof Unauthenticated) {
+          const aws = toAwsError(err);
+          return send(reply, requestId, aws.status, { __type: aws.type, message: aws.message }, aws.type);
+        }
         log({ level: "error", msg: "request failed", operation: `logs:${operation}`, requestId, err: err instanceof Error ? err.stack : String(err) });
         return send(reply, requestId, 500, { __type: "ServiceUnavailableException", message: "The lmvm service encountered an internal error; the server log has the details." }, "ServiceUnavailableException");
       }
