@@ -12,7 +12,7 @@ import { hasEgress, type EgressPolicy } from "../core/index.js";
 import type { MetadataService, MetadataSubject } from "../metadata/index.js";
 import { exec, run } from "../os/index.js";
 import { DnsForwarder, hostResolvers } from "./dns.js";
-import { applySandboxChain, installFirewall, refusedCounts, removeSandboxChain, sandboxChains } from "./firewall.js";
+import { applySandboxChain, baseChainsCurrent, installFirewall, refusedCounts, removeSandboxChain, sandboxChains } from "./firewall.js";
 import type { NetworkNamespaces, SandboxNetwork } from "./netns.js";
 
 export interface EgressLimits {
@@ -74,6 +74,7 @@ export class EgressGateway {
   /** The change under way per network index: attach, detach and repair of one network run one at a time. */
   private readonly busy = new Map<number, Promise<unknown>>();
   private watch: NodeJS.Timeout | undefined;
+  private baseWatch: NodeJS.Timeout | undefined;
 
   constructor(opts: EgressGatewayOptions) {
     this.nets = opts.nets;
@@ -104,12 +105,20 @@ export class EgressGateway {
     if (!this.watch && repairEveryMs > 0) {
       this.watch = setInterval(() => void this.repair().catch(() => undefined), repairEveryMs);
       this.watch.unref();
+      // The base rules are checked more often (one `nft list chain`): while an older server refilled them, sandboxes' metadata connections go nowhere.
+      this.baseWatch = setInterval(() => void this.repairBase().catch(() => undefined), Math.max(250, Math.round(repairEveryMs / 5)));
+      this.baseWatch.unref();
     }
   }
 
-  /** Makes again the chain of every attached network whose chain is missing (and the base chains with it). */
+  /**
+   * Makes again the chain of every attached network whose chain is missing (and the base chains
+   * with it), and the base chains when they lack this version's rules (an older lmvm server that
+   * started meanwhile refilled them without the metadata redirect).
+   */
   async repair(): Promise<number> {
     if (!this.attached.size) return 0;
+    await this.repairBase();
     const present = new Set(await sandboxChains());
     let made = 0;
     for (const [index, a] of [...this.attached]) {
@@ -122,6 +131,11 @@ export class EgressGateway {
       });
     }
     return made;
+  }
+
+  /** Refills the base chains when this process has sandboxes and the chains lack this version's rules. */
+  private async repairBase(): Promise<void> {
+    if (this.attached.size && !(await baseChainsCurrent())) await installFirewall();
   }
 
   /**
@@ -199,7 +213,9 @@ export class EgressGateway {
   /** Closes the DNS sockets and metadata listeners (the server is stopping; its sandboxes' chains stay for the next start to adopt). */
   async close(): Promise<void> {
     clearInterval(this.watch);
+    clearInterval(this.baseWatch);
     this.watch = undefined;
+    this.baseWatch = undefined;
     await this.dns.close();
     await this.metadata?.close();
   }

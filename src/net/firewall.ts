@@ -217,6 +217,16 @@ export async function removeSandboxChain(iface: string): Promise<void> {
   }
 }
 
+/**
+ * Whether the base chains hold this version's rules (the metadata redirect is the newest): an
+ * older lmvm server on the same host refills them without it as it starts, and `nft flush
+ * ruleset` empties them. False when nft cannot say.
+ */
+export async function baseChainsCurrent(): Promise<boolean> {
+  const r = await exec("nft", ["list", "chain", "inet", FIREWALL_TABLE, "prerouting"], { signal: AbortSignal.timeout(10_000) });
+  return r.code === 0 && r.stdout.includes(`ip daddr ${METADATA_ADDRESS} tcp dport 80 redirect to :80`);
+}
+
 /** Interfaces that have a chain in the table now (lmvmh<n>); none when there is no table; throws when nft cannot say. */
 export async function sandboxChains(): Promise<string[]> {
   const r = await exec("nft", ["-j", "list", "chains", "inet"], { signal: AbortSignal.timeout(10_000) });

@@ -172,7 +172,8 @@ describe("egress from MicroVMs", { timeout: 1_500_000 }, () => {
         ...own.v4.map((a): [string, number, string] => [a, host.port, "one of the host's own addresses"]),
         [other, 8080, "another MicroVM's app"],
         [net.private.serviceAddress, net.private.otherPort, "the private network's other port"],
-        ["169.254.169.254", 80, "the metadata address"],
+        ["169.254.169.254", 8080, "the metadata address on a port other than 80"],
+        ["169.254.169.254", 443, "the metadata address on HTTPS"],
         ["169.254.1.1", 80, "another link-local address"],
         ["169.254.169.253", 80, "the resolver's address on a port other than DNS"],
         ...own.resolvers.filter((r) => !r.includes(":")).map((r): [string, number, string] => [r, 53, "the host's own resolver over TCP"]),
@@ -188,6 +189,15 @@ describe("egress from MicroVMs", { timeout: 1_500_000 }, () => {
     }));
     assert.deepEqual(host.connections.slice(hostBefore), [], "the host's service saw no connection");
     assert.deepEqual(net.events().slice(before), [], "no test service saw anything");
+  });
+
+  test("every MicroVM, with egress or none, reaches its own instance-metadata service at 169.254.169.254:80 (a token-less GET gets IMDSv2's 401)", async () => {
+    for (const id of Object.values(vm)) {
+      for (const r of await fetchBy(id, "http://169.254.169.254/latest/meta-data/")) {
+        assert.equal(r.ok, true, `${r.app} in ${id}: ${JSON.stringify(r)} (${egressDiagnosis(addressOf[id]!)})`);
+        assert.equal(r.status, 401, `${r.app} in ${id}`);
+      }
+    }
   });
 
   test("outbound UDP to the internet is blocked while DNS (UDP and TCP to 169.254.169.253) works", async () => {
