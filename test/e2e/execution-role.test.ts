@@ -196,4 +196,19 @@ describe("execution-role credentials inside MicroVMs", { timeout: 1_200_000 }, (
     assert.notEqual(after, before, "the suspended MicroVM's cached credentials were dropped");
     await canDoExactlyWhatTheRoleAllows(vm.role);
   });
+
+  test("after a server restart the running MicroVMs' metadata services are back (bound again as they are adopted), with new tokens", async () => {
+    const oldToken = (await call(vm.role, "node", "token", {})).token!;
+    await server.kill();
+    server = await spawnServer(dataDir, { builds: true, args: ["--dns-resolvers", net.resolvers.join(",")] });
+    await net.internet.apiRelay.forwardTo(server.url);
+    client.destroy();
+    client = sdkClient(server.url, readCredentials(dataDir));
+    call = probeCaller({ endpointPort: server.endpointPort, dataDir, client }) as typeof call;
+    await until(vm.role, "RUNNING");
+    assert.equal((await imds(vm.role, "/latest/meta-data/placement/region", oldToken)).status, 401, "tokens are memory only");
+    assert.equal((await credsDoc(vm.role)).Code, "Success");
+    assert.equal((await imds(vm.none, "/latest/meta-data/iam/security-credentials/")).status, 404);
+    await canDoExactlyWhatTheRoleAllows(vm.role);
+  });
 });
