@@ -36,8 +36,10 @@ export interface PrincipalRef {
   service?: string;
 }
 
-/** Condition keys by lower-cased name; each key holds one or more values. */
-export type RequestContext = ReadonlyMap<string, readonly string[]>;
+/** Condition keys by lower-cased name; each key holds one or more values (a Map will do). */
+export interface RequestContext {
+  get(lowerCasedKey: string): readonly string[] | undefined;
+}
 
 /** Builds a request context from named values: booleans become "true"/"false", Dates ISO 8601, arrays stay sets. */
 export function requestContext(values: Record<string, string | readonly string[] | boolean | number | Date | undefined>): Map<string, readonly string[]> {
