@@ -475,7 +475,7 @@ function strings(value: unknown, what: string): string[] {
 
 function parseActions(value: unknown, field: string): ActionMatcher[] {
   return strings(value, field).map((a) => {
-    if (a !== "*" && !/^[A-Za-z0-9*?-]+:[A-Za-z0-9*?_-]*$/.test(a)) {
+    if (a !== "*" && !/^[A-Za-z0-9*?-]+:[A-Za-z0-9*?_-]+$/.test(a)) {
       throw malformed(`Actions/Conditions must be prefaced by a vendor, e.g., iam, sdb, ec2, etc. '${a}' in ${field} is not of the form service:Action (such as lambda:RunMicrovm or lambda:*).`);
     }
     return pattern(a, { variables: false, ignoreCase: true });
@@ -606,6 +606,11 @@ function parseStatement(s: unknown, kind: PolicyKind, variables: boolean): State
     if (hasPrincipal) throw malformed("Policy document should not specify a principal.");
     if (o.Resource === undefined && o.NotResource === undefined) throw malformed("Policy statement must contain resources.");
   }
+  if (kind === "trust") {
+    for (const a of [o.Action ?? o.NotAction].flat()) {
+      if (typeof a === "string" && a !== "*" && !/^sts:/i.test(a)) throw malformed(`AssumeRole policy may only specify STS AssumeRole actions. '${a}' is not an sts: action.`);
+    }
+  }
   const st: Statement = { effect: o.Effect, conditions: [] };
   if (typeof o.Sid === "string") st.sid = o.Sid;
   if (o.Action !== undefined) st.actions = parseActions(o.Action, "Action");
@@ -689,6 +694,13 @@ export function evaluate(policies: readonly Policy[], req: EvaluationRequest): D
     }
   }
   return allowed ? "Allow" : "ImplicitDeny";
+}
+
+/** The user and role ARNs a (trust) policy names in Principal or NotPrincipal. */
+export function namedPrincipals(policy: Policy): string[] {
+  const out = new Set<string>();
+  for (const st of policy.statements) for (const spec of [st.principal, st.notPrincipal]) for (const a of spec?.arns ?? []) out.add(a);
+  return [...out];
 }
 
 /** The statement that decided, for explanations and tests. */

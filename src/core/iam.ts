@@ -10,7 +10,7 @@
 import { randomBytes } from "node:crypto";
 import { AccessDenied, IamFault, Unauthenticated } from "./errors.js";
 import {
-  evaluate, evaluateWithSession, parsePolicy, policySize, requestContext, type Decision, type EvaluationRequest, type Policy, type PrincipalRef,
+  evaluate, evaluateWithSession, namedPrincipals, parsePolicy, policySize, requestContext, type Decision, type EvaluationRequest, type Policy, type PrincipalRef,
   type RequestContext,
 } from "./iam-policy.js";
 import {
@@ -171,7 +171,10 @@ function policyMap(records: IamPolicyRecord[], kind: "user" | "role", owner: str
   return m;
 }
 
-function page<T>(items: T[], keyOf: (t: T) => string, input: { marker?: string; maxItems?: number }): IamPage<T> {
+function page<T>(items: T[], keyOf: (t: T) => string, input: { pathPrefix?: string; marker?: string; maxItems?: number }): IamPage<T> {
+  if (input.pathPrefix !== undefined && (input.pathPrefix.length > 512 || !/^\/[\x21-\x7f]*$/.test(input.pathPrefix))) {
+    throw constraint(input.pathPrefix, "pathPrefix", "Member must satisfy regular expression pattern: \\u002F[\\u0021-\\u007F]*");
+  }
   const max = input.maxItems ?? 100;
   if (!Number.isInteger(max) || max < 1 || max > 1000) throw constraint(max, "maxItems", max < 1 ? "Member must have value greater than or equal to 1" : "Member must have value less than or equal to 1000");
   let start = 0;
@@ -676,6 +679,13 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     if (typeof document !== "string" || !document.length) throw constraint("", "assumeRolePolicyDocument", "Member must have length greater than or equal to 1");
     const trust = parsePolicy(document, "trust");
     if (policySize(document) > IAM_LIMITS.trustPolicySize) throw new IamFault("LimitExceeded", `Cannot exceed quota for ACLSizePerRole: ${IAM_LIMITS.trustPolicySize}`);
+    // As IAM: a user or role of this account named as a principal must exist.
+    for (const arn of namedPrincipals(trust)) {
+      const m = /^arn:aws:iam::(\d{12}):(user|role)\/(?:.*\/)?([^/]+)$/.exec(arn);
+      if (!m || m[1] !== this.opts.accountId) continue;
+      const found = m[2] === "user" ? this.users.get(lower(m[3]!)) : this.roles.get(lower(m[3]!));
+      if (!found || found.arn !== arn) throw new IamFault("MalformedPolicyDocument", `Invalid principal in policy: "AWS":"${arn}"`);
+    }
     return trust;
   }
 

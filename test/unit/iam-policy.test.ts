@@ -59,6 +59,8 @@ describe("parsing and validation", () => {
     malformed(doc({ Effect: "Permit", Action: "lambda:*", Resource: "*" }), "identity", /Invalid effect: Permit/);
     malformed(doc({ Action: "lambda:*", Resource: "*" }), "identity", /Missing required field Effect/);
     malformed(doc(allow({ Action: "RunMicrovm" })), "identity", /must be prefaced by a vendor/);
+    malformed(doc(allow({ Action: "lambda:" })), "identity", /must be prefaced by a vendor/);
+    malformed(doc({ Effect: "Allow", Action: "lambda:*", Principal: { AWS: ACCT } }), "trust", /^AssumeRole policy may only specify STS AssumeRole actions\./);
     malformed(doc(allow({ Resource: "microvm-image:app" })), "identity", /Resource microvm-image:app must be in ARN format or "\*"/);
     malformed(doc(allow({ Condition: { StringEqualz: { "aws:username": "a" } } })), "identity", /Invalid Condition type : StringEqualz/);
     malformed(doc(allow({ Condition: { DateLessThan: { "aws:CurrentTime": "tomorrow" } } })), "identity", /'tomorrow' is not a valid value for DateLessThan/);
