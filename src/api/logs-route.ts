@@ -11,6 +11,7 @@ import { LogsError, type CloudWatchLogsService } from "../logs/index.js";
 import { Unauthenticated } from "../core/index.js";
 import { AwsError, toAwsError } from "./errors.js";
 import type { SigV4Verifier } from "./sigv4.js";
+import { authenticateRequest } from "./authenticate.js";
 import type { PostRootApi } from "./post-root.js";
 
 export const LOGS_TARGET_PREFIX = "Logs_20140328.";
@@ -43,9 +44,7 @@ export function logsApi(opts: LogsApiOptions, log: (event: Record<string, unknow
       const requestId = randomUUID();
       const operation = String(req.headers["x-amz-target"]).slice(LOGS_TARGET_PREFIX.length);
       try {
-        const url = req.raw.url ?? "/";
-        const q = url.indexOf("?");
-        const principal = await opts.verifier.verify({ method: req.method, rawPath: q < 0 ? url : url.slice(0, q), rawQuery: q < 0 ? "" : url.slice(q + 1), headers: req.headers, body, sourceIp: req.socket.remoteAddress });
+        const { caller } = await authenticateRequest(opts.verifier, req, body);
         let input: unknown = {};
         if (body.length) {
           try {
@@ -55,7 +54,7 @@ export function logsApi(opts: LogsApiOptions, log: (event: Record<string, unknow
           }
         }
         if (!input || typeof input !== "object" || Array.isArray(input)) throw new LogsError("SerializationException", "The request body must be a JSON object.");
-        const output = await opts.service.call(operation, input as Record<string, unknown>, principal.accountId);
+        const output = await opts.service.call(operation, input as Record<string, unknown>, caller.accountId);
         return send(reply, requestId, 200, output);
       } catch (err) {
         if (err instanceof LogsError) return send(reply, requestId, 400, { __type: err.type, message: err.message }, err.type);
