@@ -169,7 +169,7 @@ class ArnPattern {
 
   constructor(readonly source: string, variables: boolean, ignoreCase = false) {
     this.all = source === "*";
-    const split = splitArn(source, 6);
+    const split = splitArn(source, 6, variables);
     this.parts = split.map((p, i) => pattern(p, { variables, ignoreCase, within: i < split.length - 1 ? ":" : "" }));
   }
 
@@ -182,15 +182,22 @@ class ArnPattern {
   }
 }
 
-/** At most `n` parts: the first n-1 colon-separated, the last the rest. */
-function splitArn(s: string, n: number): string[] {
+/**
+ * At most `n` parts: the first n-1 colon-separated, the last the rest. In a pattern
+ * (`variables`), a colon inside `${...}` (`${aws:username}`) separates nothing.
+ */
+function splitArn(s: string, n: number, variables = false): string[] {
   const out: string[] = [];
   let from = 0;
-  while (out.length < n - 1) {
-    const c = s.indexOf(":", from);
-    if (c < 0) break;
-    out.push(s.slice(from, c));
-    from = c + 1;
+  let depth = 0;
+  for (let i = 0; i < s.length && out.length < n - 1; i++) {
+    const c = s[i];
+    if (variables && c === "$" && s[i + 1] === "{") depth++;
+    else if (variables && c === "}" && depth > 0) depth--;
+    else if (c === ":" && depth === 0) {
+      out.push(s.slice(from, i));
+      from = i + 1;
+    }
   }
   out.push(s.slice(from));
   return out;

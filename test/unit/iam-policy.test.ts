@@ -134,6 +134,10 @@ describe("resources", () => {
     assert.equal(decide(st, { action: "iam:CreateAccessKey", resource: `arn:aws:iam::${ACCT}:user/\${aws:username}`, ctx }, "identity", "2008-10-17"), "Allow", "2008-10-17 takes ${...} literally");
     const withDefault = allow({ Action: "iam:*", Resource: `arn:aws:iam::${ACCT}:user/\${aws:username, 'nobody'}` });
     assert.equal(decide(withDefault, { action: "iam:GetUser", resource: `arn:aws:iam::${ACCT}:user/nobody`, ctx: {} }), "Allow");
+    // A variable's colon does not split the ARN's parts.
+    const acct = allow({ Resource: "arn:aws:lambda:*:${aws:PrincipalAccount}:microvm-image:*" });
+    assert.equal(decide(acct, { ctx: { "aws:PrincipalAccount": ACCT } }), "Allow");
+    assert.equal(decide(acct, { ctx: { "aws:PrincipalAccount": "210987654321" } }), "ImplicitDeny");
     // ${*} is a literal star, not a wildcard.
     const literal = allow({ Resource: `arn:aws:lambda:us-east-1:${ACCT}:microvm-image:a\${*}` });
     assert.equal(decide(literal, { resource: `arn:aws:lambda:us-east-1:${ACCT}:microvm-image:a*` }), "Allow");
