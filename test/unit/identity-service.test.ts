@@ -355,6 +355,17 @@ describe("roles and sessions", () => {
     await denied(ids.assumeRole((await userCaller("notlambda")).caller, { roleArn: `arn:aws:iam::${ACCT}:role/Exec`, roleSessionName: "xx" }));
   });
 
+  test("a restart (a new service on the same database) finds every user, key, role and policy, and sessions go on", async () => {
+    const s = await ids.assumeRole(root(), { roleArn: `arn:aws:iam::${ACCT}:role/Wide`, roleSessionName: "across" });
+    const again = await open();
+    assert.deepEqual(await again.listUsers({ maxItems: 1000 }), await ids.listUsers({ maxItems: 1000 }));
+    assert.deepEqual(await again.listRoles({ maxItems: 1000 }), await ids.listRoles({ maxItems: 1000 }));
+    assert.deepEqual(await again.listUserPolicies("pol"), ["one"]);
+    assert.equal(await again.getRolePolicy("Wide", "all"), await ids.getRolePolicy("Wide", "all"));
+    const { caller } = await again.resolveKey(s.credentials.accessKeyId, s.credentials.sessionToken, "10.0.0.1");
+    await again.authorize(caller, { action: "lambda:RunMicrovm", resources: [IMAGE], context: {} });
+  });
+
   test("root's key resolves to root; root with a session token does not", async () => {
     const r = await ids.resolveKey(ROOT.accessKeyId, undefined, "127.0.0.1");
     assert.deepEqual([r.caller.kind, r.caller.arn, r.caller.userId, r.secretAccessKey], ["root", `arn:aws:iam::${ACCT}:root`, ACCT, ROOT.secretAccessKey]);
