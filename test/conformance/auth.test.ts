@@ -106,6 +106,8 @@ describe("request signing with IAM users' keys and temporary credentials", () =>
   test("a user's access key signs requests until it is deactivated or deleted", async () => {
     const ids = t.platform.identities;
     await ids.createUser({ userName: "signer" });
+    // Every request is authorised too (test/conformance/authorization.test.ts): the user may list images.
+    await ids.putUserPolicy("signer", "list", JSON.stringify({ Version: "2012-10-17", Statement: { Effect: "Allow", Action: "lambda:ListMicrovmImages", Resource: "*" } }));
     const key = await ids.createAccessKey("signer");
     const client = sdkClient(t.platform.url, { accessKeyId: key.accessKeyId, secretAccessKey: key.secretAccessKey! });
     try {
@@ -127,6 +129,7 @@ describe("request signing with IAM users' keys and temporary credentials", () =>
       roleName: "Session",
       assumeRolePolicyDocument: JSON.stringify({ Version: "2012-10-17", Statement: { Effect: "Allow", Principal: { AWS: ACCT }, Action: "sts:AssumeRole" } }),
     });
+    await ids.putRolePolicy("Session", "list", JSON.stringify({ Version: "2012-10-17", Statement: { Effect: "Allow", Action: "lambda:ListMicrovmImages", Resource: "*" } }));
     const roleArn = `arn:aws:iam::${ACCT}:role/Session`;
     const root = ids.rootCaller("127.0.0.1");
     const a = (await ids.assumeRole(root, { roleArn, roleSessionName: "first", durationSeconds: 900 })).credentials;
@@ -160,6 +163,7 @@ describe("request signing with IAM users' keys and temporary credentials", () =>
       offsetMs = 0;
     }
     // Deleting the role ends its sessions.
+    await ids.deleteRolePolicy("Session", "list");
     await ids.deleteRole("Session");
     await expectDenied(send(b), "UnrecognizedClientException", /invalid/);
   });
