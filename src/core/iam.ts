@@ -490,11 +490,10 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
         ? `The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.`
         : `The requested DurationSeconds exceeds the MaxSessionDuration set for this role.`);
     }
-    // Session tags of a chained session carry over unless set again.
-    const inherited = chained ? this.sessions.get(caller.accessKeyId)?.claims.t : undefined;
+    // Session tags are not transitive (lmvm has no TransitiveTagKeys): a chained session has only its own.
     const credentials = this.issue(role, input.roleSessionName, seconds, {
       ...(input.policy ? { policy: input.policy } : {}),
-      tags: { ...(inherited ?? {}), ...tags },
+      tags,
       chained,
     });
     return {

@@ -291,6 +291,20 @@ describe("roles and sessions", () => {
     await denied(ids.authorize(caller, { action: "iam:CreateUser", resources: ["*"], context: {} }), /because no identity-based policy allows the iam:CreateUser action$/);
   });
 
+  test("session tags need sts:TagSession in the trust policy and become aws:PrincipalTag/<key>", async () => {
+    await ids.createRole({ roleName: "Tagged", tags: { team: "red" }, assumeRolePolicyDocument: trustAccount });
+    await ids.putRolePolicy("Tagged", "p", policy({ Effect: "Allow", Action: "lambda:GetMicrovm", Resource: "*", Condition: { StringEquals: { "aws:PrincipalTag/team": "blue" } } }));
+    const arn = `arn:aws:iam::${ACCT}:role/Tagged`;
+    await denied(ids.assumeRole(root(), { roleArn: arn, roleSessionName: "tagged", tags: { team: "blue" } }));
+    await ids.updateAssumeRolePolicy("Tagged", policy({ Effect: "Allow", Principal: { AWS: ACCT }, Action: ["sts:AssumeRole", "sts:TagSession"] }));
+    const plain = await ids.assumeRole(root(), { roleArn: arn, roleSessionName: "plain" });
+    const tagged = await ids.assumeRole(root(), { roleArn: arn, roleSessionName: "tagged", tags: { team: "blue" } });
+    const get = { action: "lambda:GetMicrovm", resources: ["*"], context: {} };
+    // The role's own tag says red; the session's tag overrides it.
+    await denied(ids.authorize((await ids.resolveKey(plain.credentials.accessKeyId, plain.credentials.sessionToken, "10.0.0.1")).caller, get));
+    await ids.authorize((await ids.resolveKey(tagged.credentials.accessKeyId, tagged.credentials.sessionToken, "10.0.0.1")).caller, get);
+  });
+
   test("role chaining lasts at most an hour", async () => {
     await ids.createRole({ roleName: "Chain", maxSessionDuration: 43200, assumeRolePolicyDocument: trustAccount });
     await ids.putRolePolicy("Chain", "assume", policy({ Effect: "Allow", Action: "sts:AssumeRole", Resource: "*" }));
