@@ -7,7 +7,7 @@
 // (SecretBox "iam-secrets"); a session token is the session itself, sealed
 // (SecretBox "sts-session"), so nothing about sessions is stored.
 
-import { randomBytes } from "node:crypto";
+import { randomBytes, timingSafeEqual } from "node:crypto";
 import { AccessDenied, IamFault, Unauthenticated } from "./errors.js";
 import {
   evaluate, evaluateWithSession, namedPrincipals, parsePolicy, policySize, requestContext, type Decision, type EvaluationRequest, type Policy, type PrincipalRef,
@@ -292,7 +292,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
 
   private openSession(accessKeyId: string, token: string): Session | undefined {
     const seen = this.sessions.get(accessKeyId);
-    if (seen && seen.token === token) return seen;
+    if (seen && seen.token.length === token.length && timingSafeEqual(Buffer.from(seen.token), Buffer.from(token))) return seen;
     let claims: SessionClaims;
     try {
       claims = JSON.parse(this.opts.sessions.open(token)) as SessionClaims;
