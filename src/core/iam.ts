@@ -105,7 +105,8 @@ interface UserEntry {
 
 interface KeyEntry {
   record: IamAccessKeyRecord;
-  secret: string;
+  /** Undefined when the sealed secret does not open (the server key was replaced): the key is refused. */
+  secret: string | undefined;
 }
 
 interface RoleEntry {
@@ -159,6 +160,8 @@ export interface IdentityServiceOptions {
   secrets: SecretBox;
   /** Seals session tokens. */
   sessions: SecretBox;
+  /** Where warnings go (keys whose secrets do not open). */
+  log?: (event: Record<string, unknown>) => void;
 }
 
 const lower = (s: string) => s.toLowerCase();
@@ -213,14 +216,28 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
   static async open(opts: IdentityServiceOptions): Promise<IdentityService> {
     const s = new IdentityService(opts);
     const all = await opts.store.loadIdentities();
+    const unopened: string[] = [];
     for (const u of all.users) s.users.set(lower(u.userName), { record: u, arn: s.userArn(u), policies: policyMap(all.policies, "user", u.userName), keys: new Set() });
     for (const k of all.accessKeys) {
       const user = s.users.get(lower(k.userName));
       if (!user) continue;
-      s.keys.set(k.accessKeyId, { record: k, secret: opts.secrets.open(k.sealedSecret) });
+      let secret: string | undefined;
+      try {
+        secret = opts.secrets.open(k.sealedSecret);
+      } catch {
+        unopened.push(k.accessKeyId);
+      }
+      s.keys.set(k.accessKeyId, { record: k, secret });
       user.keys.add(k.accessKeyId);
     }
     for (const r of all.roles) s.roles.set(lower(r.roleName), { record: r, arn: s.roleArn(r), trust: parsePolicy(r.trustPolicy, "trust"), policies: policyMap(all.policies, "role", r.roleName) });
+    if (unopened.length) {
+      opts.log?.({
+        level: "warn",
+        msg: "access keys whose secrets do not open under this server key are refused; delete them and create new ones (was secrets/server.key replaced?)",
+        accessKeyIds: unopened,
+      });
+    }
     return s;
   }
 
@@ -266,7 +283,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
       return { secretAccessKey: session.claims.s, caller: this.sessionCaller(role, session.claims, sourceIp) };
     }
     const key = this.keys.get(accessKeyId);
-    if (!key || key.record.status !== "Active" || sessionToken !== undefined) throw invalid();
+    if (!key || key.secret === undefined || key.record.status !== "Active" || sessionToken !== undefined) throw invalid();
     const user = this.users.get(lower(key.record.userName));
     if (!user) throw invalid();
     return {
