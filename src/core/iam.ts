@@ -458,11 +458,11 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     }
     if (input.policy !== undefined) {
       if (input.policy.length > 2048 * 4) throw constraint("(the policy)", "policy", "Member must have length less than or equal to 2048");
-      parsePolicy(input.policy, "session");
       const size = policySize(input.policy);
       if (size > IAM_LIMITS.sessionPolicySize) {
         throw new IamFault("PackedPolicyTooLarge", `Packed policy consumes ${Math.ceil((size * 100) / IAM_LIMITS.sessionPolicySize)}% of allotted space, please use smaller policy for this request.`);
       }
+      parsePolicy(input.policy, "session");
     }
     checkTags(input.tags);
 
@@ -630,10 +630,11 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
   private putPolicy(kind: "user" | "role", owner: { record: { path: string }; policies: UserEntry["policies"]; policyList?: Policy[] }, ownerName: string, policyName: string, document: string, limit: number): Promise<void> {
     this.checkPolicyName(policyName);
     if (typeof document !== "string" || !document.length) throw constraint("", "policyDocument", "Member must have length greater than or equal to 1");
-    const policy = parsePolicy(document, "identity");
+    // Size first: a document far over the quota is refused before it is parsed.
     let total = policySize(document);
     for (const [name, p] of owner.policies) if (name !== lower(policyName)) total += policySize(p.document);
     if (total > limit) throw new IamFault("LimitExceeded", `Maximum policy size of ${limit} bytes exceeded for ${kind} ${ownerName}`);
+    const policy = parsePolicy(document, "identity");
     return (async () => {
       const existing = owner.policies.get(lower(policyName));
       const name = existing?.name ?? policyName;
@@ -693,8 +694,8 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
 
   private parseTrust(document: string): Policy {
     if (typeof document !== "string" || !document.length) throw constraint("", "assumeRolePolicyDocument", "Member must have length greater than or equal to 1");
-    const trust = parsePolicy(document, "trust");
     if (policySize(document) > IAM_LIMITS.trustPolicySize) throw new IamFault("LimitExceeded", `Cannot exceed quota for ACLSizePerRole: ${IAM_LIMITS.trustPolicySize}`);
+    const trust = parsePolicy(document, "trust");
     // As IAM: a user or role of this account named as a principal must exist.
     for (const arn of namedPrincipals(trust)) {
       const m = /^arn:aws:iam::(\d{12}):(user|role)\/(?:.*\/)?([^/]+)$/.exec(arn);
