@@ -13,7 +13,6 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { AccessDenied, IamFault, InvalidInput, Throttled, Unauthenticated, type Caller } from "../core/index.js";
 import { AwsError } from "./errors.js";
 import type { PostRootApi } from "./post-root.js";
-import { accessKeyIdOf } from "./sigv4.js";
 import { recordOf } from "./request-record.js";
 
 /** A parsed awsQuery request: its operation, API version and the other parameters, flat. */
@@ -70,7 +69,8 @@ export function claimsQuery(req: FastifyRequest, body: Buffer, version: string):
 }
 
 function escape(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;" })[c]!);
+  // Element text only (no attribute takes a value from a request): &, < and > are all that need escaping.
+  return text.replace(/[&<>]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;" })[c]!);
 }
 
 /** A value as awsQuery XML: structures as elements, lists as `<member>`s, timestamps in ISO 8601. */
@@ -193,11 +193,9 @@ export function queryApi(spec: QueryApiSpec): PostRootApi {
       const record = recordOf(req);
       const q = parseQuery(body);
       Object.assign(record, { eventSource: spec.eventSource, eventName: q?.action, requestId, readOnly: q ? spec.readOnly(q.action) : true });
-      const accessKeyId = accessKeyIdOf(req.headers);
-      if (accessKeyId) record.accessKeyId = accessKeyId;
       try {
+        // Records the access key and the caller (authenticateRequest).
         const caller = await spec.authenticate(req, body);
-        record.caller = caller;
         if (!q) throw new QueryError("MissingAction", 400, "The request must contain the parameter Action.");
         record.requestParameters = q.toRecord();
         const operation = Object.hasOwn(spec.operations, q.action) ? spec.operations[q.action] : undefined;
@@ -237,8 +235,8 @@ export function integer(q: QueryRequest, name: string, min: number, max: number)
   const n = Number(v);
   if (!/^-?\d+$/.test(v) || n < min || n > max) {
     const member = name.charAt(0).toLowerCase() + name.slice(1);
-    const rule = n < min ? `greater than or equal to ${min}` : `less than or equal to ${max}`;
-    throw new QueryError("ValidationError", 400, `1 validation error detected: Value '${v}' at '${member}' failed to satisfy constraint: Member must be ${/^-?\d+$/.test(v) ? rule : "a whole number"}`);
+    const rule = n < min ? `have value greater than or equal to ${min}` : `have value less than or equal to ${max}`;
+    throw new QueryError("ValidationError", 400, `1 validation error detected: Value '${v}' at '${member}' failed to satisfy constraint: Member must ${/^-?\d+$/.test(v) ? rule : "be a whole number"}`);
   }
   return n;
 }

@@ -36,8 +36,10 @@ export interface PrincipalRef {
   service?: string;
 }
 
-/** Condition keys by lower-cased name; each key holds one or more values. */
-export type RequestContext = ReadonlyMap<string, readonly string[]>;
+/** Condition keys by lower-cased name; each key holds one or more values (a Map will do). */
+export interface RequestContext {
+  get(lowerCasedKey: string): readonly string[] | undefined;
+}
 
 /** Builds a request context from named values: booleans become "true"/"false", Dates ISO 8601, arrays stay sets. */
 export function requestContext(values: Record<string, string | readonly string[] | boolean | number | Date | undefined>): Map<string, readonly string[]> {
@@ -98,39 +100,72 @@ function lex(text: string, variables: boolean, wildcards: boolean): Piece[] {
   return pieces;
 }
 
-const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+/** A compiled wildcard pattern: one token per character, `STAR` for `*`, `ONE` for `?`. */
+const STAR = 0;
+const ONE = 1;
+type Token = string | typeof STAR | typeof ONE;
 
 /**
- * A compiled pattern: a literal (fast path), a regular expression, or one that depends on policy
- * variables and is resolved per request. `null` from `regex()` means a variable had no value (the
- * element then matches nothing, as IAM does).
+ * Wildcard matching in O(pattern × value) at worst, with no regular expression: a pattern full of
+ * `*` (a session policy is anyone's to write) cannot make matching explode.
+ */
+function wildcardMatch(tokens: readonly Token[], s: string): boolean {
+  let p = 0;
+  let i = 0;
+  let starP = -1;
+  let starI = 0;
+  while (i < s.length) {
+    const t = tokens[p];
+    if (p < tokens.length && (t === ONE || t === s[i])) {
+      p++;
+      i++;
+    } else if (p < tokens.length && t === STAR) {
+      starP = p++;
+      starI = i;
+    } else if (starP >= 0) {
+      p = starP + 1;
+      i = ++starI;
+    } else return false;
+  }
+  while (p < tokens.length && tokens[p] === STAR) p++;
+  return p === tokens.length;
+}
+
+/**
+ * A compiled pattern: a literal (fast path), wildcard tokens, or one that depends on policy
+ * variables and is resolved per request. A variable with no value makes the element match
+ * nothing, as IAM does.
  */
 class Pattern {
-  private readonly fixed: RegExp | string | null;
-  private readonly hasVars: boolean;
+  private readonly fixed: readonly Token[] | string | null;
 
   constructor(
     readonly source: string,
     private readonly pieces: Piece[],
     private readonly ignoreCase: boolean,
-    /** Characters `*` and `?` may not match (":" in an ARN segment). */
-    private readonly within = "",
   ) {
-    this.hasVars = pieces.some((p) => p.t === "var");
-    this.fixed = this.hasVars ? null : this.compile(pieces);
+    this.fixed = pieces.some((p) => p.t === "var") ? null : this.compile(pieces);
   }
 
-  private compile(pieces: Piece[]): RegExp | string {
-    if (pieces.every((p) => p.t === "lit")) {
-      const s = pieces.map((p) => (p as { v: string }).v).join("");
-      return this.ignoreCase ? s.toLowerCase() : s;
+  private compile(pieces: Piece[]): readonly Token[] | string {
+    const fold = (v: string) => (this.ignoreCase ? v.toLowerCase() : v);
+    if (pieces.every((p) => p.t === "lit")) return fold(pieces.map((p) => (p as { v: string }).v).join(""));
+    const tokens: Token[] = [];
+    for (const p of pieces) {
+      if (p.t === "lit") tokens.push(...fold(p.v));
+      else if (p.t === "star") {
+        if (tokens.at(-1) !== STAR) tokens.push(STAR);
+      } else if (p.t === "one") tokens.push(ONE);
     }
-    const any = this.within ? `[^${escapeRe(this.within)}]` : "[\\s\\S]";
-    const re = pieces.map((p) => (p.t === "lit" ? escapeRe(p.v) : p.t === "star" ? `${any}*` : p.t === "one" ? any : "")).join("");
-    return new RegExp(`^${re}$`, this.ignoreCase ? "i" : "");
+    return tokens;
   }
 
   matches(value: string, context: RequestContext): boolean {
+    return this.matchesFolded(this.ignoreCase ? value.toLowerCase() : value, context);
+  }
+
+  /** `matches` for a value already lower-cased when the pattern ignores case. */
+  matchesFolded(subject: string, context: RequestContext): boolean {
     let m = this.fixed;
     if (m === null) {
       const resolved: Piece[] = [];
@@ -147,13 +182,12 @@ class Pattern {
       }
       m = this.compile(resolved);
     }
-    if (typeof m === "string") return this.ignoreCase ? value.toLowerCase() === m : value === m;
-    return m.test(value);
+    return typeof m === "string" ? subject === m : wildcardMatch(m, subject);
   }
 }
 
-function pattern(text: string, opts: { variables: boolean; ignoreCase: boolean; wildcards?: boolean; within?: string }): Pattern {
-  return new Pattern(text, lex(text, opts.variables, opts.wildcards ?? true), opts.ignoreCase, opts.within);
+function pattern(text: string, opts: { variables: boolean; ignoreCase: boolean; wildcards?: boolean }): Pattern {
+  return new Pattern(text, lex(text, opts.variables, opts.wildcards ?? true), opts.ignoreCase);
 }
 
 /**
@@ -167,8 +201,9 @@ class ArnPattern {
 
   constructor(readonly source: string, variables: boolean, ignoreCase = false) {
     this.all = source === "*";
-    const split = splitArn(source, 6);
-    this.parts = split.map((p, i) => pattern(p, { variables, ignoreCase, within: i < split.length - 1 ? ":" : "" }));
+    const split = splitArn(source, 6, variables);
+    // The value is split the same way, so no part but the last holds a colon for a wildcard to cross.
+    this.parts = split.map((p) => pattern(p, { variables, ignoreCase }));
   }
 
   matches(value: string, context: RequestContext): boolean {
@@ -180,15 +215,22 @@ class ArnPattern {
   }
 }
 
-/** At most `n` parts: the first n-1 colon-separated, the last the rest. */
-function splitArn(s: string, n: number): string[] {
+/**
+ * At most `n` parts: the first n-1 colon-separated, the last the rest. In a pattern
+ * (`variables`), a colon inside `${...}` (`${aws:username}`) separates nothing.
+ */
+function splitArn(s: string, n: number, variables = false): string[] {
   const out: string[] = [];
   let from = 0;
-  while (out.length < n - 1) {
-    const c = s.indexOf(":", from);
-    if (c < 0) break;
-    out.push(s.slice(from, c));
-    from = c + 1;
+  let depth = 0;
+  for (let i = 0; i < s.length && out.length < n - 1; i++) {
+    const c = s[i];
+    if (variables && c === "$" && s[i + 1] === "{") depth++;
+    else if (variables && c === "}" && depth > 0) depth--;
+    else if (c === ":" && depth === 0) {
+      out.push(s.slice(from, i));
+      from = i + 1;
+    }
   }
   out.push(s.slice(from));
   return out;
@@ -473,7 +515,7 @@ function strings(value: unknown, what: string): string[] {
 
 function parseActions(value: unknown, field: string): ActionMatcher[] {
   return strings(value, field).map((a) => {
-    if (a !== "*" && !/^[A-Za-z0-9*?-]+:[A-Za-z0-9*?_-]*$/.test(a)) {
+    if (a !== "*" && !/^[A-Za-z0-9*?-]+:[A-Za-z0-9*?_-]+$/.test(a)) {
       throw malformed(`Actions/Conditions must be prefaced by a vendor, e.g., iam, sdb, ec2, etc. '${a}' in ${field} is not of the form service:Action (such as lambda:RunMicrovm or lambda:*).`);
     }
     return pattern(a, { variables: false, ignoreCase: true });
@@ -604,6 +646,11 @@ function parseStatement(s: unknown, kind: PolicyKind, variables: boolean): State
     if (hasPrincipal) throw malformed("Policy document should not specify a principal.");
     if (o.Resource === undefined && o.NotResource === undefined) throw malformed("Policy statement must contain resources.");
   }
+  if (kind === "trust") {
+    for (const a of [o.Action ?? o.NotAction].flat()) {
+      if (typeof a === "string" && a !== "*" && !/^sts:/i.test(a)) throw malformed(`AssumeRole policy may only specify STS AssumeRole actions. '${a}' is not an sts: action.`);
+    }
+  }
   const st: Statement = { effect: o.Effect, conditions: [] };
   if (typeof o.Sid === "string") st.sid = o.Sid;
   if (o.Action !== undefined) st.actions = parseActions(o.Action, "Action");
@@ -665,8 +712,8 @@ export function parsePolicy(text: string, kind: PolicyKind): Policy {
   return { version, kind, statements, text };
 }
 
-function statementApplies(st: Statement, req: EvaluationRequest): boolean {
-  if (st.actions ? !st.actions.some((a) => a.matches(req.action, req.context)) : st.notActions!.some((a) => a.matches(req.action, req.context))) return false;
+function statementApplies(st: Statement, req: EvaluationRequest, action: string): boolean {
+  if (st.actions ? !st.actions.some((a) => a.matchesFolded(action, req.context)) : st.notActions!.some((a) => a.matchesFolded(action, req.context))) return false;
   if (st.resources && !st.resources.some((r) => r.matches(req.resource, req.context))) return false;
   if (st.notResources && st.notResources.some((r) => r.matches(req.resource, req.context))) return false;
   if (st.principal && !principalMatches(st.principal, req.principal)) return false;
@@ -677,11 +724,13 @@ function statementApplies(st: Statement, req: EvaluationRequest): boolean {
 
 /** One policy set's verdict on a request: an explicit Deny in any statement wins, then any Allow, else an implicit deny. */
 export function evaluate(policies: readonly Policy[], req: EvaluationRequest): Decision {
+  // Actions match regardless of case: fold the request's once.
+  const action = req.action.toLowerCase();
   let allowed = false;
   for (const p of policies) {
     for (const st of p.statements) {
       if (st.effect === "Allow" && allowed) continue;
-      if (!statementApplies(st, req)) continue;
+      if (!statementApplies(st, req, action)) continue;
       if (st.effect === "Deny") return "ExplicitDeny";
       allowed = true;
     }
@@ -689,9 +738,17 @@ export function evaluate(policies: readonly Policy[], req: EvaluationRequest): D
   return allowed ? "Allow" : "ImplicitDeny";
 }
 
+/** The user and role ARNs a (trust) policy names in Principal or NotPrincipal. */
+export function namedPrincipals(policy: Policy): string[] {
+  const out = new Set<string>();
+  for (const st of policy.statements) for (const spec of [st.principal, st.notPrincipal]) for (const a of spec?.arns ?? []) out.add(a);
+  return [...out];
+}
+
 /** The statement that decided, for explanations and tests. */
 export function matchingStatements(policies: readonly Policy[], req: EvaluationRequest): Statement[] {
-  return policies.flatMap((p) => p.statements.filter((st) => statementApplies(st, req)));
+  const action = req.action.toLowerCase();
+  return policies.flatMap((p) => p.statements.filter((st) => statementApplies(st, req, action)));
 }
 
 /** The verdict with a session policy: allowed only when both the identity's policies and the session policy allow. */
