@@ -6,3 +6,4 @@ export { SigV4Verifier, MAX_SKEW_MS, type Credential } from "./sigv4.js";
 export { PageTokens } from "./pagination.js";
 export { Metrics } from "./metrics.js";
 export { OPERATIONS, OPERATION_NAMES, inputSchema, structureMembers, listMember, kindOf, type OperationModel, type MemberModel, type SdkOperationName } from "./sdk-model.js";
+export { cloudTrailApi, CLOUDTRAIL_TARGET_PREFIX, type CloudTrailApiOptions } from "./cloudtrail-route.js";

@@ -9,14 +9,14 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance } from "fastify";
-import { buildApi, Metrics, PageTokens, SigV4Verifier } from "../api/index.js";
+import { buildApi, cloudTrailApi, Metrics, PageTokens, SigV4Verifier } from "../api/index.js";
 import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage, type PhaseTimeouts } from "../builder/index.js";
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
 import { EgressGateway, NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
-import { ControlPlane, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
+import { AuditTrail, ControlPlane, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { SqliteStore } from "../store/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
@@ -202,10 +202,28 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   endpointPort = await proxy.listen(config.endpointPort, config.endpointHost ?? DEFAULTS.endpointHost);
 
   const verifier = new SigV4Verifier(new Map([[creds.accessKeyId, { secretAccessKey: creds.secretAccessKey, accountId: config.accountId }]]), config.region, clock);
+  const pageTokens = new PageTokens(deriveKey(master, "page-tokens"));
+  // Every API call's event, committed before its answer leaves (src/api/audit-recorder.ts).
+  const trail = new AuditTrail(store);
+  const cloudTrailVerifier = new SigV4Verifier(new Map([[creds.accessKeyId, { secretAccessKey: creds.secretAccessKey, accountId: config.accountId }]]), config.region, clock, "cloudtrail");
+  const cloudTrail = cloudTrailApi({
+    trail,
+    pageTokens,
+    log,
+    authenticate: async (req, body) => {
+      const url = req.raw.url ?? "/";
+      const q = url.indexOf("?");
+      const p = await cloudTrailVerifier.verify({ method: req.method, rawPath: q < 0 ? url : url.slice(0, q), rawQuery: q < 0 ? "" : url.slice(q + 1), headers: req.headers, body });
+      const arn = `arn:aws:iam::${p.accountId}:root`;
+      return { kind: "root", accountId: p.accountId, arn, principalArn: arn, userId: p.accountId, accessKeyId: p.accessKeyId, sourceIp: req.socket.remoteAddress ?? "" };
+    },
+  });
   const app: FastifyInstance = await buildApi({
     controlPlane,
     verifier,
-    pageTokens: new PageTokens(deriveKey(master, "page-tokens")),
+    pageTokens,
+    audit: { trail, clock, region: config.region, accountId: config.accountId },
+    postRoot: [cloudTrail],
     log,
     buildLog: (buildId, follow, finished, signal, from) => buildLogs.read(buildId, follow, finished, signal, from),
     microvmLog: (id, follow, finished, signal, from) => microvmLogs.read(id, follow, finished, signal, from),
@@ -245,6 +263,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       await Promise.allSettled([proxy.stop(), app.close()]);
       clearTimeout(cut);
       await core;
+      await trail.drain();
       // Running sandboxes keep their chains and shaping; the next start re-binds their DNS sockets.
       await egress.close();
       await store.close();

@@ -5,6 +5,9 @@
 
 import Database from "better-sqlite3";
 import { Kysely, Migrator, SqliteDialect, type Generated, type Selectable, type SqliteDatabase as SqliteDatabaseLike, type Transaction } from "kysely";
+import {
+  eventUsername, resourceNames, type AuditEvent, type AuditLog, type AuditQuery,
+} from "../core/index.js";
 import type {
   Build, BuildFilter, BuildState, ConnectorState, IdempotencyRecord, ImageState, ImageVersion, ManagedImageVersion, Microvm,
   MicrovmFilter, MicrovmImage, MicrovmState, NetworkConnector, NetworkConnectorVersion, Page, PageRequest, Store, VersionState,
@@ -47,7 +50,15 @@ interface ConnectorVersionsTable {
   created_at: number; updated_at: number;
 }
 
+interface AuditEventsTable {
+  seq: Generated<number>; event_id: string; event_time: number; event_source: string; event_name: string; read_only: number;
+  username: string | null; access_key_id: string | null; error_code: string | null; record: string;
+}
+interface AuditResourcesTable { event_seq: number; resource_type: string; resource_name: string }
+
 interface Tables {
+  audit_events: AuditEventsTable;
+  audit_resources: AuditResourcesTable;
   network_connectors: ConnectorsTable;
   network_connector_versions: ConnectorVersionsTable;
   images: ImagesTable;
@@ -209,11 +220,12 @@ function withStatementCache(sqlite: Database.Database): SqliteDatabaseLike {
   };
 }
 
-export class SqliteStore implements Store {
+export class SqliteStore implements Store, AuditLog {
   private constructor(
     private readonly db: Db,
     private readonly root: Kysely<Tables>,
     private readonly inTransaction: boolean,
+    private readonly sqlite: Database.Database,
   ) {}
 
   /** Opens (creating if needed) the database file and brings its schema up to date. */
@@ -229,7 +241,7 @@ export class SqliteStore implements Store {
       const failed = results?.find((r) => r.status === "Error")?.migrationName ?? "unknown";
       throw new Error(`Database migration ${failed} failed on ${file}: ${String(error)}`);
     }
-    return new SqliteStore(db, db, false);
+    return new SqliteStore(db, db, false, sqlite);
   }
 
   async close(): Promise<void> {
@@ -238,7 +250,7 @@ export class SqliteStore implements Store {
 
   transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
     if (this.inTransaction) return fn(this);
-    return this.root.transaction().execute((trx) => fn(new SqliteStore(trx, this.root, true)));
+    return this.root.transaction().execute((trx) => fn(new SqliteStore(trx, this.root, true, this.sqlite)));
   }
 
   // Images
@@ -510,5 +522,57 @@ export class SqliteStore implements Store {
       name: r.name, version: r.version, status: r.status as ManagedImageVersion["status"],
       createdAt: new Date(r.created_at), updatedAt: new Date(r.updated_at),
     }));
+  }
+
+  // Audit trail: appended, looked up; there is no way to change or remove an event.
+  private auditStatements?: { event: Database.Statement; resource: Database.Statement; append: (events: AuditEvent[]) => void };
+
+  async appendAuditEvents(events: AuditEvent[]): Promise<void> {
+    if (!events.length) return;
+    if (!this.auditStatements) {
+      const event = this.sqlite.prepare(
+        "insert into audit_events (event_id, event_time, event_source, event_name, read_only, username, access_key_id, error_code, record) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      );
+      const resource = this.sqlite.prepare("insert into audit_resources (event_seq, resource_type, resource_name) values (?, ?, ?)");
+      const append = this.sqlite.transaction((batch: AuditEvent[]) => {
+        for (const e of batch) {
+          const { lastInsertRowid } = event.run(
+            e.eventID, Date.parse(e.eventTime), e.eventSource, e.eventName, e.readOnly ? 1 : 0, eventUsername(e) ?? null,
+            e.userIdentity.accessKeyId ?? null, e.errorCode ?? null, JSON.stringify(e),
+          );
+          for (const r of e.resources ?? []) for (const name of resourceNames(r)) resource.run(lastInsertRowid, r.type, name);
+        }
+      });
+      this.auditStatements = { event, resource, append };
+    }
+    const { append } = this.auditStatements;
+    // Through Kysely's connection lock: never inside a transaction another caller has open.
+    await this.root.connection().execute(async () => append(events));
+  }
+
+  async lookupAuditEvents(query: AuditQuery, page: PageRequest): Promise<Page<AuditEvent>> {
+    let q = this.db.selectFrom("audit_events").select(["seq", "record"]);
+    if (page.after) q = q.where("seq", "<", Number(page.after));
+    if (query.startTime) q = q.where("event_time", ">=", query.startTime.getTime());
+    if (query.endTime) q = q.where("event_time", "<=", query.endTime.getTime());
+    const a = query.attribute;
+    if (a) {
+      switch (a.key) {
+        case "EventId": q = q.where("event_id", "=", a.value); break;
+        case "EventName": q = q.where("event_name", "=", a.value); break;
+        case "EventSource": q = q.where("event_source", "=", a.value); break;
+        case "Username": q = q.where("username", "=", a.value); break;
+        case "AccessKeyId": q = q.where("access_key_id", "=", a.value); break;
+        case "ReadOnly": q = q.where("read_only", "=", a.value === "true" ? 1 : 0); break;
+        case "ResourceType":
+          q = q.where("seq", "in", this.db.selectFrom("audit_resources").select("event_seq").where("resource_type", "=", a.value));
+          break;
+        case "ResourceName":
+          q = q.where("seq", "in", this.db.selectFrom("audit_resources").select("event_seq").where("resource_name", "=", a.value));
+          break;
+      }
+    }
+    const rows = await q.orderBy("seq", "desc").limit(page.limit + 1).execute();
+    return paged(rows, page, (r) => JSON.parse(r.record) as AuditEvent);
   }
 }
