@@ -3,6 +3,7 @@
 // even if the server is killed right after. Rows map to core types here and
 // nowhere else; JSON columns hold the SDK-shaped configs.
 
+import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { Kysely, Migrator, SqliteDialect, type Generated, type Selectable, type SqliteDatabase as SqliteDatabaseLike, type Transaction } from "kysely";
 import {
@@ -13,6 +14,7 @@ import type {
   MicrovmFilter, MicrovmImage, MicrovmState, NetworkConnector, NetworkConnectorVersion, Page, PageRequest, Store, VersionState,
 } from "../core/index.js";
 import { migrations } from "./migrations/index.js";
+import type { AuditBatch, AuditBatchResult, AuditRow } from "./audit-worker.js";
 
 interface ImagesTable {
   seq: Generated<number>; arn: string; account_id: string; name: string; state: string; state_reason: string | null;
@@ -220,6 +222,50 @@ function withStatementCache(sqlite: Database.Database): SqliteDatabaseLike {
   };
 }
 
+/** The audit writer thread (audit-worker.ts) as the store uses it: a batch in, a promise that resolves when it is on disk. */
+class AuditWriter {
+  private worker: Worker | undefined;
+  private next = 1;
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+
+  constructor(private readonly file: string) {}
+
+  private start(): Worker {
+    const worker = new Worker(new URL("./audit-worker.js", import.meta.url), { workerData: { file: this.file } });
+    worker.unref();
+    worker.on("message", (r: AuditBatchResult) => {
+      const w = this.waiting.get(r.id);
+      if (!w) return;
+      this.waiting.delete(r.id);
+      if (!r.error) return w.resolve();
+      w.reject(Object.assign(new Error(`audit write failed: ${r.error.message}`), r.error.code ? { code: r.error.code } : {}));
+    });
+    const fail = (err: Error) => {
+      if (this.worker === worker) this.worker = undefined;
+      for (const w of this.waiting.values()) w.reject(err);
+      this.waiting.clear();
+    };
+    worker.on("error", fail);
+    worker.on("exit", (code) => fail(new Error(`the audit writer thread exited (${code})`)));
+    return worker;
+  }
+
+  append(rows: AuditRow[]): Promise<void> {
+    this.worker ??= this.start();
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.worker!.postMessage({ id, rows } satisfies AuditBatch);
+    });
+  }
+
+  async close(): Promise<void> {
+    const worker = this.worker;
+    this.worker = undefined;
+    if (worker) await worker.terminate();
+  }
+}
+
 export class SqliteStore implements Store, AuditLog {
   private constructor(
     private readonly db: Db,
@@ -245,6 +291,7 @@ export class SqliteStore implements Store, AuditLog {
   }
 
   async close(): Promise<void> {
+    await this.auditWriter?.close();
     await this.root.destroy();
   }
 
@@ -525,29 +572,16 @@ export class SqliteStore implements Store, AuditLog {
   }
 
   // Audit trail: appended, looked up; there is no way to change or remove an event.
-  private auditStatements?: { event: Database.Statement; resource: Database.Statement; append: (events: AuditEvent[]) => void };
+  private auditWriter?: AuditWriter;
 
   async appendAuditEvents(events: AuditEvent[]): Promise<void> {
     if (!events.length) return;
-    if (!this.auditStatements) {
-      const event = this.sqlite.prepare(
-        "insert into audit_events (event_id, event_time, event_source, event_name, read_only, username, access_key_id, error_code, record) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      );
-      const resource = this.sqlite.prepare("insert into audit_resources (event_seq, resource_type, resource_name) values (?, ?, ?)");
-      const append = this.sqlite.transaction((batch: AuditEvent[]) => {
-        for (const e of batch) {
-          const { lastInsertRowid } = event.run(
-            e.eventID, Date.parse(e.eventTime), e.eventSource, e.eventName, e.readOnly ? 1 : 0, eventUsername(e) ?? null,
-            e.userIdentity.accessKeyId ?? null, e.errorCode ?? null, JSON.stringify(e),
-          );
-          for (const r of e.resources ?? []) for (const name of resourceNames(r)) resource.run(lastInsertRowid, r.type, name);
-        }
-      });
-      this.auditStatements = { event, resource, append };
-    }
-    const { append } = this.auditStatements;
-    // Through Kysely's connection lock: never inside a transaction another caller has open.
-    await this.root.connection().execute(async () => append(events));
+    this.auditWriter ??= new AuditWriter(this.sqlite.name);
+    await this.auditWriter.append(events.map((e): AuditRow => [
+      e.eventID, Date.parse(e.eventTime), e.eventSource, e.eventName, e.readOnly ? 1 : 0, eventUsername(e) ?? null,
+      e.userIdentity.accessKeyId ?? null, e.errorCode ?? null, JSON.stringify(e),
+      (e.resources ?? []).flatMap((r) => resourceNames(r).map((name): [string, string] => [r.type, name])),
+    ]));
   }
 
   async lookupAuditEvents(query: AuditQuery, page: PageRequest): Promise<Page<AuditEvent>> {
