@@ -73,13 +73,18 @@ export interface AuditQuery {
   endTime?: Date;
 }
 
-/** Where events are kept: appended, looked up, never changed or removed. */
+/** Where events are kept: appended, looked up, never changed; removed only once older than the retention period. */
 export interface AuditLog {
   /** Appends the events in one durable transaction (on disk when it resolves). */
   appendAuditEvents(events: AuditEvent[]): Promise<void>;
   /** Newest first; `page.after` is the position `next` gave. */
   lookupAuditEvents(query: AuditQuery, page: PageRequest): Promise<Page<AuditEvent>>;
+  /** Removes every event whose eventTime is before `before`; resolves with how many went. */
+  expireAuditEvents(before: Date): Promise<number>;
 }
+
+/** How long events are kept by default: CloudTrail's event history covers the last 90 days. */
+export const DEFAULT_AUDIT_RETENTION_DAYS = 90;
 
 // ---- redaction ----
 
@@ -283,6 +288,11 @@ export class AuditTrail {
 
   lookup(query: AuditQuery, page: PageRequest): Promise<Page<AuditEvent>> {
     return this.log.lookupAuditEvents(query, page);
+  }
+
+  /** Removes the events older than `days` days before `now` (the retention period). */
+  expire(now: Date, days: number): Promise<number> {
+    return this.log.expireAuditEvents(new Date(now.getTime() - days * 86_400_000));
   }
 
   /** Waits until every event recorded so far is written (or failed). */

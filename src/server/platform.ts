@@ -16,7 +16,7 @@ import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
 import { EgressGateway, NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
-import { AuditTrail, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
+import { AuditTrail, DEFAULT_AUDIT_RETENTION_DAYS, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { SqliteStore } from "../store/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
@@ -68,6 +68,8 @@ export interface PlatformConfig {
   defaultEgress?: DefaultEgress;
   /** Upstream resolvers sandboxes' DNS queries are relayed to (default: the host's /etc/resolv.conf nameservers). */
   dnsResolvers?: string[];
+  /** Days audit events are kept (default DEFAULT_AUDIT_RETENTION_DAYS, 90, as CloudTrail's event history). */
+  auditRetentionDays?: number;
 }
 
 export const DEFAULTS = {
@@ -135,6 +137,9 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const log = config.log ?? jsonLog;
   const clock = config.clock ?? systemClock;
   if (!/^[0-9]{12}$/.test(config.accountId)) throw new Error(`--account-id must be 12 digits; got '${config.accountId}'.`);
+  if (config.auditRetentionDays !== undefined && (!Number.isInteger(config.auditRetentionDays) || config.auditRetentionDays < 1)) {
+    throw new Error(`--audit-retention-days must be a whole number of days of at least 1; got '${config.auditRetentionDays}'.`);
+  }
   if (!/^[a-z]{2}(-[a-z]+)+-\d$/.test(config.region)) throw new Error(`--region must look like us-east-1; got '${config.region}'.`);
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const files = paths(config.dataDir);
@@ -266,6 +271,18 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   // and stamp each second what they gained, so each line gets its time (src/os/log-files.ts).
   const logBounds = setInterval(() => microvmLogs.boundAll(), 5000);
   const logStamps = setInterval(() => logCatalog.sweep(), 1000);
+  // Audit events older than the retention period go at start and every hour after, on the writer's thread.
+  const retentionDays = config.auditRetentionDays ?? DEFAULT_AUDIT_RETENTION_DAYS;
+  let stopping = false;
+  const expireAudit = () => {
+    trail.expire(clock.now(), retentionDays).then(
+      (removed) => removed && log({ msg: "audit events past their retention removed", removed, retentionDays }),
+      (err: Error) => stopping || log({ level: "error", msg: "removing expired audit events failed", err: err.message }),
+    );
+  };
+  expireAudit();
+  const auditExpiry = setInterval(expireAudit, 3_600_000);
+  auditExpiry.unref();
   return {
     url,
     endpointPort,
@@ -274,6 +291,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     async stop() {
       clearInterval(logBounds);
       clearInterval(logStamps);
+      clearInterval(auditExpiry);
+      stopping = true;
       shell.stop();
       // Builds are aborted while the listeners close: a client following a
       // build's log holds its request open until that build ends.

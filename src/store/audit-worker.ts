@@ -10,13 +10,12 @@ import Database from "better-sqlite3";
 /** One event as the writer stores it: its lookup columns, its record, and its resources' [type, name] rows. */
 export type AuditRow = [eventId: string, time: number, source: string, name: string, readOnly: 0 | 1, username: string | null, accessKeyId: string | null, errorCode: string | null, record: string, resources: [string, string][]];
 
-export interface AuditBatch {
-  id: number;
-  rows: AuditRow[];
-}
+export type AuditBatch = { id: number; rows: AuditRow[] } | { id: number; expireBefore: number };
 
 export interface AuditBatchResult {
   id: number;
+  /** How many events an expiry removed. */
+  removed?: number;
   error?: { message: string; code?: string };
 }
 
@@ -36,8 +35,29 @@ if (parentPort) {
       for (const [type, resourceName] of resources) resource.run(lastInsertRowid, type, resourceName);
     }
   });
+  // Expiry goes oldest first, a few thousand events per transaction, so appends are never held up long.
+  const oldest = db.prepare("select seq from audit_events where event_time < ? order by seq limit 2000");
+  const dropResources = db.prepare("delete from audit_resources where event_seq between ? and ?");
+  const dropEvents = db.prepare("delete from audit_events where seq between ? and ? and event_time < ?");
+  const expireSome = db.transaction((before: number): number => {
+    const seqs = oldest.all(before) as { seq: number }[];
+    if (!seqs.length) return 0;
+    const first = seqs[0]!.seq;
+    const last = seqs.at(-1)!.seq;
+    dropResources.run(first, last);
+    return dropEvents.run(first, last, before).changes;
+  });
+  const expire = (before: number): number => {
+    let removed = 0;
+    for (let n = expireSome.immediate(before); n > 0; n = expireSome.immediate(before)) removed += n;
+    return removed;
+  };
   port.on("message", (batch: AuditBatch) => {
     try {
+      if ("expireBefore" in batch) {
+        port.postMessage({ id: batch.id, removed: expire(batch.expireBefore) } satisfies AuditBatchResult);
+        return;
+      }
       append.immediate(batch.rows);
       port.postMessage({ id: batch.id } satisfies AuditBatchResult);
     } catch (err) {

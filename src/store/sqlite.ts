@@ -239,7 +239,7 @@ function withStatementCache(sqlite: Database.Database): SqliteDatabaseLike {
 class AuditWriter {
   private worker: Worker | undefined;
   private next = 1;
-  private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+  private readonly waiting = new Map<number, { resolve: (removed: number) => void; reject: (err: Error) => void }>();
 
   constructor(private readonly file: string) {}
 
@@ -250,7 +250,7 @@ class AuditWriter {
       const w = this.waiting.get(r.id);
       if (!w) return;
       this.waiting.delete(r.id);
-      if (!r.error) return w.resolve();
+      if (!r.error) return w.resolve(r.removed ?? 0);
       w.reject(Object.assign(new Error(`audit write failed: ${r.error.message}`), r.error.code ? { code: r.error.code } : {}));
     });
     const fail = (err: Error) => {
@@ -263,13 +263,21 @@ class AuditWriter {
     return worker;
   }
 
-  append(rows: AuditRow[]): Promise<void> {
+  private send(message: Omit<AuditBatch, "id">): Promise<number> {
     this.worker ??= this.start();
     const id = this.next++;
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
-      this.worker!.postMessage({ id, rows } satisfies AuditBatch);
+      this.worker!.postMessage({ id, ...message } as AuditBatch);
     });
+  }
+
+  async append(rows: AuditRow[]): Promise<void> {
+    await this.send({ rows });
+  }
+
+  expire(before: Date): Promise<number> {
+    return this.send({ expireBefore: before.getTime() });
   }
 
   async close(): Promise<void> {
@@ -595,6 +603,11 @@ export class SqliteStore implements Store, IdentityStore, AuditLog {
       e.userIdentity.accessKeyId ?? null, e.errorCode ?? null, JSON.stringify(e),
       (e.resources ?? []).flatMap((r) => resourceNames(r).map((name): [string, string] => [r.type, name])),
     ]));
+  }
+
+  async expireAuditEvents(before: Date): Promise<number> {
+    this.auditWriter ??= new AuditWriter(this.sqlite.name);
+    return this.auditWriter.expire(before);
   }
 
   async lookupAuditEvents(query: AuditQuery, page: PageRequest): Promise<Page<AuditEvent>> {

@@ -20,7 +20,7 @@ import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
 import { rejects } from "../support/assertions.js";
 import { ACCOUNT, allow, iamClient, imageArnOf, policy, roleArn, stsClient, userArn, userWithPolicy, type Keys } from "../support/iam.js";
-import { eventually, imageRequest, sdkClient, startTestPlatform, type TestPlatform } from "../support/platform.js";
+import { eventually, imageRequest, sdkClient, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
 import { ScriptedBuilder, ScriptedRuntime } from "../support/scripted.js";
 import { signedFetch } from "../support/signed-fetch.js";
 import { DEFAULTS, paths } from "../../src/server/index.js";
@@ -394,5 +394,53 @@ describe("audit trail (CloudTrail LookupEvents)", () => {
     const answers = await Promise.all(Array.from({ length: 40 }, () => t.client.send(new ListMicrovmImagesCommand({ maxResults: 1 }))));
     const recorded = (await lookup({ AttributeKey: "EventName", AttributeValue: "ListMicrovmImages" })).map((e) => recordOf(e).requestID);
     for (const a of answers) assert.equal(recorded.filter((id) => id === a.$metadata.requestId).length, 1);
+  });
+});
+
+describe("audit retention", () => {
+  test("events older than --audit-retention-days are removed when the server starts; younger ones stay", async () => {
+    const DAY = 86_400_000;
+    let offset = 0;
+    const clock = { now: () => new Date(Date.now() + offset) };
+    const dataDir = tempDir();
+    const start = () => startTestPlatform({ dataDir, clock, auditRetentionDays: 30 });
+    const call = async (t: TestPlatform, name: string) => {
+      const client = sdkClient(t.platform.url, t.credentials, { systemClockOffset: offset });
+      const err = await rejects(client.send(new GetMicrovmImageCommand({ imageIdentifier: name })), "ResourceNotFoundException");
+      client.destroy();
+      return (err as { $metadata?: { requestId?: string } }).$metadata!.requestId!;
+    };
+    const recorded = async (t: TestPlatform) => {
+      const client = new CloudTrailClient({ endpoint: t.platform.url, region: DEFAULTS.region, credentials: t.credentials, maxAttempts: 1, systemClockOffset: offset });
+      const ids: string[] = [];
+      for await (const page of paginateLookupEvents({ client }, { LookupAttributes: [{ AttributeKey: "EventName", AttributeValue: "GetMicrovmImage" }] })) {
+        ids.push(...(page.Events ?? []).map((e) => recordOf(e).requestID));
+      }
+      client.destroy();
+      return ids;
+    };
+    const stop = async (t: TestPlatform) => {
+      t.client.destroy();
+      await t.platform.stop();
+    };
+
+    let t = await start();
+    const first = await call(t, "day-0");
+    await stop(t);
+
+    offset = 29 * DAY;
+    t = await start();
+    const second = await call(t, "day-29");
+    assert.deepEqual((await recorded(t)).filter((id) => id === first || id === second).sort(), [first, second].sort(), "29 days on, both are kept");
+    await stop(t);
+
+    offset = 31 * DAY;
+    t = await start();
+    try {
+      await eventually(async () => (!(await recorded(t)).includes(first) ? true : undefined), "the 31-day-old event to be removed");
+      assert.ok((await recorded(t)).includes(second), "the 2-day-old event stays");
+    } finally {
+      await t.stop();
+    }
   });
 });
