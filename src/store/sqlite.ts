@@ -217,7 +217,11 @@ function withStatementCache(sqlite: Database.Database): SqliteDatabaseLike {
   const cache = new Map<string, Database.Statement>();
   return {
     close: () => sqlite.close(),
-    prepare: (sql: string) => {
+    prepare: (text: string) => {
+      // Transactions take the write lock when they begin: the audit writer thread (audit-worker.ts) commits on
+      // its own connection, and a deferred transaction that read before that commit could not write after it
+      // (SQLITE_BUSY_SNAPSHOT, which no busy timeout retries). Begun immediately, it waits its turn instead.
+      const sql = text === "begin" ? "begin immediate" : text;
       let stmt = cache.get(sql);
       if (!stmt) {
         stmt = sqlite.prepare(sql);
