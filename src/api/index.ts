@@ -4,6 +4,7 @@ export { buildApi, type ApiOptions } from "./server.js";
 export { LMVM_PREFIX, LOG_FOLLOW_PARAM, LOG_OFFSET_PARAM, CONNECTORS_PATH } from "./wire.js";
 export { SigV4Verifier, MAX_SKEW_MS, accessKeyIdOf, sourceAddress, type Principal, type SignedRequest } from "./sigv4.js";
 export { PageTokens } from "./pagination.js";
+export { authenticateRequest, type Authenticated } from "./authenticate.js";
 export { Metrics } from "./metrics.js";
 export { OPERATIONS, OPERATION_NAMES, inputSchema, structureMembers, listMember, kindOf, type OperationModel, type MemberModel, type SdkOperationName } from "./sdk-model.js";
 export { cloudTrailApi, CLOUDTRAIL_TARGET_PREFIX, type CloudTrailApiOptions } from "./cloudtrail-route.js";

@@ -11,7 +11,8 @@ import { LogsError, type CloudWatchLogsService } from "../logs/index.js";
 import { AccessDenied, authorizeAll, logsAuthorization, resourcesOf, Unauthenticated, type Identities, type Scope } from "../core/index.js";
 import { AwsError, toAwsError } from "./errors.js";
 import { recordOf } from "./request-record.js";
-import { accessKeyIdOf, type SigV4Verifier } from "./sigv4.js";
+import type { SigV4Verifier } from "./sigv4.js";
+import { authenticateRequest } from "./authenticate.js";
 import type { PostRootApi } from "./post-root.js";
 
 export const LOGS_TARGET_PREFIX = "Logs_20140328.";
@@ -50,12 +51,7 @@ export function logsApi(opts: LogsApiOptions, log: (event: Record<string, unknow
       const record = recordOf(req);
       Object.assign(record, { eventSource: "logs.amazonaws.com", eventName: operation, requestId, readOnly: true });
       try {
-        const url = req.raw.url ?? "/";
-        const q = url.indexOf("?");
-        const accessKeyId = accessKeyIdOf(req.headers);
-        if (accessKeyId) record.accessKeyId = accessKeyId;
-        const { caller } = await opts.verifier.verify({ method: req.method, rawPath: q < 0 ? url : url.slice(0, q), rawQuery: q < 0 ? "" : url.slice(q + 1), headers: req.headers, body, sourceIp: req.socket.remoteAddress });
-        record.caller = caller;
+        const { caller } = await authenticateRequest(opts.verifier, req, body);
         let input: unknown = {};
         if (body.length) {
           try {

@@ -13,7 +13,6 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { AccessDenied, IamFault, InvalidInput, Throttled, Unauthenticated, type Caller } from "../core/index.js";
 import { AwsError } from "./errors.js";
 import type { PostRootApi } from "./post-root.js";
-import { accessKeyIdOf } from "./sigv4.js";
 import { recordOf } from "./request-record.js";
 
 /** A parsed awsQuery request: its operation, API version and the other parameters, flat. */
@@ -194,11 +193,9 @@ export function queryApi(spec: QueryApiSpec): PostRootApi {
       const record = recordOf(req);
       const q = parseQuery(body);
       Object.assign(record, { eventSource: spec.eventSource, eventName: q?.action, requestId, readOnly: q ? spec.readOnly(q.action) : true });
-      const accessKeyId = accessKeyIdOf(req.headers);
-      if (accessKeyId) record.accessKeyId = accessKeyId;
       try {
+        // Records the access key and the caller (authenticateRequest).
         const caller = await spec.authenticate(req, body);
-        record.caller = caller;
         if (!q) throw new QueryError("MissingAction", 400, "The request must contain the parameter Action.");
         record.requestParameters = q.toRecord();
         const operation = Object.hasOwn(spec.operations, q.action) ? spec.operations[q.action] : undefined;

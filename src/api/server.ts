@@ -16,7 +16,8 @@ import { AwsError, sendError, toAwsError } from "./errors.js";
 import { handlers, LIST_OPERATIONS, type ListResult } from "./operations.js";
 import { PageTokens } from "./pagination.js";
 import { OPERATIONS, type OperationModel } from "./sdk-model.js";
-import { accessKeyIdOf, type SigV4Verifier } from "./sigv4.js";
+import type { SigV4Verifier } from "./sigv4.js";
+import { authenticateRequest } from "./authenticate.js";
 import { LMVM_PREFIX, LOG_FOLLOW_PARAM, LOG_OFFSET_PARAM } from "./wire.js";
 import { logsApi, type LogsApiOptions } from "./logs-route.js";
 import type { PostRootApi } from "./post-root.js";
@@ -134,12 +135,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   /** Checks the signature; the request's record learns the access key at once and the caller once it checks out. */
   const authenticate = async (req: FastifyRequest): Promise<{ body: Buffer; rawQuery: string; caller: Caller }> => {
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    const { rawPath, rawQuery } = splitUrl(req.raw.url ?? "/");
-    const record = recordOf(req);
-    const accessKeyId = accessKeyIdOf(req.headers);
-    if (accessKeyId) record.accessKeyId = accessKeyId;
-    const { caller } = await opts.verifier.verify({ method: req.method, rawPath, rawQuery, headers: req.headers, body, sourceIp: req.socket.remoteAddress });
-    record.caller = caller;
+    const { rawQuery, caller } = await authenticateRequest(opts.verifier, req, body);
     return { body, rawQuery, caller };
   };
 

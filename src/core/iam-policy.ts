@@ -36,8 +36,10 @@ export interface PrincipalRef {
   service?: string;
 }
 
-/** Condition keys by lower-cased name; each key holds one or more values. */
-export type RequestContext = ReadonlyMap<string, readonly string[]>;
+/** Condition keys by lower-cased name; each key holds one or more values (a Map will do). */
+export interface RequestContext {
+  get(lowerCasedKey: string): readonly string[] | undefined;
+}
 
 /** Builds a request context from named values: booleans become "true"/"false", Dates ISO 8601, arrays stay sets. */
 export function requestContext(values: Record<string, string | readonly string[] | boolean | number | Date | undefined>): Map<string, readonly string[]> {
@@ -167,7 +169,7 @@ class ArnPattern {
 
   constructor(readonly source: string, variables: boolean, ignoreCase = false) {
     this.all = source === "*";
-    const split = splitArn(source, 6);
+    const split = splitArn(source, 6, variables);
     this.parts = split.map((p, i) => pattern(p, { variables, ignoreCase, within: i < split.length - 1 ? ":" : "" }));
   }
 
@@ -180,15 +182,22 @@ class ArnPattern {
   }
 }
 
-/** At most `n` parts: the first n-1 colon-separated, the last the rest. */
-function splitArn(s: string, n: number): string[] {
+/**
+ * At most `n` parts: the first n-1 colon-separated, the last the rest. In a pattern
+ * (`variables`), a colon inside `${...}` (`${aws:username}`) separates nothing.
+ */
+function splitArn(s: string, n: number, variables = false): string[] {
   const out: string[] = [];
   let from = 0;
-  while (out.length < n - 1) {
-    const c = s.indexOf(":", from);
-    if (c < 0) break;
-    out.push(s.slice(from, c));
-    from = c + 1;
+  let depth = 0;
+  for (let i = 0; i < s.length && out.length < n - 1; i++) {
+    const c = s[i];
+    if (variables && c === "$" && s[i + 1] === "{") depth++;
+    else if (variables && c === "}" && depth > 0) depth--;
+    else if (c === ":" && depth === 0) {
+      out.push(s.slice(from, i));
+      from = i + 1;
+    }
   }
   out.push(s.slice(from));
   return out;
@@ -473,7 +482,7 @@ function strings(value: unknown, what: string): string[] {
 
 function parseActions(value: unknown, field: string): ActionMatcher[] {
   return strings(value, field).map((a) => {
-    if (a !== "*" && !/^[A-Za-z0-9*?-]+:[A-Za-z0-9*?_-]*$/.test(a)) {
+    if (a !== "*" && !/^[A-Za-z0-9*?-]+:[A-Za-z0-9*?_-]+$/.test(a)) {
       throw malformed(`Actions/Conditions must be prefaced by a vendor, e.g., iam, sdb, ec2, etc. '${a}' in ${field} is not of the form service:Action (such as lambda:RunMicrovm or lambda:*).`);
     }
     return pattern(a, { variables: false, ignoreCase: true });
@@ -604,6 +613,11 @@ function parseStatement(s: unknown, kind: PolicyKind, variables: boolean): State
     if (hasPrincipal) throw malformed("Policy document should not specify a principal.");
     if (o.Resource === undefined && o.NotResource === undefined) throw malformed("Policy statement must contain resources.");
   }
+  if (kind === "trust") {
+    for (const a of [o.Action ?? o.NotAction].flat()) {
+      if (typeof a === "string" && a !== "*" && !/^sts:/i.test(a)) throw malformed(`AssumeRole policy may only specify STS AssumeRole actions. '${a}' is not an sts: action.`);
+    }
+  }
   const st: Statement = { effect: o.Effect, conditions: [] };
   if (typeof o.Sid === "string") st.sid = o.Sid;
   if (o.Action !== undefined) st.actions = parseActions(o.Action, "Action");
@@ -687,6 +701,13 @@ export function evaluate(policies: readonly Policy[], req: EvaluationRequest): D
     }
   }
   return allowed ? "Allow" : "ImplicitDeny";
+}
+
+/** The user and role ARNs a (trust) policy names in Principal or NotPrincipal. */
+export function namedPrincipals(policy: Policy): string[] {
+  const out = new Set<string>();
+  for (const st of policy.statements) for (const spec of [st.principal, st.notPrincipal]) for (const a of spec?.arns ?? []) out.add(a);
+  return [...out];
 }
 
 /** The statement that decided, for explanations and tests. */

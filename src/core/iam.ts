@@ -10,7 +10,8 @@
 import { randomBytes } from "node:crypto";
 import { AccessDenied, IamFault, Unauthenticated } from "./errors.js";
 import {
-  evaluate, evaluateWithSession, parsePolicy, policySize, requestContext, type Decision, type EvaluationRequest, type Policy, type PrincipalRef,
+  evaluate, evaluateWithSession, namedPrincipals, parsePolicy, policySize, requestContext, type Decision, type EvaluationRequest, type Policy, type PrincipalRef,
+  type RequestContext,
 } from "./iam-policy.js";
 import {
   LAMBDA_SERVICE_PRINCIPAL, type AccessKeyStatus, type AssumedRole, type AssumeRoleInput, type AuthorizationRequest, type Caller, type IamAccessKey,
@@ -95,7 +96,11 @@ interface UserEntry {
   record: IamUserRecord;
   arn: string;
   policies: Map<string, { name: string; document: string; policy: Policy }>;
+  /** The parsed policies as a list, made on first use and dropped when they change. */
+  policyList?: Policy[];
   keys: Set<string>;
+  /** The user's condition keys, made on first use. */
+  conditionKeys?: ReadonlyMap<string, readonly string[]>;
 }
 
 interface KeyEntry {
@@ -108,6 +113,7 @@ interface RoleEntry {
   arn: string;
   trust: Policy;
   policies: Map<string, { name: string; document: string; policy: Policy }>;
+  policyList?: Policy[];
 }
 
 /** What a session token holds (sealed). */
@@ -135,8 +141,12 @@ interface SessionClaims {
 }
 
 interface Session {
+  /** The token as sent: the same string again needs no opening. */
+  token: string;
   claims: SessionClaims;
   policy?: Policy;
+  /** The session's own condition keys (principal, tags), made on first use. */
+  keys?: ReadonlyMap<string, readonly string[]>;
 }
 
 export interface IdentityServiceOptions {
@@ -161,7 +171,10 @@ function policyMap(records: IamPolicyRecord[], kind: "user" | "role", owner: str
   return m;
 }
 
-function page<T>(items: T[], keyOf: (t: T) => string, input: { marker?: string; maxItems?: number }): IamPage<T> {
+function page<T>(items: T[], keyOf: (t: T) => string, input: { pathPrefix?: string; marker?: string; maxItems?: number }): IamPage<T> {
+  if (input.pathPrefix !== undefined && (input.pathPrefix.length > 512 || !/^\/[\x21-\x7f]*$/.test(input.pathPrefix))) {
+    throw constraint(input.pathPrefix, "pathPrefix", "Member must satisfy regular expression pattern: \\u002F[\\u0021-\\u007F]*");
+  }
   const max = input.maxItems ?? 100;
   if (!Number.isInteger(max) || max < 1 || max > 1000) throw constraint(max, "maxItems", max < 1 ? "Member must have value greater than or equal to 1" : "Member must have value less than or equal to 1000");
   let start = 0;
@@ -244,7 +257,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     }
     if (accessKeyId.startsWith("ASIA")) {
       if (sessionToken === undefined) throw invalid();
-      const session = this.openSession(sessionToken);
+      const session = this.openSession(accessKeyId, sessionToken);
       if (!session || session.claims.k !== accessKeyId) throw invalid();
       if (session.claims.e <= this.opts.clock.now().getTime()) throw new Unauthenticated("expired", "The security token included in the request is expired");
       const role = this.roleByArn(session.claims.r);
@@ -277,7 +290,9 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     };
   }
 
-  private openSession(token: string): Session | undefined {
+  private openSession(accessKeyId: string, token: string): Session | undefined {
+    const seen = this.sessions.get(accessKeyId);
+    if (seen && seen.token === token) return seen;
     let claims: SessionClaims;
     try {
       claims = JSON.parse(this.opts.sessions.open(token)) as SessionClaims;
@@ -285,9 +300,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
       return undefined;
     }
     if (claims.v !== 1 || typeof claims.k !== "string" || typeof claims.e !== "number") return undefined;
-    const cached = this.sessions.get(claims.k);
-    if (cached && cached.claims.s === claims.s && cached.claims.e === claims.e) return cached;
-    return { claims, ...(claims.p ? { policy: parsePolicy(claims.p, "session") } : {}) };
+    return { token, claims, ...(claims.p ? { policy: parsePolicy(claims.p, "session") } : {}) };
   }
 
   private remember(accessKeyId: string, session: Session): void {
@@ -307,54 +320,60 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     return role && lower(role.arn) === lower(arn) ? role : undefined;
   }
 
+  /** The user a caller stands for, if it still exists (and is the same user: same ARN). */
+  private userOf(caller: Caller): UserEntry | undefined {
+    const user = this.users.get(lower(caller.arn.slice(caller.arn.lastIndexOf("/") + 1)));
+    return user && user.arn === caller.arn && user.record.userId === caller.userId ? user : undefined;
+  }
+
   // ---------- authorisation ----------
 
-  /** Condition keys every request of this caller carries. */
-  private callerContext(caller: Caller, context: AuthorizationRequest["context"]): Map<string, readonly string[]> {
-    const now = this.opts.clock.now();
-    const principalTags: Record<string, string> = {};
-    let username: string | undefined;
-    if (caller.kind === "user") {
-      const user = this.users.get(lower(caller.arn.slice(caller.arn.lastIndexOf("/") + 1)));
-      if (user) Object.assign(principalTags, user.record.tags);
-      username = user?.record.userName;
-    } else if (caller.kind === "assumed-role" && caller.roleArn) {
-      Object.assign(principalTags, this.roleByArn(caller.roleArn)?.record.tags ?? {});
-      Object.assign(principalTags, this.sessions.get(caller.accessKeyId)?.claims.t ?? {});
-    }
-    const base: Record<string, string | readonly string[] | boolean | undefined> = {
-      "aws:CurrentTime": now.toISOString(),
-      "aws:EpochTime": String(Math.floor(now.getTime() / 1000)),
-      "aws:SourceIp": caller.sourceIp,
-      "aws:SecureTransport": false,
-      "aws:PrincipalArn": caller.principalArn,
-      "aws:PrincipalAccount": caller.accountId,
-      "aws:PrincipalType": caller.kind === "user" ? "User" : caller.kind === "assumed-role" ? "AssumedRole" : "Account",
-      "aws:userid": caller.userId,
-      "aws:username": username,
-      ...(Object.keys(principalTags).length ? { "aws:PrincipalTagKeys": Object.keys(principalTags) } : {}),
+  /** The condition keys a principal always carries (its ARN, account, ids, tags), made once per user or session. */
+  private principalKeys(caller: Caller): ReadonlyMap<string, readonly string[]> {
+    const make = (username: string | undefined, tags: Record<string, string>) => {
+      const values: Record<string, string | readonly string[] | undefined> = {
+        "aws:PrincipalArn": caller.principalArn,
+        "aws:PrincipalAccount": caller.accountId,
+        "aws:PrincipalType": caller.kind === "user" ? "User" : caller.kind === "assumed-role" ? "AssumedRole" : "Account",
+        "aws:userid": caller.userId,
+        "aws:username": username,
+        ...(Object.keys(tags).length ? { "aws:PrincipalTagKeys": Object.keys(tags) } : {}),
+      };
+      for (const [k, v] of Object.entries(tags)) values[`aws:PrincipalTag/${k}`] = v;
+      return requestContext(values);
     };
-    for (const [k, v] of Object.entries(principalTags)) base[`aws:PrincipalTag/${k}`] = v;
-    const out = requestContext(base);
-    for (const [k, v] of Object.entries(context)) {
-      if (v === undefined) continue;
-      out.set(k.toLowerCase(), Array.isArray(v) ? v : [String(v)]);
+    if (caller.kind === "user") {
+      const user = this.userOf(caller);
+      if (!user) return make(undefined, {});
+      return (user.conditionKeys ??= make(user.record.userName, user.record.tags));
     }
-    return out;
+    if (caller.kind === "assumed-role") {
+      const session = this.sessions.get(caller.accessKeyId);
+      const role = caller.roleArn ? this.roleByArn(caller.roleArn) : undefined;
+      const tags = { ...(role?.record.tags ?? {}), ...(session?.claims.t ?? {}) };
+      if (!session) return make(undefined, tags);
+      return (session.keys ??= make(undefined, tags));
+    }
+    return make(undefined, {});
+  }
+
+  /** Every condition key of one request: the caller's, the request's, the time, and the resource's tags. */
+  private contextOf(caller: Caller, request: AuthorizationRequest["context"], resourceTags?: Record<string, string>): RequestContext {
+    return new CallerContext(this.principalKeys(caller), requestKeys(request), caller.sourceIp, this.opts.clock, resourceTags);
   }
 
   /** The policies that speak for a caller, or undefined when the caller no longer exists. */
   private policiesOf(caller: Caller): { identity: Policy[]; session?: Policy } | undefined {
     if (caller.kind === "user") {
-      const user = this.users.get(lower(caller.arn.slice(caller.arn.lastIndexOf("/") + 1)));
-      if (!user || user.arn !== caller.arn) return undefined;
-      return { identity: [...user.policies.values()].map((p) => p.policy) };
+      const user = this.userOf(caller);
+      if (!user) return undefined;
+      return { identity: user.policyList ??= [...user.policies.values()].map((p) => p.policy) };
     }
     if (caller.kind === "assumed-role") {
       const role = caller.roleArn ? this.roleByArn(caller.roleArn) : undefined;
       const session = this.sessions.get(caller.accessKeyId);
-      if (!role || !session) return undefined;
-      return { identity: [...role.policies.values()].map((p) => p.policy), ...(session.policy ? { session: session.policy } : {}) };
+      if (!role || !session || session.claims.rid !== role.record.roleId) return undefined;
+      return { identity: role.policyList ??= [...role.policies.values()].map((p) => p.policy), ...(session.policy ? { session: session.policy } : {}) };
     }
     return undefined;
   }
@@ -365,15 +384,8 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     const policies = this.policiesOf(caller);
     const resources = request.resources.length ? request.resources : ["*"];
     if (!policies) return { decision: "ImplicitDeny", by: "identity", resource: resources[0]! };
-    const context = this.callerContext(caller, request.context);
     for (const resource of resources) {
-      let ctx: Map<string, readonly string[]> = context;
-      const tags = request.resourceTags?.[resource];
-      if (tags && Object.keys(tags).length) {
-        ctx = new Map(context);
-        for (const [k, v] of Object.entries(tags)) ctx.set(`aws:resourcetag/${k.toLowerCase()}`, [v]);
-      }
-      const req: EvaluationRequest = { action: request.action, resource, context: ctx };
+      const req: EvaluationRequest = { action: request.action, resource, context: this.contextOf(caller, request.context, request.resourceTags?.[resource]) };
       const { decision, by } = evaluateWithSession(policies.identity, policies.session, req);
       if (decision !== "Allow") return { decision, by, resource };
     }
@@ -460,7 +472,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
         accountId: caller.accountId,
         arns: caller.kind === "assumed-role" ? [caller.arn, caller.principalArn] : caller.kind === "user" ? [caller.arn] : [this.rootArn],
       };
-      const ctx = this.callerContext(caller, context);
+      const ctx = this.contextOf(caller, context);
       const trust = role.trust.statements;
       const trustReq = { action, resource: role.arn, principal: who, context: ctx };
       if (evaluate([role.trust], trustReq) !== "Allow") throw denied();
@@ -599,7 +611,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     checkName(policyName, "policyName", 128);
   }
 
-  private putPolicy(kind: "user" | "role", owner: { record: { path: string }; policies: UserEntry["policies"] }, ownerName: string, policyName: string, document: string, limit: number): Promise<void> {
+  private putPolicy(kind: "user" | "role", owner: { record: { path: string }; policies: UserEntry["policies"]; policyList?: Policy[] }, ownerName: string, policyName: string, document: string, limit: number): Promise<void> {
     this.checkPolicyName(policyName);
     if (typeof document !== "string" || !document.length) throw constraint("", "policyDocument", "Member must have length greater than or equal to 1");
     const policy = parsePolicy(document, "identity");
@@ -611,6 +623,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
       const name = existing?.name ?? policyName;
       await this.opts.store.putIamPolicy({ ownerKind: kind, ownerName, policyName: name, document });
       owner.policies.set(lower(policyName), { name, document, policy });
+      delete owner.policyList;
     })();
   }
 
@@ -637,6 +650,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
       if (!p) throw new IamFault("NoSuchEntity", `The user policy with name ${policyName} cannot be found.`);
       await this.opts.store.deleteIamPolicy("user", u.record.userName, p.name);
       u.policies.delete(lower(policyName));
+      delete u.policyList;
     });
   }
 
@@ -665,6 +679,13 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     if (typeof document !== "string" || !document.length) throw constraint("", "assumeRolePolicyDocument", "Member must have length greater than or equal to 1");
     const trust = parsePolicy(document, "trust");
     if (policySize(document) > IAM_LIMITS.trustPolicySize) throw new IamFault("LimitExceeded", `Cannot exceed quota for ACLSizePerRole: ${IAM_LIMITS.trustPolicySize}`);
+    // As IAM: a user or role of this account named as a principal must exist.
+    for (const arn of namedPrincipals(trust)) {
+      const m = /^arn:aws:iam::(\d{12}):(user|role)\/(?:.*\/)?([^/]+)$/.exec(arn);
+      if (!m || m[1] !== this.opts.accountId) continue;
+      const found = m[2] === "user" ? this.users.get(lower(m[3]!)) : this.roles.get(lower(m[3]!));
+      if (!found || found.arn !== arn) throw new IamFault("MalformedPolicyDocument", `Invalid principal in policy: "AWS":"${arn}"`);
+    }
     return trust;
   }
 
@@ -744,6 +765,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
       if (!p) throw new IamFault("NoSuchEntity", `The role policy with name ${policyName} cannot be found.`);
       await this.opts.store.deleteIamPolicy("role", r.record.roleName, p.name);
       r.policies.delete(lower(policyName));
+      delete r.policyList;
     });
   }
 
@@ -758,4 +780,59 @@ export function deniedMessage(callerArn: string, action: string, resource: strin
   return decision === "ExplicitDeny"
     ? `User: ${callerArn} is not authorized to perform: ${action} on resource: ${resource} with an explicit deny in ${kind}`
     : `User: ${callerArn} is not authorized to perform: ${action} on resource: ${resource} because no ${by === "session" ? "session" : "identity-based"} policy allows the ${action} action`;
+}
+
+/** A request's own keys (routes pass them in their own case), lower-cased; undefined when there are none. */
+function requestKeys(context: AuthorizationRequest["context"]): ReadonlyMap<string, readonly string[]> | undefined {
+  let out: Map<string, readonly string[]> | undefined;
+  for (const k in context) {
+    const v = context[k];
+    if (v === undefined) continue;
+    (out ??= new Map()).set(k.toLowerCase(), Array.isArray(v) ? v : [String(v)]);
+  }
+  return out;
+}
+
+const RESOURCE_TAG = "aws:resourcetag/";
+
+/**
+ * The condition keys of one request, looked up as the policy asks for them: the resource's tags
+ * (aws:ResourceTag/*), then the request's keys, then the time and source address, then the
+ * principal's keys. Nothing is copied per request.
+ */
+class CallerContext implements RequestContext {
+  private time: Date | undefined;
+
+  constructor(
+    private readonly principal: ReadonlyMap<string, readonly string[]>,
+    private readonly request: ReadonlyMap<string, readonly string[]> | undefined,
+    private readonly sourceIp: string,
+    private readonly clock: Clock,
+    private readonly resourceTags: Record<string, string> | undefined,
+  ) {}
+
+  get(key: string): readonly string[] | undefined {
+    if (this.resourceTags && key.startsWith(RESOURCE_TAG)) {
+      const want = key.slice(RESOURCE_TAG.length);
+      for (const k in this.resourceTags) if (k.toLowerCase() === want) return [this.resourceTags[k]!];
+      return undefined;
+    }
+    const fromRequest = this.request?.get(key);
+    if (fromRequest) return fromRequest;
+    switch (key) {
+      case "aws:sourceip":
+        return [this.sourceIp];
+      case "aws:currenttime":
+        return [this.now().toISOString()];
+      case "aws:epochtime":
+        return [String(Math.floor(this.now().getTime() / 1000))];
+      case "aws:securetransport":
+        return ["false"];
+    }
+    return this.principal.get(key);
+  }
+
+  private now(): Date {
+    return (this.time ??= this.clock.now());
+  }
 }

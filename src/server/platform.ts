@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import { buildApi, cloudTrailApi, iamApi, Metrics, PageTokens, SigV4Verifier, stsApi } from "../api/index.js";
+import { authenticateRequest, buildApi, cloudTrailApi, iamApi, Metrics, PageTokens, SigV4Verifier, stsApi } from "../api/index.js";
 import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage, type PhaseTimeouts } from "../builder/index.js";
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
@@ -225,11 +225,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   /** Who signed an IAM or STS request (POST /, the signature covering the form body). */
   const callerFor = (service: "iam" | "sts" | "cloudtrail") => {
     const v = new SigV4Verifier(identities, config.region, clock, service);
-    return async (req: FastifyRequest, body: Buffer) => {
-      const url = req.raw.url ?? "/";
-      const q = url.indexOf("?");
-      return (await v.verify({ method: req.method, rawPath: q < 0 ? url : url.slice(0, q), rawQuery: q < 0 ? "" : url.slice(q + 1), headers: req.headers, body, sourceIp: req.socket.remoteAddress })).caller;
-    };
+    return async (req: FastifyRequest, body: Buffer) => (await authenticateRequest(v, req, body)).caller;
   };
   const pageTokens = new PageTokens(deriveKey(master, "page-tokens"));
   // Every API call's event, committed before its answer leaves (src/api/audit-recorder.ts).
