@@ -100,39 +100,72 @@ function lex(text: string, variables: boolean, wildcards: boolean): Piece[] {
   return pieces;
 }
 
-const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+/** A compiled wildcard pattern: one token per character, `STAR` for `*`, `ONE` for `?`. */
+const STAR = 0;
+const ONE = 1;
+type Token = string | typeof STAR | typeof ONE;
 
 /**
- * A compiled pattern: a literal (fast path), a regular expression, or one that depends on policy
- * variables and is resolved per request. `null` from `regex()` means a variable had no value (the
- * element then matches nothing, as IAM does).
+ * Wildcard matching in O(pattern × value) at worst, with no regular expression: a pattern full of
+ * `*` (a session policy is anyone's to write) cannot make matching explode.
+ */
+function wildcardMatch(tokens: readonly Token[], s: string): boolean {
+  let p = 0;
+  let i = 0;
+  let starP = -1;
+  let starI = 0;
+  while (i < s.length) {
+    const t = tokens[p];
+    if (p < tokens.length && (t === ONE || t === s[i])) {
+      p++;
+      i++;
+    } else if (p < tokens.length && t === STAR) {
+      starP = p++;
+      starI = i;
+    } else if (starP >= 0) {
+      p = starP + 1;
+      i = ++starI;
+    } else return false;
+  }
+  while (p < tokens.length && tokens[p] === STAR) p++;
+  return p === tokens.length;
+}
+
+/**
+ * A compiled pattern: a literal (fast path), wildcard tokens, or one that depends on policy
+ * variables and is resolved per request. A variable with no value makes the element match
+ * nothing, as IAM does.
  */
 class Pattern {
-  private readonly fixed: RegExp | string | null;
-  private readonly hasVars: boolean;
+  private readonly fixed: readonly Token[] | string | null;
 
   constructor(
     readonly source: string,
     private readonly pieces: Piece[],
     private readonly ignoreCase: boolean,
-    /** Characters `*` and `?` may not match (":" in an ARN segment). */
-    private readonly within = "",
   ) {
-    this.hasVars = pieces.some((p) => p.t === "var");
-    this.fixed = this.hasVars ? null : this.compile(pieces);
+    this.fixed = pieces.some((p) => p.t === "var") ? null : this.compile(pieces);
   }
 
-  private compile(pieces: Piece[]): RegExp | string {
-    if (pieces.every((p) => p.t === "lit")) {
-      const s = pieces.map((p) => (p as { v: string }).v).join("");
-      return this.ignoreCase ? s.toLowerCase() : s;
+  private compile(pieces: Piece[]): readonly Token[] | string {
+    const fold = (v: string) => (this.ignoreCase ? v.toLowerCase() : v);
+    if (pieces.every((p) => p.t === "lit")) return fold(pieces.map((p) => (p as { v: string }).v).join(""));
+    const tokens: Token[] = [];
+    for (const p of pieces) {
+      if (p.t === "lit") tokens.push(...fold(p.v));
+      else if (p.t === "star") {
+        if (tokens.at(-1) !== STAR) tokens.push(STAR);
+      } else if (p.t === "one") tokens.push(ONE);
     }
-    const any = this.within ? `[^${escapeRe(this.within)}]` : "[\\s\\S]";
-    const re = pieces.map((p) => (p.t === "lit" ? escapeRe(p.v) : p.t === "star" ? `${any}*` : p.t === "one" ? any : "")).join("");
-    return new RegExp(`^${re}$`, this.ignoreCase ? "i" : "");
+    return tokens;
   }
 
   matches(value: string, context: RequestContext): boolean {
+    return this.matchesFolded(this.ignoreCase ? value.toLowerCase() : value, context);
+  }
+
+  /** `matches` for a value already lower-cased when the pattern ignores case. */
+  matchesFolded(subject: string, context: RequestContext): boolean {
     let m = this.fixed;
     if (m === null) {
       const resolved: Piece[] = [];
@@ -149,13 +182,12 @@ class Pattern {
       }
       m = this.compile(resolved);
     }
-    if (typeof m === "string") return this.ignoreCase ? value.toLowerCase() === m : value === m;
-    return m.test(value);
+    return typeof m === "string" ? subject === m : wildcardMatch(m, subject);
   }
 }
 
-function pattern(text: string, opts: { variables: boolean; ignoreCase: boolean; wildcards?: boolean; within?: string }): Pattern {
-  return new Pattern(text, lex(text, opts.variables, opts.wildcards ?? true), opts.ignoreCase, opts.within);
+function pattern(text: string, opts: { variables: boolean; ignoreCase: boolean; wildcards?: boolean }): Pattern {
+  return new Pattern(text, lex(text, opts.variables, opts.wildcards ?? true), opts.ignoreCase);
 }
 
 /**
@@ -170,7 +202,8 @@ class ArnPattern {
   constructor(readonly source: string, variables: boolean, ignoreCase = false) {
     this.all = source === "*";
     const split = splitArn(source, 6, variables);
-    this.parts = split.map((p, i) => pattern(p, { variables, ignoreCase, within: i < split.length - 1 ? ":" : "" }));
+    // The value is split the same way, so no part but the last holds a colon for a wildcard to cross.
+    this.parts = split.map((p) => pattern(p, { variables, ignoreCase }));
   }
 
   matches(value: string, context: RequestContext): boolean {
@@ -679,8 +712,8 @@ export function parsePolicy(text: string, kind: PolicyKind): Policy {
   return { version, kind, statements, text };
 }
 
-function statementApplies(st: Statement, req: EvaluationRequest): boolean {
-  if (st.actions ? !st.actions.some((a) => a.matches(req.action, req.context)) : st.notActions!.some((a) => a.matches(req.action, req.context))) return false;
+function statementApplies(st: Statement, req: EvaluationRequest, action: string): boolean {
+  if (st.actions ? !st.actions.some((a) => a.matchesFolded(action, req.context)) : st.notActions!.some((a) => a.matchesFolded(action, req.context))) return false;
   if (st.resources && !st.resources.some((r) => r.matches(req.resource, req.context))) return false;
   if (st.notResources && st.notResources.some((r) => r.matches(req.resource, req.context))) return false;
   if (st.principal && !principalMatches(st.principal, req.principal)) return false;
@@ -691,11 +724,13 @@ function statementApplies(st: Statement, req: EvaluationRequest): boolean {
 
 /** One policy set's verdict on a request: an explicit Deny in any statement wins, then any Allow, else an implicit deny. */
 export function evaluate(policies: readonly Policy[], req: EvaluationRequest): Decision {
+  // Actions match regardless of case: fold the request's once.
+  const action = req.action.toLowerCase();
   let allowed = false;
   for (const p of policies) {
     for (const st of p.statements) {
       if (st.effect === "Allow" && allowed) continue;
-      if (!statementApplies(st, req)) continue;
+      if (!statementApplies(st, req, action)) continue;
       if (st.effect === "Deny") return "ExplicitDeny";
       allowed = true;
     }
@@ -712,7 +747,8 @@ export function namedPrincipals(policy: Policy): string[] {
 
 /** The statement that decided, for explanations and tests. */
 export function matchingStatements(policies: readonly Policy[], req: EvaluationRequest): Statement[] {
-  return policies.flatMap((p) => p.statements.filter((st) => statementApplies(st, req)));
+  const action = req.action.toLowerCase();
+  return policies.flatMap((p) => p.statements.filter((st) => statementApplies(st, req, action)));
 }
 
 /** The verdict with a session policy: allowed only when both the identity's policies and the session policy allow. */

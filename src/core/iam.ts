@@ -7,7 +7,7 @@
 // (SecretBox "iam-secrets"); a session token is the session itself, sealed
 // (SecretBox "sts-session"), so nothing about sessions is stored.
 
-import { randomBytes } from "node:crypto";
+import { randomBytes, timingSafeEqual } from "node:crypto";
 import { AccessDenied, IamFault, Unauthenticated } from "./errors.js";
 import {
   evaluate, evaluateWithSession, namedPrincipals, parsePolicy, policySize, requestContext, type Decision, type EvaluationRequest, type Policy, type PrincipalRef,
@@ -105,7 +105,8 @@ interface UserEntry {
 
 interface KeyEntry {
   record: IamAccessKeyRecord;
-  secret: string;
+  /** Undefined when the sealed secret does not open (the server key was replaced): the key is refused. */
+  secret: string | undefined;
 }
 
 interface RoleEntry {
@@ -159,6 +160,8 @@ export interface IdentityServiceOptions {
   secrets: SecretBox;
   /** Seals session tokens. */
   sessions: SecretBox;
+  /** Where warnings go (keys whose secrets do not open). */
+  log?: (event: Record<string, unknown>) => void;
 }
 
 const lower = (s: string) => s.toLowerCase();
@@ -213,14 +216,28 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
   static async open(opts: IdentityServiceOptions): Promise<IdentityService> {
     const s = new IdentityService(opts);
     const all = await opts.store.loadIdentities();
+    const unopened: string[] = [];
     for (const u of all.users) s.users.set(lower(u.userName), { record: u, arn: s.userArn(u), policies: policyMap(all.policies, "user", u.userName), keys: new Set() });
     for (const k of all.accessKeys) {
       const user = s.users.get(lower(k.userName));
       if (!user) continue;
-      s.keys.set(k.accessKeyId, { record: k, secret: opts.secrets.open(k.sealedSecret) });
+      let secret: string | undefined;
+      try {
+        secret = opts.secrets.open(k.sealedSecret);
+      } catch {
+        unopened.push(k.accessKeyId);
+      }
+      s.keys.set(k.accessKeyId, { record: k, secret });
       user.keys.add(k.accessKeyId);
     }
     for (const r of all.roles) s.roles.set(lower(r.roleName), { record: r, arn: s.roleArn(r), trust: parsePolicy(r.trustPolicy, "trust"), policies: policyMap(all.policies, "role", r.roleName) });
+    if (unopened.length) {
+      opts.log?.({
+        level: "warn",
+        msg: "access keys whose secrets do not open under this server key are refused; delete them and create new ones (was secrets/server.key replaced?)",
+        accessKeyIds: unopened,
+      });
+    }
     return s;
   }
 
@@ -266,7 +283,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
       return { secretAccessKey: session.claims.s, caller: this.sessionCaller(role, session.claims, sourceIp) };
     }
     const key = this.keys.get(accessKeyId);
-    if (!key || key.record.status !== "Active" || sessionToken !== undefined) throw invalid();
+    if (!key || key.secret === undefined || key.record.status !== "Active" || sessionToken !== undefined) throw invalid();
     const user = this.users.get(lower(key.record.userName));
     if (!user) throw invalid();
     return {
@@ -292,7 +309,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
 
   private openSession(accessKeyId: string, token: string): Session | undefined {
     const seen = this.sessions.get(accessKeyId);
-    if (seen && seen.token === token) return seen;
+    if (seen && seen.token.length === token.length && timingSafeEqual(Buffer.from(seen.token), Buffer.from(token))) return seen;
     let claims: SessionClaims;
     try {
       claims = JSON.parse(this.opts.sessions.open(token)) as SessionClaims;
@@ -441,11 +458,11 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     }
     if (input.policy !== undefined) {
       if (input.policy.length > 2048 * 4) throw constraint("(the policy)", "policy", "Member must have length less than or equal to 2048");
-      parsePolicy(input.policy, "session");
       const size = policySize(input.policy);
       if (size > IAM_LIMITS.sessionPolicySize) {
         throw new IamFault("PackedPolicyTooLarge", `Packed policy consumes ${Math.ceil((size * 100) / IAM_LIMITS.sessionPolicySize)}% of allotted space, please use smaller policy for this request.`);
       }
+      parsePolicy(input.policy, "session");
     }
     checkTags(input.tags);
 
@@ -490,11 +507,10 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
         ? `The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.`
         : `The requested DurationSeconds exceeds the MaxSessionDuration set for this role.`);
     }
-    // Session tags of a chained session carry over unless set again.
-    const inherited = chained ? this.sessions.get(caller.accessKeyId)?.claims.t : undefined;
+    // Session tags are not transitive (lmvm has no TransitiveTagKeys): a chained session has only its own.
     const credentials = this.issue(role, input.roleSessionName, seconds, {
       ...(input.policy ? { policy: input.policy } : {}),
-      tags: { ...(inherited ?? {}), ...tags },
+      tags,
       chained,
     });
     return {
@@ -614,10 +630,11 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
   private putPolicy(kind: "user" | "role", owner: { record: { path: string }; policies: UserEntry["policies"]; policyList?: Policy[] }, ownerName: string, policyName: string, document: string, limit: number): Promise<void> {
     this.checkPolicyName(policyName);
     if (typeof document !== "string" || !document.length) throw constraint("", "policyDocument", "Member must have length greater than or equal to 1");
-    const policy = parsePolicy(document, "identity");
+    // Size first: a document far over the quota is refused before it is parsed.
     let total = policySize(document);
     for (const [name, p] of owner.policies) if (name !== lower(policyName)) total += policySize(p.document);
     if (total > limit) throw new IamFault("LimitExceeded", `Maximum policy size of ${limit} bytes exceeded for ${kind} ${ownerName}`);
+    const policy = parsePolicy(document, "identity");
     return (async () => {
       const existing = owner.policies.get(lower(policyName));
       const name = existing?.name ?? policyName;
@@ -677,8 +694,8 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
 
   private parseTrust(document: string): Policy {
     if (typeof document !== "string" || !document.length) throw constraint("", "assumeRolePolicyDocument", "Member must have length greater than or equal to 1");
-    const trust = parsePolicy(document, "trust");
     if (policySize(document) > IAM_LIMITS.trustPolicySize) throw new IamFault("LimitExceeded", `Cannot exceed quota for ACLSizePerRole: ${IAM_LIMITS.trustPolicySize}`);
+    const trust = parsePolicy(document, "trust");
     // As IAM: a user or role of this account named as a principal must exist.
     for (const arn of namedPrincipals(trust)) {
       const m = /^arn:aws:iam::(\d{12}):(user|role)\/(?:.*\/)?([^/]+)$/.exec(arn);

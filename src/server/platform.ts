@@ -153,6 +153,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     root: creds,
     secrets: new AesGcmBox(deriveKey(master, "iam-secrets")),
     sessions: new AesGcmBox(deriveKey(master, "sts-session")),
+    log,
   });
 
   const scope = { region: config.region, accountId: config.accountId };

@@ -341,6 +341,23 @@ describe("properties", () => {
     }));
   });
 
+  test("StringLike's wildcards agree with the same pattern as a regular expression", () => {
+    fc.assert(fc.property(fc.stringMatching(/^[ab*?]{0,8}$/), fc.stringMatching(/^[ab]{0,10}$/), (pat, value) => {
+      const re = new RegExp(`^${pat.replace(/\*/g, ".*").replace(/\?/g, ".")}$`);
+      const st = allow({ Condition: { StringLike: { "aws:userid": pat } } });
+      return (decide(st, { ctx: { "aws:userid": value } }) === "Allow") === re.test(value);
+    }), { numRuns: 500 });
+  });
+
+  test("a pattern full of wildcards against a long value is decided at once (no backtracking blow-up)", () => {
+    const pat = `${"*a".repeat(40)}*c`;
+    const value = "a".repeat(1500);
+    const st = allow({ Condition: { StringLike: { "aws:userid": pat } } });
+    assert.equal(decide(st, { ctx: { "aws:userid": value } }), "ImplicitDeny");
+    assert.equal(decide(st, { ctx: { "aws:userid": `${value}c` } }), "Allow");
+    assert.ok(!arnMatches(`arn:aws:lambda:us-east-1:${ACCT}:microvm-image:${"*a".repeat(40)}*c`, `arn:aws:lambda:us-east-1:${ACCT}:microvm-image:${value}`));
+  });
+
   test("IPv4 CIDR containment agrees with arithmetic on the address", () => {
     fc.assert(fc.property(fc.ipV4(), fc.ipV4(), fc.integer({ min: 0, max: 32 }), (a, b, bits) => {
       const cidr = parseCidr(`${a}/${bits}`)!;

@@ -138,8 +138,14 @@ describe("users and access keys", () => {
     }
     const again = await open();
     assert.equal((await again.resolveKey(key.accessKeyId, undefined, "10.0.0.2")).secretAccessKey, secret);
-    // Under another key, the sealed secrets do not open.
-    await assert.rejects(IdentityService.open({ store, clock, accountId: ACCT, root: ROOT, secrets: new AesGcmBox(Buffer.alloc(32, 1)), sessions: new AesGcmBox(sessionsKey) }));
+    // Under another server key the sealed secrets do not open: the server still starts (root can
+    // repair things), says which keys it cannot use, and refuses them; they can still be deleted.
+    const warnings: Record<string, unknown>[] = [];
+    const foreign = await IdentityService.open({ store, clock, accountId: ACCT, root: ROOT, secrets: new AesGcmBox(Buffer.alloc(32, 1)), sessions: new AesGcmBox(sessionsKey), log: (e) => warnings.push(e) });
+    assert.ok(warnings.some((w) => (w.accessKeyIds as string[]).includes(key.accessKeyId)), JSON.stringify(warnings));
+    assert.ok(!JSON.stringify(warnings).includes(secret));
+    await unauthenticated(foreign.resolveKey(key.accessKeyId, undefined, "10.0.0.2"), "invalid");
+    assert.deepEqual((await foreign.listAccessKeys("sealed")).map((k) => k.accessKeyId), [key.accessKeyId]);
   });
 
   test("inline policies: grammar checked, size limited per user (2048 without whitespace)", async () => {
@@ -289,6 +295,20 @@ describe("roles and sessions", () => {
     await ids.authorize(caller, { action: "lambda:GetMicrovm", resources: ["*"], context: {} });
     await denied(ids.authorize(caller, { action: "lambda:RunMicrovm", resources: [IMAGE], context: {} }), /because no session policy allows the lambda:RunMicrovm action$/);
     await denied(ids.authorize(caller, { action: "iam:CreateUser", resources: ["*"], context: {} }), /because no identity-based policy allows the iam:CreateUser action$/);
+  });
+
+  test("session tags need sts:TagSession in the trust policy and become aws:PrincipalTag/<key>", async () => {
+    await ids.createRole({ roleName: "Tagged", tags: { team: "red" }, assumeRolePolicyDocument: trustAccount });
+    await ids.putRolePolicy("Tagged", "p", policy({ Effect: "Allow", Action: "lambda:GetMicrovm", Resource: "*", Condition: { StringEquals: { "aws:PrincipalTag/team": "blue" } } }));
+    const arn = `arn:aws:iam::${ACCT}:role/Tagged`;
+    await denied(ids.assumeRole(root(), { roleArn: arn, roleSessionName: "tagged", tags: { team: "blue" } }));
+    await ids.updateAssumeRolePolicy("Tagged", policy({ Effect: "Allow", Principal: { AWS: ACCT }, Action: ["sts:AssumeRole", "sts:TagSession"] }));
+    const plain = await ids.assumeRole(root(), { roleArn: arn, roleSessionName: "plain" });
+    const tagged = await ids.assumeRole(root(), { roleArn: arn, roleSessionName: "tagged", tags: { team: "blue" } });
+    const get = { action: "lambda:GetMicrovm", resources: ["*"], context: {} };
+    // The role's own tag says red; the session's tag overrides it.
+    await denied(ids.authorize((await ids.resolveKey(plain.credentials.accessKeyId, plain.credentials.sessionToken, "10.0.0.1")).caller, get));
+    await ids.authorize((await ids.resolveKey(tagged.credentials.accessKeyId, tagged.credentials.sessionToken, "10.0.0.1")).caller, get);
   });
 
   test("role chaining lasts at most an hour", async () => {
