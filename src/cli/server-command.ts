@@ -28,7 +28,7 @@ SYNOPSIS
                 [--artifact-ca-file <pem>] [--build-phase-timeouts <phase=duration,...>]
                 [--endpoint-limits <aws|off|name=N,...>] [--quotas <key=value,...>]
                 [--rate-limits <Operation=rate,...>] [--default-egress internet|none]
-                [--dns-resolvers <addr,...>]
+                [--dns-resolvers <addr,...>] [--audit-retention-days <days>]
                 [--no-builder] [--no-snapshots]
 
 OPTIONS
@@ -77,6 +77,10 @@ OPTIONS
     --dns-resolvers      Upstream resolvers for MicroVMs' DNS (169.254.169.253 inside), as IP
                          addresses, e.g. 10.0.0.2,1.1.1.1 (default: the nameservers of the host's
                          /etc/resolv.conf).
+    --audit-retention-days
+                         Days the audit trail (lmvm audit, CloudTrail LookupEvents) keeps each
+                         API call's event (default 90, as CloudTrail's event history); older
+                         events are removed at start and hourly.
     --no-builder         Do not build images on this host; builds wait in the queue.
     --no-snapshots       End builds at the root filesystem, without booting and checkpointing the app.
 
@@ -106,7 +110,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
         "s3-endpoint": { type: "string" }, "base-image-cache": { type: "string" }, "debian-mirror": { type: "string" },
         "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" },
         "build-phase-timeouts": { type: "string" }, "endpoint-limits": { type: "string" }, quotas: { type: "string" }, "rate-limits": { type: "string" },
-        "default-egress": { type: "string" },
+        "default-egress": { type: "string" }, "audit-retention-days": { type: "string" },
         "dns-resolvers": { type: "string" },
       },
       strict: true,
@@ -151,6 +155,8 @@ export async function serverCommand(argv: string[]): Promise<void> {
   }
   const dnsResolvers = values["dns-resolvers"]?.split(",").map((a) => a.trim()).filter(Boolean);
   if (dnsResolvers && (!dnsResolvers.length || dnsResolvers.some((a) => !isIP(a)))) throw new UsageError(`--dns-resolvers must be IP addresses separated by commas, e.g. 10.0.0.2,1.1.1.1; got '${values["dns-resolvers"]}'.`);
+  const retention = values["audit-retention-days"];
+  if (retention !== undefined && !/^[1-9]\d{0,4}$/.test(retention)) throw new UsageError(`--audit-retention-days must be a whole number of days from 1 to 99999; got '${retention}'.`);
   const platform = await startPlatform({
     dataDir: values["data-dir"] ?? defaultDataDir(),
     apiHost: values["api-host"] ?? DEFAULTS.apiHost,
@@ -172,6 +178,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
     ...(rateLimits ? { rateLimits } : {}),
     ...(defaultEgress ? { defaultEgress } : {}),
     ...(dnsResolvers ? { dnsResolvers } : {}),
+    ...(retention ? { auditRetentionDays: Number(retention) } : {}),
     ...(values["no-builder"] ? { builder: null } : {}),
     ...(values["no-snapshots"] ? { snapshots: false } : {}),
   });

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import { authenticateRequest, buildApi, iamApi, Metrics, PageTokens, SigV4Verifier, stsApi } from "../api/index.js";
+import { authenticateRequest, buildApi, cloudTrailApi, iamApi, Metrics, PageTokens, SigV4Verifier, stsApi } from "../api/index.js";
 import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage, type PhaseTimeouts } from "../builder/index.js";
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
@@ -17,7 +17,7 @@ import { EgressGateway, NetworkNamespaces } from "../net/index.js";
 import { MetadataService } from "../metadata/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
-import { ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
+import { AuditTrail, DEFAULT_AUDIT_RETENTION_DAYS, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { SqliteStore } from "../store/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
@@ -69,6 +69,8 @@ export interface PlatformConfig {
   defaultEgress?: DefaultEgress;
   /** Upstream resolvers sandboxes' DNS queries are relayed to (default: the host's /etc/resolv.conf nameservers). */
   dnsResolvers?: string[];
+  /** Days audit events are kept (default DEFAULT_AUDIT_RETENTION_DAYS, 90, as CloudTrail's event history). */
+  auditRetentionDays?: number;
 }
 
 export const DEFAULTS = {
@@ -136,6 +138,9 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const log = config.log ?? jsonLog;
   const clock = config.clock ?? systemClock;
   if (!/^[0-9]{12}$/.test(config.accountId)) throw new Error(`--account-id must be 12 digits; got '${config.accountId}'.`);
+  if (config.auditRetentionDays !== undefined && (!Number.isInteger(config.auditRetentionDays) || config.auditRetentionDays < 1)) {
+    throw new Error(`--audit-retention-days must be a whole number of days of at least 1; got '${config.auditRetentionDays}'.`);
+  }
   if (!/^[a-z]{2}(-[a-z]+)+-\d$/.test(config.region)) throw new Error(`--region must look like us-east-1; got '${config.region}'.`);
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const files = paths(config.dataDir);
@@ -222,15 +227,19 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
 
   const verifier = new SigV4Verifier(identities, config.region, clock, "lambda");
   /** Who signed an IAM or STS request (POST /, the signature covering the form body). */
-  const callerFor = (service: "iam" | "sts") => {
+  const callerFor = (service: "iam" | "sts" | "cloudtrail") => {
     const v = new SigV4Verifier(identities, config.region, clock, service);
     return async (req: FastifyRequest, body: Buffer) => (await authenticateRequest(v, req, body)).caller;
   };
+  const pageTokens = new PageTokens(deriveKey(master, "page-tokens"));
+  // Every API call's event, committed before its answer leaves (src/api/audit-recorder.ts).
+  const trail = new AuditTrail(store);
   const app: FastifyInstance = await buildApi({
     controlPlane,
     verifier,
     identities,
-    pageTokens: new PageTokens(deriveKey(master, "page-tokens")),
+    pageTokens,
+    audit: { trail, clock, region: config.region, accountId: config.accountId },
     log,
     buildLog: (buildId, follow, finished, signal, from) => buildLogs.read(buildId, follow, finished, signal, from),
     microvmLog: (id, follow, finished, signal, from) => microvmLogs.read(id, follow, finished, signal, from),
@@ -243,6 +252,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     postRoot: [
       iamApi({ admin: identities, identities, scope, authenticate: callerFor("iam"), rootCreated: statSync(files.credentials).mtime, log }),
       stsApi({ admin: identities, scope, authenticate: callerFor("sts"), log }),
+      cloudTrailApi({ trail, pageTokens, authenticate: callerFor("cloudtrail"), authorize: (caller, request) => identities.authorize(caller, request), log }),
     ],
     metrics: metrics.registry,
   });
@@ -261,6 +271,18 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   // and stamp each second what they gained, so each line gets its time (src/os/log-files.ts).
   const logBounds = setInterval(() => microvmLogs.boundAll(), 5000);
   const logStamps = setInterval(() => logCatalog.sweep(), 1000);
+  // Audit events older than the retention period go at start and every hour after, on the writer's thread.
+  const retentionDays = config.auditRetentionDays ?? DEFAULT_AUDIT_RETENTION_DAYS;
+  let stopping = false;
+  const expireAudit = () => {
+    trail.expire(clock.now(), retentionDays).then(
+      (removed) => removed && log({ msg: "audit events past their retention removed", removed, retentionDays }),
+      (err: Error) => stopping || log({ level: "error", msg: "removing expired audit events failed", err: err.message }),
+    );
+  };
+  expireAudit();
+  const auditExpiry = setInterval(expireAudit, 3_600_000);
+  auditExpiry.unref();
   return {
     url,
     endpointPort,
@@ -269,6 +291,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     async stop() {
       clearInterval(logBounds);
       clearInterval(logStamps);
+      clearInterval(auditExpiry);
+      stopping = true;
       shell.stop();
       // Builds are aborted while the listeners close: a client following a
       // build's log holds its request open until that build ends.
@@ -277,6 +301,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       await Promise.allSettled([proxy.stop(), app.close()]);
       clearTimeout(cut);
       await core;
+      await trail.drain();
       // Running sandboxes keep their chains and shaping; the next start re-binds their DNS sockets and metadata listeners.
       await egress.close();
       await store.close();

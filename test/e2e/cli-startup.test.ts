@@ -38,6 +38,14 @@ describe("what a CLI call loads", () => {
     assert.match(stderr, /ResourceNotFoundException/);
     assert.ok(modules.some((m) => m.includes("@aws-sdk/client-lambda-microvms")), "the trace records the SDK, so it works");
     assert.deepEqual(modules.filter(forbiddenModule), []);
+    assert.deepEqual(modules.filter((m) => m.includes("@aws-sdk/client-cloudtrail")), [], "the CloudTrail SDK is loaded by `lmvm audit` only");
+  });
+
+  test("audit loads the CloudTrail SDK and no server module", async () => {
+    const { code, stderr, modules } = await modulesLoadedBy(["audit", "--max-items", "1"]);
+    assert.equal(code, 0, stderr);
+    assert.ok(modules.some((m) => m.includes("@aws-sdk/client-cloudtrail")), "the trace records the CloudTrail SDK, so it works");
+    assert.deepEqual(modules.filter(forbiddenModule), []);
   });
 
   test("get-network-connector, a Lambda Core command with no SDK of its own, loads no server module either", async () => {

@@ -1,0 +1,68 @@
+// The audit trail's writer, on a thread of its own: it appends each batch of
+// events in one transaction on its own connection to the database (WAL,
+// synchronous=FULL) and answers once the batch is on disk. The fsync that
+// makes an event durable then never stalls the API's event loop; the main
+// thread only waits for the answer (src/store/sqlite.ts, AuditWriter).
+
+import { parentPort, workerData } from "node:worker_threads";
+import Database from "better-sqlite3";
+
+/** One event as the writer stores it: its lookup columns, its record, and its resources' [type, name] rows. */
+export type AuditRow = [eventId: string, time: number, source: string, name: string, readOnly: 0 | 1, username: string | null, accessKeyId: string | null, errorCode: string | null, record: string, resources: [string, string][]];
+
+export type AuditBatch = { id: number; rows: AuditRow[] } | { id: number; expireBefore: number };
+
+export interface AuditBatchResult {
+  id: number;
+  /** How many events an expiry removed. */
+  removed?: number;
+  error?: { message: string; code?: string };
+}
+
+if (parentPort) {
+  const port = parentPort;
+  const db = new Database((workerData as { file: string }).file);
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = FULL");
+  db.pragma("busy_timeout = 10000");
+  const event = db.prepare(
+    "insert into audit_events (event_id, event_time, event_source, event_name, read_only, username, access_key_id, error_code, record) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+  );
+  const resource = db.prepare("insert into audit_resources (event_seq, resource_type, resource_name) values (?, ?, ?)");
+  const append = db.transaction((rows: AuditRow[]) => {
+    for (const [eventId, time, source, name, readOnly, username, key, error, record, resources] of rows) {
+      const { lastInsertRowid } = event.run(eventId, time, source, name, readOnly, username, key, error, record);
+      for (const [type, resourceName] of resources) resource.run(lastInsertRowid, type, resourceName);
+    }
+  });
+  // Expiry goes oldest first, a few thousand events per transaction, so appends are never held up long.
+  const oldest = db.prepare("select seq from audit_events where event_time < ? order by seq limit 2000");
+  const dropResources = db.prepare("delete from audit_resources where event_seq between ? and ?");
+  const dropEvents = db.prepare("delete from audit_events where seq between ? and ? and event_time < ?");
+  const expireSome = db.transaction((before: number): number => {
+    const seqs = oldest.all(before) as { seq: number }[];
+    if (!seqs.length) return 0;
+    const first = seqs[0]!.seq;
+    const last = seqs.at(-1)!.seq;
+    dropResources.run(first, last);
+    return dropEvents.run(first, last, before).changes;
+  });
+  const expire = (before: number): number => {
+    let removed = 0;
+    for (let n = expireSome.immediate(before); n > 0; n = expireSome.immediate(before)) removed += n;
+    return removed;
+  };
+  port.on("message", (batch: AuditBatch) => {
+    try {
+      if ("expireBefore" in batch) {
+        port.postMessage({ id: batch.id, removed: expire(batch.expireBefore) } satisfies AuditBatchResult);
+        return;
+      }
+      append.immediate(batch.rows);
+      port.postMessage({ id: batch.id } satisfies AuditBatchResult);
+    } catch (err) {
+      const e = err as { message?: string; code?: string };
+      port.postMessage({ id: batch.id, error: { message: e.message ?? String(err), ...(e.code ? { code: e.code } : {}) } } satisfies AuditBatchResult);
+    }
+  });
+}
