@@ -1,8 +1,12 @@
 // The audit trail's writer, on a thread of its own: it appends each batch of
-// events in one transaction on its own connection to the database (WAL,
-// synchronous=FULL) and answers once the batch is on disk. The fsync that
-// makes an event durable then never stalls the API's event loop; the main
-// thread only waits for the answer (src/store/sqlite.ts, AuditWriter).
+// events in one transaction on its own connection to the database and answers
+// once the batch is in the write-ahead log. The connection runs WAL with
+// synchronous=NORMAL: a committed batch is in the operating system's hands, so
+// it survives the server's crash or `kill -9`, and reaches the disk with the
+// next checkpoint or the next control-plane commit (synchronous=FULL), whichever
+// comes first; a read-only API call then never waits for an fsync. Only a
+// power loss can take the last events. The main thread only waits for the
+// answer (src/store/sqlite.ts, AuditWriter).
 
 import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
@@ -23,7 +27,7 @@ if (parentPort) {
   const port = parentPort;
   const db = new Database((workerData as { file: string }).file);
   db.pragma("journal_mode = WAL");
-  db.pragma("synchronous = FULL");
+  db.pragma("synchronous = NORMAL");
   db.pragma("busy_timeout = 10000");
   const event = db.prepare(
     "insert into audit_events (event_id, event_time, event_source, event_name, read_only, username, access_key_id, error_code, record) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
