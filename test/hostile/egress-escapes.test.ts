@@ -222,16 +222,18 @@ describe("egress escapes", { timeout: 1_200_000 }, () => {
     report("the resolver 169.254.169.253 used for other ports (TCP 22/80/443/8080/5432, UDP 123/7/5353)", "failed");
   });
 
-  test("the metadata and link-local range: nothing answers but what lmvm serves", async () => {
+  // 169.254.169.254:80 is the MicroVM's own metadata service (test/e2e/execution-role.test.ts and
+  // test/hostile/privilege-escalation.test.ts try it); every other port and address here is nothing.
+  test("the metadata and link-local range: nothing answers but the metadata service on 169.254.169.254:80", async () => {
     for (const id of Object.values(vm)) {
       await nothingArrives(`link-local from ${id}`, async () => {
-        for (const [host, port] of [["169.254.169.254", 80], ["169.254.169.254", 443], ["169.254.169.123", 123], ["169.254.0.1", 80], ["169.254.170.2", 80], ["169.254.255.254", 22]] as const) {
+        for (const [host, port] of [["169.254.169.254", 443], ["169.254.169.254", 8080], ["169.254.169.123", 123], ["169.254.0.1", 80], ["169.254.170.2", 80], ["169.254.255.254", 22]] as const) {
           failed(await py(id, "connect", { host, port }), `TCP from ${id} to ${host}:${port}`);
         }
         failed(await py(id, "connect", { host: "169.254.169.123", port: 123, proto: "udp" }), `UDP (NTP) from ${id} to 169.254.169.123`);
       });
     }
-    report("the metadata address 169.254.169.254 and other link-local addresses (ECS 169.254.170.2, NTP 169.254.169.123)", "failed");
+    report("the metadata address 169.254.169.254 on other ports than its service's 80, and other link-local addresses (ECS 169.254.170.2, NTP 169.254.169.123)", "failed");
   });
 
   test("ICMP out: an echo to the test internet, even with INTERNET_EGRESS, gets no reply and never arrives", async () => {
