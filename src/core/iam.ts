@@ -330,11 +330,17 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     this.sessions.set(accessKeyId, session);
   }
 
+  /**
+   * The role an ARN names, compared exactly: names are unique regardless of
+   * case, but an ARN spelling the name in another case is not that role's ARN
+   * (iam:PassRole and sts:AssumeRole were authorised on the ARN as sent, so a
+   * Deny on role/admin would not stop role/ADMIN).
+   */
   private roleByArn(arn: string): RoleEntry | undefined {
     const m = /^arn:aws:iam::(\d{12}):role\/(?:.*\/)?([\w+=,.@-]+)$/.exec(arn);
     if (!m || m[1] !== this.opts.accountId) return undefined;
     const role = this.roles.get(lower(m[2]!));
-    return role && lower(role.arn) === lower(arn) ? role : undefined;
+    return role && role.arn === arn ? role : undefined;
   }
 
   /** The user a caller stands for, if it still exists (and is the same user: same ARN). */

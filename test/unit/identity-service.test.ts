@@ -375,6 +375,17 @@ describe("roles and sessions", () => {
     await denied(ids.assumeRole((await userCaller("notlambda")).caller, { roleArn: `arn:aws:iam::${ACCT}:role/Exec`, roleSessionName: "xx" }));
   });
 
+  test("a role ARN names its role exactly: the name in another case is no role (a Deny on iam:PassRole for role/admin cannot be escaped with role/ADMIN)", async () => {
+    await ids.createRole({ roleName: "admin", assumeRolePolicyDocument: policy({ Effect: "Allow", Principal: { Service: "lambda.amazonaws.com", AWS: ACCT }, Action: "sts:AssumeRole" }) });
+    const vm = `arn:aws:lambda:us-east-1:${ACCT}:microvm:microvm-0123456789abcdef0`;
+    const exact = await ids.serviceCredentials(`arn:aws:iam::${ACCT}:role/admin`, vm, "s1");
+    assert.equal((await ids.resolveKey(exact.accessKeyId, exact.sessionToken, "10.211.0.2")).caller.roleArn, `arn:aws:iam::${ACCT}:role/admin`);
+    await denied(ids.serviceCredentials(`arn:aws:iam::${ACCT}:role/ADMIN`, vm, "s1"), `lambda.amazonaws.com is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::${ACCT}:role/ADMIN`);
+    await denied(ids.serviceCredentials(`arn:aws:iam::${ACCT}:role/Admin`, vm, "s1"));
+    await ids.assumeRole(root(), { roleArn: `arn:aws:iam::${ACCT}:role/admin`, roleSessionName: "aa" });
+    await denied(ids.assumeRole(root(), { roleArn: `arn:aws:iam::${ACCT}:role/ADMIN`, roleSessionName: "aa" }), `User: arn:aws:iam::${ACCT}:root is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::${ACCT}:role/ADMIN`);
+  });
+
   test("a restart (a new service on the same database) finds every user, key, role and policy, and sessions go on", async () => {
     const s = await ids.assumeRole(root(), { roleArn: `arn:aws:iam::${ACCT}:role/Wide`, roleSessionName: "across" });
     const again = await open();
