@@ -502,8 +502,18 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
       // A trust policy naming the account leaves the decision to the caller's identity policies;
       // one naming this very user, role or session is enough by itself within the account
       // (reference_policies_evaluation-logic.html, resource-based policies).
-      const byName = evaluate([{ ...role.trust, statements: trust.map((st) => (st.principal ? { ...st, principal: { ...st.principal, anyone: false, accounts: new Set<string>() } } : st)) }], trustReq) === "Allow";
+      const named: Policy = { ...role.trust, statements: trust.map((st) => (st.principal ? { ...st, principal: { ...st.principal, anyone: false, accounts: new Set<string>() } } : st)) };
+      const byName = evaluate([named], trustReq) === "Allow";
       if (!byName && identity !== "Allow") throw denied();
+      // A session policy limits what a resource-based policy grants to the
+      // session's role ARN; only a grant naming the session ARN itself escapes
+      // it (access_policies.html#policies_session). Without this, a session
+      // limited by its policy could chain into any role that trusts its role.
+      if (byName && identity !== "Allow" && caller.kind === "assumed-role") {
+        const session = this.policiesOf(caller)?.session;
+        const bySessionArn = evaluate([named], { ...trustReq, principal: { accountId: caller.accountId, arns: [caller.arn] } }) === "Allow";
+        if (session && !bySessionArn && evaluate([session], { action, resource: role.arn, context: ctx }) !== "Allow") throw denied();
+      }
     }
 
     const max = chained ? Math.min(ROLE_CHAINING_MAX_SECONDS, role.record.maxSessionDuration) : role.record.maxSessionDuration;

@@ -386,6 +386,28 @@ describe("roles and sessions", () => {
     await denied(ids.assumeRole(root(), { roleArn: `arn:aws:iam::${ACCT}:role/ADMIN`, roleSessionName: "aa" }), `User: arn:aws:iam::${ACCT}:root is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::${ACCT}:role/ADMIN`);
   });
 
+  test("a session policy cannot be escaped by role chaining: a trust policy naming the role (not the session) still needs the session policy's sts:AssumeRole", async () => {
+    await ids.createRole({ roleName: "Base", assumeRolePolicyDocument: trustAccount });
+    await ids.putRolePolicy("Base", "p", policy({ Effect: "Allow", Action: ["lambda:*"], Resource: "*" }));
+    const base = `arn:aws:iam::${ACCT}:role/Base`;
+    await ids.createRole({ roleName: "Target", assumeRolePolicyDocument: policy({ Effect: "Allow", Principal: { AWS: base }, Action: "sts:AssumeRole" }) });
+    const target = `arn:aws:iam::${ACCT}:role/Target`;
+    const sessionAs = async (name: string, sessionPolicy?: string) => {
+      const s = await ids.assumeRole(root(), { roleArn: base, roleSessionName: name, ...(sessionPolicy ? { policy: sessionPolicy } : {}) });
+      return (await ids.resolveKey(s.credentials.accessKeyId, s.credentials.sessionToken, "10.0.0.1")).caller;
+    };
+    // No session policy: the trust policy naming the role is enough by itself.
+    await ids.assumeRole(await sessionAs("free"), { roleArn: target, roleSessionName: "t1" });
+    // A session policy that does not allow sts:AssumeRole limits that grant too.
+    await denied(ids.assumeRole(await sessionAs("narrow", policy({ Effect: "Allow", Action: "lambda:GetMicrovm", Resource: "*" })), { roleArn: target, roleSessionName: "t2" }),
+      `User: arn:aws:sts::${ACCT}:assumed-role/Base/narrow is not authorized to perform: sts:AssumeRole on resource: ${target}`);
+    // One that allows it on this role lets it through.
+    await ids.assumeRole(await sessionAs("allowed", policy({ Effect: "Allow", Action: "sts:AssumeRole", Resource: target })), { roleArn: target, roleSessionName: "t3" });
+    // A trust policy naming the session ARN itself is not limited by the session policy.
+    await ids.updateAssumeRolePolicy("Target", policy({ Effect: "Allow", Principal: { AWS: `arn:aws:sts::${ACCT}:assumed-role/Base/pinned` }, Action: "sts:AssumeRole" }));
+    await ids.assumeRole(await sessionAs("pinned", policy({ Effect: "Allow", Action: "lambda:GetMicrovm", Resource: "*" })), { roleArn: target, roleSessionName: "t4" });
+  });
+
   test("a restart (a new service on the same database) finds every user, key, role and policy, and sessions go on", async () => {
     const s = await ids.assumeRole(root(), { roleArn: `arn:aws:iam::${ACCT}:role/Wide`, roleSessionName: "across" });
     const again = await open();
