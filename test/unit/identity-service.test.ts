@@ -230,6 +230,8 @@ describe("roles and sessions", () => {
     await fault(ids.createRole({ roleName: "x", assumeRolePolicyDocument: policy(...Array.from({ length: 40 }, (_, i) => ({ Sid: `S${i}`, Effect: "Allow", Principal: { AWS: ACCT }, Action: "sts:AssumeRole" }))) }), "LimitExceeded", "Cannot exceed quota for ACLSizePerRole: 2048");
     await fault(ids.getRole("nope"), "NoSuchEntity", "The role with name nope cannot be found.");
     await fault(ids.createRole({ roleName: "x", assumeRolePolicyDocument: policy({ Effect: "Allow", Principal: { AWS: `arn:aws:iam::${ACCT}:user/nobody` }, Action: "sts:AssumeRole" }) }), "MalformedPolicyDocument", `Invalid principal in policy: "AWS":"arn:aws:iam::${ACCT}:user/nobody"`);
+    // Allow + NotPrincipal would let anyone in the account but the listed principal assume the role.
+    await fault(ids.createRole({ roleName: "x", assumeRolePolicyDocument: policy({ Effect: "Allow", NotPrincipal: { AWS: `arn:aws:iam::${ACCT}:root` }, Action: "sts:AssumeRole" }) }), "MalformedPolicyDocument", /NotPrincipal is not supported with "Effect":"Allow"/);
     await fault(ids.listRoles({ pathPrefix: "no-slash" }), "ValidationError", /at 'pathPrefix'/);
     await ids.putRolePolicy("Deploy", "p", policy({ Effect: "Allow", Action: "lambda:*", Resource: "*" }));
     await fault(ids.deleteRole("Deploy"), "DeleteConflict", "Cannot delete entity, must delete policies first.");
