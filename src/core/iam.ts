@@ -343,6 +343,22 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     return role && role.arn === arn ? role : undefined;
   }
 
+  /**
+   * The tags of the IAM user or role an ARN names exactly (aws:ResourceTag/…
+   * for the IAM API's operations, iam:PassRole and sts:AssumeRole), or
+   * undefined for anything else: IAM's own resources' tags live here, not in
+   * the resource-tag store the other APIs pass in `resourceTags`.
+   */
+  private iamTags(arn: string): Record<string, string> | undefined {
+    if (!arn.startsWith("arn:aws:iam::")) return undefined;
+    const role = this.roleByArn(arn);
+    if (role) return role.record.tags;
+    const m = /^arn:aws:iam::(\d{12}):user\/(?:.*\/)?([\w+=,.@-]+)$/.exec(arn);
+    if (!m || m[1] !== this.opts.accountId) return undefined;
+    const user = this.users.get(lower(m[2]!));
+    return user && user.arn === arn ? user.record.tags : undefined;
+  }
+
   /** The user a caller stands for, if it still exists (and is the same user: same ARN). */
   private userOf(caller: Caller): UserEntry | undefined {
     const user = this.users.get(lower(caller.arn.slice(caller.arn.lastIndexOf("/") + 1)));
@@ -408,7 +424,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     const resources = request.resources.length ? request.resources : ["*"];
     if (!policies) return { decision: "ImplicitDeny", by: "identity", resource: resources[0]! };
     for (const resource of resources) {
-      const req: EvaluationRequest = { action: request.action, resource, context: this.contextOf(caller, request.context, request.resourceTags?.[resource]) };
+      const req: EvaluationRequest = { action: request.action, resource, context: this.contextOf(caller, request.context, request.resourceTags?.[resource] ?? this.iamTags(resource)) };
       const { decision, by } = evaluateWithSession(policies.identity, policies.session, req);
       if (decision !== "Allow") return { decision, by, resource };
     }
@@ -488,14 +504,14 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     for (const action of actions) {
       // The caller's own policies (root: always allowed).
       let identity: Decision = "Allow";
-      if (caller.kind !== "root") identity = this.decide(caller, { action, resources: [role.arn], context }).decision;
+      if (caller.kind !== "root") identity = this.decide(caller, { action, resources: [role.arn], context, resourceTags: { [role.arn]: role.record.tags } }).decision;
       if (identity === "ExplicitDeny") throw denied();
       // The role's trust policy.
       const who: PrincipalRef = {
         accountId: caller.accountId,
         arns: caller.kind === "assumed-role" ? [caller.arn, caller.principalArn] : caller.kind === "user" ? [caller.arn] : [this.rootArn],
       };
-      const ctx = this.contextOf(caller, context);
+      const ctx = this.contextOf(caller, context, role.record.tags);
       const trust = role.trust.statements;
       const trustReq = { action, resource: role.arn, principal: who, context: ctx };
       if (evaluate([role.trust], trustReq) !== "Allow") throw denied();

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { CloudWatchLogsClient, DescribeLogGroupsCommand, FilterLogEventsCommand } from "@aws-sdk/client-cloudwatch-logs";
-import { PutUserPolicyCommand, UpdateAccessKeyCommand, type IAMClient } from "@aws-sdk/client-iam";
+import { CreateRoleCommand, DeleteRoleCommand, PutUserPolicyCommand, UpdateAccessKeyCommand, type IAMClient } from "@aws-sdk/client-iam";
 import {
   CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, ListMicrovmsCommand, RunMicrovmCommand, TagResourceCommand, TerminateMicrovmCommand,
   UntagResourceCommand, type LambdaMicrovmsClient,
@@ -131,6 +131,25 @@ describe("authorization of the MicroVMs, Lambda Core and CloudWatch Logs APIs", 
     }
     // Images likewise: another partition's image ARN is refused, not authorised as sent.
     await rejects(lambda.send(new GetMicrovmImageCommand({ imageIdentifier: `arn:aws-cn:lambda:${REGION}:${ACCOUNT}:microvm-image:app-a` })), "ValidationException", /is not a MicroVM image ARN/);
+  });
+
+  test("aws:ResourceTag on IAM roles: a Deny on tagged roles holds for the IAM API and for iam:PassRole in RunMicrovm", async () => {
+    const trust = policy({ Effect: "Allow", Principal: { Service: "lambda.amazonaws.com" }, Action: "sts:AssumeRole" });
+    await iam.send(new CreateRoleCommand({ RoleName: "guarded-exec", AssumeRolePolicyDocument: trust, Tags: [{ Key: "protected", Value: "yes" }] }));
+    await iam.send(new CreateRoleCommand({ RoleName: "plain-exec", AssumeRolePolicyDocument: trust }));
+    const keys = await userWithPolicy(iam, "tag-guard", policy(
+      allow(["lambda:RunMicrovm", "iam:PassRole", "iam:DeleteRole"]),
+      deny(["iam:PassRole", "iam:DeleteRole"], "*", { StringEquals: { "aws:ResourceTag/protected": "yes" } }),
+    ));
+    const lambda = lambdaAs(keys);
+    const passed = await lambda.send(new RunMicrovmCommand({ imageIdentifier: imageArnOf("app-a"), executionRoleArn: roleArn("plain-exec") })).then(() => undefined, (e: Error) => e);
+    assert.equal(passed?.name, "ConflictException", passed?.message);
+    await rejects(lambda.send(new RunMicrovmCommand({ imageIdentifier: imageArnOf("app-a"), executionRoleArn: roleArn("guarded-exec") })), "AccessDeniedException",
+      new RegExp(`iam:PassRole on resource: ${roleArn("guarded-exec")} with an explicit deny`));
+    const asUser = iamClient(t.platform.url, keys);
+    clients.push(asUser);
+    await rejects(asUser.send(new DeleteRoleCommand({ RoleName: "guarded-exec" })), "AccessDenied", /with an explicit deny/);
+    await asUser.send(new DeleteRoleCommand({ RoleName: "plain-exec" }));
   });
 
   test("a deactivated access key is refused, and works again once reactivated", async () => {

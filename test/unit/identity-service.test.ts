@@ -410,6 +410,31 @@ describe("roles and sessions", () => {
     await ids.assumeRole(await sessionAs("pinned", policy({ Effect: "Allow", Action: "lambda:GetMicrovm", Resource: "*" })), { roleArn: target, roleSessionName: "t4" });
   });
 
+  test("aws:ResourceTag is the IAM user's or role's tags: for IAM operations, iam:PassRole and sts:AssumeRole", async () => {
+    await ids.createUser({ userName: "keeper", tags: { protected: "yes" } });
+    await ids.createUser({ userName: "temp" });
+    await ids.createRole({ roleName: "Guarded", tags: { protected: "yes" }, assumeRolePolicyDocument: trustAccount });
+    await ids.createRole({ roleName: "Open", assumeRolePolicyDocument: trustAccount });
+    await ids.createUser({ userName: "tagcheck" });
+    await ids.putUserPolicy("tagcheck", "p", policy(
+      { Effect: "Allow", Action: ["iam:*", "sts:AssumeRole"], Resource: "*" },
+      { Effect: "Deny", Action: ["iam:*", "sts:AssumeRole"], Resource: "*", Condition: { StringEquals: { "aws:ResourceTag/protected": "yes" } } },
+    ));
+    const caller = (await userCaller("tagcheck")).caller;
+    const asked = (action: string, arn: string) => ids.authorize(caller, { action, resources: [arn], context: action === "iam:PassRole" ? { "iam:PassedToService": "lambda.amazonaws.com" } : {} });
+    await asked("iam:DeleteUser", `arn:aws:iam::${ACCT}:user/temp`);
+    await denied(asked("iam:DeleteUser", `arn:aws:iam::${ACCT}:user/keeper`), /with an explicit deny in an identity-based policy$/);
+    await asked("iam:PutRolePolicy", `arn:aws:iam::${ACCT}:role/Open`);
+    await denied(asked("iam:PutRolePolicy", `arn:aws:iam::${ACCT}:role/Guarded`), /with an explicit deny/);
+    await asked("iam:PassRole", `arn:aws:iam::${ACCT}:role/Open`);
+    await denied(asked("iam:PassRole", `arn:aws:iam::${ACCT}:role/Guarded`), /iam:PassRole on resource: arn:aws:iam::123456789012:role\/Guarded with an explicit deny/);
+    await ids.assumeRole(caller, { roleArn: `arn:aws:iam::${ACCT}:role/Open`, roleSessionName: "ok" });
+    await denied(ids.assumeRole(caller, { roleArn: `arn:aws:iam::${ACCT}:role/Guarded`, roleSessionName: "no" }));
+    // A trust policy may test the role's own tags too.
+    await ids.updateAssumeRolePolicy("Open", policy({ Effect: "Allow", Principal: { AWS: ACCT }, Action: "sts:AssumeRole", Condition: { StringEquals: { "aws:ResourceTag/protected": "yes" } } }));
+    await denied(ids.assumeRole(root(), { roleArn: `arn:aws:iam::${ACCT}:role/Open`, roleSessionName: "no" }));
+  });
+
   test("a restart (a new service on the same database) finds every user, key, role and policy, and sessions go on", async () => {
     const s = await ids.assumeRole(root(), { roleArn: `arn:aws:iam::${ACCT}:role/Wide`, roleSessionName: "across" });
     const again = await open();
