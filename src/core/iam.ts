@@ -205,6 +205,13 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
   private readonly keys = new Map<string, KeyEntry>();
   private readonly roles = new Map<string, RoleEntry>();
   private readonly sessions = new Map<string, Session>();
+  /**
+   * The session each role-session Caller was authenticated with, for
+   * authorize: the cache above may evict it (more than SESSION_CACHE live
+   * sessions) between authentication and authorisation, and a Caller must keep
+   * its session policy and tags for as long as it is used.
+   */
+  private readonly opened = new WeakMap<Caller, Session>();
   private readonly rootArn: string;
   private writes: Promise<unknown> = Promise.resolve();
 
@@ -280,7 +287,9 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
       const role = this.roleByArn(session.claims.r);
       if (!role || role.record.roleId !== session.claims.rid) throw invalid();
       this.remember(accessKeyId, session);
-      return { secretAccessKey: session.claims.s, caller: this.sessionCaller(role, session.claims, sourceIp) };
+      const caller = this.sessionCaller(role, session.claims, sourceIp);
+      this.opened.set(caller, session);
+      return { secretAccessKey: session.claims.s, caller };
     }
     const key = this.keys.get(accessKeyId);
     if (!key || key.secret === undefined || key.record.status !== "Active" || sessionToken !== undefined) throw invalid();
@@ -387,7 +396,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
       return (user.conditionKeys ??= make(user.record.userName, user.record.tags));
     }
     if (caller.kind === "assumed-role") {
-      const session = this.sessions.get(caller.accessKeyId);
+      const session = this.opened.get(caller);
       const role = caller.roleArn ? this.roleByArn(caller.roleArn) : undefined;
       const tags = { ...(role?.record.tags ?? {}), ...(session?.claims.t ?? {}) };
       if (!session) return make(undefined, tags);
@@ -410,7 +419,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     }
     if (caller.kind === "assumed-role") {
       const role = caller.roleArn ? this.roleByArn(caller.roleArn) : undefined;
-      const session = this.sessions.get(caller.accessKeyId);
+      const session = this.opened.get(caller);
       if (!role || !session || session.claims.rid !== role.record.roleId) return undefined;
       return { identity: role.policyList ??= [...role.policies.values()].map((p) => p.policy), ...(session.policy ? { session: session.policy } : {}) };
     }

@@ -435,6 +435,21 @@ describe("roles and sessions", () => {
     await denied(ids.assumeRole(root(), { roleArn: `arn:aws:iam::${ACCT}:role/Open`, roleSessionName: "no" }));
   });
 
+  test("a Caller keeps its session (policy and tags) even when over 20,000 newer sessions push it out of the token cache", async () => {
+    await ids.createRole({ roleName: "Many", assumeRolePolicyDocument: policy({ Effect: "Allow", Principal: { AWS: ACCT }, Action: ["sts:AssumeRole", "sts:TagSession"] }) });
+    await ids.putRolePolicy("Many", "p", policy({ Effect: "Allow", Action: "lambda:*", Resource: "*", Condition: { StringEquals: { "aws:PrincipalTag/team": "blue" } } }));
+    const arn = `arn:aws:iam::${ACCT}:role/Many`;
+    const first = await ids.assumeRole(root(), { roleArn: arn, roleSessionName: "first", tags: { team: "blue" }, policy: policy({ Effect: "Allow", Action: "lambda:GetMicrovm", Resource: "*" }) });
+    const { caller } = await ids.resolveKey(first.credentials.accessKeyId, first.credentials.sessionToken, "10.0.0.1");
+    for (let i = 0; i < 20_001; i++) {
+      const s = await ids.assumeRole(root(), { roleArn: arn, roleSessionName: `n${i}` });
+      await ids.resolveKey(s.credentials.accessKeyId, s.credentials.sessionToken, "10.0.0.1");
+    }
+    // Its tag still satisfies the role's condition, its session policy still limits it.
+    await ids.authorize(caller, { action: "lambda:GetMicrovm", resources: ["*"], context: {} });
+    await denied(ids.authorize(caller, { action: "lambda:RunMicrovm", resources: [IMAGE], context: {} }), /because no session policy allows the lambda:RunMicrovm action$/);
+  });
+
   test("a restart (a new service on the same database) finds every user, key, role and policy, and sessions go on", async () => {
     const s = await ids.assumeRole(root(), { roleArn: `arn:aws:iam::${ACCT}:role/Wide`, roleSessionName: "across" });
     const again = await open();
