@@ -147,7 +147,7 @@ export function registerConnectorRoutes(app: FastifyInstance, opts: ConnectorRou
           const input = method === "POST" || method === "PUT" ? json(body) : {};
           const query = Object.fromEntries(new URLSearchParams(rawQuery));
           record.requestParameters = { ...(identifier !== undefined ? { Identifier: identifier } : {}), ...query, ...input };
-          await opts.authorize(req, caller, await connectorAuthorization(scope, operation, identifier, input, (arn) => cp.opts.store.getTags(arn)));
+          await opts.authorize(req, caller, await connectorAuthorization(scope, operation, identifier, input, (arn) => cp.opts.store.getTags(arn), (id) => connectors.canonicalArn(id)));
           const output = await run(req, body, rawQuery);
           return reply.code(status).header("x-amzn-requestid", requestId).header("content-type", "application/json").send(JSON.stringify(output));
         } catch (err) {

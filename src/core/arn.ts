@@ -22,6 +22,14 @@ export function managedImageArn(region: string, name: string): string {
   return `arn:aws:lambda:${region}:aws:microvm-image:${name}`;
 }
 
+/**
+ * The only ARN forms a MicroVM or an image may be named by: partition `aws`,
+ * service `lambda`, ':' separators. Anything else ARN-shaped is refused rather
+ * than acted on, so that what is authorised is the resource acted on.
+ */
+export const MICROVM_ARN_PATTERN = /^arn:aws:lambda:([a-z0-9-]+):([0-9]{12}):microvm:(microvm-[0-9a-f]{17})$/;
+export const IMAGE_ARN_PATTERN = /^arn:aws:lambda:([a-z0-9-]+):([0-9]{12}):microvm-image:([A-Za-z0-9][A-Za-z0-9._-]{0,127})$/;
+
 export function microvmArn(scope: Scope, id: string): string {
   return `arn:aws:lambda:${scope.region}:${scope.accountId}:microvm:${id}`;
 }

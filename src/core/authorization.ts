@@ -7,7 +7,7 @@
 // on each connector it names. The API asks `Identities.authorize` for each, in
 // order, before the operation runs. No HTTP here.
 
-import { imageArn, isArn, managedImageArn, MICROVM_ID_PATTERN, microvmArn, parseArn, type Scope } from "./arn.js";
+import { IMAGE_ARN_PATTERN, imageArn, isArn, managedImageArn, MICROVM_ARN_PATTERN, MICROVM_ID_PATTERN, microvmArn, type Scope } from "./arn.js";
 import { InvalidInput } from "./errors.js";
 import { LAMBDA_SERVICE_PRINCIPAL, type AuthorizationRequest, type Caller, type ConditionContext, type Identities } from "./identity.js";
 import type { OperationName } from "./inputs.js";
@@ -60,24 +60,33 @@ async function passConnectors(connectors: readonly string[] | undefined, tagsOf:
 export class ResourceNames {
   constructor(private readonly scope: Scope) {}
 
-  /** An image name or ARN (an ARN of another account or Region stays as given: it is what the caller asked for). */
+  /**
+   * An image name or ARN, as the canonical image ARN. Only the exact form
+   * arn:aws:lambda:<region>:<account>:microvm-image:<name> is an image ARN;
+   * any other ARN is refused, so the ARN authorised is the image acted on (an
+   * ARN of another account or Region stays as given: no image of it exists here).
+   */
   image(identifier: string): string {
     if (!isArn(identifier)) return imageArn(this.scope, identifier);
-    const arn = parseArn(identifier);
-    if (!arn || arn.service !== "lambda" || arn.resourceType !== "microvm-image") {
-      throw new InvalidInput(`'${identifier}' is not a MicroVM image ARN (arn:aws:lambda:${this.scope.region}:${this.scope.accountId}:microvm-image:<name>).`);
-    }
-    return identifier;
+    const m = IMAGE_ARN_PATTERN.exec(identifier);
+    if (!m) throw new InvalidInput(`'${identifier}' is not a MicroVM image ARN (arn:aws:lambda:${this.scope.region}:${this.scope.accountId}:microvm-image:<name>).`);
+    return m[1] === this.scope.region && m[2] === this.scope.accountId ? imageArn(this.scope, m[3]!) : identifier;
   }
 
   managedImage(identifier: string): string {
     return isArn(identifier) ? identifier : managedImageArn(this.scope.region, identifier);
   }
 
+  /**
+   * A MicroVM id or ARN, as the canonical MicroVM ARN. Only a bare id or the
+   * exact arn:aws:lambda:<region>:<account>:microvm:<id> is accepted: another
+   * partition, service or separator would be authorised as a different
+   * resource than the MicroVM the operation acts on, escaping explicit Denies.
+   */
   microvm(identifier: string): string {
     if (MICROVM_ID_PATTERN.test(identifier)) return microvmArn(this.scope, identifier);
-    const arn = parseArn(identifier);
-    if (arn && arn.resourceType === "microvm" && MICROVM_ID_PATTERN.test(arn.resourceId)) return identifier;
+    const m = MICROVM_ARN_PATTERN.exec(identifier);
+    if (m) return m[1] === this.scope.region && m[2] === this.scope.accountId ? microvmArn(this.scope, m[3]!) : identifier;
     throw new InvalidInput(`'microvmIdentifier' must be a MicroVM id such as microvm-0123456789abcdef0, as returned by run-microvm; got '${identifier}'.`);
   }
 
@@ -178,7 +187,15 @@ export async function microvmsApiAuthorization(scope: Scope, operation: Operatio
  * brings its tags as aws:RequestTag/aws:TagKeys and, with an OperatorRole,
  * asks iam:PassRole for it.
  */
-export async function connectorAuthorization(scope: Scope, operation: ConnectorOperationName, identifier: string | undefined, body: Untyped, tagsOf: TagLookup): Promise<AuthorizationRequest[]> {
+/**
+ * Resolves a connector Identifier (id, name, ARN, version-qualified ARN) to the
+ * connector's canonical ARN, with ':<version>' when the identifier names one;
+ * undefined when no such connector exists; throws InvalidInput when the
+ * identifier is malformed.
+ */
+export type ConnectorArnLookup = (identifier: string) => Promise<string | undefined>;
+
+export async function connectorAuthorization(scope: Scope, operation: ConnectorOperationName, identifier: string | undefined, body: Untyped, tagsOf: TagLookup, canonical: ConnectorArnLookup): Promise<AuthorizationRequest[]> {
   const names = new ResourceNames(scope);
   const action = `lambda:${operation}`;
   const role = str(body.OperatorRole);
@@ -193,7 +210,11 @@ export async function connectorAuthorization(scope: Scope, operation: ConnectorO
       ];
     }
     default: {
-      const request = await withTags({ action, resources: [names.connector(identifier ?? "")], context: {} }, tagsOf, unqualifiedConnector);
+      // Authorised on the connector the operation will act on: an id (nc-…) or
+      // name resolves to the connector's own ARN, so Denies and tag conditions
+      // written for that ARN apply whichever identifier the caller sent.
+      const arn = (await canonical(identifier ?? "")) ?? names.connector(identifier ?? "");
+      const request = await withTags({ action, resources: [arn], context: {} }, tagsOf, unqualifiedConnector);
       return [request, ...(operation === "UpdateNetworkConnector" && role ? [passRole(role)] : [])];
     }
   }

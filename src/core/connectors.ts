@@ -271,7 +271,7 @@ export class ConnectorService {
     if (typeof identifier !== "string" || identifier.length < 1 || identifier.length > 140) fail("Identifier must be a network connector id, name or ARN of 1 to 140 characters.");
     const missing = () => new NotFound("NetworkConnector", identifier, `Network connector '${identifier}' does not exist in ${this.scope.region}. List connectors with list-network-connectors.`);
     if (identifier.startsWith("arn:")) {
-      const m = /^arn:aws[a-zA-Z-]*:lambda:([a-z0-9-]+):([0-9]{12}|aws):network-connector:([a-zA-Z0-9_-]+)(?::([1-9][0-9]{0,17}))?$/.exec(identifier);
+      const m = /^arn:aws:lambda:([a-z0-9-]+):([0-9]{12}|aws):network-connector:([a-zA-Z0-9_-]+)(?::([1-9][0-9]{0,17}))?$/.exec(identifier);
       if (!m) fail(`'${identifier}' is not a network connector ARN (${connectorArn(this.scope, "<name>")}, optionally followed by :<version>).`);
       if (m[1] !== this.scope.region || m[2] !== this.scope.accountId) throw missing();
       const connector = await tx.findConnectorByName(this.scope.accountId, m[3]!);
@@ -292,6 +292,17 @@ export class ConnectorService {
       throw new NotFound("NetworkConnector", connectorArn(this.scope, connector.name, number), `Network connector ${connector.arn} has no version ${number}. List its versions with list-network-connector-versions.`);
     }
     return { connector, version, qualified: versionNumber !== undefined, tags: await tx.getTags(connector.arn) };
+  }
+
+  /** The canonical ARN (':<version>' when qualified) of the connector an Identifier names; undefined if none exists. */
+  async canonicalArn(identifier: unknown): Promise<string | undefined> {
+    try {
+      const { connector, version } = await this.find(identifier);
+      return version === undefined ? connector.arn : `${connector.arn}:${version}`;
+    } catch (err) {
+      if (err instanceof NotFound) return undefined;
+      throw err;
+    }
   }
 
   async get(identifier: unknown): Promise<ConnectorView> {

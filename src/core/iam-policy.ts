@@ -641,6 +641,12 @@ function parseStatement(s: unknown, kind: PolicyKind, variables: boolean): State
   const hasPrincipal = o.Principal !== undefined || o.NotPrincipal !== undefined;
   if (kind === "trust") {
     if (!hasPrincipal) throw malformed("Missing required field Principal");
+    // Allow + NotPrincipal would let every principal but the ones listed assume
+    // the role, in this account with no permission of its own; AWS does not
+    // support it (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_notprincipal.html).
+    if (o.Effect === "Allow" && o.NotPrincipal !== undefined) {
+      throw malformed("NotPrincipal is not supported with \"Effect\":\"Allow\" in a role trust policy; name who may assume the role in Principal.");
+    }
     if (o.Resource !== undefined || o.NotResource !== undefined) throw malformed(`Has prohibited field ${o.Resource !== undefined ? "Resource" : "NotResource"}`);
   } else {
     if (hasPrincipal) throw malformed("Policy document should not specify a principal.");

@@ -205,6 +205,13 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
   private readonly keys = new Map<string, KeyEntry>();
   private readonly roles = new Map<string, RoleEntry>();
   private readonly sessions = new Map<string, Session>();
+  /**
+   * The session each role-session Caller was authenticated with, for
+   * authorize: the cache above may evict it (more than SESSION_CACHE live
+   * sessions) between authentication and authorisation, and a Caller must keep
+   * its session policy and tags for as long as it is used.
+   */
+  private readonly opened = new WeakMap<Caller, Session>();
   private readonly rootArn: string;
   private writes: Promise<unknown> = Promise.resolve();
 
@@ -280,7 +287,9 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
       const role = this.roleByArn(session.claims.r);
       if (!role || role.record.roleId !== session.claims.rid) throw invalid();
       this.remember(accessKeyId, session);
-      return { secretAccessKey: session.claims.s, caller: this.sessionCaller(role, session.claims, sourceIp) };
+      const caller = this.sessionCaller(role, session.claims, sourceIp);
+      this.opened.set(caller, session);
+      return { secretAccessKey: session.claims.s, caller };
     }
     const key = this.keys.get(accessKeyId);
     if (!key || key.secret === undefined || key.record.status !== "Active" || sessionToken !== undefined) throw invalid();
@@ -330,11 +339,33 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     this.sessions.set(accessKeyId, session);
   }
 
+  /**
+   * The role an ARN names, compared exactly: names are unique regardless of
+   * case, but an ARN spelling the name in another case is not that role's ARN
+   * (iam:PassRole and sts:AssumeRole were authorised on the ARN as sent, so a
+   * Deny on role/admin would not stop role/ADMIN).
+   */
   private roleByArn(arn: string): RoleEntry | undefined {
     const m = /^arn:aws:iam::(\d{12}):role\/(?:.*\/)?([\w+=,.@-]+)$/.exec(arn);
     if (!m || m[1] !== this.opts.accountId) return undefined;
     const role = this.roles.get(lower(m[2]!));
-    return role && lower(role.arn) === lower(arn) ? role : undefined;
+    return role && role.arn === arn ? role : undefined;
+  }
+
+  /**
+   * The tags of the IAM user or role an ARN names exactly (aws:ResourceTag/…
+   * for the IAM API's operations, iam:PassRole and sts:AssumeRole), or
+   * undefined for anything else: IAM's own resources' tags live here, not in
+   * the resource-tag store the other APIs pass in `resourceTags`.
+   */
+  private iamTags(arn: string): Record<string, string> | undefined {
+    if (!arn.startsWith("arn:aws:iam::")) return undefined;
+    const role = this.roleByArn(arn);
+    if (role) return role.record.tags;
+    const m = /^arn:aws:iam::(\d{12}):user\/(?:.*\/)?([\w+=,.@-]+)$/.exec(arn);
+    if (!m || m[1] !== this.opts.accountId) return undefined;
+    const user = this.users.get(lower(m[2]!));
+    return user && user.arn === arn ? user.record.tags : undefined;
   }
 
   /** The user a caller stands for, if it still exists (and is the same user: same ARN). */
@@ -365,7 +396,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
       return (user.conditionKeys ??= make(user.record.userName, user.record.tags));
     }
     if (caller.kind === "assumed-role") {
-      const session = this.sessions.get(caller.accessKeyId);
+      const session = this.opened.get(caller);
       const role = caller.roleArn ? this.roleByArn(caller.roleArn) : undefined;
       const tags = { ...(role?.record.tags ?? {}), ...(session?.claims.t ?? {}) };
       if (!session) return make(undefined, tags);
@@ -388,7 +419,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     }
     if (caller.kind === "assumed-role") {
       const role = caller.roleArn ? this.roleByArn(caller.roleArn) : undefined;
-      const session = this.sessions.get(caller.accessKeyId);
+      const session = this.opened.get(caller);
       if (!role || !session || session.claims.rid !== role.record.roleId) return undefined;
       return { identity: role.policyList ??= [...role.policies.values()].map((p) => p.policy), ...(session.policy ? { session: session.policy } : {}) };
     }
@@ -402,7 +433,7 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     const resources = request.resources.length ? request.resources : ["*"];
     if (!policies) return { decision: "ImplicitDeny", by: "identity", resource: resources[0]! };
     for (const resource of resources) {
-      const req: EvaluationRequest = { action: request.action, resource, context: this.contextOf(caller, request.context, request.resourceTags?.[resource]) };
+      const req: EvaluationRequest = { action: request.action, resource, context: this.contextOf(caller, request.context, request.resourceTags?.[resource] ?? this.iamTags(resource)) };
       const { decision, by } = evaluateWithSession(policies.identity, policies.session, req);
       if (decision !== "Allow") return { decision, by, resource };
     }
@@ -482,22 +513,32 @@ export class IdentityService implements Identities, RoleCredentialSource, IamAdm
     for (const action of actions) {
       // The caller's own policies (root: always allowed).
       let identity: Decision = "Allow";
-      if (caller.kind !== "root") identity = this.decide(caller, { action, resources: [role.arn], context }).decision;
+      if (caller.kind !== "root") identity = this.decide(caller, { action, resources: [role.arn], context, resourceTags: { [role.arn]: role.record.tags } }).decision;
       if (identity === "ExplicitDeny") throw denied();
       // The role's trust policy.
       const who: PrincipalRef = {
         accountId: caller.accountId,
         arns: caller.kind === "assumed-role" ? [caller.arn, caller.principalArn] : caller.kind === "user" ? [caller.arn] : [this.rootArn],
       };
-      const ctx = this.contextOf(caller, context);
+      const ctx = this.contextOf(caller, context, role.record.tags);
       const trust = role.trust.statements;
       const trustReq = { action, resource: role.arn, principal: who, context: ctx };
       if (evaluate([role.trust], trustReq) !== "Allow") throw denied();
       // A trust policy naming the account leaves the decision to the caller's identity policies;
       // one naming this very user, role or session is enough by itself within the account
       // (reference_policies_evaluation-logic.html, resource-based policies).
-      const byName = evaluate([{ ...role.trust, statements: trust.map((st) => (st.principal ? { ...st, principal: { ...st.principal, anyone: false, accounts: new Set<string>() } } : st)) }], trustReq) === "Allow";
+      const named: Policy = { ...role.trust, statements: trust.map((st) => (st.principal ? { ...st, principal: { ...st.principal, anyone: false, accounts: new Set<string>() } } : st)) };
+      const byName = evaluate([named], trustReq) === "Allow";
       if (!byName && identity !== "Allow") throw denied();
+      // A session policy limits what a resource-based policy grants to the
+      // session's role ARN; only a grant naming the session ARN itself escapes
+      // it (access_policies.html#policies_session). Without this, a session
+      // limited by its policy could chain into any role that trusts its role.
+      if (byName && identity !== "Allow" && caller.kind === "assumed-role") {
+        const session = this.policiesOf(caller)?.session;
+        const bySessionArn = evaluate([named], { ...trustReq, principal: { accountId: caller.accountId, arns: [caller.arn] } }) === "Allow";
+        if (session && !bySessionArn && evaluate([session], { action, resource: role.arn, context: ctx }) !== "Allow") throw denied();
+      }
     }
 
     const max = chained ? Math.min(ROLE_CHAINING_MAX_SECONDS, role.record.maxSessionDuration) : role.record.maxSessionDuration;

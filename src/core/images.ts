@@ -3,7 +3,7 @@
 // latestActive/latestFailed versions in step with its builds.
 
 import { randomUUID } from "node:crypto";
-import { imageArn, parseArn, type Scope } from "./arn.js";
+import { IMAGE_ARN_PATTERN, imageArn, type Scope } from "./arn.js";
 import type { ConnectorService } from "./connectors.js";
 import { InvalidInput, NotFound, ResourceInUse, StateConflict } from "./errors.js";
 import { once } from "./idempotency.js";
@@ -77,13 +77,12 @@ export class ImageService {
 
   arnOf(identifier: string): string | undefined {
     if (!identifier.startsWith("arn:")) return imageArn(this.deps.scope, identifier);
-    const arn = parseArn(identifier);
+    // Only the exact form the authoriser names (ResourceNames.image).
+    const arn = IMAGE_ARN_PATTERN.exec(identifier);
     const { region, accountId } = this.deps.scope;
-    if (!arn || arn.service !== "lambda" || arn.resourceType !== "microvm-image") {
-      throw new InvalidInput(`'${identifier}' is not a MicroVM image ARN (arn:aws:lambda:${region}:${accountId}:microvm-image:<name>).`);
-    }
-    if (arn.region !== region || arn.account !== accountId) return undefined;
-    return identifier;
+    if (!arn) throw new InvalidInput(`'${identifier}' is not a MicroVM image ARN (arn:aws:lambda:${region}:${accountId}:microvm-image:<name>).`);
+    if (arn[1] !== region || arn[2] !== accountId) return undefined;
+    return imageArn(this.deps.scope, arn[3]!);
   }
 
   private async checkConfig(config: ImageConfig): Promise<ImageConfig> {

@@ -2,7 +2,7 @@
 // Each change is recorded in the store before the runtime is asked to act,
 // so a restart finds every MicroVM in a state that says what was under way.
 
-import { microvmArn, networkConnectorArn, newMicrovmId, parseArn, MICROVM_ID_PATTERN, type Scope } from "./arn.js";
+import { microvmArn, networkConnectorArn, newMicrovmId, MICROVM_ARN_PATTERN, MICROVM_ID_PATTERN, type Scope } from "./arn.js";
 import type { ConnectorService } from "./connectors.js";
 import type { DefaultEgress } from "./egress.js";
 import { InvalidInput, NoCapacity, NotFound, StateConflict } from "./errors.js";
@@ -97,9 +97,10 @@ export class MicrovmService {
 
   private idOf(identifier: string): string {
     if (MICROVM_ID_PATTERN.test(identifier)) return identifier;
-    const arn = parseArn(identifier);
-    if (arn && arn.resourceType === "microvm" && MICROVM_ID_PATTERN.test(arn.resourceId)) {
-      if (arn.region === this.deps.scope.region && arn.account === this.deps.scope.accountId) return arn.resourceId;
+    // Only arn:aws:lambda:<region>:<account>:microvm:<id>: the form the authoriser names (ResourceNames.microvm).
+    const arn = MICROVM_ARN_PATTERN.exec(identifier);
+    if (arn) {
+      if (arn[1] === this.deps.scope.region && arn[2] === this.deps.scope.accountId) return arn[3]!;
       throw new NotFound("Microvm", identifier, `MicroVM '${identifier}' does not exist in this region and account.`);
     }
     throw new InvalidInput(`'microvmIdentifier' must be a MicroVM id such as microvm-0123456789abcdef0, as returned by run-microvm; got '${identifier}'.`);

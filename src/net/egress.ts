@@ -73,8 +73,10 @@ export class EgressGateway {
   private readonly attached = new Map<number, { net: SandboxNetwork; policy: EgressPolicy; limits: EgressLimits }>();
   /** The change under way per network index: attach, detach and repair of one network run one at a time. */
   private readonly busy = new Map<number, Promise<unknown>>();
-  private watch: NodeJS.Timeout | undefined;
-  private baseWatch: NodeJS.Timeout | undefined;
+  private watch: (() => void) | undefined;
+  private baseWatch: (() => void) | undefined;
+  /** The base-chain check running now, which every caller meanwhile shares. */
+  private baseRun: Promise<void> | undefined;
 
   constructor(opts: EgressGatewayOptions) {
     this.nets = opts.nets;
@@ -103,11 +105,9 @@ export class EgressGateway {
     await installFirewall();
     await this.sweep();
     if (!this.watch && repairEveryMs > 0) {
-      this.watch = setInterval(() => void this.repair().catch(() => undefined), repairEveryMs);
-      this.watch.unref();
+      this.watch = watchWithBackoff(() => this.repair(), repairEveryMs);
       // The base rules are checked more often (one `nft list chain`): while an older server refilled them, sandboxes' metadata connections go nowhere.
-      this.baseWatch = setInterval(() => void this.repairBase().catch(() => undefined), Math.max(250, Math.round(repairEveryMs / 5)));
-      this.baseWatch.unref();
+      this.baseWatch = watchWithBackoff(() => this.repairBase(), Math.max(250, Math.round(repairEveryMs / 5)));
     }
   }
 
@@ -134,8 +134,13 @@ export class EgressGateway {
   }
 
   /** Refills the base chains when this process has sandboxes and the chains lack this version's rules. */
-  private async repairBase(): Promise<void> {
-    if (this.attached.size && !(await baseChainsCurrent())) await installFirewall();
+  private repairBase(): Promise<void> {
+    // One check at a time (each nft call may take up to 10 s): repair() and the watcher share a running one.
+    return (this.baseRun ??= (async () => {
+      if (this.attached.size && !(await baseChainsCurrent())) await installFirewall();
+    })().finally(() => {
+      this.baseRun = undefined;
+    }));
   }
 
   /**
@@ -212,13 +217,45 @@ export class EgressGateway {
 
   /** Closes the DNS sockets and metadata listeners (the server is stopping; its sandboxes' chains stay for the next start to adopt). */
   async close(): Promise<void> {
-    clearInterval(this.watch);
-    clearInterval(this.baseWatch);
+    this.watch?.();
+    this.baseWatch?.();
     this.watch = undefined;
     this.baseWatch = undefined;
     await this.dns.close();
     await this.metadata?.close();
   }
+}
+
+/**
+ * Runs `run` every `everyMs`, never two at once: the next run is timed from
+ * the end of the previous one, so slow nft calls cannot pile up processes.
+ * After a failure the pause doubles (up to `maxMs`), and is `everyMs` again
+ * after a success, so a broken nft is not hammered. Returns stop(); the timer
+ * does not keep the process alive.
+ */
+export function watchWithBackoff(run: () => Promise<unknown>, everyMs: number, opts: { maxMs?: number; onSchedule?: (delayMs: number) => void } = {}): () => void {
+  const maxMs = opts.maxMs ?? 30_000;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const schedule = (delay: number) => {
+    if (stopped) return;
+    opts.onSchedule?.(delay);
+    timer = setTimeout(async () => {
+      let next = everyMs;
+      try {
+        await run();
+      } catch {
+        next = Math.min(maxMs, Math.max(everyMs, delay) * 2);
+      }
+      schedule(next);
+    }, delay);
+    timer.unref();
+  };
+  schedule(everyMs);
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
 }
 
 /**

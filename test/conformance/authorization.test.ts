@@ -5,9 +5,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { CloudWatchLogsClient, DescribeLogGroupsCommand, FilterLogEventsCommand } from "@aws-sdk/client-cloudwatch-logs";
-import { PutUserPolicyCommand, UpdateAccessKeyCommand, type IAMClient } from "@aws-sdk/client-iam";
+import { CreateRoleCommand, DeleteRoleCommand, PutUserPolicyCommand, UpdateAccessKeyCommand, type IAMClient } from "@aws-sdk/client-iam";
 import {
-  CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, ListMicrovmsCommand, RunMicrovmCommand, TagResourceCommand,
+  CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, ListMicrovmsCommand, RunMicrovmCommand, TagResourceCommand, TerminateMicrovmCommand,
   UntagResourceCommand, type LambdaMicrovmsClient,
 } from "@aws-sdk/client-lambda-microvms";
 import { rejects } from "../support/assertions.js";
@@ -106,9 +106,50 @@ describe("authorization of the MicroVMs, Lambda Core and CloudWatch Logs APIs", 
       Type: "User",
       message: `User: ${userArn("no-prod")} is not authorized to perform: lambda:GetNetworkConnector on resource: arn:aws:lambda:${REGION}:${ACCOUNT}:network-connector:db-prod with an explicit deny in an identity-based policy`,
     });
+    // By id the connector is authorised as its own ARN, so the tag Deny applies too.
+    const prodId = String((await signedFetch(t.platform.url, t.credentials, "GET", "/2026-04-04/network-connectors/db-prod")).body.Id);
+    assert.match(prodId, /^nc-/);
+    const byId = await signedFetch(t.platform.url, keys, "GET", `/2026-04-04/network-connectors/${prodId}`);
+    assert.equal(byId.status, 403, JSON.stringify(byId.body));
+    assert.match(String(byId.body.message), new RegExp(`lambda:GetNetworkConnector on resource: arn:aws:lambda:${REGION}:${ACCOUNT}:network-connector:db-prod with an explicit deny`));
+    // A connector ARN of another partition is no connector ARN.
+    const otherPartition = await signedFetch(t.platform.url, keys, "GET", `/2026-04-04/network-connectors/${encodeURIComponent(`arn:aws-cn:lambda:${REGION}:${ACCOUNT}:network-connector:db-prod`)}`);
+    assert.equal(otherPartition.status, 400, JSON.stringify(otherPartition.body));
     const list = await signedFetch(t.platform.url, keys, "GET", "/2026-04-04/network-connectors");
     assert.equal(list.status, 403);
     assert.match(String(list.body.message), /lambda:ListNetworkConnectors on resource: \*/);
+  });
+
+  test("an explicit Deny on MicroVM ARNs cannot be escaped by another spelling of the ARN: anything but arn:aws:lambda:<region>:<account>:microvm:<id> is a ValidationException", async () => {
+    const lambda = lambdaAs(await userWithPolicy(iam, "no-terminate", policy(allow("lambda:*"), deny("lambda:TerminateMicrovm", "arn:aws:lambda:*:*:microvm:*"))));
+    const id = "microvm-0123456789abcdef0";
+    const canonical = `arn:aws:lambda:${REGION}:${ACCOUNT}:microvm:${id}`;
+    await rejects(lambda.send(new TerminateMicrovmCommand({ microvmIdentifier: canonical })), "AccessDeniedException", /lambda:TerminateMicrovm on resource: .* with an explicit deny/);
+    await rejects(lambda.send(new TerminateMicrovmCommand({ microvmIdentifier: id })), "AccessDeniedException", /with an explicit deny/);
+    for (const other of [`arn:aws:lambda:${REGION}:${ACCOUNT}:microvm/${id}`, `arn:aws-cn:lambda:${REGION}:${ACCOUNT}:microvm:${id}`, `arn:aws:s3:${REGION}:${ACCOUNT}:microvm:${id}`]) {
+      await rejects(lambda.send(new TerminateMicrovmCommand({ microvmIdentifier: other })), "ValidationException", /must be a MicroVM id such as microvm-0123456789abcdef0/);
+    }
+    // Images likewise: another partition's image ARN is refused, not authorised as sent.
+    await rejects(lambda.send(new GetMicrovmImageCommand({ imageIdentifier: `arn:aws-cn:lambda:${REGION}:${ACCOUNT}:microvm-image:app-a` })), "ValidationException", /is not a MicroVM image ARN/);
+  });
+
+  test("aws:ResourceTag on IAM roles: a Deny on tagged roles holds for the IAM API and for iam:PassRole in RunMicrovm", async () => {
+    const trust = policy({ Effect: "Allow", Principal: { Service: "lambda.amazonaws.com" }, Action: "sts:AssumeRole" });
+    await iam.send(new CreateRoleCommand({ RoleName: "guarded-exec", AssumeRolePolicyDocument: trust, Tags: [{ Key: "protected", Value: "yes" }] }));
+    await iam.send(new CreateRoleCommand({ RoleName: "plain-exec", AssumeRolePolicyDocument: trust }));
+    const keys = await userWithPolicy(iam, "tag-guard", policy(
+      allow(["lambda:RunMicrovm", "iam:PassRole", "iam:DeleteRole"]),
+      deny(["iam:PassRole", "iam:DeleteRole"], "*", { StringEquals: { "aws:ResourceTag/protected": "yes" } }),
+    ));
+    const lambda = lambdaAs(keys);
+    const passed = await lambda.send(new RunMicrovmCommand({ imageIdentifier: imageArnOf("app-a"), executionRoleArn: roleArn("plain-exec") })).then(() => undefined, (e: Error) => e);
+    assert.equal(passed?.name, "ConflictException", passed?.message);
+    await rejects(lambda.send(new RunMicrovmCommand({ imageIdentifier: imageArnOf("app-a"), executionRoleArn: roleArn("guarded-exec") })), "AccessDeniedException",
+      new RegExp(`iam:PassRole on resource: ${roleArn("guarded-exec")} with an explicit deny`));
+    const asUser = iamClient(t.platform.url, keys);
+    clients.push(asUser);
+    await rejects(asUser.send(new DeleteRoleCommand({ RoleName: "guarded-exec" })), "AccessDenied", /with an explicit deny/);
+    await asUser.send(new DeleteRoleCommand({ RoleName: "plain-exec" }));
   });
 
   test("a deactivated access key is refused, and works again once reactivated", async () => {

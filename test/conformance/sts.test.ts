@@ -111,6 +111,18 @@ describe("STS API", () => {
     await rejects(assume(alice, { RoleArn: roleArn("lister"), Policy: "{broken" }), "MalformedPolicyDocumentException");
   });
 
+  test("role chaining does not escape a session policy: a trust policy naming the role still needs sts:AssumeRole in the session policy", async () => {
+    await iam.send(new CreateRoleCommand({ RoleName: "chain-target", AssumeRolePolicyDocument: policy({ Effect: "Allow", Principal: { AWS: roleArn("lister") }, Action: "sts:AssumeRole" }) }));
+    const sessionKeys = (c: { AccessKeyId?: string; SecretAccessKey?: string; SessionToken?: string }): Keys => ({ accessKeyId: c.AccessKeyId!, secretAccessKey: c.SecretAccessKey!, sessionToken: c.SessionToken! } as Keys);
+    const free = await assume(alice, { RoleArn: roleArn("lister"), RoleSessionName: "free" });
+    assert.match((await assume(sessionKeys(free.Credentials!), { RoleArn: roleArn("chain-target") })).Credentials!.AccessKeyId!, /^ASIA/);
+    const narrow = await assume(alice, { RoleArn: roleArn("lister"), RoleSessionName: "narrow", Policy: policy(allow("lambda:ListMicrovms")) });
+    await rejects(assume(sessionKeys(narrow.Credentials!), { RoleArn: roleArn("chain-target") }), "AccessDenied",
+      new RegExp(`User: arn:aws:sts::${ACCOUNT}:assumed-role/lister/narrow is not authorized to perform: sts:AssumeRole on resource: ${roleArn("chain-target")}`));
+    const allowed = await assume(alice, { RoleArn: roleArn("lister"), RoleSessionName: "allowed", Policy: policy(allow("sts:AssumeRole", roleArn("chain-target"))) });
+    assert.match((await assume(sessionKeys(allowed.Credentials!), { RoleArn: roleArn("chain-target") })).Credentials!.AccessKeyId!, /^ASIA/);
+  });
+
   test("DurationSeconds: at least 900, at most the role's MaxSessionDuration", async () => {
     const long = await assume(alice, { RoleArn: roleArn("lister"), DurationSeconds: 7200 });
     const lasts = long.Credentials!.Expiration!.getTime() - clock.now().getTime();

@@ -56,14 +56,38 @@ test("resources: image names become ARNs, MicroVM ids MicroVM ARNs, managed imag
   await assert.rejects(microvmsApiAuthorization(scope, "GetMicrovmImage", { imageIdentifier: "arn:aws:s3:::bucket/key" }, tagsOf), /is not a MicroVM image ARN/);
 });
 
+// The connector store's resolver, as ConnectorService.canonicalArn: id, name or ARN to the connector's ARN.
+const canonical = async (identifier: string) => (["db", "nc-0123456789abcdef", DB].includes(identifier) ? DB : identifier === `${DB}:3` ? `${DB}:3` : undefined);
+
 test("connector operations: the connector's ARN (by name or ARN) with its tags, '*' to list, iam:PassRole on an OperatorRole", async () => {
-  assert.deepEqual(await connectorAuthorization(scope, "GetNetworkConnector", "db", {}, tagsOf), [{ action: "lambda:GetNetworkConnector", resources: [DB], context: {}, resourceTags: { [DB]: { team: "data" } } }]);
-  assert.deepEqual((await connectorAuthorization(scope, "ListNetworkConnectors", undefined, {}, tagsOf))[0]!.resources, ["*"]);
-  const created = await connectorAuthorization(scope, "CreateNetworkConnector", undefined, { Name: "db2", Tags: { team: "x" }, OperatorRole: "arn:aws:iam::123456789012:role/op" }, tagsOf);
+  assert.deepEqual(await connectorAuthorization(scope, "GetNetworkConnector", "db", {}, tagsOf, canonical), [{ action: "lambda:GetNetworkConnector", resources: [DB], context: {}, resourceTags: { [DB]: { team: "data" } } }]);
+  assert.deepEqual((await connectorAuthorization(scope, "ListNetworkConnectors", undefined, {}, tagsOf, canonical))[0]!.resources, ["*"]);
+  const created = await connectorAuthorization(scope, "CreateNetworkConnector", undefined, { Name: "db2", Tags: { team: "x" }, OperatorRole: "arn:aws:iam::123456789012:role/op" }, tagsOf, canonical);
   assert.deepEqual(created.map((r) => [r.action, r.resources, r.context]), [
     ["lambda:CreateNetworkConnector", ["arn:aws:lambda:us-east-1:123456789012:network-connector:db2"], { "aws:TagKeys": ["team"], "aws:RequestTag/team": "x" }],
     ["iam:PassRole", ["arn:aws:iam::123456789012:role/op"], PASSED],
   ]);
+});
+
+test("what is authorised is the resource acted on: a MicroVM or image ARN in any other form is refused, a connector id is authorised as its connector's ARN (with its tags)", async () => {
+  const vm = "arn:aws:lambda:us-east-1:123456789012:microvm:microvm-0123456789abcdef0";
+  const one = async (input: Record<string, unknown>) => (await microvmsApiAuthorization(scope, "TerminateMicrovm", input, tagsOf))[0]!.resources;
+  assert.deepEqual(await one({ microvmIdentifier: vm }), [vm]);
+  assert.deepEqual(await one({ microvmIdentifier: "microvm-0123456789abcdef0" }), [vm]);
+  // Each of these used to be authorised as sent (escaping a Deny on arn:aws:lambda:*:*:microvm:*) while acting on the same MicroVM.
+  for (const bad of [
+    "arn:aws:lambda:us-east-1:123456789012:microvm/microvm-0123456789abcdef0",
+    "arn:aws-cn:lambda:us-east-1:123456789012:microvm:microvm-0123456789abcdef0",
+    "arn:aws:s3:us-east-1:123456789012:microvm:microvm-0123456789abcdef0",
+  ]) {
+    await assert.rejects(microvmsApiAuthorization(scope, "TerminateMicrovm", { microvmIdentifier: bad }, tagsOf), { name: "Error", message: /must be a MicroVM id such as microvm-0123456789abcdef0/ }, bad);
+  }
+  for (const bad of ["arn:aws:lambda:us-east-1:123456789012:microvm-image/app", "arn:aws-cn:lambda:us-east-1:123456789012:microvm-image:app", "arn:aws:s3:us-east-1:123456789012:microvm-image:app"]) {
+    await assert.rejects(microvmsApiAuthorization(scope, "GetMicrovmImage", { imageIdentifier: bad }, tagsOf), /is not a MicroVM image ARN/, bad);
+  }
+  // A connector id resolves to its ARN: a Deny or tag condition on the ARN applies.
+  assert.deepEqual(await connectorAuthorization(scope, "DeleteNetworkConnector", "nc-0123456789abcdef", {}, tagsOf, canonical), [{ action: "lambda:DeleteNetworkConnector", resources: [DB], context: {}, resourceTags: { [DB]: { team: "data" } } }]);
+  assert.deepEqual((await connectorAuthorization(scope, "GetNetworkConnector", `${DB}:3`, {}, tagsOf, canonical))[0]!.resourceTags, { [`${DB}:3`]: { team: "data" } });
 });
 
 test("CloudWatch Logs: the group ARN (by name or ARN), the stream ARN for GetLogEvents, '*' for DescribeLogGroups", () => {

@@ -13,7 +13,8 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { NO_EGRESS, type EgressPolicy } from "../../src/core/index.js";
 import { baseRules, DENIED_RANGES, DnsForwarder, errorAnswer, nameserversOf, standardQuery, removalRules, routesFor, sandboxRules, shapingArgs } from "../../src/net/index.js";
-import { event, within } from "../support/deadline.js";
+import { watchWithBackoff } from "../../src/net/egress.js";
+import { event, until, within } from "../support/deadline.js";
 import { tempDir } from "../support/platform.js";
 
 const INTERNET: EgressPolicy = { internet: true, rules: [], connectors: ["arn:aws:lambda:us-east-1:aws:network-connector:aws-network-egress"] };
@@ -257,4 +258,43 @@ test("the forwarder answers only its sandbox, sends non-standard queries nowhere
     silent.close();
     await fwd.close();
   }
+});
+
+test("the firewall watcher never runs two checks at once, and backs off after failures (doubling up to its maximum, back to its interval after a success)", async () => {
+  // A check that hangs (as an nft call can, for up to 10 s) is not joined by another one.
+  let running = 0;
+  let most = 0;
+  let runs = 0;
+  let release!: () => void;
+  const stop = watchWithBackoff(async () => {
+    runs++;
+    running++;
+    most = Math.max(most, running);
+    if (runs === 1) await new Promise<void>((r) => (release = r));
+    running--;
+  }, 5);
+  try {
+    await until(5_000, "the first check starts", () => runs === 1);
+    await new Promise((r) => setTimeout(r, 100)); // many intervals pass while it hangs
+    assert.equal(runs, 1, "no second check while the first one runs");
+    release();
+    await until(5_000, "checks go on once it ends", () => runs >= 3);
+    assert.equal(most, 1);
+  } finally {
+    stop();
+  }
+
+  // Failures double the pause up to maxMs; a success resets it.
+  const delays: number[] = [];
+  let calls = 0;
+  const stopFailing = watchWithBackoff(async () => {
+    calls++;
+    if (calls <= 4) throw new Error("nft failed");
+  }, 2, { maxMs: 16, onSchedule: (d) => delays.push(d) });
+  try {
+    await until(5_000, "six pauses scheduled", () => delays.length >= 6);
+  } finally {
+    stopFailing();
+  }
+  assert.deepEqual(delays.slice(0, 6), [2, 4, 8, 16, 16, 2]);
 });

@@ -53,6 +53,8 @@ describe("parsing and validation", () => {
     malformed(doc(allow({ Principal: { AWS: ACCT } })), "identity", /^Policy document should not specify a principal\.$/);
     malformed(doc(allow({ Principal: { AWS: ACCT } })), "session", /should not specify a principal/);
     malformed(doc({ Effect: "Allow", Action: "sts:AssumeRole" }), "trust", /^Missing required field Principal$/);
+    // Allow + NotPrincipal would trust everyone but the listed principals.
+    malformed(doc({ Effect: "Allow", Action: "sts:AssumeRole", NotPrincipal: { AWS: `arn:aws:iam::${ACCT}:user/alice` } }), "trust", /^NotPrincipal is not supported with "Effect":"Allow" in a role trust policy; name who may assume the role in Principal\.$/);
     malformed(doc({ Effect: "Allow", Action: "sts:AssumeRole", Principal: { AWS: ACCT }, Resource: "*" }), "trust", /^Has prohibited field Resource$/);
     malformed(doc({ Effect: "Allow", Resource: "*" }), "identity", /^Policy statement must contain actions\.$/);
     malformed(doc({ Effect: "Allow", Action: "lambda:*" }), "identity", /^Policy statement must contain resources\.$/);

@@ -230,6 +230,8 @@ describe("roles and sessions", () => {
     await fault(ids.createRole({ roleName: "x", assumeRolePolicyDocument: policy(...Array.from({ length: 40 }, (_, i) => ({ Sid: `S${i}`, Effect: "Allow", Principal: { AWS: ACCT }, Action: "sts:AssumeRole" }))) }), "LimitExceeded", "Cannot exceed quota for ACLSizePerRole: 2048");
     await fault(ids.getRole("nope"), "NoSuchEntity", "The role with name nope cannot be found.");
     await fault(ids.createRole({ roleName: "x", assumeRolePolicyDocument: policy({ Effect: "Allow", Principal: { AWS: `arn:aws:iam::${ACCT}:user/nobody` }, Action: "sts:AssumeRole" }) }), "MalformedPolicyDocument", `Invalid principal in policy: "AWS":"arn:aws:iam::${ACCT}:user/nobody"`);
+    // Allow + NotPrincipal would let anyone in the account but the listed principal assume the role.
+    await fault(ids.createRole({ roleName: "x", assumeRolePolicyDocument: policy({ Effect: "Allow", NotPrincipal: { AWS: `arn:aws:iam::${ACCT}:root` }, Action: "sts:AssumeRole" }) }), "MalformedPolicyDocument", /NotPrincipal is not supported with "Effect":"Allow"/);
     await fault(ids.listRoles({ pathPrefix: "no-slash" }), "ValidationError", /at 'pathPrefix'/);
     await ids.putRolePolicy("Deploy", "p", policy({ Effect: "Allow", Action: "lambda:*", Resource: "*" }));
     await fault(ids.deleteRole("Deploy"), "DeleteConflict", "Cannot delete entity, must delete policies first.");
@@ -373,6 +375,79 @@ describe("roles and sessions", () => {
     // A user cannot use the service's trust.
     await ids.createUser({ userName: "notlambda" });
     await denied(ids.assumeRole((await userCaller("notlambda")).caller, { roleArn: `arn:aws:iam::${ACCT}:role/Exec`, roleSessionName: "xx" }));
+  });
+
+  test("a role ARN names its role exactly: the name in another case is no role (a Deny on iam:PassRole for role/admin cannot be escaped with role/ADMIN)", async () => {
+    await ids.createRole({ roleName: "admin", assumeRolePolicyDocument: policy({ Effect: "Allow", Principal: { Service: "lambda.amazonaws.com", AWS: ACCT }, Action: "sts:AssumeRole" }) });
+    const vm = `arn:aws:lambda:us-east-1:${ACCT}:microvm:microvm-0123456789abcdef0`;
+    const exact = await ids.serviceCredentials(`arn:aws:iam::${ACCT}:role/admin`, vm, "s1");
+    assert.equal((await ids.resolveKey(exact.accessKeyId, exact.sessionToken, "10.211.0.2")).caller.roleArn, `arn:aws:iam::${ACCT}:role/admin`);
+    await denied(ids.serviceCredentials(`arn:aws:iam::${ACCT}:role/ADMIN`, vm, "s1"), `lambda.amazonaws.com is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::${ACCT}:role/ADMIN`);
+    await denied(ids.serviceCredentials(`arn:aws:iam::${ACCT}:role/Admin`, vm, "s1"));
+    await ids.assumeRole(root(), { roleArn: `arn:aws:iam::${ACCT}:role/admin`, roleSessionName: "aa" });
+    await denied(ids.assumeRole(root(), { roleArn: `arn:aws:iam::${ACCT}:role/ADMIN`, roleSessionName: "aa" }), `User: arn:aws:iam::${ACCT}:root is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::${ACCT}:role/ADMIN`);
+  });
+
+  test("a session policy cannot be escaped by role chaining: a trust policy naming the role (not the session) still needs the session policy's sts:AssumeRole", async () => {
+    await ids.createRole({ roleName: "Base", assumeRolePolicyDocument: trustAccount });
+    await ids.putRolePolicy("Base", "p", policy({ Effect: "Allow", Action: ["lambda:*"], Resource: "*" }));
+    const base = `arn:aws:iam::${ACCT}:role/Base`;
+    await ids.createRole({ roleName: "Target", assumeRolePolicyDocument: policy({ Effect: "Allow", Principal: { AWS: base }, Action: "sts:AssumeRole" }) });
+    const target = `arn:aws:iam::${ACCT}:role/Target`;
+    const sessionAs = async (name: string, sessionPolicy?: string) => {
+      const s = await ids.assumeRole(root(), { roleArn: base, roleSessionName: name, ...(sessionPolicy ? { policy: sessionPolicy } : {}) });
+      return (await ids.resolveKey(s.credentials.accessKeyId, s.credentials.sessionToken, "10.0.0.1")).caller;
+    };
+    // No session policy: the trust policy naming the role is enough by itself.
+    await ids.assumeRole(await sessionAs("free"), { roleArn: target, roleSessionName: "t1" });
+    // A session policy that does not allow sts:AssumeRole limits that grant too.
+    await denied(ids.assumeRole(await sessionAs("narrow", policy({ Effect: "Allow", Action: "lambda:GetMicrovm", Resource: "*" })), { roleArn: target, roleSessionName: "t2" }),
+      `User: arn:aws:sts::${ACCT}:assumed-role/Base/narrow is not authorized to perform: sts:AssumeRole on resource: ${target}`);
+    // One that allows it on this role lets it through.
+    await ids.assumeRole(await sessionAs("allowed", policy({ Effect: "Allow", Action: "sts:AssumeRole", Resource: target })), { roleArn: target, roleSessionName: "t3" });
+    // A trust policy naming the session ARN itself is not limited by the session policy.
+    await ids.updateAssumeRolePolicy("Target", policy({ Effect: "Allow", Principal: { AWS: `arn:aws:sts::${ACCT}:assumed-role/Base/pinned` }, Action: "sts:AssumeRole" }));
+    await ids.assumeRole(await sessionAs("pinned", policy({ Effect: "Allow", Action: "lambda:GetMicrovm", Resource: "*" })), { roleArn: target, roleSessionName: "t4" });
+  });
+
+  test("aws:ResourceTag is the IAM user's or role's tags: for IAM operations, iam:PassRole and sts:AssumeRole", async () => {
+    await ids.createUser({ userName: "keeper", tags: { protected: "yes" } });
+    await ids.createUser({ userName: "temp" });
+    await ids.createRole({ roleName: "Guarded", tags: { protected: "yes" }, assumeRolePolicyDocument: trustAccount });
+    await ids.createRole({ roleName: "Open", assumeRolePolicyDocument: trustAccount });
+    await ids.createUser({ userName: "tagcheck" });
+    await ids.putUserPolicy("tagcheck", "p", policy(
+      { Effect: "Allow", Action: ["iam:*", "sts:AssumeRole"], Resource: "*" },
+      { Effect: "Deny", Action: ["iam:*", "sts:AssumeRole"], Resource: "*", Condition: { StringEquals: { "aws:ResourceTag/protected": "yes" } } },
+    ));
+    const caller = (await userCaller("tagcheck")).caller;
+    const asked = (action: string, arn: string) => ids.authorize(caller, { action, resources: [arn], context: action === "iam:PassRole" ? { "iam:PassedToService": "lambda.amazonaws.com" } : {} });
+    await asked("iam:DeleteUser", `arn:aws:iam::${ACCT}:user/temp`);
+    await denied(asked("iam:DeleteUser", `arn:aws:iam::${ACCT}:user/keeper`), /with an explicit deny in an identity-based policy$/);
+    await asked("iam:PutRolePolicy", `arn:aws:iam::${ACCT}:role/Open`);
+    await denied(asked("iam:PutRolePolicy", `arn:aws:iam::${ACCT}:role/Guarded`), /with an explicit deny/);
+    await asked("iam:PassRole", `arn:aws:iam::${ACCT}:role/Open`);
+    await denied(asked("iam:PassRole", `arn:aws:iam::${ACCT}:role/Guarded`), /iam:PassRole on resource: arn:aws:iam::123456789012:role\/Guarded with an explicit deny/);
+    await ids.assumeRole(caller, { roleArn: `arn:aws:iam::${ACCT}:role/Open`, roleSessionName: "ok" });
+    await denied(ids.assumeRole(caller, { roleArn: `arn:aws:iam::${ACCT}:role/Guarded`, roleSessionName: "no" }));
+    // A trust policy may test the role's own tags too.
+    await ids.updateAssumeRolePolicy("Open", policy({ Effect: "Allow", Principal: { AWS: ACCT }, Action: "sts:AssumeRole", Condition: { StringEquals: { "aws:ResourceTag/protected": "yes" } } }));
+    await denied(ids.assumeRole(root(), { roleArn: `arn:aws:iam::${ACCT}:role/Open`, roleSessionName: "no" }));
+  });
+
+  test("a Caller keeps its session (policy and tags) even when over 20,000 newer sessions push it out of the token cache", async () => {
+    await ids.createRole({ roleName: "Many", assumeRolePolicyDocument: policy({ Effect: "Allow", Principal: { AWS: ACCT }, Action: ["sts:AssumeRole", "sts:TagSession"] }) });
+    await ids.putRolePolicy("Many", "p", policy({ Effect: "Allow", Action: "lambda:*", Resource: "*", Condition: { StringEquals: { "aws:PrincipalTag/team": "blue" } } }));
+    const arn = `arn:aws:iam::${ACCT}:role/Many`;
+    const first = await ids.assumeRole(root(), { roleArn: arn, roleSessionName: "first", tags: { team: "blue" }, policy: policy({ Effect: "Allow", Action: "lambda:GetMicrovm", Resource: "*" }) });
+    const { caller } = await ids.resolveKey(first.credentials.accessKeyId, first.credentials.sessionToken, "10.0.0.1");
+    for (let i = 0; i < 20_001; i++) {
+      const s = await ids.assumeRole(root(), { roleArn: arn, roleSessionName: `n${i}` });
+      await ids.resolveKey(s.credentials.accessKeyId, s.credentials.sessionToken, "10.0.0.1");
+    }
+    // Its tag still satisfies the role's condition, its session policy still limits it.
+    await ids.authorize(caller, { action: "lambda:GetMicrovm", resources: ["*"], context: {} });
+    await denied(ids.authorize(caller, { action: "lambda:RunMicrovm", resources: [IMAGE], context: {} }), /because no session policy allows the lambda:RunMicrovm action$/);
   });
 
   test("a restart (a new service on the same database) finds every user, key, role and policy, and sessions go on", async () => {
