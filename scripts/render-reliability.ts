@@ -36,6 +36,7 @@ const TITLES: Record<string, string> = {
   faults: "Faults: the server killed, a sandbox killed, a checkpoint corrupted, the data directory full",
   load: "Load",
   egress: "Egress escapes: tried from inside MicroVMs with every capability, with and without INTERNET_EGRESS",
+  "privilege-escalation": "Privilege escalation: self-granted rights, roles outside their trust policy, altered and replayed session tokens, one MicroVM's credentials from another, metadata from a build step",
 };
 
 const lines = [
