@@ -9,19 +9,22 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import {
-  connectorArn, DomainError, IdempotencyMismatch, InvalidInput, NotFound, QuotaExceeded, ResourceInUse, StateConflict, Throttled,
-  type ConnectorOperationName, type ConnectorView, type ControlPlane, type Scope,
+  AccessDenied, connectorAuthorization, connectorArn, DomainError, IdempotencyMismatch, InvalidInput, NotFound, QuotaExceeded, ResourceInUse, StateConflict, Throttled, Unauthenticated,
+  type AuthorizationRequest, type Caller, type ConnectorOperationName, type ConnectorView, type ControlPlane, type Scope,
 } from "../core/index.js";
-import { AwsError, sendError } from "./errors.js";
+import { AwsError, sendError, toAwsError } from "./errors.js";
 import type { PageTokens } from "./pagination.js";
+import { recordOf } from "./request-record.js";
 import { CONNECTORS_PATH } from "./wire.js";
 
 export interface ConnectorRoutesOptions {
   controlPlane: ControlPlane;
   pageTokens: PageTokens;
   scope: Scope;
-  /** Checks the request's SigV4 signature; returns the raw body and query. */
-  authenticate: (req: FastifyRequest) => Promise<{ body: Buffer; rawQuery: string }>;
+  /** Checks the request's SigV4 signature; returns the raw body and query, and who is calling. */
+  authenticate: (req: FastifyRequest) => Promise<{ body: Buffer; rawQuery: string; caller: Caller }>;
+  /** Asks the caller's policies (refuses with AccessDenied) and names the resources in the request's audit record. */
+  authorize: (req: FastifyRequest, caller: Caller, requests: AuthorizationRequest[]) => Promise<void>;
   log: (event: Record<string, unknown>) => void;
 }
 
@@ -33,11 +36,13 @@ function lambdaCoreError(err: unknown): AwsError {
     return err.type === "ValidationException" ? new AwsError("InvalidParameterValueException", 400, err.message, { Type: "User" }) : err;
   }
   if (err instanceof DomainError) {
+    if (err instanceof Unauthenticated) return toAwsError(err);
     if (err instanceof InvalidInput) return new AwsError("InvalidParameterValueException", 400, err.message, { Type: "User" });
     if (err instanceof NotFound) return new AwsError("ResourceNotFoundException", 404, err.message, { Type: "User" });
     if (err instanceof StateConflict || err instanceof ResourceInUse || err instanceof IdempotencyMismatch) return new AwsError("ResourceConflictException", 409, err.message, { Type: "User" });
     if (err instanceof QuotaExceeded) return new AwsError("NetworkConnectorLimitExceededException", 400, err.message, { Type: "User" });
     if (err instanceof Throttled) return new AwsError("TooManyRequestsException", 429, err.message, { Type: "User" }, { "retry-after": String(err.retryAfterSeconds) });
+    if (err instanceof AccessDenied) return new AwsError("AccessDeniedException", 403, err.message, { Type: "User" });
   }
   return new AwsError("ServiceException", 500, "The lmvm service encountered an internal error; the server log has the details.", { Type: "Service" });
 }
@@ -133,9 +138,16 @@ export function registerConnectorRoutes(app: FastifyInstance, opts: ConnectorRou
       url,
       handler: async (req: FastifyRequest, reply: FastifyReply) => {
         const requestId = randomUUID();
+        const record = recordOf(req);
+        const identifier = (req.params as { Identifier?: string }).Identifier;
+        Object.assign(record, { eventSource: "lambda.amazonaws.com", eventName: operation, requestId, readOnly: method === "GET" });
         try {
-          const { body, rawQuery } = await opts.authenticate(req);
+          const { body, rawQuery, caller } = await opts.authenticate(req);
           cp.admit(operation);
+          const input = method === "POST" || method === "PUT" ? json(body) : {};
+          const query = Object.fromEntries(new URLSearchParams(rawQuery));
+          record.requestParameters = { ...(identifier !== undefined ? { Identifier: identifier } : {}), ...query, ...input };
+          await opts.authorize(req, caller, await connectorAuthorization(scope, operation, identifier, input, (arn) => cp.opts.store.getTags(arn)));
           const output = await run(req, body, rawQuery);
           return reply.code(status).header("x-amzn-requestid", requestId).header("content-type", "application/json").send(JSON.stringify(output));
         } catch (err) {

@@ -5,7 +5,7 @@
 import type { FastifyReply } from "fastify";
 import {
   AccessDenied, DomainError, IdempotencyMismatch, InvalidInput, NoCapacity, NotFound, QuotaExceeded,
-  ResourceInUse, StateConflict, Throttled,
+  ResourceInUse, StateConflict, Throttled, Unauthenticated,
 } from "../core/index.js";
 import { errorStatus } from "./sdk-model.js";
 import { recordOf } from "./request-record.js";
@@ -41,6 +41,8 @@ export function toAwsError(err: unknown): AwsError {
     if (err instanceof IdempotencyMismatch) return modeled("ConflictException", err.message);
     if (err instanceof ResourceInUse) return modeled("ResourceConflictException", err.message, { Type: "User" });
     if (err instanceof AccessDenied) return modeled("AccessDeniedException", err.message);
+    // Not in the service's model: AWS's front end answers these for every JSON API, with 403.
+    if (err instanceof Unauthenticated) return new AwsError(err.reason === "expired" ? "ExpiredTokenException" : "UnrecognizedClientException", 403, err.message);
     if (err instanceof NoCapacity) return modeled("InsufficientCapacityException", err.message);
     if (err instanceof QuotaExceeded) return modeled("ServiceQuotaExceededException", err.message, { resourceType: err.resourceType, ...err.quota });
     // 429; retryAfterSeconds travels in Retry-After, which the SDKs' standard retry honours.

@@ -8,8 +8,10 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { LogsError, type CloudWatchLogsService } from "../logs/index.js";
-import { AwsError } from "./errors.js";
-import type { SigV4Verifier } from "./sigv4.js";
+import { AccessDenied, authorizeAll, logsAuthorization, resourcesOf, Unauthenticated, type Identities, type Scope } from "../core/index.js";
+import { AwsError, toAwsError } from "./errors.js";
+import { recordOf } from "./request-record.js";
+import { accessKeyIdOf, type SigV4Verifier } from "./sigv4.js";
 import type { PostRootApi } from "./post-root.js";
 
 export const LOGS_TARGET_PREFIX = "Logs_20140328.";
@@ -19,9 +21,13 @@ export interface LogsApiOptions {
   service: CloudWatchLogsService;
   /** A verifier for the signing name `logs`. */
   verifier: SigV4Verifier;
+  /** Authorises each operation as logs:<Operation> on its log group or stream. */
+  identities: Identities;
+  scope: Scope;
 }
 
 function send(reply: FastifyReply, requestId: string, status: number, body: Record<string, unknown>, errorType?: string): FastifyReply {
+  if (errorType) Object.assign(recordOf(reply.request), { errorCode: errorType, errorMessage: body.message });
   reply.code(status).header("x-amzn-requestid", requestId).header("content-type", CONTENT_TYPE);
   if (errorType) reply.header("x-amzn-errortype", errorType);
   return reply.send(JSON.stringify(body));
@@ -41,10 +47,15 @@ export function logsApi(opts: LogsApiOptions, log: (event: Record<string, unknow
     handle: async (req, reply, body) => {
       const requestId = randomUUID();
       const operation = String(req.headers["x-amz-target"]).slice(LOGS_TARGET_PREFIX.length);
+      const record = recordOf(req);
+      Object.assign(record, { eventSource: "logs.amazonaws.com", eventName: operation, requestId, readOnly: true });
       try {
         const url = req.raw.url ?? "/";
         const q = url.indexOf("?");
-        const principal = await opts.verifier.verify({ method: req.method, rawPath: q < 0 ? url : url.slice(0, q), rawQuery: q < 0 ? "" : url.slice(q + 1), headers: req.headers, body });
+        const accessKeyId = accessKeyIdOf(req.headers);
+        if (accessKeyId) record.accessKeyId = accessKeyId;
+        const { caller } = await opts.verifier.verify({ method: req.method, rawPath: q < 0 ? url : url.slice(0, q), rawQuery: q < 0 ? "" : url.slice(q + 1), headers: req.headers, body, sourceIp: req.socket.remoteAddress });
+        record.caller = caller;
         let input: unknown = {};
         if (body.length) {
           try {
@@ -54,11 +65,19 @@ export function logsApi(opts: LogsApiOptions, log: (event: Record<string, unknow
           }
         }
         if (!input || typeof input !== "object" || Array.isArray(input)) throw new LogsError("SerializationException", "The request body must be a JSON object.");
-        const output = await opts.service.call(operation, input as Record<string, unknown>, principal.accountId);
+        record.requestParameters = input as Record<string, unknown>;
+        const requests = logsAuthorization(opts.scope, operation, input as Record<string, unknown>);
+        record.resources = resourcesOf(requests);
+        await authorizeAll(opts.identities, caller, requests);
+        const output = await opts.service.call(operation, input as Record<string, unknown>, caller.accountId);
         return send(reply, requestId, 200, output);
       } catch (err) {
         if (err instanceof LogsError) return send(reply, requestId, 400, { __type: err.type, message: err.message }, err.type);
-        if (err instanceof AwsError) return send(reply, requestId, err.status, { __type: err.type, message: err.message }, err.type);
+        if (err instanceof AccessDenied) return send(reply, requestId, 400, { __type: "AccessDeniedException", message: err.message }, "AccessDeniedException");
+        if (err instanceof AwsError || err instanceof Unauthenticated) {
+          const aws = toAwsError(err);
+          return send(reply, requestId, aws.status, { __type: aws.type, message: aws.message }, aws.type);
+        }
         log({ level: "error", msg: "request failed", operation: `logs:${operation}`, requestId, err: err instanceof Error ? err.stack : String(err) });
         return send(reply, requestId, 500, { __type: "ServiceUnavailableException", message: "The lmvm service encountered an internal error; the server log has the details." }, "ServiceUnavailableException");
       }

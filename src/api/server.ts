@@ -8,12 +8,15 @@ import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Registry } from "prom-client";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import { parseInput, DEFAULT_PAGE_SIZE, type ControlPlane, type OperationName } from "../core/index.js";
+import {
+  authorizeAll, microvmsApiAuthorization, parseInput, resourcesOf, DEFAULT_PAGE_SIZE,
+  type AuthorizationRequest, type Caller, type ControlPlane, type Identities, type OperationName,
+} from "../core/index.js";
 import { AwsError, sendError, toAwsError } from "./errors.js";
 import { handlers, LIST_OPERATIONS, type ListResult } from "./operations.js";
 import { PageTokens } from "./pagination.js";
 import { OPERATIONS, type OperationModel } from "./sdk-model.js";
-import type { SigV4Verifier } from "./sigv4.js";
+import { accessKeyIdOf, type SigV4Verifier } from "./sigv4.js";
 import { LMVM_PREFIX, LOG_FOLLOW_PARAM, LOG_OFFSET_PARAM } from "./wire.js";
 import { logsApi, type LogsApiOptions } from "./logs-route.js";
 import type { PostRootApi } from "./post-root.js";
@@ -37,6 +40,8 @@ export interface ApiOptions {
   logs?: LogsApiOptions;
   /** Further APIs on POST / (IAM, STS, CloudTrail), tried in order after CloudWatch Logs. */
   postRoot?: PostRootApi[];
+  /** Authorises every operation against the caller's policies (the account's root always may). */
+  identities: Identities;
 }
 
 
@@ -122,23 +127,37 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
 
-  const authenticate = async (req: FastifyRequest) => {
+  /** Checks the signature; the request's record learns the access key at once and the caller once it checks out. */
+  const authenticate = async (req: FastifyRequest): Promise<{ body: Buffer; rawQuery: string; caller: Caller }> => {
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     const { rawPath, rawQuery } = splitUrl(req.raw.url ?? "/");
-    await opts.verifier.verify({ method: req.method, rawPath, rawQuery, headers: req.headers, body });
-    return { body, rawQuery };
+    const record = recordOf(req);
+    const accessKeyId = accessKeyIdOf(req.headers);
+    if (accessKeyId) record.accessKeyId = accessKeyId;
+    const { caller } = await opts.verifier.verify({ method: req.method, rawPath, rawQuery, headers: req.headers, body, sourceIp: req.socket.remoteAddress });
+    record.caller = caller;
+    return { body, rawQuery, caller };
   };
+
+  /** Asks the caller's policies about each request; the audit record names the resources asked about. */
+  const authorize = async (req: FastifyRequest, caller: Caller, requests: AuthorizationRequest[]) => {
+    recordOf(req).resources = resourcesOf(requests);
+    await authorizeAll(opts.identities, caller, requests);
+  };
+  const tagsOf = (arn: string) => opts.controlPlane.opts.store.getTags(arn);
+  const scope = opts.controlPlane.opts.scope;
 
   const handle = (name: OperationName, op: OperationModel) => async (req: FastifyRequest, reply: FastifyReply) => {
     const requestId = randomUUID();
     const record = recordOf(req);
     Object.assign(record, { eventSource: "lambda.amazonaws.com", eventName: name, requestId, readOnly: op.method === "GET" });
     try {
-      const { body, rawQuery } = await authenticate(req);
+      const { body, rawQuery, caller } = await authenticate(req);
       opts.controlPlane.admit(name);
       const raw = bindInput(op, req.params as Record<string, string>, rawQuery, body);
       record.requestParameters = raw;
       const input = parseInput(name, raw);
+      await authorize(req, caller, await microvmsApiAuthorization(scope, name, input as Record<string, unknown>, tagsOf));
       let page = { limit: DEFAULT_PAGE_SIZE } as { limit: number; after?: string };
       const context = LIST_OPERATIONS.has(name) ? PageTokens.context(name, raw) : "";
       if (LIST_OPERATIONS.has(name)) {
@@ -165,7 +184,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     app.route({ method: op.method as "GET", url: op.path.replace(/\{(\w+)\}/g, ":$1"), handler: handle(name, op) });
   }
 
-  registerConnectorRoutes(app, { controlPlane: opts.controlPlane, pageTokens: opts.pageTokens, scope: opts.controlPlane.opts.scope, authenticate, log: opts.log });
+  registerConnectorRoutes(app, { controlPlane: opts.controlPlane, pageTokens: opts.pageTokens, scope, authenticate, authorize, log: opts.log });
 
   app.get("/health", async () => ({ status: "ok" }));
   const metrics = opts.metrics;
@@ -175,9 +194,12 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   if (microvmLog) {
     app.get(`${LMVM_PREFIX}/microvms/:microvmIdentifier/logs`, async (req, reply) => {
       const requestId = randomUUID();
+      Object.assign(recordOf(req), { eventSource: "lambda.amazonaws.com", eventName: "GetMicrovmLogs", requestId, readOnly: true, requestParameters: { ...(req.params as object) } });
       try {
-        const { rawQuery } = await authenticate(req);
+        const { rawQuery, caller } = await authenticate(req);
         const input = parseInput("GetMicrovm", req.params);
+        // lmvm's own route: reading a MicroVM's output asks what GetMicrovm asks.
+        await authorize(req, caller, await microvmsApiAuthorization(scope, "GetMicrovm", input, tagsOf));
         const vm = await opts.controlPlane.getMicrovm(input);
         const { follow, from } = logQuery(rawQuery);
         const finished = async () => (await opts.controlPlane.getMicrovm(input).catch(() => undefined))?.state !== "RUNNING";
@@ -192,9 +214,12 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   if (buildLog) {
     app.get(`${LMVM_PREFIX}/microvm-images/:imageIdentifier/versions/:imageVersion/builds/:buildId/logs`, async (req, reply) => {
       const requestId = randomUUID();
+      Object.assign(recordOf(req), { eventSource: "lambda.amazonaws.com", eventName: "GetMicrovmImageBuildLogs", requestId, readOnly: true, requestParameters: { ...(req.params as object) } });
       try {
-        const { rawQuery } = await authenticate(req);
+        const { rawQuery, caller } = await authenticate(req);
         const input = parseInput("GetMicrovmImageBuild", req.params);
+        // lmvm's own route: reading a build's log asks what GetMicrovmImageBuild asks.
+        await authorize(req, caller, await microvmsApiAuthorization(scope, "GetMicrovmImageBuild", input, tagsOf));
         await opts.controlPlane.getMicrovmImageBuild(input);
         const { follow, from } = logQuery(rawQuery);
         const finished = async () => {

@@ -1,24 +1,24 @@
 // Checks AWS Signature Version 4 on every control-API request, with the AWS
 // SDK's own signer (@smithy/signature-v4): the request is re-signed from the
 // headers the client says it signed, and the two signatures must match.
-// Failures carry the error types real AWS returns for them.
+// The access key (and, for temporary credentials, the x-amz-security-token
+// header, which must be among the signed headers) is resolved by the
+// identity service, which says who is calling. Failures carry the error types
+// real AWS returns for them; an unknown, deactivated or expired key is the
+// core's Unauthenticated, which each API words in its own protocol.
 
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
 import { Hash } from "@smithy/hash-node";
 import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
-import type { Clock } from "../core/index.js";
+import type { Caller, Clock, Identities } from "../core/index.js";
 import { AwsError } from "./errors.js";
 
 export interface Principal {
   accessKeyId: string;
   accountId: string;
-}
-
-export interface Credential {
-  secretAccessKey: string;
-  accountId: string;
+  caller: Caller;
 }
 
 export interface SignedRequest {
@@ -29,7 +29,24 @@ export interface SignedRequest {
   rawQuery: string;
   headers: IncomingHttpHeaders;
   body: Buffer;
+  /** The address the request came from (aws:SourceIp). */
+  sourceIp?: string;
 }
+
+/** The access key id named in a SigV4 Authorization header, if it names one. */
+export function accessKeyIdOf(headers: IncomingHttpHeaders): string | undefined {
+  const m = /^AWS4-HMAC-SHA256 Credential=([^/\s]+)\//.exec(headers.authorization ?? "");
+  return m?.[1];
+}
+
+/** An address as AWS reports it: IPv4-mapped IPv6 (::ffff:10.0.0.1) as plain IPv4. */
+export function sourceAddress(address: string | undefined): string {
+  if (!address) return "0.0.0.0";
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  return m ? m[1]! : address;
+}
+
+const SIGNER_CACHE = 1000;
 
 /** AWS allows this much clock difference between client and server. */
 export const MAX_SKEW_MS = 5 * 60 * 1000;
@@ -56,26 +73,35 @@ function parseQuery(raw: string): Record<string, string | string[]> {
 }
 
 export class SigV4Verifier {
+  /** Signers of long-lived keys (root's, users'), by key, secret and service; temporary keys get a fresh one. */
   private readonly signers = new Map<string, SignatureV4>();
+  private readonly services: readonly string[];
 
   constructor(
-    private readonly credentials: ReadonlyMap<string, Credential>,
+    private readonly identities: Identities,
     private readonly region: string,
     private readonly clock: Clock,
-    private readonly service = "lambda",
-  ) {}
+    /** The signing name(s) this verifier accepts, e.g. "lambda", or ["iam", "sts"]. */
+    services: string | readonly string[] = "lambda",
+  ) {
+    this.services = typeof services === "string" ? [services] : services;
+  }
 
-  private signer(accessKeyId: string, secretAccessKey: string): SignatureV4 {
-    let signer = this.signers.get(accessKeyId);
+  private signer(accessKeyId: string, secretAccessKey: string, service: string): SignatureV4 {
+    const make = () => new SignatureV4({
+      credentials: { accessKeyId, secretAccessKey },
+      region: this.region,
+      service,
+      sha256: Hash.bind(null, "sha256"),
+      applyChecksum: false,
+    });
+    if (accessKeyId.startsWith("ASIA")) return make();
+    const key = `${service}\0${accessKeyId}\0${secretAccessKey}`;
+    let signer = this.signers.get(key);
     if (!signer) {
-      signer = new SignatureV4({
-        credentials: { accessKeyId, secretAccessKey },
-        region: this.region,
-        service: this.service,
-        sha256: Hash.bind(null, "sha256"),
-        applyChecksum: false,
-      });
-      this.signers.set(accessKeyId, signer);
+      signer = make();
+      if (this.signers.size >= SIGNER_CACHE) this.signers.delete(this.signers.keys().next().value!);
+      this.signers.set(key, signer);
     }
     return signer;
   }
@@ -95,10 +121,13 @@ export class SigV4Verifier {
     const signedAt = typeof dateHeader === "string" ? amzDate(dateHeader) : undefined;
     if (!signedAt) throw denied("IncompleteSignatureException", "Authorization header requires existence of an 'X-Amz-Date' header in the form YYYYMMDDTHHMMSSZ.");
 
-    const credential = this.credentials.get(accessKeyId!);
-    if (!credential) throw denied("UnrecognizedClientException", "The security token included in the request is invalid.");
+    const token = req.headers["x-amz-security-token"];
+    if (Array.isArray(token)) throw denied("IncompleteSignatureException", "The request has more than one X-Amz-Security-Token header.");
+    // Throws Unauthenticated for an unknown or deactivated key, a bad token or an expired session.
+    const sourceIp = sourceAddress(req.sourceIp);
+    const resolved = await this.identities.resolveKey(accessKeyId!, token, sourceIp);
     if (scopeRegion !== this.region) throw denied("InvalidSignatureException", `Credential should be scoped to a valid region, not '${scopeRegion}'. This server's region is '${this.region}'.`);
-    if (scopeService !== this.service) throw denied("InvalidSignatureException", `Credential should be scoped to correct service: '${this.service}'.`);
+    if (!this.services.includes(scopeService!)) throw denied("InvalidSignatureException", `Credential should be scoped to correct service: '${this.services.join("' or '")}'.`);
     if (scopeDate !== dateHeader!.slice(0, 8)) throw denied("InvalidSignatureException", "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP.");
 
     const now = this.clock.now().getTime();
@@ -114,6 +143,7 @@ export class SigV4Verifier {
 
     const signedHeaders = signedHeaderList!.split(";");
     if (!signedHeaders.includes("host")) throw denied("InvalidSignatureException", "'Host' must be a signed header.");
+    if (token !== undefined && !signedHeaders.includes("x-amz-security-token")) throw denied("InvalidSignatureException", "'X-Amz-Security-Token' must be a signed header when the request carries one.");
     const headers: Record<string, string> = {};
     for (const name of signedHeaders) {
       const value = req.headers[name];
@@ -126,7 +156,7 @@ export class SigV4Verifier {
       throw denied("InvalidSignatureException", "The x-amz-content-sha256 header does not match the request body's SHA-256 hash.");
     }
 
-    const signed = await this.signer(accessKeyId!, credential.secretAccessKey).sign(
+    const signed = await this.signer(accessKeyId!, resolved.secretAccessKey, scopeService!).sign(
       new HttpRequest({
         method: req.method,
         protocol: "http:",
@@ -145,6 +175,6 @@ export class SigV4Verifier {
         "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
       );
     }
-    return { accessKeyId: accessKeyId!, accountId: credential.accountId };
+    return { accessKeyId: accessKeyId!, accountId: resolved.caller.accountId, caller: resolved.caller };
   }
 }

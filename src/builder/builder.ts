@@ -21,6 +21,7 @@ import {
   BuildFailure,
   DNS_RESOLVER_ADDRESS,
   hasEgress,
+  METADATA_ADDRESS,
   limitsOf,
   networkConnectorArn,
   parseArn,
@@ -40,10 +41,11 @@ import { BuildCancelled, DEFAULT_PHASE_TIMEOUTS, runPhase, type PhaseTimeouts } 
 import { safeUnzip } from "./unzip.js";
 import type { Snapshotter } from "../runtime/index.js";
 import type { NetworkNamespaces, SandboxNetwork } from "../net/index.js";
+import type { MetadataSubject } from "../metadata/index.js";
 
-/** What gives a build's RUN steps the network its image's egress policy grants (src/net's EgressGateway). */
+/** What gives a build's RUN steps the network its image's egress policy grants, and the build role's metadata service (src/net's EgressGateway). */
 export interface BuildEgressGateway {
-  attach(net: SandboxNetwork, policy: EgressPolicy, limits: SandboxLimits): Promise<unknown>;
+  attach(net: SandboxNetwork, policy: EgressPolicy, limits: SandboxLimits, metadata?: MetadataSubject): Promise<unknown>;
   /** Safe to call for a namespace that was never attached, or whose attachment a killed server left. */
   detach(net: SandboxNetwork): Promise<unknown>;
 }
@@ -171,6 +173,12 @@ function failedStep(lines: string[]): string | undefined {
   return step?.replace(/^.*STEP (\d+)\/(\d+): /, (_, k: string, m: string) => `step ${Number(k) > 2 ? Number(k) - 1 : Number(k)}/${Number(m) - 1}: `);
 }
 
+/** Whose credentials a build's metadata service hands out: the image's build role, assumed for the image's ARN with the build id as the session name. */
+export function buildMetadataSubject(job: BuildJob): MetadataSubject {
+  const role = job.version.config.buildRoleArn;
+  return { ...(role ? { roleArn: role } : {}), sourceArn: job.build.imageArn, sessionName: job.build.buildId };
+}
+
 export class DockerfileBuilder implements ImageBuilder {
   private readonly buildah: Buildah;
   private readonly baseImages: BaseImages;
@@ -226,10 +234,13 @@ export class DockerfileBuilder implements ImageBuilder {
       });
 
       const egress = job.egress;
+      // The build role's credentials, as AWS serves them to RUN steps and to the snapshot boot's /ready and /validate.
+      const metadata = buildMetadataSubject(job);
+      const imds = metadata.roleArn && this.opts.egress ? `the instance metadata service at http://${METADATA_ADDRESS} (the build role's credentials)` : "";
       log.step(
         hasEgress(egress)
-          ? `Building the Dockerfile (buildah; RUN steps reach ${describeEgress(egress)})`
-          : "Building the Dockerfile (buildah; RUN steps have no network: the image names no egressNetworkConnectors)",
+          ? `Building the Dockerfile (buildah; RUN steps reach ${describeEgress(egress)}${imds ? `; ${imds}` : ""})`
+          : `Building the Dockerfile (buildah; RUN steps have no network${imds ? ` beyond ${imds}` : ""}: the image names no egressNetworkConnectors)`,
       );
       const staging = join(work, "rootfs");
       await runPhase("buildah", deadline.buildah, signal, async (phase) => {
@@ -237,7 +248,8 @@ export class DockerfileBuilder implements ImageBuilder {
         let network: SandboxNetwork | undefined;
         try {
           // The image's size limits hold for its RUN steps as for its MicroVMs (bandwidth, connections).
-          if (hasEgress(egress)) network = await this.openNetwork(egress, limitsOf(version.config));
+          // Every build with a build role gets a namespace of its own, for its metadata service; one without egress reaches nothing else.
+          if (hasEgress(egress) || (metadata.roleArn && this.opts.egress)) network = await this.openNetwork(egress, limitsOf(version.config), metadata);
           await this.buildah.build(
             join(work, "context"),
             tag,
@@ -284,8 +296,9 @@ export class DockerfileBuilder implements ImageBuilder {
             env: { ...version.config.environmentVariables, ...reservedEnvironment(build.imageArn, build.imageVersion) },
             ...(version.config.hooks ? { hooks: version.config.hooks } : {}),
             limits: limitsOf(version.config),
-            // The app boots under the build's policy, as its RUN steps ran.
+            // The app boots under the build's policy and role, as its RUN steps ran.
             egress: job.egress,
+            metadata,
             dir: out,
             log: onLine,
             signal: phase,
@@ -337,13 +350,13 @@ export class DockerfileBuilder implements ImageBuilder {
     };
   }
 
-  /** A network namespace for a build's RUN steps, attached to the egress gateway with the image's policy and limits. */
-  private async openNetwork(policy: EgressPolicy, limits: SandboxLimits): Promise<SandboxNetwork> {
+  /** A network namespace for a build's RUN steps, attached to the egress gateway with the image's policy and limits, and its build role's metadata service. */
+  private async openNetwork(policy: EgressPolicy, limits: SandboxLimits, metadata: MetadataSubject): Promise<SandboxNetwork> {
     const egress = this.opts.egress;
     if (!egress) throw new Error("this server's builder has no egress gateway, so it cannot give RUN steps the network the image's egressNetworkConnectors grant");
     const net = await egress.nets.create();
     try {
-      await egress.gateway.attach(net, policy, limits);
+      await egress.gateway.attach(net, policy, limits, metadata);
     } catch (err) {
       await this.closeNetwork(net);
       throw err;

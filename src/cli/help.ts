@@ -76,6 +76,11 @@ export function topHelp(ops: OperationModel[]): string {
     "                           Poll until an image is created, a version built, a MicroVM running, suspended",
     "                           or terminated. `lmvm wait help` lists the waiters.",
     "",
+    "IDENTITY",
+    "    iam                    Users, access keys, roles and inline policies: the commands of `aws iam`.",
+    "                           `lmvm iam help` lists them, e.g. lmvm iam create-user --user-name alice.",
+    "    sts                    `aws sts` get-caller-identity and assume-role. `lmvm sts help` lists them.",
+    "",
     "COMMANDS",
   ];
   for (const op of ops) lines.push(`    ${kebab(op.name).padEnd(40)} ${operationSummary(op.name).split(". ")[0]}`);

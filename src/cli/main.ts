@@ -164,6 +164,10 @@ export async function main(argv: string[]): Promise<number> {
       await serverCommand(rest);
       return 0;
     }
+    if (command === "iam" || command === "sts") {
+      const { serviceCommand } = await import("./iam-commands.js");
+      return await serviceCommand(command, rest);
+    }
     if (command.endsWith("network-connector") || command.endsWith("network-connectors") || command.endsWith("network-connector-versions")) {
       const { CONNECTOR_COMMANDS, connectorCommand } = await import("./connector-commands.js");
       if (CONNECTOR_COMMANDS[command]) return await connectorCommand(command, rest);

@@ -2,6 +2,7 @@
 export * from "./arn.js";
 export * from "./errors.js";
 export * from "./identity.js";
+export * from "./authorization.js";
 export * from "./model.js";
 export * from "./app-contract.js";
 export * from "./ports.js";
@@ -20,3 +21,5 @@ export { DEFAULT_RATE_LIMITS, DOCUMENTED_RATES, parseRateLimits, resolveRateLimi
 export { DEFAULT_INGRESS, ingressNames, ingressRefusal, type IngressKind } from "./ingress.js";
 export { DNS_RESOLVER_ADDRESS, METADATA_ADDRESS, NO_EGRESS, DEFAULT_EGRESS, hasEgress, type EgressPolicy, type EgressRule, type EgressProtocol, type DefaultEgress } from "./egress.js";
 export { ConnectorService, connectorArn, checkCidr, checkConfiguration, parseConnectorRef, type ConnectorView, type BoundEgress } from "./connectors.js";
+export { IdentityService, deniedMessage, IAM_LIMITS, SERVICE_SESSION_SECONDS, ROLE_CHAINING_MAX_SECONDS, newAccessKeyId, newSecretAccessKey, type IdentityServiceOptions } from "./iam.js";
+export { parsePolicy, evaluate, evaluateWithSession, requestContext, policySize, arnMatches, parseIp, parseCidr, cidrContains, parseDate, type Policy, type PolicyKind, type Decision, type EvaluationRequest, type PrincipalRef, type RequestContext } from "./iam-policy.js";

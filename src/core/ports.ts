@@ -268,3 +268,61 @@ export interface HostPlatform {
   chipset: string;
   chipsetGeneration: string;
 }
+
+/** Seals and opens secrets with an authenticated cipher; `open` throws on anything it did not seal. */
+export interface SecretBox {
+  seal(plain: string): string;
+  open(sealed: string): string;
+}
+
+export interface IamUserRecord {
+  userName: string;
+  userId: string;
+  path: string;
+  createdAt: Date;
+  tags: Record<string, string>;
+}
+
+export interface IamAccessKeyRecord {
+  accessKeyId: string;
+  userName: string;
+  status: "Active" | "Inactive";
+  /** The secret, sealed (SecretBox): never stored in clear. */
+  sealedSecret: string;
+  createdAt: Date;
+}
+
+export interface IamRoleRecord {
+  roleName: string;
+  roleId: string;
+  path: string;
+  createdAt: Date;
+  trustPolicy: string;
+  description?: string;
+  maxSessionDuration: number;
+  tags: Record<string, string>;
+}
+
+export interface IamPolicyRecord {
+  ownerKind: "user" | "role";
+  ownerName: string;
+  policyName: string;
+  document: string;
+}
+
+/** IAM's durable state: users, their access keys, roles and inline policies. Names are unique regardless of case. */
+export interface IdentityStore {
+  /** Everything, for the identity service's in-memory copy (it is the only writer). */
+  loadIdentities(): Promise<{ users: IamUserRecord[]; accessKeys: IamAccessKeyRecord[]; roles: IamRoleRecord[]; policies: IamPolicyRecord[] }>;
+  insertIamUser(user: IamUserRecord): Promise<void>;
+  deleteIamUser(userName: string): Promise<void>;
+  insertAccessKey(key: IamAccessKeyRecord): Promise<void>;
+  updateAccessKeyStatus(accessKeyId: string, status: "Active" | "Inactive"): Promise<void>;
+  deleteAccessKey(accessKeyId: string): Promise<void>;
+  insertIamRole(role: IamRoleRecord): Promise<void>;
+  updateIamRoleTrust(roleName: string, trustPolicy: string): Promise<void>;
+  deleteIamRole(roleName: string): Promise<void>;
+  /** Creates or replaces the policy of that owner and name. */
+  putIamPolicy(policy: IamPolicyRecord): Promise<void>;
+  deleteIamPolicy(ownerKind: "user" | "role", ownerName: string, policyName: string): Promise<void>;
+}

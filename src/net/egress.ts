@@ -1,6 +1,7 @@
 // Enforcing an EgressPolicy for one sandbox's network namespace, on the host:
 // its routes (netns.ts routesFor), its nftables chain (firewall.ts), its DNS
-// sockets (dns.ts) and its bandwidth shaping (tc). `attach` is idempotent and
+// sockets (dns.ts), its bandwidth shaping (tc), and its instance-metadata
+// listener (src/metadata, when the gateway has one: every sandbox gets it). `attach` is idempotent and
 // runs after the namespace is made and before each runsc run or restore into
 // it (gVisor takes routes at restore); `detach` undoes it and is safe on what
 // is gone. The runtime (MicroVMs, build snapshots) and the builder (RUN steps)
@@ -8,6 +9,7 @@
 
 import { existsSync, readFileSync } from "node:fs";
 import { hasEgress, type EgressPolicy } from "../core/index.js";
+import type { MetadataService, MetadataSubject } from "../metadata/index.js";
 import { exec, run } from "../os/index.js";
 import { DnsForwarder, hostResolvers } from "./dns.js";
 import { applySandboxChain, installFirewall, refusedCounts, removeSandboxChain, sandboxChains } from "./firewall.js";
@@ -59,10 +61,13 @@ export interface EgressGatewayOptions {
   nets: NetworkNamespaces;
   /** Upstream DNS resolvers (default: the host's /etc/resolv.conf nameservers). */
   resolvers?: string[];
+  /** The instance-metadata service each attached sandbox gets on its host veth's address (none: the sandbox's 169.254.169.254 connections are refused). */
+  metadata?: MetadataService;
 }
 
 export class EgressGateway {
   readonly dns: DnsForwarder;
+  readonly metadata: MetadataService | undefined;
   private readonly nets: NetworkNamespaces;
   /** Networks attached by this process, by index, with what they were given (to restore a chain someone removed). */
   private readonly attached = new Map<number, { net: SandboxNetwork; policy: EgressPolicy; limits: EgressLimits }>();
@@ -72,6 +77,7 @@ export class EgressGateway {
 
   constructor(opts: EgressGatewayOptions) {
     this.nets = opts.nets;
+    this.metadata = opts.metadata;
     this.dns = new DnsForwarder(opts.resolvers?.length ? opts.resolvers : hostResolvers());
   }
 
@@ -120,15 +126,16 @@ export class EgressGateway {
 
   /**
    * Enforces `policy` and `limits` on the namespace: its address and routes,
-   * its firewall chain, its DNS sockets (with egress) and its shaping. Safe to
+   * its firewall chain, its DNS sockets (with egress), its shaping, and its
+   * metadata service serving `subject`'s role (no role without one). Safe to
    * call again on the same namespace (before each restore into it).
    */
-  attach(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits): Promise<void> {
+  attach(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits, subject?: MetadataSubject): Promise<void> {
     return this.serial(net.index, async () => {
       this.attached.set(net.index, { net, policy, limits });
       await this.nets.readdress(net, policy);
       await forgetConnections(net);
-      await this.enforce(net, policy, limits);
+      await this.enforce(net, policy, limits, subject);
     });
   }
 
@@ -139,18 +146,19 @@ export class EgressGateway {
    * namespace's kernel would have it answer the sandbox's traffic itself).
    * Nothing to do when its veth is gone.
    */
-  adopt(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits): Promise<void> {
+  adopt(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits, subject?: MetadataSubject): Promise<void> {
     return this.serial(net.index, async () => {
       if (!existsSync(`/sys/class/net/${net.hostInterface}`)) return;
       this.attached.set(net.index, { net, policy, limits });
-      await this.enforce(net, policy, limits);
+      await this.enforce(net, policy, limits, subject);
     });
   }
 
-  private async enforce(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits): Promise<void> {
+  private async enforce(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits, subject: MetadataSubject | undefined): Promise<void> {
     await applySandboxChain(net.hostInterface, policy, { connections: limits.connections });
     if (hasEgress(policy)) await this.dns.bind(net.index, net.hostIp, net.sandboxIp);
     else await this.dns.unbind(net.index);
+    await this.metadata?.bind(net.index, net.hostIp, net.sandboxIp, subject ?? { sourceArn: "", sessionName: net.name });
     await run("tc", shapingArgs(net.hostInterface, limits.bandwidthBytesPerSecond));
     await run("tc", ["-n", net.name, ...shapingArgs(net.sandboxInterface, limits.bandwidthBytesPerSecond)]);
   }
@@ -160,6 +168,7 @@ export class EgressGateway {
     return this.serial(net.index, async () => {
       this.attached.delete(net.index);
       await this.dns.unbind(net.index);
+      await this.metadata?.unbind(net.index);
       await removeSandboxChain(net.hostInterface);
       if (existsSync(`/sys/class/net/${net.hostInterface}`)) await exec("tc", ["qdisc", "del", "dev", net.hostInterface, "root"]);
       await forgetConnections(net);
@@ -187,11 +196,12 @@ export class EgressGateway {
     return out;
   }
 
-  /** Closes the DNS sockets (the server is stopping; its sandboxes' chains stay for the next start to adopt). */
+  /** Closes the DNS sockets and metadata listeners (the server is stopping; its sandboxes' chains stay for the next start to adopt). */
   async close(): Promise<void> {
     clearInterval(this.watch);
     this.watch = undefined;
     await this.dns.close();
+    await this.metadata?.close();
   }
 }
 

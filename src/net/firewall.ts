@@ -5,15 +5,20 @@
 // its sets and maps are added, only the base chains are flushed and refilled,
 // so per-sandbox state another server keeps there survives):
 // - input: a sandbox reaches the host only with replies to connections the
-//   host opened (lifecycle hooks, the endpoint proxy) and with DNS queries to
-//   DNS_RESOLVER_ADDRESS, which nat prerouting redirected to its host veth's
-//   address (where src/net/dns.ts listens); nothing else, on any address.
+//   host opened (lifecycle hooks, the endpoint proxy), with DNS queries to
+//   DNS_RESOLVER_ADDRESS and with TCP to METADATA_ADDRESS port 80, which nat
+//   prerouting redirected to its host veth's address (where src/net/dns.ts and
+//   src/metadata listen); nothing else, on any address. Its own host veth's
+//   address only: a redirect goes to the address of the interface the packet
+//   came in on, and a packet sent straight to a host address is no redirect.
 // - forward: nothing new reaches a sandbox from elsewhere (another sandbox,
 //   the host's networks); what a sandbox starts goes through its own chain,
 //   reached through the `egress` verdict map keyed by its host veth's name.
 // - nat: DNS_RESOLVER_ADDRESS:53 (udp, tcp) is redirected to the host end of
-//   the sandbox's veth, for sandboxes in the `resolving` set; what sandboxes
-//   send out of the host is masqueraded behind the host's address.
+//   the sandbox's veth, for sandboxes in the `resolving` set; METADATA_ADDRESS
+//   tcp 80 likewise, for every sandbox (every sandbox has its instance-metadata
+//   service, with or without egress); what sandboxes send out of the host is
+//   masqueraded behind the host's address.
 // Per sandbox (host veth lmvmh<n>): a chain lmvmh<n> holding its policy's
 // grants, then (INTERNET_EGRESS) TCP to any IPv4 address outside the denied
 // ranges, then a drop counted in its own counter (refused_lmvmh<n>); a
@@ -33,7 +38,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DNS_RESOLVER_ADDRESS, type EgressPolicy, type EgressRule } from "../core/index.js";
+import { DNS_RESOLVER_ADDRESS, METADATA_ADDRESS, type EgressPolicy, type EgressRule } from "../core/index.js";
 import { exec, run } from "../os/index.js";
 
 export const FIREWALL_TABLE = "lmvm";
@@ -73,6 +78,7 @@ table ${T} {
     iifname "lmvmh*" fib saddr . iif oif missing counter drop
     iifname "lmvmh*" ct state established,related accept
     iifname "lmvmh*" ct status dnat meta l4proto { tcp, udp } th dport 53 accept
+    iifname "lmvmh*" ct status dnat ct original ip daddr ${METADATA_ADDRESS} tcp dport 80 accept
     iifname "lmvmh*" counter name iifname map @refusals
     iifname "lmvmh*" counter drop
   }
@@ -89,6 +95,7 @@ table ${T} {
   }
   chain prerouting {
     iifname @resolving ip daddr ${DNS_RESOLVER_ADDRESS} meta l4proto { tcp, udp } th dport 53 redirect to :53
+    iifname "lmvmh*" ip daddr ${METADATA_ADDRESS} tcp dport 80 redirect to :80
   }
   chain postrouting {
     iifname "lmvmh*" oifname != "lmvmh*" masquerade

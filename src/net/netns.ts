@@ -5,7 +5,7 @@
 
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { DNS_RESOLVER_ADDRESS, hasEgress, type EgressPolicy } from "../core/index.js";
+import { DNS_RESOLVER_ADDRESS, METADATA_ADDRESS, hasEgress, type EgressPolicy } from "../core/index.js";
 import { run } from "../os/index.js";
 
 export interface SandboxNetwork {
@@ -30,15 +30,19 @@ function ipOf(n: number): string {
 /**
  * The destinations a sandbox gets a route to, through the host end of its
  * veth: INTERNET_EGRESS, everything (a default route); a connector's rules
- * only, each granted CIDR and the DNS resolver; no egress, none (anything
- * beyond the link then fails at once with "network unreachable").
+ * only, each granted CIDR, the DNS resolver and the instance-metadata
+ * address; no egress, the metadata address alone (anything else beyond the
+ * link then fails at once with "network unreachable"). Every sandbox reaches
+ * its metadata service, as every AWS Lambda MicroVM does.
  */
 export function routesFor(policy: EgressPolicy | undefined): string[] {
-  if (!policy || !hasEgress(policy)) return [];
+  const metadata = `${METADATA_ADDRESS}/32`;
+  if (!policy || !hasEgress(policy)) return [metadata];
   if (policy.internet) return ["default"];
   const cidrs = new Set<string>();
   for (const rule of policy.rules) for (const c of rule.cidrs) cidrs.add(c.includes("/") ? c : `${c}/32`);
   cidrs.add(`${DNS_RESOLVER_ADDRESS}/32`);
+  cidrs.add(metadata);
   return [...cidrs];
 }
 
@@ -136,9 +140,9 @@ export class NetworkNamespaces {
    * from the kernel on run and restore, so it has to be put back before every
    * restore into the same namespace.
    *
-   * The sandbox gets no default route, only its link's: it has no egress, so
-   * anything it sends beyond the host end fails at once with "network
-   * unreachable", as under runsc --network=none. With a default route such
+   * Without egress the sandbox gets no default route, only its link's and
+   * one to the metadata address: anything else it sends beyond the host end
+   * fails at once with "network unreachable", as under runsc --network=none. With a default route such
    * packets were dropped silently on the host, and a DNS lookup (Python's
    * http.server does one as it binds) sat on a connected UDP socket for its
    * full timeout. A checkpoint taken meanwhile cannot be restored at another

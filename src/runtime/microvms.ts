@@ -15,8 +15,9 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
-import { completeLimits, limitsOf, NO_EGRESS, UNNAMED_HOOKS_PORT, NotBegun, type EgressPolicy, reservedEnvironment, RunHookFailed, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
+import { completeLimits, limitsOf, microvmArn, parseArn, NO_EGRESS, UNNAMED_HOOKS_PORT, NotBegun, type EgressPolicy, reservedEnvironment, RunHookFailed, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
 import type { EgressGateway, NetworkCounters, NetworkNamespaces, SandboxNetwork } from "../net/index.js";
+import type { MetadataSubject } from "../metadata/index.js";
 import { diskUsage, removeTree, writeFileAtomic, type LogFiles } from "../os/index.js";
 import { SandboxCgroups } from "./cgroups.js";
 import { CpuRoom } from "./cpu-room.js";
@@ -80,6 +81,20 @@ function addCounters(a: NetworkCounters | undefined, b: NetworkCounters | undefi
   const x = a ?? NO_COUNTERS;
   const y = b ?? NO_COUNTERS;
   return { bytesOut: x.bytesOut + y.bytesOut, bytesIn: x.bytesIn + y.bytesIn, refused: x.refused + y.refused, dnsQueries: x.dnsQueries + y.dnsQueries };
+}
+
+/**
+ * Whose credentials the MicroVM's metadata service hands out: its execution
+ * role (RunConfig.executionRoleArn, fixed for its life), assumed for the
+ * MicroVM's ARN with its id as the session name; no role, none.
+ */
+export function metadataSubject(vm: Microvm): MetadataSubject {
+  const region = parseArn(vm.imageArn)?.region ?? "";
+  return {
+    ...(vm.config.executionRoleArn ? { roleArn: vm.config.executionRoleArn } : {}),
+    sourceArn: microvmArn({ region, accountId: vm.accountId }, vm.id),
+    sessionName: vm.id,
+  };
 }
 
 const HOOK_TIMEOUT_DEFAULT = 1;
@@ -187,9 +202,9 @@ export class MicrovmRuntime implements SandboxRuntime {
     await callHook(rec.sandboxIp, rec.hooks.port ?? UNNAMED_HOOKS_PORT, hook, { body, timeoutSeconds: timeout ?? HOOK_TIMEOUT_DEFAULT, microvmId: id });
   }
 
-  /** Routes, firewall chain, DNS sockets and shaping for the record's policy and limits, before a restore into `network`. */
-  private attach(network: SandboxNetwork, rec: SandboxRecord): Promise<void> {
-    return this.opts.egress.attach(network, rec.egress ?? NO_EGRESS, rec.limits);
+  /** Routes, firewall chain, DNS sockets, shaping and metadata service for the record's policy and limits and the MicroVM's execution role, before a restore into `network`. */
+  private attach(network: SandboxNetwork, rec: SandboxRecord, vm: Microvm): Promise<void> {
+    return this.opts.egress.attach(network, rec.egress ?? NO_EGRESS, rec.limits, metadataSubject(vm));
   }
 
   /**
@@ -245,7 +260,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     this.save(vm.id, rec);
     try {
       // A failure from here on leaves the record naming the network: terminate removes it all.
-      await this.attach(network, rec);
+      await this.attach(network, rec, vm);
       await bounded("restoring the snapshot with runsc restore", RESTORE_SECONDS, (signal) => this.opts.gvisor.restore(this.spec(vm, rec, network), built.snapshot, signal));
     } finally {
       this.release(this.startingMemory(vm.imageArn, vm.imageVersion), rec.limits.vcpus);
@@ -290,7 +305,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       network = await this.opts.nets.create();
       resumed = { ...rec, networkIndex: network.index, sandboxIp: network.sandboxIp, networkReleased: false };
       this.save(vm.id, resumed);
-      await this.attach(network, resumed).catch((err: Error) => {
+      await this.attach(network, resumed, vm).catch((err: Error) => {
         throw new SandboxSetupError(`Enforcing the MicroVM's egress on its network failed: ${err.message}`);
       });
       await bounded("restoring the checkpoint with runsc restore", RESTORE_SECONDS, (signal) => this.opts.gvisor.restore(this.spec(vm, resumed!, network!), join(this.dir(vm.id), "checkpoint"), signal));
@@ -343,11 +358,11 @@ export class MicrovmRuntime implements SandboxRuntime {
     };
   }
 
-  /** Adopted sandboxes get their chain, shaping and DNS sockets again (the sockets died with the last process). */
+  /** Adopted sandboxes get their chain, shaping, DNS sockets and metadata service again (the sockets died with the last process). */
   async adopt(running: Microvm[]): Promise<void> {
     for (const vm of running) {
       const rec = this.record(vm.id);
-      if (rec && this.owns(rec.networkIndex)) await this.opts.egress.adopt(this.opts.nets.describe(rec.networkIndex), rec.egress ?? NO_EGRESS, rec.limits);
+      if (rec && this.owns(rec.networkIndex)) await this.opts.egress.adopt(this.opts.nets.describe(rec.networkIndex), rec.egress ?? NO_EGRESS, rec.limits, metadataSubject(vm));
     }
   }
 

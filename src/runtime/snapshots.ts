@@ -17,6 +17,7 @@ import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { hasEgress, NO_EGRESS, UNNAMED_HOOKS_PORT, type EgressPolicy, type SandboxLimits } from "../core/index.js";
 import type { EgressGateway, NetworkNamespaces, SandboxNetwork } from "../net/index.js";
+import type { MetadataSubject } from "../metadata/index.js";
 import { boundFile, removeTree } from "../os/index.js";
 import { Gvisor, type ImageConfig } from "./gvisor.js";
 import { callHook, HookAborted, pause } from "./hooks.js";
@@ -38,6 +39,8 @@ export interface SnapshotRequest {
   limits: SandboxLimits;
   /** What the app may reach while it boots and validates: the build's egress (BuildJob.egress); default NO_EGRESS. */
   egress?: EgressPolicy;
+  /** Whose credentials the app's metadata service hands out while it boots and validates: the image's build role, for the image's ARN, the build id as the session name. */
+  metadata?: MetadataSubject;
   /** The build's directory; the snapshot goes in <dir>/snapshot. */
   dir: string;
   log: (line: string) => void;
@@ -166,7 +169,7 @@ export class Snapshotter {
     if (hasEgress(egress) && !this.gateway) throw new SnapshotFailure("This snapshotter cannot give the app network egress (it has no egress gateway).");
     const networks: SandboxNetwork[] = [];
     const attach = async (net: SandboxNetwork) => {
-      if (this.gateway) await this.gateway.attach(net, egress, req.limits);
+      if (this.gateway) await this.gateway.attach(net, egress, req.limits, req.metadata);
     };
     const specs: { id: string; dir: string }[] = [];
     const phase = <T>(name: SnapshotPhase, hookSeconds: number, work: (signal: AbortSignal) => Promise<T>) => runPhase(name, this.deadlines[name] + hookSeconds, req.signal, work);

@@ -5,23 +5,24 @@
 // the build flags (--no-builder, --no-snapshots): MicroVMs outlive a restart
 // with any of them.
 
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
-import type { FastifyInstance } from "fastify";
-import { buildApi, Metrics, PageTokens, SigV4Verifier } from "../api/index.js";
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { buildApi, iamApi, Metrics, PageTokens, SigV4Verifier, stsApi } from "../api/index.js";
 import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage, type PhaseTimeouts } from "../builder/index.js";
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
 import { EgressGateway, NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
-import { ControlPlane, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
+import { ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { SqliteStore } from "../store/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
 import { hostPlatform } from "./host.js";
 import { hostNameResolver } from "./name-resolver.js";
+import { AesGcmBox } from "./secret-box.js";
 
 export interface PlatformConfig {
   dataDir: string;
@@ -117,6 +118,12 @@ export interface Platform {
   /** Port of the endpoint proxy (the configured one, or the one picked for 0). */
   endpointPort: number;
   controlPlane: ControlPlane;
+  /**
+   * Users, roles, policies and sessions: the API authenticates and authorises through it
+   * (Identities), IAM and STS administer it (IamAdministration), the metadata service asks it
+   * for role credentials (RoleCredentialSource).
+   */
+  identities: IdentityService;
   stop(): Promise<void>;
 }
 
@@ -134,6 +141,14 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const creds = rootCredentials(config.dataDir);
   const master = serverKey(config.dataDir);
   const store = await SqliteStore.open(files.database);
+  const identities = await IdentityService.open({
+    store,
+    clock,
+    accountId: config.accountId,
+    root: creds,
+    secrets: new AesGcmBox(deriveKey(master, "iam-secrets")),
+    sessions: new AesGcmBox(deriveKey(master, "sts-session")),
+  });
 
   const scope = { region: config.region, accountId: config.accountId };
   const buildLogs = new LogFiles(files.buildLogs);
@@ -201,18 +216,34 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   await controlPlane.start();
   endpointPort = await proxy.listen(config.endpointPort, config.endpointHost ?? DEFAULTS.endpointHost);
 
-  const verifier = new SigV4Verifier(new Map([[creds.accessKeyId, { secretAccessKey: creds.secretAccessKey, accountId: config.accountId }]]), config.region, clock);
+  const verifier = new SigV4Verifier(identities, config.region, clock, "lambda");
+  /** Who signed an IAM or STS request (POST /, the signature covering the form body). */
+  const callerFor = (service: "iam" | "sts") => {
+    const v = new SigV4Verifier(identities, config.region, clock, service);
+    return async (req: FastifyRequest, body: Buffer) => {
+      const url = req.raw.url ?? "/";
+      const q = url.indexOf("?");
+      return (await v.verify({ method: req.method, rawPath: q < 0 ? url : url.slice(0, q), rawQuery: q < 0 ? "" : url.slice(q + 1), headers: req.headers, body, sourceIp: req.socket.remoteAddress })).caller;
+    };
+  };
   const app: FastifyInstance = await buildApi({
     controlPlane,
     verifier,
+    identities,
     pageTokens: new PageTokens(deriveKey(master, "page-tokens")),
     log,
     buildLog: (buildId, follow, finished, signal, from) => buildLogs.read(buildId, follow, finished, signal, from),
     microvmLog: (id, follow, finished, signal, from) => microvmLogs.read(id, follow, finished, signal, from),
     logs: {
       service: new CloudWatchLogsService(logCatalog, { region: config.region }),
-      verifier: new SigV4Verifier(new Map([[creds.accessKeyId, { secretAccessKey: creds.secretAccessKey, accountId: config.accountId }]]), config.region, clock, "logs"),
+      verifier: new SigV4Verifier(identities, config.region, clock, "logs"),
+      identities,
+      scope,
     },
+    postRoot: [
+      iamApi({ admin: identities, identities, scope, authenticate: callerFor("iam"), rootCreated: statSync(files.credentials).mtime, log }),
+      stsApi({ admin: identities, scope, authenticate: callerFor("sts"), log }),
+    ],
     metrics: metrics.registry,
   });
   await app.listen({ host: config.apiHost, port: config.apiPort });
@@ -234,6 +265,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     url,
     endpointPort,
     controlPlane,
+    identities,
     async stop() {
       clearInterval(logBounds);
       clearInterval(logStamps);

@@ -8,6 +8,7 @@ import { Kysely, Migrator, SqliteDialect, type Generated, type Selectable, type 
 import type {
   Build, BuildFilter, BuildState, ConnectorState, IdempotencyRecord, ImageState, ImageVersion, ManagedImageVersion, Microvm,
   MicrovmFilter, MicrovmImage, MicrovmState, NetworkConnector, NetworkConnectorVersion, Page, PageRequest, Store, VersionState,
+  IamAccessKeyRecord, IamPolicyRecord, IamRoleRecord, IamUserRecord, IdentityStore,
 } from "../core/index.js";
 import { migrations } from "./migrations/index.js";
 
@@ -47,7 +48,19 @@ interface ConnectorVersionsTable {
   created_at: number; updated_at: number;
 }
 
+interface IamUsersTable { user_name: string; user_id: string; path: string; tags: string; created_at: number }
+interface IamAccessKeysTable { access_key_id: string; user_name: string; status: string; sealed_secret: string; created_at: number }
+interface IamRolesTable {
+  role_name: string; role_id: string; path: string; trust_policy: string; description: string | null;
+  max_session_duration: number; tags: string; created_at: number;
+}
+interface IamPoliciesTable { owner_kind: string; owner_name: string; policy_name: string; document: string }
+
 interface Tables {
+  iam_users: IamUsersTable;
+  iam_access_keys: IamAccessKeysTable;
+  iam_roles: IamRolesTable;
+  iam_policies: IamPoliciesTable;
   network_connectors: ConnectorsTable;
   network_connector_versions: ConnectorVersionsTable;
   images: ImagesTable;
@@ -209,7 +222,7 @@ function withStatementCache(sqlite: Database.Database): SqliteDatabaseLike {
   };
 }
 
-export class SqliteStore implements Store {
+export class SqliteStore implements Store, IdentityStore {
   private constructor(
     private readonly db: Db,
     private readonly root: Kysely<Tables>,
@@ -510,5 +523,78 @@ export class SqliteStore implements Store {
       name: r.name, version: r.version, status: r.status as ManagedImageVersion["status"],
       createdAt: new Date(r.created_at), updatedAt: new Date(r.updated_at),
     }));
+  }
+
+  // IAM: users, access keys, roles, inline policies
+  async loadIdentities(): Promise<{ users: IamUserRecord[]; accessKeys: IamAccessKeyRecord[]; roles: IamRoleRecord[]; policies: IamPolicyRecord[] }> {
+    const users = (await this.db.selectFrom("iam_users").selectAll().execute()).map((r) => ({
+      userName: r.user_name, userId: r.user_id, path: r.path, tags: JSON.parse(r.tags), createdAt: new Date(r.created_at),
+    }));
+    const accessKeys = (await this.db.selectFrom("iam_access_keys").selectAll().execute()).map((r) => ({
+      accessKeyId: r.access_key_id, userName: r.user_name, status: r.status as IamAccessKeyRecord["status"], sealedSecret: r.sealed_secret, createdAt: new Date(r.created_at),
+    }));
+    const roles = (await this.db.selectFrom("iam_roles").selectAll().execute()).map((r) => ({
+      roleName: r.role_name, roleId: r.role_id, path: r.path, trustPolicy: r.trust_policy, ...(r.description !== null ? { description: r.description } : {}),
+      maxSessionDuration: r.max_session_duration, tags: JSON.parse(r.tags), createdAt: new Date(r.created_at),
+    }));
+    const policies = (await this.db.selectFrom("iam_policies").selectAll().execute()).map((r) => ({
+      ownerKind: r.owner_kind as IamPolicyRecord["ownerKind"], ownerName: r.owner_name, policyName: r.policy_name, document: r.document,
+    }));
+    return { users, accessKeys, roles, policies };
+  }
+
+  async insertIamUser(u: IamUserRecord): Promise<void> {
+    await this.db.insertInto("iam_users").values({ user_name: u.userName, user_id: u.userId, path: u.path, tags: JSON.stringify(u.tags), created_at: ms(u.createdAt) }).execute();
+  }
+
+  async deleteIamUser(userName: string): Promise<void> {
+    await this.transaction(async (tx) => {
+      const db = (tx as SqliteStore).db;
+      await db.deleteFrom("iam_access_keys").where("user_name", "=", userName).execute();
+      await db.deleteFrom("iam_policies").where("owner_kind", "=", "user").where("owner_name", "=", userName).execute();
+      await db.deleteFrom("iam_users").where("user_name", "=", userName).execute();
+    });
+  }
+
+  async insertAccessKey(k: IamAccessKeyRecord): Promise<void> {
+    await this.db.insertInto("iam_access_keys").values({
+      access_key_id: k.accessKeyId, user_name: k.userName, status: k.status, sealed_secret: k.sealedSecret, created_at: ms(k.createdAt),
+    }).execute();
+  }
+
+  async updateAccessKeyStatus(accessKeyId: string, status: "Active" | "Inactive"): Promise<void> {
+    await this.db.updateTable("iam_access_keys").set({ status }).where("access_key_id", "=", accessKeyId).execute();
+  }
+
+  async deleteAccessKey(accessKeyId: string): Promise<void> {
+    await this.db.deleteFrom("iam_access_keys").where("access_key_id", "=", accessKeyId).execute();
+  }
+
+  async insertIamRole(r: IamRoleRecord): Promise<void> {
+    await this.db.insertInto("iam_roles").values({
+      role_name: r.roleName, role_id: r.roleId, path: r.path, trust_policy: r.trustPolicy, description: r.description ?? null,
+      max_session_duration: r.maxSessionDuration, tags: JSON.stringify(r.tags), created_at: ms(r.createdAt),
+    }).execute();
+  }
+
+  async updateIamRoleTrust(roleName: string, trustPolicy: string): Promise<void> {
+    await this.db.updateTable("iam_roles").set({ trust_policy: trustPolicy }).where("role_name", "=", roleName).execute();
+  }
+
+  async deleteIamRole(roleName: string): Promise<void> {
+    await this.transaction(async (tx) => {
+      const db = (tx as SqliteStore).db;
+      await db.deleteFrom("iam_policies").where("owner_kind", "=", "role").where("owner_name", "=", roleName).execute();
+      await db.deleteFrom("iam_roles").where("role_name", "=", roleName).execute();
+    });
+  }
+
+  async putIamPolicy(p: IamPolicyRecord): Promise<void> {
+    await this.db.insertInto("iam_policies").values({ owner_kind: p.ownerKind, owner_name: p.ownerName, policy_name: p.policyName, document: p.document })
+      .onConflict((oc) => oc.columns(["owner_kind", "owner_name", "policy_name"]).doUpdateSet({ document: p.document })).execute();
+  }
+
+  async deleteIamPolicy(ownerKind: "user" | "role", ownerName: string, policyName: string): Promise<void> {
+    await this.db.deleteFrom("iam_policies").where("owner_kind", "=", ownerKind).where("owner_name", "=", ownerName).where("policy_name", "=", policyName).execute();
   }
 }

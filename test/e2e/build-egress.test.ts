@@ -155,7 +155,7 @@ describe("Builds and the network", { timeout: 1_800_000 }, () => {
     assert.ok(reason.includes(`add INTERNET_EGRESS (${INTERNET_EGRESS}) to the image's egressNetworkConnectors`), reason);
     assert.match(reason, /Temporary failure in name resolution/);
     assert.ok(version.stateReason?.endsWith(`failed: ${reason}`), "the version says why too");
-    assert.match(log, /RUN steps have no network: the image names no egressNetworkConnectors/);
+    assert.match(log, /RUN steps have no network beyond the instance metadata service at http:\/\/169\.254\.169\.254 \(the build role's credentials\): the image names no egressNetworkConnectors/);
     assert.ok(!net.requests().some((r) => r.url === "/no-egress-python"));
     assert.deepEqual(buildNamespaces(), []);
   });

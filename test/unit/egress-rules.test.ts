@@ -93,6 +93,9 @@ test("the denied ranges cover private, CGNAT, loopback, link-local, multicast, r
   assert.match(base, /oifname "lmvmh\*" counter drop/);
   assert.match(base, /iifname "lmvmh\*" ct status dnat meta l4proto \{ tcp, udp \} th dport 53 accept/);
   assert.match(base, /iifname @resolving ip daddr 169\.254\.169\.253 meta l4proto \{ tcp, udp \} th dport 53 redirect to :53/);
+  // Every sandbox's TCP to 169.254.169.254:80 goes to its own host veth's address, and only that redirect is let in on port 80.
+  assert.match(base, /iifname "lmvmh\*" ip daddr 169\.254\.169\.254 tcp dport 80 redirect to :80/);
+  assert.match(base, /iifname "lmvmh\*" ct status dnat ct original ip daddr 169\.254\.169\.254 tcp dport 80 accept/);
   assert.match(base, /iifname "lmvmh\*" oifname != "lmvmh\*" masquerade/);
   assert.equal((base.match(/fib saddr \. iif oif missing counter drop/g) ?? []).length, 2, "spoofed sources dropped in input and forward");
   assert.doesNotMatch(base, /delete table/, "the shared table is never deleted");
@@ -106,12 +109,12 @@ test("nft accepts every script (checked, not committed)", () => {
   nftCheck(baseRules() + removalRules("lmvmh65003"));
 });
 
-test("routes: a default route for INTERNET_EGRESS, each granted CIDR and the resolver for rules, none without egress", () => {
+test("routes: a default route for INTERNET_EGRESS, each granted CIDR, the resolver and the metadata address for rules, the metadata address alone without egress", () => {
   assert.deepEqual(routesFor(INTERNET), ["default"]);
   assert.deepEqual(routesFor({ ...INTERNET, rules: PRIVATE.rules }), ["default"]);
-  assert.deepEqual(routesFor(PRIVATE), ["10.77.0.0/24", "10.77.1.5/32", "10.77.1.6/32", "10.78.0.0/16", "10.79.0.1/32", "169.254.169.253/32"]);
-  assert.deepEqual(routesFor(NO_EGRESS), []);
-  assert.deepEqual(routesFor(undefined), []);
+  assert.deepEqual(routesFor(PRIVATE), ["10.77.0.0/24", "10.77.1.5/32", "10.77.1.6/32", "10.78.0.0/16", "10.79.0.1/32", "169.254.169.253/32", "169.254.169.254/32"]);
+  assert.deepEqual(routesFor(NO_EGRESS), ["169.254.169.254/32"], "every sandbox reaches its metadata service");
+  assert.deepEqual(routesFor(undefined), ["169.254.169.254/32"]);
 });
 
 test("shaping: a token bucket at the rate, a burst above a packet, and a queue of two seconds at the rate", () => {

@@ -3,10 +3,12 @@
 import type { Migration, MigrationProvider } from "kysely";
 import * as initial from "./001_initial.js";
 import * as networkConnectors from "./002_network_connectors.js";
+import * as identity from "./003_identity.js";
 
 const all: Record<string, Migration> = {
   "001_initial": initial,
   "002_network_connectors": networkConnectors,
+  "003_identity": identity,
 };
 
 export const migrations: MigrationProvider = {
