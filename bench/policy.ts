@@ -28,29 +28,30 @@ const L = (what: string) => `arn:aws:lambda:*:*:${what}`;
  * Twenty statements as a team's policy might hold them: the first nineteen do not allow
  * GetMicrovmImage on bench-7 (other actions, other resources, conditions that do not hold,
  * and a deny on other images), so the evaluator goes through all of them; the twentieth allows it.
+ * Compact, because IAM (and lmvm) allow a user 2,048 characters of inline policy in all.
  */
 export function twentyStatementPolicy(): string {
   const statements = [
-    { Effect: "Allow", Action: "logs:Get*", Resource: "arn:aws:logs:*:*:log-group:/app/a-*" },
-    { Effect: "Allow", Action: "lambda:RunMicrovm", Resource: L("microvm-image:a-*"), Condition: { StringEquals: { "aws:ResourceTag/team": "a" } } },
-    { Effect: "Allow", Action: ["lambda:SuspendMicrovm", "lambda:ResumeMicrovm"], Resource: L("microvm:*"), Condition: { StringEquals: { "aws:ResourceTag/team": "a" } } },
+    { Effect: "Allow", Action: "logs:Get*", Resource: "*" },
+    { Effect: "Allow", Action: "lambda:RunMicrovm", Resource: "*", Condition: { StringEquals: { "aws:ResourceTag/team": "a" } } },
+    { Effect: "Allow", Action: "lambda:SuspendMicrovm", Resource: "*" },
     { Effect: "Allow", Action: "iam:PassRole", Resource: "arn:aws:iam::*:role/vm-*", Condition: { StringEquals: { "iam:PassedToService": "lambda.amazonaws.com" } } },
-    { Effect: "Allow", Action: "lambda:CreateMicrovmImage", Resource: L("microvm-image:a-*"), Condition: { StringLike: { "aws:RequestTag/team": "a*" } } },
+    { Effect: "Allow", Action: "lambda:CreateMicrovmImage", Resource: "*", Condition: { StringLike: { "aws:RequestTag/team": "a*" } } },
     { Effect: "Deny", Action: "lambda:Delete*", Resource: L("microvm-image:prod-*") },
-    { Effect: "Allow", Action: "cloudtrail:LookupEvents", Resource: "*", Condition: { IpAddress: { "aws:SourceIp": "10.0.0.0/8" } } },
-    { Effect: "Allow", Action: "lambda:List*", Resource: "*", Condition: { IpAddress: { "aws:SourceIp": "172.16.0.0/12" } } },
-    { Effect: "Allow", Action: "lambda:CreateMicrovmAuthToken", Resource: L("microvm:*"), Condition: { Bool: { "aws:SecureTransport": "true" } } },
-    { Effect: "Allow", Action: "lambda:TagResource", Resource: L("microvm-image:a-*"), Condition: { StringEquals: { "aws:TagKeys": "team" } } },
+    { Effect: "Allow", Action: "cloudtrail:LookupEvents", Resource: "*" },
+    { Effect: "Allow", Action: "lambda:List*", Resource: "*", Condition: { IpAddress: { "aws:SourceIp": "10.0.0.0/8" } } },
+    { Effect: "Allow", Action: "lambda:CreateMicrovmAuthToken", Resource: "*", Condition: { Bool: { "aws:SecureTransport": "true" } } },
+    { Effect: "Allow", Action: "lambda:TagResource", Resource: "*" },
     { Effect: "Allow", Action: "sts:AssumeRole", Resource: "arn:aws:iam::*:role/ci-*" },
-    { Effect: "Allow", NotAction: ["iam:*", "sts:*", "lambda:*"], Resource: "arn:aws:logs:*:*:log-group:/b/*" },
-    { Effect: "Allow", Action: "lambda:GetMicrovm", Resource: L("microvm:*"), Condition: { DateLessThan: { "aws:CurrentTime": "2020-01-01T00:00:00Z" } } },
-    { Effect: "Allow", Action: "lambda:UpdateMicrovmImage", Resource: L("microvm-image:staging-*") },
-    { Effect: "Allow", Action: "lambda:*NetworkConnector", Resource: L("network-connector:a-*") },
-    { Effect: "Allow", Action: "lambda:PassNetworkConnector", Resource: "arn:aws:lambda:*:aws:network-connector:*" },
-    { Effect: "Allow", Action: "iam:GetUser", Resource: "arn:aws:iam::*:user/bench-user" },
-    { Effect: "Allow", Action: "lambda:Get*", Resource: L("microvm-image:b-*"), Condition: { ArnLike: { "aws:PrincipalArn": "arn:aws:iam::*:user/b-*" } } },
-    { Effect: "Allow", Action: "lambda:GetMicrovmImage", Resource: L("microvm-image:c-*"), Condition: { StringEquals: { "aws:ResourceTag/team": "c" } } },
-    { Effect: "Allow", Action: "lambda:GetMicrovmImage", Resource: L("microvm-image:bench-*"), Condition: { IpAddress: { "aws:SourceIp": ["127.0.0.0/8", "::1"] } } },
+    { Effect: "Allow", NotAction: ["iam:*", "lambda:*"], Resource: "arn:aws:logs:*:*:log-group:/b/*" },
+    { Effect: "Allow", Action: "lambda:GetMicrovm", Resource: "*", Condition: { DateLessThan: { "aws:CurrentTime": "2020-01-01T00:00:00Z" } } },
+    { Effect: "Allow", Action: "lambda:UpdateMicrovmImage", Resource: "*" },
+    { Effect: "Allow", Action: "lambda:*NetworkConnector", Resource: "*" },
+    { Effect: "Allow", Action: "lambda:PassNetworkConnector", Resource: "*" },
+    { Effect: "Allow", Action: "iam:GetUser", Resource: "*" },
+    { Effect: "Allow", Action: "lambda:Get*", Resource: "*", Condition: { ArnLike: { "aws:PrincipalArn": "arn:aws:iam::*:user/b-*" } } },
+    { Effect: "Allow", Action: "lambda:GetMicrovmImage", Resource: L("microvm-image:c-*") },
+    { Effect: "Allow", Action: "lambda:GetMicrovmImage", Resource: L("microvm-image:bench-*"), Condition: { IpAddress: { "aws:SourceIp": "127.0.0.0/8" } } },
   ];
   return JSON.stringify({ Version: "2012-10-17", Statement: statements });
 }
@@ -111,7 +112,7 @@ export async function policyBench(): Promise<string[]> {
       `${"key".padEnd(6)}${"median".padStart(9)}${"min–max".padStart(14)}`,
       row("root", ""),
       row("user", "20 statements"),
-      `user/root (medians): ${(median(rps.user) / median(rps.root)).toFixed(2)}`,
+      `user/root: ${(median(rps.user) / median(rps.root)).toFixed(2)} (medians); ${median(rps.user.map((u, i) => u / rps.root[i]!)).toFixed(2)} (median of each round's pair, which a machine busy for a while affects less)`,
     ];
   } finally {
     await server.kill();
