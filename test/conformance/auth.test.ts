@@ -82,3 +82,85 @@ describe("request signing", () => {
     assert.deepEqual([r.status, r.errorType], [404, "UnknownOperationException"]);
   });
 });
+
+// Users' keys and STS session credentials, through the official SDK: the identity service
+// decides who a key stands for. The platform's clock can be moved forward to expire sessions
+// (the client's clock moves with it, so signatures stay current).
+describe("request signing with IAM users' keys and temporary credentials", () => {
+  let t: TestPlatform;
+  let offsetMs = 0;
+  const ACCT = "000000000000";
+  before(async () => {
+    t = await startTestPlatform({ clock: { now: () => new Date(Date.now() + offsetMs) } });
+  });
+  after(() => t.stop());
+
+  const expectDenied = async (p: Promise<unknown>, type: string, message: RegExp) => {
+    const err = await p.then(() => undefined, (e: Error & { $metadata?: { httpStatusCode?: number } }) => e);
+    assert.ok(err, "the request was accepted");
+    assert.equal(err.name, type, err.message);
+    assert.equal(err.$metadata?.httpStatusCode, 403);
+    assert.match(err.message, message);
+  };
+
+  test("a user's access key signs requests until it is deactivated or deleted", async () => {
+    const ids = t.platform.identities;
+    await ids.createUser({ userName: "signer" });
+    const key = await ids.createAccessKey("signer");
+    const client = sdkClient(t.platform.url, { accessKeyId: key.accessKeyId, secretAccessKey: key.secretAccessKey! });
+    try {
+      assert.equal((await client.send(new ListMicrovmImagesCommand({}))).$metadata.httpStatusCode, 200);
+      await ids.updateAccessKey("signer", key.accessKeyId, "Inactive");
+      await expectDenied(client.send(new ListMicrovmImagesCommand({})), "UnrecognizedClientException", /^The security token included in the request is invalid\.$/);
+      await ids.updateAccessKey("signer", key.accessKeyId, "Active");
+      assert.equal((await client.send(new ListMicrovmImagesCommand({}))).$metadata.httpStatusCode, 200);
+      await ids.deleteAccessKey("signer", key.accessKeyId);
+      await expectDenied(client.send(new ListMicrovmImagesCommand({})), "UnrecognizedClientException", /security token included in the request is invalid/);
+    } finally {
+      client.destroy();
+    }
+  });
+
+  test("session credentials sign with their token; an altered, borrowed or expired token is refused", async () => {
+    const ids = t.platform.identities;
+    await ids.createRole({
+      roleName: "Session",
+      assumeRolePolicyDocument: JSON.stringify({ Version: "2012-10-17", Statement: { Effect: "Allow", Principal: { AWS: ACCT }, Action: "sts:AssumeRole" } }),
+    });
+    const roleArn = `arn:aws:iam::${ACCT}:role/Session`;
+    const root = ids.rootCaller("127.0.0.1");
+    const a = (await ids.assumeRole(root, { roleArn, roleSessionName: "first", durationSeconds: 900 })).credentials;
+    const b = (await ids.assumeRole(root, { roleArn, roleSessionName: "second" })).credentials;
+    const send = async (creds: { accessKeyId: string; secretAccessKey: string; sessionToken?: string }, extra: Record<string, unknown> = {}) => {
+      const client = sdkClient(t.platform.url, creds as { accessKeyId: string; secretAccessKey: string }, extra);
+      try {
+        return await client.send(new ListMicrovmImagesCommand({}));
+      } finally {
+        client.destroy();
+      }
+    };
+    assert.equal((await send(a)).$metadata.httpStatusCode, 200);
+    // The token must be there, unaltered, and belong to the key.
+    await expectDenied(send({ accessKeyId: a.accessKeyId, secretAccessKey: a.secretAccessKey }), "UnrecognizedClientException", /invalid/);
+    const altered = a.sessionToken.slice(0, 40) + (a.sessionToken[40] === "A" ? "B" : "A") + a.sessionToken.slice(41);
+    await expectDenied(send({ ...a, sessionToken: altered }), "UnrecognizedClientException", /invalid/);
+    await expectDenied(send({ ...a, sessionToken: b.sessionToken }), "UnrecognizedClientException", /invalid/);
+    // The token must be signed, as AWS requires.
+    const unsigned = await signedFetch(t.platform.url, { accessKeyId: a.accessKeyId, secretAccessKey: a.secretAccessKey }, "GET", "/2025-09-09/microvm-images", undefined, { unsignedHeaders: { "x-amz-security-token": a.sessionToken } });
+    assert.deepEqual([unsigned.status, unsigned.errorType], [403, "InvalidSignatureException"]);
+    assert.match(String(unsigned.body.message), /X-Amz-Security-Token' must be a signed header/);
+    const signed = await signedFetch(t.platform.url, a, "GET", "/2025-09-09/microvm-images");
+    assert.equal(signed.status, 200);
+    // Fifteen minutes on, the first session has expired; the second (an hour) has not.
+    offsetMs = 16 * 60_000;
+    try {
+      await expectDenied(send(a, { systemClockOffset: offsetMs }), "ExpiredTokenException", /^The security token included in the request is expired$/);
+      assert.equal((await send(b, { systemClockOffset: offsetMs })).$metadata.httpStatusCode, 200);
+    } finally {
+      offsetMs = 0;
+    }
+    // Deleting the role ends its sessions.
+    await ids.deleteRole("Session");
+    await expectDenied(send(b), "UnrecognizedClientException", /invalid/);
+  });
+});

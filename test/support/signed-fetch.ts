@@ -17,6 +17,8 @@ export interface SignOptions {
   signingDate?: Date;
   /** Replaces the body after signing, to model tampering in transit. */
   tamperedBody?: string;
+  /** Headers added after signing (so not covered by the signature). */
+  unsignedHeaders?: Record<string, string>;
 }
 
 /** The query as the signer takes it: a repeated name (`?k=a&k=b`) keeps all its values. */
@@ -31,7 +33,7 @@ function queryObject(query: string): Record<string, string | string[]> {
 
 export async function signedFetch(
   baseUrl: string,
-  creds: { accessKeyId: string; secretAccessKey: string },
+  creds: { accessKeyId: string; secretAccessKey: string; sessionToken?: string },
   method: string,
   path: string,
   body?: unknown,
@@ -54,7 +56,7 @@ export async function signedFetch(
     }),
     opts.signingDate ? { signingDate: opts.signingDate } : {},
   );
-  const res = await fetch(`${baseUrl}${path}`, { method, headers: signed.headers as Record<string, string>, ...(text !== undefined ? { body: opts.tamperedBody ?? text } : {}) });
+  const res = await fetch(`${baseUrl}${path}`, { method, headers: { ...(signed.headers as Record<string, string>), ...(opts.unsignedHeaders ?? {}) }, ...(text !== undefined ? { body: opts.tamperedBody ?? text } : {}) });
   const raw = await res.text();
   return { status: res.status, errorType: res.headers.get("x-amzn-errortype"), body: raw ? JSON.parse(raw) : {} };
 }
