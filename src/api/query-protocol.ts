@@ -70,7 +70,8 @@ export function claimsQuery(req: FastifyRequest, body: Buffer, version: string):
 }
 
 function escape(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;" })[c]!);
+  // Element text only (no attribute takes a value from a request): &, < and > are all that need escaping.
+  return text.replace(/[&<>]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;" })[c]!);
 }
 
 /** A value as awsQuery XML: structures as elements, lists as `<member>`s, timestamps in ISO 8601. */
@@ -237,8 +238,8 @@ export function integer(q: QueryRequest, name: string, min: number, max: number)
   const n = Number(v);
   if (!/^-?\d+$/.test(v) || n < min || n > max) {
     const member = name.charAt(0).toLowerCase() + name.slice(1);
-    const rule = n < min ? `greater than or equal to ${min}` : `less than or equal to ${max}`;
-    throw new QueryError("ValidationError", 400, `1 validation error detected: Value '${v}' at '${member}' failed to satisfy constraint: Member must be ${/^-?\d+$/.test(v) ? rule : "a whole number"}`);
+    const rule = n < min ? `have value greater than or equal to ${min}` : `have value less than or equal to ${max}`;
+    throw new QueryError("ValidationError", 400, `1 validation error detected: Value '${v}' at '${member}' failed to satisfy constraint: Member must ${/^-?\d+$/.test(v) ? rule : "be a whole number"}`);
   }
   return n;
 }

@@ -19,7 +19,7 @@ export interface Connection {
   endpoint: string;
   region: string;
   /** Undefined: the AWS SDK's default chain (~/.aws/credentials, …) applies. */
-  credentials?: { accessKeyId: string; secretAccessKey: string };
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
 }
 
 /** Where the control API is and which credentials sign for it. */
@@ -29,9 +29,11 @@ export function resolveConnection(opts: ConnectionOptions): Connection {
   const endpoint = opts.endpointUrl ?? process.env.LMVM_ENDPOINT_URL ?? info?.apiEndpoint ?? "http://127.0.0.1:7600";
   const region = opts.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? info?.region ?? "us-east-1";
   const file = paths(dataDir).credentials;
-  let credentials: { accessKeyId: string; secretAccessKey: string } | undefined;
+  let credentials: { accessKeyId: string; secretAccessKey: string; sessionToken?: string } | undefined;
   if (process.env.AWS_ACCESS_KEY_ID && process.env.AWS_SECRET_ACCESS_KEY) {
-    credentials = { accessKeyId: process.env.AWS_ACCESS_KEY_ID, secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY };
+    // A role session's temporary key comes with its token (AWS_SESSION_TOKEN), as for the AWS CLI.
+    const token = process.env.AWS_SESSION_TOKEN;
+    credentials = { accessKeyId: process.env.AWS_ACCESS_KEY_ID, secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY, ...(token ? { sessionToken: token } : {}) };
   } else if (existsSync(file)) {
     credentials = parseCredentialsFile(readFileSync(file, "utf8"), opts.profile ?? "default");
     if (!credentials) throw new UsageError(`The config profile (${opts.profile ?? "default"}) could not be found in ${file}.`);

@@ -192,7 +192,7 @@ class ServiceError extends Error {
 
 type Client = { send(command: unknown): Promise<Record<string, unknown>>; destroy(): void };
 
-async function clientFor(service: "iam" | "sts", conn: { endpoint: string; region: string; credentials?: { accessKeyId: string; secretAccessKey: string } }): Promise<{ client: Client; commands: Record<string, new (input: unknown) => unknown> }> {
+async function clientFor(service: "iam" | "sts", conn: { endpoint: string; region: string; credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string } }): Promise<{ client: Client; commands: Record<string, new (input: unknown) => unknown> }> {
   const config = { endpoint: conn.endpoint, region: conn.region, ...(conn.credentials ? { credentials: conn.credentials } : {}) };
   if (service === "iam") {
     const sdk = await import("@aws-sdk/client-iam");

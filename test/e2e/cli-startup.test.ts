@@ -47,4 +47,13 @@ describe("what a CLI call loads", () => {
     assert.ok(modules.some((m) => m.includes("/cli/connector-commands.js")), "the trace records the command's module, so it works");
     assert.deepEqual(modules.filter(forbiddenModule), []);
   });
+
+  test("lmvm iam and lmvm sts, thin clients of the IAM and STS SDKs, load no server module either", async () => {
+    for (const args of [["iam", "get-user", "--user-name", "nobody"], ["sts", "get-caller-identity"]]) {
+      const { code, stderr, modules } = await modulesLoadedBy(args);
+      assert.equal(code, args[0] === "iam" ? 254 : 0, stderr);
+      assert.ok(modules.some((m) => m.includes(args[0] === "iam" ? "@aws-sdk/client-iam" : "@aws-sdk/client-sts")), "the trace records the SDK, so it works");
+      assert.deepEqual(modules.filter(forbiddenModule), []);
+    }
+  });
 });
