@@ -6,5 +6,6 @@ export { SigV4Verifier, MAX_SKEW_MS, accessKeyIdOf, sourceAddress, type Principa
 export { PageTokens } from "./pagination.js";
 export { Metrics } from "./metrics.js";
 export { OPERATIONS, OPERATION_NAMES, inputSchema, structureMembers, listMember, kindOf, type OperationModel, type MemberModel, type SdkOperationName } from "./sdk-model.js";
+export { cloudTrailApi, CLOUDTRAIL_TARGET_PREFIX, type CloudTrailApiOptions } from "./cloudtrail-route.js";
 export { iamApi, type IamApiOptions } from "./iam-route.js";
 export { stsApi, type StsApiOptions } from "./sts-route.js";

@@ -22,6 +22,7 @@ import { logsApi, type LogsApiOptions } from "./logs-route.js";
 import type { PostRootApi } from "./post-root.js";
 import { recordOf } from "./request-record.js";
 import { registerConnectorRoutes } from "./connectors-route.js";
+import { registerAuditRecorder, type AuditRecorderOptions } from "./audit-recorder.js";
 
 export interface ApiOptions {
   controlPlane: ControlPlane;
@@ -40,6 +41,8 @@ export interface ApiOptions {
   logs?: LogsApiOptions;
   /** Further APIs on POST / (IAM, STS, CloudTrail), tried in order after CloudWatch Logs. */
   postRoot?: PostRootApi[];
+  /** The audit trail every API call is recorded in before its answer is sent (audit-recorder.ts). */
+  audit?: Omit<AuditRecorderOptions, "log">;
   /** Authorises every operation against the caller's policies (the account's root always may). */
   identities: Identities;
 }
@@ -126,6 +129,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   // Signatures cover the exact bytes sent, so every body arrives raw.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
+  if (opts.audit) registerAuditRecorder(app, { ...opts.audit, log: opts.log });
 
   /** Checks the signature; the request's record learns the access key at once and the caller once it checks out. */
   const authenticate = async (req: FastifyRequest): Promise<{ body: Buffer; rawQuery: string; caller: Caller }> => {
@@ -170,6 +174,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         const { items, next } = output as ListResult;
         output = { items, ...(next ? { nextToken: opts.pageTokens.encode(context, next) } : {}) };
       }
+      // What a write made or changed (ids, states), for the audit trail, which hides any secret in it; reads keep none, as in CloudTrail.
+      if (op.method !== "GET" && output) record.responseElements = output as Record<string, unknown>;
       reply.code(op.status).header("x-amzn-requestid", requestId);
       if (output === undefined) return reply.send();
       return reply.header("content-type", "application/json").send(JSON.stringify(output));

@@ -72,6 +72,7 @@ export function topHelp(ops: OperationModel[]): string {
     "    shell <id>             Open an interactive shell inside a MicroVM (needs the SHELL_INGRESS connector).",
     "    exec <id> -- <command> [args...]",
     "                           Run one command inside a MicroVM; exits with its exit code.",
+    "    audit                  Print the audit trail of API calls (who, what, on what, outcome); `lmvm audit help`.",
     "    wait <waiter> [options]",
     "                           Poll until an image is created, a version built, a MicroVM running, suspended",
     "                           or terminated. `lmvm wait help` lists the waiters.",

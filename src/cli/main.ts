@@ -155,6 +155,23 @@ export async function main(argv: string[]): Promise<number> {
         client.destroy();
       }
     }
+    if (command === "audit") {
+      const { auditCommand, AUDIT_FLAGS, AUDIT_HELP } = await import("./audit-command.js");
+      const args = splitArgs(rest, BOOLEAN_FLAGS, new Set([...GLOBAL_FLAGS, ...AUDIT_FLAGS]));
+      if (args.flags.has("help") || args.positionals[0] === "help") {
+        process.stdout.write(AUDIT_HELP);
+        return 0;
+      }
+      const known = new Set([...GLOBAL_FLAGS, ...BOOLEAN_FLAGS, ...AUDIT_FLAGS]);
+      const unknown = [...args.flags.keys()].filter((f) => !known.has(f) || ["query", "cli-input-json", "page-size", "build-id"].includes(f));
+      if (unknown.length) throw new UsageError(`Unknown options: ${unknown.map((f) => `--${f}`).join(", ")}\nSee 'lmvm audit help'.`);
+      return await auditCommand(args.flags, args.positionals, {
+        endpointUrl: single(args.flags, "endpoint-url"),
+        region: single(args.flags, "region"),
+        profile: single(args.flags, "profile"),
+        dataDir: single(args.flags, "data-dir"),
+      } as Parameters<typeof auditCommand>[2]);
+    }
     if (command === "server") {
       const { serverCommand, SERVER_HELP } = await import("./server-command.js");
       if (rest[0] === "help") {

@@ -2,6 +2,7 @@
 export * from "./arn.js";
 export * from "./errors.js";
 export * from "./identity.js";
+export * from "./audit.js";
 export * from "./authorization.js";
 export * from "./model.js";
 export * from "./app-contract.js";

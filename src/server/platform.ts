@@ -9,14 +9,14 @@ import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import { buildApi, iamApi, Metrics, PageTokens, SigV4Verifier, stsApi } from "../api/index.js";
+import { buildApi, cloudTrailApi, iamApi, Metrics, PageTokens, SigV4Verifier, stsApi } from "../api/index.js";
 import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage, type PhaseTimeouts } from "../builder/index.js";
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
 import { EgressGateway, NetworkNamespaces } from "../net/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
-import { ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
+import { AuditTrail, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { SqliteStore } from "../store/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
@@ -218,7 +218,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
 
   const verifier = new SigV4Verifier(identities, config.region, clock, "lambda");
   /** Who signed an IAM or STS request (POST /, the signature covering the form body). */
-  const callerFor = (service: "iam" | "sts") => {
+  const callerFor = (service: "iam" | "sts" | "cloudtrail") => {
     const v = new SigV4Verifier(identities, config.region, clock, service);
     return async (req: FastifyRequest, body: Buffer) => {
       const url = req.raw.url ?? "/";
@@ -226,11 +226,15 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       return (await v.verify({ method: req.method, rawPath: q < 0 ? url : url.slice(0, q), rawQuery: q < 0 ? "" : url.slice(q + 1), headers: req.headers, body, sourceIp: req.socket.remoteAddress })).caller;
     };
   };
+  const pageTokens = new PageTokens(deriveKey(master, "page-tokens"));
+  // Every API call's event, committed before its answer leaves (src/api/audit-recorder.ts).
+  const trail = new AuditTrail(store);
   const app: FastifyInstance = await buildApi({
     controlPlane,
     verifier,
     identities,
-    pageTokens: new PageTokens(deriveKey(master, "page-tokens")),
+    pageTokens,
+    audit: { trail, clock, region: config.region, accountId: config.accountId },
     log,
     buildLog: (buildId, follow, finished, signal, from) => buildLogs.read(buildId, follow, finished, signal, from),
     microvmLog: (id, follow, finished, signal, from) => microvmLogs.read(id, follow, finished, signal, from),
@@ -243,6 +247,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     postRoot: [
       iamApi({ admin: identities, identities, scope, authenticate: callerFor("iam"), rootCreated: statSync(files.credentials).mtime, log }),
       stsApi({ admin: identities, scope, authenticate: callerFor("sts"), log }),
+      cloudTrailApi({ trail, pageTokens, authenticate: callerFor("cloudtrail"), authorize: (caller, request) => identities.authorize(caller, request), log }),
     ],
     metrics: metrics.registry,
   });
@@ -277,6 +282,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       await Promise.allSettled([proxy.stop(), app.close()]);
       clearTimeout(cut);
       await core;
+      await trail.drain();
       // Running sandboxes keep their chains and shaping; the next start re-binds their DNS sockets.
       await egress.close();
       await store.close();

@@ -3,14 +3,19 @@
 // even if the server is killed right after. Rows map to core types here and
 // nowhere else; JSON columns hold the SDK-shaped configs.
 
+import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { Kysely, Migrator, SqliteDialect, type Generated, type Selectable, type SqliteDatabase as SqliteDatabaseLike, type Transaction } from "kysely";
+import {
+  eventUsername, resourceNames, type AuditEvent, type AuditLog, type AuditQuery,
+} from "../core/index.js";
 import type {
   Build, BuildFilter, BuildState, ConnectorState, IdempotencyRecord, ImageState, ImageVersion, ManagedImageVersion, Microvm,
   MicrovmFilter, MicrovmImage, MicrovmState, NetworkConnector, NetworkConnectorVersion, Page, PageRequest, Store, VersionState,
   IamAccessKeyRecord, IamPolicyRecord, IamRoleRecord, IamUserRecord, IdentityStore,
 } from "../core/index.js";
 import { migrations } from "./migrations/index.js";
+import type { AuditBatch, AuditBatchResult, AuditRow } from "./audit-worker.js";
 
 interface ImagesTable {
   seq: Generated<number>; arn: string; account_id: string; name: string; state: string; state_reason: string | null;
@@ -48,6 +53,12 @@ interface ConnectorVersionsTable {
   created_at: number; updated_at: number;
 }
 
+interface AuditEventsTable {
+  seq: Generated<number>; event_id: string; event_time: number; event_source: string; event_name: string; read_only: number;
+  username: string | null; access_key_id: string | null; error_code: string | null; record: string;
+}
+interface AuditResourcesTable { event_seq: number; resource_type: string; resource_name: string }
+
 interface IamUsersTable { user_name: string; user_id: string; path: string; tags: string; created_at: number }
 interface IamAccessKeysTable { access_key_id: string; user_name: string; status: string; sealed_secret: string; created_at: number }
 interface IamRolesTable {
@@ -57,6 +68,8 @@ interface IamRolesTable {
 interface IamPoliciesTable { owner_kind: string; owner_name: string; policy_name: string; document: string }
 
 interface Tables {
+  audit_events: AuditEventsTable;
+  audit_resources: AuditResourcesTable;
   iam_users: IamUsersTable;
   iam_access_keys: IamAccessKeysTable;
   iam_roles: IamRolesTable;
@@ -222,11 +235,56 @@ function withStatementCache(sqlite: Database.Database): SqliteDatabaseLike {
   };
 }
 
-export class SqliteStore implements Store, IdentityStore {
+/** The audit writer thread (audit-worker.ts) as the store uses it: a batch in, a promise that resolves when it is on disk. */
+class AuditWriter {
+  private worker: Worker | undefined;
+  private next = 1;
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+
+  constructor(private readonly file: string) {}
+
+  private start(): Worker {
+    const worker = new Worker(new URL("./audit-worker.js", import.meta.url), { workerData: { file: this.file } });
+    worker.unref();
+    worker.on("message", (r: AuditBatchResult) => {
+      const w = this.waiting.get(r.id);
+      if (!w) return;
+      this.waiting.delete(r.id);
+      if (!r.error) return w.resolve();
+      w.reject(Object.assign(new Error(`audit write failed: ${r.error.message}`), r.error.code ? { code: r.error.code } : {}));
+    });
+    const fail = (err: Error) => {
+      if (this.worker === worker) this.worker = undefined;
+      for (const w of this.waiting.values()) w.reject(err);
+      this.waiting.clear();
+    };
+    worker.on("error", fail);
+    worker.on("exit", (code) => fail(new Error(`the audit writer thread exited (${code})`)));
+    return worker;
+  }
+
+  append(rows: AuditRow[]): Promise<void> {
+    this.worker ??= this.start();
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.worker!.postMessage({ id, rows } satisfies AuditBatch);
+    });
+  }
+
+  async close(): Promise<void> {
+    const worker = this.worker;
+    this.worker = undefined;
+    if (worker) await worker.terminate();
+  }
+}
+
+export class SqliteStore implements Store, IdentityStore, AuditLog {
   private constructor(
     private readonly db: Db,
     private readonly root: Kysely<Tables>,
     private readonly inTransaction: boolean,
+    private readonly sqlite: Database.Database,
   ) {}
 
   /** Opens (creating if needed) the database file and brings its schema up to date. */
@@ -242,16 +300,17 @@ export class SqliteStore implements Store, IdentityStore {
       const failed = results?.find((r) => r.status === "Error")?.migrationName ?? "unknown";
       throw new Error(`Database migration ${failed} failed on ${file}: ${String(error)}`);
     }
-    return new SqliteStore(db, db, false);
+    return new SqliteStore(db, db, false, sqlite);
   }
 
   async close(): Promise<void> {
+    await this.auditWriter?.close();
     await this.root.destroy();
   }
 
   transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
     if (this.inTransaction) return fn(this);
-    return this.root.transaction().execute((trx) => fn(new SqliteStore(trx, this.root, true)));
+    return this.root.transaction().execute((trx) => fn(new SqliteStore(trx, this.root, true, this.sqlite)));
   }
 
   // Images
@@ -523,6 +582,45 @@ export class SqliteStore implements Store, IdentityStore {
       name: r.name, version: r.version, status: r.status as ManagedImageVersion["status"],
       createdAt: new Date(r.created_at), updatedAt: new Date(r.updated_at),
     }));
+  }
+
+  // Audit trail: appended, looked up; there is no way to change or remove an event.
+  private auditWriter?: AuditWriter;
+
+  async appendAuditEvents(events: AuditEvent[]): Promise<void> {
+    if (!events.length) return;
+    this.auditWriter ??= new AuditWriter(this.sqlite.name);
+    await this.auditWriter.append(events.map((e): AuditRow => [
+      e.eventID, Date.parse(e.eventTime), e.eventSource, e.eventName, e.readOnly ? 1 : 0, eventUsername(e) ?? null,
+      e.userIdentity.accessKeyId ?? null, e.errorCode ?? null, JSON.stringify(e),
+      (e.resources ?? []).flatMap((r) => resourceNames(r).map((name): [string, string] => [r.type, name])),
+    ]));
+  }
+
+  async lookupAuditEvents(query: AuditQuery, page: PageRequest): Promise<Page<AuditEvent>> {
+    let q = this.db.selectFrom("audit_events").select(["seq", "record"]);
+    if (page.after) q = q.where("seq", "<", Number(page.after));
+    if (query.startTime) q = q.where("event_time", ">=", query.startTime.getTime());
+    if (query.endTime) q = q.where("event_time", "<=", query.endTime.getTime());
+    const a = query.attribute;
+    if (a) {
+      switch (a.key) {
+        case "EventId": q = q.where("event_id", "=", a.value); break;
+        case "EventName": q = q.where("event_name", "=", a.value); break;
+        case "EventSource": q = q.where("event_source", "=", a.value); break;
+        case "Username": q = q.where("username", "=", a.value); break;
+        case "AccessKeyId": q = q.where("access_key_id", "=", a.value); break;
+        case "ReadOnly": q = q.where("read_only", "=", a.value === "true" ? 1 : 0); break;
+        case "ResourceType":
+          q = q.where("seq", "in", this.db.selectFrom("audit_resources").select("event_seq").where("resource_type", "=", a.value));
+          break;
+        case "ResourceName":
+          q = q.where("seq", "in", this.db.selectFrom("audit_resources").select("event_seq").where("resource_name", "=", a.value));
+          break;
+      }
+    }
+    const rows = await q.orderBy("seq", "desc").limit(page.limit + 1).execute();
+    return paged(rows, page, (r) => JSON.parse(r.record) as AuditEvent);
   }
 
   // IAM: users, access keys, roles, inline policies

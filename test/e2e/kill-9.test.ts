@@ -1,5 +1,6 @@
 // `lmvm server` killed with SIGKILL at random moments while requests are in
-// flight restarts with every acknowledged resource intact and nothing half made.
+// flight restarts with every acknowledged resource intact and nothing half made,
+// and with an audit event for every call that got an answer before the kill.
 
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
@@ -8,11 +9,39 @@ import {
   CreateMicrovmImageCommand, GetMicrovmImageCommand, ListMicrovmImageBuildsCommand, ListMicrovmImagesCommand, ListTagsCommand,
   UpdateMicrovmImageVersionCommand, type LambdaMicrovmsClient,
 } from "@aws-sdk/client-lambda-microvms";
+import { CloudTrailClient, paginateLookupEvents } from "@aws-sdk/client-cloudtrail";
 import { within } from "../support/deadline.js";
 import { imageRequest, readCredentials, sdkClient, tempDir } from "../support/platform.js";
 import { spawnServer, type ServerProcess } from "../support/processes.js";
 
 const ROUNDS = 5;
+
+/** Notes the request id of every answer the client receives, errors included (the raw response, before it is parsed). */
+function noteAnswers(client: LambdaMicrovmsClient, answered: Set<string>): void {
+  client.middlewareStack.add(
+    (next) => async (args) => {
+      const out = await next(args);
+      const id = (out.response as { headers?: Record<string, string> }).headers?.["x-amzn-requestid"];
+      if (id) answered.add(id);
+      return out;
+    },
+    { step: "deserialize", priority: "low", name: "noteAnswers" },
+  );
+}
+
+/** Request ids of every event in the audit trail since `since`. */
+async function auditedSince(url: string, credentials: { accessKeyId: string; secretAccessKey: string }, since: Date): Promise<Set<string>> {
+  const client = new CloudTrailClient({ endpoint: url, region: "us-east-1", credentials, maxAttempts: 1 });
+  const ids = new Set<string>();
+  try {
+    for await (const page of paginateLookupEvents({ client }, { StartTime: since })) {
+      for (const e of page.Events ?? []) ids.add((JSON.parse(e.CloudTrailEvent!) as { requestID: string }).requestID);
+    }
+  } finally {
+    client.destroy();
+  }
+  return ids;
+}
 
 describe("kill -9", () => {
   let dataDir: string;
@@ -28,11 +57,23 @@ describe("kill -9", () => {
   test(`the server survives SIGKILL ${ROUNDS} times mid-write and restarts consistent`, async () => {
     const acknowledged = new Map<string, { tags: Record<string, string>; status: string }>();
     let n = 0;
+    /** Calls answered since the server's last start, and when that was (event times are whole seconds). */
+    let answered = new Set<string>();
+    let since = new Date(Date.now() - 2000);
+    let audited = 0;
     for (let round = 0; round <= ROUNDS; round++) {
       // Writers create images as fast as they can (and with --no-builder their builds stay queued):
       // quotas and request rates far above AWS's, or the first refusal would stop the writers.
       server = await spawnServer(dataDir, { args: ["--quotas", "images=1000000,concurrent-builds=1000000", "--rate-limits", "*=100000"] });
+      // Every call answered before the kill has its event.
+      const events = await auditedSince(server.url, readCredentials(dataDir), since);
+      const missing = [...answered].filter((id) => !events.has(id));
+      assert.deepEqual(missing, [], `${missing.length} of ${answered.size} answered calls have no audit event after kill -9`);
+      audited += answered.size;
+      answered = new Set();
+      since = new Date(Date.now() - 2000);
       const client: LambdaMicrovmsClient = sdkClient(server.url, readCredentials(dataDir));
+      noteAnswers(client, answered);
       // Everything acknowledged before this restart is still there, exactly.
       for (const [name, want] of acknowledged) {
         const got = await client.send(new GetMicrovmImageCommand({ imageIdentifier: name }));
@@ -74,5 +115,6 @@ describe("kill -9", () => {
       client.destroy();
     }
     assert.ok(acknowledged.size > ROUNDS, `only ${acknowledged.size} writes were acknowledged`);
+    assert.ok(audited > acknowledged.size, `only ${audited} answered calls were checked in the audit trail`);
   });
 });

@@ -4,11 +4,13 @@ import type { Migration, MigrationProvider } from "kysely";
 import * as initial from "./001_initial.js";
 import * as networkConnectors from "./002_network_connectors.js";
 import * as identity from "./003_identity.js";
+import * as audit from "./004_audit.js";
 
 const all: Record<string, Migration> = {
   "001_initial": initial,
   "002_network_connectors": networkConnectors,
   "003_identity": identity,
+  "004_audit": audit,
 };
 
 export const migrations: MigrationProvider = {
