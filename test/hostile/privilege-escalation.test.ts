@@ -14,7 +14,7 @@ import {
   UpdateAccessKeyCommand, UpdateAssumeRolePolicyCommand,
 } from "@aws-sdk/client-iam";
 import {
-  CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, ListMicrovmImagesCommand, RunMicrovmCommand, TerminateMicrovmCommand, type LambdaMicrovmsClient,
+  CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, GetMicrovmImageVersionCommand, ListMicrovmImagesCommand, RunMicrovmCommand, TerminateMicrovmCommand, type LambdaMicrovmsClient,
 } from "@aws-sdk/client-lambda-microvms";
 import { AssumeRoleCommand, GetCallerIdentityCommand, STSClient } from "@aws-sdk/client-sts";
 import { Hash } from "@smithy/hash-node";
@@ -191,6 +191,24 @@ else:
 print(json.dumps(out))
 `;
 
+/**
+ * A RUN step's attempts in a busybox image (nc, raw HTTP/1.0): the IMDSv2 flow at 169.254.169.254,
+ * then a token asked of each address given (other sandboxes' metadata listeners). Raw answers in files.
+ */
+const PROBE_SH = String.raw`#!/bin/sh
+imds() {
+  if [ -n "$3" ]; then h="X-aws-ec2-metadata-token: $3"; else h="X-aws-ec2-metadata-token-ttl-seconds: 300"; fi
+  host=$4; [ -n "$host" ] || host=169.254.169.254
+  printf '%s %s HTTP/1.0\r\nHost: 169.254.169.254\r\n%s\r\n\r\n' "$1" "$2" "$h" | nc -w 3 "$host" 80
+}
+imds PUT /latest/api/token > token.http 2>&1
+token=$(sed -n '$p' token.http)
+imds GET /latest/meta-data/iam/security-credentials/ "$token" > list.http 2>&1
+imds GET /latest/meta-data/iam/security-credentials/execution_role "$token" > role.http 2>&1
+for target in "$@"; do imds PUT /latest/api/token "" "$target" > "direct-$target.http" 2>&1; done
+exit 0
+`;
+
 /** The same from Node: its own credentials, and another sandbox's token. */
 const PROBE_MJS = String.raw`// The same attempts from Node: its own credentials through the IMDSv2 flow, and another sandbox's token.
 const [mode, raw] = process.argv.slice(2);
@@ -242,6 +260,11 @@ interface RoleDocument {
   Expiration?: string;
   Message?: string;
 }
+/** An HTTP/1.0 answer as nc wrote it; no status when there was no answer (the error text in body). */
+const raw = (text: string): Answer => {
+  const m = /^HTTP\/1\.[01] (\d{3})[^\n]*\n[\s\S]*?\r?\n\r?\n([\s\S]*)$/.exec(text);
+  return m ? { status: Number(m[1]), body: m[2] } : { error: text.trim() || "no answer" };
+};
 const documentOf = (f: { role?: Answer }): RoleDocument | undefined => (f.role?.status === 200 ? (JSON.parse(f.role.body!) as RoleDocument) : undefined);
 const credsOf = (d: RoleDocument | undefined): Creds => {
   assert.ok(d?.Code === "Success" && d.AccessKeyId && d.SecretAccessKey && d.Token, `credentials expected: ${JSON.stringify(d)}`);
@@ -276,9 +299,12 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
     const versions = join(v.dataDir, "images", image, "1.0");
     return readFileSync(join(versions, readdirSync(versions)[0]!, "rootfs", "app", file), "utf8");
   };
+  /** "CREATED", or the failed build's reason. */
   const waitBuilt = (name: string) => eventually(async () => {
     const s = (await v.client.send(new GetMicrovmImageCommand({ imageIdentifier: name }))).state;
-    return s === "CREATED" || s === "CREATE_FAILED" ? s : undefined;
+    if (s !== "CREATE_FAILED") return s === "CREATED" ? s : undefined;
+    const version = await v.client.send(new GetMicrovmImageVersionCommand({ imageIdentifier: name, imageVersion: "1.0" }));
+    return `${s}: ${version.stateReason}`;
   }, `the ${name} build`, 600_000);
   const zip = (runSteps: string) => {
     const file = join(tempDir("lmvm-pe-"), "app.zip");
@@ -286,6 +312,15 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
       { name: "Dockerfile", content: `FROM lmvm/debian12\nWORKDIR /app\nCOPY . .\n${runSteps}\nCMD ["python3", "-m", "http.server", "8080"]\n` },
       { name: "probe.py", content: PROBE_PY },
       { name: "probe.mjs", content: PROBE_MJS },
+    ]));
+    return `file://${file}`;
+  };
+  /** A small busybox image (a fast build) whose RUN steps probe with nc. */
+  const busyboxZip = (runSteps: string) => {
+    const file = join(tempDir("lmvm-pe-"), "app.zip");
+    writeFileSync(file, makeZip([
+      { name: "Dockerfile", content: `FROM lmvm/busybox\nWORKDIR /app\nCOPY probe.sh /app/probe.sh\n${runSteps}\nRUN mkdir -p /srv && echo ok > /srv/index.html\nCMD ["httpd", "-f", "-p", "8080", "-h", "/srv"]\n` },
+      { name: "probe.sh", content: PROBE_SH },
     ]));
     return `file://${file}`;
   };
@@ -308,7 +343,7 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
     // The image the MicroVMs run; its RUN step reads the metadata service (the build role's credentials).
     await v.client.send(new CreateMicrovmImageCommand({
       name: "pe-app", baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:debian12", buildRoleArn: roleArn("pe-build"),
-      codeArtifact: { uri: zip("RUN python3 /app/probe.py own > /app/build-imds.json") }, additionalOsCapabilities: ["ALL"],
+      codeArtifact: { uri: zip("RUN python3 /app/probe.py own > /app/build-imds.json && node /app/probe.mjs own > /app/build-imds-node.json") }, additionalOsCapabilities: ["ALL"],
     }));
     appBuild = waitBuilt("pe-app");
     appBuild.catch(() => undefined);
@@ -437,7 +472,8 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
       ] as const) record(AREA, `an administrator (Allow *): ${what}`, `refused: ${await refused(attempt(), /^(NoSuchEntity|AccessDenied|ValidationError|InvalidInput)(Exception)?$/, what)}`);
       // A user called root is just a user; a deny-all on it, and on every user, does not touch root.
       await iam.send(new CreateUserCommand({ UserName: "root" }));
-      const users = (await iam.send(new ListUsersCommand({}))).Users!.map((u) => u.UserName!);
+      // Itself last: its own deny-all ends what it can do.
+      const users = (await iam.send(new ListUsersCommand({}))).Users!.map((u) => u.UserName!).sort((x, y) => Number(x === "pe-admin") - Number(y === "pe-admin"));
       for (const name of users) await iam.send(new PutUserPolicyCommand({ UserName: name, PolicyName: "deny-all", PolicyDocument: policy({ Effect: "Deny", Action: "*", Resource: "*" }) }));
       await refused(getImage(admin), DENIED, "the administrator after its own deny-all");
       await refused(iam.send(new DeleteUserPolicyCommand({ UserName: "pe-admin", PolicyName: "deny-all" })), DENIED, "the administrator undoing its deny-all");
@@ -589,8 +625,8 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
       }
       // A build with no usable build role, started now so that its RUN step can try the running MicroVMs' listeners too.
       await v.client.send(new CreateMicrovmImageCommand({
-        name: "pe-norole", baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:debian12", buildRoleArn: roleArn("pe-no-such-role"),
-        codeArtifact: { uri: zip(`RUN python3 /app/probe.py own > /app/build-imds.json && python3 /app/probe.py direct '${JSON.stringify({ targets: [[gatewayOf(ip.a), 80], [gatewayOf(ip.b), 80]] })}' > /app/build-direct.json`) },
+        name: "pe-norole", baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:busybox", buildRoleArn: roleArn("pe-no-such-role"),
+        codeArtifact: { uri: busyboxZip(`RUN sh /app/probe.sh ${gatewayOf(ip.a)} ${gatewayOf(ip.b)}`) },
       }));
       noRoleBuild = waitBuilt("pe-norole");
       noRoleBuild.catch(() => undefined);
@@ -674,16 +710,21 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
       record(AREA, "a RUN step of a build with a build role reads 169.254.169.254", `the build role's session (${who.Arn!.split(":").pop()}), allowed GetMicrovmImage on its image as its policy says; ListMicrovmImages, RunMicrovm, iam:ListUsers refused (${[...refusals].join(", ")})`);
 
       assert.equal(await noRoleBuild, "CREATED");
-      const none = JSON.parse(builtFile("pe-norole", "build-imds.json")) as Flow;
+      const none: Flow = { token: raw(builtFile("pe-norole", "token.http")), list: raw(builtFile("pe-norole", "list.http")), role: raw(builtFile("pe-norole", "role.http")) };
+      assert.equal(none.token.status, 200, `control: the RUN step reached its metadata service: ${JSON.stringify(none)}`);
       const doc = documentOf(none);
       assert.equal(doc?.Code, "AssumeRoleUnauthorizedAccess", `a build whose role cannot be assumed: ${JSON.stringify(none)}`);
       assert.equal(doc?.AccessKeyId, undefined);
-      record(AREA, "a RUN step of a build whose build role does not exist reads 169.254.169.254", `no credentials: ${none.list?.status} ${none.list?.body} under security-credentials/, then Code ${doc?.Code}`);
-      const direct = JSON.parse(builtFile("pe-norole", "build-direct.json")) as Record<string, Answer>;
-      for (const [target, answer] of Object.entries(direct)) assert.ok(answer.error, `the RUN step reached ${target}: ${JSON.stringify(answer)}`);
+      record(AREA, "a RUN step of a build whose build role does not exist reads 169.254.169.254", `no credentials: security-credentials/ lists ${none.list?.body}, whose document is Code ${doc?.Code}`);
+      for (const k of ["a", "b"] as const) {
+        const answer = raw(builtFile("pe-norole", `direct-${gatewayOf(ip[k])}.http`));
+        assert.equal(answer.status, undefined, `the RUN step reached MicroVM ${k.toUpperCase()}'s metadata listener: ${JSON.stringify(answer)}`);
+      }
       record(AREA, "a RUN step tries the metadata listeners of two running MicroVMs with execution roles, at their host veth addresses", "no connection to either");
+      const node = JSON.parse(builtFile("pe-app", "build-imds-node.json")) as Flow;
+      assert.equal(documentOf(node)?.AccessKeyId, creds.accessKeyId, "Node in the same RUN step gets the same build-role credentials");
       // Neither build's RUN step ever held an execution role's credentials.
-      for (const f of [build, none]) assert.ok(!/pe-exec-/.test(JSON.stringify(f)));
+      for (const f of [build, node, none]) assert.ok(!/pe-exec-/.test(JSON.stringify(f)));
     });
 
     test("a terminated MicroVM's credentials: plain role sessions, valid until they expire, as on AWS", async () => {
