@@ -34,6 +34,9 @@
 // at once. Tokens and credentials are memory only: a restarted server hands out
 // new tokens (the SDKs ask for a token before every fetch of credentials).
 //
+// Every answer closes its connection from the host's side, so nothing of the
+// sandbox's waits in TIME_WAIT at a checkpoint.
+//
 // Each sandbox may send METADATA_REQUESTS_PER_SECOND requests (past it, 429),
 // hold METADATA_MAX_CONNECTIONS connections and METADATA_MAX_TOKENS live tokens;
 // headers are capped at 8 KiB and bodies at 1 KiB, and every request and
@@ -205,8 +208,14 @@ export class MetadataService {
     if (![...this.bindings.values()].some((o) => o.key !== exceptKey && subjectKey(o.subject) === k)) this.cache.delete(k);
   }
 
+  /**
+   * Every answer ends its connection, the host closing first: a connection the sandbox's app
+   * closes first waits in TIME_WAIT inside the sandbox, which a checkpoint (a build's snapshot,
+   * a suspend) cannot save. The SDKs open a connection per request anyway.
+   */
   private send(res: ServerResponse, status: number, body: string, type = "text/plain", headers: Record<string, string> = {}): void {
-    res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body), ...headers });
+    res.shouldKeepAlive = false;
+    res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body), connection: "close", ...headers });
     res.end(body);
   }
 

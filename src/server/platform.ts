@@ -14,6 +14,7 @@ import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage, type 
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
 import { EgressGateway, NetworkNamespaces } from "../net/index.js";
+import { MetadataService } from "../metadata/index.js";
 import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
 import { AuditTrail, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
@@ -155,7 +156,9 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const microvmLogs = new LogFiles(files.microvmLogs);
   const logCatalog = new LogCatalog({ microvms: microvmLogs, builds: buildLogs, lookup: store });
   const nets = new NetworkNamespaces(undefined, files.networks);
-  const egress = new EgressGateway({ nets, ...(config.dnsResolvers ? { resolvers: config.dnsResolvers } : {}) });
+  // Every sandbox's instance-metadata service: a MicroVM's execution role, a build's build role (src/metadata).
+  const metadata = new MetadataService({ credentials: identities, region: config.region, log });
+  const egress = new EgressGateway({ nets, metadata, ...(config.dnsResolvers ? { resolvers: config.dnsResolvers } : {}) });
   const host = hostPlatform();
   const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets, egress) : config.builder;
   const runtime = config.runtime ?? (onPath("runsc")
@@ -283,7 +286,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       clearTimeout(cut);
       await core;
       await trail.drain();
-      // Running sandboxes keep their chains and shaping; the next start re-binds their DNS sockets.
+      // Running sandboxes keep their chains and shaping; the next start re-binds their DNS sockets and metadata listeners.
       await egress.close();
       await store.close();
     },

@@ -7,7 +7,7 @@
 // nothing and exits.
 
 import { createServer as createHttpServer } from "node:http";
-import { createServer as createTcpServer, type Server } from "node:net";
+import { connect, createServer as createTcpServer, type Server } from "node:net";
 import { createSocket } from "node:dgram";
 
 export interface ServicesConfig {
@@ -15,6 +15,8 @@ export interface ServicesConfig {
   /** TCP services: each connection gets `banner` and a line of its own, then is recorded. */
   tcp?: { address: string; port: number; banner: string }[];
   udpEcho?: { address: string; port: number }[];
+  /** TCP relays: each connection is piped, byte for byte, to the unix socket at `path` (which the test process serves on the host). */
+  relay?: { address: string; port: number; path: string }[];
 }
 
 function emit(event: Record<string, unknown>) {
@@ -68,6 +70,20 @@ function main(config: ServicesConfig) {
     });
     socket.bind(u.port, u.address, () => emit({ kind: "ready", service: "udp", address: u.address, port: u.port }));
     servers.push(socket);
+  }
+  for (const r of config.relay ?? []) {
+    const server: Server = createTcpServer((socket) => {
+      emit({ kind: "tcp", address: r.address, port: r.port, remote: socket.remoteAddress });
+      const up = connect(r.path);
+      socket.pipe(up).pipe(socket);
+      const end = () => (socket.destroy(), up.destroy());
+      socket.on("error", end);
+      up.on("error", end);
+      socket.on("close", end);
+      up.on("close", end);
+    });
+    server.listen(r.port, r.address, () => emit({ kind: "ready", service: "relay", address: r.address, port: r.port }));
+    servers.push(server);
   }
   process.stdin.on("end", () => process.exit(0));
   process.stdin.on("error", () => process.exit(0));

@@ -8,7 +8,9 @@
 //   198.51.100.(16k+1)/30, namespace end .(16k+2)) with a host route to 198.51.100.(16k+8)/29 via
 //   it, the way a default route would carry it. In that /29: a web server on :80 at .(16k+10) that
 //   records who called (so a test can check the NAT address), a DNS server (dnsmasq) on :53 at
-//   .(16k+11) answering for the test names, and a UDP echo service on :7 at .(16k+12).
+//   .(16k+11) answering for the test names, a UDP echo service on :7 at .(16k+12), and at
+//   .(16k+13):80 a relay to a host service of the test's choosing (`apiRelay`: the lmvm API, say,
+//   which MicroVMs reach only this way: the host's own addresses are refused to them).
 // - the private network: namespace `lmvmt-p<k>`, 10.77.k.0/24 routed via a veth (host end
 //   10.77.255.(4k+1)/30, namespace end .(4k+2)), with a host at 10.77.k.10 offering TCP 5432 and
 //   6379 (each greets with a banner and records the connection) and a UDP echo on :7.
@@ -19,7 +21,8 @@
 // (their parent-death signal is SIGKILL, and the services also end when their stdin closes).
 
 import { spawn, execFile, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { connect, createServer as createTcpServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { until, within } from "./deadline.js";
@@ -70,6 +73,11 @@ export interface TestNetwork {
     udpEchoPort: number;
     /** The addresses the host routes into this namespace (a /29 of 198.51.100.0/24). */
     cidr: string;
+    /**
+     * A TCP relay on `address`:`port` (80) in the test internet to a host service: `forwardTo`
+     * names the service (an http:// URL's host and port); until then connections are closed.
+     */
+    apiRelay: { address: string; port: number; url: string; forwardTo(url: string): Promise<void> };
   };
   private: {
     namespace: string;
@@ -242,6 +250,7 @@ export async function startTestNetwork(): Promise<TestNetwork> {
     webAddress: inet(10),
     dnsAddress: inet(11),
     udpEchoAddress: inet(12),
+    relayAddress: inet(13),
     privCidr: `10.77.${k}.0/24`,
     privHost: link(1),
     privNs: link(2),
@@ -256,6 +265,26 @@ export async function startTestNetwork(): Promise<TestNetwork> {
   };
   const banners = { 5432: `postgres-test-${k}`, 6379: `redis-test-${k}` };
 
+  // The relay's host side: a unix socket the namespace's relay connects to, piped to the chosen host service.
+  const relaySocket = join(LOCK_DIR, `api-relay-${k}.sock`);
+  rmSync(relaySocket, { force: true });
+  let relayTarget: { host: string; port: number } | undefined;
+  const relayConnections = new Set<Socket>();
+  const relayServer: Server = createTcpServer((sock) => {
+    relayConnections.add(sock);
+    sock.on("close", () => relayConnections.delete(sock));
+    if (!relayTarget) return void sock.destroy();
+    const up = connect(relayTarget.port, relayTarget.host);
+    relayConnections.add(up);
+    up.on("close", () => relayConnections.delete(up));
+    sock.pipe(up).pipe(sock);
+    const end = () => (sock.destroy(), up.destroy());
+    sock.on("error", end);
+    up.on("error", end);
+    sock.on("close", end);
+    up.on("close", end);
+  });
+  await within(5_000, "the API relay's socket to listen", new Promise<void>((r, j) => relayServer.once("error", j).listen(relaySocket, () => r())));
   const children: ChildProcess[] = [];
   const events: ServiceEvent[] = [];
   const queries: DnsQuery[] = [];
@@ -264,6 +293,9 @@ export async function startTestNetwork(): Promise<TestNetwork> {
     if (closed) return;
     closed = true;
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+    for (const c of relayConnections) c.destroy();
+    relayServer.close();
+    rmSync(relaySocket, { force: true });
     cleanSlot(k);
     try {
       unlinkSync(join(LOCK_DIR, `slot-${k}`));
@@ -303,7 +335,7 @@ export async function startTestNetwork(): Promise<TestNetwork> {
     await inNs(n.inet, ["link", "set", "lo", "up"]);
     await inNs(n.inet, ["addr", "add", `${net.nsAddress}/30`, "dev", n.inetNs]);
     await inNs(n.inet, ["link", "set", n.inetNs, "up"]);
-    for (const a of [net.webAddress, net.dnsAddress, net.udpEchoAddress]) await inNs(n.inet, ["addr", "add", `${a}/32`, "dev", "lo"]);
+    for (const a of [net.webAddress, net.dnsAddress, net.udpEchoAddress, net.relayAddress]) await inNs(n.inet, ["addr", "add", `${a}/32`, "dev", "lo"]);
     await inNs(n.inet, ["route", "add", "default", "via", net.hostAddress]);
     await sh(["ip", "route", "add", `${inet(8)}/29`, "via", net.nsAddress, "dev", n.inetHost]);
     // The private network.
@@ -330,7 +362,7 @@ export async function startTestNetwork(): Promise<TestNetwork> {
         output.push(line);
       }
     };
-    const inetServices: ServicesConfig = { http: [{ address: net.webAddress, port: 80 }], udpEcho: [{ address: net.udpEchoAddress, port: 7 }] };
+    const inetServices: ServicesConfig = { http: [{ address: net.webAddress, port: 80 }], udpEcho: [{ address: net.udpEchoAddress, port: 7 }], relay: [{ address: net.relayAddress, port: 80, path: relaySocket }] };
     const privServices: ServicesConfig = {
       tcp: [
         { address: net.service, port: 5432, banner: banners[5432] },
@@ -358,7 +390,7 @@ export async function startTestNetwork(): Promise<TestNetwork> {
     });
     await until(15_000, "the test network's services to listen", () => {
       for (const c of children) if (c.exitCode !== null) throw new Error(`a test network service exited (${c.spawnargs.slice(0, 8).join(" ")}): ${output.join("\n")}`);
-      return dnsReady && ready.size === 5;
+      return dnsReady && ready.size === 6;
     });
   } catch (err) {
     closeSync();
@@ -380,6 +412,15 @@ export async function startTestNetwork(): Promise<TestNetwork> {
       udpEchoAddress: net.udpEchoAddress,
       udpEchoPort: 7,
       cidr: `${inet(8)}/29`,
+      apiRelay: {
+        address: net.relayAddress,
+        port: 80,
+        url: `http://${net.relayAddress}`,
+        async forwardTo(url: string) {
+          const u = new URL(url);
+          relayTarget = { host: u.hostname, port: Number(u.port || 80) };
+        },
+      },
     },
     private: {
       namespace: n.priv,
