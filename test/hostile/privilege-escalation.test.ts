@@ -20,6 +20,7 @@ import { AssumeRoleCommand, GetCallerIdentityCommand, STSClient } from "@aws-sdk
 import { Hash } from "@smithy/hash-node";
 import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
+import { execFileSync } from "node:child_process";
 import { createDecipheriv } from "node:crypto";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -266,8 +267,22 @@ const raw = (text: string): Answer => {
   return m ? { status: Number(m[1]), body: m[2] } : { error: text.trim() || "no answer" };
 };
 const documentOf = (f: { role?: Answer }): RoleDocument | undefined => (f.role?.status === 200 ? (JSON.parse(f.role.body!) as RoleDocument) : undefined);
-const credsOf = (d: RoleDocument | undefined): Creds => {
-  assert.ok(d?.Code === "Success" && d.AccessKeyId && d.SecretAccessKey && d.Token, `credentials expected: ${JSON.stringify(d)}`);
+/**
+ * Whether the host's firewall holds the metadata redirect now, for failure messages: table inet lmvm
+ * is shared by every lmvm server on the host, and one of an older version refills its base chains
+ * without the redirect when it starts.
+ */
+function metadataDiagnosis(): string {
+  try {
+    const chain = execFileSync("nft", ["list", "chain", "inet", "lmvm", "prerouting"], { encoding: "utf8", timeout: 10_000 });
+    return chain.includes(METADATA_ADDRESS) ? "(the metadata redirect is in table inet lmvm)" : "(table inet lmvm has NO metadata redirect now: did an lmvm server of an older version start on this host?)";
+  } catch (err) {
+    return `(nft: ${(err as Error).message})`;
+  }
+}
+const credsOf = (f: Flow): Creds => {
+  const d = documentOf(f);
+  assert.ok(d?.Code === "Success" && d.AccessKeyId && d.SecretAccessKey && d.Token, `credentials expected: ${JSON.stringify(f)} ${metadataDiagnosis()}`);
   return { accessKeyId: d.AccessKeyId!, secretAccessKey: d.SecretAccessKey!, sessionToken: d.Token! };
 };
 
@@ -620,7 +635,7 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
         vm[k] = out.microvmId!;
       }
       for (const k of ["a", "b"] as const) {
-        await eventually(async () => ((await v.client.send(new GetMicrovmCommand({ microvmIdentifier: vm[k] }))).state === "RUNNING" ? true : undefined), `${vm[k]} to run`, 120_000);
+        await eventually(async () => ((await v.client.send(new GetMicrovmCommand({ microvmIdentifier: vm[k] }))).state === "RUNNING" ? true : undefined), `${vm[k]} to run`, 300_000);
         ip[k] = sandboxIp(vm[k]);
       }
       // A build with no usable build role, started now so that its RUN step can try the running MicroVMs' listeners too.
@@ -633,7 +648,7 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
 
       // Controls: each MicroVM gets its own role's credentials, from Python and from Node.
       const own = { a: await py<Flow>(vm.a, "own"), b: await py<Flow>(vm.b, "own") };
-      const key = { a: credsOf(documentOf(own.a)), b: credsOf(documentOf(own.b)) };
+      const key = { a: credsOf(own.a), b: credsOf(own.b) };
       for (const k of ["a", "b"] as const) {
         const who = await as(key[k]).sts.send(new GetCallerIdentityCommand({}));
         assert.equal(who.Arn, `arn:aws:sts::${ACCOUNT}:assumed-role/pe-exec-${k}/${vm[k]}`);
@@ -696,7 +711,7 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
     test("metadata from a build step: a RUN step gets the build role and nothing more, or nothing when the build role cannot be assumed; never an execution role", async () => {
       assert.equal(await appBuild, "CREATED");
       const build = JSON.parse(builtFile("pe-app", "build-imds.json")) as Flow;
-      const creds = credsOf(documentOf(build));
+      const creds = credsOf(build);
       const session = as(creds);
       const who = await session.sts.send(new GetCallerIdentityCommand({}));
       assert.match(who.Arn!, new RegExp(`^arn:aws:sts::${ACCOUNT}:assumed-role/pe-build/`), "a RUN step gets the build role's session");
@@ -711,7 +726,7 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
 
       assert.equal(await noRoleBuild, "CREATED");
       const none: Flow = { token: raw(builtFile("pe-norole", "token.http")), list: raw(builtFile("pe-norole", "list.http")), role: raw(builtFile("pe-norole", "role.http")) };
-      assert.equal(none.token.status, 200, `control: the RUN step reached its metadata service: ${JSON.stringify(none)}`);
+      assert.equal(none.token.status, 200, `control: the RUN step reached its metadata service: ${JSON.stringify(none)} ${metadataDiagnosis()}`);
       const doc = documentOf(none);
       assert.equal(doc?.Code, "AssumeRoleUnauthorizedAccess", `a build whose role cannot be assumed: ${JSON.stringify(none)}`);
       assert.equal(doc?.AccessKeyId, undefined);
@@ -728,7 +743,7 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
     });
 
     test("a terminated MicroVM's credentials: plain role sessions, valid until they expire, as on AWS", async () => {
-      const own = credsOf(documentOf(await py<Flow>(vm.a, "own")));
+      const own = credsOf(await py<Flow>(vm.a, "own"));
       const expiration = documentOf(await py<Flow>(vm.a, "own"))!.Expiration!;
       await v.client.send(new TerminateMicrovmCommand({ microvmIdentifier: vm.a }));
       await eventually(async () => ((await v.client.send(new GetMicrovmCommand({ microvmIdentifier: vm.a }))).state === "TERMINATED" ? true : undefined), `${vm.a} to terminate`, 60_000);
