@@ -194,7 +194,8 @@ print(json.dumps(out))
 
 /**
  * A RUN step's attempts in a busybox image (nc, raw HTTP/1.0): the IMDSv2 flow at 169.254.169.254,
- * then a token asked of each address given (other sandboxes' metadata listeners). Raw answers in files.
+ * then a token asked straight of its own metadata listener's address and of the address given (where
+ * another sandbox's listener would be). Raw answers in files.
  */
 const PROBE_SH = String.raw`#!/bin/sh
 imds() {
@@ -206,7 +207,13 @@ imds PUT /latest/api/token > token.http 2>&1
 token=$(sed -n '$p' token.http)
 imds GET /latest/meta-data/iam/security-credentials/ "$token" > list.http 2>&1
 imds GET /latest/meta-data/iam/security-credentials/execution_role "$token" > role.http 2>&1
-for target in "$@"; do imds PUT /latest/api/token "" "$target" > "direct-$target.http" 2>&1; done
+# Its own metadata listener straight at the host end of its veth (the route's gateway), not redirected;
+# and the next sandbox's (the host end of the next /30), where another build's or MicroVM's listener is.
+own=$(ip route | awk '/^169.254.169.254/ {print $3}')
+other=$(echo "$own" | awk -F. '{ printf "%s.%s.%s.%d", $1, $2, $3, ($4 + 4) % 256 }')
+echo "$own $other" > gateways.txt
+imds PUT /latest/api/token "" "$own" > direct-own.http 2>&1
+imds PUT /latest/api/token "" "$other" > direct-other.http 2>&1
 exit 0
 `;
 
@@ -362,6 +369,13 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
     }));
     appBuild = waitBuilt("pe-app");
     appBuild.catch(() => undefined);
+    // A build whose build role does not exist (every build names one): its RUN step should get no credentials.
+    await v.client.send(new CreateMicrovmImageCommand({
+      name: "pe-norole", baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:busybox", buildRoleArn: roleArn("pe-no-such-role"),
+      codeArtifact: { uri: busyboxZip("RUN sh /app/probe.sh") },
+    }));
+    noRoleBuild = waitBuilt("pe-norole");
+    noRoleBuild.catch(() => undefined);
   });
   after(async () => {
     for (const c of clients) c.destroy();
@@ -628,6 +642,40 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
   });
 
   describe("credentials inside MicroVMs and builds", { timeout: 900_000 }, () => {
+    test("metadata from a build step: a RUN step gets the build role and nothing more, or nothing when the build role cannot be assumed; never an execution role", async () => {
+      assert.equal(await appBuild, "CREATED");
+      const build = JSON.parse(builtFile("pe-app", "build-imds.json")) as Flow;
+      const creds = credsOf(build);
+      const session = as(creds);
+      const who = await session.sts.send(new GetCallerIdentityCommand({}));
+      assert.match(who.Arn!, new RegExp(`^arn:aws:sts::${ACCOUNT}:assumed-role/pe-build/`), "a RUN step gets the build role's session");
+      // Control: what the build role allows works; what it does not is refused.
+      assert.equal((await session.lambda.send(new GetMicrovmImageCommand({ imageIdentifier: "pe-app" }))).name, "pe-app");
+      const refusals = new Set([
+        await refused(session.lambda.send(new ListMicrovmImagesCommand({})), DENIED, "the build role: ListMicrovmImages"),
+        await refused(session.lambda.send(new RunMicrovmCommand({ imageIdentifier: imageArn("pe-app") })), DENIED, "the build role: RunMicrovm"),
+        await refused(session.iam.send(new ListUsersCommand({})), DENIED, "the build role: iam:ListUsers"),
+      ]);
+      record(AREA, "a RUN step of a build with a build role reads 169.254.169.254", `the build role's session (${who.Arn!.split(":").pop()}), allowed GetMicrovmImage on its image as its policy says; ListMicrovmImages, RunMicrovm, iam:ListUsers refused (${[...refusals].join(", ")})`);
+
+      assert.equal(await noRoleBuild, "CREATED");
+      const none: Flow = { token: raw(builtFile("pe-norole", "token.http")), list: raw(builtFile("pe-norole", "list.http")), role: raw(builtFile("pe-norole", "role.http")) };
+      assert.equal(none.token.status, 200, `control: the RUN step reached its metadata service: ${JSON.stringify(none)} ${metadataDiagnosis()}`);
+      const doc = documentOf(none);
+      assert.equal(doc?.Code, "AssumeRoleUnauthorizedAccess", `a build whose role cannot be assumed: ${JSON.stringify(none)}`);
+      assert.equal(doc?.AccessKeyId, undefined);
+      record(AREA, "a RUN step of a build whose build role does not exist reads 169.254.169.254", `no credentials: security-credentials/ lists ${none.list?.body}, whose document is Code ${doc?.Code}`);
+      const [ownGateway, otherGateway] = builtFile("pe-norole", "gateways.txt").trim().split(" ");
+      const direct = { own: raw(builtFile("pe-norole", "direct-own.http")), other: raw(builtFile("pe-norole", "direct-other.http")) };
+      for (const [k, answer] of Object.entries(direct)) assert.equal(answer.status, undefined, `the RUN step reached the listener at the ${k} address: ${JSON.stringify(answer)}`);
+      record(AREA, `a RUN step asks its own metadata listener straight at its address (${ownGateway}:80), not through 169.254.169.254`, `no connection (${direct.own.error})`);
+      record(AREA, `a RUN step asks the next sandbox's metadata listener address (${otherGateway}:80)`, `no connection (${direct.other.error}): a RUN step without egress has a route to 169.254.169.254/32 only`);
+      const node = JSON.parse(builtFile("pe-app", "build-imds-node.json")) as Flow;
+      assert.equal(documentOf(node)?.AccessKeyId, creds.accessKeyId, "Node in the same RUN step gets the same build-role credentials");
+      // Neither build's RUN step ever held an execution role's credentials.
+      for (const f of [build, node, none]) assert.ok(!/pe-exec-/.test(JSON.stringify(f)));
+    });
+
     test("one MicroVM never gets another's credentials: not at the other's metadata listener, not with spoofed headers, not with the other's token, not from the other's address, not anywhere in 169.254.0.0/16", async () => {
       assert.equal(await appBuild, "CREATED");
       for (const [k, role, egress] of [["a", "pe-exec-a", [managed("INTERNET_EGRESS")]], ["b", "pe-exec-b", []]] as const) {
@@ -635,17 +683,13 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
         vm[k] = out.microvmId!;
       }
       for (const k of ["a", "b"] as const) {
-        await eventually(async () => ((await v.client.send(new GetMicrovmCommand({ microvmIdentifier: vm[k] }))).state === "RUNNING" ? true : undefined), `${vm[k]} to run`, 300_000);
+        const ran = await eventually(async () => {
+          const m = await v.client.send(new GetMicrovmCommand({ microvmIdentifier: vm[k] }));
+          return m.state === "PENDING" ? undefined : `${m.state}${m.stateReason ? `: ${m.stateReason}` : ""}`;
+        }, `${vm[k]} to leave PENDING`, 300_000);
+        assert.match(ran, /^RUNNING/, `MicroVM ${k.toUpperCase()}`);
         ip[k] = sandboxIp(vm[k]);
       }
-      // A build with no usable build role, started now so that its RUN step can try the running MicroVMs' listeners too.
-      await v.client.send(new CreateMicrovmImageCommand({
-        name: "pe-norole", baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:busybox", buildRoleArn: roleArn("pe-no-such-role"),
-        codeArtifact: { uri: busyboxZip(`RUN sh /app/probe.sh ${gatewayOf(ip.a)} ${gatewayOf(ip.b)}`) },
-      }));
-      noRoleBuild = waitBuilt("pe-norole");
-      noRoleBuild.catch(() => undefined);
-
       // Controls: each MicroVM gets its own role's credentials, from Python and from Node.
       const own = { a: await py<Flow>(vm.a, "own"), b: await py<Flow>(vm.b, "own") };
       const key = { a: credsOf(own.a), b: credsOf(own.b) };
@@ -699,7 +743,7 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
       record(AREA, "from MicroVM A: a connection to 169.254.169.254 from B's address (IP_FREEBIND/IP_TRANSPARENT)", freebind.answer ? `answered ${freebind.answer.split("\r\n")[0]}` : `no connection (${freebind.error?.split(":")[0]})`);
 
       // Every address of 169.254.0.0/16 on port 80: whatever answers hands A its own credentials, or nothing.
-      const scan = await py<{ scanned: number; seconds: number; answered: Record<string, Flow> }>(vm.a, "scan", { concurrency: 2048, timeout: 1.0 });
+      const scan = await py<{ scanned: number; seconds: number; answered: Record<string, Flow> }>(vm.a, "scan", { concurrency: 4096, timeout: 1.0 });
       assert.equal(scan.scanned, 65536);
       for (const [address, f] of Object.entries(scan.answered)) onlyA(f, `the scan's ${address}`);
       assert.ok(METADATA_ADDRESS in scan.answered, `control: the scan found the metadata service: ${Object.keys(scan.answered).join(", ")}`);
@@ -708,41 +752,8 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
       record(AREA, "control: A and B each read their own role through 169.254.169.254 (Python and Node)", "each got its own execution role's session (assumed-role/<role>/<MicroVM id>), allowed what its role allows only");
     });
 
-    test("metadata from a build step: a RUN step gets the build role and nothing more, or nothing when the build role cannot be assumed; never an execution role", async () => {
-      assert.equal(await appBuild, "CREATED");
-      const build = JSON.parse(builtFile("pe-app", "build-imds.json")) as Flow;
-      const creds = credsOf(build);
-      const session = as(creds);
-      const who = await session.sts.send(new GetCallerIdentityCommand({}));
-      assert.match(who.Arn!, new RegExp(`^arn:aws:sts::${ACCOUNT}:assumed-role/pe-build/`), "a RUN step gets the build role's session");
-      // Control: what the build role allows works; what it does not is refused.
-      assert.equal((await session.lambda.send(new GetMicrovmImageCommand({ imageIdentifier: "pe-app" }))).name, "pe-app");
-      const refusals = new Set([
-        await refused(session.lambda.send(new ListMicrovmImagesCommand({})), DENIED, "the build role: ListMicrovmImages"),
-        await refused(session.lambda.send(new RunMicrovmCommand({ imageIdentifier: imageArn("pe-app") })), DENIED, "the build role: RunMicrovm"),
-        await refused(session.iam.send(new ListUsersCommand({})), DENIED, "the build role: iam:ListUsers"),
-      ]);
-      record(AREA, "a RUN step of a build with a build role reads 169.254.169.254", `the build role's session (${who.Arn!.split(":").pop()}), allowed GetMicrovmImage on its image as its policy says; ListMicrovmImages, RunMicrovm, iam:ListUsers refused (${[...refusals].join(", ")})`);
-
-      assert.equal(await noRoleBuild, "CREATED");
-      const none: Flow = { token: raw(builtFile("pe-norole", "token.http")), list: raw(builtFile("pe-norole", "list.http")), role: raw(builtFile("pe-norole", "role.http")) };
-      assert.equal(none.token.status, 200, `control: the RUN step reached its metadata service: ${JSON.stringify(none)} ${metadataDiagnosis()}`);
-      const doc = documentOf(none);
-      assert.equal(doc?.Code, "AssumeRoleUnauthorizedAccess", `a build whose role cannot be assumed: ${JSON.stringify(none)}`);
-      assert.equal(doc?.AccessKeyId, undefined);
-      record(AREA, "a RUN step of a build whose build role does not exist reads 169.254.169.254", `no credentials: security-credentials/ lists ${none.list?.body}, whose document is Code ${doc?.Code}`);
-      for (const k of ["a", "b"] as const) {
-        const answer = raw(builtFile("pe-norole", `direct-${gatewayOf(ip[k])}.http`));
-        assert.equal(answer.status, undefined, `the RUN step reached MicroVM ${k.toUpperCase()}'s metadata listener: ${JSON.stringify(answer)}`);
-      }
-      record(AREA, "a RUN step tries the metadata listeners of two running MicroVMs with execution roles, at their host veth addresses", "no connection to either");
-      const node = JSON.parse(builtFile("pe-app", "build-imds-node.json")) as Flow;
-      assert.equal(documentOf(node)?.AccessKeyId, creds.accessKeyId, "Node in the same RUN step gets the same build-role credentials");
-      // Neither build's RUN step ever held an execution role's credentials.
-      for (const f of [build, node, none]) assert.ok(!/pe-exec-/.test(JSON.stringify(f)));
-    });
-
     test("a terminated MicroVM's credentials: plain role sessions, valid until they expire, as on AWS", async () => {
+      assert.ok(vm.a, "MicroVM A was never started (the first test of this part failed before it)");
       const own = credsOf(await py<Flow>(vm.a, "own"));
       const expiration = documentOf(await py<Flow>(vm.a, "own"))!.Expiration!;
       await v.client.send(new TerminateMicrovmCommand({ microvmIdentifier: vm.a }));
