@@ -151,18 +151,19 @@ def freebind(source):
     finally:
         s.close()
 
-async def scan(prefix_hosts, port, concurrency, timeout):
+async def scan(hosts, port, concurrency, timeout):
+    # A pool of workers, each connecting to the next address: few tasks alive at once.
     found = []
-    sem = asyncio.Semaphore(concurrency)
-    async def one(addr):
-        async with sem:
+    it = iter(hosts)
+    async def worker():
+        for addr in it:
             try:
                 _, w = await asyncio.wait_for(asyncio.open_connection(addr, port), timeout)
                 found.append(addr)
                 w.close()
             except Exception:
                 pass
-    await asyncio.gather(*(one(a) for a in prefix_hosts))
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
     return found
 
 mode = sys.argv[1]
@@ -349,9 +350,14 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
   /** Where the image the MicroVMs run was built, and its build role's credentials read in a RUN step. */
   let appBuild: Promise<string>;
   let noRoleBuild: Promise<string>;
+  /** The MicroVM platform's last log events, for failure messages. */
+  const serverLog: string[] = [];
 
   before(async () => {
-    v = await startTestPlatform({ builder: undefined, baseImageCache: BASE_IMAGE_CACHE });
+    v = await startTestPlatform({ builder: undefined, baseImageCache: BASE_IMAGE_CACHE, log: (e) => {
+      serverLog.push(JSON.stringify(e));
+      if (serverLog.length > 40) serverLog.shift();
+    } });
     iam = new IAMClient({ endpoint: v.platform.url, region: "us-east-1", credentials: v.credentials, maxAttempts: 1 });
     const lambdaTrust = trust({ Service: "lambda.amazonaws.com" });
     for (const [name, document] of [
@@ -686,7 +692,9 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
         const ran = await eventually(async () => {
           const m = await v.client.send(new GetMicrovmCommand({ microvmIdentifier: vm[k] }));
           return m.state === "PENDING" ? undefined : `${m.state}${m.stateReason ? `: ${m.stateReason}` : ""}`;
-        }, `${vm[k]} to leave PENDING`, 300_000);
+        }, `${vm[k]} to leave PENDING`, 300_000).catch((err: Error) => {
+          throw new Error(`${err.message}; the server's last events:\n${serverLog.join("\n")}`);
+        });
         assert.match(ran, /^RUNNING/, `MicroVM ${k.toUpperCase()}`);
         ip[k] = sandboxIp(vm[k]);
       }
@@ -743,7 +751,7 @@ describe("privilege escalation", { timeout: 1_200_000 }, () => {
       record(AREA, "from MicroVM A: a connection to 169.254.169.254 from B's address (IP_FREEBIND/IP_TRANSPARENT)", freebind.answer ? `answered ${freebind.answer.split("\r\n")[0]}` : `no connection (${freebind.error?.split(":")[0]})`);
 
       // Every address of 169.254.0.0/16 on port 80: whatever answers hands A its own credentials, or nothing.
-      const scan = await py<{ scanned: number; seconds: number; answered: Record<string, Flow> }>(vm.a, "scan", { concurrency: 4096, timeout: 1.0 });
+      const scan = await py<{ scanned: number; seconds: number; answered: Record<string, Flow> }>(vm.a, "scan", { concurrency: 2048, timeout: 0.75 });
       assert.equal(scan.scanned, 65536);
       for (const [address, f] of Object.entries(scan.answered)) onlyA(f, `the scan's ${address}`);
       assert.ok(METADATA_ADDRESS in scan.answered, `control: the scan found the metadata service: ${Object.keys(scan.answered).join(", ")}`);
