@@ -36,6 +36,13 @@ const TITLES: Record<string, string> = {
   faults: "Faults: the server killed, a sandbox killed, a checkpoint corrupted, the data directory full",
   load: "Load",
   egress: "Egress escapes: tried from inside MicroVMs with every capability, with and without INTERNET_EGRESS",
+  "privilege-escalation": "Privilege escalation: self-granted rights, roles outside their trust policy, altered and replayed session tokens, one MicroVM's credentials from another, metadata from a build step",
+};
+
+/** A paragraph under an area's title, where its table needs one to be read right. */
+const INTROS: Record<string, string> = {
+  "privilege-escalation":
+    "Tried with the official IAM, STS and MicroVMs SDK clients against a real server, and from inside MicroVMs and builds as root with every capability. Each attempt had a control that succeeded (the same principal doing what it is allowed, the untouched token, the role's real trustee, the MicroVM's own credentials), so a server refusing everything would have failed the run. \"allowed\" rows are AWS's own rules, kept on purpose.",
 };
 
 const lines = [
@@ -71,7 +78,7 @@ for (const area of [...new Set(attempts.map((a) => a.area))]) {
     sections.set(title, [title, "", ...fuzzTable(fuzz), ""]);
     continue;
   }
-  const out = [title, "", "| attempt | outcome | figures |", "|---|---|---|"];
+  const out = [title, "", ...(INTROS[area] ? [INTROS[area]!, ""] : []), "| attempt | outcome | figures |", "|---|---|---|"];
   for (const a of attempts.filter((x) => x.area === area)) {
     const figures = a.figures ? Object.entries(a.figures).map(([k, v]) => `${k}: ${v}`).join(", ") : "";
     out.push(`| ${a.attempt.replace(/\|/g, "\\|")} | ${a.outcome} | ${figures} |`);
