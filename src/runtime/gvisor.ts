@@ -77,6 +77,19 @@ export interface SandboxSpec {
 }
 
 /** The sandbox's directory, bundle or disk could not be made: runsc never started. */
+/**
+ * Why runsc failed, from its log: the last lines it wrote, and when the sandbox
+ * panicked, the panic's own line first (a Go panic ends in a stack trace, whose
+ * last lines name only the goroutine that reported it).
+ */
+function runscFailure(diag: string): string {
+  if (!existsSync(diag)) return "";
+  const lines = readFileSync(diag, "utf8").trim().split("\n");
+  const last = lines.filter((l) => !/^\s/.test(l)).slice(-3);
+  const panic = [...lines].reverse().find((l) => /^(panic|fatal error): /.test(l) || /\bpanic: /.test(l));
+  return [...(panic && !last.includes(panic) ? [panic.trim().slice(0, 500)] : []), ...last].join(" | ");
+}
+
 export class SandboxSetupError extends Error {}
 
 /** A runsc command was cut short by its caller's AbortSignal. */
@@ -264,8 +277,7 @@ export class Gvisor {
       child.once("exit", (code) => {
         signal?.removeEventListener("abort", kill);
         if (code === 0) return resolve();
-        const why = existsSync(diag) ? readFileSync(diag, "utf8").trim().split("\n").filter((l) => !/^\s/.test(l)).slice(-3).join(" | ") : "";
-        reject(new Error(`runsc ${subcommand[0]} failed (exit ${code}): ${why}`));
+        reject(new Error(`runsc ${subcommand[0]} failed (exit ${code}): ${runscFailure(diag)}`));
       });
     });
   }
