@@ -203,7 +203,10 @@ export function toRequest(op: OperationModel, values: Record<string, unknown>, v
   for (const m of op.input) {
     const v = values[m.name];
     const text = (x: unknown) => (typeof x === "string" ? x : JSON.stringify(x ?? "x"));
-    if (m.binding.in === "label") path = path.replace(`{${m.name}}`, encodeURIComponent(text(v)).slice(0, 2000) || "x");
+    // A label of "." or ".." (or %2E) cannot be sent through fetch: WHATWG URL parsing removes the
+    // dot segment after the request was signed, and the server rightly refuses the signature. Such
+    // a label gets an "x" after it, still an invalid identifier.
+    if (m.binding.in === "label") path = path.replace(`{${m.name}}`, encodeURIComponent(text(v)).slice(0, 2000).replace(/^\.{1,2}$/, (d) => `${d}x`) || "x");
     else if (v === undefined) continue;
     else if (m.binding.in === "query") {
       for (const item of Array.isArray(v) && (m.kind === "list" || m.kind === "string-list") ? v : [v]) query.append(m.binding.name, text(item).slice(0, 2000));
