@@ -24,6 +24,7 @@ import { eventually, imageRequest, sdkClient, startTestPlatform, tempDir, type T
 import { ScriptedBuilder, ScriptedRuntime } from "../support/scripted.js";
 import { signedFetch } from "../support/signed-fetch.js";
 import { DEFAULTS, paths } from "../../src/server/index.js";
+import type { AuditEvent } from "../../src/core/audit.js";
 
 const HIDDEN = "HIDDEN_DUE_TO_SECURITY_REASONS";
 const ENV_SECRET = "env-value-7f3a9c21-do-not-keep";
@@ -31,29 +32,8 @@ const HOOK_SECRET = "hook-payload-51be0d44-do-not-keep";
 const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
 const HTTP = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:HTTP_INGRESS";
 
-interface Record_ {
-  eventVersion: string;
-  userIdentity: { type: string; principalId?: string; arn?: string; accountId?: string; accessKeyId?: string; userName?: string; sessionContext?: { sessionIssuer: { type: string; arn: string; userName: string; principalId: string } } };
-  eventTime: string;
-  eventSource: string;
-  eventName: string;
-  awsRegion: string;
-  sourceIPAddress: string;
-  userAgent: string;
-  errorCode?: string;
-  errorMessage?: string;
-  requestParameters: Record<string, unknown> | null;
-  responseElements: Record<string, unknown> | null;
-  requestID: string;
-  eventID: string;
-  readOnly: boolean;
-  resources?: { ARN: string; type: string; accountId?: string }[];
-  eventType: string;
-  managementEvent: boolean;
-  recipientAccountId: string;
-}
 
-const recordOf = (e: Event) => JSON.parse(e.CloudTrailEvent!) as Record_;
+const recordOf = (e: Event) => JSON.parse(e.CloudTrailEvent!) as AuditEvent;
 
 describe("audit trail (CloudTrail LookupEvents)", () => {
   let t: TestPlatform;
