@@ -9,8 +9,8 @@ import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
 import { CONNECTORS_PATH } from "../api/wire.js";
 import { resolveConnection, type ConnectionOptions } from "./connection.js";
-import { splitArgs, UsageError } from "./flags.js";
-import { applyQuery, render, type OutputFormat } from "./output.js";
+import { commandOptions, splitArgs, UsageError } from "./flags.js";
+import { applyQuery, render } from "./output.js";
 
 interface Flag {
   name: string;
@@ -190,12 +190,7 @@ export async function connectorCommand(name: string, argv: string[]): Promise<nu
     process.stdout.write(connectorCommandHelp(name));
     return 0;
   }
-  const known = new Set([...GLOBAL, ...BOOLEANS, ...c.flags.map((f) => f.name)]);
-  const unknown = [...args.flags.keys()].filter((f) => !known.has(f));
-  if (unknown.length || args.positionals.length) throw new UsageError(`Unknown options: ${[...unknown.map((f) => `--${f}`), ...args.positionals].join(", ")}\nSee 'lmvm ${name} help'.`);
-  const single = (flag: string) => args.flags.get(flag)?.at(-1);
-  const output = (single("output") ?? process.env.AWS_DEFAULT_OUTPUT ?? "json") as OutputFormat;
-  if (!["json", "text", "table"].includes(output)) throw new UsageError(`argument --output: Invalid choice '${output}', valid choices are: json | text | table`);
+  const { single, output } = commandOptions(args, [...GLOBAL, ...BOOLEANS, ...c.flags.map((f) => f.name)], `lmvm ${name} help`);
 
   const input: Record<string, unknown> = {};
   const cliInput = single("cli-input-json");

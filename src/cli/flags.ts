@@ -237,3 +237,17 @@ export function buildInput(op: OperationModel, args: RawArgs): Record<string, un
   if (missing.length) throw new UsageError(`the following arguments are required: ${missing.join(", ")}`);
   return input;
 }
+
+/**
+ * The options every hand-written command (connector, IAM, STS) takes: refuses flags the command
+ * does not know and stray arguments, naming `helpRef` for help, and reads --output.
+ */
+export function commandOptions(args: RawArgs, known: Iterable<string>, helpRef: string): { single: (flag: string) => string | undefined; output: "json" | "text" | "table" } {
+  const knownSet = new Set(known);
+  const unknown = [...args.flags.keys()].filter((f) => !knownSet.has(f));
+  if (unknown.length || args.positionals.length) throw new UsageError(`Unknown options: ${[...unknown.map((f) => `--${f}`), ...args.positionals].join(", ")}\nSee '${helpRef}'.`);
+  const single = (flag: string) => args.flags.get(flag)?.at(-1);
+  const output = single("output") ?? process.env.AWS_DEFAULT_OUTPUT ?? "json";
+  if (output !== "json" && output !== "text" && output !== "table") throw new UsageError(`argument --output: Invalid choice '${output}', valid choices are: json | text | table`);
+  return { single, output };
+}

@@ -6,8 +6,8 @@
 // AWS CLI prints them. A leaf: it loads no server code.
 
 import { resolveConnection, type ConnectionOptions } from "./connection.js";
-import { splitArgs, UsageError } from "./flags.js";
-import { applyQuery, plain, render, type OutputFormat } from "./output.js";
+import { commandOptions, splitArgs, UsageError } from "./flags.js";
+import { applyQuery, plain, render } from "./output.js";
 
 type Kind = "string" | "integer" | "document" | "tags" | "status";
 
@@ -216,12 +216,7 @@ export async function serviceCommand(service: "iam" | "sts", argv: string[]): Pr
     process.stdout.write(commandHelp(service, name));
     return 0;
   }
-  const known = new Set([...GLOBAL, ...BOOLEANS, ...c.flags.map((f) => f.name)]);
-  const unknown = [...args.flags.keys()].filter((f) => !known.has(f));
-  if (unknown.length || args.positionals.length) throw new UsageError(`Unknown options: ${[...unknown.map((f) => `--${f}`), ...args.positionals].join(", ")}\nSee 'lmvm ${service} ${name} help'.`);
-  const single = (flag: string) => args.flags.get(flag)?.at(-1);
-  const output = (single("output") ?? process.env.AWS_DEFAULT_OUTPUT ?? "json") as OutputFormat;
-  if (!["json", "text", "table"].includes(output)) throw new UsageError(`argument --output: Invalid choice '${output}', valid choices are: json | text | table`);
+  const { single, output } = commandOptions(args, [...GLOBAL, ...BOOLEANS, ...c.flags.map((f) => f.name)], `lmvm ${service} ${name} help`);
 
   const input: Record<string, unknown> = {};
   const cliInput = single("cli-input-json");
