@@ -182,7 +182,7 @@ export async function snapshotsBench(): Promise<string[]> {
     }
     await new Promise((r) => setTimeout(r, 2000));
     const marginal = extra.length ? (availableBefore - meminfo("MemAvailable")) / extra.length : 0;
-    const pss = median([...ids, ...extra].map(sandboxPss));
+    const pss = median([...ids, ...extra].map((id) => sandboxPss(record(id)?.sandboxId ?? id)));
     const perVm = Math.max(pss, marginal);
     const fit = Math.floor((meminfo("MemTotal") - 1024 * MB) / perVm);
     for (const id of [...ids, ...extra]) await client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));

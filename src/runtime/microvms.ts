@@ -70,6 +70,16 @@ export interface SandboxRecord {
   network?: NetworkCounters;
   /** Set once a suspend has removed the sandbox's network: networkIndex may be another sandbox's by now. */
   networkReleased?: boolean;
+  /**
+   * The runsc id of the MicroVM's current sandbox, new for every incarnation (the MicroVM's id at
+   * RunMicrovm, `<id>-r<n>` after its n-th resume), so removing one sandbox never delays the next;
+   * absent on records from before incarnations: the MicroVM's id.
+   */
+  sandboxId?: string;
+  /** That sandbox's directory (bundle, overlay, disk); absent: `<microvm dir>/sandbox`. */
+  sandboxDir?: string;
+  /** How many times the MicroVM has been resumed. */
+  incarnation?: number;
 }
 
 export interface MicrovmNetworkCounters extends NetworkCounters {
@@ -149,7 +159,7 @@ export class MicrovmRuntime implements SandboxRuntime {
 
   constructor(private readonly opts: MicrovmRuntimeOptions) {
     const cgroups = (this.cgroups = opts.cgroups ?? new SandboxCgroups());
-    this.cpu = new CpuRoom({ cores: opts.cores ?? availableParallelism(), usageMicros: (id) => cgroups.cpuUsageMicros(id) });
+    this.cpu = new CpuRoom({ cores: opts.cores ?? availableParallelism(), usageMicros: (id) => cgroups.cpuUsageMicros(this.sandboxOf(id)) });
     // Sandboxes a previous process left running hold their vCPUs until recovery says otherwise (reap).
     const root = opts.microvmsDir;
     if (existsSync(root)) {
@@ -173,6 +183,22 @@ export class MicrovmRuntime implements SandboxRuntime {
     return join(this.opts.microvmsDir, id);
   }
 
+  /** The runsc id of a MicroVM's current sandbox (each incarnation has its own). */
+  sandboxOf(id: string): string {
+    return this.records.get(id)?.sandboxId ?? id;
+  }
+
+  private sandboxDir(id: string, rec: SandboxRecord | undefined = this.records.get(id)): string {
+    return rec?.sandboxDir ?? join(this.dir(id), "sandbox");
+  }
+
+  /** Removes the directories of a MicroVM's earlier sandboxes (all of them when `current` is undefined). */
+  private forgetSandboxes(id: string, current?: string): void {
+    const dir = this.dir(id);
+    if (!existsSync(dir)) return;
+    for (const name of readdirSync(dir)) if (/^sandbox(-r\d+)?$/.test(name) && join(dir, name) !== current) Gvisor.forget({ dir: join(dir, name) });
+  }
+
   /** The sandbox record of a MicroVM, e.g. to reach its app through its network namespace. */
   record(id: string): SandboxRecord | undefined {
     return this.records.get(id);
@@ -180,7 +206,7 @@ export class MicrovmRuntime implements SandboxRuntime {
 
   private spec(vm: Microvm, rec: SandboxRecord, network: SandboxNetwork): SandboxSpec {
     return {
-      id: vm.id,
+      id: rec.sandboxId ?? vm.id,
       rootfs: rec.rootfs,
       config: rec.config,
       env: {},
@@ -188,7 +214,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       hostname: vm.id,
       limits: rec.limits,
       network,
-      dir: join(this.dir(vm.id), "sandbox"),
+      dir: this.sandboxDir(vm.id, rec),
       logFile: rec.logging ? this.opts.logs.path(vm.id) : "/dev/null",
     };
   }
@@ -256,6 +282,9 @@ export class MicrovmRuntime implements SandboxRuntime {
       limits: limitsOf(version.config),
       env: { ...version.config.environmentVariables, ...reservedEnvironment(version.imageArn, version.version) },
       egress: vm.config.egress ?? NO_EGRESS,
+      sandboxId: vm.id,
+      sandboxDir: join(this.dir(vm.id), "sandbox"),
+      incarnation: 0,
     };
     this.save(vm.id, rec);
     try {
@@ -266,7 +295,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       this.release(this.startingMemory(vm.imageArn, vm.imageVersion), rec.limits.vcpus);
       this.cpu.hold(vm.id, rec.limits.vcpus); // until terminate: a failed restore may have left a sandbox
     }
-    await this.opts.gvisor.setHostname(vm.id, rec.rootfs, vm.id);
+    await this.opts.gvisor.setHostname(this.sandboxOf(vm.id), rec.rootfs, vm.id);
     await this.hook(vm.id, rec, "run", runHookBody(vm.id, vm.config.runHookPayload)).catch((err: unknown) => {
       throw err instanceof HookFailure ? new RunHookFailed(runFailureReason(err, rec.hooks.microvmHooks?.runTimeoutInSeconds ?? HOOK_TIMEOUT_DEFAULT)) : err;
     });
@@ -276,17 +305,17 @@ export class MicrovmRuntime implements SandboxRuntime {
     const rec = this.record(vm.id);
     if (!rec) throw new Error(`MicroVM ${vm.id} has no sandbox on this host`);
     // A checkpoint cut short by a full disk can take the sandbox down with it.
-    const sandbox = join(this.dir(vm.id), "sandbox");
-    const short = this.diskShortage(this.cgroups.memoryInUse(vm.id) + (Gvisor.diskUsage({ dir: sandbox })?.usedBytes ?? 0), "its checkpoint");
+    const sandbox = this.sandboxDir(vm.id, rec);
+    const short = this.diskShortage(this.cgroups.memoryInUse(this.sandboxOf(vm.id)) + (Gvisor.diskUsage({ dir: sandbox })?.usedBytes ?? 0), "its checkpoint");
     if (short) throw new NotBegun(`${short}. Free some space and retry.`);
     await this.hook(vm.id, rec, "suspend");
     const checkpoint = join(this.dir(vm.id), "checkpoint");
     rmSync(checkpoint, { recursive: true, force: true });
-    await bounded("saving memory and disk with runsc checkpoint", CHECKPOINT_SECONDS, (signal) => this.opts.gvisor.checkpoint(vm.id, checkpoint, { sandboxIp: rec.sandboxIp, signal })).catch((err: unknown) => {
+    await bounded("saving memory and disk with runsc checkpoint", CHECKPOINT_SECONDS, (signal) => this.opts.gvisor.checkpoint(this.sandboxOf(vm.id), checkpoint, { sandboxIp: rec.sandboxIp, signal })).catch((err: unknown) => {
       rmSync(checkpoint, { recursive: true, force: true }); // half an image must not pass for a suspended MicroVM
       throw err;
     });
-    Gvisor.forget({ dir: join(this.dir(vm.id), "sandbox") });
+    Gvisor.forget({ dir: sandbox });
     const network = this.opts.nets.describe(rec.networkIndex);
     const counted = (await this.opts.egress.counters().catch(() => undefined))?.get(rec.networkIndex);
     await this.opts.egress.detach(network);
@@ -303,7 +332,13 @@ export class MicrovmRuntime implements SandboxRuntime {
     let resumed: SandboxRecord | undefined;
     try {
       network = await this.opts.nets.create();
-      resumed = { ...rec, networkIndex: network.index, sandboxIp: network.sandboxIp, networkReleased: false };
+      // A new runsc id and directory: the last sandbox's removal (runsc delete, over a second after
+      // its checkpoint) goes on beside this restore instead of before it.
+      const incarnation = (rec.incarnation ?? 0) + 1;
+      resumed = {
+        ...rec, networkIndex: network.index, sandboxIp: network.sandboxIp, networkReleased: false,
+        incarnation, sandboxId: `${vm.id}-r${incarnation}`, sandboxDir: join(this.dir(vm.id), `sandbox-r${incarnation}`),
+      };
       this.save(vm.id, resumed);
       await this.attach(network, resumed, vm).catch((err: Error) => {
         throw new SandboxSetupError(`Enforcing the MicroVM's egress on its network failed: ${err.message}`);
@@ -336,7 +371,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     const rec = this.record(vm.id);
     const suspended = existsSync(join(this.dir(vm.id), "checkpoint"));
     if (rec && !suspended) await this.hook(vm.id, rec, "terminate").catch(() => undefined); // best effort: it is going anyway
-    await this.opts.gvisor.destroy(vm.id);
+    await this.opts.gvisor.destroy(this.sandboxOf(vm.id));
     this.cpu.drop(vm.id);
     // A suspended MicroVM's network went with its suspend, and its index may be another sandbox's now
     // (a record from before networkReleased: suspended means released).
@@ -345,6 +380,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       await this.opts.egress.detach(network);
       await this.opts.nets.destroy(network);
     }
+    if (rec?.sandboxDir && !rec.sandboxDir.startsWith(this.dir(vm.id) + "/")) Gvisor.forget({ dir: rec.sandboxDir });
     removeTree(this.dir(vm.id));
     this.records.delete(vm.id);
   }
@@ -353,7 +389,7 @@ export class MicrovmRuntime implements SandboxRuntime {
   async inspect(vm: Microvm): Promise<SandboxFound> {
     const live = await this.opts.gvisor.list();
     return {
-      running: live.some((s) => s.id === vm.id && s.status === "running") && (await this.opts.gvisor.responds(vm.id)),
+      running: live.some((s) => s.id === this.sandboxOf(vm.id) && s.status === "running") && (await this.opts.gvisor.responds(this.sandboxOf(vm.id))),
       checkpoint: existsSync(join(this.dir(vm.id), "checkpoint", "checkpoint.img")),
     };
   }
@@ -371,9 +407,11 @@ export class MicrovmRuntime implements SandboxRuntime {
     const running = new Set(keep.filter((vm) => vm.state === "RUNNING").map((vm) => vm.id));
     // A server killed mid-suspend or mid-resume can leave a sandbox beside a checkpoint:
     // only a RUNNING MicroVM keeps its sandbox and namespace, only a SUSPENDED one its checkpoint.
-    for (const s of await this.opts.gvisor.list().catch(() => [])) if (!running.has(s.id)) await this.opts.gvisor.destroy(s.id);
+    const current = new Set([...running].map((id) => this.sandboxOf(id)));
+    for (const s of await this.opts.gvisor.list().catch(() => [])) if (!current.has(s.id)) await this.opts.gvisor.destroy(s.id);
     for (const id of running) rmSync(join(this.dir(id), "checkpoint"), { recursive: true, force: true });
-    for (const vm of keep) if (vm.state === "SUSPENDED") Gvisor.forget({ dir: join(this.dir(vm.id), "sandbox") });
+    // Only a RUNNING MicroVM's current sandbox keeps its directory (earlier incarnations', and a crashed resume's, go).
+    for (const vm of keep) if (vm.state === "SUSPENDED" || vm.state === "RUNNING") this.forgetSandboxes(vm.id, vm.state === "RUNNING" ? this.sandboxDir(vm.id) : undefined);
     for (const id of this.cpu.holders()) if (!running.has(id)) this.cpu.drop(id);
     const indexes = new Set([...running].map((id) => this.record(id)?.networkIndex).filter((i): i is number => i !== undefined));
     for (const i of await this.opts.nets.reap(indexes)) await this.opts.egress.detach(this.opts.nets.describe(i));
@@ -412,21 +450,23 @@ export class MicrovmRuntime implements SandboxRuntime {
     return undefined;
   }
 
+  /** The MicroVMs whose current sandbox runs. */
   async running(): Promise<Set<string>> {
-    return new Set((await this.opts.gvisor.list()).filter((s) => s.status === "running").map((s) => s.id));
+    const live = new Set((await this.opts.gvisor.list()).filter((s) => s.status === "running").map((s) => s.id));
+    return new Set([...this.records.keys()].filter((id) => live.has(this.sandboxOf(id))));
   }
 
   /** What the app is up against now: a full disk, or its CPU limit since the last call. */
   async condition(vm: Microvm): Promise<string | undefined> {
     const found: string[] = [];
-    const disk = Gvisor.diskUsage({ dir: join(this.dir(vm.id), "sandbox") });
+    const disk = Gvisor.diskUsage({ dir: this.sandboxDir(vm.id) });
     if (disk && disk.freeBytes <= Math.max(MIB, disk.sizeBytes / 100)) {
       const limits = this.record(vm.id)?.limits;
       const size = this.opts.gvisor.diskMiB(limits);
       const why = limits && size !== limits.diskMiB ? "lmvm server --microvm-disk-mib" : "its size's disk";
       found.push(`Its disk is full: the app has written ${Math.round(disk.usedBytes / MIB)} MiB of the ${size ?? Math.round(disk.sizeBytes / MIB)} MiB a MicroVM may (${why}); its writes fail with ENOSPC until it deletes files.`);
     }
-    const cpu = this.cgroups.cpuThrottling(vm.id);
+    const cpu = this.cgroups.cpuThrottling(this.sandboxOf(vm.id));
     const before = this.cpuSamples.get(vm.id);
     if (cpu) this.cpuSamples.set(vm.id, cpu);
     if (cpu && before) {
@@ -443,7 +483,7 @@ export class MicrovmRuntime implements SandboxRuntime {
 
   async exitReason(vm: Microvm): Promise<string | undefined> {
     const limits = this.record(vm.id)?.limits;
-    return this.cgroups.oomKilled(vm.id) ? `it ran out of memory${limits ? ` (its limit is ${limits.peakMemoryMiB} MiB, the peak memory of its size, ${limits.memoryMiB} MiB baseline, which the image's resources.minimumMemoryInMiB chooses)` : ""} and was killed` : undefined;
+    return this.cgroups.oomKilled(this.sandboxOf(vm.id)) ? `it ran out of memory${limits ? ` (its limit is ${limits.peakMemoryMiB} MiB, the peak memory of its size, ${limits.memoryMiB} MiB baseline, which the image's resources.minimumMemoryInMiB chooses)` : ""} and was killed` : undefined;
   }
 
   address(id: string): string | undefined {
@@ -453,7 +493,7 @@ export class MicrovmRuntime implements SandboxRuntime {
   async spawn(id: string, opts: SpawnOptions): Promise<GuestProcess> {
     const rec = this.record(id);
     if (!rec) throw new Error(`MicroVM ${id} has no sandbox on this host`);
-    return spawnGuest({ gvisor: this.opts.gvisor, sandboxId: id, rootfs: rec.rootfs, config: rec.config, env: rec.env ?? {}, dir: join(this.dir(id), "exec") }, opts);
+    return spawnGuest({ gvisor: this.opts.gvisor, sandboxId: this.sandboxOf(id), rootfs: rec.rootfs, config: rec.config, env: rec.env ?? {}, dir: join(this.dir(id), "exec") }, opts);
   }
 
   /** Memory a sandbox of a version needs as it starts: its snapshot's pages (a MicroVM's own checkpoint is about as big). */

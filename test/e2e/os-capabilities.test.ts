@@ -345,10 +345,10 @@ describe("OS capabilities and sizes", { timeout: 900_000 }, () => {
         assert.equal(found.memTotalKiB, s.peak * 1024, `${s.what}: ${app} sees the peak memory as MemTotal`);
         assert.equal(found.cpus, cpusFor(s.peakVcpus), `${s.what}: ${app}'s CPU count`);
       }
-      const cg = cgroupLimits(s.id);
+      const cg = cgroupLimits(record(s.id).sandboxId ?? s.id); // runsc names cgroups after the sandbox, one per incarnation
       assert.equal(cg.memoryBytes, s.peak * MIB, `${s.what}: the memory cgroup limit is the peak`);
       assert.equal(cg.cpuQuota / cg.cpuPeriod, s.peakVcpus, `${s.what}: the CPU quota is the peak vCPUs`);
-      assert.equal(statSync(join(t.dataDir, "microvms", s.id, "sandbox", "disk.img")).size, s.diskMiB * MIB, `${s.what}: the sandbox's disk`);
+      assert.equal(statSync(join(record(s.id).sandboxDir ?? join(t.dataDir, "microvms", s.id, "sandbox"), "disk.img")).size, s.diskMiB * MIB, `${s.what}: the sandbox's disk`);
       const limits = record(s.id).limits;
       assert.equal(limits.memoryMiB, s.baseline, `${s.what}: baseline memory (what the account's quota counts)`);
       assert.equal(limits.vcpus, s.baselineVcpus, `${s.what}: baseline vCPUs (what the host's CPU room reserves)`);

@@ -72,7 +72,9 @@ async function checkConsistent({ dataDir, client, server, gvisor }: Host, why: s
   const vms = (await client.send(new ListMicrovmsCommand({ maxResults: 1000 }))).items ?? [];
   const live = (await gvisor.list()).filter((s) => s.status === "running").map((s) => s.id).sort();
   const running = vms.filter((v) => v.state === "RUNNING").map((v) => v.microvmId!).sort();
-  assert.deepEqual(live, running, `${why}: the running sandboxes are exactly the RUNNING MicroVMs`);
+  // Each incarnation has its own runsc id (the MicroVM's id, then <id>-r<n> after its n-th resume).
+  const current = (id: string) => sandboxRecord(id).sandboxId ?? id;
+  assert.deepEqual(live, running.map(current).sort(), `${why}: the running sandboxes are exactly the RUNNING MicroVMs' current ones`);
   for (const id of running) assert.ok(await serves(sandboxRecord(id).sandboxIp), `${why}: RUNNING ${id} serves`);
   for (const v of vms.filter((x) => x.state === "SUSPENDED")) assert.ok(existsSync(join(dataDir, "microvms", v.microvmId!, "checkpoint", "checkpoint.img")), `${why}: SUSPENDED ${v.microvmId} has its checkpoint`);
   for (const v of vms.filter((x) => x.state === "TERMINATED")) {
@@ -83,7 +85,7 @@ async function checkConsistent({ dataDir, client, server, gvisor }: Host, why: s
   const networks = readdirSync(join(dataDir, "networks")).sort();
   const expected = running.map((id) => String(sandboxRecord(id).networkIndex)).sort();
   assert.deepEqual(networks, expected, `${why}: one network namespace per RUNNING MicroVM; MicroVMs: ${vms.map((v) => `${v.microvmId}=${v.state}`).join(", ")}; server log: ${server.output().slice(-1500)}`);
-  const disks = running.map((id) => join(dataDir, "microvms", id, "sandbox", "overlay")).sort();
+  const disks = running.map((id) => join(sandboxRecord(id).sandboxDir ?? join(dataDir, "microvms", id, "sandbox"), "overlay")).sort();
   assert.deepEqual(mountsUnder(dataDir).sort(), disks, `${why}: one mounted disk per RUNNING MicroVM, none left over`);
   for (const v of vms) assert.ok(["RUNNING", "SUSPENDED", "TERMINATED"].includes(v.state!), `${why}: ${v.microvmId} settled, not ${v.state}`);
   const first = await client.send(new GetMicrovmImageVersionCommand({ imageIdentifier: "web", imageVersion: "1.0" }));

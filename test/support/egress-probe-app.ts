@@ -17,7 +17,7 @@
 //   packet; ok is about sending, the test checks what arrived.
 
 import { execFileSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import { CreateMicrovmAuthTokenCommand, CreateMicrovmImageCommand, GetMicrovmImageCommand, type LambdaMicrovmsClient } from "@aws-sdk/client-lambda-microvms";
@@ -331,6 +331,12 @@ export interface ProbeAnswer {
   reply?: string;
 }
 
+/** The last lines the MicroVM's app printed (its log file under the data directory), for failure messages. */
+function logTail(dataDir: string, vm: string): string {
+  const file = join(dataDir, "logs", "microvms", `${vm}.log`);
+  return existsSync(file) ? JSON.stringify(readFileSync(file, "utf8").slice(-2000)) : `(no log file at ${file})`;
+}
+
 /**
  * Calls the probe apps as a user would: an endpoint token from the SDK, then HTTPS to
  * https://<id>.microvm.localhost:<endpointPort> (resolved to loopback) with the app's port in
@@ -361,7 +367,7 @@ export function probeCaller(opts: { endpointPort: number; dataDir: string; clien
         res.on("error", reject);
       }).on("error", reject).end();
     }));
-    if (status !== 200) throw new Error(`the ${app} probe ${path} in ${vm} answered ${status}: ${body}`);
+    if (status !== 200) throw new Error(`the ${app} probe ${path} in ${vm} answered ${status}: ${body}; the MicroVM's output ends: ${logTail(opts.dataDir, vm)}`);
     return JSON.parse(body) as ProbeAnswer;
   };
 }
