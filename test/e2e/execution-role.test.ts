@@ -110,6 +110,7 @@ describe("execution-role credentials inside MicroVMs", { timeout: 1_200_000 }, (
     await client.send(new CreateMicrovmImageCommand({
       name: IMAGE, baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:debian12", buildRoleArn: roleArn("app-build"),
       codeArtifact: { uri: `file://${zip}` }, egressNetworkConnectors: [managed("INTERNET_EGRESS")],
+      hooks: { port: 8080, microvmImageHooks: { ready: "ENABLED", readyTimeoutInSeconds: 120 } },
     }));
     const image = await eventually(async () => {
       const i = await client.send(new GetMicrovmImageCommand({ imageIdentifier: IMAGE }));

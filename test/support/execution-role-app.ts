@@ -15,6 +15,8 @@
 // - GET /build: what the build's RUN step saw (its credentials document's Code, and what its
 //   calls with them answered), and what the credentials the Node app fetched as it booted for
 //   the build's snapshot, kept in the snapshot, may do now.
+// - POST /aws/lambda-microvms/runtime/v1/ready (the image's /ready hook, on :8080): 200 once the
+//   boot's credentials call has ended and the Python app listens.
 // The RUN step (build_probe.py) and the app's boot run with the image's build role; the app's
 // calls with the default chain, in its MicroVMs, with the MicroVM's execution role.
 
@@ -63,14 +65,26 @@ const newToken = async () => (await imds("PUT", "/latest/api/token", { "x-aws-ec
 
 // At boot (the build's snapshot boot): credentials from the metadata service, kept in memory as
 // an SDK client made at import time keeps them, so they are in the snapshot. No other connection
-// is made at boot: one the app closes first would wait in TIME_WAIT at the checkpoint.
+// is made at boot: one the app closes first would wait in TIME_WAIT at the checkpoint. /ready
+// answers once that call has ended and the Python app listens, so the checkpoint never cuts a
+// connection short (without it, the build gives the app a fixed 2 s, which a loaded machine can
+// spend loading the SDK: the call was then still under way at the checkpoint).
 let bootCreds, bootError;
-const booted = fromInstanceMetadata({ timeout: 3000 })().then((c) => (bootCreds = c), (e) => (bootError = String(e)));
+const booted = fromInstanceMetadata({ timeout: 5000, maxRetries: 2 })().then((c) => (bootCreds = c), (e) => (bootError = String(e)));
+const pythonListens = () => new Promise((resolve) => {
+  const s = require("node:net").connect(8081, "127.0.0.1");
+  s.once("connect", () => { s.resetAndDestroy(); resolve(true); });
+  s.once("error", () => resolve(false));
+});
 
 http.createServer(async (req, res) => {
   const url = new URL(req.url, "http://x");
   const q = url.searchParams;
   let out;
+  if (url.pathname === "/aws/lambda-microvms/runtime/v1/ready") {
+    await booted;
+    return res.writeHead((await pythonListens()) ? 200 : 503).end();
+  }
   if (url.pathname === "/call") out = await call(q.get("op"), q.get("image"));
   else if (url.pathname === "/imds") {
     const t = q.get("token") || "none";
