@@ -53,13 +53,28 @@ function freePort(): Promise<number> {
   });
 }
 
-interface Run { rps: number; p99: number }
+interface Run { rps: number; p99: number; cpuUsPerRequest: number }
+
+/** CPU time (user + system, ms) a process and its children (nginx's workers) have used so far, from /proc. */
+function cpuMs(pid: number | undefined): number {
+  if (!pid) return 0;
+  let ms = 0;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /, "").split(" ");
+    ms += ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime, stime in clock ticks (USER_HZ 100)
+    for (const child of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean)) ms += cpuMs(Number(child));
+  } catch {
+    // gone
+  }
+  return ms;
+}
 
 // autocannon does not verify the certificate (it sets rejectUnauthorized: false), on both sides alike.
-async function load(url: string, headers: Record<string, string>, servername: string | undefined, seconds: number): Promise<Run> {
+async function load(url: string, headers: Record<string, string>, servername: string | undefined, seconds: number, proxyPid?: number): Promise<Run> {
+  const cpu = cpuMs(proxyPid);
   const r = await autocannon({ url, headers, connections: CONNECTIONS, duration: seconds, ...(servername ? { servername } : {}) });
   if (r.non2xx || r.errors || r.timeouts) throw new Error(`${url}: ${r.non2xx} non-2xx answers, ${r.errors} errors, ${r.timeouts} timeouts`);
-  return { rps: r.requests.average, p99: r.latency.p99 };
+  return { rps: r.requests.average, p99: r.latency.p99, cpuUsPerRequest: ((cpuMs(proxyPid) - cpu) * 1000) / Math.max(1, r.requests.total) };
 }
 
 async function startNginx(dir: string, upstream: string, tls: { cert: string; key: string }): Promise<{ port: number; child: ChildProcess }> {
@@ -165,8 +180,8 @@ export async function proxyBench(): Promise<string[]> {
 
     const configs = [
       { name: "direct to the sandbox (plain HTTP, no proxy)", run: (s: number) => load(`http://${address}:8080/`, { host }, undefined, s) },
-      { name: `nginx (TLS, upstream keep-alive, ${WORKERS} worker)`, run: (s: number) => load(`https://127.0.0.1:${ng.port}/`, { host, "x-aws-proxy-auth": token }, host, s) },
-      { name: `lmvm endpoint proxy (TLS, token, limits, ${WORKERS} process)`, run: (s: number) => load(`https://127.0.0.1:${server.endpointPort}/`, { host, "x-aws-proxy-auth": token }, host, s) },
+      { name: `nginx (TLS, upstream keep-alive, ${WORKERS} worker)`, run: (s: number) => load(`https://127.0.0.1:${ng.port}/`, { host, "x-aws-proxy-auth": token }, host, s, ng.child.pid) },
+      { name: `lmvm endpoint proxy (TLS, token, limits, ${WORKERS} process)`, run: (s: number) => load(`https://127.0.0.1:${server.endpointPort}/`, { host, "x-aws-proxy-auth": token }, host, s, server.child.pid) },
     ];
     const runs = configs.map(() => [] as Run[]);
     for (const c of configs) await c.run(2); // warm-up: connections, JIT, the app's own
@@ -201,6 +216,7 @@ export async function proxyBench(): Promise<string[]> {
 
     const rps = runs.map((r) => r.map((x) => x.rps));
     const p99 = runs.map((r) => r.map((x) => x.p99));
+    const cpu = runs.map((r) => r.map((x) => x.cpuUsPerRequest));
     const nginxRps = median(rps[1]!);
     const nginxP99 = median(p99[1]!);
     const row = (i: number) =>
@@ -212,6 +228,7 @@ export async function proxyBench(): Promise<string[]> {
       row(1),
       row(2),
       `  lmvm / nginx: ${(median(rps[2]!) / nginxRps).toFixed(2)}x requests/s (rounds ${spread(rps[2]!.map((x, k) => x / rps[1]![k]!))}), p99 ${(median(p99[2]!) / nginxP99).toFixed(2)}x`,
+      `  proxy CPU per request (user + system, the proxy's process(es) only): nginx ${summary(cpu[1]!, "µs")}, lmvm ${summary(cpu[2]!, "µs")}, ${(median(cpu[2]!) / median(cpu[1]!)).toFixed(1)}x nginx's`,
       `  auto-resume: first byte from a SUSPENDED MicroVM ${summary(resumed, "ms")} vs a RUNNING one ${summary(running, "ms")} (${RESUMES} each)`,
     ];
   } finally {
