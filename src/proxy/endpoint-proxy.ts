@@ -295,7 +295,8 @@ export class EndpointProxy implements Ingress {
         onClose: (cb) => res.once("close", cb),
       });
     }
-    this.forwardHttp1(target, req.method ?? "GET", req.url ?? "/", req.headers, req, req.socket.remoteAddress, {
+    const bodyless = req.headers["transfer-encoding"] === undefined && (req.headers["content-length"] === undefined || req.headers["content-length"] === "0");
+    this.forwardHttp1(target, req.method ?? "GET", req.url ?? "/", req.headers, req, bodyless, req.socket.remoteAddress, {
       head: (status, headers) => res.writeHead(status, returnedHeaders(headers)),
       body: res,
       trailers: (t) => res.addTrailers(t),
@@ -331,6 +332,7 @@ export class EndpointProxy implements Ingress {
     path: string,
     headers: IncomingHttpHeaders,
     body: NodeJS.ReadableStream,
+    bodyless: boolean,
     clientIp: string | undefined,
     sink: {
       head: (status: number, headers: IncomingHttpHeaders) => void;
@@ -352,8 +354,10 @@ export class EndpointProxy implements Ingress {
       agent: u.agent,
       headers: forwardedHeaders(headers, { ip: clientIp, host: (headers[":authority"] as string | undefined) ?? headers.host }),
     });
-    let bodySent = false;
-    body.once("end", () => (bodySent = true));
+    // A request without a body (HTTP/1.1 framing: neither Content-Length nor Transfer-Encoding, or a
+    // Content-Length of 0) is complete as it is: the request to the app goes out whole at once.
+    let bodySent = bodyless;
+    if (!bodyless) body.once("end", () => (bodySent = true));
     // Ends the exchange, once. Once the app has answered (or failed), the rest of the body goes
     // nowhere: Node's http client writes no more of a request whose response has ended (on a
     // keep-alive socket its 'drain' no longer reaches the request; seen on Node 20), and an app
@@ -371,11 +375,20 @@ export class EndpointProxy implements Ingress {
     upstream.on("socket", (s: Socket) => u.track(s));
     upstream.on("response", (res) => {
       sink.head(res.statusCode ?? 502, res.headers);
-      res.on("data", (c: Buffer) => (exchange.bytesOut += c.length));
-      res.pipe(sink.body as NodeJS.WritableStream & { end(): void }, { end: false });
+      // What pipe() does, without its half-dozen listeners per exchange: write, and wait for
+      // 'drain' when the client's side is full. A client gone stops the upstream (sink.closed).
+      const out = sink.body as NodeJS.WritableStream & { destroyed?: boolean };
+      res.on("data", (c: Buffer) => {
+        exchange.bytesOut += c.length;
+        if (out.destroyed) return;
+        if (!out.write(c)) {
+          res.pause();
+          out.once("drain", () => res.resume());
+        }
+      });
       res.on("end", () => {
         if (Object.keys(res.trailers).length) sink.trailers(res.trailers as Record<string, string>);
-        (sink.body as NodeJS.WritableStream).end();
+        if (!out.destroyed) out.end();
         finish(res.statusCode ?? 502);
       });
       res.on("error", () => undefined);
@@ -391,8 +404,11 @@ export class EndpointProxy implements Ingress {
       sink.fail(new Refusal(502, `The MicroVM's app did not answer on port ${target.port}: ${err.message}`));
       finish(502);
     });
-    body.on("data", (c: Buffer) => (exchange.bytesIn += c.length));
-    body.pipe(upstream);
+    if (bodyless) upstream.end();
+    else {
+      body.on("data", (c: Buffer) => (exchange.bytesIn += c.length));
+      body.pipe(upstream);
+    }
     sink.closed(() => {
       if (!exchange.done) {
         upstream.destroy();
@@ -436,7 +452,7 @@ export class EndpointProxy implements Ingress {
         onClose: (cb) => stream.once("close", cb),
       });
     }
-    this.forwardHttp1(target, method, path, headers as IncomingHttpHeaders, stream, clientIp, {
+    this.forwardHttp1(target, method, path, headers as IncomingHttpHeaders, stream, false, clientIp, {
       head: (status, h) => stream.respond({ ...returnedHeaders(h), ":status": status }, { waitForTrailers: false }),
       body: stream,
       trailers: () => undefined, // HTTP/1.1 apps rarely send trailers; HTTP/2 clients get none from them

@@ -93,6 +93,9 @@ export function reservedHeader(name: string): boolean {
   return name.toLowerCase().startsWith(RESERVED_HEADER_PREFIX);
 }
 
+/** A path of RFC 3986 pchars and slashes only: no '%', no '\\', nothing URL() would re-escape. */
+const PLAIN_PATH = /^\/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*$/;
+
 /**
  * Whether a request path reaches the lifecycle hooks (`prefix`, e.g.
  * /aws/lambda-microvms/runtime/v1/) once an app's router has decoded it:
@@ -111,6 +114,9 @@ export function reachesHookPath(path: string, prefix: string): boolean {
     }
   }
   p = p.split("?")[0]!.split("#")[0]!;
+  // The common case, decided without decoding: a path of plain characters, with no escapes,
+  // backslashes, repeated slashes or dot segments, is what every router sees as it is.
+  if (PLAIN_PATH.test(p) && !p.includes("//") && !p.includes("/.")) return p.toLowerCase().startsWith(prefix.toLowerCase().replace(/\/$/, ""));
   // Each valid %XX decoded on its own (a lenient router's view; one stray '%' must not stop the
   // decoding of the rest), up to three layers deep.
   for (let i = 0; i < 3 && /%[0-9a-f]{2}/i.test(p); i++) p = p.replace(/%([0-9a-f]{2})/gi, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
@@ -130,7 +136,7 @@ const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "pro
  */
 export function forwardedHeaders(headers: IncomingHttpHeaders, client: { ip: string | undefined; host: string | undefined }): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  const listed = String(headers.connection ?? "").split(",").map((s) => s.trim().toLowerCase());
+  const listed = headers.connection ? String(headers.connection).split(",").map((s) => s.trim().toLowerCase()) : [];
   for (const [name, value] of Object.entries(headers)) {
     if (value === undefined || name.startsWith(":") || HOP_BY_HOP.has(name) || listed.includes(name) || reservedHeader(name)) continue;
     out[name] = value;
