@@ -175,7 +175,7 @@ export async function idleBench(): Promise<string[]> {
       const met = median(perVm) <= TARGET_PERCENT ? "met" : "NOT met";
       lines.push(
         `  ${`examples/${name}`.padEnd(26)} CPU per MicroVM ${pct(perVm)}  [sandbox ${median(sandboxOnly).toFixed(2)}%]  ${(median(perVm) / TARGET_PERCENT).toFixed(2)}x target, ${met}`,
-        `  ${"".padEnd(26)} memory per MicroVM (PSS) ${(median(pss) / MIB).toFixed(0)} MiB (${spread(pss.map((b) => b / MIB))})  →  ${fit} fit in 24 GiB with 1 GiB free`,
+        `  ${"".padEnd(26)} memory per MicroVM (PSS) ${(median(pss) / MIB).toFixed(1)} MiB (${spread(pss.map((b) => b / MIB))})  →  ${fit} fit in 24 GiB with 1 GiB free`,
       );
     }
     return lines;
