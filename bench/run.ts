@@ -4,6 +4,7 @@ import { buildsBench } from "./builds.js";
 import { cliBench } from "./cli.js";
 import { controlPlaneBench } from "./control-plane.js";
 import { egressBench } from "./egress.js";
+import { idleBench } from "./idle.js";
 import { policyBench } from "./policy.js";
 import { proxyBench } from "./proxy.js";
 import { snapshotsBench } from "./snapshots.js";
@@ -16,6 +17,7 @@ const benches: [string, () => Promise<string[]>][] = [
   ["proxy", proxyBench],
   ["egress", egressBench],
   ["policy", policyBench],
+  ["idle", idleBench],
 ];
 const only = process.argv[2];
 for (const [name, bench] of benches) {

@@ -330,10 +330,13 @@ export class MicrovmService {
   /**
    * Finds RUNNING MicroVMs whose sandbox died under them (the app exhausted its
    * memory, the sandbox was killed) and terminates them with the reason, so
-   * their state says what happened instead of RUNNING.
+   * their state says what happened instead of RUNNING. With no RUNNING
+   * MicroVM there is nothing to look at: the runtime is not asked at all, so
+   * an idle server spawns no `runsc list`.
    */
   async checkSandboxes(): Promise<void> {
     const runtime = this.deps.runtime;
+    if (![...this.known.values()].some((vm) => vm.state === "RUNNING")) return;
     let alive: Set<string>;
     try {
       alive = await runtime.running();

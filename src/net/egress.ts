@@ -74,7 +74,6 @@ export class EgressGateway {
   /** The change under way per network index: attach, detach and repair of one network run one at a time. */
   private readonly busy = new Map<number, Promise<unknown>>();
   private watch: (() => void) | undefined;
-  private baseWatch: (() => void) | undefined;
   /** The base-chain check running now, which every caller meanwhile shares. */
   private baseRun: Promise<void> | undefined;
 
@@ -105,9 +104,10 @@ export class EgressGateway {
     await installFirewall();
     await this.sweep();
     if (!this.watch && repairEveryMs > 0) {
+      // One check for the base rules and the chains (repair() does both): a second, faster
+      // watch of the base rules alone cost every server one `nft` process a second for ever,
+      // most of what an idle host's lmvm spent (bench/idle.ts).
       this.watch = watchWithBackoff(() => this.repair(), repairEveryMs);
-      // The base rules are checked more often (one `nft list chain`): while an older server refilled them, sandboxes' metadata connections go nowhere.
-      this.baseWatch = watchWithBackoff(() => this.repairBase(), Math.max(250, Math.round(repairEveryMs / 5)));
     }
   }
 
@@ -218,9 +218,7 @@ export class EgressGateway {
   /** Closes the DNS sockets and metadata listeners (the server is stopping; its sandboxes' chains stay for the next start to adopt). */
   async close(): Promise<void> {
     this.watch?.();
-    this.baseWatch?.();
     this.watch = undefined;
-    this.baseWatch = undefined;
     await this.dns.close();
     await this.metadata?.close();
   }

@@ -7,8 +7,9 @@
 //   a quarter of a vCPU for the smallest; their CFS quota is the size's peak,
 //   up to four times that, what a burst may use) plus those promised to
 //   starts under way. The host gives out VCPUS_PER_CORE baseline vCPUs per core:
-//   an idle sandbox under systrap uses 4-7% of a core (measured here), so
-//   eight of them take about half a core and leave the rest for bursts. Past
+//   an idle sandbox under systrap uses 3.5-5% of a core (bench/idle.ts; all
+//   but a trace of it is gVisor's sentry, not the app), so
+//   eight of them take a third of a core and leave the rest for bursts. Past
 //   that, a host of busy MicroVMs would run each far below what it was given.
 // - Used: the CPU time their cgroups used over the last sampling window
 //   (about SAMPLE_MS). When it reaches SATURATED_SHARE of every core, a new

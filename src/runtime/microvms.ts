@@ -109,6 +109,8 @@ export function metadataSubject(vm: Microvm): MetadataSubject {
 
 const HOOK_TIMEOUT_DEFAULT = 1;
 const RESERVATION_MS = 60_000;
+/** How long running() trusts /proc with the pids of its last `runsc list`. */
+const LIST_AT_LEAST_EVERY_MS = 60_000;
 const MIB = 1024 * 1024;
 /** Held back in this share of its CPU periods, a MicroVM is reported as using all the CPU it may. */
 const THROTTLED_SHARE = 0.5;
@@ -156,6 +158,8 @@ export class MicrovmRuntime implements SandboxRuntime {
    * write. Loaded as the process starts, before recovery.
    */
   private readonly records = new Map<string, SandboxRecord>();
+  /** What the last `runsc list` said: the pid of each running sandbox and that process's start time (see running()). */
+  private listed: { at: number; pids: Map<string, { pid: number; start: string | undefined }> } | undefined;
 
   constructor(private readonly opts: MicrovmRuntimeOptions) {
     const cgroups = (this.cgroups = opts.cgroups ?? new SandboxCgroups());
@@ -450,9 +454,32 @@ export class MicrovmRuntime implements SandboxRuntime {
     return undefined;
   }
 
-  /** The MicroVMs whose current sandbox runs. */
+  /**
+   * The MicroVMs whose current sandbox runs. `runsc list` (a Go program: 10-20
+   * ms of CPU a call) is asked only when what it said last time may no longer
+   * hold: a MicroVM that is not suspended has no pid from it yet for its
+   * current sandbox, or that process is gone (or its pid is another process's,
+   * by its start time), or the last list is LIST_AT_LEAST_EVERY_MS old (runsc
+   * says "stopped" once a sandbox's init is gone, which a lingering sandbox
+   * process would hide from /proc). Otherwise the pids it gave are looked at in
+   * /proc, which costs microseconds, so the core's check every few seconds
+   * costs an idle host next to nothing.
+   */
   async running(): Promise<Set<string>> {
-    const live = new Set((await this.opts.gvisor.list()).filter((s) => s.status === "running").map((s) => s.id));
+    const known = this.listed;
+    if (known && Date.now() - known.at < LIST_AT_LEAST_EVERY_MS) {
+      const alive = new Set<string>();
+      const holds = [...this.records].filter(([, rec]) => !rec.networkReleased); // a suspended MicroVM has no sandbox
+      for (const [id] of holds) {
+        const seen = known.pids.get(this.sandboxOf(id));
+        if (seen?.start === undefined || processStart(seen.pid) !== seen.start) break;
+        alive.add(id);
+      }
+      if (alive.size === holds.length) return alive;
+    }
+    const listed = (await this.opts.gvisor.list()).filter((s) => s.status === "running");
+    this.listed = { at: Date.now(), pids: new Map(listed.map((s) => [s.id, { pid: s.pid, start: processStart(s.pid) }])) };
+    const live = new Set(listed.map((s) => s.id));
     return new Set([...this.records.keys()].filter((id) => live.has(this.sandboxOf(id))));
   }
 
@@ -505,5 +532,16 @@ export class MicrovmRuntime implements SandboxRuntime {
   private release(memoryBytes: number, vcpus: number): void {
     const i = this.reserved.findIndex((r) => r.bytes === memoryBytes && r.vcpus === vcpus);
     if (i >= 0) this.reserved.splice(i, 1);
+  }
+}
+
+/** When a process started (field 22 of /proc/<pid>/stat, in clock ticks since boot); undefined when it is gone or a zombie. */
+function processStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return fields[0] === "Z" ? undefined : fields[19];
+  } catch {
+    return undefined;
   }
 }

@@ -1,0 +1,189 @@
+// What an idle MicroVM costs: CPU and memory, with no traffic at all, for the
+// example apps (examples/, Node and Python), measured side by side in one run.
+// - `lmvm server` runs in its own process and builds every example.
+// - Baseline: the server with no MicroVM, over ROUNDS windows of WINDOW_S.
+// - Then VMS idle MicroVMs of each example, left to settle, over ROUNDS
+//   windows of WINDOW_S: each sandbox's CPU from its cgroup (the sandbox
+//   process and everything runsc put in its cgroup, the gofer included), plus
+//   what the server spent beyond its baseline (its own CPU and its reaped
+//   children's, `runsc` calls included), shared out over the MicroVMs.
+//   Figures are a share of one core, per MicroVM, median (min–max) over the
+//   MicroVMs and rounds, against the target of 0.5% of a core.
+// - Memory per idle MicroVM: the PSS of its sandbox's processes (its cgroup's),
+//   and how many such MicroVMs fit in 24 GiB with 1 GiB kept free.
+// LMVM_IDLE_EXAMPLES (comma-separated), LMVM_IDLE_VMS, LMVM_IDLE_ROUNDS and
+// LMVM_IDLE_SECONDS change what runs; defaults: every example, 2, 3, 60.
+
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join, relative } from "node:path";
+import {
+  CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, RunMicrovmCommand, TerminateMicrovmCommand, type CreateMicrovmImageCommandInput,
+} from "@aws-sdk/client-lambda-microvms";
+import { SandboxCgroups } from "../src/runtime/index.js";
+import { makeZip, type ZipEntry } from "../test/support/artifacts.js";
+import { eventually, readCredentials, sdkClient, tempDir } from "../test/support/platform.js";
+import { spawnServer } from "../test/support/processes.js";
+import { freeSandboxes } from "../test/support/sandboxes.js";
+import { median, spread } from "./stats.js";
+
+const EXAMPLES = join(import.meta.dirname, "..", "..", "examples");
+const ROLE = "arn:aws:iam::000000000000:role/MicroVMBuildRole";
+const TARGET_PERCENT = 0.5;
+const GIB = 1024 ** 3;
+const MIB = 1024 ** 2;
+const TICKS_PER_SECOND = 100; // USER_HZ on Linux
+
+const env = process.env;
+// Every example at once must fit the host's CPU room (8 baseline vCPUs per core, 1 for each of these).
+const VMS = Number(env.LMVM_IDLE_VMS ?? 2);
+const ROUNDS = Number(env.LMVM_IDLE_ROUNDS ?? 3);
+const WINDOW_S = Number(env.LMVM_IDLE_SECONDS ?? 60);
+const SETTLE_MS = 15_000;
+
+function examples(): string[] {
+  const all = readdirSync(EXAMPLES).filter((n) => existsSync(join(EXAMPLES, n, "Dockerfile"))).sort();
+  const wanted = env.LMVM_IDLE_EXAMPLES?.split(",").map((s) => s.trim()).filter(Boolean);
+  return wanted ? all.filter((n) => wanted.includes(n)) : all;
+}
+
+function zipExample(name: string): Buffer {
+  const root = join(EXAMPLES, name);
+  const walk = (dir: string): ZipEntry[] =>
+    readdirSync(dir).flatMap((f) => {
+      const path = join(dir, f);
+      return statSync(path).isDirectory() ? walk(path) : [{ name: relative(root, path), content: readFileSync(path, "utf8") }];
+    });
+  return makeZip(walk(root));
+}
+
+/** CreateMicrovmImage input beyond name, role and artifact: the example's microvm-image.json, else the base its Dockerfile names. */
+function imageInput(name: string): Partial<CreateMicrovmImageCommandInput> {
+  const config = join(EXAMPLES, name, "microvm-image.json");
+  if (existsSync(config)) return JSON.parse(readFileSync(config, "utf8")) as Partial<CreateMicrovmImageCommandInput>;
+  const from = /^FROM\s+lmvm\/([a-z0-9]+)/im.exec(readFileSync(join(EXAMPLES, name, "Dockerfile"), "utf8"))?.[1] ?? "busybox";
+  return { baseImageArn: `arn:aws:lambda:us-east-1:aws:microvm-image:${from}` };
+}
+
+/** CPU seconds a process and its reaped children have used (utime, stime, cutime, cstime). */
+function processCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // fields[0] is field 3 (state): utime is field 14.
+  return fields.slice(11, 15).reduce((n, f) => n + Number(f), 0) / TICKS_PER_SECOND;
+}
+
+/** The runsc id of a MicroVM's sandbox: its record's sandboxId where runsc ids are per incarnation, else the MicroVM id. */
+function sandboxIdOf(dataDir: string, microvmId: string): string {
+  try {
+    const rec = JSON.parse(readFileSync(join(dataDir, "microvms", microvmId, "sandbox.json"), "utf8")) as { sandboxId?: string };
+    return rec.sandboxId ?? microvmId;
+  } catch {
+    return microvmId;
+  }
+}
+
+/** Pids in the sandbox's cgroup (memory controller on v1; the unified one on v2). */
+function sandboxPids(id: string): number[] {
+  const file = existsSync("/sys/fs/cgroup/cgroup.controllers") ? `/sys/fs/cgroup/${id}/cgroup.procs` : `/sys/fs/cgroup/memory/${id}/cgroup.procs`;
+  return readFileSync(file, "utf8").trim().split("\n").filter(Boolean).map(Number);
+}
+
+function pssBytes(pid: number): number {
+  try {
+    return Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1] ?? 0) * 1024;
+  } catch {
+    return 0; // gone meanwhile
+  }
+}
+
+const pct = (xs: number[]) => `${median(xs).toFixed(2).padStart(5)}% of a core (${xs.length > 1 ? spread(xs) : xs[0]!.toFixed(2)})`;
+
+export async function idleBench(): Promise<string[]> {
+  const names = examples();
+  const dataDir = tempDir("lmvm-bench-idle-");
+  const server = await spawnServer(dataDir, { builds: true, args: ["--build-concurrency", "2", "--quotas", `concurrent-builds=${Math.max(5, names.length)}`] });
+  const client = sdkClient(server.url, readCredentials(dataDir));
+  const serverPid = server.child.pid!;
+  const cgroups = new SandboxCgroups();
+  const ids = new Map<string, string[]>();
+  try {
+    const arns = new Map<string, string>();
+    for (const name of names) {
+      const zip = join(dataDir, `${name}.zip`);
+      writeFileSync(zip, zipExample(name));
+      const { imageArn } = await client.send(new CreateMicrovmImageCommand({ ...imageInput(name), name: `idle-${name}`, buildRoleArn: ROLE, codeArtifact: { uri: `file://${zip}` } } as CreateMicrovmImageCommandInput));
+      arns.set(name, imageArn!);
+    }
+    for (const name of names) {
+      const image = await eventually(async () => {
+        const i = await client.send(new GetMicrovmImageCommand({ imageIdentifier: `idle-${name}` }));
+        return i.state === "CREATED" || i.state === "CREATE_FAILED" ? i : undefined;
+      }, `examples/${name} to build`, 1_200_000);
+      if (image.state !== "CREATED") throw new Error(`examples/${name} did not build (${image.state}); see lmvm logs build idle-${name} 1.0`);
+    }
+
+    // Baseline: the server alone, images built, no MicroVM.
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
+    const baseline: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      const before = processCpuSeconds(serverPid);
+      await new Promise((res) => setTimeout(res, WINDOW_S * 1000));
+      baseline.push((processCpuSeconds(serverPid) - before) / WINDOW_S);
+    }
+
+    for (const name of names) {
+      const started: string[] = [];
+      for (let i = 0; i < VMS; i++) started.push((await client.send(new RunMicrovmCommand({ imageIdentifier: arns.get(name)! }))).microvmId!);
+      ids.set(name, started);
+    }
+    const all = [...ids.values()].flat();
+    for (const id of all) {
+      await eventually(async () => {
+        const s = (await client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).state;
+        if (s === "TERMINATED") throw new Error(`MicroVM ${id} went ${s}`);
+        return s === "RUNNING" ? s : undefined;
+      }, `MicroVM ${id} to run`, 180_000);
+    }
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
+    const sandbox = new Map(all.map((id) => [id, sandboxIdOf(dataDir, id)]));
+
+    // Per MicroVM and round: its sandbox's share of a core, and the server's extra share.
+    const own = new Map<string, number[]>(all.map((id) => [id, []]));
+    const serverShare: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      const usage = (id: string) => cgroups.cpuUsageMicros(sandbox.get(id)!) ?? NaN;
+      const before = new Map(all.map((id) => [id, usage(id)]));
+      const serverBefore = processCpuSeconds(serverPid);
+      const t0 = performance.now();
+      await new Promise((res) => setTimeout(res, WINDOW_S * 1000));
+      const seconds = (performance.now() - t0) / 1000;
+      for (const id of all) own.get(id)!.push((usage(id) - before.get(id)!) / 1e6 / seconds);
+      serverShare.push(Math.max(0, (processCpuSeconds(serverPid) - serverBefore) / seconds - median(baseline)) / all.length);
+    }
+
+    const lines = [
+      `Idle MicroVMs (${VMS} of each example, no traffic, ${ROUNDS} windows of ${WINDOW_S} s; the server in its own process; target: at most ${TARGET_PERCENT}% of a core each):`,
+      `  lmvm server alone (images built, no MicroVM)              ${pct(baseline.map((x) => x * 100))}`,
+      `  lmvm server's extra CPU, shared out per MicroVM           ${pct(serverShare.map((x) => x * 100))}`,
+    ];
+    for (const name of names) {
+      const vms = ids.get(name)!;
+      const perVm = vms.flatMap((id) => own.get(id)!.map((x, r) => (x + serverShare[r]!) * 100));
+      const sandboxOnly = vms.flatMap((id) => own.get(id)!.map((x) => x * 100));
+      const pss = vms.map((id) => sandboxPids(sandbox.get(id)!).reduce((n, pid) => n + pssBytes(pid), 0));
+      const fit = Math.floor((24 * GIB - GIB) / median(pss));
+      const met = median(perVm) <= TARGET_PERCENT ? "met" : "NOT met";
+      lines.push(
+        `  ${`examples/${name}`.padEnd(26)} CPU per MicroVM ${pct(perVm)}  [sandbox ${median(sandboxOnly).toFixed(2)}%]  ${(median(perVm) / TARGET_PERCENT).toFixed(2)}x target, ${met}`,
+        `  ${"".padEnd(26)} memory per MicroVM (PSS) ${(median(pss) / MIB).toFixed(1)} MiB (${spread(pss.map((b) => b / MIB))})  →  ${fit} fit in 24 GiB with 1 GiB free`,
+      );
+    }
+    return lines;
+  } finally {
+    for (const id of [...ids.values()].flat()) await client.send(new TerminateMicrovmCommand({ microvmIdentifier: id })).catch(() => undefined);
+    client.destroy();
+    await server.kill();
+    await freeSandboxes(dataDir);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
