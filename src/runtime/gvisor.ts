@@ -12,7 +12,10 @@
 //   directory (--overlay2=root:dir=…), so one image rootfs serves every clone
 //   untouched. That directory can be a size-limited filesystem of the
 //   sandbox's own: a full one gives the app ENOSPC and the sandbox lives on.
-//   Checkpoints are uncompressed: restoring them is about 3x faster.
+//   Checkpoints are uncompressed: restoring them is about 3x faster. They leave
+//   out committed pages that hold only zeros (--exclude-committed-zero-pages):
+//   a restore maps those as fresh zero pages, so the image is smaller and
+//   writing and reading it cost less.
 // - After a checkpoint, `runsc list` still says running: the sandbox is deleted.
 // - A restore gets a new address; runsc 20240729 cannot restore a UDP socket
 //   on the old one (it panics, and the restore fails with "EOF"), so the
@@ -308,7 +311,7 @@ export class Gvisor {
     rmSync(imageDir, { recursive: true, force: true });
     mkdirSync(imageDir, { recursive: true });
     // The reason precedes a long stack dump. An abort kills runsc; the sandbox is then the caller's to destroy.
-    await run("runsc", [...this.global, "checkpoint", "--image-path", imageDir, "--compression=none", id], { keepLines: 2000, ...(opts.signal ? { signal: opts.signal } : {}) });
+    await run("runsc", [...this.global, "checkpoint", "--image-path", imageDir, "--compression=none", "--exclude-committed-zero-pages", id], { keepLines: 2000, ...(opts.signal ? { signal: opts.signal } : {}) });
     // The image is complete: the sandbox's removal (`runsc delete` takes over a second
     // after a checkpoint) goes on in the background; a restore or destroy of the same id waits for it.
     const removal = this.destroy(id).finally(() => this.removals.delete(id));
