@@ -77,6 +77,11 @@ export interface SandboxSpec {
    * without them, no cgroup limits, the server's disk and the standard capabilities.
    */
   limits?: SandboxLimits;
+  /**
+   * A formatted scratch disk of `sizeMiB` made ahead of time (src/runtime/prepared.ts),
+   * moved into the sandbox's directory instead of making one; undefined: none ready.
+   */
+  preparedDisk?: (sizeMiB: number) => string | undefined;
 }
 
 /** The sandbox's directory, bundle or disk could not be made: runsc never started. */
@@ -224,7 +229,7 @@ export class Gvisor {
     const overlay = join(spec.dir, "overlay");
     removeTree(overlay);
     const diskMiB = this.diskMiB(spec.limits);
-    if (diskMiB) await mountScratchDisk(join(spec.dir, "disk.img"), overlay, diskMiB);
+    if (diskMiB) await mountScratchDisk(join(spec.dir, "disk.img"), overlay, diskMiB, spec.preparedDisk?.(diskMiB));
     else mkdirSync(overlay, { recursive: true });
     const args = [...(spec.config.Entrypoint ?? []), ...(spec.config.Cmd ?? [])];
     if (!args.length) throw new Error("the image has neither ENTRYPOINT nor CMD: nothing to run");
@@ -285,8 +290,10 @@ export class Gvisor {
     });
   }
 
-  async run(spec: SandboxSpec, signal?: AbortSignal): Promise<void> {
+  /** Boots the image's entrypoint in a new sandbox; runsc starts once `after` (set-up done meanwhile) has resolved. */
+  async run(spec: SandboxSpec, signal?: AbortSignal, after?: Promise<unknown>): Promise<void> {
     const bundle = await this.writeBundle(spec);
+    await after;
     await this.detached(spec, ["run", "--bundle", bundle, "--detach", spec.id], signal);
   }
 
@@ -375,11 +382,18 @@ export class Gvisor {
     return (await exec("runsc", [...this.global, "events", "--stats", id], { signal: AbortSignal.timeout(CONTROL_TIMEOUT_MS) })).code === 0;
   }
 
-  /** Starts a new sandbox from a checkpoint; `spec.network` may differ from the original's. */
-  async restore(spec: SandboxSpec, imageDir: string, signal?: AbortSignal): Promise<void> {
+  /**
+   * Starts a new sandbox from a checkpoint; `spec.network` may differ from the original's.
+   * `step` is told when the bundle and disk are ready ("bundle") and when runsc restore ends ("restore");
+   * runsc starts once `after` (set-up done meanwhile, e.g. the network's egress) has resolved.
+   */
+  async restore(spec: SandboxSpec, imageDir: string, signal?: AbortSignal, step?: (name: string) => void, after?: Promise<unknown>): Promise<void> {
     await this.removals.get(spec.id);
     const bundle = await this.writeBundle(spec);
+    step?.("bundle");
+    await after; // what the sandbox's network needs first (its egress), made meanwhile
     await this.detached(spec, ["restore", "--image-path", imageDir, "--bundle", bundle, "--detach", spec.id], signal);
+    step?.("restore");
   }
 
   /** Runs a command in the sandbox; an abort kills `runsc exec` (the result then has no exit code). */

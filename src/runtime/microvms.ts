@@ -24,6 +24,7 @@ import { CpuRoom } from "./cpu-room.js";
 import { Gvisor, SandboxSetupError, type ImageConfig, type SandboxSpec } from "./gvisor.js";
 import { spawnGuest } from "./guest-process.js";
 import { callHook, HookFailure, runHookBody, type HookName } from "./hooks.js";
+import type { PreparedResources } from "./prepared.js";
 import { memoryImageSize } from "./snapshots.js";
 
 export interface BuiltVersion {
@@ -51,6 +52,10 @@ export interface MicrovmRuntimeOptions {
   cgroups?: SandboxCgroups;
   /** The host's cores for CPU room (default: availableParallelism()). */
   cores?: number;
+  /** Network namespaces and scratch disks made ahead of time (none: each start makes its own). */
+  prepared?: PreparedResources;
+  /** Where the time of each RunMicrovm and ResumeMicrovm step is reported. */
+  log?: (event: Record<string, unknown>) => void;
 }
 
 /** What a running MicroVM's sandbox needs to be found and driven again. */
@@ -216,6 +221,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       network,
       dir: this.sandboxDir(vm.id, rec),
       logFile: rec.logging ? this.opts.logs.path(vm.id) : "/dev/null",
+      preparedDisk: (sizeMiB) => this.opts.prepared?.takeDisk(sizeMiB),
     };
   }
 
@@ -419,6 +425,15 @@ export class MicrovmRuntime implements SandboxRuntime {
     const root = this.opts.microvmsDir;
     if (existsSync(root)) for (const d of readdirSync(root)) if (!ids.has(d)) removeTree(join(root, d));
     for (const id of this.records.keys()) if (!ids.has(id)) this.records.delete(id);
+    // What a killed server prepared goes too; prepare again, for the default size's disk.
+    await this.opts.prepared?.recover();
+    this.opts.prepared?.expectDisks(this.opts.gvisor.diskMiB(limitsOf({})));
+    void this.opts.prepared?.refill();
+  }
+
+  /** Removes the resources prepared ahead of time (the server is stopping). */
+  async stop(): Promise<void> {
+    await this.opts.prepared?.stop();
   }
 
   /**
