@@ -460,10 +460,10 @@ export class MicrovmRuntime implements SandboxRuntime {
     const root = this.opts.microvmsDir;
     if (existsSync(root)) for (const d of readdirSync(root)) if (!ids.has(d)) removeTree(join(root, d));
     for (const id of this.records.keys()) if (!ids.has(id)) this.records.delete(id);
-    // What a killed server prepared goes too; prepare again, for the default size's disk.
+    // What a killed server prepared goes too. Preparing again waits for the first start (its
+    // report()): a server that runs no MicroVM (most test servers, a build host) makes none.
     await this.opts.prepared?.recover();
     this.opts.prepared?.expectDisks(this.opts.gvisor.diskMiB(limitsOf({})));
-    void this.opts.prepared?.refill();
   }
 
   /** Removes the resources prepared ahead of time (the server is stopping). */

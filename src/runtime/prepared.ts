@@ -5,8 +5,10 @@
 // one is instant; a start finding none makes its own, as before.
 //
 // Bounded: at most `networks` namespaces and `disks` disks (of the size last
-// asked for) wait at a time. They are refilled one at a time in the
-// background, after a start has its sandbox (refill()), never during one.
+// asked for) wait at a time. They are made one at a time in the background,
+// after a start has its sandbox (refill()), never during one: the first
+// RunMicrovm after the server starts makes its own, the next ones find them
+// ready; a server that runs no MicroVM prepares nothing.
 //
 // Who owns what, and recovery after a crash:
 // - A prepared namespace is made by a NetworkNamespaces of its own (`spare`,
