@@ -1,27 +1,52 @@
 // MicroVMs from snapshots, side by side in one run, for a Node app that builds
-// about 200 MB of state during init:
-// - RunMicrovm → first response, against a cold start of the same image in
-//   the same kind of sandbox (the app initialising from scratch);
-// - ResumeMicrovm → first response, against the same cold start, 5 s after
-//   suspending and right after it (which waits for the old sandbox's removal);
-// - suspend time per GB of memory image;
-// - memory per idle MicroVM (PSS of its sandbox's processes), against the app's own RSS;
-// - how many idle MicroVMs of the app fit on this machine.
+// about 200 MB of state during init. Each configuration runs ROUNDS times,
+// alternating (cold, RunMicrovm, suspends and resumes, in every round); each
+// line prints the median and the spread (min–max).
+//
+// What each side pays for:
+// - Cold start: bench/cold-start.ts, in a process of its own, does RunMicrovm's
+//   sandbox set-up (a prepared network namespace with the same egress
+//   attached, the same bundle, limits and prepared scratch disk, hostname set
+//   with runsc exec) and then `runsc run`: the app initialises from scratch.
+//   Time from the order to the app's first HTTP answer.
+// - RunMicrovm and ResumeMicrovm: through `lmvm server` in its own process
+//   (spawnServer), from the API call to the app's first HTTP answer: the same
+//   set-up, then `runsc restore` of the build's snapshot or of the MicroVM's
+//   checkpoint. Resumed right after the suspend and after a 5 s pause.
+// - Suspend: SuspendMicrovm until GetMicrovm says SUSPENDED, against `dd` writing
+//   as many bytes as the MicroVM's memory image to the data directory. Without
+//   conv=fsync: runsc checkpoint does not fsync its image either (it is in the
+//   page cache when the suspend ends), so both write to the page cache.
+// - The memory image (pages*.img of the suspend's checkpoint, zero pages left
+//   out) against the app's own RSS, and the size of two checkpoints of the
+//   same running app with and without --exclude-committed-zero-pages.
+// - Memory per idle MicroVM (PSS of its sandbox's processes, and the drop of
+//   the host's MemAvailable per extra MicroVM) and how many fit in 24 GiB.
+// The server's own step times (RunMicrovm/ResumeMicrovm steps in its log) are
+// printed as medians, ms since the operation began.
 
-import { readdirSync, readFileSync, statSync, existsSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 import {
   CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, ResumeMicrovmCommand, RunMicrovmCommand, SuspendMicrovmCommand,
   TerminateMicrovmCommand, type LambdaMicrovmsClient,
 } from "@aws-sdk/client-lambda-microvms";
-import { limitsOf } from "../src/core/index.js";
-import { NetworkNamespaces } from "../src/net/index.js";
-import { Gvisor, type ImageConfig, type SandboxRecord } from "../src/runtime/index.js";
-import { BASE_IMAGE_CACHE, makeZip } from "../test/support/artifacts.js";
-import { eventually, startTestPlatform, tempDir } from "../test/support/platform.js";
+import { limitsOf, reservedEnvironment } from "../src/core/index.js";
+import type { ImageConfig, SandboxRecord } from "../src/runtime/index.js";
+import { memoryImageSize } from "../src/runtime/snapshots.js";
+import { makeZip } from "../test/support/artifacts.js";
+import { eventually, readCredentials, sdkClient, tempDir } from "../test/support/platform.js";
+import { spawnServer } from "../test/support/processes.js";
+import { freeSandboxes } from "../test/support/sandboxes.js";
+import { median, spread } from "./stats.js";
 
 const INIT_MB = 200;
+const ROUNDS = 3;
+const PAUSE_MS = 5_000;
+const IMAGE_ARN = "arn:aws:lambda:us-east-1:000000000000:microvm-image:bench";
 const APP = `const http = require("node:http");
 const crypto = require("node:crypto");
 // Init, as a real app's: a lookup table on the JS heap and a buffer of precomputed data.
@@ -66,11 +91,6 @@ async function firstResponse(ip: () => string | undefined, timeoutMs = 120_000):
   }
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-
 function meminfo(field: string): number {
   return Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync("/proc/meminfo", "utf8"))?.[1] ?? 0) * 1024;
 }
@@ -89,15 +109,62 @@ function sandboxPss(id: string): number {
   return bytes;
 }
 
+/** The cold-start process (bench/cold-start.ts): one JSON line per request and per answer. */
+function coldStarter(setup: object) {
+  const child = spawn(process.execPath, [join(import.meta.dirname, "cold-start.js"), JSON.stringify(setup)], { stdio: ["pipe", "pipe", "pipe"] });
+  let errors = "";
+  child.stderr!.on("data", (d) => (errors += d));
+  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+  const ask = async <T>(what: object, timeoutMs = 120_000): Promise<T> => {
+    child.stdin!.write(`${JSON.stringify(what)}\n`);
+    const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the cold-start process did not answer ${JSON.stringify(what)} in time`)), timeoutMs).unref());
+    const next = await Promise.race([lines.next(), timer]);
+    if (next.done) throw new Error(`the cold-start process exited (${child.exitCode ?? child.signalCode}): ${errors}`);
+    const answer = JSON.parse(next.value as string) as T & { error?: string };
+    if (answer.error) throw new Error(`cold start: ${answer.error}`);
+    return answer;
+  };
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  return {
+    ask,
+    async exit() {
+      child.stdin!.write(`${JSON.stringify({ do: "exit" })}\n`);
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000).unref())]);
+      if (child.exitCode === null) child.kill("SIGKILL");
+    },
+  };
+}
+
+/** Runs dd to its end; resolves with its duration in ms. */
+function dd(file: string, mb: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn("dd", ["if=/dev/zero", `of=${file}`, "bs=1M", `count=${mb}`], { stdio: "ignore" });
+    child.once("error", reject);
+    child.once("exit", (code) => (code === 0 ? resolve(performance.now() - started) : reject(new Error(`dd exited with ${code}`))));
+  });
+}
+
+/** Medians of each step mark in the server's "<operation> steps" log lines. */
+function stepMedians(output: string, operation: string): string {
+  const marks = new Map<string, number[]>();
+  for (const line of output.split("\n")) {
+    if (!line.includes(`"${operation} steps`)) continue;
+    const event = JSON.parse(line) as Record<string, unknown>;
+    for (const [k, v] of Object.entries(event)) if (typeof v === "number") marks.set(k, [...(marks.get(k) ?? []), v]);
+  }
+  return [...marks].sort((a, b) => median(a[1]) - median(b[1])).map(([k, xs]) => `${k} ${median(xs).toFixed(0)}`).join(", ");
+}
+
 const MB = 1024 * 1024;
 
 export async function snapshotsBench(): Promise<string[]> {
-  const t = await startTestPlatform({ builder: undefined, baseImageCache: BASE_IMAGE_CACHE });
-  const client: LambdaMicrovmsClient = t.client;
-  const scratch = tempDir("lmvm-bench-snap-");
-  const gvisor = new Gvisor({ stateRoot: join(scratch, "runsc") });
-  const nets = new NetworkNamespaces("10.214.0.0/24", join(scratch, "networks"));
-  const rounds = 3;
+  const dataDir = tempDir("lmvm-bench-snap-");
+  const scratch = tempDir("lmvm-bench-cold-");
+  const server = await spawnServer(dataDir, { builds: true });
+  const client: LambdaMicrovmsClient = sdkClient(server.url, readCredentials(dataDir));
+  let cold: ReturnType<typeof coldStarter> | undefined;
+  const vmIds: string[] = [];
   try {
     const zip = join(scratch, "app.zip");
     writeFileSync(zip, makeZip([
@@ -111,96 +178,129 @@ export async function snapshotsBench(): Promise<string[]> {
     const image = await eventually(async () => {
       const i = await client.send(new GetMicrovmImageCommand({ imageIdentifier: "bench" }));
       return i.state === "CREATED" || i.state === "CREATE_FAILED" ? i : undefined;
-    }, "the image build", 600_000);
+    }, "the image build", 900_000);
     if (image.state !== "CREATED") throw new Error(`the bench image failed to build (${image.state}); see lmvm logs build`);
-    const builtDir = join(t.dataDir, "images", "bench", "1.0");
+    const builtDir = join(dataDir, "images", "bench", "1.0");
     const arch = readdirSync(builtDir)[0]!;
     const rootfs = join(builtDir, arch, "rootfs");
     const config = JSON.parse(readFileSync(join(builtDir, arch, "config.json"), "utf8")) as ImageConfig;
-    const snapshotBytes = readdirSync(join(builtDir, arch, "snapshot")).filter((f) => f.startsWith("pages")).reduce((n, f) => n + statSync(join(builtDir, arch, "snapshot", f)).size, 0);
-
-    // Cold: the image's entrypoint booted in a fresh sandbox, initialising from scratch.
-    const cold: number[] = [];
-    let appRss = 0;
-    for (let i = 0; i < rounds; i++) {
-      const network = await nets.create();
-      const id = `bench-cold-${i}`;
-      const started = performance.now();
-      try {
-        await gvisor.run({ id, rootfs, config, env: {}, hostname: id, network, dir: join(scratch, id), logFile: "/dev/null", limits: limitsOf({}) });
-        cold.push((await firstResponse(() => network.sandboxIp)) - started);
-        appRss = (await get(network.sandboxIp))!.rss;
-      } finally {
-        await gvisor.destroy(id);
-        Gvisor.forget({ dir: join(scratch, id) });
-        await nets.destroy(network);
-      }
-    }
+    const buildImageBytes = memoryImageSize(join(builtDir, arch, "snapshot"));
+    cold = coldStarter({ scratch, rootfs, config, env: reservedEnvironment(IMAGE_ARN, "1.0"), hooksPort: 8080, limits: limitsOf({}) });
 
     const record = (id: string) => {
-      const file = join(t.dataDir, "microvms", id, "sandbox.json");
+      const file = join(dataDir, "microvms", id, "sandbox.json");
       return existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as SandboxRecord) : undefined;
     };
     const state = async (id: string) => (await client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).state;
+    const reach = async (id: string, want: string, timeoutMs: number) => {
+      const deadline = Date.now() + timeoutMs;
+      while ((await state(id)) !== want) {
+        if (Date.now() > deadline) throw new Error(`${id} did not become ${want}`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    };
+    const settle = () => new Promise((r) => setTimeout(r, 1500)); // background work of the last step (refills, runsc delete) ends
 
-    // Restore: RunMicrovm until the app's first answer; then suspend and resume it.
-    const restore: number[] = [];
-    const resume: number[] = [];
+    const coldMs: number[] = [];
+    const runMs: number[] = [];
     const resumeAtOnce: number[] = [];
-    const suspend: number[] = [];
-    const ids: string[] = [];
-    for (let i = 0; i < rounds; i++) {
-      const started = performance.now();
-      const { microvmId } = await client.send(new RunMicrovmCommand({ imageIdentifier: "arn:aws:lambda:us-east-1:000000000000:microvm-image:bench" }));
-      const id = microvmId!;
-      ids.push(id);
-      restore.push((await firstResponse(() => record(id)?.sandboxIp)) - started);
-      await eventually(async () => ((await state(id)) === "RUNNING" ? true : undefined), "RUNNING", 60_000);
+    const resumeLater: number[] = [];
+    const suspendMs: number[] = [];
+    const ddMs: number[] = [];
+    const imageBytes: number[] = [];
+    let appRss = 0;
+    let zeroPages: { withZeroPages: number; withoutZeroPages: number } | string = "not measured";
+    for (let round = 0; round < ROUNDS; round++) {
+      // Cold start, set-up as RunMicrovm's.
+      await cold.ask({ do: "prepare" });
+      await settle();
+      let started = performance.now();
+      const { ip } = await cold.ask<{ ip: string }>({ do: "start" });
+      coldMs.push((await firstResponse(() => ip)) - started);
+      appRss = (await get(ip))!.rss;
+      if (round === 0) zeroPages = await cold.ask<{ withZeroPages: number; withoutZeroPages: number }>({ do: "checkpoint" }).catch((err: Error) => `checkpoint --leave-running failed: ${err.message}`);
+      await cold.ask({ do: "stop" });
+      await settle();
 
-      // Twice: resumed at once, the resume waits for the old sandbox's removal (runsc delete, in
-      // the background after a suspend); resumed after a pause, as after an idle period, it does not.
-      for (const [resumes, pauseMs] of [[resumeAtOnce, 0], [resume, 5_000]] as const) {
+      // RunMicrovm → first response.
+      started = performance.now();
+      const { microvmId } = await client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+      const id = microvmId!;
+      vmIds.push(id);
+      runMs.push((await firstResponse(() => record(id)?.sandboxIp)) - started);
+      await reach(id, "RUNNING", 60_000);
+      await settle();
+
+      // Suspend, against dd of as many bytes; resume right after, then suspend and resume after a pause.
+      for (const [resumes, pauseMs] of [[resumeAtOnce, 0], [resumeLater, PAUSE_MS]] as const) {
         const suspending = performance.now();
         await client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
-        await eventually(async () => ((await state(id)) === "SUSPENDED" ? true : undefined), "SUSPENDED", 120_000);
-        suspend.push(performance.now() - suspending);
-        await new Promise((r) => setTimeout(r, pauseMs));
-
+        await reach(id, "SUSPENDED", 120_000);
+        suspendMs.push(performance.now() - suspending);
+        const bytes = memoryImageSize(join(dataDir, "microvms", id, "checkpoint"));
+        imageBytes.push(bytes);
+        if (pauseMs) {
+          const file = join(dataDir, "dd-baseline");
+          ddMs.push(await dd(file, Math.max(1, Math.round(bytes / MB))));
+          rmSync(file, { force: true });
+          await new Promise((r) => setTimeout(r, pauseMs));
+        }
         const resuming = performance.now();
         await client.send(new ResumeMicrovmCommand({ microvmIdentifier: id }));
         resumes.push((await firstResponse(() => record(id)?.sandboxIp)) - resuming);
+        await reach(id, "RUNNING", 60_000);
+        await settle();
       }
     }
 
     // Idle footprint: the MicroVMs above are idle now; add more until there are five.
     const availableBefore = meminfo("MemAvailable");
     const extra: string[] = [];
-    for (let i = ids.length; i < 5; i++) {
-      const { microvmId } = await client.send(new RunMicrovmCommand({ imageIdentifier: "arn:aws:lambda:us-east-1:000000000000:microvm-image:bench" }));
+    for (let i = vmIds.length; i < 5; i++) {
+      const { microvmId } = await client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
       extra.push(microvmId!);
-      await eventually(async () => ((await state(microvmId!)) === "RUNNING" ? true : undefined), "RUNNING", 60_000);
+      vmIds.push(microvmId!);
+      await reach(microvmId!, "RUNNING", 60_000);
     }
     await new Promise((r) => setTimeout(r, 2000));
     const marginal = extra.length ? (availableBefore - meminfo("MemAvailable")) / extra.length : 0;
-    const pss = median([...ids, ...extra].map((id) => sandboxPss(record(id)?.sandboxId ?? id)));
+    const pss = median(vmIds.map((id) => sandboxPss(record(id)?.sandboxId ?? id)));
     const perVm = Math.max(pss, marginal);
-    const fit = Math.floor((meminfo("MemTotal") - 1024 * MB) / perVm);
-    for (const id of [...ids, ...extra]) await client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
-    for (const id of [...ids, ...extra]) await eventually(async () => ((await state(id)) === "TERMINATED" ? true : undefined), "TERMINATED", 60_000);
+    const fit24 = Math.floor((24 * 1024 * MB) / perVm);
 
-    const c = median(cold);
-    const ms = (x: number) => `${x.toFixed(0).padStart(6)} ms`;
+    const c = median(coldMs);
+    const ms = (xs: number[]) => `${median(xs).toFixed(0).padStart(5)} ms (${spread(xs.map((x) => Math.round(x)))})`;
+    const ratio = (xs: number[]) => `${(median(xs) / c).toFixed(2)}x cold`;
+    const imageMb = median(imageBytes) / MB;
     return [
-      `MicroVMs from snapshots (a Node app building ~${INIT_MB} MB of state at init; medians of ${rounds}; baseline: its cold start, same run):`,
-      `  cold start → first response (init from scratch)        ${ms(c)}   1.00`,
-      `  RunMicrovm → first response (snapshot restore)         ${ms(median(restore))}   ${(median(restore) / c).toFixed(2)}x cold`,
-      `  ResumeMicrovm → first response, 5 s after suspending    ${ms(median(resume))}   ${(median(resume) / c).toFixed(2)}x cold`,
-      `  ResumeMicrovm → first response, right after suspending ${ms(median(resumeAtOnce))}   ${(median(resumeAtOnce) / c).toFixed(2)}x cold`,
-      `  SuspendMicrovm → SUSPENDED (memory image ${(snapshotBytes / MB).toFixed(0)} MB)       ${ms(median(suspend))}   ${(median(suspend) / (snapshotBytes / 1024 / MB) / 1000).toFixed(2)} s per GB`,
-      `  memory per idle MicroVM: PSS ${(pss / MB).toFixed(0)} MB, host MemAvailable drop ${(marginal / MB).toFixed(0)} MB; the app's own RSS ${(appRss / MB).toFixed(0)} MB   ${(perVm / appRss).toFixed(2)}x RSS`,
-      `  idle MicroVMs of this app that fit in this machine's ${(meminfo("MemTotal") / 1024 / MB).toFixed(0)} GiB (1 GiB kept free): ${fit}`,
+      `MicroVMs from snapshots (a Node app building ~${INIT_MB} MB of state at init; ${ROUNDS} rounds, alternating; median (min–max); baseline: its cold start, same run):`,
+      `  cold start → first response (same set-up, runsc run, init from scratch)  ${ms(coldMs)}   1.00 (target: the others at most 0.15x)`,
+      `  RunMicrovm → first response (no warm pool; restore of the build snapshot) ${ms(runMs)}   ${ratio(runMs)}`,
+      `  ResumeMicrovm → first response, right after the suspend                    ${ms(resumeAtOnce)}   ${ratio(resumeAtOnce)}`,
+      `  ResumeMicrovm → first response, ${PAUSE_MS / 1000} s after the suspend                      ${ms(resumeLater)}   ${ratio(resumeLater)}`,
+      `  SuspendMicrovm → SUSPENDED (memory image ${imageMb.toFixed(0)} MB)                        ${ms(suspendMs)}   ${(median(suspendMs) / median(ddMs)).toFixed(2)}x dd (target: at most 2x)`,
+      `  dd of ${imageMb.toFixed(0)} MB to the data directory (no fsync, as the checkpoint)          ${ms(ddMs)}   1.00`,
+      `  memory image: suspend ${imageMb.toFixed(0)} MB, build snapshot ${(buildImageBytes / MB).toFixed(0)} MB; the app's RSS ${(appRss / MB).toFixed(0)} MB (${(median(imageBytes) / appRss).toFixed(2)}x RSS)`,
+      typeof zeroPages === "string"
+        ? `  zero pages: ${zeroPages}`
+        : `  one running app checkpointed twice: ${(zeroPages.withZeroPages / MB).toFixed(0)} MB with zero pages, ${(zeroPages.withoutZeroPages / MB).toFixed(0)} MB without (--exclude-committed-zero-pages, ${(zeroPages.withoutZeroPages / zeroPages.withZeroPages).toFixed(2)}x)`,
+      `  memory per idle MicroVM: PSS ${(pss / MB).toFixed(0)} MB, host MemAvailable drop ${(marginal / MB).toFixed(0)} MB per extra MicroVM; the app's own RSS ${(appRss / MB).toFixed(0)} MB   ${(perVm / appRss).toFixed(2)}x RSS`,
+      `  idle MicroVMs of this app that fit in 24 GiB (at the larger of the two): ${fit24}`,
+      `  server steps, median ms since RunMicrovm's runtime call began: ${stepMedians(server.output(), "RunMicrovm")}`,
+      `  server steps, median ms since ResumeMicrovm's runtime call began: ${stepMedians(server.output(), "ResumeMicrovm")}`,
     ];
   } finally {
-    await t.stop();
+    for (const id of vmIds) await client.send(new TerminateMicrovmCommand({ microvmIdentifier: id })).catch(() => undefined);
+    for (const id of vmIds) await eventually(async () => ((await state0(client, id)) === "TERMINATED" ? true : undefined), "TERMINATED", 60_000).catch(() => undefined);
+    await cold?.exit();
+    client.destroy();
+    await server.kill();
+    await freeSandboxes(dataDir);
+    await freeSandboxes(scratch);
+    rmSync(dataDir, { recursive: true, force: true });
   }
+}
+
+async function state0(client: LambdaMicrovmsClient, id: string) {
+  return (await client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).state;
 }

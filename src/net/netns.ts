@@ -113,6 +113,19 @@ export class NetworkNamespaces {
     }
   }
 
+  /**
+   * Hands a namespace this instance made over to `to` (its owner marker moves
+   * there): a namespace prepared ahead of time (kept under markers of its
+   * own, src/runtime/prepared.ts) becomes one of the server's sandbox networks.
+   */
+  handOver(net: SandboxNetwork, to: NetworkNamespaces): SandboxNetwork {
+    if (to.ownerDir) writeFileSync(join(to.ownerDir, String(net.index)), "");
+    if (this.ownerDir) rmSync(join(this.ownerDir, String(net.index)), { force: true });
+    this.taken.delete(net.index);
+    to.taken.add(net.index);
+    return to.describe(net.index);
+  }
+
   /** Indexes this server created and has not destroyed. */
   owned(): number[] {
     return this.ownerDir ? readdirSync(this.ownerDir).map(Number).filter(Number.isInteger) : [];

@@ -5,7 +5,7 @@
 // free. The image is sparse, so it costs only what is written.
 
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, statfsSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, statfsSync } from "node:fs";
 import { resolve, sep } from "node:path";
 import { run } from "./exec.js";
 
@@ -47,13 +47,27 @@ export function removeTree(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
 
-/** Makes a sparse ext4 image of `sizeMiB` at `image` and mounts it on `mountPoint`. */
-export async function mountScratchDisk(image: string, mountPoint: string, sizeMiB: number): Promise<void> {
-  mkdirSync(mountPoint, { recursive: true });
+/**
+ * Makes a sparse ext4 image of `sizeMiB` at `image`, unmounted (what a
+ * sandbox disk prepared ahead of time is: mounting it is then the only step
+ * left when a sandbox needs it).
+ */
+export async function formatScratchDisk(image: string, sizeMiB: number): Promise<void> {
   await run("truncate", ["-s", `${sizeMiB}M`, image]);
   // No journal and no reserved blocks: the disk lives exactly as long as its sandbox.
   // Few inodes: gVisor keeps all of a sandbox's files in one filestore file.
   await run("mkfs.ext4", ["-q", "-F", "-m", "0", "-N", "64", "-O", "^has_journal", "-E", "nodiscard,lazy_itable_init=1", image]);
+}
+
+/**
+ * Mounts a sparse ext4 image of `sizeMiB` at `image` on `mountPoint`: `prepared`,
+ * an image of that size made by formatScratchDisk on the same filesystem, is
+ * moved to `image`; without one, the image is made here.
+ */
+export async function mountScratchDisk(image: string, mountPoint: string, sizeMiB: number, prepared?: string): Promise<void> {
+  mkdirSync(mountPoint, { recursive: true });
+  if (prepared) renameSync(prepared, image);
+  else await formatScratchDisk(image, sizeMiB);
   // Not noexec: gVisor maps the filestore into the app's address space, executable pages included.
   await run("mount", ["-o", "loop,nosuid,nodev", image, mountPoint]);
 }

@@ -5,3 +5,4 @@ export { callHook, HookAborted, HookFailure, runHookBody, MICROVM_ID_HEADER, typ
 export { Snapshotter, SnapshotCancelled, SnapshotFailure, SNAPSHOT_PHASE_SECONDS, SETTLE_SECONDS, type SnapshotPhase, type SnapshotRequest, type SnapshotSizes } from "./snapshots.js";
 export { SandboxCgroups, type CgroupLayout } from "./cgroups.js";
 export { MicrovmRuntime, type MicrovmRuntimeOptions, type SandboxRecord, type BuiltVersion } from "./microvms.js";
+export { PreparedResources, type PreparedOptions } from "./prepared.js";

@@ -24,6 +24,7 @@ import { CpuRoom } from "./cpu-room.js";
 import { Gvisor, SandboxSetupError, type ImageConfig, type SandboxSpec } from "./gvisor.js";
 import { spawnGuest } from "./guest-process.js";
 import { callHook, HookFailure, runHookBody, type HookName } from "./hooks.js";
+import type { PreparedResources } from "./prepared.js";
 import { memoryImageSize } from "./snapshots.js";
 
 export interface BuiltVersion {
@@ -51,6 +52,10 @@ export interface MicrovmRuntimeOptions {
   cgroups?: SandboxCgroups;
   /** The host's cores for CPU room (default: availableParallelism()). */
   cores?: number;
+  /** Network namespaces and scratch disks made ahead of time (none: each start makes its own). */
+  prepared?: PreparedResources;
+  /** Where the time of each RunMicrovm and ResumeMicrovm step is reported. */
+  log?: (event: Record<string, unknown>) => void;
 }
 
 /** What a running MicroVM's sandbox needs to be found and driven again. */
@@ -220,6 +225,25 @@ export class MicrovmRuntime implements SandboxRuntime {
       network,
       dir: this.sandboxDir(vm.id, rec),
       logFile: rec.logging ? this.opts.logs.path(vm.id) : "/dev/null",
+      preparedDisk: (sizeMiB) => this.opts.prepared?.takeDisk(sizeMiB),
+    };
+  }
+
+  /** A network namespace for a new sandbox: a prepared one when ready. */
+  private async network(): Promise<SandboxNetwork> {
+    return this.opts.prepared?.takeNetwork() ?? (await this.opts.nets.create());
+  }
+
+  /** Milliseconds since `started` at each step, reported once the operation ends. */
+  private steps(operation: string, id: string): { mark: (name: string) => void; report: () => void } {
+    const started = performance.now();
+    const at: Record<string, number> = {};
+    return {
+      mark: (name) => (at[name] = Math.round(performance.now() - started)),
+      report: () => {
+        this.opts.log?.({ msg: `${operation} steps (ms since it began)`, microvmId: id, ...at });
+        void this.opts.prepared?.refill();
+      },
     };
   }
 
@@ -273,8 +297,10 @@ export class MicrovmRuntime implements SandboxRuntime {
       this.release(this.startingMemory(vm.imageArn, vm.imageVersion), limitsOf(version.config).vcpus);
       throw new Error(`version ${vm.imageVersion} of ${vm.imageArn} has no snapshot to start from (it was built by a server started with --no-snapshots); build a new version on a server that snapshots, with update-microvm-image`);
     }
+    const steps = this.steps("RunMicrovm", vm.id);
     mkdirSync(this.dir(vm.id), { recursive: true });
-    const network = await this.opts.nets.create();
+    const network = await this.network();
+    steps.mark("network");
     const rec: SandboxRecord = {
       networkIndex: network.index,
       sandboxIp: network.sandboxIp,
@@ -293,16 +319,21 @@ export class MicrovmRuntime implements SandboxRuntime {
     this.save(vm.id, rec);
     try {
       // A failure from here on leaves the record naming the network: terminate removes it all.
-      await this.attach(network, rec, vm);
-      await bounded("restoring the snapshot with runsc restore", RESTORE_SECONDS, (signal) => this.opts.gvisor.restore(this.spec(vm, rec, network), built.snapshot, signal));
+      // The bundle and disk are made while the egress is attached; runsc starts after both.
+      const attached = this.attach(network, rec, vm).then(() => steps.mark("attach"));
+      attached.catch(() => undefined);
+      await bounded("restoring the snapshot with runsc restore", RESTORE_SECONDS, (signal) => this.opts.gvisor.restore(this.spec(vm, rec, network), built.snapshot, signal, steps.mark, attached));
     } finally {
       this.release(this.startingMemory(vm.imageArn, vm.imageVersion), rec.limits.vcpus);
       this.cpu.hold(vm.id, rec.limits.vcpus); // until terminate: a failed restore may have left a sandbox
     }
     await this.opts.gvisor.setHostname(this.sandboxOf(vm.id), rec.rootfs, vm.id);
+    steps.mark("hostname");
     await this.hook(vm.id, rec, "run", runHookBody(vm.id, vm.config.runHookPayload)).catch((err: unknown) => {
       throw err instanceof HookFailure ? new RunHookFailed(runFailureReason(err, rec.hooks.microvmHooks?.runTimeoutInSeconds ?? HOOK_TIMEOUT_DEFAULT)) : err;
     });
+    steps.mark("hook");
+    steps.report();
   }
 
   async suspend(vm: Microvm): Promise<void> {
@@ -332,10 +363,12 @@ export class MicrovmRuntime implements SandboxRuntime {
   async resume(vm: Microvm): Promise<void> {
     const rec = this.record(vm.id);
     if (!rec) throw new Error(`MicroVM ${vm.id} has no sandbox on this host`);
+    const steps = this.steps("ResumeMicrovm", vm.id);
     let network: SandboxNetwork | undefined;
     let resumed: SandboxRecord | undefined;
     try {
-      network = await this.opts.nets.create();
+      network = await this.network();
+      steps.mark("network");
       // A new runsc id and directory: the last sandbox's removal (runsc delete, over a second after
       // its checkpoint) goes on beside this restore instead of before it.
       const incarnation = (rec.incarnation ?? 0) + 1;
@@ -344,15 +377,21 @@ export class MicrovmRuntime implements SandboxRuntime {
         incarnation, sandboxId: `${vm.id}-r${incarnation}`, sandboxDir: join(this.dir(vm.id), `sandbox-r${incarnation}`),
       };
       this.save(vm.id, resumed);
-      await this.attach(network, resumed, vm).catch((err: Error) => {
-        throw new SandboxSetupError(`Enforcing the MicroVM's egress on its network failed: ${err.message}`);
-      });
-      await bounded("restoring the checkpoint with runsc restore", RESTORE_SECONDS, (signal) => this.opts.gvisor.restore(this.spec(vm, resumed!, network!), join(this.dir(vm.id), "checkpoint"), signal));
+      // The bundle and disk are made while the egress is attached; runsc starts after both.
+      const attached = this.attach(network, resumed, vm).then(
+        () => steps.mark("attach"),
+        (err: Error) => {
+          throw new SandboxSetupError(`Enforcing the MicroVM's egress on its network failed: ${err.message}`);
+        },
+      );
+      attached.catch(() => undefined);
+      await bounded("restoring the checkpoint with runsc restore", RESTORE_SECONDS, (signal) => this.opts.gvisor.restore(this.spec(vm, resumed!, network!), join(this.dir(vm.id), "checkpoint"), signal, steps.mark, attached));
     } catch (err) {
       const restoreBegan = resumed !== undefined && !(err instanceof SandboxSetupError);
       if (restoreBegan) throw err;
       // Failing before runsc began leaves the checkpoint as good as it was: undo the rest, keep it.
       try {
+        if (resumed?.sandboxDir) Gvisor.forget({ dir: resumed.sandboxDir });
         if (network) {
           await this.opts.egress.detach(network);
           await this.opts.nets.destroy(network);
@@ -368,6 +407,8 @@ export class MicrovmRuntime implements SandboxRuntime {
     this.cpu.hold(vm.id, rec.limits.vcpus);
     rmSync(join(this.dir(vm.id), "checkpoint"), { recursive: true, force: true });
     await this.hook(vm.id, resumed, "resume");
+    steps.mark("hook");
+    steps.report();
   }
 
   async terminate(vm: Microvm): Promise<void> {
@@ -423,6 +464,15 @@ export class MicrovmRuntime implements SandboxRuntime {
     const root = this.opts.microvmsDir;
     if (existsSync(root)) for (const d of readdirSync(root)) if (!ids.has(d)) removeTree(join(root, d));
     for (const id of this.records.keys()) if (!ids.has(id)) this.records.delete(id);
+    // What a killed server prepared goes too. Preparing again waits for the first start (its
+    // report()): a server that runs no MicroVM (most test servers, a build host) makes none.
+    await this.opts.prepared?.recover();
+    this.opts.prepared?.expectDisks(this.opts.gvisor.diskMiB(limitsOf({})));
+  }
+
+  /** Removes the resources prepared ahead of time (the server is stopping). */
+  async stop(): Promise<void> {
+    await this.opts.prepared?.stop();
   }
 
   /**

@@ -46,6 +46,10 @@ export const paths = (dir: string) => ({
   runscMicrovms: join(dir, "runsc", "microvms"),
   /** Bundles and overlay disks of build-time snapshot sandboxes. */
   snapshotSandboxes: join(dir, "sandboxes"),
+  /** Sandbox scratch disks formatted ahead of time, unmounted (src/runtime/prepared.ts); emptied at every start and stop. */
+  prepared: join(dir, "prepared"),
+  /** Markers of the network namespaces prepared ahead of time, not yet any sandbox's (src/runtime/prepared.ts). */
+  preparedNetworks: join(dir, "prepared-networks"),
   /** Per MicroVM: <id>/{sandbox.json,sandbox/,checkpoint/,exec/} (src/runtime/microvms.ts). */
   microvms: join(dir, "microvms"),
 });

@@ -15,7 +15,7 @@ import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
 import { EgressGateway, NetworkNamespaces } from "../net/index.js";
 import { MetadataService } from "../metadata/index.js";
-import { Gvisor, MicrovmRuntime, Snapshotter } from "../runtime/index.js";
+import { Gvisor, MicrovmRuntime, PreparedResources, Snapshotter } from "../runtime/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
 import { AuditTrail, DEFAULT_AUDIT_RETENTION_DAYS, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
@@ -175,6 +175,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
         dataDir: config.dataDir,
         microvmsDir: files.microvms,
         logs: microvmLogs,
+        prepared: new PreparedResources({ nets, spare: new NetworkNamespaces(undefined, files.preparedNetworks), dir: files.prepared, log }),
+        log,
         locate: (imageArn, version) => {
           const built = readBuiltImage(files.images, imageArn, version, host.architecture);
           return { ...built, snapshot: join(builtImageDir(files.images, imageArn, version, host.architecture), "snapshot") };
@@ -302,6 +304,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       clearTimeout(cut);
       await core;
       await trail.drain();
+      // Prepared namespaces and disks belong to no MicroVM: they go.
+      if (runtime instanceof MicrovmRuntime) await runtime.stop();
       // Running sandboxes keep their chains and shaping; the next start re-binds their DNS sockets and metadata listeners.
       await egress.close();
       await store.close();

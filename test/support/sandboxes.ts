@@ -18,7 +18,7 @@ export async function freeSandboxes(dataDir: string): Promise<void> {
       for (const s of await gvisor.list().catch(() => [])) await gvisor.destroy(s.id);
     }
   }
-  for (const owned of ["networks", "build-networks"]) {
+  for (const owned of ["networks", "build-networks", "prepared-networks"]) {
     if (!existsSync(join(dataDir, owned))) continue;
     const nets = new NetworkNamespaces(undefined, join(dataDir, owned));
     for (const i of await nets.reap(new Set())) await removeSandboxChain(nets.describe(i).hostInterface);
