@@ -392,6 +392,8 @@ export class Gvisor {
     const bundle = await this.writeBundle(spec);
     step?.("bundle");
     await after; // what the sandbox's network needs first (its egress), made meanwhile
+    if (signal?.aborted) throw new SandboxAborted("runsc restore was cancelled before it began");
+    step?.("bundle and egress");
     await this.detached(spec, ["restore", "--image-path", imageDir, "--bundle", bundle, "--detach", spec.id], signal);
     step?.("restore");
   }

@@ -366,6 +366,11 @@ export class MicrovmRuntime implements SandboxRuntime {
     const steps = this.steps("ResumeMicrovm", vm.id);
     let network: SandboxNetwork | undefined;
     let resumed: SandboxRecord | undefined;
+    let runscBegan = false;
+    const mark = (name: string) => {
+      if (name === "bundle and egress") runscBegan = true;
+      steps.mark(name);
+    };
     try {
       network = await this.network();
       steps.mark("network");
@@ -385,10 +390,10 @@ export class MicrovmRuntime implements SandboxRuntime {
         },
       );
       attached.catch(() => undefined);
-      await bounded("restoring the checkpoint with runsc restore", RESTORE_SECONDS, (signal) => this.opts.gvisor.restore(this.spec(vm, resumed!, network!), join(this.dir(vm.id), "checkpoint"), signal, steps.mark, attached));
+      await bounded("restoring the checkpoint with runsc restore", RESTORE_SECONDS, (signal) => this.opts.gvisor.restore(this.spec(vm, resumed!, network!), join(this.dir(vm.id), "checkpoint"), signal, mark, attached));
     } catch (err) {
-      const restoreBegan = resumed !== undefined && !(err instanceof SandboxSetupError);
-      if (restoreBegan) throw err;
+      // Until runsc restore starts (after the bundle and the egress, which a deadline may cut short), the checkpoint is untouched.
+      if (runscBegan) throw err;
       // Failing before runsc began leaves the checkpoint as good as it was: undo the rest, keep it.
       try {
         if (resumed?.sandboxDir) Gvisor.forget({ dir: resumed.sandboxDir });
@@ -453,6 +458,9 @@ export class MicrovmRuntime implements SandboxRuntime {
     // A server killed mid-suspend or mid-resume can leave a sandbox beside a checkpoint:
     // only a RUNNING MicroVM keeps its sandbox and namespace, only a SUSPENDED one its checkpoint.
     const current = new Set([...running].map((id) => this.sandboxOf(id)));
+    // What a killed server prepared goes first, whatever fails after. Preparing again waits for the
+    // first start (its report()): a server that runs no MicroVM (most test servers, a build host) makes none.
+    await this.opts.prepared?.recover();
     for (const s of await this.opts.gvisor.list().catch(() => [])) if (!current.has(s.id)) await this.opts.gvisor.destroy(s.id);
     for (const id of running) rmSync(join(this.dir(id), "checkpoint"), { recursive: true, force: true });
     // Only a RUNNING MicroVM's current sandbox keeps its directory (earlier incarnations', and a crashed resume's, go).
@@ -464,9 +472,6 @@ export class MicrovmRuntime implements SandboxRuntime {
     const root = this.opts.microvmsDir;
     if (existsSync(root)) for (const d of readdirSync(root)) if (!ids.has(d)) removeTree(join(root, d));
     for (const id of this.records.keys()) if (!ids.has(id)) this.records.delete(id);
-    // What a killed server prepared goes too. Preparing again waits for the first start (its
-    // report()): a server that runs no MicroVM (most test servers, a build host) makes none.
-    await this.opts.prepared?.recover();
     this.opts.prepared?.expectDisks(this.opts.gvisor.diskMiB(limitsOf({})));
   }
 

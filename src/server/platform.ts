@@ -302,13 +302,17 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       const cut = setTimeout(() => app.server.closeAllConnections(), 2000);
       await Promise.allSettled([proxy.stop(), app.close()]);
       clearTimeout(cut);
-      await core;
-      await trail.drain();
-      // Prepared namespaces and disks belong to no MicroVM: they go.
-      if (runtime instanceof MicrovmRuntime) await runtime.stop();
-      // Running sandboxes keep their chains and shaping; the next start re-binds their DNS sockets and metadata listeners.
-      await egress.close();
-      await store.close();
+      try {
+        await core;
+        await trail.drain();
+      } finally {
+        // Each step runs whatever failed before it. Prepared namespaces and disks belong to no MicroVM: they go.
+        // Running sandboxes keep their chains and shaping; the next start re-binds their DNS sockets and metadata listeners.
+        const steps = [() => (runtime instanceof MicrovmRuntime ? runtime.stop() : undefined), () => egress.close(), () => store.close()];
+        let failure: unknown;
+        for (const step of steps) await Promise.resolve().then(step).catch((err: unknown) => (failure ??= err));
+        if (failure !== undefined) throw failure;
+      }
     },
   };
 }
