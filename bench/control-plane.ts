@@ -5,10 +5,12 @@
 // (autocannon, keep-alive, the same connections) runs in this process for all
 // sides alike. Each configuration runs ROUNDS times, the sides alternating
 // within each round; the bench prints the median and spread (min–max) of
-// requests/s and p99 latency, and the ratio of the medians.
+// requests/s and p99 latency, and the ratio of the medians; and each
+// server's CPU time per request (from /proc), which other load on a shared
+// machine disturbs far less than requests/s do.
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { CreateMicrovmImageCommand } from "@aws-sdk/client-lambda-microvms";
 import { Hash } from "@smithy/hash-node";
@@ -35,12 +37,25 @@ async function signedHeaders(url: string, path: string, creds: { accessKeyId: st
   return signed.headers as Record<string, string>;
 }
 
-interface Run { rps: number; p99: number }
+interface Run { rps: number; p99: number; cpuUs: number }
 
-async function load(url: string, path: string, headers: Record<string, string>, seconds: number): Promise<Run> {
+/** CPU time (user + system, all threads) a process has used, in microseconds (/proc/<pid>/stat, clock ticks of 10 ms). */
+function cpuTimeUs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+/**
+ * One run: requests/s and p99 as the client saw them, and the server's CPU
+ * time per request, which other load on a shared machine disturbs far less
+ * than requests/s.
+ */
+async function load(url: string, path: string, headers: Record<string, string>, seconds: number, pid: number): Promise<Run> {
+  const before = cpuTimeUs(pid);
   const r = await autocannon({ url: url + path, headers, connections: CONNECTIONS, duration: seconds });
+  const cpu = cpuTimeUs(pid) - before;
   if (r.non2xx || r.errors) throw new Error(`${url}${path}: ${r.non2xx} non-2xx answers, ${r.errors} errors`);
-  return { rps: r.requests.average, p99: r.latency.p99 };
+  return { rps: r.requests.average, p99: r.latency.p99, cpuUs: cpu / Math.max(1, r.requests.total) };
 }
 
 async function baseline(mode: string, bodies: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
@@ -77,9 +92,9 @@ export async function controlPlaneBench(): Promise<string[]> {
   const bare = await baseline("node", bodies);
   const fastify = await baseline("fastify", bodies);
   const sides = [
-    { name: "lmvm", url: server.url, signed: true },
-    { name: "bare", url: bare.url, signed: false },
-    { name: "fastify", url: fastify.url, signed: false },
+    { name: "lmvm", url: server.url, signed: true, pid: server.child.pid! },
+    { name: "bare", url: bare.url, signed: false, pid: bare.child.pid! },
+    { name: "fastify", url: fastify.url, signed: false, pid: fastify.child.pid! },
   ];
 
   const lines = [
@@ -90,19 +105,21 @@ export async function controlPlaneBench(): Promise<string[]> {
   try {
     for (const [op, path] of Object.entries(paths)) {
       // Warm-up of every side (JIT, caches), not counted.
-      for (const s of sides) await load(s.url, path, s.signed ? headers[op]! : {}, 1);
+      for (const s of sides) await load(s.url, path, s.signed ? headers[op]! : {}, 1, s.pid);
       const runs: Record<string, Run[]> = Object.fromEntries(sides.map((s) => [s.name, []]));
       for (let round = 0; round < ROUNDS; round++) {
         // Alternate which side goes first, so drift (other load on the machine) falls on both.
         const order = round % 2 ? [...sides].reverse() : sides;
-        for (const s of order) runs[s.name]!.push(await load(s.url, path, s.signed ? headers[op]! : {}, SECONDS));
+        for (const s of order) runs[s.name]!.push(await load(s.url, path, s.signed ? headers[op]! : {}, SECONDS, s.pid));
       }
       const rps = (n: string) => runs[n]!.map((r) => r.rps);
       const p99 = (n: string) => runs[n]!.map((r) => r.p99);
+      const cpu = (n: string) => runs[n]!.map((r) => r.cpuUs);
       lines.push(`${op}:`);
-      for (const s of sides) lines.push(`  ${s.name.padEnd(8)} ${summary(rps(s.name), "req/s").padEnd(28)} p99 ${summary(p99(s.name), "ms")}`);
+      for (const s of sides) lines.push(`  ${s.name.padEnd(8)} ${summary(rps(s.name), "req/s").padEnd(28)} p99 ${summary(p99(s.name), "ms").padEnd(24)} server CPU ${summary(cpu(s.name), "µs/request")}`);
       const ratios = runs.lmvm!.map((r, i) => r.rps / runs.bare![i]!.rps);
-      lines.push(`  lmvm/bare = ${(median(rps("lmvm")) / median(rps("bare"))).toFixed(2)} (ratio of medians; per round ${spread(ratios)}), lmvm/fastify = ${(median(rps("lmvm")) / median(rps("fastify"))).toFixed(2)}`);
+      lines.push(`  lmvm/bare requests/s = ${(median(rps("lmvm")) / median(rps("bare"))).toFixed(2)} (ratio of medians; per round ${spread(ratios)}), lmvm/fastify = ${(median(rps("lmvm")) / median(rps("fastify"))).toFixed(2)}`);
+      lines.push(`  bare/lmvm server CPU per request = ${(median(cpu("bare")) / median(cpu("lmvm"))).toFixed(2)} (the requests/s ratio each would reach with a core of its own)`);
     }
   } finally {
     bare.child.kill();

@@ -4,9 +4,17 @@
 // synchronous=NORMAL: a committed batch is in the operating system's hands, so
 // it survives the server's crash or `kill -9`, and reaches the disk with the
 // next checkpoint or the next control-plane commit (synchronous=FULL), whichever
-// comes first; a read-only API call then never waits for an fsync. Only a
-// power loss can take the last events. The main thread only waits for the
-// answer (src/store/sqlite.ts, AuditWriter).
+// comes first. Only a power loss can take the last events. The main thread only
+// waits for the answer (src/store/sqlite.ts, AuditWriter).
+//
+// A checkpoint syncs the log and the database file (two fsyncs, tens of ms on
+// a busy disk). SQLite runs one automatically inside the commit that grows the
+// log past 1000 pages, and a read-only API call waiting for its event would
+// wait for those fsyncs too (under load, every hundred calls or so). So this
+// writer's connection never checkpoints (wal_autocheckpoint=0): the same file
+// run as the checkpointer (workerData.checkpointEveryMs), a thread and
+// connection of its own, checkpoints PASSIVE-ly (never blocking the writer or
+// readers) every few hundred ms, so no call's answer waits for an fsync.
 
 import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
@@ -23,12 +31,25 @@ export interface AuditBatchResult {
   error?: { message: string; code?: string };
 }
 
-if (parentPort) {
+const data = workerData as { file: string; checkpointEveryMs?: number } | null;
+
+if (parentPort && data?.checkpointEveryMs) {
+  const db = new Database(data.file);
+  db.pragma("busy_timeout = 10000");
+  setInterval(() => {
+    try {
+      db.pragma("wal_checkpoint(PASSIVE)");
+    } catch {
+      // Busy or failing now: the next tick tries again, and the control plane's own commits checkpoint too.
+    }
+  }, data.checkpointEveryMs);
+} else if (parentPort) {
   const port = parentPort;
-  const db = new Database((workerData as { file: string }).file);
+  const db = new Database(data!.file);
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = NORMAL");
   db.pragma("busy_timeout = 10000");
+  db.pragma("wal_autocheckpoint = 0");
   const event = db.prepare(
     "insert into audit_events (event_id, event_time, event_source, event_name, read_only, username, access_key_id, error_code, record) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
   );
