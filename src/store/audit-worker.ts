@@ -11,10 +11,15 @@
 // a busy disk). SQLite runs one automatically inside the commit that grows the
 // log past 1000 pages, and a read-only API call waiting for its event would
 // wait for those fsyncs too (under load, every hundred calls or so). So this
-// writer's connection never checkpoints (wal_autocheckpoint=0): the same file
-// run as the checkpointer (workerData.checkpointEveryMs), a thread and
-// connection of its own, checkpoints PASSIVE-ly (never blocking the writer or
-// readers) every few hundred ms, so no call's answer waits for an fsync.
+// writer's connection never checkpoints (wal_autocheckpoint=0): every
+// CHECKPOINT_EVENTS events it asks (AuditBatchResult.checkpoint) the
+// checkpointer, this same file run with workerData.checkpointEveryMs, a thread
+// and connection of its own, which checkpoints PASSIVE-ly (blocking neither the
+// writer nor readers) then, and every checkpointEveryMs in any case. Not more
+// often: the first commit after a whole log was checkpointed starts the log
+// again and syncs its header (one fsync, on the writer), so each checkpoint
+// costs the writer's commit one fsync; about 1000 pages of events go between
+// two, as with SQLite's own automatic checkpoint.
 
 import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
@@ -26,6 +31,8 @@ export type AuditBatch = { id: number; rows: AuditRow[] } | { id: number; expire
 
 export interface AuditBatchResult {
   id: number;
+  /** The log has grown by about CHECKPOINT_EVENTS events since the last request: time for a checkpoint. */
+  checkpoint?: boolean;
   /** How many events an expiry removed. */
   removed?: number;
   error?: { message: string; code?: string };
@@ -33,16 +40,21 @@ export interface AuditBatchResult {
 
 const data = workerData as { file: string; checkpointEveryMs?: number } | null;
 
+/** Events appended between two checkpoint requests: about 1000 pages of log. */
+const CHECKPOINT_EVENTS = 2000;
+
 if (parentPort && data?.checkpointEveryMs) {
   const db = new Database(data.file);
   db.pragma("busy_timeout = 10000");
-  setInterval(() => {
+  const checkpoint = () => {
     try {
       db.pragma("wal_checkpoint(PASSIVE)");
     } catch {
-      // Busy or failing now: the next tick tries again, and the control plane's own commits checkpoint too.
+      // Busy or failing now: the next request or tick tries again, and the control plane's own commits checkpoint too.
     }
-  }, data.checkpointEveryMs);
+  };
+  setInterval(checkpoint, data.checkpointEveryMs);
+  parentPort.on("message", checkpoint);
 } else if (parentPort) {
   const port = parentPort;
   const db = new Database(data!.file);
@@ -77,6 +89,7 @@ if (parentPort && data?.checkpointEveryMs) {
     for (let n = expireSome.immediate(before); n > 0; n = expireSome.immediate(before)) removed += n;
     return removed;
   };
+  let sinceCheckpoint = 0;
   port.on("message", (batch: AuditBatch) => {
     try {
       if ("expireBefore" in batch) {
@@ -84,7 +97,10 @@ if (parentPort && data?.checkpointEveryMs) {
         return;
       }
       append.immediate(batch.rows);
-      port.postMessage({ id: batch.id } satisfies AuditBatchResult);
+      sinceCheckpoint += batch.rows.length;
+      const checkpoint = sinceCheckpoint >= CHECKPOINT_EVENTS;
+      if (checkpoint) sinceCheckpoint = 0;
+      port.postMessage({ id: batch.id, ...(checkpoint ? { checkpoint } : {}) } satisfies AuditBatchResult);
     } catch (err) {
       const e = err as { message?: string; code?: string };
       port.postMessage({ id: batch.id, error: { message: e.message ?? String(err), ...(e.code ? { code: e.code } : {}) } } satisfies AuditBatchResult);

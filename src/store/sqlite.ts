@@ -256,7 +256,7 @@ class AuditWriter {
     const worker = new Worker(new URL("./audit-worker.js", import.meta.url), { workerData: { file: this.file } });
     worker.unref();
     if (!this.checkpointer) {
-      const checkpointer = new Worker(new URL("./audit-worker.js", import.meta.url), { workerData: { file: this.file, checkpointEveryMs: 250 } });
+      const checkpointer = new Worker(new URL("./audit-worker.js", import.meta.url), { workerData: { file: this.file, checkpointEveryMs: 5000 } });
       checkpointer.unref();
       checkpointer.on("error", () => undefined);
       checkpointer.on("exit", () => {
@@ -265,6 +265,7 @@ class AuditWriter {
       this.checkpointer = checkpointer;
     }
     worker.on("message", (r: AuditBatchResult) => {
+      if (r.checkpoint) this.checkpointer?.postMessage("checkpoint");
       const w = this.waiting.get(r.id);
       if (!w) return;
       this.waiting.delete(r.id);
