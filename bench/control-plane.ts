@@ -1,9 +1,16 @@
 // Control-plane throughput: signed GetMicrovmImage and ListMicrovmImages
-// against lmvm server, side by side with a bare node:http server answering
-// the same JSON. Prints requests per second, p99 latency and the ratio.
+// against `lmvm server`, side by side with a bare node:http server answering
+// the same JSON (bench/bare-server.ts) and, for context, the same JSON from a
+// Fastify route. Every server runs in its own process; the load generator
+// (autocannon, keep-alive, the same connections) runs in this process for all
+// sides alike. Each configuration runs ROUNDS times, the sides alternating
+// within each round; the bench prints the median and spread (min–max) of
+// requests/s and p99 latency, and the ratio of the medians; and each
+// server's CPU time per request (from /proc), which other load on a shared
+// machine disturbs far less than requests/s do.
 
-import { spawn } from "node:child_process";
-import { rmSync } from "node:fs";
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { CreateMicrovmImageCommand } from "@aws-sdk/client-lambda-microvms";
 import { Hash } from "@smithy/hash-node";
@@ -12,9 +19,12 @@ import { SignatureV4 } from "@smithy/signature-v4";
 import autocannon from "autocannon";
 import { imageRequest, readCredentials, sdkClient, tempDir } from "../test/support/platform.js";
 import { spawnServer } from "../test/support/processes.js";
+import { median, spread, summary } from "./stats.js";
 
 const CONNECTIONS = 32;
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const ROUNDS = Math.max(5, Number(process.env.BENCH_ROUNDS ?? 5));
+const IMAGES = 20;
 
 async function signedHeaders(url: string, path: string, creds: { accessKeyId: string; secretAccessKey: string }) {
   const u = new URL(url);
@@ -27,24 +37,48 @@ async function signedHeaders(url: string, path: string, creds: { accessKeyId: st
   return signed.headers as Record<string, string>;
 }
 
-async function load(url: string, path: string, headers: Record<string, string>) {
-  await autocannon({ url: url + path, headers, connections: CONNECTIONS, duration: 1 }); // warm-up
-  const r = await autocannon({ url: url + path, headers, connections: CONNECTIONS, duration: SECONDS });
+interface Run { rps: number; p99: number; cpuUs: number }
+
+/** CPU time (user + system, all threads) a process has used, in microseconds (/proc/<pid>/stat, clock ticks of 10 ms). */
+function cpuTimeUs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+/**
+ * One run: requests/s and p99 as the client saw them, and the server's CPU
+ * time per request, which other load on a shared machine disturbs far less
+ * than requests/s.
+ */
+async function load(url: string, path: string, headers: Record<string, string>, seconds: number, pid: number): Promise<Run> {
+  const before = cpuTimeUs(pid);
+  const r = await autocannon({ url: url + path, headers, connections: CONNECTIONS, duration: seconds });
+  const cpu = cpuTimeUs(pid) - before;
   if (r.non2xx || r.errors) throw new Error(`${url}${path}: ${r.non2xx} non-2xx answers, ${r.errors} errors`);
-  return { rps: r.requests.average, p99: r.latency.p99 };
+  return { rps: r.requests.average, p99: r.latency.p99, cpuUs: cpu / Math.max(1, r.requests.total) };
+}
+
+async function baseline(mode: string, bodies: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [join(import.meta.dirname, "bare-server.js"), mode, JSON.stringify(bodies)], { stdio: ["ignore", "pipe", "inherit"] });
+  const port = await new Promise<string>((resolve, reject) => {
+    child.stdout!.once("data", (d) => resolve(String(d).trim()));
+    child.once("exit", (code) => reject(new Error(`bare-server ${mode} exited with ${code}`)));
+  });
+  return { child, url: `http://127.0.0.1:${port}` };
 }
 
 export async function controlPlaneBench(): Promise<string[]> {
   const dataDir = tempDir("lmvm-bench-");
-  const server = await spawnServer(dataDir);
+  // Images are created with builds queued (no builder runs here): allow all of them at once.
+  const server = await spawnServer(dataDir, { args: ["--quotas", `concurrent-builds=${IMAGES}`] });
   const creds = readCredentials(dataDir);
   const client = sdkClient(server.url, creds);
-  for (let i = 0; i < 20; i++) await client.send(new CreateMicrovmImageCommand(imageRequest(`bench-${i}`, { tags: { i: String(i) } })));
+  for (let i = 0; i < IMAGES; i++) await client.send(new CreateMicrovmImageCommand(imageRequest(`bench-${i}`, { tags: { i: String(i) } })));
   client.destroy();
 
   const paths = {
     GetMicrovmImage: "/2025-09-09/microvm-images/bench-7",
-    ListMicrovmImages: "/2025-09-09/microvm-images?maxResults=20",
+    ListMicrovmImages: `/2025-09-09/microvm-images?maxResults=${IMAGES}`,
   };
   const bodies: Record<string, string> = {};
   const headers: Record<string, Record<string, string>> = {};
@@ -55,27 +89,37 @@ export async function controlPlaneBench(): Promise<string[]> {
     bodies[path] = await res.text();
   }
 
-  const baseline = async (mode: string) => {
-    const child = spawn(process.execPath, [join(import.meta.dirname, "bare-server.js"), mode, JSON.stringify(bodies)], { stdio: ["ignore", "pipe", "inherit"] });
-    const port = await new Promise<string>((resolve) => child.stdout!.once("data", (d) => resolve(String(d).trim())));
-    return { child, url: `http://127.0.0.1:${port}` };
-  };
-  const bare = await baseline("node");
-  const fastify = await baseline("fastify");
+  const bare = await baseline("node", bodies);
+  const fastify = await baseline("fastify", bodies);
+  const sides = [
+    { name: "lmvm", url: server.url, signed: true, pid: server.child.pid! },
+    { name: "bare", url: bare.url, signed: false, pid: bare.child.pid! },
+    { name: "fastify", url: fastify.url, signed: false, pid: fastify.child.pid! },
+  ];
 
-  const col = (s: string, w: number) => s.padStart(w);
   const lines = [
-    `Control plane: requests/s with ${CONNECTIONS} connections, ${SECONDS}s each, all in one run.`,
-    `  lmvm = signed (SigV4) request, validated, read from SQLite; baseline = bare node:http server answering the same JSON;`,
-    `  fastify = the same JSON from a Fastify route (lmvm's framework), to show the framework's own ceiling.`,
-    `${"operation".padEnd(20)}${col("lmvm", 9)}${col("p99ms", 7)}${col("baseline", 10)}${col("p99ms", 7)}${col("fastify", 9)}${col("lmvm/baseline", 15)}${col("lmvm/fastify", 14)}`,
+    `Control plane: ${CONNECTIONS} keep-alive connections, ${SECONDS}s per run, ${ROUNDS} rounds alternating sides; median (min–max).`,
+    `  lmvm = signed (SigV4) request: authenticated, authorised, audited, validated, answered by lmvm server (its own process);`,
+    `  bare = bare node:http server answering the same JSON (own process); fastify = the same JSON from a Fastify route (own process).`,
   ];
   try {
     for (const [op, path] of Object.entries(paths)) {
-      const lmvm = await load(server.url, path, headers[op]!);
-      const base = await load(bare.url, path, {});
-      const fw = await load(fastify.url, path, {});
-      lines.push(`${op.padEnd(20)}${col(lmvm.rps.toFixed(0), 9)}${col(String(lmvm.p99), 7)}${col(base.rps.toFixed(0), 10)}${col(String(base.p99), 7)}${col(fw.rps.toFixed(0), 9)}${col((lmvm.rps / base.rps).toFixed(2), 15)}${col((lmvm.rps / fw.rps).toFixed(2), 14)}`);
+      // Warm-up of every side (JIT, caches), not counted.
+      for (const s of sides) await load(s.url, path, s.signed ? headers[op]! : {}, 1, s.pid);
+      const runs: Record<string, Run[]> = Object.fromEntries(sides.map((s) => [s.name, []]));
+      for (let round = 0; round < ROUNDS; round++) {
+        // Alternate which side goes first, so drift (other load on the machine) falls on both.
+        const order = round % 2 ? [...sides].reverse() : sides;
+        for (const s of order) runs[s.name]!.push(await load(s.url, path, s.signed ? headers[op]! : {}, SECONDS, s.pid));
+      }
+      const rps = (n: string) => runs[n]!.map((r) => r.rps);
+      const p99 = (n: string) => runs[n]!.map((r) => r.p99);
+      const cpu = (n: string) => runs[n]!.map((r) => r.cpuUs);
+      lines.push(`${op}:`);
+      for (const s of sides) lines.push(`  ${s.name.padEnd(8)} ${summary(rps(s.name), "req/s").padEnd(28)} p99 ${summary(p99(s.name), "ms").padEnd(24)} server CPU ${summary(cpu(s.name), "µs/request")}`);
+      const ratios = runs.lmvm!.map((r, i) => r.rps / runs.bare![i]!.rps);
+      lines.push(`  lmvm/bare requests/s = ${(median(rps("lmvm")) / median(rps("bare"))).toFixed(2)} (ratio of medians; per round ${spread(ratios)}), lmvm/fastify = ${(median(rps("lmvm")) / median(rps("fastify"))).toFixed(2)}`);
+      lines.push(`  bare/lmvm server CPU per request = ${(median(cpu("bare")) / median(cpu("lmvm"))).toFixed(2)} (the requests/s ratio each would reach with a core of its own)`);
     }
   } finally {
     bare.child.kill();

@@ -227,6 +227,15 @@ function withStatementCache(sqlite: Database.Database): SqliteDatabaseLike {
         stmt = sqlite.prepare(sql);
         if (cache.size < 1000) cache.set(sql, stmt);
       }
+      // Kysely prepares each statement right before it runs it: anything but a plain select (a write, one
+      // with RETURNING, BEGIN, COMMIT, ROLLBACK, a pragma) drops the hot reads' copy (SqliteStore.hotRows).
+      if (!stmt.reader || !sql.startsWith("select ")) {
+        const state = hotStates.get(sqlite);
+        if (state) {
+          state.rows.clear();
+          state.held = 0;
+        }
+      }
       if (sql === "rollback") {
         // SQLite rolls a transaction back by itself when a write fails for want of disk
         // (SQLITE_FULL) or on an I/O error; Kysely's ROLLBACK after that would fail with
@@ -242,6 +251,8 @@ function withStatementCache(sqlite: Database.Database): SqliteDatabaseLike {
 /** The audit writer thread (audit-worker.ts) as the store uses it: a batch in, a promise that resolves when it is on disk. */
 class AuditWriter {
   private worker: Worker | undefined;
+  /** Checkpoints the log off the writer's commits (audit-worker.ts). */
+  private checkpointer: Worker | undefined;
   private next = 1;
   private readonly waiting = new Map<number, { resolve: (removed: number) => void; reject: (err: Error) => void }>();
 
@@ -250,7 +261,17 @@ class AuditWriter {
   private start(): Worker {
     const worker = new Worker(new URL("./audit-worker.js", import.meta.url), { workerData: { file: this.file } });
     worker.unref();
+    if (!this.checkpointer) {
+      const checkpointer = new Worker(new URL("./audit-worker.js", import.meta.url), { workerData: { file: this.file, checkpointEveryMs: 5000 } });
+      checkpointer.unref();
+      checkpointer.on("error", () => undefined);
+      checkpointer.on("exit", () => {
+        if (this.checkpointer === checkpointer) this.checkpointer = undefined;
+      });
+      this.checkpointer = checkpointer;
+    }
     worker.on("message", (r: AuditBatchResult) => {
+      if (r.checkpoint) this.checkpointer?.postMessage("checkpoint");
       const w = this.waiting.get(r.id);
       if (!w) return;
       this.waiting.delete(r.id);
@@ -286,9 +307,34 @@ class AuditWriter {
 
   async close(): Promise<void> {
     const worker = this.worker;
+    const checkpointer = this.checkpointer;
     this.worker = undefined;
+    this.checkpointer = undefined;
     if (worker) await worker.terminate();
+    if (checkpointer) await checkpointer.terminate();
   }
+}
+
+/**
+ * The hot reads' state, one per connection: their prepared statements, and the
+ * rows they read, by query and parameters. The rows are a copy of what the
+ * database held when they were read, and the connection is the only writer of
+ * the tables they come from (the audit writer thread writes only the audit
+ * tables, on its own connection), so the copy is dropped whole whenever that
+ * connection runs anything but a read: every write, BEGIN, COMMIT and ROLLBACK
+ * (withStatementCache). A hot read never runs while a transaction is open, so
+ * what it keeps was committed. Rows are mapped to fresh objects on every read:
+ * no caller shares them.
+ */
+interface HotState { statements: Map<string, Database.Statement>; rows: Map<string, unknown[]>; held: number }
+const hotStates = new WeakMap<Database.Database, HotState>();
+/** The copy is dropped whole past this many rows in all (a page of images is up to 101 of them), so varied list queries cannot grow it without bound. */
+const HOT_ROWS = 20_000;
+
+function hotState(sqlite: Database.Database): HotState {
+  let state = hotStates.get(sqlite);
+  if (!state) hotStates.set(sqlite, (state = { statements: new Map(), rows: new Map(), held: 0 }));
+  return state;
 }
 
 export class SqliteStore implements Store, IdentityStore, AuditLog {
@@ -320,6 +366,33 @@ export class SqliteStore implements Store, IdentityStore, AuditLog {
     await this.root.destroy();
   }
 
+  /**
+   * The hot reads of the control API (an image, its tags, a version, a MicroVM, a
+   * page of images) skip Kysely's query builder, which cost more CPU than SQLite's
+   * own work: a prepared statement on the same connection, used only when no
+   * transaction is open on it (inside one, or while another is open, the read
+   * goes through Kysely, which queues it behind that transaction, so a read
+   * never sees a write that has not committed). The database stays the truth.
+   */
+  private hotRows<R>(sql: string, ...params: unknown[]): R[] | undefined {
+    if (this.inTransaction || this.sqlite.inTransaction) return undefined;
+    const state = hotState(this.sqlite);
+    const key = `${sql}\0${JSON.stringify(params)}`;
+    let rows = state.rows.get(key);
+    if (!rows) {
+      let stmt = state.statements.get(sql);
+      if (!stmt) state.statements.set(sql, (stmt = this.sqlite.prepare(sql)));
+      rows = stmt.all(...params);
+      if (state.held + rows.length > HOT_ROWS) {
+        state.rows.clear();
+        state.held = 0;
+      }
+      state.rows.set(key, rows);
+      state.held += rows.length;
+    }
+    return rows as R[];
+  }
+
   transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
     if (this.inTransaction) return fn(this);
     return this.root.transaction().execute((trx) => fn(new SqliteStore(trx, this.root, true, this.sqlite)));
@@ -335,6 +408,8 @@ export class SqliteStore implements Store, IdentityStore, AuditLog {
   }
 
   async getImage(arn: string): Promise<MicrovmImage | undefined> {
+    const hot = this.hotRows<Selectable<ImagesTable>>("select * from images where arn = ?", arn);
+    if (hot) return hot[0] && toImage(hot[0]);
     const r = await this.db.selectFrom("images").selectAll().where("arn", "=", arn).executeTakeFirst();
     return r && toImage(r);
   }
@@ -349,6 +424,9 @@ export class SqliteStore implements Store, IdentityStore, AuditLog {
   }
 
   async listImages(accountId: string, nameFilter: string | undefined, page: PageRequest): Promise<Page<MicrovmImage>> {
+    const sql = `select * from images where account_id = ? and seq > ?${nameFilter ? " and instr(name, ?) > 0" : ""} order by seq limit ?`;
+    const hot = this.hotRows<Selectable<ImagesTable>>(sql, accountId, cursor(page), ...(nameFilter ? [nameFilter] : []), page.limit + 1);
+    if (hot) return paged(hot, page, toImage);
     let q = this.db.selectFrom("images").selectAll().where("account_id", "=", accountId).where("seq", ">", cursor(page));
     if (nameFilter) q = q.where((eb) => eb(eb.fn("instr", [eb.ref("name"), eb.val(nameFilter)]), ">", 0));
     return paged(await q.orderBy("seq").limit(page.limit + 1).execute(), page, toImage);
@@ -377,6 +455,8 @@ export class SqliteStore implements Store, IdentityStore, AuditLog {
   }
 
   async getVersion(imageArn: string, version: string): Promise<ImageVersion | undefined> {
+    const hot = this.hotRows<Selectable<VersionsTable>>("select * from image_versions where image_arn = ? and version = ?", imageArn, version);
+    if (hot) return hot[0] && toVersion(hot[0]);
     const r = await this.db.selectFrom("image_versions").selectAll().where("image_arn", "=", imageArn).where("version", "=", version).executeTakeFirst();
     return r && toVersion(r);
   }
@@ -443,6 +523,8 @@ export class SqliteStore implements Store, IdentityStore, AuditLog {
   }
 
   async getMicrovm(id: string): Promise<Microvm | undefined> {
+    const hot = this.hotRows<Selectable<MicrovmsTable>>("select * from microvms where id = ?", id);
+    if (hot) return hot[0] && toMicrovm(hot[0]);
     const r = await this.db.selectFrom("microvms").selectAll().where("id", "=", id).executeTakeFirst();
     return r && toMicrovm(r);
   }
@@ -473,6 +555,8 @@ export class SqliteStore implements Store, IdentityStore, AuditLog {
 
   // Tags
   async getTags(resourceArn: string): Promise<Record<string, string>> {
+    const hot = this.hotRows<{ key: string; value: string }>("select key, value from tags where resource_arn = ? order by key", resourceArn);
+    if (hot) return Object.fromEntries(hot.map((r) => [r.key, r.value]));
     const rows = await this.db.selectFrom("tags").select(["key", "value"]).where("resource_arn", "=", resourceArn).orderBy("key").execute();
     return Object.fromEntries(rows.map((r) => [r.key, r.value]));
   }
