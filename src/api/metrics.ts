@@ -5,7 +5,8 @@
 // each MicroVM's network: bytes it sent and received (its host veth's
 // counters, so egress, DNS, the endpoint's traffic and hooks alike; summed over
 // its sandboxes across suspend and resume), packets the firewall refused,
-// and DNS queries it sent to its resolver.
+// and DNS queries it sent to its resolver; warm pools' sizes (target and
+// ready) per image version, and the RunMicrovm calls that hit and missed them.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { RuntimeTimings, Store } from "../core/index.js";
@@ -20,6 +21,20 @@ export interface MicrovmNetworkCounters {
   dnsQueries: number;
 }
 
+/** Warm pools (src/runtime/pool.ts): per image version, its size (target, ready) or a count (hits, misses in `ready`). */
+export interface PoolFigure {
+  imageArn: string;
+  version: string;
+  target: number;
+  ready: number;
+}
+
+export interface PoolFigures {
+  pools: PoolFigure[];
+  hits: PoolFigure[];
+  misses: PoolFigure[];
+}
+
 const LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60];
 
 export class Metrics implements RuntimeTimings, ProxyMetrics {
@@ -28,7 +43,7 @@ export class Metrics implements RuntimeTimings, ProxyMetrics {
   private readonly requests: Counter<"status">;
   private readonly bytes: Counter<"status" | "direction">;
 
-  constructor(store: Store, network?: () => Promise<MicrovmNetworkCounters[]>) {
+  constructor(store: Store, network?: () => Promise<MicrovmNetworkCounters[]>, pools?: () => PoolFigures) {
     collectDefaultMetrics({ register: this.registry, prefix: "lmvm_" });
     this.runtime = new Histogram({
       name: "lmvm_microvm_operation_seconds",
@@ -64,6 +79,26 @@ export class Metrics implements RuntimeTimings, ProxyMetrics {
       });
       perMicrovm("lmvm_microvm_egress_refused_packets_total", "Packets each MicroVM sent that the host's firewall refused: connection attempts and datagrams to destinations its egress does not grant (each retried SYN counts).", ["microvm"], (c, m) => c.inc({ microvm: m.microvmId }, m.refused));
       perMicrovm("lmvm_microvm_dns_queries_total", "DNS queries each MicroVM sent to its resolver (169.254.169.253).", ["microvm"], (c, m) => c.inc({ microvm: m.microvmId }, m.dnsQueries));
+    }
+    if (pools) {
+      const labels = ["image", "version"];
+      const of = (f: PoolFigure) => ({ image: f.imageArn, version: f.version });
+      new Gauge({ name: "lmvm_warm_pool_target", help: "Warm clones wanted per image version (its lmvm:warm-pool tag, or lmvm server --warm-pool).", labelNames: labels, registers: [this.registry], collect() {
+        this.reset();
+        for (const f of pools().pools) this.set(of(f), f.target);
+      } });
+      new Gauge({ name: "lmvm_warm_pool_ready", help: "Warm clones restored, paused and ready to claim, per image version.", labelNames: labels, registers: [this.registry], collect() {
+        this.reset();
+        for (const f of pools().pools) this.set(of(f), f.ready);
+      } });
+      new Counter({ name: "lmvm_warm_pool_hits_total", help: "RunMicrovm calls that claimed a warm clone, per image version.", labelNames: labels, registers: [this.registry], collect() {
+        this.reset();
+        for (const f of pools().hits) this.inc(of(f), f.ready);
+      } });
+      new Counter({ name: "lmvm_warm_pool_misses_total", help: "RunMicrovm calls of a version with a warm pool that found no clone to claim (none ready, or none with the run's egress routes and logging), per image version.", labelNames: labels, registers: [this.registry], collect() {
+        this.reset();
+        for (const f of pools().misses) this.inc(of(f), f.ready);
+      } });
     }
     for (const [name, help, key] of [["lmvm_microvms", "MicroVMs by state.", "microvms"], ["lmvm_builds", "Image builds by state.", "builds"]] as const) {
       new Gauge({

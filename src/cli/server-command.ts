@@ -11,6 +11,7 @@ import { UsageError } from "./flags.js";
 // The leaf modules, not the core's face: parsing the flags needs nothing else.
 import { DEFAULT_QUOTAS, parseQuotas } from "../core/quotas.js";
 import { parseRateLimits } from "../core/rate-limits.js";
+import { MAX_WARM_POOL } from "../core/warm-pools.js";
 
 export const SERVER_HELP = `NAME
     server
@@ -28,7 +29,7 @@ SYNOPSIS
                 [--artifact-ca-file <pem>] [--build-phase-timeouts <phase=duration,...>]
                 [--endpoint-limits <aws|off|name=N,...>] [--quotas <key=value,...>]
                 [--rate-limits <Operation=rate,...>] [--default-egress internet|none]
-                [--dns-resolvers <addr,...>] [--audit-retention-days <days>]
+                [--dns-resolvers <addr,...>] [--audit-retention-days <days>] [--warm-pool <n>]
                 [--no-builder] [--no-snapshots]
 
 OPTIONS
@@ -74,6 +75,9 @@ OPTIONS
     --default-egress     What a MicroVM may reach when run-microvm names no egress connector:
                          internet (default, as the documentation says: INTERNET_EGRESS is recorded
                          on the MicroVM) or none. An explicit empty list always means no egress.
+    --warm-pool          Warm clones (restored, paused sandboxes that run-microvm claims instead of
+                         restoring) kept of each image's latest version, for images without an
+                         lmvm:warm-pool tag (0 to 50; default 0). The tag, 0 to 50, sets an image's own.
     --dns-resolvers      Upstream resolvers for MicroVMs' DNS (169.254.169.253 inside), as IP
                          addresses, e.g. 10.0.0.2,1.1.1.1 (default: the nameservers of the host's
                          /etc/resolv.conf).
@@ -111,7 +115,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
         "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" },
         "build-phase-timeouts": { type: "string" }, "endpoint-limits": { type: "string" }, quotas: { type: "string" }, "rate-limits": { type: "string" },
         "default-egress": { type: "string" }, "audit-retention-days": { type: "string" },
-        "dns-resolvers": { type: "string" },
+        "dns-resolvers": { type: "string" }, "warm-pool": { type: "string" },
       },
       strict: true,
     }));
@@ -157,6 +161,8 @@ export async function serverCommand(argv: string[]): Promise<void> {
   if (dnsResolvers && (!dnsResolvers.length || dnsResolvers.some((a) => !isIP(a)))) throw new UsageError(`--dns-resolvers must be IP addresses separated by commas, e.g. 10.0.0.2,1.1.1.1; got '${values["dns-resolvers"]}'.`);
   const retention = values["audit-retention-days"];
   if (retention !== undefined && !/^[1-9]\d{0,4}$/.test(retention)) throw new UsageError(`--audit-retention-days must be a whole number of days from 1 to 99999; got '${retention}'.`);
+  const warmPool = values["warm-pool"];
+  if (warmPool !== undefined && (!/^\d{1,2}$/.test(warmPool) || Number(warmPool) > MAX_WARM_POOL)) throw new UsageError(`--warm-pool must be a whole number of warm clones from 0 to ${MAX_WARM_POOL}; got '${warmPool}'.`);
   const platform = await startPlatform({
     dataDir: values["data-dir"] ?? defaultDataDir(),
     apiHost: values["api-host"] ?? DEFAULTS.apiHost,
@@ -178,6 +184,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
     ...(rateLimits ? { rateLimits } : {}),
     ...(defaultEgress ? { defaultEgress } : {}),
     ...(dnsResolvers ? { dnsResolvers } : {}),
+    ...(warmPool !== undefined ? { warmPool: Number(warmPool) } : {}),
     ...(retention ? { auditRetentionDays: Number(retention) } : {}),
     ...(values["no-builder"] ? { builder: null } : {}),
     ...(values["no-snapshots"] ? { snapshots: false } : {}),

@@ -16,6 +16,7 @@ import { LifecyclePolicies } from "./policies.js";
 import { resolveQuotas, type Quotas } from "./quotas.js";
 import { RateLimiter, resolveRateLimits, type ConnectorOperationName } from "./rate-limits.js";
 import { TagService } from "./tags.js";
+import { WarmPools } from "./warm-pools.js";
 
 /** How often RUNNING MicroVMs' sandboxes are checked for having died. */
 const SANDBOX_CHECK_MS = 3000;
@@ -41,6 +42,8 @@ export interface ControlPlaneOptions {
   resolver?: NameResolver;
   /** The egress of a MicroVM whose RunMicrovm names no egress connector (default: the documentation's, INTERNET_EGRESS). */
   defaultEgress?: DefaultEgress;
+  /** Warm clones kept of images without an `lmvm:warm-pool` tag (lmvm server --warm-pool; default 0). */
+  warmPool?: number;
 }
 
 export class ControlPlane {
@@ -53,6 +56,7 @@ export class ControlPlane {
   readonly policies: LifecyclePolicies;
   readonly quotas: Quotas;
   readonly rates: RateLimiter;
+  readonly warmPools: WarmPools;
   private sandboxWatch: NodeJS.Timeout | undefined;
 
   constructor(readonly opts: ControlPlaneOptions) {
@@ -97,6 +101,7 @@ export class ControlPlane {
     });
     this.tags = new TagService(store, scope, this.images);
     this.policies = new LifecyclePolicies(store, clock, this.microvms, opts.log);
+    this.warmPools = new WarmPools({ store, runtime: opts.runtime, defaultSize: opts.warmPool ?? 0, defaultEgress: opts.defaultEgress ?? DEFAULT_EGRESS, ...(opts.log ? { log: opts.log } : {}) });
   }
 
   /** Registers managed images and settles work a previous process left half done. */
@@ -107,6 +112,8 @@ export class ControlPlane {
     await this.microvms.recover();
     this.builds.kick();
     this.policies.start();
+    // After recovery: its reap must find no clones of this process to take for orphans.
+    this.warmPools.start();
     this.sandboxWatch = setInterval(() => void this.microvms.checkSandboxes().catch((err: Error) => this.opts.log?.({ msg: "sandbox check failed", err: err.message })), SANDBOX_CHECK_MS);
     this.sandboxWatch.unref();
   }
@@ -116,6 +123,7 @@ export class ControlPlane {
     await this.policies.stop();
     await this.builds.stop();
     await this.connectors.settle();
+    await this.warmPools.stop();
   }
 
   /**
@@ -157,7 +165,7 @@ export class ControlPlane {
   createMicrovmShellAuthToken(input: Input<"CreateMicrovmShellAuthToken">) { return this.microvms.createShellAuthToken(input); }
 
   // Tags
-  tagResource(input: Input<"TagResource">) { return this.tags.tag(input.Resource, input.Tags); }
-  untagResource(input: Input<"UntagResource">) { return this.tags.untag(input.Resource, input.TagKeys); }
+  async tagResource(input: Input<"TagResource">) { await this.tags.tag(input.Resource, input.Tags); void this.warmPools.refresh(); }
+  async untagResource(input: Input<"UntagResource">) { await this.tags.untag(input.Resource, input.TagKeys); void this.warmPools.refresh(); }
   listTags(input: Input<"ListTags">) { return this.tags.list(input.Resource); }
 }

@@ -7,6 +7,7 @@ import { IMAGE_ARN_PATTERN, imageArn, type Scope } from "./arn.js";
 import type { ConnectorService } from "./connectors.js";
 import { InvalidInput, NotFound, ResourceInUse, StateConflict } from "./errors.js";
 import { once } from "./idempotency.js";
+import { checkWarmPoolTags } from "./warm-pools.js";
 import type { Input } from "./inputs.js";
 import type { ManagedImages } from "./managed-images.js";
 import { DEFAULT_QUOTAS, quotaExceeded, type Quotas } from "./quotas.js";
@@ -186,6 +187,7 @@ export class ImageService {
   }
 
   async create(input: Input<"CreateMicrovmImage">): Promise<ImageVersionView> {
+    checkWarmPoolTags(input.tags);
     const config = await this.checkConfig(this.configOf(input));
     const { scope, clock } = this.deps;
     const identity = await once(this.store, clock, { accountId: scope.accountId, operation: "CreateMicrovmImage", clientToken: input.clientToken }, input, async (tx) => {

@@ -24,3 +24,4 @@ export { DNS_RESOLVER_ADDRESS, METADATA_ADDRESS, NO_EGRESS, DEFAULT_EGRESS, hasE
 export { ConnectorService, connectorArn, checkCidr, checkConfiguration, parseConnectorRef, type ConnectorView, type BoundEgress } from "./connectors.js";
 export { IdentityService, deniedMessage, IAM_LIMITS, SERVICE_SESSION_SECONDS, ROLE_CHAINING_MAX_SECONDS, newAccessKeyId, newSecretAccessKey, type IdentityServiceOptions } from "./iam.js";
 export { parsePolicy, evaluate, evaluateWithSession, requestContext, policySize, arnMatches, parseIp, parseCidr, cidrContains, parseDate, type Policy, type PolicyKind, type Decision, type EvaluationRequest, type PrincipalRef, type RequestContext } from "./iam-policy.js";
+export * from "./warm-pools.js";

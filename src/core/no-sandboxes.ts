@@ -55,4 +55,7 @@ export class NoSandboxes implements SandboxRuntime {
   async spawn(): Promise<GuestProcess> {
     this.refuse();
   }
+  /** No sandboxes here, so no clones either: nothing to keep or destroy. */
+  async warmPools(): Promise<void> {}
+  async closeWarmPools(): Promise<void> {}
 }

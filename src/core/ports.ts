@@ -169,6 +169,31 @@ export interface SandboxLifecycle {
   shortage(version: ImageVersion): Promise<string | undefined>;
 }
 
+/**
+ * How many warm clones of one image version the runtime keeps (RunMicrovm
+ * claims one instead of restoring): the version RunMicrovm without a version
+ * runs, its image's `lmvm:warm-pool` tag or the server's default size, and
+ * the egress a MicroVM of it gets when RunMicrovm names no connector (clones
+ * are made with that network shape until runs of the version ask another).
+ */
+export interface WarmPoolTarget {
+  version: ImageVersion;
+  size: number;
+  egress: EgressPolicy;
+}
+
+/** Warm pools of restored, paused sandboxes, owned by the runtime (in its memory only). */
+export interface SandboxPools {
+  /**
+   * The pools wanted now, every one not listed being empty: clones of versions
+   * not listed (deleted, superseded, untagged) and clones beyond a size are
+   * destroyed before this resolves; refills go on in the background.
+   */
+  warmPools(targets: WarmPoolTarget[]): Promise<void>;
+  /** Destroys every clone and stops refilling (at server stop). */
+  closeWarmPools(): Promise<void>;
+}
+
 /** What is on the host for a MicroVM, as a restart finds it. */
 export interface SandboxFound {
   running: boolean;
@@ -212,7 +237,7 @@ export interface SandboxAccess {
 }
 
 /** Sandboxes that MicroVMs run in. The core never learns how they are isolated. Every adapter implements all of it. */
-export interface SandboxRuntime extends SandboxLifecycle, SandboxRecovery, SandboxHealth, SandboxAccess {}
+export interface SandboxRuntime extends SandboxLifecycle, SandboxRecovery, SandboxHealth, SandboxAccess, SandboxPools {}
 
 export interface SpawnOptions {
   /** The command and its arguments; a login shell when empty. */

@@ -5,6 +5,7 @@ import { parseArn, type Scope } from "./arn.js";
 import { InvalidInput, QuotaExceeded } from "./errors.js";
 import type { ImageService } from "./images.js";
 import type { Store } from "./ports.js";
+import { checkWarmPoolTags } from "./warm-pools.js";
 
 const MAX_TAGS = 50;
 
@@ -31,6 +32,7 @@ export class TagService {
 
   tag(resource: string, tags: Record<string, string>): Promise<void> {
     return this.store.transaction(async (tx) => {
+      checkWarmPoolTags(tags);
       const arn = await this.taggable(resource, tx);
       const merged = { ...(await tx.getTags(arn)), ...tags };
       if (Object.keys(merged).length > MAX_TAGS) {

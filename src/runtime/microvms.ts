@@ -12,10 +12,10 @@
 // and the app's stdout and stderr, unless logging is disabled, in
 // <data-dir>/logs/microvms/<id>.log, kept after the MicroVM ends.
 
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
-import { completeLimits, limitsOf, microvmArn, parseArn, NO_EGRESS, UNNAMED_HOOKS_PORT, NotBegun, type EgressPolicy, reservedEnvironment, RunHookFailed, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxLimits, type SandboxRuntime, type SpawnOptions } from "../core/index.js";
+import { completeLimits, limitsOf, microvmArn, parseArn, NO_EGRESS, UNNAMED_HOOKS_PORT, NotBegun, type EgressPolicy, reservedEnvironment, RunHookFailed, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxLimits, type SandboxRuntime, type SpawnOptions, type WarmPoolTarget } from "../core/index.js";
 import type { EgressGateway, NetworkCounters, NetworkNamespaces, SandboxNetwork } from "../net/index.js";
 import type { MetadataSubject } from "../metadata/index.js";
 import { diskUsage, removeTree, writeFileAtomic, type LogFiles } from "../os/index.js";
@@ -26,6 +26,7 @@ import { spawnGuest } from "./guest-process.js";
 import { callHook, HookFailure, runHookBody, type HookName } from "./hooks.js";
 import type { PreparedResources } from "./prepared.js";
 import { memoryImageSize } from "./snapshots.js";
+import { WarmPool, type Clone, type PoolFigures } from "./pool.js";
 
 export interface BuiltVersion {
   rootfs: string;
@@ -54,7 +55,9 @@ export interface MicrovmRuntimeOptions {
   cores?: number;
   /** Network namespaces and scratch disks made ahead of time (none: each start makes its own). */
   prepared?: PreparedResources;
-  /** Where the time of each RunMicrovm and ResumeMicrovm step is reported. */
+  /** Where warm-pool clones keep their sandboxes and logs (src/runtime/pool.ts); without it, no pools. */
+  poolDir?: string;
+  /** The server's log: the time of each RunMicrovm and ResumeMicrovm step, and the pools' progress. */
   log?: (event: Record<string, unknown>) => void;
 }
 
@@ -165,9 +168,22 @@ export class MicrovmRuntime implements SandboxRuntime {
   private readonly records = new Map<string, SandboxRecord>();
   /** What the last `runsc list` said: the pid of each running sandbox and that process's start time (see running()). */
   private listed: { at: number; pids: Map<string, { pid: number; start: string | undefined }> } | undefined;
+  /** Restored, paused clones RunMicrovm claims (src/runtime/pool.ts). */
+  private readonly pool: WarmPool | undefined;
 
   constructor(private readonly opts: MicrovmRuntimeOptions) {
     const cgroups = (this.cgroups = opts.cgroups ?? new SandboxCgroups());
+    if (opts.poolDir) {
+      this.pool = new WarmPool({
+        gvisor: opts.gvisor,
+        nets: opts.nets,
+        egress: opts.egress,
+        dir: opts.poolDir,
+        built: (v) => opts.locate(v.imageArn, v.version),
+        reserve: (v) => this.reserveForPool(v),
+        ...(opts.log ? { log: opts.log } : {}),
+      });
+    }
     this.cpu = new CpuRoom({ cores: opts.cores ?? availableParallelism(), usageMicros: (id) => cgroups.cpuUsageMicros(this.sandboxOf(id)) });
     // Sandboxes a previous process left running hold their vCPUs until recovery says otherwise (reap).
     const root = opts.microvmsDir;
@@ -186,6 +202,11 @@ export class MicrovmRuntime implements SandboxRuntime {
         if (!existsSync(join(this.dir(id), "checkpoint"))) this.cpu.hold(id, rec.limits.vcpus);
       }
     }
+  }
+
+  /** Changes the memory the host keeps free (minFreeMiB) from now on: RunMicrovm, resume and warm pools all respect it. */
+  setMemoryReserve(mib: number): void {
+    this.opts.minFreeMiB = mib;
   }
 
   dir(id: string): string {
@@ -299,6 +320,9 @@ export class MicrovmRuntime implements SandboxRuntime {
     }
     const steps = this.steps("RunMicrovm", vm.id);
     mkdirSync(this.dir(vm.id), { recursive: true });
+    const logging = !(vm.config.logging ?? version.config.logging)?.disabled;
+    const clone = this.pool?.claim(vm.imageArn, vm.imageVersion, vm.config.egress ?? NO_EGRESS, logging);
+    if (clone) return this.runClone(vm, version, built, clone);
     const network = await this.network();
     steps.mark("network");
     const rec: SandboxRecord = {
@@ -334,6 +358,58 @@ export class MicrovmRuntime implements SandboxRuntime {
     });
     steps.mark("hook");
     steps.report();
+  }
+
+  /**
+   * RunMicrovm from a warm-pool clone: the clone's sandbox becomes the
+   * MicroVM's (its record names the clone's runsc id and directory), its log
+   * the MicroVM's log, its network the MicroVM's egress, shaping and metadata
+   * service; then, unpaused, it gets its hostname and /run as a restore does.
+   */
+  private async runClone(vm: Microvm, version: ImageVersion, built: BuiltVersion, clone: Clone): Promise<void> {
+    const rec: SandboxRecord = {
+      networkIndex: clone.network.index,
+      sandboxIp: clone.network.sandboxIp,
+      rootfs: built.rootfs,
+      config: built.config,
+      hooks: version.config.hooks ?? {},
+      logging: clone.logging,
+      limits: limitsOf(version.config),
+      env: { ...version.config.environmentVariables, ...reservedEnvironment(version.imageArn, version.version) },
+      egress: vm.config.egress ?? NO_EGRESS,
+      sandboxId: clone.id,
+      sandboxDir: clone.dir,
+      incarnation: 0,
+    };
+    this.save(vm.id, rec);
+    try {
+      // runsc holds the file open: renamed, it goes on receiving the app's output as the MicroVM's log.
+      if (clone.logFile) renameSync(clone.logFile, this.opts.logs.path(vm.id));
+      // The routes are the clone's (they match the run's egress); the firewall chain, DNS, shaping and credentials become the MicroVM's.
+      await this.opts.egress.adopt(clone.network, rec.egress ?? NO_EGRESS, rec.limits, metadataSubject(vm));
+      await this.opts.gvisor.resume(clone.id);
+    } finally {
+      this.release(this.startingMemory(vm.imageArn, vm.imageVersion), rec.limits.vcpus);
+      this.cpu.hold(vm.id, rec.limits.vcpus);
+    }
+    this.opts.log?.({ msg: "warm pool clone claimed", microvmId: vm.id, sandboxId: clone.id, image: vm.imageArn, version: vm.imageVersion });
+    await this.opts.gvisor.setHostname(clone.id, rec.rootfs, vm.id);
+    await this.hook(vm.id, rec, "run", runHookBody(vm.id, vm.config.runHookPayload)).catch((err: unknown) => {
+      throw err instanceof HookFailure ? new RunHookFailed(runFailureReason(err, rec.hooks.microvmHooks?.runTimeoutInSeconds ?? HOOK_TIMEOUT_DEFAULT)) : err;
+    });
+  }
+
+  async warmPools(targets: WarmPoolTarget[]): Promise<void> {
+    await this.pool?.setTargets(targets);
+  }
+
+  async closeWarmPools(): Promise<void> {
+    await this.pool?.close();
+  }
+
+  /** Pool sizes (target and ready) per image version, and claims that hit and missed, for /metrics. */
+  poolFigures(): { pools: PoolFigures[]; hits: PoolFigures[]; misses: PoolFigures[] } {
+    return this.pool?.figures() ?? { pools: [], hits: [], misses: [] };
   }
 
   async suspend(vm: Microvm): Promise<void> {
@@ -457,7 +533,8 @@ export class MicrovmRuntime implements SandboxRuntime {
     const running = new Set(keep.filter((vm) => vm.state === "RUNNING").map((vm) => vm.id));
     // A server killed mid-suspend or mid-resume can leave a sandbox beside a checkpoint:
     // only a RUNNING MicroVM keeps its sandbox and namespace, only a SUSPENDED one its checkpoint.
-    const current = new Set([...running].map((id) => this.sandboxOf(id)));
+    const pooled = this.pool?.held() ?? { ids: new Set<string>(), networks: new Set<number>(), dirs: new Set<string>() };
+    const current = new Set([...[...running].map((id) => this.sandboxOf(id)), ...pooled.ids]);
     // What a killed server prepared goes first, whatever fails after. Preparing again waits for the
     // first start (its report()): a server that runs no MicroVM (most test servers, a build host) makes none.
     await this.opts.prepared?.recover();
@@ -466,7 +543,9 @@ export class MicrovmRuntime implements SandboxRuntime {
     // Only a RUNNING MicroVM's current sandbox keeps its directory (earlier incarnations', and a crashed resume's, go).
     for (const vm of keep) if (vm.state === "SUSPENDED" || vm.state === "RUNNING") this.forgetSandboxes(vm.id, vm.state === "RUNNING" ? this.sandboxDir(vm.id) : undefined);
     for (const id of this.cpu.holders()) if (!running.has(id)) this.cpu.drop(id);
-    const indexes = new Set([...running].map((id) => this.record(id)?.networkIndex).filter((i): i is number => i !== undefined));
+    const indexes = new Set([...[...running].map((id) => this.record(id)?.networkIndex).filter((i): i is number => i !== undefined), ...pooled.networks]);
+    // Clones a previous process left (their sandboxes went above), except those RUNNING MicroVMs claimed.
+    this.pool?.sweep(new Set([...running].map((id) => this.sandboxDir(id))));
     for (const i of await this.opts.nets.reap(indexes)) await this.opts.egress.detach(this.opts.nets.describe(i));
     await this.opts.egress.sweep();
     const root = this.opts.microvmsDir;
@@ -490,6 +569,32 @@ export class MicrovmRuntime implements SandboxRuntime {
    * RESERVATION_MS at most.
    */
   async shortage(version: ImageVersion): Promise<string | undefined> {
+    // Warm pools give their memory back first: clones of other versions, then of this one.
+    for (;;) {
+      const short = this.shortageNow(version);
+      if (!short || !this.pool || !(await this.pool.giveBack(version.imageArn, version.version))) return short;
+    }
+  }
+
+  /** Host room for a warm-pool clone of the version above the reserve (memory and disk; a paused clone uses no CPU), held until the returned release. */
+  private reserveForPool(version: ImageVersion): (() => void) | undefined {
+    const memoryBytes = this.startingMemory(version.imageArn, version.version);
+    const now = Date.now();
+    this.reserved = this.reserved.filter((r) => r.until > now);
+    const promised = this.reserved.reduce((n, r) => n + r.bytes, 0);
+    const meminfo = readFileSync("/proc/meminfo", "utf8");
+    const availableBytes = Number(/^MemAvailable:\s+(\d+) kB/m.exec(meminfo)?.[1] ?? 0) * 1024;
+    if (availableBytes - promised - memoryBytes < (this.opts.minFreeMiB ?? 1024) * MIB) return undefined;
+    if (this.diskShortage(memoryBytes, "a clone")) return undefined;
+    const held = { bytes: memoryBytes, vcpus: 0, until: now + RESERVATION_MS };
+    this.reserved.push(held);
+    return () => {
+      const i = this.reserved.indexOf(held);
+      if (i >= 0) this.reserved.splice(i, 1);
+    };
+  }
+
+  private shortageNow(version: ImageVersion): string | undefined {
     const memoryBytes = this.startingMemory(version.imageArn, version.version);
     const now = Date.now();
     this.reserved = this.reserved.filter((r) => r.until > now);

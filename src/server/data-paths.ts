@@ -52,6 +52,8 @@ export const paths = (dir: string) => ({
   preparedNetworks: join(dir, "prepared-networks"),
   /** Per MicroVM: <id>/{sandbox.json,sandbox/,checkpoint/,exec/} (src/runtime/microvms.ts). */
   microvms: join(dir, "microvms"),
+  /** Warm-pool clones: pool-<random>/ (bundle, overlay, disk) and pool-<random>.log until a MicroVM claims them (src/runtime/pool.ts). */
+  pool: join(dir, "pool"),
 });
 
 export interface RootCredentials {

@@ -67,6 +67,8 @@ export interface PlatformConfig {
   rateLimits?: Partial<Record<string, number>>;
   /** What a MicroVM gets when RunMicrovm names no egress connector (default internet, as documented). */
   defaultEgress?: DefaultEgress;
+  /** Warm clones kept of each image without an `lmvm:warm-pool` tag (lmvm server --warm-pool; default 0). */
+  warmPool?: number;
   /** Upstream resolvers sandboxes' DNS queries are relayed to (default: the host's /etc/resolv.conf nameservers). */
   dnsResolvers?: string[];
   /** Days audit events are kept (default DEFAULT_AUDIT_RETENTION_DAYS, 90, as CloudTrail's event history). */
@@ -127,6 +129,8 @@ export interface Platform {
    * for role credentials (RoleCredentialSource).
    */
   identities: IdentityService;
+  /** The sandbox runtime (MicrovmRuntime where runsc is installed). */
+  runtime: SandboxRuntime;
   stop(): Promise<void>;
 }
 
@@ -174,16 +178,17 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
         egress,
         dataDir: config.dataDir,
         microvmsDir: files.microvms,
+        poolDir: files.pool,
+        log,
         logs: microvmLogs,
         prepared: new PreparedResources({ nets, spare: new NetworkNamespaces(undefined, files.preparedNetworks), dir: files.prepared, log }),
-        log,
         locate: (imageArn, version) => {
           const built = readBuiltImage(files.images, imageArn, version, host.architecture);
           return { ...built, snapshot: join(builtImageDir(files.images, imageArn, version, host.architecture), "snapshot") };
         },
       })
     : new NoSandboxes("runsc (gVisor) is not installed or not on PATH; install it (see docs/design.md, host prerequisites) and restart lmvm server."));
-  const metrics = new Metrics(store, runtime instanceof MicrovmRuntime ? () => runtime.networkCounters() : undefined);
+  const metrics = new Metrics(store, runtime instanceof MicrovmRuntime ? () => runtime.networkCounters() : undefined, runtime instanceof MicrovmRuntime ? () => runtime.poolFigures() : undefined);
   const tokens = new MicrovmTokens(deriveKey(master, "microvm-tokens"));
   const tls = await ensureCertificates(files.tls, config.endpointDomain);
   let endpointPort = config.endpointPort;
@@ -205,6 +210,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     ...(config.rateLimits ? { rateLimits: config.rateLimits } : {}),
     resolver: hostNameResolver,
     ...(config.defaultEgress ? { defaultEgress: config.defaultEgress } : {}),
+    ...(config.warmPool !== undefined ? { warmPool: config.warmPool } : {}),
   });
   const shell = new ShellIngress({ spawn: (id, o) => runtime.spawn(id, o), activity: (id) => controlPlane.policies.activity(id), log });
   const proxy = new EndpointProxy({
@@ -290,6 +296,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     endpointPort,
     controlPlane,
     identities,
+    runtime,
     async stop() {
       clearInterval(logBounds);
       clearInterval(logStamps);

@@ -6,7 +6,7 @@
 
 import { within } from "./deadline.js";
 import {
-  BuildFailure, type BuildJob, type GuestProcess, type ImageBuilder, type ImageVersion, type Microvm, type SandboxFound, type SandboxRuntime, type SnapshotBuild,
+  BuildFailure, type BuildJob, type GuestProcess, type ImageBuilder, type ImageVersion, type Microvm, type SandboxFound, type SandboxRuntime, type SnapshotBuild, type WarmPoolTarget,
 } from "../../src/core/index.js";
 
 interface Pending<T> {
@@ -91,6 +91,17 @@ export class ScriptedRuntime implements SandboxRuntime {
   readonly addresses = new Map<string, string>();
   private readonly alive = new Set<string>();
   private readonly checkpoints = new Set<string>();
+  /** The warm pools the core asked for last ("<image arn> <version>=<size>"), and whether they were closed. */
+  poolTargets: string[] = [];
+  poolsClosed = false;
+
+  async warmPools(targets: WarmPoolTarget[]): Promise<void> {
+    this.poolTargets = targets.map((t) => `${t.version.imageArn} ${t.version.version}=${t.size}`);
+  }
+
+  async closeWarmPools(): Promise<void> {
+    this.poolsClosed = true;
+  }
 
   private act(what: "run" | "suspend" | "resume", vm: Microvm): Promise<void> {
     this.calls.push(`${what} ${vm.id}`);

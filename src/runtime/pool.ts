@@ -1,0 +1,303 @@
+// Warm pools: for an image version with a pool size, clones of its build-time
+// snapshot already restored, each into its own network namespace, cgroup and
+// sandbox directory (runsc id pool-<random>, directory <pool dir>/<that id>),
+// then paused (`runsc pause`: no CPU while pooled). RunMicrovm claims one
+// (MicrovmRuntime.run): the MicroVM's record names the clone's sandbox, the
+// clone's log file becomes the MicroVM's, its firewall chain, DNS, shaping and
+// metadata service are made the MicroVM's, and it is unpaused and given its
+// hostname and /run exactly as a restored sandbox is.
+//
+// What a restore fixes: gVisor takes the namespace's routes at restore, and
+// routes added or removed later are not seen inside. A clone is therefore
+// made with one routing shape (routesFor of an egress policy: a default route
+// for INTERNET_EGRESS, each granted CIDR for connectors, the metadata address
+// alone without egress) and only a run whose egress has the same routes may
+// claim it; every other run is a miss and restores as without a pool. The
+// shape clones are made with is that of the version's last RunMicrovm, or,
+// before any, that of a run naming no connector (the server's default egress).
+// Whether the app's output is kept is fixed at restore too (runsc holds the
+// file): a clone is made with the version's logging, and a run asking
+// otherwise misses.
+//
+// The pool is in this process's memory only: a crash leaves clones that the
+// next start's reap destroys (sandboxes no RUNNING MicroVM owns, namespaces
+// not kept, directories under the pool dir no record names).
+
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { limitsOf, NO_EGRESS, UNNAMED_HOOKS_PORT, type EgressPolicy, type ImageVersion, type WarmPoolTarget } from "../core/index.js";
+import { routesFor, type EgressGateway, type NetworkNamespaces, type SandboxNetwork } from "../net/index.js";
+import { removeTree } from "../os/index.js";
+import type { Gvisor } from "./gvisor.js";
+
+/** What a MicroVM needs from a clone to make it its sandbox. */
+export interface Clone {
+  /** runsc id, `pool-<random>`. */
+  id: string;
+  /** The sandbox's directory (bundle, overlay, disk). */
+  dir: string;
+  /** The app's output so far, to become the MicroVM's log; absent when the clone's logging is off. */
+  logFile?: string;
+  network: SandboxNetwork;
+  /** routesFor(the egress it was restored with), joined. */
+  shape: string;
+  logging: boolean;
+}
+
+interface Pooled extends Clone {
+  key: string;
+}
+
+export interface PoolFigures {
+  imageArn: string;
+  version: string;
+  target: number;
+  ready: number;
+}
+
+export interface WarmPoolOptions {
+  gvisor: Gvisor;
+  nets: NetworkNamespaces;
+  egress: EgressGateway;
+  /** Where clones keep their sandbox directories and logs. */
+  dir: string;
+  /** The version's rootfs, image config and snapshot directory. */
+  built: (version: ImageVersion) => { rootfs: string; config: import("./gvisor.js").ImageConfig; snapshot: string };
+  /**
+   * Holds host room for one more sandbox of this version when there is room
+   * above the capacity reserve (memory and disk), returning a release; or
+   * returns undefined. A pool never takes the host below its reserve.
+   */
+  reserve: (version: ImageVersion) => (() => void) | undefined;
+  log?: (event: Record<string, unknown>) => void;
+}
+
+const RESTORE_SECONDS = 120;
+/** How long the refill waits before looking again when the host had no room. */
+const NO_ROOM_RETRY_MS = 5_000;
+
+export const keyOf = (imageArn: string, version: string) => `${imageArn}\u0000${version}`;
+export const shapeOf = (egress: EgressPolicy | undefined) => routesFor(egress).slice().sort().join(",");
+
+export class WarmPool {
+  private targets = new Map<string, WarmPoolTarget>();
+  /** The egress of each version's last RunMicrovm: the shape its clones are made with. */
+  private readonly lastEgress = new Map<string, EgressPolicy>();
+  private readonly ready: Pooled[] = [];
+  private refilling: Promise<void> | undefined;
+  private again = false;
+  private retry: NodeJS.Timeout | undefined;
+  private closed = false;
+  private readonly hits = new Map<string, number>();
+  private readonly misses = new Map<string, number>();
+
+  constructor(private readonly opts: WarmPoolOptions) {}
+
+  /** runsc ids and network indexes of the clones, which reap must not take for orphans. */
+  held(): { ids: Set<string>; networks: Set<number>; dirs: Set<string> } {
+    return {
+      ids: new Set(this.ready.map((c) => c.id)),
+      networks: new Set(this.ready.map((c) => c.network.index)),
+      dirs: new Set(this.ready.map((c) => c.dir)),
+    };
+  }
+
+  private shapeFor(target: WarmPoolTarget): string {
+    return shapeOf(this.lastEgress.get(keyOf(target.version.imageArn, target.version.version)) ?? target.egress);
+  }
+
+  private egressFor(target: WarmPoolTarget): EgressPolicy {
+    return this.lastEgress.get(keyOf(target.version.imageArn, target.version.version)) ?? target.egress;
+  }
+
+  /** Clones not wanted any more: of versions without a target, of another shape or logging, beyond a size. */
+  private unwanted(): Pooled[] {
+    const out: Pooled[] = [];
+    const kept = new Map<string, number>();
+    for (const c of this.ready) {
+      const t = this.targets.get(c.key);
+      const n = kept.get(c.key) ?? 0;
+      if (!t || c.shape !== this.shapeFor(t) || c.logging !== !t.version.config.logging?.disabled || n >= t.size) out.push(c);
+      else kept.set(c.key, n + 1);
+    }
+    return out;
+  }
+
+  async setTargets(targets: WarmPoolTarget[]): Promise<void> {
+    if (this.closed) return;
+    this.targets = new Map(targets.filter((t) => t.size > 0).map((t) => [keyOf(t.version.imageArn, t.version.version), t]));
+    for (const c of this.unwanted()) await this.discard(c, "no longer wanted");
+    this.kick();
+  }
+
+  /**
+   * Takes a ready clone of this version whose routes and logging match the
+   * run's, counting a hit; a miss when the version has a pool but none fits.
+   */
+  claim(imageArn: string, version: string, egress: EgressPolicy, logging: boolean): Clone | undefined {
+    const key = keyOf(imageArn, version);
+    this.lastEgress.set(key, egress);
+    const shape = shapeOf(egress);
+    const i = this.ready.findIndex((c) => c.key === key && c.shape === shape && c.logging === logging);
+    if (i < 0) {
+      if (this.targets.has(key)) {
+        this.misses.set(key, (this.misses.get(key) ?? 0) + 1);
+        this.kick(); // the shape may have changed: clones of the old one go, the new one's are made
+      }
+      return undefined;
+    }
+    const [clone] = this.ready.splice(i, 1);
+    this.hits.set(key, (this.hits.get(key) ?? 0) + 1);
+    this.kick();
+    return clone;
+  }
+
+  /**
+   * Destroys one clone to give its memory back, of another version than
+   * `prefer`'s first; false when the pool holds none.
+   */
+  async giveBack(imageArn: string, version: string): Promise<boolean> {
+    const key = keyOf(imageArn, version);
+    const c = this.ready.find((x) => x.key !== key) ?? this.ready[0];
+    if (!c) return false;
+    await this.discard(c, "memory needed for a MicroVM");
+    return true;
+  }
+
+  figures(): { pools: PoolFigures[]; hits: PoolFigures[]; misses: PoolFigures[] } {
+    const split = (key: string) => key.split("\u0000") as [string, string];
+    const keys = new Set([...this.targets.keys(), ...this.ready.map((c) => c.key)]);
+    const pools = [...keys].map((k) => ({ imageArn: split(k)[0], version: split(k)[1], target: this.targets.get(k)?.size ?? 0, ready: this.ready.filter((c) => c.key === k).length }));
+    const counted = (m: Map<string, number>) => [...m].map(([k, n]) => ({ imageArn: split(k)[0], version: split(k)[1], target: 0, ready: n }));
+    return { pools, hits: counted(this.hits), misses: counted(this.misses) };
+  }
+
+  /** Stops refilling and destroys every clone. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.retry) clearTimeout(this.retry);
+    await this.refilling;
+    for (const c of [...this.ready]) await this.discard(c, "server stopping");
+  }
+
+  private kick(): void {
+    if (this.closed) return;
+    if (this.refilling) {
+      this.again = true;
+      return;
+    }
+    if (this.retry) {
+      clearTimeout(this.retry);
+      this.retry = undefined;
+    }
+    this.refilling = this.refill()
+      .catch((err: Error) => this.opts.log?.({ level: "error", msg: "warm pool refill failed", err: err.message }))
+      .finally(() => {
+        this.refilling = undefined;
+        if (this.again) {
+          this.again = false;
+          this.kick();
+        }
+      });
+  }
+
+  /** One clone at a time, until every pool is full or the host has no room. */
+  private async refill(): Promise<void> {
+    for (;;) {
+      if (this.closed) return;
+      for (const c of this.unwanted()) await this.discard(c, "no longer wanted");
+      const short = [...this.targets.values()].find((t) => this.ready.filter((c) => c.key === keyOf(t.version.imageArn, t.version.version)).length < t.size);
+      if (!short) return;
+      const release = this.opts.reserve(short.version);
+      if (!release) {
+        this.opts.log?.({ msg: "warm pool waits for room", image: short.version.imageArn, version: short.version.version, ready: this.ready.length });
+        this.retry = setTimeout(() => {
+          this.retry = undefined;
+          this.kick();
+        }, NO_ROOM_RETRY_MS);
+        this.retry.unref();
+        return;
+      }
+      try {
+        const clone = await this.make(short);
+        if (this.closed) {
+          await this.destroy(clone);
+          return;
+        }
+        this.ready.push(clone);
+        const key = clone.key;
+        this.opts.log?.({ msg: "warm pool clone ready", image: short.version.imageArn, version: short.version.version, sandboxId: clone.id, ready: this.ready.filter((c) => c.key === key).length, target: this.targets.get(key)?.size ?? 0 });
+      } catch (err) {
+        this.opts.log?.({ level: "error", msg: "warm pool clone failed", image: short.version.imageArn, version: short.version.version, err: (err as Error).message });
+        // A version that cannot be restored must not spin: wait as for room.
+        this.retry = setTimeout(() => {
+          this.retry = undefined;
+          this.kick();
+        }, NO_ROOM_RETRY_MS);
+        this.retry.unref();
+        return;
+      } finally {
+        release();
+      }
+    }
+  }
+
+  private async make(target: WarmPoolTarget): Promise<Pooled> {
+    const { version } = target;
+    const built = this.opts.built(version);
+    const egress = this.egressFor(target);
+    const logging = !version.config.logging?.disabled;
+    const limits = limitsOf(version.config);
+    const id = `pool-${randomBytes(6).toString("hex")}`;
+    const dir = join(this.opts.dir, id);
+    mkdirSync(this.opts.dir, { recursive: true });
+    const network = await this.opts.nets.create();
+    const clone: Pooled = { id, dir, network, key: keyOf(version.imageArn, version.version), shape: shapeOf(egress), logging, ...(logging ? { logFile: join(this.opts.dir, `${id}.log`) } : {}) };
+    try {
+      // While pooled, the firewall refuses everything (no egress, no one's credentials); the
+      // routes are the shape's, as gVisor takes them at restore. A claim makes the rest the MicroVM's.
+      await this.opts.egress.attach(network, NO_EGRESS, limits);
+      await this.opts.nets.readdress(network, egress);
+      const signal = AbortSignal.timeout(RESTORE_SECONDS * 1000);
+      await this.opts.gvisor.restore(
+        { id, rootfs: built.rootfs, config: built.config, env: {}, hooksPort: version.config.hooks?.port ?? UNNAMED_HOOKS_PORT, hostname: id, limits, network, dir, logFile: clone.logFile ?? "/dev/null" },
+        built.snapshot,
+        signal,
+      );
+      await this.opts.gvisor.pause(id);
+      return clone;
+    } catch (err) {
+      await this.destroy(clone);
+      throw err;
+    }
+  }
+
+  private async discard(c: Pooled, why: string): Promise<void> {
+    const i = this.ready.indexOf(c);
+    if (i < 0) return;
+    this.ready.splice(i, 1);
+    await this.destroy(c);
+    this.opts.log?.({ msg: "warm pool clone destroyed", why, sandboxId: c.id, ready: this.ready.filter((x) => x.key === c.key).length });
+  }
+
+  /** Frees a clone that no MicroVM claimed: its sandbox, network, directory and log. */
+  async destroy(c: Clone): Promise<void> {
+    await this.opts.gvisor.destroy(c.id);
+    await this.opts.egress.detach(c.network);
+    await this.opts.nets.destroy(c.network);
+    removeTree(c.dir);
+    if (c.logFile) removeTree(c.logFile);
+  }
+
+  /** Removes what clones of a previous process left in the pool dir, except the directories in `keep` (claimed clones of RUNNING MicroVMs). */
+  sweep(keep: Set<string>): void {
+    if (!existsSync(this.opts.dir)) return;
+    const live = this.held().dirs;
+    for (const name of readdirSync(this.opts.dir)) {
+      const path = join(this.opts.dir, name);
+      if (keep.has(path) || live.has(path) || live.has(path.replace(/\.log$/, ""))) continue;
+      removeTree(path);
+    }
+  }
+}
