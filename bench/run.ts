@@ -8,14 +8,12 @@ import { idleBench } from "./idle.js";
 import { policyBench } from "./policy.js";
 import { proxyBench } from "./proxy.js";
 import { snapshotsBench } from "./snapshots.js";
-import { warmPoolBench } from "./warm-pool.js";
 
 const benches: [string, () => Promise<string[]>][] = [
   ["control-plane", controlPlaneBench],
   ["cli", cliBench],
   ["builds", buildsBench],
   ["snapshots", snapshotsBench],
-  ["warm-pool", warmPoolBench],
   ["proxy", proxyBench],
   ["egress", egressBench],
   ["policy", policyBench],

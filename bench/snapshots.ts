@@ -13,6 +13,9 @@
 //   (spawnServer), from the API call to the app's first HTTP answer: the same
 //   set-up, then `runsc restore` of the build's snapshot or of the MicroVM's
 //   checkpoint. Resumed right after the suspend and after a 5 s pause.
+// - RunMicrovm with a warm pool of 3 (the image tagged lmvm:warm-pool=3): the
+//   same call, which claims a paused clone; before each round the pool is
+//   refilled to 3 and the machine left to settle.
 // - Suspend: SuspendMicrovm until GetMicrovm says SUSPENDED, against `dd` writing
 //   as many bytes as the MicroVM's memory image to the data directory. Without
 //   conv=fsync: runsc checkpoint does not fsync its image either (it is in the
@@ -32,7 +35,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import {
   CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, ResumeMicrovmCommand, RunMicrovmCommand, SuspendMicrovmCommand,
-  TerminateMicrovmCommand, type LambdaMicrovmsClient,
+  TagResourceCommand, TerminateMicrovmCommand, type LambdaMicrovmsClient,
 } from "@aws-sdk/client-lambda-microvms";
 import { limitsOf, reservedEnvironment } from "../src/core/index.js";
 import type { ImageConfig, SandboxRecord } from "../src/runtime/index.js";
@@ -165,6 +168,7 @@ export async function snapshotsBench(): Promise<string[]> {
   const client: LambdaMicrovmsClient = sdkClient(server.url, readCredentials(dataDir));
   let cold: ReturnType<typeof coldStarter> | undefined;
   const vmIds: string[] = [];
+  const claimed: string[] = [];
   try {
     const zip = join(scratch, "app.zip");
     writeFileSync(zip, makeZip([
@@ -253,6 +257,31 @@ export async function snapshotsBench(): Promise<string[]> {
       }
     }
 
+    // RunMicrovm → first response with a warm pool of 3, each round claiming a clone.
+    const metric = async (name: string): Promise<number> => {
+      const line = (await (await fetch(`${server.url}/metrics`)).text()).split("\n").find((l) => l.startsWith(`${name}{`) && l.includes(IMAGE_ARN));
+      return line ? Number(line.split(" ").pop()) : 0;
+    };
+    const poolReady = (n: number) => eventually(async () => ((await metric("lmvm_warm_pool_ready")) === n ? true : undefined), `the warm pool to hold ${n} clones`, 300_000);
+    await client.send(new TagResourceCommand({ Resource: IMAGE_ARN, Tags: { "lmvm:warm-pool": "3" } }));
+    const pooledMs: number[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      await poolReady(3);
+      await settle();
+      const started = performance.now();
+      const { microvmId } = await client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+      const id = microvmId!;
+      claimed.push(id);
+      pooledMs.push((await firstResponse(() => record(id)?.sandboxIp)) - started);
+      if (!record(id)?.sandboxId?.startsWith("pool-")) throw new Error(`round ${round}: RunMicrovm did not claim a warm-pool clone (sandbox ${record(id)?.sandboxId})`);
+      await reach(id, "RUNNING", 60_000);
+      await client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+      await reach(id, "TERMINATED", 60_000);
+    }
+    const hits = await metric("lmvm_warm_pool_hits_total");
+    await client.send(new TagResourceCommand({ Resource: IMAGE_ARN, Tags: { "lmvm:warm-pool": "0" } }));
+    await poolReady(0);
+
     // Idle footprint: the MicroVMs above are idle now; add more until there are five.
     const availableBefore = meminfo("MemAvailable");
     const extra: string[] = [];
@@ -276,6 +305,7 @@ export async function snapshotsBench(): Promise<string[]> {
       `MicroVMs from snapshots (a Node app building ~${INIT_MB} MB of state at init; ${ROUNDS} rounds, alternating; median (min–max); baseline: its cold start, same run):`,
       `  cold start → first response (same set-up, runsc run, init from scratch)  ${ms(coldMs)}   1.00 (target: the others at most 0.15x)`,
       `  RunMicrovm → first response (no warm pool; restore of the build snapshot) ${ms(runMs)}   ${ratio(runMs)}`,
+      `  RunMicrovm → first response, warm pool of 3 (a clone claimed; ${hits} hits)  ${ms(pooledMs)}   ${ratio(pooledMs)} (target: at most 0.05x)`,
       `  ResumeMicrovm → first response, right after the suspend                    ${ms(resumeAtOnce)}   ${ratio(resumeAtOnce)}`,
       `  ResumeMicrovm → first response, ${PAUSE_MS / 1000} s after the suspend                      ${ms(resumeLater)}   ${ratio(resumeLater)}`,
       `  SuspendMicrovm → SUSPENDED (memory image ${imageMb.toFixed(0)} MB)                        ${ms(suspendMs)}   ${(median(suspendMs) / median(ddMs)).toFixed(2)}x dd (target: at most 2x)`,
@@ -290,8 +320,8 @@ export async function snapshotsBench(): Promise<string[]> {
       `  server steps, median ms since ResumeMicrovm's runtime call began: ${stepMedians(server.output(), "ResumeMicrovm")}`,
     ];
   } finally {
-    for (const id of vmIds) await client.send(new TerminateMicrovmCommand({ microvmIdentifier: id })).catch(() => undefined);
-    for (const id of vmIds) await eventually(async () => ((await state0(client, id)) === "TERMINATED" ? true : undefined), "TERMINATED", 60_000).catch(() => undefined);
+    for (const id of [...vmIds, ...claimed]) await client.send(new TerminateMicrovmCommand({ microvmIdentifier: id })).catch(() => undefined);
+    for (const id of [...vmIds, ...claimed]) await eventually(async () => ((await state0(client, id)) === "TERMINATED" ? true : undefined), "TERMINATED", 60_000).catch(() => undefined);
     await cold?.exit();
     client.destroy();
     await server.kill();
