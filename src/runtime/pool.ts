@@ -202,6 +202,15 @@ export class WarmPool {
       });
   }
 
+  /** Looks again after NO_ROOM_RETRY_MS (no room, or a clone that failed: a version that cannot be restored must not spin). */
+  private later(): void {
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      this.kick();
+    }, NO_ROOM_RETRY_MS);
+    this.retry.unref();
+  }
+
   /** One clone at a time, until every pool is full or the host has no room. */
   private async refill(): Promise<void> {
     for (;;) {
@@ -212,11 +221,7 @@ export class WarmPool {
       const release = this.opts.reserve(short.version);
       if (!release) {
         this.opts.log?.({ msg: "warm pool waits for room", image: short.version.imageArn, version: short.version.version, ready: this.ready.length });
-        this.retry = setTimeout(() => {
-          this.retry = undefined;
-          this.kick();
-        }, NO_ROOM_RETRY_MS);
-        this.retry.unref();
+        this.later();
         return;
       }
       try {
@@ -231,11 +236,7 @@ export class WarmPool {
       } catch (err) {
         this.opts.log?.({ level: "error", msg: "warm pool clone failed", image: short.version.imageArn, version: short.version.version, err: (err as Error).message });
         // A version that cannot be restored must not spin: wait as for room.
-        this.retry = setTimeout(() => {
-          this.retry = undefined;
-          this.kick();
-        }, NO_ROOM_RETRY_MS);
-        this.retry.unref();
+        this.later();
         return;
       } finally {
         release();
