@@ -17,7 +17,7 @@
 
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { exec, killGrandchildren, run, type ExecOptions } from "../os/index.js";
+import { exec, killGrandchildren, processAlive, run, type ExecOptions } from "../os/index.js";
 import { declareArgsInEveryStage } from "./dockerfile.js";
 
 export interface OciConfig {
@@ -51,11 +51,26 @@ export class Buildah {
   private leftovers = false;
   private sweeping: Promise<unknown> = Promise.resolve();
 
-  constructor(dir: string, driver = process.env.LMVM_BUILDAH_STORAGE_DRIVER ?? "overlay") {
-    mkdirSync(join(dir, "storage"), { recursive: true });
+  /**
+   * A store in `dir`. With `imageStore` (another Buildah's `storeDir`), that
+   * store's images are usable here read-only (containers/storage's
+   * `<driver>.imagestore`), as the managed base images are: made once per
+   * base-image cache rather than copied into every data directory's store.
+   */
+  constructor(dir: string, opts: { imageStore?: string; driver?: string } = {}) {
+    const driver = opts.driver ?? process.env.LMVM_BUILDAH_STORAGE_DRIVER ?? "overlay";
+    this.storeDir = join(dir, "storage");
+    mkdirSync(this.storeDir, { recursive: true });
     mkdirSync(join(dir, "run"), { recursive: true });
-    this.global = ["--root", join(dir, "storage"), "--runroot", join(dir, "run"), "--storage-driver", driver];
+    if (opts.imageStore) mkdirSync(opts.imageStore, { recursive: true });
+    this.global = [
+      "--root", this.storeDir, "--runroot", join(dir, "run"), "--storage-driver", driver,
+      ...(opts.imageStore ? ["--storage-opt", `${driver}.imagestore=${opts.imageStore}`] : []),
+    ];
   }
+
+  /** Where this store's images are; another store can read them (constructor's `imageStore`). */
+  readonly storeDir: string;
 
   private command(args: string[]): string[] {
     return ["--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc", "--", "buildah", ...this.global, ...args];
@@ -81,10 +96,17 @@ export class Buildah {
 
   /** Commits a root filesystem directory as image `ref`. */
   async importRootfs(rootfs: string, ref: string, config: { env: string[]; cmd: string[] }, opts: ExecOptions = {}): Promise<void> {
-    const name = `lmvm-import-${ref.replace(/[^a-z0-9]+/g, "-")}`;
+    // The store may be shared by several servers (a base-image cache): each process names its
+    // own working container, and removes only those of processes that have ended.
+    const prefix = `lmvm-import-${ref.replace(/[^a-z0-9]+/g, "-")}-`;
+    const name = `${prefix}${process.pid}`;
     await this.enter();
     try {
-      await this.attempt(["rm", name]);
+      const listed = await this.attempt(["containers", "--format", "{{.ContainerName}}"]);
+      for (const stale of listed.stdout.split("\n").filter((n) => n.startsWith(prefix))) {
+        const pid = Number(stale.slice(prefix.length));
+        if (stale === name || !Number.isInteger(pid) || !processAlive(pid)) await this.attempt(["rm", stale]);
+      }
       await this.buildah(["from", "--name", name, "scratch"], opts);
       await this.buildah(["copy", name, rootfs, "/"], opts);
       await this.buildah(["config", ...config.env.flatMap((e) => ["--env", e]), "--cmd", JSON.stringify(config.cmd), name], opts);

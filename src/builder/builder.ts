@@ -186,8 +186,11 @@ export class DockerfileBuilder implements ImageBuilder {
 
   constructor(private readonly opts: BuilderOptions) {
     this.phaseTimeouts = { ...DEFAULT_PHASE_TIMEOUTS, ...opts.phaseTimeouts };
-    this.buildah = new Buildah(opts.buildahDir);
-    this.baseImages = new BaseImages(this.buildah, { cacheDir: opts.baseImageCache, debianMirror: opts.debianMirror, busyboxPath: opts.busyboxPath });
+    // Base images live in a store of the base-image cache, which several data directories may
+    // share (every test of a CI run does); each data directory's store reads them from there.
+    const baseStore = new Buildah(join(opts.baseImageCache, "buildah"));
+    this.buildah = new Buildah(opts.buildahDir, { imageStore: baseStore.storeDir });
+    this.baseImages = new BaseImages(baseStore, { cacheDir: opts.baseImageCache, debianMirror: opts.debianMirror, busyboxPath: opts.busyboxPath });
   }
 
   async build(job: BuildJob, signal: AbortSignal): Promise<SnapshotBuild> {
