@@ -26,8 +26,12 @@ const STALE_MS = 3 * SAMPLE_MS;
 
 export interface CpuRoomOptions {
   cores: number;
-  /** CPU time a sandbox has used since it started, in microseconds (its cgroup's counter). */
-  usageMicros: (id: string) => number | undefined;
+  /**
+   * CPU time a MicroVM's sandbox has used since it started, in microseconds (its cgroup's
+   * counter), and which counter that is (the sandbox's id): a MicroVM gets a new sandbox, with a
+   * counter from zero, at each resume, and two readings of different counters say nothing.
+   */
+  usageMicros: (id: string) => { counter: string; micros: number } | undefined;
   now?: () => number;
   /** Samples on a timer of this period while sandboxes live; 0 leaves sampling to `sample()` (tests). */
   sampleEveryMs?: number;
@@ -82,14 +86,15 @@ export class CpuRoom {
     const at = this.now();
     const usage = new Map<string, number>();
     for (const id of this.given.keys()) {
-      const micros = this.opts.usageMicros(id);
-      if (micros !== undefined) usage.set(id, micros);
+      const read = this.opts.usageMicros(id);
+      if (read !== undefined) usage.set(read.counter, read.micros);
     }
     const prev = this.last;
     this.last = { at, usage };
     if (!prev || at <= prev.at) return;
     let used = 0;
-    // A sandbox missing from either reading started or ended within the window: its share is unknown.
+    // A sandbox missing from either reading started or ended within the window (a resumed
+    // MicroVM's new sandbox among them): its share is unknown.
     for (const [id, micros] of usage) {
       const before = prev.usage.get(id);
       if (before !== undefined && micros >= before) used += micros - before;

@@ -184,7 +184,11 @@ export class MicrovmRuntime implements SandboxRuntime {
         ...(opts.log ? { log: opts.log } : {}),
       });
     }
-    this.cpu = new CpuRoom({ cores: opts.cores ?? availableParallelism(), usageMicros: (id) => cgroups.cpuUsageMicros(this.sandboxOf(id)) });
+    this.cpu = new CpuRoom({ cores: opts.cores ?? availableParallelism(), usageMicros: (id) => {
+      const counter = this.sandboxOf(id);
+      const micros = cgroups.cpuUsageMicros(counter);
+      return micros === undefined ? undefined : { counter, micros };
+    } });
     // Sandboxes a previous process left running hold their vCPUs until recovery says otherwise (reap).
     const root = opts.microvmsDir;
     if (existsSync(root)) {

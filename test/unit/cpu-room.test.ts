@@ -80,14 +80,28 @@ test("the reservation is the size's baseline: 2 cores take 64 of the smallest si
 function room(cores: number) {
   let now = 0;
   const usage = new Map<string, number>();
-  const cpu = new CpuRoom({ cores, usageMicros: (id) => usage.get(id), now: () => now, sampleEveryMs: 0 });
+  /** The sandbox each MicroVM runs in now; a resume gives it a new one, whose counter starts from zero. */
+  const sandbox = new Map<string, string>();
+  const cpu = new CpuRoom({
+    cores, now: () => now, sampleEveryMs: 0,
+    usageMicros: (id) => {
+      const counter = sandbox.get(id) ?? id;
+      const micros = usage.get(counter);
+      return micros === undefined ? undefined : { counter, micros };
+    },
+  });
   /** Lets `ms` pass with each sandbox using `cores` of CPU, then samples. */
   const spend = (ms: number, perSandbox: Record<string, number>) => {
     now += ms;
     for (const [id, c] of Object.entries(perSandbox)) usage.set(id, (usage.get(id) ?? 0) + c * ms * 1000);
     cpu.sample();
   };
-  return { cpu, spend, later: (ms: number) => (now += ms) };
+  /** The MicroVM now runs in sandbox `counter`, which has used `micros` already (a restore's own CPU time). */
+  const resume = (id: string, counter: string, micros: number) => {
+    sandbox.set(id, counter);
+    usage.set(counter, micros);
+  };
+  return { cpu, spend, resume, later: (ms: number) => (now += ms) };
 }
 
 test("vCPUs given out: a MicroVM that would pass the overcommit is refused until another ends", () => {
@@ -122,6 +136,21 @@ test("a sandbox started within the window is not charged its whole life's CPU ti
   cpu.hold("new", 1);
   spend(1000, { old: 0.1, new: 100 }); // "new" has no earlier reading: its counter's total is not this window's use
   assert.equal(cpu.shortage(1, 0), undefined);
+});
+
+test("a resumed MicroVM's new sandbox is not charged the difference between its counter and the old sandbox's", () => {
+  const { cpu, spend, resume } = room(2);
+  cpu.hold("other", 1);
+  cpu.hold("vm", 1);
+  spend(0, { other: 0, vm: 0 });
+  spend(1000, { other: 0.01, vm: 0.2 }); // the first sandbox used 0.2 s in all
+  cpu.drop("vm"); // suspended
+  resume("vm", "vm-r1", 2_000_000); // its restore took 2 s of CPU in the new sandbox
+  cpu.hold("vm", 1);
+  spend(1000, { other: 0.01, "vm-r1": 0.01 });
+  assert.equal(cpu.shortage(1, 0), undefined, "2 s of restore, minus the old sandbox's 0.2 s, is not 1.8 cores of use");
+  spend(1000, { other: 0.95, "vm-r1": 0.95 });
+  assert.match(cpu.shortage(1, 0) ?? "", /saturated: its MicroVMs used 1\.9 of its 2 cores/, "the new sandbox's own use counts from its second reading");
 });
 
 test("a version built without a snapshot (--no-snapshots) fails to run with the reason, and gives its promised room back", async () => {
