@@ -10,7 +10,8 @@
 import { existsSync, readFileSync } from "node:fs";
 import { hasEgress, type EgressPolicy } from "../core/index.js";
 import type { MetadataService, MetadataSubject } from "../metadata/index.js";
-import { exec, run } from "../os/index.js";
+import { exec, runWithin } from "../os/index.js";
+import { NET_COMMAND_MS } from "./netns.js";
 import { DnsForwarder, hostResolvers } from "./dns.js";
 import { applySandboxChain, baseChainsCurrent, installFirewall, refusedCounts, removeSandboxChain, sandboxChains } from "./firewall.js";
 import type { NetworkNamespaces, SandboxNetwork } from "./netns.js";
@@ -178,8 +179,8 @@ export class EgressGateway {
     if (hasEgress(policy)) await this.dns.bind(net.index, net.hostIp, net.sandboxIp);
     else await this.dns.unbind(net.index);
     await this.metadata?.bind(net.index, net.hostIp, net.sandboxIp, subject ?? { sourceArn: "", sessionName: net.name });
-    await run("tc", shapingArgs(net.hostInterface, limits.bandwidthBytesPerSecond));
-    await run("tc", ["-n", net.name, ...shapingArgs(net.sandboxInterface, limits.bandwidthBytesPerSecond)]);
+    await runWithin(NET_COMMAND_MS, "tc", shapingArgs(net.hostInterface, limits.bandwidthBytesPerSecond));
+    await runWithin(NET_COMMAND_MS, "tc", ["-n", net.name, ...shapingArgs(net.sandboxInterface, limits.bandwidthBytesPerSecond)]);
   }
 
   /** Removes what attach made (the veths' qdiscs go with the veths); safe on what is already gone. */
@@ -189,7 +190,7 @@ export class EgressGateway {
       await this.dns.unbind(net.index);
       await this.metadata?.unbind(net.index);
       await removeSandboxChain(net.hostInterface);
-      if (existsSync(`/sys/class/net/${net.hostInterface}`)) await exec("tc", ["qdisc", "del", "dev", net.hostInterface, "root"]);
+      if (existsSync(`/sys/class/net/${net.hostInterface}`)) await exec("tc", ["qdisc", "del", "dev", net.hostInterface, "root"], { signal: AbortSignal.timeout(NET_COMMAND_MS) });
       await forgetConnections(net);
     });
   }

@@ -6,7 +6,10 @@
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DNS_RESOLVER_ADDRESS, METADATA_ADDRESS, hasEgress, type EgressPolicy } from "../core/index.js";
-import { run } from "../os/index.js";
+import { runWithin } from "../os/index.js";
+
+/** How long one ip or tc command may take before it is killed and its step fails. */
+export const NET_COMMAND_MS = 15_000;
 
 export interface SandboxNetwork {
   index: number;
@@ -102,7 +105,7 @@ export class NetworkNamespaces {
     for (let attempt = 0; ; attempt++) {
       const net = this.describe(this.allocate());
       try {
-        await run("ip", ["netns", "add", net.name]);
+        await runWithin(NET_COMMAND_MS, "ip", ["netns", "add", net.name]);
       } catch (err) {
         if (attempt < 20 && existsSync(net.path)) continue;
         this.taken.delete(net.index);
@@ -133,13 +136,13 @@ export class NetworkNamespaces {
 
   private async connect(net: SandboxNetwork): Promise<SandboxNetwork> {
     try {
-      await run("ip", ["link", "del", net.hostInterface]).catch(() => undefined); // left by a crash
-      await run("ip", ["link", "add", net.hostInterface, "type", "veth", "peer", "name", net.sandboxInterface]);
-      await run("ip", ["link", "set", net.sandboxInterface, "netns", net.name]);
-      await run("ip", ["addr", "add", `${net.hostIp}/${net.prefixLength}`, "dev", net.hostInterface]);
-      await run("ip", ["link", "set", net.hostInterface, "up"]);
-      await run("ip", ["-n", net.name, "link", "set", "lo", "up"]);
-      await run("ip", ["-n", net.name, "link", "set", net.sandboxInterface, "up"]);
+      await runWithin(NET_COMMAND_MS, "ip", ["link", "del", net.hostInterface]).catch(() => undefined); // left by a crash
+      await runWithin(NET_COMMAND_MS, "ip", ["link", "add", net.hostInterface, "type", "veth", "peer", "name", net.sandboxInterface]);
+      await runWithin(NET_COMMAND_MS, "ip", ["link", "set", net.sandboxInterface, "netns", net.name]);
+      await runWithin(NET_COMMAND_MS, "ip", ["addr", "add", `${net.hostIp}/${net.prefixLength}`, "dev", net.hostInterface]);
+      await runWithin(NET_COMMAND_MS, "ip", ["link", "set", net.hostInterface, "up"]);
+      await runWithin(NET_COMMAND_MS, "ip", ["-n", net.name, "link", "set", "lo", "up"]);
+      await runWithin(NET_COMMAND_MS, "ip", ["-n", net.name, "link", "set", net.sandboxInterface, "up"]);
       await this.readdress(net);
       return net;
     } catch (err) {
@@ -169,16 +172,16 @@ export class NetworkNamespaces {
    * routes the checkpoint was taken with.
    */
   async readdress(net: SandboxNetwork, policy?: EgressPolicy): Promise<void> {
-    await run("ip", ["-n", net.name, "addr", "replace", `${net.sandboxIp}/${net.prefixLength}`, "dev", net.sandboxInterface]);
+    await runWithin(NET_COMMAND_MS, "ip", ["-n", net.name, "addr", "replace", `${net.sandboxIp}/${net.prefixLength}`, "dev", net.sandboxInterface]);
     // Routes other than the link's (scope link) are the policy's: replaced as a whole.
-    await run("ip", ["-n", net.name, "route", "flush", "scope", "global"]);
-    for (const dst of routesFor(policy)) await run("ip", ["-n", net.name, "route", "replace", dst, "via", net.hostIp, "dev", net.sandboxInterface]);
+    await runWithin(NET_COMMAND_MS, "ip", ["-n", net.name, "route", "flush", "scope", "global"]);
+    for (const dst of routesFor(policy)) await runWithin(NET_COMMAND_MS, "ip", ["-n", net.name, "route", "replace", dst, "via", net.hostIp, "dev", net.sandboxInterface]);
   }
 
   /** Removes the namespace and its veth pair; safe to call on what is already gone. */
   async destroy(net: SandboxNetwork): Promise<void> {
-    await run("ip", ["link", "del", net.hostInterface]).catch(() => undefined);
-    await run("ip", ["netns", "del", net.name]).catch(() => undefined);
+    await runWithin(NET_COMMAND_MS, "ip", ["link", "del", net.hostInterface]).catch(() => undefined);
+    await runWithin(NET_COMMAND_MS, "ip", ["netns", "del", net.name]).catch(() => undefined);
     if (this.ownerDir) rmSync(join(this.ownerDir, String(net.index)), { force: true });
     this.taken.delete(net.index);
   }

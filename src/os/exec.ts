@@ -105,6 +105,21 @@ export async function run(command: string, args: string[], opts: ExecOptions = {
   return result;
 }
 
+/**
+ * Like run, for a short system command (ip, tc) that must never hang what
+ * waits for it: killed after `ms`, it fails naming the command and the
+ * deadline.
+ */
+export async function runWithin(ms: number, command: string, args: string[]): Promise<ExecResult> {
+  const signal = AbortSignal.timeout(ms);
+  try {
+    return await run(command, args, { signal });
+  } catch (err) {
+    if (signal.aborted) throw new Error(`${command} ${args.join(" ")} did not finish within ${ms / 1000} s and was killed`);
+    throw err;
+  }
+}
+
 /** Whether a process with this pid exists (signal 0 checks without sending). */
 export function processAlive(pid: number): boolean {
   try {
