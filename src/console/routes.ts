@@ -60,7 +60,8 @@ export function registerConsole(app: FastifyInstance, opts: ConsoleOptions): voi
     "cache-control": "no-cache",
     "x-content-type-options": "nosniff",
     // Same origin only: the API (fetch, the SDK), and the MicroVMs' shells (wss, any port of the endpoint domain).
-    "content-security-policy": "default-src 'self'; connect-src 'self' wss: ws:; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+    // Inline styles: xterm.js sizes and colours the terminal through a <style> element it makes.
+    "content-security-policy": "default-src 'self'; connect-src 'self' wss: ws:; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'",
   };
   const serve = async (file: string, reply: import("fastify").FastifyReply) => {
     const type = CONTENT_TYPES[extname(file)];

@@ -159,7 +159,7 @@ async function overviewView(): Promise<void> {
     const buildCounts = ["PENDING", "IN_PROGRESS", "SUCCESSFUL", "FAILED"].map((s) => [s, builds.get(`state="${s}"`) ?? 0] as [string, number]);
     const failed = images.filter((i) => i.latestFailedImageVersion);
     const reasons = await Promise.all(failed.slice(0, 10).map(async (i) =>
-      [i.name ?? "", i.latestFailedImageVersion ?? "", (await client!.send(new GetMicrovmImageVersionCommand({ imageIdentifier: i.name, imageVersion: i.latestFailedImageVersion })).catch(() => undefined))?.stateReason ?? ""] as const));
+      [i.name ?? "", i.latestFailedImageVersion ?? "", (await client!.send(new GetMicrovmImageVersionCommand({ imageIdentifier: i.imageArn, imageVersion: i.latestFailedImageVersion })).catch(() => undefined))?.stateReason ?? ""] as const));
     body.replaceChildren(
       h("section", { class: "card", "aria-labelledby": "ov-vms" }, h("h2", { id: "ov-vms" }, `MicroVMs by state (${vms.length})`), barChart("MicroVMs by state", counts)),
       h("section", { class: "card", "aria-labelledby": "ov-builds" }, h("h2", { id: "ov-builds" }, "Builds by state"), barChart("Builds by state", buildCounts)),
@@ -278,13 +278,16 @@ async function imageView(name: string): Promise<void> {
     const data = new FormData(runForm);
     const ingress = [...(data.get("http") ? [HTTP_INGRESS(session!.region)] : []), ...(data.get("shell") ? [SHELL_INGRESS(session!.region)] : [])];
     const version = String(data.get("version") ?? "").trim();
-    const vm = await attempt("RunMicrovm", () => client!.send(new RunMicrovmCommand({ imageIdentifier: name, ...(version ? { imageVersion: version } : {}), ...(ingress.length ? { ingressNetworkConnectors: ingress } : {}) })));
+    // RunMicrovm names the image by its ARN (the service refuses a bare name).
+    const vm = await attempt("RunMicrovm", () => client!.send(new RunMicrovmCommand({ imageIdentifier: imageArn || name, ...(version ? { imageVersion: version } : {}), ...(ingress.length ? { ingressNetworkConnectors: ingress } : {}) })));
     if (vm) location.hash = `#microvm/${vm.microvmId}`;
   });
   main.replaceChildren(h("p", {}, h("a", { href: "#images" }, "← Images")), head, versions, logs, h("div", { class: "grid" }, runForm, imageForm("update", name)));
   const followed = new Set<string>();
+  let imageArn = "";
   const draw = async () => {
     const image = await client!.send(new GetMicrovmImageCommand({ imageIdentifier: name }));
+    imageArn = image.imageArn ?? "";
     head.replaceChildren(h("h1", {}, name, " ", badge(image.state)), h("p", { class: "muted" }, image.imageArn ?? ""));
     const vs = await all<{ imageVersion?: string; state?: string; status?: string; stateReason?: string; createdAt?: Date; codeArtifact?: { uri?: string } }>((t) => client!.send(new ListMicrovmImageVersionsCommand({ imageIdentifier: name, ...(t ? { nextToken: t } : {}) })));
     const rows = [];
@@ -317,7 +320,9 @@ async function microvmsView(): Promise<void> {
   const filters = h("form", { class: "filters", role: "search", "aria-label": "Filter MicroVMs" },
     h("label", { for: "f-image" }, "Image"), image, h("label", { for: "f-state" }, "State"), state, h("label", { for: "f-id" }, "ID contains"), text);
   const draw = async () => {
-    const vms = (await listMicrovms(image.value.trim() || undefined))
+    // ListMicrovms filters by the image's ARN; a bare name is made into one.
+    const wanted = image.value.trim();
+    const vms = (await listMicrovms(!wanted ? undefined : wanted.startsWith("arn:") ? wanted : `arn:aws:lambda:${session!.region}:${account}:microvm-image:${wanted}`))
       .filter((v) => !state.value || v.state === state.value)
       .filter((v) => !text.value.trim() || (v.microvmId ?? "").includes(text.value.trim()));
     list.replaceChildren(table("MicroVMs", ["ID", "State", "Image", "Version", "Started"],
@@ -415,6 +420,7 @@ function stopView(): void {
 
 function route(): void {
   stopView();
+  if (status.className !== "error") say("");
   if (!client) return signInView();
   const [view, arg] = (location.hash.replace(/^#/, "") || "overview").split("/");
   for (const a of nav.querySelectorAll("a")) a.toggleAttribute("aria-current", a.getAttribute("href") === `#${view === "image" ? "images" : view === "microvm" ? "microvms" : view}`);

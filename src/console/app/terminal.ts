@@ -33,7 +33,7 @@ function fit(term: Terminal, host: HTMLElement): { cols: number; rows: number } 
  */
 export function openShell(host: HTMLElement, endpoint: string, token: string, onEnd: (reason: string) => void): ShellSession {
   host.replaceChildren();
-  const term = new Terminal({ rows: 24, cols: 80, fontFamily: "ui-monospace, 'DejaVu Sans Mono', monospace", fontSize: 14, cursorBlink: true, convertEol: false });
+  const term = new Terminal({ rows: 24, cols: 80, fontFamily: "ui-monospace, 'DejaVu Sans Mono', monospace", fontSize: 14, cursorBlink: true, convertEol: false, theme: { background: "#000000", foreground: "#e8e8e8" } });
   term.open(host);
   const url = new URL(endpoint.replace(/^http/, "ws"));
   url.pathname = "/shell";
