@@ -29,6 +29,8 @@ export const paths = (dir: string) => ({
   tls: join(dir, "tls"),
   /** Built versions: <name>/<version>/<architecture>/{rootfs,config.json,snapshot/,snapshot-boot.log} (src/builder, src/runtime/snapshots.ts). */
   images: join(dir, "images"),
+  /** Code zips uploaded through the console, <sha256>.zip, each passed to builds as a file:// artifact (src/console). */
+  uploads: join(dir, "uploads"),
   /** Scratch space of running builds, <buildId>/, removed after each. */
   builds: join(dir, "builds"),
   /** buildah's store (storage/, run/). */

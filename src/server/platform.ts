@@ -10,6 +10,7 @@ import { delimiter, join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { authenticateRequest, buildApi, cloudTrailApi, iamApi, Metrics, PageTokens, SigV4Verifier, stsApi } from "../api/index.js";
+import { DEFAULT_ASSETS_DIR, registerConsole } from "../console/index.js";
 import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage, type PhaseTimeouts } from "../builder/index.js";
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
@@ -263,6 +264,17 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       cloudTrailApi({ trail, pageTokens, authenticate: callerFor("cloudtrail"), authorize: (caller, request) => identities.authorize(caller, request), log }),
     ],
     metrics: metrics.registry,
+  });
+  // The web console and its code uploads (src/console), on the API's port and origin.
+  registerConsole(app, {
+    assetsDir: DEFAULT_ASSETS_DIR,
+    uploadsDir: files.uploads,
+    verifier,
+    identities,
+    scope,
+    tagsOf: (arn) => store.getTags(arn),
+    imageExists: (name) => controlPlane.getMicrovmImage({ imageIdentifier: name }).then(() => true, () => false),
+    maxUploadBytes: (config.buildLimits ?? DEFAULT_LIMITS).maxArtifactBytes,
   });
   await app.listen({ host: config.apiHost, port: config.apiPort });
   const address = app.server.address();
