@@ -108,7 +108,7 @@ out["final"] = wait_for(vm, "TERMINATED")["state"]
 print(json.dumps(out))
 `;
 
-describe("the AWS CLI (1.x and 2.x) and boto3 with the lambda-microvms model lmvm installs", { timeout: 600_000 }, () => {
+describe("the AWS CLI (1.x and 2.x) and boto3 with the lambda-microvms model lmvm installs", { timeout: 1_500_000 }, () => {
   let dataDir: string;
   let home: string;
   let server: ServerProcess;
@@ -207,19 +207,6 @@ describe("the AWS CLI (1.x and 2.x) and boto3 with the lambda-microvms model lmv
     }
   });
 
-  test("awscli 1.x runs the README's workflow on a Python app", async () => {
-    const version = await run(AWS_V1, ["--version"], env);
-    assert.match(version.stdout + version.stderr, /^aws-cli\/1\./);
-    await workflow(AWS_V1, "python");
-  });
-
-  test("Debian's awscli 2 runs the README's workflow on a Node app", async (t) => {
-    if (!existsSync(AWS_V2)) return t.skip(`${AWS_V2} is not installed (Debian's awscli package; scripts/install.sh installs it)`);
-    const version = await run(AWS_V2, ["--version"], env);
-    assert.match(version.stdout + version.stderr, /^aws-cli\/2\./);
-    await workflow(AWS_V2, "hello");
-  });
-
   test("an lmvm error is the AWS error code in both CLIs, and the generated help documents the commands", async () => {
     for (const [cli, exit] of [[AWS_V1, 255], [AWS_V2, 254]] as const) {
       const r = await run(cli, ["lambda-microvms", "get-microvm", "--microvm-identifier", "microvm-0123456789abcdef0", "--endpoint-url", server.url], env);
@@ -235,6 +222,19 @@ describe("the AWS CLI (1.x and 2.x) and boto3 with the lambda-microvms model lmv
     assert.match(missing.stderr, /--image-identifier/);
     const help = await run(AWS_V1, ["lambda-microvms", "run-microvm", "help"], { ...env, PAGER: "cat", MANPAGER: "cat" });
     assert.match(help.stdout.replace(/\s+/g, " "), /Runs a new MicroVM from the specified image/);
+  });
+
+  test("awscli 1.x runs the README's workflow on a Python app", async () => {
+    const version = await run(AWS_V1, ["--version"], env);
+    assert.match(version.stdout + version.stderr, /^aws-cli\/1\./);
+    await workflow(AWS_V1, "python");
+  });
+
+  test("Debian's awscli 2 runs the README's workflow on a Node app", async (t) => {
+    if (!existsSync(AWS_V2)) return t.skip(`${AWS_V2} is not installed (Debian's awscli package; scripts/install.sh installs it)`);
+    const version = await run(AWS_V2, ["--version"], env);
+    assert.match(version.stdout + version.stderr, /^aws-cli\/2\./);
+    await workflow(AWS_V2, "hello");
   });
 
   test("boto3 (Debian's python3-boto3) runs a MicroVM, mints a token, calls the endpoint and terminates it", async () => {
