@@ -224,6 +224,20 @@ describe("the AWS CLI (1.x and 2.x) and boto3 with the lambda-microvms model lmv
     assert.match(help.stdout.replace(/\s+/g, " "), /Runs a new MicroVM from the specified image/);
   });
 
+  test("IAM, STS, CloudWatch Logs and CloudTrail need no model from lmvm: both CLIs' own ones call lmvm", async () => {
+    for (const cli of [AWS_V1, AWS_V2]) {
+      const call = async (args: string[]) => {
+        const r = await run(cli, [...args, "--endpoint-url", server.url], env);
+        assert.equal(r.code, 0, `${cli} ${args.join(" ")}: ${r.stderr}`);
+        return r.stdout.trim();
+      };
+      assert.equal(await call(["sts", "get-caller-identity", "--query", "Account", "--output", "text"]), "000000000000");
+      assert.ok(Array.isArray(JSON.parse(await call(["iam", "list-users", "--output", "json"])).Users));
+      assert.ok(Array.isArray(JSON.parse(await call(["logs", "describe-log-groups", "--output", "json"])).logGroups));
+      assert.match(await call(["cloudtrail", "lookup-events", "--max-results", "1", "--query", "Events[0].EventName", "--output", "text"]), /^[A-Z]\w+$/);
+    }
+  });
+
   test("awscli 1.x runs the README's workflow on a Python app", async () => {
     const version = await run(AWS_V1, ["--version"], env);
     assert.match(version.stdout + version.stderr, /^aws-cli\/1\./);
