@@ -73,6 +73,8 @@ export function topHelp(ops: OperationModel[]): string {
     "    exec <id> -- <command> [args...]",
     "                           Run one command inside a MicroVM; exits with its exit code.",
     "    audit                  Print the audit trail of API calls (who, what, on what, outcome); `lmvm audit help`.",
+    "    aws-models install [--dir <dir>]",
+    "                           Install the lambda-microvms model for the AWS CLI and boto3 (~/.aws/models).",
     "    wait <waiter> [options]",
     "                           Poll until an image is created, a version built, a MicroVM running, suspended",
     "                           or terminated. `lmvm wait help` lists the waiters.",

@@ -181,6 +181,10 @@ export async function main(argv: string[]): Promise<number> {
       await serverCommand(rest);
       return 0;
     }
+    if (command === "aws-models") {
+      const { awsModelsCommand } = await import("./aws-models-command.js");
+      return awsModelsCommand(rest);
+    }
     if (command === "iam" || command === "sts") {
       const { serviceCommand } = await import("./iam-commands.js");
       return await serviceCommand(command, rest);
