@@ -9,10 +9,13 @@
 // asks the caller's policies what creating (or, for an image that exists,
 // updating) that image asks, so a caller who may not build it may not upload
 // for it either. Uploads are content-addressed: the same zip is stored once.
+// Each upload also removes uploads older than UPLOAD_GRACE_MS that no image
+// version names any more (their images were deleted or their versions pruned),
+// so uploads do not pile up in the data directory.
 
 import { createHash, randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { extname, join } from "node:path";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { authorizeAll, microvmsApiAuthorization, resourcesOf, type Identities, type Scope, type TagLookup } from "../core/index.js";
@@ -38,6 +41,25 @@ export interface ConsoleOptions {
   imageExists: (name: string) => Promise<boolean>;
   /** The largest zip accepted: the builder's limit for a compressed artifact. */
   maxUploadBytes: number;
+  /** The code artifact URIs that image versions name now: their uploads are kept. */
+  artifactsInUse: () => Promise<Set<string>>;
+}
+
+/** An upload no version names is kept this long, for the CreateMicrovmImage or UpdateMicrovmImage that follows it. */
+export const UPLOAD_GRACE_MS = 24 * 3600_000;
+
+/** Removes uploads older than UPLOAD_GRACE_MS that no image version names; best effort. */
+export async function sweepUploads(dir: string, inUse: Set<string>, now = Date.now()): Promise<string[]> {
+  const removed: string[] = [];
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const path = join(dir, name);
+    if (inUse.has(`file://${path}`)) continue;
+    const info = await stat(path).catch(() => undefined);
+    if (!info || now - info.mtimeMs < UPLOAD_GRACE_MS) continue;
+    await rm(path, { force: true }).catch(() => undefined);
+    removed.push(name);
+  }
+  return removed;
 }
 
 /** The console's build output, next to the compiled server (dist/console). */
@@ -107,6 +129,10 @@ export function registerConsole(app: FastifyInstance, opts: ConsoleOptions): voi
         await writeFile(partial, body, { mode: 0o600 });
         await rename(partial, path);
       }
+      // The same zip again counts as a new upload for the grace period.
+      const touched = new Date();
+      await utimes(path, touched, touched);
+      void opts.artifactsInUse().then((inUse) => sweepUploads(opts.uploadsDir, inUse)).catch(() => undefined);
       const output = { codeArtifactUri: `file://${path}`, sha256: digest, size: body.length };
       record.responseElements = output;
       return reply.code(201).header("x-amzn-requestid", requestId).type("application/json").send(JSON.stringify(output));

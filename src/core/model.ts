@@ -13,6 +13,7 @@ export type ImageState =
 export type VersionState =
   | "PENDING" | "IN_PROGRESS" | "SUCCESSFUL" | "FAILED"
   | "DELETING" | "DELETED" | "DELETE_FAILED";
+export const VERSION_STATES: readonly VersionState[] = ["PENDING", "IN_PROGRESS", "SUCCESSFUL", "FAILED", "DELETING", "DELETED", "DELETE_FAILED"];
 
 export type VersionStatus = "ACTIVE" | "INACTIVE";
 export type BuildState = "PENDING" | "IN_PROGRESS" | "SUCCESSFUL" | "FAILED";

@@ -18,7 +18,7 @@ import { EgressGateway, NetworkNamespaces } from "../net/index.js";
 import { MetadataService } from "../metadata/index.js";
 import { Gvisor, MicrovmRuntime, PreparedResources, Snapshotter } from "../runtime/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
-import { AuditTrail, DEFAULT_AUDIT_RETENTION_DAYS, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
+import { AuditTrail, DEFAULT_AUDIT_RETENTION_DAYS, VERSION_STATES, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { SqliteStore } from "../store/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
@@ -275,6 +275,11 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     tagsOf: (arn) => store.getTags(arn),
     imageExists: (name) => controlPlane.getMicrovmImage({ imageIdentifier: name }).then(() => true, () => false),
     maxUploadBytes: (config.buildLimits ?? DEFAULT_LIMITS).maxArtifactBytes,
+    artifactsInUse: async () => {
+      const uris = new Set<string>();
+      for (const state of VERSION_STATES) for (const v of await store.versionsInState(state)) uris.add(v.config.codeArtifact.uri);
+      return uris;
+    },
   });
   await app.listen({ host: config.apiHost, port: config.apiPort });
   const address = app.server.address();
