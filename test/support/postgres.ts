@@ -10,12 +10,13 @@
 // conformance suite both ways).
 
 import { execFile, spawnSync } from "node:child_process";
-import { chownSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
 import { within } from "./deadline.js";
+import { paths } from "../../src/server/data-paths.js";
 
 const run = promisify(execFile);
 
@@ -102,4 +103,20 @@ export function databaseFor(dataDir: string): Promise<string> | undefined {
   let url = byDataDir.get(dataDir);
   if (!url) byDataDir.set(dataDir, (url = freshDatabase()));
   return url;
+}
+
+/**
+ * Everything the platform's store holds for a data directory, as text, for
+ * tests that look for what must never be stored: the SQLite files (the
+ * database and its write-ahead log, raw), or, on PostgreSQL, a pg_dump of the
+ * data directory's database (every row of every table).
+ */
+export async function storedText(dataDir: string): Promise<string> {
+  const url = databaseFor(dataDir);
+  if (!url) {
+    const db = paths(dataDir).database;
+    return [db, `${db}-wal`].filter(existsSync).map((f) => readFileSync(f).toString("latin1")).join("\n");
+  }
+  const { stdout } = await run(join(PG_BIN, "pg_dump"), ["--data-only", "--dbname", await url], { timeout: 60_000, maxBuffer: 256 * 1024 * 1024 });
+  return stdout;
 }
