@@ -206,7 +206,6 @@ export function paged<R extends { seq: number }, T>(rows: R[], page: PageRequest
   return { items: slice.map(map), ...(more && last ? { next: String(last.seq) } : {}) };
 }
 
-
 /** Each event as the audit tables hold it: its lookup columns, its record, and its resources' [type, name] rows. */
 export function auditRows(events: AuditEvent[]): AuditRow[] {
   return events.map((e): AuditRow => [
