@@ -52,6 +52,13 @@ export function toAwsError(err: unknown): AwsError {
   if (code === "ENOSPC" || code === "SQLITE_FULL") {
     return modeled("ServiceException", "The lmvm server's data directory is full, so this request failed. Free space there (image builds, suspended MicroVMs' checkpoints and logs use it) and retry.", { Type: "Service" });
   }
+  // PostgreSQL (src/store/postgres.ts): a transaction that still collided after the store's retries, and a full disk.
+  if (code === "40001" || code === "40P01") {
+    return modeled("ConflictException", "Other requests changed the same resources at the same moment, so this request was not applied. Retry it.");
+  }
+  if (code === "53100") {
+    return modeled("ServiceException", "The lmvm server's PostgreSQL database is out of disk space, so this request failed. Free space on the database server and retry.", { Type: "Service" });
+  }
   return modeled("ServiceException", "The lmvm service encountered an internal error; the server log has the details.", { Type: "Service" });
 }
 

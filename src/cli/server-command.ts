@@ -8,6 +8,7 @@ import { DEFAULT_PHASE_TIMEOUTS, describeDuration, parsePhaseTimeouts, PHASES } 
 import { defaultDataDir, DEFAULTS, jsonLog, startPlatform } from "../server/index.js";
 import { parseEndpointLimits } from "../proxy/limits.js";
 import { UsageError } from "./flags.js";
+import { redactUrl } from "../store/index.js";
 // The leaf modules, not the core's face: parsing the flags needs nothing else.
 import { DEFAULT_QUOTAS, parseQuotas } from "../core/quotas.js";
 import { parseRateLimits } from "../core/rate-limits.js";
@@ -21,7 +22,7 @@ DESCRIPTION
     and everything behind it. Runs in the foreground; logs are JSON lines on stdout.
 
 SYNOPSIS
-    lmvm server [--api-port <port>] [--api-host <addr>] [--data-dir <dir>]
+    lmvm server [--api-port <port>] [--api-host <addr>] [--data-dir <dir>] [--database <postgres://...>]
                 [--region <region>] [--account-id <12 digits>]
                 [--endpoint-domain <domain>] [--endpoint-port <port>] [--endpoint-host <addr>]
                 [--build-concurrency <n>] [--microvm-disk-mib <MiB>] [--s3-endpoint <url>]
@@ -36,6 +37,9 @@ OPTIONS
     --api-port           Control API port (default ${DEFAULTS.apiPort}).
     --api-host           Address to listen on (default ${DEFAULTS.apiHost}).
     --data-dir           Where everything is kept (default LMVM_DATA_DIR, else /var/lib/lmvm as root).
+    --database           PostgreSQL database for the platform's state, as postgres://user[:password]@host[:port]/db
+                         (default LMVM_DATABASE, else SQLite in <data-dir>/lmvm.db). Credentials, keys,
+                         logs, images and sandboxes stay in --data-dir.
     --region             Region in ARNs and signatures (default ${DEFAULTS.region}).
     --account-id         Account in ARNs (default ${DEFAULTS.accountId}).
     --endpoint-domain    Domain of MicroVM endpoints (default ${DEFAULTS.endpointDomain}).
@@ -108,7 +112,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
     ({ values } = parseArgs({
       args: argv,
       options: {
-        "api-port": { type: "string" }, "api-host": { type: "string" }, "data-dir": { type: "string" },
+        "api-port": { type: "string" }, "api-host": { type: "string" }, "data-dir": { type: "string" }, database: { type: "string" },
         region: { type: "string" }, "account-id": { type: "string" }, "endpoint-domain": { type: "string" },
         "endpoint-port": { type: "string" }, "endpoint-host": { type: "string" }, "build-concurrency": { type: "string" }, "microvm-disk-mib": { type: "string" }, help: { type: "boolean" },
         "s3-endpoint": { type: "string" }, "base-image-cache": { type: "string" }, "debian-mirror": { type: "string" },
@@ -163,8 +167,13 @@ export async function serverCommand(argv: string[]): Promise<void> {
   if (retention !== undefined && !/^[1-9]\d{0,4}$/.test(retention)) throw new UsageError(`--audit-retention-days must be a whole number of days from 1 to 99999; got '${retention}'.`);
   const warmPool = values["warm-pool"];
   if (warmPool !== undefined && (!/^\d{1,2}$/.test(warmPool) || Number(warmPool) > MAX_WARM_POOL)) throw new UsageError(`--warm-pool must be a whole number of warm clones from 0 to ${MAX_WARM_POOL}; got '${warmPool}'.`);
+  const database = values.database ?? (process.env.LMVM_DATABASE || undefined);
+  if (database !== undefined && !/^postgres(ql)?:\/\/./.test(database)) {
+    throw new UsageError(`--database must be a PostgreSQL URL, postgres://user[:password]@host[:port]/database; got '${redactUrl(database)}'.`);
+  }
   const platform = await startPlatform({
     dataDir: values["data-dir"] ?? defaultDataDir(),
+    ...(database ? { database } : {}),
     apiHost: values["api-host"] ?? DEFAULTS.apiHost,
     apiPort: port("api-port", values["api-port"], DEFAULTS.apiPort),
     region: values.region ?? DEFAULTS.region,

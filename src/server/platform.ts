@@ -20,7 +20,7 @@ import { Gvisor, MicrovmRuntime, PreparedResources, Snapshotter } from "../runti
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
 import { AuditTrail, DEFAULT_AUDIT_RETENTION_DAYS, VERSION_STATES, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
-import { SqliteStore } from "../store/index.js";
+import { PostgresStore, SqliteStore } from "../store/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
 import { hostPlatform } from "./host.js";
 import { hostNameResolver } from "./name-resolver.js";
@@ -28,6 +28,8 @@ import { AesGcmBox } from "./secret-box.js";
 
 export interface PlatformConfig {
   dataDir: string;
+  /** A postgres:// URL: state is kept in that PostgreSQL database instead of <dataDir>/lmvm.db (SQLite). */
+  database?: string;
   apiHost: string;
   apiPort: number;
   region: string;
@@ -151,7 +153,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const files = paths(config.dataDir);
   const creds = rootCredentials(config.dataDir);
   const master = serverKey(config.dataDir);
-  const store = await SqliteStore.open(files.database);
+  const store = config.database ? await PostgresStore.open(config.database, log) : await SqliteStore.open(files.database);
   const identities = await IdentityService.open({
     store,
     clock,

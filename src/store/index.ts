@@ -1,2 +1,3 @@
-// Public face of the store: the SQLite implementation of the core's Store port.
+// Public face of the store: the core's Store port on SQLite (the embedded default) or PostgreSQL.
 export { SqliteStore } from "./sqlite.js";
+export { PostgresStore, redactUrl } from "./postgres.js";

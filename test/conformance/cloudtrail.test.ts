@@ -5,7 +5,6 @@
 // /metrics); LookupEvents pages, filters and refuses bad input as CloudTrail.
 
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { CloudTrailClient, LookupEventsCommand, paginateLookupEvents, type Event, type LookupAttribute, type LookupEventsCommandInput } from "@aws-sdk/client-cloudtrail";
 import { CloudWatchLogsClient, DescribeLogGroupsCommand } from "@aws-sdk/client-cloudwatch-logs";
@@ -22,8 +21,9 @@ import { rejects } from "../support/assertions.js";
 import { ACCOUNT, allow, iamClient, imageArnOf, policy, roleArn, stsClient, userArn, userWithPolicy, type Keys } from "../support/iam.js";
 import { eventually, imageRequest, sdkClient, startTestPlatform, tempDir, type TestPlatform } from "../support/platform.js";
 import { ScriptedBuilder, ScriptedRuntime } from "../support/scripted.js";
+import { storedText } from "../support/postgres.js";
 import { signedFetch } from "../support/signed-fetch.js";
-import { DEFAULTS, paths } from "../../src/server/index.js";
+import { DEFAULTS } from "../../src/server/index.js";
 import type { AuditEvent } from "../../src/core/audit.js";
 
 const HIDDEN = "HIDDEN_DUE_TO_SECURITY_REASONS";
@@ -192,8 +192,7 @@ describe("audit trail (CloudTrail LookupEvents)", () => {
 
     const secrets = { ENV_SECRET, HOOK_SECRET, endpointToken, shellToken, userSecret: dave.secretAccessKey, sessionSecret, sessionToken, rootSecret: t.credentials.secretAccessKey };
     const trail = (await lookup()).map((e) => e.CloudTrailEvent).join("\n");
-    const db = paths(t.dataDir).database;
-    const files = [db, `${db}-wal`].filter(existsSync).map((f) => readFileSync(f).toString("latin1")).join("\n");
+    const files = await storedText(t.dataDir);
     const metrics = await (await fetch(`${t.platform.url}/metrics`)).text();
     const log = serverLog.join("\n");
     for (const [name, secret] of Object.entries(secrets)) {
@@ -235,8 +234,7 @@ describe("audit trail (CloudTrail LookupEvents)", () => {
     assert.equal(f.errorCode, "InvalidSignatureException");
     assert.equal(f.userIdentity.type, "Unknown", "a request that failed its signature check is nobody's");
 
-    const db = paths(t.dataDir).database;
-    const files = [db, `${db}-wal`].filter(existsSync).map((p) => readFileSync(p).toString("latin1")).join("\n");
+    const files = await storedText(t.dataDir);
     assert.ok(files.includes("AKIAUNKNOWNKEY000000"), "the files hold the trail (so the next check means something)");
     for (const s of [unknown.signature, forged.signature]) assert.ok(!files.includes(s), "no signature is kept");
     assert.ok(!(await lookup()).some((e) => /Signature=|AWS4-HMAC-SHA256/.test(e.CloudTrailEvent!)), "no Authorization header is kept");

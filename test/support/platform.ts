@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LambdaMicrovmsClient } from "@aws-sdk/client-lambda-microvms";
 import { within } from "./deadline.js";
+import { databaseFor } from "./postgres.js";
 import { freeSandboxes } from "./sandboxes.js";
 import { DEFAULTS, parseCredentialsFile, paths, startPlatform, type Platform, type PlatformConfig } from "../../src/server/index.js";
 
@@ -51,7 +52,9 @@ export async function startTestPlatform(overrides: Partial<PlatformConfig> = {})
   // Request rates far above AWS's unless a test sets them: tests poll and burst faster than a
   // client of the service would, and a throttled poll would fail them by the machine's speed.
   // test/conformance/quotas.test.ts tests the rates themselves, at AWS's defaults.
-  const platform = await startPlatform({ ...DEFAULTS, apiPort: 0, endpointPort: 0, dataDir, log: () => {}, builder: null, rateLimits: TEST_RATE_LIMITS, ...overrides });
+  // LMVM_TEST_STORE=postgres: the state in a PostgreSQL database of this data directory's own (test/support/postgres.ts).
+  const database = overrides.database ?? (await databaseFor(dataDir));
+  const platform = await startPlatform({ ...DEFAULTS, apiPort: 0, endpointPort: 0, dataDir, log: () => {}, builder: null, rateLimits: TEST_RATE_LIMITS, ...overrides, ...(database ? { database } : {}) });
   const credentials = readCredentials(dataDir);
   const client = sdkClient(platform.url, credentials);
   return {

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { readServerInfo } from "../../src/server/index.js";
 import { BASE_IMAGE_CACHE } from "./artifacts.js";
 import { within } from "./deadline.js";
+import { databaseFor } from "./postgres.js";
 import { eventually } from "./platform.js";
 
 /** How long `lmvm server` may take to exit after a signal (its shutdown is bounded: docs/design.md). */
@@ -32,7 +33,10 @@ export async function spawnServer(dataDir: string, opts: { builds?: boolean; arg
   const env = opts.env ?? {};
   // Request rates far above AWS's unless the test sets them (see TEST_RATE_LIMITS in platform.ts).
   const rateArgs = opts.args?.includes("--rate-limits") ? [] : ["--rate-limits", "*=10000"];
-  const child = spawn(LMVM, ["server", "--data-dir", dataDir, "--api-port", "0", "--endpoint-port", "0", ...builderArgs, ...rateArgs, ...(opts.args ?? [])], {
+  // LMVM_TEST_STORE=postgres: the state in a PostgreSQL database of this data directory's own (test/support/postgres.ts).
+  const database = opts.args?.includes("--database") ? undefined : await databaseFor(dataDir);
+  const storeArgs = database ? ["--database", database] : [];
+  const child = spawn(LMVM, ["server", "--data-dir", dataDir, "--api-port", "0", "--endpoint-port", "0", ...builderArgs, ...rateArgs, ...storeArgs, ...(opts.args ?? [])], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { auditEvent, AuditTrail, HIDDEN, redactParameters, redactResponse, resourceType, type AuditEvent, type Caller } from "../../src/core/index.js";
-import { SqliteStore } from "../../src/store/index.js";
+import { PostgresStore, SqliteStore } from "../../src/store/index.js";
+import { freshDatabase } from "../support/postgres.js";
 import { tempDir } from "../support/platform.js";
 
 const facts = (over: Partial<Parameters<typeof auditEvent>[0]> = {}) =>
@@ -69,12 +70,18 @@ describe("redaction", () => {
   });
 });
 
-describe("group commit on the SQLite store", () => {
-  let store: SqliteStore;
+// The same on both stores: the embedded one and PostgreSQL (a throwaway cluster, test/support/postgres.ts).
+const stores: [string, () => Promise<SqliteStore | PostgresStore>][] = [
+  ["SQLite", () => SqliteStore.open(join(tempDir(), "lmvm.db"))],
+  ["PostgreSQL", async () => PostgresStore.open(await freshDatabase())],
+];
+
+for (const [kind, open] of stores) describe(`group commit on the ${kind} store`, () => {
+  let store: SqliteStore | PostgresStore;
   const batches: number[] = [];
   let failNext = false;
   before(async () => {
-    store = await SqliteStore.open(join(tempDir(), "lmvm.db"));
+    store = await open();
     const append = store.appendAuditEvents.bind(store);
     store.appendAuditEvents = async (events: AuditEvent[]) => {
       batches.push(events.length);

@@ -1,11 +1,12 @@
 import type { Kysely } from "kysely";
+import type { ColumnTypes } from "./dialect.js";
 
 // Times are integer milliseconds since the epoch. `seq` gives every listable
 // table a stable, never-reused order for pagination cursors.
-export async function up(db: Kysely<unknown>): Promise<void> {
+export async function up(db: Kysely<unknown>, t: ColumnTypes): Promise<void> {
   await db.schema
     .createTable("images")
-    .addColumn("seq", "integer", (c) => c.primaryKey().autoIncrement())
+    .addColumn("seq", ...t.seq)
     .addColumn("arn", "text", (c) => c.notNull().unique())
     .addColumn("account_id", "text", (c) => c.notNull())
     .addColumn("name", "text", (c) => c.notNull())
@@ -15,15 +16,15 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn("latest_failed_version", "text")
     .addColumn("current_version", "text", (c) => c.notNull())
     .addColumn("next_major", "integer", (c) => c.notNull())
-    .addColumn("created_at", "integer", (c) => c.notNull())
-    .addColumn("updated_at", "integer", (c) => c.notNull())
+    .addColumn("created_at", t.big, (c) => c.notNull())
+    .addColumn("updated_at", t.big, (c) => c.notNull())
     .execute();
   await db.schema.createIndex("images_by_name").unique().on("images").columns(["account_id", "name"]).execute();
   await db.schema.createIndex("images_by_state").on("images").column("state").execute();
 
   await db.schema
     .createTable("image_versions")
-    .addColumn("seq", "integer", (c) => c.primaryKey().autoIncrement())
+    .addColumn("seq", ...t.seq)
     .addColumn("image_arn", "text", (c) => c.notNull())
     .addColumn("version", "text", (c) => c.notNull())
     .addColumn("origin", "text", (c) => c.notNull())
@@ -31,15 +32,15 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn("status", "text", (c) => c.notNull())
     .addColumn("state_reason", "text")
     .addColumn("config", "text", (c) => c.notNull())
-    .addColumn("created_at", "integer", (c) => c.notNull())
-    .addColumn("updated_at", "integer", (c) => c.notNull())
+    .addColumn("created_at", t.big, (c) => c.notNull())
+    .addColumn("updated_at", t.big, (c) => c.notNull())
     .execute();
   await db.schema.createIndex("versions_by_image").unique().on("image_versions").columns(["image_arn", "version"]).execute();
   await db.schema.createIndex("versions_by_state").on("image_versions").column("state").execute();
 
   await db.schema
     .createTable("builds")
-    .addColumn("seq", "integer", (c) => c.primaryKey().autoIncrement())
+    .addColumn("seq", ...t.seq)
     .addColumn("build_id", "text", (c) => c.notNull().unique())
     .addColumn("image_arn", "text", (c) => c.notNull())
     .addColumn("image_version", "text", (c) => c.notNull())
@@ -50,15 +51,15 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn("state_reason", "text")
     .addColumn("attempts", "integer", (c) => c.notNull())
     .addColumn("snapshot_build", "text")
-    .addColumn("created_at", "integer", (c) => c.notNull())
-    .addColumn("updated_at", "integer", (c) => c.notNull())
+    .addColumn("created_at", t.big, (c) => c.notNull())
+    .addColumn("updated_at", t.big, (c) => c.notNull())
     .execute();
   await db.schema.createIndex("builds_by_version").on("builds").columns(["image_arn", "image_version"]).execute();
   await db.schema.createIndex("builds_by_state").on("builds").column("state").execute();
 
   await db.schema
     .createTable("microvms")
-    .addColumn("seq", "integer", (c) => c.primaryKey().autoIncrement())
+    .addColumn("seq", ...t.seq)
     .addColumn("id", "text", (c) => c.notNull().unique())
     .addColumn("account_id", "text", (c) => c.notNull())
     .addColumn("image_arn", "text", (c) => c.notNull())
@@ -67,9 +68,9 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn("state_reason", "text")
     .addColumn("endpoint", "text", (c) => c.notNull())
     .addColumn("config", "text", (c) => c.notNull())
-    .addColumn("started_at", "integer", (c) => c.notNull())
-    .addColumn("updated_at", "integer", (c) => c.notNull())
-    .addColumn("terminated_at", "integer")
+    .addColumn("started_at", t.big, (c) => c.notNull())
+    .addColumn("updated_at", t.big, (c) => c.notNull())
+    .addColumn("terminated_at", t.big)
     .execute();
   await db.schema.createIndex("microvms_by_image").on("microvms").columns(["image_arn", "image_version"]).execute();
   await db.schema.createIndex("microvms_by_state").on("microvms").column("state").execute();
@@ -89,18 +90,18 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn("client_token", "text", (c) => c.notNull())
     .addColumn("request_hash", "text", (c) => c.notNull())
     .addColumn("response", "text", (c) => c.notNull())
-    .addColumn("created_at", "integer", (c) => c.notNull())
+    .addColumn("created_at", t.big, (c) => c.notNull())
     .addPrimaryKeyConstraint("idempotency_pk", ["account_id", "operation", "client_token"])
     .execute();
 
   await db.schema
     .createTable("managed_image_versions")
-    .addColumn("seq", "integer", (c) => c.primaryKey().autoIncrement())
+    .addColumn("seq", ...t.seq)
     .addColumn("name", "text", (c) => c.notNull())
     .addColumn("version", "text", (c) => c.notNull())
     .addColumn("status", "text", (c) => c.notNull())
-    .addColumn("created_at", "integer", (c) => c.notNull())
-    .addColumn("updated_at", "integer", (c) => c.notNull())
+    .addColumn("created_at", t.big, (c) => c.notNull())
+    .addColumn("updated_at", t.big, (c) => c.notNull())
     .execute();
   await db.schema.createIndex("managed_by_name").unique().on("managed_image_versions").columns(["name", "version"]).execute();
 }

@@ -1,11 +1,12 @@
 import type { Kysely } from "kysely";
+import type { ColumnTypes } from "./dialect.js";
 
 // Network connectors (the Lambda Core API) and their immutable versions.
 // A version's configuration and, once provisioned, its rules are JSON.
-export async function up(db: Kysely<unknown>): Promise<void> {
+export async function up(db: Kysely<unknown>, t: ColumnTypes): Promise<void> {
   await db.schema
     .createTable("network_connectors")
-    .addColumn("seq", "integer", (c) => c.primaryKey().autoIncrement())
+    .addColumn("seq", ...t.seq)
     .addColumn("id", "text", (c) => c.notNull().unique())
     .addColumn("account_id", "text", (c) => c.notNull())
     .addColumn("name", "text", (c) => c.notNull())
@@ -18,15 +19,15 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn("last_update_status", "text")
     .addColumn("last_update_status_reason", "text")
     .addColumn("last_update_status_reason_code", "text")
-    .addColumn("created_at", "integer", (c) => c.notNull())
-    .addColumn("updated_at", "integer", (c) => c.notNull())
+    .addColumn("created_at", t.big, (c) => c.notNull())
+    .addColumn("updated_at", t.big, (c) => c.notNull())
     .execute();
   await db.schema.createIndex("connectors_by_name").unique().on("network_connectors").columns(["account_id", "name"]).execute();
   await db.schema.createIndex("connectors_by_state").on("network_connectors").column("state").execute();
 
   await db.schema
     .createTable("network_connector_versions")
-    .addColumn("seq", "integer", (c) => c.primaryKey().autoIncrement())
+    .addColumn("seq", ...t.seq)
     .addColumn("connector_id", "text", (c) => c.notNull())
     .addColumn("version", "integer", (c) => c.notNull())
     .addColumn("state", "text", (c) => c.notNull())
@@ -35,8 +36,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn("configuration", "text", (c) => c.notNull())
     .addColumn("operator_role", "text")
     .addColumn("rules", "text")
-    .addColumn("created_at", "integer", (c) => c.notNull())
-    .addColumn("updated_at", "integer", (c) => c.notNull())
+    .addColumn("created_at", t.big, (c) => c.notNull())
+    .addColumn("updated_at", t.big, (c) => c.notNull())
     .execute();
   await db.schema.createIndex("connector_versions_by_connector").unique().on("network_connector_versions").columns(["connector_id", "version"]).execute();
   await db.schema.createIndex("connector_versions_by_state").on("network_connector_versions").column("state").execute();

@@ -1,17 +1,18 @@
 import { sql, type Kysely } from "kysely";
+import type { ColumnTypes } from "./dialect.js";
 
 // IAM users, their access keys (secrets sealed under the server key, never in
 // clear), roles with their trust policies, and inline policies of users and
 // roles. IAM names are unique regardless of case, so each name has a unique
 // index on its lower-cased form; times are milliseconds since the epoch.
-export async function up(db: Kysely<unknown>): Promise<void> {
+export async function up(db: Kysely<unknown>, t: ColumnTypes): Promise<void> {
   await db.schema
     .createTable("iam_users")
     .addColumn("user_name", "text", (c) => c.primaryKey())
     .addColumn("user_id", "text", (c) => c.notNull().unique())
     .addColumn("path", "text", (c) => c.notNull())
     .addColumn("tags", "text", (c) => c.notNull())
-    .addColumn("created_at", "integer", (c) => c.notNull())
+    .addColumn("created_at", t.big, (c) => c.notNull())
     .execute();
   await sql`CREATE UNIQUE INDEX iam_users_by_lower_name ON iam_users (lower(user_name))`.execute(db);
 
@@ -21,7 +22,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn("user_name", "text", (c) => c.notNull())
     .addColumn("status", "text", (c) => c.notNull())
     .addColumn("sealed_secret", "text", (c) => c.notNull())
-    .addColumn("created_at", "integer", (c) => c.notNull())
+    .addColumn("created_at", t.big, (c) => c.notNull())
     .execute();
   await db.schema.createIndex("iam_access_keys_by_user").on("iam_access_keys").column("user_name").execute();
 
@@ -34,7 +35,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn("description", "text")
     .addColumn("max_session_duration", "integer", (c) => c.notNull())
     .addColumn("tags", "text", (c) => c.notNull())
-    .addColumn("created_at", "integer", (c) => c.notNull())
+    .addColumn("created_at", t.big, (c) => c.notNull())
     .execute();
   await sql`CREATE UNIQUE INDEX iam_roles_by_lower_name ON iam_roles (lower(role_name))`.execute(db);
 

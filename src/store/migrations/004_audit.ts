@@ -1,16 +1,17 @@
 import type { Kysely } from "kysely";
+import type { ColumnTypes } from "./dialect.js";
 
 // The audit trail (src/core/audit.ts): one row per API call, appended and
 // never changed. `record` is the CloudTrail event as JSON; the other columns
 // are the LookupEvents attributes it is found by. A call's resources get a
 // row each in `audit_resources`, by ARN and by name. Newest first is `seq`
 // descending: events are appended in the order their calls were answered.
-export async function up(db: Kysely<unknown>): Promise<void> {
+export async function up(db: Kysely<unknown>, t: ColumnTypes): Promise<void> {
   await db.schema
     .createTable("audit_events")
-    .addColumn("seq", "integer", (c) => c.primaryKey().autoIncrement())
+    .addColumn("seq", ...t.seq)
     .addColumn("event_id", "text", (c) => c.notNull().unique())
-    .addColumn("event_time", "integer", (c) => c.notNull())
+    .addColumn("event_time", t.big, (c) => c.notNull())
     .addColumn("event_source", "text", (c) => c.notNull())
     .addColumn("event_name", "text", (c) => c.notNull())
     .addColumn("read_only", "integer", (c) => c.notNull())
@@ -28,7 +29,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
 
   await db.schema
     .createTable("audit_resources")
-    .addColumn("event_seq", "integer", (c) => c.notNull())
+    .addColumn("event_seq", t.big, (c) => c.notNull())
     .addColumn("resource_type", "text", (c) => c.notNull())
     .addColumn("resource_name", "text", (c) => c.notNull())
     .execute();

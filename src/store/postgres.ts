@@ -1,0 +1,146 @@
+// The shared store: PostgreSQL through `pg`, queried with Kysely (the queries
+// themselves are kysely.ts, the same as SQLite's). What is PostgreSQL's own:
+//
+// - Transactions run SERIALIZABLE. The core reads then writes inside them
+//   (a state check then the transition, a quota sum then the insert, an
+//   idempotency token looked up then recorded); with several API nodes on one
+//   database, PostgreSQL's serializable snapshot isolation makes such a
+//   transaction fail (SQLSTATE 40001, or 40P01 for a deadlock) rather than
+//   commit on a stale read. The store then runs the whole transaction again,
+//   from a fresh snapshot, up to TRANSACTION_ATTEMPTS times with a short random
+//   pause, so callers see a conflict only when contention lasts. What the core
+//   does inside a transaction may therefore run more than once: it only
+//   touches the store and in-memory state it overwrites.
+// - Statements outside a transaction are single statements (or the store's own
+//   short transactions, such as deleting an image with its versions) that
+//   PostgreSQL's row locks order; they run at the session default, READ
+//   COMMITTED.
+// - A transaction that returned is durable: every session runs with
+//   synchronous_commit=on, whatever the server's default, so COMMIT returns
+//   once the commit record is flushed (PostgreSQL's group commit shares the
+//   flush between concurrent commits).
+// - bigint columns (times in milliseconds, sequence numbers) come back as
+//   numbers, not strings: they stay far below 2^53.
+// - The audit trail is written by the same pool, one transaction per batch
+//   (the core's AuditRecorder already groups events into batches); no thread
+//   is needed, since the queries do not block the event loop.
+
+import pg from "pg";
+import { Kysely, Migrator, PostgresDialect, type ExpressionBuilder } from "kysely";
+import type { AuditEvent, Store } from "../core/index.js";
+import { auditRows, KyselyStore, type Db, type Tables } from "./kysely.js";
+import { migrations } from "./migrations/index.js";
+
+/** How many times a transaction runs before a serialization failure reaches the caller. */
+const TRANSACTION_ATTEMPTS = 10;
+/** Connections per server process. */
+const POOL_SIZE = 10;
+/** Audit events removed per expiry transaction, so appends are never held up long. */
+const EXPIRE_CHUNK = 2000;
+
+const INT8_OID = 20;
+
+/** A serialization failure or deadlock: the transaction did nothing and may be run again. */
+function retryable(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === "40001" || code === "40P01";
+}
+
+/** The URL with its password hidden, for messages. */
+export function redactUrl(url: string): string {
+  return url.replace(/^([a-z]+:\/\/[^:/@]*):[^@]*@/i, "$1:***@");
+}
+
+export class PostgresStore extends KyselyStore {
+  private constructor(
+    db: Db,
+    private readonly root: Kysely<Tables>,
+    inTransaction: boolean,
+  ) {
+    super(db, inTransaction);
+  }
+
+  /** Connects to the database at `url` (postgres://user[:password]@host[:port]/database) and brings its schema up to date. */
+  static async open(url: string, log?: (event: Record<string, unknown>) => void): Promise<PostgresStore> {
+    if (!/^postgres(ql)?:\/\//.test(url)) throw new Error(`--database must be a postgres:// URL; got '${redactUrl(url)}'.`);
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: POOL_SIZE,
+      application_name: "lmvm",
+      connectionTimeoutMillis: 10_000,
+      options: "-c synchronous_commit=on",
+      types: {
+        getTypeParser: ((oid: number, format?: "text" | "binary") =>
+          oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+      },
+    });
+    // An idle connection PostgreSQL dropped (a restart, a network cut) is not a crash: the pool opens a new one for the next query.
+    pool.on("error", (err) => log?.({ msg: "postgresql connection lost", error: err.message }));
+    const db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
+    try {
+      await db.selectNoFrom((eb) => eb.val(1).as("one")).execute();
+    } catch (err) {
+      await db.destroy();
+      throw new Error(`Cannot reach PostgreSQL at ${redactUrl(url)}: ${(err as Error).message}`);
+    }
+    // Kysely's Migrator holds an advisory lock while it migrates, so API nodes starting together migrate once.
+    const { error, results } = await new Migrator({ db, provider: migrations("postgres") }).migrateToLatest();
+    if (error) {
+      await db.destroy();
+      const failed = results?.find((r) => r.status === "Error")?.migrationName ?? "unknown";
+      throw new Error(`Database migration ${failed} failed on ${redactUrl(url)}: ${String(error)}`);
+    }
+    return new PostgresStore(db, db, false);
+  }
+
+  async close(): Promise<void> {
+    await this.root.destroy();
+  }
+
+  async transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
+    if (this.inTransaction) return fn(this);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.root.transaction().setIsolationLevel("serializable").execute((trx) => fn(new PostgresStore(trx, this.root, true)));
+      } catch (err) {
+        if (!retryable(err) || attempt >= TRANSACTION_ATTEMPTS) throw err;
+        // Random, growing pauses, so the transactions that collided do not collide again.
+        await new Promise((r) => setTimeout(r, Math.random() * 5 * attempt));
+      }
+    }
+  }
+
+  protected contains(eb: ExpressionBuilder<Tables, "images">, column: "name", text: string) {
+    return eb(eb.fn("strpos", [eb.ref(column), eb.val(text)]), ">", 0);
+  }
+
+  // Audit trail: appended, looked up; there is no way to change or remove an event.
+  async appendAuditEvents(events: AuditEvent[]): Promise<void> {
+    if (!events.length) return;
+    const rows = auditRows(events);
+    await this.root.transaction().execute(async (trx) => {
+      const inserted = await trx.insertInto("audit_events").values(rows.map(([eventId, time, source, name, readOnly, username, key, error, record]) => ({
+        event_id: eventId, event_time: time, event_source: source, event_name: name, read_only: readOnly, username,
+        access_key_id: key, error_code: error, record,
+      }))).returning(["seq", "event_id"]).execute();
+      const seqOf = new Map(inserted.map((r) => [r.event_id, r.seq]));
+      const resources = rows.flatMap(([eventId, , , , , , , , , names]) =>
+        names.map(([type, name]) => ({ event_seq: seqOf.get(eventId)!, resource_type: type, resource_name: name })));
+      if (resources.length) await trx.insertInto("audit_resources").values(resources).execute();
+    });
+  }
+
+  async expireAuditEvents(before: Date): Promise<number> {
+    let removed = 0;
+    for (;;) {
+      const n = await this.root.transaction().execute(async (trx) => {
+        const seqs = (await trx.selectFrom("audit_events").select("seq").where("event_time", "<", before.getTime()).orderBy("seq").limit(EXPIRE_CHUNK).execute()).map((r) => r.seq);
+        if (!seqs.length) return 0;
+        await trx.deleteFrom("audit_resources").where("event_seq", "in", seqs).execute();
+        return Number((await trx.deleteFrom("audit_events").where("seq", "in", seqs).executeTakeFirst()).numDeletedRows);
+      });
+      if (!n) return removed;
+      removed += n;
+    }
+  }
+}
