@@ -8,6 +8,7 @@ import { DEFAULT_PHASE_TIMEOUTS, describeDuration, parsePhaseTimeouts, PHASES } 
 import { defaultDataDir, DEFAULTS, jsonLog, startPlatform } from "../server/index.js";
 import { parseEndpointLimits } from "../proxy/limits.js";
 import { UsageError } from "./flags.js";
+import { SANDBOX_PLATFORMS, type SandboxPlatform } from "../runtime/index.js";
 // The leaf modules, not the core's face: parsing the flags needs nothing else.
 import { DEFAULT_QUOTAS, parseQuotas } from "../core/quotas.js";
 import { parseRateLimits } from "../core/rate-limits.js";
@@ -30,7 +31,7 @@ SYNOPSIS
                 [--endpoint-limits <aws|off|name=N,...>] [--quotas <key=value,...>]
                 [--rate-limits <Operation=rate,...>] [--default-egress internet|none]
                 [--dns-resolvers <addr,...>] [--audit-retention-days <days>] [--warm-pool <n>]
-                [--no-builder] [--no-snapshots]
+                [--platform systrap|ptrace] [--no-builder] [--no-snapshots]
 
 OPTIONS
     --api-port           Control API port (default ${DEFAULTS.apiPort}).
@@ -85,6 +86,14 @@ OPTIONS
                          Days the audit trail (lmvm audit, CloudTrail LookupEvents) keeps each
                          API call's event (default 90, as CloudTrail's event history); older
                          events are removed at start and hourly.
+    --platform           gVisor platform of every sandbox (runsc --platform): systrap (default;
+                         faster system calls, but each idle MicroVM burns about 4% of a core in
+                         runsc 20240729's fast-path monitor) or ptrace (idles near 0%; slower
+                         system calls). Snapshots and suspended MicroVMs' checkpoints restore
+                         only on the platform that made them: a version snapshotted on another
+                         one is refused by run-microvm (build a new version with
+                         update-microvm-image, or restart with that platform), and so is a
+                         suspended MicroVM's resume; its checkpoint is kept.
     --no-builder         Do not build images on this host; builds wait in the queue.
     --no-snapshots       End builds at the root filesystem, without booting and checkpointing the app.
 
@@ -112,7 +121,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
         region: { type: "string" }, "account-id": { type: "string" }, "endpoint-domain": { type: "string" },
         "endpoint-port": { type: "string" }, "endpoint-host": { type: "string" }, "build-concurrency": { type: "string" }, "microvm-disk-mib": { type: "string" }, help: { type: "boolean" },
         "s3-endpoint": { type: "string" }, "base-image-cache": { type: "string" }, "debian-mirror": { type: "string" },
-        "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" },
+        "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" }, platform: { type: "string" },
         "build-phase-timeouts": { type: "string" }, "endpoint-limits": { type: "string" }, quotas: { type: "string" }, "rate-limits": { type: "string" },
         "default-egress": { type: "string" }, "audit-retention-days": { type: "string" },
         "dns-resolvers": { type: "string" }, "warm-pool": { type: "string" },
@@ -163,6 +172,10 @@ export async function serverCommand(argv: string[]): Promise<void> {
   if (retention !== undefined && !/^[1-9]\d{0,4}$/.test(retention)) throw new UsageError(`--audit-retention-days must be a whole number of days from 1 to 99999; got '${retention}'.`);
   const warmPool = values["warm-pool"];
   if (warmPool !== undefined && (!/^\d{1,2}$/.test(warmPool) || Number(warmPool) > MAX_WARM_POOL)) throw new UsageError(`--warm-pool must be a whole number of warm clones from 0 to ${MAX_WARM_POOL}; got '${warmPool}'.`);
+  const sandboxPlatform = values.platform;
+  if (sandboxPlatform !== undefined && !(SANDBOX_PLATFORMS as readonly string[]).includes(sandboxPlatform)) {
+    throw new UsageError(`--platform must be one of ${SANDBOX_PLATFORMS.join(", ")}; got '${sandboxPlatform}'.`);
+  }
   const platform = await startPlatform({
     dataDir: values["data-dir"] ?? defaultDataDir(),
     apiHost: values["api-host"] ?? DEFAULTS.apiHost,
@@ -188,6 +201,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
     ...(retention ? { auditRetentionDays: Number(retention) } : {}),
     ...(values["no-builder"] ? { builder: null } : {}),
     ...(values["no-snapshots"] ? { snapshots: false } : {}),
+    ...(sandboxPlatform ? { sandboxPlatform: sandboxPlatform as SandboxPlatform } : {}),
   });
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     const stop = (name: NodeJS.Signals) => {
