@@ -278,11 +278,14 @@ async function measure(platform: string, names: string[]): Promise<PlatformFigur
       }
     }
     return figures;
+  } catch (err) {
+    throw new Error(`--platform ${platform}: ${(err as Error).message}`);
   } finally {
+    // Clean-up never hides why the measurement failed.
     for (const id of [...ids.values()].flat()) await client.send(new TerminateMicrovmCommand({ microvmIdentifier: id })).catch(() => undefined);
     client.destroy();
-    await server.kill();
-    await freeSandboxes(dataDir);
+    await server.kill().catch((err: Error) => console.error(`--platform ${platform}: ${err.message}`));
+    await freeSandboxes(dataDir).catch((err: Error) => console.error(`--platform ${platform}: ${err.message}`));
     rmSync(dataDir, { recursive: true, force: true });
   }
 }

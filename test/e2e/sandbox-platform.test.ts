@@ -10,7 +10,7 @@ import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from "no
 import { join } from "node:path";
 import { after, test } from "node:test";
 import {
-  CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, ResumeMicrovmCommand, RunMicrovmCommand, SuspendMicrovmCommand, TerminateMicrovmCommand,
+  CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, GetMicrovmImageVersionCommand, ResumeMicrovmCommand, RunMicrovmCommand, SuspendMicrovmCommand, TerminateMicrovmCommand,
   type LambdaMicrovmsClient,
 } from "@aws-sdk/client-lambda-microvms";
 import type { SandboxRecord } from "../../src/runtime/index.js";
@@ -118,7 +118,12 @@ test("MicroVMs on --platform ptrace, and a server on another platform refuses th
       const i = await client!.send(new GetMicrovmImageCommand({ imageIdentifier: `platform-${app}` }));
       return i.state === "CREATED" || i.state === "CREATE_FAILED" ? i : undefined;
     }, `the ${app} image to build`, 600_000);
-    assert.equal(image.state, "CREATED", `the ${app} image built (see lmvm logs build platform-${app} 1.0)`);
+    if (image.state !== "CREATED") {
+      const logs = join(dataDir, "logs", "builds");
+      const tail = existsSync(logs) ? readdirSync(logs, { recursive: true }).map(String).filter((f) => f.endsWith(".log")).map((f) => readFileSync(join(logs, f), "utf8").split("\n").slice(-15).join("\n")).join("\n---\n") : "";
+      const v = await client!.send(new GetMicrovmImageVersionCommand({ imageIdentifier: `platform-${app}`, imageVersion: "1.0" })).catch(() => undefined);
+      assert.fail(`the ${app} image did not build: ${v?.stateReason}\n${tail}`);
+    }
   }
   const snapshotDir = (app: App) => {
     const root = join(dataDir, "images", `platform-${app}`, "1.0");
