@@ -317,7 +317,12 @@ export class MicrovmRuntime implements SandboxRuntime {
    * its snapshot was made on another gVisor platform (see Gvisor.mismatch). RunMicrovm refuses with it.
    */
   unrunnable(version: ImageVersion): string | undefined {
-    const built = this.opts.locate(version.imageArn, version.version);
+    let built: BuiltVersion;
+    try {
+      built = this.opts.locate(version.imageArn, version.version);
+    } catch {
+      return undefined; // no built image here: run() says why
+    }
     if (!existsSync(join(built.snapshot, "checkpoint.img"))) return undefined; // run() says why
     const mismatch = this.opts.gvisor.mismatch(built.snapshot, "its snapshot");
     return mismatch && `${mismatch.message}. Build a new version on this server (update-microvm-image), or run it on a server started with --platform ${mismatch.made}.`;
