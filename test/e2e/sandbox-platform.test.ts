@@ -71,7 +71,7 @@ async function count(id: string): Promise<number> {
     } catch {
       return undefined;
     }
-  }, `MicroVM ${id} to answer`, 30_000);
+  }, `MicroVM ${id} to answer`, 120_000); // generous: once in a bench run a Node app restored on ptrace took 71 s to answer
 }
 
 async function reach(id: string, state: string): Promise<void> {
