@@ -9,6 +9,7 @@ import { defaultDataDir, DEFAULTS, jsonLog, startPlatform } from "../server/inde
 import { parseEndpointLimits } from "../proxy/limits.js";
 import { UsageError } from "./flags.js";
 import { redactUrl } from "../store/index.js";
+import { SANDBOX_PLATFORMS, type SandboxPlatform } from "../runtime/index.js";
 // The leaf modules, not the core's face: parsing the flags needs nothing else.
 import { DEFAULT_QUOTAS, parseQuotas } from "../core/quotas.js";
 import { parseRateLimits } from "../core/rate-limits.js";
@@ -31,7 +32,7 @@ SYNOPSIS
                 [--endpoint-limits <aws|off|name=N,...>] [--quotas <key=value,...>]
                 [--rate-limits <Operation=rate,...>] [--default-egress internet|none]
                 [--dns-resolvers <addr,...>] [--audit-retention-days <days>] [--warm-pool <n>]
-                [--no-builder] [--no-snapshots]
+                [--platform systrap|ptrace] [--no-builder] [--no-snapshots]
 
 OPTIONS
     --api-port           Control API port (default ${DEFAULTS.apiPort}).
@@ -89,6 +90,14 @@ OPTIONS
                          Days the audit trail (lmvm audit, CloudTrail LookupEvents) keeps each
                          API call's event (default 90, as CloudTrail's event history); older
                          events are removed at start and hourly.
+    --platform           gVisor platform of every sandbox (runsc --platform): systrap (default;
+                         faster system calls, but each idle MicroVM burns about 4% of a core in
+                         runsc 20240729's fast-path monitor) or ptrace (idles near 0%; slower
+                         system calls). Snapshots and suspended MicroVMs' checkpoints restore
+                         only on the platform that made them: a version snapshotted on another
+                         one is refused by run-microvm (build a new version with
+                         update-microvm-image, or restart with that platform), and so is a
+                         suspended MicroVM's resume; its checkpoint is kept.
     --no-builder         Do not build images on this host; builds wait in the queue.
     --no-snapshots       End builds at the root filesystem, without booting and checkpointing the app.
 
@@ -116,7 +125,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
         region: { type: "string" }, "account-id": { type: "string" }, "endpoint-domain": { type: "string" },
         "endpoint-port": { type: "string" }, "endpoint-host": { type: "string" }, "build-concurrency": { type: "string" }, "microvm-disk-mib": { type: "string" }, help: { type: "boolean" },
         "s3-endpoint": { type: "string" }, "base-image-cache": { type: "string" }, "debian-mirror": { type: "string" },
-        "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" },
+        "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" }, platform: { type: "string" },
         "build-phase-timeouts": { type: "string" }, "endpoint-limits": { type: "string" }, quotas: { type: "string" }, "rate-limits": { type: "string" },
         "default-egress": { type: "string" }, "audit-retention-days": { type: "string" },
         "dns-resolvers": { type: "string" }, "warm-pool": { type: "string" },
@@ -171,6 +180,10 @@ export async function serverCommand(argv: string[]): Promise<void> {
   if (database !== undefined && !/^postgres(ql)?:\/\/./.test(database)) {
     throw new UsageError(`--database must be a PostgreSQL URL, postgres://user[:password]@host[:port]/database; got '${redactUrl(database)}'.`);
   }
+  const sandboxPlatform = values.platform;
+  if (sandboxPlatform !== undefined && !(SANDBOX_PLATFORMS as readonly string[]).includes(sandboxPlatform)) {
+    throw new UsageError(`--platform must be one of ${SANDBOX_PLATFORMS.join(", ")}; got '${sandboxPlatform}'.`);
+  }
   const platform = await startPlatform({
     dataDir: values["data-dir"] ?? defaultDataDir(),
     ...(database ? { database } : {}),
@@ -197,6 +210,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
     ...(retention ? { auditRetentionDays: Number(retention) } : {}),
     ...(values["no-builder"] ? { builder: null } : {}),
     ...(values["no-snapshots"] ? { snapshots: false } : {}),
+    ...(sandboxPlatform ? { sandboxPlatform: sandboxPlatform as SandboxPlatform } : {}),
   });
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     const stop = (name: NodeJS.Signals) => {

@@ -174,6 +174,8 @@ export class MicrovmService {
     if (version.status !== "ACTIVE") {
       throw new StateConflict("MicrovmImageVersion", `${image.arn}:${versionId}`, `Cannot run version ${versionId} of ${image.arn}: it is INACTIVE. Make it ACTIVE with update-microvm-image-version.`);
     }
+    const unrunnable = this.deps.runtime.unrunnable?.(version);
+    if (unrunnable) throw new StateConflict("MicrovmImageVersion", `${image.arn}:${versionId}`, `Cannot run version ${versionId} of ${image.arn} on this server: ${unrunnable}`);
     const ingress = checkIngressAtRun(scope.region, input.ingressNetworkConnectors);
     // Omitted, the documentation's default (the public internet) or the operator's --default-egress; an empty list is no egress.
     const named = input.egressNetworkConnectors ?? (this.deps.defaultEgress === "internet" ? [networkConnectorArn(scope.region, "INTERNET_EGRESS")] : []);

@@ -167,6 +167,11 @@ export interface SandboxLifecycle {
    * concurrent callers cannot all be told yes for the same room.
    */
   shortage(version: ImageVersion): Promise<string | undefined>;
+  /**
+   * Why no MicroVM of this version can start on this host, whatever the room
+   * (its snapshot was made by another kind of sandbox, say), or undefined.
+   */
+  unrunnable?(version: ImageVersion): string | undefined;
 }
 
 /**

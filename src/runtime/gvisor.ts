@@ -39,7 +39,7 @@
 // - Every runsc call can be cut short with an AbortSignal; `delete` and `list`
 //   have deadlines of their own, as clean-up must end too.
 
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { lstatSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_CAPABILITIES, DNS_RESOLVER_ADDRESS, type SandboxLimits } from "../core/index.js";
@@ -108,10 +108,53 @@ const DELETE_TIMEOUT_MS = 30_000;
 /** How long a quick control call (events, exec of a small tool, kill) may take: a wedged sandbox must not stall its caller. */
 const CONTROL_TIMEOUT_MS = 10_000;
 
+/** The gVisor platforms lmvm runs sandboxes on (runsc --platform); see docs/design.md, "gVisor platform". */
+export const SANDBOX_PLATFORMS = ["systrap", "ptrace"] as const;
+export type SandboxPlatform = (typeof SANDBOX_PLATFORMS)[number];
+export const DEFAULT_SANDBOX_PLATFORM: SandboxPlatform = "systrap";
+
+/**
+ * What a checkpoint was made with, kept beside it (lmvm-platform.json): gVisor
+ * restores a checkpoint only on the platform that made it. A checkpoint
+ * without the file was made before lmvm recorded it, when systrap was the only
+ * platform lmvm used.
+ */
+export interface CheckpointStamp {
+  platform: string;
+  /** `runsc --version`'s first line, for the operator's diagnosis (checkpoints are not promised to survive a runsc upgrade either). */
+  runsc: string;
+}
+const STAMP_FILE = "lmvm-platform.json";
+
+/** The checkpoint was made on another gVisor platform than this server runs sandboxes on: runsc cannot restore it. */
+export class PlatformMismatch extends Error {
+  constructor(
+    readonly made: string,
+    readonly current: string,
+    what: string,
+  ) {
+    super(`${what} was made on the gVisor platform ${made}, and this server runs sandboxes on ${current}; gVisor restores a checkpoint only on the platform that made it`);
+  }
+}
+
+let runscVersionText: string | undefined;
+/** `runsc --version`'s first line ("runsc version 0.0~20240729.0"), or "unknown". */
+export function runscVersion(): string {
+  if (runscVersionText === undefined) {
+    try {
+      runscVersionText = execFileSync("runsc", ["--version"], { encoding: "utf8", timeout: 10_000 }).split("\n")[0]!.trim() || "unknown";
+    } catch {
+      runscVersionText = "unknown";
+    }
+  }
+  return runscVersionText;
+}
+
 export interface GvisorOptions {
   /** runsc --root: where runsc keeps sandbox state. */
   stateRoot: string;
-  platform?: string;
+  /** runsc --platform for every sandbox (DEFAULT_SANDBOX_PLATFORM when not given); checkpoints are stamped with it. */
+  platform?: SandboxPlatform;
   /**
    * Caps what each sandbox can write (its overlay filestore) at this many MiB,
    * on a loop-mounted filesystem of its own: the operator's cap
@@ -192,6 +235,8 @@ export function udpOnOwnAddress(procNetUdp: string): string[] {
 
 export class Gvisor {
   private readonly global: string[];
+  /** runsc --platform of every sandbox this runtime starts. */
+  readonly platform: SandboxPlatform;
   /** Sandboxes being removed after their checkpoint. */
   private readonly removals = new Map<string, Promise<void>>();
   private readonly cgroups = new SandboxCgroups();
@@ -205,7 +250,24 @@ export class Gvisor {
     // --net-raw: CAP_NET_RAW stays in the capabilities it is given in (the standard set has it, like Docker's).
     this.resolvConf = join(opts.stateRoot, "resolv.conf");
     writeFileSync(this.resolvConf, `# lmvm: the sandbox's DNS resolver (forwarded by the host; see docs/design.md)\nnameserver ${DNS_RESOLVER_ADDRESS}\n`, { mode: 0o444 });
-    this.global = ["--root", opts.stateRoot, "--platform", opts.platform ?? "systrap", "--cpu-num-from-quota", "--net-disconnect-ok", "--net-raw"];
+    this.platform = opts.platform ?? DEFAULT_SANDBOX_PLATFORM;
+    this.global = ["--root", opts.stateRoot, "--platform", this.platform, "--cpu-num-from-quota", "--net-disconnect-ok", "--net-raw"];
+  }
+
+  /** What the checkpoint in `imageDir` was made with (a checkpoint from before stamps: systrap). */
+  static stampOf(imageDir: string): CheckpointStamp {
+    try {
+      const s = JSON.parse(readFileSync(join(imageDir, STAMP_FILE), "utf8")) as Partial<CheckpointStamp>;
+      return { platform: s.platform ?? "systrap", runsc: s.runsc ?? "unknown" };
+    } catch {
+      return { platform: "systrap", runsc: "unknown" };
+    }
+  }
+
+  /** Why this runtime cannot restore the checkpoint in `imageDir` (`what` names it), or undefined when it can. */
+  mismatch(imageDir: string, what: string): PlatformMismatch | undefined {
+    const made = Gvisor.stampOf(imageDir).platform;
+    return made === this.platform ? undefined : new PlatformMismatch(made, this.platform, what);
   }
 
   /** What a sandbox of `limits` may write, in MiB: its size's disk, within the operator's cap; undefined when only the host's disk bounds it. */
@@ -319,6 +381,7 @@ export class Gvisor {
     mkdirSync(imageDir, { recursive: true });
     // The reason precedes a long stack dump. An abort kills runsc; the sandbox is then the caller's to destroy.
     await run("runsc", [...this.global, "checkpoint", "--image-path", imageDir, "--compression=none", "--exclude-committed-zero-pages", id], { keepLines: 2000, ...(opts.signal ? { signal: opts.signal } : {}) });
+    writeFileSync(join(imageDir, STAMP_FILE), JSON.stringify({ platform: this.platform, runsc: runscVersion() } satisfies CheckpointStamp) + "\n");
     // The image is complete: the sandbox's removal (`runsc delete` takes over a second
     // after a checkpoint) goes on in the background; a restore or destroy of the same id waits for it.
     const removal = this.destroy(id).finally(() => this.removals.delete(id));
@@ -388,6 +451,9 @@ export class Gvisor {
    * runsc starts once `after` (set-up done meanwhile, e.g. the network's egress) has resolved.
    */
   async restore(spec: SandboxSpec, imageDir: string, signal?: AbortSignal, step?: (name: string) => void, after?: Promise<unknown>): Promise<void> {
+    // Refused before anything is made: runsc would fail on it after the bundle, network and disk were set up.
+    const mismatch = this.mismatch(imageDir, "The checkpoint");
+    if (mismatch) throw mismatch;
     await this.removals.get(spec.id);
     const bundle = await this.writeBundle(spec);
     step?.("bundle");

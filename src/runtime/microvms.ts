@@ -316,11 +316,32 @@ export class MicrovmRuntime implements SandboxRuntime {
     return undefined;
   }
 
+  /**
+   * Why no MicroVM of the version can start on this server, whatever the room:
+   * its snapshot was made on another gVisor platform (see Gvisor.mismatch). RunMicrovm refuses with it.
+   */
+  unrunnable(version: ImageVersion): string | undefined {
+    let built: BuiltVersion;
+    try {
+      built = this.opts.locate(version.imageArn, version.version);
+    } catch {
+      return undefined; // no built image here: run() says why
+    }
+    if (!existsSync(join(built.snapshot, "checkpoint.img"))) return undefined; // run() says why
+    const mismatch = this.opts.gvisor.mismatch(built.snapshot, "its snapshot");
+    return mismatch && `${mismatch.message}. Build a new version on this server (update-microvm-image), or run it on a server started with --platform ${mismatch.made}.`;
+  }
+
   async run(vm: Microvm, version: ImageVersion): Promise<void> {
     const built = this.opts.locate(vm.imageArn, vm.imageVersion);
     if (!existsSync(join(built.snapshot, "checkpoint.img"))) {
       this.release(this.startingMemory(vm.imageArn, vm.imageVersion), limitsOf(version.config).vcpus);
       throw new Error(`version ${vm.imageVersion} of ${vm.imageArn} has no snapshot to start from (it was built by a server started with --no-snapshots); build a new version on a server that snapshots, with update-microvm-image`);
+    }
+    const unrunnable = this.unrunnable(version);
+    if (unrunnable) {
+      this.release(this.startingMemory(vm.imageArn, vm.imageVersion), limitsOf(version.config).vcpus);
+      throw new Error(unrunnable);
     }
     const steps = this.steps("RunMicrovm", vm.id);
     mkdirSync(this.dir(vm.id), { recursive: true });
@@ -443,6 +464,12 @@ export class MicrovmRuntime implements SandboxRuntime {
   async resume(vm: Microvm): Promise<void> {
     const rec = this.record(vm.id);
     if (!rec) throw new Error(`MicroVM ${vm.id} has no sandbox on this host`);
+    // A checkpoint of another platform is never handed to runsc: it would fail, and a failed restore ends the MicroVM.
+    const mismatch = this.opts.gvisor.mismatch(join(this.dir(vm.id), "checkpoint"), "Its checkpoint");
+    if (mismatch) {
+      this.release(this.startingMemory(vm.imageArn, vm.imageVersion), rec.limits.vcpus);
+      throw new NotBegun(`${mismatch.message}. Resume it on a server started with --platform ${mismatch.made} (the checkpoint is kept), or terminate it.`);
+    }
     const steps = this.steps("ResumeMicrovm", vm.id);
     let network: SandboxNetwork | undefined;
     let resumed: SandboxRecord | undefined;

@@ -216,7 +216,8 @@ export class WarmPool {
     for (;;) {
       if (this.closed) return;
       for (const c of this.unwanted()) await this.discard(c, "no longer wanted");
-      const short = [...this.targets.values()].find((t) => this.ready.filter((c) => c.key === keyOf(t.version.imageArn, t.version.version)).length < t.size);
+      // A version snapshotted on another gVisor platform cannot be restored here (RunMicrovm refuses it too): it gets no clones.
+      const short = [...this.targets.values()].find((t) => this.ready.filter((c) => c.key === keyOf(t.version.imageArn, t.version.version)).length < t.size && !this.opts.gvisor.mismatch(this.opts.built(t.version).snapshot, "its snapshot"));
       if (!short) return;
       const release = this.opts.reserve(short.version);
       if (!release) {

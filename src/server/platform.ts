@@ -16,7 +16,7 @@ import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
 import { EgressGateway, NetworkNamespaces } from "../net/index.js";
 import { MetadataService } from "../metadata/index.js";
-import { Gvisor, MicrovmRuntime, PreparedResources, Snapshotter } from "../runtime/index.js";
+import { DEFAULT_SANDBOX_PLATFORM, Gvisor, MicrovmRuntime, PreparedResources, Snapshotter, type SandboxPlatform } from "../runtime/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
 import { AuditTrail, DEFAULT_AUDIT_RETENTION_DAYS, VERSION_STATES, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
@@ -41,6 +41,12 @@ export interface PlatformConfig {
   buildConcurrency: number;
   /** At most what each MicroVM can write to its disk, in MiB; each gets its size's disk (8-32 GiB) within it. Default: no cap. */
   microvmDiskMiB?: number;
+  /**
+   * The gVisor platform (runsc --platform) of every sandbox: builds' snapshots and MicroVMs
+   * (default systrap). Checkpoints are stamped with it; one made on another platform is refused
+   * with a reason, never restored (docs/design.md, "gVisor platform").
+   */
+  sandboxPlatform?: SandboxPlatform;
   clock?: Clock;
   log?: (event: Record<string, unknown>) => void;
   /** Where base image root filesystems are cached (default <data-dir>/base-images); may be shared. */
@@ -112,7 +118,7 @@ function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: Network
     ...(config.buildPhaseTimeouts ? { phaseTimeouts: config.buildPhaseTimeouts } : {}),
     // RUN steps of images with egress connectors: namespaces of their own (marked apart from the runtime's), the same gateway.
     egress: { nets: new NetworkNamespaces(undefined, dirs.buildNetworks), gateway: egress },
-    ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: dirs.runscBuilds, ...(config.microvmDiskMiB ? { diskMiB: config.microvmDiskMiB } : {}) }), nets, dirs.snapshotSandboxes, {}, egress) }),
+    ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: dirs.runscBuilds, ...(config.sandboxPlatform ? { platform: config.sandboxPlatform } : {}), ...(config.microvmDiskMiB ? { diskMiB: config.microvmDiskMiB } : {}) }), nets, dirs.snapshotSandboxes, {}, egress) }),
   });
 }
 
@@ -176,7 +182,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets, egress) : config.builder;
   const runtime = config.runtime ?? (onPath("runsc")
     ? new MicrovmRuntime({
-        gvisor: new Gvisor({ stateRoot: files.runscMicrovms, ...(config.microvmDiskMiB ? { diskMiB: config.microvmDiskMiB } : {}) }),
+        gvisor: new Gvisor({ stateRoot: files.runscMicrovms, ...(config.sandboxPlatform ? { platform: config.sandboxPlatform } : {}), ...(config.microvmDiskMiB ? { diskMiB: config.microvmDiskMiB } : {}) }),
         nets,
         egress,
         dataDir: config.dataDir,
@@ -292,7 +298,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     endpointDomain: config.endpointDomain, endpointPort, endpointHost: config.endpointHost ?? DEFAULTS.endpointHost, caFile: tls.caCert,
   };
   writeFileAtomic(files.serverInfo, JSON.stringify(info, null, 2), 0o644);
-  log({ msg: "lmvm server started", api: url, endpoints: `https://<microvmId>.${config.endpointDomain}:${endpointPort}`, ca: tls.caCert, dataDir: config.dataDir, region: config.region, accountId: config.accountId, quotas: controlPlane.quotas, rateLimits: controlPlane.rates.limits });
+  log({ msg: "lmvm server started", api: url, endpoints: `https://<microvmId>.${config.endpointDomain}:${endpointPort}`, ca: tls.caCert, dataDir: config.dataDir, sandboxPlatform: config.sandboxPlatform ?? DEFAULT_SANDBOX_PLATFORM, region: config.region, accountId: config.accountId, quotas: controlPlane.quotas, rateLimits: controlPlane.rates.limits });
 
   // MicroVMs' output goes straight from runsc to their log files: bound them from here,
   // and stamp each second what they gained, so each line gets its time (src/os/log-files.ts).
