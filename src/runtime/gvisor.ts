@@ -39,14 +39,14 @@
 // - Every runsc call can be cut short with an AbortSignal; `delete` and `list`
 //   have deadlines of their own, as clean-up must end too.
 
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { lstatSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_CAPABILITIES, DNS_RESOLVER_ADDRESS, type SandboxLimits } from "../core/index.js";
 import type { SandboxNetwork } from "../net/index.js";
 import { SandboxCgroups } from "./cgroups.js";
 import { guestInitMount, underGuestInit } from "./guest-init/guest-init.js";
-import { diskUsage, exec, mountScratchDisk, mountsUnder, processAlive, removeTree, run, type ExecResult } from "../os/index.js";
+import { diskUsage, exec, mountScratchDisk, mountsUnder, processAlive, removeTree, run, writeFileAtomic, type ExecResult } from "../os/index.js";
 
 export interface ImageConfig {
   Entrypoint?: string[];
@@ -137,16 +137,13 @@ export class PlatformMismatch extends Error {
   }
 }
 
-let runscVersionText: string | undefined;
-/** `runsc --version`'s first line ("runsc version 0.0~20240729.0"), or "unknown". */
-export function runscVersion(): string {
-  if (runscVersionText === undefined) {
-    try {
-      runscVersionText = execFileSync("runsc", ["--version"], { encoding: "utf8", timeout: 10_000 }).split("\n")[0]!.trim() || "unknown";
-    } catch {
-      runscVersionText = "unknown";
-    }
-  }
+let runscVersionText: Promise<string> | undefined;
+/** `runsc --version`'s first line ("runsc version 0.0~20240729.0"), or "unknown"; asked once, without blocking. */
+export function runscVersion(): Promise<string> {
+  runscVersionText ??= exec("runsc", ["--version"], { signal: AbortSignal.timeout(10_000) }).then(
+    (r) => (r.code === 0 && r.stdout.split("\n")[0]!.trim()) || "unknown",
+    () => "unknown",
+  );
   return runscVersionText;
 }
 
@@ -254,14 +251,28 @@ export class Gvisor {
     this.global = ["--root", opts.stateRoot, "--platform", this.platform, "--cpu-num-from-quota", "--net-disconnect-ok", "--net-raw"];
   }
 
-  /** What the checkpoint in `imageDir` was made with (a checkpoint from before stamps: systrap). */
+  /**
+   * What the checkpoint in `imageDir` was made with (a checkpoint from before stamps, which has
+   * none: systrap). A stamp that cannot be read fails, naming the file: guessing could hand runsc a
+   * checkpoint of another platform, whose restore hangs rather than failing.
+   */
   static stampOf(imageDir: string): CheckpointStamp {
+    const file = join(imageDir, STAMP_FILE);
+    let text: string;
     try {
-      const s = JSON.parse(readFileSync(join(imageDir, STAMP_FILE), "utf8")) as Partial<CheckpointStamp>;
-      return { platform: s.platform ?? "systrap", runsc: s.runsc ?? "unknown" };
-    } catch {
-      return { platform: "systrap", runsc: "unknown" };
+      text = readFileSync(file, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return { platform: "systrap", runsc: "unknown" };
+      throw new Error(`The checkpoint's platform file ${file} cannot be read: ${(err as Error).message}`);
     }
+    let s: Partial<CheckpointStamp>;
+    try {
+      s = JSON.parse(text) as Partial<CheckpointStamp>;
+    } catch (err) {
+      throw new Error(`The checkpoint's platform file ${file} is not JSON (${(err as Error).message}); it should say {"platform": "systrap" or "ptrace", "runsc": ...}`);
+    }
+    if (typeof s.platform !== "string") throw new Error(`The checkpoint's platform file ${file} names no platform; it should say {"platform": "systrap" or "ptrace", "runsc": ...}`);
+    return { platform: s.platform, runsc: typeof s.runsc === "string" ? s.runsc : "unknown" };
   }
 
   /** Why this runtime cannot restore the checkpoint in `imageDir` (`what` names it), or undefined when it can. */
@@ -374,14 +385,17 @@ export class Gvisor {
    * or the checkpoint is refused (see refuseUnrestorableSockets). Every wait
    * ends by its deadline, and `signal` kills whatever runsc call is under way.
    */
-  async checkpoint(id: string, imageDir: string, opts: { sandboxIp?: string; patienceMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+  async checkpoint(id: string, imageDir: string, opts: { sandboxIp?: string; patienceMs?: number; signal?: AbortSignal; platform?: SandboxPlatform } = {}): Promise<void> {
     await this.settleConnections(id, opts.sandboxIp, (opts.patienceMs ?? 4_000) / 2, opts.signal);
     await this.refuseUnrestorableSockets(id, (opts.patienceMs ?? 4_000) / 2, opts.signal);
     rmSync(imageDir, { recursive: true, force: true });
     mkdirSync(imageDir, { recursive: true });
+    // Stamped before runsc writes anything: a crash at any point leaves a checkpoint (complete or
+    // not) that says its platform, the platform its sandbox runs on, which need not be this server's.
+    const stamp: CheckpointStamp = { platform: opts.platform ?? this.platform, runsc: await runscVersion() };
+    writeFileAtomic(join(imageDir, STAMP_FILE), JSON.stringify(stamp) + "\n");
     // The reason precedes a long stack dump. An abort kills runsc; the sandbox is then the caller's to destroy.
     await run("runsc", [...this.global, "checkpoint", "--image-path", imageDir, "--compression=none", "--exclude-committed-zero-pages", id], { keepLines: 2000, ...(opts.signal ? { signal: opts.signal } : {}) });
-    writeFileSync(join(imageDir, STAMP_FILE), JSON.stringify({ platform: this.platform, runsc: runscVersion() } satisfies CheckpointStamp) + "\n");
     // The image is complete: the sandbox's removal (`runsc delete` takes over a second
     // after a checkpoint) goes on in the background; a restore or destroy of the same id waits for it.
     const removal = this.destroy(id).finally(() => this.removals.delete(id));

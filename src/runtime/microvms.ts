@@ -21,7 +21,7 @@ import type { MetadataSubject } from "../metadata/index.js";
 import { diskUsage, removeTree, writeFileAtomic, type LogFiles } from "../os/index.js";
 import { SandboxCgroups } from "./cgroups.js";
 import { CpuRoom } from "./cpu-room.js";
-import { Gvisor, SandboxSetupError, type ImageConfig, type SandboxSpec } from "./gvisor.js";
+import { Gvisor, SandboxSetupError, type ImageConfig, type SandboxPlatform, type SandboxSpec } from "./gvisor.js";
 import { spawnGuest } from "./guest-process.js";
 import { callHook, HookFailure, runHookBody, type HookName } from "./hooks.js";
 import type { PreparedResources } from "./prepared.js";
@@ -88,6 +88,12 @@ export interface SandboxRecord {
   sandboxDir?: string;
   /** How many times the MicroVM has been resumed. */
   incarnation?: number;
+  /**
+   * The gVisor platform its current sandbox runs on (absent on records from before platforms:
+   * systrap). A server restarted with another --platform keeps running sandboxes as they are, and
+   * their checkpoints must say the platform that made them, not the server's.
+   */
+  platform?: SandboxPlatform;
 }
 
 export interface MicrovmNetworkCounters extends NetworkCounters {
@@ -364,6 +370,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       sandboxId: vm.id,
       sandboxDir: join(this.dir(vm.id), "sandbox"),
       incarnation: 0,
+      platform: this.opts.gvisor.platform,
     };
     this.save(vm.id, rec);
     try {
@@ -405,6 +412,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       sandboxId: clone.id,
       sandboxDir: clone.dir,
       incarnation: 0,
+      platform: this.opts.gvisor.platform,
     };
     this.save(vm.id, rec);
     try {
@@ -447,7 +455,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     await this.hook(vm.id, rec, "suspend");
     const checkpoint = join(this.dir(vm.id), "checkpoint");
     rmSync(checkpoint, { recursive: true, force: true });
-    await bounded("saving memory and disk with runsc checkpoint", CHECKPOINT_SECONDS, (signal) => this.opts.gvisor.checkpoint(this.sandboxOf(vm.id), checkpoint, { sandboxIp: rec.sandboxIp, signal })).catch((err: unknown) => {
+    await bounded("saving memory and disk with runsc checkpoint", CHECKPOINT_SECONDS, (signal) => this.opts.gvisor.checkpoint(this.sandboxOf(vm.id), checkpoint, { sandboxIp: rec.sandboxIp, signal, platform: rec.platform ?? "systrap" })).catch((err: unknown) => {
       rmSync(checkpoint, { recursive: true, force: true }); // half an image must not pass for a suspended MicroVM
       throw err;
     });
@@ -486,7 +494,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       const incarnation = (rec.incarnation ?? 0) + 1;
       resumed = {
         ...rec, networkIndex: network.index, sandboxIp: network.sandboxIp, networkReleased: false,
-        incarnation, sandboxId: `${vm.id}-r${incarnation}`, sandboxDir: join(this.dir(vm.id), `sandbox-r${incarnation}`),
+        incarnation, sandboxId: `${vm.id}-r${incarnation}`, sandboxDir: join(this.dir(vm.id), `sandbox-r${incarnation}`), platform: this.opts.gvisor.platform,
       };
       this.save(vm.id, resumed);
       // The bundle and disk are made while the egress is attached; runsc starts after both.

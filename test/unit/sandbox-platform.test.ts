@@ -26,6 +26,14 @@ test("a checkpoint without a stamp was made on systrap; a stamped one says its p
   assert.deepEqual(Gvisor.stampOf(checkpointDir("ptrace", { platform: "ptrace", runsc: "runsc version 0.0~20240729.0" })), { platform: "ptrace", runsc: "runsc version 0.0~20240729.0" });
 });
 
+test("a stamp that cannot be read is not taken for systrap: it fails, naming the file", () => {
+  const broken = checkpointDir("broken");
+  writeFileSync(join(broken, "lmvm-platform.json"), "{not json");
+  assert.throws(() => Gvisor.stampOf(broken), /platform file .*broken\/lmvm-platform\.json is not JSON/);
+  const empty = checkpointDir("no-platform", { runsc: "x" });
+  assert.throws(() => Gvisor.stampOf(empty), /names no platform/);
+});
+
 test("a runtime refuses a checkpoint of another platform, naming both, and accepts its own", () => {
   const ptrace = new Gvisor({ stateRoot: join(dir, "state-ptrace"), platform: "ptrace" });
   const systrap = new Gvisor({ stateRoot: join(dir, "state-systrap") });
