@@ -132,8 +132,12 @@ export class PlatformMismatch extends Error {
     readonly made: string,
     readonly current: string,
     what: string,
+    /** Why the platform that made it is not known (an unreadable stamp). */
+    unreadable?: string,
   ) {
-    super(`${what} was made on the gVisor platform ${made}, and this server runs sandboxes on ${current}; gVisor restores a checkpoint only on the platform that made it`);
+    super(unreadable
+      ? `${what} cannot be restored safely: ${unreadable}`
+      : `${what} was made on the gVisor platform ${made}, and this server runs sandboxes on ${current}; gVisor restores a checkpoint only on the platform that made it`);
   }
 }
 
@@ -277,7 +281,12 @@ export class Gvisor {
 
   /** Why this runtime cannot restore the checkpoint in `imageDir` (`what` names it), or undefined when it can. */
   mismatch(imageDir: string, what: string): PlatformMismatch | undefined {
-    const made = Gvisor.stampOf(imageDir).platform;
+    let made: string;
+    try {
+      made = Gvisor.stampOf(imageDir).platform;
+    } catch (err) {
+      return new PlatformMismatch("unknown", this.platform, what, (err as Error).message);
+    }
     return made === this.platform ? undefined : new PlatformMismatch(made, this.platform, what);
   }
 

@@ -335,7 +335,9 @@ export class MicrovmRuntime implements SandboxRuntime {
     }
     if (!existsSync(join(built.snapshot, "checkpoint.img"))) return undefined; // run() says why
     const mismatch = this.opts.gvisor.mismatch(built.snapshot, "its snapshot");
-    return mismatch && `${mismatch.message}. Build a new version on this server (update-microvm-image), or run it on a server started with --platform ${mismatch.made}.`;
+    if (!mismatch) return undefined;
+    if (mismatch.made === "unknown") return `${mismatch.message}. Build a new version (update-microvm-image).`;
+    return `${mismatch.message}. Build a new version on this server (update-microvm-image), or run it on a server started with --platform ${mismatch.made}.`;
   }
 
   async run(vm: Microvm, version: ImageVersion): Promise<void> {
@@ -476,7 +478,9 @@ export class MicrovmRuntime implements SandboxRuntime {
     const mismatch = this.opts.gvisor.mismatch(join(this.dir(vm.id), "checkpoint"), "Its checkpoint");
     if (mismatch) {
       this.release(this.startingMemory(vm.imageArn, vm.imageVersion), rec.limits.vcpus);
-      throw new NotBegun(`${mismatch.message}. Resume it on a server started with --platform ${mismatch.made} (the checkpoint is kept), or terminate it.`);
+      throw new NotBegun(mismatch.made === "unknown"
+        ? `${mismatch.message}. The checkpoint is kept: write the platform it was made on into that file, or terminate the MicroVM.`
+        : `${mismatch.message}. Resume it on a server started with --platform ${mismatch.made} (the checkpoint is kept), or terminate it.`);
     }
     const steps = this.steps("ResumeMicrovm", vm.id);
     let network: SandboxNetwork | undefined;

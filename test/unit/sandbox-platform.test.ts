@@ -32,6 +32,9 @@ test("a stamp that cannot be read is not taken for systrap: it fails, naming the
   assert.throws(() => Gvisor.stampOf(broken), /platform file .*broken\/lmvm-platform\.json is not JSON/);
   const empty = checkpointDir("no-platform", { runsc: "x" });
   assert.throws(() => Gvisor.stampOf(empty), /names no platform/);
+  const refused = new Gvisor({ stateRoot: join(dir, "state-broken") }).mismatch(broken, "Its checkpoint");
+  assert.ok(refused instanceof PlatformMismatch, "a runtime refuses it rather than guessing");
+  assert.match(refused.message, /^Its checkpoint cannot be restored safely: The checkpoint's platform file .* is not JSON/);
 });
 
 test("a runtime refuses a checkpoint of another platform, naming both, and accepts its own", () => {
