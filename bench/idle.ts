@@ -24,8 +24,8 @@
 // LMVM_IDLE_SECONDS and LMVM_IDLE_PLATFORMS change what runs; defaults: every
 // example, 2, 3, 60, systrap,ptrace.
 
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { join, relative } from "node:path";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { Agent, request } from "node:http";
 import { loadavg } from "node:os";
 import {
@@ -33,7 +33,7 @@ import {
   type CreateMicrovmImageCommandInput, type LambdaMicrovmsClient,
 } from "@aws-sdk/client-lambda-microvms";
 import { SandboxCgroups } from "../src/runtime/index.js";
-import { makeZip, type ZipEntry } from "../test/support/artifacts.js";
+import { zipExample } from "../test/support/artifacts.js";
 import { eventually, readCredentials, sdkClient, tempDir } from "../test/support/platform.js";
 import { spawnServer } from "../test/support/processes.js";
 import { freeSandboxes } from "../test/support/sandboxes.js";
@@ -60,16 +60,6 @@ function examples(): string[] {
   const all = readdirSync(EXAMPLES).filter((n) => existsSync(join(EXAMPLES, n, "Dockerfile"))).sort();
   const wanted = env.LMVM_IDLE_EXAMPLES?.split(",").map((s) => s.trim()).filter(Boolean);
   return wanted ? all.filter((n) => wanted.includes(n)) : all;
-}
-
-function zipExample(name: string): Buffer {
-  const root = join(EXAMPLES, name);
-  const walk = (dir: string): ZipEntry[] =>
-    readdirSync(dir).flatMap((f) => {
-      const path = join(dir, f);
-      return statSync(path).isDirectory() ? walk(path) : [{ name: relative(root, path), content: readFileSync(path, "utf8") }];
-    });
-  return makeZip(walk(root));
 }
 
 /** CreateMicrovmImage input beyond name, role and artifact: the example's microvm-image.json, else the base its Dockerfile names. */

@@ -11,10 +11,10 @@
 
 import assert from "node:assert/strict";
 import { execFile, execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { join, relative } from "node:path";
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { makeZip, type ZipEntry } from "../support/artifacts.js";
+import { zipExample } from "../support/artifacts.js";
 import { eventually, tempDir } from "../support/platform.js";
 import { lmvm, spawnServer, type ServerProcess } from "../support/processes.js";
 import { freeSandboxes } from "../support/sandboxes.js";
@@ -53,16 +53,6 @@ function run(file: string, args: string[], env: Record<string, string>, timeoutM
       resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr });
     });
   });
-}
-
-function zipExample(name: string): Buffer {
-  const root = join(EXAMPLES, name);
-  const walk = (dir: string): ZipEntry[] =>
-    readdirSync(dir).flatMap((f) => {
-      const path = join(dir, f);
-      return statSync(path).isDirectory() ? walk(path) : [{ name: relative(root, path), content: readFileSync(path, "utf8") }];
-    });
-  return makeZip(walk(root));
 }
 
 /** A boto3 script: runs a MicroVM, mints a token, calls the endpoint, pages ListMicrovms, catches a modelled error, terminates. */

@@ -21,16 +21,16 @@
 // answers 400, or too late, ends the MicroVM with the service's reason.
 
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import {
   CloudWatchLogsClient, DescribeLogGroupsCommand, DescribeLogStreamsCommand, FilterLogEventsCommand, GetLogEventsCommand,
   type FilteredLogEvent, type OutputLogEvent,
 } from "@aws-sdk/client-cloudwatch-logs";
 import { DEFAULTS } from "../../src/server/index.js";
-import { makeZip, type ZipEntry } from "../support/artifacts.js";
+import { zipExample } from "../support/artifacts.js";
 import { rejects } from "../support/assertions.js";
 import { eventually, readCredentials, tempDir } from "../support/platform.js";
 import { lmvm, spawnServer, type ServerProcess } from "../support/processes.js";
@@ -42,16 +42,6 @@ const DOMAIN = "microvm.localhost";
 const RUN_PAYLOAD = JSON.stringify({ greeting: "hello from examples.test" });
 
 const examples = readdirSync(EXAMPLES).filter((name) => existsSync(join(EXAMPLES, name, "Dockerfile"))).sort();
-
-function zipExample(name: string): Buffer {
-  const root = join(EXAMPLES, name);
-  const walk = (dir: string): ZipEntry[] =>
-    readdirSync(dir).flatMap((f) => {
-      const path = join(dir, f);
-      return statSync(path).isDirectory() ? walk(path) : [{ name: relative(root, path), content: readFileSync(path, "utf8") }];
-    });
-  return makeZip(walk(root));
-}
 
 /** CreateMicrovmImage flags for an example: its microvm-image.json, else the base its Dockerfile names. */
 function imageFlags(name: string): string[] {

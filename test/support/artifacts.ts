@@ -3,13 +3,27 @@
 // cache so a test run makes each base image once.
 
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { CreateBucketCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import S3rver from "s3rver";
 
 export const BASE_IMAGE_CACHE = join(tmpdir(), "lmvm-test-base-images");
+
+/** The project's examples/ directory (from dist/test/support or dist/bench). */
+export const EXAMPLES_DIR = join(import.meta.dirname, "..", "..", "..", "examples");
+
+/** A zip of the example app `name` (examples/<name>), subdirectories included, as a user would zip it. */
+export function zipExample(name: string): Buffer {
+  const root = join(EXAMPLES_DIR, name);
+  const walk = (dir: string): ZipEntry[] =>
+    readdirSync(dir).flatMap((f) => {
+      const path = join(dir, f);
+      return statSync(path).isDirectory() ? walk(path) : [{ name: relative(root, path), content: readFileSync(path, "utf8") }];
+    });
+  return makeZip(walk(root));
+}
 mkdirSync(BASE_IMAGE_CACHE, { recursive: true });
 
 export interface ZipEntry {
