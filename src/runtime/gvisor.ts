@@ -390,6 +390,7 @@ export class Gvisor {
    * sent its last ACK), and inside, /proc/net/tcp listing only listeners.
    * gVisor's /proc/net/tcp omits endpoints whose file descriptor the app has
    * closed, so the host's view is the one that sees connections still closing.
+   * Those still open then are reset from the host (see settleConnections).
    * Then UDP sockets on the sandbox's own address get the other half to close,
    * or the checkpoint is refused (see refuseUnrestorableSockets). Every wait
    * ends by its deadline, and `signal` kills whatever runsc call is under way.
@@ -417,7 +418,7 @@ export class Gvisor {
    * sandbox can take its time).
    */
   private async settleConnections(id: string, sandboxIp: string | undefined, patienceMs: number, signal?: AbortSignal): Promise<void> {
-    const deadline = Date.now() + patienceMs;
+    let deadline = Date.now() + patienceMs;
     const bounded = () => (signal ? AbortSignal.any([signal, AbortSignal.timeout(Math.max(1, deadline - Date.now()))]) : AbortSignal.timeout(Math.max(1, deadline - Date.now())));
     const busyOnHost = async () => {
       if (!sandboxIp) return false;
@@ -432,6 +433,17 @@ export class Gvisor {
     };
     while (Date.now() < deadline && !signal?.aborted && ((await busyOnHost()) || (await busyInside()))) await new Promise((res) => setTimeout(res, 50));
     if (signal?.aborted) throw new SandboxAborted("the checkpoint was cancelled");
+    // Connections still open now (an idle keep-alive, say) would be reset by the save, and
+    // a Node app restored with such a reset connection spins on it: runsc 20240729 keeps
+    // the closed socket in the app's epoll set (epoll_pwait reports it, EPOLL_CTL_DEL says
+    // EBADF) and the app answered nothing for 30 s to minutes, on ptrace and systrap alike.
+    // Reset them from the host side instead (ss -K), so the app sees and closes them before the save.
+    deadline = Date.now() + 1_000;
+    if (sandboxIp && (await busyOnHost())) {
+      await exec("ss", ["-K", "-Htn", "state", "connected", "exclude", "time-wait", "dst", sandboxIp], { signal: bounded() });
+      while (Date.now() < deadline && !signal?.aborted && (await busyInside())) await new Promise((res) => setTimeout(res, 50));
+      if (signal?.aborted) throw new SandboxAborted("the checkpoint was cancelled");
+    }
     // The host's last ACK is on its way; let the sandbox take it.
     if (sandboxIp) await new Promise((res) => setTimeout(res, 20));
   }
