@@ -56,6 +56,10 @@ export function toAwsError(err: unknown): AwsError {
   if (code === "40001" || code === "40P01") {
     return modeled("ConflictException", "Other requests changed the same resources at the same moment, so this request was not applied. Retry it.");
   }
+  // U+0000 in a value of an API whose inputs lmvm does not check for it (PostgreSQL's text refuses it).
+  if (code === "22021" || code === "22P05") {
+    return modeled("ValidationException", "A value in the request contains the NUL character (U+0000), which lmvm cannot store. Remove it and retry.");
+  }
   if (code === "53100") {
     return modeled("ServiceException", "The lmvm server's PostgreSQL database is out of disk space, so this request failed. Free space on the database server and retry.", { Type: "Service" });
   }

@@ -15,8 +15,11 @@ export const MAX_DURATION_SECONDS = 28_800;
 export const DEFAULT_PAGE_SIZE = 100;
 export const MAX_PAGE_SIZE = 1_000;
 
+/** No field may hold U+0000: PostgreSQL's text cannot store it, and no identifier or setting needs it. */
+const noNul = (s: string) => !s.includes("\0");
+const NO_NUL = "must not contain the NUL character (U+0000)";
 const text = (min: number, max: number) =>
-  z.string().min(min, `must be at least ${min} characters long`).max(max, `must be at most ${max} characters long`);
+  z.string().min(min, `must be at least ${min} characters long`).max(max, `must be at most ${max} characters long`).refine(noNul, NO_NUL);
 const noSpaces = (max: number) => text(1, max).regex(/^\S+$/, "must not contain whitespace");
 const intIn = (min: number, max: number) =>
   z.number().int("must be a whole number").min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
@@ -76,7 +79,7 @@ const tags = z
 const environmentVariables = z
   .record(
     z.string().regex(/^[A-Za-z][A-Za-z0-9_]*$/, "environment variable names start with a letter and use only letters, digits and _"),
-    z.string(),
+    z.string().refine(noNul, NO_NUL),
   )
   .refine(
     (env) => Buffer.byteLength(JSON.stringify(env)) <= MAX_ENV_BYTES,

@@ -209,10 +209,20 @@ export function paged<R extends { seq: number }, T>(rows: R[], page: PageRequest
 /** Each event as the audit tables hold it: its lookup columns, its record, and its resources' [type, name] rows. */
 export function auditRows(events: AuditEvent[]): AuditRow[] {
   return events.map((e): AuditRow => [
-    e.eventID, Date.parse(e.eventTime), e.eventSource, e.eventName, e.readOnly ? 1 : 0, eventUsername(e) ?? null,
-    e.userIdentity.accessKeyId ?? null, e.errorCode ?? null, JSON.stringify(e),
-    (e.resources ?? []).flatMap((r) => resourceNames(r).map((name): [string, string] => [r.type, name])),
+    e.eventID, Date.parse(e.eventTime), e.eventSource, e.eventName, e.readOnly ? 1 : 0, storable(eventUsername(e)),
+    storable(e.userIdentity.accessKeyId), e.errorCode ?? null, JSON.stringify(e),
+    (e.resources ?? []).flatMap((r) => resourceNames(r).map((name): [string, string] => [r.type, storable(name)!])),
   ]);
+}
+
+/**
+ * A caller's value as an audit column may hold it: U+0000 (which PostgreSQL's text refuses, and
+ * which a request for a resource may carry however its API checks it) written as the six
+ * characters `\u0000`, as in the event's JSON. Without it, one caller's request could fail a
+ * whole batch of other callers' events.
+ */
+function storable(value: string | undefined): string | null {
+  return value === undefined ? null : value.replaceAll("\0", "\\u0000");
 }
 
 export abstract class KyselyStore implements Store, IdentityStore, AuditLog {

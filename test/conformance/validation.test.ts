@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import {
-  CreateMicrovmAuthTokenCommand, CreateMicrovmImageCommand, CreateMicrovmShellAuthTokenCommand, GetMicrovmImageVersionCommand,
+  CreateMicrovmAuthTokenCommand, CreateMicrovmImageCommand, CreateMicrovmShellAuthTokenCommand, GetMicrovmCommand, GetMicrovmImageVersionCommand,
   ListMicrovmImagesCommand, RunMicrovmCommand, UpdateMicrovmImageVersionCommand,
 } from "@aws-sdk/client-lambda-microvms";
 import { imageRequest, startTestPlatform, type TestPlatform } from "../support/platform.js";
@@ -48,6 +48,8 @@ const cases: Case[] = [
   ["suspend hook timeout of 0", (t) => t.client.send(create({ hooks: { microvmHooks: { suspendTimeoutInSeconds: 0 } } })), /suspendTimeoutInSeconds' must be at least 1/],
   ["hook state other than ENABLED or DISABLED", (t) => t.client.send(create({ hooks: { microvmHooks: { run: "ON" } } })), /'hooks\.microvmHooks\.run' must be ENABLED or DISABLED/],
   ["hooks port 0", (t) => t.client.send(create({ hooks: { port: 0 } })), /'hooks\.port' must be at least 1/],
+  ["MicroVM identifier with a NUL character", (t) => t.client.send(new GetMicrovmCommand({ microvmIdentifier: "microvm-0123\u0000" })), /'microvmIdentifier' must not contain the NUL character \(U\+0000\)/],
+  ["environment variable value with a NUL character", (t) => t.client.send(create({ environmentVariables: { GREETING: "a\u0000b" } })), /must not contain the NUL character \(U\+0000\)/],
   ["image name with a space", (t) => t.client.send(new CreateMicrovmImageCommand(imageRequest("my image") as never)), /'name' must be 1-128 characters/],
   ["code artifact with an unsupported scheme", (t) => t.client.send(create({ codeArtifact: { uri: "ftp://host/app.zip" } })), /'codeArtifact\.uri' must be s3:\/\/bucket\/key/],
   ["build role that is not a role ARN", (t) => t.client.send(create({ buildRoleArn: "MicroVMBuildRole" })), /'buildRoleArn' must be an IAM role ARN/],

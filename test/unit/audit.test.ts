@@ -120,6 +120,15 @@ for (const [kind, open] of stores) describe(`group commit on the ${kind} store`,
     assert.ok(ids.includes("kept") && !ids.includes("lost"));
   });
 
+  test("a resource name with U+0000 in it is stored, and fails neither its event nor the others of its batch", async () => {
+    const trail = new AuditTrail(store);
+    const odd = facts({ requestId: "nul", resources: ["arn:aws:lambda:us-east-1:000000000000:microvm-image:a\u0000b"] });
+    const other = facts({ requestId: "beside-nul" });
+    await Promise.all([trail.record(odd), trail.record(other)]);
+    const ids = (await store.lookupAuditEvents({}, { limit: 5 })).items.map((e) => e.requestID);
+    assert.ok(ids.includes("nul") && ids.includes("beside-nul"), `both written: ${ids.join(", ")}`);
+  });
+
   test("expiry removes only events older than the cut, with their resources", async () => {
     const trail = new AuditTrail(store);
     const old = facts({ time: new Date("2020-01-01T00:00:00Z"), requestId: "old", resources: ["arn:aws:iam::000000000000:role/old-role"] });
