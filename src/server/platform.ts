@@ -160,6 +160,12 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const creds = rootCredentials(config.dataDir);
   const master = serverKey(config.dataDir);
   const store = config.database ? await PostgresStore.open(config.database, log) : await SqliteStore.open(files.database);
+  if (store instanceof PostgresStore) {
+    await store.claimServer(config.database!).catch(async (err: Error) => {
+      await store.close();
+      throw err;
+    });
+  }
   const identities = await IdentityService.open({
     store,
     clock,

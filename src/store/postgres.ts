@@ -51,13 +51,43 @@ export function redactUrl(url: string): string {
   return url.replace(/^([a-z]+:\/\/[^:/@]*):[^@]*@/i, "$1:***@");
 }
 
+/** The advisory lock the one lmvm server of a database holds (pg_try_advisory_lock's key: "lmvm" in ASCII). */
+const SERVER_LOCK_KEY = 0x6c6d766d;
+
 export class PostgresStore extends KyselyStore {
+  /** The pool behind `root` (set by open). */
+  private pool: pg.Pool | undefined;
+  /** The connection holding the server lock (claimServer), kept checked out for the server's life. */
+  private lockHolder: pg.PoolClient | undefined;
+
   private constructor(
     db: Db,
     private readonly root: Kysely<Tables>,
     inTransaction: boolean,
   ) {
     super(db, inTransaction);
+  }
+
+  /**
+   * Makes this process the database's one lmvm server, or fails saying another one is: a second
+   * server on the same database would take the first one's MicroVMs (whose sandboxes it cannot
+   * see) for lost and re-queue its builds. The lock is PostgreSQL's own (a session advisory lock
+   * on a connection kept open), so it goes with the process however that ends.
+   */
+  async claimServer(url: string): Promise<void> {
+    if (!this.pool || this.lockHolder) return;
+    const client = await this.pool.connect();
+    try {
+      const r = await client.query<{ locked: boolean }>("SELECT pg_try_advisory_lock($1) AS locked", [SERVER_LOCK_KEY]);
+      if (!r.rows[0]?.locked) {
+        throw new Error(`Another lmvm server already uses the database at ${redactUrl(url)}: one server per database for now. Stop that server, or give this one another database (--database).`);
+      }
+    } catch (err) {
+      client.release();
+      throw err;
+    }
+    client.on("error", () => undefined); // a lost connection is the pool's to report
+    this.lockHolder = client;
   }
 
   /** Connects to the database at `url` (postgres://user[:password]@host[:port]/database) and brings its schema up to date. */
@@ -90,10 +120,15 @@ export class PostgresStore extends KyselyStore {
       const failed = results?.find((r) => r.status === "Error")?.migrationName ?? "unknown";
       throw new Error(`Database migration ${failed} failed on ${redactUrl(url)}: ${String(error)}`);
     }
-    return new PostgresStore(db, db, false);
+    const store = new PostgresStore(db, db, false);
+    store.pool = pool;
+    return store;
   }
 
   async close(): Promise<void> {
+    // Closing the connection ends its session, and the server lock with it.
+    this.lockHolder?.release(true);
+    this.lockHolder = undefined;
     await this.root.destroy();
   }
 

@@ -44,6 +44,20 @@ test("two servers starting together on one database migrate it once; both then s
   assert.equal((await reopened.listImages(ACCT, undefined, { limit: 10 })).items.length, 1, "a later start finds the schema and the rows");
 });
 
+test("one server per database: a second server's claim fails naming the database; once the first has closed, it succeeds", async () => {
+  const first = await PostgresStore.open(url);
+  const second = await PostgresStore.open(url);
+  try {
+    await first.claimServer(url);
+    await assert.rejects(second.claimServer(url), /Another lmvm server already uses the database at .*: one server per database for now/);
+    await first.close();
+    await second.claimServer(url);
+  } finally {
+    await first.close().catch(() => undefined);
+    await second.close();
+  }
+});
+
 test("read-then-write transactions on several connections lose no update", async () => {
   const [a, b] = stores as [PostgresStore, PostgresStore];
   const bump = (store: Store) => store.transaction(async (tx) => {
