@@ -23,7 +23,7 @@ function splitUrl(url: string): { rawPath: string; rawQuery: string } {
 }
 
 /** Checks the request's signature; throws AwsError (signature faults) or Unauthenticated (the key or token). */
-export async function authenticateRequest(verifier: SigV4Verifier, req: FastifyRequest, body: Buffer): Promise<Authenticated> {
+export async function authenticateRequest(verifier: SigV4Verifier, req: FastifyRequest, body: Buffer | { declaredSha256: string }): Promise<Authenticated> {
   const { rawPath, rawQuery } = splitUrl(req.raw.url ?? "/");
   const record = recordOf(req);
   const named = accessKeyIdOf(req.headers);

@@ -30,7 +30,12 @@ export interface SignedRequest {
   /** Query string exactly as sent, without '?'. */
   rawQuery: string;
   headers: IncomingHttpHeaders;
-  body: Buffer;
+  /**
+   * The body, or, before it has been read, the SHA-256 (hex) its x-amz-content-sha256 header
+   * declares: the signature is then checked against that hash, and the body must be checked
+   * against it again once read (a second verify with the body does both).
+   */
+  body: Buffer | { declaredSha256: string };
   /** The address the request came from (aws:SourceIp). */
   sourceIp?: string;
 }
@@ -204,7 +209,7 @@ export class SigV4Verifier {
       const value = req.headers[name]!;
       canonicalHeaders += `${name}:${canonicalHeaderValue(Array.isArray(value) ? value.join(",") : value)}\n`;
     }
-    const bodyHash = req.body.length ? createHash("sha256").update(req.body).digest("hex") : EMPTY_SHA256;
+    const bodyHash = !Buffer.isBuffer(req.body) ? req.body.declaredSha256 : req.body.length ? createHash("sha256").update(req.body).digest("hex") : EMPTY_SHA256;
     const declared = req.headers["x-amz-content-sha256"];
     if (declared !== undefined && declared !== bodyHash) {
       throw denied("InvalidSignatureException", "The x-amz-content-sha256 header does not match the request body's SHA-256 hash.");

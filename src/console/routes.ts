@@ -102,7 +102,23 @@ export function registerConsole(app: FastifyInstance, opts: ConsoleOptions): voi
     return serve(file, reply);
   });
 
-  app.put(`${LMVM_PREFIX}${UPLOADS_PATH}`, { bodyLimit: opts.maxUploadBytes }, async (req: FastifyRequest, reply) => {
+  // The signature is checked before the body is read, against the SHA-256 the client declares in
+  // x-amz-content-sha256 (the signer signs that hash): nobody without a valid signature makes the
+  // server take in a body of up to maxUploadBytes. The handler checks it again with the body.
+  const beforeBody = async (req: FastifyRequest, reply: import("fastify").FastifyReply) => {
+    const declared = req.headers["x-amz-content-sha256"];
+    try {
+      if (req.headers.authorization !== undefined && (typeof declared !== "string" || !/^[0-9a-f]{64}$/.test(declared))) {
+        throw new AwsError("ValidationException", 400, "An upload must carry its SHA-256 (hex) in the x-amz-content-sha256 header, signed with the request (the SDK's SignatureV4 does so when the header is set before signing).");
+      }
+      await authenticateRequest(opts.verifier, req, { declaredSha256: typeof declared === "string" ? declared : "" });
+    } catch (err) {
+      const record = recordOf(req);
+      Object.assign(record, { eventSource: "lambda.amazonaws.com", eventName: "UploadCodeArtifact", readOnly: false });
+      return sendError(reply, randomUUID(), toAwsError(err));
+    }
+  };
+  app.put(`${LMVM_PREFIX}${UPLOADS_PATH}`, { bodyLimit: opts.maxUploadBytes, onRequest: beforeBody }, async (req: FastifyRequest, reply) => {
     const requestId = randomUUID();
     const record = recordOf(req);
     Object.assign(record, { eventSource: "lambda.amazonaws.com", eventName: "UploadCodeArtifact", requestId, readOnly: false });

@@ -1,6 +1,7 @@
 // Raw HTTP requests signed with SigV4, for what the SDK will not send:
 // wrong types, altered bodies, stale dates, foreign regions.
 
+import { createHash } from "node:crypto";
 import { Hash } from "@smithy/hash-node";
 import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
@@ -19,6 +20,8 @@ export interface SignOptions {
   tamperedBody?: string;
   /** Headers added after signing (so not covered by the signature). */
   unsignedHeaders?: Record<string, string>;
+  /** Sends the body's SHA-256 in x-amz-content-sha256, signed with the request. */
+  declareSha256?: boolean;
 }
 
 /** The query as the signer takes it: a repeated name (`?k=a&k=b`) keeps all its values. */
@@ -51,7 +54,11 @@ export async function signedFetch(
       port: Number(url.port),
       path: pathname!,
       query: queryObject(query),
-      headers: { host: url.host, ...(text !== undefined ? { "content-type": "application/json" } : {}) },
+      headers: {
+        host: url.host,
+        ...(text !== undefined ? { "content-type": "application/json" } : {}),
+        ...(opts.declareSha256 ? { "x-amz-content-sha256": createHash("sha256").update(text ?? "").digest("hex") } : {}),
+      },
       ...(text !== undefined ? { body: text } : {}),
     }),
     opts.signingDate ? { signingDate: opts.signingDate } : {},

@@ -119,7 +119,7 @@ function asNodeHeaders(headers: Record<string, string>): Record<string, string> 
 }
 
 /** The reference: the SDK's signer re-signing a received request from the headers it names as signed. */
-async function referenceSignature(req: SignedRequest, creds: Creds, signedNames: string[], signingDate: Date): Promise<string> {
+async function referenceSignature(req: SignedRequest & { body: Buffer }, creds: Creds, signedNames: string[], signingDate: Date): Promise<string> {
   const headers: Record<string, string> = {};
   for (const n of signedNames) {
     const v = req.headers[n];
@@ -172,7 +172,7 @@ test(`SigV4 verifier agrees with the AWS SDK's signer on ${RUNS} generated reque
     }), { signingDate });
     const headers = asNodeHeaders(signed.headers as Record<string, string>);
     const body = Buffer.from(r.body);
-    const req: SignedRequest = { method: r.method, rawPath: r.path, rawQuery, headers, body, sourceIp: "10.0.0.1" };
+    const req: SignedRequest & { body: Buffer } = { method: r.method, rawPath: r.path, rawQuery, headers, body, sourceIp: "10.0.0.1" };
 
     const ok = await verifier.verify(req);
     assert.equal(ok.accessKeyId, creds.accessKeyId);
@@ -180,7 +180,7 @@ test(`SigV4 verifier agrees with the AWS SDK's signer on ${RUNS} generated reque
     const auth = headers.authorization!;
     const signedNames = /SignedHeaders=([^,]+)/.exec(auth)![1]!.split(";");
     const signature = /Signature=([0-9a-f]{64})/.exec(auth)![1]!;
-    let m: SignedRequest = { ...req, headers: { ...headers } };
+    let m: SignedRequest & { body: Buffer } = { ...req, headers: { ...headers } };
     let mustRefuse = true;
     switch (r.mutation) {
       case "path": m.rawPath = mutateString(req.rawPath, r.pick, r.byte); mustRefuse = false; break;
