@@ -56,6 +56,14 @@ async function startCluster(): Promise<Cluster> {
     rmSync(dir, { recursive: true, force: true });
   };
   process.on("exit", () => cleanup?.());
+  // pg_ctl starts the postmaster in a session of its own: a test process ended by a signal (a
+  // cancelled run, the runner's timeout) must still stop it, or the cluster outlives the run.
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.once(sig, () => {
+      cleanup?.();
+      process.exit(128 + (sig === "SIGINT" ? 2 : sig === "SIGTERM" ? 15 : 1));
+    });
+  }
   if (process.getuid?.() === 0) {
     const { stdout } = await run("id", ["-u", "postgres"]);
     const uid = Number(stdout.trim());
