@@ -15,7 +15,7 @@
 
 import { createHash, randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { extname, join } from "node:path";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { authorizeAll, microvmsApiAuthorization, resourcesOf, type Identities, type Scope, type TagLookup } from "../core/index.js";
@@ -140,14 +140,11 @@ export function registerConsole(app: FastifyInstance, opts: ConsoleOptions): voi
       const digest = createHash("sha256").update(body).digest("hex");
       await mkdir(opts.uploadsDir, { recursive: true, mode: 0o700 });
       const path = join(opts.uploadsDir, `${digest}.zip`);
-      if (!existsSync(path)) {
-        const partial = `${path}.${requestId}.partial`;
-        await writeFile(partial, body, { mode: 0o600 });
-        await rename(partial, path);
-      }
-      // The same zip again counts as a new upload for the grace period.
-      const touched = new Date();
-      await utimes(path, touched, touched);
+      // Written afresh even when the same zip is there: a new file, new for the grace period, that a
+      // sweep running beside this upload (another upload's) cannot have removed in between.
+      const partial = `${path}.${requestId}.partial`;
+      await writeFile(partial, body, { mode: 0o600 });
+      await rename(partial, path);
       void opts.artifactsInUse().then((inUse) => sweepUploads(opts.uploadsDir, inUse)).catch(() => undefined);
       const output = { codeArtifactUri: `file://${path}`, sha256: digest, size: body.length };
       record.responseElements = output;
