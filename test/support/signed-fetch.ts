@@ -20,8 +20,10 @@ export interface SignOptions {
   tamperedBody?: string;
   /** Headers added after signing (so not covered by the signature). */
   unsignedHeaders?: Record<string, string>;
-  /** Sends the body's SHA-256 in x-amz-content-sha256, signed with the request. */
+  /** Sends the body's SHA-256 in x-amz-content-sha256, signed with the request (the SDK's signer does so by itself). */
   declareSha256?: boolean;
+  /** Leaves x-amz-content-sha256 out (the signer's applyChecksum off). */
+  omitPayloadHash?: boolean;
 }
 
 /** The query as the signer takes it: a repeated name (`?k=a&k=b`) keeps all its values. */
@@ -45,7 +47,7 @@ export async function signedFetch(
   const url = new URL(baseUrl);
   const [pathname, query = ""] = path.split("?");
   const text = body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body);
-  const signer = new SignatureV4({ credentials: creds, region: opts.region ?? "us-east-1", service: opts.service ?? "lambda", sha256: Hash.bind(null, "sha256") });
+  const signer = new SignatureV4({ credentials: creds, region: opts.region ?? "us-east-1", service: opts.service ?? "lambda", sha256: Hash.bind(null, "sha256"), ...(opts.omitPayloadHash ? { applyChecksum: false } : {}) });
   const signed = await signer.sign(
     new HttpRequest({
       method,
