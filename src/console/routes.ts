@@ -109,7 +109,7 @@ export function registerConsole(app: FastifyInstance, opts: ConsoleOptions): voi
     const declared = req.headers["x-amz-content-sha256"];
     try {
       if (req.headers.authorization !== undefined && (typeof declared !== "string" || !/^[0-9a-f]{64}$/.test(declared))) {
-        throw new AwsError("ValidationException", 400, "An upload must carry its SHA-256 (hex) in the x-amz-content-sha256 header, signed with the request (the SDK's SignatureV4 does so when the header is set before signing).");
+        throw new AwsError("ValidationException", 400, "An upload must carry its SHA-256 (hex) in the x-amz-content-sha256 header, signed with the request (the SDK's SignatureV4 sends it unless its applyChecksum option is off).");
       }
       await authenticateRequest(opts.verifier, req, { declaredSha256: typeof declared === "string" ? declared : "" });
     } catch (err) {
