@@ -129,13 +129,13 @@ test("the upload route refuses unsigned requests and bodies that are not zips", 
   const undeclared = await signedFetch(server.url, creds, "PUT", "/lmvm/2025-09-09/uploads?imageName=x", "PK\x03\x04", { omitPayloadHash: true });
   assert.equal(undeclared.errorType, "ValidationException", "a signed upload without its hash declared is refused before its body is read");
   assert.match(String(undeclared.body.message), /x-amz-content-sha256/);
-  const forged = await signedFetch(server.url, creds, "PUT", "/lmvm/2025-09-09/uploads?imageName=x", "PK\x03\x04", { declareSha256: true, tamperedBody: "PK\x03\x04 and more" });
+  const forged = await signedFetch(server.url, creds, "PUT", "/lmvm/2025-09-09/uploads?imageName=x", "PK\x03\x04", { tamperedBody: "PK\x03\x04 and more" });
   assert.equal(forged.status, 403, "a body other than the declared one is refused");
-  const notZip = await signedFetch(server.url, creds, "PUT", "/lmvm/2025-09-09/uploads?imageName=x", "just text", { declareSha256: true });
+  const notZip = await signedFetch(server.url, creds, "PUT", "/lmvm/2025-09-09/uploads?imageName=x", "just text");
   assert.equal(notZip.status, 400);
   assert.equal(notZip.errorType, "ValidationException");
   assert.match(String(notZip.body.message), /not a zip archive/);
-  const badName = await signedFetch(server.url, creds, "PUT", "/lmvm/2025-09-09/uploads?imageName=no%20spaces", "PK\x03\x04", { declareSha256: true });
+  const badName = await signedFetch(server.url, creds, "PUT", "/lmvm/2025-09-09/uploads?imageName=no%20spaces", "PK\x03\x04");
   assert.equal(badName.errorType, "ValidationException");
   assert.match(String(badName.body.message), /imageName/);
   const page404 = await fetch(`${server.url}/console/nothing.js`);

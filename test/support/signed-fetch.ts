@@ -1,7 +1,6 @@
 // Raw HTTP requests signed with SigV4, for what the SDK will not send:
 // wrong types, altered bodies, stale dates, foreign regions.
 
-import { createHash } from "node:crypto";
 import { Hash } from "@smithy/hash-node";
 import { HttpRequest } from "@smithy/protocol-http";
 import { SignatureV4 } from "@smithy/signature-v4";
@@ -20,8 +19,6 @@ export interface SignOptions {
   tamperedBody?: string;
   /** Headers added after signing (so not covered by the signature). */
   unsignedHeaders?: Record<string, string>;
-  /** Sends the body's SHA-256 in x-amz-content-sha256, signed with the request (the SDK's signer does so by itself). */
-  declareSha256?: boolean;
   /** Leaves x-amz-content-sha256 out (the signer's applyChecksum off). */
   omitPayloadHash?: boolean;
 }
@@ -59,7 +56,6 @@ export async function signedFetch(
       headers: {
         host: url.host,
         ...(text !== undefined ? { "content-type": "application/json" } : {}),
-        ...(opts.declareSha256 ? { "x-amz-content-sha256": createHash("sha256").update(text ?? "").digest("hex") } : {}),
       },
       ...(text !== undefined ? { body: text } : {}),
     }),

@@ -50,20 +50,11 @@ export interface SignedCall {
   body?: Uint8Array | string;
   service?: string;
   signal?: AbortSignal;
-  /** Sends the body's SHA-256 in x-amz-content-sha256, signed with the request. */
-  declareSha256?: boolean;
 }
 
 /** fetch() of this origin, signed like the SDK signs. */
 export async function signedFetch(s: Session, call: SignedCall): Promise<Response> {
   const signer = new SignatureV4({ service: call.service ?? "lambda", region: s.region, credentials: credentialsOf(s), sha256: Sha256 });
-  const extra: Record<string, string> = {};
-  if (call.declareSha256 && call.body !== undefined) {
-    // The server checks the signature against this hash before it reads the body (the upload route).
-    const hash = new Sha256();
-    hash.update(typeof call.body === "string" ? new TextEncoder().encode(call.body) : call.body);
-    extra["x-amz-content-sha256"] = [...(await hash.digest())].map((b) => b.toString(16).padStart(2, "0")).join("");
-  }
   const request = new HttpRequest({
     method: call.method,
     protocol: location.protocol,
@@ -71,7 +62,8 @@ export async function signedFetch(s: Session, call: SignedCall): Promise<Respons
     ...(location.port ? { port: Number(location.port) } : {}),
     path: call.path,
     query: call.query ?? {},
-    headers: { host: location.host, ...(call.headers ?? {}), ...extra },
+    // The signer adds x-amz-content-sha256 (applyChecksum), which the upload route checks before it reads the body.
+    headers: { host: location.host, ...(call.headers ?? {}) },
     ...(call.body !== undefined ? { body: call.body } : {}),
   });
   const signed = await signer.sign(request);
@@ -107,7 +99,7 @@ export async function callerIdentity(s: Session): Promise<{ arn: string; account
 
 /** Stores a zip on the server for the image `imageName`; answers its file:// artifact URI. */
 export async function uploadZip(s: Session, imageName: string, zip: Uint8Array): Promise<string> {
-  const res = await signedFetch(s, { method: "PUT", path: `${LMVM_PREFIX}/uploads`, query: { imageName }, body: zip, headers: { "content-type": "application/zip" }, declareSha256: true });
+  const res = await signedFetch(s, { method: "PUT", path: `${LMVM_PREFIX}/uploads`, query: { imageName }, body: zip, headers: { "content-type": "application/zip" } });
   if (!res.ok) throw await failure(res);
   return ((await res.json()) as { codeArtifactUri: string }).codeArtifactUri;
 }
