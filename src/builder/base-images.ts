@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, wr
 import { join } from "node:path";
 import { BuildFailure, MANAGED_IMAGES } from "../core/index.js";
 import type { Buildah } from "./buildah.js";
-import { ExecError, processAlive, run, type ExecOptions } from "../os/index.js";
+import { ExecError, processAlive, run, withFileLock, type ExecOptions } from "../os/index.js";
 
 export interface BaseImageOptions {
   cacheDir: string;
@@ -59,6 +59,9 @@ interface Making {
   controller: AbortController;
   waiters: number;
 }
+
+/** How long a build waits for another process's import of the same base image (an import takes about a minute). */
+const IMPORT_LOCK_MS = 20 * 60_000;
 
 export class BaseImages {
   private readonly inFlight = new Map<string, Making>();
@@ -128,8 +131,8 @@ export class BaseImages {
     if (await this.buildah.hasImage(ref)) return ref;
     const dir = join(this.opts.cacheDir, name);
     const rootfs = join(dir, version);
+    mkdirSync(dir, { recursive: true });
     if (!existsSync(rootfs)) {
-      mkdirSync(dir, { recursive: true });
       for (const stale of readdirSync(dir).filter((f) => f.startsWith(`${version}.partial-`))) {
         if (!processAlive(Number(stale.split("-").at(-1)))) rmSync(join(dir, stale), { recursive: true, force: true });
       }
@@ -152,8 +155,21 @@ export class BaseImages {
       }
       exec.onLine?.(`Base image ${name} version ${version} created in ${((Date.now() - started) / 1000).toFixed(1)} s.`);
     }
-    await this.buildah.importRootfs(rootfs, ref, { env: [PATH_ENV], cmd: ["/bin/sh"] }, exec);
-    if (this.latestVersion(name) === version) await this.buildah.tag(ref, `localhost/lmvm/${name}:latest`);
+    // Servers sharing the cache import one at a time: two imports of the same ref would each
+    // commit it, and the first one's image would stay behind untagged (hundreds of MB).
+    await withFileLock(
+      join(dir, `${version}.import-lock`),
+      async () => {
+        if (await this.buildah.hasImage(ref)) return;
+        await this.buildah.importRootfs(rootfs, ref, { env: [PATH_ENV], cmd: ["/bin/sh"] }, exec);
+        if (this.latestVersion(name) === version) await this.buildah.tag(ref, `localhost/lmvm/${name}:latest`);
+      },
+      {
+        timeoutMs: IMPORT_LOCK_MS,
+        ...(exec.signal ? { signal: exec.signal } : {}),
+        onWait: (owner) => exec.onLine?.(`Waiting for process ${owner}, which is importing base image ${name} version ${version} into the shared cache.`),
+      },
+    );
     return ref;
   }
 }

@@ -3,5 +3,5 @@
 export { exec, run, runWithin, processAlive, ExecError, type ExecOptions, type ExecResult } from "./exec.js";
 export { boundFile, LogFiles, LogWriter, MAX_LOG_BYTES, readLines, readStamps, stampFile, stampsFile, type LogLine, type Stamps } from "./log-files.js";
 export { diskUsage, formatScratchDisk, mountScratchDisk, mountsUnder, removeTree, unmountUnder } from "./mounts.js";
-export { writeFileAtomic } from "./files.js";
+export { withFileLock, writeFileAtomic } from "./files.js";
 export { killGrandchildren } from "./process-tree.js";
