@@ -240,12 +240,17 @@ async function imagesView(): Promise<void> {
   every(5000, draw);
 }
 
+/** How much of a followed log the page keeps. */
+const LOG_VIEW_CHARS = 512 * 1024;
+
 function logPanel(title: string, path: string): HTMLElement {
   const pre = h("pre", { class: "log", tabindex: "0", role: "log", "aria-live": "off", "aria-label": title });
   const state = h("p", { class: "log-state" }, "Following…");
   const ctl = new AbortController();
   teardown.push(() => ctl.abort());
+  const trimmed = h("p", { class: "log-state", hidden: "" }, `Earlier output is not shown: the page keeps the last ${LOG_VIEW_CHARS / 1024} KiB (the whole log is in CloudWatch Logs' GetLogEvents).`);
   let pending = "";
+  let shown = 0;
   let scheduled = false;
   followLog(session!, path, (text) => {
     pending += text;
@@ -254,12 +259,19 @@ function logPanel(title: string, path: string): HTMLElement {
     requestAnimationFrame(() => {
       const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
       pre.append(pending);
+      shown += pending.length;
       pending = "";
+      // A MicroVM's output can run for days: only the newest LOG_VIEW_CHARS stay on the page.
+      while (shown > LOG_VIEW_CHARS && pre.firstChild) {
+        shown -= pre.firstChild.textContent?.length ?? 0;
+        pre.firstChild.remove();
+        trimmed.hidden = false;
+      }
       scheduled = false;
       if (atEnd) pre.scrollTop = pre.scrollHeight;
     });
   }, ctl.signal).then(() => { if (!ctl.signal.aborted) state.textContent = "The log has ended."; }, (err: Error) => { state.textContent = `The log could not be read: ${err.message}`; });
-  return h("section", { class: "card wide", "aria-label": title }, h("h3", {}, title), state, pre);
+  return h("section", { class: "card wide", "aria-label": title }, h("h3", {}, title), state, trimmed, pre);
 }
 
 async function imageView(name: string): Promise<void> {
