@@ -25,7 +25,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import {
-  BuildFailure, NotBegun, parseArn, type BuildJob, type GuestProcess, type ImageBuilder, type ImageVersion, type Microvm, type ObjectStore,
+  BuildFailure, NotBegun, parseArn, RuntimeUnavailable, type BuildJob, type GuestProcess, type ImageBuilder, type ImageVersion, type Microvm, type ObjectStore,
   type SandboxFound, type SandboxRuntime, type SnapshotBuild, type SpawnOptions, type WarmPoolTarget,
 } from "../core/index.js";
 import { removeTree } from "../os/index.js";
@@ -140,6 +140,8 @@ export class Replicas {
     const file = this.staged();
     const parent = dirname(dir);
     const partial = join(parent, `.fetch-${randomBytes(6).toString("hex")}`);
+    // What a fetch cut short by a killed server left (this one is the version's only fetch now).
+    if (existsSync(parent)) for (const name of readdirSync(parent)) if (name.startsWith(".fetch-")) removeTree(join(parent, name));
     try {
       await this.transfer("fetch", key, undefined, async (s, progress) => {
         const got = await this.opts.store.get(key, file, s, progress);
@@ -306,8 +308,11 @@ export class ReplicatedRuntime implements SandboxRuntime {
   }
 
   async shortage(version: ImageVersion): Promise<string | undefined> {
-    // Room is measured with the version's snapshot, which must be here first.
-    await this.replicas.ensureImage(version.imageArn, version.version);
+    // Room is measured with the version's snapshot, which must be here first. Without it this host can
+    // start no MicroVM of the version: callers keep their records as they are (a resume leaves it SUSPENDED).
+    await this.replicas.ensureImage(version.imageArn, version.version).catch((err: Error) => {
+      throw new RuntimeUnavailable(err.message);
+    });
     return this.inner.shortage(version);
   }
 

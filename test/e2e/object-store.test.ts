@@ -4,11 +4,13 @@
 // own process), each with a data directory of its own, one at a time (a
 // database takes one server). Server A builds a Python and a Node example,
 // runs one MicroVM of each, counts requests in them and suspends them; A
-// stops. Server B, on a fresh data directory, first refuses to resume them on
-// another gVisor platform (the checkpoint is platform-bound, and kept), then
-// on the same platform resumes them with their counters where they were, runs
-// new MicroVMs of the Python version (its image fetched once for both), and
-// terminating and deleting remove what the store held.
+// stops. Server B, on a fresh data directory, started with a store it cannot
+// reach, leaves them as recorded; on another gVisor platform it refuses to
+// resume them (the checkpoint is platform-bound, and kept); on the same
+// platform it resumes them with their counters where they were, runs new
+// MicroVMs of the Python version (its image fetched once for both), and
+// terminating and deleting remove what the store held. Last, a suspend whose
+// upload fails leaves its MicroVM RUNNING.
 
 import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -147,11 +149,28 @@ describe("a MicroVM suspended on one server resumes on another through the objec
     await stop();
   });
 
-  test("server B, on another gVisor platform, keeps them SUSPENDED at start and refuses to resume them: the checkpoint says its platform, and is kept", async () => {
+  test("server B, whose object store cannot be reached, starts and leaves the SUSPENDED MicroVMs as recorded, refusing to resume them", async () => {
     // The same server key and root credentials as A: servers sharing a database share them (docs/design.md).
     mkdirSync(join(dirB, "secrets"), { recursive: true, mode: 0o700 });
     copyFileSync(join(dirA, "secrets", "server.key"), join(dirB, "secrets", "server.key"));
     copyFileSync(join(dirA, "credentials"), join(dirB, "credentials"));
+    await start(dirB, ["--object-store-endpoint", "http://127.0.0.1:9"]);
+    assert.match(server!.output(), /cannot be reached now/);
+    for (const app of APPS) {
+      const id = vms.get(app.name)!;
+      assert.equal((await state(id)).state, "SUSPENDED");
+      assert.match(server!.output(), new RegExp(`"microvm kept as recorded: the runtime cannot inspect it","microvmId":"${id}"`));
+    }
+    await assert.rejects(client.send(new ResumeMicrovmCommand({ microvmIdentifier: vms.get("py")! })), (err: Error) => {
+      assert.equal(err.name, "ConflictException", err.message);
+      assert.match(err.message, /stays SUSPENDED: Fetching the image of version 1\.0 .* from the object store s3:\/\/lmvm-cluster\/site-1\/ failed/);
+      return true;
+    });
+    assert.equal((await state(vms.get("py")!)).state, "SUSPENDED");
+    await stop();
+  });
+
+  test("server B, on another gVisor platform, keeps them SUSPENDED at start and refuses to resume them: the checkpoint says its platform, and is kept", async () => {
     await start(dirB, ["--platform", "ptrace", "--object-store-endpoint", s3.endpoint]);
     for (const app of APPS) assert.equal((await state(vms.get(app.name)!)).state, "SUSPENDED", "recovery keeps a MicroVM whose checkpoint is only in the object store");
     const id = vms.get("node")!;
@@ -206,5 +225,20 @@ describe("a MicroVM suspended on one server resumes on another through the objec
     await eventually(async () => ((await keys("images/py/")).length === 0 ? true : undefined), "the deleted image's objects to go", 60_000);
     assert.deepEqual((await keys("images/")).map((o) => o.key), ["images/node/1.0/X86_64.tar.zst"]);
     assert.deepEqual(readdirSync(join(dirB, "objects")), [], "no archive is left in the staging directory");
+
+    // A suspend whose upload fails leaves the MicroVM RUNNING, restored from its local checkpoint, with the reason.
+    const last = (await client.send(new RunMicrovmCommand({ imageIdentifier: arnOf("node") }))).microvmId!;
+    await until(last, "RUNNING");
+    assert.equal(await requests(last), 1);
+    rmSync(join(s3.directory, BUCKET), { recursive: true, force: true }); // the bucket is gone
+    await client.send(new SuspendMicrovmCommand({ microvmIdentifier: last }));
+    const back = await eventually(async () => {
+      const vm = await state(last);
+      return vm.state === "RUNNING" && vm.stateReason ? vm : undefined;
+    }, "the MicroVM to be RUNNING again", 120_000);
+    assert.match(back.stateReason!, /Suspending could not begin.*could not be uploaded to the object store s3:\/\/lmvm-cluster\/site-1\/.*resumed from its local checkpoint/);
+    assert.equal(await requests(last), 2, "its state survived the suspend that did not happen");
+    await client.send(new TerminateMicrovmCommand({ microvmIdentifier: last }));
+    await until(last, "TERMINATED");
   });
 });
