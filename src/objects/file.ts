@@ -36,7 +36,7 @@ export class FileObjectStore implements ObjectStore {
 
   constructor(private readonly root: string) {
     this.url = `file://${root}`;
-    if (!existsSync(root) || !statSync(root).isDirectory()) throw new ObjectStoreUnavailable(`The object store directory ${root} does not exist; create it (a directory every host mounts) or give another file:// URL.`);
+    if (!existsSync(root) || !statSync(root).isDirectory()) throw new ObjectStoreUnavailable(`--object-store file://${root}: the directory ${root} does not exist; create it (a directory every host mounts) or give another file:// URL.`);
   }
 
   private path(key: string): string {

@@ -322,8 +322,15 @@ export class ReplicatedRuntime implements SandboxRuntime {
 
   async inspect(vm: Microvm): Promise<SandboxFound> {
     const found = await this.inner.inspect(vm);
+    if (found.running) return found;
     // A SUSPENDED MicroVM's checkpoint may be only in the store (suspended on another host); a store that cannot be reached throws: not inspectable.
-    if (!found.running && !found.checkpoint && vm.state === "SUSPENDED") return { ...found, checkpoint: (await this.replicas.latestCheckpoint(vm.id)) !== undefined };
+    if (!found.checkpoint && vm.state === "SUSPENDED") return { ...found, checkpoint: (await this.replicas.latestCheckpoint(vm.id)) !== undefined };
+    // A server that died during a suspend, after the checkpoint: recovery makes the MicroVM SUSPENDED,
+    // so its checkpoint goes to the store first (one that cannot be reached throws: left SUSPENDING, as recorded).
+    if (found.checkpoint && vm.state === "SUSPENDING") {
+      const incarnation = this.inner.incarnation(vm.id) ?? 0;
+      if ((await this.replicas.latestCheckpoint(vm.id))?.incarnation !== incarnation) await this.replicas.putCheckpoint(vm.id, incarnation);
+    }
     return found;
   }
 
