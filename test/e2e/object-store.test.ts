@@ -9,8 +9,10 @@
 // resume them (the checkpoint is platform-bound, and kept); on the same
 // platform it resumes them with their counters where they were, runs new
 // MicroVMs of the Python version (its image fetched once for both), and
-// terminating and deleting remove what the store held. Last, a suspend whose
-// upload fails leaves its MicroVM RUNNING.
+// suspends one again. Back on A, whose own copy of that checkpoint is now
+// stale, the store's newer one is resumed; terminating and deleting remove
+// what the store held. Last, a suspend whose upload fails leaves its MicroVM
+// RUNNING.
 
 import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -184,7 +186,7 @@ describe("a MicroVM suspended on one server resumes on another through the objec
     await stop();
   });
 
-  test("server B resumes both with their state, runs new MicroVMs of a fetched image, and terminate and delete empty the store", async () => {
+  test("server B resumes both with their state, runs new MicroVMs of a fetched image, suspends one again, and terminate removes checkpoints", async () => {
     await start(dirB, ["--object-store-endpoint", s3.endpoint]);
     // Two new MicroVMs of the Python version at once: its image is fetched once, for both.
     const fresh = await Promise.all([0, 1].map(async () => (await client.send(new RunMicrovmCommand({ imageIdentifier: arnOf("py") }))).microvmId!));
@@ -213,18 +215,33 @@ describe("a MicroVM suspended on one server resumes on another through the objec
     }
     assert.equal(transfers("fetch", "images/node/1.0/X86_64.tar.zst", earlierOnB + server!.output()).length, 1, "the Node image was fetched once, for the refused resume");
 
-    // Suspended on B, its new checkpoint (incarnation 1) goes up; terminate removes it.
+    // Suspended on B after one more request, its new checkpoint (incarnation 1) goes up and replaces the spent one.
+    assert.equal(await requests(node), 5);
     await client.send(new SuspendMicrovmCommand({ microvmIdentifier: node }));
     await until(node, "SUSPENDED");
     assert.deepEqual((await keys(`checkpoints/${node}/`)).map((o) => o.key), [`checkpoints/${node}/1.tar.zst`]);
-    for (const id of [...fresh, py, node]) await client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
-    for (const id of [...fresh, py, node]) await until(id, "TERMINATED");
+    for (const id of [...fresh, py]) await client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+    for (const id of [...fresh, py]) await until(id, "TERMINATED");
+    assert.deepEqual((await keys("checkpoints/")).map((o) => o.key), [`checkpoints/${node}/1.tar.zst`], "terminated MicroVMs leave no checkpoint in the store");
+    assert.deepEqual(readdirSync(join(dirB, "objects")), [], "no archive is left in the staging directory");
+    await stop();
+  });
+
+  test("back on server A, whose own copy of the Node checkpoint is stale, the store's newer one is resumed; terminate and delete empty the store", async () => {
+    await start(dirA);
+    const node = vms.get("node")!;
+    assert.equal((await state(node)).state, "SUSPENDED");
+    await client.send(new ResumeMicrovmCommand({ microvmIdentifier: node }));
+    await until(node, "RUNNING");
+    assert.equal(await requests(node), 6, "the state B left (five requests), not A's older copy (three)");
+    assert.equal(transfers("fetch", `checkpoints/${node}/1.tar.zst`).length, 1);
+    await client.send(new TerminateMicrovmCommand({ microvmIdentifier: node }));
+    await until(node, "TERMINATED");
     assert.deepEqual(await keys("checkpoints/"), [], "terminated MicroVMs leave no checkpoint in the store");
 
     await client.send(new DeleteMicrovmImageCommand({ imageIdentifier: arnOf("py") }));
     await eventually(async () => ((await keys("images/py/")).length === 0 ? true : undefined), "the deleted image's objects to go", 60_000);
     assert.deepEqual((await keys("images/")).map((o) => o.key), ["images/node/1.0/X86_64.tar.zst"]);
-    assert.deepEqual(readdirSync(join(dirB, "objects")), [], "no archive is left in the staging directory");
 
     // A suspend whose upload fails leaves the MicroVM RUNNING, restored from its local checkpoint, with the reason.
     const last = (await client.send(new RunMicrovmCommand({ imageIdentifier: arnOf("node") }))).microvmId!;
