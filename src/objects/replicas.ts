@@ -283,6 +283,8 @@ export class ReplicatedRuntime implements SandboxRuntime {
   async resume(vm: Microvm): Promise<void> {
     let latest: { key: string; incarnation: number } | undefined;
     try {
+      // The image first: the checkpoint's sandbox record is made to name its rootfs here.
+      await this.replicas.ensureImage(vm.imageArn, vm.imageVersion);
       latest = await this.replicas.latestCheckpoint(vm.id);
       const local = this.localCheckpoint(vm.id) ? this.inner.incarnation(vm.id) : undefined;
       // The store is the truth: a local copy another host has resumed (and suspended again) since is stale.
@@ -291,8 +293,6 @@ export class ReplicatedRuntime implements SandboxRuntime {
         this.inner.importCheckpoint(vm);
       }
       if (!latest && !this.localCheckpoint(vm.id)) throw new Error(`neither this host nor the object store ${this.replicas.url} holds its checkpoint`);
-      const version = { imageArn: vm.imageArn, version: vm.imageVersion };
-      await this.replicas.ensureImage(version.imageArn, version.version);
     } catch (err) {
       throw new NotBegun(`its checkpoint or image could not be fetched: ${(err as Error).message}`);
     }
