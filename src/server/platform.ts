@@ -21,6 +21,7 @@ import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsCo
 import { AuditTrail, DEFAULT_AUDIT_RETENTION_DAYS, VERSION_STATES, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { PostgresStore, SqliteStore } from "../store/index.js";
+import { openObjectStore, Replicas, ReplicatedBuilder, ReplicatedRuntime, type ObjectStoreConfig } from "../objects/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
 import { hostPlatform } from "./host.js";
 import { hostNameResolver } from "./name-resolver.js";
@@ -80,6 +81,11 @@ export interface PlatformConfig {
   warmPool?: number;
   /** Upstream resolvers sandboxes' DNS queries are relayed to (default: the host's /etc/resolv.conf nameservers). */
   dnsResolvers?: string[];
+  /**
+   * Where built images and suspended MicroVMs' checkpoints are kept for every host (s3://bucket/prefix
+   * or file:///shared/dir); the data directory then caches them (docs/design.md, "Object store").
+   */
+  objectStore?: ObjectStoreConfig;
   /** Days audit events are kept (default DEFAULT_AUDIT_RETENTION_DAYS, 90, as CloudTrail's event history). */
   auditRetentionDays?: number;
 }
@@ -155,6 +161,14 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     throw new Error(`--audit-retention-days must be a whole number of days of at least 1; got '${config.auditRetentionDays}'.`);
   }
   if (!/^[a-z]{2}(-[a-z]+)+-\d$/.test(config.region)) throw new Error(`--region must look like us-east-1; got '${config.region}'.`);
+  // A URL that names no store stops the start; a store that cannot be reached now does not (its outage must not keep
+  // this host's MicroVMs from being served): it is logged, and what needs it waits or is refused with the reason.
+  const objects = config.objectStore ? openObjectStore(config.objectStore) : undefined;
+  if (objects) {
+    await objects.list("images/", AbortSignal.timeout(10_000)).catch((err: Error) => {
+      log({ level: "error", msg: `--object-store ${objects.url} cannot be reached now: ${err.message}. Check that the bucket or directory exists, the endpoint (--object-store-endpoint), and the AWS credentials and region in the environment. Until it can, builds fail at their upload, suspends keep MicroVMs running, and suspended MicroVMs whose checkpoint is not here stay as recorded.` });
+    });
+  }
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const files = paths(config.dataDir);
   const creds = rootCredentials(config.dataDir);
@@ -185,8 +199,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const metadata = new MetadataService({ credentials: identities, region: config.region, log });
   const egress = new EgressGateway({ nets, metadata, ...(config.dnsResolvers ? { resolvers: config.dnsResolvers } : {}) });
   const host = hostPlatform();
-  const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets, egress) : config.builder;
-  const runtime = config.runtime ?? (onPath("runsc")
+  const localBuilder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets, egress) : config.builder;
+  const localRuntime = config.runtime ?? (onPath("runsc")
     ? new MicrovmRuntime({
         gvisor: new Gvisor({ stateRoot: files.runscMicrovms, ...(config.sandboxPlatform ? { platform: config.sandboxPlatform } : {}), ...(config.microvmDiskMiB ? { diskMiB: config.microvmDiskMiB } : {}) }),
         nets,
@@ -203,12 +217,28 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
         },
       })
     : new NoSandboxes("runsc (gVisor) is not installed or not on PATH; install it (see docs/design.md, host prerequisites) and restart lmvm server."));
-  const metrics = new Metrics(store, runtime instanceof MicrovmRuntime ? () => runtime.networkCounters() : undefined, runtime instanceof MicrovmRuntime ? () => runtime.poolFigures() : undefined);
+  // With an object store, builds put their images there and MicroVMs' checkpoints go there on suspend (src/objects).
+  let builder = localBuilder;
+  let runtime: SandboxRuntime = localRuntime;
+  if (objects) {
+    const replicas = new Replicas({
+      store: objects,
+      architecture: host.architecture,
+      imageDir: (imageArn, version) => builtImageDir(files.images, imageArn, version, host.architecture),
+      microvmDir: (id) => join(files.microvms, id),
+      stagingDir: files.objects,
+      log,
+    });
+    if (builder) builder = new ReplicatedBuilder(builder, replicas);
+    if (localRuntime instanceof MicrovmRuntime) runtime = new ReplicatedRuntime(localRuntime, replicas, { microvmDir: (id) => localRuntime.dir(id), log });
+    log({ msg: "object store", url: objects.url });
+  }
+  const metrics = new Metrics(store, localRuntime instanceof MicrovmRuntime ? () => localRuntime.networkCounters() : undefined, localRuntime instanceof MicrovmRuntime ? () => localRuntime.poolFigures() : undefined);
   const tokens = new MicrovmTokens(deriveKey(master, "microvm-tokens"));
   const tls = await ensureCertificates(files.tls, config.endpointDomain);
   let endpointPort = config.endpointPort;
   // What sandboxes may reach: the host's shared nftables table (base chains), IPv4 forwarding, and no chains of sandboxes that are gone.
-  if (runtime instanceof MicrovmRuntime || config.builder === undefined) await egress.install();
+  if (localRuntime instanceof MicrovmRuntime || config.builder === undefined) await egress.install();
   const controlPlane = new ControlPlane({
     store,
     clock,
@@ -346,7 +376,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       } finally {
         // Each step runs whatever failed before it. Prepared namespaces and disks belong to no MicroVM: they go.
         // Running sandboxes keep their chains and shaping; the next start re-binds their DNS sockets and metadata listeners.
-        const steps = [() => (runtime instanceof MicrovmRuntime ? runtime.stop() : undefined), () => egress.close(), () => store.close()];
+        const steps = [() => (localRuntime instanceof MicrovmRuntime ? localRuntime.stop() : undefined), () => egress.close(), () => store.close()];
         let failure: unknown;
         for (const step of steps) await Promise.resolve().then(step).catch((err: unknown) => (failure ??= err));
         if (failure !== undefined) throw failure;
