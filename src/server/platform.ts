@@ -5,24 +5,23 @@
 // the build flags (--no-builder, --no-snapshots): MicroVMs outlive a restart
 // with any of them.
 
-import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
-import { delimiter, join } from "node:path";
+import { mkdirSync, readFileSync, statSync } from "node:fs";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { authenticateRequest, buildApi, cloudTrailApi, iamApi, Metrics, PageTokens, SigV4Verifier, stsApi } from "../api/index.js";
 import { DEFAULT_ASSETS_DIR, registerConsole } from "../console/index.js";
-import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage, type PhaseTimeouts } from "../builder/index.js";
+import { DEFAULT_LIMITS, DockerfileBuilder, type PhaseTimeouts } from "../builder/index.js";
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
 import { EgressGateway, NetworkNamespaces } from "../net/index.js";
-import { MetadataService } from "../metadata/index.js";
-import { DEFAULT_SANDBOX_PLATFORM, Gvisor, MicrovmRuntime, PreparedResources, Snapshotter, type SandboxPlatform } from "../runtime/index.js";
+import { DEFAULT_SANDBOX_PLATFORM, Gvisor, MicrovmRuntime, Snapshotter, type SandboxPlatform } from "../runtime/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
 import { AuditTrail, DEFAULT_AUDIT_RETENTION_DAYS, VERSION_STATES, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { PostgresStore, SqliteStore } from "../store/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
 import { hostPlatform } from "./host.js";
+import { composeSandboxHost } from "./sandbox-host.js";
 import { hostNameResolver } from "./name-resolver.js";
 import { AesGcmBox } from "./secret-box.js";
 
@@ -122,10 +121,6 @@ function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: Network
   });
 }
 
-function onPath(command: string): boolean {
-  return (process.env.PATH ?? "").split(delimiter).some((dir) => dir && existsSync(join(dir, command)));
-}
-
 export interface Platform {
   /** Base URL of the control API, e.g. http://127.0.0.1:7600 */
   url: string;
@@ -178,31 +173,23 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
 
   const scope = { region: config.region, accountId: config.accountId };
   const buildLogs = new LogFiles(files.buildLogs);
-  const microvmLogs = new LogFiles(files.microvmLogs);
-  const logCatalog = new LogCatalog({ microvms: microvmLogs, builds: buildLogs, lookup: store });
-  const nets = new NetworkNamespaces(undefined, files.networks);
-  // Every sandbox's instance-metadata service: a MicroVM's execution role, a build's build role (src/metadata).
-  const metadata = new MetadataService({ credentials: identities, region: config.region, log });
-  const egress = new EgressGateway({ nets, metadata, ...(config.dnsResolvers ? { resolvers: config.dnsResolvers } : {}) });
   const host = hostPlatform();
+  // The sandboxes' side of this host, composed as an agent composes its own (sandbox-host.ts).
+  const sandboxes = composeSandboxHost({
+    dataDir: config.dataDir,
+    ...(config.sandboxPlatform ? { sandboxPlatform: config.sandboxPlatform } : {}),
+    ...(config.microvmDiskMiB ? { microvmDiskMiB: config.microvmDiskMiB } : {}),
+    ...(config.dnsResolvers ? { dnsResolvers: config.dnsResolvers } : {}),
+    region: config.region,
+    log,
+    credentials: identities,
+    host,
+  });
+  const { nets, egress, microvmLogs } = sandboxes;
+  const logCatalog = new LogCatalog({ microvms: microvmLogs, builds: buildLogs, lookup: store });
   const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets, egress) : config.builder;
-  const runtime = config.runtime ?? (onPath("runsc")
-    ? new MicrovmRuntime({
-        gvisor: new Gvisor({ stateRoot: files.runscMicrovms, ...(config.sandboxPlatform ? { platform: config.sandboxPlatform } : {}), ...(config.microvmDiskMiB ? { diskMiB: config.microvmDiskMiB } : {}) }),
-        nets,
-        egress,
-        dataDir: config.dataDir,
-        microvmsDir: files.microvms,
-        poolDir: files.pool,
-        log,
-        logs: microvmLogs,
-        prepared: new PreparedResources({ nets, spare: new NetworkNamespaces(undefined, files.preparedNetworks), dir: files.prepared, log }),
-        locate: (imageArn, version) => {
-          const built = readBuiltImage(files.images, imageArn, version, host.architecture);
-          return { ...built, snapshot: join(builtImageDir(files.images, imageArn, version, host.architecture), "snapshot") };
-        },
-      })
-    : new NoSandboxes("runsc (gVisor) is not installed or not on PATH; install it (see docs/design.md, host prerequisites) and restart lmvm server."));
+  const runtime = config.runtime ?? sandboxes.runtime
+    ?? new NoSandboxes("runsc (gVisor) is not installed or not on PATH; install it (see docs/design.md, host prerequisites) and restart lmvm server.");
   const metrics = new Metrics(store, runtime instanceof MicrovmRuntime ? () => runtime.networkCounters() : undefined, runtime instanceof MicrovmRuntime ? () => runtime.poolFigures() : undefined);
   const tokens = new MicrovmTokens(deriveKey(master, "microvm-tokens"));
   const tls = await ensureCertificates(files.tls, config.endpointDomain);
