@@ -3,3 +3,4 @@
 export { initCluster, issueNode, nodeCredentials, clusterPaths, peerIdentity, type NodeCredentials, type NodeRole } from "./ca.js";
 export { AgentService, HEARTBEAT_MS, LEASE_DEADLINE_MS, type AgentServiceOptions } from "./agent-service.js";
 export { LeaseLost } from "./wire.js";
+export { RemoteRuntime, FRESH_MS, HOST_LOST_MS, type RemoteRuntimeOptions } from "./remote-runtime.js";

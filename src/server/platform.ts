@@ -18,7 +18,8 @@ import { DEFAULT_SANDBOX_PLATFORM, Gvisor, MicrovmRuntime, Snapshotter, type San
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
 import { AuditTrail, DEFAULT_AUDIT_RETENTION_DAYS, VERSION_STATES, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
-import { PostgresStore, SqliteStore } from "../store/index.js";
+import { ClusterStore, PostgresStore, SqliteStore } from "../store/index.js";
+import { nodeCredentials, RemoteRuntime } from "../cluster/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
 import { hostPlatform } from "./host.js";
 import { composeSandboxHost } from "./sandbox-host.js";
@@ -27,6 +28,12 @@ import { AesGcmBox } from "./secret-box.js";
 
 export interface PlatformConfig {
   dataDir: string;
+  /**
+   * Cluster mode (docs/design.md, "Many hosts"): the cluster directory (its CA, and this server's
+   * certificate or the CA key to issue it). MicroVMs then run on the agents registered in the
+   * database (which must be PostgreSQL), none on this host.
+   */
+  clusterDir?: string;
   /** A postgres:// URL: state is kept in that PostgreSQL database instead of <dataDir>/lmvm.db (SQLite). */
   database?: string;
   apiHost: string;
@@ -154,6 +161,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const files = paths(config.dataDir);
   const creds = rootCredentials(config.dataDir);
   const master = serverKey(config.dataDir);
+  if (config.clusterDir && !config.database) throw new Error("Cluster mode (--cluster-dir) keeps hosts and leases in PostgreSQL: give --database postgres://...");
   const store = config.database ? await PostgresStore.open(config.database, log) : await SqliteStore.open(files.database);
   if (store instanceof PostgresStore) {
     await store.claimServer(config.database!).catch(async (err: Error) => {
@@ -184,11 +192,23 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     log,
     credentials: identities,
     host,
+    ...(config.clusterDir ? { microvms: false } : {}),
   });
+  // Cluster mode: the runtime is the agents', over mutual TLS (src/cluster).
+  const cluster = config.clusterDir ? await ClusterStore.open(config.database!, log) : undefined;
+  const remote = cluster
+    ? new RemoteRuntime({
+        cluster,
+        tls: await nodeCredentials(config.clusterDir!, "server", "server", []),
+        platform: config.sandboxPlatform ?? DEFAULT_SANDBOX_PLATFORM,
+        architecture: host.architecture,
+        log,
+      })
+    : undefined;
   const { nets, egress, microvmLogs } = sandboxes;
   const logCatalog = new LogCatalog({ microvms: microvmLogs, builds: buildLogs, lookup: store });
   const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets, egress) : config.builder;
-  const runtime = config.runtime ?? sandboxes.runtime
+  const runtime: SandboxRuntime = config.runtime ?? remote ?? sandboxes.runtime
     ?? new NoSandboxes("runsc (gVisor) is not installed or not on PATH; install it (see docs/design.md, host prerequisites) and restart lmvm server.");
   const metrics = new Metrics(store, runtime instanceof MicrovmRuntime ? () => runtime.networkCounters() : undefined, runtime instanceof MicrovmRuntime ? () => runtime.poolFigures() : undefined);
   const tokens = new MicrovmTokens(deriveKey(master, "microvm-tokens"));
@@ -229,6 +249,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       resume: (id) => controlPlane.microvms.resume(id),
       activity: (id) => controlPlane.policies.activity(id),
       address: (id) => runtime.address(id),
+      ...(remote && runtime === remote ? { connect: (id: string, port: number) => remote.connect(id, port) } : {}),
     },
   });
   controlPlane.microvms.attachIngress(proxy);
@@ -333,7 +354,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       } finally {
         // Each step runs whatever failed before it. Prepared namespaces and disks belong to no MicroVM: they go.
         // Running sandboxes keep their chains and shaping; the next start re-binds their DNS sockets and metadata listeners.
-        const steps = [() => (runtime instanceof MicrovmRuntime ? runtime.stop() : undefined), () => egress.close(), () => store.close()];
+        const steps = [() => (runtime instanceof MicrovmRuntime ? runtime.stop() : undefined), () => remote?.stop(), () => cluster?.close(), () => egress.close(), () => store.close()];
         let failure: unknown;
         for (const step of steps) await Promise.resolve().then(step).catch((err: unknown) => (failure ??= err));
         if (failure !== undefined) throw failure;

@@ -24,6 +24,8 @@ export interface SandboxHostConfig {
   /** The execution roles' credentials the metadata service hands out. */
   credentials: RoleCredentialSource;
   host: HostPlatform;
+  /** False: no MicroVM runtime here (a cluster's server, whose MicroVMs run on agents); builds still use the rest. */
+  microvms?: boolean;
 }
 
 export interface SandboxHost {
@@ -46,7 +48,7 @@ export function composeSandboxHost(config: SandboxHostConfig): SandboxHost {
   // Every sandbox's instance-metadata service: a MicroVM's execution role, a build's build role (src/metadata).
   const metadata = new MetadataService({ credentials: config.credentials, region: config.region, log: config.log });
   const egress = new EgressGateway({ nets, metadata, ...(config.dnsResolvers ? { resolvers: config.dnsResolvers } : {}) });
-  const runtime = onPath("runsc")
+  const runtime = config.microvms !== false && onPath("runsc")
     ? new MicrovmRuntime({
         gvisor: new Gvisor({ stateRoot: files.runscMicrovms, ...(config.sandboxPlatform ? { platform: config.sandboxPlatform } : {}), ...(config.microvmDiskMiB ? { diskMiB: config.microvmDiskMiB } : {}) }),
         nets,
