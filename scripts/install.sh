@@ -23,11 +23,13 @@ export DEBIAN_FRONTEND=noninteractive
 # MicroVM's size-limited disk; nftables decides what sandboxes may reach; conntrack forgets a
 # sandbox's tracked connections when its address goes to another sandbox.
 # dnsmasq-base is the DNS server of the tests' own "internet" (test/support/test-network.ts).
+# tar (GNU, for -S sparse archives) and zstd pack images and checkpoints for the object store
+# (lmvm server --object-store, src/objects/archive.ts).
 # chromium runs the console's browser tests (driven by playwright-core); awscli (2.x) and
 # python3-boto3 are the AWS clients the CLI-compatibility tests drive; postgresql is the
 # multi-host store, started by lmvm's tests in their own clusters (the package's own cluster is
 # left stopped).
-PACKAGES=(python3 make g++ gcc libc6-dev ca-certificates unzip zip curl openssl util-linux e2fsprogs buildah mmdebstrap busybox-static iproute2 nftables conntrack dnsmasq-base chromium awscli python3-boto3 postgresql)
+PACKAGES=(python3 make g++ gcc libc6-dev ca-certificates unzip zip curl openssl util-linux e2fsprogs buildah mmdebstrap busybox-static iproute2 nftables conntrack dnsmasq-base chromium awscli python3-boto3 postgresql tar zstd)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -33,6 +33,8 @@ SYNOPSIS
                 [--rate-limits <Operation=rate,...>] [--default-egress internet|none]
                 [--dns-resolvers <addr,...>] [--audit-retention-days <days>] [--warm-pool <n>]
                 [--platform systrap|ptrace] [--no-builder] [--no-snapshots] [--cluster-dir <dir>]
+                [--object-store s3://bucket[/prefix]|file:///dir] [--object-store-endpoint <url>]
+                [--object-store-path-style true|false]
 
 OPTIONS
     --api-port           Control API port (default ${DEFAULTS.apiPort}).
@@ -104,6 +106,19 @@ OPTIONS
                          'server' (nodes/server.pem, issued at start where ca.key is). Builds stay
                          on this host. 'lmvm cluster help'.
     --no-builder         Do not build images on this host; builds wait in the queue.
+    --object-store       Where built images and suspended MicroVMs' checkpoints are kept for every
+                         server sharing the database (default LMVM_OBJECT_STORE, else none):
+                         s3://bucket[/prefix] (credentials and region from the AWS SDK's chain:
+                         AWS_ACCESS_KEY_ID, AWS_PROFILE, AWS_REGION...) or file:///dir (a directory
+                         every host mounts). A version's image is uploaded when its build succeeds
+                         and fetched by a server that lacks it; a suspend uploads the checkpoint,
+                         so any server may resume it. The data directory then only caches them.
+    --object-store-endpoint
+                         An S3-compatible server for s3:// (default AWS_ENDPOINT_URL_S3, else
+                         AWS_ENDPOINT_URL, else AWS).
+    --object-store-path-style
+                         Path-style S3 addressing, http://host/bucket/key (default true with an
+                         endpoint, false for AWS).
     --no-snapshots       End builds at the root filesystem, without booting and checkpointing the app.
 
     Root credentials are written to <data-dir>/credentials on first start, from
@@ -134,6 +149,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
         "build-phase-timeouts": { type: "string" }, "endpoint-limits": { type: "string" }, quotas: { type: "string" }, "rate-limits": { type: "string" },
         "default-egress": { type: "string" }, "audit-retention-days": { type: "string" },
         "dns-resolvers": { type: "string" }, "warm-pool": { type: "string" }, "cluster-dir": { type: "string" },
+        "object-store": { type: "string" }, "object-store-endpoint": { type: "string" }, "object-store-path-style": { type: "string" },
       },
       strict: true,
     }));
@@ -190,7 +206,18 @@ export async function serverCommand(argv: string[]): Promise<void> {
   if (sandboxPlatform !== undefined && !(SANDBOX_PLATFORMS as readonly string[]).includes(sandboxPlatform)) {
     throw new UsageError(`--platform must be one of ${SANDBOX_PLATFORMS.join(", ")}; got '${sandboxPlatform}'.`);
   }
+  const objectStoreUrl = values["object-store"] ?? (process.env.LMVM_OBJECT_STORE || undefined);
+  if (objectStoreUrl !== undefined && !/^(s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?|file:\/\/\/.*)$/.test(objectStoreUrl)) {
+    throw new UsageError(`--object-store must be s3://bucket[/prefix] or file:///absolute/path; got '${objectStoreUrl}'.`);
+  }
+  const objectStoreEndpoint = values["object-store-endpoint"];
+  if (objectStoreEndpoint !== undefined && !/^https?:\/\/[^/]+/.test(objectStoreEndpoint)) throw new UsageError(`--object-store-endpoint must be an http:// or https:// URL; got '${objectStoreEndpoint}'.`);
+  if (objectStoreEndpoint !== undefined && !objectStoreUrl?.startsWith("s3://")) throw new UsageError("--object-store-endpoint needs --object-store s3://bucket[/prefix].");
+  const pathStyle = values["object-store-path-style"];
+  if (pathStyle !== undefined && pathStyle !== "true" && pathStyle !== "false") throw new UsageError(`--object-store-path-style must be true or false; got '${pathStyle}'.`);
+  if (pathStyle !== undefined && !objectStoreUrl?.startsWith("s3://")) throw new UsageError("--object-store-path-style needs --object-store s3://bucket[/prefix].");
   const platform = await startPlatform({
+    ...(objectStoreUrl ? { objectStore: { url: objectStoreUrl, ...(objectStoreEndpoint ? { endpoint: objectStoreEndpoint } : {}), ...(pathStyle ? { pathStyle: pathStyle === "true" } : {}) } } : {}),
     dataDir: values["data-dir"] ?? defaultDataDir(),
     ...(database ? { database } : {}),
     ...(values["cluster-dir"] ? { clusterDir: values["cluster-dir"] } : {}),

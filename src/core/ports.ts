@@ -363,3 +363,41 @@ export interface IdentityStore {
   putIamPolicy(policy: IamPolicyRecord): Promise<void>;
   deleteIamPolicy(ownerKind: "user" | "role", ownerName: string, policyName: string): Promise<void>;
 }
+
+/** What an object store knows of one object. */
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  /** Hex SHA-256 of the object's bytes, recorded when it was put (every adapter records it). */
+  sha256: string;
+}
+
+/** The object store could not be reached or refused the request (not "the object is absent"). */
+export class ObjectStoreUnavailable extends Error {}
+
+/**
+ * Files kept under relative keys in a store shared by hosts (an S3 bucket, a
+ * shared directory), for images and checkpoints that any host may fetch.
+ * Keys are relative paths of letters, digits, `.`, `_`, `-` and `/`; every
+ * adapter implements all of it. Each call ends by `signal` (its deadline).
+ * Errors other than "absent" are ObjectStoreUnavailable.
+ */
+export interface ObjectStore {
+  /** Where it is, for messages and logs (s3://bucket/prefix, file:///path). */
+  readonly url: string;
+  /** Stores the local file under `key`, replacing any object there; readers see the old object or the new one, never a part. */
+  put(key: string, file: string, signal: AbortSignal, progress?: (bytes: number) => void): Promise<ObjectInfo>;
+  /**
+   * Writes the object to the local file `file` (replaced only once every byte
+   * is there and its size and SHA-256 match what was put); undefined when there is no such object.
+   */
+  get(key: string, file: string, signal: AbortSignal, progress?: (bytes: number) => void): Promise<ObjectInfo | undefined>;
+  /** The object's size and hash, or undefined when there is none. */
+  head(key: string, signal: AbortSignal): Promise<ObjectInfo | undefined>;
+  /** Every object whose key starts with `prefix` (empty, or ending with `/`), in key order, with its size. */
+  list(prefix: string, signal: AbortSignal): Promise<{ key: string; size: number }[]>;
+  /** Removes the object; nothing when there is none. */
+  delete(key: string, signal: AbortSignal): Promise<void>;
+  /** Removes every object whose key starts with `prefix` (which must end with `/`); how many went. */
+  deletePrefix(prefix: string, signal: AbortSignal): Promise<number>;
+}

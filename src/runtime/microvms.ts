@@ -535,6 +535,27 @@ export class MicrovmRuntime implements SandboxRuntime {
     steps.report();
   }
 
+  /** The incarnation of the MicroVM's sandbox or checkpoint on this host (0 after RunMicrovm), from its sandbox record. */
+  incarnation(id: string): number | undefined {
+    const rec = this.records.get(id);
+    return rec ? rec.incarnation ?? 0 : undefined;
+  }
+
+  /**
+   * Takes up a sandbox record and checkpoint another host made, just put in
+   * the MicroVM's directory (src/objects): what names that host's paths (the
+   * image's rootfs, the sandbox directory) is made this host's, and the
+   * record says its network is released, as after a suspend here.
+   */
+  importCheckpoint(vm: Microvm): void {
+    const rec = JSON.parse(readFileSync(join(this.dir(vm.id), "sandbox.json"), "utf8")) as SandboxRecord;
+    const built = this.opts.locate(vm.imageArn, vm.imageVersion);
+    const { sandboxDir: _elsewhere, ...kept } = rec;
+    rec.limits = completeLimits(rec.limits ?? { memoryMiB: 1024, vcpus: 1 }, this.opts.gvisor.diskMiB(undefined) ?? 10240);
+    this.save(vm.id, { ...kept, limits: rec.limits, rootfs: built.rootfs, config: built.config, networkReleased: true });
+    this.cpu.drop(vm.id);
+  }
+
   async terminate(vm: Microvm): Promise<void> {
     this.cpuSamples.delete(vm.id);
     const rec = this.record(vm.id);

@@ -54,6 +54,8 @@ export const paths = (dir: string) => ({
   preparedNetworks: join(dir, "prepared-networks"),
   /** Per MicroVM: <id>/{sandbox.json,sandbox/,checkpoint/,exec/} (src/runtime/microvms.ts). */
   microvms: join(dir, "microvms"),
+  /** Archives on their way to or from the object store (src/objects), emptied at every start. */
+  objects: join(dir, "objects"),
   /** Warm-pool clones: pool-<random>/ (bundle, overlay, disk) and pool-<random>.log until a MicroVM claims them (src/runtime/pool.ts). */
   pool: join(dir, "pool"),
 });

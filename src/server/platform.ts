@@ -6,11 +6,12 @@
 // with any of them.
 
 import { mkdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { authenticateRequest, buildApi, cloudTrailApi, iamApi, Metrics, PageTokens, SigV4Verifier, stsApi } from "../api/index.js";
 import { DEFAULT_ASSETS_DIR, registerConsole } from "../console/index.js";
-import { DEFAULT_LIMITS, DockerfileBuilder, type PhaseTimeouts } from "../builder/index.js";
+import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, type PhaseTimeouts } from "../builder/index.js";
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
 import { EgressGateway, NetworkNamespaces } from "../net/index.js";
@@ -20,6 +21,7 @@ import { AuditTrail, DEFAULT_AUDIT_RETENTION_DAYS, VERSION_STATES, ControlPlane,
 import { ShellIngress } from "../shell/index.js";
 import { ClusterStore, PostgresStore, SqliteStore } from "../store/index.js";
 import { nodeCredentials, RemoteRuntime } from "../cluster/index.js";
+import { openObjectStore, Replicas, ReplicatedBuilder, ReplicatedRuntime, type ObjectStoreConfig } from "../objects/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
 import { hostPlatform } from "./host.js";
 import { composeSandboxHost } from "./sandbox-host.js";
@@ -86,6 +88,11 @@ export interface PlatformConfig {
   warmPool?: number;
   /** Upstream resolvers sandboxes' DNS queries are relayed to (default: the host's /etc/resolv.conf nameservers). */
   dnsResolvers?: string[];
+  /**
+   * Where built images and suspended MicroVMs' checkpoints are kept for every host (s3://bucket/prefix
+   * or file:///shared/dir); the data directory then caches them (docs/design.md, "Object store").
+   */
+  objectStore?: ObjectStoreConfig;
   /** Days audit events are kept (default DEFAULT_AUDIT_RETENTION_DAYS, 90, as CloudTrail's event history). */
   auditRetentionDays?: number;
 }
@@ -157,6 +164,13 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     throw new Error(`--audit-retention-days must be a whole number of days of at least 1; got '${config.auditRetentionDays}'.`);
   }
   if (!/^[a-z]{2}(-[a-z]+)+-\d$/.test(config.region)) throw new Error(`--region must look like us-east-1; got '${config.region}'.`);
+  // Checked before anything is opened: a server that cannot use its object store does not start.
+  const objects = config.objectStore ? openObjectStore(config.objectStore) : undefined;
+  if (objects) {
+    await objects.list("images/", AbortSignal.timeout(30_000)).catch((err: Error) => {
+      throw new Error(`--object-store ${objects.url} cannot be used: ${err.message}. Check that the bucket or directory exists, the endpoint (--object-store-endpoint), and the AWS credentials and region in the environment.`);
+    });
+  }
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const files = paths(config.dataDir);
   const creds = rootCredentials(config.dataDir);
@@ -207,15 +221,32 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     : undefined;
   const { nets, egress, microvmLogs } = sandboxes;
   const logCatalog = new LogCatalog({ microvms: microvmLogs, builds: buildLogs, lookup: store });
-  const builder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets, egress) : config.builder;
-  const runtime: SandboxRuntime = config.runtime ?? remote ?? sandboxes.runtime
+  const localBuilder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets, egress) : config.builder;
+  const localRuntime: SandboxRuntime = config.runtime ?? remote ?? sandboxes.runtime
     ?? new NoSandboxes("runsc (gVisor) is not installed or not on PATH; install it (see docs/design.md, host prerequisites) and restart lmvm server.");
-  const metrics = new Metrics(store, runtime instanceof MicrovmRuntime ? () => runtime.networkCounters() : undefined, runtime instanceof MicrovmRuntime ? () => runtime.poolFigures() : undefined);
+  // With an object store, builds put their images there and MicroVMs' checkpoints go there on suspend (src/objects).
+  // In cluster mode each agent wraps its own runtime so (src/server/agent.ts): the server's only uploads images.
+  let builder = localBuilder;
+  let runtime: SandboxRuntime = localRuntime;
+  if (objects) {
+    const replicas = new Replicas({
+      store: objects,
+      architecture: host.architecture,
+      imageDir: (imageArn, version) => builtImageDir(files.images, imageArn, version, host.architecture),
+      microvmDir: (id) => join(files.microvms, id),
+      stagingDir: files.objects,
+      log,
+    });
+    if (builder) builder = new ReplicatedBuilder(builder, replicas);
+    if (localRuntime instanceof MicrovmRuntime) runtime = new ReplicatedRuntime(localRuntime, replicas, { microvmDir: (id) => localRuntime.dir(id), log });
+    log({ msg: "object store", url: objects.url });
+  }
+  const metrics = new Metrics(store, localRuntime instanceof MicrovmRuntime ? () => localRuntime.networkCounters() : undefined, localRuntime instanceof MicrovmRuntime ? () => localRuntime.poolFigures() : undefined);
   const tokens = new MicrovmTokens(deriveKey(master, "microvm-tokens"));
   const tls = await ensureCertificates(files.tls, config.endpointDomain);
   let endpointPort = config.endpointPort;
   // What sandboxes may reach: the host's shared nftables table (base chains), IPv4 forwarding, and no chains of sandboxes that are gone.
-  if (runtime instanceof MicrovmRuntime || config.builder === undefined) await egress.install();
+  if (localRuntime instanceof MicrovmRuntime || config.builder === undefined) await egress.install();
   const controlPlane = new ControlPlane({
     store,
     clock,
@@ -354,7 +385,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       } finally {
         // Each step runs whatever failed before it. Prepared namespaces and disks belong to no MicroVM: they go.
         // Running sandboxes keep their chains and shaping; the next start re-binds their DNS sockets and metadata listeners.
-        const steps = [() => (runtime instanceof MicrovmRuntime ? runtime.stop() : undefined), () => remote?.stop(), () => cluster?.close(), () => egress.close(), () => store.close()];
+        const steps = [() => (localRuntime instanceof MicrovmRuntime ? localRuntime.stop() : undefined), () => remote?.stop(), () => cluster?.close(), () => egress.close(), () => store.close()];
         let failure: unknown;
         for (const step of steps) await Promise.resolve().then(step).catch((err: unknown) => (failure ??= err));
         if (failure !== undefined) throw failure;
