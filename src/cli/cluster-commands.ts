@@ -24,6 +24,9 @@ SYNOPSIS
     lmvm agent --database <postgres://...> --data-dir <dir> --cluster-dir <dir> --listen <ip:port>
                [--advertise <ip:port>] [--host-id <id>] [--platform systrap|ptrace]
                [--microvm-disk-mib <MiB>] [--dns-resolvers <addr,...>] [--region <region>]
+               [--object-store s3://bucket[/prefix]|file:///dir] [--object-store-endpoint <url>]
+               [--object-store-path-style true|false]   (the server's: images and checkpoints
+                                                          this host lacks are fetched from it)
     lmvm hosts list [--database <postgres://...>] [--output json|table]
     lmvm hosts drain <host-id> [--database <postgres://...>]
     lmvm hosts undrain <host-id> [--database <postgres://...>]
@@ -88,7 +91,9 @@ export async function hostsCommand(argv: string[]): Promise<number> {
   const cluster = await ClusterStore.open(database(values.database));
   try {
     if (sub === "list") {
-      const hosts = (await cluster.listHosts()).map((h) => ({
+      const listed = await cluster.listHosts();
+      const leases = new Map(await Promise.all(listed.map(async (h) => [h.id, (await cluster.leasesOf(h.id)).map((l) => l.microvmId).sort()] as const)));
+      const hosts = listed.map((h) => ({
         HostId: h.id,
         Address: h.address,
         State: h.state,
@@ -103,6 +108,7 @@ export async function hostsCommand(argv: string[]): Promise<number> {
         Platform: h.platform,
         HeartbeatAgeSeconds: Math.round(h.heartbeatAgeMs / 100) / 10,
         RegisteredAt: h.registeredAt.toISOString(),
+        Microvms: leases.get(h.id) ?? [],
       }));
       process.stdout.write(output === "table" ? renderTable({ Hosts: hosts }, "Hosts", process.stdout.columns ?? 120) : `${JSON.stringify({ Hosts: hosts }, null, 2)}\n`);
       return 0;
@@ -135,6 +141,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const { values, positionals } = flags(argv, {
     database: { type: "string" }, "data-dir": { type: "string" }, "cluster-dir": { type: "string" }, listen: { type: "string" }, advertise: { type: "string" },
     "host-id": { type: "string" }, platform: { type: "string" }, "microvm-disk-mib": { type: "string" }, "dns-resolvers": { type: "string" }, region: { type: "string" }, help: { type: "boolean" },
+    "object-store": { type: "string" }, "object-store-endpoint": { type: "string" }, "object-store-path-style": { type: "string" },
   });
   if (values.help || positionals[0] === "help") {
     process.stdout.write(CLUSTER_HELP);
@@ -149,6 +156,15 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const diskMiB = values["microvm-disk-mib"] === undefined ? undefined : Number(values["microvm-disk-mib"]);
   if (diskMiB !== undefined && (!Number.isInteger(diskMiB) || diskMiB < 16)) throw new UsageError(`--microvm-disk-mib must be a whole number of MiB, at least 16; got '${values["microvm-disk-mib"]}'.`);
   const dnsResolvers = values["dns-resolvers"]?.split(",").map((a) => a.trim()).filter(Boolean);
+  const objectStoreUrl = values["object-store"] ?? (process.env.LMVM_OBJECT_STORE || undefined);
+  if (objectStoreUrl !== undefined && !/^(s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?|file:\/\/\/.*)$/.test(objectStoreUrl)) {
+    throw new UsageError(`--object-store must be s3://bucket[/prefix] or file:///absolute/path (the server's); got '${objectStoreUrl}'.`);
+  }
+  const pathStyle = values["object-store-path-style"];
+  if (pathStyle !== undefined && pathStyle !== "true" && pathStyle !== "false") throw new UsageError(`--object-store-path-style must be true or false; got '${pathStyle}'.`);
+  const objectStore = objectStoreUrl
+    ? { url: objectStoreUrl, ...(values["object-store-endpoint"] ? { endpoint: values["object-store-endpoint"] } : {}), ...(pathStyle ? { pathStyle: pathStyle === "true" } : {}) }
+    : undefined;
   const { startAgent, defaultDataDir, jsonLog } = await import("../server/index.js");
   let agent;
   try {
@@ -163,6 +179,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
       ...(diskMiB ? { microvmDiskMiB: diskMiB } : {}),
       ...(dnsResolvers ? { dnsResolvers } : {}),
       region: values.region ?? "us-east-1",
+      ...(objectStore ? { objectStore } : {}),
       log: jsonLog,
     });
   } catch (err) {

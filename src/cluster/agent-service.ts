@@ -33,7 +33,10 @@ const MAX_BODY = 4 * 1024 * 1024;
 
 export interface AgentServiceOptions {
   hostId: string;
+  /** The runtime the server's calls reach (with the object store's images and checkpoints, when there is one). */
   runtime: SandboxRuntime;
+  /** The host's own sandboxes, under it: the sweep ends sandboxes here without touching what the object store holds for the MicroVM's new host. */
+  local: SandboxRuntime;
   cluster: ClusterStore;
   /** The platform's records (MicroVMs), read only. */
   store: Store;
@@ -128,7 +131,7 @@ export class AgentService {
   private async sweepOnce(): Promise<void> {
     let ids: Set<string>;
     try {
-      ids = await this.opts.runtime.running();
+      ids = await this.opts.local.running();
     } catch (err) {
       this.opts.log({ level: "error", msg: "sweep could not list sandboxes", err: (err as Error).message });
       return;
@@ -140,7 +143,7 @@ export class AgentService {
         const vm = await this.opts.store.getMicrovm(id);
         if (!vm) continue;
         this.opts.log({ msg: "sandbox ended: its MicroVM's lease is not this host's", microvmId: id, hostId: this.opts.hostId, lease: lease ?? null });
-        await this.opts.runtime.terminate(vm);
+        await this.opts.local.terminate(vm);
       } catch (err) {
         this.opts.log({ level: "error", msg: "sweep failed for a sandbox", microvmId: id, err: (err as Error).message });
       }

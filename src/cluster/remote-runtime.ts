@@ -43,6 +43,8 @@ export interface RemoteRuntimeOptions {
   architecture: string;
   log: (event: Record<string, unknown>) => void;
   hostLostMs?: number;
+  /** True with an object store: a suspended MicroVM's checkpoint is there, so any host of the same runsc version and platform resumes it. */
+  sharedCheckpoints: boolean;
 }
 
 export class RemoteRuntime implements SandboxRuntime {
@@ -197,16 +199,31 @@ export class RemoteRuntime implements SandboxRuntime {
     this.located.delete(vm.id);
   }
 
+  /**
+   * Resumes where the checkpoint can be restored: with an object store (checkpoints shared), the
+   * host the core's shortage() chose, if it runs the same runsc version and platform as the host
+   * that made the checkpoint, else that host itself if it is still placeable, else another such
+   * host; without one, only the host that holds the checkpoint. The lease moves with a new epoch.
+   */
   async resume(vm: Microvm): Promise<void> {
-    // The checkpoint is on the host that suspended it: it resumes there, under a new epoch.
-    const o = await this.owner(vm);
-    if (!o) throw new NotBegun(`its checkpoint is on a host that is gone: ${this.lost.get(vm.id) ?? "it holds no lease"}`);
-    const fresh = (await this.candidates()).find((h) => h.id === o.host.id);
-    if (!fresh) throw new NotBegun(`its checkpoint is on host ${o.host.id}, which is ${o.host.state === "ACTIVE" ? "not heartbeating" : o.host.state}; resume it once the host is back`);
-    const lease = await this.opts.cluster.placeLease(vm.id, o.host.id);
-    this.located.set(vm.id, o.host.address);
+    const lease = await this.opts.cluster.lease(vm.id);
+    const maker = lease?.hostId ? await this.opts.cluster.host(lease.hostId) : undefined;
+    const placed = this.takePlacement({ imageArn: vm.imageArn, version: vm.imageVersion } as ImageVersion);
+    let target: HostRecord | undefined;
+    if (this.opts.sharedCheckpoints) {
+      const fits = await this.candidates(maker?.runscVersion);
+      target = fits.find((h) => h.id === placed?.id) ?? fits.find((h) => h.id === maker?.id) ?? fits[0];
+      if (!target) throw new NotBegun(`no ACTIVE host with a fresh heartbeat runs ${this.opts.platform} sandboxes${maker ? ` with ${maker.runscVersion} (the checkpoint was made by host ${maker.id})` : ""}`);
+    } else {
+      if (!maker || maker.state === "LOST") throw new NotBegun(`its checkpoint is on a host that is gone: ${this.lost.get(vm.id) ?? "it holds no lease"}; with an object store (--object-store) another host could resume it`);
+      target = (await this.candidates()).find((h) => h.id === maker.id);
+      if (!target) throw new NotBegun(`its checkpoint is on host ${maker.id}, which is ${maker.state === "ACTIVE" ? "not heartbeating" : maker.state}; resume it once the host is back, or use an object store (--object-store) so another host can`);
+    }
+    const next = await this.opts.cluster.placeLease(vm.id, target.id);
+    this.opts.log({ msg: "microvm placed for resume", microvmId: vm.id, hostId: target.id, from: maker?.id ?? null, epoch: next.epoch });
+    this.located.set(vm.id, target.address);
     try {
-      await this.call(o.host.address, "resume", { vm, epoch: lease.epoch }, LIFECYCLE_CALL_MS);
+      await this.call(target.address, "resume", { vm, epoch: next.epoch }, LIFECYCLE_CALL_MS);
     } catch (err) {
       this.located.delete(vm.id);
       throw err;

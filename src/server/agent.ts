@@ -13,6 +13,10 @@ import { AgentService, nodeCredentials } from "../cluster/index.js";
 import { writeFileAtomic } from "../os/index.js";
 import { DEFAULT_SANDBOX_PLATFORM, runscVersion, type SandboxPlatform } from "../runtime/index.js";
 import { ClusterStore, PostgresStore } from "../store/index.js";
+import { openObjectStore, Replicas, ReplicatedRuntime, type ObjectStoreConfig } from "../objects/index.js";
+import { builtImageDir } from "../builder/index.js";
+import { paths } from "./data-paths.js";
+import type { SandboxRuntime } from "../core/index.js";
 import { hostPlatform } from "./host.js";
 import { composeSandboxHost } from "./sandbox-host.js";
 
@@ -30,6 +34,8 @@ export interface AgentConfig {
   microvmDiskMiB?: number;
   dnsResolvers?: string[];
   region: string;
+  /** The cluster's object store (the server's --object-store): images and checkpoints this host lacks come from it. */
+  objectStore?: ObjectStoreConfig;
   log: (event: Record<string, unknown>) => void;
 }
 
@@ -89,8 +95,27 @@ export async function startAgent(config: AgentConfig): Promise<Agent> {
     },
     host,
   });
-  const runtime = sandboxes.runtime;
-  if (!runtime) throw new Error("runsc (gVisor) is not installed or not on PATH: an agent runs sandboxes, so it needs it (see docs/design.md, host prerequisites).");
+  const local = sandboxes.runtime;
+  if (!local) throw new Error("runsc (gVisor) is not installed or not on PATH: an agent runs sandboxes, so it needs it (see docs/design.md, host prerequisites).");
+  const runtime = local;
+  // Images and checkpoints this host lacks come from the object store, as for a server with --object-store.
+  let served: SandboxRuntime = local;
+  if (config.objectStore) {
+    const objects = openObjectStore(config.objectStore);
+    await objects.list("images/", AbortSignal.timeout(30_000)).catch((err: Error) => {
+      throw new Error(`--object-store ${objects.url} cannot be used: ${err.message}.`);
+    });
+    const files = paths(config.dataDir);
+    const replicas = new Replicas({
+      store: objects,
+      architecture: host.architecture,
+      imageDir: (imageArn, version) => builtImageDir(files.images, imageArn, version, host.architecture),
+      microvmDir: (id) => join(files.microvms, id),
+      stagingDir: files.objects,
+      log,
+    });
+    served = new ReplicatedRuntime(local, replicas, { microvmDir: (id) => local.dir(id), log });
+  }
   const cluster = await ClusterStore.open(config.database, log);
   let store: PostgresStore | undefined;
   let service: AgentService | undefined;
@@ -115,9 +140,9 @@ export async function startAgent(config: AgentConfig): Promise<Agent> {
       };
     };
     await sandboxes.egress.install();
-    service = new AgentService({ hostId, runtime, cluster, store, tls, capacity, log });
+    service = new AgentService({ hostId, runtime: served, local, cluster, store, tls, capacity, log });
     await service.start(listen.host, listen.port);
-    log({ msg: "lmvm agent started", hostId, listen: config.listen, advertise: address, dataDir: config.dataDir, platform, runsc });
+    log({ msg: "lmvm agent started", hostId, listen: config.listen, advertise: address, dataDir: config.dataDir, platform, runsc, objectStore: config.objectStore?.url ?? null });
   } catch (err) {
     await service?.stop().catch(() => undefined);
     await runtime.stop().catch(() => undefined);

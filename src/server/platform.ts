@@ -217,6 +217,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
         platform: config.sandboxPlatform ?? DEFAULT_SANDBOX_PLATFORM,
         architecture: host.architecture,
         log,
+        sharedCheckpoints: objects !== undefined,
       })
     : undefined;
   const { nets, egress, microvmLogs } = sandboxes;

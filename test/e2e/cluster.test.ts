@@ -12,7 +12,12 @@ import { after, before, describe, test } from "node:test";
 import { until, within } from "../support/deadline.js";
 import { tempDir } from "../support/platform.js";
 import { freshDatabase } from "../support/postgres.js";
-import { LMVM, lmvm } from "../support/processes.js";
+import { LMVM, lmvm, spawnServer, type ServerProcess } from "../support/processes.js";
+import { writeFileSync } from "node:fs";
+import { request as httpsRequest } from "node:https";
+import { zipExample } from "../support/artifacts.js";
+import { eventually } from "../support/platform.js";
+import { freeSandboxes } from "../support/sandboxes.js";
 import { simulatedHosts, type SimulatedHosts } from "../support/cluster-hosts.js";
 
 interface AgentProcess {
@@ -35,7 +40,11 @@ interface HostRow {
   RunscVersion: string;
   Platform: string;
   HeartbeatAgeSeconds: number;
+  Microvms: string[];
 }
+
+const ROLE = "arn:aws:iam::000000000000:role/MicroVMBuildRole";
+const DOMAIN = "microvm.localhost";
 
 /** `POST /v1/host` to an agent with the given TLS material; resolves with the status, or rejects when TLS refuses. */
 function callAgent(address: string, tls: { ca: Buffer; cert?: Buffer; key?: Buffer }): Promise<{ status: number; body: string }> {
@@ -51,11 +60,14 @@ function callAgent(address: string, tls: { ca: Buffer; cert?: Buffer; key?: Buff
   }));
 }
 
-describe("cluster", () => {
+describe("cluster", { timeout: 1_500_000 }, () => {
   let net: SimulatedHosts;
   let clusterDir: string;
   let otherCa: string;
   let database: string;
+  let objects: string;
+  let server: ServerProcess | undefined;
+  let serverDir: string;
   const agents: AgentProcess[] = [];
   const dirs: string[] = [];
 
@@ -66,11 +78,15 @@ describe("cluster", () => {
   };
 
   function startAgent(i: number, hostId: string): AgentProcess {
-    const host = net.hosts[i]!;
     const dataDir = tempDir("lmvm-agent-");
     dirs.push(dataDir);
+    return startAgentOn(i, hostId, dataDir);
+  }
+
+  function startAgentOn(i: number, hostId: string, dataDir: string): AgentProcess {
+    const host = net.hosts[i]!;
     const child = spawn("ip", ["netns", "exec", host.namespace, LMVM, "agent", "--database", database, "--data-dir", dataDir, "--cluster-dir", clusterDir,
-      "--listen", `${host.ip}:7700`, "--host-id", hostId, "--platform", "ptrace"], { stdio: ["ignore", "pipe", "pipe"] });
+      "--listen", `${host.ip}:7700`, "--host-id", hostId, "--platform", "ptrace", "--object-store", `file://${objects}`], { stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
     child.stdout!.on("data", (d) => (output += d));
     child.stderr!.on("data", (d) => (output += d));
@@ -91,12 +107,18 @@ describe("cluster", () => {
     clusterDir = tempDir("lmvm-cluster-");
     otherCa = tempDir("lmvm-other-ca-");
     dirs.push(clusterDir, otherCa);
+    objects = tempDir("lmvm-objects-");
+    serverDir = tempDir("lmvm-cluster-server-");
+    dirs.push(objects, serverDir);
     database = await freshDatabase();
   });
 
   after(async () => {
+    await server?.kill().catch(() => undefined);
     for (const a of agents) await stopAgent(a).catch(() => stopAgent(a, "SIGKILL")).catch(() => undefined);
     net?.close();
+    for (const a of agents) await freeSandboxes(a.dataDir).catch(() => undefined);
+    if (serverDir) await freeSandboxes(serverDir).catch(() => undefined);
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
@@ -168,5 +190,125 @@ describe("cluster", () => {
     assert.equal(row.State, "DRAINING", "a heartbeat keeps a drained host draining");
     assert.equal((await lmvm(["hosts", "undrain", "host-b", "--database", database], {}, 30_000)).code, 0);
     assert.equal((await hosts()).find((h) => h.HostId === "host-b")!.State, "ACTIVE");
+  });
+
+  describe("MicroVMs on agents", () => {
+    let env: Record<string, string>;
+    let ca: Buffer;
+    const arns = new Map<string, string>();
+    const cli = async (args: string[]): Promise<string> => {
+      const r = await lmvm(args, env);
+      assert.equal(r.code, 0, `lmvm ${args.join(" ")}: exit ${r.code}\n${r.stderr}`);
+      return r.stdout.trim();
+    };
+    const stateOf = async (id: string) => JSON.parse(await cli(["get-microvm", "--microvm-identifier", id])) as { state: string; stateReason?: string };
+    const reach = (id: string, want: string, ms = 180_000) =>
+      eventually(async () => {
+        const s = await stateOf(id);
+        assert.ok(s.state === want || !["TERMINATED", "FAILED"].includes(s.state), `${id} went ${s.state} (${s.stateReason}) while waiting for ${want}`);
+        return s.state === want ? s : undefined;
+      }, `${id} to be ${want}`, ms);
+    const hostOf = async (id: string) => (await hosts()).find((h) => h.Microvms.includes(id))?.HostId;
+    const get = (id: string, token: string, path: string): Promise<{ status: number; body: string }> =>
+      within(60_000, `GET ${path} on ${id}`, new Promise((resolve, reject) => {
+        const req = httpsRequest({
+          host: "127.0.0.1", port: server!.endpointPort, path, ca, servername: `${id}.${DOMAIN}`, agent: false,
+          headers: { host: `${id}.${DOMAIN}:${server!.endpointPort}`, "x-aws-proxy-auth": token },
+        }, (res) => {
+          let body = "";
+          res.setEncoding("utf8");
+          res.on("data", (c: string) => (body += c));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on("error", reject);
+        req.end();
+      }));
+    const requests = async (id: string, token: string): Promise<number> => {
+      const r = await get(id, token, "/");
+      assert.equal(r.status, 200, `GET / on ${id}: ${r.status} ${r.body}`);
+      return (JSON.parse(r.body) as { requests: number }).requests;
+    };
+    const token = (id: string) => cli(["create-microvm-auth-token", "--microvm-identifier", id, "--expiration-in-minutes", "30", "--allowed-ports", '[{"port":8080}]', "--query", 'authToken."X-aws-proxy-auth"', "--output", "text"]);
+    const run = async (app: string) => {
+      const id = await cli(["run-microvm", "--image-identifier", arns.get(app)!, "--query", "microvmId", "--output", "text"]);
+      await reach(id, "RUNNING");
+      return id;
+    };
+
+    before(async () => {
+      server = await spawnServer(serverDir, { builds: true, args: ["--database", database, "--cluster-dir", clusterDir, "--object-store", `file://${objects}`, "--platform", "ptrace"] });
+      env = { LMVM_DATA_DIR: serverDir };
+      ca = readFileSync(join(serverDir, "tls", "ca.pem"));
+      // Each image is built once, both at once, on the server's host.
+      await Promise.all(["python", "hello"].map(async (name) => {
+        const zip = join(serverDir, `${name}.zip`);
+        writeFileSync(zip, zipExample(name));
+        const arn = await cli(["create-microvm-image", "--name", `cluster-${name}`, "--build-role-arn", ROLE, "--code-artifact", JSON.stringify({ uri: `file://${zip}` }),
+          "--cli-input-json", `file://${join(import.meta.dirname, "..", "..", "..", "examples", name, "microvm-image.json")}`, "--query", "imageArn", "--output", "text"]);
+        const state = await eventually(async () => {
+          const s = await cli(["get-microvm-image", "--image-identifier", `cluster-${name}`, "--query", "state", "--output", "text"]);
+          return s === "CREATED" || s === "CREATE_FAILED" ? s : undefined;
+        }, `cluster-${name} to build`, 1_200_000);
+        if (state !== "CREATED") assert.fail(`cluster-${name} did not build (${state}):\n${(await lmvm(["logs", "build", `cluster-${name}`, "1.0"], env)).stdout}`);
+        arns.set(name, arn);
+      }));
+    });
+
+    test("MicroVMs (Python and Node) are placed on both hosts and their endpoints answer through the server", async () => {
+      const py = await run("python");
+      const first = await hostOf(py);
+      assert.ok(first === "host-a" || first === "host-b", `the Python MicroVM's lease names a host: ${first}`);
+      const other = first === "host-a" ? "host-b" : "host-a";
+      // A drained host takes nothing new: the Node MicroVM goes to the other one.
+      assert.equal((await lmvm(["hosts", "drain", first, "--database", database], {}, 30_000)).code, 0);
+      const node = await run("hello");
+      assert.equal(await hostOf(node), other, "placed on the host that is not draining");
+      assert.equal((await lmvm(["hosts", "undrain", first, "--database", database], {}, 30_000)).code, 0);
+      for (const id of [py, node]) {
+        const t = await token(id);
+        const a = await requests(id, t);
+        assert.equal(await requests(id, t), a + 1, `${id}'s app counts its requests: the same sandbox answers`);
+      }
+      await cli(["terminate-microvm", "--microvm-identifier", py]);
+      await reach(py, "TERMINATED");
+      assert.equal(await hostOf(py), undefined, "a terminated MicroVM holds no lease");
+      await cli(["terminate-microvm", "--microvm-identifier", node]);
+      await reach(node, "TERMINATED");
+    });
+
+    test("a MicroVM suspended on one host resumes on the other with its state (the checkpoint through the object store)", async () => {
+      const id = await run("python");
+      const t = await token(id);
+      const before = await requests(id, t);
+      const from = (await hostOf(id))!;
+      const to = from === "host-a" ? "host-b" : "host-a";
+      await cli(["suspend-microvm", "--microvm-identifier", id]);
+      await reach(id, "SUSPENDED");
+      assert.equal((await lmvm(["hosts", "drain", from, "--database", database], {}, 30_000)).code, 0);
+      await cli(["resume-microvm", "--microvm-identifier", id]);
+      await reach(id, "RUNNING");
+      assert.equal(await hostOf(id), to, "resumed on the other host");
+      assert.equal(await requests(id, t), before + 1, "the app's memory came along: its counter goes on");
+      assert.equal((await lmvm(["hosts", "undrain", from, "--database", database], {}, 30_000)).code, 0);
+      await cli(["terminate-microvm", "--microvm-identifier", id]);
+      await reach(id, "TERMINATED");
+    });
+
+    test("kill -9 of an agent: its host is declared LOST, its MicroVM ends naming the host, and the agent back again does not run it", async () => {
+      const id = await run("hello");
+      const hostId = (await hostOf(id))!;
+      const victim = agents.find((a) => a.hostId === hostId && a.child.exitCode === null && a.child.signalCode === null)!;
+      await stopAgent(victim, "SIGKILL");
+      const ended = await reach(id, "TERMINATED", 120_000);
+      assert.match(ended.stateReason ?? "", new RegExp(`host ${hostId}.*was lost`), ended.stateReason);
+      assert.equal((await hosts()).find((h) => h.HostId === hostId)!.State, "LOST");
+      // The sandbox outlived the agent (as sandboxes outlive a server); the agent back on the same data directory ends it: its lease is gone.
+      const index = net.hosts.findIndex((h) => `host-${"ab"[h.index]}` === hostId);
+      const back = startAgentOn(index, hostId, victim.dataDir);
+      await until(60_000, `host ${hostId} ACTIVE again`, async () => (await hosts()).find((h) => h.HostId === hostId)!.State === "ACTIVE", 500);
+      const { Gvisor } = await import("../../src/runtime/index.js");
+      const gvisor = new Gvisor({ stateRoot: join(back.dataDir, "runsc", "microvms") });
+      await until(30_000, "the old sandbox ended on the agent that came back", async () => !(await gvisor.list()).some((s) => s.status === "running"), 500);
+    });
   });
 });
