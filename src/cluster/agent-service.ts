@@ -23,6 +23,7 @@ import type { ImageVersion, Microvm, SandboxRuntime, Store, WarmPoolTarget } fro
 import type { ClusterStore, HostCapacity, HostState } from "../store/index.js";
 import { peerIdentity, type NodeCredentials } from "./ca.js";
 import { EPOCH_HEADER, errorToWire, LeaseLost, reviveMicrovm, reviveVersion, RPC_PREFIX } from "./wire.js";
+import { SPAWN_PATH, SpawnRelay } from "./spawn.js";
 
 export const HEARTBEAT_MS = 2_000;
 /** How long an agent keeps serving without a successful heartbeat. */
@@ -60,6 +61,7 @@ export class AgentService {
   private timers: NodeJS.Timeout[] = [];
   private sweeping: Promise<void> | undefined;
   private readonly tunnels = new Set<Duplex>();
+  private readonly spawns = new SpawnRelay();
   private stopped = false;
 
   constructor(private readonly opts: AgentServiceOptions) {}
@@ -78,6 +80,12 @@ export class AgentService {
     // Only certificates the cluster's CA signed, both ways; and of those, only a server's may call.
     this.server = createServer({ ca, cert, key, requestCert: true, rejectUnauthorized: true, minVersion: "TLSv1.3" }, (req, res) => void this.handle(req, res));
     this.server.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.tunnel(req, socket, head));
+    this.server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      socket.on("error", () => undefined);
+      if (!this.authorised(req)) return void socket.end("HTTP/1.1 403 Forbidden\r\nconnection: close\r\n\r\nonly the cluster's server may start processes");
+      if (!req.url?.startsWith(SPAWN_PATH)) return void socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\n\r\n");
+      this.spawns.handle(req, socket, head, (id, epoch) => this.fence(id, epoch), (id, opts) => this.opts.runtime.spawn(id, opts));
+    });
     this.server.on("tlsClientError", () => undefined); // a refused certificate: the handshake already failed
     await new Promise<void>((resolve, reject) => {
       this.server!.once("error", reject);
@@ -94,6 +102,7 @@ export class AgentService {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     for (const t of this.tunnels) t.destroy();
+    this.spawns.close();
     if (this.server) {
       const closed = new Promise<void>((r) => this.server!.close(() => r()));
       this.server.closeAllConnections();

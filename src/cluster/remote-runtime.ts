@@ -23,6 +23,7 @@ import type { ClusterStore, HostRecord } from "../store/index.js";
 import type { NodeCredentials } from "./ca.js";
 import { HEARTBEAT_MS, LEASE_DEADLINE_MS } from "./agent-service.js";
 import { EPOCH_HEADER, errorFromWire, RPC_PREFIX, type WireError } from "./wire.js";
+import { remoteSpawn } from "./spawn.js";
 
 /** A host whose heartbeat is older than this is not placed on. */
 export const FRESH_MS = 3 * HEARTBEAT_MS + 1_000;
@@ -315,8 +316,12 @@ export class RemoteRuntime implements SandboxRuntime {
     return tunnel(this.opts.tls, this.opts.cluster, microvmId, port);
   }
 
-  async spawn(microvmId: string, _opts: SpawnOptions): Promise<GuestProcess> {
-    throw new Error(`shell sessions into MicroVMs on cluster hosts are not built yet (MicroVM ${microvmId}); see docs/design.md, Many hosts`);
+  /** A process in the MicroVM, started and relayed by its host's agent over a WebSocket (spawn.ts), fenced by the lease's epoch. */
+  async spawn(microvmId: string, opts: SpawnOptions): Promise<GuestProcess> {
+    const lease = await this.opts.cluster.lease(microvmId);
+    const host = lease?.hostId ? await this.opts.cluster.host(lease.hostId) : undefined;
+    if (!lease || !host || host.state === "LOST") throw new Error(`MicroVM ${microvmId} has no live host: ${this.lost.get(microvmId) ?? "it holds no lease"}`);
+    return remoteSpawn(this.opts.tls, host.address, microvmId, lease.epoch, opts);
   }
 
   async warmPools(targets: WarmPoolTarget[]): Promise<void> {

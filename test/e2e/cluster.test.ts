@@ -45,6 +45,8 @@ interface HostRow {
 
 const ROLE = "arn:aws:iam::000000000000:role/MicroVMBuildRole";
 const DOMAIN = "microvm.localhost";
+const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
+const HTTP = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:HTTP_INGRESS";
 
 /** `POST /v1/host` to an agent with the given TLS material; resolves with the status, or rejects when TLS refuses. */
 function callAgent(address: string, tls: { ca: Buffer; cert?: Buffer; key?: Buffer }): Promise<{ status: number; body: string }> {
@@ -85,7 +87,8 @@ describe("cluster", { timeout: 1_500_000 }, () => {
 
   function startAgentOn(i: number, hostId: string, dataDir: string): AgentProcess {
     const host = net.hosts[i]!;
-    const child = spawn("ip", ["netns", "exec", host.namespace, LMVM, "agent", "--database", database, "--data-dir", dataDir, "--cluster-dir", clusterDir,
+    // nsenter, not `ip netns exec`: the latter mounts a sysfs of the namespace over /sys, which hides the cgroup tree runsc needs.
+    const child = spawn("nsenter", [`--net=/run/netns/${host.namespace}`, "--", LMVM, "agent", "--database", database, "--data-dir", dataDir, "--cluster-dir", clusterDir,
       "--listen", `${host.ip}:7700`, "--host-id", hostId, "--platform", "ptrace", "--object-store", `file://${objects}`], { stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
     child.stdout!.on("data", (d) => (output += d));
@@ -229,8 +232,8 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       return (JSON.parse(r.body) as { requests: number }).requests;
     };
     const token = (id: string) => cli(["create-microvm-auth-token", "--microvm-identifier", id, "--expiration-in-minutes", "30", "--allowed-ports", '[{"port":8080}]', "--query", 'authToken."X-aws-proxy-auth"', "--output", "text"]);
-    const run = async (app: string) => {
-      const id = await cli(["run-microvm", "--image-identifier", arns.get(app)!, "--query", "microvmId", "--output", "text"]);
+    const run = async (app: string, extra: string[] = []) => {
+      const id = await cli(["run-microvm", "--image-identifier", arns.get(app)!, ...extra, "--query", "microvmId", "--output", "text"]);
       await reach(id, "RUNNING");
       return id;
     };
@@ -255,13 +258,13 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     });
 
     test("MicroVMs (Python and Node) are placed on both hosts and their endpoints answer through the server", async () => {
-      const py = await run("python");
+      const py = await run("python", ["--ingress-network-connectors", HTTP, SHELL]);
       const first = await hostOf(py);
       assert.ok(first === "host-a" || first === "host-b", `the Python MicroVM's lease names a host: ${first}`);
       const other = first === "host-a" ? "host-b" : "host-a";
       // A drained host takes nothing new: the Node MicroVM goes to the other one.
       assert.equal((await lmvm(["hosts", "drain", first, "--database", database], {}, 30_000)).code, 0);
-      const node = await run("hello");
+      const node = await run("hello", ["--ingress-network-connectors", HTTP, SHELL]);
       assert.equal(await hostOf(node), other, "placed on the host that is not draining");
       assert.equal((await lmvm(["hosts", "undrain", first, "--database", database], {}, 30_000)).code, 0);
       for (const id of [py, node]) {
@@ -269,6 +272,14 @@ describe("cluster", { timeout: 1_500_000 }, () => {
         const a = await requests(id, t);
         assert.equal(await requests(id, t), a + 1, `${id}'s app counts its requests: the same sandbox answers`);
       }
+      // Processes in them (lmvm exec) go through their host's agent too.
+      const pyExec = await lmvm(["exec", py, "--", "python3", "-c", "import sys; print(6 * 7); print('to stderr', file=sys.stderr); sys.exit(3)"], env);
+      assert.equal(pyExec.stdout, "42\n");
+      assert.match(pyExec.stderr, /to stderr/);
+      assert.equal(pyExec.code, 3, "the exit status comes back");
+      const nodeExec = await lmvm(["exec", node, "--", "node", "-e", "console.log(process.argv.length, require('os').hostname().length > 0)"], env);
+      assert.equal(nodeExec.code, 0, nodeExec.stderr);
+      assert.equal(nodeExec.stdout, "1 true\n");
       await cli(["terminate-microvm", "--microvm-identifier", py]);
       await reach(py, "TERMINATED");
       assert.equal(await hostOf(py), undefined, "a terminated MicroVM holds no lease");
