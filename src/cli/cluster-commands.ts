@@ -22,7 +22,7 @@ SYNOPSIS
     lmvm cluster init --dir <cluster-dir>
     lmvm cluster issue --dir <cluster-dir> --name <node> --role server|agent [--address <ip|dns>,...]
     lmvm agent --database <postgres://...> --data-dir <dir> --cluster-dir <dir> --listen <ip:port>
-               [--advertise <ip:port>] [--host-id <id>] [--platform systrap|ptrace]
+               [--advertise <ip:port>] [--host-id <id>] [--server <ip:port>] [--platform systrap|ptrace]
                [--microvm-disk-mib <MiB>] [--dns-resolvers <addr,...>] [--region <region>]
                [--object-store s3://bucket[/prefix]|file:///dir] [--object-store-endpoint <url>]
                [--object-store-path-style true|false]   (the server's: images and checkpoints
@@ -34,7 +34,8 @@ SYNOPSIS
     The cluster directory holds ca.pem (every node needs it), ca.key (only where certificates
     are issued) and nodes/<name>.{pem,key}. A node whose directory has ca.key issues its own
     certificate at start; elsewhere issue it with 'lmvm cluster issue' and copy it over.
-    --database defaults to LMVM_DATABASE.
+    --server is the server's --cluster-listen address: the agent's MicroVMs get their execution
+    role's credentials from there. --database defaults to LMVM_DATABASE.
 `;
 
 function flags(argv: string[], options: Record<string, { type: "string" | "boolean" }>): { values: Record<string, string | undefined> & { help?: string }; positionals: string[] } {
@@ -140,7 +141,7 @@ const SHUTDOWN_DEADLINE_MS = 20_000;
 export async function agentCommand(argv: string[]): Promise<number> {
   const { values, positionals } = flags(argv, {
     database: { type: "string" }, "data-dir": { type: "string" }, "cluster-dir": { type: "string" }, listen: { type: "string" }, advertise: { type: "string" },
-    "host-id": { type: "string" }, platform: { type: "string" }, "microvm-disk-mib": { type: "string" }, "dns-resolvers": { type: "string" }, region: { type: "string" }, help: { type: "boolean" },
+    "host-id": { type: "string" }, server: { type: "string" }, platform: { type: "string" }, "microvm-disk-mib": { type: "string" }, "dns-resolvers": { type: "string" }, region: { type: "string" }, help: { type: "boolean" },
     "object-store": { type: "string" }, "object-store-endpoint": { type: "string" }, "object-store-path-style": { type: "string" },
   });
   if (values.help || positionals[0] === "help") {
@@ -175,6 +176,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
       listen: values.listen,
       ...(values.advertise ? { advertise: values.advertise } : {}),
       ...(values["host-id"] ? { hostId: values["host-id"] } : {}),
+      ...(values.server ? { server: values.server } : {}),
       ...(values.platform ? { sandboxPlatform: values.platform as "systrap" | "ptrace" } : {}),
       ...(diskMiB ? { microvmDiskMiB: diskMiB } : {}),
       ...(dnsResolvers ? { dnsResolvers } : {}),

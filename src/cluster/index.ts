@@ -4,3 +4,4 @@ export { initCluster, issueNode, nodeCredentials, clusterPaths, peerIdentity, ty
 export { AgentService, HEARTBEAT_MS, LEASE_DEADLINE_MS, type AgentServiceOptions } from "./agent-service.js";
 export { LeaseLost } from "./wire.js";
 export { RemoteRuntime, FRESH_MS, HOST_LOST_MS, type RemoteRuntimeOptions } from "./remote-runtime.js";
+export { serveCredentials, ServerCredentials } from "./credentials.js";

@@ -368,6 +368,18 @@ function tunnel(tls: NodeCredentials, cluster: ClusterStore, microvmId: string, 
       cb(err);
     },
   });
+  // What Node's HTTP client and agent call on a socket: passed on to the TLS socket once it exists.
+  let timeout: { ms: number; cb?: () => void } | undefined;
+  const net = stream as Duplex & { setTimeout(ms: number, cb?: () => void): Duplex; setNoDelay(): Duplex; setKeepAlive(): Duplex; ref(): Duplex; unref(): Duplex };
+  net.setTimeout = (ms, cb) => {
+    if (socket) socket.setTimeout(ms, cb);
+    else timeout = { ms, ...(cb ? { cb } : {}) };
+    return stream;
+  };
+  net.setNoDelay = () => stream;
+  net.setKeepAlive = () => stream;
+  net.ref = () => stream;
+  net.unref = () => stream;
   void (async () => {
     const lease = await cluster.lease(microvmId);
     if (!lease?.hostId) throw new Error(`MicroVM ${microvmId} has no host`);
@@ -377,6 +389,9 @@ function tunnel(tls: NodeCredentials, cluster: ClusterStore, microvmId: string, 
     if (stream.destroyed) return;
     socket = tlsConnect({ host: ip, port: agentPort, ca: tls.ca, cert: tls.cert, key: tls.key, minVersion: "TLSv1.3" });
     socket.setNoDelay(true);
+    if (timeout) socket.setTimeout(timeout.ms, timeout.cb);
+    // A socket timeout is the stream's: the HTTP agent listens for it on the stream to close idle connections.
+    socket.on("timeout", () => stream.emit("timeout"));
     let head = Buffer.alloc(0);
     socket.on("error", (err) => stream.destroy(err));
     socket.on("close", () => {

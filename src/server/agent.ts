@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, statfsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { isIP } from "node:net";
 import { join } from "node:path";
-import { AgentService, nodeCredentials } from "../cluster/index.js";
+import { AgentService, nodeCredentials, ServerCredentials } from "../cluster/index.js";
 import { writeFileAtomic } from "../os/index.js";
 import { DEFAULT_SANDBOX_PLATFORM, runscVersion, type SandboxPlatform } from "../runtime/index.js";
 import { ClusterStore, PostgresStore } from "../store/index.js";
@@ -34,6 +34,8 @@ export interface AgentConfig {
   microvmDiskMiB?: number;
   dnsResolvers?: string[];
   region: string;
+  /** ip:port of the server's cluster listener (lmvm server --cluster-listen), where execution-role credentials come from. */
+  server?: string;
   /** The cluster's object store (the server's --object-store): images and checkpoints this host lacks come from it. */
   objectStore?: ObjectStoreConfig;
   log: (event: Record<string, unknown>) => void;
@@ -75,6 +77,7 @@ export async function startAgent(config: AgentConfig): Promise<Agent> {
   const log = config.log;
   const listen = parseHostPort("listen", config.listen);
   const advertise = parseHostPort("advertise", config.advertise ?? config.listen);
+  if (config.server) parseHostPort("server", config.server);
   if (advertise.host === "0.0.0.0" || advertise.host === "::") throw new Error(`--advertise must be an address the server can dial; got '${config.advertise ?? config.listen}'. Give --advertise <ip>:<port> when --listen is a wildcard.`);
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const hostId = hostIdOf(config.dataDir, config.hostId);
@@ -87,12 +90,14 @@ export async function startAgent(config: AgentConfig): Promise<Agent> {
     ...(config.dnsResolvers ? { dnsResolvers: config.dnsResolvers } : {}),
     region: config.region,
     log,
-    // Not built yet: execution roles' credentials on agents (the identity service lives in the server).
-    credentials: {
-      serviceCredentials: async () => {
-        throw new Error("execution-role credentials are served only by a single lmvm server for now, not by cluster agents (docs/design.md, Many hosts)");
-      },
-    },
+    // Execution roles' credentials come from the server, which holds the identity service (src/cluster/credentials.ts).
+    credentials: config.server
+      ? new ServerCredentials(tls, config.server)
+      : {
+          serviceCredentials: async () => {
+            throw new Error("this agent was started without --server <ip:port> (the server's --cluster-listen), so it cannot get execution-role credentials");
+          },
+        },
     host,
   });
   const local = sandboxes.runtime;

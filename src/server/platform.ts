@@ -20,7 +20,8 @@ import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsCo
 import { AuditTrail, DEFAULT_AUDIT_RETENTION_DAYS, VERSION_STATES, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { ClusterStore, PostgresStore, SqliteStore } from "../store/index.js";
-import { nodeCredentials, RemoteRuntime } from "../cluster/index.js";
+import { nodeCredentials, RemoteRuntime, serveCredentials } from "../cluster/index.js";
+import { parseHostPort } from "./agent.js";
 import { openObjectStore, Replicas, ReplicatedBuilder, ReplicatedRuntime, type ObjectStoreConfig } from "../objects/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
 import { hostPlatform } from "./host.js";
@@ -36,6 +37,8 @@ export interface PlatformConfig {
    * database (which must be PostgreSQL), none on this host.
    */
   clusterDir?: string;
+  /** Cluster mode: ip:port where agents ask for their MicroVMs' execution-role credentials (mutual TLS). */
+  clusterListen?: string;
   /** A postgres:// URL: state is kept in that PostgreSQL database instead of <dataDir>/lmvm.db (SQLite). */
   database?: string;
   apiHost: string;
@@ -210,10 +213,16 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   });
   // Cluster mode: the runtime is the agents', over mutual TLS (src/cluster).
   const cluster = config.clusterDir ? await ClusterStore.open(config.database!, log) : undefined;
+  const clusterListen = config.clusterListen ? parseHostPort("cluster-listen", config.clusterListen) : undefined;
+  const serverTls = config.clusterDir ? await nodeCredentials(config.clusterDir, "server", "server", clusterListen ? [clusterListen.host] : []) : undefined;
+  // Where agents get their MicroVMs' execution-role credentials (the identity service is here).
+  const credentialsListener = cluster && clusterListen
+    ? await serveCredentials({ tls: serverTls!, cluster, source: identities, host: clusterListen.host, port: clusterListen.port, log })
+    : undefined;
   const remote = cluster
     ? new RemoteRuntime({
         cluster,
-        tls: await nodeCredentials(config.clusterDir!, "server", "server", []),
+        tls: serverTls!,
         platform: config.sandboxPlatform ?? DEFAULT_SANDBOX_PLATFORM,
         architecture: host.architecture,
         log,
@@ -386,7 +395,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       } finally {
         // Each step runs whatever failed before it. Prepared namespaces and disks belong to no MicroVM: they go.
         // Running sandboxes keep their chains and shaping; the next start re-binds their DNS sockets and metadata listeners.
-        const steps = [() => (localRuntime instanceof MicrovmRuntime ? localRuntime.stop() : undefined), () => remote?.stop(), () => cluster?.close(), () => egress.close(), () => store.close()];
+        const steps = [() => (localRuntime instanceof MicrovmRuntime ? localRuntime.stop() : undefined), () => remote?.stop(), () => credentialsListener?.close(), () => cluster?.close(), () => egress.close(), () => store.close()];
         let failure: unknown;
         for (const step of steps) await Promise.resolve().then(step).catch((err: unknown) => (failure ??= err));
         if (failure !== undefined) throw failure;

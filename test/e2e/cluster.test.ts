@@ -89,7 +89,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     const host = net.hosts[i]!;
     // nsenter, not `ip netns exec`: the latter mounts a sysfs of the namespace over /sys, which hides the cgroup tree runsc needs.
     const child = spawn("nsenter", [`--net=/run/netns/${host.namespace}`, "--", LMVM, "agent", "--database", database, "--data-dir", dataDir, "--cluster-dir", clusterDir,
-      "--listen", `${host.ip}:7700`, "--host-id", hostId, "--platform", "ptrace", "--object-store", `file://${objects}`], { stdio: ["ignore", "pipe", "pipe"] });
+      "--listen", `${host.ip}:7700`, "--host-id", hostId, "--server", "172.30.0.1:7710", "--platform", "ptrace", "--object-store", `file://${objects}`], { stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
     child.stdout!.on("data", (d) => (output += d));
     child.stderr!.on("data", (d) => (output += d));
@@ -117,6 +117,12 @@ describe("cluster", { timeout: 1_500_000 }, () => {
   });
 
   after(async () => {
+    // LMVM_TEST_LOG_DIR keeps the server's and agents' output for a look after the run.
+    const keep = process.env.LMVM_TEST_LOG_DIR;
+    if (keep) {
+      if (server) writeFileSync(join(keep, "cluster-server.log"), server.output());
+      for (const a of agents) writeFileSync(join(keep, `cluster-${a.hostId}-${a.child.pid}.log`), a.output());
+    }
     await server?.kill().catch(() => undefined);
     for (const a of agents) await stopAgent(a).catch(() => stopAgent(a, "SIGKILL")).catch(() => undefined);
     net?.close();
@@ -239,7 +245,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     };
 
     before(async () => {
-      server = await spawnServer(serverDir, { builds: true, args: ["--database", database, "--cluster-dir", clusterDir, "--object-store", `file://${objects}`, "--platform", "ptrace"] });
+      server = await spawnServer(serverDir, { builds: true, args: ["--database", database, "--cluster-dir", clusterDir, "--cluster-listen", "172.30.0.1:7710", "--object-store", `file://${objects}`, "--platform", "ptrace"] });
       env = { LMVM_DATA_DIR: serverDir };
       ca = readFileSync(join(serverDir, "tls", "ca.pem"));
       // Each image is built once, both at once, on the server's host.
@@ -303,6 +309,41 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       assert.equal((await lmvm(["hosts", "undrain", from, "--database", database], {}, 30_000)).code, 0);
       await cli(["terminate-microvm", "--microvm-identifier", id]);
       await reach(id, "TERMINATED");
+    });
+
+    test("MicroVMs on agents get their execution role's credentials from the instance-metadata service (Python and Node)", async () => {
+      const trust = JSON.stringify({ Version: "2012-10-17", Statement: [{ Effect: "Allow", Principal: { Service: "lambda.amazonaws.com" }, Action: "sts:AssumeRole" }] });
+      await cli(["iam", "create-role", "--role-name", "cluster-exec", "--assume-role-policy-document", trust]);
+      const role = "arn:aws:iam::000000000000:role/cluster-exec";
+      const py = await run("python", ["--ingress-network-connectors", HTTP, SHELL, "--execution-role-arn", role]);
+      const node = await run("hello", ["--ingress-network-connectors", HTTP, SHELL, "--execution-role-arn", role]);
+      const pyScript = [
+        "import json, urllib.request as u",
+        "b = 'http://169.254.169.254/latest/'",
+        "t = u.urlopen(u.Request(b + 'api/token', method='PUT', headers={'X-aws-ec2-metadata-token-ttl-seconds': '60'}), timeout=10).read().decode()",
+        "h = {'X-aws-ec2-metadata-token': t}",
+        "name = u.urlopen(u.Request(b + 'meta-data/iam/security-credentials/', headers=h), timeout=10).read().decode().strip()",
+        "d = json.loads(u.urlopen(u.Request(b + 'meta-data/iam/security-credentials/' + name, headers=h), timeout=10).read())",
+        "print(name, d['Code'], d['AccessKeyId'][:4], len(d['Token']) > 0)",
+      ].join("\n");
+      const p = await lmvm(["exec", py, "--", "python3", "-c", pyScript], env);
+      assert.equal(p.code, 0, p.stderr);
+      assert.equal(p.stdout, "cluster-exec Success ASIA True\n");
+      const nodeScript = `(async () => {
+        const b = "http://169.254.169.254/latest/";
+        const t = await (await fetch(b + "api/token", { method: "PUT", headers: { "X-aws-ec2-metadata-token-ttl-seconds": "60" } })).text();
+        const h = { "X-aws-ec2-metadata-token": t };
+        const name = (await (await fetch(b + "meta-data/iam/security-credentials/", { headers: h })).text()).trim();
+        const d = await (await fetch(b + "meta-data/iam/security-credentials/" + name, { headers: h })).json();
+        console.log(name, d.Code, d.AccessKeyId.slice(0, 4), d.Token.length > 0);
+      })()`;
+      const n = await lmvm(["exec", node, "--", "node", "-e", nodeScript], env);
+      assert.equal(n.code, 0, n.stderr);
+      assert.equal(n.stdout, "cluster-exec Success ASIA true\n");
+      for (const id of [py, node]) {
+        await cli(["terminate-microvm", "--microvm-identifier", id]);
+        await reach(id, "TERMINATED");
+      }
     });
 
     test("kill -9 of an agent: its host is declared LOST, its MicroVM ends naming the host, and the agent back again does not run it", async () => {
