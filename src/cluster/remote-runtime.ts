@@ -44,6 +44,11 @@ export interface RemoteRuntimeOptions {
   architecture: string;
   log: (event: Record<string, unknown>) => void;
   hostLostMs?: number;
+  /**
+   * Why no MicroVM of a version can run in this cluster whatever the room (its snapshot was made on
+   * another platform), read from the build on the server's host; the single-host runtime's check.
+   */
+  unrunnable?: (version: ImageVersion) => string | undefined;
   /** True with an object store: a suspended MicroVM's checkpoint is there, so any host of the same runsc version and platform resumes it. */
   sharedCheckpoints: boolean;
 }
@@ -164,6 +169,10 @@ export class RemoteRuntime implements SandboxRuntime {
     if (list.length) this.placements.set(key, list);
     else this.placements.delete(key);
     return p?.host;
+  }
+
+  unrunnable(version: ImageVersion): string | undefined {
+    return this.opts.unrunnable?.(version);
   }
 
   async run(vm: Microvm, version: ImageVersion): Promise<void> {

@@ -5,7 +5,7 @@
 // the build flags (--no-builder, --no-snapshots): MicroVMs outlive a restart
 // with any of them.
 
-import { mkdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance, FastifyRequest } from "fastify";
@@ -227,6 +227,14 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
         architecture: host.architecture,
         log,
         sharedCheckpoints: objects !== undefined,
+        // Builds are on this host: their snapshots' platform stamps say whether the cluster's platform restores them.
+        unrunnable: (version) => {
+          const snapshot = join(builtImageDir(files.images, version.imageArn, version.version, host.architecture), "snapshot");
+          if (!existsSync(join(snapshot, "checkpoint.img"))) return undefined;
+          const mismatch = new Gvisor({ stateRoot: files.runscMicrovms, ...(config.sandboxPlatform ? { platform: config.sandboxPlatform } : {}) }).mismatch(snapshot, "its snapshot");
+          if (!mismatch) return undefined;
+          return mismatch.made === "unknown" ? `${mismatch.message}. Build a new version (update-microvm-image).` : `${mismatch.message}. Build a new version (update-microvm-image), or run the cluster with --platform ${mismatch.made}.`;
+        },
       })
     : undefined;
   const { nets, egress, microvmLogs } = sandboxes;

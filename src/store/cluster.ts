@@ -113,6 +113,8 @@ export class ClusterStore {
       max: 4,
       application_name: "lmvm-cluster",
       connectionTimeoutMillis: 5_000,
+      // A query on a connection whose peer went silent (a partition) fails rather than waits: heartbeats and fencing checks must see it.
+      query_timeout: 5_000,
       options: "-c synchronous_commit=on",
       types: {
         getTypeParser: ((oid: number, format?: "text" | "binary") =>

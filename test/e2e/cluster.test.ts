@@ -19,6 +19,7 @@ import { zipExample } from "../support/artifacts.js";
 import { eventually } from "../support/platform.js";
 import { freeSandboxes } from "../support/sandboxes.js";
 import { simulatedHosts, type SimulatedHosts } from "../support/cluster-hosts.js";
+import { connect as netConnect, createServer as netServer, type Server as NetServer } from "node:net";
 
 interface AgentProcess {
   child: ChildProcess;
@@ -67,6 +68,9 @@ describe("cluster", { timeout: 1_500_000 }, () => {
   let clusterDir: string;
   let otherCa: string;
   let database: string;
+  /** The same database as agents reach it: over TCP across the bridge, so a partition cuts them off it too. */
+  let agentDatabase: string;
+  let relay: NetServer | undefined;
   let objects: string;
   let server: ServerProcess | undefined;
   let serverDir: string;
@@ -88,7 +92,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
   function startAgentOn(i: number, hostId: string, dataDir: string): AgentProcess {
     const host = net.hosts[i]!;
     // nsenter, not `ip netns exec`: the latter mounts a sysfs of the namespace over /sys, which hides the cgroup tree runsc needs.
-    const child = spawn("nsenter", [`--net=/run/netns/${host.namespace}`, "--", LMVM, "agent", "--database", database, "--data-dir", dataDir, "--cluster-dir", clusterDir,
+    const child = spawn("nsenter", [`--net=/run/netns/${host.namespace}`, "--", LMVM, "agent", "--database", agentDatabase, "--data-dir", dataDir, "--cluster-dir", clusterDir,
       "--listen", `${host.ip}:7700`, "--host-id", hostId, "--server", "172.30.0.1:7710", "--platform", "ptrace", "--object-store", `file://${objects}`], { stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
     child.stdout!.on("data", (d) => (output += d));
@@ -114,6 +118,17 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     serverDir = tempDir("lmvm-cluster-server-");
     dirs.push(objects, serverDir);
     database = await freshDatabase();
+    // The test PostgreSQL listens on a Unix socket only: a relay on the bridge stands for its TCP port.
+    const url = new URL(database);
+    const socketPath = join(url.searchParams.get("host")!, ".s.PGSQL.5432");
+    relay = netServer((c) => {
+      const u = netConnect(socketPath);
+      c.on("error", () => u.destroy());
+      u.on("error", () => c.destroy());
+      c.pipe(u).pipe(c);
+    });
+    await new Promise<void>((resolve, reject) => relay!.once("error", reject).listen(15432, net.bridgeIp, () => resolve()));
+    agentDatabase = `postgres://postgres@${net.bridgeIp}:15432${url.pathname}`;
   });
 
   after(async () => {
@@ -125,6 +140,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     }
     await server?.kill().catch(() => undefined);
     for (const a of agents) await stopAgent(a).catch(() => stopAgent(a, "SIGKILL")).catch(() => undefined);
+    relay?.close();
     net?.close();
     for (const a of agents) await freeSandboxes(a.dataDir).catch(() => undefined);
     if (serverDir) await freeSandboxes(serverDir).catch(() => undefined);
@@ -328,7 +344,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       ].join("\n");
       const p = await lmvm(["exec", py, "--", "python3", "-c", pyScript], env);
       assert.equal(p.code, 0, p.stderr);
-      assert.equal(p.stdout, "cluster-exec Success ASIA True\n");
+      assert.equal(p.stdout, "execution_role Success ASIA True\n");
       const nodeScript = `(async () => {
         const b = "http://169.254.169.254/latest/";
         const t = await (await fetch(b + "api/token", { method: "PUT", headers: { "X-aws-ec2-metadata-token-ttl-seconds": "60" } })).text();
@@ -339,11 +355,33 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       })()`;
       const n = await lmvm(["exec", node, "--", "node", "-e", nodeScript], env);
       assert.equal(n.code, 0, n.stderr);
-      assert.equal(n.stdout, "cluster-exec Success ASIA true\n");
+      assert.equal(n.stdout, "execution_role Success ASIA true\n");
       for (const id of [py, node]) {
         await cli(["terminate-microvm", "--microvm-identifier", id]);
         await reach(id, "TERMINATED");
       }
+    });
+
+    test("a host cut off the network stops serving, is declared LOST, and once it is back its MicroVM is not run twice", async () => {
+      const id = await run("python", ["--ingress-network-connectors", HTTP]);
+      const hostId = (await hostOf(id))!;
+      const host = net.hosts[hostId === "host-a" ? 0 : 1]!;
+      const agent = agents.filter((a) => a.hostId === hostId).at(-1)!;
+      const t = await token(id);
+      const before = await requests(id, t);
+      host.partition(true);
+      try {
+        const ended = await reach(id, "TERMINATED", 120_000);
+        assert.match(ended.stateReason ?? "", new RegExp(`host ${hostId}.*was lost`), ended.stateReason);
+        assert.ok(before >= 1);
+      } finally {
+        host.partition(false);
+      }
+      await until(120_000, `host ${hostId} ACTIVE again after the partition`, async () => (await hosts()).find((h) => h.HostId === hostId)!.State === "ACTIVE", 1000);
+      const { Gvisor } = await import("../../src/runtime/index.js");
+      const gvisor = new Gvisor({ stateRoot: join(agent.dataDir, "runsc", "microvms") });
+      await until(120_000, "the partitioned host's sandbox ended once it was back", async () => !(await gvisor.list()).some((s) => s.status === "running"), 1000);
+      assert.match(agent.output(), /sandbox ended: its MicroVM's lease is not this host's/);
     });
 
     test("kill -9 of an agent: its host is declared LOST, its MicroVM ends naming the host, and the agent back again does not run it", async () => {
