@@ -119,8 +119,8 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     dirs.push(objects, serverDir);
     database = await freshDatabase();
     // The test PostgreSQL listens on a Unix socket only: a relay on the bridge stands for its TCP port.
-    const url = new URL(database);
-    const socketPath = join(url.searchParams.get("host")!, ".s.PGSQL.5432");
+    const [, dbName, socketDir] = /^postgres:\/\/postgres@\/([^?]+)\?host=(.+)$/.exec(database)!;
+    const socketPath = join(decodeURIComponent(socketDir!), ".s.PGSQL.5432");
     relay = netServer((c) => {
       const u = netConnect(socketPath);
       c.on("error", () => u.destroy());
@@ -128,7 +128,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       c.pipe(u).pipe(c);
     });
     await new Promise<void>((resolve, reject) => relay!.once("error", reject).listen(15432, net.bridgeIp, () => resolve()));
-    agentDatabase = `postgres://postgres@${net.bridgeIp}:15432${url.pathname}`;
+    agentDatabase = `postgres://postgres@${net.bridgeIp}:15432/${dbName}`;
   });
 
   after(async () => {
