@@ -182,6 +182,12 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       assert.match(h.RunscVersion, /runsc version/);
       assert.match(h.Architecture, /X86_64|ARM_64/);
     }
+    const table = await lmvm(["hosts", "list", "--database", database, "--output", "table"], {}, 30_000);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /host-a[\s\S]*host-b/);
+    const usage = await lmvm(["agent", "--database", database, "--listen", "127.0.0.1:7700"], {}, 30_000);
+    assert.equal(usage.code, 252);
+    assert.match(usage.stderr, /--cluster-dir/);
     // Heartbeats keep the age low: read twice, several heartbeat periods apart.
     await new Promise((r) => setTimeout(r, 5000));
     for (const h of await hosts()) assert.ok(h.HeartbeatAgeSeconds < 5, `host ${h.HostId}'s heartbeat is ${h.HeartbeatAgeSeconds} s old`);
@@ -382,6 +388,18 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       const gvisor = new Gvisor({ stateRoot: join(agent.dataDir, "runsc", "microvms") });
       await until(120_000, "the partitioned host's sandbox ended once it was back", async () => !(await gvisor.list()).some((s) => s.status === "running"), 1000);
       assert.match(agent.output(), /sandbox ended: its MicroVM's lease is not this host's/);
+    });
+
+    test("kill -9 of the server: restarted, it finds its MicroVMs on their hosts and their endpoints answer", async () => {
+      const id = await run("hello", ["--ingress-network-connectors", HTTP]);
+      const t = await token(id);
+      const before = await requests(id, t);
+      await server!.kill("SIGKILL");
+      server = await spawnServer(serverDir, { builds: true, args: ["--database", database, "--cluster-dir", clusterDir, "--cluster-listen", "172.30.0.1:7710", "--object-store", `file://${objects}`, "--platform", "ptrace"] });
+      assert.equal((await stateOf(id)).state, "RUNNING");
+      assert.equal(await requests(id, t), before + 1, "the same sandbox answers through the new server");
+      await cli(["terminate-microvm", "--microvm-identifier", id]);
+      await reach(id, "TERMINATED");
     });
 
     test("kill -9 of an agent: its host is declared LOST, its MicroVM ends naming the host, and the agent back again does not run it", async () => {
