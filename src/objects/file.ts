@@ -36,7 +36,7 @@ export class FileObjectStore implements ObjectStore {
 
   constructor(private readonly root: string) {
     this.url = `file://${root}`;
-    if (!existsSync(root) || !statSync(root).isDirectory()) throw new ObjectStoreUnavailable(`The object store directory ${root} does not exist; create it (a directory every host mounts) or give another file:// URL.`);
+    if (!existsSync(root) || !statSync(root).isDirectory()) throw new ObjectStoreUnavailable(`--object-store file://${root}: the directory ${root} does not exist; create it (a directory every host mounts) or give another file:// URL.`);
   }
 
   private path(key: string): string {
@@ -50,7 +50,7 @@ export class FileObjectStore implements ObjectStore {
     });
   }
 
-  put(key: string, file: string, signal: AbortSignal, progress?: (bytes: number) => void): Promise<ObjectInfo> {
+  async put(key: string, file: string, signal: AbortSignal, progress?: (bytes: number) => void): Promise<ObjectInfo> {
     const target = this.path(key);
     return this.wrap(`Putting ${key}`, async () => {
       mkdirSync(dirname(target), { recursive: true });
@@ -82,7 +82,7 @@ export class FileObjectStore implements ObjectStore {
     return { key, size: meta.size, sha256: meta.sha256 };
   }
 
-  get(key: string, file: string, signal: AbortSignal, progress?: (bytes: number) => void): Promise<ObjectInfo | undefined> {
+  async get(key: string, file: string, signal: AbortSignal, progress?: (bytes: number) => void): Promise<ObjectInfo | undefined> {
     return this.wrap(`Getting ${key}`, async () => {
       const info = this.describe(key);
       if (!info) return undefined;
@@ -98,11 +98,11 @@ export class FileObjectStore implements ObjectStore {
     });
   }
 
-  head(key: string, _signal: AbortSignal): Promise<ObjectInfo | undefined> {
+  async head(key: string, _signal: AbortSignal): Promise<ObjectInfo | undefined> {
     return this.wrap(`Looking up ${key}`, async () => this.describe(key));
   }
 
-  list(prefix: string, _signal: AbortSignal): Promise<ObjectInfo[]> {
+  async list(prefix: string, _signal: AbortSignal): Promise<ObjectInfo[]> {
     checkPrefix(prefix);
     return this.wrap(`Listing ${prefix}`, async () => {
       const out: ObjectInfo[] = [];
@@ -124,7 +124,7 @@ export class FileObjectStore implements ObjectStore {
     });
   }
 
-  delete(key: string, _signal: AbortSignal): Promise<void> {
+  async delete(key: string, _signal: AbortSignal): Promise<void> {
     const target = this.path(key);
     return this.wrap(`Deleting ${key}`, async () => {
       rmSync(`${target}${META}`, { force: true });

@@ -25,7 +25,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import {
-  BuildFailure, NotBegun, parseArn, type BuildJob, type GuestProcess, type ImageBuilder, type ImageVersion, type Microvm, type ObjectStore,
+  BuildFailure, NotBegun, parseArn, RuntimeUnavailable, type BuildJob, type GuestProcess, type ImageBuilder, type ImageVersion, type Microvm, type ObjectStore,
   type SandboxFound, type SandboxRuntime, type SnapshotBuild, type SpawnOptions, type WarmPoolTarget,
 } from "../core/index.js";
 import { removeTree } from "../os/index.js";
@@ -140,6 +140,8 @@ export class Replicas {
     const file = this.staged();
     const parent = dirname(dir);
     const partial = join(parent, `.fetch-${randomBytes(6).toString("hex")}`);
+    // What a fetch cut short by a killed server left (this one is the version's only fetch now).
+    if (existsSync(parent)) for (const name of readdirSync(parent)) if (name.startsWith(".fetch-")) removeTree(join(parent, name));
     try {
       await this.transfer("fetch", key, undefined, async (s, progress) => {
         const got = await this.opts.store.get(key, file, s, progress);
@@ -281,6 +283,8 @@ export class ReplicatedRuntime implements SandboxRuntime {
   async resume(vm: Microvm): Promise<void> {
     let latest: { key: string; incarnation: number } | undefined;
     try {
+      // The image first: the checkpoint's sandbox record is made to name its rootfs here.
+      await this.replicas.ensureImage(vm.imageArn, vm.imageVersion);
       latest = await this.replicas.latestCheckpoint(vm.id);
       const local = this.localCheckpoint(vm.id) ? this.inner.incarnation(vm.id) : undefined;
       // The store is the truth: a local copy another host has resumed (and suspended again) since is stale.
@@ -289,8 +293,6 @@ export class ReplicatedRuntime implements SandboxRuntime {
         this.inner.importCheckpoint(vm);
       }
       if (!latest && !this.localCheckpoint(vm.id)) throw new Error(`neither this host nor the object store ${this.replicas.url} holds its checkpoint`);
-      const version = { imageArn: vm.imageArn, version: vm.imageVersion };
-      await this.replicas.ensureImage(version.imageArn, version.version);
     } catch (err) {
       throw new NotBegun(`its checkpoint or image could not be fetched: ${(err as Error).message}`);
     }
@@ -306,8 +308,11 @@ export class ReplicatedRuntime implements SandboxRuntime {
   }
 
   async shortage(version: ImageVersion): Promise<string | undefined> {
-    // Room is measured with the version's snapshot, which must be here first.
-    await this.replicas.ensureImage(version.imageArn, version.version);
+    // Room is measured with the version's snapshot, which must be here first. Without it this host can
+    // start no MicroVM of the version: callers keep their records as they are (a resume leaves it SUSPENDED).
+    await this.replicas.ensureImage(version.imageArn, version.version).catch((err: Error) => {
+      throw new RuntimeUnavailable(err.message);
+    });
     return this.inner.shortage(version);
   }
 
@@ -317,8 +322,15 @@ export class ReplicatedRuntime implements SandboxRuntime {
 
   async inspect(vm: Microvm): Promise<SandboxFound> {
     const found = await this.inner.inspect(vm);
+    if (found.running) return found;
     // A SUSPENDED MicroVM's checkpoint may be only in the store (suspended on another host); a store that cannot be reached throws: not inspectable.
-    if (!found.running && !found.checkpoint && vm.state === "SUSPENDED") return { ...found, checkpoint: (await this.replicas.latestCheckpoint(vm.id)) !== undefined };
+    if (!found.checkpoint && vm.state === "SUSPENDED") return { ...found, checkpoint: (await this.replicas.latestCheckpoint(vm.id)) !== undefined };
+    // A server that died during a suspend, after the checkpoint: recovery makes the MicroVM SUSPENDED,
+    // so its checkpoint goes to the store first (one that cannot be reached throws: left SUSPENDING, as recorded).
+    if (found.checkpoint && vm.state === "SUSPENDING") {
+      const incarnation = this.inner.incarnation(vm.id) ?? 0;
+      if ((await this.replicas.latestCheckpoint(vm.id))?.incarnation !== incarnation) await this.replicas.putCheckpoint(vm.id, incarnation);
+    }
     return found;
   }
 

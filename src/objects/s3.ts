@@ -84,7 +84,7 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  put(key: string, file: string, signal: AbortSignal, progress?: (bytes: number) => void): Promise<ObjectInfo> {
+  async put(key: string, file: string, signal: AbortSignal, progress?: (bytes: number) => void): Promise<ObjectInfo> {
     const Key = this.name(key);
     const Bucket = this.opts.bucket;
     return this.send(`Putting ${key}`, signal, async () => {
@@ -140,7 +140,7 @@ export class S3ObjectStore implements ObjectStore {
     });
   }
 
-  get(key: string, file: string, signal: AbortSignal, progress?: (bytes: number) => void): Promise<ObjectInfo | undefined> {
+  async get(key: string, file: string, signal: AbortSignal, progress?: (bytes: number) => void): Promise<ObjectInfo | undefined> {
     return this.send(`Getting ${key}`, signal, async () => {
       let res;
       try {
@@ -164,7 +164,7 @@ export class S3ObjectStore implements ObjectStore {
     });
   }
 
-  head(key: string, signal: AbortSignal): Promise<ObjectInfo | undefined> {
+  async head(key: string, signal: AbortSignal): Promise<ObjectInfo | undefined> {
     return this.send(`Looking up ${key}`, signal, async () => {
       try {
         const res = await this.client.send(new HeadObjectCommand({ Bucket: this.opts.bucket, Key: this.name(key) }), { abortSignal: signal });
@@ -176,7 +176,7 @@ export class S3ObjectStore implements ObjectStore {
     });
   }
 
-  list(prefix: string, signal: AbortSignal): Promise<{ key: string; size: number }[]> {
+  async list(prefix: string, signal: AbortSignal): Promise<{ key: string; size: number }[]> {
     checkPrefix(prefix);
     return this.send(`Listing ${prefix}`, signal, async () => {
       const out: { key: string; size: number }[] = [];
@@ -192,7 +192,7 @@ export class S3ObjectStore implements ObjectStore {
     });
   }
 
-  delete(key: string, signal: AbortSignal): Promise<void> {
+  async delete(key: string, signal: AbortSignal): Promise<void> {
     return this.send(`Deleting ${key}`, signal, async () => {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: this.name(key) }), { abortSignal: signal });
     });

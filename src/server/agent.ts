@@ -107,8 +107,9 @@ export async function startAgent(config: AgentConfig): Promise<Agent> {
   let served: SandboxRuntime = local;
   if (config.objectStore) {
     const objects = openObjectStore(config.objectStore);
-    await objects.list("images/", AbortSignal.timeout(30_000)).catch((err: Error) => {
-      throw new Error(`--object-store ${objects.url} cannot be used: ${err.message}.`);
+    // As for the server: a store that cannot be reached now is logged, not fatal (this host's running MicroVMs must stay served).
+    await objects.list("images/", AbortSignal.timeout(10_000)).catch((err: Error) => {
+      log({ level: "error", msg: `--object-store ${objects.url} cannot be reached now: ${err.message}. Until it can, MicroVMs whose image or checkpoint is not on this host are refused here with the reason.` });
     });
     const files = paths(config.dataDir);
     const replicas = new Replicas({

@@ -167,11 +167,12 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     throw new Error(`--audit-retention-days must be a whole number of days of at least 1; got '${config.auditRetentionDays}'.`);
   }
   if (!/^[a-z]{2}(-[a-z]+)+-\d$/.test(config.region)) throw new Error(`--region must look like us-east-1; got '${config.region}'.`);
-  // Checked before anything is opened: a server that cannot use its object store does not start.
+  // A URL that names no store stops the start; a store that cannot be reached now does not (its outage must not keep
+  // this host's MicroVMs from being served): it is logged, and what needs it waits or is refused with the reason.
   const objects = config.objectStore ? openObjectStore(config.objectStore) : undefined;
   if (objects) {
-    await objects.list("images/", AbortSignal.timeout(30_000)).catch((err: Error) => {
-      throw new Error(`--object-store ${objects.url} cannot be used: ${err.message}. Check that the bucket or directory exists, the endpoint (--object-store-endpoint), and the AWS credentials and region in the environment.`);
+    await objects.list("images/", AbortSignal.timeout(10_000)).catch((err: Error) => {
+      log({ level: "error", msg: `--object-store ${objects.url} cannot be reached now: ${err.message}. Check that the bucket or directory exists, the endpoint (--object-store-endpoint), and the AWS credentials and region in the environment. Until it can, builds fail at their upload, suspends keep MicroVMs running, and suspended MicroVMs whose checkpoint is not here stay as recorded.` });
     });
   }
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
