@@ -181,6 +181,10 @@ export async function main(argv: string[]): Promise<number> {
       await serverCommand(rest);
       return 0;
     }
+    if (command === "cluster" || command === "hosts" || command === "agent") {
+      const { agentCommand, clusterCommand, hostsCommand } = await import("./cluster-commands.js");
+      return await (command === "cluster" ? clusterCommand : command === "hosts" ? hostsCommand : agentCommand)(rest);
+    }
     if (command === "aws-models") {
       const { awsModelsCommand } = await import("./aws-models-command.js");
       return awsModelsCommand(rest);

@@ -32,7 +32,7 @@ SYNOPSIS
                 [--endpoint-limits <aws|off|name=N,...>] [--quotas <key=value,...>]
                 [--rate-limits <Operation=rate,...>] [--default-egress internet|none]
                 [--dns-resolvers <addr,...>] [--audit-retention-days <days>] [--warm-pool <n>]
-                [--platform systrap|ptrace] [--no-builder] [--no-snapshots]
+                [--platform systrap|ptrace] [--no-builder] [--no-snapshots] [--cluster-dir <dir>] [--cluster-listen <ip:port>]
                 [--object-store s3://bucket[/prefix]|file:///dir] [--object-store-endpoint <url>]
                 [--object-store-path-style true|false]
 
@@ -100,6 +100,13 @@ OPTIONS
                          one is refused by run-microvm (build a new version with
                          update-microvm-image, or restart with that platform), and so is a
                          suspended MicroVM's resume; its checkpoint is kept.
+    --cluster-dir        Cluster mode (needs --database): MicroVMs run on the hosts of lmvm agents
+                         registered in the database, none here; the server reaches them over mutual
+                         TLS with the cluster CA in this directory ('lmvm cluster init'), as node
+                         'server' (nodes/server.pem, issued at start where ca.key is). Builds stay
+                         on this host. 'lmvm cluster help'.
+    --cluster-listen     Cluster mode: where agents (lmvm agent --server) ask, over mutual TLS, for the
+                         execution-role credentials of the MicroVMs they run, as <ip>:<port>.
     --no-builder         Do not build images on this host; builds wait in the queue.
     --object-store       Where built images and suspended MicroVMs' checkpoints are kept for every
                          server sharing the database (default LMVM_OBJECT_STORE, else none):
@@ -143,7 +150,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
         "artifact-ca-file": { type: "string" }, "no-builder": { type: "boolean" }, "no-snapshots": { type: "boolean" }, platform: { type: "string" },
         "build-phase-timeouts": { type: "string" }, "endpoint-limits": { type: "string" }, quotas: { type: "string" }, "rate-limits": { type: "string" },
         "default-egress": { type: "string" }, "audit-retention-days": { type: "string" },
-        "dns-resolvers": { type: "string" }, "warm-pool": { type: "string" },
+        "dns-resolvers": { type: "string" }, "warm-pool": { type: "string" }, "cluster-dir": { type: "string" }, "cluster-listen": { type: "string" },
         "object-store": { type: "string" }, "object-store-endpoint": { type: "string" }, "object-store-path-style": { type: "string" },
       },
       strict: true,
@@ -193,6 +200,8 @@ export async function serverCommand(argv: string[]): Promise<void> {
   const warmPool = values["warm-pool"];
   if (warmPool !== undefined && (!/^\d{1,2}$/.test(warmPool) || Number(warmPool) > MAX_WARM_POOL)) throw new UsageError(`--warm-pool must be a whole number of warm clones from 0 to ${MAX_WARM_POOL}; got '${warmPool}'.`);
   const database = values.database ?? (process.env.LMVM_DATABASE || undefined);
+  if (values["cluster-listen"] && !values["cluster-dir"]) throw new UsageError("--cluster-listen needs --cluster-dir (cluster mode).");
+  if (values["cluster-dir"] && database === undefined) throw new UsageError("--cluster-dir (cluster mode) needs --database postgres://...: the hosts, their heartbeats and the MicroVMs' leases are kept there.");
   if (database !== undefined && !/^postgres(ql)?:\/\/./.test(database)) {
     throw new UsageError(`--database must be a PostgreSQL URL, postgres://user[:password]@host[:port]/database; got '${redactUrl(database)}'.`);
   }
@@ -214,6 +223,8 @@ export async function serverCommand(argv: string[]): Promise<void> {
     ...(objectStoreUrl ? { objectStore: { url: objectStoreUrl, ...(objectStoreEndpoint ? { endpoint: objectStoreEndpoint } : {}), ...(pathStyle ? { pathStyle: pathStyle === "true" } : {}) } } : {}),
     dataDir: values["data-dir"] ?? defaultDataDir(),
     ...(database ? { database } : {}),
+    ...(values["cluster-dir"] ? { clusterDir: values["cluster-dir"] } : {}),
+    ...(values["cluster-listen"] ? { clusterListen: values["cluster-listen"] } : {}),
     apiHost: values["api-host"] ?? DEFAULTS.apiHost,
     apiPort: port("api-port", values["api-port"], DEFAULTS.apiPort),
     region: values.region ?? DEFAULTS.region,

@@ -6,6 +6,7 @@ import type {
   Build, BuildState, ConnectorState, ImageState, ImageVersion, VersionState, ManagedImageVersion, Microvm, MicrovmImage, MicrovmState,
   NetworkConnector, NetworkConnectorVersion, Page, PageRequest, PortSpecification, SnapshotBuild,
 } from "./model.js";
+import type { Duplex } from "node:stream";
 import type { EgressPolicy } from "./egress.js";
 
 export interface Clock {
@@ -237,6 +238,12 @@ export interface SandboxHealth {
 export interface SandboxAccess {
   /** Where a RUNNING MicroVM's app can be reached from this host (an IP address); undefined when it has no sandbox here. */
   address(microvmId: string): string | undefined;
+  /**
+   * A connection to a port of a RUNNING MicroVM's app, for runtimes whose sandboxes are not
+   * reachable by address from this host (cluster mode: a tunnel through the sandbox's host's
+   * agent; `address` then only says the MicroVM is placed). Without it, callers connect to `address`.
+   */
+  connect?(microvmId: string, port: number): Duplex;
   /** Starts a process in a RUNNING MicroVM, under a terminal when `tty`. */
   spawn(microvmId: string, opts: SpawnOptions): Promise<GuestProcess>;
 }

@@ -10,6 +10,7 @@
 // lists them: 400 malformed port or subprotocol, 403 token or port refused,
 // 429 rate limits, 502 the app or the MicroVM cannot answer.
 
+import type { Duplex } from "node:stream";
 import type { IncomingHttpHeaders } from "node:http";
 import { HOOK_PATH_PREFIX, HOOK_RELAY_PORT, UNNAMED_HOOKS_PORT } from "../core/app-contract.js";
 import { ingressRefusal, type ImageConfig, type Microvm, type TokenKind } from "../core/index.js";
@@ -25,8 +26,10 @@ export interface MicrovmDirectory {
   resume(id: string): Promise<void>;
   /** Inbound traffic: the MicroVM's idle clock starts again. */
   activity(id: string): void;
-  /** The RUNNING MicroVM's address on this host. */
+  /** The RUNNING MicroVM's address on this host (in cluster mode: that it is placed, on which host). */
   address(id: string): string | undefined;
+  /** A connection to a port of the MicroVM's app, when it is not reached by TCP to its address (the runtime's `connect`). */
+  connect?(id: string, port: number): Duplex;
 }
 
 export class Refusal extends Error {

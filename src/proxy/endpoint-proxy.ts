@@ -70,20 +70,34 @@ class Upstreams {
   // Idle connections are closed by us after 2 s, before the app's keep-alive timeout
   // (5 s in Node) would: the side that closes first keeps the TIME_WAIT, and it is
   // better on the host than in a sandbox about to be checkpointed.
-  readonly agent = new Agent({ keepAlive: true, maxSockets: 512, scheduling: "lifo", timeout: 2000 });
-  readonly sockets = new Set<Socket>();
+  readonly agent: Agent;
+  readonly sockets = new Set<Socket | Duplex>();
+
+  /** `connect`: how to reach a port of the app when it is not by TCP to its address (a cluster host's tunnel). */
+  constructor(readonly connect?: (port: number) => Duplex) {
+    this.agent = new Agent({ keepAlive: true, maxSockets: 512, scheduling: "lifo", timeout: 2000 });
+    if (connect) (this.agent as unknown as { createConnection: (o: { port: number }) => Duplex }).createConnection = (o) => connect(Number(o.port));
+  }
+
+  /** A connection to the app's port, over TCP to `address` or through `connect`. */
+  connection(address: string, port: number): Socket | Duplex {
+    if (this.connect) return this.connect(port);
+    const s = tcpConnect({ host: address, port });
+    s.setNoDelay(true);
+    return s;
+  }
   readonly h2 = new Map<number, ClientHttp2Session>();
   /** Open long-lived exchanges (streams, WebSockets): activity while they last. */
   open = 0;
 
-  track(socket: Socket): void {
+  track(socket: Socket | Duplex): void {
     if (this.sockets.has(socket)) return;
     this.sockets.add(socket);
     socket.once("close", () => this.sockets.delete(socket));
   }
 
   closeAll(): void {
-    for (const s of this.sockets) s.resetAndDestroy();
+    for (const s of this.sockets) if ("resetAndDestroy" in s) s.resetAndDestroy(); else s.destroy();
     this.sockets.clear();
     this.agent.destroy();
     for (const session of this.h2.values()) session.destroy();
@@ -217,7 +231,8 @@ export class EndpointProxy implements Ingress {
 
   private upstreamsOf(id: string): Upstreams {
     let u = this.upstreams.get(id);
-    if (!u) this.upstreams.set(id, (u = new Upstreams()));
+    const connect = this.opts.directory.connect;
+    if (!u) this.upstreams.set(id, (u = new Upstreams(connect ? (port) => connect(id, port) : undefined)));
     return u;
   }
 
@@ -492,7 +507,8 @@ export class EndpointProxy implements Ingress {
     const u = this.upstreamsOf(target.microvmId);
     let session = u.h2.get(target.port);
     if (!session || session.closed || session.destroyed) {
-      session = h2Connect(`http://${target.address}:${target.port}`);
+      const viaTunnel = u.connect;
+      session = h2Connect(`http://${target.address}:${target.port}`, viaTunnel ? { createConnection: () => viaTunnel(target.port) as Socket } : {});
       session.on("error", () => undefined);
       const opened = session;
       opened.once("close", () => {
@@ -602,9 +618,8 @@ export class EndpointProxy implements Ingress {
     if (theirs.length) headers["sec-websocket-protocol"] = theirs.join(", ");
     const lines = [`${req.method} ${req.url} HTTP/1.1`, "connection: Upgrade", "upgrade: websocket"];
     for (const [name, value] of Object.entries(headers)) for (const v of Array.isArray(value) ? value : [value]) lines.push(`${name}: ${v}`);
-    const upstream = tcpConnect({ host: target.address, port: target.port });
+    const upstream = u.connection(target.address, target.port);
     u.track(upstream);
-    upstream.setNoDelay(true);
     upstream.on("error", (err: Error) => {
       if (!client.writable) return;
       const body = `The MicroVM's app did not answer on port ${target.port}: ${err.message}`;

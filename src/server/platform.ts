@@ -6,29 +6,39 @@
 // with any of them.
 
 import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { authenticateRequest, buildApi, cloudTrailApi, iamApi, Metrics, PageTokens, SigV4Verifier, stsApi } from "../api/index.js";
 import { DEFAULT_ASSETS_DIR, registerConsole } from "../console/index.js";
-import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, readBuiltImage, type PhaseTimeouts } from "../builder/index.js";
+import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, type PhaseTimeouts } from "../builder/index.js";
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
 import { EgressGateway, NetworkNamespaces } from "../net/index.js";
-import { MetadataService } from "../metadata/index.js";
-import { DEFAULT_SANDBOX_PLATFORM, Gvisor, MicrovmRuntime, PreparedResources, Snapshotter, type SandboxPlatform } from "../runtime/index.js";
+import { DEFAULT_SANDBOX_PLATFORM, Gvisor, MicrovmRuntime, Snapshotter, type SandboxPlatform } from "../runtime/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
 import { AuditTrail, DEFAULT_AUDIT_RETENTION_DAYS, VERSION_STATES, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
-import { PostgresStore, SqliteStore } from "../store/index.js";
+import { ClusterStore, PostgresStore, SqliteStore } from "../store/index.js";
+import { nodeCredentials, RemoteRuntime, serveCredentials } from "../cluster/index.js";
+import { parseHostPort } from "./agent.js";
 import { openObjectStore, Replicas, ReplicatedBuilder, ReplicatedRuntime, type ObjectStoreConfig } from "../objects/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
 import { hostPlatform } from "./host.js";
+import { composeSandboxHost } from "./sandbox-host.js";
 import { hostNameResolver } from "./name-resolver.js";
 import { AesGcmBox } from "./secret-box.js";
 
 export interface PlatformConfig {
   dataDir: string;
+  /**
+   * Cluster mode (docs/design.md, "Many hosts"): the cluster directory (its CA, and this server's
+   * certificate or the CA key to issue it). MicroVMs then run on the agents registered in the
+   * database (which must be PostgreSQL), none on this host.
+   */
+  clusterDir?: string;
+  /** Cluster mode: ip:port where agents ask for their MicroVMs' execution-role credentials (mutual TLS). */
+  clusterListen?: string;
   /** A postgres:// URL: state is kept in that PostgreSQL database instead of <dataDir>/lmvm.db (SQLite). */
   database?: string;
   apiHost: string;
@@ -128,10 +138,6 @@ function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: Network
   });
 }
 
-function onPath(command: string): boolean {
-  return (process.env.PATH ?? "").split(delimiter).some((dir) => dir && existsSync(join(dir, command)));
-}
-
 export interface Platform {
   /** Base URL of the control API, e.g. http://127.0.0.1:7600 */
   url: string;
@@ -173,6 +179,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const files = paths(config.dataDir);
   const creds = rootCredentials(config.dataDir);
   const master = serverKey(config.dataDir);
+  if (config.clusterDir && !config.database) throw new Error("Cluster mode (--cluster-dir) keeps hosts and leases in PostgreSQL: give --database postgres://...");
   const store = config.database ? await PostgresStore.open(config.database, log) : await SqliteStore.open(files.database);
   if (store instanceof PostgresStore) {
     await store.claimServer(config.database!).catch(async (err: Error) => {
@@ -192,32 +199,52 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
 
   const scope = { region: config.region, accountId: config.accountId };
   const buildLogs = new LogFiles(files.buildLogs);
-  const microvmLogs = new LogFiles(files.microvmLogs);
-  const logCatalog = new LogCatalog({ microvms: microvmLogs, builds: buildLogs, lookup: store });
-  const nets = new NetworkNamespaces(undefined, files.networks);
-  // Every sandbox's instance-metadata service: a MicroVM's execution role, a build's build role (src/metadata).
-  const metadata = new MetadataService({ credentials: identities, region: config.region, log });
-  const egress = new EgressGateway({ nets, metadata, ...(config.dnsResolvers ? { resolvers: config.dnsResolvers } : {}) });
   const host = hostPlatform();
-  const localBuilder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets, egress) : config.builder;
-  const localRuntime = config.runtime ?? (onPath("runsc")
-    ? new MicrovmRuntime({
-        gvisor: new Gvisor({ stateRoot: files.runscMicrovms, ...(config.sandboxPlatform ? { platform: config.sandboxPlatform } : {}), ...(config.microvmDiskMiB ? { diskMiB: config.microvmDiskMiB } : {}) }),
-        nets,
-        egress,
-        dataDir: config.dataDir,
-        microvmsDir: files.microvms,
-        poolDir: files.pool,
+  // The sandboxes' side of this host, composed as an agent composes its own (sandbox-host.ts).
+  const sandboxes = composeSandboxHost({
+    dataDir: config.dataDir,
+    ...(config.sandboxPlatform ? { sandboxPlatform: config.sandboxPlatform } : {}),
+    ...(config.microvmDiskMiB ? { microvmDiskMiB: config.microvmDiskMiB } : {}),
+    ...(config.dnsResolvers ? { dnsResolvers: config.dnsResolvers } : {}),
+    region: config.region,
+    log,
+    credentials: identities,
+    host,
+    ...(config.clusterDir ? { microvms: false } : {}),
+  });
+  // Cluster mode: the runtime is the agents', over mutual TLS (src/cluster).
+  const cluster = config.clusterDir ? await ClusterStore.open(config.database!, log) : undefined;
+  const clusterListen = config.clusterListen ? parseHostPort("cluster-listen", config.clusterListen) : undefined;
+  const serverTls = config.clusterDir ? await nodeCredentials(config.clusterDir, "server", "server", clusterListen ? [clusterListen.host] : []) : undefined;
+  // Where agents get their MicroVMs' execution-role credentials (the identity service is here).
+  const credentialsListener = cluster && clusterListen
+    ? await serveCredentials({ tls: serverTls!, cluster, source: identities, host: clusterListen.host, port: clusterListen.port, log })
+    : undefined;
+  const remote = cluster
+    ? new RemoteRuntime({
+        cluster,
+        tls: serverTls!,
+        platform: config.sandboxPlatform ?? DEFAULT_SANDBOX_PLATFORM,
+        architecture: host.architecture,
         log,
-        logs: microvmLogs,
-        prepared: new PreparedResources({ nets, spare: new NetworkNamespaces(undefined, files.preparedNetworks), dir: files.prepared, log }),
-        locate: (imageArn, version) => {
-          const built = readBuiltImage(files.images, imageArn, version, host.architecture);
-          return { ...built, snapshot: join(builtImageDir(files.images, imageArn, version, host.architecture), "snapshot") };
+        sharedCheckpoints: objects !== undefined,
+        // Builds are on this host: their snapshots' platform stamps say whether the cluster's platform restores them.
+        unrunnable: (version) => {
+          const snapshot = join(builtImageDir(files.images, version.imageArn, version.version, host.architecture), "snapshot");
+          if (!existsSync(join(snapshot, "checkpoint.img"))) return undefined;
+          const mismatch = new Gvisor({ stateRoot: files.runscMicrovms, ...(config.sandboxPlatform ? { platform: config.sandboxPlatform } : {}) }).mismatch(snapshot, "its snapshot");
+          if (!mismatch) return undefined;
+          return mismatch.made === "unknown" ? `${mismatch.message}. Build a new version (update-microvm-image).` : `${mismatch.message}. Build a new version (update-microvm-image), or run the cluster with --platform ${mismatch.made}.`;
         },
       })
-    : new NoSandboxes("runsc (gVisor) is not installed or not on PATH; install it (see docs/design.md, host prerequisites) and restart lmvm server."));
+    : undefined;
+  const { nets, egress, microvmLogs } = sandboxes;
+  const logCatalog = new LogCatalog({ microvms: microvmLogs, builds: buildLogs, lookup: store });
+  const localBuilder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets, egress) : config.builder;
+  const localRuntime: SandboxRuntime = config.runtime ?? remote ?? sandboxes.runtime
+    ?? new NoSandboxes("runsc (gVisor) is not installed or not on PATH; install it (see docs/design.md, host prerequisites) and restart lmvm server.");
   // With an object store, builds put their images there and MicroVMs' checkpoints go there on suspend (src/objects).
+  // In cluster mode each agent wraps its own runtime so (src/server/agent.ts): the server's only uploads images.
   let builder = localBuilder;
   let runtime: SandboxRuntime = localRuntime;
   if (objects) {
@@ -272,6 +299,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       resume: (id) => controlPlane.microvms.resume(id),
       activity: (id) => controlPlane.policies.activity(id),
       address: (id) => runtime.address(id),
+      ...(remote && runtime === remote ? { connect: (id: string, port: number) => remote.connect(id, port) } : {}),
     },
   });
   controlPlane.microvms.attachIngress(proxy);
@@ -376,7 +404,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       } finally {
         // Each step runs whatever failed before it. Prepared namespaces and disks belong to no MicroVM: they go.
         // Running sandboxes keep their chains and shaping; the next start re-binds their DNS sockets and metadata listeners.
-        const steps = [() => (localRuntime instanceof MicrovmRuntime ? localRuntime.stop() : undefined), () => egress.close(), () => store.close()];
+        const steps = [() => (localRuntime instanceof MicrovmRuntime ? localRuntime.stop() : undefined), () => remote?.stop(), () => credentialsListener?.close(), () => cluster?.close(), () => egress.close(), () => store.close()];
         let failure: unknown;
         for (const step of steps) await Promise.resolve().then(step).catch((err: unknown) => (failure ??= err));
         if (failure !== undefined) throw failure;

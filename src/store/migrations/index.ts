@@ -8,6 +8,7 @@ import * as initial from "./001_initial.js";
 import * as networkConnectors from "./002_network_connectors.js";
 import * as identity from "./003_identity.js";
 import * as audit from "./004_audit.js";
+import * as hosts from "./005_hosts.js";
 
 type Step = { up(db: Kysely<unknown>, t: ReturnType<typeof columnTypes>): Promise<void>; down(db: Kysely<unknown>): Promise<void> };
 
@@ -16,6 +17,7 @@ const all: Record<string, Step> = {
   "002_network_connectors": networkConnectors,
   "003_identity": identity,
   "004_audit": audit,
+  "005_hosts": hosts,
 };
 
 export type { Dialect };

@@ -1,0 +1,96 @@
+// Execution-role credentials for MicroVMs on agents (docs/design.md, "Many
+// hosts"). The identity service lives in the server, so an agent's metadata
+// service asks the server for them: `POST /v1/credentials` on the server's
+// cluster listener (`lmvm server --cluster-listen ip:port`), HTTPS with mutual
+// TLS under the cluster CA. The server answers only an agent's certificate,
+// and only for a MicroVM whose lease that agent's host holds now (the
+// certificate's CN is the host id), so a host can never get the role
+// credentials of a MicroVM it does not run.
+
+import { createServer, request, type Server } from "node:https";
+import type { TLSSocket } from "node:tls";
+import { AccessDenied, parseArn, type RoleCredentialSource, type TemporaryCredentials } from "../core/index.js";
+import type { ClusterStore } from "../store/index.js";
+import { peerIdentity, type NodeCredentials } from "./ca.js";
+
+const CALL_MS = 10_000;
+
+/** The server's side: the cluster listener. */
+export async function serveCredentials(opts: { tls: NodeCredentials; cluster: ClusterStore; source: RoleCredentialSource; host: string; port: number; log: (e: Record<string, unknown>) => void }): Promise<{ port: number; close(): Promise<void> }> {
+  const { ca, cert, key } = opts.tls;
+  const server: Server = createServer({ ca, cert, key, requestCert: true, rejectUnauthorized: true, minVersion: "TLSv1.3" }, (req, res) => {
+    const send = (status: number, body: unknown) => {
+      const text = JSON.stringify(body);
+      res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+      res.end(text);
+    };
+    const peer = peerIdentity((req.socket as TLSSocket).getPeerCertificate());
+    if (peer.role !== "agent" || !peer.name) return send(403, { error: "only the cluster's agents may ask for credentials" });
+    if (req.method !== "POST" || req.url !== "/v1/credentials") return send(404, { error: "no such call" });
+    let text = "";
+    req.setEncoding("utf8");
+    req.on("data", (c: string) => {
+      text += c;
+      if (text.length > 65536) req.destroy();
+    });
+    req.on("end", () => {
+      void (async () => {
+        const { roleArn, sourceArn, sessionName } = JSON.parse(text) as { roleArn: string; sourceArn: string; sessionName: string };
+        const microvmId = parseArn(sourceArn)?.resourceId;
+        const lease = microvmId ? await opts.cluster.lease(microvmId) : undefined;
+        if (!lease || lease.hostId !== peer.name) return send(403, { error: `host ${peer.name} does not hold ${sourceArn}` });
+        try {
+          send(200, await opts.source.serviceCredentials(roleArn, sourceArn, sessionName));
+        } catch (err) {
+          send(err instanceof AccessDenied ? 400 : 500, { error: (err as Error).message, accessDenied: err instanceof AccessDenied });
+        }
+      })().catch((err: Error) => send(400, { error: err.message }));
+    });
+  });
+  server.on("tlsClientError", () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, () => resolve());
+  });
+  const address = server.address();
+  return {
+    port: typeof address === "object" && address ? address.port : opts.port,
+    close: () => new Promise<void>((r) => {
+      server.close(() => r());
+      server.closeAllConnections();
+    }),
+  };
+}
+
+/** The agent's side: its metadata service's source of role credentials. */
+export class ServerCredentials implements RoleCredentialSource {
+  constructor(private readonly tls: NodeCredentials, private readonly server: string) {}
+
+  serviceCredentials(roleArn: string, sourceArn: string, sessionName: string): Promise<TemporaryCredentials> {
+    const i = this.server.lastIndexOf(":");
+    const body = JSON.stringify({ roleArn, sourceArn, sessionName });
+    return new Promise((resolve, reject) => {
+      const req = request({
+        host: this.server.slice(0, i), port: Number(this.server.slice(i + 1)), method: "POST", path: "/v1/credentials",
+        ca: this.tls.ca, cert: this.tls.cert, key: this.tls.key, minVersion: "TLSv1.3", timeout: CALL_MS,
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+      }, (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (text += c));
+        res.on("end", () => {
+          try {
+            const r = JSON.parse(text) as TemporaryCredentials & { error?: string; accessDenied?: boolean };
+            if (res.statusCode === 200) return resolve({ ...r, expiration: new Date(r.expiration) });
+            reject(r.accessDenied ? new AccessDenied(r.error ?? "denied") : new Error(`the server at ${this.server} refused credentials: ${r.error}`));
+          } catch (err) {
+            reject(err as Error);
+          }
+        });
+      });
+      req.on("timeout", () => req.destroy(new Error(`the server at ${this.server} did not answer within ${CALL_MS / 1000} s`)));
+      req.on("error", reject);
+      req.end(body);
+    });
+  }
+}

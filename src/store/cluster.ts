@@ -1,0 +1,295 @@
+// Cluster mode's shared records (docs/design.md, "Many hosts"), on
+// PostgreSQL only: the hosts whose agents run sandboxes, and each MicroVM's
+// lease. Every time here is the DATABASE's clock (clock_timestamp()), never a
+// host's: heartbeats, their age and lease bumps are compared on one clock, so
+// hosts' clocks need not agree.
+//
+// A lease is (microvm id, host id, epoch). Every placement of a MicroVM on a
+// host (run, resume) bumps its epoch in one statement (an upsert that row-
+// locks the lease), so two placements never share an epoch; every RPC that
+// acts on a MicroVM carries the epoch it was placed with, and the agent acts
+// only while the lease row still says (itself, that epoch): fencing.
+
+import pg from "pg";
+import { Kysely, Migrator, PostgresDialect, sql } from "kysely";
+import { migrations } from "./migrations/index.js";
+import { redactUrl } from "./postgres.js";
+
+export type HostState = "ACTIVE" | "DRAINING" | "LOST";
+export const HOST_STATES: HostState[] = ["ACTIVE", "DRAINING", "LOST"];
+
+/** What an agent tells the cluster about its host when it registers. */
+export interface HostCapacity {
+  id: string;
+  /** Where the agent's RPC listens, as ip:port. */
+  address: string;
+  memoryMiB: number;
+  freeMemoryMiB: number;
+  cpus: number;
+  diskMiB: number;
+  freeDiskMiB: number;
+  architecture: string;
+  runscVersion: string;
+  /** The gVisor platform its sandboxes run on (systrap, ptrace). */
+  platform: string;
+}
+
+export interface HostRecord extends HostCapacity {
+  state: HostState;
+  stateReason?: string;
+  registeredAt: Date;
+  heartbeatAt: Date;
+  /** How old the last heartbeat is, by the database's clock, in milliseconds. */
+  heartbeatAgeMs: number;
+}
+
+export interface Lease {
+  microvmId: string;
+  hostId: string;
+  epoch: number;
+}
+
+interface HostRow {
+  id: string;
+  address: string;
+  memory_mib: number;
+  free_memory_mib: number;
+  cpus: number;
+  disk_mib: number;
+  free_disk_mib: number;
+  architecture: string;
+  runsc_version: string;
+  platform: string;
+  state: string;
+  state_reason: string | null;
+  registered_at: number;
+  heartbeat_at: number;
+}
+
+interface LeaseRow {
+  microvm_id: string;
+  host_id: string;
+  epoch: number;
+  updated_at: number;
+}
+
+interface ClusterTables {
+  hosts: HostRow;
+  leases: LeaseRow;
+}
+
+const INT8_OID = 20;
+/** The database's clock, in milliseconds since the epoch. */
+const NOW = sql<number>`(extract(epoch from clock_timestamp()) * 1000)::bigint`;
+
+function hostOf(r: HostRow & { age: number }): HostRecord {
+  return {
+    id: r.id,
+    address: r.address,
+    memoryMiB: r.memory_mib,
+    freeMemoryMiB: r.free_memory_mib,
+    cpus: r.cpus,
+    diskMiB: r.disk_mib,
+    freeDiskMiB: r.free_disk_mib,
+    architecture: r.architecture,
+    runscVersion: r.runsc_version,
+    platform: r.platform,
+    state: r.state as HostState,
+    ...(r.state_reason ? { stateReason: r.state_reason } : {}),
+    registeredAt: new Date(r.registered_at),
+    heartbeatAt: new Date(r.heartbeat_at),
+    heartbeatAgeMs: Math.max(0, r.age),
+  };
+}
+
+export class ClusterStore {
+  private constructor(private readonly db: Kysely<ClusterTables>) {}
+
+  /** Connects to the cluster's PostgreSQL database and brings its schema up to date (the same migrations as the Store's). */
+  static async open(url: string, log?: (event: Record<string, unknown>) => void): Promise<ClusterStore> {
+    if (!/^postgres(ql)?:\/\//.test(url)) throw new Error(`Cluster mode keeps its hosts and leases in PostgreSQL: --database must be a postgres:// URL; got '${redactUrl(url)}'.`);
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: 4,
+      application_name: "lmvm-cluster",
+      connectionTimeoutMillis: 5_000,
+      // A query on a connection whose peer went silent (a partition) fails rather than waits: heartbeats and fencing checks must see it.
+      query_timeout: 5_000,
+      options: "-c synchronous_commit=on",
+      types: {
+        getTypeParser: ((oid: number, format?: "text" | "binary") =>
+          oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+      },
+    });
+    pool.on("error", (err) => log?.({ msg: "postgresql connection lost", error: err.message }));
+    const db = new Kysely<ClusterTables>({ dialect: new PostgresDialect({ pool }) });
+    try {
+      await db.selectNoFrom((eb) => eb.val(1).as("one")).execute();
+    } catch (err) {
+      await db.destroy();
+      throw new Error(`Cannot reach PostgreSQL at ${redactUrl(url)}: ${(err as Error).message}`);
+    }
+    const { error, results } = await new Migrator({ db: db as unknown as Kysely<unknown>, provider: migrations("postgres") }).migrateToLatest();
+    if (error) {
+      await db.destroy();
+      const failed = results?.find((r) => r.status === "Error")?.migrationName ?? "unknown";
+      throw new Error(`Database migration ${failed} failed on ${redactUrl(url)}: ${String(error)}`);
+    }
+    return new ClusterStore(db);
+  }
+
+  async close(): Promise<void> {
+    await this.db.destroy();
+  }
+
+  private hostsQuery() {
+    return this.db.selectFrom("hosts").selectAll().select(sql<number>`${NOW} - heartbeat_at`.as("age"));
+  }
+
+  /**
+   * Records the host (or its new capacity and address, when it registered before) with a fresh
+   * heartbeat. A host that was LOST comes back ACTIVE (its leases were taken while it was away, so
+   * it runs nothing of theirs); a DRAINING host stays DRAINING.
+   */
+  async registerHost(h: HostCapacity): Promise<HostRecord> {
+    const values = {
+      address: h.address,
+      memory_mib: h.memoryMiB,
+      free_memory_mib: h.freeMemoryMiB,
+      cpus: h.cpus,
+      disk_mib: h.diskMiB,
+      free_disk_mib: h.freeDiskMiB,
+      architecture: h.architecture,
+      runsc_version: h.runscVersion,
+      platform: h.platform,
+    };
+    await this.db
+      .insertInto("hosts")
+      .values({ id: h.id, ...values, state: "ACTIVE", state_reason: null, registered_at: NOW, heartbeat_at: NOW })
+      .onConflict((oc) =>
+        oc.column("id").doUpdateSet({
+          ...values,
+          state: sql`case when hosts.state = 'DRAINING' then 'DRAINING' else 'ACTIVE' end`,
+          state_reason: sql`case when hosts.state = 'DRAINING' then hosts.state_reason else null end`,
+          heartbeat_at: NOW,
+        }),
+      )
+      .execute();
+    return (await this.host(h.id))!;
+  }
+
+  /** A heartbeat with the host's free room now; answers its state, or undefined when the host is not registered. */
+  async heartbeat(id: string, freeMemoryMiB: number, freeDiskMiB: number): Promise<HostState | undefined> {
+    const r = await this.db
+      .updateTable("hosts")
+      .set({ heartbeat_at: NOW, free_memory_mib: freeMemoryMiB, free_disk_mib: freeDiskMiB })
+      .where("id", "=", id)
+      .returning("state")
+      .executeTakeFirst();
+    return r?.state as HostState | undefined;
+  }
+
+  async host(id: string): Promise<HostRecord | undefined> {
+    const r = await this.hostsQuery().where("id", "=", id).executeTakeFirst();
+    return r ? hostOf(r) : undefined;
+  }
+
+  async listHosts(): Promise<HostRecord[]> {
+    return (await this.hostsQuery().orderBy("id").execute()).map(hostOf);
+  }
+
+  /** Stops new placements on the host (its MicroVMs keep running). Answers the host, or undefined when there is none of that id. */
+  async drainHost(id: string): Promise<HostRecord | undefined> {
+    const r = await this.db
+      .updateTable("hosts")
+      .set({ state: "DRAINING", state_reason: "Drained by an operator (lmvm hosts drain): no new MicroVMs are placed on it." })
+      .where("id", "=", id)
+      .where("state", "!=", "LOST")
+      .returning("id")
+      .executeTakeFirst();
+    if (!r) return this.host(id);
+    return this.host(id);
+  }
+
+  /** Places new MicroVMs on the host again. */
+  async undrainHost(id: string): Promise<HostRecord | undefined> {
+    await this.db.updateTable("hosts").set({ state: "ACTIVE", state_reason: null }).where("id", "=", id).where("state", "=", "DRAINING").execute();
+    return this.host(id);
+  }
+
+  /** Marks LOST every host whose last heartbeat is older than `deadlineMs`; answers those it marked. */
+  async markLost(deadlineMs: number): Promise<HostRecord[]> {
+    const rows = await this.db
+      .updateTable("hosts")
+      .set({ state: "LOST", state_reason: sql`'No heartbeat for more than ' || ${Math.round(deadlineMs / 1000)} || ' s.'` })
+      .where("state", "!=", "LOST")
+      .where(sql<boolean>`${NOW} - heartbeat_at > ${deadlineMs}`)
+      .returning("id")
+      .execute();
+    const out: HostRecord[] = [];
+    for (const r of rows) {
+      const h = await this.host(r.id);
+      if (h) out.push(h);
+    }
+    return out;
+  }
+
+  /**
+   * Hosts new MicroVMs may be placed on, best first: ACTIVE, a heartbeat younger than
+   * `freshMs`, the given platform (and runsc version, for a checkpoint), the architecture;
+   * most free memory first.
+   */
+  async candidates(want: { platform: string; architecture: string; runscVersion?: string; freshMs: number; exclude?: string[] }): Promise<HostRecord[]> {
+    let q = this.hostsQuery()
+      .where("state", "=", "ACTIVE")
+      .where("platform", "=", want.platform)
+      .where("architecture", "=", want.architecture)
+      .where(sql<boolean>`${NOW} - heartbeat_at <= ${want.freshMs}`);
+    if (want.runscVersion) q = q.where("runsc_version", "=", want.runscVersion);
+    if (want.exclude?.length) q = q.where("id", "not in", want.exclude);
+    return (await q.orderBy("free_memory_mib", "desc").orderBy("id").execute()).map(hostOf);
+  }
+
+  /** Gives the MicroVM's lease to `hostId` with the next epoch (1 for a first placement). */
+  async placeLease(microvmId: string, hostId: string): Promise<Lease> {
+    const r = await this.db
+      .insertInto("leases")
+      .values({ microvm_id: microvmId, host_id: hostId, epoch: 1, updated_at: NOW })
+      .onConflict((oc) => oc.column("microvm_id").doUpdateSet({ host_id: hostId, epoch: sql`leases.epoch + 1`, updated_at: NOW }))
+      .returning(["microvm_id", "host_id", "epoch"])
+      .executeTakeFirstOrThrow();
+    return { microvmId: r.microvm_id, hostId: r.host_id, epoch: r.epoch };
+  }
+
+  async lease(microvmId: string): Promise<Lease | undefined> {
+    const r = await this.db.selectFrom("leases").select(["microvm_id", "host_id", "epoch"]).where("microvm_id", "=", microvmId).executeTakeFirst();
+    return r ? { microvmId: r.microvm_id, hostId: r.host_id, epoch: r.epoch } : undefined;
+  }
+
+  /** True while the MicroVM's lease is exactly (host, epoch): the fencing check an agent makes before acting. */
+  async holds(microvmId: string, hostId: string, epoch: number): Promise<boolean> {
+    const r = await this.db.selectFrom("leases").select("epoch").where("microvm_id", "=", microvmId).where("host_id", "=", hostId).where("epoch", "=", epoch).executeTakeFirst();
+    return r !== undefined;
+  }
+
+  async leasesOf(hostId: string): Promise<Lease[]> {
+    const rows = await this.db.selectFrom("leases").select(["microvm_id", "host_id", "epoch"]).where("host_id", "=", hostId).execute();
+    return rows.map((r) => ({ microvmId: r.microvm_id, hostId: r.host_id, epoch: r.epoch }));
+  }
+
+  /**
+   * Bumps the epoch of a lease without moving it (the host stays its owner in name, but no RPC
+   * placed before acts any more): what a LOST host's MicroVMs get, so the agent, if it comes back,
+   * ends their sandboxes instead of serving them.
+   */
+  async revokeLease(microvmId: string, hostId: string): Promise<void> {
+    await this.db.updateTable("leases").set({ epoch: sql`epoch + 1`, updated_at: NOW, host_id: "" }).where("microvm_id", "=", microvmId).where("host_id", "=", hostId).execute();
+  }
+
+  /** Forgets the lease of an ended MicroVM (only the given epoch's, so a newer placement stays). */
+  async dropLease(microvmId: string, epoch?: number): Promise<void> {
+    let q = this.db.deleteFrom("leases").where("microvm_id", "=", microvmId);
+    if (epoch !== undefined) q = q.where("epoch", "=", epoch);
+    await q.execute();
+  }
+}

@@ -1,0 +1,422 @@
+// Many hosts (issue 16) on one machine: each agent in a network namespace of
+// its own joined by a bridge (test/support/cluster-hosts.ts), with its own
+// data directory and runsc root, a throwaway PostgreSQL, the real `lmvm`
+// CLI for the cluster CA, the agents and `lmvm hosts`.
+
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync, rmSync } from "node:fs";
+import { request } from "node:https";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { until, within } from "../support/deadline.js";
+import { tempDir } from "../support/platform.js";
+import { freshDatabase } from "../support/postgres.js";
+import { LMVM, lmvm, spawnServer, type ServerProcess } from "../support/processes.js";
+import { writeFileSync } from "node:fs";
+import { request as httpsRequest } from "node:https";
+import { zipExample } from "../support/artifacts.js";
+import { eventually } from "../support/platform.js";
+import { freeSandboxes } from "../support/sandboxes.js";
+import { simulatedHosts, type SimulatedHosts } from "../support/cluster-hosts.js";
+import { connect as netConnect, createServer as netServer, type Server as NetServer } from "node:net";
+
+interface AgentProcess {
+  child: ChildProcess;
+  output: () => string;
+  dataDir: string;
+  hostId: string;
+}
+
+interface HostRow {
+  HostId: string;
+  Address: string;
+  State: string;
+  StateReason?: string;
+  MemoryMiB: number;
+  FreeMemoryMiB: number;
+  Cpus: number;
+  DiskMiB: number;
+  Architecture: string;
+  RunscVersion: string;
+  Platform: string;
+  HeartbeatAgeSeconds: number;
+  Microvms: string[];
+}
+
+const ROLE = "arn:aws:iam::000000000000:role/MicroVMBuildRole";
+const DOMAIN = "microvm.localhost";
+const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
+const HTTP = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:HTTP_INGRESS";
+
+/** `POST /v1/host` to an agent with the given TLS material; resolves with the status, or rejects when TLS refuses. */
+function callAgent(address: string, tls: { ca: Buffer; cert?: Buffer; key?: Buffer }): Promise<{ status: number; body: string }> {
+  const [host, port] = address.split(":");
+  return within(10_000, `a call to the agent at ${address}`, new Promise((resolve, reject) => {
+    const req = request({ host, port: Number(port), method: "POST", path: "/v1/host", ...tls, servername: undefined }, (res) => {
+      let body = "";
+      res.on("data", (d) => (body += d));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on("error", reject);
+    req.end("{}");
+  }));
+}
+
+describe("cluster", { timeout: 1_500_000 }, () => {
+  let net: SimulatedHosts;
+  let clusterDir: string;
+  let otherCa: string;
+  let database: string;
+  /** The same database as agents reach it: over TCP across the bridge, so a partition cuts them off it too. */
+  let agentDatabase: string;
+  let relay: NetServer | undefined;
+  let objects: string;
+  let server: ServerProcess | undefined;
+  let serverDir: string;
+  const agents: AgentProcess[] = [];
+  const dirs: string[] = [];
+
+  const hosts = async (): Promise<HostRow[]> => {
+    const r = await lmvm(["hosts", "list", "--database", database], {}, 30_000);
+    assert.equal(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout) as { Hosts: HostRow[] }).Hosts;
+  };
+
+  function startAgent(i: number, hostId: string): AgentProcess {
+    const dataDir = tempDir("lmvm-agent-");
+    dirs.push(dataDir);
+    return startAgentOn(i, hostId, dataDir);
+  }
+
+  function startAgentOn(i: number, hostId: string, dataDir: string): AgentProcess {
+    const host = net.hosts[i]!;
+    // nsenter, not `ip netns exec`: the latter mounts a sysfs of the namespace over /sys, which hides the cgroup tree runsc needs.
+    const child = spawn("nsenter", [`--net=/run/netns/${host.namespace}`, "--", LMVM, "agent", "--database", agentDatabase, "--data-dir", dataDir, "--cluster-dir", clusterDir,
+      "--listen", `${host.ip}:7700`, "--host-id", hostId, "--server", "172.30.0.1:7710", "--platform", "ptrace", "--object-store", `file://${objects}`], { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout!.on("data", (d) => (output += d));
+    child.stderr!.on("data", (d) => (output += d));
+    const agent = { child, output: () => output, dataDir, hostId };
+    agents.push(agent);
+    return agent;
+  }
+
+  async function stopAgent(a: AgentProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    if (a.child.exitCode !== null || a.child.signalCode !== null) return;
+    const exited = new Promise((r) => a.child.once("exit", r));
+    a.child.kill(signal);
+    await within(30_000, `agent ${a.hostId} to exit`, exited);
+  }
+
+  before(async () => {
+    net = simulatedHosts(2);
+    clusterDir = tempDir("lmvm-cluster-");
+    otherCa = tempDir("lmvm-other-ca-");
+    dirs.push(clusterDir, otherCa);
+    objects = tempDir("lmvm-objects-");
+    serverDir = tempDir("lmvm-cluster-server-");
+    dirs.push(objects, serverDir);
+    database = await freshDatabase();
+    // The test PostgreSQL listens on a Unix socket only: a relay on the bridge stands for its TCP port.
+    const [, dbName, socketDir] = /^postgres:\/\/postgres@\/([^?]+)\?host=(.+)$/.exec(database)!;
+    const socketPath = join(decodeURIComponent(socketDir!), ".s.PGSQL.5432");
+    relay = netServer((c) => {
+      const u = netConnect(socketPath);
+      c.on("error", () => u.destroy());
+      u.on("error", () => c.destroy());
+      c.pipe(u).pipe(c);
+    });
+    await new Promise<void>((resolve, reject) => relay!.once("error", reject).listen(15432, net.bridgeIp, () => resolve()));
+    agentDatabase = `postgres://postgres@${net.bridgeIp}:15432/${dbName}`;
+  });
+
+  after(async () => {
+    // LMVM_TEST_LOG_DIR keeps the server's and agents' output for a look after the run.
+    const keep = process.env.LMVM_TEST_LOG_DIR;
+    if (keep) {
+      if (server) writeFileSync(join(keep, "cluster-server.log"), server.output());
+      for (const a of agents) writeFileSync(join(keep, `cluster-${a.hostId}-${a.child.pid}.log`), a.output());
+    }
+    await server?.kill().catch(() => undefined);
+    for (const a of agents) await stopAgent(a).catch(() => stopAgent(a, "SIGKILL")).catch(() => undefined);
+    relay?.close();
+    net?.close();
+    for (const a of agents) await freeSandboxes(a.dataDir).catch(() => undefined);
+    if (serverDir) await freeSandboxes(serverDir).catch(() => undefined);
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  test("lmvm cluster init makes the CA; issue refuses bad input and makes node certificates", async () => {
+    const init = await lmvm(["cluster", "init", "--dir", clusterDir], {}, 30_000);
+    assert.equal(init.code, 0, init.stderr);
+    assert.equal(JSON.parse(init.stdout).created, true);
+    const again = await lmvm(["cluster", "init", "--dir", clusterDir], {}, 30_000);
+    assert.equal(JSON.parse(again.stdout).created, false, "a second init keeps the CA every node trusts");
+    const bad = await lmvm(["cluster", "issue", "--dir", clusterDir, "--name", "Bad_Name", "--role", "agent"], {}, 30_000);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /node name/);
+    const role = await lmvm(["cluster", "issue", "--dir", clusterDir, "--name", "x", "--role", "boss"], {}, 30_000);
+    assert.equal(role.code, 252);
+    assert.match(role.stderr, /--role must be server or agent/);
+    const server = await lmvm(["cluster", "issue", "--dir", clusterDir, "--name", "server", "--role", "server", "--address", "172.30.0.1"], {}, 30_000);
+    assert.equal(server.code, 0, server.stderr);
+    assert.match(readFileSync(join(clusterDir, "nodes", "server.pem"), "utf8"), /BEGIN CERTIFICATE/);
+    assert.equal((await lmvm(["cluster", "init", "--dir", otherCa], {}, 30_000)).code, 0);
+    assert.equal((await lmvm(["cluster", "issue", "--dir", otherCa, "--name", "server", "--role", "server"], {}, 30_000)).code, 0);
+  });
+
+  test("agents in their own namespaces register and heartbeat; lmvm hosts lists them", async () => {
+    startAgent(0, "host-a");
+    startAgent(1, "host-b");
+    await until(60_000, "both agents registered and ACTIVE", async () => {
+      const rows = await hosts();
+      return rows.length === 2 && rows.every((h) => h.State === "ACTIVE");
+    }, 500);
+    const rows = await hosts();
+    assert.deepEqual(rows.map((h) => [h.HostId, h.Address]), [["host-a", "172.30.0.10:7700"], ["host-b", "172.30.0.11:7700"]]);
+    for (const h of rows) {
+      assert.ok(h.MemoryMiB > 0 && h.FreeMemoryMiB > 0 && h.FreeMemoryMiB <= h.MemoryMiB, JSON.stringify(h));
+      assert.ok(h.Cpus >= 1 && h.DiskMiB > 0);
+      assert.equal(h.Platform, "ptrace");
+      assert.match(h.RunscVersion, /runsc version/);
+      assert.match(h.Architecture, /X86_64|ARM_64/);
+    }
+    const table = await lmvm(["hosts", "list", "--database", database, "--output", "table"], {}, 30_000);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /host-a[\s\S]*host-b/);
+    const usage = await lmvm(["agent", "--database", database, "--listen", "127.0.0.1:7700"], {}, 30_000);
+    assert.equal(usage.code, 252);
+    assert.match(usage.stderr, /--cluster-dir/);
+    // Heartbeats keep the age low: read twice, several heartbeat periods apart.
+    await new Promise((r) => setTimeout(r, 5000));
+    for (const h of await hosts()) assert.ok(h.HeartbeatAgeSeconds < 5, `host ${h.HostId}'s heartbeat is ${h.HeartbeatAgeSeconds} s old`);
+  });
+
+  test("the agent's RPC takes only the cluster's server certificates (mutual TLS)", async () => {
+    const ca = readFileSync(join(clusterDir, "ca.pem"));
+    const server = { ca, cert: readFileSync(join(clusterDir, "nodes", "server.pem")), key: readFileSync(join(clusterDir, "nodes", "server.key")) };
+    const ok = await callAgent("172.30.0.10:7700", server);
+    assert.equal(ok.status, 200, ok.body);
+    assert.equal(JSON.parse(ok.body).result.hostId, "host-a");
+    // No client certificate: the handshake fails.
+    await assert.rejects(callAgent("172.30.0.10:7700", { ca }));
+    // A certificate of another CA: refused.
+    await assert.rejects(callAgent("172.30.0.10:7700", { ca, cert: readFileSync(join(otherCa, "nodes", "server.pem")), key: readFileSync(join(otherCa, "nodes", "server.key")) }));
+    // The agent's certificate is not trusted by a client that trusts another CA.
+    await assert.rejects(callAgent("172.30.0.10:7700", { ca: readFileSync(join(otherCa, "ca.pem")), cert: server.cert, key: server.key }));
+    // Another agent's certificate (the cluster's CA, role agent) may not call.
+    const peer = await callAgent("172.30.0.10:7700", { ca, cert: readFileSync(join(clusterDir, "nodes", "host-b.pem")), key: readFileSync(join(clusterDir, "nodes", "host-b.key")) });
+    assert.equal(peer.status, 403);
+  });
+
+  test("lmvm hosts drain stops placement on a host and says so; an unknown host is an error", async () => {
+    const drained = await lmvm(["hosts", "drain", "host-b", "--database", database], {}, 30_000);
+    assert.equal(drained.code, 0, drained.stderr);
+    assert.equal(JSON.parse(drained.stdout).State, "DRAINING");
+    const missing = await lmvm(["hosts", "drain", "host-zz", "--database", database], {}, 30_000);
+    assert.equal(missing.code, 254);
+    assert.match(missing.stderr, /No host 'host-zz'/);
+    const row = (await hosts()).find((h) => h.HostId === "host-b")!;
+    assert.equal(row.State, "DRAINING", "a heartbeat keeps a drained host draining");
+    assert.equal((await lmvm(["hosts", "undrain", "host-b", "--database", database], {}, 30_000)).code, 0);
+    assert.equal((await hosts()).find((h) => h.HostId === "host-b")!.State, "ACTIVE");
+  });
+
+  describe("MicroVMs on agents", () => {
+    let env: Record<string, string>;
+    let ca: Buffer;
+    const arns = new Map<string, string>();
+    const cli = async (args: string[]): Promise<string> => {
+      const r = await lmvm(args, env);
+      assert.equal(r.code, 0, `lmvm ${args.join(" ")}: exit ${r.code}\n${r.stderr}`);
+      return r.stdout.trim();
+    };
+    const stateOf = async (id: string) => JSON.parse(await cli(["get-microvm", "--microvm-identifier", id])) as { state: string; stateReason?: string };
+    const reach = (id: string, want: string, ms = 180_000) =>
+      eventually(async () => {
+        const s = await stateOf(id);
+        assert.ok(s.state === want || !["TERMINATED", "FAILED"].includes(s.state), `${id} went ${s.state} (${s.stateReason}) while waiting for ${want}`);
+        return s.state === want ? s : undefined;
+      }, `${id} to be ${want}`, ms);
+    const hostOf = async (id: string) => (await hosts()).find((h) => h.Microvms.includes(id))?.HostId;
+    const get = (id: string, token: string, path: string): Promise<{ status: number; body: string }> =>
+      within(60_000, `GET ${path} on ${id}`, new Promise((resolve, reject) => {
+        const req = httpsRequest({
+          host: "127.0.0.1", port: server!.endpointPort, path, ca, servername: `${id}.${DOMAIN}`, agent: false,
+          headers: { host: `${id}.${DOMAIN}:${server!.endpointPort}`, "x-aws-proxy-auth": token },
+        }, (res) => {
+          let body = "";
+          res.setEncoding("utf8");
+          res.on("data", (c: string) => (body += c));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on("error", reject);
+        req.end();
+      }));
+    const requests = async (id: string, token: string): Promise<number> => {
+      const r = await get(id, token, "/");
+      assert.equal(r.status, 200, `GET / on ${id}: ${r.status} ${r.body}`);
+      return (JSON.parse(r.body) as { requests: number }).requests;
+    };
+    const token = (id: string) => cli(["create-microvm-auth-token", "--microvm-identifier", id, "--expiration-in-minutes", "30", "--allowed-ports", '[{"port":8080}]', "--query", 'authToken."X-aws-proxy-auth"', "--output", "text"]);
+    const run = async (app: string, extra: string[] = []) => {
+      const id = await cli(["run-microvm", "--image-identifier", arns.get(app)!, ...extra, "--query", "microvmId", "--output", "text"]);
+      await reach(id, "RUNNING");
+      return id;
+    };
+
+    before(async () => {
+      server = await spawnServer(serverDir, { builds: true, args: ["--database", database, "--cluster-dir", clusterDir, "--cluster-listen", "172.30.0.1:7710", "--object-store", `file://${objects}`, "--platform", "ptrace"] });
+      env = { LMVM_DATA_DIR: serverDir };
+      ca = readFileSync(join(serverDir, "tls", "ca.pem"));
+      // Each image is built once, both at once, on the server's host.
+      await Promise.all(["python", "hello"].map(async (name) => {
+        const zip = join(serverDir, `${name}.zip`);
+        writeFileSync(zip, zipExample(name));
+        const arn = await cli(["create-microvm-image", "--name", `cluster-${name}`, "--build-role-arn", ROLE, "--code-artifact", JSON.stringify({ uri: `file://${zip}` }),
+          "--cli-input-json", `file://${join(import.meta.dirname, "..", "..", "..", "examples", name, "microvm-image.json")}`, "--query", "imageArn", "--output", "text"]);
+        const state = await eventually(async () => {
+          const s = await cli(["get-microvm-image", "--image-identifier", `cluster-${name}`, "--query", "state", "--output", "text"]);
+          return s === "CREATED" || s === "CREATE_FAILED" ? s : undefined;
+        }, `cluster-${name} to build`, 1_200_000);
+        if (state !== "CREATED") assert.fail(`cluster-${name} did not build (${state}):\n${(await lmvm(["logs", "build", `cluster-${name}`, "1.0"], env)).stdout}`);
+        arns.set(name, arn);
+      }));
+    });
+
+    test("MicroVMs (Python and Node) are placed on both hosts and their endpoints answer through the server", async () => {
+      const py = await run("python", ["--ingress-network-connectors", HTTP, SHELL]);
+      const first = await hostOf(py);
+      assert.ok(first === "host-a" || first === "host-b", `the Python MicroVM's lease names a host: ${first}`);
+      const other = first === "host-a" ? "host-b" : "host-a";
+      // A drained host takes nothing new: the Node MicroVM goes to the other one.
+      assert.equal((await lmvm(["hosts", "drain", first, "--database", database], {}, 30_000)).code, 0);
+      const node = await run("hello", ["--ingress-network-connectors", HTTP, SHELL]);
+      assert.equal(await hostOf(node), other, "placed on the host that is not draining");
+      assert.equal((await lmvm(["hosts", "undrain", first, "--database", database], {}, 30_000)).code, 0);
+      for (const id of [py, node]) {
+        const t = await token(id);
+        const a = await requests(id, t);
+        assert.equal(await requests(id, t), a + 1, `${id}'s app counts its requests: the same sandbox answers`);
+      }
+      // Processes in them (lmvm exec) go through their host's agent too.
+      const pyExec = await lmvm(["exec", py, "--", "python3", "-c", "import sys; print(6 * 7); print('to stderr', file=sys.stderr); sys.exit(3)"], env);
+      assert.equal(pyExec.stdout, "42\n");
+      assert.match(pyExec.stderr, /to stderr/);
+      assert.equal(pyExec.code, 3, "the exit status comes back");
+      const nodeExec = await lmvm(["exec", node, "--", "node", "-e", "console.log(process.argv.length, require('os').hostname().length > 0)"], env);
+      assert.equal(nodeExec.code, 0, nodeExec.stderr);
+      assert.equal(nodeExec.stdout, "1 true\n");
+      await cli(["terminate-microvm", "--microvm-identifier", py]);
+      await reach(py, "TERMINATED");
+      assert.equal(await hostOf(py), undefined, "a terminated MicroVM holds no lease");
+      await cli(["terminate-microvm", "--microvm-identifier", node]);
+      await reach(node, "TERMINATED");
+    });
+
+    test("a MicroVM suspended on one host resumes on the other with its state (the checkpoint through the object store)", async () => {
+      const id = await run("python");
+      const t = await token(id);
+      const before = await requests(id, t);
+      const from = (await hostOf(id))!;
+      const to = from === "host-a" ? "host-b" : "host-a";
+      await cli(["suspend-microvm", "--microvm-identifier", id]);
+      await reach(id, "SUSPENDED");
+      assert.equal((await lmvm(["hosts", "drain", from, "--database", database], {}, 30_000)).code, 0);
+      await cli(["resume-microvm", "--microvm-identifier", id]);
+      await reach(id, "RUNNING");
+      assert.equal(await hostOf(id), to, "resumed on the other host");
+      assert.equal(await requests(id, t), before + 1, "the app's memory came along: its counter goes on");
+      assert.equal((await lmvm(["hosts", "undrain", from, "--database", database], {}, 30_000)).code, 0);
+      await cli(["terminate-microvm", "--microvm-identifier", id]);
+      await reach(id, "TERMINATED");
+    });
+
+    test("MicroVMs on agents get their execution role's credentials from the instance-metadata service (Python and Node)", async () => {
+      const trust = JSON.stringify({ Version: "2012-10-17", Statement: [{ Effect: "Allow", Principal: { Service: "lambda.amazonaws.com" }, Action: "sts:AssumeRole" }] });
+      await cli(["iam", "create-role", "--role-name", "cluster-exec", "--assume-role-policy-document", trust]);
+      const role = "arn:aws:iam::000000000000:role/cluster-exec";
+      const py = await run("python", ["--ingress-network-connectors", HTTP, SHELL, "--execution-role-arn", role]);
+      const node = await run("hello", ["--ingress-network-connectors", HTTP, SHELL, "--execution-role-arn", role]);
+      const pyScript = [
+        "import json, urllib.request as u",
+        "b = 'http://169.254.169.254/latest/'",
+        "t = u.urlopen(u.Request(b + 'api/token', method='PUT', headers={'X-aws-ec2-metadata-token-ttl-seconds': '60'}), timeout=10).read().decode()",
+        "h = {'X-aws-ec2-metadata-token': t}",
+        "name = u.urlopen(u.Request(b + 'meta-data/iam/security-credentials/', headers=h), timeout=10).read().decode().strip()",
+        "d = json.loads(u.urlopen(u.Request(b + 'meta-data/iam/security-credentials/' + name, headers=h), timeout=10).read())",
+        "print(name, d['Code'], d['AccessKeyId'][:4], len(d['Token']) > 0)",
+      ].join("\n");
+      const p = await lmvm(["exec", py, "--", "python3", "-c", pyScript], env);
+      assert.equal(p.code, 0, p.stderr);
+      assert.equal(p.stdout, "execution_role Success ASIA True\n");
+      const nodeScript = `(async () => {
+        const b = "http://169.254.169.254/latest/";
+        const t = await (await fetch(b + "api/token", { method: "PUT", headers: { "X-aws-ec2-metadata-token-ttl-seconds": "60" } })).text();
+        const h = { "X-aws-ec2-metadata-token": t };
+        const name = (await (await fetch(b + "meta-data/iam/security-credentials/", { headers: h })).text()).trim();
+        const d = await (await fetch(b + "meta-data/iam/security-credentials/" + name, { headers: h })).json();
+        console.log(name, d.Code, d.AccessKeyId.slice(0, 4), d.Token.length > 0);
+      })()`;
+      const n = await lmvm(["exec", node, "--", "node", "-e", nodeScript], env);
+      assert.equal(n.code, 0, n.stderr);
+      assert.equal(n.stdout, "execution_role Success ASIA true\n");
+      for (const id of [py, node]) {
+        await cli(["terminate-microvm", "--microvm-identifier", id]);
+        await reach(id, "TERMINATED");
+      }
+    });
+
+    test("a host cut off the network stops serving, is declared LOST, and once it is back its MicroVM is not run twice", async () => {
+      const id = await run("python", ["--ingress-network-connectors", HTTP]);
+      const hostId = (await hostOf(id))!;
+      const host = net.hosts[hostId === "host-a" ? 0 : 1]!;
+      const agent = agents.filter((a) => a.hostId === hostId).at(-1)!;
+      const t = await token(id);
+      const before = await requests(id, t);
+      host.partition(true);
+      try {
+        const ended = await reach(id, "TERMINATED", 120_000);
+        assert.match(ended.stateReason ?? "", new RegExp(`host ${hostId}.*was lost`), ended.stateReason);
+        assert.ok(before >= 1);
+      } finally {
+        host.partition(false);
+      }
+      await until(120_000, `host ${hostId} ACTIVE again after the partition`, async () => (await hosts()).find((h) => h.HostId === hostId)!.State === "ACTIVE", 1000);
+      const { Gvisor } = await import("../../src/runtime/index.js");
+      const gvisor = new Gvisor({ stateRoot: join(agent.dataDir, "runsc", "microvms") });
+      await until(120_000, "the partitioned host's sandbox ended once it was back", async () => !(await gvisor.list()).some((s) => s.status === "running"), 1000);
+      assert.match(agent.output(), /sandbox ended: its MicroVM's lease is not this host's/);
+    });
+
+    test("kill -9 of the server: restarted, it finds its MicroVMs on their hosts and their endpoints answer", async () => {
+      const id = await run("hello", ["--ingress-network-connectors", HTTP]);
+      const t = await token(id);
+      const before = await requests(id, t);
+      await server!.kill("SIGKILL");
+      server = await spawnServer(serverDir, { builds: true, args: ["--database", database, "--cluster-dir", clusterDir, "--cluster-listen", "172.30.0.1:7710", "--object-store", `file://${objects}`, "--platform", "ptrace"] });
+      assert.equal((await stateOf(id)).state, "RUNNING");
+      assert.equal(await requests(id, t), before + 1, "the same sandbox answers through the new server");
+      await cli(["terminate-microvm", "--microvm-identifier", id]);
+      await reach(id, "TERMINATED");
+    });
+
+    test("kill -9 of an agent: its host is declared LOST, its MicroVM ends naming the host, and the agent back again does not run it", async () => {
+      const id = await run("hello");
+      const hostId = (await hostOf(id))!;
+      const victim = agents.find((a) => a.hostId === hostId && a.child.exitCode === null && a.child.signalCode === null)!;
+      await stopAgent(victim, "SIGKILL");
+      const ended = await reach(id, "TERMINATED", 120_000);
+      assert.match(ended.stateReason ?? "", new RegExp(`host ${hostId}.*was lost`), ended.stateReason);
+      assert.equal((await hosts()).find((h) => h.HostId === hostId)!.State, "LOST");
+      // The sandbox outlived the agent (as sandboxes outlive a server); the agent back on the same data directory ends it: its lease is gone.
+      const index = net.hosts.findIndex((h) => `host-${"ab"[h.index]}` === hostId);
+      const back = startAgentOn(index, hostId, victim.dataDir);
+      await until(60_000, `host ${hostId} ACTIVE again`, async () => (await hosts()).find((h) => h.HostId === hostId)!.State === "ACTIVE", 500);
+      const { Gvisor } = await import("../../src/runtime/index.js");
+      const gvisor = new Gvisor({ stateRoot: join(back.dataDir, "runsc", "microvms") });
+      await until(30_000, "the old sandbox ended on the agent that came back", async () => !(await gvisor.list()).some((s) => s.status === "running"), 500);
+    });
+  });
+});

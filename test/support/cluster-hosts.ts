@@ -1,0 +1,70 @@
+// Simulated hosts for cluster tests (issue 16), all on this machine: each
+// host is a network namespace of its own (`lmvmt-c<pid>-<n>`), joined to the
+// root namespace by a veth on one bridge (`lmvmtc<pid>`), 172.30.0.0/24: the
+// bridge (the server's side) is 172.30.0.1, host n is 172.30.0.(10+n). Each
+// agent runs inside its namespace with its own data directory (and so its own
+// runsc root) and reaches PostgreSQL through the test cluster's Unix socket,
+// which no network namespace hides. A partition is the host's veth taken down.
+// Everything goes at close(), and at process exit if a test forgot.
+
+import { execFileSync } from "node:child_process";
+
+export interface SimulatedHost {
+  index: number;
+  namespace: string;
+  ip: string;
+  /** Cuts the host off the bridge (a network partition), or mends it. */
+  partition(cut: boolean): void;
+}
+
+export interface SimulatedHosts {
+  bridgeIp: string;
+  hosts: SimulatedHost[];
+  close(): void;
+}
+
+const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { stdio: ["ignore", "ignore", "pipe"], timeout: 10_000 });
+const quiet = (cmd: string, args: string[]) => {
+  try {
+    sh(cmd, args);
+  } catch {
+    // already gone
+  }
+};
+
+export function simulatedHosts(count: number): SimulatedHosts {
+  const tag = String(process.pid % 100000);
+  const bridge = `lmvmtc${tag}`;
+  const names = Array.from({ length: count }, (_, i) => ({ ns: `lmvmt-c${tag}-${i}`, outer: `lmvmtc${tag}h${i}`, inner: "eth0" }));
+  const close = () => {
+    for (const n of names) {
+      quiet("ip", ["netns", "pids", n.ns]); // nothing to do with the answer: processes are the test's to end
+      quiet("ip", ["link", "del", n.outer]);
+      quiet("ip", ["netns", "del", n.ns]);
+    }
+    quiet("ip", ["link", "del", bridge]);
+  };
+  process.once("exit", close);
+  close();
+  sh("ip", ["link", "add", bridge, "type", "bridge"]);
+  sh("ip", ["addr", "add", "172.30.0.1/24", "dev", bridge]);
+  sh("ip", ["link", "set", bridge, "up"]);
+  const hosts = names.map((n, i) => {
+    const ip = `172.30.0.${10 + i}`;
+    sh("ip", ["netns", "add", n.ns]);
+    sh("ip", ["link", "add", n.outer, "type", "veth", "peer", "name", "lmvmtcin", "netns", n.ns]);
+    sh("ip", ["link", "set", n.outer, "master", bridge, "up"]);
+    sh("ip", ["-n", n.ns, "link", "set", "lmvmtcin", "name", n.inner]);
+    sh("ip", ["-n", n.ns, "addr", "add", `${ip}/24`, "dev", n.inner]);
+    sh("ip", ["-n", n.ns, "link", "set", n.inner, "up"]);
+    sh("ip", ["-n", n.ns, "link", "set", "lo", "up"]);
+    sh("ip", ["-n", n.ns, "route", "add", "default", "via", "172.30.0.1"]);
+    return {
+      index: i,
+      namespace: n.ns,
+      ip,
+      partition: (cut: boolean) => sh("ip", ["link", "set", n.outer, cut ? "down" : "up"]),
+    };
+  });
+  return { bridgeIp: "172.30.0.1", hosts, close };
+}
