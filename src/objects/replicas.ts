@@ -228,7 +228,9 @@ export class Replicas {
 
   private async refreshImage(imageArn: string, version: string, dir: string): Promise<void> {
     const key = imageKey(imageNameOf(imageArn), version, this.opts.architecture);
-    const stored = await this.opts.store.head(key, this.lookup());
+    const stored = await this.opts.store.head(key, this.lookup()).catch((err: Error) => {
+      throw new Error(`Fetching the image of version ${version} of ${imageArn} from the object store ${this.url} failed: ${err.message}`);
+    });
     if (!stored) {
       await this.ensureMarker();
       throw new ImageMissing(`The image of version ${version} of ${imageArn} is missing from the object store ${this.url} (no ${key}): build a new version of the image.`);

@@ -229,7 +229,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     });
     // The store's marker (lmvm-store.json), written on first use; until it is found, nothing the store lacks counts as gone.
     await replicas.checkMarker(AbortSignal.timeout(10_000)).catch((err: Error) => {
-      log({ level: "error", msg: `--object-store ${objects.url} cannot be used now: ${err.message}. Check that the bucket or directory exists, the endpoint (--object-store-endpoint), and the AWS credentials and region in the environment. Until it can, builds fail at their upload, suspends keep MicroVMs running, and suspended MicroVMs whose checkpoint is not here stay as recorded.` });
+      log({ level: "error", msg: `--object-store ${objects.url} cannot be reached now, or is not the store this server used: ${err.message}. Check that the bucket or directory exists, the endpoint (--object-store-endpoint), and the AWS credentials and region in the environment. Until it can, builds fail at their upload, suspends keep MicroVMs running, and suspended MicroVMs whose checkpoint is not here stay as recorded.` });
     });
     if (builder) builder = new ReplicatedBuilder(builder, replicas);
     if (localRuntime instanceof MicrovmRuntime) runtime = new ReplicatedRuntime(localRuntime, replicas, { microvmDir: (id) => localRuntime.dir(id), log });
