@@ -38,6 +38,7 @@ export async function copyHashing(from: NodeJS.ReadableStream, to: string, signa
 
 /** Settles with `work`, or rejects once `signal` aborts (what is under way is left to finish on its own). */
 function bounded<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  work.catch(() => undefined); // what it ends with after the deadline is nobody's to handle
   if (signal.aborted) return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)));
   return new Promise<T>((resolve, reject) => {
     const stop = () => reject(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)));
