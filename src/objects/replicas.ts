@@ -471,6 +471,9 @@ export class ReplicatedRuntime implements SandboxRuntime {
         keep(`${why}; resuming it from its local checkpoint failed: ${(resumeErr as Error).message}`);
         return;
       }
+      // The head follows when the store lets it (heads only move forward with resumes, so a local
+      // incarnation above the head's is this host's newest either way).
+      await this.replicas.setCurrentIncarnation(vm.id, this.inner.incarnation(vm.id) ?? incarnation + 1).catch(() => undefined);
       throw new NotBegun(`${why}; it was resumed from its local checkpoint`);
     }
   }
@@ -483,7 +486,9 @@ export class ReplicatedRuntime implements SandboxRuntime {
       await this.replicas.ensureMarker();
       const local = this.localCheckpoint(vm.id) ? this.inner.incarnation(vm.id) : undefined;
       ({ current } = await this.current(vm.id, local));
-      // The head is the truth: a local copy of another incarnation (resumed elsewhere since) is stale.
+      // The head is the truth: a local copy of an earlier incarnation (resumed elsewhere since) is stale.
+      // One above it was made here after a failed upload, when the head could not be moved.
+      if (local !== undefined && local > current) current = local;
       if (local !== current) {
         if (!(await this.replicas.hasCheckpoint(vm.id, current))) {
           throw new Error(`the object store ${this.replicas.url} names incarnation ${current} as the MicroVM's current one, and neither holds its checkpoint nor does this host (${local === undefined ? "no copy here" : `its copy is of incarnation ${local}`}): it may be running or being suspended on another server`);
@@ -564,8 +569,8 @@ export class ReplicatedRuntime implements SandboxRuntime {
     await this.replicas.ensureMarker();
     const here = this.inner.incarnation(vm.id);
     const { current, named } = await this.current(vm.id, localCheckpoint ? here : undefined);
-    if (localCheckpoint && here === current) {
-      if (vm.state === "SUSPENDING" && !(await this.replicas.hasCheckpoint(vm.id, current))) await this.replicas.putCheckpoint(vm.id, current);
+    if (localCheckpoint && here !== undefined && here >= current) {
+      if (vm.state === "SUSPENDING" && !(await this.replicas.hasCheckpoint(vm.id, here))) await this.replicas.putCheckpoint(vm.id, here);
       return true;
     }
     if (await this.replicas.hasCheckpoint(vm.id, current)) return true;

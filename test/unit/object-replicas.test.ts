@@ -268,6 +268,10 @@ describe("object store replicas between hosts", () => {
     await assert.rejects(a.runtime.suspend(at(vm, "SUSPENDING")), (err: Error) => err instanceof NotBegun && /resumed from its local checkpoint/.test(err.message));
     assert.equal(a.sandboxes.live.get(vm.id), "state");
     assert.deepEqual(a.sandboxes.shortages, ["1.0"], "no room was reserved before the fallback resume");
+    // Restored here as incarnation 1: the head follows (the store answers heads, not checkpoints, in this test).
+    const head = join(tempDir("lmvm-replicas-head-"), "head");
+    await store.get(checkpointHeadKey(vm.id), head, t());
+    assert.deepEqual(JSON.parse(readFileSync(head, "utf8")), { incarnation: 1 });
     // No room: not resumed, and the suspend counts (the MicroVM is SUSPENDED on this host's copy).
     a.sandboxes.roomFor = "no memory";
     await a.runtime.suspend(at(vm, "SUSPENDING"));
