@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { InvalidInput, NotBegun, ObjectStoreUnavailable, type ImageVersion, type Microvm, type ObjectInfo, type SandboxFound } from "../../src/core/index.js";
@@ -347,5 +347,25 @@ describe("object store adapters: failures", () => {
     const file = join(tempDir("lmvm-replicas-s3-"), "out");
     await assert.rejects(store.get(imageKey("app", "1.0", "X86_64"), file, t()), /the bucket 'no-such-bucket' does not exist/);
     await assert.rejects(store.list("images/", t()), /the bucket 'no-such-bucket' does not exist/);
+  });
+
+  test("s3://: when one part of a multipart upload fails, the other parts stop before the upload is aborted", async () => {
+    s3 ??= await startS3Process();
+    await s3.createBucket("parts");
+    const store = openObjectStore({ url: "s3://parts/lmvm", endpoint: s3.endpoint, credentials: s3.credentials });
+    const file = join(tempDir("lmvm-replicas-parts-"), "big");
+    writeFileSync(file, Buffer.alloc(5 * 16 * 1024 * 1024 + 1, 7));
+    let settled = false;
+    let lateProgress = 0;
+    // The first finished part cuts the file short: the fifth part cannot be read.
+    const progress = () => {
+      if (settled) lateProgress++;
+      else truncateSync(file, 16 * 1024 * 1024);
+    };
+    await assert.rejects(store.put("checkpoints/vm-parts/0.tar.zst", file, t(), progress), /shrank while it was uploaded/);
+    settled = true;
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(lateProgress, 0, "parts went on uploading after the put had failed");
+    assert.equal(await store.head("checkpoints/vm-parts/0.tar.zst", t()), undefined);
   });
 });
