@@ -3,10 +3,11 @@
 // images/ and microvms/<id>/checkpoint/ are caches of it.
 //
 // - A version's image is put once, when its build succeeds (ReplicatedBuilder:
-//   a failed upload fails the build, naming the store). The local copy is
-//   stamped with the stored object's SHA-256 and is used only while the
-//   store's object has that hash (an image deleted and made again restarts at
-//   version 1.0 under the same key): otherwise, or when the data directory
+//   a failed upload fails the build, naming the store). An image deleted and
+//   made again restarts at version 1.0 under the same key, so a local copy is
+//   used only when it was built for the version row being run (its createdAt,
+//   in lmvm-version.json, in the archive too) or its stamp (lmvm-object.json)
+//   names the stored object's SHA-256: otherwise, or when the data directory
 //   lacks it, it is fetched before a run or resume (ReplicatedRuntime.shortage,
 //   run). Fetches of one version share one transfer; the archive is checked
 //   (size and SHA-256), unpacked beside the version's directory and renamed
@@ -49,9 +50,11 @@ const LOOKUP_SECONDS = 30;
 const STORE_DOWN_SECONDS = 60;
 const PROGRESS_EVERY_MS = 5_000;
 /** What a built version's directory holds that a run needs (those present are archived). */
-const IMAGE_ENTRIES = ["rootfs", "config.json", "snapshot", "snapshot-boot.log"];
+const IMAGE_ENTRIES = ["rootfs", "config.json", "snapshot", "snapshot-boot.log", "lmvm-version.json"];
 /** The stamp in a version's local directory: which stored object it is a copy of. */
 const IMAGE_STAMP = "lmvm-object.json";
+/** In the archive too: which version row (its createdAt) the image was built for. */
+const VERSION_STAMP = "lmvm-version.json";
 
 export interface ReplicasOptions {
   store: ObjectStore;
@@ -195,10 +198,11 @@ export class Replicas {
   }
 
   /** Puts the built version's image (everything a run on another host needs), and stamps the local copy with the stored object's hash. */
-  async putImage(imageArn: string, version: string, signal?: AbortSignal): Promise<void> {
+  async putImage(imageArn: string, version: string, signal?: AbortSignal, createdAt?: Date): Promise<void> {
     const dir = this.opts.imageDir(imageArn, version);
     const key = imageKey(imageNameOf(imageArn), version, this.opts.architecture);
     const file = this.staged();
+    if (createdAt) writeFileSync(join(dir, VERSION_STAMP), JSON.stringify({ createdAt: createdAt.toISOString() }));
     try {
       const info = await this.transfer("upload", key, signal, async (s, progress) => {
         await pack(dir, IMAGE_ENTRIES.filter((e) => existsSync(join(dir, e))), file, s);
@@ -212,12 +216,14 @@ export class Replicas {
   }
 
   /**
-   * Makes sure the data directory holds the store's current image of the version: a local copy is
-   * used when its stamp names the stored object's SHA-256, else the image is fetched (one fetch per
-   * version at a time). Throws ImageMissing when the store has none.
+   * Makes sure the data directory holds the version's image: a local copy built for the version row
+   * created at `createdAt` is used as it is; else one whose stamp names the stored object's SHA-256;
+   * else the image is fetched (one fetch per version at a time). Throws ImageMissing when the store
+   * has none.
    */
-  ensureImage(imageArn: string, version: string): Promise<void> {
+  ensureImage(imageArn: string, version: string, createdAt?: Date): Promise<void> {
     const dir = this.opts.imageDir(imageArn, version);
+    if (createdAt && existsSync(join(dir, "config.json")) && (readJson(join(dir, VERSION_STAMP)) as { createdAt?: string } | undefined)?.createdAt === createdAt.toISOString()) return Promise.resolve();
     let fetch = this.fetches.get(dir);
     if (!fetch) {
       fetch = this.refreshImage(imageArn, version, dir).finally(() => this.fetches.delete(dir));
@@ -380,7 +386,7 @@ export class ReplicatedBuilder implements ImageBuilder {
   async build(job: BuildJob, signal: AbortSignal): Promise<SnapshotBuild> {
     const built = await this.inner.build(job, signal);
     try {
-      await this.replicas.putImage(job.version.imageArn, job.version.version, signal);
+      await this.replicas.putImage(job.version.imageArn, job.version.version, signal, job.version.createdAt);
     } catch (err) {
       if (signal.aborted) throw err;
       throw new BuildFailure(`The image was built, but uploading it to the object store ${this.replicas.url} failed: ${(err as Error).message}. Check the object store (lmvm server --object-store) and build a new version.`);
@@ -429,7 +435,7 @@ export class ReplicatedRuntime implements SandboxRuntime {
 
   /** The version's image, here and the store's; a missing one is the caller's to fix (build a new version), an unreachable store this host's. */
   private async image(imageArn: string, version: string): Promise<void> {
-    await this.replicas.ensureImage(imageArn, version).catch((err: Error) => {
+    await this.replicas.ensureImage(imageArn, version, this.versions.get(`${imageArn} ${version}`)?.createdAt).catch((err: Error) => {
       throw err instanceof ImageMissing ? new InvalidInput(err.message) : new RuntimeUnavailable(err.message);
     });
   }
@@ -613,7 +619,7 @@ export class ReplicatedRuntime implements SandboxRuntime {
     for (const t of targets) {
       try {
         this.remember(t.version);
-        await this.replicas.ensureImage(t.version.imageArn, t.version.version);
+        await this.replicas.ensureImage(t.version.imageArn, t.version.version, t.version.createdAt);
         ready.push(t);
       } catch (err) {
         this.opts.log({ level: "error", msg: "no warm pool: the version's image could not be fetched", imageArn: t.version.imageArn, version: t.version.version, err: (err as Error).message });

@@ -155,13 +155,30 @@ describe("object store replicas between hosts", () => {
     const store = shared();
     const a = host("a", store);
     const b = host("b", store);
+    const first = new Date("2026-11-30T05:00:00.123Z");
+    const second = new Date("2026-11-30T05:30:00.456Z");
     build(a, "deleted image's code");
-    await a.replicas.putImage(IMAGE, "1.0");
-    await a.replicas.ensureImage(IMAGE, "1.0");
+    await a.replicas.putImage(IMAGE, "1.0", undefined, first);
+    // A copy built for the version row is used without asking the store (an outage does not stop it).
+    store.down = true;
+    await a.replicas.ensureImage(IMAGE, "1.0", first);
+    store.down = false;
     // The image is deleted (its objects go) and made again on B: versions restart at 1.0, same key.
     await b.replicas.deleteImage(IMAGE, "1.0");
     build(b, "new image's code");
-    await b.replicas.putImage(IMAGE, "1.0");
+    await b.replicas.putImage(IMAGE, "1.0", undefined, second);
+    // A's copy is of another row: not used (the store cannot say which it is while it is down).
+    store.down = true;
+    await assert.rejects(a.replicas.ensureImage(IMAGE, "1.0", second), /injected/);
+    store.down = false;
+    await a.replicas.ensureImage(IMAGE, "1.0", second);
+    assert.deepEqual(JSON.parse(readFileSync(join(a.imageDir, "config.json"), "utf8")), { code: "new image's code" });
+    // Without the row (a server that has not seen it), the stored object's hash decides: A's copy is the store's now.
+    store.calls = 0;
+    await a.replicas.ensureImage(IMAGE, "1.0");
+    assert.equal(store.calls, 1, "one lookup, no fetch");
+    // A copy with no stamp (from before stamps) is not trusted: fetched again.
+    build(a, "unstamped");
     await a.replicas.ensureImage(IMAGE, "1.0");
     assert.deepEqual(JSON.parse(readFileSync(join(a.imageDir, "config.json"), "utf8")), { code: "new image's code" });
     // Deleted with no new one: the local copy is not used, and the message says what to do.
