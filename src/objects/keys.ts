@@ -4,6 +4,12 @@
 //       a built version: rootfs/, config.json, snapshot/ (with lmvm-platform.json), snapshot-boot.log
 //   checkpoints/<microvm id>/<incarnation>.tar.zst
 //       a suspended MicroVM: checkpoint/ (memory and disk, lmvm-platform.json) and sandbox.json
+//   checkpoints/<microvm id>/current.json
+//       {"incarnation": n}: the MicroVM's incarnation now live or saved (moved at a resume before the
+//       new sandbox starts, and with a suspend's upload); only a checkpoint of that incarnation is used
+//   lmvm-store.json
+//       {"storeId": ...}: written on first use; a host that has seen it refuses to read "absent" as
+//       "gone" until it finds the same marker again (an unmounted path or a mistyped prefix looks empty)
 // The server that builds a version puts its image once; the server that
 // suspends a MicroVM puts its checkpoint. DeleteMicrovmImageVersion and
 // DeleteMicrovmImage remove images/<name>/<version>/, TerminateMicrovm
@@ -29,6 +35,8 @@ export function checkPrefix(prefix: string): string {
 export const imagePrefix = (imageName: string, version: string) => `images/${imageName}/${version}/`;
 export const imageKey = (imageName: string, version: string, architecture: string) => `${imagePrefix(imageName, version)}${architecture}.tar.zst`;
 export const checkpointPrefix = (microvmId: string) => `checkpoints/${microvmId}/`;
+export const checkpointHeadKey = (microvmId: string) => `${checkpointPrefix(microvmId)}current.json`;
+export const MARKER_KEY = "lmvm-store.json";
 export const checkpointKey = (microvmId: string, incarnation: number) => `${checkpointPrefix(microvmId)}${incarnation}.tar.zst`;
 
 /** The incarnation a checkpoint key names, or undefined for another key. */

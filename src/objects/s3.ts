@@ -44,18 +44,22 @@ export interface S3ObjectStoreOptions {
   credentials?: { accessKeyId: string; secretAccessKey: string };
 }
 
+/** The object is absent (a missing bucket is not: it is a misconfiguration, and says so). */
 function notFound(err: unknown): boolean {
-  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+  const e = err as { name?: string; Code?: string; $metadata?: { httpStatusCode?: number } };
+  if (e?.name === "NoSuchBucket" || e?.Code === "NoSuchBucket") return false;
   return e?.name === "NotFound" || e?.name === "NoSuchKey" || e?.$metadata?.httpStatusCode === 404;
 }
 
 export class S3ObjectStore implements ObjectStore {
   readonly url: string;
   private readonly client: S3Client;
+  private readonly endpoint: string | undefined;
 
   constructor(private readonly opts: S3ObjectStoreOptions) {
     this.url = `s3://${opts.bucket}/${opts.prefix}`;
     const endpoint = opts.endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL;
+    this.endpoint = endpoint;
     const config: S3ClientConfig = {
       region: opts.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? "us-east-1",
       forcePathStyle: opts.pathStyle ?? endpoint !== undefined,
@@ -78,7 +82,10 @@ export class S3ObjectStore implements ObjectStore {
     } catch (err) {
       if (err instanceof ObjectStoreUnavailable) throw err;
       if (signal.aborted) throw new ObjectStoreUnavailable(`${what} in ${this.url} did not finish in time (${String(signal.reason?.message ?? signal.reason)})`);
-      const e = err as Error & { $metadata?: { httpStatusCode?: number } };
+      const e = err as Error & { Code?: string; $metadata?: { httpStatusCode?: number } };
+      if (e.name === "NoSuchBucket" || e.Code === "NoSuchBucket") {
+        throw new ObjectStoreUnavailable(`${what} in ${this.url} failed: the bucket '${this.opts.bucket}' does not exist${this.endpoint ? ` at ${this.endpoint}` : ""}; create it, or fix --object-store (and --object-store-endpoint).`);
+      }
       const status = err instanceof S3ServiceException ? ` (HTTP ${e.$metadata?.httpStatusCode ?? "?"}, ${e.name})` : "";
       throw new ObjectStoreUnavailable(`${what} in ${this.url} failed${status}: ${e.message || e.name}`);
     }
@@ -117,17 +124,25 @@ export class S3ObjectStore implements ObjectStore {
           const etags: string[] = new Array(count);
           let next = 0;
           let sent = 0;
+          // One part failing stops the others (they are aborted and awaited) before the upload is aborted.
+          const stop = new AbortController();
+          const parts = AbortSignal.any([signal, stop.signal]);
           const worker = async () => {
-            while (next < count) {
+            while (next < count && !parts.aborted) {
               const i = next++;
               const body = await part(i);
-              const { ETag } = await this.client.send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber: i + 1, Body: body, ContentLength: body.length }), { abortSignal: signal });
+              const { ETag } = await this.client.send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber: i + 1, Body: body, ContentLength: body.length }), { abortSignal: parts });
               etags[i] = ETag!;
               sent += body.length;
               progress?.(sent);
             }
           };
-          await Promise.all(Array.from({ length: Math.min(PARALLEL_PARTS, count) }, worker));
+          const settled = await Promise.allSettled(Array.from({ length: Math.min(PARALLEL_PARTS, count) }, () => worker().catch((err: unknown) => {
+            stop.abort(err);
+            throw err;
+          })));
+          const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+          if (failed) throw stop.signal.reason ?? failed.reason;
           await this.client.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId, MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) } }), { abortSignal: signal });
         } catch (err) {
           await this.client.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId }), { abortSignal: AbortSignal.timeout(30_000) }).catch(() => undefined);

@@ -545,14 +545,18 @@ export class MicrovmRuntime implements SandboxRuntime {
    * Takes up a sandbox record and checkpoint another host made, just put in
    * the MicroVM's directory (src/objects): what names that host's paths (the
    * image's rootfs, the sandbox directory) is made this host's, and the
-   * record says its network is released, as after a suspend here.
+   * record says its network is released, as after a suspend here. With
+   * `dir`, only the record in that directory (a fetch not yet in place) is rewritten.
    */
-  importCheckpoint(vm: Microvm): void {
-    const rec = JSON.parse(readFileSync(join(this.dir(vm.id), "sandbox.json"), "utf8")) as SandboxRecord;
+  importCheckpoint(vm: Microvm, dir?: string): void {
+    const rec = JSON.parse(readFileSync(join(dir ?? this.dir(vm.id), "sandbox.json"), "utf8")) as SandboxRecord;
     const built = this.opts.locate(vm.imageArn, vm.imageVersion);
     const { sandboxDir: _elsewhere, ...kept } = rec;
     rec.limits = completeLimits(rec.limits ?? { memoryMiB: 1024, vcpus: 1 }, this.opts.gvisor.diskMiB(undefined) ?? 10240);
-    this.save(vm.id, { ...kept, limits: rec.limits, rootfs: built.rootfs, config: built.config, networkReleased: true });
+    const imported = { ...kept, limits: rec.limits, rootfs: built.rootfs, config: built.config, networkReleased: true };
+    // A fetch's own directory: the record is rewritten there, before it is renamed into place (a crash leaves no other host's record).
+    if (dir) return writeFileAtomic(join(dir, "sandbox.json"), JSON.stringify(imported, null, 2));
+    this.save(vm.id, imported);
     this.cpu.drop(vm.id);
   }
 

@@ -22,7 +22,7 @@ import { ShellIngress } from "../shell/index.js";
 import { ClusterStore, PostgresStore, SqliteStore } from "../store/index.js";
 import { nodeCredentials, RemoteRuntime, serveCredentials } from "../cluster/index.js";
 import { parseHostPort } from "./agent.js";
-import { openObjectStore, Replicas, ReplicatedBuilder, ReplicatedRuntime, type ObjectStoreConfig } from "../objects/index.js";
+import { FileObjectStore, openObjectStore, Replicas, ReplicatedBuilder, ReplicatedRuntime, type ObjectStoreConfig } from "../objects/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
 import { hostPlatform } from "./host.js";
 import { composeSandboxHost } from "./sandbox-host.js";
@@ -170,11 +170,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   // A URL that names no store stops the start; a store that cannot be reached now does not (its outage must not keep
   // this host's MicroVMs from being served): it is logged, and what needs it waits or is refused with the reason.
   const objects = config.objectStore ? openObjectStore(config.objectStore) : undefined;
-  if (objects) {
-    await objects.list("images/", AbortSignal.timeout(10_000)).catch((err: Error) => {
-      log({ level: "error", msg: `--object-store ${objects.url} cannot be reached now: ${err.message}. Check that the bucket or directory exists, the endpoint (--object-store-endpoint), and the AWS credentials and region in the environment. Until it can, builds fail at their upload, suspends keep MicroVMs running, and suspended MicroVMs whose checkpoint is not here stay as recorded.` });
-    });
-  }
+  // A file:// directory that is missing stops the start (under a deadline: a hung mount must not hang it).
+  if (objects instanceof FileObjectStore) await objects.probe(AbortSignal.timeout(10_000));
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const files = paths(config.dataDir);
   const creds = rootCredentials(config.dataDir);
@@ -254,7 +251,12 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       imageDir: (imageArn, version) => builtImageDir(files.images, imageArn, version, host.architecture),
       microvmDir: (id) => join(files.microvms, id),
       stagingDir: files.objects,
+      markerFile: join(config.dataDir, "object-store.json"),
       log,
+    });
+    // The store's marker (lmvm-store.json), written on first use; until it is found, nothing the store lacks counts as gone.
+    await replicas.checkMarker(AbortSignal.timeout(10_000)).catch((err: Error) => {
+      log({ level: "error", msg: `--object-store ${objects.url} cannot be reached now, or is not the store this server used: ${err.message}. Check that the bucket or directory exists, the endpoint (--object-store-endpoint), and the AWS credentials and region in the environment. Until it can, builds fail at their upload, suspends keep MicroVMs running, and suspended MicroVMs whose checkpoint is not here stay as recorded.` });
     });
     if (builder) builder = new ReplicatedBuilder(builder, replicas);
     if (localRuntime instanceof MicrovmRuntime) runtime = new ReplicatedRuntime(localRuntime, replicas, { microvmDir: (id) => localRuntime.dir(id), log });

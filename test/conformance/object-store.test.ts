@@ -161,11 +161,13 @@ conformance(
 );
 
 describe("object store URLs and reachability", () => {
-  test("a URL that names no adapter is refused with the forms it may take", () => {
+  test("a URL that names no adapter is refused with the forms it may take; a file:// directory that does not exist fails the startup probe", async () => {
     for (const bad of ["http://x/y", "s3://", "s3://A_B/x", "file://relative", "/abs/path"]) {
       assert.throws(() => openObjectStore({ url: bad }), /--object-store must be s3:\/\/bucket\[\/prefix\].*file:\/\/\/absolute\/path/, bad);
     }
-    assert.throws(() => openObjectStore({ url: "file:///no/such/dir/for/lmvm" }), /does not exist; create it/);
+    const missing = openObjectStore({ url: "file:///no/such/dir/for/lmvm" });
+    assert.ok(missing instanceof FileObjectStore);
+    await assert.rejects(missing.probe(t()), (err: Error) => err instanceof ObjectStoreUnavailable && /the directory \/no\/such\/dir\/for\/lmvm does not exist; create it/.test(err.message));
     assert.throws(() => openObjectStore({ url: "s3://bucket/x", endpoint: "ftp://x" }), /--object-store-endpoint must be an http/);
   });
 

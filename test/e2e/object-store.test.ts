@@ -143,7 +143,8 @@ describe("a MicroVM suspended on one server resumes on another through the objec
       const id = vms.get(app.name)!;
       await until(id, "SUSPENDED");
       const key = `checkpoints/${id}/0.tar.zst`;
-      assert.deepEqual((await keys(`checkpoints/${id}/`)).map((o) => o.key), [key]);
+      // Beside it, the head object naming the incarnation that is current (0: never resumed).
+      assert.deepEqual((await keys(`checkpoints/${id}/`)).map((o) => o.key), [key, `checkpoints/${id}/current.json`]);
       const up = transfers("upload", key);
       assert.equal(up.length, 1);
       console.log(`uploaded ${key}: ${up[0]!.bytes} bytes in ${up[0]!.seconds} s`);
@@ -182,7 +183,7 @@ describe("a MicroVM suspended on one server resumes on another through the objec
       return true;
     });
     assert.equal((await state(id)).state, "SUSPENDED");
-    assert.equal((await keys(`checkpoints/${id}/`)).length, 1, "the checkpoint stays in the store");
+    assert.deepEqual((await keys(`checkpoints/${id}/`)).map((o) => o.key), [`checkpoints/${id}/0.tar.zst`, `checkpoints/${id}/current.json`], "the checkpoint stays in the store, and current");
     await stop();
   });
 
@@ -211,7 +212,7 @@ describe("a MicroVM suspended on one server resumes on another through the objec
       const f = transfers("fetch", `checkpoints/${id}/0.tar.zst`, earlierOnB + server!.output());
       assert.equal(f.length, 1, `one fetch of ${id}'s checkpoint`);
       console.log(`fetched checkpoints/${id}/0.tar.zst: ${f[0]!.bytes} bytes in ${f[0]!.seconds} s`);
-      assert.deepEqual(await keys(`checkpoints/${id}/`), [], "a resumed MicroVM's checkpoint is spent");
+      assert.deepEqual((await keys(`checkpoints/${id}/`)).map((o) => o.key), [`checkpoints/${id}/current.json`], "a resumed MicroVM's checkpoint is spent; its head names the live incarnation");
     }
     assert.equal(transfers("fetch", "images/node/1.0/X86_64.tar.zst", earlierOnB + server!.output()).length, 1, "the Node image was fetched once, for the refused resume");
 
@@ -219,10 +220,10 @@ describe("a MicroVM suspended on one server resumes on another through the objec
     assert.equal(await requests(node), 5);
     await client.send(new SuspendMicrovmCommand({ microvmIdentifier: node }));
     await until(node, "SUSPENDED");
-    assert.deepEqual((await keys(`checkpoints/${node}/`)).map((o) => o.key), [`checkpoints/${node}/1.tar.zst`]);
+    assert.deepEqual((await keys(`checkpoints/${node}/`)).map((o) => o.key), [`checkpoints/${node}/1.tar.zst`, `checkpoints/${node}/current.json`]);
     for (const id of [...fresh, py]) await client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
     for (const id of [...fresh, py]) await until(id, "TERMINATED");
-    assert.deepEqual((await keys("checkpoints/")).map((o) => o.key), [`checkpoints/${node}/1.tar.zst`], "terminated MicroVMs leave no checkpoint in the store");
+    assert.deepEqual((await keys("checkpoints/")).map((o) => o.key), [`checkpoints/${node}/1.tar.zst`, `checkpoints/${node}/current.json`], "terminated MicroVMs leave no checkpoint in the store");
     assert.deepEqual(readdirSync(join(dirB, "objects")), [], "no archive is left in the staging directory");
     await stop();
   });
