@@ -126,6 +126,10 @@ export class PostgresStore extends KyselyStore {
   }
 
   async close(): Promise<void> {
+    // Unlocked explicitly first: the session ending would release it too, but only once
+    // PostgreSQL has noticed the closed connection, so a server started right after this one
+    // stopped could find the lock still held.
+    await this.lockHolder?.query("SELECT pg_advisory_unlock($1)", [SERVER_LOCK_KEY]).catch(() => undefined);
     // Closing the connection ends its session, and the server lock with it.
     this.lockHolder?.release(true);
     this.lockHolder = undefined;
