@@ -351,17 +351,17 @@ export class MicrovmRuntime implements SandboxRuntime {
       this.release(this.startingMemory(vm.imageArn, vm.imageVersion), limitsOf(version.config).vcpus);
       throw new Error(unrunnable);
     }
-    const steps = this.steps("RunMicrovm", vm.id);
     mkdirSync(this.dir(vm.id), { recursive: true });
     const logging = !(vm.config.logging ?? version.config.logging)?.disabled;
     // The clone RunMicrovm claimed for this id (claimWarm), made with this MicroVM's hostname.
     const clone = this.pool?.take(vm.id);
     if (clone) {
-      if (clone.shape === shapeOf(vm.config.egress ?? NO_EGRESS) && clone.logging === logging) return this.runClone(vm, version, built, clone, steps);
+      if (clone.shape === shapeOf(vm.config.egress ?? NO_EGRESS) && clone.logging === logging) return this.runClone(vm, version, built, clone, this.steps("RunMicrovm from a warm clone", vm.id));
       // The egress bound at the record differs from the one claimed with (a connector changed
       // meanwhile): the clone's routes do not fit. Its id is this MicroVM's, so no other run may have it.
       await this.pool!.destroy(clone);
     }
+    const steps = this.steps("RunMicrovm", vm.id);
     const network = await this.network();
     steps.mark("network");
     const rec: SandboxRecord = {
