@@ -1,7 +1,11 @@
 // Warm pools: for an image version with a pool size, clones of its build-time
 // snapshot already restored, each into its own network namespace, cgroup and
 // sandbox directory (runsc id pool-<random>, directory <pool dir>/<that id>),
-// then paused (`runsc pause`: no CPU while pooled). Each clone is made for a
+// then frozen with the cgroup freezer (no CPU while pooled; thawing is a write
+// to a cgroup file, where `runsc resume` costs a Go program's start, about
+// 75 ms on a busy host; `runsc pause` where the sandbox has no freezer
+// cgroup). A frozen sandbox cannot die of a signal until thawed, so every
+// clone is thawed before it is destroyed. Each clone is made for a
 // MicroVM id of its own, fresh and random like any (newMicrovmId): before it
 // is paused its hostname is set to that id, as a restored sandbox's is, so
 // that no `runsc exec` is left for the claim. RunMicrovm claims a clone before
@@ -9,7 +13,7 @@
 // run() of that MicroVM takes the clone (take): the MicroVM's record names the
 // clone's sandbox, the clone's log file becomes the MicroVM's, its firewall
 // chain, DNS, shaping and metadata service are made the MicroVM's, and it is
-// unpaused and given /run exactly as a restored sandbox is. An id is handed
+// thawed and given /run exactly as a restored sandbox is. An id is handed
 // out once: a clone claimed for a run that recorded no MicroVM goes back to
 // the pool (unclaim) with its id still unused; one whose MicroVM is recorded
 // is that MicroVM's or is destroyed, never handed to another run.
@@ -36,6 +40,7 @@ import { join } from "node:path";
 import { limitsOf, newMicrovmId, NO_EGRESS, UNNAMED_HOOKS_PORT, type EgressPolicy, type ImageVersion, type WarmPoolTarget } from "../core/index.js";
 import { routesFor, type EgressGateway, type NetworkNamespaces, type SandboxNetwork } from "../net/index.js";
 import { removeTree } from "../os/index.js";
+import type { SandboxCgroups } from "./cgroups.js";
 import type { Gvisor } from "./gvisor.js";
 
 /** What a MicroVM needs from a clone to make it its sandbox. */
@@ -49,6 +54,8 @@ export interface Clone {
   /** The app's output so far, to become the MicroVM's log; absent when the clone's logging is off. */
   logFile?: string;
   network: SandboxNetwork;
+  /** How it is held still: frozen by the cgroup freezer, or paused by runsc (no freezer cgroup). */
+  held: "frozen" | "paused";
   /** routesFor(the egress it was restored with), joined. */
   shape: string;
   logging: boolean;
@@ -67,6 +74,8 @@ export interface PoolFigures {
 
 export interface WarmPoolOptions {
   gvisor: Gvisor;
+  /** The sandboxes' cgroups: clones are frozen and thawed there. */
+  cgroups: SandboxCgroups;
   nets: NetworkNamespaces;
   egress: EgressGateway;
   /** Where clones keep their sandbox directories and logs. */
@@ -83,6 +92,8 @@ export interface WarmPoolOptions {
 }
 
 const RESTORE_SECONDS = 120;
+/** How long a clone's processes may take to freeze. */
+const FREEZE_MS = 10_000;
 /** How long the refill waits before looking again when the host had no room. */
 const NO_ROOM_RETRY_MS = 5_000;
 
@@ -297,7 +308,7 @@ export class WarmPool {
     const dir = join(this.opts.dir, id);
     mkdirSync(this.opts.dir, { recursive: true });
     const network = await this.opts.nets.create();
-    const clone: Pooled = { id, microvmId, dir, network, key: keyOf(version.imageArn, version.version), shape: shapeOf(egress), logging, ...(logging ? { logFile: join(this.opts.dir, `${id}.log`) } : {}) };
+    const clone: Pooled = { id, microvmId, dir, network, held: "frozen", key: keyOf(version.imageArn, version.version), shape: shapeOf(egress), logging, ...(logging ? { logFile: join(this.opts.dir, `${id}.log`) } : {}) };
     try {
       // While pooled, the firewall refuses everything (no egress, no one's credentials); the
       // routes are the shape's, as gVisor takes them at restore. A claim makes the rest the MicroVM's.
@@ -312,7 +323,11 @@ export class WarmPool {
       // The identity a restored MicroVM is given after its restore, given now, off RunMicrovm's path:
       // the hostname (the snapshot holds the build's). The app's environment is the version's, as for every MicroVM.
       await this.opts.gvisor.setHostname(id, built.rootfs, microvmId);
-      await this.opts.gvisor.pause(id);
+      if (this.opts.cgroups.freeze(id, true)) await this.frozen(id);
+      else {
+        clone.held = "paused";
+        await this.opts.gvisor.pause(id);
+      }
       return clone;
     } catch (err) {
       await this.destroy(clone);
@@ -328,8 +343,24 @@ export class WarmPool {
     this.opts.log?.({ msg: "warm pool clone destroyed", why, sandboxId: c.id, ready: this.ready.filter((x) => x.key === c.key).length });
   }
 
+  /** Resolves once every process of the sandbox is frozen; rejects past FREEZE_MS. */
+  private async frozen(id: string): Promise<void> {
+    const deadline = Date.now() + FREEZE_MS;
+    while (!this.opts.cgroups.frozen(id)) {
+      if (Date.now() > deadline) throw new Error(`the clone's processes did not freeze within ${FREEZE_MS / 1000} s`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  /** Sets a claimed clone going again: its processes thawed (or runsc resume, for one runsc paused). */
+  async wake(c: Clone): Promise<void> {
+    if (c.held === "paused") await this.opts.gvisor.resume(c.id);
+    else this.opts.cgroups.freeze(c.id, false);
+  }
+
   /** Frees a clone that no MicroVM claimed: its sandbox, network, directory and log. */
   async destroy(c: Clone): Promise<void> {
+    this.opts.cgroups.freeze(c.id, false); // a frozen process would not die of runsc's SIGKILL until thawed
     await this.opts.gvisor.destroy(c.id);
     await this.opts.egress.detach(c.network);
     await this.opts.nets.destroy(c.network);
