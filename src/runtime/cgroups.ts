@@ -17,7 +17,7 @@
 // hierarchy sits at /sys/fs/cgroup/unified without the cpu and memory
 // controllers, so v1 is the one to read.
 
-import { existsSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, rmdirSync } from "node:fs";
 import { join } from "node:path";
 
 export type CgroupLayout = "v1" | "v2";
@@ -79,26 +79,6 @@ export class SandboxCgroups {
     // v1 memory.oom_control and v2 memory.events both carry an "oom_kill <count>" line.
     const text = this.read(this.layout === "v2" ? join(this.unified(id), "memory.events") : join(this.root, "memory", id, "memory.oom_control"));
     return text !== undefined && field(text, "oom_kill") > 0;
-  }
-
-  /**
-   * Freezes (true) or thaws (false) every process of the sandbox with the
-   * cgroup freezer (v1 `freezer.state`, v2 `cgroup.freeze`): a write to a file,
-   * where `runsc pause` and `runsc resume` each start a Go program (tens of ms).
-   * False when the sandbox has no freezer cgroup. Freezing may take a moment:
-   * frozen() says when it is done.
-   */
-  freeze(id: string, frozen: boolean): boolean {
-    const file = this.layout === "v2" ? join(this.unified(id), "cgroup.freeze") : join(this.root, "freezer", id, "freezer.state");
-    if (!existsSync(file)) return false;
-    writeFileSync(file, this.layout === "v2" ? (frozen ? "1" : "0") : frozen ? "FROZEN" : "THAWED");
-    return true;
-  }
-
-  /** Whether every process of the sandbox is frozen now. */
-  frozen(id: string): boolean {
-    if (this.layout === "v2") return /^frozen 1$/m.test(this.read(join(this.unified(id), "cgroup.events")) ?? "");
-    return this.read(join(this.root, "freezer", id, "freezer.state"))?.trim() === "FROZEN";
   }
 
   /**

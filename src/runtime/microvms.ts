@@ -182,7 +182,6 @@ export class MicrovmRuntime implements SandboxRuntime {
     if (opts.poolDir) {
       this.pool = new WarmPool({
         gvisor: opts.gvisor,
-        cgroups,
         nets: opts.nets,
         egress: opts.egress,
         dir: opts.poolDir,
@@ -604,11 +603,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     // What a killed server prepared goes first, whatever fails after. Preparing again waits for the
     // first start (its report()): a server that runs no MicroVM (most test servers, a build host) makes none.
     await this.opts.prepared?.recover();
-    for (const s of await this.opts.gvisor.list().catch(() => [])) {
-      if (current.has(s.id)) continue;
-      this.cgroups.freeze(s.id, false); // a clone a killed server left frozen would not die until thawed
-      await this.opts.gvisor.destroy(s.id);
-    }
+    for (const s of await this.opts.gvisor.list().catch(() => [])) if (!current.has(s.id)) await this.opts.gvisor.destroy(s.id);
     for (const id of running) rmSync(join(this.dir(id), "checkpoint"), { recursive: true, force: true });
     // Only a RUNNING MicroVM's current sandbox keeps its directory (earlier incarnations', and a crashed resume's, go).
     for (const vm of keep) if (vm.state === "SUSPENDED" || vm.state === "RUNNING") this.forgetSandboxes(vm.id, vm.state === "RUNNING" ? this.sandboxDir(vm.id) : undefined);

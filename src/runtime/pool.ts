@@ -1,11 +1,10 @@
 // Warm pools: for an image version with a pool size, clones of its build-time
 // snapshot already restored, each into its own network namespace, cgroup and
 // sandbox directory (runsc id pool-<random>, directory <pool dir>/<that id>),
-// then frozen with the cgroup freezer (no CPU while pooled; thawing is a write
-// to a cgroup file, where `runsc resume` costs a Go program's start, about
-// 75 ms on a busy host; `runsc pause` where the sandbox has no freezer
-// cgroup). A frozen sandbox cannot die of a signal until thawed, so every
-// clone is thawed before it is destroyed. Each clone is made for a
+// then paused (`runsc pause`: no CPU while pooled). Not frozen with the cgroup
+// freezer, although thawing would cost a file write where `runsc resume`
+// starts a Go program (about 75 ms on a busy host): `runsc list` hangs on a
+// frozen sandbox, and the server lists its sandboxes. Each clone is made for a
 // MicroVM id of its own, fresh and random like any (newMicrovmId): before it
 // is paused its hostname is set to that id, as a restored sandbox's is, so
 // that no `runsc exec` is left for the claim. RunMicrovm claims a clone before
@@ -13,7 +12,7 @@
 // run() of that MicroVM takes the clone (take): the MicroVM's record names the
 // clone's sandbox, the clone's log file becomes the MicroVM's, its firewall
 // chain, DNS, shaping and metadata service are made the MicroVM's, and it is
-// thawed and given /run exactly as a restored sandbox is. An id is handed
+// unpaused and given /run exactly as a restored sandbox is. An id is handed
 // out once: a clone claimed for a run that recorded no MicroVM goes back to
 // the pool (unclaim) with its id still unused; one whose MicroVM is recorded
 // is that MicroVM's or is destroyed, never handed to another run.
@@ -26,6 +25,10 @@
 // claim it; every other run is a miss and restores as without a pool. The
 // shape clones are made with is that of the version's last RunMicrovm, or,
 // before any, that of a run naming no connector (the server's default egress).
+// A clone's firewall chain, DNS and shaping are those of the egress it is made
+// with, from its restore on (as a restored MicroVM's are): a claim by a run of
+// that very egress leaves them standing and only gives the metadata service
+// the MicroVM's execution role (no credentials before the claim).
 // Whether the app's output is kept is fixed at restore too (runsc holds the
 // file): a clone is made with the version's logging, and a run asking
 // otherwise misses.
@@ -37,10 +40,9 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { limitsOf, newMicrovmId, NO_EGRESS, UNNAMED_HOOKS_PORT, type EgressPolicy, type ImageVersion, type WarmPoolTarget } from "../core/index.js";
+import { limitsOf, newMicrovmId, UNNAMED_HOOKS_PORT, type EgressPolicy, type ImageVersion, type WarmPoolTarget } from "../core/index.js";
 import { routesFor, type EgressGateway, type NetworkNamespaces, type SandboxNetwork } from "../net/index.js";
 import { removeTree } from "../os/index.js";
-import type { SandboxCgroups } from "./cgroups.js";
 import type { Gvisor } from "./gvisor.js";
 
 /** What a MicroVM needs from a clone to make it its sandbox. */
@@ -54,8 +56,6 @@ export interface Clone {
   /** The app's output so far, to become the MicroVM's log; absent when the clone's logging is off. */
   logFile?: string;
   network: SandboxNetwork;
-  /** How it is held still: frozen by the cgroup freezer, or paused by runsc (no freezer cgroup). */
-  held: "frozen" | "paused";
   /** routesFor(the egress it was restored with), joined. */
   shape: string;
   logging: boolean;
@@ -74,8 +74,6 @@ export interface PoolFigures {
 
 export interface WarmPoolOptions {
   gvisor: Gvisor;
-  /** The sandboxes' cgroups: clones are frozen and thawed there. */
-  cgroups: SandboxCgroups;
   nets: NetworkNamespaces;
   egress: EgressGateway;
   /** Where clones keep their sandbox directories and logs. */
@@ -92,8 +90,6 @@ export interface WarmPoolOptions {
 }
 
 const RESTORE_SECONDS = 120;
-/** How long a clone's processes may take to freeze. */
-const FREEZE_MS = 10_000;
 /** How long the refill waits before looking again when the host had no room. */
 const NO_ROOM_RETRY_MS = 5_000;
 
@@ -308,12 +304,12 @@ export class WarmPool {
     const dir = join(this.opts.dir, id);
     mkdirSync(this.opts.dir, { recursive: true });
     const network = await this.opts.nets.create();
-    const clone: Pooled = { id, microvmId, dir, network, held: "frozen", key: keyOf(version.imageArn, version.version), shape: shapeOf(egress), logging, ...(logging ? { logFile: join(this.opts.dir, `${id}.log`) } : {}) };
+    const clone: Pooled = { id, microvmId, dir, network, key: keyOf(version.imageArn, version.version), shape: shapeOf(egress), logging, ...(logging ? { logFile: join(this.opts.dir, `${id}.log`) } : {}) };
     try {
-      // While pooled, the firewall refuses everything (no egress, no one's credentials); the
-      // routes are the shape's, as gVisor takes them at restore. A claim makes the rest the MicroVM's.
-      await this.opts.egress.attach(network, NO_EGRESS, limits);
-      await this.opts.nets.readdress(network, egress);
+      // The egress (routes, firewall chain, DNS, shaping) is the one the version's runs get, so that
+      // a run of that egress finds it standing and only the metadata service's subject changes at
+      // the claim (EgressGateway.adopt); the metadata service serves no one's credentials until then.
+      await this.opts.egress.attach(network, egress, limits);
       const signal = AbortSignal.timeout(RESTORE_SECONDS * 1000);
       await this.opts.gvisor.restore(
         { id, rootfs: built.rootfs, config: built.config, env: {}, hooksPort: version.config.hooks?.port ?? UNNAMED_HOOKS_PORT, hostname: id, limits, network, dir, logFile: clone.logFile ?? "/dev/null" },
@@ -323,11 +319,7 @@ export class WarmPool {
       // The identity a restored MicroVM is given after its restore, given now, off RunMicrovm's path:
       // the hostname (the snapshot holds the build's). The app's environment is the version's, as for every MicroVM.
       await this.opts.gvisor.setHostname(id, built.rootfs, microvmId);
-      if (this.opts.cgroups.freeze(id, true)) await this.frozen(id);
-      else {
-        clone.held = "paused";
-        await this.opts.gvisor.pause(id);
-      }
+      await this.opts.gvisor.pause(id);
       return clone;
     } catch (err) {
       await this.destroy(clone);
@@ -343,24 +335,13 @@ export class WarmPool {
     this.opts.log?.({ msg: "warm pool clone destroyed", why, sandboxId: c.id, ready: this.ready.filter((x) => x.key === c.key).length });
   }
 
-  /** Resolves once every process of the sandbox is frozen; rejects past FREEZE_MS. */
-  private async frozen(id: string): Promise<void> {
-    const deadline = Date.now() + FREEZE_MS;
-    while (!this.opts.cgroups.frozen(id)) {
-      if (Date.now() > deadline) throw new Error(`the clone's processes did not freeze within ${FREEZE_MS / 1000} s`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  }
-
-  /** Sets a claimed clone going again: its processes thawed (or runsc resume, for one runsc paused). */
+  /** Sets a claimed clone going again (runsc resume). */
   async wake(c: Clone): Promise<void> {
-    if (c.held === "paused") await this.opts.gvisor.resume(c.id);
-    else this.opts.cgroups.freeze(c.id, false);
+    await this.opts.gvisor.resume(c.id);
   }
 
   /** Frees a clone that no MicroVM claimed: its sandbox, network, directory and log. */
   async destroy(c: Clone): Promise<void> {
-    this.opts.cgroups.freeze(c.id, false); // a frozen process would not die of runsc's SIGKILL until thawed
     await this.opts.gvisor.destroy(c.id);
     await this.opts.egress.detach(c.network);
     await this.opts.nets.destroy(c.network);

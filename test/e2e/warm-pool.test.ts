@@ -265,7 +265,8 @@ describe("warm pools", { timeout: 1_200_000 }, () => {
   };
   /** Clones' sandboxes no MicroVM has claimed. */
   const poolSandboxes = async () => {
-    const claimed = new Set(readdirSync(join(t.dataDir, "microvms")).map((id) => (existsSync(join(t.dataDir, "microvms", id, "sandbox.json")) ? record(id).sandboxId : undefined)));
+    const vms = join(t.dataDir, "microvms");
+    const claimed = new Set((existsSync(vms) ? readdirSync(vms) : []).map((id) => (existsSync(join(t.dataDir, "microvms", id, "sandbox.json")) ? record(id).sandboxId : undefined)));
     return (await new Gvisor({ stateRoot: join(t.dataDir, "runsc", "microvms") }).list()).filter((s) => s.id.startsWith("pool-") && !claimed.has(s.id));
   };
   /** The MicroVM's log stream as CloudWatch Logs shows it: its name and lines, once /run's line is there. */
@@ -294,6 +295,8 @@ describe("warm pools", { timeout: 1_200_000 }, () => {
       const { image } = APPS[app];
       const role = roleArn("pool-exec");
       await poolSize(image, 2);
+      const waiting = await poolSandboxes();
+      assert.deepEqual(waiting.map((s) => s.status), ["paused", "paused"], "clones are paused while pooled (no CPU)");
       const hitsBefore = await metric("lmvm_warm_pool_hits_total", image);
       const missesBefore = await metric("lmvm_warm_pool_misses_total", image);
 
