@@ -404,7 +404,8 @@ export class MicrovmRuntime implements SandboxRuntime {
    * RunMicrovm from a warm-pool clone: the clone's sandbox becomes the
    * MicroVM's (its record names the clone's runsc id and directory), its log
    * the MicroVM's log, its network the MicroVM's egress, shaping and metadata
-   * service; then, unpaused, it gets its hostname and /run as a restore does.
+   * service; then, unpaused, it gets /run as a restore does (its hostname is
+   * the MicroVM's id already: the clone was made for it).
    */
   private async runClone(vm: Microvm, version: ImageVersion, built: BuiltVersion, clone: Clone, steps: ReturnType<MicrovmRuntime["steps"]>): Promise<void> {
     const rec: SandboxRecord = {
