@@ -1,7 +1,9 @@
 // Control-plane throughput: signed GetMicrovmImage and ListMicrovmImages
 // against `lmvm server`, side by side with a bare node:http server answering
 // the same JSON (bench/bare-server.ts) and, for context, the same JSON from a
-// Fastify route. Every server runs in its own process; the load generator
+// Fastify route, and the same lmvm server keeping its state in PostgreSQL
+// (`--database`, a throwaway cluster with durable defaults: bench/pg-cluster.ts)
+// instead of SQLite. Every server runs in its own process; the load generator
 // (autocannon, keep-alive, the same connections) runs in this process for all
 // sides alike. Each configuration runs ROUNDS times, the sides alternating
 // within each round; the bench prints the median and spread (min–max) of
@@ -19,6 +21,7 @@ import { SignatureV4 } from "@smithy/signature-v4";
 import autocannon from "autocannon";
 import { imageRequest, readCredentials, sdkClient, tempDir } from "../test/support/platform.js";
 import { spawnServer } from "../test/support/processes.js";
+import { startBenchCluster } from "./pg-cluster.js";
 import { median, spread, summary } from "./stats.js";
 
 const CONNECTIONS = 32;
@@ -39,10 +42,18 @@ async function signedHeaders(url: string, path: string, creds: { accessKeyId: st
 
 interface Run { rps: number; p99: number; cpuUs: number }
 
-/** CPU time (user + system, all threads) a process has used, in microseconds (/proc/<pid>/stat, clock ticks of 10 ms). */
-function cpuTimeUs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+/** CPU time (user + system, all threads) processes have used, in microseconds (/proc/<pid>/stat, clock ticks of 10 ms). */
+function cpuTimeUs(pids: number[]): number {
+  let us = 0;
+  for (const pid of pids) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+      us += (Number(fields[11]) + Number(fields[12])) * 10_000;
+    } catch {
+      // a process gone meanwhile (a PostgreSQL backend that ended)
+    }
+  }
+  return us;
 }
 
 /**
@@ -50,10 +61,11 @@ function cpuTimeUs(pid: number): number {
  * time per request, which other load on a shared machine disturbs far less
  * than requests/s.
  */
-async function load(url: string, path: string, headers: Record<string, string>, seconds: number, pid: number): Promise<Run> {
-  const before = cpuTimeUs(pid);
+async function load(url: string, path: string, headers: Record<string, string>, seconds: number, pids: () => number[]): Promise<Run> {
+  const counted = pids();
+  const before = cpuTimeUs(counted);
   const r = await autocannon({ url: url + path, headers, connections: CONNECTIONS, duration: seconds });
-  const cpu = cpuTimeUs(pid) - before;
+  const cpu = cpuTimeUs(counted) - before;
   if (r.non2xx || r.errors) throw new Error(`${url}${path}: ${r.non2xx} non-2xx answers, ${r.errors} errors`);
   return { rps: r.requests.average, p99: r.latency.p99, cpuUs: cpu / Math.max(1, r.requests.total) };
 }
@@ -69,12 +81,18 @@ async function baseline(mode: string, bodies: Record<string, string>): Promise<{
 
 export async function controlPlaneBench(): Promise<string[]> {
   const dataDir = tempDir("lmvm-bench-");
+  const pgDataDir = tempDir("lmvm-bench-pg-data-");
+  const cluster = await startBenchCluster();
   // Images are created with builds queued (no builder runs here): allow all of them at once.
   const server = await spawnServer(dataDir, { args: ["--quotas", `concurrent-builds=${IMAGES}`] });
+  const pgServer = await spawnServer(pgDataDir, { args: ["--quotas", `concurrent-builds=${IMAGES}`, "--database", cluster.url] });
   const creds = readCredentials(dataDir);
-  const client = sdkClient(server.url, creds);
-  for (let i = 0; i < IMAGES; i++) await client.send(new CreateMicrovmImageCommand(imageRequest(`bench-${i}`, { tags: { i: String(i) } })));
-  client.destroy();
+  const pgCreds = readCredentials(pgDataDir);
+  for (const [url, c] of [[server.url, creds], [pgServer.url, pgCreds]] as const) {
+    const client = sdkClient(url, c);
+    for (let i = 0; i < IMAGES; i++) await client.send(new CreateMicrovmImageCommand(imageRequest(`bench-${i}`, { tags: { i: String(i) } })));
+    client.destroy();
+  }
 
   const paths = {
     GetMicrovmImage: "/2025-09-09/microvm-images/bench-7",
@@ -82,35 +100,44 @@ export async function controlPlaneBench(): Promise<string[]> {
   };
   const bodies: Record<string, string> = {};
   const headers: Record<string, Record<string, string>> = {};
+  const pgHeaders: Record<string, Record<string, string>> = {};
   for (const [op, path] of Object.entries(paths)) {
     headers[op] = await signedHeaders(server.url, path, creds);
+    pgHeaders[op] = await signedHeaders(pgServer.url, path, pgCreds);
     const res = await fetch(server.url + path, { headers: headers[op] });
     if (!res.ok) throw new Error(`${op}: ${res.status} ${await res.text()}`);
     bodies[path] = await res.text();
+    const pgRes = await fetch(pgServer.url + path, { headers: pgHeaders[op] });
+    if (!pgRes.ok) throw new Error(`${op} (PostgreSQL): ${pgRes.status} ${await pgRes.text()}`);
+    // The same images, so the same answer but for their times.
+    const shape = (text: string) => JSON.stringify(JSON.parse(text), (k, v: unknown) => (typeof v === "number" || /At$/.test(k) ? 0 : v));
+    if (shape(await pgRes.text()) !== shape(bodies[path]!)) throw new Error(`${op}: the PostgreSQL server's answer differs from the SQLite server's`);
   }
 
   const bare = await baseline("node", bodies);
   const fastify = await baseline("fastify", bodies);
   const sides = [
-    { name: "lmvm", url: server.url, signed: true, pid: server.child.pid! },
-    { name: "bare", url: bare.url, signed: false, pid: bare.child.pid! },
-    { name: "fastify", url: fastify.url, signed: false, pid: fastify.child.pid! },
+    { name: "lmvm", url: server.url, headers, pids: () => [server.child.pid!] },
+    { name: "lmvm-pg", url: pgServer.url, headers: pgHeaders, pids: () => [pgServer.child.pid!, ...cluster.pids()] },
+    { name: "bare", url: bare.url, headers: undefined, pids: () => [bare.child.pid!] },
+    { name: "fastify", url: fastify.url, headers: undefined, pids: () => [fastify.child.pid!] },
   ];
 
   const lines = [
     `Control plane: ${CONNECTIONS} keep-alive connections, ${SECONDS}s per run, ${ROUNDS} rounds alternating sides; median (min–max).`,
     `  lmvm = signed (SigV4) request: authenticated, authorised, audited, validated, answered by lmvm server (its own process);`,
+    `  lmvm-pg = the same with --database postgres://… (a throwaway PostgreSQL 15 cluster, fsync on, over a Unix socket); its server CPU counts PostgreSQL's processes too;`,
     `  bare = bare node:http server answering the same JSON (own process); fastify = the same JSON from a Fastify route (own process).`,
   ];
   try {
     for (const [op, path] of Object.entries(paths)) {
       // Warm-up of every side (JIT, caches), not counted.
-      for (const s of sides) await load(s.url, path, s.signed ? headers[op]! : {}, 1, s.pid);
+      for (const s of sides) await load(s.url, path, s.headers?.[op] ?? {}, 1, s.pids);
       const runs: Record<string, Run[]> = Object.fromEntries(sides.map((s) => [s.name, []]));
       for (let round = 0; round < ROUNDS; round++) {
         // Alternate which side goes first, so drift (other load on the machine) falls on both.
         const order = round % 2 ? [...sides].reverse() : sides;
-        for (const s of order) runs[s.name]!.push(await load(s.url, path, s.signed ? headers[op]! : {}, SECONDS, s.pid));
+        for (const s of order) runs[s.name]!.push(await load(s.url, path, s.headers?.[op] ?? {}, SECONDS, s.pids));
       }
       const rps = (n: string) => runs[n]!.map((r) => r.rps);
       const p99 = (n: string) => runs[n]!.map((r) => r.p99);
@@ -120,12 +147,17 @@ export async function controlPlaneBench(): Promise<string[]> {
       const ratios = runs.lmvm!.map((r, i) => r.rps / runs.bare![i]!.rps);
       lines.push(`  lmvm/bare requests/s = ${(median(rps("lmvm")) / median(rps("bare"))).toFixed(2)} (ratio of medians; per round ${spread(ratios)}), lmvm/fastify = ${(median(rps("lmvm")) / median(rps("fastify"))).toFixed(2)}`);
       lines.push(`  bare/lmvm server CPU per request = ${(median(cpu("bare")) / median(cpu("lmvm"))).toFixed(2)} (the requests/s ratio each would reach with a core of its own)`);
+      const pgRatios = runs["lmvm-pg"]!.map((r, i) => r.rps / runs.lmvm![i]!.rps);
+      lines.push(`  PostgreSQL/SQLite (lmvm-pg/lmvm) requests/s = ${(median(rps("lmvm-pg")) / median(rps("lmvm"))).toFixed(2)} (per round ${spread(pgRatios)}), p99 ${(median(p99("lmvm-pg")) / median(p99("lmvm"))).toFixed(2)}x, server CPU per request ${(median(cpu("lmvm-pg")) / median(cpu("lmvm"))).toFixed(2)}x`);
     }
   } finally {
     bare.child.kill();
     fastify.child.kill();
     await server.kill();
+    await pgServer.kill();
+    cluster.stop();
     rmSync(dataDir, { recursive: true, force: true });
+    rmSync(pgDataDir, { recursive: true, force: true });
   }
   return lines;
 }

@@ -182,44 +182,55 @@ export class MicrovmService {
     const connectors = this.deps.connectors;
     // Checked again in the transaction below; checked here first so that a refused run holds no host room (shortage() reserves it).
     const replay = input.clientToken ? await store.getIdempotencyRecord(scope.accountId, "RunMicrovm", input.clientToken) : undefined;
-    if (!replay) {
-      await connectors.bind(named, "egressNetworkConnectors");
-      await this.checkMemoryQuota(store, version);
-    }
+    const bound = replay ? undefined : await connectors.bind(named, "egressNetworkConnectors");
+    if (!replay) await this.checkMemoryQuota(store, version);
     const runtime = this.deps.runtime;
     const short = await runtime.shortage(version).catch((err: unknown) => {
       throw err instanceof RuntimeUnavailable ? new NoCapacity(`This lmvm server cannot run MicroVMs: ${err.message}`) : err;
     });
     if (short) throw new NoCapacity(`This host has no room for another MicroVM right now: ${short}. Terminate or suspend some, or retry later.`);
 
-    const { id } = await once(store, clock, { accountId: scope.accountId, operation: "RunMicrovm", clientToken: input.clientToken }, input, async (tx) => {
-      await this.checkMemoryQuota(tx, version);
-      // Bound again inside the transaction, so a connector deleted meanwhile is not bound; the policy is kept for the MicroVM's life.
-      const egress = await connectors.bind(named, "egressNetworkConnectors", tx);
-      const id = newMicrovmId();
-      const now = clock.now();
-      await tx.insertMicrovm({
-        id,
-        accountId: scope.accountId,
-        imageArn: image.arn,
-        imageVersion: versionId,
-        state: "PENDING",
-        endpoint: this.deps.endpointFor(id),
-        config: {
-          ingressNetworkConnectors: ingress,
-          egressNetworkConnectors: egress.arns,
-          egress: egress.policy,
-          ...(input.executionRoleArn ? { executionRoleArn: input.executionRoleArn } : {}),
-          ...(input.idlePolicy ? { idlePolicy: input.idlePolicy } : {}),
-          ...(input.logging ? { logging: input.logging } : {}),
-          ...(input.runHookPayload !== undefined ? { runHookPayload: input.runHookPayload } : {}),
-          maximumDurationInSeconds: input.maximumDurationInSeconds ?? MAX_DURATION_SECONDS,
-        },
-        startedAt: now,
-        updatedAt: now,
-      });
-      return { id };
-    });
+    // A warm clone, when one fits, was made for an id of its own (its hostname is that id already):
+    // the MicroVM gets that id. Ids are random either way. A replay makes no MicroVM, so claims none.
+    const logging = !(input.logging ?? version.config.logging)?.disabled;
+    const reserved = bound ? runtime.claimWarm?.(version, bound.policy, logging) : undefined;
+    let id: string;
+    try {
+      ({ id } = await once(store, clock, { accountId: scope.accountId, operation: "RunMicrovm", clientToken: input.clientToken }, input, async (tx) => {
+        await this.checkMemoryQuota(tx, version);
+        // Bound again inside the transaction, so a connector deleted meanwhile is not bound; the policy is kept for the MicroVM's life.
+        const egress = await connectors.bind(named, "egressNetworkConnectors", tx);
+        // run() checks that the clone still fits this policy (a connector changed meanwhile), and restores otherwise.
+        const id = reserved ?? newMicrovmId();
+        const now = clock.now();
+        await tx.insertMicrovm({
+          id,
+          accountId: scope.accountId,
+          imageArn: image.arn,
+          imageVersion: versionId,
+          state: "PENDING",
+          endpoint: this.deps.endpointFor(id),
+          config: {
+            ingressNetworkConnectors: ingress,
+            egressNetworkConnectors: egress.arns,
+            egress: egress.policy,
+            ...(input.executionRoleArn ? { executionRoleArn: input.executionRoleArn } : {}),
+            ...(input.idlePolicy ? { idlePolicy: input.idlePolicy } : {}),
+            ...(input.logging ? { logging: input.logging } : {}),
+            ...(input.runHookPayload !== undefined ? { runHookPayload: input.runHookPayload } : {}),
+            maximumDurationInSeconds: input.maximumDurationInSeconds ?? MAX_DURATION_SECONDS,
+          },
+          startedAt: now,
+          updatedAt: now,
+        });
+        return { id };
+      }));
+    } catch (err) {
+      if (reserved) runtime.unclaimWarm?.(reserved); // no MicroVM has its id: the clone goes back to its pool
+      throw err;
+    }
+    // A retried request answered with the MicroVM an earlier one made: the id stays unused.
+    if (reserved && id !== reserved) runtime.unclaimWarm?.(reserved);
     const vm = await this.get(id);
     this.remember(vm);
     if (vm.state === "PENDING") {

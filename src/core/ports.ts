@@ -198,6 +198,19 @@ export interface SandboxPools {
   warmPools(targets: WarmPoolTarget[]): Promise<void>;
   /** Destroys every clone and stops refilling (at server stop). */
   closeWarmPools(): Promise<void>;
+  /**
+   * Takes a warm clone of the version for a RunMicrovm about to be recorded,
+   * when one fits the run's egress and logging, and answers the MicroVM id the
+   * clone was made for (a fresh random id, its hostname already): the run
+   * records its MicroVM with that id, and run() of it uses the clone. Each id
+   * is answered once. Undefined: no clone fits (a miss), any id will do.
+   */
+  claimWarm?(version: ImageVersion, egress: EgressPolicy, logging: boolean): string | undefined;
+  /**
+   * A clone claimed for an id that no MicroVM got (the run was refused, or a
+   * retried request answered with an earlier MicroVM): back to its pool.
+   */
+  unclaimWarm?(microvmId: string): void;
 }
 
 /** What is on the host for a MicroVM, as a restart finds it. */

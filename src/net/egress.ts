@@ -164,17 +164,28 @@ export class EgressGateway {
    * process started): its chain, DNS sockets and shaping again, but not its
    * address and routes, which gVisor holds now (giving the address back to the
    * namespace's kernel would have it answer the sandbox's traffic itself).
-   * Nothing to do when its veth is gone.
+   * Nothing to do when its veth is gone. A network this process attached with
+   * the same policy and limits (a warm-pool clone claimed by a run of the
+   * egress it was made with) keeps its chain and shaping (the 5 s repair
+   * remakes a chain that went): only its DNS sockets and the metadata
+   * service's subject are set, which costs no process.
    */
   adopt(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits, subject?: MetadataSubject): Promise<void> {
     return this.serial(net.index, async () => {
       if (!existsSync(`/sys/class/net/${net.hostInterface}`)) return;
+      const was = this.attached.get(net.index);
+      const standing = was !== undefined && JSON.stringify(was.policy) === JSON.stringify(policy) && JSON.stringify(was.limits) === JSON.stringify(limits);
       this.attached.set(net.index, { net, policy, limits });
-      await this.enforce(net, policy, limits, subject);
+      await this.enforce(net, policy, limits, subject, standing);
     });
   }
 
-  private async enforce(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits, subject: MetadataSubject | undefined): Promise<void> {
+  private async enforce(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits, subject: MetadataSubject | undefined, standing = false): Promise<void> {
+    if (standing) {
+      if (hasEgress(policy)) await this.dns.bind(net.index, net.hostIp, net.sandboxIp);
+      await this.metadata?.bind(net.index, net.hostIp, net.sandboxIp, subject ?? { sourceArn: "", sessionName: net.name });
+      return;
+    }
     await applySandboxChain(net.hostInterface, policy, { connections: limits.connections });
     if (hasEgress(policy)) await this.dns.bind(net.index, net.hostIp, net.sandboxIp);
     else await this.dns.unbind(net.index);

@@ -26,7 +26,7 @@ import { spawnGuest } from "./guest-process.js";
 import { callHook, HookFailure, runHookBody, type HookName } from "./hooks.js";
 import type { PreparedResources } from "./prepared.js";
 import { memoryImageSize } from "./snapshots.js";
-import { WarmPool, type Clone, type PoolFigures } from "./pool.js";
+import { shapeOf, WarmPool, type Clone, type PoolFigures } from "./pool.js";
 
 export interface BuiltVersion {
   rootfs: string;
@@ -351,11 +351,17 @@ export class MicrovmRuntime implements SandboxRuntime {
       this.release(this.startingMemory(vm.imageArn, vm.imageVersion), limitsOf(version.config).vcpus);
       throw new Error(unrunnable);
     }
-    const steps = this.steps("RunMicrovm", vm.id);
     mkdirSync(this.dir(vm.id), { recursive: true });
     const logging = !(vm.config.logging ?? version.config.logging)?.disabled;
-    const clone = this.pool?.claim(vm.imageArn, vm.imageVersion, vm.config.egress ?? NO_EGRESS, logging);
-    if (clone) return this.runClone(vm, version, built, clone);
+    // The clone RunMicrovm claimed for this id (claimWarm), made with this MicroVM's hostname.
+    const clone = this.pool?.take(vm.id);
+    if (clone) {
+      if (clone.shape === shapeOf(vm.config.egress ?? NO_EGRESS) && clone.logging === logging) return this.runClone(vm, version, built, clone, this.steps("RunMicrovm from a warm clone", vm.id));
+      // The egress bound at the record differs from the one claimed with (a connector changed
+      // meanwhile): the clone's routes do not fit. Its id is this MicroVM's, so no other run may have it.
+      await this.pool!.destroy(clone);
+    }
+    const steps = this.steps("RunMicrovm", vm.id);
     const network = await this.network();
     steps.mark("network");
     const rec: SandboxRecord = {
@@ -398,9 +404,10 @@ export class MicrovmRuntime implements SandboxRuntime {
    * RunMicrovm from a warm-pool clone: the clone's sandbox becomes the
    * MicroVM's (its record names the clone's runsc id and directory), its log
    * the MicroVM's log, its network the MicroVM's egress, shaping and metadata
-   * service; then, unpaused, it gets its hostname and /run as a restore does.
+   * service; then, unpaused, it gets /run as a restore does (its hostname is
+   * the MicroVM's id already: the clone was made for it).
    */
-  private async runClone(vm: Microvm, version: ImageVersion, built: BuiltVersion, clone: Clone): Promise<void> {
+  private async runClone(vm: Microvm, version: ImageVersion, built: BuiltVersion, clone: Clone, steps: ReturnType<MicrovmRuntime["steps"]>): Promise<void> {
     const rec: SandboxRecord = {
       networkIndex: clone.network.index,
       sandboxIp: clone.network.sandboxIp,
@@ -417,21 +424,34 @@ export class MicrovmRuntime implements SandboxRuntime {
       platform: this.opts.gvisor.platform,
     };
     this.save(vm.id, rec);
+    steps.mark("record");
     try {
       // runsc holds the file open: renamed, it goes on receiving the app's output as the MicroVM's log.
       if (clone.logFile) renameSync(clone.logFile, this.opts.logs.path(vm.id));
       // The routes are the clone's (they match the run's egress); the firewall chain, DNS, shaping and credentials become the MicroVM's.
       await this.opts.egress.adopt(clone.network, rec.egress ?? NO_EGRESS, rec.limits, metadataSubject(vm));
-      await this.opts.gvisor.resume(clone.id);
+      steps.mark("attach");
+      await this.pool!.wake(clone);
+      steps.mark("unpause");
     } finally {
       this.release(this.startingMemory(vm.imageArn, vm.imageVersion), rec.limits.vcpus);
       this.cpu.hold(vm.id, rec.limits.vcpus);
     }
     this.opts.log?.({ msg: "warm pool clone claimed", microvmId: vm.id, sandboxId: clone.id, image: vm.imageArn, version: vm.imageVersion });
-    await this.opts.gvisor.setHostname(clone.id, rec.rootfs, vm.id);
+    // Its hostname is vm.id already: the clone was made for this id (src/runtime/pool.ts).
     await this.hook(vm.id, rec, "run", runHookBody(vm.id, vm.config.runHookPayload)).catch((err: unknown) => {
       throw err instanceof HookFailure ? new RunHookFailed(runFailureReason(err, rec.hooks.microvmHooks?.runTimeoutInSeconds ?? HOOK_TIMEOUT_DEFAULT)) : err;
     });
+    steps.mark("hook");
+    steps.report();
+  }
+
+  claimWarm(version: ImageVersion, egress: EgressPolicy, logging: boolean): string | undefined {
+    return this.pool?.claim(version.imageArn, version.version, egress, logging);
+  }
+
+  unclaimWarm(microvmId: string): void {
+    this.pool?.unclaim(microvmId);
   }
 
   async warmPools(targets: WarmPoolTarget[]): Promise<void> {
@@ -562,6 +582,9 @@ export class MicrovmRuntime implements SandboxRuntime {
 
   async terminate(vm: Microvm): Promise<void> {
     this.cpuSamples.delete(vm.id);
+    // A clone claimed for a MicroVM that ended before its run() took it: its id was this MicroVM's.
+    const unstarted = this.pool?.take(vm.id);
+    if (unstarted) await this.pool!.destroy(unstarted);
     const rec = this.record(vm.id);
     const suspended = existsSync(join(this.dir(vm.id), "checkpoint"));
     if (rec && !suspended) await this.hook(vm.id, rec, "terminate").catch(() => undefined); // best effort: it is going anyway

@@ -1,11 +1,21 @@
 // Warm pools: for an image version with a pool size, clones of its build-time
 // snapshot already restored, each into its own network namespace, cgroup and
 // sandbox directory (runsc id pool-<random>, directory <pool dir>/<that id>),
-// then paused (`runsc pause`: no CPU while pooled). RunMicrovm claims one
-// (MicrovmRuntime.run): the MicroVM's record names the clone's sandbox, the
-// clone's log file becomes the MicroVM's, its firewall chain, DNS, shaping and
-// metadata service are made the MicroVM's, and it is unpaused and given its
-// hostname and /run exactly as a restored sandbox is.
+// then paused (`runsc pause`: no CPU while pooled). Not frozen with the cgroup
+// freezer, although thawing would cost a file write where `runsc resume`
+// starts a Go program (about 75 ms on a busy host): `runsc list` hangs on a
+// frozen sandbox, and the server lists its sandboxes. Each clone is made for a
+// MicroVM id of its own, fresh and random like any (newMicrovmId): before it
+// is paused its hostname is set to that id, as a restored sandbox's is, so
+// that no `runsc exec` is left for the claim. RunMicrovm claims a clone before
+// it records its MicroVM (claim), and records the MicroVM with the clone's id;
+// run() of that MicroVM takes the clone (take): the MicroVM's record names the
+// clone's sandbox, the clone's log file becomes the MicroVM's, its firewall
+// chain, DNS, shaping and metadata service are made the MicroVM's, and it is
+// unpaused and given /run exactly as a restored sandbox is. An id is handed
+// out once: a clone claimed for a run that recorded no MicroVM goes back to
+// the pool (unclaim) with its id still unused; one whose MicroVM is recorded
+// is that MicroVM's or is destroyed, never handed to another run.
 //
 // What a restore fixes: gVisor takes the namespace's routes at restore, and
 // routes added or removed later are not seen inside. A clone is therefore
@@ -15,6 +25,10 @@
 // claim it; every other run is a miss and restores as without a pool. The
 // shape clones are made with is that of the version's last RunMicrovm, or,
 // before any, that of a run naming no connector (the server's default egress).
+// A clone's firewall chain, DNS and shaping are those of the egress it is made
+// with, from its restore on (as a restored MicroVM's are): a claim by a run of
+// that very egress leaves them standing and only gives the metadata service
+// the MicroVM's execution role (no credentials before the claim).
 // Whether the app's output is kept is fixed at restore too (runsc holds the
 // file): a clone is made with the version's logging, and a run asking
 // otherwise misses.
@@ -26,7 +40,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { limitsOf, NO_EGRESS, UNNAMED_HOOKS_PORT, type EgressPolicy, type ImageVersion, type WarmPoolTarget } from "../core/index.js";
+import { limitsOf, newMicrovmId, UNNAMED_HOOKS_PORT, type EgressPolicy, type ImageVersion, type WarmPoolTarget } from "../core/index.js";
 import { routesFor, type EgressGateway, type NetworkNamespaces, type SandboxNetwork } from "../net/index.js";
 import { removeTree } from "../os/index.js";
 import type { Gvisor } from "./gvisor.js";
@@ -35,6 +49,8 @@ import type { Gvisor } from "./gvisor.js";
 export interface Clone {
   /** runsc id, `pool-<random>`. */
   id: string;
+  /** The MicroVM id the clone was made for: its hostname, and the id of the MicroVM that claims it. */
+  microvmId: string;
   /** The sandbox's directory (bundle, overlay, disk). */
   dir: string;
   /** The app's output so far, to become the MicroVM's log; absent when the clone's logging is off. */
@@ -85,6 +101,8 @@ export class WarmPool {
   /** The egress of each version's last RunMicrovm: the shape its clones are made with. */
   private readonly lastEgress = new Map<string, EgressPolicy>();
   private readonly ready: Pooled[] = [];
+  /** Clones claimed for a RunMicrovm, by the MicroVM id they were made for, until its run() takes them. */
+  private readonly claimed = new Map<string, Pooled>();
   private refilling: Promise<void> | undefined;
   private again = false;
   private retry: NodeJS.Timeout | undefined;
@@ -96,10 +114,11 @@ export class WarmPool {
 
   /** runsc ids and network indexes of the clones, which reap must not take for orphans. */
   held(): { ids: Set<string>; networks: Set<number>; dirs: Set<string> } {
+    const all = [...this.ready, ...this.claimed.values()];
     return {
-      ids: new Set(this.ready.map((c) => c.id)),
-      networks: new Set(this.ready.map((c) => c.network.index)),
-      dirs: new Set(this.ready.map((c) => c.dir)),
+      ids: new Set(all.map((c) => c.id)),
+      networks: new Set(all.map((c) => c.network.index)),
+      dirs: new Set(all.map((c) => c.dir)),
     };
   }
 
@@ -132,10 +151,12 @@ export class WarmPool {
   }
 
   /**
-   * Takes a ready clone of this version whose routes and logging match the
-   * run's, counting a hit; a miss when the version has a pool but none fits.
+   * Claims a ready clone of this version whose routes and logging match the
+   * run's, counting a hit, and answers the MicroVM id it was made for (take()
+   * hands the clone over to that MicroVM); a miss when the version has a pool
+   * but none fits.
    */
-  claim(imageArn: string, version: string, egress: EgressPolicy, logging: boolean): Clone | undefined {
+  claim(imageArn: string, version: string, egress: EgressPolicy, logging: boolean): string | undefined {
     const key = keyOf(imageArn, version);
     this.lastEgress.set(key, egress);
     const shape = shapeOf(egress);
@@ -148,9 +169,31 @@ export class WarmPool {
       return undefined;
     }
     const [clone] = this.ready.splice(i, 1);
+    this.claimed.set(clone!.microvmId, clone!);
     this.hits.set(key, (this.hits.get(key) ?? 0) + 1);
     this.kick();
+    return clone!.microvmId;
+  }
+
+  /** The clone claimed for this MicroVM id, now the MicroVM's (or undefined); nobody else can take it. */
+  take(microvmId: string): Clone | undefined {
+    const clone = this.claimed.get(microvmId);
+    this.claimed.delete(microvmId);
     return clone;
+  }
+
+  /** A claimed clone whose id no MicroVM got: back to the ready clones, its id still unused, and the hit not counted. */
+  unclaim(microvmId: string): void {
+    const clone = this.claimed.get(microvmId);
+    if (!clone) return;
+    this.claimed.delete(microvmId);
+    this.hits.set(clone.key, Math.max(0, (this.hits.get(clone.key) ?? 0) - 1));
+    if (this.closed) {
+      void this.destroy(clone).catch((err: Error) => this.opts.log?.({ level: "error", msg: "warm pool clone not freed", sandboxId: clone.id, err: err.message }));
+      return;
+    }
+    this.ready.push(clone);
+    this.kick(); // beyond the size, or of a shape no longer wanted: the refill destroys it
   }
 
   /**
@@ -179,6 +222,11 @@ export class WarmPool {
     if (this.retry) clearTimeout(this.retry);
     await this.refilling;
     for (const c of [...this.ready]) await this.discard(c, "server stopping");
+    // Claimed for runs that have not taken them: those runs restore instead.
+    for (const [microvmId, c] of [...this.claimed]) {
+      this.claimed.delete(microvmId);
+      await this.destroy(c);
+    }
   }
 
   private kick(): void {
@@ -252,21 +300,25 @@ export class WarmPool {
     const logging = !version.config.logging?.disabled;
     const limits = limitsOf(version.config);
     const id = `pool-${randomBytes(6).toString("hex")}`;
+    const microvmId = newMicrovmId();
     const dir = join(this.opts.dir, id);
     mkdirSync(this.opts.dir, { recursive: true });
     const network = await this.opts.nets.create();
-    const clone: Pooled = { id, dir, network, key: keyOf(version.imageArn, version.version), shape: shapeOf(egress), logging, ...(logging ? { logFile: join(this.opts.dir, `${id}.log`) } : {}) };
+    const clone: Pooled = { id, microvmId, dir, network, key: keyOf(version.imageArn, version.version), shape: shapeOf(egress), logging, ...(logging ? { logFile: join(this.opts.dir, `${id}.log`) } : {}) };
     try {
-      // While pooled, the firewall refuses everything (no egress, no one's credentials); the
-      // routes are the shape's, as gVisor takes them at restore. A claim makes the rest the MicroVM's.
-      await this.opts.egress.attach(network, NO_EGRESS, limits);
-      await this.opts.nets.readdress(network, egress);
+      // The egress (routes, firewall chain, DNS, shaping) is the one the version's runs get, so that
+      // a run of that egress finds it standing and only the metadata service's subject changes at
+      // the claim (EgressGateway.adopt); the metadata service serves no one's credentials until then.
+      await this.opts.egress.attach(network, egress, limits);
       const signal = AbortSignal.timeout(RESTORE_SECONDS * 1000);
       await this.opts.gvisor.restore(
         { id, rootfs: built.rootfs, config: built.config, env: {}, hooksPort: version.config.hooks?.port ?? UNNAMED_HOOKS_PORT, hostname: id, limits, network, dir, logFile: clone.logFile ?? "/dev/null" },
         built.snapshot,
         signal,
       );
+      // The identity a restored MicroVM is given after its restore, given now, off RunMicrovm's path:
+      // the hostname (the snapshot holds the build's). The app's environment is the version's, as for every MicroVM.
+      await this.opts.gvisor.setHostname(id, built.rootfs, microvmId);
       await this.opts.gvisor.pause(id);
       return clone;
     } catch (err) {
@@ -281,6 +333,11 @@ export class WarmPool {
     this.ready.splice(i, 1);
     await this.destroy(c);
     this.opts.log?.({ msg: "warm pool clone destroyed", why, sandboxId: c.id, ready: this.ready.filter((x) => x.key === c.key).length });
+  }
+
+  /** Sets a claimed clone going again (runsc resume). */
+  async wake(c: Clone): Promise<void> {
+    await this.opts.gvisor.resume(c.id);
   }
 
   /** Frees a clone that no MicroVM claimed: its sandbox, network, directory and log. */

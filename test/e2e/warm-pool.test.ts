@@ -1,10 +1,15 @@
 // Warm pools: an image's `lmvm:warm-pool` tag keeps that many clones of its
-// latest version restored and paused; RunMicrovm claims one. For a Node app and
-// a Python app (one small image each), a claimed MicroVM has its own id as
+// latest version restored and paused, each made for a MicroVM id of its own;
+// RunMicrovm claims one and records its MicroVM with that id. For a Node app
+// and a Python app (one small image each), a claimed MicroVM has its own id as
 // hostname, its /run got its id and payload, its log is its own, its execution
 // role's credentials come from 169.254.169.254, its egress is what RunMicrovm
 // asked (no egress: unreachable), suspend, resume and terminate work, and the
-// app cannot tell it from a MicroVM restored without a pool. A run whose
+// app cannot tell it from a MicroVM restored without a pool: the hostname, the
+// whole environment, /run's body, the credentials and the log stream's name
+// and lines are the same, with the MicroVM's own id in place of the other's.
+// Two runs with one clientToken at once make one MicroVM: the clone the
+// second claimed goes back unused, and every MicroVM's id is its own. A run whose
 // egress routes differ from the clones' misses and restores; lowering the tag
 // to 0 destroys the clones; a run short of memory takes clones' memory first.
 
@@ -13,9 +18,10 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { CloudWatchLogsClient, DescribeLogStreamsCommand, GetLogEventsCommand } from "@aws-sdk/client-cloudwatch-logs";
 import { CreateRoleCommand } from "@aws-sdk/client-iam";
 import {
-  CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, GetMicrovmImageVersionCommand, ResumeMicrovmCommand, RunMicrovmCommand, SuspendMicrovmCommand, TagResourceCommand, TerminateMicrovmCommand,
+  CreateMicrovmImageCommand, GetMicrovmCommand, GetMicrovmImageCommand, GetMicrovmImageVersionCommand, ListMicrovmsCommand, ResumeMicrovmCommand, RunMicrovmCommand, SuspendMicrovmCommand, TagResourceCommand, TerminateMicrovmCommand,
 } from "@aws-sdk/client-lambda-microvms";
 import { Gvisor, type MicrovmRuntime, type SandboxRecord } from "../../src/runtime/index.js";
 import { BASE_IMAGE_CACHE, makeZip } from "../support/artifacts.js";
@@ -28,7 +34,7 @@ const HOOKS_PATH = "/aws/lambda-microvms/runtime/v1/";
 
 const NODE_APP = String.raw`
 const http = require("node:http"), os = require("node:os"), net = require("node:net");
-const runs = [];
+const runs = [], runBodies = [];
 const state = Buffer.alloc(16 * 1024 * 1024, 7); // state built at init, kept in the snapshot
 function egress() {
   return new Promise((resolve) => {
@@ -63,7 +69,7 @@ async function credentials() {
   return { status: c.status, role, keyPrefix: key ? key.slice(0, 4) : null };
 }
 http.createServer(async (req, res) => {
-  const out = { hostname: os.hostname(), runs, egress: await egress(), credentials: await credentials(), state: state.length };
+  const out = { hostname: os.hostname(), env: process.env, runBodies, runs, egress: await egress(), credentials: await credentials(), state: state.length };
   res.setHeader("content-type", "application/json");
   res.end(JSON.stringify(out));
 }).listen(8080);
@@ -74,6 +80,7 @@ http.createServer((req, res) => {
     const hook = req.url.slice(${JSON.stringify(HOOKS_PATH)}.length);
     if (hook === "run") {
       const run = JSON.parse(body);
+      runBodies.push(body);
       runs.push({ microvmId: run.microvmId, payload: run.runHookPayload });
       console.log("run hook for " + run.microvmId);
     }
@@ -84,9 +91,10 @@ console.log("node pool app up");
 `;
 
 const PYTHON_APP = String.raw`
-import http.client, json, socket, threading
+import http.client, json, os, socket, threading
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 runs = []
+run_bodies = []
 state = bytearray(b"\x07" * (16 * 1024 * 1024))
 
 def egress():
@@ -140,7 +148,7 @@ def reply(handler, value):
 
 class App(BaseHTTPRequestHandler):
     def do_GET(self):
-        reply(self, {"hostname": socket.gethostname(), "runs": runs, "egress": egress(), "credentials": credentials(), "state": len(state)})
+        reply(self, {"hostname": socket.gethostname(), "env": dict(os.environ), "runBodies": run_bodies, "runs": runs, "egress": egress(), "credentials": credentials(), "state": len(state)})
     def log_message(self, *a):
         pass
 
@@ -149,6 +157,7 @@ class Hooks(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("content-length") or 0)).decode()
         if self.path == "${HOOKS_PATH}run":
             run = json.loads(body)
+            run_bodies.append(body)
             runs.append({"microvmId": run["microvmId"], "payload": run["runHookPayload"]})
             print("run hook for " + run["microvmId"], flush=True)
         reply(self, {})
@@ -168,6 +177,8 @@ type App = keyof typeof APPS;
 
 interface Seen {
   hostname: string;
+  env: Record<string, string>;
+  runBodies: string[];
   runs: { microvmId: string; payload: string }[];
   egress: string;
   credentials: { status: number; role?: string; keyPrefix?: string | null };
@@ -254,12 +265,28 @@ describe("warm pools", { timeout: 1_200_000 }, () => {
   };
   /** Clones' sandboxes no MicroVM has claimed. */
   const poolSandboxes = async () => {
-    const claimed = new Set(readdirSync(join(t.dataDir, "microvms")).map((id) => (existsSync(join(t.dataDir, "microvms", id, "sandbox.json")) ? record(id).sandboxId : undefined)));
+    const vms = join(t.dataDir, "microvms");
+    const claimed = new Set((existsSync(vms) ? readdirSync(vms) : []).map((id) => (existsSync(join(t.dataDir, "microvms", id, "sandbox.json")) ? record(id).sandboxId : undefined)));
     return (await new Gvisor({ stateRoot: join(t.dataDir, "runsc", "microvms") }).list()).filter((s) => s.id.startsWith("pool-") && !claimed.has(s.id));
   };
-  /** What the app saw, with the MicroVM's own id in place of itself: equal for MicroVMs the app cannot tell apart. */
-  const seenAs = async (id: string) => {
-    const seen = await get(record(id).sandboxIp);
+  /** The MicroVM's log stream as CloudWatch Logs shows it: its name and lines, once /run's line is there. */
+  const stream = async (image: string, id: string) => {
+    const logs = new CloudWatchLogsClient({ endpoint: t.platform.url, region: "us-east-1", credentials: t.credentials, maxAttempts: 1 });
+    try {
+      const logGroupName = `/aws/lambda-microvms/${image}`;
+      return await eventually(async () => {
+        const names = ((await logs.send(new DescribeLogStreamsCommand({ logGroupName }))).logStreams ?? []).map((x) => x.logStreamName ?? "").filter((n) => n.includes(id));
+        if (names.length !== 1) return undefined;
+        const lines = ((await logs.send(new GetLogEventsCommand({ logGroupName, logStreamName: names[0], startFromHead: true }))).events ?? []).map((e) => e.message ?? "");
+        return lines.some((l) => l.includes("run hook for")) ? { name: names[0]!, lines } : undefined;
+      }, `${id}'s log stream with its /run line`, 30_000);
+    } finally {
+      logs.destroy();
+    }
+  };
+  /** What the app and its log stream show, with the MicroVM's own id in place of itself: equal for MicroVMs the app cannot tell apart. */
+  const seenAs = async (image: string, id: string) => {
+    const seen = { ...(await get(record(id).sandboxIp)), stream: await stream(image, id) };
     return JSON.parse(JSON.stringify(seen).replaceAll(id, "<self>")) as Seen;
   };
 
@@ -268,23 +295,42 @@ describe("warm pools", { timeout: 1_200_000 }, () => {
       const { image } = APPS[app];
       const role = roleArn("pool-exec");
       await poolSize(image, 2);
+      const waiting = await poolSandboxes();
+      assert.deepEqual(waiting.map((s) => s.status), ["paused", "paused"], "clones are paused while pooled (no CPU)");
       const hitsBefore = await metric("lmvm_warm_pool_hits_total", image);
       const missesBefore = await metric("lmvm_warm_pool_misses_total", image);
 
       // A hit: the clone's sandbox is the MicroVM's.
       const pooled = await run(image, { executionRoleArn: role, runHookPayload: "hello", egressNetworkConnectors: [INTERNET] });
       assert.equal(await metric("lmvm_warm_pool_hits_total", image), hitsBefore + 1);
+      assert.match(pooled, /^microvm-[0-9a-f]{17}$/, "the id the clone was made for is a MicroVM id like any");
       const rec = record(pooled);
       assert.match(rec.sandboxId ?? "", /^pool-[0-9a-f]+$/, "the MicroVM runs in a clone's sandbox");
       assert.equal(rec.sandboxDir, join(t.dataDir, "pool", rec.sandboxId!));
       const seen = await get(rec.sandboxIp);
       assert.equal(seen.hostname, pooled, "its hostname is its id");
+      assert.equal(seen.env.AWS_LAMBDA_MICROVM_IMAGE_ARN, imageArnOf(image), "the reserved variables are the version's");
+      assert.equal(seen.env.AWS_LAMBDA_MICROVM_IMAGE_VERSION, "1.0");
+      assert.deepEqual(seen.runBodies.map((b) => JSON.parse(b) as unknown), [{ microvmId: pooled, runHookPayload: "hello" }]);
       assert.deepEqual(seen.runs, [{ microvmId: pooled, payload: "hello" }], "/run got its id and payload, once");
       assert.doesNotMatch(seen.egress, /^E(NET|HOST)UNREACH$/, "INTERNET_EGRESS gives it a route out");
       assert.deepEqual(seen.credentials, { status: 200, role: "execution_role", keyPrefix: "ASIA" }, "its execution role's credentials from 169.254.169.254");
       const logs = await lmvm(["logs", "microvm", pooled], { LMVM_DATA_DIR: t.dataDir });
       assert.equal(logs.code, 0, logs.stderr);
       assert.deepEqual(logs.stdout.match(/run hook for \S+/g), [`run hook for ${pooled}`], "its own output, and only its own");
+
+      // Two runs with one clientToken at once: one MicroVM; the clone the second claimed goes back with its id unused.
+      await poolSize(image, 2);
+      const hitsPaired = await metric("lmvm_warm_pool_hits_total", image);
+      const clientToken = `pair-${app}-${Date.now()}`;
+      const pair = await Promise.all([0, 1].map(async () => (await t.client.send(new RunMicrovmCommand({ imageIdentifier: imageArnOf(image), clientToken, egressNetworkConnectors: [INTERNET] }))).microvmId!));
+      assert.equal(pair[0], pair[1], "one clientToken, one MicroVM");
+      await until(pair[0]!, "RUNNING");
+      assert.equal(await metric("lmvm_warm_pool_hits_total", image), hitsPaired + 1, "one clone started a MicroVM");
+      assert.equal((await get(record(pair[0]!).sandboxIp)).hostname, pair[0]);
+      await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: pair[0]! }));
+      await until(pair[0]!, "TERMINATED");
+      await eventually(async () => ((await metric("lmvm_warm_pool_ready", image)) === 2 ? true : undefined), `${image}'s pool to hold 2 clones again`, 120_000);
 
       // Without egress the clones' routes do not fit: a miss, restored as without a pool, and unreachable.
       const isolated = await run(image, { egressNetworkConnectors: [], runHookPayload: "hello" });
@@ -299,7 +345,7 @@ describe("warm pools", { timeout: 1_200_000 }, () => {
       assert.deepEqual(await poolSandboxes(), [], "only the claimed clone's sandbox is left");
       const restored = await run(image, { executionRoleArn: role, runHookPayload: "hello", egressNetworkConnectors: [INTERNET] });
       assert.doesNotMatch(record(restored).sandboxId ?? "", /^pool-/);
-      assert.deepEqual(await seenAs(pooled), await seenAs(restored), "a claimed clone and a restored sandbox look the same to the app");
+      assert.deepEqual(await seenAs(image, pooled), await seenAs(image, restored), "a claimed clone and a restored sandbox look the same to the app and in its logs");
 
       // Suspend and resume keep it; terminate frees the clone's directory too.
       await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: pooled }));
@@ -311,6 +357,8 @@ describe("warm pools", { timeout: 1_200_000 }, () => {
       assert.deepEqual(back.runs, [{ microvmId: pooled, payload: "hello" }]);
       for (const id of [pooled, isolated, restored]) await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
       for (const id of [pooled, isolated, restored]) await until(id, "TERMINATED");
+      const ids = ((await t.client.send(new ListMicrovmsCommand({}))).items ?? []).map((m) => m.microvmId);
+      assert.equal(new Set(ids).size, ids.length, "no two MicroVMs share an id");
       assert.equal(await state(pooled), "TERMINATED");
       assert.ok(!existsSync(rec.sandboxDir!), "the clone's directory went with the MicroVM");
       assert.deepEqual(readdirSync(join(t.dataDir, "pool")).filter((n) => n !== rec.sandboxId), [], "nothing left in the pool directory");
