@@ -19,7 +19,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { connect as tcpConnect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { TLSSocket } from "node:tls";
-import type { ImageVersion, Microvm, SandboxRuntime, Store, WarmPoolTarget } from "../core/index.js";
+import type { EgressPolicy, ImageVersion, Microvm, SandboxRuntime, Store, WarmPoolTarget } from "../core/index.js";
 import type { ClusterStore, HostCapacity, HostState } from "../store/index.js";
 import { peerIdentity, type NodeCredentials } from "./ca.js";
 import { EPOCH_HEADER, errorToWire, LeaseLost, reviveMicrovm, reviveVersion, RPC_PREFIX } from "./wire.js";
@@ -260,6 +260,11 @@ export class AgentService {
       }
       case "warmPools":
         return rt.warmPools((b.targets as WarmPoolTarget[]).map((t) => ({ ...t, version: reviveVersion(t.version) })));
+      case "claimWarm":
+        if (this.state !== "ACTIVE") return { microvmId: null };
+        return { microvmId: (await rt.claimWarm(version(), b.egress as EgressPolicy, b.logging === true)) ?? null };
+      case "unclaimWarm":
+        return rt.unclaimWarm(String(b.microvmId));
       case "closeWarmPools":
         return rt.closeWarmPools();
       default:

@@ -18,7 +18,7 @@
 import { Agent as HttpsAgent, request } from "node:https";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { Duplex } from "node:stream";
-import { NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxRuntime, type SpawnOptions, type WarmPoolTarget } from "../core/index.js";
+import { NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxRuntime, type SpawnOptions, type WarmPoolTarget, type EgressPolicy } from "../core/index.js";
 import type { ClusterStore, HostRecord } from "../store/index.js";
 import type { NodeCredentials } from "./ca.js";
 import { HEARTBEAT_MS, LEASE_DEADLINE_MS } from "./agent-service.js";
@@ -35,6 +35,10 @@ const QUICK_CALL_MS = 15_000;
 const LIFECYCLE_CALL_MS = 10 * 60_000;
 /** How long a yes from a host's shortage() is kept for the run that follows (the agent holds the room about as long). */
 const PLACEMENT_MS = 30_000;
+/** A warm-clone claim or give-back: the agent answers from memory. */
+const CLAIM_CALL_MS = 5_000;
+/** Claimed clones waiting for their run() (a run follows its claim at once; this only bounds the map). */
+const MAX_WARM_CLAIMS = 1000;
 
 export interface RemoteRuntimeOptions {
   cluster: ClusterStore;
@@ -59,6 +63,8 @@ export class RemoteRuntime implements SandboxRuntime {
   private readonly placements = new Map<string, { host: HostRecord; at: number }[]>();
   /** Where each MicroVM placed by this server runs (its host's address), for address(). */
   private readonly located = new Map<string, string>();
+  /** The host of each warm clone claimed for a MicroVM id (claimWarm), until run() or unclaimWarm() takes it. */
+  private readonly warm = new Map<string, HostRecord>();
   /** Why MicroVMs of lost hosts stopped, for exitReason(). */
   private readonly lost = new Map<string, string>();
   private readonly lossTimer: NodeJS.Timeout;
@@ -176,7 +182,11 @@ export class RemoteRuntime implements SandboxRuntime {
   }
 
   async run(vm: Microvm, version: ImageVersion): Promise<void> {
+    // A MicroVM whose id a host's warm clone was made for runs on that host (the room shortage() held is given up).
+    const warm = this.warm.get(vm.id);
+    this.warm.delete(vm.id);
     let host = this.takePlacement(version);
+    if (warm) host = warm;
     if (!host) {
       const placed = await this.place(version, await this.candidates());
       if (!placed.host) throw new Error(`MicroVM ${vm.id} could not be placed: ${placed.why}`);
@@ -338,6 +348,34 @@ export class RemoteRuntime implements SandboxRuntime {
       await this.call(host.address, "warmPools", { targets }, LIFECYCLE_CALL_MS).catch((err: Error) =>
         this.opts.log({ level: "warn", msg: "warm pools not set on a host", hostId: host.id, err: err.message }));
     }
+  }
+
+  /**
+   * Asks the hosts, the one shortage() chose first, for a warm clone of the version; the first that
+   * has one answers the MicroVM id it was made for, and run() of that id goes to that host.
+   */
+  async claimWarm(version: ImageVersion, egress: EgressPolicy, logging: boolean): Promise<string | undefined> {
+    const chosen = this.placements.get(this.versionKey(version))?.[0]?.host;
+    const hosts = await this.candidates();
+    hosts.sort((a, b) => Number(b.id === chosen?.id) - Number(a.id === chosen?.id));
+    for (const host of hosts) {
+      const answer = (await this.call(host.address, "claimWarm", { version, egress, logging }, CLAIM_CALL_MS).catch((err: Error) => {
+        this.opts.log({ level: "warn", msg: "warm clone claim failed on a host", hostId: host.id, err: err.message });
+        return undefined;
+      })) as { microvmId?: string | null } | undefined;
+      if (answer?.microvmId) {
+        if (this.warm.size >= MAX_WARM_CLAIMS) this.warm.delete(this.warm.keys().next().value!);
+        this.warm.set(answer.microvmId, host);
+        return answer.microvmId;
+      }
+    }
+    return undefined;
+  }
+
+  async unclaimWarm(microvmId: string): Promise<void> {
+    const host = this.warm.get(microvmId);
+    this.warm.delete(microvmId);
+    if (host) await this.call(host.address, "unclaimWarm", { microvmId }, CLAIM_CALL_MS);
   }
 
   async closeWarmPools(): Promise<void> {

@@ -60,6 +60,11 @@ export class MicrovmService {
     return this.known.get(id);
   }
 
+  /** Gives back a warm clone claimed for an id no MicroVM got; a failure only costs the clone (it is destroyed with its pool). */
+  private async unclaim(id: string): Promise<void> {
+    await this.deps.runtime.unclaimWarm(id).catch((err: unknown) => this.deps.log?.({ msg: "giving a warm clone back failed", microvmId: id, err: errorText(err) }));
+  }
+
   private remember(vm: Microvm): void {
     if (vm.state !== "RUNNING") this.conditions.delete(vm.id); // a transition rewrote the stateReason
     if (vm.state === "TERMINATED") this.known.delete(vm.id);
@@ -193,7 +198,7 @@ export class MicrovmService {
     // A warm clone, when one fits, was made for an id of its own (its hostname is that id already):
     // the MicroVM gets that id. Ids are random either way. A replay makes no MicroVM, so claims none.
     const logging = !(input.logging ?? version.config.logging)?.disabled;
-    const reserved = bound ? runtime.claimWarm?.(version, bound.policy, logging) : undefined;
+    const reserved = bound ? await runtime.claimWarm(version, bound.policy, logging) : undefined;
     let id: string;
     try {
       ({ id } = await once(store, clock, { accountId: scope.accountId, operation: "RunMicrovm", clientToken: input.clientToken }, input, async (tx) => {
@@ -226,11 +231,11 @@ export class MicrovmService {
         return { id };
       }));
     } catch (err) {
-      if (reserved) runtime.unclaimWarm?.(reserved); // no MicroVM has its id: the clone goes back to its pool
+      if (reserved) await this.unclaim(reserved); // no MicroVM has its id: the clone goes back to its pool
       throw err;
     }
     // A retried request answered with the MicroVM an earlier one made: the id stays unused.
-    if (reserved && id !== reserved) runtime.unclaimWarm?.(reserved);
+    if (reserved && id !== reserved) await this.unclaim(reserved);
     const vm = await this.get(id);
     this.remember(vm);
     if (vm.state === "PENDING") {

@@ -58,4 +58,8 @@ export class NoSandboxes implements SandboxRuntime {
   /** No sandboxes here, so no clones either: nothing to keep or destroy. */
   async warmPools(): Promise<void> {}
   async closeWarmPools(): Promise<void> {}
+  async claimWarm(): Promise<undefined> {
+    return undefined;
+  }
+  async unclaimWarm(): Promise<void> {}
 }

@@ -205,12 +205,12 @@ export interface SandboxPools {
    * records its MicroVM with that id, and run() of it uses the clone. Each id
    * is answered once. Undefined: no clone fits (a miss), any id will do.
    */
-  claimWarm?(version: ImageVersion, egress: EgressPolicy, logging: boolean): string | undefined;
+  claimWarm(version: ImageVersion, egress: EgressPolicy, logging: boolean): Promise<string | undefined>;
   /**
    * A clone claimed for an id that no MicroVM got (the run was refused, or a
    * retried request answered with an earlier MicroVM): back to its pool.
    */
-  unclaimWarm?(microvmId: string): void;
+  unclaimWarm(microvmId: string): Promise<void>;
 }
 
 /** What is on the host for a MicroVM, as a restart finds it. */

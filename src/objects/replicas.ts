@@ -36,7 +36,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { dirname, join } from "node:path";
 import {
   BuildFailure, InvalidInput, NotBegun, ObjectStoreUnavailable, parseArn, RuntimeUnavailable, type BuildJob, type GuestProcess, type ImageBuilder, type ImageVersion, type Microvm, type ObjectStore,
-  type SandboxFound, type SandboxRuntime, type SnapshotBuild, type SpawnOptions, type WarmPoolTarget,
+  type SandboxFound, type SandboxRuntime, type EgressPolicy, type SnapshotBuild, type SpawnOptions, type WarmPoolTarget,
 } from "../core/index.js";
 import { removeTree } from "../os/index.js";
 import { pack, unpack } from "./archive.js";
@@ -630,5 +630,14 @@ export class ReplicatedRuntime implements SandboxRuntime {
 
   closeWarmPools(): Promise<void> {
     return this.inner.closeWarmPools();
+  }
+
+  // A clone exists only for a version whose image is here (warmPools above), so a claim needs no fetch.
+  claimWarm(version: ImageVersion, egress: EgressPolicy, logging: boolean): Promise<string | undefined> {
+    return this.inner.claimWarm(version, egress, logging);
+  }
+
+  unclaimWarm(microvmId: string): Promise<void> {
+    return this.inner.unclaimWarm(microvmId);
   }
 }

@@ -446,11 +446,11 @@ export class MicrovmRuntime implements SandboxRuntime {
     steps.report();
   }
 
-  claimWarm(version: ImageVersion, egress: EgressPolicy, logging: boolean): string | undefined {
+  async claimWarm(version: ImageVersion, egress: EgressPolicy, logging: boolean): Promise<string | undefined> {
     return this.pool?.claim(version.imageArn, version.version, egress, logging);
   }
 
-  unclaimWarm(microvmId: string): void {
+  async unclaimWarm(microvmId: string): Promise<void> {
     this.pool?.unclaim(microvmId);
   }
 

@@ -103,6 +103,13 @@ export class ScriptedRuntime implements SandboxRuntime {
     this.poolsClosed = true;
   }
 
+  /** No clones are made here: every run is a miss. */
+  async claimWarm(): Promise<undefined> {
+    return undefined;
+  }
+
+  async unclaimWarm(): Promise<void> {}
+
   private act(what: "run" | "suspend" | "resume", vm: Microvm): Promise<void> {
     this.calls.push(`${what} ${vm.id}`);
     const failure = this.failNext[what];
