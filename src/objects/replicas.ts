@@ -34,6 +34,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import type { Duplex } from "node:stream";
 import {
   BuildFailure, InvalidInput, NotBegun, ObjectStoreUnavailable, parseArn, RuntimeUnavailable, type BuildJob, type GuestProcess, type ImageBuilder, type ImageVersion, type Microvm, type ObjectStore,
   type SandboxFound, type SandboxRuntime, type SnapshotBuild, type SpawnOptions, type WarmPoolTarget,
@@ -607,6 +608,10 @@ export class ReplicatedRuntime implements SandboxRuntime {
 
   address(microvmId: string): string | undefined {
     return this.inner.address(microvmId);
+  }
+
+  connect(microvmId: string, port: number): Duplex {
+    return this.inner.connect(microvmId, port);
   }
 
   spawn(microvmId: string, opts: SpawnOptions): Promise<GuestProcess> {

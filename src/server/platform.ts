@@ -301,7 +301,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       resume: (id) => controlPlane.microvms.resume(id),
       activity: (id) => controlPlane.policies.activity(id),
       address: (id) => runtime.address(id),
-      ...(remote && runtime === remote ? { connect: (id: string, port: number) => remote.connect(id, port) } : {}),
+      connect: (id, port) => runtime.connect(id, port),
     },
   });
   controlPlane.microvms.attachIngress(proxy);

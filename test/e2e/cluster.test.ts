@@ -20,6 +20,7 @@ import { eventually } from "../support/platform.js";
 import { freeSandboxes } from "../support/sandboxes.js";
 import { simulatedHosts, type SimulatedHosts } from "../support/cluster-hosts.js";
 import { connect as netConnect, createServer as netServer, type Server as NetServer } from "node:net";
+import { connect as h2Connect } from "node:http2";
 
 interface AgentProcess {
   child: ChildProcess;
@@ -254,6 +255,27 @@ describe("cluster", { timeout: 1_500_000 }, () => {
         req.on("error", reject);
         req.end();
       }));
+    /** An HTTP/2 request (TLS, ALPN h2) to the endpoint proxy. */
+    const h2get = (id: string, token: string, extra: Record<string, string> = {}): Promise<{ status: number; body: string }> =>
+      within(60_000, `an HTTP/2 GET on ${id}`, new Promise((resolve, reject) => {
+        const session = h2Connect(`https://127.0.0.1:${server!.endpointPort}`, { ca, servername: `${id}.${DOMAIN}` });
+        session.on("error", reject);
+        const req = session.request({ ":path": "/", ":authority": `${id}.${DOMAIN}:${server!.endpointPort}`, "x-aws-proxy-auth": token, ...extra });
+        let status = 0;
+        let body = "";
+        req.setEncoding("utf8");
+        req.on("response", (h) => (status = Number(h[":status"])));
+        req.on("data", (c: string) => (body += c));
+        req.on("end", () => {
+          session.close();
+          resolve({ status, body });
+        });
+        req.on("error", (err) => {
+          session.destroy();
+          reject(err);
+        });
+        req.end();
+      }));
     const requests = async (id: string, token: string): Promise<number> => {
       const r = await get(id, token, "/");
       assert.equal(r.status, 200, `GET / on ${id}: ${r.status} ${r.body}`);
@@ -299,6 +321,15 @@ describe("cluster", { timeout: 1_500_000 }, () => {
         const t = await token(id);
         const a = await requests(id, t);
         assert.equal(await requests(id, t), a + 1, `${id}'s app counts its requests: the same sandbox answers`);
+        // HTTP/2 from the client reaches the app (HTTP/1.1) through the agent's tunnel.
+        const h2 = await h2get(id, t);
+        assert.equal(h2.status, 200, `HTTP/2 GET on ${id}: ${h2.body}`);
+        assert.equal((JSON.parse(h2.body) as { requests: number }).requests, a + 2);
+        // Cleartext HTTP/2 to an app that speaks only HTTP/1.1 (X-aws-proxy-force-h2): a 502 that says so, and the server lives on.
+        const forced = await h2get(id, t, { "x-aws-proxy-force-h2": "true" });
+        assert.equal(forced.status, 502, forced.body);
+        assert.match(forced.body, /did not answer over HTTP\/2/);
+        assert.equal(await requests(id, t), a + 3, "the server still proxies after the failed HTTP/2 exchange");
       }
       // Processes in them (lmvm exec) go through their host's agent too.
       const pyExec = await lmvm(["exec", py, "--", "python3", "-c", "import sys; print(6 * 7); print('to stderr', file=sys.stderr); sys.exit(3)"], env);

@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import { connect as h2connect, createServer as createH2cServer, type Http2Server } from "node:http2";
-import { createServer as createNetServer } from "node:net";
+import { connect, createServer as createNetServer } from "node:net";
 import { request } from "node:https";
 import { connect as tlsConnect } from "node:tls";
 import { readFileSync } from "node:fs";
@@ -62,7 +62,7 @@ describe("the endpoint proxy on loopback", () => {
     const vm = { id: ID, state: "RUNNING", imageArn: "arn", imageVersion: "1.0", config: { ingressNetworkConnectors: [] } } as unknown as Microvm;
     proxy = new EndpointProxy({
       tls, domain: "microvm.localhost", tokens,
-      directory: { peek: () => vm, imageConfig: async () => ({}), resume: async () => undefined, activity: () => void activity.push(Date.now()), address: () => "127.0.0.1" },
+      directory: { peek: () => vm, imageConfig: async () => ({}), resume: async () => undefined, activity: () => void activity.push(Date.now()), address: () => "127.0.0.1", connect: (_id, port) => connect({ host: "127.0.0.1", port }) },
       limits: { connectionsPerVcpu: 0, requestsPerSecondPerVcpu: 0, queueMs: 0 },
     });
     port = await proxy.listen(0, "127.0.0.1");
@@ -189,6 +189,7 @@ describe("the endpoint proxy's rules on loopback", () => {
       directory: {
         peek: () => (peeks++, current), imageConfig: async () => ({ hooks: { port: appPort }, resources: [{ minimumMemoryInMiB: 512 }] }), resume: async () => undefined, activity: () => undefined,
         address: () => (current.state === "RUNNING" ? "127.0.0.1" : undefined),
+        connect: (_id: string, port: number) => connect({ host: "127.0.0.1", port }),
       },
     });
     proxies.push(proxy);
