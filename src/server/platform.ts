@@ -215,7 +215,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const serverTls = config.clusterDir ? await nodeCredentials(config.clusterDir, "server", "server", clusterListen ? [clusterListen.host] : []) : undefined;
   // Where agents get their MicroVMs' execution-role credentials (the identity service is here).
   const credentialsListener = cluster && clusterListen
-    ? await serveCredentials({ tls: serverTls!, cluster, source: identities, host: clusterListen.host, port: clusterListen.port, log })
+    ? await serveCredentials({ tls: serverTls!, cluster, source: identities, microvm: (id) => store.getMicrovm(id), host: clusterListen.host, port: clusterListen.port, log })
     : undefined;
   const remote = cluster
     ? new RemoteRuntime({

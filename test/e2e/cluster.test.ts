@@ -393,6 +393,31 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       const n = await lmvm(["exec", node, "--", "node", "-e", nodeScript], env);
       assert.equal(n.code, 0, n.stderr);
       assert.equal(n.stdout, "execution_role Success ASIA true\n");
+      // The server's credentials endpoint, asked with the certificate of the host that runs the Python MicroVM:
+      // its own role and id get credentials; any other role, or another session name, is refused.
+      const holder = (await hostOf(py))!;
+      const askAs = (body: Record<string, string>) =>
+        within(10_000, "a credentials call to the server", new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const req = request({
+            host: "172.30.0.1", port: 7710, method: "POST", path: "/v1/credentials",
+            ca: readFileSync(join(clusterDir, "ca.pem")), cert: readFileSync(join(clusterDir, "nodes", `${holder}.pem`)), key: readFileSync(join(clusterDir, "nodes", `${holder}.key`)),
+            headers: { "content-type": "application/json" },
+          }, (res) => {
+            let text = "";
+            res.on("data", (d) => (text += d));
+            res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
+          });
+          req.on("error", reject);
+          req.end(JSON.stringify(body));
+        }));
+      const pyArn = `arn:aws:lambda:us-east-1:000000000000:microvm:${py}`;
+      const own = await askAs({ roleArn: role, sourceArn: pyArn, sessionName: py });
+      assert.equal(own.status, 200, own.body);
+      const other = await askAs({ roleArn: ROLE, sourceArn: pyArn, sessionName: py });
+      assert.equal(other.status, 403, other.body);
+      assert.match(other.body, /is not MicroVM .* execution role/);
+      const renamed = await askAs({ roleArn: role, sourceArn: pyArn, sessionName: "someone-else" });
+      assert.equal(renamed.status, 403, renamed.body);
       for (const id of [py, node]) {
         await cli(["terminate-microvm", "--microvm-identifier", id]);
         await reach(id, "TERMINATED");
