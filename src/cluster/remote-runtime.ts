@@ -35,6 +35,8 @@ const QUICK_CALL_MS = 15_000;
 const LIFECYCLE_CALL_MS = 10 * 60_000;
 /** How long a yes from a host's shortage() is kept for the run that follows (the agent holds the room about as long). */
 const PLACEMENT_MS = 30_000;
+/** At most this many lost MicroVMs' reasons (and versions with pending placements) are kept: the oldest go first. */
+const MAX_REMEMBERED = 10_000;
 
 export interface RemoteRuntimeOptions {
   cluster: ClusterStore;
@@ -51,6 +53,11 @@ export interface RemoteRuntimeOptions {
   unrunnable?: (version: ImageVersion) => string | undefined;
   /** True with an object store: a suspended MicroVM's checkpoint is there, so any host of the same runsc version and platform resumes it. */
   sharedCheckpoints: boolean;
+  /**
+   * With an object store: whether it holds the current checkpoint of a MicroVM (throws when the store
+   * cannot tell), asked for a SUSPENDED MicroVM whose host is LOST or holds no lease.
+   */
+  storedCheckpoint?: (microvmId: string) => Promise<boolean>;
 }
 
 export class RemoteRuntime implements SandboxRuntime {
@@ -70,6 +77,13 @@ export class RemoteRuntime implements SandboxRuntime {
     this.lossTimer = setInterval(() => void this.checkHosts(), LOSS_CHECK_MS);
   }
 
+  /** Sets a bounded map's entry: the oldest entries go past MAX_REMEMBERED. */
+  private remember<V>(map: Map<string, V>, key: string, value: V): void {
+    map.delete(key);
+    map.set(key, value);
+    while (map.size > MAX_REMEMBERED) map.delete(map.keys().next().value as string);
+  }
+
   async stop(): Promise<void> {
     clearInterval(this.lossTimer);
     await this.checking;
@@ -81,13 +95,11 @@ export class RemoteRuntime implements SandboxRuntime {
     this.checking ??= (async () => {
       try {
         const deadline = this.opts.hostLostMs ?? HOST_LOST_MS;
-        for (const host of await this.opts.cluster.markLost(deadline)) {
-          const leases = await this.opts.cluster.leasesOf(host.id);
-          this.opts.log({ level: "warn", msg: "host lost: no heartbeat", hostId: host.id, address: host.address, deadlineSeconds: deadline / 1000, microvms: leases.map((l) => l.microvmId) });
-          for (const l of leases) {
-            this.lost.set(l.microvmId, `its host ${host.id} (${host.address}) was lost: no heartbeat for more than ${Math.round(deadline / 1000)} s`);
+        for (const { host, revoked } of await this.opts.cluster.markLost(deadline)) {
+          this.opts.log({ level: "warn", msg: "host lost: no heartbeat", hostId: host.id, address: host.address, deadlineSeconds: deadline / 1000, microvms: revoked.map((l) => l.microvmId) });
+          for (const l of revoked) {
+            this.remember(this.lost, l.microvmId, `its host ${host.id} (${host.address}) was lost: no heartbeat for more than ${Math.round(deadline / 1000)} s`);
             this.located.delete(l.microvmId);
-            await this.opts.cluster.revokeLease(l.microvmId, host.id);
           }
         }
       } catch (err) {
@@ -155,7 +167,7 @@ export class RemoteRuntime implements SandboxRuntime {
     const now = Date.now();
     const list = (this.placements.get(key) ?? []).filter((p) => now - p.at < PLACEMENT_MS);
     list.push({ host, at: now });
-    this.placements.set(key, list);
+    this.remember(this.placements, key, list);
     return undefined;
   }
 
@@ -255,6 +267,11 @@ export class RemoteRuntime implements SandboxRuntime {
 
   async inspect(vm: Microvm): Promise<SandboxFound> {
     const o = await this.owner(vm);
+    if (!o && vm.state === "SUSPENDED") {
+      // No live host holds it: its checkpoint is in the object store, or on its host that may come back.
+      if (this.opts.storedCheckpoint) return { running: false, checkpoint: await this.opts.storedCheckpoint(vm.id) };
+      throw new Error(`MicroVM ${vm.id} is suspended and its checkpoint is on a host that is LOST or gone (no object store): kept as recorded until its host is back`);
+    }
     if (!o) return { running: false, checkpoint: false };
     return this.call<SandboxFound>(o.host.address, "inspect", { vm, epoch: o.epoch });
   }

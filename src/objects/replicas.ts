@@ -296,6 +296,14 @@ export class Replicas {
       .sort((a, b) => a.incarnation - b.incarnation);
   }
 
+  /** Whether the store holds the MicroVM's current checkpoint (by its head object, else its newest); throws when the store cannot tell. */
+  async storedCheckpoint(id: string): Promise<boolean> {
+    await this.ensureMarker();
+    const head = await this.currentIncarnation(id);
+    if (head.named) return this.hasCheckpoint(id, head.incarnation);
+    return (await this.latestCheckpoint(id)) !== undefined;
+  }
+
   /** Whether the store holds the MicroVM's checkpoint of `incarnation`. */
   async hasCheckpoint(id: string, incarnation: number): Promise<boolean> {
     return (await this.opts.store.head(checkpointKey(id, incarnation), this.lookup())) !== undefined;

@@ -217,19 +217,40 @@ export class ClusterStore {
     return this.host(id);
   }
 
-  /** Marks LOST every host whose last heartbeat is older than `deadlineMs`; answers those it marked. */
-  async markLost(deadlineMs: number): Promise<HostRecord[]> {
-    const rows = await this.db
-      .updateTable("hosts")
-      .set({ state: "LOST", state_reason: sql`'No heartbeat for more than ' || ${Math.round(deadlineMs / 1000)} || ' s.'` })
-      .where("state", "!=", "LOST")
-      .where(sql<boolean>`${NOW} - heartbeat_at > ${deadlineMs}`)
-      .returning("id")
-      .execute();
-    const out: HostRecord[] = [];
-    for (const r of rows) {
-      const h = await this.host(r.id);
-      if (h) out.push(h);
+  /**
+   * Marks LOST every host whose last heartbeat is older than `deadlineMs` and, in the same
+   * transaction, revokes its MicroVMs' leases: only those placed before the host counted as lost
+   * (a lease moved or placed since stays), and not those of SUSPENDED MicroVMs (their checkpoint
+   * is no sandbox: it may be resumed elsewhere from the object store, or on the host once back).
+   * Answers the hosts it marked, each with the leases it revoked.
+   */
+  async markLost(deadlineMs: number): Promise<{ host: HostRecord; revoked: Lease[] }[]> {
+    const marked = await this.db.transaction().execute(async (tx) => {
+      const rows = await tx
+        .updateTable("hosts")
+        .set({ state: "LOST", state_reason: sql`'No heartbeat for more than ' || ${Math.round(deadlineMs / 1000)} || ' s.'` })
+        .where("state", "!=", "LOST")
+        .where(sql<boolean>`${NOW} - heartbeat_at > ${deadlineMs}`)
+        .returning(["id", "heartbeat_at"])
+        .execute();
+      const out: { id: string; revoked: Lease[] }[] = [];
+      for (const r of rows) {
+        const revoked = await tx
+          .updateTable("leases")
+          .set({ epoch: sql`epoch + 1`, updated_at: NOW, host_id: "" })
+          .where("host_id", "=", r.id)
+          .where("updated_at", "<=", sql<number>`${r.heartbeat_at}::bigint + ${deadlineMs}`)
+          .where(sql<boolean>`microvm_id not in (select id from microvms where state = 'SUSPENDED')`)
+          .returning(["microvm_id", "epoch"])
+          .execute();
+        out.push({ id: r.id, revoked: revoked.map((l) => ({ microvmId: l.microvm_id, hostId: r.id, epoch: l.epoch })) });
+      }
+      return out;
+    });
+    const out: { host: HostRecord; revoked: Lease[] }[] = [];
+    for (const m of marked) {
+      const h = await this.host(m.id);
+      if (h) out.push({ host: h, revoked: m.revoked });
     }
     return out;
   }
