@@ -294,10 +294,13 @@ export class RemoteRuntime implements SandboxRuntime {
       g.epochs[vm.id] = o.epoch;
       byHost.set(o.host.id, g);
     }
-    for (const g of byHost.values()) {
-      await this.call(g.host.address, "adopt", { running: g.vms, epochs: g.epochs }, LIFECYCLE_CALL_MS);
-      for (const vm of g.vms) this.located.set(vm.id, g.host.address);
-    }
+    // Each MicroVM is where its lease says, whatever its agent answers now; each host is asked on its own,
+    // so one host that does not answer leaves the others' MicroVMs adopted (its own are kept as recorded:
+    // the loss check ends them if the host is declared LOST).
+    for (const g of byHost.values()) for (const vm of g.vms) this.located.set(vm.id, g.host.address);
+    await Promise.all([...byHost.values()].map((g) =>
+      this.call(g.host.address, "adopt", { running: g.vms, epochs: g.epochs }, LIFECYCLE_CALL_MS).catch((err: Error) =>
+        this.opts.log({ level: "warn", msg: "host did not adopt its MicroVMs: they stay as recorded", hostId: g.host.id, microvms: g.vms.map((v) => v.id), err: err.message }))));
   }
 
   async running(): Promise<Set<string>> {
