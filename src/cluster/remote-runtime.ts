@@ -22,7 +22,7 @@ import { NotBegun, type GuestProcess, type ImageVersion, type Microvm, type Sand
 import type { ClusterStore, HostRecord } from "../store/index.js";
 import type { NodeCredentials } from "./ca.js";
 import { HEARTBEAT_MS, LEASE_DEADLINE_MS } from "./agent-service.js";
-import { EPOCH_HEADER, errorFromWire, RPC_PREFIX, type WireError } from "./wire.js";
+import { EPOCH_HEADER, errorFromWire, LeaseLost, RPC_PREFIX, type WireError } from "./wire.js";
 import { remoteSpawn } from "./spawn.js";
 
 /** A host whose heartbeat is older than this is not placed on. */
@@ -37,6 +37,14 @@ const LIFECYCLE_CALL_MS = 10 * 60_000;
 const PLACEMENT_MS = 30_000;
 /** At most this many lost MicroVMs' reasons (and versions with pending placements) are kept: the oldest go first. */
 const MAX_REMEMBERED = 10_000;
+
+/** A call that never reached its agent (no connection, TLS refused, no connection in time): nothing of it began there. */
+export class Unreached extends Error {}
+
+/** Whether nothing of a lifecycle call began on its host: it was not delivered, or the agent's fencing refused it before acting. */
+function notBegun(err: unknown): boolean {
+  return err instanceof Unreached || err instanceof LeaseLost || err instanceof NotBegun;
+}
 
 export interface RemoteRuntimeOptions {
   cluster: ClusterStore;
@@ -130,8 +138,19 @@ export class RemoteRuntime implements SandboxRuntime {
           else reject(errorFromWire(parsed.error ?? { name: "Error", message: `status ${res.statusCode}` }, address));
         });
       });
-      req.on("timeout", () => req.destroy(new Error(`host at ${address} did not answer ${op} within ${timeoutMs / 1000} s`)));
-      req.on("error", (err) => reject(err.message.startsWith("host at") ? err : new Error(`cannot reach host at ${address} for ${op}: ${err.message}`)));
+      // Delivered once the request has a connection: a kept-alive one at once, a new one at its TLS handshake's end.
+      let delivered = false;
+      req.on("socket", (socket) => {
+        if (!(socket as TLSSocket).connecting && !(socket as TLSSocket).pending) delivered = true;
+        else socket.once("secureConnect", () => (delivered = true));
+      });
+      req.on("timeout", () => req.destroy(delivered
+        ? new Error(`host at ${address} did not answer ${op} within ${timeoutMs / 1000} s`)
+        : new Unreached(`cannot reach host at ${address} for ${op}: no connection within ${timeoutMs / 1000} s`)));
+      req.on("error", (err) => {
+        if (err instanceof Unreached || err.message.startsWith("host at")) return reject(err);
+        reject(delivered ? new Error(`lost host at ${address} during ${op}: ${err.message}`) : new Unreached(`cannot reach host at ${address} for ${op}: ${err.message}`));
+      });
       req.end(text);
     });
   }
@@ -201,7 +220,10 @@ export class RemoteRuntime implements SandboxRuntime {
       await this.call(host.address, "run", { vm, version, epoch: lease.epoch }, LIFECYCLE_CALL_MS);
     } catch (err) {
       this.located.delete(vm.id);
-      throw err;
+      if (!notBegun(err)) throw err;
+      // Nothing ran on the host: its lease goes (only this placement's).
+      await this.opts.cluster.dropLease(vm.id, lease.epoch);
+      throw new NotBegun(`MicroVM ${vm.id} was not started on host ${host.id}: ${(err as Error).message}`);
     }
   }
 
@@ -217,7 +239,13 @@ export class RemoteRuntime implements SandboxRuntime {
   async suspend(vm: Microvm): Promise<void> {
     const o = await this.owner(vm);
     if (!o) throw new Error(`MicroVM ${vm.id} has no live host: ${this.lost.get(vm.id) ?? "it holds no lease"}`);
-    await this.call(o.host.address, "suspend", { vm, epoch: o.epoch }, LIFECYCLE_CALL_MS);
+    try {
+      await this.call(o.host.address, "suspend", { vm, epoch: o.epoch }, LIFECYCLE_CALL_MS);
+    } catch (err) {
+      // Not delivered, or fenced before acting: the sandbox was left as it was.
+      if (notBegun(err) && !(err instanceof NotBegun)) throw new NotBegun(`MicroVM ${vm.id} was not suspended on host ${o.host.id}: ${(err as Error).message}`);
+      throw err;
+    }
     this.located.delete(vm.id);
   }
 
@@ -248,7 +276,11 @@ export class RemoteRuntime implements SandboxRuntime {
       await this.call(target.address, "resume", { vm, epoch: next.epoch }, LIFECYCLE_CALL_MS);
     } catch (err) {
       this.located.delete(vm.id);
-      throw err;
+      if (!notBegun(err)) throw err;
+      // The checkpoint was not touched: the lease goes back to the host that made it (with a newer epoch, so the failed placement's is fenced).
+      if (maker) await this.opts.cluster.restoreLease(vm.id, next.epoch, maker.id).catch((e: Error) =>
+        this.opts.log({ level: "error", msg: "lease not restored after a resume that did not begin", microvmId: vm.id, hostId: maker.id, err: e.message }));
+      throw new NotBegun(`MicroVM ${vm.id} was not resumed on host ${target.id}: ${(err as Error).message}`);
     }
   }
 

@@ -307,6 +307,14 @@ export class ClusterStore {
     await this.db.updateTable("leases").set({ epoch: sql`epoch + 1`, updated_at: NOW, host_id: "" }).where("microvm_id", "=", microvmId).where("host_id", "=", hostId).execute();
   }
 
+  /**
+   * Gives the lease back to `hostId` (with the next epoch) if it is still the placement of
+   * `epoch`: a placement whose call never began on its host is undone, a newer one stays.
+   */
+  async restoreLease(microvmId: string, epoch: number, hostId: string): Promise<void> {
+    await this.db.updateTable("leases").set({ host_id: hostId, epoch: sql`epoch + 1`, updated_at: NOW }).where("microvm_id", "=", microvmId).where("epoch", "=", epoch).execute();
+  }
+
   /** Forgets the lease of an ended MicroVM (only the given epoch's, so a newer placement stays). */
   async dropLease(microvmId: string, epoch?: number): Promise<void> {
     let q = this.db.deleteFrom("leases").where("microvm_id", "=", microvmId);
