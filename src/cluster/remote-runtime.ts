@@ -35,6 +35,8 @@ const QUICK_CALL_MS = 15_000;
 const LIFECYCLE_CALL_MS = 10 * 60_000;
 /** How long a yes from a host's shortage() is kept for the run that follows (the agent holds the room about as long). */
 const PLACEMENT_MS = 30_000;
+/** How long a tunnel to a MicroVM's port may take to open (TLS to its agent and the answer to CONNECT). */
+const TUNNEL_OPEN_MS = 10_000;
 /** At most this many lost MicroVMs' reasons (and versions with pending placements) are kept: the oldest go first. */
 const MAX_REMEMBERED = 10_000;
 
@@ -441,6 +443,12 @@ function tunnel(tls: NodeCredentials, cluster: ClusterStore, microvmId: string, 
   net.setKeepAlive = () => stream;
   net.ref = () => stream;
   net.unref = () => stream;
+  // The tunnel is open within TUNNEL_OPEN_MS (its lease looked up, the agent's TLS and its answer to CONNECT), or fails.
+  const deadline = setTimeout(() => {
+    if (!open) stream.destroy(new Error(`the tunnel to MicroVM ${microvmId} port ${port} did not open within ${TUNNEL_OPEN_MS / 1000} s (its host did not connect or answer)`));
+  }, TUNNEL_OPEN_MS);
+  deadline.unref();
+  stream.once("close", () => clearTimeout(deadline));
   void (async () => {
     const lease = await cluster.lease(microvmId);
     if (!lease?.hostId) throw new Error(`MicroVM ${microvmId} has no host`);
@@ -477,6 +485,7 @@ function tunnel(tls: NodeCredentials, cluster: ClusterStore, microvmId: string, 
         return;
       }
       open = true;
+      clearTimeout(deadline);
       if (rest.length) stream.push(rest);
       for (const p of pending.splice(0)) socket!.write(p.chunk, p.cb);
       ending?.();
