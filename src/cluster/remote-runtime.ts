@@ -20,6 +20,7 @@ import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { Duplex } from "node:stream";
 import { NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxRuntime, type SpawnOptions, type WarmPoolTarget } from "../core/index.js";
 import type { ClusterStore, HostRecord } from "../store/index.js";
+import { CLUSTER_CONNECT_MS, CLUSTER_QUERY_MS } from "../store/cluster.js";
 import type { NodeCredentials } from "./ca.js";
 import { HEARTBEAT_MS, LEASE_DEADLINE_MS } from "./agent-service.js";
 import { EPOCH_HEADER, errorFromWire, LeaseLost, RPC_PREFIX, type WireError } from "./wire.js";
@@ -27,9 +28,14 @@ import { remoteSpawn } from "./spawn.js";
 
 /** A host whose heartbeat is older than this is not placed on. */
 export const FRESH_MS = 3 * HEARTBEAT_MS + 1_000;
-/** A host whose heartbeat is older than this is LOST: longer than the agent's own lease deadline, so it has stopped serving by then. */
-export const HOST_LOST_MS = LEASE_DEADLINE_MS + 5_000;
 const LOSS_CHECK_MS = 2_000;
+/**
+ * A host whose heartbeat is older than this is LOST. An agent stops serving LEASE_DEADLINE_MS after
+ * it SENT its last successful heartbeat (before the database stamped it); a fenced call it let
+ * through just before may still finish its lease query (a connection, then the query, each with
+ * its timeout); the loss is seen at the next check; and a margin on top.
+ */
+export const HOST_LOST_MS = LEASE_DEADLINE_MS + CLUSTER_CONNECT_MS + CLUSTER_QUERY_MS + LOSS_CHECK_MS + 1_000;
 /** Deadlines of the calls: the agent's own operations have theirs (restore, hooks, checkpoint); these only bound a host that stopped answering. */
 const QUICK_CALL_MS = 15_000;
 const LIFECYCLE_CALL_MS = 10 * 60_000;

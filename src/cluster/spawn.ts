@@ -98,6 +98,16 @@ export class SpawnRelay {
     send({ t: "started" });
   }
 
+  /** How many process connections are open. */
+  get size(): number {
+    return this.wss.clients.size;
+  }
+
+  /** Ends every process connection (their processes are killed as each closes). */
+  endAll(): void {
+    for (const c of this.wss.clients) c.terminate();
+  }
+
   close(): void {
     for (const c of this.wss.clients) c.terminate();
     this.wss.close();

@@ -79,6 +79,9 @@ interface ClusterTables {
 }
 
 const INT8_OID = 20;
+/** How long getting a connection, then a query, may take: a cluster query answers or fails within their sum. */
+export const CLUSTER_CONNECT_MS = 5_000;
+export const CLUSTER_QUERY_MS = 5_000;
 /** The database's clock, in milliseconds since the epoch. */
 const NOW = sql<number>`(extract(epoch from clock_timestamp()) * 1000)::bigint`;
 
@@ -112,9 +115,9 @@ export class ClusterStore {
       connectionString: url,
       max: 4,
       application_name: "lmvm-cluster",
-      connectionTimeoutMillis: 5_000,
+      connectionTimeoutMillis: CLUSTER_CONNECT_MS,
       // A query on a connection whose peer went silent (a partition) fails rather than waits: heartbeats and fencing checks must see it.
-      query_timeout: 5_000,
+      query_timeout: CLUSTER_QUERY_MS,
       options: "-c synchronous_commit=on",
       types: {
         getTypeParser: ((oid: number, format?: "text" | "binary") =>
