@@ -207,7 +207,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     log,
     credentials: identities,
     host,
-    ...(config.clusterDir ? { microvms: false } : {}),
+    // No gVisor runtime where MicroVMs run elsewhere: on agents (cluster mode), or in a runtime the caller gives (tests).
+    ...(config.clusterDir || config.runtime ? { microvms: false } : {}),
   });
   // Cluster mode: the runtime is the agents', over mutual TLS (src/cluster).
   const cluster = config.clusterDir ? await ClusterStore.open(config.database!, log) : undefined;
