@@ -19,7 +19,7 @@ import { createServer, request, type Server } from "node:https";
 import type { TLSSocket } from "node:tls";
 import { AccessDenied, parseArn, type Microvm, type RoleCredentialSource, type TemporaryCredentials } from "../core/index.js";
 import type { ClusterStore } from "../store/index.js";
-import { peerIdentity, type NodeCredentials } from "./ca.js";
+import { checkNodeIdentity, peerIdentity, type NodeCredentials } from "./ca.js";
 
 const CALL_MS = 10_000;
 
@@ -96,7 +96,7 @@ export class ServerCredentials implements RoleCredentialSource {
     return new Promise((resolve, reject) => {
       const req = request({
         host: this.server.slice(0, i), port: Number(this.server.slice(i + 1)), method: "POST", path: "/v1/credentials",
-        ca: this.tls.ca, cert: this.tls.cert, key: this.tls.key, minVersion: "TLSv1.3", timeout: CALL_MS,
+        ca: this.tls.ca, cert: this.tls.cert, key: this.tls.key, minVersion: "TLSv1.3", timeout: CALL_MS, checkServerIdentity: checkNodeIdentity("server"),
         headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
       }, (res) => {
         let text = "";

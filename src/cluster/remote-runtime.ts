@@ -21,7 +21,7 @@ import { Duplex } from "node:stream";
 import { NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxRuntime, type SpawnOptions, type WarmPoolTarget } from "../core/index.js";
 import type { ClusterStore, HostRecord } from "../store/index.js";
 import { CLUSTER_CONNECT_MS, CLUSTER_QUERY_MS } from "../store/cluster.js";
-import type { NodeCredentials } from "./ca.js";
+import { checkNodeIdentity, type NodeCredentials } from "./ca.js";
 import { HEARTBEAT_MS, LEASE_DEADLINE_MS } from "./agent-service.js";
 import { EPOCH_HEADER, errorFromWire, LeaseLost, RPC_PREFIX, type WireError } from "./wire.js";
 import { remoteSpawn } from "./spawn.js";
@@ -89,7 +89,7 @@ export class RemoteRuntime implements SandboxRuntime {
 
   constructor(private readonly opts: RemoteRuntimeOptions) {
     const { ca, cert, key } = opts.tls;
-    this.agent = new HttpsAgent({ ca, cert, key, keepAlive: true, maxSockets: 64, minVersion: "TLSv1.3" });
+    this.agent = new HttpsAgent({ ca, cert, key, keepAlive: true, maxSockets: 64, minVersion: "TLSv1.3", checkServerIdentity: checkNodeIdentity("agent") });
     this.lossTimer = setInterval(() => void this.checkHosts(), LOSS_CHECK_MS);
   }
 
@@ -462,7 +462,7 @@ function tunnel(tls: NodeCredentials, cluster: ClusterStore, microvmId: string, 
     if (!host || host.state === "LOST") throw new Error(`MicroVM ${microvmId}'s host ${lease.hostId} is ${host ? "LOST" : "gone"}`);
     const [ip, agentPort] = splitAddress(host.address);
     if (stream.destroyed) return;
-    socket = tlsConnect({ host: ip, port: agentPort, ca: tls.ca, cert: tls.cert, key: tls.key, minVersion: "TLSv1.3" });
+    socket = tlsConnect({ host: ip, port: agentPort, ca: tls.ca, cert: tls.cert, key: tls.key, minVersion: "TLSv1.3", checkServerIdentity: checkNodeIdentity("agent") });
     socket.setNoDelay(true);
     if (timeout) socket.setTimeout(timeout.ms, timeout.cb);
     // A socket timeout is the stream's: the HTTP agent listens for it on the stream to close idle connections.

@@ -11,7 +11,7 @@ import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocket, WebSocketServer } from "ws";
 import type { GuestProcess, SpawnOptions } from "../core/index.js";
-import type { NodeCredentials } from "./ca.js";
+import { checkNodeIdentity, type NodeCredentials } from "./ca.js";
 import { EPOCH_HEADER } from "./wire.js";
 
 export const SPAWN_PATH = "/v1/spawn";
@@ -118,6 +118,8 @@ export class SpawnRelay {
 export function remoteSpawn(tls: NodeCredentials, address: string, microvmId: string, epoch: number, opts: SpawnOptions): Promise<GuestProcess> {
   const ws = new WebSocket(`wss://${address}${SPAWN_PATH}?microvm=${encodeURIComponent(microvmId)}`, {
     ca: tls.ca, cert: tls.cert, key: tls.key, minVersion: "TLSv1.3",
+    // ws hands its options to tls.connect: Node's checkServerIdentity (an Error or undefined), not ws's typing of it.
+    ...({ checkServerIdentity: checkNodeIdentity("agent") } as object),
     headers: { [EPOCH_HEADER]: String(epoch), [SPAWN_HEADER]: JSON.stringify(opts) },
     handshakeTimeout: START_DEADLINE_MS,
   });

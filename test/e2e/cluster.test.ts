@@ -189,6 +189,10 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     const usage = await lmvm(["agent", "--database", database, "--listen", "127.0.0.1:7700"], {}, 30_000);
     assert.equal(usage.code, 252);
     assert.match(usage.stderr, /--cluster-dir/);
+    // A wildcard cluster listener names no address agents could check the server's certificate against.
+    const wildcard = await lmvm(["server", "--data-dir", join(clusterDir, "unused"), "--database", database, "--cluster-dir", clusterDir, "--cluster-listen", "0.0.0.0:7710"], {}, 30_000);
+    assert.equal(wildcard.code, 252, wildcard.stderr);
+    assert.match(wildcard.stderr, /--cluster-listen needs the address agents reach/);
     // Heartbeats keep the age low: read twice, several heartbeat periods apart.
     await new Promise((r) => setTimeout(r, 5000));
     for (const h of await hosts()) assert.ok(h.HeartbeatAgeSeconds < 5, `host ${h.HostId}'s heartbeat is ${h.HeartbeatAgeSeconds} s old`);
