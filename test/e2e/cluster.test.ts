@@ -462,14 +462,35 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       await reach(id, "TERMINATED");
     });
 
-    test("kill -9 of an agent: its host is declared LOST, its MicroVM ends naming the host, and the agent back again does not run it", async () => {
+    test("kill -9 of an agent: its host is declared LOST, its MicroVM ends naming the host, its suspended MicroVM resumes elsewhere, and the agent back again does not run the first", async () => {
       const id = await run("hello");
       const hostId = (await hostOf(id))!;
+      const other = hostId === "host-a" ? "host-b" : "host-a";
+      // A suspended MicroVM on the same host (the other one drained meanwhile): its checkpoint is in the object store.
+      assert.equal((await lmvm(["hosts", "drain", other, "--database", database], {}, 30_000)).code, 0);
+      const suspended = await run("python", ["--ingress-network-connectors", HTTP]);
+      assert.equal((await lmvm(["hosts", "undrain", other, "--database", database], {}, 30_000)).code, 0);
+      assert.equal(await hostOf(suspended), hostId);
+      const t = await token(suspended);
+      const before = await requests(suspended, t);
+      await cli(["suspend-microvm", "--microvm-identifier", suspended]);
+      await reach(suspended, "SUSPENDED");
       const victim = agents.find((a) => a.hostId === hostId && a.child.exitCode === null && a.child.signalCode === null)!;
       await stopAgent(victim, "SIGKILL");
       const ended = await reach(id, "TERMINATED", 120_000);
       assert.match(ended.stateReason ?? "", new RegExp(`host ${hostId}.*was lost`), ended.stateReason);
       assert.equal((await hosts()).find((h) => h.HostId === hostId)!.State, "LOST");
+      // The suspended one outlives its host's loss, and a server restart's recovery (which inspects it in the object store).
+      await server!.kill("SIGKILL");
+      server = await spawnServer(serverDir, { builds: true, args: ["--database", database, "--cluster-dir", clusterDir, "--cluster-listen", "172.30.0.1:7710", "--object-store", `file://${objects}`, "--platform", "ptrace"] });
+      const kept = await stateOf(suspended);
+      assert.equal(kept.state, "SUSPENDED", kept.stateReason);
+      await cli(["resume-microvm", "--microvm-identifier", suspended]);
+      await reach(suspended, "RUNNING");
+      assert.equal(await hostOf(suspended), other, "resumed on the host that is left");
+      assert.equal(await requests(suspended, t), before + 1, "with its memory");
+      await cli(["terminate-microvm", "--microvm-identifier", suspended]);
+      await reach(suspended, "TERMINATED");
       // The sandbox outlived the agent (as sandboxes outlive a server); the agent back on the same data directory ends it: its lease is gone.
       const index = net.hosts.findIndex((h) => `host-${"ab"[h.index]}` === hostId);
       const back = startAgentOn(index, hostId, victim.dataDir);
