@@ -201,6 +201,10 @@ export async function serverCommand(argv: string[]): Promise<void> {
   if (warmPool !== undefined && (!/^\d{1,2}$/.test(warmPool) || Number(warmPool) > MAX_WARM_POOL)) throw new UsageError(`--warm-pool must be a whole number of warm clones from 0 to ${MAX_WARM_POOL}; got '${warmPool}'.`);
   const database = values.database ?? (process.env.LMVM_DATABASE || undefined);
   if (values["cluster-listen"] && !values["cluster-dir"]) throw new UsageError("--cluster-listen needs --cluster-dir (cluster mode).");
+  const listenHost = values["cluster-listen"]?.replace(/:\d*$/, "").replace(/^\[(.*)\]$/, "$1");
+  if (listenHost !== undefined && ["0.0.0.0", "::", ""].includes(listenHost)) {
+    throw new UsageError(`--cluster-listen needs the address agents reach this server at (its certificate names it, and agents check it), not '${values["cluster-listen"]}': give one of this host's own addresses, e.g. --cluster-listen 10.0.0.5:7710.`);
+  }
   if (values["cluster-dir"] && database === undefined) throw new UsageError("--cluster-dir (cluster mode) needs --database postgres://...: the hosts, their heartbeats and the MicroVMs' leases are kept there.");
   if (database !== undefined && !/^postgres(ql)?:\/\/./.test(database)) {
     throw new UsageError(`--database must be a PostgreSQL URL, postgres://user[:password]@host[:port]/database; got '${redactUrl(database)}'.`);

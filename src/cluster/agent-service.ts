@@ -56,7 +56,9 @@ const STATUS_TEXT: Record<number, string> = { 403: "Forbidden", 404: "Not Found"
 
 export class AgentService {
   private server: Server | undefined;
-  private lastBeat = Date.now();
+  /** When the last successful heartbeat was SENT (performance.now(), monotonic): the deadline counts from before the database stamped it. */
+  private lastBeat = performance.now();
+  private beating = false;
   private state: HostState | undefined;
   private timers: NodeJS.Timeout[] = [];
   private sweeping: Promise<void> | undefined;
@@ -68,13 +70,14 @@ export class AgentService {
 
   /** True while the last heartbeat is within the lease deadline: the agent serves only then. */
   get serving(): boolean {
-    return !this.stopped && Date.now() - this.lastBeat <= (this.opts.leaseDeadlineMs ?? LEASE_DEADLINE_MS);
+    return !this.stopped && performance.now() - this.lastBeat <= (this.opts.leaseDeadlineMs ?? LEASE_DEADLINE_MS);
   }
 
   async start(host: string, port: number): Promise<number> {
+    const sent = performance.now();
     const h = await this.opts.cluster.registerHost(this.opts.capacity());
     this.state = h.state;
-    this.lastBeat = Date.now();
+    this.lastBeat = sent;
     await this.recover();
     const { ca, cert, key } = this.opts.tls;
     // Only certificates the cluster's CA signed, both ways; and of those, only a server's may call.
@@ -93,7 +96,10 @@ export class AgentService {
     });
     const address = this.server.address();
     const bound = typeof address === "object" && address ? address.port : port;
-    this.timers.push(setInterval(() => void this.beat(), this.opts.heartbeatMs ?? HEARTBEAT_MS));
+    this.timers.push(setInterval(() => {
+      void this.beat();
+      this.enforce();
+    }, this.opts.heartbeatMs ?? HEARTBEAT_MS));
     this.timers.push(setInterval(() => void this.sweep(), this.opts.sweepMs ?? SWEEP_MS));
     return bound;
   }
@@ -112,6 +118,10 @@ export class AgentService {
   }
 
   private async beat(): Promise<void> {
+    // One heartbeat at a time: a slow one is not overtaken by the next (whose success would date from later).
+    if (this.beating) return;
+    this.beating = true;
+    const sent = performance.now();
     try {
       const c = this.opts.capacity();
       let state = await this.opts.cluster.heartbeat(this.opts.hostId, c.freeMemoryMiB, c.freeDiskMiB);
@@ -124,11 +134,22 @@ export class AgentService {
       }
       if (!this.serving) this.opts.log({ msg: "heartbeat renewed: serving again", hostId: this.opts.hostId });
       this.state = state;
-      this.lastBeat = Date.now();
+      this.lastBeat = Math.max(this.lastBeat, sent);
     } catch (err) {
       if (this.stopped) return;
       this.opts.log({ level: "error", msg: "heartbeat failed", hostId: this.opts.hostId, err: (err as Error).message, serving: this.serving });
+    } finally {
+      this.beating = false;
     }
+  }
+
+  /** Past its heartbeat's deadline the host serves nothing: its open tunnels and processes' connections end too, not only new calls. */
+  private enforce(): void {
+    if (this.serving || (!this.tunnels.size && !this.spawns.size)) return;
+    this.opts.log({ level: "warn", msg: "not serving (heartbeat past its deadline): open tunnels and process connections ended", hostId: this.opts.hostId, tunnels: this.tunnels.size, processes: this.spawns.size });
+    for (const t of this.tunnels) t.destroy();
+    this.tunnels.clear();
+    this.spawns.endAll();
   }
 
   /** Ends every local sandbox whose MicroVM's lease is not this host's. */
@@ -177,6 +198,8 @@ export class AgentService {
       const lease = await this.opts.cluster.lease(microvmId);
       throw new LeaseLost(`MicroVM ${microvmId}'s lease is ${lease ? `host '${lease.hostId || "(revoked)"}' epoch ${lease.epoch}` : "gone"}, not host '${this.opts.hostId}' epoch ${String(epoch)}: this host may not act on it`);
     }
+    // The lease query may have taken long enough for the heartbeat's deadline to pass meanwhile.
+    if (!this.serving) throw new LeaseLost(`host ${this.opts.hostId} stopped serving while checking MicroVM ${microvmId}'s lease: its heartbeat is past its deadline`);
   }
 
   private authorised(req: IncomingMessage): boolean {

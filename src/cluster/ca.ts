@@ -17,6 +17,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { X509Certificate } from "node:crypto";
 import { isIP } from "node:net";
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { join } from "node:path";
 import { run } from "../os/index.js";
 
@@ -70,8 +71,23 @@ function fits(certPem: string, role: NodeRole, addresses: string[]): boolean {
   const cert = new X509Certificate(certPem);
   if (!cert.subject.includes(`OU=${role}`)) return false;
   if (new Date(cert.validTo).getTime() - Date.now() < RENEW_BEFORE_MS) return false;
-  const san = cert.subjectAltName ?? "";
-  return addresses.every((a) => san.includes(isIP(a) ? `IP Address:${a}` : `DNS:${a}`));
+  const names = new Set((cert.subjectAltName ?? "").split(", ").map((n) => n.trim()));
+  return addresses.every((a) => names.has(isIP(a) ? `IP Address:${a}` : `DNS:${a}`));
+}
+
+/**
+ * TLS's check of a peer that should be a node of `role` at `host`: the usual name check (its
+ * subjectAltName covers the address dialled) and the role in its OU, so a server certificate
+ * (or another role's) at an agent's address is refused.
+ */
+export function checkNodeIdentity(role: NodeRole): (host: string, cert: PeerCertificate) => Error | undefined {
+  return (host, cert) => {
+    const err = checkServerIdentity(host, cert);
+    if (err) return err;
+    const peer = peerIdentity(cert as unknown as { subject?: { [k: string]: string | string[] | undefined } });
+    if (peer.role !== role) return new Error(`the certificate at ${host} is ${peer.role ? `a ${peer.role}'s` : "no node's"} (${peer.name ?? "no name"}), not ${role === "agent" ? "an agent" : "a server"}'s`);
+    return undefined;
+  };
 }
 
 /**

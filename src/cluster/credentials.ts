@@ -4,19 +4,36 @@
 // cluster listener (`lmvm server --cluster-listen ip:port`), HTTPS with mutual
 // TLS under the cluster CA. The server answers only an agent's certificate,
 // and only for a MicroVM whose lease that agent's host holds now (the
-// certificate's CN is the host id), so a host can never get the role
-// credentials of a MicroVM it does not run.
+// certificate's CN is the host id), that is PENDING or RUNNING (its sandbox
+// runs: an app may ask while it starts), whose execution role is the role
+// asked for, with its id as the session name: a host can never get the role
+// credentials of a MicroVM it does not run, nor any other role.
+//
+// Trust assumption: agents hold the cluster database's credentials (they
+// heartbeat and read leases there) with full write access, so a compromised
+// agent host is a compromised cluster; these checks bound what a
+// misbehaving or confused agent gets over this listener, not what a hostile
+// one with the database password could do.
 
 import { createServer, request, type Server } from "node:https";
 import type { TLSSocket } from "node:tls";
-import { AccessDenied, parseArn, type RoleCredentialSource, type TemporaryCredentials } from "../core/index.js";
+import { AccessDenied, parseArn, type Microvm, type RoleCredentialSource, type TemporaryCredentials } from "../core/index.js";
 import type { ClusterStore } from "../store/index.js";
-import { peerIdentity, type NodeCredentials } from "./ca.js";
+import { checkNodeIdentity, peerIdentity, type NodeCredentials } from "./ca.js";
 
 const CALL_MS = 10_000;
 
 /** The server's side: the cluster listener. */
-export async function serveCredentials(opts: { tls: NodeCredentials; cluster: ClusterStore; source: RoleCredentialSource; host: string; port: number; log: (e: Record<string, unknown>) => void }): Promise<{ port: number; close(): Promise<void> }> {
+export async function serveCredentials(opts: {
+  tls: NodeCredentials;
+  cluster: ClusterStore;
+  source: RoleCredentialSource;
+  /** The MicroVM as stored (its state and execution role). */
+  microvm: (id: string) => Promise<Microvm | undefined>;
+  host: string;
+  port: number;
+  log: (e: Record<string, unknown>) => void;
+}): Promise<{ port: number; close(): Promise<void> }> {
   const { ca, cert, key } = opts.tls;
   const server: Server = createServer({ ca, cert, key, requestCert: true, rejectUnauthorized: true, minVersion: "TLSv1.3" }, (req, res) => {
     const send = (status: number, body: unknown) => {
@@ -39,6 +56,13 @@ export async function serveCredentials(opts: { tls: NodeCredentials; cluster: Cl
         const microvmId = parseArn(sourceArn)?.resourceId;
         const lease = microvmId ? await opts.cluster.lease(microvmId) : undefined;
         if (!lease || lease.hostId !== peer.name) return send(403, { error: `host ${peer.name} does not hold ${sourceArn}` });
+        const vm = await opts.microvm(microvmId!);
+        if (!vm || (vm.state !== "RUNNING" && vm.state !== "PENDING")) return send(403, { error: `MicroVM ${microvmId} is ${vm?.state ?? "gone"}: only a running MicroVM gets its role's credentials` });
+        if (!vm.config.executionRoleArn || vm.config.executionRoleArn !== roleArn) {
+          opts.log({ level: "warn", msg: "credentials refused: not the MicroVM's execution role", hostId: peer.name, microvmId, roleArn });
+          return send(403, { error: `${roleArn} is not MicroVM ${microvmId}'s execution role` });
+        }
+        if (sessionName !== vm.id) return send(403, { error: `the session name of MicroVM ${microvmId}'s credentials is its id, not ${sessionName}` });
         try {
           send(200, await opts.source.serviceCredentials(roleArn, sourceArn, sessionName));
         } catch (err) {
@@ -72,7 +96,7 @@ export class ServerCredentials implements RoleCredentialSource {
     return new Promise((resolve, reject) => {
       const req = request({
         host: this.server.slice(0, i), port: Number(this.server.slice(i + 1)), method: "POST", path: "/v1/credentials",
-        ca: this.tls.ca, cert: this.tls.cert, key: this.tls.key, minVersion: "TLSv1.3", timeout: CALL_MS,
+        ca: this.tls.ca, cert: this.tls.cert, key: this.tls.key, minVersion: "TLSv1.3", timeout: CALL_MS, checkServerIdentity: checkNodeIdentity("server"),
         headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
       }, (res) => {
         let text = "";

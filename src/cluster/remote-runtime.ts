@@ -20,16 +20,22 @@ import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { Duplex } from "node:stream";
 import { NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxRuntime, type SpawnOptions, type WarmPoolTarget, type EgressPolicy } from "../core/index.js";
 import type { ClusterStore, HostRecord } from "../store/index.js";
-import type { NodeCredentials } from "./ca.js";
+import { CLUSTER_CONNECT_MS, CLUSTER_QUERY_MS } from "../store/cluster.js";
+import { checkNodeIdentity, type NodeCredentials } from "./ca.js";
 import { HEARTBEAT_MS, LEASE_DEADLINE_MS } from "./agent-service.js";
-import { EPOCH_HEADER, errorFromWire, RPC_PREFIX, type WireError } from "./wire.js";
+import { EPOCH_HEADER, errorFromWire, LeaseLost, RPC_PREFIX, type WireError } from "./wire.js";
 import { remoteSpawn } from "./spawn.js";
 
 /** A host whose heartbeat is older than this is not placed on. */
 export const FRESH_MS = 3 * HEARTBEAT_MS + 1_000;
-/** A host whose heartbeat is older than this is LOST: longer than the agent's own lease deadline, so it has stopped serving by then. */
-export const HOST_LOST_MS = LEASE_DEADLINE_MS + 5_000;
 const LOSS_CHECK_MS = 2_000;
+/**
+ * A host whose heartbeat is older than this is LOST. An agent stops serving LEASE_DEADLINE_MS after
+ * it SENT its last successful heartbeat (before the database stamped it); a fenced call it let
+ * through just before may still finish its lease query (a connection, then the query, each with
+ * its timeout); the loss is seen at the next check; and a margin on top.
+ */
+export const HOST_LOST_MS = LEASE_DEADLINE_MS + CLUSTER_CONNECT_MS + CLUSTER_QUERY_MS + LOSS_CHECK_MS + 1_000;
 /** Deadlines of the calls: the agent's own operations have theirs (restore, hooks, checkpoint); these only bound a host that stopped answering. */
 const QUICK_CALL_MS = 15_000;
 const LIFECYCLE_CALL_MS = 10 * 60_000;
@@ -39,6 +45,18 @@ const PLACEMENT_MS = 30_000;
 const CLAIM_CALL_MS = 5_000;
 /** Claimed clones waiting for their run() (a run follows its claim at once; this only bounds the map). */
 const MAX_WARM_CLAIMS = 1000;
+/** How long a tunnel to a MicroVM's port may take to open (TLS to its agent and the answer to CONNECT). */
+const TUNNEL_OPEN_MS = 10_000;
+/** At most this many lost MicroVMs' reasons (and versions with pending placements) are kept: the oldest go first. */
+const MAX_REMEMBERED = 10_000;
+
+/** A call that never reached its agent (no connection, TLS refused, no connection in time): nothing of it began there. */
+export class Unreached extends Error {}
+
+/** Whether nothing of a lifecycle call began on its host: it was not delivered, or the agent's fencing refused it before acting. */
+function notBegun(err: unknown): boolean {
+  return err instanceof Unreached || err instanceof LeaseLost || err instanceof NotBegun;
+}
 
 export interface RemoteRuntimeOptions {
   cluster: ClusterStore;
@@ -55,6 +73,11 @@ export interface RemoteRuntimeOptions {
   unrunnable?: (version: ImageVersion) => string | undefined;
   /** True with an object store: a suspended MicroVM's checkpoint is there, so any host of the same runsc version and platform resumes it. */
   sharedCheckpoints: boolean;
+  /**
+   * With an object store: whether it holds the current checkpoint of a MicroVM (throws when the store
+   * cannot tell), asked for a SUSPENDED MicroVM whose host is LOST or holds no lease.
+   */
+  storedCheckpoint?: (microvmId: string) => Promise<boolean>;
 }
 
 export class RemoteRuntime implements SandboxRuntime {
@@ -72,8 +95,15 @@ export class RemoteRuntime implements SandboxRuntime {
 
   constructor(private readonly opts: RemoteRuntimeOptions) {
     const { ca, cert, key } = opts.tls;
-    this.agent = new HttpsAgent({ ca, cert, key, keepAlive: true, maxSockets: 64, minVersion: "TLSv1.3" });
+    this.agent = new HttpsAgent({ ca, cert, key, keepAlive: true, maxSockets: 64, minVersion: "TLSv1.3", checkServerIdentity: checkNodeIdentity("agent") });
     this.lossTimer = setInterval(() => void this.checkHosts(), LOSS_CHECK_MS);
+  }
+
+  /** Sets a bounded map's entry: the oldest entries go past MAX_REMEMBERED. */
+  private remember<V>(map: Map<string, V>, key: string, value: V): void {
+    map.delete(key);
+    map.set(key, value);
+    while (map.size > MAX_REMEMBERED) map.delete(map.keys().next().value as string);
   }
 
   async stop(): Promise<void> {
@@ -87,13 +117,11 @@ export class RemoteRuntime implements SandboxRuntime {
     this.checking ??= (async () => {
       try {
         const deadline = this.opts.hostLostMs ?? HOST_LOST_MS;
-        for (const host of await this.opts.cluster.markLost(deadline)) {
-          const leases = await this.opts.cluster.leasesOf(host.id);
-          this.opts.log({ level: "warn", msg: "host lost: no heartbeat", hostId: host.id, address: host.address, deadlineSeconds: deadline / 1000, microvms: leases.map((l) => l.microvmId) });
-          for (const l of leases) {
-            this.lost.set(l.microvmId, `its host ${host.id} (${host.address}) was lost: no heartbeat for more than ${Math.round(deadline / 1000)} s`);
+        for (const { host, revoked } of await this.opts.cluster.markLost(deadline)) {
+          this.opts.log({ level: "warn", msg: "host lost: no heartbeat", hostId: host.id, address: host.address, deadlineSeconds: deadline / 1000, microvms: revoked.map((l) => l.microvmId) });
+          for (const l of revoked) {
+            this.remember(this.lost, l.microvmId, `its host ${host.id} (${host.address}) was lost: no heartbeat for more than ${Math.round(deadline / 1000)} s`);
             this.located.delete(l.microvmId);
-            await this.opts.cluster.revokeLease(l.microvmId, host.id);
           }
         }
       } catch (err) {
@@ -124,8 +152,19 @@ export class RemoteRuntime implements SandboxRuntime {
           else reject(errorFromWire(parsed.error ?? { name: "Error", message: `status ${res.statusCode}` }, address));
         });
       });
-      req.on("timeout", () => req.destroy(new Error(`host at ${address} did not answer ${op} within ${timeoutMs / 1000} s`)));
-      req.on("error", (err) => reject(err.message.startsWith("host at") ? err : new Error(`cannot reach host at ${address} for ${op}: ${err.message}`)));
+      // Delivered once the request has a connection: a kept-alive one at once, a new one at its TLS handshake's end.
+      let delivered = false;
+      req.on("socket", (socket) => {
+        if (!(socket as TLSSocket).connecting && !(socket as TLSSocket).pending) delivered = true;
+        else socket.once("secureConnect", () => (delivered = true));
+      });
+      req.on("timeout", () => req.destroy(delivered
+        ? new Error(`host at ${address} did not answer ${op} within ${timeoutMs / 1000} s`)
+        : new Unreached(`cannot reach host at ${address} for ${op}: no connection within ${timeoutMs / 1000} s`)));
+      req.on("error", (err) => {
+        if (err instanceof Unreached || err.message.startsWith("host at")) return reject(err);
+        reject(delivered ? new Error(`lost host at ${address} during ${op}: ${err.message}`) : new Unreached(`cannot reach host at ${address} for ${op}: ${err.message}`));
+      });
       req.end(text);
     });
   }
@@ -161,7 +200,7 @@ export class RemoteRuntime implements SandboxRuntime {
     const now = Date.now();
     const list = (this.placements.get(key) ?? []).filter((p) => now - p.at < PLACEMENT_MS);
     list.push({ host, at: now });
-    this.placements.set(key, list);
+    this.remember(this.placements, key, list);
     return undefined;
   }
 
@@ -199,7 +238,10 @@ export class RemoteRuntime implements SandboxRuntime {
       await this.call(host.address, "run", { vm, version, epoch: lease.epoch }, LIFECYCLE_CALL_MS);
     } catch (err) {
       this.located.delete(vm.id);
-      throw err;
+      if (!notBegun(err)) throw err;
+      // Nothing ran on the host: its lease goes (only this placement's).
+      await this.opts.cluster.dropLease(vm.id, lease.epoch);
+      throw new NotBegun(`MicroVM ${vm.id} was not started on host ${host.id}: ${(err as Error).message}`);
     }
   }
 
@@ -215,7 +257,13 @@ export class RemoteRuntime implements SandboxRuntime {
   async suspend(vm: Microvm): Promise<void> {
     const o = await this.owner(vm);
     if (!o) throw new Error(`MicroVM ${vm.id} has no live host: ${this.lost.get(vm.id) ?? "it holds no lease"}`);
-    await this.call(o.host.address, "suspend", { vm, epoch: o.epoch }, LIFECYCLE_CALL_MS);
+    try {
+      await this.call(o.host.address, "suspend", { vm, epoch: o.epoch }, LIFECYCLE_CALL_MS);
+    } catch (err) {
+      // Not delivered, or fenced before acting: the sandbox was left as it was.
+      if (notBegun(err) && !(err instanceof NotBegun)) throw new NotBegun(`MicroVM ${vm.id} was not suspended on host ${o.host.id}: ${(err as Error).message}`);
+      throw err;
+    }
     this.located.delete(vm.id);
   }
 
@@ -246,7 +294,11 @@ export class RemoteRuntime implements SandboxRuntime {
       await this.call(target.address, "resume", { vm, epoch: next.epoch }, LIFECYCLE_CALL_MS);
     } catch (err) {
       this.located.delete(vm.id);
-      throw err;
+      if (!notBegun(err)) throw err;
+      // The checkpoint was not touched: the lease goes back to the host that made it (with a newer epoch, so the failed placement's is fenced).
+      if (maker) await this.opts.cluster.restoreLease(vm.id, next.epoch, maker.id).catch((e: Error) =>
+        this.opts.log({ level: "error", msg: "lease not restored after a resume that did not begin", microvmId: vm.id, hostId: maker.id, err: e.message }));
+      throw new NotBegun(`MicroVM ${vm.id} was not resumed on host ${target.id}: ${(err as Error).message}`);
     }
   }
 
@@ -265,6 +317,11 @@ export class RemoteRuntime implements SandboxRuntime {
 
   async inspect(vm: Microvm): Promise<SandboxFound> {
     const o = await this.owner(vm);
+    if (!o && vm.state === "SUSPENDED") {
+      // No live host holds it: its checkpoint is in the object store, or on its host that may come back.
+      if (this.opts.storedCheckpoint) return { running: false, checkpoint: await this.opts.storedCheckpoint(vm.id) };
+      throw new Error(`MicroVM ${vm.id} is suspended and its checkpoint is on a host that is LOST or gone (no object store): kept as recorded until its host is back`);
+    }
     if (!o) return { running: false, checkpoint: false };
     return this.call<SandboxFound>(o.host.address, "inspect", { vm, epoch: o.epoch });
   }
@@ -287,10 +344,13 @@ export class RemoteRuntime implements SandboxRuntime {
       g.epochs[vm.id] = o.epoch;
       byHost.set(o.host.id, g);
     }
-    for (const g of byHost.values()) {
-      await this.call(g.host.address, "adopt", { running: g.vms, epochs: g.epochs }, LIFECYCLE_CALL_MS);
-      for (const vm of g.vms) this.located.set(vm.id, g.host.address);
-    }
+    // Each MicroVM is where its lease says, whatever its agent answers now; each host is asked on its own,
+    // so one host that does not answer leaves the others' MicroVMs adopted (its own are kept as recorded:
+    // the loss check ends them if the host is declared LOST).
+    for (const g of byHost.values()) for (const vm of g.vms) this.located.set(vm.id, g.host.address);
+    await Promise.all([...byHost.values()].map((g) =>
+      this.call(g.host.address, "adopt", { running: g.vms, epochs: g.epochs }, LIFECYCLE_CALL_MS).catch((err: Error) =>
+        this.opts.log({ level: "warn", msg: "host did not adopt its MicroVMs: they stay as recorded", hostId: g.host.id, microvms: g.vms.map((v) => v.id), err: err.message }))));
   }
 
   async running(): Promise<Set<string>> {
@@ -427,6 +487,12 @@ function tunnel(tls: NodeCredentials, cluster: ClusterStore, microvmId: string, 
   net.setKeepAlive = () => stream;
   net.ref = () => stream;
   net.unref = () => stream;
+  // The tunnel is open within TUNNEL_OPEN_MS (its lease looked up, the agent's TLS and its answer to CONNECT), or fails.
+  const deadline = setTimeout(() => {
+    if (!open) stream.destroy(new Error(`the tunnel to MicroVM ${microvmId} port ${port} did not open within ${TUNNEL_OPEN_MS / 1000} s (its host did not connect or answer)`));
+  }, TUNNEL_OPEN_MS);
+  deadline.unref();
+  stream.once("close", () => clearTimeout(deadline));
   void (async () => {
     const lease = await cluster.lease(microvmId);
     if (!lease?.hostId) throw new Error(`MicroVM ${microvmId} has no host`);
@@ -434,7 +500,7 @@ function tunnel(tls: NodeCredentials, cluster: ClusterStore, microvmId: string, 
     if (!host || host.state === "LOST") throw new Error(`MicroVM ${microvmId}'s host ${lease.hostId} is ${host ? "LOST" : "gone"}`);
     const [ip, agentPort] = splitAddress(host.address);
     if (stream.destroyed) return;
-    socket = tlsConnect({ host: ip, port: agentPort, ca: tls.ca, cert: tls.cert, key: tls.key, minVersion: "TLSv1.3" });
+    socket = tlsConnect({ host: ip, port: agentPort, ca: tls.ca, cert: tls.cert, key: tls.key, minVersion: "TLSv1.3", checkServerIdentity: checkNodeIdentity("agent") });
     socket.setNoDelay(true);
     if (timeout) socket.setTimeout(timeout.ms, timeout.cb);
     // A socket timeout is the stream's: the HTTP agent listens for it on the stream to close idle connections.
@@ -463,6 +529,7 @@ function tunnel(tls: NodeCredentials, cluster: ClusterStore, microvmId: string, 
         return;
       }
       open = true;
+      clearTimeout(deadline);
       if (rest.length) stream.push(rest);
       for (const p of pending.splice(0)) socket!.write(p.chunk, p.cb);
       ending?.();

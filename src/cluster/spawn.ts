@@ -11,12 +11,37 @@ import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocket, WebSocketServer } from "ws";
 import type { GuestProcess, SpawnOptions } from "../core/index.js";
-import type { NodeCredentials } from "./ca.js";
+import { checkNodeIdentity, type NodeCredentials } from "./ca.js";
 import { EPOCH_HEADER } from "./wire.js";
 
 export const SPAWN_PATH = "/v1/spawn";
 export const SPAWN_HEADER = "lmvm-spawn";
 const START_DEADLINE_MS = 30_000;
+/** Both sides ping every so often; a peer that has not answered the last ping by the next is gone (its connection is ended). */
+const PING_MS = 15_000;
+
+/** Pings the peer every PING_MS and ends the connection when a ping went unanswered: a host or server that vanished without a FIN. */
+function keepAlive(ws: WebSocket): void {
+  let answered = true;
+  ws.on("pong", () => (answered = true));
+  const timer = setInterval(() => {
+    if (!answered) return void ws.terminate();
+    answered = false;
+    ws.ping();
+  }, PING_MS);
+  timer.unref();
+  ws.once("close", () => clearInterval(timer));
+}
+
+/** A frame as a Message, or undefined when it is not one (a bad frame is dropped, never thrown). */
+function parse(raw: unknown): Message | undefined {
+  try {
+    const m = JSON.parse(String(raw)) as Message;
+    return m && typeof m === "object" && typeof m.t === "string" ? m : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 type Message = { t: string; d?: string; s?: "stdout" | "stderr"; code?: number; cols?: number; rows?: number; name?: string; message?: string };
 
@@ -59,13 +84,10 @@ export class SpawnRelay {
       send({ t: "exit", code });
       ws.close();
     });
+    keepAlive(ws);
     ws.on("message", (raw) => {
-      let m: Message;
-      try {
-        m = JSON.parse(String(raw)) as Message;
-      } catch {
-        return;
-      }
+      const m = parse(raw);
+      if (!m) return;
       if (m.t === "in" && m.d !== undefined) proc.write(Buffer.from(m.d, "base64"));
       else if (m.t === "end") proc.endInput();
       else if (m.t === "resize") proc.resize(Number(m.cols), Number(m.rows));
@@ -74,6 +96,16 @@ export class SpawnRelay {
     });
     ws.on("close", () => proc.kill());
     send({ t: "started" });
+  }
+
+  /** How many process connections are open. */
+  get size(): number {
+    return this.wss.clients.size;
+  }
+
+  /** Ends every process connection (their processes are killed as each closes). */
+  endAll(): void {
+    for (const c of this.wss.clients) c.terminate();
   }
 
   close(): void {
@@ -86,6 +118,8 @@ export class SpawnRelay {
 export function remoteSpawn(tls: NodeCredentials, address: string, microvmId: string, epoch: number, opts: SpawnOptions): Promise<GuestProcess> {
   const ws = new WebSocket(`wss://${address}${SPAWN_PATH}?microvm=${encodeURIComponent(microvmId)}`, {
     ca: tls.ca, cert: tls.cert, key: tls.key, minVersion: "TLSv1.3",
+    // ws hands its options to tls.connect: Node's checkServerIdentity (an Error or undefined), not ws's typing of it.
+    ...({ checkServerIdentity: checkNodeIdentity("agent") } as object),
     headers: { [EPOCH_HEADER]: String(epoch), [SPAWN_HEADER]: JSON.stringify(opts) },
     handshakeTimeout: START_DEADLINE_MS,
   });
@@ -128,15 +162,20 @@ export function remoteSpawn(tls: NodeCredentials, address: string, microvmId: st
       clearTimeout(timer);
       if (!started) reject(new Error(`cannot reach host ${address} for a process in MicroVM ${microvmId}: ${err.message}`));
     });
+    keepAlive(ws);
     ws.on("message", (raw) => {
-      const m = JSON.parse(String(raw)) as Message;
+      const m = parse(raw);
+      if (!m) {
+        ws.terminate();
+        return;
+      }
       if (m.t === "started") {
         started = true;
         clearTimeout(timer);
         resolve(proc);
       } else if (m.t === "error") {
         clearTimeout(timer);
-        reject(new Error(m.message));
+        reject(new Error(String(m.message)));
       } else if (m.t === "out" && m.d !== undefined) {
         const data = Buffer.from(m.d, "base64");
         for (const l of outputs) l(m.s ?? "stdout", data);
@@ -145,6 +184,7 @@ export function remoteSpawn(tls: NodeCredentials, address: string, microvmId: st
     ws.on("close", () => {
       clearTimeout(timer);
       if (started) exit(255);
+      else reject(new Error(`host ${address} closed the connection before the process in MicroVM ${microvmId} started`));
     });
   });
 }

@@ -1,6 +1,7 @@
 // The SandboxRuntime of a host that runs no sandboxes: an explicit adapter
 // that refuses, so that "no runtime" can never be read as "no MicroVMs here".
 
+import { Duplex } from "node:stream";
 import { NotBegun, RuntimeUnavailable, type GuestProcess, type SandboxFound, type SandboxRuntime } from "./ports.js";
 
 /**
@@ -51,6 +52,13 @@ export class NoSandboxes implements SandboxRuntime {
   }
   address(): undefined {
     return undefined;
+  }
+  /** A stream that fails at once with the reason: nothing runs here to connect to. */
+  connect(): Duplex {
+    const stream = new Duplex({ read() {}, write(_c, _e, cb) { cb(); } });
+    const why = new RuntimeUnavailable(`this host runs no sandboxes: ${this.why}`);
+    process.nextTick(() => stream.destroy(why));
+    return stream;
   }
   async spawn(): Promise<GuestProcess> {
     this.refuse();

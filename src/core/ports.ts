@@ -252,11 +252,12 @@ export interface SandboxAccess {
   /** Where a RUNNING MicroVM's app can be reached from this host (an IP address); undefined when it has no sandbox here. */
   address(microvmId: string): string | undefined;
   /**
-   * A connection to a port of a RUNNING MicroVM's app, for runtimes whose sandboxes are not
-   * reachable by address from this host (cluster mode: a tunnel through the sandbox's host's
-   * agent; `address` then only says the MicroVM is placed). Without it, callers connect to `address`.
+   * A connection to a port of a RUNNING MicroVM's app: TCP to its sandbox on this host, or in
+   * cluster mode a tunnel through the sandbox's host's agent (`address` then only says the
+   * MicroVM is placed). Callers always connect through it. It returns at once; a failure to
+   * connect is an 'error' on the stream.
    */
-  connect?(microvmId: string, port: number): Duplex;
+  connect(microvmId: string, port: number): Duplex;
   /** Starts a process in a RUNNING MicroVM, under a terminal when `tty`. */
   spawn(microvmId: string, opts: SpawnOptions): Promise<GuestProcess>;
 }

@@ -34,6 +34,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import type { Duplex } from "node:stream";
 import {
   BuildFailure, InvalidInput, NotBegun, ObjectStoreUnavailable, parseArn, RuntimeUnavailable, type BuildJob, type GuestProcess, type ImageBuilder, type ImageVersion, type Microvm, type ObjectStore,
   type SandboxFound, type SandboxRuntime, type EgressPolicy, type SnapshotBuild, type SpawnOptions, type WarmPoolTarget,
@@ -293,6 +294,14 @@ export class Replicas {
       .map((o) => ({ key: o.key, incarnation: incarnationOf(o.key) }))
       .filter((o): o is { key: string; incarnation: number } => o.incarnation !== undefined)
       .sort((a, b) => a.incarnation - b.incarnation);
+  }
+
+  /** Whether the store holds the MicroVM's current checkpoint (by its head object, else its newest); throws when the store cannot tell. */
+  async storedCheckpoint(id: string): Promise<boolean> {
+    await this.ensureMarker();
+    const head = await this.currentIncarnation(id);
+    if (head.named) return this.hasCheckpoint(id, head.incarnation);
+    return (await this.latestCheckpoint(id)) !== undefined;
   }
 
   /** Whether the store holds the MicroVM's checkpoint of `incarnation`. */
@@ -607,6 +616,10 @@ export class ReplicatedRuntime implements SandboxRuntime {
 
   address(microvmId: string): string | undefined {
     return this.inner.address(microvmId);
+  }
+
+  connect(microvmId: string, port: number): Duplex {
+    return this.inner.connect(microvmId, port);
   }
 
   spawn(microvmId: string, opts: SpawnOptions): Promise<GuestProcess> {

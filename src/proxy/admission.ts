@@ -28,8 +28,8 @@ export interface MicrovmDirectory {
   activity(id: string): void;
   /** The RUNNING MicroVM's address on this host (in cluster mode: that it is placed, on which host). */
   address(id: string): string | undefined;
-  /** A connection to a port of the MicroVM's app, when it is not reached by TCP to its address (the runtime's `connect`). */
-  connect?(id: string, port: number): Duplex;
+  /** A connection to a port of the MicroVM's app (the runtime's `connect`): the proxy always dials through it. */
+  connect(id: string, port: number): Duplex;
 }
 
 export class Refusal extends Error {

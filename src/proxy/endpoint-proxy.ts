@@ -19,7 +19,7 @@
 // Every upstream connection is tracked per MicroVM: before a checkpoint they
 // are all closed (gVisor cannot save a sandbox with open connections).
 
-import { connect as tcpConnect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { createServer as createHttpServer, request as httpRequest, Agent, type IncomingMessage, type ServerResponse, type IncomingHttpHeaders } from "node:http";
 import { connect as h2Connect, createServer as createH2Server, constants as h2, type ClientHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders as H2Headers } from "node:http2";
 import { createServer as createTlsServer, type TLSSocket } from "node:tls";
@@ -73,18 +73,15 @@ class Upstreams {
   readonly agent: Agent;
   readonly sockets = new Set<Socket | Duplex>();
 
-  /** `connect`: how to reach a port of the app when it is not by TCP to its address (a cluster host's tunnel). */
-  constructor(readonly connect?: (port: number) => Duplex) {
+  /** `connect`: how to reach a port of the app (the runtime's: TCP on this host, a tunnel through a cluster host's agent). */
+  constructor(readonly connect: (port: number) => Duplex) {
     this.agent = new Agent({ keepAlive: true, maxSockets: 512, scheduling: "lifo", timeout: 2000 });
-    if (connect) (this.agent as unknown as { createConnection: (o: { port: number }) => Duplex }).createConnection = (o) => connect(Number(o.port));
+    (this.agent as unknown as { createConnection: (o: { port: number }) => Duplex }).createConnection = (o) => connect(Number(o.port));
   }
 
-  /** A connection to the app's port, over TCP to `address` or through `connect`. */
-  connection(address: string, port: number): Socket | Duplex {
-    if (this.connect) return this.connect(port);
-    const s = tcpConnect({ host: address, port });
-    s.setNoDelay(true);
-    return s;
+  /** A connection to the app's port, always through `connect`. */
+  connection(port: number): Duplex {
+    return this.connect(port);
   }
   readonly h2 = new Map<number, ClientHttp2Session>();
   /** Open long-lived exchanges (streams, WebSockets): activity while they last. */
@@ -175,15 +172,33 @@ export class EndpointProxy implements Ingress {
   constructor(private readonly opts: EndpointProxyOptions) {
     this.limiter = new EndpointLimiter(opts.limits ?? AWS_ENDPOINT_LIMITS);
     const maxHeaderSize = opts.maxHeaderSize ?? 16 * 1024;
-    this.http1 = createHttpServer({ maxHeaderSize, requestTimeout: 0, headersTimeout: 20_000, keepAliveTimeout: 60_000 }, (req, res) => void this.onHttp1(req, res));
-    this.http1.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.onUpgrade(req, socket, head));
+    this.http1 = createHttpServer({ maxHeaderSize, requestTimeout: 0, headersTimeout: 20_000, keepAliveTimeout: 60_000 }, (req, res) =>
+      this.onHttp1(req, res).catch((err: Error) => {
+        this.opts.log?.({ level: "error", msg: "proxy request failed", err: err.message });
+        if (!res.headersSent) this.refuse(res, new Refusal(502, `The MicroVM's app could not be reached: ${err.message}`));
+        else res.destroy();
+      }),
+    );
+    this.http1.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+      this.onUpgrade(req, socket, head).catch((err: Error) => {
+        this.opts.log?.({ level: "error", msg: "proxy upgrade failed", err: err.message });
+        socket.destroy();
+      }),
+    );
     this.http1.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
       const status = err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
       if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
       else socket.destroy();
     });
     this.http2 = createH2Server({ settings: { maxHeaderListSize: maxHeaderSize } });
-    this.http2.on("stream", (stream, headers) => void this.onHttp2(stream, headers));
+    this.http2.on("stream", (stream, headers) =>
+      this.onHttp2(stream, headers).catch((err: Error) => {
+        this.opts.log?.({ level: "error", msg: "proxy stream failed", err: err.message });
+        if (stream.closed) return;
+        if (!stream.headersSent) this.refuseH2(stream, new Refusal(502, `The MicroVM's app could not be reached: ${err.message}`));
+        else stream.close(h2.NGHTTP2_INTERNAL_ERROR);
+      }),
+    );
     this.http2.on("sessionError", () => undefined);
     this.tlsServer = createTlsServer({
       cert: readFileSync(opts.tls.cert),
@@ -231,8 +246,7 @@ export class EndpointProxy implements Ingress {
 
   private upstreamsOf(id: string): Upstreams {
     let u = this.upstreams.get(id);
-    const connect = this.opts.directory.connect;
-    if (!u) this.upstreams.set(id, (u = new Upstreams(connect ? (port) => connect(id, port) : undefined)));
+    if (!u) this.upstreams.set(id, (u = new Upstreams((port) => this.opts.directory.connect(id, port))));
     return u;
   }
 
@@ -362,7 +376,7 @@ export class EndpointProxy implements Ingress {
     const u = this.upstreamsOf(target.microvmId);
     const exchange = this.begin(target.microvmId, u);
     const upstream = httpRequest({
-      host: target.address,
+      host: "microvm", // the agent's createConnection dials through the runtime's connect(); no lookup
       port: target.port,
       method,
       path,
@@ -507,8 +521,8 @@ export class EndpointProxy implements Ingress {
     const u = this.upstreamsOf(target.microvmId);
     let session = u.h2.get(target.port);
     if (!session || session.closed || session.destroyed) {
-      const viaTunnel = u.connect;
-      session = h2Connect(`http://${target.address}:${target.port}`, viaTunnel ? { createConnection: () => viaTunnel(target.port) as Socket } : {});
+      // A fixed authority: the address may be a cluster host's "ip:port", no part of a URL; the connection is always the runtime's.
+      session = h2Connect("http://microvm", { createConnection: () => u.connection(target.port) as Socket });
       session.on("error", () => undefined);
       const opened = session;
       opened.once("close", () => {
@@ -522,7 +536,7 @@ export class EndpointProxy implements Ingress {
     const exchange = this.begin(target.microvmId, u);
     let upstream: ReturnType<ClientHttp2Session["request"]>;
     try {
-      upstream = session.request({ ...forwarded, ":method": method, ":path": path, ":scheme": "http", ":authority": client ?? `${target.address}:${target.port}` });
+      upstream = session.request({ ...forwarded, ":method": method, ":path": path, ":scheme": "http", ":authority": client ?? `microvm:${target.port}` });
     } catch (err) {
       sink.fail(new Refusal(502, `The MicroVM's app did not answer over HTTP/2 on port ${target.port}: ${(err as Error).message}`));
       return exchange.end(502);
@@ -618,7 +632,7 @@ export class EndpointProxy implements Ingress {
     if (theirs.length) headers["sec-websocket-protocol"] = theirs.join(", ");
     const lines = [`${req.method} ${req.url} HTTP/1.1`, "connection: Upgrade", "upgrade: websocket"];
     for (const [name, value] of Object.entries(headers)) for (const v of Array.isArray(value) ? value : [value]) lines.push(`${name}: ${v}`);
-    const upstream = u.connection(target.address, target.port);
+    const upstream = u.connection(target.port);
     u.track(upstream);
     upstream.on("error", (err: Error) => {
       if (!client.writable) return;

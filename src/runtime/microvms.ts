@@ -13,7 +13,9 @@
 // <data-dir>/logs/microvms/<id>.log, kept after the MicroVM ends.
 
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { connect as tcpConnect } from "node:net";
 import { availableParallelism } from "node:os";
+import { Duplex } from "node:stream";
 import { join } from "node:path";
 import { completeLimits, limitsOf, microvmArn, parseArn, NO_EGRESS, UNNAMED_HOOKS_PORT, NotBegun, type EgressPolicy, reservedEnvironment, RunHookFailed, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxLimits, type SandboxRuntime, type SpawnOptions, type WarmPoolTarget } from "../core/index.js";
 import type { EgressGateway, NetworkCounters, NetworkNamespaces, SandboxNetwork } from "../net/index.js";
@@ -766,6 +768,19 @@ export class MicrovmRuntime implements SandboxRuntime {
 
   address(id: string): string | undefined {
     return this.record(id)?.sandboxIp;
+  }
+
+  /** TCP to the app's port in the MicroVM's sandbox (its veth address); fails on the stream when it has none here. */
+  connect(id: string, port: number): Duplex {
+    const ip = this.address(id);
+    if (!ip) {
+      const stream = new Duplex({ read() {}, write(_c, _e, cb) { cb(); } });
+      process.nextTick(() => stream.destroy(new Error(`MicroVM ${id} has no running sandbox on this host`)));
+      return stream;
+    }
+    const socket = tcpConnect({ host: ip, port });
+    socket.setNoDelay(true);
+    return socket;
   }
 
   async spawn(id: string, opts: SpawnOptions): Promise<GuestProcess> {

@@ -207,7 +207,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     log,
     credentials: identities,
     host,
-    ...(config.clusterDir ? { microvms: false } : {}),
+    // No gVisor runtime where MicroVMs run elsewhere: on agents (cluster mode), or in a runtime the caller gives (tests).
+    ...(config.clusterDir || config.runtime ? { microvms: false } : {}),
   });
   // Cluster mode: the runtime is the agents', over mutual TLS (src/cluster).
   const cluster = config.clusterDir ? await ClusterStore.open(config.database!, log) : undefined;
@@ -215,8 +216,14 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const serverTls = config.clusterDir ? await nodeCredentials(config.clusterDir, "server", "server", clusterListen ? [clusterListen.host] : []) : undefined;
   // Where agents get their MicroVMs' execution-role credentials (the identity service is here).
   const credentialsListener = cluster && clusterListen
-    ? await serveCredentials({ tls: serverTls!, cluster, source: identities, host: clusterListen.host, port: clusterListen.port, log })
+    ? await serveCredentials({ tls: serverTls!, cluster, source: identities, microvm: (id) => store.getMicrovm(id), host: clusterListen.host, port: clusterListen.port, log })
     : undefined;
+  // The object store's replicas (made below, with the runtime): the remote runtime asks them about suspended MicroVMs of lost hosts.
+  let replicaSet: Replicas | undefined;
+  const replicasOf = (): Replicas => {
+    if (!replicaSet) throw new Error("the object store is not open yet");
+    return replicaSet;
+  };
   const remote = cluster
     ? new RemoteRuntime({
         cluster,
@@ -225,6 +232,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
         architecture: host.architecture,
         log,
         sharedCheckpoints: objects !== undefined,
+        ...(objects ? { storedCheckpoint: (id: string) => replicasOf().storedCheckpoint(id) } : {}),
         // Builds are on this host: their snapshots' platform stamps say whether the cluster's platform restores them.
         unrunnable: (version) => {
           const snapshot = join(builtImageDir(files.images, version.imageArn, version.version, host.architecture), "snapshot");
@@ -245,7 +253,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   let builder = localBuilder;
   let runtime: SandboxRuntime = localRuntime;
   if (objects) {
-    const replicas = new Replicas({
+    const replicas = (replicaSet = new Replicas({
       store: objects,
       architecture: host.architecture,
       imageDir: (imageArn, version) => builtImageDir(files.images, imageArn, version, host.architecture),
@@ -253,7 +261,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       stagingDir: files.objects,
       markerFile: join(config.dataDir, "object-store.json"),
       log,
-    });
+    }));
     // The store's marker (lmvm-store.json), written on first use; until it is found, nothing the store lacks counts as gone.
     await replicas.checkMarker(AbortSignal.timeout(10_000)).catch((err: Error) => {
       log({ level: "error", msg: `--object-store ${objects.url} cannot be reached now, or is not the store this server used: ${err.message}. Check that the bucket or directory exists, the endpoint (--object-store-endpoint), and the AWS credentials and region in the environment. Until it can, builds fail at their upload, suspends keep MicroVMs running, and suspended MicroVMs whose checkpoint is not here stay as recorded.` });
@@ -301,7 +309,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       resume: (id) => controlPlane.microvms.resume(id),
       activity: (id) => controlPlane.policies.activity(id),
       address: (id) => runtime.address(id),
-      ...(remote && runtime === remote ? { connect: (id: string, port: number) => remote.connect(id, port) } : {}),
+      connect: (id, port) => runtime.connect(id, port),
     },
   });
   controlPlane.microvms.attachIngress(proxy);

@@ -79,6 +79,9 @@ interface ClusterTables {
 }
 
 const INT8_OID = 20;
+/** How long getting a connection, then a query, may take: a cluster query answers or fails within their sum. */
+export const CLUSTER_CONNECT_MS = 5_000;
+export const CLUSTER_QUERY_MS = 5_000;
 /** The database's clock, in milliseconds since the epoch. */
 const NOW = sql<number>`(extract(epoch from clock_timestamp()) * 1000)::bigint`;
 
@@ -112,9 +115,9 @@ export class ClusterStore {
       connectionString: url,
       max: 4,
       application_name: "lmvm-cluster",
-      connectionTimeoutMillis: 5_000,
+      connectionTimeoutMillis: CLUSTER_CONNECT_MS,
       // A query on a connection whose peer went silent (a partition) fails rather than waits: heartbeats and fencing checks must see it.
-      query_timeout: 5_000,
+      query_timeout: CLUSTER_QUERY_MS,
       options: "-c synchronous_commit=on",
       types: {
         getTypeParser: ((oid: number, format?: "text" | "binary") =>
@@ -217,19 +220,40 @@ export class ClusterStore {
     return this.host(id);
   }
 
-  /** Marks LOST every host whose last heartbeat is older than `deadlineMs`; answers those it marked. */
-  async markLost(deadlineMs: number): Promise<HostRecord[]> {
-    const rows = await this.db
-      .updateTable("hosts")
-      .set({ state: "LOST", state_reason: sql`'No heartbeat for more than ' || ${Math.round(deadlineMs / 1000)} || ' s.'` })
-      .where("state", "!=", "LOST")
-      .where(sql<boolean>`${NOW} - heartbeat_at > ${deadlineMs}`)
-      .returning("id")
-      .execute();
-    const out: HostRecord[] = [];
-    for (const r of rows) {
-      const h = await this.host(r.id);
-      if (h) out.push(h);
+  /**
+   * Marks LOST every host whose last heartbeat is older than `deadlineMs` and, in the same
+   * transaction, revokes its MicroVMs' leases: only those placed before the host counted as lost
+   * (a lease moved or placed since stays), and not those of SUSPENDED MicroVMs (their checkpoint
+   * is no sandbox: it may be resumed elsewhere from the object store, or on the host once back).
+   * Answers the hosts it marked, each with the leases it revoked.
+   */
+  async markLost(deadlineMs: number): Promise<{ host: HostRecord; revoked: Lease[] }[]> {
+    const marked = await this.db.transaction().execute(async (tx) => {
+      const rows = await tx
+        .updateTable("hosts")
+        .set({ state: "LOST", state_reason: sql`'No heartbeat for more than ' || ${Math.round(deadlineMs / 1000)} || ' s.'` })
+        .where("state", "!=", "LOST")
+        .where(sql<boolean>`${NOW} - heartbeat_at > ${deadlineMs}`)
+        .returning(["id", "heartbeat_at"])
+        .execute();
+      const out: { id: string; revoked: Lease[] }[] = [];
+      for (const r of rows) {
+        const revoked = await tx
+          .updateTable("leases")
+          .set({ epoch: sql`epoch + 1`, updated_at: NOW, host_id: "" })
+          .where("host_id", "=", r.id)
+          .where("updated_at", "<=", sql<number>`${r.heartbeat_at}::bigint + ${deadlineMs}`)
+          .where(sql<boolean>`microvm_id not in (select id from microvms where state = 'SUSPENDED')`)
+          .returning(["microvm_id", "epoch"])
+          .execute();
+        out.push({ id: r.id, revoked: revoked.map((l) => ({ microvmId: l.microvm_id, hostId: r.id, epoch: l.epoch })) });
+      }
+      return out;
+    });
+    const out: { host: HostRecord; revoked: Lease[] }[] = [];
+    for (const m of marked) {
+      const h = await this.host(m.id);
+      if (h) out.push({ host: h, revoked: m.revoked });
     }
     return out;
   }
@@ -284,6 +308,14 @@ export class ClusterStore {
    */
   async revokeLease(microvmId: string, hostId: string): Promise<void> {
     await this.db.updateTable("leases").set({ epoch: sql`epoch + 1`, updated_at: NOW, host_id: "" }).where("microvm_id", "=", microvmId).where("host_id", "=", hostId).execute();
+  }
+
+  /**
+   * Gives the lease back to `hostId` (with the next epoch) if it is still the placement of
+   * `epoch`: a placement whose call never began on its host is undone, a newer one stays.
+   */
+  async restoreLease(microvmId: string, epoch: number, hostId: string): Promise<void> {
+    await this.db.updateTable("leases").set({ host_id: hostId, epoch: sql`epoch + 1`, updated_at: NOW }).where("microvm_id", "=", microvmId).where("epoch", "=", epoch).execute();
   }
 
   /** Forgets the lease of an ended MicroVM (only the given epoch's, so a newer placement stays). */

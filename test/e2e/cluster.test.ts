@@ -20,6 +20,7 @@ import { eventually } from "../support/platform.js";
 import { freeSandboxes } from "../support/sandboxes.js";
 import { simulatedHosts, type SimulatedHosts } from "../support/cluster-hosts.js";
 import { connect as netConnect, createServer as netServer, type Server as NetServer } from "node:net";
+import { connect as h2Connect } from "node:http2";
 
 interface AgentProcess {
   child: ChildProcess;
@@ -188,6 +189,10 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     const usage = await lmvm(["agent", "--database", database, "--listen", "127.0.0.1:7700"], {}, 30_000);
     assert.equal(usage.code, 252);
     assert.match(usage.stderr, /--cluster-dir/);
+    // A wildcard cluster listener names no address agents could check the server's certificate against.
+    const wildcard = await lmvm(["server", "--data-dir", join(clusterDir, "unused"), "--database", database, "--cluster-dir", clusterDir, "--cluster-listen", "0.0.0.0:7710"], {}, 30_000);
+    assert.equal(wildcard.code, 252, wildcard.stderr);
+    assert.match(wildcard.stderr, /--cluster-listen needs the address agents reach/);
     // Heartbeats keep the age low: read twice, several heartbeat periods apart.
     await new Promise((r) => setTimeout(r, 5000));
     for (const h of await hosts()) assert.ok(h.HeartbeatAgeSeconds < 5, `host ${h.HostId}'s heartbeat is ${h.HeartbeatAgeSeconds} s old`);
@@ -254,6 +259,27 @@ describe("cluster", { timeout: 1_500_000 }, () => {
         req.on("error", reject);
         req.end();
       }));
+    /** An HTTP/2 request (TLS, ALPN h2) to the endpoint proxy. */
+    const h2get = (id: string, token: string, extra: Record<string, string> = {}): Promise<{ status: number; body: string }> =>
+      within(60_000, `an HTTP/2 GET on ${id}`, new Promise((resolve, reject) => {
+        const session = h2Connect(`https://127.0.0.1:${server!.endpointPort}`, { ca, servername: `${id}.${DOMAIN}` });
+        session.on("error", reject);
+        const req = session.request({ ":path": "/", ":authority": `${id}.${DOMAIN}:${server!.endpointPort}`, "x-aws-proxy-auth": token, ...extra });
+        let status = 0;
+        let body = "";
+        req.setEncoding("utf8");
+        req.on("response", (h) => (status = Number(h[":status"])));
+        req.on("data", (c: string) => (body += c));
+        req.on("end", () => {
+          session.close();
+          resolve({ status, body });
+        });
+        req.on("error", (err) => {
+          session.destroy();
+          reject(err);
+        });
+        req.end();
+      }));
     const requests = async (id: string, token: string): Promise<number> => {
       const r = await get(id, token, "/");
       assert.equal(r.status, 200, `GET / on ${id}: ${r.status} ${r.body}`);
@@ -299,6 +325,15 @@ describe("cluster", { timeout: 1_500_000 }, () => {
         const t = await token(id);
         const a = await requests(id, t);
         assert.equal(await requests(id, t), a + 1, `${id}'s app counts its requests: the same sandbox answers`);
+        // HTTP/2 from the client reaches the app (HTTP/1.1) through the agent's tunnel.
+        const h2 = await h2get(id, t);
+        assert.equal(h2.status, 200, `HTTP/2 GET on ${id}: ${h2.body}`);
+        assert.equal((JSON.parse(h2.body) as { requests: number }).requests, a + 2);
+        // Cleartext HTTP/2 to an app that speaks only HTTP/1.1 (X-aws-proxy-force-h2): a 502 that says so, and the server lives on.
+        const forced = await h2get(id, t, { "x-aws-proxy-force-h2": "true" });
+        assert.equal(forced.status, 502, forced.body);
+        assert.match(forced.body, /did not answer over HTTP\/2/);
+        assert.equal(await requests(id, t), a + 3, "the server still proxies after the failed HTTP/2 exchange");
       }
       // Processes in them (lmvm exec) go through their host's agent too.
       const pyExec = await lmvm(["exec", py, "--", "python3", "-c", "import sys; print(6 * 7); print('to stderr', file=sys.stderr); sys.exit(3)"], env);
@@ -362,6 +397,31 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       const n = await lmvm(["exec", node, "--", "node", "-e", nodeScript], env);
       assert.equal(n.code, 0, n.stderr);
       assert.equal(n.stdout, "execution_role Success ASIA true\n");
+      // The server's credentials endpoint, asked with the certificate of the host that runs the Python MicroVM:
+      // its own role and id get credentials; any other role, or another session name, is refused.
+      const holder = (await hostOf(py))!;
+      const askAs = (body: Record<string, string>) =>
+        within(10_000, "a credentials call to the server", new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const req = request({
+            host: "172.30.0.1", port: 7710, method: "POST", path: "/v1/credentials",
+            ca: readFileSync(join(clusterDir, "ca.pem")), cert: readFileSync(join(clusterDir, "nodes", `${holder}.pem`)), key: readFileSync(join(clusterDir, "nodes", `${holder}.key`)),
+            headers: { "content-type": "application/json" },
+          }, (res) => {
+            let text = "";
+            res.on("data", (d) => (text += d));
+            res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
+          });
+          req.on("error", reject);
+          req.end(JSON.stringify(body));
+        }));
+      const pyArn = `arn:aws:lambda:us-east-1:000000000000:microvm:${py}`;
+      const own = await askAs({ roleArn: role, sourceArn: pyArn, sessionName: py });
+      assert.equal(own.status, 200, own.body);
+      const other = await askAs({ roleArn: ROLE, sourceArn: pyArn, sessionName: py });
+      assert.equal(other.status, 403, other.body);
+      assert.match(other.body, /is not MicroVM .* execution role/);
+      const renamed = await askAs({ roleArn: role, sourceArn: pyArn, sessionName: "someone-else" });
+      assert.equal(renamed.status, 403, renamed.body);
       for (const id of [py, node]) {
         await cli(["terminate-microvm", "--microvm-identifier", id]);
         await reach(id, "TERMINATED");
@@ -402,14 +462,35 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       await reach(id, "TERMINATED");
     });
 
-    test("kill -9 of an agent: its host is declared LOST, its MicroVM ends naming the host, and the agent back again does not run it", async () => {
+    test("kill -9 of an agent: its host is declared LOST, its MicroVM ends naming the host, its suspended MicroVM resumes elsewhere, and the agent back again does not run the first", async () => {
       const id = await run("hello");
       const hostId = (await hostOf(id))!;
+      const other = hostId === "host-a" ? "host-b" : "host-a";
+      // A suspended MicroVM on the same host (the other one drained meanwhile): its checkpoint is in the object store.
+      assert.equal((await lmvm(["hosts", "drain", other, "--database", database], {}, 30_000)).code, 0);
+      const suspended = await run("python", ["--ingress-network-connectors", HTTP]);
+      assert.equal((await lmvm(["hosts", "undrain", other, "--database", database], {}, 30_000)).code, 0);
+      assert.equal(await hostOf(suspended), hostId);
+      const t = await token(suspended);
+      const before = await requests(suspended, t);
+      await cli(["suspend-microvm", "--microvm-identifier", suspended]);
+      await reach(suspended, "SUSPENDED");
       const victim = agents.find((a) => a.hostId === hostId && a.child.exitCode === null && a.child.signalCode === null)!;
       await stopAgent(victim, "SIGKILL");
       const ended = await reach(id, "TERMINATED", 120_000);
       assert.match(ended.stateReason ?? "", new RegExp(`host ${hostId}.*was lost`), ended.stateReason);
       assert.equal((await hosts()).find((h) => h.HostId === hostId)!.State, "LOST");
+      // The suspended one outlives its host's loss, and a server restart's recovery (which inspects it in the object store).
+      await server!.kill("SIGKILL");
+      server = await spawnServer(serverDir, { builds: true, args: ["--database", database, "--cluster-dir", clusterDir, "--cluster-listen", "172.30.0.1:7710", "--object-store", `file://${objects}`, "--platform", "ptrace"] });
+      const kept = await stateOf(suspended);
+      assert.equal(kept.state, "SUSPENDED", kept.stateReason);
+      await cli(["resume-microvm", "--microvm-identifier", suspended]);
+      await reach(suspended, "RUNNING");
+      assert.equal(await hostOf(suspended), other, "resumed on the host that is left");
+      assert.equal(await requests(suspended, t), before + 1, "with its memory");
+      await cli(["terminate-microvm", "--microvm-identifier", suspended]);
+      await reach(suspended, "TERMINATED");
       // The sandbox outlived the agent (as sandboxes outlive a server); the agent back on the same data directory ends it: its lease is gone.
       const index = net.hosts.findIndex((h) => `host-${"ab"[h.index]}` === hostId);
       const back = startAgentOn(index, hostId, victim.dataDir);

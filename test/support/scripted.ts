@@ -4,6 +4,8 @@
 // call waits until the test releases it with success or a failure reason.
 // The product never uses them.
 
+import { connect as tcpConnect } from "node:net";
+import { Duplex } from "node:stream";
 import { within } from "./deadline.js";
 import {
   BuildFailure, type BuildJob, type GuestProcess, type ImageBuilder, type ImageVersion, type Microvm, type SandboxFound, type SandboxRuntime, type SnapshotBuild, type WarmPoolTarget,
@@ -152,6 +154,16 @@ export class ScriptedRuntime implements SandboxRuntime {
   }
   address(id: string): string | undefined {
     return this.alive.has(id) ? this.addresses.get(id) : undefined;
+  }
+  /** TCP to the address a test set for the MicroVM; fails on the stream when it has none. */
+  connect(id: string, port: number): Duplex {
+    const ip = this.address(id);
+    if (!ip) {
+      const stream = new Duplex({ read() {}, write(_c, _e, cb) { cb(); } });
+      process.nextTick(() => stream.destroy(new Error(`MicroVM ${id} is not running in the scripted runtime`)));
+      return stream;
+    }
+    return tcpConnect({ host: ip, port });
   }
   async spawn(id: string): Promise<GuestProcess> {
     throw new Error(`the scripted runtime starts no processes (asked for one in ${id}); shell tests use the gVisor runtime`);

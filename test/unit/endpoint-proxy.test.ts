@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import { connect as h2connect, createServer as createH2cServer, type Http2Server } from "node:http2";
-import { createServer as createNetServer } from "node:net";
+import { connect, createServer as createNetServer } from "node:net";
 import { request } from "node:https";
 import { connect as tlsConnect } from "node:tls";
 import { readFileSync } from "node:fs";
@@ -24,6 +24,9 @@ import { tempDir } from "../support/platform.js";
 import { h2Upload, sendThenRead, type UploadTarget } from "../support/uploads.js";
 
 const ID = "microvm-0123456789abcdef0";
+
+/** A port the test runtime's connect() throws for. */
+const BROKEN_PORT = 9;
 
 describe("the endpoint proxy on loopback", () => {
   const tokens = new MicrovmTokens(randomBytes(32));
@@ -62,7 +65,13 @@ describe("the endpoint proxy on loopback", () => {
     const vm = { id: ID, state: "RUNNING", imageArn: "arn", imageVersion: "1.0", config: { ingressNetworkConnectors: [] } } as unknown as Microvm;
     proxy = new EndpointProxy({
       tls, domain: "microvm.localhost", tokens,
-      directory: { peek: () => vm, imageConfig: async () => ({}), resume: async () => undefined, activity: () => void activity.push(Date.now()), address: () => "127.0.0.1" },
+      directory: { peek: () => vm, imageConfig: async () => ({}), resume: async () => undefined, activity: () => void activity.push(Date.now()), address: () => "127.0.0.1",
+        connect: (_id, port) => {
+          // A runtime that throws instead of failing on the stream: the proxy must answer, not crash.
+          if (port === BROKEN_PORT) throw new Error("the runtime broke");
+          return connect({ host: "127.0.0.1", port });
+        },
+      },
       limits: { connectionsPerVcpu: 0, requestsPerSecondPerVcpu: 0, queueMs: 0 },
     });
     port = await proxy.listen(0, "127.0.0.1");
@@ -123,6 +132,42 @@ describe("the endpoint proxy on loopback", () => {
   test("HTTP/2: an app that answers 413 before reading a 50 MB upload answers the client at once", async () => {
     const answer = await within(10_000, "the refused HTTP/2 upload", h2Upload(await refusedUpload()));
     assert.deepEqual(answer, { status: 413, body: "too large\n" });
+  });
+
+  test("a runtime whose connect() throws gets the client a 502 over HTTP/1.1 and HTTP/2 (h2c too), and the proxy lives on", async () => {
+    const token = await tokens.issue({ microvmId: ID, kind: "endpoint", allowedPorts: [{ port: BROKEN_PORT }, { port: appPort }], expiresAt: new Date(Date.now() + 60_000) });
+    const h1 = await within(10_000, "the HTTP/1.1 answer", new Promise<{ status: number; body: string }>((resolve, reject) => {
+      request({ host: "127.0.0.1", port, path: "/", ca, servername: `${ID}.microvm.localhost`, headers: { "x-aws-proxy-auth": token, "x-aws-proxy-port": String(BROKEN_PORT) } }, (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (body += c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      }).on("error", reject).end();
+    }));
+    assert.equal(h1.status, 502);
+    assert.match(h1.body, /the runtime broke/);
+    for (const extra of [{}, { "x-aws-proxy-force-h2": "true" }]) {
+      const h2 = await within(10_000, "the HTTP/2 answer", new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const session = h2connect(`https://127.0.0.1:${port}`, { ca, servername: `${ID}.microvm.localhost` });
+        session.on("error", reject);
+        const req = session.request({ ":path": "/", ":authority": `${ID}.microvm.localhost`, "x-aws-proxy-auth": token, "x-aws-proxy-port": String(BROKEN_PORT), ...extra });
+        let status = 0;
+        let body = "";
+        req.setEncoding("utf8");
+        req.on("response", (h) => (status = Number(h[":status"])));
+        req.on("data", (c: string) => (body += c));
+        req.on("end", () => {
+          session.close();
+          resolve({ status, body });
+        });
+        req.on("error", reject);
+        req.end();
+      }));
+      assert.equal(h2.status, 502, JSON.stringify(extra));
+      assert.match(h2.body, /the runtime broke/);
+    }
+    const answer = await within(10_000, "an upload after the failures", h2Upload(await refusedUpload()));
+    assert.deepEqual(answer, { status: 413, body: "too large\n" }, "the proxy still answers");
   });
 });
 
@@ -189,6 +234,7 @@ describe("the endpoint proxy's rules on loopback", () => {
       directory: {
         peek: () => (peeks++, current), imageConfig: async () => ({ hooks: { port: appPort }, resources: [{ minimumMemoryInMiB: 512 }] }), resume: async () => undefined, activity: () => undefined,
         address: () => (current.state === "RUNNING" ? "127.0.0.1" : undefined),
+        connect: (_id: string, port: number) => connect({ host: "127.0.0.1", port }),
       },
     });
     proxies.push(proxy);

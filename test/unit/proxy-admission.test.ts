@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
+import type { Duplex } from "node:stream";
 import type { Microvm } from "../../src/core/index.js";
 import { admit, checkHookPath, checkIngress, reach, Refusal, type MicrovmDirectory } from "../../src/proxy/admission.js";
 import { EndpointLimiter, microvmLimits, parseEndpointLimits } from "../../src/proxy/limits.js";
@@ -148,6 +149,9 @@ describe("reaching a MicroVM", () => {
       },
       activity: () => undefined,
       address: () => "10.211.0.2",
+      connect: (): Duplex => {
+        throw new Error("reach() never connects");
+      },
     };
     return d;
   };
