@@ -5,7 +5,8 @@
 
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { Gvisor } from "../../src/runtime/gvisor.js";
 import { request } from "node:https";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -348,6 +349,40 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       assert.equal(await hostOf(py), undefined, "a terminated MicroVM holds no lease");
       await cli(["terminate-microvm", "--microvm-identifier", node]);
       await reach(node, "TERMINATED");
+    });
+
+    test("a warm pool on the hosts: RunMicrovm takes an agent's paused clone, made for the MicroVM's id, and its endpoint answers", async () => {
+      const arn = arns.get("hello")!;
+      const unclaimed = async (a: AgentProcess) => {
+        const vms = join(a.dataDir, "microvms");
+        const claimed = new Set((existsSync(vms) ? readdirSync(vms) : []).map((id) => {
+          const f = join(vms, id, "sandbox.json");
+          return existsSync(f) ? (JSON.parse(readFileSync(f, "utf8")) as { sandboxId?: string }).sandboxId : undefined;
+        }));
+        return (await new Gvisor({ stateRoot: join(a.dataDir, "runsc", "microvms") }).list()).filter((s) => s.id.startsWith("pool-") && !claimed.has(s.id) && s.status === "paused");
+      };
+      await cli(["tag-resource", "--resource", arn, "--tags", "lmvm:warm-pool=1"]);
+      try {
+        // The server sends the pool's size to every host; each agent makes and pauses its clone.
+        await until(300_000, "a paused clone on each host", async () => (await Promise.all(agents.filter((a) => a.child.exitCode === null).map(unclaimed))).every((l) => l.length === 1));
+        const id = await run("hello", ["--ingress-network-connectors", HTTP, SHELL]);
+        const on = agents.find((a) => a.child.exitCode === null && existsSync(join(a.dataDir, "microvms", id, "sandbox.json")))!;
+        assert.ok(on, `${id} has a sandbox record on one of the hosts`);
+        assert.equal(await hostOf(id), on.hostId, "its lease names the host whose clone it took");
+        const record = JSON.parse(readFileSync(join(on.dataDir, "microvms", id, "sandbox.json"), "utf8")) as { sandboxId: string };
+        assert.match(record.sandboxId, /^pool-/, "the MicroVM's sandbox is the host's warm clone, not a new restore");
+        const t = await token(id);
+        const a = await requests(id, t);
+        assert.equal(await requests(id, t), a + 1, "the claimed clone's app answers through the server");
+        const hostname = await lmvm(["exec", id, "--", "node", "-e", "console.log(require('os').hostname())"], env);
+        assert.equal(hostname.stdout, `${id}\n`, `the clone was made for this MicroVM's id: its hostname is the id (${hostname.stderr})`);
+        await cli(["terminate-microvm", "--microvm-identifier", id]);
+        await reach(id, "TERMINATED");
+      } finally {
+        await cli(["untag-resource", "--resource", arn, "--tag-keys", "lmvm:warm-pool"]);
+      }
+      // Without the tag the hosts destroy their clones.
+      await until(120_000, "the hosts' clones to go", async () => (await Promise.all(agents.filter((a) => a.child.exitCode === null).map(unclaimed))).every((l) => l.length === 0));
     });
 
     test("a MicroVM suspended on one host resumes on the other with its state (the checkpoint through the object store)", async () => {
