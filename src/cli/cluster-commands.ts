@@ -9,6 +9,7 @@
 import { parseArgs } from "node:util";
 import { UsageError } from "./flags.js";
 import { renderTable } from "./table.js";
+import { stopSignal } from "./server-command.js";
 
 export const CLUSTER_HELP = `NAME
     cluster, agent, hosts
@@ -188,15 +189,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     if (/must be|needs|No cluster CA|No certificate/.test((err as Error).message)) throw new UsageError((err as Error).message);
     throw err;
   }
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    const stop = (name: NodeJS.Signals) => {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      resolve(name);
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
-  });
+  const signal = await stopSignal();
   jsonLog({ msg: "lmvm agent stopping", signal, hostId: agent.hostId });
   process.once("SIGINT", () => process.exit(1));
   process.once("SIGTERM", () => process.exit(1));

@@ -254,15 +254,7 @@ export async function serverCommand(argv: string[]): Promise<void> {
     ...(values["no-snapshots"] ? { snapshots: false } : {}),
     ...(sandboxPlatform ? { sandboxPlatform: sandboxPlatform as SandboxPlatform } : {}),
   });
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    const stop = (name: NodeJS.Signals) => {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      resolve(name);
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
-  });
+  const signal = await stopSignal();
   jsonLog({ msg: "lmvm server stopping", signal, deadlineSeconds: SHUTDOWN_DEADLINE_MS / 1000 });
   // A second signal, or the deadline, ends the process at once. Builds still
   // running are recorded IN_PROGRESS and queued again at the next start; the
@@ -281,4 +273,17 @@ export async function serverCommand(argv: string[]): Promise<void> {
   else jsonLog({ msg: "lmvm server stopped" });
   // Whatever still holds the event loop (a stalled hook call, a client's open connection) must not keep the process alive.
   process.exit(stopped ? 0 : 1);
+}
+
+/** Resolves with the first SIGINT or SIGTERM, the way an operator or systemd stops a server or agent. */
+export function stopSignal(): Promise<NodeJS.Signals> {
+  return new Promise<NodeJS.Signals>((resolve) => {
+    const stop = (name: NodeJS.Signals) => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      resolve(name);
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
 }
