@@ -2,7 +2,7 @@
 // three agents, side by side in one run. One `lmvm server` (cluster mode,
 // PostgreSQL, a file:// object store) and three `lmvm agent`s, each a process
 // of its own, each agent in a network namespace of its own joined by a bridge
-// (test/support/cluster-hosts.ts, as the cluster e2e test). A configuration of
+// (test/support/cluster-hosts.ts, as the cluster e2e test, on a /24 of its own). A configuration of
 // k agents is the three with all but k drained (`lmvm hosts drain`): drained
 // hosts take no new MicroVM (their agents stay up and heartbeat, which costs
 // next to nothing). Each round sends N RunMicrovm calls at once through the
@@ -16,7 +16,7 @@
 // On one machine the agents share its CPUs: the figures measure the
 // cluster's own overhead and its placement, not added capacity.
 
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
 import { connect as netConnect, createServer as netServer, type Server as NetServer } from "node:net";
@@ -39,6 +39,8 @@ const ROUNDS = Number(process.env.LMVM_BENCH_ROUNDS ?? 3);
 /** RunMicrovm calls sent at once in each round. */
 const N = Number(process.env.LMVM_BENCH_CLUSTER_N ?? 6);
 const AGENTS = 3;
+/** A /24 of its own, not the cluster e2e test's 172.30.0.0/24, so both can run at once. */
+const SUBNET = "172.30.9";
 const HOST_IDS = ["bench-a", "bench-b", "bench-c"];
 const DOMAIN = "microvm.localhost";
 const HTTP = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:HTTP_INGRESS";
@@ -109,7 +111,10 @@ export async function clusterBench(): Promise<string[]> {
   };
 
   try {
-    net = simulatedHosts(AGENTS);
+    if (execFileSync("ip", ["-br", "addr"], { encoding: "utf8", timeout: 10_000 }).includes(` ${SUBNET}.`)) {
+      throw new Error(`${SUBNET}.0/24 is already on an interface of this machine (another cluster bench running?)`);
+    }
+    net = simulatedHosts(AGENTS, SUBNET);
     const clusterDir = tempDir("lmvm-bench-cluster-");
     const objects = tempDir("lmvm-bench-objects-");
     const serverDir = tempDir("lmvm-bench-cluster-server-");
