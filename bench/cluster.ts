@@ -110,6 +110,8 @@ export async function clusterBench(): Promise<string[]> {
     void within(120_000, "the cluster bench's clean-up", cleanup()).catch(() => undefined).finally(() => process.exit(128 + (sig === "SIGINT" ? 2 : sig === "SIGHUP" ? 1 : 15)));
   };
 
+  const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+  for (const sig of signals) process.once(sig, onSignal);
   try {
     if (execFileSync("ip", ["-br", "addr"], { encoding: "utf8", timeout: 10_000 }).includes(` ${SUBNET}.`)) {
       throw new Error(`${SUBNET}.0/24 is already on an interface of this machine (another cluster bench running?)`);
@@ -122,10 +124,7 @@ export async function clusterBench(): Promise<string[]> {
     const database = await freshDatabase();
     // The test PostgreSQL's own signal handlers exit at once; ours takes the cluster down first
     // and then exits, and PostgreSQL's exit handler stops it.
-    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-      process.removeAllListeners(sig);
-      process.once(sig, onSignal);
-    }
+    for (const sig of signals) for (const l of process.listeners(sig)) if (l !== onSignal) process.off(sig, l as never);
     // The test PostgreSQL listens on a Unix socket only: a relay on the bridge stands for its TCP port.
     const [, dbName, socketDir] = /^postgres:\/\/postgres@\/([^?]+)\?host=(.+)$/.exec(database)!;
     const socketPath = join(decodeURIComponent(socketDir!), ".s.PGSQL.5432");
@@ -290,5 +289,6 @@ export async function clusterBench(): Promise<string[]> {
   } finally {
     await cleanup();
     process.off("exit", killChildren);
+    for (const sig of signals) process.off(sig, onSignal);
   }
 }
