@@ -2,6 +2,7 @@
 // measured in the same run. Absolute numbers on shared machines are noise.
 import { buildsBench } from "./builds.js";
 import { cliBench } from "./cli.js";
+import { clusterBench } from "./cluster.js";
 import { controlPlaneBench } from "./control-plane.js";
 import { egressBench } from "./egress.js";
 import { idleBench } from "./idle.js";
@@ -18,6 +19,7 @@ const benches: [string, () => Promise<string[]>][] = [
   ["egress", egressBench],
   ["policy", policyBench],
   ["idle", idleBench],
+  ["cluster", clusterBench],
 ];
 const only = process.argv[2];
 for (const [name, bench] of benches) {

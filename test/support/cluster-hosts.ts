@@ -5,7 +5,9 @@
 // agent runs inside its namespace with its own data directory (and so its own
 // runsc root) and reaches PostgreSQL through the test cluster's Unix socket,
 // which no network namespace hides. A partition is the host's veth taken down.
-// Everything goes at close(), and at process exit if a test forgot.
+// Everything goes at close(), and at process exit if a test forgot. Another
+// /24 (`subnet`, its first three octets) lets a second user, such as the
+// cluster bench, run beside the e2e test without two bridges holding one IP.
 
 import { execFileSync } from "node:child_process";
 
@@ -32,7 +34,7 @@ const quiet = (cmd: string, args: string[]) => {
   }
 };
 
-export function simulatedHosts(count: number): SimulatedHosts {
+export function simulatedHosts(count: number, subnet = "172.30.0"): SimulatedHosts {
   const tag = String(process.pid % 100000);
   const bridge = `lmvmtc${tag}`;
   const names = Array.from({ length: count }, (_, i) => ({ ns: `lmvmt-c${tag}-${i}`, outer: `lmvmtc${tag}h${i}`, inner: "eth0" }));
@@ -47,10 +49,10 @@ export function simulatedHosts(count: number): SimulatedHosts {
   process.once("exit", close);
   close();
   sh("ip", ["link", "add", bridge, "type", "bridge"]);
-  sh("ip", ["addr", "add", "172.30.0.1/24", "dev", bridge]);
+  sh("ip", ["addr", "add", `${subnet}.1/24`, "dev", bridge]);
   sh("ip", ["link", "set", bridge, "up"]);
   const hosts = names.map((n, i) => {
-    const ip = `172.30.0.${10 + i}`;
+    const ip = `${subnet}.${10 + i}`;
     sh("ip", ["netns", "add", n.ns]);
     sh("ip", ["link", "add", n.outer, "type", "veth", "peer", "name", "lmvmtcin", "netns", n.ns]);
     sh("ip", ["link", "set", n.outer, "master", bridge, "up"]);
@@ -58,7 +60,7 @@ export function simulatedHosts(count: number): SimulatedHosts {
     sh("ip", ["-n", n.ns, "addr", "add", `${ip}/24`, "dev", n.inner]);
     sh("ip", ["-n", n.ns, "link", "set", n.inner, "up"]);
     sh("ip", ["-n", n.ns, "link", "set", "lo", "up"]);
-    sh("ip", ["-n", n.ns, "route", "add", "default", "via", "172.30.0.1"]);
+    sh("ip", ["-n", n.ns, "route", "add", "default", "via", `${subnet}.1`]);
     return {
       index: i,
       namespace: n.ns,
@@ -66,5 +68,5 @@ export function simulatedHosts(count: number): SimulatedHosts {
       partition: (cut: boolean) => sh("ip", ["link", "set", n.outer, cut ? "down" : "up"]),
     };
   });
-  return { bridgeIp: "172.30.0.1", hosts, close };
+  return { bridgeIp: `${subnet}.1`, hosts, close };
 }
