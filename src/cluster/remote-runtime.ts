@@ -18,7 +18,7 @@
 import { Agent as HttpsAgent, request } from "node:https";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { Duplex } from "node:stream";
-import { NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxRuntime, type SpawnOptions, type WarmPoolTarget, type EgressPolicy } from "../core/index.js";
+import { limitsOf, NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxRuntime, type SpawnOptions, type WarmPoolTarget, type EgressPolicy } from "../core/index.js";
 import type { ClusterStore, HostRecord } from "../store/index.js";
 import { CLUSTER_CONNECT_MS, CLUSTER_QUERY_MS } from "../store/cluster.js";
 import { checkNodeIdentity, type NodeCredentials } from "./ca.js";
@@ -88,6 +88,8 @@ export class RemoteRuntime implements SandboxRuntime {
   private readonly located = new Map<string, string>();
   /** The host of each warm clone claimed for a MicroVM id (claimWarm), until run() or unclaimWarm() takes it. */
   private readonly warm = new Map<string, HostRecord>();
+  /** Memory promised to each host by recent placements, by host id (see promisedMiB). */
+  private readonly promised = new Map<string, { mib: number; at: number }[]>();
   /** Why MicroVMs of lost hosts stopped, for exitReason(). */
   private readonly lost = new Map<string, string>();
   private readonly lossTimer: NodeJS.Timeout;
@@ -100,6 +102,18 @@ export class RemoteRuntime implements SandboxRuntime {
   }
 
   /** Sets a bounded map's entry: the oldest entries go past MAX_REMEMBERED. */
+  /** Memory this server promised the host in the last PLACEMENT_MS, which its heartbeats may not show yet. */
+  private promisedMiB(hostId: string, now: number): number {
+    const fresh = (this.promised.get(hostId) ?? []).filter((p) => now - p.at < PLACEMENT_MS);
+    if (fresh.length) this.promised.set(hostId, fresh);
+    else this.promised.delete(hostId);
+    return fresh.reduce((sum, p) => sum + p.mib, 0);
+  }
+
+  private promise(hostId: string, mib: number, now: number): void {
+    this.remember(this.promised, hostId, [...(this.promised.get(hostId) ?? []), { mib, at: now }]);
+  }
+
   private remember<V>(map: Map<string, V>, key: string, value: V): void {
     map.delete(key);
     map.set(key, value);
@@ -181,10 +195,14 @@ export class RemoteRuntime implements SandboxRuntime {
   private async place(version: ImageVersion, hosts: HostRecord[]): Promise<{ host?: HostRecord; why?: string }> {
     if (!hosts.length) return { why: `no ACTIVE host with a heartbeat in the last ${FRESH_MS / 1000} s runs ${this.opts.platform} sandboxes on ${this.opts.architecture} (lmvm hosts list)` };
     const reasons: string[] = [];
-    for (const host of hosts) {
+    const now = Date.now();
+    for (const host of rankHosts(hosts, (id) => this.promisedMiB(id, now))) {
       try {
         const { reason } = await this.call<{ reason?: string }>(host.address, "shortage", { version });
-        if (!reason) return { host };
+        if (!reason) {
+          this.promise(host.id, limitsOf(version.config).memoryMiB, now);
+          return { host };
+        }
         reasons.push(`${host.id}: ${reason}`);
       } catch (err) {
         reasons.push(`${host.id}: ${(err as Error).message}`);
@@ -441,6 +459,16 @@ export class RemoteRuntime implements SandboxRuntime {
   async closeWarmPools(): Promise<void> {
     // Each agent's clones are its own: they go when the agent stops. The server stopping leaves them.
   }
+}
+
+/**
+ * Hosts in the order placement asks them: the most free memory first, less what this server
+ * promised each since (a burst of runs between two heartbeats would otherwise all go to the host
+ * that looked freest, and fill it before the next one is tried); ties by id.
+ */
+export function rankHosts<H extends { id: string; freeMemoryMiB: number }>(hosts: H[], promisedMiB: (hostId: string) => number): H[] {
+  const room = new Map(hosts.map((h) => [h.id, h.freeMemoryMiB - promisedMiB(h.id)]));
+  return [...hosts].sort((a, b) => room.get(b.id)! - room.get(a.id)! || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
 function splitAddress(address: string): [string, number] {
