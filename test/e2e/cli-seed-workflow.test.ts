@@ -98,9 +98,9 @@ describe("the lmvm CLI", () => {
     const top = await lmvm(["help"], env);
     assert.equal(top.code, 0);
     const commands = [...top.stdout.matchAll(/^ {4}([a-z-]+) {2,}/gm)].map((m) => m[1]!).filter((c) => c !== "server");
-    // 24 for the MicroVMs API and lmvm's own commands, the six Lambda Core network-connector commands, iam, sts and audit.
-    assert.equal(commands.length, 33, commands.join(" "));
-    for (const c of ["iam", "sts", "audit"]) assert.ok(commands.includes(c), c);
+    // 24 for the MicroVMs API and lmvm's own commands, the six Lambda Core network-connector commands, iam, sts, audit and agent.
+    assert.equal(commands.length, 34, commands.join(" "));
+    for (const c of ["iam", "sts", "audit", "agent"]) assert.ok(commands.includes(c), c);
     for (const c of ["create-network-connector", "get-network-connector", "list-network-connectors", "list-network-connector-versions", "update-network-connector", "delete-network-connector"]) assert.ok(commands.includes(c), c);
     for (const c of commands) {
       const r = await lmvm([c, "help"], env);
