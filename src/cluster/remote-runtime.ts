@@ -110,16 +110,8 @@ export class RemoteRuntime implements SandboxRuntime {
     return fresh.reduce((sum, p) => sum + p.mib, 0);
   }
 
-  private promise(hostId: string, mib: number, now: number): { mib: number; at: number } {
-    const promise = { mib, at: now };
-    this.remember(this.promised, hostId, [...(this.promised.get(hostId) ?? []), promise]);
-    return promise;
-  }
-
-  private unpromise(hostId: string, promise: { mib: number; at: number }): void {
-    const left = (this.promised.get(hostId) ?? []).filter((p) => p !== promise);
-    if (left.length) this.promised.set(hostId, left);
-    else this.promised.delete(hostId);
+  private promise(hostId: string, mib: number, now: number): void {
+    this.remember(this.promised, hostId, [...(this.promised.get(hostId) ?? []), { mib, at: now }]);
   }
 
   private remember<V>(map: Map<string, V>, key: string, value: V): void {
@@ -205,16 +197,14 @@ export class RemoteRuntime implements SandboxRuntime {
     const reasons: string[] = [];
     const now = Date.now();
     for (const host of rankHosts(hosts, (id) => this.promisedMiB(id, now))) {
-      // Promised before the host is asked, so that placements running at the same time (a burst
-      // of RunMicrovm) rank the hosts with each other's promises; taken back on a no.
-      const promise = this.promise(host.id, limitsOf(version.config).memoryMiB, now);
       try {
         const { reason } = await this.call<{ reason?: string }>(host.address, "shortage", { version });
-        if (!reason) return { host };
-        this.unpromise(host.id, promise);
+        if (!reason) {
+          this.promise(host.id, limitsOf(version.config).memoryMiB, now);
+          return { host };
+        }
         reasons.push(`${host.id}: ${reason}`);
       } catch (err) {
-        this.unpromise(host.id, promise);
         reasons.push(`${host.id}: ${(err as Error).message}`);
       }
     }
