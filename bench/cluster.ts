@@ -19,7 +19,7 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
-import { connect as netConnect, createServer as netServer, type Server as NetServer } from "node:net";
+import type { Server as NetServer } from "node:net";
 import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import {
@@ -27,7 +27,7 @@ import {
   type LambdaMicrovmsClient,
 } from "@aws-sdk/client-lambda-microvms";
 import { zipExample } from "../test/support/artifacts.js";
-import { simulatedHosts, type SimulatedHosts } from "../test/support/cluster-hosts.js";
+import { relayDatabase, simulatedHosts, type SimulatedHosts } from "../test/support/cluster-hosts.js";
 import { within } from "../test/support/deadline.js";
 import { eventually, readCredentials, sdkClient, tempDir } from "../test/support/platform.js";
 import { freshDatabase } from "../test/support/postgres.js";
@@ -125,17 +125,9 @@ export async function clusterBench(): Promise<string[]> {
     // The test PostgreSQL's own signal handlers exit at once; ours takes the cluster down first
     // and then exits, and PostgreSQL's exit handler stops it.
     for (const sig of signals) for (const l of process.listeners(sig)) if (l !== onSignal) process.off(sig, l as never);
-    // The test PostgreSQL listens on a Unix socket only: a relay on the bridge stands for its TCP port.
-    const [, dbName, socketDir] = /^postgres:\/\/postgres@\/([^?]+)\?host=(.+)$/.exec(database)!;
-    const socketPath = join(decodeURIComponent(socketDir!), ".s.PGSQL.5432");
-    relay = netServer((c) => {
-      const u = netConnect(socketPath);
-      c.on("error", () => u.destroy());
-      u.on("error", () => c.destroy());
-      c.pipe(u).pipe(c);
-    });
-    await new Promise<void>((resolve, reject) => relay!.once("error", reject).listen(15432, net!.bridgeIp, () => resolve()));
-    const agentDatabase = `postgres://postgres@${net.bridgeIp}:15432/${dbName}`;
+    const relayed = await relayDatabase(database, net.bridgeIp);
+    relay = relayed.relay;
+    const agentDatabase = relayed.agentDatabase;
 
     const cli = async (args: string[]) => {
       const r = await lmvm(args, {}, 60_000);

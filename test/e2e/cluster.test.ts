@@ -19,8 +19,8 @@ import { request as httpsRequest } from "node:https";
 import { zipExample } from "../support/artifacts.js";
 import { eventually } from "../support/platform.js";
 import { freeSandboxes } from "../support/sandboxes.js";
-import { simulatedHosts, type SimulatedHosts } from "../support/cluster-hosts.js";
-import { connect as netConnect, createServer as netServer, type Server as NetServer } from "node:net";
+import { relayDatabase, simulatedHosts, type SimulatedHosts } from "../support/cluster-hosts.js";
+import type { Server as NetServer } from "node:net";
 import { connect as h2Connect } from "node:http2";
 
 interface AgentProcess {
@@ -120,17 +120,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     serverDir = tempDir("lmvm-cluster-server-");
     dirs.push(objects, serverDir);
     database = await freshDatabase();
-    // The test PostgreSQL listens on a Unix socket only: a relay on the bridge stands for its TCP port.
-    const [, dbName, socketDir] = /^postgres:\/\/postgres@\/([^?]+)\?host=(.+)$/.exec(database)!;
-    const socketPath = join(decodeURIComponent(socketDir!), ".s.PGSQL.5432");
-    relay = netServer((c) => {
-      const u = netConnect(socketPath);
-      c.on("error", () => u.destroy());
-      u.on("error", () => c.destroy());
-      c.pipe(u).pipe(c);
-    });
-    await new Promise<void>((resolve, reject) => relay!.once("error", reject).listen(15432, net.bridgeIp, () => resolve()));
-    agentDatabase = `postgres://postgres@${net.bridgeIp}:15432/${dbName}`;
+    ({ relay, agentDatabase } = await relayDatabase(database, net.bridgeIp));
   });
 
   after(async () => {

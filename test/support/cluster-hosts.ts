@@ -10,6 +10,8 @@
 // cluster bench, run beside the e2e test without two bridges holding one IP.
 
 import { execFileSync } from "node:child_process";
+import { connect as netConnect, createServer as netServer, type Server as NetServer } from "node:net";
+import { join } from "node:path";
 
 export interface SimulatedHost {
   index: number;
@@ -69,4 +71,22 @@ export function simulatedHosts(count: number, subnet = "172.30.0"): SimulatedHos
     };
   });
   return { bridgeIp: `${subnet}.1`, hosts, close };
+}
+
+/**
+ * The test PostgreSQL listens on a Unix socket only: a TCP relay on the bridge stands for its
+ * port, so agents in their namespaces reach it (and a partition cuts them off it). Answers the
+ * relay and the database URL as the agents must use it.
+ */
+export async function relayDatabase(database: string, bridgeIp: string, port = 15432): Promise<{ relay: NetServer; agentDatabase: string }> {
+  const [, dbName, socketDir] = /^postgres:\/\/postgres@\/([^?]+)\?host=(.+)$/.exec(database)!;
+  const socketPath = join(decodeURIComponent(socketDir!), ".s.PGSQL.5432");
+  const relay = netServer((c) => {
+    const u = netConnect(socketPath);
+    c.on("error", () => u.destroy());
+    u.on("error", () => c.destroy());
+    c.pipe(u).pipe(c);
+  });
+  await new Promise<void>((resolve, reject) => relay.once("error", reject).listen(port, bridgeIp, () => resolve()));
+  return { relay, agentDatabase: `postgres://postgres@${bridgeIp}:${port}/${dbName}` };
 }
