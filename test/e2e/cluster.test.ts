@@ -46,6 +46,9 @@ interface HostRow {
   Microvms: string[];
 }
 
+/** The bridge's /24; LMVM_TEST_CLUSTER_SUBNET (e.g. 172.30.1) lets two copies of this test run at once. */
+const SUBNET = process.env.LMVM_TEST_CLUSTER_SUBNET ?? "172.30.0";
+
 const ROLE = "arn:aws:iam::000000000000:role/MicroVMBuildRole";
 const DOMAIN = "microvm.localhost";
 const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
@@ -95,7 +98,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     const host = net.hosts[i]!;
     // nsenter, not `ip netns exec`: the latter mounts a sysfs of the namespace over /sys, which hides the cgroup tree runsc needs.
     const child = spawn("nsenter", [`--net=/run/netns/${host.namespace}`, "--", LMVM, "agent", "--database", agentDatabase, "--data-dir", dataDir, "--cluster-dir", clusterDir,
-      "--listen", `${host.ip}:7700`, "--host-id", hostId, "--server", "172.30.0.1:7710", "--platform", "ptrace", "--object-store", `file://${objects}`], { stdio: ["ignore", "pipe", "pipe"] });
+      "--listen", `${host.ip}:7700`, "--host-id", hostId, "--server", `${SUBNET}.1:7710`, "--platform", "ptrace", "--object-store", `file://${objects}`], { stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
     child.stdout!.on("data", (d) => (output += d));
     child.stderr!.on("data", (d) => (output += d));
@@ -112,7 +115,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
   }
 
   before(async () => {
-    net = simulatedHosts(2);
+    net = simulatedHosts(2, SUBNET);
     clusterDir = tempDir("lmvm-cluster-");
     otherCa = tempDir("lmvm-other-ca-");
     dirs.push(clusterDir, otherCa);
@@ -151,7 +154,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     const role = await lmvm(["cluster", "issue", "--dir", clusterDir, "--name", "x", "--role", "boss"], {}, 30_000);
     assert.equal(role.code, 252);
     assert.match(role.stderr, /--role must be server or agent/);
-    const server = await lmvm(["cluster", "issue", "--dir", clusterDir, "--name", "server", "--role", "server", "--address", "172.30.0.1"], {}, 30_000);
+    const server = await lmvm(["cluster", "issue", "--dir", clusterDir, "--name", "server", "--role", "server", "--address", `${SUBNET}.1`], {}, 30_000);
     assert.equal(server.code, 0, server.stderr);
     assert.match(readFileSync(join(clusterDir, "nodes", "server.pem"), "utf8"), /BEGIN CERTIFICATE/);
     assert.equal((await lmvm(["cluster", "init", "--dir", otherCa], {}, 30_000)).code, 0);
@@ -166,7 +169,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       return rows.length === 2 && rows.every((h) => h.State === "ACTIVE");
     }, 500);
     const rows = await hosts();
-    assert.deepEqual(rows.map((h) => [h.HostId, h.Address]), [["host-a", "172.30.0.10:7700"], ["host-b", "172.30.0.11:7700"]]);
+    assert.deepEqual(rows.map((h) => [h.HostId, h.Address]), [["host-a", `${SUBNET}.10:7700`], ["host-b", `${SUBNET}.11:7700`]]);
     for (const h of rows) {
       assert.ok(h.MemoryMiB > 0 && h.FreeMemoryMiB > 0 && h.FreeMemoryMiB <= h.MemoryMiB, JSON.stringify(h));
       assert.ok(h.Cpus >= 1 && h.DiskMiB > 0);
@@ -192,17 +195,17 @@ describe("cluster", { timeout: 1_500_000 }, () => {
   test("the agent's RPC takes only the cluster's server certificates (mutual TLS)", async () => {
     const ca = readFileSync(join(clusterDir, "ca.pem"));
     const server = { ca, cert: readFileSync(join(clusterDir, "nodes", "server.pem")), key: readFileSync(join(clusterDir, "nodes", "server.key")) };
-    const ok = await callAgent("172.30.0.10:7700", server);
+    const ok = await callAgent(`${SUBNET}.10:7700`, server);
     assert.equal(ok.status, 200, ok.body);
     assert.equal(JSON.parse(ok.body).result.hostId, "host-a");
     // No client certificate: the handshake fails.
-    await assert.rejects(callAgent("172.30.0.10:7700", { ca }));
+    await assert.rejects(callAgent(`${SUBNET}.10:7700`, { ca }));
     // A certificate of another CA: refused.
-    await assert.rejects(callAgent("172.30.0.10:7700", { ca, cert: readFileSync(join(otherCa, "nodes", "server.pem")), key: readFileSync(join(otherCa, "nodes", "server.key")) }));
+    await assert.rejects(callAgent(`${SUBNET}.10:7700`, { ca, cert: readFileSync(join(otherCa, "nodes", "server.pem")), key: readFileSync(join(otherCa, "nodes", "server.key")) }));
     // The agent's certificate is not trusted by a client that trusts another CA.
-    await assert.rejects(callAgent("172.30.0.10:7700", { ca: readFileSync(join(otherCa, "ca.pem")), cert: server.cert, key: server.key }));
+    await assert.rejects(callAgent(`${SUBNET}.10:7700`, { ca: readFileSync(join(otherCa, "ca.pem")), cert: server.cert, key: server.key }));
     // Another agent's certificate (the cluster's CA, role agent) may not call.
-    const peer = await callAgent("172.30.0.10:7700", { ca, cert: readFileSync(join(clusterDir, "nodes", "host-b.pem")), key: readFileSync(join(clusterDir, "nodes", "host-b.key")) });
+    const peer = await callAgent(`${SUBNET}.10:7700`, { ca, cert: readFileSync(join(clusterDir, "nodes", "host-b.pem")), key: readFileSync(join(clusterDir, "nodes", "host-b.key")) });
     assert.equal(peer.status, 403);
   });
 
@@ -284,7 +287,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     };
 
     before(async () => {
-      server = await spawnServer(serverDir, { builds: true, args: ["--database", database, "--cluster-dir", clusterDir, "--cluster-listen", "172.30.0.1:7710", "--object-store", `file://${objects}`, "--platform", "ptrace"] });
+      server = await spawnServer(serverDir, { builds: true, args: ["--database", database, "--cluster-dir", clusterDir, "--cluster-listen", `${SUBNET}.1:7710`, "--object-store", `file://${objects}`, "--platform", "ptrace"] });
       env = { LMVM_DATA_DIR: serverDir };
       ca = readFileSync(join(serverDir, "tls", "ca.pem"));
       // Each image is built once, both at once, on the server's host.
@@ -428,7 +431,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       const askAs = (body: Record<string, string>) =>
         within(10_000, "a credentials call to the server", new Promise<{ status: number; body: string }>((resolve, reject) => {
           const req = request({
-            host: "172.30.0.1", port: 7710, method: "POST", path: "/v1/credentials",
+            host: `${SUBNET}.1`, port: 7710, method: "POST", path: "/v1/credentials",
             ca: readFileSync(join(clusterDir, "ca.pem")), cert: readFileSync(join(clusterDir, "nodes", `${holder}.pem`)), key: readFileSync(join(clusterDir, "nodes", `${holder}.key`)),
             headers: { "content-type": "application/json" },
           }, (res) => {
@@ -480,7 +483,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       const t = await token(id);
       const before = await requests(id, t);
       await server!.kill("SIGKILL");
-      server = await spawnServer(serverDir, { builds: true, args: ["--database", database, "--cluster-dir", clusterDir, "--cluster-listen", "172.30.0.1:7710", "--object-store", `file://${objects}`, "--platform", "ptrace"] });
+      server = await spawnServer(serverDir, { builds: true, args: ["--database", database, "--cluster-dir", clusterDir, "--cluster-listen", `${SUBNET}.1:7710`, "--object-store", `file://${objects}`, "--platform", "ptrace"] });
       assert.equal((await stateOf(id)).state, "RUNNING");
       assert.equal(await requests(id, t), before + 1, "the same sandbox answers through the new server");
       await cli(["terminate-microvm", "--microvm-identifier", id]);
@@ -507,7 +510,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       assert.equal((await hosts()).find((h) => h.HostId === hostId)!.State, "LOST");
       // The suspended one outlives its host's loss, and a server restart's recovery (which inspects it in the object store).
       await server!.kill("SIGKILL");
-      server = await spawnServer(serverDir, { builds: true, args: ["--database", database, "--cluster-dir", clusterDir, "--cluster-listen", "172.30.0.1:7710", "--object-store", `file://${objects}`, "--platform", "ptrace"] });
+      server = await spawnServer(serverDir, { builds: true, args: ["--database", database, "--cluster-dir", clusterDir, "--cluster-listen", `${SUBNET}.1:7710`, "--object-store", `file://${objects}`, "--platform", "ptrace"] });
       const kept = await stateOf(suspended);
       assert.equal(kept.state, "SUSPENDED", kept.stateReason);
       await cli(["resume-microvm", "--microvm-identifier", suspended]);
