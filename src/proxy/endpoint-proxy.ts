@@ -241,6 +241,9 @@ export class EndpointProxy implements Ingress {
     socket.once("close", () => clearTimeout(handshake));
     socket.once("secure", () => {
       clearTimeout(handshake);
+      // What node's TLS listener does for its own sockets once their handshake is done: without it
+      // an HTTP/2 session on this socket waits for a 'secureConnect' that a server socket never emits.
+      (socket as TLSSocket & { secureConnecting: boolean }).secureConnecting = false;
       this.serve(socket);
     });
   }

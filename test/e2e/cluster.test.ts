@@ -660,7 +660,9 @@ describe("cluster", { timeout: 1_500_000 }, () => {
         // Each MicroVM on exactly one host, and no other sandbox running.
         const rows = await hosts();
         for (const vm of [id, py]) assert.equal(rows.filter((h) => h.Microvms.includes(vm)).length, 1, `${vm} is on one host`);
-        assert.equal(await runningSandboxes(), 2, "two MicroVMs, two running sandboxes");
+        const leased = rows.reduce((n, h) => n + h.Microvms.length, 0);
+        assert.ok(leased >= 2, `both MicroVMs hold a lease (${leased} in all)`);
+        assert.equal(await runningSandboxes(), leased, "one running sandbox per MicroVM holding a lease, none more");
         // The one with other secrets never took over; it is still a standby.
         assert.equal(stranger!.child.exitCode, null);
         assert.doesNotMatch(stranger!.output(), /taking over|lmvm server started/);
