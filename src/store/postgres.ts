@@ -76,7 +76,7 @@ export class PostgresStore extends KyselyStore {
    */
   async claimServer(url: string): Promise<void> {
     if (!(await this.tryClaimServer())) {
-      throw new Error(`Another lmvm server already uses the database at ${redactUrl(url)}: one server per database for now. Stop that server, or give this one another database (--database).`);
+      throw new Error(`Another lmvm server already uses the database at ${redactUrl(url)}: one server per database outside cluster mode (with --cluster-dir and --cluster-listen, a second server is a standby API node that relays to the first and takes over when it dies). Stop that server, or give this one another database (--database).`);
     }
   }
 
