@@ -35,8 +35,10 @@ SYNOPSIS
     The cluster directory holds ca.pem (every node needs it), ca.key (only where certificates
     are issued) and nodes/<name>.{pem,key}. A node whose directory has ca.key issues its own
     certificate at start; elsewhere issue it with 'lmvm cluster issue' and copy it over.
-    --server is the server's --cluster-listen address: the agent's MicroVMs get their execution
-    role's credentials from there. --database defaults to LMVM_DATABASE.
+    The agent's MicroVMs get their execution role's credentials from the leading server's
+    --cluster-listen, which it reads from the database (it follows a standby that took over);
+    --server is that address until a server has recorded itself. --database defaults to
+    LMVM_DATABASE.
 `;
 
 function flags(argv: string[], options: Record<string, { type: "string" | "boolean" }>): { values: Record<string, string | undefined> & { help?: string }; positionals: string[] } {

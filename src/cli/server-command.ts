@@ -105,8 +105,12 @@ OPTIONS
                          TLS with the cluster CA in this directory ('lmvm cluster init'), as node
                          'server' (nodes/server.pem, issued at start where ca.key is). Builds stay
                          on this host. 'lmvm cluster help'.
-    --cluster-listen     Cluster mode: where agents (lmvm agent --server) ask, over mutual TLS, for the
-                         execution-role credentials of the MicroVMs they run, as <ip>:<port>.
+    --cluster-listen     Cluster mode: where agents ask, over mutual TLS, for the execution-role
+                         credentials of the MicroVMs they run, and where standby API nodes relay
+                         their clients' connections, as <ip>:<port>. A server started while another
+                         leads the database is a standby: it relays its API and endpoint ports to
+                         the leader and takes over when the leader dies (it needs --cluster-listen,
+                         and a copy of the leader's secrets/, credentials and tls/ in its data dir).
     --no-builder         Do not build images on this host; builds wait in the queue.
     --object-store       Where built images and suspended MicroVMs' checkpoints are kept for every
                          server sharing the database (default LMVM_OBJECT_STORE, else none):

@@ -16,10 +16,13 @@
 // one with the database password could do.
 
 import { createServer, request, type Server } from "node:https";
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import { AccessDenied, parseArn, type Microvm, type RoleCredentialSource, type TemporaryCredentials } from "../core/index.js";
 import type { ClusterStore } from "../store/index.js";
 import { checkNodeIdentity, peerIdentity, type NodeCredentials } from "./ca.js";
+import { asClient, parseRelayRequest, type RelayTarget } from "./relay.js";
 
 const CALL_MS = 10_000;
 
@@ -33,6 +36,12 @@ export async function serveCredentials(opts: {
   host: string;
   port: number;
   log: (e: Record<string, unknown>) => void;
+  /**
+   * Where a standby API node's relay goes once CONNECTed (relay.ts): the API's or the endpoint
+   * proxy's connection handling, with the client's address on the socket. Undefined until they
+   * are up: a relay is refused (503) until then.
+   */
+  relay?: () => ((target: RelayTarget, socket: TLSSocket) => void) | undefined;
 }): Promise<{ port: number; close(): Promise<void> }> {
   const { ca, cert, key } = opts.tls;
   const server: Server = createServer({ ca, cert, key, requestCert: true, rejectUnauthorized: true, minVersion: "TLSv1.3" }, (req, res) => {
@@ -71,6 +80,22 @@ export async function serveCredentials(opts: {
       })().catch((err: Error) => send(400, { error: err.message }));
     });
   });
+  // A standby API node's relay: only a server certificate's, and only once this server serves.
+  server.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on("error", () => undefined);
+    const refuse = (status: string, why: string) => void socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${why}`);
+    const tls = req.socket as TLSSocket;
+    const peer = peerIdentity(tls.getPeerCertificate());
+    if (peer.role !== "server") return refuse("403 Forbidden", "only the cluster's API nodes (server certificates) may relay");
+    const parsed = parseRelayRequest(req.url, req.headers);
+    if ("error" in parsed) return refuse("400 Bad Request", parsed.error);
+    const deliver = opts.relay?.();
+    if (!deliver) return refuse("503 Service Unavailable", "this server is not serving its API and endpoints yet");
+    socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+    if (head.length) tls.unshift(head);
+    asClient(tls, parsed.client);
+    deliver(parsed.target, tls);
+  });
   server.on("tlsClientError", () => undefined);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -86,16 +111,21 @@ export async function serveCredentials(opts: {
   };
 }
 
-/** The agent's side: its metadata service's source of role credentials. */
+/**
+ * The agent's side: its metadata service's source of role credentials. `server` answers the
+ * cluster listener of the API node that leads now (the leader row, else the agent's --server), so
+ * an agent follows a standby that took over.
+ */
 export class ServerCredentials implements RoleCredentialSource {
-  constructor(private readonly tls: NodeCredentials, private readonly server: string) {}
+  constructor(private readonly tls: NodeCredentials, private readonly server: () => Promise<string>) {}
 
-  serviceCredentials(roleArn: string, sourceArn: string, sessionName: string): Promise<TemporaryCredentials> {
-    const i = this.server.lastIndexOf(":");
+  async serviceCredentials(roleArn: string, sourceArn: string, sessionName: string): Promise<TemporaryCredentials> {
+    const server = await this.server();
+    const i = server.lastIndexOf(":");
     const body = JSON.stringify({ roleArn, sourceArn, sessionName });
     return new Promise((resolve, reject) => {
       const req = request({
-        host: this.server.slice(0, i), port: Number(this.server.slice(i + 1)), method: "POST", path: "/v1/credentials",
+        host: server.slice(0, i).replace(/^\[(.*)\]$/, "$1"), port: Number(server.slice(i + 1)), method: "POST", path: "/v1/credentials",
         ca: this.tls.ca, cert: this.tls.cert, key: this.tls.key, minVersion: "TLSv1.3", timeout: CALL_MS, checkServerIdentity: checkNodeIdentity("server"),
         headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
       }, (res) => {
@@ -106,13 +136,13 @@ export class ServerCredentials implements RoleCredentialSource {
           try {
             const r = JSON.parse(text) as TemporaryCredentials & { error?: string; accessDenied?: boolean };
             if (res.statusCode === 200) return resolve({ ...r, expiration: new Date(r.expiration) });
-            reject(r.accessDenied ? new AccessDenied(r.error ?? "denied") : new Error(`the server at ${this.server} refused credentials: ${r.error}`));
+            reject(r.accessDenied ? new AccessDenied(r.error ?? "denied") : new Error(`the server at ${server} refused credentials: ${r.error}`));
           } catch (err) {
             reject(err as Error);
           }
         });
       });
-      req.on("timeout", () => req.destroy(new Error(`the server at ${this.server} did not answer within ${CALL_MS / 1000} s`)));
+      req.on("timeout", () => req.destroy(new Error(`the server at ${server} did not answer within ${CALL_MS / 1000} s`)));
       req.on("error", reject);
       req.end(body);
     });

@@ -5,3 +5,4 @@ export { AgentService, HEARTBEAT_MS, LEASE_DEADLINE_MS, type AgentServiceOptions
 export { LeaseLost } from "./wire.js";
 export { RemoteRuntime, FRESH_MS, HOST_LOST_MS, type RemoteRuntimeOptions } from "./remote-runtime.js";
 export { serveCredentials, ServerCredentials } from "./credentials.js";
+export { StandbyRelay, openRelay, parseRelayRequest, asClient, RELAY_TARGETS, type RelayTarget, type RelayRequest } from "./relay.js";

@@ -22,7 +22,7 @@
 import type { Socket } from "node:net";
 import { createServer as createHttpServer, request as httpRequest, Agent, type IncomingMessage, type ServerResponse, type IncomingHttpHeaders } from "node:http";
 import { connect as h2Connect, createServer as createH2Server, constants as h2, type ClientHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders as H2Headers } from "node:http2";
-import { createServer as createTlsServer, type TLSSocket } from "node:tls";
+import { createSecureContext, createServer as createTlsServer, TLSSocket, type SecureContext } from "node:tls";
 import { readFileSync } from "node:fs";
 import type { Duplex } from "node:stream";
 import type { Ingress } from "../core/index.js";
@@ -157,9 +157,14 @@ function endUnread(stream: ServerHttp2Stream): void {
  * and lose the answer in the reset; nginx lingers 30 s the same way.
  */
 const LINGER_MS = 30_000;
+/** The protocols a client's TLS may pick (ALPN), best first. */
+const ALPN = ["h2", "http/1.1"];
+/** How long a relayed client's TLS handshake may take (what node's TLS listener allows its own). */
+const HANDSHAKE_MS = 120_000;
 
 export class EndpointProxy implements Ingress {
   private readonly tlsServer;
+  private readonly secureContext: SecureContext;
   private readonly http1;
   private readonly http2;
   private readonly upstreams = new Map<string, Upstreams>();
@@ -200,17 +205,9 @@ export class EndpointProxy implements Ingress {
       }),
     );
     this.http2.on("sessionError", () => undefined);
-    this.tlsServer = createTlsServer({
-      cert: readFileSync(opts.tls.cert),
-      key: readFileSync(opts.tls.key),
-      ALPNProtocols: ["h2", "http/1.1"],
-    }, (socket: TLSSocket) => {
-      this.clientSockets.add(socket);
-      socket.once("close", () => this.clientSockets.delete(socket));
-      socket.on("error", () => undefined);
-      if (socket.alpnProtocol === "h2") this.http2.emit("connection", socket);
-      else this.http1.emit("connection", socket);
-    });
+    const credentials = { cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) };
+    this.secureContext = createSecureContext(credentials);
+    this.tlsServer = createTlsServer({ ...credentials, ALPNProtocols: ALPN }, (socket: TLSSocket) => this.serve(socket));
     this.tlsServer.on("tlsClientError", () => undefined);
     // A held-open exchange is traffic: its MicroVM does not go idle.
     this.activityTimer = setInterval(() => {
@@ -218,6 +215,37 @@ export class EndpointProxy implements Ingress {
       this.limiter.sweep();
     }, ACTIVITY_INTERVAL_MS);
     this.activityTimer.unref();
+  }
+
+  /** A client's TLS connection, once its handshake is done: ALPN says whether HTTP/2 or HTTP/1.1 serves it. */
+  private serve(socket: TLSSocket): void {
+    this.clientSockets.add(socket);
+    socket.once("close", () => this.clientSockets.delete(socket));
+    socket.on("error", () => undefined);
+    if (socket.alpnProtocol === "h2") this.http2.emit("connection", socket);
+    else this.http1.emit("connection", socket);
+  }
+
+  /**
+   * A client's connection that reached this server some other way than its listener: a standby API
+   * node's relay (src/cluster/relay.ts), whose bytes are the client's own TLS. `client` is the
+   * client's address, which limits, logs and X-Forwarded-For see instead of the relay's.
+   */
+  accept(stream: Duplex, client: { address: string; port: number }): void {
+    const socket = new TLSSocket(stream, { isServer: true, secureContext: this.secureContext, ALPNProtocols: ALPN });
+    Object.defineProperty(socket, "remoteAddress", { value: client.address, configurable: true });
+    Object.defineProperty(socket, "remotePort", { value: client.port, configurable: true });
+    socket.on("error", () => socket.destroy());
+    // As the listener's own handshake timeout: a relayed client that never finishes its handshake is dropped.
+    const handshake = setTimeout(() => socket.destroy(), HANDSHAKE_MS);
+    socket.once("close", () => clearTimeout(handshake));
+    socket.once("secure", () => {
+      clearTimeout(handshake);
+      // What node's TLS listener does for its own sockets once their handshake is done: without it
+      // an HTTP/2 session on this socket waits for a 'secureConnect' that a server socket never emits.
+      (socket as TLSSocket & { secureConnecting: boolean }).secureConnecting = false;
+      this.serve(socket);
+    });
   }
 
   listen(port: number, host = "0.0.0.0"): Promise<number> {

@@ -82,6 +82,8 @@ export async function startAgent(config: AgentConfig): Promise<Agent> {
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const hostId = hostIdOf(config.dataDir, config.hostId);
   const tls = await nodeCredentials(config.clusterDir, hostId, "agent", [advertise.host]);
+  // Opened below, after the sandbox side; the credentials source reads the leader row through it.
+  let cluster: ClusterStore | undefined;
   const host = hostPlatform();
   const sandboxes = composeSandboxHost({
     dataDir: config.dataDir,
@@ -91,13 +93,12 @@ export async function startAgent(config: AgentConfig): Promise<Agent> {
     region: config.region,
     log,
     // Execution roles' credentials come from the server, which holds the identity service (src/cluster/credentials.ts).
-    credentials: config.server
-      ? new ServerCredentials(tls, config.server)
-      : {
-          serviceCredentials: async () => {
-            throw new Error("this agent was started without --server <ip:port> (the server's --cluster-listen), so it cannot get execution-role credentials");
-          },
-        },
+    // The leader row names the API node that leads now (a standby may have taken over); --server is the fallback before any has recorded itself.
+    credentials: new ServerCredentials(tls, async () => {
+      const address = (await cluster?.leader().catch(() => undefined))?.address ?? config.server;
+      if (!address) throw new Error("no lmvm server has recorded its --cluster-listen address in the database, and this agent was started without --server <ip:port>, so it cannot get execution-role credentials");
+      return address;
+    }),
     host,
   });
   const local = sandboxes.runtime;
@@ -122,7 +123,7 @@ export async function startAgent(config: AgentConfig): Promise<Agent> {
     });
     served = new ReplicatedRuntime(local, replicas, { microvmDir: (id) => local.dir(id), log });
   }
-  const cluster = await ClusterStore.open(config.database, log);
+  cluster = await ClusterStore.open(config.database, log);
   let store: PostgresStore | undefined;
   let service: AgentService | undefined;
   try {

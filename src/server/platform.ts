@@ -20,7 +20,9 @@ import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsCo
 import { AuditTrail, DEFAULT_AUDIT_RETENTION_DAYS, VERSION_STATES, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { ClusterStore, PostgresStore, SqliteStore } from "../store/index.js";
-import { nodeCredentials, RemoteRuntime, serveCredentials } from "../cluster/index.js";
+import { nodeCredentials, RemoteRuntime, serveCredentials, type RelayTarget } from "../cluster/index.js";
+import type { TLSSocket } from "node:tls";
+import { leadOrStandBy, secretChecks } from "./api-nodes.js";
 import { parseHostPort } from "./agent.js";
 import { FileObjectStore, openObjectStore, Replicas, ReplicatedBuilder, ReplicatedRuntime, type ObjectStoreConfig } from "../objects/index.js";
 import { deriveKey, paths, rootCredentials, serverKey, type ServerInfo } from "./data-dir.js";
@@ -178,11 +180,44 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const master = serverKey(config.dataDir);
   if (config.clusterDir && !config.database) throw new Error("Cluster mode (--cluster-dir) keeps hosts and leases in PostgreSQL: give --database postgres://...");
   const store = config.database ? await PostgresStore.open(config.database, log) : await SqliteStore.open(files.database);
-  if (store instanceof PostgresStore) {
-    await store.claimServer(config.database!).catch(async (err: Error) => {
-      await store.close();
-      throw err;
-    });
+  // Cluster mode: the hosts and leases (and the leader row), the cluster listener's address, and this server's certificate.
+  const clusterListen = config.clusterListen ? parseHostPort("cluster-listen", config.clusterListen) : undefined;
+  let cluster: ClusterStore | undefined;
+  let serverTls: Awaited<ReturnType<typeof nodeCredentials>> | undefined;
+  const tls = await ensureCertificates(files.tls, config.endpointDomain);
+  let apiPort = config.apiPort;
+  let endpointPort = config.endpointPort;
+  const writeInfo = (apiUrl: string, port: number) => {
+    const info: ServerInfo = {
+      apiEndpoint: apiUrl, region: config.region, accountId: config.accountId, pid: process.pid,
+      endpointDomain: config.endpointDomain, endpointPort: port, endpointHost: config.endpointHost ?? DEFAULTS.endpointHost, caFile: tls.caCert,
+    };
+    writeFileAtomic(files.serverInfo, JSON.stringify(info, null, 2), 0o644);
+  };
+  try {
+    if (store instanceof PostgresStore && config.clusterDir) {
+      cluster = await ClusterStore.open(config.database!, log);
+      serverTls = await nodeCredentials(config.clusterDir, "server", "server", clusterListen ? [clusterListen.host] : []);
+      // The leader, or a standby relaying to it until it can take over (api-nodes.ts).
+      ({ apiPort, endpointPort } = await leadOrStandBy({
+        store,
+        cluster,
+        checks: secretChecks(master, creds, tls.caCert),
+        files: { serverKey: files.serverKey, credentials: files.credentials, tls: files.tls },
+        ...(config.clusterListen ? { clusterListen: config.clusterListen } : {}),
+        tls: serverTls,
+        api: { host: config.apiHost, port: config.apiPort },
+        endpoint: { host: config.endpointHost ?? DEFAULTS.endpointHost, port: config.endpointPort },
+        log,
+        standing: (ports) => writeInfo(`http://${config.apiHost}:${ports.apiPort}`, ports.endpointPort),
+      }));
+    } else if (store instanceof PostgresStore) {
+      await store.claimServer(config.database!);
+    }
+  } catch (err) {
+    await cluster?.close().catch(() => undefined);
+    await store.close();
+    throw err;
   }
   const identities = await IdentityService.open({
     store,
@@ -211,12 +246,10 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     ...(config.clusterDir || config.runtime ? { microvms: false } : {}),
   });
   // Cluster mode: the runtime is the agents', over mutual TLS (src/cluster).
-  const cluster = config.clusterDir ? await ClusterStore.open(config.database!, log) : undefined;
-  const clusterListen = config.clusterListen ? parseHostPort("cluster-listen", config.clusterListen) : undefined;
-  const serverTls = config.clusterDir ? await nodeCredentials(config.clusterDir, "server", "server", clusterListen ? [clusterListen.host] : []) : undefined;
-  // Where agents get their MicroVMs' execution-role credentials (the identity service is here).
+  // Where agents get their MicroVMs' execution-role credentials (the identity service is here), and standbys relay to.
+  let relayTo: ((target: RelayTarget, socket: TLSSocket) => void) | undefined;
   const credentialsListener = cluster && clusterListen
-    ? await serveCredentials({ tls: serverTls!, cluster, source: identities, microvm: (id) => store.getMicrovm(id), host: clusterListen.host, port: clusterListen.port, log })
+    ? await serveCredentials({ tls: serverTls!, cluster, source: identities, microvm: (id) => store.getMicrovm(id), host: clusterListen.host, port: clusterListen.port, log, relay: () => relayTo })
     : undefined;
   // The object store's replicas (made below, with the runtime): the remote runtime asks them about suspended MicroVMs of lost hosts.
   let replicaSet: Replicas | undefined;
@@ -272,8 +305,6 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   }
   const metrics = new Metrics(store, localRuntime instanceof MicrovmRuntime ? () => localRuntime.networkCounters() : undefined, localRuntime instanceof MicrovmRuntime ? () => localRuntime.poolFigures() : undefined);
   const tokens = new MicrovmTokens(deriveKey(master, "microvm-tokens"));
-  const tls = await ensureCertificates(files.tls, config.endpointDomain);
-  let endpointPort = config.endpointPort;
   // What sandboxes may reach: the host's shared nftables table (base chains), IPv4 forwarding, and no chains of sandboxes that are gone.
   if (localRuntime instanceof MicrovmRuntime || config.builder === undefined) await egress.install();
   const controlPlane = new ControlPlane({
@@ -314,7 +345,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   });
   controlPlane.microvms.attachIngress(proxy);
   await controlPlane.start();
-  endpointPort = await proxy.listen(config.endpointPort, config.endpointHost ?? DEFAULTS.endpointHost);
+  endpointPort = await proxy.listen(endpointPort, config.endpointHost ?? DEFAULTS.endpointHost);
 
   const verifier = new SigV4Verifier(identities, config.region, clock, "lambda");
   /** Who signed an IAM or STS request (POST /, the signature covering the form body). */
@@ -363,15 +394,16 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       return uris;
     },
   });
-  await app.listen({ host: config.apiHost, port: config.apiPort });
+  await app.listen({ host: config.apiHost, port: apiPort });
   const address = app.server.address();
-  const port = typeof address === "object" && address ? address.port : config.apiPort;
+  const port = typeof address === "object" && address ? address.port : apiPort;
   const url = `http://${config.apiHost}:${port}`;
-  const info: ServerInfo = {
-    apiEndpoint: url, region: config.region, accountId: config.accountId, pid: process.pid,
-    endpointDomain: config.endpointDomain, endpointPort, endpointHost: config.endpointHost ?? DEFAULTS.endpointHost, caFile: tls.caCert,
+  writeInfo(url, endpointPort);
+  // Standby API nodes' relayed connections (src/cluster/relay.ts): the client's bytes, with its address on the socket.
+  relayTo = (target, socket) => {
+    if (target === "api") app.server.emit("connection", socket);
+    else proxy.accept(socket, { address: socket.remoteAddress ?? "0.0.0.0", port: socket.remotePort ?? 0 });
   };
-  writeFileAtomic(files.serverInfo, JSON.stringify(info, null, 2), 0o644);
   log({ msg: "lmvm server started", api: url, endpoints: `https://<microvmId>.${config.endpointDomain}:${endpointPort}`, ca: tls.caCert, dataDir: config.dataDir, sandboxPlatform: config.sandboxPlatform ?? DEFAULT_SANDBOX_PLATFORM, region: config.region, accountId: config.accountId, quotas: controlPlane.quotas, rateLimits: controlPlane.rates.limits });
 
   // MicroVMs' output goes straight from runsc to their log files: bound them from here,
@@ -401,6 +433,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       clearInterval(logStamps);
       clearInterval(auditExpiry);
       stopping = true;
+      relayTo = undefined;
       shell.stop();
       // Builds are aborted while the listeners close: a client following a
       // build's log holds its request open until that build ends.

@@ -73,9 +73,39 @@ interface LeaseRow {
   updated_at: number;
 }
 
+interface LeaderRow {
+  id: number;
+  node_id: string;
+  address: string | null;
+  started_at: number;
+  key_check: string;
+  credentials_check: string;
+  endpoint_ca_check: string;
+}
+
 interface ClusterTables {
   hosts: HostRow;
   leases: LeaseRow;
+  api_leader: LeaderRow;
+}
+
+/**
+ * Check values of the secrets every API node must share (HMACs and a fingerprint, never the
+ * secrets): the master key, the root credentials, the endpoint proxy's CA.
+ */
+export interface SecretChecks {
+  key: string;
+  credentials: string;
+  endpointCa: string;
+}
+
+/** The API node that holds the server lock, as it recorded itself when it took the lock. */
+export interface LeaderRecord {
+  nodeId: string;
+  /** Its --cluster-listen (ip:port): standbys relay there, agents ask there for credentials; none when it has no listener. */
+  address?: string;
+  startedAt: Date;
+  checks: SecretChecks;
 }
 
 const INT8_OID = 20;
@@ -272,6 +302,41 @@ export class ClusterStore {
     if (want.runscVersion) q = q.where("runsc_version", "=", want.runscVersion);
     if (want.exclude?.length) q = q.where("id", "not in", want.exclude);
     return (await q.orderBy("free_memory_mib", "desc").orderBy("id").execute()).map(hostOf);
+  }
+
+  /**
+   * Records this API node as the leader (call only while holding the server lock). The secrets'
+   * check values are written by the first leader and kept after; answers the ones recorded, which
+   * the caller compares with its own.
+   */
+  async recordLeader(node: { nodeId: string; address?: string; checks: SecretChecks }): Promise<SecretChecks> {
+    const r = await this.db
+      .insertInto("api_leader")
+      .values({
+        id: 1,
+        node_id: node.nodeId,
+        address: node.address ?? null,
+        started_at: NOW,
+        key_check: node.checks.key,
+        credentials_check: node.checks.credentials,
+        endpoint_ca_check: node.checks.endpointCa,
+      })
+      .onConflict((oc) => oc.column("id").doUpdateSet({ node_id: node.nodeId, address: node.address ?? null, started_at: NOW }))
+      .returning(["key_check", "credentials_check", "endpoint_ca_check"])
+      .executeTakeFirstOrThrow();
+    return { key: r.key_check, credentials: r.credentials_check, endpointCa: r.endpoint_ca_check };
+  }
+
+  /** The leader as last recorded (it may have died since: the server lock, not this row, says who leads). */
+  async leader(): Promise<LeaderRecord | undefined> {
+    const r = await this.db.selectFrom("api_leader").selectAll().where("id", "=", 1).executeTakeFirst();
+    if (!r) return undefined;
+    return {
+      nodeId: r.node_id,
+      ...(r.address ? { address: r.address } : {}),
+      startedAt: new Date(r.started_at),
+      checks: { key: r.key_check, credentials: r.credentials_check, endpointCa: r.endpoint_ca_check },
+    };
   }
 
   /** Gives the MicroVM's lease to `hostId` with the next epoch (1 for a first placement). */

@@ -75,12 +75,24 @@ export class PostgresStore extends KyselyStore {
    * on a connection kept open), so it goes with the process however that ends.
    */
   async claimServer(url: string): Promise<void> {
-    if (!this.pool || this.lockHolder) return;
+    if (!(await this.tryClaimServer())) {
+      throw new Error(`Another lmvm server already uses the database at ${redactUrl(url)}: one server per database outside cluster mode (with --cluster-dir and --cluster-listen, a second server is a standby API node that relays to the first and takes over when it dies). Stop that server, or give this one another database (--database).`);
+    }
+  }
+
+  /**
+   * Takes the server lock if no other process holds it; answers whether this process holds it
+   * now. A standby API node (cluster mode) calls it every second until the leader's session ends.
+   */
+  async tryClaimServer(): Promise<boolean> {
+    if (!this.pool) return false;
+    if (this.lockHolder) return true;
     const client = await this.pool.connect();
     try {
       const r = await client.query<{ locked: boolean }>("SELECT pg_try_advisory_lock($1) AS locked", [SERVER_LOCK_KEY]);
       if (!r.rows[0]?.locked) {
-        throw new Error(`Another lmvm server already uses the database at ${redactUrl(url)}: one server per database for now. Stop that server, or give this one another database (--database).`);
+        client.release();
+        return false;
       }
     } catch (err) {
       client.release();
@@ -88,6 +100,7 @@ export class PostgresStore extends KyselyStore {
     }
     client.on("error", () => undefined); // a lost connection is the pool's to report
     this.lockHolder = client;
+    return true;
   }
 
   /** Connects to the database at `url` (postgres://user[:password]@host[:port]/database) and brings its schema up to date. */

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { Gvisor } from "../../src/runtime/gvisor.js";
 import { request } from "node:https";
 import { join } from "node:path";
@@ -526,6 +526,151 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       const { Gvisor } = await import("../../src/runtime/index.js");
       const gvisor = new Gvisor({ stateRoot: join(back.dataDir, "runsc", "microvms") });
       await until(30_000, "the old sandbox ended on the agent that came back", async () => !(await gvisor.list()).some((s) => s.status === "running"), 500);
+    });
+
+    // Several API nodes on one database (issue 16): a second server is a standby that relays to the leader and takes over on its death.
+    describe("two API nodes", () => {
+      let standby: ServerProcess | undefined;
+      let stranger: ServerProcess | undefined;
+      let standbyDir: string;
+      let strangerDir: string;
+      const standbyArgs = (port: number) => ["--database", database, "--cluster-dir", clusterDir, "--cluster-listen", `${SUBNET}.1:${port}`, "--object-store", `file://${objects}`, "--platform", "ptrace"];
+      /** An HTTP/1.1 (ALPN http/1.1) or HTTP/2 (ALPN h2) GET / on the MicroVM's endpoint at `port`: its status and the app's request count. */
+      const via = (port: number, protocol: "http/1.1" | "h2", id: string, t: string): Promise<{ status: number; body: string }> =>
+        within(60_000, `a ${protocol} GET on ${id} at port ${port}`, new Promise((resolve, reject) => {
+          if (protocol === "h2") {
+            const session = h2Connect(`https://127.0.0.1:${port}`, { ca, servername: `${id}.${DOMAIN}` });
+            session.on("error", reject);
+            const req = session.request({ ":path": "/", ":authority": `${id}.${DOMAIN}:${port}`, "x-aws-proxy-auth": t });
+            let status = 0;
+            let body = "";
+            req.setEncoding("utf8");
+            req.on("response", (h) => (status = Number(h[":status"])));
+            req.on("data", (c: string) => (body += c));
+            req.on("end", () => {
+              session.close();
+              resolve({ status, body });
+            });
+            req.on("error", (err) => {
+              session.destroy();
+              reject(err);
+            });
+            return void req.end();
+          }
+          const req = httpsRequest({
+            host: "127.0.0.1", port, path: "/", ca, servername: `${id}.${DOMAIN}`, agent: false,
+            headers: { host: `${id}.${DOMAIN}:${port}`, "x-aws-proxy-auth": t },
+          }, (res) => {
+            let body = "";
+            res.setEncoding("utf8");
+            res.on("data", (c: string) => (body += c));
+            res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+          });
+          req.on("error", reject);
+          req.end();
+        }));
+      const counted = async (port: number, protocol: "http/1.1" | "h2", id: string, t: string): Promise<number> => {
+        const r = await via(port, protocol, id, t);
+        assert.equal(r.status, 200, `${protocol} GET / on ${id} at port ${port}: ${r.status} ${r.body}`);
+        return (JSON.parse(r.body) as { requests: number }).requests;
+      };
+      /** Running gVisor sandboxes on the live agents' hosts. */
+      const runningSandboxes = async () => {
+        let n = 0;
+        for (const a of agents.filter((x) => x.child.exitCode === null && x.child.signalCode === null)) {
+          n += (await new Gvisor({ stateRoot: join(a.dataDir, "runsc", "microvms") }).list()).filter((s) => s.status === "running").length;
+        }
+        return n;
+      };
+
+      before(() => {
+        // A second API node shares the first one's secrets: its master key, root credentials and endpoint CA (README, "Many hosts").
+        standbyDir = tempDir("lmvm-cluster-standby-");
+        strangerDir = tempDir("lmvm-cluster-stranger-");
+        dirs.push(standbyDir, strangerDir);
+        cpSync(join(serverDir, "secrets"), join(standbyDir, "secrets"), { recursive: true });
+        cpSync(join(serverDir, "credentials"), join(standbyDir, "credentials"));
+        cpSync(join(serverDir, "tls"), join(standbyDir, "tls"), { recursive: true });
+      });
+
+      after(async () => {
+        const keep = process.env.LMVM_TEST_LOG_DIR;
+        if (keep && standby) writeFileSync(join(keep, "cluster-standby.log"), standby.output());
+        if (keep && stranger) writeFileSync(join(keep, "cluster-stranger.log"), stranger.output());
+        if (standby !== server) await standby?.kill().catch(() => undefined);
+        await stranger?.kill().catch(() => undefined);
+      });
+
+      test("a second server on the database is a standby: the endpoint (HTTP/1.1 and HTTP/2) and the API answer through it", async () => {
+        standby = await spawnServer(standbyDir, { builds: true, ready: "standby:", args: standbyArgs(7711) });
+        assert.match(standby.output(), /standby: another API node leads/);
+        assert.doesNotMatch(standby.output(), /lmvm server started/);
+        // One with secrets of its own (a fresh data directory) is a standby too, and says it will not take over.
+        stranger = await spawnServer(strangerDir, { builds: true, ready: "standby:", args: standbyArgs(7712) });
+        await until(10_000, "the stranger's refusal", async () => /master key \(.*secrets\/server\.key\).*endpoint CA .*will not take over/.test(stranger!.output()));
+        const id = await run("python", ["--ingress-network-connectors", HTTP]);
+        const t = await token(id);
+        const a = await counted(server!.endpointPort, "http/1.1", id, t);
+        assert.equal(await counted(standby.endpointPort, "http/1.1", id, t), a + 1, "the standby's endpoint reaches the same app");
+        assert.equal(await counted(standby.endpointPort, "h2", id, t), a + 2, "HTTP/2 through the standby too (TLS and ALPN are the leader's)");
+        // The CLI through the standby's API (SigV4 passes unchanged): a read, and a token that the leader's endpoint takes.
+        const standbyEnv = { LMVM_DATA_DIR: standbyDir };
+        const got = await lmvm(["get-microvm", "--microvm-identifier", id], standbyEnv);
+        assert.equal(got.code, 0, got.stderr);
+        assert.equal(JSON.parse(got.stdout).state, "RUNNING");
+        const made = await lmvm(["create-microvm-auth-token", "--microvm-identifier", id, "--expiration-in-minutes", "30", "--allowed-ports", '[{"port":8080}]', "--query", 'authToken."X-aws-proxy-auth"', "--output", "text"], standbyEnv);
+        assert.equal(made.code, 0, made.stderr);
+        assert.equal(await counted(server!.endpointPort, "http/1.1", id, made.stdout.trim()), a + 3);
+        // The leader sees the client's address, not the relay's (the standby dials the leader from ${SUBNET}.1).
+        const audit = await lmvm(["audit", "--event-name", "CreateMicrovmAuthToken", "--max-items", "1", "--output", "json"], standbyEnv);
+        assert.equal(audit.code, 0, audit.stderr);
+        const event = (JSON.parse(audit.stdout) as { Events: { CloudTrailEvent: { sourceIPAddress: string } }[] }).Events[0]!;
+        assert.equal(event.CloudTrailEvent.sourceIPAddress, "127.0.0.1");
+        await cli(["terminate-microvm", "--microvm-identifier", id]);
+        await reach(id, "TERMINATED");
+      });
+
+      test("kill -9 of the leader: the standby takes over, adopts the running MicroVM, runs new ones (with role credentials), and nothing runs twice", async () => {
+        const id = await run("hello", ["--ingress-network-connectors", HTTP]);
+        const t = await token(id);
+        const before = await counted(standby!.endpointPort, "http/1.1", id, t);
+        await server!.kill("SIGKILL");
+        await until(60_000, "the standby to take over", async () => standby!.output().includes("lmvm server started"), 250);
+        assert.match(standby!.output(), /taking over: the leader's server lock is free/);
+        server = standby;
+        env = { LMVM_DATA_DIR: standbyDir };
+        assert.equal((await stateOf(id)).state, "RUNNING");
+        assert.equal(await counted(standby!.endpointPort, "http/1.1", id, t), before + 1, "the same sandbox answers through the new leader");
+        assert.equal(await counted(standby!.endpointPort, "h2", id, t), before + 2);
+        // A new MicroVM, whose execution-role credentials its agent asks of the new leader (the leader row names it now).
+        const role = "arn:aws:iam::000000000000:role/cluster-exec";
+        const py = await run("python", ["--ingress-network-connectors", HTTP, SHELL, "--execution-role-arn", role]);
+        const script = [
+          "import json, urllib.request as u",
+          "b = 'http://169.254.169.254/latest/'",
+          "t = u.urlopen(u.Request(b + 'api/token', method='PUT', headers={'X-aws-ec2-metadata-token-ttl-seconds': '60'}), timeout=10).read().decode()",
+          "h = {'X-aws-ec2-metadata-token': t}",
+          "name = u.urlopen(u.Request(b + 'meta-data/iam/security-credentials/', headers=h), timeout=10).read().decode().strip()",
+          "d = json.loads(u.urlopen(u.Request(b + 'meta-data/iam/security-credentials/' + name, headers=h), timeout=10).read())",
+          "print(name, d['Code'], d['AccessKeyId'][:4])",
+        ].join("\n");
+        const creds = await lmvm(["exec", py, "--", "python3", "-c", script], env);
+        assert.equal(creds.code, 0, creds.stderr);
+        assert.equal(creds.stdout, "execution_role Success ASIA\n");
+        // Each MicroVM on exactly one host, and no other sandbox running.
+        const rows = await hosts();
+        for (const vm of [id, py]) assert.equal(rows.filter((h) => h.Microvms.includes(vm)).length, 1, `${vm} is on one host`);
+        const leased = rows.reduce((n, h) => n + h.Microvms.length, 0);
+        assert.ok(leased >= 2, `both MicroVMs hold a lease (${leased} in all)`);
+        assert.equal(await runningSandboxes(), leased, "one running sandbox per MicroVM holding a lease, none more");
+        // The one with other secrets never took over; it is still a standby.
+        assert.equal(stranger!.child.exitCode, null);
+        assert.doesNotMatch(stranger!.output(), /taking over|lmvm server started/);
+        for (const vm of [id, py]) {
+          await cli(["terminate-microvm", "--microvm-identifier", vm]);
+          await reach(vm, "TERMINATED");
+        }
+      });
     });
   });
 });

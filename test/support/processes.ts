@@ -27,8 +27,10 @@ export interface ServerProcess {
  * Starts `lmvm server` on an ephemeral port and waits until it listens. It
  * builds only when asked (`builds`), with the test run's shared base-image
  * cache; such tests use file:// artifacts or a local S3, never a real one.
+ * It is ready once its server.json is written and its output says `ready`
+ * (default "lmvm server started"; a standby API node says "standby:").
  */
-export async function spawnServer(dataDir: string, opts: { builds?: boolean; args?: string[]; env?: Record<string, string> } = {}): Promise<ServerProcess> {
+export async function spawnServer(dataDir: string, opts: { builds?: boolean; args?: string[]; env?: Record<string, string>; ready?: string } = {}): Promise<ServerProcess> {
   const builderArgs = opts.builds ? ["--base-image-cache", BASE_IMAGE_CACHE] : ["--no-builder"];
   const env = opts.env ?? {};
   // Request rates far above AWS's unless the test sets them (see TEST_RATE_LIMITS in platform.ts).
@@ -47,7 +49,7 @@ export async function spawnServer(dataDir: string, opts: { builds?: boolean; arg
   const info = await eventually(async () => {
     if (child.exitCode !== null) throw new Error(`lmvm server exited with ${child.exitCode}:\n${output}`);
     const i = readServerInfo(dataDir);
-    return i && output.includes("lmvm server started") ? i : undefined;
+    return i && output.includes(opts.ready ?? "lmvm server started") ? i : undefined;
   }, "lmvm server to listen (its recovery of what a killed server left runs first)", 60_000).catch(async (err: Error) => {
     // A server that never listened must not outlive its test.
     child.kill("SIGKILL");

@@ -65,3 +65,32 @@ test("restoreLease undoes only the placement of the given epoch", async () => {
   await cluster.restoreLease(id, moved.epoch, "h2");
   assert.equal((await cluster.lease(id))?.hostId, "h1", "a stale epoch changes nothing");
 });
+
+test("the leader row: the first leader's secret checks are kept, later leaders overwrite only where they are; tryClaimServer says who holds the lock", async () => {
+  assert.equal(await cluster.leader(), undefined, "no leader recorded yet");
+  const checks = { key: "k1", credentials: "c1", endpointCa: "AA:BB" };
+  assert.deepEqual(await cluster.recordLeader({ nodeId: "a/1", address: "10.0.0.5:7710", checks }), checks);
+  const first = (await cluster.leader())!;
+  assert.equal(first.nodeId, "a/1");
+  assert.equal(first.address, "10.0.0.5:7710");
+  assert.deepEqual(first.checks, checks);
+  // A later leader (with other checks: the caller compares them and refuses) moves the address, never the checks.
+  const kept = await cluster.recordLeader({ nodeId: "b/2", checks: { key: "k2", credentials: "c2", endpointCa: "CC" } });
+  assert.deepEqual(kept, checks, "the recorded checks come back for the caller to compare");
+  const second = (await cluster.leader())!;
+  assert.equal(second.nodeId, "b/2");
+  assert.equal(second.address, undefined, "a leader without --cluster-listen records no address");
+  assert.ok(second.startedAt.getTime() >= first.startedAt.getTime());
+  const a = await PostgresStore.open(url);
+  const b = await PostgresStore.open(url);
+  try {
+    assert.equal(await a.tryClaimServer(), true);
+    assert.equal(await a.tryClaimServer(), true, "the holder still holds it");
+    assert.equal(await b.tryClaimServer(), false, "a standby's try fails while the leader holds it");
+    await a.close();
+    assert.equal(await b.tryClaimServer(), true, "and succeeds once the leader's session ended");
+  } finally {
+    await a.close().catch(() => undefined);
+    await b.close();
+  }
+});

@@ -9,6 +9,7 @@ import * as networkConnectors from "./002_network_connectors.js";
 import * as identity from "./003_identity.js";
 import * as audit from "./004_audit.js";
 import * as hosts from "./005_hosts.js";
+import * as apiLeader from "./006_api_leader.js";
 
 type Step = { up(db: Kysely<unknown>, t: ReturnType<typeof columnTypes>): Promise<void>; down(db: Kysely<unknown>): Promise<void> };
 
@@ -18,6 +19,7 @@ const all: Record<string, Step> = {
   "003_identity": identity,
   "004_audit": audit,
   "005_hosts": hosts,
+  "006_api_leader": apiLeader,
 };
 
 export type { Dialect };
