@@ -34,6 +34,7 @@ const TITLES: Record<string, string> = {
   abuse: "Resource abuse inside one MicroVM (a neighbour MicroVM probed every 100 ms throughout)",
   proxy: "Hostile traffic to the endpoint proxy (a bystander MicroVM probed every 50 ms throughout)",
   faults: "Faults: the server killed, a sandbox killed, a checkpoint corrupted, the data directory full",
+  "cluster-faults": "Faults on many hosts: the server, an agent and PostgreSQL killed, a host cut off the network (two agents, each in a network namespace of its own)",
   load: "Load",
   egress: "Egress escapes: tried from inside MicroVMs with every capability, with and without INTERNET_EGRESS",
   "privilege-escalation": "Privilege escalation: self-granted rights, roles outside their trust policy, altered and replayed session tokens, one MicroVM's credentials from another, metadata from a build step",
@@ -41,6 +42,8 @@ const TITLES: Record<string, string> = {
 
 /** A paragraph under an area's title, where its table needs one to be read right. */
 const INTROS: Record<string, string> = {
+  "cluster-faults":
+    "A cluster of its own (`lmvm server` in cluster mode, two `lmvm agent`s on a bridge, PostgreSQL, a file:// object store; test/hostile/cluster-faults.test.ts). After every fault, within a deadline: every MicroVM RUNNING, SUSPENDED or TERMINATED; every RUNNING one in exactly one sandbox across both hosts, on its lease's host, answering through the server's endpoint proxy; every SUSPENDED one's checkpoint in the object store; every TERMINATED one with no lease, no checkpoint in the object store, nothing on any host but at most the spent local copy of a checkpoint it was resumed from elsewhere (a known gap, counted), and a reason unless the test ended it; one namespace and one mounted disk per RUNNING MicroVM on each host; the image still SUCCESSFUL.",
   "privilege-escalation":
     "Tried with the official IAM, STS and MicroVMs SDK clients against a real server, and from inside MicroVMs and builds as root with every capability. Each attempt had a control that succeeded (the same principal doing what it is allowed, the untouched token, the role's real trustee, the MicroVM's own credentials), so a server refusing everything would have failed the run. \"allowed\" rows are AWS's own rules, kept on purpose.",
 };

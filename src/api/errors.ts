@@ -63,7 +63,24 @@ export function toAwsError(err: unknown): AwsError {
   if (code === "53100") {
     return modeled("ServiceException", "The lmvm server's PostgreSQL database is out of disk space, so this request failed. Free space on the database server and retry.", { Type: "Service" });
   }
+  if (databaseUnreachable(err)) {
+    return modeled("ServiceException", `The lmvm server cannot reach its PostgreSQL database right now (${String((err as Error).message).slice(0, 200)}), so this request failed. Retry once the database is back; MicroVMs whose change was under way are settled then.`, { Type: "Service" });
+  }
   return modeled("ServiceException", "The lmvm service encountered an internal error; the server log has the details.", { Type: "Service" });
+}
+
+/**
+ * Whether an error says the PostgreSQL database cannot be reached: its connection exceptions
+ * (SQLSTATE class 08) and its shutdown and start-up (57P01 to 57P03), node-postgres's own
+ * messages for a connection lost or not made in time, and a connection refused at its socket
+ * (the Unix socket's name, or the default port).
+ */
+function databaseUnreachable(err: unknown): boolean {
+  const e = (err ?? {}) as { code?: unknown; message?: unknown; syscall?: unknown; address?: unknown; port?: unknown };
+  const code = typeof e.code === "string" ? e.code : "";
+  if (code.startsWith("08") || ["57P01", "57P02", "57P03"].includes(code)) return true;
+  if (/^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/.test(String(e.message ?? ""))) return true;
+  return e.syscall === "connect" && ((typeof e.address === "string" && e.address.includes(".s.PGSQL.")) || e.port === 5432);
 }
 
 /** Sends an AWS error: its status, type header and JSON body. */

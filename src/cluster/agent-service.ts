@@ -194,8 +194,16 @@ export class AgentService {
 
   private async fence(microvmId: string, epoch: unknown): Promise<void> {
     if (!this.serving) throw new LeaseLost(`host ${this.opts.hostId} has not renewed its heartbeat for over ${(this.opts.leaseDeadlineMs ?? LEASE_DEADLINE_MS) / 1000} s and serves nothing until it does`);
-    if (typeof epoch !== "number" || !(await this.opts.cluster.holds(microvmId, this.opts.hostId, epoch))) {
-      const lease = await this.opts.cluster.lease(microvmId);
+    // A lease that cannot be read (PostgreSQL unreachable) is not held: the call is refused before anything is done, so the
+    // server knows it did not begin (a resume keeps its MicroVM SUSPENDED) rather than taking it for a failure midway.
+    const unreadable = (err: unknown) => new LeaseLost(`host ${this.opts.hostId} could not read MicroVM ${microvmId}'s lease, so it did not act: ${(err as Error).message}`);
+    const held = typeof epoch === "number" && (await this.opts.cluster.holds(microvmId, this.opts.hostId, epoch).catch((err: unknown) => {
+      throw unreadable(err);
+    }));
+    if (!held) {
+      const lease = await this.opts.cluster.lease(microvmId).catch((err: unknown) => {
+        throw unreadable(err);
+      });
       throw new LeaseLost(`MicroVM ${microvmId}'s lease is ${lease ? `host '${lease.hostId || "(revoked)"}' epoch ${lease.epoch}` : "gone"}, not host '${this.opts.hostId}' epoch ${String(epoch)}: this host may not act on it`);
     }
     // The lease query may have taken long enough for the heartbeat's deadline to pass meanwhile.

@@ -97,7 +97,10 @@ export class RemoteRuntime implements SandboxRuntime {
 
   constructor(private readonly opts: RemoteRuntimeOptions) {
     const { ca, cert, key } = opts.tls;
-    this.agent = new HttpsAgent({ ca, cert, key, keepAlive: true, maxSockets: 64, minVersion: "TLSv1.3", checkServerIdentity: checkNodeIdentity("agent") });
+    // TCP keep-alive probes start after keepAliveMsecs of silence and give up 10 probes (1 s apart) later: at Node's default
+    // (1 s) a host cut off for 11 s lost every call it was working on (a resume or suspend whose answer then never came) while
+    // it was not yet lost. Probing from HOST_LOST_MS on keeps a call through any cut shorter than the loss deadline.
+    this.agent = new HttpsAgent({ ca, cert, key, keepAlive: true, keepAliveMsecs: opts.hostLostMs ?? HOST_LOST_MS, maxSockets: 64, minVersion: "TLSv1.3", checkServerIdentity: checkNodeIdentity("agent") });
     this.lossTimer = setInterval(() => void this.checkHosts(), LOSS_CHECK_MS);
   }
 

@@ -46,6 +46,12 @@ export class MicrovmService {
   private readonly known = new Map<string, Microvm>();
   /** The standing trouble last written into each RUNNING MicroVM's stateReason. */
   private readonly conditions = new Map<string, string>();
+  /**
+   * MicroVMs whose transition could not be finished or recorded (the store failed midway: PostgreSQL
+   * restarting, say), with what failed: the sandbox check settles each from what the runtime finds
+   * once the store answers again, as recovery does after a restart.
+   */
+  private readonly unsettled = new Map<string, string>();
   private ingress: Ingress | undefined;
 
   constructor(private readonly deps: MicrovmServiceDeps) {}
@@ -98,6 +104,14 @@ export class MicrovmService {
       if (this.locks.get(id) === tail) this.locks.delete(id);
     });
     return next;
+  }
+
+  /** A transition's work after its call has answered: a failure that escapes it (the store unreachable) leaves the MicroVM to settle(). */
+  private background(id: string, action: string, fn: () => Promise<void>): void {
+    this.serialize(id, fn).catch((err: unknown) => {
+      this.unsettled.set(id, `${action} could not be finished: ${errorText(err)}`);
+      this.deps.log?.({ level: "error", msg: "microvm transition not finished; it is settled once the store answers again", microvmId: id, action, err: errorText(err) });
+    });
   }
 
   private idOf(identifier: string): string {
@@ -239,7 +253,7 @@ export class MicrovmService {
     const vm = await this.get(id);
     this.remember(vm);
     if (vm.state === "PENDING") {
-      void this.serialize(id, async () => {
+      this.background(id, "Starting the MicroVM", async () => {
         const current = await this.get(id);
         if (current.state !== "PENDING") return;
         try {
@@ -286,7 +300,7 @@ export class MicrovmService {
   async suspend(identifier: string, reason?: string): Promise<void> {
     const vm = await this.get(identifier);
     const suspending = await this.move(vm, "SUSPENDING", "suspend", reason);
-    void this.serialize(vm.id, async () => {
+    this.background(vm.id, "Suspending the MicroVM", async () => {
       try {
         await this.closeIngress(vm.id, reason ?? "The MicroVM is being suspended.");
         await this.timed("suspend", () => this.deps.runtime.suspend(suspending));
@@ -298,8 +312,10 @@ export class MicrovmService {
         }
         // A failed checkpoint can take the sandbox down with it; then the MicroVM is lost, not running.
         // A sandbox the runtime cannot look at is not presumed dead: the sandbox check finds it if it is.
-        const left = await this.deps.runtime.inspect(suspending).catch(() => ({ running: true }));
-        if (!left.running) await this.fail({ ...suspending }, `Suspending failed and the sandbox did not survive it: ${errorText(err)}`);
+        const left = await this.deps.runtime.inspect(suspending).catch(() => ({ running: true, checkpoint: false }));
+        // A suspend that finished where its answer was lost (its host cut off meanwhile) left the checkpoint: SUSPENDED, as recovery decides.
+        if (!left.running && left.checkpoint) await this.move(suspending, "SUSPENDED", "move to SUSPENDED", reason);
+        else if (!left.running) await this.fail({ ...suspending }, `Suspending failed and the sandbox did not survive it: ${errorText(err)}`);
         else await this.move(suspending, "RUNNING", "resume", `Suspending failed, so the MicroVM kept running: ${errorText(err)}`);
       }
     });
@@ -324,17 +340,24 @@ export class MicrovmService {
         await this.timed("resume", () => this.deps.runtime.resume(current));
       } catch (err) {
         if (err instanceof NotBegun) throw new StateConflict("Microvm", vm.id, `MicroVM ${vm.id} stays SUSPENDED, its checkpoint kept: ${err.message}`);
-        await this.fail(current, `Resuming failed: ${errorText(err)}`);
+        await this.fail(current, `Resuming failed: ${errorText(err)}`).catch((e: unknown) => {
+          this.unsettled.set(vm.id, `Resuming failed (${errorText(err)}), and ending the MicroVM could not be recorded: ${errorText(e)}`);
+          throw e;
+        });
         throw new StateConflict("Microvm", vm.id, `Resuming MicroVM ${vm.id} failed, so it was terminated: ${errorText(err)}`);
       }
-      await this.move(current, "RUNNING");
+      // Resumed: a record that cannot say so now (the store unreachable) is settled from the sandbox later.
+      await this.move(current, "RUNNING").catch((err: unknown) => {
+        this.unsettled.set(vm.id, `Resuming the MicroVM could not be recorded: ${errorText(err)}`);
+        throw err;
+      });
     });
   }
 
   async terminate(identifier: string, reason?: string): Promise<void> {
     const vm = await this.get(identifier);
     const terminating = await this.move(vm, "TERMINATING", "terminate", reason);
-    void this.serialize(vm.id, async () => {
+    this.background(vm.id, "Terminating the MicroVM", async () => {
       try {
         await this.closeIngress(vm.id, reason ?? "The MicroVM is being terminated.");
         await this.timed("terminate", async () => this.deps.runtime.terminate(terminating));
@@ -354,6 +377,9 @@ export class MicrovmService {
    */
   async checkSandboxes(): Promise<void> {
     const runtime = this.deps.runtime;
+    for (const id of [...this.unsettled.keys()]) {
+      await this.settle(id).catch((err: unknown) => this.deps.log?.({ msg: "microvm not settled yet", microvmId: id, err: errorText(err) }));
+    }
     if (![...this.known.values()].some((vm) => vm.state === "RUNNING")) return;
     let alive: Set<string>;
     try {
@@ -395,6 +421,36 @@ export class MicrovmService {
         this.remember({ ...current, ...patch });
       }),
     );
+  }
+
+  /**
+   * Finishes or undoes a transition whose work failed midway (unsettled), from
+   * what the runtime finds, as recovery does after a restart: a sandbox that
+   * runs makes the MicroVM RUNNING, a checkpoint a SUSPENDING one SUSPENDED, a
+   * SUSPENDED one without a running sandbox stays so; otherwise it ends, with
+   * what failed as its reason. Throws (and stays unsettled) while the store or
+   * the runtime cannot answer.
+   */
+  private async settle(id: string): Promise<void> {
+    await this.serialize(id, async () => {
+      const why = this.unsettled.get(id) ?? "its last transition could not be finished";
+      const vm = await this.deps.store.getMicrovm(id);
+      if (!vm || vm.state === "TERMINATED") {
+        this.unsettled.delete(id);
+        if (vm) this.remember(vm);
+        return;
+      }
+      const found = vm.state === "RUNNING" ? { running: true, checkpoint: false } : await this.deps.runtime.inspect(vm);
+      if (vm.state === "TERMINATING") {
+        await this.deps.runtime.terminate(vm).catch(() => undefined);
+        await this.move(vm, "TERMINATED", "terminate", vm.stateReason);
+      } else if (found.running && vm.state !== "RUNNING") await this.move(vm, "RUNNING", "resume", vm.state === "SUSPENDING" ? `Suspending failed, so the MicroVM kept running: ${why}` : undefined);
+      else if (vm.state === "SUSPENDING" && found.checkpoint) await this.move(vm, "SUSPENDED");
+      else if (vm.state === "PENDING" || vm.state === "SUSPENDING") await this.fail(vm, `The MicroVM stopped: ${why}`);
+      else this.remember(vm); // RUNNING (the sandbox check looks at it), or SUSPENDED with no sandbox running: as recorded
+      this.unsettled.delete(id);
+      this.deps.log?.({ msg: "microvm settled", microvmId: id, was: vm.state, why });
+    });
   }
 
   /**

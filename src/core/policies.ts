@@ -83,7 +83,8 @@ export class LifecyclePolicies {
   }
 
   start(intervalMs = 1000): void {
-    this.timer = setInterval(() => void this.sweep(), intervalMs);
+    // A sweep that cannot read the store (PostgreSQL restarting, say) is logged and tried again at the next tick; unhandled, its rejection would end the server.
+    this.timer = setInterval(() => void this.sweep().catch((err: Error) => this.log?.({ level: "error", msg: "lifecycle policies not checked: the store could not be read", err: err.message })), intervalMs);
     this.timer.unref();
   }
 

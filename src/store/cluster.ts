@@ -13,7 +13,7 @@
 import pg from "pg";
 import { Kysely, Migrator, PostgresDialect, sql } from "kysely";
 import { migrations } from "./migrations/index.js";
-import { redactUrl } from "./postgres.js";
+import { redactUrl, survivePostgresLoss } from "./postgres.js";
 
 export type HostState = "ACTIVE" | "DRAINING" | "LOST";
 export const HOST_STATES: HostState[] = ["ACTIVE", "DRAINING", "LOST"];
@@ -154,7 +154,7 @@ export class ClusterStore {
           oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
       },
     });
-    pool.on("error", (err) => log?.({ msg: "postgresql connection lost", error: err.message }));
+    survivePostgresLoss(pool, log);
     const db = new Kysely<ClusterTables>({ dialect: new PostgresDialect({ pool }) });
     try {
       await db.selectNoFrom((eb) => eb.val(1).as("one")).execute();

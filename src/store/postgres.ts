@@ -51,6 +51,19 @@ export function redactUrl(url: string): string {
   return url.replace(/^([a-z]+:\/\/[^:/@]*):[^@]*@/i, "$1:***@");
 }
 
+/**
+ * Makes a pool's lost connections errors to log, never a crash. pg-pool listens for a client's
+ * 'error' only while the client is idle in the pool; one PostgreSQL drops while the client is
+ * checked out (a restart or crash of PostgreSQL between two statements of a transaction, or
+ * before its release) emits 'error' with nobody listening, which ends the process. Every client
+ * gets a listener of its own when it connects: the query under way, if any, fails with the error
+ * itself, and the pool drops the broken client when it is released.
+ */
+export function survivePostgresLoss(pool: pg.Pool, log?: (event: Record<string, unknown>) => void): void {
+  pool.on("error", (err) => log?.({ msg: "postgresql connection lost", error: err.message }));
+  pool.on("connect", (client) => client.on("error", (err) => log?.({ msg: "postgresql connection lost while in use", error: err.message })));
+}
+
 /** The advisory lock the one lmvm server of a database holds (pg_try_advisory_lock's key: "lmvm" in ASCII). */
 const SERVER_LOCK_KEY = 0x6c6d766d;
 
@@ -117,8 +130,8 @@ export class PostgresStore extends KyselyStore {
           oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
       },
     });
-    // An idle connection PostgreSQL dropped (a restart, a network cut) is not a crash: the pool opens a new one for the next query.
-    pool.on("error", (err) => log?.({ msg: "postgresql connection lost", error: err.message }));
+    // A connection PostgreSQL dropped (a restart, a network cut) is not a crash: the pool opens a new one for the next query.
+    survivePostgresLoss(pool, log);
     const db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
     try {
       await db.selectNoFrom((eb) => eb.val(1).as("one")).execute();

@@ -183,6 +183,18 @@ describe("microvms", () => {
     assert.equal(await state(id), "TERMINATED");
   });
 
+  test("a suspend that finished but whose answer was lost leaves the MicroVM SUSPENDED on its checkpoint, not terminated", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    runtime.failAfter.suspend = "lost host at 10.0.0.5:7700 during suspend: read ETIMEDOUT";
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "SUSPENDED");
+    await t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "RUNNING");
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+  });
+
   test("no capacity is InsufficientCapacityException and creates nothing", async () => {
     runtime.capacity = false;
     try {

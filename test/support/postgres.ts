@@ -10,12 +10,12 @@
 // conformance suite both ways).
 
 import { execFile, spawnSync } from "node:child_process";
-import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
-import { within } from "./deadline.js";
+import { until, within } from "./deadline.js";
 import { paths } from "../../src/server/data-paths.js";
 
 const run = promisify(execFile);
@@ -72,16 +72,57 @@ async function startCluster(): Promise<Cluster> {
   }
   const init = asOwner(join(PG_BIN, "initdb"), ["-D", data, "-U", "postgres", "--auth=trust", "--no-sync", "--encoding=UTF8", "--locale=C.UTF-8"]);
   await run(init[0], init[1], { timeout: START_DEADLINE_MS, cwd: dir });
+  const cluster = { dir, socketDir, admin: `postgres://postgres@/postgres?host=${encodeURIComponent(socketDir)}` };
+  await startPostmaster(cluster);
+  return cluster;
+}
+
+/** Starts the cluster's postmaster on its data directory (made already) and waits until it accepts connections. */
+async function startPostmaster({ dir, socketDir }: Cluster): Promise<void> {
   // Small, and fsync off: a test cluster holds nothing worth a power loss, and several run at once on a shared machine.
   const settings = `-k ${socketDir} -c listen_addresses= -c fsync=off -c shared_buffers=16MB -c max_connections=60`;
-  const start = asOwner(join(PG_BIN, "pg_ctl"), ["-D", data, "-l", join(dir, "log"), "-o", settings, "-w", "-t", String(START_DEADLINE_MS / 1000), "start"]);
+  const start = asOwner(join(PG_BIN, "pg_ctl"), ["-D", join(dir, "data"), "-l", join(dir, "log"), "-o", settings, "-w", "-t", String(START_DEADLINE_MS / 1000), "start"]);
   try {
     await run(start[0], start[1], { timeout: START_DEADLINE_MS + 5000, cwd: dir });
   } catch (err) {
     const log = spawnSync("cat", [join(dir, "log")], { encoding: "utf8" }).stdout;
     throw new Error(`the test PostgreSQL did not start: ${(err as Error).message}\n${log}`);
   }
-  return { dir, socketDir, admin: `postgres://postgres@/postgres?host=${encodeURIComponent(socketDir)}` };
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * `kill -9` of this test file's PostgreSQL postmaster (a crash, for fault tests), then waits until
+ * its backends, which notice their postmaster's death on their own, have gone too: a postmaster
+ * started again while one of them still holds the shared memory refuses to start.
+ */
+export async function killPostgres(): Promise<void> {
+  if (!starting) throw new Error("killPostgres: this test file's PostgreSQL was never started (call freshDatabase first)");
+  const { dir } = await starting;
+  const postmaster = Number(readFileSync(join(dir, "data", "postmaster.pid"), "utf8").split("\n")[0]);
+  const children = readdirSync("/proc").filter((p) => /^\d+$/.test(p)).map(Number).filter((pid) => {
+    try {
+      return Number(readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ")[1]) === postmaster;
+    } catch {
+      return false;
+    }
+  });
+  process.kill(postmaster, "SIGKILL");
+  await until(30_000, "the killed PostgreSQL's postmaster and backends to exit", () => ![postmaster, ...children].some(alive), 100);
+}
+
+/** Starts this test file's PostgreSQL again on the same data directory (after killPostgres): it recovers from its write-ahead log. */
+export async function restartPostgres(): Promise<void> {
+  if (!starting) throw new Error("restartPostgres: this test file's PostgreSQL was never started");
+  await startPostmaster(await starting);
 }
 
 /** A new, empty database in this test file's cluster (started on first use); its postgres:// URL. */

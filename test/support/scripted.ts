@@ -85,6 +85,8 @@ export class ScriptedRuntime implements SandboxRuntime {
   capacity = true;
   /** The next call of that kind fails with this message, or this error. */
   failNext: Partial<Record<"run" | "suspend" | "resume", string | Error>> = {};
+  /** The next such call does its work, then fails with this (its answer lost, as when its host is cut off meanwhile). */
+  failAfter: Partial<Record<"run" | "suspend" | "resume", string>> = {};
   /** Standing troubles to report, by MicroVM id. */
   readonly conditions = new Map<string, string>();
   /** Why a sandbox died, by MicroVM id. */
@@ -125,6 +127,11 @@ export class ScriptedRuntime implements SandboxRuntime {
     } else {
       this.alive.add(vm.id);
       this.checkpoints.delete(vm.id);
+    }
+    const lost = this.failAfter[what];
+    if (lost) {
+      delete this.failAfter[what];
+      return Promise.reject(new Error(lost));
     }
     return Promise.resolve();
   }
