@@ -18,7 +18,8 @@ p=$?
 echo '# the conformance suite on PostgreSQL (LMVM_TEST_STORE=postgres)'
 cat "$pglog"
 rm -f "$pglog"
-LMVM_LOAD_CYCLES=${LMVM_LOAD_CYCLES:-30} node --test --test-concurrency=1 --test-force-exit dist/test/e2e dist/test/hostile dist/test/support
+# Fewer repetitions than `npm run reliability` (100 cycles, 20 and 8 rounds), to keep the whole run under an hour.
+LMVM_LOAD_CYCLES=${LMVM_LOAD_CYCLES:-20} LMVM_FAULT_ROUNDS=${LMVM_FAULT_ROUNDS:-10} LMVM_CLUSTER_FAULT_ROUNDS=${LMVM_CLUSTER_FAULT_ROUNDS:-4} node --test --test-concurrency=1 --test-force-exit dist/test/e2e dist/test/hostile dist/test/support
 b=$?
 echo "# unit and conformance on SQLite: exit $a; conformance on PostgreSQL: exit $p; e2e and hostile: exit $b"
 [ $a -eq 0 ] && [ $p -eq 0 ] && [ $b -eq 0 ]
