@@ -94,6 +94,14 @@ export class RemoteRuntime implements SandboxRuntime {
   private readonly lost = new Map<string, string>();
   private readonly lossTimer: NodeJS.Timeout;
   private checking: Promise<void> | undefined;
+  /**
+   * When the database answered this server's loss check again after failing it (0: it never
+   * failed). Heartbeats could not be written while it was unreachable, so no host is declared lost
+   * until the agents have had a whole deadline to heartbeat again: an outage longer than the
+   * deadline must not end every host's MicroVMs.
+   */
+  private reachableSince = 0;
+  private unreachable = false;
 
   constructor(private readonly opts: RemoteRuntimeOptions) {
     const { ca, cert, key } = opts.tls;
@@ -131,23 +139,33 @@ export class RemoteRuntime implements SandboxRuntime {
 
   /** Marks LOST the hosts past the deadline and revokes their MicroVMs' leases. */
   checkHosts(): Promise<void> {
-    this.checking ??= (async () => {
-      try {
-        const deadline = this.opts.hostLostMs ?? HOST_LOST_MS;
-        for (const { host, revoked } of await this.opts.cluster.markLost(deadline)) {
-          this.opts.log({ level: "warn", msg: "host lost: no heartbeat", hostId: host.id, address: host.address, deadlineSeconds: deadline / 1000, microvms: revoked.map((l) => l.microvmId) });
-          for (const l of revoked) {
-            this.remember(this.lost, l.microvmId, `its host ${host.id} (${host.address}) was lost: no heartbeat for more than ${Math.round(deadline / 1000)} s`);
-            this.located.delete(l.microvmId);
-          }
-        }
-      } catch (err) {
-        this.opts.log({ level: "error", msg: "checking hosts' heartbeats failed", err: (err as Error).message });
-      } finally {
-        this.checking = undefined;
-      }
-    })();
+    // Cleared by a promise's finally, which always runs after the assignment (a finally inside the async body could run
+    // before it, when the body returns without awaiting, and leave this settled promise in place for good).
+    this.checking ??= this.checkHostsOnce().finally(() => (this.checking = undefined));
     return this.checking;
+  }
+
+  private async checkHostsOnce(): Promise<void> {
+    try {
+      const deadline = this.opts.hostLostMs ?? HOST_LOST_MS;
+      if (this.unreachable) {
+        await this.opts.cluster.listHosts();
+        this.unreachable = false;
+        this.reachableSince = Date.now();
+        this.opts.log({ level: "warn", msg: "the database answers again: no host is declared lost before its agent has had a whole deadline to heartbeat", deadlineSeconds: deadline / 1000 });
+      }
+      if (Date.now() - this.reachableSince < deadline) return;
+      for (const { host, revoked } of await this.opts.cluster.markLost(deadline)) {
+        this.opts.log({ level: "warn", msg: "host lost: no heartbeat", hostId: host.id, address: host.address, deadlineSeconds: deadline / 1000, microvms: revoked.map((l) => l.microvmId) });
+        for (const l of revoked) {
+          this.remember(this.lost, l.microvmId, `its host ${host.id} (${host.address}) was lost: no heartbeat for more than ${Math.round(deadline / 1000)} s`);
+          this.located.delete(l.microvmId);
+        }
+      }
+    } catch (err) {
+      this.unreachable = true;
+      this.opts.log({ level: "error", msg: "checking hosts' heartbeats failed", err: (err as Error).message });
+    }
   }
 
   private call<T>(address: string, op: string, body: unknown, timeoutMs = QUICK_CALL_MS): Promise<T> {
