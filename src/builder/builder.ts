@@ -32,11 +32,11 @@ import {
   type SandboxLimits,
   type SnapshotBuild,
 } from "../core/index.js";
-import { fetchArtifact } from "./artifacts.js";
+import { copyArtifact, fetchArtifact } from "./artifacts.js";
 import { BaseImages } from "./base-images.js";
 import { Buildah, type OciConfig } from "./buildah.js";
 import { fromImages } from "./dockerfile.js";
-import { diskUsage, ExecError, killGrandchildren, type LogFiles } from "../os/index.js";
+import { diskUsage, ExecError, killGrandchildren } from "../os/index.js";
 import { BuildCancelled, DEFAULT_PHASE_TIMEOUTS, runPhase, type PhaseTimeouts } from "./phases.js";
 import { safeUnzip } from "./unzip.js";
 import type { Snapshotter } from "../runtime/index.js";
@@ -50,6 +50,32 @@ export interface BuildEgressGateway {
   detach(net: SandboxNetwork): Promise<unknown>;
 }
 
+/** One build's log as the builder writes it: LogFiles' writer on one host; an agent's streams it to the server (src/cluster). */
+export interface BuildLogWriter {
+  line(text: string): void;
+  /** A progress line, timestamped. */
+  step(text: string): void;
+  close(): Promise<void>;
+}
+
+/** Where builds' logs go (LogFiles, or an agent's stream to the server). */
+export interface BuildLogs {
+  open(id: string, opts?: { discard?: boolean }): BuildLogWriter;
+}
+
+/**
+ * What one build takes from whoever placed it, over the builder's own settings: the server's
+ * phase deadlines, limits and --no-snapshots for a build on an agent, and the code artifact the
+ * server sent (a file:// artifact is on the server's host): its local copy, or why the server
+ * could not read it.
+ */
+export interface BuildSettings {
+  phaseTimeouts?: Partial<PhaseTimeouts>;
+  limits?: { maxArtifactBytes: number; maxUncompressedBytes: number; maxFiles: number };
+  snapshots?: boolean;
+  artifact?: { path: string } | { failure: string };
+}
+
 export interface BuilderOptions {
   /** The data directory, watched for free space while buildah runs; no path is made under it here. */
   dataDir: string;
@@ -59,7 +85,7 @@ export interface BuilderOptions {
   buildsDir: string;
   /** buildah's store. */
   buildahDir: string;
-  logs: LogFiles;
+  logs: BuildLogs;
   /** Where base image root filesystems are cached; may be shared between data directories. */
   baseImageCache: string;
   debianMirror: string;
@@ -78,6 +104,8 @@ export interface BuilderOptions {
    * it, a build whose image names egress connectors fails.
    */
   egress?: { nets: NetworkNamespaces; gateway: BuildEgressGateway };
+  /** A build's settings from whoever placed it (an agent's builds: the server's), looked up by build id when it starts. */
+  settings?: (buildId: string) => BuildSettings | undefined;
 }
 
 const MIB = 1024 * 1024;
@@ -203,17 +231,24 @@ export class DockerfileBuilder implements ImageBuilder {
     rmSync(work, { recursive: true, force: true });
     mkdirSync(join(work, "context"), { recursive: true });
     const onLine = (line: string) => log.line(line);
-    const deadline = this.phaseTimeouts;
+    const settings = this.opts.settings?.(build.buildId);
+    const deadline = { ...this.phaseTimeouts, ...settings?.phaseTimeouts };
+    const limits = settings?.limits ?? this.opts.limits;
     try {
       log.step(`Build ${build.buildId} of ${build.imageArn} version ${build.imageVersion} (${build.architecture}), attempt ${build.attempts}`);
       const uri = version.config.codeArtifact.uri;
       log.step(`Fetching code artifact ${uri}`);
       const zip = join(work, "artifact.zip");
-      const source = { maxBytes: this.opts.limits.maxArtifactBytes, ...(this.opts.s3 ? { s3: this.opts.s3 } : {}), ...(this.opts.httpsCa ? { httpsCa: this.opts.httpsCa } : {}) };
-      await runPhase("fetch", deadline.fetch, signal, (phase) => fetchArtifact(uri, zip, source, phase));
+      const source = { maxBytes: limits.maxArtifactBytes, ...(this.opts.s3 ? { s3: this.opts.s3 } : {}), ...(this.opts.httpsCa ? { httpsCa: this.opts.httpsCa } : {}) };
+      const sent = settings?.artifact;
+      await runPhase("fetch", deadline.fetch, signal, (phase) => {
+        if (!sent) return fetchArtifact(uri, zip, source, phase);
+        if ("failure" in sent) throw new BuildFailure(sent.failure);
+        return copyArtifact(uri, sent.path, zip, source, phase);
+      });
 
       log.step("Unpacking the code artifact");
-      const unpacked = await runPhase("unpack", deadline.unpack, signal, (phase) => safeUnzip(zip, join(work, "context"), this.opts.limits, phase));
+      const unpacked = await runPhase("unpack", deadline.unpack, signal, (phase) => safeUnzip(zip, join(work, "context"), limits, phase));
       log.line(`${unpacked.files} files, ${unpacked.bytes} bytes`);
 
       log.step("Preparing the images the Dockerfile starts FROM");
@@ -285,7 +320,7 @@ export class DockerfileBuilder implements ImageBuilder {
       const codeInstallSizeInBytes = await treeSize(join(out, "rootfs"));
       log.step(`Root filesystem of ${codeInstallSizeInBytes} bytes saved`);
       let sizes = {};
-      const snapshotter = this.opts.snapshotter;
+      const snapshotter = settings?.snapshots === false ? undefined : this.opts.snapshotter;
       if (snapshotter) {
         log.step("Snapshotting the initialised app");
         // The image's own hook timeouts come on top of the phase's deadline.

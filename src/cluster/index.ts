@@ -5,3 +5,5 @@ export { AgentService, HEARTBEAT_MS, LEASE_DEADLINE_MS, type AgentServiceOptions
 export { LeaseLost } from "./wire.js";
 export { RemoteRuntime, FRESH_MS, HOST_LOST_MS, type RemoteRuntimeOptions } from "./remote-runtime.js";
 export { serveCredentials, ServerCredentials } from "./credentials.js";
+export { RemoteBuilder, NO_HOST_WAIT_MS, type RemoteBuilderOptions } from "./remote-builder.js";
+export { AgentBuilds, type AgentBuildsOptions } from "./agent-builds.js";
