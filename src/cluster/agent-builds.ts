@@ -150,6 +150,11 @@ export class AgentBuilds {
         await finished(out);
         if (got !== artifact.bytes) throw new Error(`the server announced ${artifact.bytes} bytes of the code artifact and sent ${got}`);
         sent = { path: received };
+      } else {
+        // Nothing follows the line: read the request to its end, so it counts as received.
+        let extra = head.length - nl - 1;
+        for (let next = await it.next(); !next.done; next = await it.next()) extra += next.value.length;
+        if (extra) throw new Error(`the build request has ${extra} bytes after its first line and announced no code artifact`);
       }
       this.settings.set(buildId, { ...request.settings, ...(sent ? { artifact: sent } : {}) });
       res.writeHead(200, { "content-type": "application/x-ndjson" });
