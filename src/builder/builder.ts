@@ -13,8 +13,8 @@
 //   logs/builds/<buildId>.log    the build log
 
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { lstat, readdir } from "node:fs/promises";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { lstat, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import {
@@ -228,7 +228,7 @@ export class DockerfileBuilder implements ImageBuilder {
     const work = join(this.opts.buildsDir, build.buildId);
     const out = builtImageDir(this.opts.imagesDir, build.imageArn, build.imageVersion, build.architecture);
     const tag = buildTag(build.imageArn, build.imageVersion, build.architecture);
-    rmSync(work, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
     mkdirSync(join(work, "context"), { recursive: true });
     const onLine = (line: string) => log.line(line);
     const settings = this.opts.settings?.(build.buildId);
@@ -313,7 +313,7 @@ export class DockerfileBuilder implements ImageBuilder {
 
       log.step("Saving the root filesystem and image config");
       const config = await this.buildah.config(tag);
-      rmSync(out, { recursive: true, force: true });
+      await rm(out, { recursive: true, force: true });
       mkdirSync(out, { recursive: true });
       renameSync(staging, join(out, "rootfs"));
       writeFileSync(join(out, "config.json"), JSON.stringify(config, null, 2));
@@ -354,10 +354,10 @@ export class DockerfileBuilder implements ImageBuilder {
     } catch (err) {
       const reason = err instanceof BuildFailure ? err.message : signal.aborted || err instanceof BuildCancelled ? "The build was cancelled." : `Internal error: ${(err as Error).message}`;
       log.step(`FAILED: ${reason}`);
-      rmSync(out, { recursive: true, force: true });
+      await rm(out, { recursive: true, force: true });
       throw err instanceof BuildFailure ? err : new BuildFailure(reason);
     } finally {
-      rmSync(work, { recursive: true, force: true });
+      await rm(work, { recursive: true, force: true });
       await log.close();
     }
   }
@@ -410,7 +410,7 @@ export class DockerfileBuilder implements ImageBuilder {
 
   async recover(): Promise<void> {
     await this.opts.snapshotter?.recover();
-    rmSync(this.opts.buildsDir, { recursive: true, force: true });
+    await rm(this.opts.buildsDir, { recursive: true, force: true });
     // The RUN steps' namespaces of builds a killed server left, and their gateway state.
     if (this.opts.egress) for (const index of this.opts.egress.nets.owned()) await this.closeNetwork(this.opts.egress.nets.describe(index));
     await this.buildah.removeAllContainers();
@@ -419,7 +419,7 @@ export class DockerfileBuilder implements ImageBuilder {
   async discard(imageArn: string, version: string): Promise<void> {
     for (const architecture of ["X86_64", "ARM_64"]) await this.buildah.removeImage(buildTag(imageArn, version, architecture));
     const image = join(this.opts.imagesDir, imageName(imageArn));
-    rmSync(join(image, version), { recursive: true, force: true });
-    if (existsSync(image) && (await readdir(image)).length === 0) rmSync(image, { recursive: true, force: true });
+    await rm(join(image, version), { recursive: true, force: true });
+    if (existsSync(image) && (await readdir(image)).length === 0) await rm(image, { recursive: true, force: true });
   }
 }

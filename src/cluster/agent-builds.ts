@@ -57,7 +57,7 @@ export class AgentBuilds {
   private readonly builder: ImageBuilder;
   private readonly sinks = new Map<string, (text: string) => void>();
   private readonly settings = new Map<string, BuildSettings>();
-  private readonly running = new Map<string, { controller: AbortController; done: Promise<unknown> }>();
+  private readonly running = new Map<string, { controller: AbortController; done: Promise<unknown>; stopped?: string }>();
   private readonly receivedDir: string;
 
   constructor(private readonly opts: AgentBuildsOptions) {
@@ -77,7 +77,10 @@ export class AgentBuilds {
   /** Cancels every build here and waits for them to end (the host stopped serving, or the agent stops). */
   async abortAll(why: string): Promise<void> {
     if (this.running.size) this.opts.log({ level: "warn", msg: `builds cancelled: ${why}`, builds: [...this.running.keys()] });
-    for (const r of this.running.values()) r.controller.abort();
+    for (const r of this.running.values()) {
+      r.stopped ??= why;
+      r.controller.abort();
+    }
     await Promise.allSettled([...this.running.values()].map((r) => r.done));
   }
 
@@ -162,10 +165,13 @@ export class AgentBuilds {
       this.sinks.set(buildId, (text) => void (res.writableEnded || res.write(`${JSON.stringify({ log: text })}\n`)));
       this.opts.log({ msg: "build started", buildId, imageArn: job.build.imageArn, version: job.build.imageVersion });
       const done = this.builder.build(job, controller.signal);
-      const entry = { controller, done };
+      const entry: { controller: AbortController; done: Promise<unknown>; stopped?: string } = { controller, done };
       this.running.set(buildId, entry);
       try {
-        const result = await done;
+        const result = await done.catch((err: unknown) => {
+          // Stopped by this host (it stopped serving, or the agent stops), not by the build: it ended here, so the server places it elsewhere.
+          throw entry.stopped ? new LeaseLost(`host stopped the build: ${entry.stopped}`) : err;
+        });
         this.opts.log({ msg: "build done", buildId });
         res.end(`${JSON.stringify({ result })}\n`);
       } finally {

@@ -143,7 +143,7 @@ export class RemoteBuilder implements ImageBuilder {
         if (signal.aborted) throw err;
         // Not delivered, or the agent refused it before starting (not serving, not ACTIVE): nothing of it began there.
         if (err instanceof Unreached || err instanceof LeaseLost) {
-          log.step(`Host ${host.id} could not be reached (${err.message}): placing the build on another host`);
+          log.step(err instanceof LeaseLost ? `Host ${host.id} did not take or keep the build (${err.message}): placing it on another host` : `Host ${host.id} could not be reached (${err.message}): placing the build on another host`);
           unreachable.push(`${host.id}: ${err.message}`);
           skip.add(host.id);
           continue;
