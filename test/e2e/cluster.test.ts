@@ -337,8 +337,8 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       const dockerfile = readFileSync(join(import.meta.dirname, "..", "..", "..", "examples", "hello", "Dockerfile"), "utf8").replace("WORKDIR /app", "WORKDIR /app\nRUN sleep 45");
       const serverJs = readFileSync(join(import.meta.dirname, "..", "..", "..", "examples", "hello", "server.js"), "utf8");
       writeFileSync(zip, makeZip([{ name: "Dockerfile", content: dockerfile }, { name: "server.js", content: serverJs }]));
-      await cli(["create-microvm-image", "--name", "cluster-slow", "--build-role-arn", ROLE, "--code-artifact", JSON.stringify({ uri: `file://${zip}` }),
-        "--cli-input-json", `file://${join(import.meta.dirname, "..", "..", "..", "examples", "hello", "microvm-image.json")}`]);
+      const arn = await cli(["create-microvm-image", "--name", "cluster-slow", "--build-role-arn", ROLE, "--code-artifact", JSON.stringify({ uri: `file://${zip}` }),
+        "--cli-input-json", `file://${join(import.meta.dirname, "..", "..", "..", "examples", "hello", "microvm-image.json")}`, "--query", "imageArn", "--output", "text"]);
       const logOf = async () => (await lmvm(["logs", "build", "cluster-slow", "1.0"], env)).stdout;
       const first = await eventually(async () => {
         const log = await logOf();
@@ -364,12 +364,12 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       const scratch = join(back.dataDir, "builds");
       assert.ok(!existsSync(scratch) || readdirSync(scratch).length === 0, "the killed build's scratch space is gone");
       // A MicroVM of the image built on the second host runs (its image from the object store wherever it is placed).
-      const id = await cli(["run-microvm", "--image-identifier", "cluster-slow", "--ingress-network-connectors", HTTP, "--query", "microvmId", "--output", "text"]);
+      const id = await cli(["run-microvm", "--image-identifier", arn, "--ingress-network-connectors", HTTP, "--query", "microvmId", "--output", "text"]);
       await reach(id, "RUNNING");
       assert.ok(await requests(id, await token(id)) >= 1);
       await cli(["terminate-microvm", "--microvm-identifier", id]);
       await reach(id, "TERMINATED");
-      await cli(["delete-microvm-image", "--image-identifier", "cluster-slow"]);
+      await cli(["delete-microvm-image", "--image-identifier", arn]);
     });
 
     test("MicroVMs placed one after another spread over the three hosts", async () => {
