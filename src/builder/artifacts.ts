@@ -55,8 +55,12 @@ async function fromS3(uri: string, dest: string, src: ArtifactSource, signal: Ab
   }
 }
 
-async function fromFile(uri: string, dest: string, src: ArtifactSource, signal: AbortSignal): Promise<void> {
-  const path = decodeURIComponent(new URL(uri).pathname);
+/** The local path of a file:// artifact. */
+export function artifactPath(uri: string): string {
+  return decodeURIComponent(new URL(uri).pathname);
+}
+
+async function fromFile(uri: string, dest: string, src: ArtifactSource, signal: AbortSignal, path = artifactPath(uri)): Promise<void> {
   let size: number;
   try {
     const s = await stat(path);
@@ -95,12 +99,44 @@ function fromHttps(uri: string, dest: string, src: ArtifactSource, signal: Abort
   });
 }
 
+/**
+ * Checks that a file:// artifact can be sent as it is (a regular file within the limit, readable)
+ * and answers its size, or throws the BuildFailure fetching it would: a build on an agent gets
+ * the file from the server's host (src/cluster), whose messages are the same as on one host.
+ */
+export async function checkFileArtifact(uri: string, maxBytes: number): Promise<number> {
+  const path = artifactPath(uri);
+  try {
+    const s = await stat(path);
+    if (!s.isFile()) throw new BuildFailure(`Code artifact ${uri} is not a regular file.`);
+    if (s.size > maxBytes) throw new BuildFailure(`Code artifact ${uri} is ${s.size} bytes; the limit for a compressed artifact is ${maxBytes}.`);
+    await (await open(path, "r")).close();
+    return s.size;
+  } catch (err) {
+    if (err instanceof BuildFailure) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw new BuildFailure(`Code artifact ${uri} does not exist on the lmvm host.`);
+    if (code === "EACCES") throw new BuildFailure(`Access to code artifact ${uri} was denied: the lmvm server may not read ${path}.`);
+    throw new BuildFailure(`Code artifact ${uri} cannot be read: ${(err as Error).message}`);
+  }
+}
+
+/** Copies the artifact `uri`, already received at `path` (sent by the server), to `dest`, with the same limit and checks as fetchArtifact. */
+export async function copyArtifact(uri: string, path: string, dest: string, src: ArtifactSource, signal: AbortSignal): Promise<void> {
+  await fromFile(uri, dest, src, signal, path);
+  await checkZip(uri, dest);
+}
+
 /** Downloads `uri` to `dest` and checks that it is a zip archive. */
 export async function fetchArtifact(uri: string, dest: string, src: ArtifactSource, signal: AbortSignal): Promise<void> {
   if (uri.startsWith("s3://")) await fromS3(uri, dest, src, signal);
   else if (uri.startsWith("file://")) await fromFile(uri, dest, src, signal);
   else if (uri.startsWith("https://")) await fromHttps(uri, dest, src, signal);
   else throw new BuildFailure(`Code artifact URI ${uri} has an unsupported scheme; use s3://, file:// or https://.`);
+  await checkZip(uri, dest);
+}
+
+async function checkZip(uri: string, dest: string): Promise<void> {
   const handle = await open(dest, "r");
   try {
     const magic = Buffer.alloc(4);

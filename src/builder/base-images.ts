@@ -5,7 +5,8 @@
 // into buildah's store as lmvm/<name>:<version>, and lmvm/<name>:latest for
 // the newest, so Dockerfiles can say `FROM lmvm/debian12`.
 
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { BuildFailure, MANAGED_IMAGES } from "../core/index.js";
 import type { Buildah } from "./buildah.js";
@@ -134,7 +135,7 @@ export class BaseImages {
     mkdirSync(dir, { recursive: true });
     if (!existsSync(rootfs)) {
       for (const stale of readdirSync(dir).filter((f) => f.startsWith(`${version}.partial-`))) {
-        if (!processAlive(Number(stale.split("-").at(-1)))) rmSync(join(dir, stale), { recursive: true, force: true });
+        if (!processAlive(Number(stale.split("-").at(-1)))) await rm(join(dir, stale), { recursive: true, force: true });
       }
       const partial = join(dir, `${version}.partial-${process.pid}`);
       const started = Date.now();
@@ -142,7 +143,7 @@ export class BaseImages {
       try {
         await recipe(partial, this.opts, exec);
       } catch (err) {
-        rmSync(partial, { recursive: true, force: true });
+        await rm(partial, { recursive: true, force: true });
         if (err instanceof ExecError) throw new BuildFailure(`Creating base image ${name} version ${version} failed: ${err.message}`);
         throw err;
       }
@@ -150,7 +151,7 @@ export class BaseImages {
         renameSync(partial, rootfs);
       } catch (err) {
         // Another process sharing the cache finished the same image first.
-        rmSync(partial, { recursive: true, force: true });
+        await rm(partial, { recursive: true, force: true });
         if (!existsSync(rootfs)) throw err;
       }
       exec.onLine?.(`Base image ${name} version ${version} created in ${((Date.now() - started) / 1000).toFixed(1)} s.`);

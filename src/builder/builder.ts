@@ -13,8 +13,8 @@
 //   logs/builds/<buildId>.log    the build log
 
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { lstat, readdir } from "node:fs/promises";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { lstat, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import {
@@ -32,11 +32,11 @@ import {
   type SandboxLimits,
   type SnapshotBuild,
 } from "../core/index.js";
-import { fetchArtifact } from "./artifacts.js";
+import { copyArtifact, fetchArtifact } from "./artifacts.js";
 import { BaseImages } from "./base-images.js";
 import { Buildah, type OciConfig } from "./buildah.js";
 import { fromImages } from "./dockerfile.js";
-import { diskUsage, ExecError, killGrandchildren, type LogFiles } from "../os/index.js";
+import { diskUsage, ExecError, killGrandchildren } from "../os/index.js";
 import { BuildCancelled, DEFAULT_PHASE_TIMEOUTS, runPhase, type PhaseTimeouts } from "./phases.js";
 import { safeUnzip } from "./unzip.js";
 import type { Snapshotter } from "../runtime/index.js";
@@ -50,6 +50,32 @@ export interface BuildEgressGateway {
   detach(net: SandboxNetwork): Promise<unknown>;
 }
 
+/** One build's log as the builder writes it: LogFiles' writer on one host; an agent's streams it to the server (src/cluster). */
+export interface BuildLogWriter {
+  line(text: string): void;
+  /** A progress line, timestamped. */
+  step(text: string): void;
+  close(): Promise<void>;
+}
+
+/** Where builds' logs go (LogFiles, or an agent's stream to the server). */
+export interface BuildLogs {
+  open(id: string, opts?: { discard?: boolean }): BuildLogWriter;
+}
+
+/**
+ * What one build takes from whoever placed it, over the builder's own settings: the server's
+ * phase deadlines, limits and --no-snapshots for a build on an agent, and the code artifact the
+ * server sent (a file:// artifact is on the server's host): its local copy, or why the server
+ * could not read it.
+ */
+export interface BuildSettings {
+  phaseTimeouts?: Partial<PhaseTimeouts>;
+  limits?: { maxArtifactBytes: number; maxUncompressedBytes: number; maxFiles: number };
+  snapshots?: boolean;
+  artifact?: { path: string } | { failure: string };
+}
+
 export interface BuilderOptions {
   /** The data directory, watched for free space while buildah runs; no path is made under it here. */
   dataDir: string;
@@ -59,7 +85,7 @@ export interface BuilderOptions {
   buildsDir: string;
   /** buildah's store. */
   buildahDir: string;
-  logs: LogFiles;
+  logs: BuildLogs;
   /** Where base image root filesystems are cached; may be shared between data directories. */
   baseImageCache: string;
   debianMirror: string;
@@ -78,6 +104,8 @@ export interface BuilderOptions {
    * it, a build whose image names egress connectors fails.
    */
   egress?: { nets: NetworkNamespaces; gateway: BuildEgressGateway };
+  /** A build's settings from whoever placed it (an agent's builds: the server's), looked up by build id when it starts. */
+  settings?: (buildId: string) => BuildSettings | undefined;
 }
 
 const MIB = 1024 * 1024;
@@ -200,20 +228,27 @@ export class DockerfileBuilder implements ImageBuilder {
     const work = join(this.opts.buildsDir, build.buildId);
     const out = builtImageDir(this.opts.imagesDir, build.imageArn, build.imageVersion, build.architecture);
     const tag = buildTag(build.imageArn, build.imageVersion, build.architecture);
-    rmSync(work, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
     mkdirSync(join(work, "context"), { recursive: true });
     const onLine = (line: string) => log.line(line);
-    const deadline = this.phaseTimeouts;
+    const settings = this.opts.settings?.(build.buildId);
+    const deadline = { ...this.phaseTimeouts, ...settings?.phaseTimeouts };
+    const limits = settings?.limits ?? this.opts.limits;
     try {
       log.step(`Build ${build.buildId} of ${build.imageArn} version ${build.imageVersion} (${build.architecture}), attempt ${build.attempts}`);
       const uri = version.config.codeArtifact.uri;
       log.step(`Fetching code artifact ${uri}`);
       const zip = join(work, "artifact.zip");
-      const source = { maxBytes: this.opts.limits.maxArtifactBytes, ...(this.opts.s3 ? { s3: this.opts.s3 } : {}), ...(this.opts.httpsCa ? { httpsCa: this.opts.httpsCa } : {}) };
-      await runPhase("fetch", deadline.fetch, signal, (phase) => fetchArtifact(uri, zip, source, phase));
+      const source = { maxBytes: limits.maxArtifactBytes, ...(this.opts.s3 ? { s3: this.opts.s3 } : {}), ...(this.opts.httpsCa ? { httpsCa: this.opts.httpsCa } : {}) };
+      const sent = settings?.artifact;
+      await runPhase("fetch", deadline.fetch, signal, (phase) => {
+        if (!sent) return fetchArtifact(uri, zip, source, phase);
+        if ("failure" in sent) throw new BuildFailure(sent.failure);
+        return copyArtifact(uri, sent.path, zip, source, phase);
+      });
 
       log.step("Unpacking the code artifact");
-      const unpacked = await runPhase("unpack", deadline.unpack, signal, (phase) => safeUnzip(zip, join(work, "context"), this.opts.limits, phase));
+      const unpacked = await runPhase("unpack", deadline.unpack, signal, (phase) => safeUnzip(zip, join(work, "context"), limits, phase));
       log.line(`${unpacked.files} files, ${unpacked.bytes} bytes`);
 
       log.step("Preparing the images the Dockerfile starts FROM");
@@ -278,14 +313,14 @@ export class DockerfileBuilder implements ImageBuilder {
 
       log.step("Saving the root filesystem and image config");
       const config = await this.buildah.config(tag);
-      rmSync(out, { recursive: true, force: true });
+      await rm(out, { recursive: true, force: true });
       mkdirSync(out, { recursive: true });
       renameSync(staging, join(out, "rootfs"));
       writeFileSync(join(out, "config.json"), JSON.stringify(config, null, 2));
       const codeInstallSizeInBytes = await treeSize(join(out, "rootfs"));
       log.step(`Root filesystem of ${codeInstallSizeInBytes} bytes saved`);
       let sizes = {};
-      const snapshotter = this.opts.snapshotter;
+      const snapshotter = settings?.snapshots === false ? undefined : this.opts.snapshotter;
       if (snapshotter) {
         log.step("Snapshotting the initialised app");
         // The image's own hook timeouts come on top of the phase's deadline.
@@ -319,10 +354,10 @@ export class DockerfileBuilder implements ImageBuilder {
     } catch (err) {
       const reason = err instanceof BuildFailure ? err.message : signal.aborted || err instanceof BuildCancelled ? "The build was cancelled." : `Internal error: ${(err as Error).message}`;
       log.step(`FAILED: ${reason}`);
-      rmSync(out, { recursive: true, force: true });
+      await rm(out, { recursive: true, force: true });
       throw err instanceof BuildFailure ? err : new BuildFailure(reason);
     } finally {
-      rmSync(work, { recursive: true, force: true });
+      await rm(work, { recursive: true, force: true });
       await log.close();
     }
   }
@@ -375,7 +410,7 @@ export class DockerfileBuilder implements ImageBuilder {
 
   async recover(): Promise<void> {
     await this.opts.snapshotter?.recover();
-    rmSync(this.opts.buildsDir, { recursive: true, force: true });
+    await rm(this.opts.buildsDir, { recursive: true, force: true });
     // The RUN steps' namespaces of builds a killed server left, and their gateway state.
     if (this.opts.egress) for (const index of this.opts.egress.nets.owned()) await this.closeNetwork(this.opts.egress.nets.describe(index));
     await this.buildah.removeAllContainers();
@@ -384,7 +419,7 @@ export class DockerfileBuilder implements ImageBuilder {
   async discard(imageArn: string, version: string): Promise<void> {
     for (const architecture of ["X86_64", "ARM_64"]) await this.buildah.removeImage(buildTag(imageArn, version, architecture));
     const image = join(this.opts.imagesDir, imageName(imageArn));
-    rmSync(join(image, version), { recursive: true, force: true });
-    if (existsSync(image) && (await readdir(image)).length === 0) rmSync(image, { recursive: true, force: true });
+    await rm(join(image, version), { recursive: true, force: true });
+    if (existsSync(image) && (await readdir(image)).length === 0) await rm(image, { recursive: true, force: true });
   }
 }

@@ -15,8 +15,9 @@ export const CLUSTER_HELP = `NAME
     cluster, agent, hosts
 
 DESCRIPTION
-    Many hosts: one lmvm server (API, endpoints, builds, placement) and an lmvm agent
-    on each host that runs sandboxes, sharing a PostgreSQL database. All traffic
+    Many hosts: one lmvm server (API, endpoints, placement) and an lmvm agent on each
+    host that runs its sandboxes and the image builds the server places there, sharing a
+    PostgreSQL database. All traffic
     between them is HTTPS with mutual TLS under a CA that 'lmvm cluster init' makes.
 
 SYNOPSIS
@@ -28,6 +29,9 @@ SYNOPSIS
                [--object-store s3://bucket[/prefix]|file:///dir] [--object-store-endpoint <url>]
                [--object-store-path-style true|false]   (the server's: images and checkpoints
                                                           this host lacks are fetched from it)
+               [--base-image-cache <dir>] [--debian-mirror <url>] [--s3-endpoint <url>]
+               [--artifact-ca-file <pem>]               (for builds placed here; their phase
+                                                          deadlines and limits are the server's)
     lmvm hosts list [--database <postgres://...>] [--output json|table]
     lmvm hosts drain <host-id> [--database <postgres://...>]
     lmvm hosts undrain <host-id> [--database <postgres://...>]
@@ -146,6 +150,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     database: { type: "string" }, "data-dir": { type: "string" }, "cluster-dir": { type: "string" }, listen: { type: "string" }, advertise: { type: "string" },
     "host-id": { type: "string" }, server: { type: "string" }, platform: { type: "string" }, "microvm-disk-mib": { type: "string" }, "dns-resolvers": { type: "string" }, region: { type: "string" }, help: { type: "boolean" },
     "object-store": { type: "string" }, "object-store-endpoint": { type: "string" }, "object-store-path-style": { type: "string" },
+    "base-image-cache": { type: "string" }, "debian-mirror": { type: "string" }, "s3-endpoint": { type: "string" }, "artifact-ca-file": { type: "string" },
   });
   if (values.help || positionals[0] === "help") {
     process.stdout.write(CLUSTER_HELP);
@@ -185,6 +190,10 @@ export async function agentCommand(argv: string[]): Promise<number> {
       ...(dnsResolvers ? { dnsResolvers } : {}),
       region: values.region ?? "us-east-1",
       ...(objectStore ? { objectStore } : {}),
+      ...(values["base-image-cache"] ? { baseImageCache: values["base-image-cache"] } : {}),
+      ...(values["debian-mirror"] ? { debianMirror: values["debian-mirror"] } : {}),
+      ...(values["s3-endpoint"] ? { s3Endpoint: values["s3-endpoint"] } : {}),
+      ...(values["artifact-ca-file"] ? { artifactCaFile: values["artifact-ca-file"] } : {}),
       log: jsonLog,
     });
   } catch (err) {

@@ -24,6 +24,7 @@ import type { ClusterStore, HostCapacity, HostState } from "../store/index.js";
 import { peerIdentity, type NodeCredentials } from "./ca.js";
 import { EPOCH_HEADER, errorToWire, LeaseLost, reviveMicrovm, reviveVersion, RPC_PREFIX } from "./wire.js";
 import { SPAWN_PATH, SpawnRelay } from "./spawn.js";
+import type { AgentBuilds } from "./agent-builds.js";
 
 export const HEARTBEAT_MS = 2_000;
 /** How long an agent keeps serving without a successful heartbeat. */
@@ -45,6 +46,8 @@ export interface AgentServiceOptions {
   /** The host's capacity now (free memory and disk change between heartbeats). */
   capacity: () => HostCapacity;
   log: (event: Record<string, unknown>) => void;
+  /** The host's image builds, which the server places here (agent-builds.ts). */
+  builds?: AgentBuilds;
   heartbeatMs?: number;
   leaseDeadlineMs?: number;
   sweepMs?: number;
@@ -109,6 +112,7 @@ export class AgentService {
     for (const t of this.timers) clearInterval(t);
     for (const t of this.tunnels) t.destroy();
     this.spawns.close();
+    await this.opts.builds?.abortAll("the agent stops");
     if (this.server) {
       const closed = new Promise<void>((r) => this.server!.close(() => r()));
       this.server.closeAllConnections();
@@ -145,6 +149,8 @@ export class AgentService {
 
   /** Past its heartbeat's deadline the host serves nothing: its open tunnels and processes' connections end too, not only new calls. */
   private enforce(): void {
+    // Its builds stop too: the server places them on another host once it declares this one lost, and this one must not finish them.
+    if (!this.serving && this.opts.builds?.size) void this.opts.builds.abortAll(`host ${this.opts.hostId}'s heartbeat is past its deadline`);
     if (this.serving || (!this.tunnels.size && !this.spawns.size)) return;
     this.opts.log({ level: "warn", msg: "not serving (heartbeat past its deadline): open tunnels and process connections ended", hostId: this.opts.hostId, tunnels: this.tunnels.size, processes: this.spawns.size });
     for (const t of this.tunnels) t.destroy();
@@ -224,6 +230,12 @@ export class AgentService {
     if (!this.authorised(req)) return send(403, { error: { name: "Error", message: "only the cluster's server may call an agent" } });
     if (req.method !== "POST" || !req.url?.startsWith(RPC_PREFIX)) return send(404, { error: { name: "Error", message: `no such call: ${req.method} ${req.url}` } });
     const op = req.url.slice(RPC_PREFIX.length);
+    if (op === "build") {
+      if (!this.opts.builds) return send(404, { error: { name: "Error", message: `host ${this.opts.hostId} runs no builds` } });
+      return this.opts.builds.serve(req, res, () =>
+        !this.serving ? `host ${this.opts.hostId} has not renewed its heartbeat in time and serves nothing until it does`
+        : this.state !== "ACTIVE" ? `host ${this.opts.hostId} is ${this.state}: no new builds are placed on it` : undefined);
+    }
     try {
       const chunks: Buffer[] = [];
       let size = 0;
@@ -298,6 +310,12 @@ export class AgentService {
         return rt.unclaimWarm(String(b.microvmId));
       case "closeWarmPools":
         return rt.closeWarmPools();
+      case "building":
+        return { running: this.opts.builds?.isRunning(String(b.buildId)) ?? false };
+      case "discardBuild":
+        return this.opts.builds?.discard(String(b.imageArn), String(b.version));
+      case "recoverBuilds":
+        return this.opts.builds?.recover();
       default:
         throw new Error(`no such call: ${op}`);
     }

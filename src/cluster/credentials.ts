@@ -33,6 +33,8 @@ export async function serveCredentials(opts: {
   source: RoleCredentialSource;
   /** The MicroVM as stored (its state and execution role). */
   microvm: (id: string) => Promise<Microvm | undefined>;
+  /** The build role of a build (its id the session name) of the image that runs on the host now, if one does (RemoteBuilder.buildRole). */
+  buildRole?: (hostId: string, imageArn: string, buildId: string) => string | undefined;
   host: string;
   port: number;
   log: (e: Record<string, unknown>) => void;
@@ -62,6 +64,17 @@ export async function serveCredentials(opts: {
     req.on("end", () => {
       void (async () => {
         const { roleArn, sourceArn, sessionName } = JSON.parse(text) as { roleArn: string; sourceArn: string; sessionName: string };
+        if (parseArn(sourceArn)?.resourceType === "microvm-image") {
+          // A build's RUN steps and snapshot boot: only the build role of a build running on this host now.
+          const buildRole = opts.buildRole?.(peer.name!, sourceArn, sessionName);
+          if (!buildRole) return send(403, { error: `host ${peer.name} runs no build ${sessionName} of ${sourceArn}` });
+          if (buildRole !== roleArn) return send(403, { error: `${roleArn} is not the build role of ${sourceArn}` });
+          try {
+            return send(200, await opts.source.serviceCredentials(roleArn, sourceArn, sessionName));
+          } catch (err) {
+            return send(err instanceof AccessDenied ? 400 : 500, { error: (err as Error).message, accessDenied: err instanceof AccessDenied });
+          }
+        }
         const microvmId = parseArn(sourceArn)?.resourceId;
         const lease = microvmId ? await opts.cluster.lease(microvmId) : undefined;
         if (!lease || lease.hostId !== peer.name) return send(403, { error: `host ${peer.name} does not hold ${sourceArn}` });

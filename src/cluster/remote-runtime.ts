@@ -15,7 +15,7 @@
 //   with a reason naming the host (exitReason). An agent coming back ends
 //   their sandboxes itself (its sweep) and acts on none of them (fencing).
 
-import { Agent as HttpsAgent, request } from "node:https";
+import { Agent as HttpsAgent } from "node:https";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { Duplex } from "node:stream";
 import { limitsOf, NotBegun, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxRuntime, type SpawnOptions, type WarmPoolTarget, type EgressPolicy } from "../core/index.js";
@@ -23,7 +23,7 @@ import type { ClusterStore, HostRecord } from "../store/index.js";
 import { CLUSTER_CONNECT_MS, CLUSTER_QUERY_MS } from "../store/cluster.js";
 import { checkNodeIdentity, type NodeCredentials } from "./ca.js";
 import { HEARTBEAT_MS, LEASE_DEADLINE_MS } from "./agent-service.js";
-import { EPOCH_HEADER, errorFromWire, LeaseLost, RPC_PREFIX, type WireError } from "./wire.js";
+import { agentCall, EPOCH_HEADER, LeaseLost, splitAddress, Unreached } from "./wire.js";
 import { remoteSpawn } from "./spawn.js";
 
 /** A host whose heartbeat is older than this is not placed on. */
@@ -50,8 +50,7 @@ const TUNNEL_OPEN_MS = 10_000;
 /** At most this many lost MicroVMs' reasons (and versions with pending placements) are kept: the oldest go first. */
 const MAX_REMEMBERED = 10_000;
 
-/** A call that never reached its agent (no connection, TLS refused, no connection in time): nothing of it began there. */
-export class Unreached extends Error {}
+export { Unreached };
 
 /** Whether nothing of a lifecycle call began on its host: it was not delivered, or the agent's fencing refused it before acting. */
 function notBegun(err: unknown): boolean {
@@ -169,39 +168,7 @@ export class RemoteRuntime implements SandboxRuntime {
   }
 
   private call<T>(address: string, op: string, body: unknown, timeoutMs = QUICK_CALL_MS): Promise<T> {
-    const [host, port] = splitAddress(address);
-    const text = JSON.stringify(body);
-    return new Promise<T>((resolve, reject) => {
-      const req = request({ host, port, method: "POST", path: `${RPC_PREFIX}${op}`, agent: this.agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(text) }, timeout: timeoutMs }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("error", reject);
-        res.on("end", () => {
-          let parsed: { result?: T; error?: WireError };
-          try {
-            parsed = JSON.parse(Buffer.concat(chunks).toString("utf8")) as typeof parsed;
-          } catch {
-            return reject(new Error(`host at ${address} answered ${op} with status ${res.statusCode} and no JSON`));
-          }
-          if (res.statusCode === 200) resolve(parsed.result as T);
-          else reject(errorFromWire(parsed.error ?? { name: "Error", message: `status ${res.statusCode}` }, address));
-        });
-      });
-      // Delivered once the request has a connection: a kept-alive one at once, a new one at its TLS handshake's end.
-      let delivered = false;
-      req.on("socket", (socket) => {
-        if (!(socket as TLSSocket).connecting && !(socket as TLSSocket).pending) delivered = true;
-        else socket.once("secureConnect", () => (delivered = true));
-      });
-      req.on("timeout", () => req.destroy(delivered
-        ? new Error(`host at ${address} did not answer ${op} within ${timeoutMs / 1000} s`)
-        : new Unreached(`cannot reach host at ${address} for ${op}: no connection within ${timeoutMs / 1000} s`)));
-      req.on("error", (err) => {
-        if (err instanceof Unreached || err.message.startsWith("host at")) return reject(err);
-        reject(delivered ? new Error(`lost host at ${address} during ${op}: ${err.message}`) : new Unreached(`cannot reach host at ${address} for ${op}: ${err.message}`));
-      });
-      req.end(text);
-    });
+    return agentCall<T>(this.agent, address, op, body, timeoutMs);
   }
 
   private versionKey(v: ImageVersion): string {
@@ -485,17 +452,15 @@ export class RemoteRuntime implements SandboxRuntime {
 /**
  * Hosts in the order placement asks them: the most free memory first, less what this server
  * promised each since (a burst of runs between two heartbeats would otherwise all go to the host
- * that looked freest, and fill it before the next one is tried); ties by id.
+ * that looked freest, and fill it before the next one is tried); ties by id. With `busy` (builds:
+ * how many this server has running on each host), the least busy first, then by room.
  */
-export function rankHosts<H extends { id: string; freeMemoryMiB: number }>(hosts: H[], promisedMiB: (hostId: string) => number): H[] {
+export function rankHosts<H extends { id: string; freeMemoryMiB: number }>(hosts: H[], promisedMiB: (hostId: string) => number, busy: (hostId: string) => number = () => 0): H[] {
   const room = new Map(hosts.map((h) => [h.id, h.freeMemoryMiB - promisedMiB(h.id)]));
-  return [...hosts].sort((a, b) => room.get(b.id)! - room.get(a.id)! || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const load = new Map(hosts.map((h) => [h.id, busy(h.id)]));
+  return [...hosts].sort((a, b) => load.get(a.id)! - load.get(b.id)! || room.get(b.id)! - room.get(a.id)! || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
-function splitAddress(address: string): [string, number] {
-  const i = address.lastIndexOf(":");
-  return [address.slice(0, i).replace(/^\[(.*)\]$/, "$1"), Number(address.slice(i + 1))];
-}
 
 /**
  * A Duplex at once (what http.Agent, http2 and the WebSocket splice take), carried over a

@@ -9,12 +9,13 @@ import { existsSync, mkdirSync, readFileSync, statfsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { isIP } from "node:net";
 import { join } from "node:path";
-import { AgentService, nodeCredentials, ServerCredentials } from "../cluster/index.js";
+import { AgentBuilds, AgentService, nodeCredentials, ServerCredentials } from "../cluster/index.js";
 import { writeFileAtomic } from "../os/index.js";
 import { DEFAULT_SANDBOX_PLATFORM, runscVersion, type SandboxPlatform } from "../runtime/index.js";
 import { ClusterStore, PostgresStore } from "../store/index.js";
-import { openObjectStore, Replicas, ReplicatedRuntime, type ObjectStoreConfig } from "../objects/index.js";
-import { builtImageDir } from "../builder/index.js";
+import { openObjectStore, Replicas, ReplicatedBuilder, ReplicatedRuntime, type ObjectStoreConfig } from "../objects/index.js";
+import { builtImageDir, type DockerfileBuilder } from "../builder/index.js";
+import { dockerfileBuilder } from "./build-host.js";
 import { paths } from "./data-paths.js";
 import type { SandboxRuntime } from "../core/index.js";
 import { hostPlatform } from "./host.js";
@@ -38,6 +39,13 @@ export interface AgentConfig {
   server?: string;
   /** The cluster's object store (the server's --object-store): images and checkpoints this host lacks come from it. */
   objectStore?: ObjectStoreConfig;
+  /** Builds placed here (the server's phase deadlines and limits come with each): where managed base images are made and kept (default <data-dir>/base-images). */
+  baseImageCache?: string;
+  debianMirror?: string;
+  /** S3-compatible endpoint for s3:// code artifacts (default: AWS's); credentials from LMVM_S3_* or the AWS default chain. */
+  s3Endpoint?: string;
+  /** PEM file of extra CAs trusted for https:// code artifacts. */
+  artifactCaFile?: string;
   log: (event: Record<string, unknown>) => void;
 }
 
@@ -79,6 +87,7 @@ export async function startAgent(config: AgentConfig): Promise<Agent> {
   const advertise = parseHostPort("advertise", config.advertise ?? config.listen);
   if (config.server) parseHostPort("server", config.server);
   if (advertise.host === "0.0.0.0" || advertise.host === "::") throw new Error(`--advertise must be an address the server can dial; got '${config.advertise ?? config.listen}'. Give --advertise <ip>:<port> when --listen is a wildcard.`);
+  if (!config.objectStore) throw new Error("An agent gets the images it runs and the checkpoints it resumes from the cluster's object store: give --object-store, the same as the server's.");
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const hostId = hostIdOf(config.dataDir, config.hostId);
   const tls = await nodeCredentials(config.clusterDir, hostId, "agent", [advertise.host]);
@@ -106,6 +115,7 @@ export async function startAgent(config: AgentConfig): Promise<Agent> {
   const runtime = local;
   // Images and checkpoints this host lacks come from the object store, as for a server with --object-store.
   let served: SandboxRuntime = local;
+  let replicas: Replicas | undefined;
   if (config.objectStore) {
     const objects = openObjectStore(config.objectStore);
     // As for the server: a store that cannot be reached now is logged, not fatal (this host's running MicroVMs must stay served).
@@ -113,7 +123,7 @@ export async function startAgent(config: AgentConfig): Promise<Agent> {
       log({ level: "error", msg: `--object-store ${objects.url} cannot be reached now: ${err.message}. Until it can, MicroVMs whose image or checkpoint is not on this host are refused here with the reason.` });
     });
     const files = paths(config.dataDir);
-    const replicas = new Replicas({
+    replicas = new Replicas({
       store: objects,
       architecture: host.architecture,
       imageDir: (imageArn, version) => builtImageDir(files.images, imageArn, version, host.architecture),
@@ -123,6 +133,26 @@ export async function startAgent(config: AgentConfig): Promise<Agent> {
     });
     served = new ReplicatedRuntime(local, replicas, { microvmDir: (id) => local.dir(id), log });
   }
+  // The builds the server places here: this host's Dockerfile builder, its images uploaded to the object store before the server hears of them.
+  let docker: DockerfileBuilder | undefined;
+  const builds = new AgentBuilds({
+    dataDir: config.dataDir,
+    builder: (logs, settings) => {
+      docker = dockerfileBuilder({
+        dataDir: config.dataDir,
+        region: config.region,
+        ...(config.sandboxPlatform ? { sandboxPlatform: config.sandboxPlatform } : {}),
+        ...(config.microvmDiskMiB ? { microvmDiskMiB: config.microvmDiskMiB } : {}),
+        ...(config.baseImageCache ? { baseImageCache: config.baseImageCache } : {}),
+        ...(config.debianMirror ? { debianMirror: config.debianMirror } : {}),
+        ...(config.s3Endpoint ? { s3Endpoint: config.s3Endpoint } : {}),
+        ...(config.artifactCaFile ? { artifactCaFile: config.artifactCaFile } : {}),
+      }, logs, sandboxes.nets, sandboxes.egress, settings);
+      return replicas ? new ReplicatedBuilder(docker, replicas) : docker;
+    },
+    discardLocal: (imageArn, version) => docker!.discard(imageArn, version),
+    log,
+  });
   cluster = await ClusterStore.open(config.database, log);
   let store: PostgresStore | undefined;
   let service: AgentService | undefined;
@@ -147,7 +177,9 @@ export async function startAgent(config: AgentConfig): Promise<Agent> {
       };
     };
     await sandboxes.egress.install();
-    service = new AgentService({ hostId, runtime: served, local, cluster, store, tls, capacity, log });
+    // What builds of a previous process left (none runs now).
+    await builds.recover();
+    service = new AgentService({ hostId, runtime: served, local, cluster, store, tls, capacity, log, builds });
     await service.start(listen.host, listen.port);
     log({ msg: "lmvm agent started", hostId, listen: config.listen, advertise: address, dataDir: config.dataDir, platform, runsc, objectStore: config.objectStore?.url ?? null });
   } catch (err) {

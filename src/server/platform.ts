@@ -5,22 +5,21 @@
 // the build flags (--no-builder, --no-snapshots): MicroVMs outlive a restart
 // with any of them.
 
-import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import type { S3ClientConfig } from "@aws-sdk/client-s3";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { authenticateRequest, buildApi, cloudTrailApi, iamApi, Metrics, PageTokens, SigV4Verifier, stsApi } from "../api/index.js";
 import { DEFAULT_ASSETS_DIR, registerConsole } from "../console/index.js";
-import { builtImageDir, DEFAULT_LIMITS, DockerfileBuilder, type PhaseTimeouts } from "../builder/index.js";
+import { builtImageDir, DEFAULT_LIMITS, type PhaseTimeouts } from "../builder/index.js";
+import { dockerfileBuilder } from "./build-host.js";
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
-import { EgressGateway, NetworkNamespaces } from "../net/index.js";
-import { DEFAULT_SANDBOX_PLATFORM, Gvisor, MicrovmRuntime, Snapshotter, type SandboxPlatform } from "../runtime/index.js";
+import { DEFAULT_SANDBOX_PLATFORM, Gvisor, MicrovmRuntime, type SandboxPlatform } from "../runtime/index.js";
 import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsConfig } from "../proxy/index.js";
 import { AuditTrail, DEFAULT_AUDIT_RETENTION_DAYS, VERSION_STATES, ControlPlane, IdentityService, NoSandboxes, systemClock, type Clock, type DefaultEgress, type ImageBuilder, type Quotas, type SandboxRuntime } from "../core/index.js";
 import { ShellIngress } from "../shell/index.js";
 import { ClusterStore, PostgresStore, SqliteStore } from "../store/index.js";
-import { nodeCredentials, RemoteRuntime, serveCredentials, type RelayTarget } from "../cluster/index.js";
+import { nodeCredentials, RemoteBuilder, RemoteRuntime, serveCredentials, type RelayTarget } from "../cluster/index.js";
 import type { TLSSocket } from "node:tls";
 import { leadOrStandBy, secretChecks } from "./api-nodes.js";
 import { parseHostPort } from "./agent.js";
@@ -113,33 +112,6 @@ export const DEFAULTS = {
   buildConcurrency: 2,
 };
 
-function dockerfileBuilder(config: PlatformConfig, logs: LogFiles, nets: NetworkNamespaces, egress: EgressGateway): DockerfileBuilder {
-  const dirs = paths(config.dataDir);
-  const s3: S3ClientConfig = {};
-  if (config.s3Endpoint) Object.assign(s3, { endpoint: config.s3Endpoint, forcePathStyle: true });
-  const { LMVM_S3_ACCESS_KEY_ID: id, LMVM_S3_SECRET_ACCESS_KEY: secret, LMVM_S3_REGION: region } = process.env;
-  if (config.s3Credentials) s3.credentials = config.s3Credentials;
-  else if (id && secret) s3.credentials = { accessKeyId: id, secretAccessKey: secret };
-  s3.region = region ?? config.region;
-  return new DockerfileBuilder({
-    dataDir: config.dataDir,
-    imagesDir: dirs.images,
-    buildsDir: dirs.builds,
-    buildahDir: dirs.buildah,
-    logs,
-    baseImageCache: config.baseImageCache ?? dirs.baseImages,
-    debianMirror: config.debianMirror ?? "http://deb.debian.org/debian",
-    busyboxPath: "/bin/busybox",
-    s3,
-    ...(config.artifactCaFile ? { httpsCa: readFileSync(config.artifactCaFile, "utf8") } : {}),
-    limits: config.buildLimits ?? DEFAULT_LIMITS,
-    ...(config.buildPhaseTimeouts ? { phaseTimeouts: config.buildPhaseTimeouts } : {}),
-    // RUN steps of images with egress connectors: namespaces of their own (marked apart from the runtime's), the same gateway.
-    egress: { nets: new NetworkNamespaces(undefined, dirs.buildNetworks), gateway: egress },
-    ...(config.snapshots === false ? {} : { snapshotter: new Snapshotter(new Gvisor({ stateRoot: dirs.runscBuilds, ...(config.sandboxPlatform ? { platform: config.sandboxPlatform } : {}), ...(config.microvmDiskMiB ? { diskMiB: config.microvmDiskMiB } : {}) }), nets, dirs.snapshotSandboxes, {}, egress) }),
-  });
-}
-
 export interface Platform {
   /** Base URL of the control API, e.g. http://127.0.0.1:7600 */
   url: string;
@@ -179,6 +151,8 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   const creds = rootCredentials(config.dataDir);
   const master = serverKey(config.dataDir);
   if (config.clusterDir && !config.database) throw new Error("Cluster mode (--cluster-dir) keeps hosts and leases in PostgreSQL: give --database postgres://...");
+  // Images are built on one agent and run on others, checkpoints resume on another host: both go through the object store.
+  if (config.clusterDir && !config.objectStore) throw new Error("Cluster mode (--cluster-dir) keeps images and checkpoints where every host reaches them: give --object-store s3://bucket[/prefix] (or file:///dir, a directory every host mounts).");
   const store = config.database ? await PostgresStore.open(config.database, log) : await SqliteStore.open(files.database);
   // Cluster mode: the hosts and leases (and the leader row), the cluster listener's address, and this server's certificate.
   const clusterListen = config.clusterListen ? parseHostPort("cluster-listen", config.clusterListen) : undefined;
@@ -247,9 +221,11 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   });
   // Cluster mode: the runtime is the agents', over mutual TLS (src/cluster).
   // Where agents get their MicroVMs' execution-role credentials (the identity service is here), and standbys relay to.
+  // Cluster mode builds on the agents (src/cluster/remote-builder.ts); made below, with the build logs.
+  let remoteBuilder: RemoteBuilder | undefined;
   let relayTo: ((target: RelayTarget, socket: TLSSocket) => void) | undefined;
   const credentialsListener = cluster && clusterListen
-    ? await serveCredentials({ tls: serverTls!, cluster, source: identities, microvm: (id) => store.getMicrovm(id), host: clusterListen.host, port: clusterListen.port, log, relay: () => relayTo })
+    ? await serveCredentials({ tls: serverTls!, cluster, source: identities, microvm: (id) => store.getMicrovm(id), buildRole: (hostId, imageArn, buildId) => remoteBuilder?.buildRole(hostId, imageArn, buildId), host: clusterListen.host, port: clusterListen.port, log, relay: () => relayTo })
     : undefined;
   // The object store's replicas (made below, with the runtime): the remote runtime asks them about suspended MicroVMs of lost hosts.
   let replicaSet: Replicas | undefined;
@@ -278,11 +254,24 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     : undefined;
   const { nets, egress, microvmLogs } = sandboxes;
   const logCatalog = new LogCatalog({ microvms: microvmLogs, builds: buildLogs, lookup: store });
-  const localBuilder = config.builder === undefined ? dockerfileBuilder(config, buildLogs, nets, egress) : config.builder;
+  // Cluster mode: each build is placed on an agent, which uploads its image to the object store before it answers.
+  const localBuilder = config.builder !== undefined ? config.builder
+    : cluster
+      ? (remoteBuilder = new RemoteBuilder({
+          cluster,
+          tls: serverTls!,
+          platform: config.sandboxPlatform ?? DEFAULT_SANDBOX_PLATFORM,
+          architecture: host.architecture,
+          logs: buildLogs,
+          settings: { ...(config.buildPhaseTimeouts ? { phaseTimeouts: config.buildPhaseTimeouts } : {}), limits: config.buildLimits ?? DEFAULT_LIMITS, ...(config.snapshots === false ? { snapshots: false } : {}) },
+          ...(objects ? { discardStored: (imageArn: string, version: string) => replicasOf().deleteImage(imageArn, version) } : {}),
+          log,
+        }))
+      : dockerfileBuilder(config, buildLogs, nets, egress);
   const localRuntime: SandboxRuntime = config.runtime ?? remote ?? sandboxes.runtime
     ?? new NoSandboxes("runsc (gVisor) is not installed or not on PATH; install it (see docs/design.md, host prerequisites) and restart lmvm server.");
   // With an object store, builds put their images there and MicroVMs' checkpoints go there on suspend (src/objects).
-  // In cluster mode each agent wraps its own runtime so (src/server/agent.ts): the server's only uploads images.
+  // In cluster mode each agent wraps its own runtime and builder so (src/server/agent.ts).
   let builder = localBuilder;
   let runtime: SandboxRuntime = localRuntime;
   if (objects) {
@@ -299,14 +288,14 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
     await replicas.checkMarker(AbortSignal.timeout(10_000)).catch((err: Error) => {
       log({ level: "error", msg: `--object-store ${objects.url} cannot be reached now, or is not the store this server used: ${err.message}. Check that the bucket or directory exists, the endpoint (--object-store-endpoint), and the AWS credentials and region in the environment. Until it can, builds fail at their upload, suspends keep MicroVMs running, and suspended MicroVMs whose checkpoint is not here stay as recorded.` });
     });
-    if (builder) builder = new ReplicatedBuilder(builder, replicas);
+    if (builder && !remoteBuilder) builder = new ReplicatedBuilder(builder, replicas);
     if (localRuntime instanceof MicrovmRuntime) runtime = new ReplicatedRuntime(localRuntime, replicas, { microvmDir: (id) => localRuntime.dir(id), log });
     log({ msg: "object store", url: objects.url });
   }
   const metrics = new Metrics(store, localRuntime instanceof MicrovmRuntime ? () => localRuntime.networkCounters() : undefined, localRuntime instanceof MicrovmRuntime ? () => localRuntime.poolFigures() : undefined);
   const tokens = new MicrovmTokens(deriveKey(master, "microvm-tokens"));
   // What sandboxes may reach: the host's shared nftables table (base chains), IPv4 forwarding, and no chains of sandboxes that are gone.
-  if (localRuntime instanceof MicrovmRuntime || config.builder === undefined) await egress.install();
+  if (localRuntime instanceof MicrovmRuntime || (config.builder === undefined && !cluster)) await egress.install();
   const controlPlane = new ControlPlane({
     store,
     clock,
@@ -447,7 +436,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
       } finally {
         // Each step runs whatever failed before it. Prepared namespaces and disks belong to no MicroVM: they go.
         // Running sandboxes keep their chains and shaping; the next start re-binds their DNS sockets and metadata listeners.
-        const steps = [() => (localRuntime instanceof MicrovmRuntime ? localRuntime.stop() : undefined), () => remote?.stop(), () => credentialsListener?.close(), () => cluster?.close(), () => egress.close(), () => store.close()];
+        const steps = [() => (localRuntime instanceof MicrovmRuntime ? localRuntime.stop() : undefined), () => remote?.stop(), () => remoteBuilder?.stop(), () => credentialsListener?.close(), () => cluster?.close(), () => egress.close(), () => store.close()];
         let failure: unknown;
         for (const step of steps) await Promise.resolve().then(step).catch((err: unknown) => (failure ??= err));
         if (failure !== undefined) throw failure;

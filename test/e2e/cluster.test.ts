@@ -16,7 +16,7 @@ import { freshDatabase } from "../support/postgres.js";
 import { LMVM, lmvm, spawnServer, type ServerProcess } from "../support/processes.js";
 import { writeFileSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
-import { zipExample } from "../support/artifacts.js";
+import { BASE_IMAGE_CACHE, makeZip, zipExample } from "../support/artifacts.js";
 import { eventually } from "../support/platform.js";
 import { freeSandboxes } from "../support/sandboxes.js";
 import { relayDatabase, simulatedHosts, type SimulatedHosts } from "../support/cluster-hosts.js";
@@ -50,6 +50,8 @@ interface HostRow {
 const SUBNET = process.env.LMVM_TEST_CLUSTER_SUBNET ?? "172.30.0";
 
 const ROLE = "arn:aws:iam::000000000000:role/MicroVMBuildRole";
+/** The simulated hosts' agents, in the order of net.hosts. */
+const HOST_IDS = ["host-a", "host-b", "host-c"];
 const DOMAIN = "microvm.localhost";
 const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
 const HTTP = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:HTTP_INGRESS";
@@ -98,7 +100,8 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     const host = net.hosts[i]!;
     // nsenter, not `ip netns exec`: the latter mounts a sysfs of the namespace over /sys, which hides the cgroup tree runsc needs.
     const child = spawn("nsenter", [`--net=/run/netns/${host.namespace}`, "--", LMVM, "agent", "--database", agentDatabase, "--data-dir", dataDir, "--cluster-dir", clusterDir,
-      "--listen", `${host.ip}:7700`, "--host-id", hostId, "--server", `${SUBNET}.1:7710`, "--platform", "ptrace", "--object-store", `file://${objects}`], { stdio: ["ignore", "pipe", "pipe"] });
+      "--listen", `${host.ip}:7700`, "--host-id", hostId, "--server", `${SUBNET}.1:7710`, "--platform", "ptrace", "--object-store", `file://${objects}`,
+      "--base-image-cache", BASE_IMAGE_CACHE], { stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
     child.stdout!.on("data", (d) => (output += d));
     child.stderr!.on("data", (d) => (output += d));
@@ -115,7 +118,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
   }
 
   before(async () => {
-    net = simulatedHosts(2, SUBNET);
+    net = simulatedHosts(3, SUBNET);
     clusterDir = tempDir("lmvm-cluster-");
     otherCa = tempDir("lmvm-other-ca-");
     dirs.push(clusterDir, otherCa);
@@ -164,12 +167,13 @@ describe("cluster", { timeout: 1_500_000 }, () => {
   test("agents in their own namespaces register and heartbeat; lmvm hosts lists them", async () => {
     startAgent(0, "host-a");
     startAgent(1, "host-b");
-    await until(60_000, "both agents registered and ACTIVE", async () => {
+    startAgent(2, "host-c");
+    await until(60_000, "the three agents registered and ACTIVE", async () => {
       const rows = await hosts();
-      return rows.length === 2 && rows.every((h) => h.State === "ACTIVE");
+      return rows.length === 3 && rows.every((h) => h.State === "ACTIVE");
     }, 500);
     const rows = await hosts();
-    assert.deepEqual(rows.map((h) => [h.HostId, h.Address]), [["host-a", `${SUBNET}.10:7700`], ["host-b", `${SUBNET}.11:7700`]]);
+    assert.deepEqual(rows.map((h) => [h.HostId, h.Address]), [["host-a", `${SUBNET}.10:7700`], ["host-b", `${SUBNET}.11:7700`], ["host-c", `${SUBNET}.12:7700`]]);
     for (const h of rows) {
       assert.ok(h.MemoryMiB > 0 && h.FreeMemoryMiB > 0 && h.FreeMemoryMiB <= h.MemoryMiB, JSON.stringify(h));
       assert.ok(h.Cpus >= 1 && h.DiskMiB > 0);
@@ -179,7 +183,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     }
     const table = await lmvm(["hosts", "list", "--database", database, "--output", "table"], {}, 30_000);
     assert.equal(table.code, 0, table.stderr);
-    assert.match(table.stdout, /host-a[\s\S]*host-b/);
+    assert.match(table.stdout, /host-a[\s\S]*host-b[\s\S]*host-c/);
     const usage = await lmvm(["agent", "--database", database, "--listen", "127.0.0.1:7700"], {}, 30_000);
     assert.equal(usage.code, 252);
     assert.match(usage.stderr, /--cluster-dir/);
@@ -290,7 +294,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       server = await spawnServer(serverDir, { builds: true, args: ["--database", database, "--cluster-dir", clusterDir, "--cluster-listen", `${SUBNET}.1:7710`, "--object-store", `file://${objects}`, "--platform", "ptrace"] });
       env = { LMVM_DATA_DIR: serverDir };
       ca = readFileSync(join(serverDir, "tls", "ca.pem"));
-      // Each image is built once, both at once, on the server's host.
+      // Each image is built once, both at once, each on an agent.
       await Promise.all(["python", "hello"].map(async (name) => {
         const zip = join(serverDir, `${name}.zip`);
         writeFileSync(zip, zipExample(name));
@@ -305,15 +309,95 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       }));
     });
 
+    /** The host a build ran on last, from the line the server writes at the top of each placement in its log. */
+    const buildHost = (log: string): string | undefined => [...log.matchAll(/==> Building on host (host-[a-z]) \(([0-9.]+)\)/g)].at(-1)?.[1];
+
+    test("the two images (Python and Node) were built on agents, on different hosts, and lmvm logs build shows the agents' output", async () => {
+      const on: string[] = [];
+      for (const name of ["python", "hello"]) {
+        const r = await lmvm(["logs", "build", `cluster-${name}`, "1.0"], env);
+        assert.equal(r.code, 0, r.stderr);
+        const m = /==> Building on host (host-[a-z]) \(([0-9.]+)\)/.exec(r.stdout);
+        assert.ok(m, `the build log names its host:\n${r.stdout}`);
+        assert.equal(m[2], `${SUBNET}.${10 + HOST_IDS.indexOf(m[1]!)}`, "with the host's address");
+        // What the agent's builder wrote, in order: its steps, buildah's own output, the snapshot, the end.
+        assert.match(r.stdout, /==> Building on host[\s\S]*==> Build [0-9a-f-]+ of [\s\S]*==> Fetching code artifact file:\/\/[\s\S]*STEP 1\/\d+: FROM[\s\S]*==> Snapshotting the initialised app[\s\S]*==> Done: root filesystem of \d+ bytes/, r.stdout);
+        const agent = agents.find((a) => a.hostId === m[1])!;
+        assert.match(agent.output(), /"msg":"build done"/, `host ${m[1]}'s agent ran a build`);
+        on.push(m[1]!);
+      }
+      assert.notEqual(on[0], on[1], "builds placed at the same time went to different hosts");
+      // The server built nothing itself: no buildah store or build scratch space in its data directory.
+      assert.ok(!existsSync(join(serverDir, "buildah")) || readdirSync(join(serverDir, "buildah")).length === 0, "no buildah store on the server");
+    });
+
+    test("a build whose agent is killed (kill -9) mid-build is placed again on another host and succeeds; the agent back does not resume it", async () => {
+      // The Node app with a slow RUN step: the kill comes while it sleeps.
+      const zip = join(serverDir, "slow.zip");
+      const dockerfile = readFileSync(join(import.meta.dirname, "..", "..", "..", "examples", "hello", "Dockerfile"), "utf8").replace("WORKDIR /app", "WORKDIR /app\nRUN sleep 45");
+      const serverJs = readFileSync(join(import.meta.dirname, "..", "..", "..", "examples", "hello", "server.js"), "utf8");
+      writeFileSync(zip, makeZip([{ name: "Dockerfile", content: dockerfile }, { name: "server.js", content: serverJs }]));
+      const arn = await cli(["create-microvm-image", "--name", "cluster-slow", "--build-role-arn", ROLE, "--code-artifact", JSON.stringify({ uri: `file://${zip}` }),
+        "--cli-input-json", `file://${join(import.meta.dirname, "..", "..", "..", "examples", "hello", "microvm-image.json")}`, "--query", "imageArn", "--output", "text"]);
+      const logOf = async () => (await lmvm(["logs", "build", "cluster-slow", "1.0"], env)).stdout;
+      const first = await eventually(async () => {
+        const log = await logOf();
+        return /RUN sleep 45/.test(log) ? buildHost(log) : undefined;
+      }, "the slow build's RUN step to start on an agent", 300_000);
+      assert.ok(first && HOST_IDS.includes(first), `the build runs on a host: ${first}`);
+      const victim = agents.find((a) => a.hostId === first && a.child.exitCode === null && a.child.signalCode === null)!;
+      await stopAgent(victim, "SIGKILL");
+      const state = await eventually(async () => {
+        const st = await cli(["get-microvm-image", "--image-identifier", "cluster-slow", "--query", "state", "--output", "text"]);
+        return st === "CREATED" || st === "CREATE_FAILED" ? st : undefined;
+      }, "the slow build to end", 600_000);
+      const log = await logOf();
+      assert.equal(state, "CREATED", log);
+      assert.match(log, new RegExp(`Lost host ${first} during the build[\\s\\S]*Host ${first} no longer runs the build: building again`), log);
+      const second = buildHost(log);
+      assert.ok(second && second !== first, `built again on another host than ${first}: ${second}`);
+      assert.equal((await hosts()).find((h) => h.HostId === first)!.State, "LOST");
+      // The agent back on the same data directory clears what the build left and does not run it again.
+      const back = startAgentOn(HOST_IDS.indexOf(first!), first!, victim.dataDir);
+      await until(60_000, `host ${first} ACTIVE again`, async () => (await hosts()).find((h) => h.HostId === first)!.State === "ACTIVE", 500);
+      assert.doesNotMatch(back.output(), /"msg":"build started"/, "the agent back runs no build");
+      const scratch = join(back.dataDir, "builds");
+      assert.ok(!existsSync(scratch) || readdirSync(scratch).length === 0, "the killed build's scratch space is gone");
+      // A MicroVM of the image built on the second host runs (its image from the object store wherever it is placed).
+      const id = await cli(["run-microvm", "--image-identifier", arn, "--ingress-network-connectors", HTTP, "--query", "microvmId", "--output", "text"]);
+      await reach(id, "RUNNING");
+      assert.ok(await requests(id, await token(id)) >= 1);
+      await cli(["terminate-microvm", "--microvm-identifier", id]);
+      await reach(id, "TERMINATED");
+      await cli(["delete-microvm-image", "--image-identifier", arn]);
+    });
+
+    test("MicroVMs placed one after another spread over the three hosts", async () => {
+      // Placement ranks by each host's last heartbeat's free memory less what it was promised since; the simulated hosts share one
+      // machine, whose free memory other work moves between heartbeats by more than one MicroVM's: so up to six runs, not exactly three.
+      const ids: string[] = [];
+      const on = new Set<string | undefined>();
+      for (let i = 0; i < 6 && on.size < 3; i++) {
+        const id = await run(i % 2 ? "python" : "hello");
+        ids.push(id);
+        on.add(await hostOf(id));
+      }
+      assert.deepEqual([...on].sort(), HOST_IDS, `MicroVMs on every host: ${ids.length} runs went to ${[...on].join(", ")}`);
+      for (const id of ids) {
+        await cli(["terminate-microvm", "--microvm-identifier", id]);
+        await reach(id, "TERMINATED");
+      }
+    });
+
     test("MicroVMs (Python and Node) are placed on both hosts and their endpoints answer through the server", async () => {
       const py = await run("python", ["--ingress-network-connectors", HTTP, SHELL]);
       const first = await hostOf(py);
-      assert.ok(first === "host-a" || first === "host-b", `the Python MicroVM's lease names a host: ${first}`);
-      const other = first === "host-a" ? "host-b" : "host-a";
-      // A drained host takes nothing new: the Node MicroVM goes to the other one.
+      assert.ok(first && HOST_IDS.includes(first), `the Python MicroVM's lease names a host: ${first}`);
+      // A drained host takes nothing new: the Node MicroVM goes to another one.
       assert.equal((await lmvm(["hosts", "drain", first, "--database", database], {}, 30_000)).code, 0);
       const node = await run("hello", ["--ingress-network-connectors", HTTP, SHELL]);
-      assert.equal(await hostOf(node), other, "placed on the host that is not draining");
+      const second = await hostOf(node);
+      assert.ok(second && second !== first, `placed on a host that is not draining, not ${first}: ${second}`);
       assert.equal((await lmvm(["hosts", "undrain", first, "--database", database], {}, 30_000)).code, 0);
       for (const id of [py, node]) {
         const t = await token(id);
@@ -383,13 +467,13 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       const t = await token(id);
       const before = await requests(id, t);
       const from = (await hostOf(id))!;
-      const to = from === "host-a" ? "host-b" : "host-a";
       await cli(["suspend-microvm", "--microvm-identifier", id]);
       await reach(id, "SUSPENDED");
       assert.equal((await lmvm(["hosts", "drain", from, "--database", database], {}, 30_000)).code, 0);
       await cli(["resume-microvm", "--microvm-identifier", id]);
       await reach(id, "RUNNING");
-      assert.equal(await hostOf(id), to, "resumed on the other host");
+      const to = await hostOf(id);
+      assert.ok(to && to !== from, `resumed on another host than ${from}: ${to}`);
       assert.equal(await requests(id, t), before + 1, "the app's memory came along: its counter goes on");
       assert.equal((await lmvm(["hosts", "undrain", from, "--database", database], {}, 30_000)).code, 0);
       await cli(["terminate-microvm", "--microvm-identifier", id]);
@@ -459,7 +543,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     test("a host cut off the network stops serving, is declared LOST, and once it is back its MicroVM is not run twice", async () => {
       const id = await run("python", ["--ingress-network-connectors", HTTP]);
       const hostId = (await hostOf(id))!;
-      const host = net.hosts[hostId === "host-a" ? 0 : 1]!;
+      const host = net.hosts[HOST_IDS.indexOf(hostId)]!;
       const agent = agents.filter((a) => a.hostId === hostId).at(-1)!;
       const t = await token(id);
       const before = await requests(id, t);
@@ -493,11 +577,11 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     test("kill -9 of an agent: its host is declared LOST, its MicroVM ends naming the host, its suspended MicroVM resumes elsewhere, and the agent back again does not run the first", async () => {
       const id = await run("hello");
       const hostId = (await hostOf(id))!;
-      const other = hostId === "host-a" ? "host-b" : "host-a";
-      // A suspended MicroVM on the same host (the other one drained meanwhile): its checkpoint is in the object store.
-      assert.equal((await lmvm(["hosts", "drain", other, "--database", database], {}, 30_000)).code, 0);
+      const others = HOST_IDS.filter((h) => h !== hostId);
+      // A suspended MicroVM on the same host (the others drained meanwhile): its checkpoint is in the object store.
+      for (const other of others) assert.equal((await lmvm(["hosts", "drain", other, "--database", database], {}, 30_000)).code, 0);
       const suspended = await run("python", ["--ingress-network-connectors", HTTP]);
-      assert.equal((await lmvm(["hosts", "undrain", other, "--database", database], {}, 30_000)).code, 0);
+      for (const other of others) assert.equal((await lmvm(["hosts", "undrain", other, "--database", database], {}, 30_000)).code, 0);
       assert.equal(await hostOf(suspended), hostId);
       const t = await token(suspended);
       const before = await requests(suspended, t);
@@ -515,12 +599,13 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       assert.equal(kept.state, "SUSPENDED", kept.stateReason);
       await cli(["resume-microvm", "--microvm-identifier", suspended]);
       await reach(suspended, "RUNNING");
-      assert.equal(await hostOf(suspended), other, "resumed on the host that is left");
+      const resumedOn = await hostOf(suspended);
+      assert.ok(resumedOn && others.includes(resumedOn), `resumed on a host that is left: ${resumedOn}`);
       assert.equal(await requests(suspended, t), before + 1, "with its memory");
       await cli(["terminate-microvm", "--microvm-identifier", suspended]);
       await reach(suspended, "TERMINATED");
       // The sandbox outlived the agent (as sandboxes outlive a server); the agent back on the same data directory ends it: its lease is gone.
-      const index = net.hosts.findIndex((h) => `host-${"ab"[h.index]}` === hostId);
+      const index = HOST_IDS.indexOf(hostId);
       const back = startAgentOn(index, hostId, victim.dataDir);
       await until(60_000, `host ${hostId} ACTIVE again`, async () => (await hosts()).find((h) => h.HostId === hostId)!.State === "ACTIVE", 500);
       const { Gvisor } = await import("../../src/runtime/index.js");

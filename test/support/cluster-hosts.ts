@@ -5,6 +5,8 @@
 // agent runs inside its namespace with its own data directory (and so its own
 // runsc root) and reaches PostgreSQL through the test cluster's Unix socket,
 // which no network namespace hides. A partition is the host's veth taken down.
+// Like a real host, each reaches the internet (masqueraded by the root
+// namespace): agents make base images and run builds' RUN steps with egress.
 // Everything goes at close(), and at process exit if a test forgot. Another
 // /24 (`subnet`, its first three octets) lets a second user, such as the
 // cluster bench, run beside the e2e test without two bridges holding one IP.
@@ -47,12 +49,17 @@ export function simulatedHosts(count: number, subnet = "172.30.0"): SimulatedHos
       quiet("ip", ["netns", "del", n.ns]);
     }
     quiet("ip", ["link", "del", bridge]);
+    quiet("nft", ["delete", "table", "ip", bridge]);
   };
   process.once("exit", close);
   close();
   sh("ip", ["link", "add", bridge, "type", "bridge"]);
   sh("ip", ["addr", "add", `${subnet}.1/24`, "dev", bridge]);
   sh("ip", ["link", "set", bridge, "up"]);
+  // The hosts' traffic to anywhere but the bridge leaves with the machine's address (a table of its own, gone at close).
+  sh("nft", ["add", "table", "ip", bridge]);
+  sh("nft", ["add", "chain", "ip", bridge, "postrouting", "{ type nat hook postrouting priority 100; }"]);
+  sh("nft", ["add", "rule", "ip", bridge, "postrouting", "ip", "saddr", `${subnet}.0/24`, "oifname", "!=", bridge, "masquerade"]);
   const hosts = names.map((n, i) => {
     const ip = `${subnet}.${10 + i}`;
     sh("ip", ["netns", "add", n.ns]);

@@ -34,3 +34,19 @@ test("without promises the order is by free memory, ties by id, and the input is
   assert.deepEqual(rankHosts(hosts, () => 0).map((h) => h.id), ["c", "a", "b"]);
   assert.deepEqual(hosts.map((h) => h.id), ["b", "a", "c"]);
 });
+
+test("builds go to the host with the fewest running first, then the most free memory, whatever its room", () => {
+  const hosts = [{ id: "a", freeMemoryMiB: 100 }, { id: "b", freeMemoryMiB: 900 }, { id: "c", freeMemoryMiB: 500 }];
+  const running = new Map<string, number>();
+  const order: string[] = [];
+  // Placed one after another, each counted as running on its host before the next is ranked.
+  for (let i = 0; i < 4; i++) {
+    const first = rankHosts(hosts, () => 0, (id) => running.get(id) ?? 0)[0]!;
+    running.set(first.id, (running.get(first.id) ?? 0) + 1);
+    order.push(first.id);
+  }
+  assert.deepEqual(order, ["b", "c", "a", "b"]);
+  // A busy host with the most room comes after idle ones; among equally busy ones, room decides.
+  assert.deepEqual(rankHosts(hosts, () => 0, (id) => (id === "b" ? 2 : 0)).map((h) => h.id), ["c", "a", "b"]);
+  assert.deepEqual(rankHosts(hosts, () => 0).map((h) => h.id), ["b", "c", "a"], "without a count, by room only");
+});

@@ -1,0 +1,214 @@
+// Builds on agents (src/cluster/remote-builder.ts, agent-builds.ts) without gVisor or buildah: the
+// server's RemoteBuilder against real agent services on 127.0.0.1, over real mutual TLS and a real
+// PostgreSQL cluster store, each agent building with a stand-in ImageBuilder that writes log lines
+// and waits until the test lets it finish (or its signal aborts). Covers the log streamed into the
+// server's log, the file:// artifact sent from the server, placement spreading builds, cancellation
+// reaching the agent, and a build placed again when its host is lost, never running on two hosts.
+
+import assert from "node:assert/strict";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { AgentBuilds, AgentService, initCluster, nodeCredentials, RemoteBuilder } from "../../src/cluster/index.js";
+import { BuildFailure, NoSandboxes, type BuildJob, type ImageBuilder, type SnapshotBuild, type Store } from "../../src/core/index.js";
+import type { BuildLogs, BuildSettings } from "../../src/builder/index.js";
+import { LogFiles } from "../../src/os/index.js";
+import { ClusterStore } from "../../src/store/index.js";
+import { until, within } from "../support/deadline.js";
+import { tempDir } from "../support/platform.js";
+import { freshDatabase } from "../support/postgres.js";
+
+/** A host without sandboxes that has nothing to reap or adopt (the agent service's start asks). */
+class Empty extends NoSandboxes {
+  override async reap(): Promise<void> {}
+  override async adopt(): Promise<void> {}
+  override async running(): Promise<Set<string>> {
+    return new Set();
+  }
+}
+
+/** The first value `get` answers within `ms`. */
+async function found<T>(ms: number, what: string, get: () => Promise<T | undefined>, everyMs = 50): Promise<T> {
+  let value: T | undefined;
+  await until(ms, what, async () => (value = await get()) !== undefined, everyMs);
+  return value!;
+}
+
+/** A port free on 127.0.0.1 now. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer().once("error", reject).listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+interface Run {
+  job: BuildJob;
+  settings: BuildSettings | undefined;
+  signal: AbortSignal;
+  finish: () => void;
+}
+
+/** An agent's builder that logs two lines, then waits for finish() or its signal. */
+class HeldBuilder implements ImageBuilder {
+  readonly runs: Run[] = [];
+  recovered = 0;
+  constructor(private readonly logs: BuildLogs, private readonly settings: (id: string) => BuildSettings | undefined) {}
+  build(job: BuildJob, signal: AbortSignal): Promise<SnapshotBuild> {
+    const log = this.logs.open(job.build.buildId);
+    const settings = this.settings(job.build.buildId);
+    log.step(`Build ${job.build.buildId}`);
+    const artifact = settings?.artifact;
+    log.line(artifact && "path" in artifact ? `artifact: ${readFileSync(artifact.path, "utf8")}` : `artifact failure: ${artifact && "failure" in artifact ? artifact.failure : "none"}`);
+    return new Promise((resolve, reject) => {
+      const run: Run = { job, settings, signal, finish: () => resolve({ codeInstallSizeInBytes: 42 }) };
+      this.runs.push(run);
+      signal.addEventListener("abort", () => {
+        log.step("FAILED: The build was cancelled.");
+        reject(new BuildFailure("The build was cancelled."));
+      }, { once: true });
+    });
+  }
+  async discard(): Promise<void> {}
+  async recover(): Promise<void> {
+    this.recovered++;
+  }
+}
+
+describe("builds on agents", { timeout: 180_000 }, () => {
+  const dir = tempDir("lmvm-builds-unit-");
+  let cluster: ClusterStore;
+  let remote: RemoteBuilder;
+  let serverLogs: LogFiles;
+  const agents = new Map<string, { service: AgentService; builder: () => HeldBuilder }>();
+  const log = () => undefined;
+
+  async function startAgent(hostId: string): Promise<void> {
+    const port = await freePort();
+    const tls = await nodeCredentials(join(dir, "cluster"), hostId, "agent", ["127.0.0.1"]);
+    let held: HeldBuilder | undefined;
+    const builds = new AgentBuilds({ dataDir: join(dir, hostId), builder: (logs, settings) => (held = new HeldBuilder(logs, settings)), discardLocal: async () => undefined, log });
+    const runtime = new Empty("test host");
+    const service = new AgentService({
+      hostId, runtime, local: runtime, cluster, store: {} as Store, tls, log, builds, heartbeatMs: 200,
+      capacity: () => ({ id: hostId, address: `127.0.0.1:${port}`, memoryMiB: 4096, freeMemoryMiB: 2048, cpus: 2, diskMiB: 10_000, freeDiskMiB: 5000, architecture: "X86_64", runscVersion: "test", platform: "ptrace" }),
+    });
+    await service.start("127.0.0.1", port);
+    agents.set(hostId, { service, builder: () => held! });
+  }
+
+  function job(n: number, uri: string): BuildJob {
+    const at = new Date();
+    const imageArn = `arn:aws:lambda:us-east-1:000000000000:microvm-image:img${n}`;
+    return {
+      image: { arn: imageArn } as BuildJob["image"],
+      version: { imageArn, version: "1.0", createdAt: at, config: { codeArtifact: { uri } } } as unknown as BuildJob["version"],
+      build: { buildId: `00000000-0000-0000-0000-00000000000${n}`, imageArn, imageVersion: "1.0", architecture: "X86_64", attempts: 1, createdAt: at, updatedAt: at } as BuildJob["build"],
+      egress: { internet: false, rules: [] } as unknown as BuildJob["egress"],
+    };
+  }
+
+  const runOn = (hostId: string, buildId: string) => agents.get(hostId)!.builder().runs.find((r) => r.job.build.buildId === buildId && !r.signal.aborted);
+
+  before(async () => {
+    await initCluster(join(dir, "cluster"));
+    cluster = await ClusterStore.open(await freshDatabase());
+    serverLogs = new LogFiles(join(dir, "server-logs"));
+    remote = new RemoteBuilder({
+      cluster, tls: await nodeCredentials(join(dir, "cluster"), "server", "server", []), platform: "ptrace", architecture: "X86_64", logs: serverLogs,
+      settings: { limits: { maxArtifactBytes: 1000, maxUncompressedBytes: 10_000, maxFiles: 10 }, phaseTimeouts: { buildah: 7 } }, log, noHostWaitMs: 3000,
+    });
+    await startAgent("host-a");
+    await startAgent("host-b");
+  });
+
+  after(async () => {
+    remote?.stop();
+    for (const a of agents.values()) await a.service.stop();
+    await cluster?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("builds placed at the same time go to different hosts; the agent gets the server's settings and file:// artifact, and its log lines reach the server's log", async () => {
+    const zip = join(dir, "app.zip");
+    writeFileSync(zip, "PK-the-zip");
+    const one = job(1, `file://${zip}`);
+    const two = job(2, `file://${join(dir, "missing.zip")}`);
+    const done = [remote.build(one, new AbortController().signal), remote.build(two, new AbortController().signal)];
+    const where = await found(20_000, "both builds running on agents", async () => {
+      const a = ["host-a", "host-b"].find((h) => runOn(h, one.build.buildId));
+      const b = ["host-a", "host-b"].find((h) => runOn(h, two.build.buildId));
+      return a && b ? [a, b] : undefined;
+    });
+    assert.notEqual(where[0], where[1], "spread over the two hosts");
+    const run = runOn(where[0]!, one.build.buildId)!;
+    assert.deepEqual(run.settings?.phaseTimeouts, { buildah: 7 });
+    assert.equal(run.settings?.limits?.maxArtifactBytes, 1000);
+    assert.equal(remote.buildsOn(where[0]!), 1);
+    run.finish();
+    runOn(where[1]!, two.build.buildId)!.finish();
+    assert.deepEqual(await within(10_000, "the builds' results", Promise.all(done)), [{ codeInstallSizeInBytes: 42 }, { codeInstallSizeInBytes: 42 }]);
+    const text = readFileSync(serverLogs.path(one.build.buildId), "utf8");
+    assert.match(text, new RegExp(`^\\[[^\\]]+\\] ==> Building on host ${where[0]} \\(127\\.0\\.0\\.1\\)\\n\\[[^\\]]+\\] ==> Build ${one.build.buildId}\\nartifact: PK-the-zip\\n$`));
+    assert.match(readFileSync(serverLogs.path(two.build.buildId), "utf8"), /artifact failure: Code artifact file:\/\/.*missing\.zip does not exist on the lmvm host\./);
+    assert.equal(remote.buildsOn(where[0]!), 0);
+  });
+
+  test("aborting the build's signal cancels it on its agent", async () => {
+    const j = job(3, "s3://bucket/app.zip");
+    const controller = new AbortController();
+    const done = remote.build(j, controller.signal);
+    const host = await found(20_000, "the build running", async () => ["host-a", "host-b"].find((h) => runOn(h, j.build.buildId)));
+    const run = runOn(host, j.build.buildId)!;
+    assert.equal(run.settings?.artifact, undefined, "an s3:// artifact is the agent's to fetch");
+    controller.abort();
+    await within(10_000, "the cancelled build", assert.rejects(done, /The build was cancelled/));
+    await until(10_000, "the agent's build aborted", async () => run.signal.aborted, 50);
+    assert.match(readFileSync(serverLogs.path(j.build.buildId), "utf8"), /==> FAILED: The build was cancelled\.\n$/);
+  });
+
+  test("a connection to the build's host that breaks: the build ends there, and only then is it placed again", async () => {
+    const j = job(4, "s3://bucket/app.zip");
+    const done = remote.build(j, new AbortController().signal);
+    const first = await found(20_000, "the build running", async () => ["host-a", "host-b"].find((h) => runOn(h, j.build.buildId)));
+    const run = runOn(first, j.build.buildId)!;
+    // The connection breaks (the agent lives on): the agent sees it close and stops the build; the server asks it whether it still runs.
+    (agents.get(first)!.service as unknown as { server: { closeAllConnections(): void } }).server.closeAllConnections();
+    const again = await found(30_000, "the build placed again", async () => ["host-a", "host-b"].map((h) => runOn(h, j.build.buildId)).find((r) => r && r !== run));
+    assert.ok(run.signal.aborted, "the first run was stopped before the build was placed again");
+    again.finish();
+    assert.deepEqual(await within(10_000, "the build's result", done), { codeInstallSizeInBytes: 42 });
+    const text = readFileSync(serverLogs.path(j.build.buildId), "utf8");
+    assert.match(text, new RegExp(`Building on host ${first}[\\s\\S]*Lost host ${first} during the build[\\s\\S]*Host ${first} no longer runs the build: building again[\\s\\S]*Building on host`), text);
+  });
+
+  test("an agent that stops during a build stops it and says so: the build goes to the other host", async () => {
+    const j = job(6, "s3://bucket/app.zip");
+    const done = remote.build(j, new AbortController().signal);
+    const first = await found(20_000, "the build running", async () => ["host-a", "host-b"].find((h) => runOn(h, j.build.buildId)));
+    const other = first === "host-a" ? "host-b" : "host-a";
+    const run = runOn(first, j.build.buildId)!;
+    await agents.get(first)!.service.stop();
+    assert.ok(run.signal.aborted, "the stopped agent's build was aborted");
+    const again = await found(30_000, "the build placed again", async () => runOn(other, j.build.buildId));
+    again.finish();
+    assert.deepEqual(await within(10_000, "the build's result", done), { codeInstallSizeInBytes: 42 });
+    const text = readFileSync(serverLogs.path(j.build.buildId), "utf8");
+    assert.match(text, new RegExp(`Building on host ${first}[\\s\\S]*FAILED: The build was cancelled\\.[\\s\\S]*Host ${first} (did not take or keep the build|could not be reached|no longer runs the build)[\\s\\S]*Building on host ${other}`), text);
+  });
+
+  test("with no ACTIVE host the build waits, then fails saying why", async () => {
+    for (const a of agents.values()) await a.service.stop();
+    await until(20_000, "every host LOST", async () => {
+      await cluster.markLost(1500);
+      return (await cluster.listHosts()).every((h) => h.state === "LOST");
+    }, 200);
+    const j = job(5, "s3://bucket/app.zip");
+    await within(20_000, "the build's failure", assert.rejects(remote.build(j, new AbortController().signal), (err: Error) =>
+      err instanceof BuildFailure && /could not be placed: no ACTIVE host .* it waited 3 s/.test(err.message)));
+    assert.match(readFileSync(serverLogs.path(j.build.buildId), "utf8"), /Waiting for a host to build on[\s\S]*FAILED: The build could not be placed/);
+  });
+});
