@@ -80,7 +80,8 @@ export function openRelay(tls: NodeCredentials, leader: string, target: RelayTar
     const deadline = setTimeout(() => fail(new Error(`the leader at ${leader} did not open a relay within ${RELAY_OPEN_MS / 1000} s`)), RELAY_OPEN_MS);
     socket.setNoDelay(true);
     socket.on("error", (err) => fail(new Error(`relay to the leader at ${leader}: ${err.message}`)));
-    socket.once("close", () => fail(new Error(`the leader at ${leader} closed the relay before answering`)));
+    const onClose = () => fail(new Error(`the leader at ${leader} closed the relay before answering`));
+    socket.once("close", onClose);
     socket.once("secureConnect", () => {
       socket.write(`CONNECT ${target}:0 HTTP/1.1\r\nhost: ${target}:0\r\n${CLIENT_ADDRESS_HEADER}: ${client.address}\r\n${CLIENT_PORT_HEADER}: ${client.port}\r\n\r\n`);
     });
@@ -100,7 +101,7 @@ export function openRelay(tls: NodeCredentials, leader: string, target: RelayTar
       if (rest.length) socket.unshift(rest);
       settled = true;
       clearTimeout(deadline);
-      socket.removeAllListeners("close");
+      socket.off("close", onClose);
       resolve(socket);
     };
     socket.on("data", onData);
