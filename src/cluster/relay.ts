@@ -125,7 +125,7 @@ export interface StandbyOptions {
 export class StandbyRelay {
   private servers: Server[] = [];
   private readonly open = new Set<Socket>();
-  private cached: { address: string | undefined; at: number } | undefined;
+  private cached: { address: Promise<string | undefined>; at: number } | undefined;
   private failures = 0;
   apiPort = 0;
   endpointPort = 0;
@@ -137,11 +137,18 @@ export class StandbyRelay {
     this.endpointPort = await this.serve("endpoint", this.opts.endpoint);
   }
 
-  private async leader(): Promise<string | undefined> {
-    // Read at most once a second: a burst of connections does not become a burst of queries.
+  private leader(): Promise<string | undefined> {
+    // Read at most once a second, one query at a time, failures included: a burst of connections
+    // (or of failed relays while the leader is down) does not become a burst of queries.
     if (this.cached && performance.now() - this.cached.at < 1000) return this.cached.address;
-    const address = await this.opts.leaderAddress();
-    this.cached = { address, at: performance.now() };
+    const address = this.opts.leaderAddress();
+    address.catch(() => undefined);
+    // In flight, the one query is shared (at: +Infinity); its answer, or failure, is kept a second from when it came.
+    this.cached = { address, at: Number.POSITIVE_INFINITY };
+    const answered = () => {
+      if (this.cached?.address === address) this.cached.at = performance.now();
+    };
+    address.then(answered, answered);
     return address;
   }
 
@@ -168,7 +175,6 @@ export class StandbyRelay {
       if (!leader) throw new Error("no leader has recorded a --cluster-listen address in the database");
       upstream = await openRelay(this.opts.tls, leader, target, from);
     } catch (err) {
-      this.cached = undefined;
       // One line per run of failures, not per connection: a dead leader is retried below by the lock, not here.
       if (this.failures++ % 100 === 0) this.opts.log({ level: "warn", msg: "standby: a connection could not be relayed to the leader", target, err: (err as Error).message });
       client.destroy();
