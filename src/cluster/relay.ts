@@ -133,8 +133,14 @@ export class StandbyRelay {
   constructor(private readonly opts: StandbyOptions) {}
 
   async listen(): Promise<void> {
-    this.apiPort = await this.serve("api", this.opts.api);
-    this.endpointPort = await this.serve("endpoint", this.opts.endpoint);
+    try {
+      this.apiPort = await this.serve("api", this.opts.api);
+      this.endpointPort = await this.serve("endpoint", this.opts.endpoint);
+    } catch (err) {
+      // The API listener may be bound already (the endpoint port in use): it is not left behind.
+      await this.close();
+      throw err;
+    }
   }
 
   private leader(): Promise<string | undefined> {
@@ -198,7 +204,8 @@ export class StandbyRelay {
   }
 
   async close(): Promise<void> {
-    const closed = this.servers.map((s) => new Promise<void>((r) => s.close(() => r())));
+    const closed = this.servers.filter((s) => s.listening).map((s) => new Promise<void>((r) => s.close(() => r())));
+    this.servers = [];
     for (const s of this.open) s.destroy();
     this.open.clear();
     await Promise.all(closed);
