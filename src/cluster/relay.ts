@@ -63,7 +63,7 @@ export function asClient(socket: Socket, client: { address: string; port: number
  * Opens a relay tunnel to the leader at `leader` (ip:port) for the client's connection; resolves
  * with the TLS socket once the leader answered 200 (any bytes after its answer are pushed back).
  */
-export function openRelay(tls: NodeCredentials, leader: string, target: RelayTarget, client: { address: string; port: number }): Promise<TLSSocket> {
+export function openRelay(tls: NodeCredentials, leader: string, target: RelayTarget, client: { address: string; port: number }, ms = RELAY_OPEN_MS): Promise<TLSSocket> {
   const i = leader.lastIndexOf(":");
   const host = leader.slice(0, i).replace(/^\[(.*)\]$/, "$1");
   const port = Number(leader.slice(i + 1));
@@ -77,7 +77,7 @@ export function openRelay(tls: NodeCredentials, leader: string, target: RelayTar
       socket.destroy();
       reject(err);
     };
-    const deadline = setTimeout(() => fail(new Error(`the leader at ${leader} did not open a relay within ${RELAY_OPEN_MS / 1000} s`)), RELAY_OPEN_MS);
+    const deadline = setTimeout(() => fail(new Error(`the leader at ${leader} did not open a relay within ${RELAY_OPEN_MS / 1000} s`)), Math.max(0, ms));
     socket.setNoDelay(true);
     socket.on("error", (err) => fail(new Error(`relay to the leader at ${leader}: ${err.message}`)));
     const onClose = () => fail(new Error(`the leader at ${leader} closed the relay before answering`));
@@ -177,9 +177,17 @@ export class StandbyRelay {
     const from = { address: client.remoteAddress ?? "0.0.0.0", port: client.remotePort ?? 0 };
     let upstream: TLSSocket;
     try {
-      const leader = await this.leader();
+      // One deadline for the whole opening, the leader's lookup included.
+      const started = performance.now();
+      let timer: NodeJS.Timeout | undefined;
+      const leader = await Promise.race([
+        this.leader(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`the leader's address could not be read from the database within ${RELAY_OPEN_MS / 1000} s`)), RELAY_OPEN_MS);
+        }),
+      ]).finally(() => clearTimeout(timer));
       if (!leader) throw new Error("no leader has recorded a --cluster-listen address in the database");
-      upstream = await openRelay(this.opts.tls, leader, target, from);
+      upstream = await openRelay(this.opts.tls, leader, target, from, RELAY_OPEN_MS - (performance.now() - started));
     } catch (err) {
       // One line per run of failures, not per connection: a dead leader is retried below by the lock, not here.
       if (this.failures++ % 100 === 0) this.opts.log({ level: "warn", msg: "standby: a connection could not be relayed to the leader", target, err: (err as Error).message });
