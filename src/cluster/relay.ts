@@ -17,7 +17,7 @@
 // client, not the standby.
 
 import { isIP, createServer, type Server, type Socket } from "node:net";
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "node:tls";
 import { checkNodeIdentity, type NodeCredentials } from "./ca.js";
 
 export type RelayTarget = "api" | "endpoint";
@@ -68,7 +68,9 @@ export function openRelay(tls: NodeCredentials, leader: string, target: RelayTar
   const host = leader.slice(0, i).replace(/^\[(.*)\]$/, "$1");
   const port = Number(leader.slice(i + 1));
   return new Promise((resolve, reject) => {
-    const socket = tlsConnect({ host, port, ca: tls.ca, cert: tls.cert, key: tls.key, minVersion: "TLSv1.3", checkServerIdentity: checkNodeIdentity("server") });
+    // allowHalfOpen: Node's tls.connect passes it to the TLSSocket (its types omit it).
+    const options: ConnectionOptions & { allowHalfOpen: boolean } = { host, port, allowHalfOpen: true, ca: tls.ca, cert: tls.cert, key: tls.key, minVersion: "TLSv1.3", checkServerIdentity: checkNodeIdentity("server") };
+    const socket = tlsConnect(options);
     let settled = false;
     const fail = (err: Error) => {
       if (settled) return;
@@ -159,7 +161,7 @@ export class StandbyRelay {
   }
 
   private serve(target: RelayTarget, at: { host: string; port: number }): Promise<number> {
-    const server = createServer({ pauseOnConnect: true }, (client) => void this.relay(target, client));
+    const server = createServer({ pauseOnConnect: true, allowHalfOpen: true }, (client) => void this.relay(target, client));
     this.servers.push(server);
     return new Promise((resolve, reject) => {
       server.once("error", reject);
@@ -197,14 +199,23 @@ export class StandbyRelay {
     this.failures = 0;
     if (client.destroyed) return void upstream.destroy();
     this.open.add(upstream);
-    const done = () => {
-      this.open.delete(upstream);
+    // Half-open both ways: a client's FIN after its request reaches the leader as a FIN (pipe ends
+    // upstream) and the answer still comes back; each direction's end travels by its pipe. A socket
+    // is forgotten once closed; an error on either ends both.
+    const fail = () => {
       upstream.destroy();
       client.destroy();
     };
-    upstream.on("error", done);
-    upstream.once("close", done);
-    client.once("close", done);
+    upstream.on("error", fail);
+    client.on("error", fail);
+    upstream.once("close", () => {
+      this.open.delete(upstream);
+      if (!client.writableEnded) client.end();
+    });
+    client.once("close", () => {
+      // The client is gone both ways: nothing more can reach it, nor come from it.
+      upstream.destroy();
+    });
     upstream.pipe(client);
     client.pipe(upstream);
     upstream.resume();
