@@ -80,6 +80,9 @@ export async function serveCredentials(opts: {
       })().catch((err: Error) => send(400, { error: err.message }));
     });
   });
+  // Relayed sockets leave this server's own (closeAllConnections does not see them, and one still in
+  // the endpoint's TLS handshake is in no one's list): close() ends them itself.
+  const relayed = new Set<TLSSocket>();
   // A standby API node's relay: only a server certificate's, and only once this server serves.
   server.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on("error", () => undefined);
@@ -94,6 +97,8 @@ export async function serveCredentials(opts: {
     socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
     if (head.length) tls.unshift(head);
     asClient(tls, parsed.client);
+    relayed.add(tls);
+    tls.once("close", () => relayed.delete(tls));
     deliver(parsed.target, tls);
   });
   server.on("tlsClientError", () => undefined);
@@ -107,6 +112,8 @@ export async function serveCredentials(opts: {
     close: () => new Promise<void>((r) => {
       server.close(() => r());
       server.closeAllConnections();
+      for (const s of relayed) s.destroy();
+      relayed.clear();
     }),
   };
 }
