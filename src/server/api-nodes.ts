@@ -29,7 +29,9 @@ export function secretChecks(master: Buffer, root: RootCredentials, endpointCaFi
   const checkKey = deriveKey(master, "api-node-check");
   return {
     key: checkKey.toString("hex"),
-    credentials: createHmac("sha256", checkKey).update(`${root.accessKeyId}\n${root.secretAccessKey}`).digest("hex"),
+    // Keyed with a derivation that is never stored: keyed with the stored `key`, a read of the row
+    // would allow guessing the root secret offline.
+    credentials: createHmac("sha256", deriveKey(master, "api-node-check-credentials")).update(`${root.accessKeyId}\n${root.secretAccessKey}`).digest("hex"),
     endpointCa: new X509Certificate(readFileSync(endpointCaFile)).fingerprint256,
   };
 }
