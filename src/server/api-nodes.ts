@@ -73,18 +73,17 @@ export async function leadOrStandBy(o: LeadOptions): Promise<{ apiPort: number; 
     return leader ? checksMismatch(leader.checks, o.checks, o.files) : undefined;
   };
   const record = async () => {
-    const recorded = await o.cluster.recordLeader({ nodeId, ...(o.clusterListen ? { address: o.clusterListen } : {}), checks: o.checks });
+    const recorded = await o.cluster.recordLeader({ nodeId, address: o.clusterListen!, checks: o.checks });
     const why = checksMismatch(recorded, o.checks, o.files);
     if (why) throw new Error(why);
     o.log({ msg: "leader: this API node holds the server lock", nodeId, clusterListen: o.clusterListen ?? null });
   };
+  // A leader records where standbys relay and agents get credentials: one without it would break them all.
+  if (!o.clusterListen) throw new Error("An API node in cluster mode needs --cluster-listen <ip:port>: the leader records it in the database for the standbys and agents, so without it this node will neither lead nor stand by.");
   let why = await mismatch();
   if (!why && (await o.store.tryClaimServer())) {
     await record();
     return { apiPort: o.api.port, endpointPort: o.endpoint.port };
-  }
-  if (!o.clusterListen) {
-    throw new Error(why ?? "Another lmvm server leads this database. A second API node is a standby that relays to the leader and takes over when it dies: give it --cluster-listen <ip:port> (where the leader's standbys and the agents reach it once it leads).");
   }
   const relay = new StandbyRelay({
     tls: o.tls,
