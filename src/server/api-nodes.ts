@@ -23,6 +23,13 @@ import { deriveKey, type RootCredentials } from "./data-dir.js";
 
 /** How often a standby tries the server lock. */
 export const TAKEOVER_POLL_MS = 1000;
+/**
+ * How long a standby leaves the server lock alone after PostgreSQL came back from a restart (or
+ * after it could not reach it): the leader, whose lock session the restart ended, retakes it
+ * every 250 ms (postgres.ts) and should normally keep it rather than lose it to a standby (it
+ * would then exit, and the MicroVMs go through an adoption for nothing).
+ */
+export const RESTART_GRACE_MS = 3000;
 
 /** The check values of this node's secrets (one-way: they reveal nothing of the secrets). */
 export function secretChecks(master: Buffer, root: RootCredentials, endpointCaFile: string): SecretChecks {
@@ -97,9 +104,18 @@ export async function leadOrStandBy(o: LeadOptions): Promise<{ apiPort: number; 
   const leader = await o.cluster.leader().catch(() => undefined);
   o.log({ msg: "standby: another API node leads; relaying this node's API and endpoint connections to it, trying the server lock every second", nodeId, leader: leader?.nodeId ?? null, leaderAddress: leader?.address ?? null, apiPort: relay.apiPort, endpointPort: relay.endpointPort });
   if (why) o.log({ level: "error", msg: why });
+  let startedAt = await o.store.postgresStartedAt().catch(() => undefined);
+  let graceUntil = 0;
   for (;;) {
     await new Promise((r) => setTimeout(r, TAKEOVER_POLL_MS));
     try {
+      const started = await o.store.postgresStartedAt();
+      if (startedAt === undefined || started !== startedAt) {
+        if (startedAt !== undefined || graceUntil < 0) o.log({ msg: "standby: PostgreSQL is back after a restart or outage; leaving the server lock to the leader for a grace", graceMs: RESTART_GRACE_MS });
+        graceUntil = performance.now() + RESTART_GRACE_MS;
+        startedAt = started;
+      }
+      if (performance.now() < graceUntil) continue;
       const now = await mismatch();
       if (now) {
         if (now !== why) o.log({ level: "error", msg: now });
@@ -110,6 +126,9 @@ export async function leadOrStandBy(o: LeadOptions): Promise<{ apiPort: number; 
       why = undefined;
       if (!(await o.store.tryClaimServer())) continue;
     } catch (err) {
+      // Unreachable: once it answers again, the grace applies as after a restart.
+      startedAt = undefined;
+      graceUntil = -1;
       o.log({ level: "warn", msg: "standby: the database could not be asked about the leader; trying again", err: (err as Error).message });
       continue;
     }
