@@ -131,13 +131,17 @@ export class PostgresStore extends KyselyStore {
 
   /**
    * A fresh connection of its own that holds the server lock, or undefined when another session
-   * holds it; throws when PostgreSQL cannot be reached within LOCK_TRY_MS.
+   * holds it; throws when PostgreSQL cannot be reached within LOCK_TRY_MS. Its session asks
+   * PostgreSQL to drop it when the peer is dead (a power loss or a partition leaves no FIN): after
+   * tcp_keepalives_idle + count x interval = 5 + 3 x 2 = 11 s idle, or 10 s of unacknowledged
+   * sends (tcp_user_timeout), so a standby takes over in ~11-12 s, not after the OS's ~2 h.
    */
   private async lockSession(): Promise<pg.Client | undefined> {
     const client = new pg.Client({ ...(this.pool!.options as pg.ClientConfig), connectionTimeoutMillis: LOCK_TRY_MS, query_timeout: LOCK_TRY_MS, keepAlive: true, keepAliveInitialDelayMillis: 5_000 });
     client.on("error", () => undefined); // watched in hold(); a failed try throws from connect/query
     try {
       await client.connect();
+      await client.query("SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000");
       const r = await client.query<{ locked: boolean }>("SELECT pg_try_advisory_lock($1) AS locked", [SERVER_LOCK_KEY]);
       if (r.rows[0]?.locked) return client;
     } catch (err) {
