@@ -66,12 +66,18 @@ export function survivePostgresLoss(pool: pg.Pool, log?: (event: Record<string, 
 
 /** The advisory lock the one lmvm server of a database holds (pg_try_advisory_lock's key: "lmvm" in ASCII). */
 const SERVER_LOCK_KEY = 0x6c6d766d;
-/** The deadline of one try of the server lock (connect, then each query), and of the holder's ping. */
+/** The deadline of one try of the server lock (connect, then each query). */
 const LOCK_TRY_MS = 2_000;
 /** How often the holder whose lock session ended tries to take the lock again (a standby waits a grace first: api-nodes.ts). */
 const LOCK_RETRY_MS = 250;
 /** How often the holder checks its lock session answers. */
 const LOCK_PING_MS = 2_000;
+/**
+ * How long that check may take: long enough that a slow database does not make the holder drop a
+ * live session (and with it the lock), short enough to notice a silent one (a partition) about
+ * when PostgreSQL drops it (~11 s, lockSession).
+ */
+const LOCK_PING_DEADLINE_MS = 10_000;
 
 export class PostgresStore extends KyselyStore {
   /** The pool behind `root` (set by open). */
@@ -152,7 +158,7 @@ export class PostgresStore extends KyselyStore {
     return undefined;
   }
 
-  /** Keeps `client` as the lock's session and watches it: its end, an error, or a ping past LOCK_TRY_MS. */
+  /** Keeps `client` as the lock's session and watches it: its end, an error, or a ping past LOCK_PING_DEADLINE_MS. */
   private hold(client: pg.Client): void {
     this.lockHolder = client;
     let gone = false;
@@ -170,7 +176,7 @@ export class PostgresStore extends KyselyStore {
     // A connection that never errors (a partition) is found by a ping with a deadline.
     const ping = () => {
       this.watchTimer = setTimeout(() => {
-        client.query("SELECT 1").then(ping, (err: Error) => lost(`a ping failed: ${err.message}`));
+        client.query({ text: "SELECT 1", query_timeout: LOCK_PING_DEADLINE_MS }).then(ping, (err: Error) => lost(`a ping failed: ${err.message}`));
       }, LOCK_PING_MS);
     };
     ping();
