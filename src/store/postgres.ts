@@ -176,7 +176,8 @@ export class PostgresStore extends KyselyStore {
     // A connection that never errors (a partition) is found by a ping with a deadline.
     const ping = () => {
       this.watchTimer = setTimeout(() => {
-        client.query({ text: "SELECT 1", query_timeout: LOCK_PING_DEADLINE_MS }).then(ping, (err: Error) => lost(`a ping failed: ${err.message}`));
+        // pg reads a query's own query_timeout (its types omit it).
+        client.query({ text: "SELECT 1", query_timeout: LOCK_PING_DEADLINE_MS } as pg.QueryConfig).then(ping, (err: Error) => lost(`a ping failed: ${err.message}`));
       }, LOCK_PING_MS);
     };
     ping();
