@@ -13,8 +13,8 @@
 // leader's `200`, the bytes are the client's own: SigV4 (its Host header),
 // the endpoint's TLS and SNI, HTTP/2 and WebSockets reach the leader
 // unchanged, and the leader's API and endpoint proxy see the client's address
-// (the headers), so audit records, aws:SourceIp and per-IP limits name the
-// client, not the standby.
+// (the headers), so audit records and aws:SourceIp name the client, not the
+// standby.
 
 import { isIP, createServer, type Server, type Socket } from "node:net";
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "node:tls";
