@@ -97,6 +97,9 @@ export async function serveCredentials(opts: {
     socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
     if (head.length) tls.unshift(head);
     asClient(tls, parsed.client);
+    // Half-open, as the standby's side is: a client's FIN after its request must not end the
+    // answer's way back (the https server's sockets are not half-open; its HTTP parser is done with this one).
+    tls.allowHalfOpen = true;
     relayed.add(tls);
     tls.once("close", () => relayed.delete(tls));
     deliver(parsed.target, tls);
