@@ -209,6 +209,9 @@ export async function serverCommand(argv: string[]): Promise<void> {
   if (listenHost !== undefined && ["0.0.0.0", "::", ""].includes(listenHost)) {
     throw new UsageError(`--cluster-listen needs the address agents reach this server at (its certificate names it, and agents check it), not '${values["cluster-listen"]}': give one of this host's own addresses, e.g. --cluster-listen 10.0.0.5:7710.`);
   }
+  if (values["cluster-dir"] && !values["cluster-listen"]) {
+    throw new UsageError("--cluster-dir (cluster mode) needs --cluster-listen <ip:port>: the leader records it in the database, and that is where the agents ask for execution-role credentials and standby API nodes relay to; without it every standby and agent would be left with no address, e.g. --cluster-listen 10.0.0.5:7710.");
+  }
   if (values["cluster-dir"] && database === undefined) throw new UsageError("--cluster-dir (cluster mode) needs --database postgres://...: the hosts, their heartbeats and the MicroVMs' leases are kept there.");
   if (database !== undefined && !/^postgres(ql)?:\/\/./.test(database)) {
     throw new UsageError(`--database must be a PostgreSQL URL, postgres://user[:password]@host[:port]/database; got '${redactUrl(database)}'.`);

@@ -93,6 +93,9 @@ export async function serveCredentials(opts: {
       })().catch((err: Error) => send(400, { error: err.message }));
     });
   });
+  // Relayed sockets leave this server's own (closeAllConnections does not see them, and one still in
+  // the endpoint's TLS handshake is in no one's list): close() ends them itself.
+  const relayed = new Set<TLSSocket>();
   // A standby API node's relay: only a server certificate's, and only once this server serves.
   server.on("connect", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on("error", () => undefined);
@@ -107,6 +110,11 @@ export async function serveCredentials(opts: {
     socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
     if (head.length) tls.unshift(head);
     asClient(tls, parsed.client);
+    // Half-open, as the standby's side is: a client's FIN after its request must not end the
+    // answer's way back (the https server's sockets are not half-open; its HTTP parser is done with this one).
+    tls.allowHalfOpen = true;
+    relayed.add(tls);
+    tls.once("close", () => relayed.delete(tls));
     deliver(parsed.target, tls);
   });
   server.on("tlsClientError", () => undefined);
@@ -120,6 +128,8 @@ export async function serveCredentials(opts: {
     close: () => new Promise<void>((r) => {
       server.close(() => r());
       server.closeAllConnections();
+      for (const s of relayed) s.destroy();
+      relayed.clear();
     }),
   };
 }

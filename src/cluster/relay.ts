@@ -13,11 +13,11 @@
 // leader's `200`, the bytes are the client's own: SigV4 (its Host header),
 // the endpoint's TLS and SNI, HTTP/2 and WebSockets reach the leader
 // unchanged, and the leader's API and endpoint proxy see the client's address
-// (the headers), so audit records, aws:SourceIp and per-IP limits name the
-// client, not the standby.
+// (the headers), so audit records and aws:SourceIp name the client, not the
+// standby.
 
 import { isIP, createServer, type Server, type Socket } from "node:net";
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "node:tls";
 import { checkNodeIdentity, type NodeCredentials } from "./ca.js";
 
 export type RelayTarget = "api" | "endpoint";
@@ -63,12 +63,14 @@ export function asClient(socket: Socket, client: { address: string; port: number
  * Opens a relay tunnel to the leader at `leader` (ip:port) for the client's connection; resolves
  * with the TLS socket once the leader answered 200 (any bytes after its answer are pushed back).
  */
-export function openRelay(tls: NodeCredentials, leader: string, target: RelayTarget, client: { address: string; port: number }): Promise<TLSSocket> {
+export function openRelay(tls: NodeCredentials, leader: string, target: RelayTarget, client: { address: string; port: number }, ms = RELAY_OPEN_MS): Promise<TLSSocket> {
   const i = leader.lastIndexOf(":");
   const host = leader.slice(0, i).replace(/^\[(.*)\]$/, "$1");
   const port = Number(leader.slice(i + 1));
   return new Promise((resolve, reject) => {
-    const socket = tlsConnect({ host, port, ca: tls.ca, cert: tls.cert, key: tls.key, minVersion: "TLSv1.3", checkServerIdentity: checkNodeIdentity("server") });
+    // allowHalfOpen: Node's tls.connect passes it to the TLSSocket (its types omit it).
+    const options: ConnectionOptions & { allowHalfOpen: boolean } = { host, port, allowHalfOpen: true, ca: tls.ca, cert: tls.cert, key: tls.key, minVersion: "TLSv1.3", checkServerIdentity: checkNodeIdentity("server") };
+    const socket = tlsConnect(options);
     let settled = false;
     const fail = (err: Error) => {
       if (settled) return;
@@ -77,10 +79,11 @@ export function openRelay(tls: NodeCredentials, leader: string, target: RelayTar
       socket.destroy();
       reject(err);
     };
-    const deadline = setTimeout(() => fail(new Error(`the leader at ${leader} did not open a relay within ${RELAY_OPEN_MS / 1000} s`)), RELAY_OPEN_MS);
+    const deadline = setTimeout(() => fail(new Error(`the leader at ${leader} did not open a relay within ${RELAY_OPEN_MS / 1000} s`)), Math.max(0, ms));
     socket.setNoDelay(true);
     socket.on("error", (err) => fail(new Error(`relay to the leader at ${leader}: ${err.message}`)));
-    socket.once("close", () => fail(new Error(`the leader at ${leader} closed the relay before answering`)));
+    const onClose = () => fail(new Error(`the leader at ${leader} closed the relay before answering`));
+    socket.once("close", onClose);
     socket.once("secureConnect", () => {
       socket.write(`CONNECT ${target}:0 HTTP/1.1\r\nhost: ${target}:0\r\n${CLIENT_ADDRESS_HEADER}: ${client.address}\r\n${CLIENT_PORT_HEADER}: ${client.port}\r\n\r\n`);
     });
@@ -100,7 +103,7 @@ export function openRelay(tls: NodeCredentials, leader: string, target: RelayTar
       if (rest.length) socket.unshift(rest);
       settled = true;
       clearTimeout(deadline);
-      socket.removeAllListeners("close");
+      socket.off("close", onClose);
       resolve(socket);
     };
     socket.on("data", onData);
@@ -124,7 +127,7 @@ export interface StandbyOptions {
 export class StandbyRelay {
   private servers: Server[] = [];
   private readonly open = new Set<Socket>();
-  private cached: { address: string | undefined; at: number } | undefined;
+  private cached: { address: Promise<string | undefined>; at: number } | undefined;
   private failures = 0;
   apiPort = 0;
   endpointPort = 0;
@@ -132,20 +135,33 @@ export class StandbyRelay {
   constructor(private readonly opts: StandbyOptions) {}
 
   async listen(): Promise<void> {
-    this.apiPort = await this.serve("api", this.opts.api);
-    this.endpointPort = await this.serve("endpoint", this.opts.endpoint);
+    try {
+      this.apiPort = await this.serve("api", this.opts.api);
+      this.endpointPort = await this.serve("endpoint", this.opts.endpoint);
+    } catch (err) {
+      // The API listener may be bound already (the endpoint port in use): it is not left behind.
+      await this.close();
+      throw err;
+    }
   }
 
-  private async leader(): Promise<string | undefined> {
-    // Read at most once a second: a burst of connections does not become a burst of queries.
+  private leader(): Promise<string | undefined> {
+    // Read at most once a second, one query at a time, failures included: a burst of connections
+    // (or of failed relays while the leader is down) does not become a burst of queries.
     if (this.cached && performance.now() - this.cached.at < 1000) return this.cached.address;
-    const address = await this.opts.leaderAddress();
-    this.cached = { address, at: performance.now() };
+    const address = this.opts.leaderAddress();
+    address.catch(() => undefined);
+    // In flight, the one query is shared (at: +Infinity); its answer, or failure, is kept a second from when it came.
+    this.cached = { address, at: Number.POSITIVE_INFINITY };
+    const answered = () => {
+      if (this.cached?.address === address) this.cached.at = performance.now();
+    };
+    address.then(answered, answered);
     return address;
   }
 
   private serve(target: RelayTarget, at: { host: string; port: number }): Promise<number> {
-    const server = createServer({ pauseOnConnect: true }, (client) => void this.relay(target, client));
+    const server = createServer({ pauseOnConnect: true, allowHalfOpen: true }, (client) => void this.relay(target, client));
     this.servers.push(server);
     return new Promise((resolve, reject) => {
       server.once("error", reject);
@@ -163,11 +179,18 @@ export class StandbyRelay {
     const from = { address: client.remoteAddress ?? "0.0.0.0", port: client.remotePort ?? 0 };
     let upstream: TLSSocket;
     try {
-      const leader = await this.leader();
+      // One deadline for the whole opening, the leader's lookup included.
+      const started = performance.now();
+      let timer: NodeJS.Timeout | undefined;
+      const leader = await Promise.race([
+        this.leader(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`the leader's address could not be read from the database within ${RELAY_OPEN_MS / 1000} s`)), RELAY_OPEN_MS);
+        }),
+      ]).finally(() => clearTimeout(timer));
       if (!leader) throw new Error("no leader has recorded a --cluster-listen address in the database");
-      upstream = await openRelay(this.opts.tls, leader, target, from);
+      upstream = await openRelay(this.opts.tls, leader, target, from, RELAY_OPEN_MS - (performance.now() - started));
     } catch (err) {
-      this.cached = undefined;
       // One line per run of failures, not per connection: a dead leader is retried below by the lock, not here.
       if (this.failures++ % 100 === 0) this.opts.log({ level: "warn", msg: "standby: a connection could not be relayed to the leader", target, err: (err as Error).message });
       client.destroy();
@@ -176,14 +199,23 @@ export class StandbyRelay {
     this.failures = 0;
     if (client.destroyed) return void upstream.destroy();
     this.open.add(upstream);
-    const done = () => {
-      this.open.delete(upstream);
+    // Half-open both ways: a client's FIN after its request reaches the leader as a FIN (pipe ends
+    // upstream) and the answer still comes back; each direction's end travels by its pipe. A socket
+    // is forgotten once closed; an error on either ends both.
+    const fail = () => {
       upstream.destroy();
       client.destroy();
     };
-    upstream.on("error", done);
-    upstream.once("close", done);
-    client.once("close", done);
+    upstream.on("error", fail);
+    client.on("error", fail);
+    upstream.once("close", () => {
+      this.open.delete(upstream);
+      if (!client.writableEnded) client.end();
+    });
+    client.once("close", () => {
+      // The client is gone both ways: nothing more can reach it, nor come from it.
+      upstream.destroy();
+    });
     upstream.pipe(client);
     client.pipe(upstream);
     upstream.resume();
@@ -191,7 +223,8 @@ export class StandbyRelay {
   }
 
   async close(): Promise<void> {
-    const closed = this.servers.map((s) => new Promise<void>((r) => s.close(() => r())));
+    const closed = this.servers.filter((s) => s.listening).map((s) => new Promise<void>((r) => s.close(() => r())));
+    this.servers = [];
     for (const s of this.open) s.destroy();
     this.open.clear();
     await Promise.all(closed);

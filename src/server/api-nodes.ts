@@ -23,13 +23,22 @@ import { deriveKey, type RootCredentials } from "./data-dir.js";
 
 /** How often a standby tries the server lock. */
 export const TAKEOVER_POLL_MS = 1000;
+/**
+ * How long a standby leaves the server lock alone after PostgreSQL came back from a restart (or
+ * after it could not reach it): the leader, whose lock session the restart ended, retakes it
+ * every 250 ms (postgres.ts) and should normally keep it rather than lose it to a standby (it
+ * would then exit, and the MicroVMs go through an adoption for nothing).
+ */
+export const RESTART_GRACE_MS = 3000;
 
 /** The check values of this node's secrets (one-way: they reveal nothing of the secrets). */
 export function secretChecks(master: Buffer, root: RootCredentials, endpointCaFile: string): SecretChecks {
   const checkKey = deriveKey(master, "api-node-check");
   return {
     key: checkKey.toString("hex"),
-    credentials: createHmac("sha256", checkKey).update(`${root.accessKeyId}\n${root.secretAccessKey}`).digest("hex"),
+    // Keyed with a derivation that is never stored: keyed with the stored `key`, a read of the row
+    // would allow guessing the root secret offline.
+    credentials: createHmac("sha256", deriveKey(master, "api-node-check-credentials")).update(`${root.accessKeyId}\n${root.secretAccessKey}`).digest("hex"),
     endpointCa: new X509Certificate(readFileSync(endpointCaFile)).fingerprint256,
   };
 }
@@ -71,18 +80,17 @@ export async function leadOrStandBy(o: LeadOptions): Promise<{ apiPort: number; 
     return leader ? checksMismatch(leader.checks, o.checks, o.files) : undefined;
   };
   const record = async () => {
-    const recorded = await o.cluster.recordLeader({ nodeId, ...(o.clusterListen ? { address: o.clusterListen } : {}), checks: o.checks });
+    const recorded = await o.cluster.recordLeader({ nodeId, address: o.clusterListen!, checks: o.checks });
     const why = checksMismatch(recorded, o.checks, o.files);
     if (why) throw new Error(why);
     o.log({ msg: "leader: this API node holds the server lock", nodeId, clusterListen: o.clusterListen ?? null });
   };
+  // A leader records where standbys relay and agents get credentials: one without it would break them all.
+  if (!o.clusterListen) throw new Error("An API node in cluster mode needs --cluster-listen <ip:port>: the leader records it in the database for the standbys and agents, so without it this node will neither lead nor stand by.");
   let why = await mismatch();
   if (!why && (await o.store.tryClaimServer())) {
     await record();
     return { apiPort: o.api.port, endpointPort: o.endpoint.port };
-  }
-  if (!o.clusterListen) {
-    throw new Error(why ?? "Another lmvm server leads this database. A second API node is a standby that relays to the leader and takes over when it dies: give it --cluster-listen <ip:port> (where the leader's standbys and the agents reach it once it leads).");
   }
   const relay = new StandbyRelay({
     tls: o.tls,
@@ -96,9 +104,18 @@ export async function leadOrStandBy(o: LeadOptions): Promise<{ apiPort: number; 
   const leader = await o.cluster.leader().catch(() => undefined);
   o.log({ msg: "standby: another API node leads; relaying this node's API and endpoint connections to it, trying the server lock every second", nodeId, leader: leader?.nodeId ?? null, leaderAddress: leader?.address ?? null, apiPort: relay.apiPort, endpointPort: relay.endpointPort });
   if (why) o.log({ level: "error", msg: why });
+  let startedAt = await o.store.postgresStartedAt().catch(() => undefined);
+  let graceUntil = 0;
   for (;;) {
     await new Promise((r) => setTimeout(r, TAKEOVER_POLL_MS));
     try {
+      const started = await o.store.postgresStartedAt();
+      if (startedAt === undefined || started !== startedAt) {
+        if (startedAt !== undefined || graceUntil < 0) o.log({ msg: "standby: PostgreSQL is back after a restart or outage; leaving the server lock to the leader for a grace", graceMs: RESTART_GRACE_MS });
+        graceUntil = performance.now() + RESTART_GRACE_MS;
+        startedAt = started;
+      }
+      if (performance.now() < graceUntil) continue;
       const now = await mismatch();
       if (now) {
         if (now !== why) o.log({ level: "error", msg: now });
@@ -109,6 +126,9 @@ export async function leadOrStandBy(o: LeadOptions): Promise<{ apiPort: number; 
       why = undefined;
       if (!(await o.store.tryClaimServer())) continue;
     } catch (err) {
+      // Unreachable: once it answers again, the grace applies as after a restart.
+      startedAt = undefined;
+      graceUntil = -1;
       o.log({ level: "warn", msg: "standby: the database could not be asked about the leader; trying again", err: (err as Error).message });
       continue;
     }

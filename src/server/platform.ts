@@ -154,6 +154,15 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
   // Images are built on one agent and run on others, checkpoints resume on another host: both go through the object store.
   if (config.clusterDir && !config.objectStore) throw new Error("Cluster mode (--cluster-dir) keeps images and checkpoints where every host reaches them: give --object-store s3://bucket[/prefix] (or file:///dir, a directory every host mounts).");
   const store = config.database ? await PostgresStore.open(config.database, log) : await SqliteStore.open(files.database);
+  if (store instanceof PostgresStore) {
+    // The server lock's session ended (PostgreSQL restarted, the connection cut) and another API node
+    // took the lock before this one could take it again: two servers must never act on one database.
+    // This one stops at once (its MicroVMs outlive it by design); restarted by its supervisor, it stands by.
+    store.onServerLockLost((why) => {
+      log({ level: "error", msg: `this API node lost the server lock to another API node; exiting at once so that only one server acts on the database (restarted, it stands by): ${why}` });
+      process.exit(75);
+    });
+  }
   // Cluster mode: the hosts and leases (and the leader row), the cluster listener's address, and this server's certificate.
   const clusterListen = config.clusterListen ? parseHostPort("cluster-listen", config.clusterListen) : undefined;
   let cluster: ClusterStore | undefined;

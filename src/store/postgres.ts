@@ -26,7 +26,7 @@
 //   is needed, since the queries do not block the event loop.
 
 import pg from "pg";
-import { Kysely, Migrator, PostgresDialect, type ExpressionBuilder } from "kysely";
+import { Kysely, Migrator, PostgresDialect, sql, type ExpressionBuilder } from "kysely";
 import type { AuditEvent, Store } from "../core/index.js";
 import { auditRows, KyselyStore, type Db, type Tables } from "./kysely.js";
 import { migrations } from "./migrations/index.js";
@@ -66,12 +66,31 @@ export function survivePostgresLoss(pool: pg.Pool, log?: (event: Record<string, 
 
 /** The advisory lock the one lmvm server of a database holds (pg_try_advisory_lock's key: "lmvm" in ASCII). */
 const SERVER_LOCK_KEY = 0x6c6d766d;
+/** The deadline of one try of the server lock (connect, then each query). */
+const LOCK_TRY_MS = 2_000;
+/** How often the holder whose lock session ended tries to take the lock again (a standby waits a grace first: api-nodes.ts). */
+const LOCK_RETRY_MS = 250;
+/** How often the holder checks its lock session answers. */
+const LOCK_PING_MS = 2_000;
+/**
+ * How long that check may take: long enough that a slow database does not make the holder drop a
+ * live session (and with it the lock), short enough to notice a silent one (a partition) about
+ * when PostgreSQL drops it (~11 s, lockSession).
+ */
+const LOCK_PING_DEADLINE_MS = 10_000;
 
 export class PostgresStore extends KyselyStore {
   /** The pool behind `root` (set by open). */
   private pool: pg.Pool | undefined;
-  /** The connection holding the server lock (claimServer), kept checked out for the server's life. */
-  private lockHolder: pg.PoolClient | undefined;
+  /** The connection holding the server lock (claimServer), its own (not the pool's), kept for the server's life. */
+  private lockHolder: pg.Client | undefined;
+  /** Whether this process holds, or is retaking, the server lock (claimed and not closed). */
+  private claimed = false;
+  private closing = false;
+  /** Called when the lock's session ended and another process holds the lock now (onServerLockLost). */
+  private lockLost: ((why: string) => void) | undefined;
+  private lockLog: ((event: Record<string, unknown>) => void) | undefined;
+  private watchTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     db: Db,
@@ -98,22 +117,98 @@ export class PostgresStore extends KyselyStore {
    * now. A standby API node (cluster mode) calls it every second until the leader's session ends.
    */
   async tryClaimServer(): Promise<boolean> {
-    if (!this.pool) return false;
-    if (this.lockHolder) return true;
-    const client = await this.pool.connect();
+    if (!this.pool || this.closing) return false;
+    if (this.claimed) return !!this.lockHolder;
+    const client = await this.lockSession();
+    if (!client) return false;
+    this.claimed = true;
+    this.hold(client);
+    return true;
+  }
+
+  /**
+   * What to do when this process lost the server lock to another one (its lock session ended, a
+   * PostgreSQL restart or a cut connection, and another process took the lock before this one
+   * could take it again): the server must stop acting at once (it exits; a supervisor restarts it).
+   */
+  onServerLockLost(handler: (why: string) => void): void {
+    this.lockLost = handler;
+  }
+
+  /**
+   * A fresh connection of its own that holds the server lock, or undefined when another session
+   * holds it; throws when PostgreSQL cannot be reached within LOCK_TRY_MS. Its session asks
+   * PostgreSQL to drop it when the peer is dead (a power loss or a partition leaves no FIN): after
+   * tcp_keepalives_idle + count x interval = 5 + 3 x 2 = 11 s idle, or 10 s of unacknowledged
+   * sends (tcp_user_timeout), so a standby takes over in ~11-12 s, not after the OS's ~2 h.
+   */
+  private async lockSession(): Promise<pg.Client | undefined> {
+    const client = new pg.Client({ ...(this.pool!.options as pg.ClientConfig), connectionTimeoutMillis: LOCK_TRY_MS, query_timeout: LOCK_TRY_MS, keepAlive: true, keepAliveInitialDelayMillis: 5_000 });
+    client.on("error", () => undefined); // watched in hold(); a failed try throws from connect/query
     try {
+      await client.connect();
+      await client.query("SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000");
       const r = await client.query<{ locked: boolean }>("SELECT pg_try_advisory_lock($1) AS locked", [SERVER_LOCK_KEY]);
-      if (!r.rows[0]?.locked) {
-        client.release();
-        return false;
-      }
+      if (r.rows[0]?.locked) return client;
     } catch (err) {
-      client.release();
+      await client.end().catch(() => undefined);
       throw err;
     }
-    client.on("error", () => undefined); // a lost connection is the pool's to report
+    await client.end().catch(() => undefined);
+    return undefined;
+  }
+
+  /** Keeps `client` as the lock's session and watches it: its end, an error, or a ping past LOCK_PING_DEADLINE_MS. */
+  private hold(client: pg.Client): void {
     this.lockHolder = client;
-    return true;
+    let gone = false;
+    const lost = (why: string) => {
+      if (gone || this.closing) return;
+      gone = true;
+      clearTimeout(this.watchTimer);
+      if (this.lockHolder === client) this.lockHolder = undefined;
+      void client.end().catch(() => undefined);
+      this.lockLog?.({ level: "warn", msg: "the server lock's PostgreSQL session ended; taking the lock again", why });
+      void this.retake(why);
+    };
+    client.on("error", (err: Error) => lost(err.message));
+    client.on("end", () => lost("the connection closed"));
+    // A connection that never errors (a partition) is found by a ping with a deadline.
+    const ping = () => {
+      this.watchTimer = setTimeout(() => {
+        // pg reads a query's own query_timeout (its types omit it).
+        client.query({ text: "SELECT 1", query_timeout: LOCK_PING_DEADLINE_MS } as pg.QueryConfig).then(ping, (err: Error) => lost(`a ping failed: ${err.message}`));
+      }, LOCK_PING_MS);
+    };
+    ping();
+  }
+
+  /** After the lock's session ended: takes the lock again, every LOCK_RETRY_MS, until this process holds it or another one does. */
+  private async retake(why: string): Promise<void> {
+    for (;;) {
+      if (this.closing) return;
+      try {
+        const client = await this.lockSession();
+        if (this.closing) return void (await client?.end().catch(() => undefined));
+        if (client) {
+          this.lockLog?.({ msg: "the server lock is held again after its session ended", why });
+          return this.hold(client);
+        }
+        const loss = `another API node holds the server lock now (this one's PostgreSQL session ended: ${why})`;
+        if (this.lockLost) this.lockLost(loss);
+        else this.lockLog?.({ level: "error", msg: loss });
+        return;
+      } catch {
+        // PostgreSQL is not back yet: try again shortly, before a standby (which waits a grace) does.
+      }
+      await new Promise((r) => setTimeout(r, LOCK_RETRY_MS));
+    }
+  }
+
+  /** When PostgreSQL last started (ms since the epoch): a standby sees a restart by it changing. */
+  async postgresStartedAt(): Promise<number> {
+    const r = await sql<{ at: Date }>`SELECT pg_postmaster_start_time() AS at`.execute(this.root);
+    return new Date(r.rows[0]!.at).getTime();
   }
 
   /** Connects to the database at `url` (postgres://user[:password]@host[:port]/database) and brings its schema up to date. */
@@ -148,16 +243,19 @@ export class PostgresStore extends KyselyStore {
     }
     const store = new PostgresStore(db, db, false);
     store.pool = pool;
+    store.lockLog = log;
     return store;
   }
 
   async close(): Promise<void> {
+    this.closing = true;
+    clearTimeout(this.watchTimer);
     // Unlocked explicitly first: the session ending would release it too, but only once
     // PostgreSQL has noticed the closed connection, so a server started right after this one
     // stopped could find the lock still held.
     await this.lockHolder?.query("SELECT pg_advisory_unlock($1)", [SERVER_LOCK_KEY]).catch(() => undefined);
     // Closing the connection ends its session, and the server lock with it.
-    this.lockHolder?.release(true);
+    await this.lockHolder?.end().catch(() => undefined);
     this.lockHolder = undefined;
     await this.root.destroy();
   }

@@ -9,7 +9,9 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import type { Microvm, MicrovmImage, Store } from "../../src/core/index.js";
 import { PostgresStore } from "../../src/store/index.js";
-import { freshDatabase } from "../support/postgres.js";
+import pg from "pg";
+import { until } from "../support/deadline.js";
+import { freshDatabase, killPostgres, restartPostgres } from "../support/postgres.js";
 
 const ACCT = "123456789012";
 const arn = (name: string) => `arn:aws:lambda:us-east-1:${ACCT}:microvm-image:${name}`;
@@ -113,4 +115,73 @@ test("a database that cannot be reached is named in the error, without its passw
     assert.doesNotMatch(err.message, /s3cret/);
     return true;
   });
+});
+
+// The server lock is a session advisory lock (pg_try_advisory_lock's key "lmvm"): its holders, read from pg_locks.
+const SERVER_LOCK_KEY = 0x6c6d766d;
+async function lockHolders(): Promise<number[]> {
+  const admin = new pg.Client({ connectionString: url });
+  try {
+    await admin.connect();
+    const r = await admin.query<{ pid: number }>("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted", [SERVER_LOCK_KEY]);
+    return r.rows.map((row) => row.pid);
+  } catch {
+    return [];
+  } finally {
+    await admin.end().catch(() => undefined);
+  }
+}
+
+test("the holder whose lock session ended (PostgreSQL killed and restarted) takes the server lock again, and a second server still cannot claim it", async () => {
+  const holder = await PostgresStore.open(url);
+  const second = await PostgresStore.open(url);
+  const lost: string[] = [];
+  holder.onServerLockLost((why) => lost.push(why));
+  try {
+    await holder.claimServer(url);
+    const [before] = await lockHolders();
+    assert.ok(before, "the claim holds the lock");
+    await killPostgres();
+    await restartPostgres();
+    await until(30_000, "the holder to take the server lock again", async () => {
+      const pids = await lockHolders();
+      return pids.length === 1 && pids[0] !== before;
+    });
+    assert.equal(await second.tryClaimServer(), false, "the lock is the holder's again, not free");
+    assert.deepEqual(lost, [], "the holder did not report a loss");
+    assert.equal(await holder.tryClaimServer(), true);
+  } finally {
+    await holder.close();
+    await second.close();
+  }
+  assert.deepEqual(await lockHolders(), [], "closing released it");
+});
+
+test("the holder whose lock session ended while another session took the lock first reports the loss, naming it", async () => {
+  const holder = await PostgresStore.open(url);
+  const lost: string[] = [];
+  holder.onServerLockLost((why) => lost.push(why));
+  const other = new pg.Client({ connectionString: url });
+  const admin = new pg.Client({ connectionString: url });
+  try {
+    await holder.claimServer(url);
+    const [pid] = await lockHolders();
+    assert.ok(pid);
+    await other.connect();
+    await admin.connect();
+    // Queued behind the holder: it gets the lock the moment the holder's session ends, before the holder can retake it.
+    const waiting = other.query("SELECT pg_advisory_lock($1)", [SERVER_LOCK_KEY]);
+    await until(10_000, "the other session to wait for the lock", async () =>
+      (await admin.query("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted", [SERVER_LOCK_KEY])).rowCount === 1);
+    await admin.query("SELECT pg_terminate_backend($1)", [pid]);
+    await waiting;
+    await until(10_000, "the holder to report the lost lock", () => lost.length > 0);
+    assert.equal(lost.length, 1);
+    assert.match(lost[0]!, /another API node holds the server lock now/);
+    assert.equal(await holder.tryClaimServer(), false, "the holder does not hold it any more");
+  } finally {
+    await holder.close();
+    await other.end().catch(() => undefined);
+    await admin.end().catch(() => undefined);
+  }
 });
