@@ -60,6 +60,15 @@ export function artifactPath(uri: string): string {
   return decodeURIComponent(new URL(uri).pathname);
 }
 
+/** The BuildFailure for a file:// artifact that could not be read (or a BuildFailure already thrown). */
+function unreadable(uri: string, path: string, err: unknown): BuildFailure {
+  if (err instanceof BuildFailure) return err;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "ENOENT") return new BuildFailure(`Code artifact ${uri} does not exist on the lmvm host.`);
+  if (code === "EACCES") return new BuildFailure(`Access to code artifact ${uri} was denied: the lmvm server may not read ${path}.`);
+  return new BuildFailure(`Code artifact ${uri} cannot be read: ${(err as Error).message}`);
+}
+
 async function fromFile(uri: string, dest: string, src: ArtifactSource, signal: AbortSignal, path = artifactPath(uri)): Promise<void> {
   let size: number;
   try {
@@ -67,11 +76,7 @@ async function fromFile(uri: string, dest: string, src: ArtifactSource, signal: 
     if (!s.isFile()) throw new BuildFailure(`Code artifact ${uri} is not a regular file.`);
     size = s.size;
   } catch (err) {
-    if (err instanceof BuildFailure) throw err;
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") throw new BuildFailure(`Code artifact ${uri} does not exist on the lmvm host.`);
-    if (code === "EACCES") throw new BuildFailure(`Access to code artifact ${uri} was denied: the lmvm server may not read ${path}.`);
-    throw new BuildFailure(`Code artifact ${uri} cannot be read: ${(err as Error).message}`);
+    throw unreadable(uri, path, err);
   }
   if (size > src.maxBytes) throw new BuildFailure(`Code artifact ${uri} is ${size} bytes; the limit for a compressed artifact is ${src.maxBytes}.`);
   const handle = await open(path, "r");
@@ -113,11 +118,7 @@ export async function checkFileArtifact(uri: string, maxBytes: number): Promise<
     await (await open(path, "r")).close();
     return s.size;
   } catch (err) {
-    if (err instanceof BuildFailure) throw err;
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") throw new BuildFailure(`Code artifact ${uri} does not exist on the lmvm host.`);
-    if (code === "EACCES") throw new BuildFailure(`Access to code artifact ${uri} was denied: the lmvm server may not read ${path}.`);
-    throw new BuildFailure(`Code artifact ${uri} cannot be read: ${(err as Error).message}`);
+    throw unreadable(uri, path, err);
   }
 }
 

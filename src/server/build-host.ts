@@ -20,12 +20,15 @@ export interface BuildHostConfig {
   debianMirror?: string;
   /** S3 endpoint for s3:// code artifacts (default: AWS's); credentials come from LMVM_S3_* or the AWS default chain. */
   s3Endpoint?: string;
+  /** Credentials for s3:// artifacts; default LMVM_S3_ACCESS_KEY_ID/LMVM_S3_SECRET_ACCESS_KEY, else the AWS chain. */
   s3Credentials?: { accessKeyId: string; secretAccessKey: string };
   /** PEM file of extra CAs trusted for https:// code artifacts. */
   artifactCaFile?: string;
+  /** Seconds each build phase may take (default DEFAULT_PHASE_TIMEOUTS in src/builder/phases.ts). */
   buildPhaseTimeouts?: Partial<PhaseTimeouts>;
+  /** Size and count limits on code artifacts (default DEFAULT_LIMITS). */
   buildLimits?: typeof DEFAULT_LIMITS;
-  /** Whether builds end with the gVisor snapshot (default true). */
+  /** Whether builds end with the gVisor snapshot (default true); without it they end at the root filesystem. */
   snapshots?: boolean;
 }
 

@@ -10,8 +10,8 @@ import { join } from "node:path";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { authenticateRequest, buildApi, cloudTrailApi, iamApi, Metrics, PageTokens, SigV4Verifier, stsApi } from "../api/index.js";
 import { DEFAULT_ASSETS_DIR, registerConsole } from "../console/index.js";
-import { builtImageDir, DEFAULT_LIMITS, type PhaseTimeouts } from "../builder/index.js";
-import { dockerfileBuilder } from "./build-host.js";
+import { builtImageDir, DEFAULT_LIMITS } from "../builder/index.js";
+import { dockerfileBuilder, type BuildHostConfig } from "./build-host.js";
 import { LogFiles, writeFileAtomic } from "../os/index.js";
 import { CloudWatchLogsService, LogCatalog } from "../logs/index.js";
 import { DEFAULT_SANDBOX_PLATFORM, Gvisor, MicrovmRuntime, type SandboxPlatform } from "../runtime/index.js";
@@ -30,7 +30,8 @@ import { composeSandboxHost } from "./sandbox-host.js";
 import { hostNameResolver } from "./name-resolver.js";
 import { AesGcmBox } from "./secret-box.js";
 
-export interface PlatformConfig {
+/** The build settings (base images, artifacts, phase deadlines, limits, snapshots) are the build host's (build-host.ts), shared with agents. */
+export interface PlatformConfig extends Omit<BuildHostConfig, "dataDir" | "region" | "sandboxPlatform" | "microvmDiskMiB"> {
   dataDir: string;
   /**
    * Cluster mode (docs/design.md, "Many hosts"): the cluster directory (its CA, and this server's
@@ -61,21 +62,6 @@ export interface PlatformConfig {
   sandboxPlatform?: SandboxPlatform;
   clock?: Clock;
   log?: (event: Record<string, unknown>) => void;
-  /** Where base image root filesystems are cached (default <data-dir>/base-images); may be shared. */
-  baseImageCache?: string;
-  debianMirror?: string;
-  /** S3 endpoint for s3:// code artifacts (default: AWS's); credentials come from LMVM_S3_* or the AWS default chain. */
-  s3Endpoint?: string;
-  /** Credentials for s3:// artifacts; default LMVM_S3_ACCESS_KEY_ID/LMVM_S3_SECRET_ACCESS_KEY, else the AWS chain. */
-  s3Credentials?: { accessKeyId: string; secretAccessKey: string };
-  /** PEM file of extra CAs trusted for https:// code artifacts. */
-  artifactCaFile?: string;
-  /** Seconds each build phase may take (default DEFAULT_PHASE_TIMEOUTS in src/builder/phases.ts). */
-  buildPhaseTimeouts?: Partial<PhaseTimeouts>;
-  /** Size and count limits on code artifacts (default DEFAULT_LIMITS). */
-  buildLimits?: typeof DEFAULT_LIMITS;
-  /** Whether builds end with the gVisor snapshot (default true); without it they end at the root filesystem. */
-  snapshots?: boolean;
   /** Replaces the Dockerfile builder; null runs without one (builds wait in the queue). */
   builder?: ImageBuilder | null;
   /** Replaces the gVisor runtime (tests); default: gVisor where runsc is installed, else NoSandboxes. */

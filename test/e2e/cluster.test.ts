@@ -15,35 +15,18 @@ import { tempDir } from "../support/platform.js";
 import { freshDatabase } from "../support/postgres.js";
 import { LMVM, lmvm, spawnServer, type ServerProcess } from "../support/processes.js";
 import { writeFileSync } from "node:fs";
-import { request as httpsRequest } from "node:https";
 import { BASE_IMAGE_CACHE, makeZip, zipExample } from "../support/artifacts.js";
 import { eventually } from "../support/platform.js";
 import { freeSandboxes } from "../support/sandboxes.js";
 import { relayDatabase, simulatedHosts, type SimulatedHosts } from "../support/cluster-hosts.js";
+import { endpointGet, endpointH2Get, type HostRow } from "../support/cluster-nodes.js";
 import type { Server as NetServer } from "node:net";
-import { connect as h2Connect } from "node:http2";
 
 interface AgentProcess {
   child: ChildProcess;
   output: () => string;
   dataDir: string;
   hostId: string;
-}
-
-interface HostRow {
-  HostId: string;
-  Address: string;
-  State: string;
-  StateReason?: string;
-  MemoryMiB: number;
-  FreeMemoryMiB: number;
-  Cpus: number;
-  DiskMiB: number;
-  Architecture: string;
-  RunscVersion: string;
-  Platform: string;
-  HeartbeatAgeSeconds: number;
-  Microvms: string[];
 }
 
 /** The bridge's /24; LMVM_TEST_CLUSTER_SUBNET (e.g. 172.30.1) lets two copies of this test run at once. */
@@ -55,6 +38,17 @@ const HOST_IDS = ["host-a", "host-b", "host-c"];
 const DOMAIN = "microvm.localhost";
 const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
 const HTTP = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:HTTP_INGRESS";
+
+/** Run in a Python MicroVM: its execution role's credentials from the instance-metadata service (IMDSv2), printed as "<role> <Code> <key prefix> <has token>". */
+const PY_METADATA_CREDENTIALS = [
+  "import json, urllib.request as u",
+  "b = 'http://169.254.169.254/latest/'",
+  "t = u.urlopen(u.Request(b + 'api/token', method='PUT', headers={'X-aws-ec2-metadata-token-ttl-seconds': '60'}), timeout=10).read().decode()",
+  "h = {'X-aws-ec2-metadata-token': t}",
+  "name = u.urlopen(u.Request(b + 'meta-data/iam/security-credentials/', headers=h), timeout=10).read().decode().strip()",
+  "d = json.loads(u.urlopen(u.Request(b + 'meta-data/iam/security-credentials/' + name, headers=h), timeout=10).read())",
+  "print(name, d['Code'], d['AccessKeyId'][:4], len(d['Token']) > 0)",
+].join("\n");
 
 /** `POST /v1/host` to an agent with the given TLS material; resolves with the status, or rejects when TLS refuses. */
 function callAgent(address: string, tls: { ca: Buffer; cert?: Buffer; key?: Buffer }): Promise<{ status: number; body: string }> {
@@ -244,40 +238,10 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       }, `${id} to be ${want}`, ms);
     const hostOf = async (id: string) => (await hosts()).find((h) => h.Microvms.includes(id))?.HostId;
     const get = (id: string, token: string, path: string): Promise<{ status: number; body: string }> =>
-      within(60_000, `GET ${path} on ${id}`, new Promise((resolve, reject) => {
-        const req = httpsRequest({
-          host: "127.0.0.1", port: server!.endpointPort, path, ca, servername: `${id}.${DOMAIN}`, agent: false,
-          headers: { host: `${id}.${DOMAIN}:${server!.endpointPort}`, "x-aws-proxy-auth": token },
-        }, (res) => {
-          let body = "";
-          res.setEncoding("utf8");
-          res.on("data", (c: string) => (body += c));
-          res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-        });
-        req.on("error", reject);
-        req.end();
-      }));
+      endpointGet({ port: server!.endpointPort, ca, id, domain: DOMAIN, token, path });
     /** An HTTP/2 request (TLS, ALPN h2) to the endpoint proxy. */
     const h2get = (id: string, token: string, extra: Record<string, string> = {}): Promise<{ status: number; body: string }> =>
-      within(60_000, `an HTTP/2 GET on ${id}`, new Promise((resolve, reject) => {
-        const session = h2Connect(`https://127.0.0.1:${server!.endpointPort}`, { ca, servername: `${id}.${DOMAIN}` });
-        session.on("error", reject);
-        const req = session.request({ ":path": "/", ":authority": `${id}.${DOMAIN}:${server!.endpointPort}`, "x-aws-proxy-auth": token, ...extra });
-        let status = 0;
-        let body = "";
-        req.setEncoding("utf8");
-        req.on("response", (h) => (status = Number(h[":status"])));
-        req.on("data", (c: string) => (body += c));
-        req.on("end", () => {
-          session.close();
-          resolve({ status, body });
-        });
-        req.on("error", (err) => {
-          session.destroy();
-          reject(err);
-        });
-        req.end();
-      }));
+      endpointH2Get({ port: server!.endpointPort, ca, id, domain: DOMAIN, token, headers: extra });
     const requests = async (id: string, token: string): Promise<number> => {
       const r = await get(id, token, "/");
       assert.equal(r.status, 200, `GET / on ${id}: ${r.status} ${r.body}`);
@@ -486,16 +450,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       const role = "arn:aws:iam::000000000000:role/cluster-exec";
       const py = await run("python", ["--ingress-network-connectors", HTTP, SHELL, "--execution-role-arn", role]);
       const node = await run("hello", ["--ingress-network-connectors", HTTP, SHELL, "--execution-role-arn", role]);
-      const pyScript = [
-        "import json, urllib.request as u",
-        "b = 'http://169.254.169.254/latest/'",
-        "t = u.urlopen(u.Request(b + 'api/token', method='PUT', headers={'X-aws-ec2-metadata-token-ttl-seconds': '60'}), timeout=10).read().decode()",
-        "h = {'X-aws-ec2-metadata-token': t}",
-        "name = u.urlopen(u.Request(b + 'meta-data/iam/security-credentials/', headers=h), timeout=10).read().decode().strip()",
-        "d = json.loads(u.urlopen(u.Request(b + 'meta-data/iam/security-credentials/' + name, headers=h), timeout=10).read())",
-        "print(name, d['Code'], d['AccessKeyId'][:4], len(d['Token']) > 0)",
-      ].join("\n");
-      const p = await lmvm(["exec", py, "--", "python3", "-c", pyScript], env);
+      const p = await lmvm(["exec", py, "--", "python3", "-c", PY_METADATA_CREDENTIALS], env);
       assert.equal(p.code, 0, p.stderr);
       assert.equal(p.stdout, "execution_role Success ASIA True\n");
       const nodeScript = `(async () => {
@@ -622,38 +577,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       const standbyArgs = (port: number) => ["--database", database, "--cluster-dir", clusterDir, "--cluster-listen", `${SUBNET}.1:${port}`, "--object-store", `file://${objects}`, "--platform", "ptrace"];
       /** An HTTP/1.1 (ALPN http/1.1) or HTTP/2 (ALPN h2) GET / on the MicroVM's endpoint at `port`: its status and the app's request count. */
       const via = (port: number, protocol: "http/1.1" | "h2", id: string, t: string): Promise<{ status: number; body: string }> =>
-        within(60_000, `a ${protocol} GET on ${id} at port ${port}`, new Promise((resolve, reject) => {
-          if (protocol === "h2") {
-            const session = h2Connect(`https://127.0.0.1:${port}`, { ca, servername: `${id}.${DOMAIN}` });
-            session.on("error", reject);
-            const req = session.request({ ":path": "/", ":authority": `${id}.${DOMAIN}:${port}`, "x-aws-proxy-auth": t });
-            let status = 0;
-            let body = "";
-            req.setEncoding("utf8");
-            req.on("response", (h) => (status = Number(h[":status"])));
-            req.on("data", (c: string) => (body += c));
-            req.on("end", () => {
-              session.close();
-              resolve({ status, body });
-            });
-            req.on("error", (err) => {
-              session.destroy();
-              reject(err);
-            });
-            return void req.end();
-          }
-          const req = httpsRequest({
-            host: "127.0.0.1", port, path: "/", ca, servername: `${id}.${DOMAIN}`, agent: false,
-            headers: { host: `${id}.${DOMAIN}:${port}`, "x-aws-proxy-auth": t },
-          }, (res) => {
-            let body = "";
-            res.setEncoding("utf8");
-            res.on("data", (c: string) => (body += c));
-            res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-          });
-          req.on("error", reject);
-          req.end();
-        }));
+        protocol === "h2" ? endpointH2Get({ port, ca, id, domain: DOMAIN, token: t }) : endpointGet({ port, ca, id, domain: DOMAIN, token: t });
       const counted = async (port: number, protocol: "http/1.1" | "h2", id: string, t: string): Promise<number> => {
         const r = await via(port, protocol, id, t);
         assert.equal(r.status, 200, `${protocol} GET / on ${id} at port ${port}: ${r.status} ${r.body}`);
@@ -730,18 +654,9 @@ describe("cluster", { timeout: 1_500_000 }, () => {
         // A new MicroVM, whose execution-role credentials its agent asks of the new leader (the leader row names it now).
         const role = "arn:aws:iam::000000000000:role/cluster-exec";
         const py = await run("python", ["--ingress-network-connectors", HTTP, SHELL, "--execution-role-arn", role]);
-        const script = [
-          "import json, urllib.request as u",
-          "b = 'http://169.254.169.254/latest/'",
-          "t = u.urlopen(u.Request(b + 'api/token', method='PUT', headers={'X-aws-ec2-metadata-token-ttl-seconds': '60'}), timeout=10).read().decode()",
-          "h = {'X-aws-ec2-metadata-token': t}",
-          "name = u.urlopen(u.Request(b + 'meta-data/iam/security-credentials/', headers=h), timeout=10).read().decode().strip()",
-          "d = json.loads(u.urlopen(u.Request(b + 'meta-data/iam/security-credentials/' + name, headers=h), timeout=10).read())",
-          "print(name, d['Code'], d['AccessKeyId'][:4])",
-        ].join("\n");
-        const creds = await lmvm(["exec", py, "--", "python3", "-c", script], env);
+        const creds = await lmvm(["exec", py, "--", "python3", "-c", PY_METADATA_CREDENTIALS], env);
         assert.equal(creds.code, 0, creds.stderr);
-        assert.equal(creds.stdout, "execution_role Success ASIA\n");
+        assert.equal(creds.stdout, "execution_role Success ASIA True\n");
         // Each MicroVM on exactly one host, and no other sandbox running.
         const rows = await hosts();
         for (const vm of [id, py]) assert.equal(rows.filter((h) => h.Microvms.includes(vm)).length, 1, `${vm} is on one host`);

@@ -39,7 +39,6 @@
 
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { request } from "node:https";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
@@ -53,7 +52,7 @@ import { makeZip } from "../support/artifacts.js";
 import { until, within } from "../support/deadline.js";
 import { killPostgres, restartPostgres } from "../support/postgres.js";
 import { eventually, readCredentials, sdkClient } from "../support/platform.js";
-import { running, sandboxesUnder, TestCluster } from "../support/cluster-nodes.js";
+import { endpointGet, running, sandboxesUnder, TestCluster } from "../support/cluster-nodes.js";
 import { record } from "./report.js";
 
 const SUBNET = "172.30.3";
@@ -88,17 +87,7 @@ describe("cluster faults", { timeout: 1_500_000 }, () => {
   /** GET / through the server's endpoint proxy (HTTPS, a fresh token): the app's answer. */
   const endpoint = async (id: string): Promise<{ status: number; body: string }> => {
     const token = (await client.send(new CreateMicrovmAuthTokenCommand({ microvmIdentifier: id, expirationInMinutes: 30, allowedPorts: [{ port: 8080 }] }))).authToken!["X-aws-proxy-auth"]!;
-    const port = cluster.server!.endpointPort;
-    return within(30_000, `GET / on ${id} through the endpoint proxy`, new Promise((resolve, reject) => {
-      const req = request({ host: "127.0.0.1", port, path: "/", ca: readFileSync(join(cluster.serverDir, "tls", "ca.pem")), servername: `${id}.${DOMAIN}`, agent: false, headers: { host: `${id}.${DOMAIN}:${port}`, "x-aws-proxy-auth": token } }, (res) => {
-        let body = "";
-        res.setEncoding("utf8");
-        res.on("data", (c: string) => (body += c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-      });
-      req.on("error", reject);
-      req.end();
-    }));
+    return endpointGet({ port: cluster.server!.endpointPort, ca: readFileSync(join(cluster.serverDir, "tls", "ca.pem")), id, domain: DOMAIN, token, deadlineMs: 30_000 });
   };
 
   /** Whether the object store holds the MicroVM's current checkpoint (its head's incarnation, else any). */

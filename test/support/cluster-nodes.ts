@@ -11,6 +11,7 @@
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect as h2Connect } from "node:http2";
 import { request } from "node:https";
 import type { Server as NetServer } from "node:net";
 import { join } from "node:path";
@@ -190,4 +191,45 @@ export class TestCluster {
     await freeSandboxes(this.serverDir).catch(() => undefined);
     for (const d of [this.clusterDir, this.objects, this.serverDir, ...this.agents.map((a) => a.dataDir)]) rmSync(d, { recursive: true, force: true });
   }
+}
+
+/** A GET through an endpoint proxy on 127.0.0.1 (HTTPS, the MicroVM's name as SNI and Host, its token), within a deadline: the status and body. */
+export function endpointGet(o: { port: number; ca: Buffer; id: string; domain: string; token: string; path?: string; deadlineMs?: number }): Promise<{ status: number; body: string }> {
+  const path = o.path ?? "/";
+  return within(o.deadlineMs ?? 60_000, `GET ${path} on ${o.id} through the endpoint proxy at port ${o.port}`, new Promise((resolve, reject) => {
+    const req = request({
+      host: "127.0.0.1", port: o.port, path, ca: o.ca, servername: `${o.id}.${o.domain}`, agent: false,
+      headers: { host: `${o.id}.${o.domain}:${o.port}`, "x-aws-proxy-auth": o.token },
+    }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => (body += c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on("error", reject);
+    req.end();
+  }));
+}
+
+/** The same GET / over HTTP/2 (ALPN h2), with extra request headers: the status and body. */
+export function endpointH2Get(o: { port: number; ca: Buffer; id: string; domain: string; token: string; headers?: Record<string, string>; deadlineMs?: number }): Promise<{ status: number; body: string }> {
+  return within(o.deadlineMs ?? 60_000, `an HTTP/2 GET on ${o.id} through the endpoint proxy at port ${o.port}`, new Promise((resolve, reject) => {
+    const session = h2Connect(`https://127.0.0.1:${o.port}`, { ca: o.ca, servername: `${o.id}.${o.domain}` });
+    session.on("error", reject);
+    const req = session.request({ ":path": "/", ":authority": `${o.id}.${o.domain}:${o.port}`, "x-aws-proxy-auth": o.token, ...o.headers });
+    let status = 0;
+    let body = "";
+    req.setEncoding("utf8");
+    req.on("response", (h) => (status = Number(h[":status"])));
+    req.on("data", (c: string) => (body += c));
+    req.on("end", () => {
+      session.close();
+      resolve({ status, body });
+    });
+    req.on("error", (err) => {
+      session.destroy();
+      reject(err);
+    });
+    req.end();
+  }));
 }
