@@ -115,6 +115,8 @@ export class RemoteBuilder implements ImageBuilder {
     for (;;) {
       if (signal.aborted) throw new BuildFailure("The build was cancelled.");
       const hosts = (await this.opts.cluster.candidates({ platform: this.opts.platform, architecture: this.opts.architecture, freshMs: FRESH_MS })).filter((h) => !skip.has(h.id));
+      // Cancelled while the candidates were read: nothing is placed.
+      if (signal.aborted) throw new BuildFailure("The build was cancelled.");
       // Ranked and recorded with no await in between, so builds placed at the same time see each other.
       const host = rankHosts(hosts, () => 0, (id) => this.buildsOn(id))[0];
       if (!host) {
@@ -183,6 +185,8 @@ export class RemoteBuilder implements ImageBuilder {
         (bytes) => ({ bytes }),
         (err: Error) => ({ failure: err instanceof BuildFailure ? err.message : `Code artifact ${uri} cannot be read: ${err.message}` }),
       );
+      // Cancelled while the file was checked: the call is not made.
+      if (signal.aborted) throw new BuildFailure("The build was cancelled.");
     }
     const head: BuildRequest = { job, settings: this.opts.settings, ...(artifact ? { artifact } : {}) };
     const [ip, port] = splitAddress(host.address);
@@ -236,6 +240,8 @@ export class RemoteBuilder implements ImageBuilder {
       }, POLL_MS);
       const onAbort = () => req.destroy(new BuildFailure("The build was cancelled."));
       signal.addEventListener("abort", onAbort, { once: true });
+      // Aborted before the listener was added (an abort event does not come twice): the call ends before anything is sent.
+      if (signal.aborted) return onAbort();
       req.write(`${JSON.stringify(head)}\n`);
       if (artifact && "bytes" in artifact) {
         const file = createReadStream(artifactPath(uri));

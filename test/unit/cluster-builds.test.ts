@@ -170,6 +170,19 @@ describe("builds on agents", { timeout: 180_000 }, () => {
     assert.match(readFileSync(serverLogs.path(j.build.buildId), "utf8"), /==> FAILED: The build was cancelled\.\n$/);
   });
 
+  test("a build cancelled while it is being placed never reaches an agent", async () => {
+    const zip = join(dir, "app7.zip");
+    writeFileSync(zip, "PK-seven");
+    const j = job(7, `file://${zip}`);
+    const controller = new AbortController();
+    const done = remote.build(j, controller.signal);
+    // Aborted while placement awaits the candidates (after its loop's first check).
+    controller.abort();
+    await within(10_000, "the cancelled build", assert.rejects(done, /The build was cancelled/));
+    for (const h of ["host-a", "host-b"]) assert.equal(agents.get(h)!.builder().runs.find((r) => r.job.build.buildId === j.build.buildId), undefined, `no run on ${h}`);
+    assert.match(readFileSync(serverLogs.path(j.build.buildId), "utf8"), /==> FAILED: The build was cancelled\.\n$/);
+  });
+
   test("a connection to the build's host that breaks: the build ends there, and only then is it placed again", async () => {
     const j = job(4, "s3://bucket/app.zip");
     const done = remote.build(j, new AbortController().signal);
