@@ -71,7 +71,9 @@ export class RemoteBuilder implements ImageBuilder {
 
   constructor(private readonly opts: RemoteBuilderOptions) {
     const { ca, cert, key } = opts.tls;
-    this.agent = new HttpsAgent({ ca, cert, key, keepAlive: true, maxSockets: 64, minVersion: "TLSv1.3", checkServerIdentity: checkNodeIdentity("agent") });
+    // TCP keep-alive probes from HOST_LOST_MS of silence on, as RemoteRuntime's (see its comment): at Node's default (1 s) a cut
+    // of ~11 s broke a build's call, which a build then took for a lost host while the host was not lost.
+    this.agent = new HttpsAgent({ ca, cert, key, keepAlive: true, keepAliveMsecs: HOST_LOST_MS, maxSockets: 64, minVersion: "TLSv1.3", checkServerIdentity: checkNodeIdentity("agent") });
   }
 
   /** The build role a build running on the host may get credentials of (for the instance-metadata service of its RUN steps), if that build runs there. */
