@@ -18,7 +18,7 @@
 
 import { createReadStream } from "node:fs";
 import { Agent as HttpsAgent, request } from "node:https";
-import { BuildFailure, type BuildJob, type ImageBuilder, type SnapshotBuild } from "../core/index.js";
+import { BuildFailure, MAX_ATTEMPTS, type BuildJob, type ImageBuilder, type SnapshotBuild } from "../core/index.js";
 import type { ClusterStore, HostRecord } from "../store/index.js";
 import { artifactPath, checkFileArtifact, type BuildLogs, type BuildLogWriter, type BuildSettings } from "../builder/index.js";
 import { checkNodeIdentity, type NodeCredentials } from "./ca.js";
@@ -31,6 +31,8 @@ export const NO_HOST_WAIT_MS = 60_000;
 const POLL_MS = 2_000;
 const QUICK_CALL_MS = 5_000;
 const CONTROL_CALL_MS = 10 * 60_000;
+/** How many times a build's host may be lost before the build fails (as many as the core's attempts at a build). */
+export const MAX_HOST_LOSSES = MAX_ATTEMPTS;
 /** How long a build whose host was lost waits to learn that it no longer runs there: past the loss deadline and a margin, it fails. */
 const SETTLE_MS = HOST_LOST_MS + 30_000;
 
@@ -112,8 +114,10 @@ export class RemoteBuilder implements ImageBuilder {
     const { buildId } = job.build;
     const unreachable: string[] = [];
     const skip = new Set<string>();
-    const waitUntil = Date.now() + (this.opts.noHostWaitMs ?? NO_HOST_WAIT_MS);
-    let waiting = false;
+    const noHostWaitMs = this.opts.noHostWaitMs ?? NO_HOST_WAIT_MS;
+    // Set when a wait for a host starts, cleared when the build is placed again after losing its host: a re-placement gets a wait of its own.
+    let waitUntil: number | undefined;
+    let losses = 0;
     for (;;) {
       if (signal.aborted) throw new BuildFailure("The build was cancelled.");
       const hosts = (await this.opts.cluster.candidates({ platform: this.opts.platform, architecture: this.opts.architecture, freshMs: FRESH_MS })).filter((h) => !skip.has(h.id));
@@ -125,19 +129,19 @@ export class RemoteBuilder implements ImageBuilder {
         const why = unreachable.length
           ? `no host could take it: ${unreachable.join("; ")}`
           : `no ACTIVE host with a heartbeat in the last ${FRESH_MS / 1000} s builds for ${this.opts.platform} sandboxes on ${this.opts.architecture} (lmvm hosts list)`;
-        if (Date.now() >= waitUntil) {
-          const reason = `The build could not be placed: ${why}; it waited ${Math.round((this.opts.noHostWaitMs ?? NO_HOST_WAIT_MS) / 1000)} s. Start or undrain an agent (lmvm agent), then update the image to build again.`;
+        if (waitUntil === undefined) {
+          waitUntil = Date.now() + noHostWaitMs;
+          log.step(`Waiting for a host to build on: ${why}`);
+        } else if (Date.now() >= waitUntil) {
+          const reason = `The build could not be placed: ${why}; it waited ${Math.round(noHostWaitMs / 1000)} s. Start or undrain an agent (lmvm agent), then update the image to build again.`;
           log.step(`FAILED: ${reason}`);
           throw new BuildFailure(reason);
         }
-        if (!waiting) log.step(`Waiting for a host to build on: ${why}`);
-        waiting = true;
         unreachable.length = 0;
         skip.clear();
         await sleep(POLL_MS, signal);
         continue;
       }
-      waiting = false;
       this.running.set(buildId, { hostId: host.id, imageArn: job.build.imageArn, ...(job.version.config.buildRoleArn ? { roleArn: job.version.config.buildRoleArn } : {}) });
       try {
         log.step(`Building on host ${host.id} (${splitAddress(host.address)[0]})`);
@@ -156,7 +160,15 @@ export class RemoteBuilder implements ImageBuilder {
         log.step(`Lost host ${host.id} during the build (${err.message}): the build is placed again once that host is declared LOST or says it no longer runs it`);
         this.opts.log({ level: "warn", msg: "build's host lost", buildId, hostId: host.id, err: err.message });
         await this.settle(host, buildId, signal);
+        if (++losses >= MAX_HOST_LOSSES) {
+          const reason = `The build's host was lost ${losses} times (the last, host ${host.id}: ${err.message}). Update the image to build again.`;
+          log.step(`FAILED: ${reason}`);
+          throw new BuildFailure(reason);
+        }
         log.step(`Host ${host.id} no longer runs the build: building again`);
+        waitUntil = undefined;
+        unreachable.length = 0;
+        skip.clear();
       } finally {
         if (this.running.get(buildId)?.hostId === host.id) this.running.delete(buildId);
       }

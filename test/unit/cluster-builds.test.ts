@@ -10,7 +10,7 @@ import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { AgentBuilds, AgentService, initCluster, nodeCredentials, RemoteBuilder } from "../../src/cluster/index.js";
+import { AgentBuilds, AgentService, initCluster, MAX_HOST_LOSSES, nodeCredentials, RemoteBuilder } from "../../src/cluster/index.js";
 import { BuildFailure, NoSandboxes, type BuildJob, type ImageBuilder, type SnapshotBuild, type Store } from "../../src/core/index.js";
 import type { BuildLogs, BuildSettings } from "../../src/builder/index.js";
 import { LogFiles } from "../../src/os/index.js";
@@ -196,6 +196,26 @@ describe("builds on agents", { timeout: 180_000 }, () => {
     assert.deepEqual(await within(10_000, "the build's result", done), { codeInstallSizeInBytes: 42 });
     const text = readFileSync(serverLogs.path(j.build.buildId), "utf8");
     assert.match(text, new RegExp(`Building on host ${first}[\\s\\S]*Lost host ${first} during the build[\\s\\S]*Host ${first} no longer runs the build: building again[\\s\\S]*Building on host`), text);
+  });
+
+  test("a build whose host is lost MAX_HOST_LOSSES times fails saying so", async () => {
+    const j = job(8, "s3://bucket/app.zip");
+    const done = remote.build(j, new AbortController().signal);
+    const outcome = done.then(() => "built", (err: Error) => err);
+    for (let i = 0; i < MAX_HOST_LOSSES; i++) {
+      const [host, run] = await found(30_000, `run ${i + 1} of the build`, async () => {
+        for (const h of ["host-a", "host-b"]) {
+          const r = runOn(h, j.build.buildId);
+          if (r) return [h, r] as const;
+        }
+        return undefined;
+      });
+      (agents.get(host)!.service as unknown as { server: { closeAllConnections(): void } }).server.closeAllConnections();
+      await until(10_000, `run ${i + 1} stopped by its agent`, async () => run.signal.aborted, 50);
+    }
+    const err = await within(30_000, "the build's failure", outcome);
+    assert.ok(err instanceof BuildFailure && new RegExp(`host was lost ${MAX_HOST_LOSSES} times`).test(err.message), String(err));
+    assert.match(readFileSync(serverLogs.path(j.build.buildId), "utf8"), /==> FAILED: The build's host was lost \d+ times[^\n]*\n$/);
   });
 
   test("an agent that stops during a build stops it and says so: the build goes to the other host", async () => {
