@@ -54,6 +54,27 @@ export interface RemoteBuilderOptions {
 /** Thrown when the connection to the build's host broke after it was delivered: the build may still run there. */
 class HostLost extends Error {}
 
+/** The host's agent answered the build with an error before starting it, one that says it takes no builds (an agent without them, or of an older version, or a refused certificate): the next host's turn. */
+class Refused extends Error {}
+
+/** The largest error answer read from an agent that did not start a build. */
+const MAX_REFUSAL = 64 * 1024;
+
+/** The error of an agent's answer to a build that is not 200 (it answers 200 before it starts a build): a JSON line or a plain JSON body { error }. */
+function refusal(host: HostRecord, status: number | undefined, text: string): Error {
+  let wire: WireError | undefined;
+  try {
+    wire = (JSON.parse(text.trim()) as { error?: WireError }).error;
+  } catch {
+    // Not JSON: said below.
+  }
+  if (!wire || typeof wire.message !== "string") return new Refused(`host ${host.id} answered the build with status ${status} and no error it names`);
+  const err = errorFromWire(wire, host.address);
+  if (err instanceof LeaseLost) return err;
+  if (status === 403 || status === 404 || /no such call|runs no builds/.test(wire.message)) return new Refused(`host ${host.id} does not take builds (status ${status}): ${wire.message}`);
+  return err;
+}
+
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const t = setTimeout(done, ms);
@@ -150,8 +171,8 @@ export class RemoteBuilder implements ImageBuilder {
       } catch (err) {
         if (signal.aborted) throw err;
         // Not delivered, or the agent refused it before starting (not serving, not ACTIVE): nothing of it began there.
-        if (err instanceof Unreached || err instanceof LeaseLost) {
-          log.step(err instanceof LeaseLost ? `Host ${host.id} did not take or keep the build (${err.message}): placing it on another host` : `Host ${host.id} could not be reached (${err.message}): placing the build on another host`);
+        if (err instanceof Unreached || err instanceof LeaseLost || err instanceof Refused) {
+          log.step(err instanceof Unreached ? `Host ${host.id} could not be reached (${err.message}): placing the build on another host` : `Host ${host.id} did not take or keep the build (${err.message}): placing it on another host`);
           unreachable.push(`${host.id}: ${err.message}`);
           skip.add(host.id);
           continue;
@@ -218,6 +239,15 @@ export class RemoteBuilder implements ImageBuilder {
       const req = request({ host: ip, port, method: "POST", path: `${RPC_PREFIX}build`, agent: this.agent, headers: { "content-type": "application/octet-stream" } }, (res) => {
         let buffered = "";
         res.setEncoding("utf8");
+        if (res.statusCode !== 200) {
+          // The agent did not start the build: its error, not a lost host (which would wait for the build to end there).
+          res.on("data", (chunk: string) => {
+            if (buffered.length < MAX_REFUSAL) buffered += chunk;
+          });
+          res.on("error", (err) => settle(new Refused(`host ${host.id}'s answer (status ${res.statusCode}) broke: ${err.message}`)));
+          res.on("end", () => settle(refusal(host, res.statusCode, buffered)));
+          return;
+        }
         res.on("data", (chunk: string) => {
           buffered += chunk;
           let nl: number;
@@ -240,7 +270,7 @@ export class RemoteBuilder implements ImageBuilder {
       });
       const delivered = deliveredFlag(req);
       req.on("error", (err) => {
-        if (err instanceof HostLost || err instanceof Unreached) return settle(err);
+        if (err instanceof HostLost || err instanceof Unreached || err instanceof Refused || err instanceof BuildFailure) return settle(err);
         settle(delivered() ? new HostLost(`the connection to host ${host.id} broke: ${err.message}`) : new Unreached(`cannot reach host ${host.id} at ${host.address}: ${err.message}`));
       });
       // A host that cannot be reached at all is the next host's turn; one that is declared LOST meanwhile (a partition: no reset comes) ends the call.
@@ -259,7 +289,8 @@ export class RemoteBuilder implements ImageBuilder {
       req.write(`${JSON.stringify(head)}\n`);
       if (artifact && "bytes" in artifact) {
         const file = createReadStream(artifactPath(uri));
-        file.on("error", (err) => req.destroy(new HostLost(`reading ${uri} to send it failed: ${err.message}`)));
+        // This host's own file failed: the build's failure, not its host's.
+        file.on("error", (err) => req.destroy(new BuildFailure(`Code artifact ${uri} cannot be read: ${err.message}`)));
         file.pipe(req);
       } else req.end();
     });

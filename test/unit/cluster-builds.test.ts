@@ -86,18 +86,23 @@ describe("builds on agents", { timeout: 180_000 }, () => {
   const agents = new Map<string, { service: AgentService; builder: () => HeldBuilder }>();
   const log = () => undefined;
 
-  async function startAgent(hostId: string): Promise<void> {
+  /** An agent service on 127.0.0.1; one without builds (`noBuilds`) answers a build 404, as an agent that takes none. */
+  async function agentService(hostId: string, opts: { noBuilds?: boolean; freeMemoryMiB?: number } = {}): Promise<{ service: AgentService; builder: () => HeldBuilder }> {
     const port = await freePort();
     const tls = await nodeCredentials(join(dir, "cluster"), hostId, "agent", ["127.0.0.1"]);
     let held: HeldBuilder | undefined;
-    const builds = new AgentBuilds({ dataDir: join(dir, hostId), builder: (logs, settings) => (held = new HeldBuilder(logs, settings)), discardLocal: async () => undefined, log });
+    const builds = opts.noBuilds ? undefined : new AgentBuilds({ dataDir: join(dir, hostId), builder: (logs, settings) => (held = new HeldBuilder(logs, settings)), discardLocal: async () => undefined, log });
     const runtime = new Empty("test host");
     const service = new AgentService({
-      hostId, runtime, local: runtime, cluster, store: {} as Store, tls, log, builds, heartbeatMs: 200,
-      capacity: () => ({ id: hostId, address: `127.0.0.1:${port}`, memoryMiB: 4096, freeMemoryMiB: 2048, cpus: 2, diskMiB: 10_000, freeDiskMiB: 5000, architecture: "X86_64", runscVersion: "test", platform: "ptrace" }),
+      hostId, runtime, local: runtime, cluster, store: {} as Store, tls, log, ...(builds ? { builds } : {}), heartbeatMs: 200,
+      capacity: () => ({ id: hostId, address: `127.0.0.1:${port}`, memoryMiB: 4096, freeMemoryMiB: opts.freeMemoryMiB ?? 2048, cpus: 2, diskMiB: 10_000, freeDiskMiB: 5000, architecture: "X86_64", runscVersion: "test", platform: "ptrace" }),
     });
     await service.start("127.0.0.1", port);
-    agents.set(hostId, { service, builder: () => held! });
+    return { service, builder: () => held! };
+  }
+
+  async function startAgent(hostId: string): Promise<void> {
+    agents.set(hostId, await agentService(hostId));
   }
 
   function job(n: number, uri: string): BuildJob {
@@ -216,6 +221,27 @@ describe("builds on agents", { timeout: 180_000 }, () => {
     const err = await within(30_000, "the build's failure", outcome);
     assert.ok(err instanceof BuildFailure && new RegExp(`host was lost ${MAX_HOST_LOSSES} times`).test(err.message), String(err));
     assert.match(readFileSync(serverLogs.path(j.build.buildId), "utf8"), /==> FAILED: The build's host was lost \d+ times[^\n]*\n$/);
+  });
+
+  test("an agent that answers a build with a plain error (takes no builds) is skipped, not taken for a lost host", async () => {
+    // The most free memory: placement tries it first.
+    const c = await agentService("host-c", { noBuilds: true, freeMemoryMiB: 4000 });
+    try {
+      const j = job(9, "s3://bucket/app.zip");
+      const done = remote.build(j, new AbortController().signal);
+      const run = await found(20_000, "the build running on a host that builds", async () => ["host-a", "host-b"].map((h) => runOn(h, j.build.buildId)).find((r) => r));
+      run.finish();
+      assert.deepEqual(await within(10_000, "the build's result", done), { codeInstallSizeInBytes: 42 });
+      const text = readFileSync(serverLogs.path(j.build.buildId), "utf8");
+      assert.match(text, /Building on host host-c[^\n]*\n[^\n]*Host host-c did not take or keep the build \(host host-c does not take builds \(status 404\): host host-c runs no builds\)/, text);
+      assert.doesNotMatch(text, /Lost host/, text);
+    } finally {
+      await c.service.stop();
+      await until(20_000, "host-c LOST", async () => {
+        await cluster.markLost(1500);
+        return (await cluster.host("host-c"))?.state === "LOST";
+      }, 200);
+    }
   });
 
   test("an agent that stops during a build stops it and says so: the build goes to the other host", async () => {
