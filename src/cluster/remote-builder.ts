@@ -16,7 +16,8 @@
 // - No placeable host: the build waits up to NO_HOST_WAIT_MS for one, then
 //   fails saying so.
 
-import { createReadStream } from "node:fs";
+import { createReadStream, type ReadStream } from "node:fs";
+import { pipeline } from "node:stream";
 import { Agent as HttpsAgent, request } from "node:https";
 import { BuildFailure, MAX_ATTEMPTS, type BuildJob, type ImageBuilder, type SnapshotBuild } from "../core/index.js";
 import type { ClusterStore, HostRecord } from "../store/index.js";
@@ -227,12 +228,16 @@ export class RemoteBuilder implements ImageBuilder {
     const [ip, port] = splitAddress(host.address);
     return new Promise<SnapshotBuild>((resolve, reject) => {
       let settled = false;
+      let file: ReadStream | undefined;
       const settle = (err: Error | undefined, value?: SnapshotBuild) => {
         if (settled) return;
         settled = true;
         clearInterval(watch);
         clearTimeout(connecting);
         signal.removeEventListener("abort", onAbort);
+        // An answer before the whole request was sent (a refusal, an error): the upload and its file end with the call.
+        file?.destroy();
+        if (err) req.destroy();
         if (err) reject(err);
         else resolve(value!);
       };
@@ -288,10 +293,11 @@ export class RemoteBuilder implements ImageBuilder {
       if (signal.aborted) return onAbort();
       req.write(`${JSON.stringify(head)}\n`);
       if (artifact && "bytes" in artifact) {
-        const file = createReadStream(artifactPath(uri));
-        // This host's own file failed: the build's failure, not its host's.
-        file.on("error", (err) => req.destroy(new BuildFailure(`Code artifact ${uri} cannot be read: ${err.message}`)));
-        file.pipe(req);
+        file = createReadStream(artifactPath(uri));
+        // This host's own file failed: the build's failure, not its host's (said before the pipeline destroys the call with it).
+        file.on("error", (err) => settle(new BuildFailure(`Code artifact ${uri} cannot be read: ${err.message}`)));
+        // The call's own errors are its "error" listener's; either stream's end destroys the other.
+        pipeline(file, req, () => undefined);
       } else req.end();
     });
   }
