@@ -312,12 +312,20 @@ export class RemoteBuilder implements ImageBuilder {
     await this.opts.discardStored?.(imageArn, version);
   }
 
-  /** At the server's start no build of it runs: each host that answers clears what builds left (an agent does so at its own start too). */
+  /**
+   * At the server's start no build of it runs: each host that answers clears what builds left (an agent does so at its own
+   * start too). Hosts are asked at once, each first whether it answers within QUICK_CALL_MS (a black-holed host does not
+   * hold the server's start for the clearing's long limit); one that does not is logged and left to clear at its own start.
+   */
   async recover(): Promise<void> {
-    for (const host of await this.opts.cluster.listHosts()) {
-      if (host.state === "LOST") continue;
-      await agentCall(this.agent, host.address, "recoverBuilds", {}, CONTROL_CALL_MS).catch((err: Error) =>
-        this.opts.log({ level: "warn", msg: "a host did not clear its builds (it does at its own start)", hostId: host.id, err: err.message }));
-    }
+    const hosts = (await this.opts.cluster.listHosts()).filter((h) => h.state !== "LOST");
+    await Promise.all(hosts.map(async (host) => {
+      try {
+        await agentCall(this.agent, host.address, "host", {}, QUICK_CALL_MS);
+        await agentCall(this.agent, host.address, "recoverBuilds", {}, CONTROL_CALL_MS);
+      } catch (err) {
+        this.opts.log({ level: "warn", msg: "a host did not clear its builds (it does at its own start)", hostId: host.id, err: (err as Error).message });
+      }
+    }));
   }
 }

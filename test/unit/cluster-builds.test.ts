@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { AgentBuilds, AgentService, initCluster, MAX_HOST_LOSSES, nodeCredentials, RemoteBuilder } from "../../src/cluster/index.js";
@@ -85,6 +85,8 @@ describe("builds on agents", { timeout: 180_000 }, () => {
   let serverLogs: LogFiles;
   const agents = new Map<string, { service: AgentService; builder: () => HeldBuilder }>();
   const log = () => undefined;
+  /** What the server's builder logged. */
+  const events: Record<string, unknown>[] = [];
 
   /** An agent service on 127.0.0.1; one without builds (`noBuilds`) answers a build 404, as an agent that takes none. */
   async function agentService(hostId: string, opts: { noBuilds?: boolean; freeMemoryMiB?: number } = {}): Promise<{ service: AgentService; builder: () => HeldBuilder }> {
@@ -124,7 +126,7 @@ describe("builds on agents", { timeout: 180_000 }, () => {
     serverLogs = new LogFiles(join(dir, "server-logs"));
     remote = new RemoteBuilder({
       cluster, tls: await nodeCredentials(join(dir, "cluster"), "server", "server", []), platform: "ptrace", architecture: "X86_64", logs: serverLogs,
-      settings: { limits: { maxArtifactBytes: 1000, maxUncompressedBytes: 10_000, maxFiles: 10 }, phaseTimeouts: { buildah: 7 } }, log, noHostWaitMs: 3000,
+      settings: { limits: { maxArtifactBytes: 1000, maxUncompressedBytes: 10_000, maxFiles: 10 }, phaseTimeouts: { buildah: 7 } }, log: (e) => void events.push(e), noHostWaitMs: 3000,
     });
     await startAgent("host-a");
     await startAgent("host-b");
@@ -135,6 +137,25 @@ describe("builds on agents", { timeout: 180_000 }, () => {
     for (const a of agents.values()) await a.service.stop();
     await cluster?.close();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("the server's start clears the builds of every host that answers, and does not wait long for one that does not", async () => {
+    // A black-holed host: its port takes connections and never answers (not even TLS). Another platform: never placed on.
+    const held: Socket[] = [];
+    const hole = createServer((s) => void held.push(s.on("error", () => undefined)));
+    await new Promise<void>((r) => hole.listen(0, "127.0.0.1", () => r()));
+    const address = `127.0.0.1:${(hole.address() as { port: number }).port}`;
+    await cluster.registerHost({ id: "host-d", address, memoryMiB: 4096, freeMemoryMiB: 2048, cpus: 2, diskMiB: 10_000, freeDiskMiB: 5000, architecture: "X86_64", runscVersion: "test", platform: "other" });
+    try {
+      const before = ["host-a", "host-b"].map((h) => agents.get(h)!.builder().recovered);
+      // Past the quick call's 5 s and a margin, well short of the clearing's own limit (10 min).
+      await within(15_000, "the builds' recovery", remote.recover());
+      assert.deepEqual(["host-a", "host-b"].map((h) => agents.get(h)!.builder().recovered), before.map((n) => n + 1));
+      assert.ok(events.some((e) => e.hostId === "host-d" && e.level === "warn" && /did not clear its builds/.test(String(e.msg))), JSON.stringify(events));
+    } finally {
+      for (const s of held) s.destroy();
+      await new Promise<void>((r) => hole.close(() => r()));
+    }
   });
 
   test("builds placed at the same time go to different hosts; the agent gets the server's settings and file:// artifact, and its log lines reach the server's log", async () => {
