@@ -58,6 +58,23 @@ class HostLost extends Error {}
 /** The host's agent answered the build with an error before starting it, one that says it takes no builds (an agent without them, or of an older version, or a refused certificate): the next host's turn. */
 class Refused extends Error {}
 
+/** A build's log that knows whether its last line says the build FAILED (a line from the agent's builder, or the server's). */
+class FailureAware implements BuildLogWriter {
+  endsFailed = false;
+  constructor(private readonly inner: BuildLogWriter) {}
+  line(text: string): void {
+    this.endsFailed = /^\[[^\]]*\] ==> FAILED: /.test(text);
+    this.inner.line(text);
+  }
+  step(text: string): void {
+    this.endsFailed = text.startsWith("FAILED: ");
+    this.inner.step(text);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
 /** The largest error answer read from an agent that did not start a build. */
 const MAX_REFUSAL = 64 * 1024;
 
@@ -118,15 +135,14 @@ export class RemoteBuilder implements ImageBuilder {
   }
 
   async build(job: BuildJob, signal: AbortSignal): Promise<SnapshotBuild> {
-    const log = this.opts.logs.open(job.build.buildId, { discard: job.version.config.logging?.disabled !== undefined });
+    const log = new FailureAware(this.opts.logs.open(job.build.buildId, { discard: job.version.config.logging?.disabled !== undefined }));
     try {
       return await this.place(job, signal, log);
     } catch (err) {
-      if (signal.aborted) {
-        log.step("FAILED: The build was cancelled.");
-        throw new BuildFailure("The build was cancelled.");
-      }
-      throw err;
+      // As the single-host builder says its failure (DockerfileBuilder); unless the agent's builder said it already, the log ends with it.
+      const reason = signal.aborted ? "The build was cancelled." : err instanceof BuildFailure ? err.message : `Internal error: ${(err as Error).message}`;
+      if (!log.endsFailed) log.step(`FAILED: ${reason}`);
+      throw err instanceof BuildFailure && !signal.aborted ? err : new BuildFailure(reason);
     } finally {
       await log.close();
     }
@@ -155,9 +171,7 @@ export class RemoteBuilder implements ImageBuilder {
           waitUntil = Date.now() + noHostWaitMs;
           log.step(`Waiting for a host to build on: ${why}`);
         } else if (Date.now() >= waitUntil) {
-          const reason = `The build could not be placed: ${why}; it waited ${Math.round(noHostWaitMs / 1000)} s. Start or undrain an agent (lmvm agent), then update the image to build again.`;
-          log.step(`FAILED: ${reason}`);
-          throw new BuildFailure(reason);
+          throw new BuildFailure(`The build could not be placed: ${why}; it waited ${Math.round(noHostWaitMs / 1000)} s. Start or undrain an agent (lmvm agent), then update the image to build again.`);
         }
         unreachable.length = 0;
         skip.clear();
@@ -183,9 +197,7 @@ export class RemoteBuilder implements ImageBuilder {
         this.opts.log({ level: "warn", msg: "build's host lost", buildId, hostId: host.id, err: err.message });
         await this.settle(host, buildId, signal);
         if (++losses >= MAX_HOST_LOSSES) {
-          const reason = `The build's host was lost ${losses} times (the last, host ${host.id}: ${err.message}). Update the image to build again.`;
-          log.step(`FAILED: ${reason}`);
-          throw new BuildFailure(reason);
+          throw new BuildFailure(`The build's host was lost ${losses} times (the last, host ${host.id}: ${err.message}). Update the image to build again.`);
         }
         log.step(`Host ${host.id} no longer runs the build: building again`);
         waitUntil = undefined;

@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as createHttpsServer } from "node:https";
 import { createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -261,6 +262,36 @@ describe("builds on agents", { timeout: 180_000 }, () => {
       await until(20_000, "host-c LOST", async () => {
         await cluster.markLost(1500);
         return (await cluster.host("host-c"))?.state === "LOST";
+      }, 200);
+    }
+  });
+
+  test("an agent's plain error before its builder starts fails the build, its log ending with the server's FAILED line", async () => {
+    // An agent (its certificate) that reads a build's request and answers it 500 with a plain error, as one whose checks of the request fail.
+    const tls = await nodeCredentials(join(dir, "cluster"), "host-e", "agent", ["127.0.0.1"]);
+    const agent = createHttpsServer({ ca: tls.ca, cert: tls.cert, key: tls.key, requestCert: true, rejectUnauthorized: true }, (req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(500, { "content-type": "application/x-ndjson" });
+        res.end(`${JSON.stringify({ error: { name: "Error", message: "the request is not one this agent builds" } })}\n`);
+      });
+    });
+    await new Promise<void>((r) => agent.listen(0, "127.0.0.1", () => r()));
+    const address = `127.0.0.1:${(agent.address() as { port: number }).port}`;
+    // The most free memory and a fresh heartbeat: placement tries it first.
+    await cluster.registerHost({ id: "host-e", address, memoryMiB: 4096, freeMemoryMiB: 4000, cpus: 2, diskMiB: 10_000, freeDiskMiB: 5000, architecture: "X86_64", runscVersion: "test", platform: "ptrace" });
+    try {
+      const j = job(10, "s3://bucket/app.zip");
+      await within(20_000, "the build's failure", assert.rejects(remote.build(j, new AbortController().signal), (err: Error) =>
+        err instanceof BuildFailure && err.message === `Internal error: host ${address}: the request is not one this agent builds`));
+      const text = readFileSync(serverLogs.path(j.build.buildId), "utf8");
+      assert.match(text, /Building on host host-e[^\n]*\n\[[^\]]+\] ==> FAILED: Internal error: host [^\n]*: the request is not one this agent builds\n$/, text);
+    } finally {
+      await new Promise<void>((r) => agent.close(() => r()));
+      agent.closeAllConnections();
+      await until(20_000, "host-e LOST", async () => {
+        await cluster.markLost(1500);
+        return (await cluster.host("host-e"))?.state === "LOST";
       }, 200);
     }
   });
