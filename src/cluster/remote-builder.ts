@@ -19,7 +19,7 @@
 import { createReadStream, type ReadStream } from "node:fs";
 import { pipeline } from "node:stream";
 import { Agent as HttpsAgent, request } from "node:https";
-import { BuildFailure, MAX_ATTEMPTS, type BuildJob, type ImageBuilder, type SnapshotBuild } from "../core/index.js";
+import { BuildFailure, MAX_ATTEMPTS, STOP_WAIT_MS, type BuildJob, type ImageBuilder, type SnapshotBuild } from "../core/index.js";
 import type { ClusterStore, HostRecord } from "../store/index.js";
 import { artifactPath, checkFileArtifact, type BuildLogs, type BuildLogWriter, type BuildSettings } from "../builder/index.js";
 import { checkNodeIdentity, type NodeCredentials } from "./ca.js";
@@ -31,6 +31,8 @@ import { agentCall, deliveredFlag, errorFromWire, LeaseLost, RPC_PREFIX, splitAd
 export const NO_HOST_WAIT_MS = 60_000;
 const POLL_MS = 2_000;
 const QUICK_CALL_MS = 5_000;
+/** How often a cancelled build's host is asked whether the build still runs there. */
+const STOPPED_POLL_MS = 250;
 const CONTROL_CALL_MS = 10 * 60_000;
 /** How many times a build's host may be lost before the build fails (as many as the core's attempts at a build). */
 export const MAX_HOST_LOSSES = MAX_ATTEMPTS;
@@ -184,7 +186,11 @@ export class RemoteBuilder implements ImageBuilder {
         this.opts.log({ msg: "build placed", buildId, hostId: host.id });
         return await this.buildOn(host, job, signal, log);
       } catch (err) {
-        if (signal.aborted) throw err;
+        if (signal.aborted) {
+          // The call reached the host: the build is rejected once it no longer runs there, so the core's discard of the version does not race its upload.
+          if (!(err instanceof Unreached)) await this.stopped(host, buildId);
+          throw err;
+        }
         // Not delivered, or the agent refused it before starting (not serving, not ACTIVE): nothing of it began there.
         if (err instanceof Unreached || err instanceof LeaseLost || err instanceof Refused) {
           log.step(err instanceof Unreached ? `Host ${host.id} could not be reached (${err.message}): placing the build on another host` : `Host ${host.id} did not take or keep the build (${err.message}): placing it on another host`);
@@ -221,6 +227,25 @@ export class RemoteBuilder implements ImageBuilder {
       if (Date.now() >= deadline) throw new BuildFailure(`The build's host ${host.id} stopped answering during the build and was neither declared LOST nor said the build had stopped within ${SETTLE_MS / 1000} s. Update the image to build again.`);
       await sleep(POLL_MS, signal);
     }
+  }
+
+  /** After a cancelled build's call ended: waits (at most STOP_WAIT_MS) until the host's agent says the build no longer runs there. */
+  private async stopped(host: HostRecord, buildId: string): Promise<void> {
+    const deadline = Date.now() + STOP_WAIT_MS;
+    let why = "";
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      try {
+        const answer = await agentCall<{ running: boolean }>(this.agent, host.address, "building", { buildId }, Math.min(QUICK_CALL_MS, left));
+        if (!answer.running) return;
+        why = "it still runs there";
+      } catch (err) {
+        why = (err as Error).message;
+      }
+      await new Promise((r) => setTimeout(r, Math.min(STOPPED_POLL_MS, Math.max(0, deadline - Date.now()))));
+    }
+    this.opts.log({ level: "warn", msg: `a cancelled build's host did not say it stopped within ${STOP_WAIT_MS / 1000} s`, buildId, hostId: host.id, err: why });
   }
 
   /** `POST /v1/build` to the host's agent: the job, then a file:// artifact's bytes; its answer's log lines go to the server's log. */
@@ -299,7 +324,8 @@ export class RemoteBuilder implements ImageBuilder {
           if (!h || h.state === "LOST") req.destroy(new HostLost(`host ${host.id} was declared LOST`));
         }, () => undefined);
       }, POLL_MS);
-      const onAbort = () => req.destroy(new BuildFailure("The build was cancelled."));
+      // Not yet delivered: nothing of it runs there (Unreached, so the build does not wait for the host to say so).
+      const onAbort = () => req.destroy(delivered() ? new BuildFailure("The build was cancelled.") : new Unreached(`the build was cancelled before its call reached host ${host.id}`));
       signal.addEventListener("abort", onAbort, { once: true });
       // Aborted before the listener was added (an abort event does not come twice): the call ends before anything is sent.
       if (signal.aborted) return onAbort();
