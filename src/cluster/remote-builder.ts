@@ -8,13 +8,19 @@
 // The agent's answer streams the build log, which is written here, where
 // `lmvm logs build` and the logs API read it, as on one host.
 //
-// - A host that cannot be reached when the build is placed: the next host.
+// - A host that cannot be reached when the build is placed, or whose agent
+//   refuses it before starting (not serving, not ACTIVE, takes no builds):
+//   the next host. Another error before the agent's builder starts fails it.
 // - A host lost during the build (the connection broke, or it is declared
 //   LOST): the build waits until the host is LOST or its agent answers that
 //   the build is not running there (a restarted agent, or one that saw the
 //   connection close), then is placed again: it never runs on two hosts.
-// - No placeable host: the build waits up to NO_HOST_WAIT_MS for one, then
-//   fails saying so.
+//   After MAX_HOST_LOSSES losses it fails.
+// - No placeable host: the build waits up to NO_HOST_WAIT_MS for one (from
+//   when that wait starts), then fails saying so.
+// - Cancelled: the call ends, and the build is rejected once its agent says
+//   it stopped (at most STOP_WAIT_MS).
+// A build the server fails has a log ending `FAILED: <reason>`, as on one host.
 
 import { createReadStream, type ReadStream } from "node:fs";
 import { pipeline } from "node:stream";
