@@ -6,5 +6,5 @@ export { LeaseLost } from "./wire.js";
 export { RemoteRuntime, FRESH_MS, HOST_LOST_MS, type RemoteRuntimeOptions } from "./remote-runtime.js";
 export { serveCredentials, ServerCredentials } from "./credentials.js";
 export { StandbyRelay, openRelay, parseRelayRequest, asClient, RELAY_TARGETS, type RelayTarget, type RelayRequest } from "./relay.js";
-export { RemoteBuilder, NO_HOST_WAIT_MS, type RemoteBuilderOptions } from "./remote-builder.js";
+export { RemoteBuilder, NO_HOST_WAIT_MS, MAX_HOST_LOSSES, type RemoteBuilderOptions } from "./remote-builder.js";
 export { AgentBuilds, type AgentBuildsOptions } from "./agent-builds.js";

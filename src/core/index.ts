@@ -14,7 +14,7 @@ export { ControlPlane, type ControlPlaneOptions } from "./control-plane.js";
 export { MANAGED_IMAGES, type ManagedImageSummary } from "./managed-images.js";
 export type { ImageView, ImageVersionView } from "./images.js";
 export { requestHash } from "./idempotency.js";
-export { MAX_ATTEMPTS } from "./builds.js";
+export { MAX_ATTEMPTS, STOP_WAIT_MS } from "./builds.js";
 export { limitsOf, completeLimits, sizeFor, MICROVM_SIZES, SIZES_TEXT, DEFAULT_CAPABILITIES, ALL_CAPABILITIES, DEFAULT_MEMORY_MIB, MAX_MEMORY_MIB, MAX_VCPUS, type MicrovmSize, type SandboxLimits } from "./limits.js";
 export { LifecyclePolicies, type PolicyAction } from "./policies.js";
 export { DEFAULT_QUOTAS, QUOTA_NAMES, parseQuotas, resolveQuotas, type Quotas, type QuotaName } from "./quotas.js";

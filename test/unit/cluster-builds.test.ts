@@ -7,10 +7,11 @@
 
 import assert from "node:assert/strict";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { createServer as createHttpsServer } from "node:https";
+import { createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { AgentBuilds, AgentService, initCluster, nodeCredentials, RemoteBuilder } from "../../src/cluster/index.js";
+import { AgentBuilds, AgentService, initCluster, MAX_HOST_LOSSES, nodeCredentials, RemoteBuilder } from "../../src/cluster/index.js";
 import { BuildFailure, NoSandboxes, type BuildJob, type ImageBuilder, type SnapshotBuild, type Store } from "../../src/core/index.js";
 import type { BuildLogs, BuildSettings } from "../../src/builder/index.js";
 import { LogFiles } from "../../src/os/index.js";
@@ -85,19 +86,26 @@ describe("builds on agents", { timeout: 180_000 }, () => {
   let serverLogs: LogFiles;
   const agents = new Map<string, { service: AgentService; builder: () => HeldBuilder }>();
   const log = () => undefined;
+  /** What the server's builder logged. */
+  const events: Record<string, unknown>[] = [];
 
-  async function startAgent(hostId: string): Promise<void> {
+  /** An agent service on 127.0.0.1; one without builds (`noBuilds`) answers a build 404, as an agent that takes none. */
+  async function agentService(hostId: string, opts: { noBuilds?: boolean; freeMemoryMiB?: number } = {}): Promise<{ service: AgentService; builder: () => HeldBuilder }> {
     const port = await freePort();
     const tls = await nodeCredentials(join(dir, "cluster"), hostId, "agent", ["127.0.0.1"]);
     let held: HeldBuilder | undefined;
-    const builds = new AgentBuilds({ dataDir: join(dir, hostId), builder: (logs, settings) => (held = new HeldBuilder(logs, settings)), discardLocal: async () => undefined, log });
+    const builds = opts.noBuilds ? undefined : new AgentBuilds({ dataDir: join(dir, hostId), builder: (logs, settings) => (held = new HeldBuilder(logs, settings)), discardLocal: async () => undefined, log });
     const runtime = new Empty("test host");
     const service = new AgentService({
-      hostId, runtime, local: runtime, cluster, store: {} as Store, tls, log, builds, heartbeatMs: 200,
-      capacity: () => ({ id: hostId, address: `127.0.0.1:${port}`, memoryMiB: 4096, freeMemoryMiB: 2048, cpus: 2, diskMiB: 10_000, freeDiskMiB: 5000, architecture: "X86_64", runscVersion: "test", platform: "ptrace" }),
+      hostId, runtime, local: runtime, cluster, store: {} as Store, tls, log, ...(builds ? { builds } : {}), heartbeatMs: 200,
+      capacity: () => ({ id: hostId, address: `127.0.0.1:${port}`, memoryMiB: 4096, freeMemoryMiB: opts.freeMemoryMiB ?? 2048, cpus: 2, diskMiB: 10_000, freeDiskMiB: 5000, architecture: "X86_64", runscVersion: "test", platform: "ptrace" }),
     });
     await service.start("127.0.0.1", port);
-    agents.set(hostId, { service, builder: () => held! });
+    return { service, builder: () => held! };
+  }
+
+  async function startAgent(hostId: string): Promise<void> {
+    agents.set(hostId, await agentService(hostId));
   }
 
   function job(n: number, uri: string): BuildJob {
@@ -119,7 +127,7 @@ describe("builds on agents", { timeout: 180_000 }, () => {
     serverLogs = new LogFiles(join(dir, "server-logs"));
     remote = new RemoteBuilder({
       cluster, tls: await nodeCredentials(join(dir, "cluster"), "server", "server", []), platform: "ptrace", architecture: "X86_64", logs: serverLogs,
-      settings: { limits: { maxArtifactBytes: 1000, maxUncompressedBytes: 10_000, maxFiles: 10 }, phaseTimeouts: { buildah: 7 } }, log, noHostWaitMs: 3000,
+      settings: { limits: { maxArtifactBytes: 1000, maxUncompressedBytes: 10_000, maxFiles: 10 }, phaseTimeouts: { buildah: 7 } }, log: (e) => void events.push(e), noHostWaitMs: 3000,
     });
     await startAgent("host-a");
     await startAgent("host-b");
@@ -130,6 +138,25 @@ describe("builds on agents", { timeout: 180_000 }, () => {
     for (const a of agents.values()) await a.service.stop();
     await cluster?.close();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("the server's start clears the builds of every host that answers, and does not wait long for one that does not", async () => {
+    // A black-holed host: its port takes connections and never answers (not even TLS). Another platform: never placed on.
+    const held: Socket[] = [];
+    const hole = createServer((s) => void held.push(s.on("error", () => undefined)));
+    await new Promise<void>((r) => hole.listen(0, "127.0.0.1", () => r()));
+    const address = `127.0.0.1:${(hole.address() as { port: number }).port}`;
+    await cluster.registerHost({ id: "host-d", address, memoryMiB: 4096, freeMemoryMiB: 2048, cpus: 2, diskMiB: 10_000, freeDiskMiB: 5000, architecture: "X86_64", runscVersion: "test", platform: "other" });
+    try {
+      const before = ["host-a", "host-b"].map((h) => agents.get(h)!.builder().recovered);
+      // Past the quick call's 5 s and a margin, well short of the clearing's own limit (10 min).
+      await within(15_000, "the builds' recovery", remote.recover());
+      assert.deepEqual(["host-a", "host-b"].map((h) => agents.get(h)!.builder().recovered), before.map((n) => n + 1));
+      assert.ok(events.some((e) => e.hostId === "host-d" && e.level === "warn" && /did not clear its builds/.test(String(e.msg))), JSON.stringify(events));
+    } finally {
+      for (const s of held) s.destroy();
+      await new Promise<void>((r) => hole.close(() => r()));
+    }
   });
 
   test("builds placed at the same time go to different hosts; the agent gets the server's settings and file:// artifact, and its log lines reach the server's log", async () => {
@@ -165,8 +192,22 @@ describe("builds on agents", { timeout: 180_000 }, () => {
     const run = runOn(host, j.build.buildId)!;
     assert.equal(run.settings?.artifact, undefined, "an s3:// artifact is the agent's to fetch");
     controller.abort();
+    await within(20_000, "the cancelled build", assert.rejects(done, /The build was cancelled/));
+    // Rejected only once the agent says the build no longer runs there.
+    assert.ok(run.signal.aborted, "the agent's build ended before the cancelled build was rejected");
+    assert.match(readFileSync(serverLogs.path(j.build.buildId), "utf8"), /==> FAILED: The build was cancelled\.\n$/);
+  });
+
+  test("a build cancelled while it is being placed never reaches an agent", async () => {
+    const zip = join(dir, "app7.zip");
+    writeFileSync(zip, "PK-seven");
+    const j = job(7, `file://${zip}`);
+    const controller = new AbortController();
+    const done = remote.build(j, controller.signal);
+    // Aborted while placement awaits the candidates (after its loop's first check).
+    controller.abort();
     await within(10_000, "the cancelled build", assert.rejects(done, /The build was cancelled/));
-    await until(10_000, "the agent's build aborted", async () => run.signal.aborted, 50);
+    for (const h of ["host-a", "host-b"]) assert.equal(agents.get(h)!.builder().runs.find((r) => r.job.build.buildId === j.build.buildId), undefined, `no run on ${h}`);
     assert.match(readFileSync(serverLogs.path(j.build.buildId), "utf8"), /==> FAILED: The build was cancelled\.\n$/);
   });
 
@@ -183,6 +224,77 @@ describe("builds on agents", { timeout: 180_000 }, () => {
     assert.deepEqual(await within(10_000, "the build's result", done), { codeInstallSizeInBytes: 42 });
     const text = readFileSync(serverLogs.path(j.build.buildId), "utf8");
     assert.match(text, new RegExp(`Building on host ${first}[\\s\\S]*Lost host ${first} during the build[\\s\\S]*Host ${first} no longer runs the build: building again[\\s\\S]*Building on host`), text);
+  });
+
+  test("a build whose host is lost MAX_HOST_LOSSES times fails saying so", async () => {
+    const j = job(8, "s3://bucket/app.zip");
+    const done = remote.build(j, new AbortController().signal);
+    const outcome = done.then(() => "built", (err: Error) => err);
+    for (let i = 0; i < MAX_HOST_LOSSES; i++) {
+      const [host, run] = await found(30_000, `run ${i + 1} of the build`, async () => {
+        for (const h of ["host-a", "host-b"]) {
+          const r = runOn(h, j.build.buildId);
+          if (r) return [h, r] as const;
+        }
+        return undefined;
+      });
+      (agents.get(host)!.service as unknown as { server: { closeAllConnections(): void } }).server.closeAllConnections();
+      await until(10_000, `run ${i + 1} stopped by its agent`, async () => run.signal.aborted, 50);
+    }
+    const err = await within(30_000, "the build's failure", outcome);
+    assert.ok(err instanceof BuildFailure && new RegExp(`host was lost ${MAX_HOST_LOSSES} times`).test(err.message), String(err));
+    assert.match(readFileSync(serverLogs.path(j.build.buildId), "utf8"), /==> FAILED: The build's host was lost \d+ times[^\n]*\n$/);
+  });
+
+  test("an agent that answers a build with a plain error (takes no builds) is skipped, not taken for a lost host", async () => {
+    // The most free memory: placement tries it first.
+    const c = await agentService("host-c", { noBuilds: true, freeMemoryMiB: 4000 });
+    try {
+      const j = job(9, "s3://bucket/app.zip");
+      const done = remote.build(j, new AbortController().signal);
+      const run = await found(20_000, "the build running on a host that builds", async () => ["host-a", "host-b"].map((h) => runOn(h, j.build.buildId)).find((r) => r));
+      run.finish();
+      assert.deepEqual(await within(10_000, "the build's result", done), { codeInstallSizeInBytes: 42 });
+      const text = readFileSync(serverLogs.path(j.build.buildId), "utf8");
+      assert.match(text, /Building on host host-c[^\n]*\n[^\n]*Host host-c did not take or keep the build \(host host-c does not take builds \(status 404\): host host-c runs no builds\)/, text);
+      assert.doesNotMatch(text, /Lost host/, text);
+    } finally {
+      await c.service.stop();
+      await until(20_000, "host-c LOST", async () => {
+        await cluster.markLost(1500);
+        return (await cluster.host("host-c"))?.state === "LOST";
+      }, 200);
+    }
+  });
+
+  test("an agent's plain error before its builder starts fails the build, its log ending with the server's FAILED line", async () => {
+    // An agent (its certificate) that reads a build's request and answers it 500 with a plain error, as one whose checks of the request fail.
+    const tls = await nodeCredentials(join(dir, "cluster"), "host-e", "agent", ["127.0.0.1"]);
+    const agent = createHttpsServer({ ca: tls.ca, cert: tls.cert, key: tls.key, requestCert: true, rejectUnauthorized: true }, (req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(500, { "content-type": "application/x-ndjson" });
+        res.end(`${JSON.stringify({ error: { name: "Error", message: "the request is not one this agent builds" } })}\n`);
+      });
+    });
+    await new Promise<void>((r) => agent.listen(0, "127.0.0.1", () => r()));
+    const address = `127.0.0.1:${(agent.address() as { port: number }).port}`;
+    // The most free memory and a fresh heartbeat: placement tries it first.
+    await cluster.registerHost({ id: "host-e", address, memoryMiB: 4096, freeMemoryMiB: 4000, cpus: 2, diskMiB: 10_000, freeDiskMiB: 5000, architecture: "X86_64", runscVersion: "test", platform: "ptrace" });
+    try {
+      const j = job(10, "s3://bucket/app.zip");
+      await within(20_000, "the build's failure", assert.rejects(remote.build(j, new AbortController().signal), (err: Error) =>
+        err instanceof BuildFailure && err.message === `Internal error: host ${address}: the request is not one this agent builds`));
+      const text = readFileSync(serverLogs.path(j.build.buildId), "utf8");
+      assert.match(text, /Building on host host-e[^\n]*\n\[[^\]]+\] ==> FAILED: Internal error: host [^\n]*: the request is not one this agent builds\n$/, text);
+    } finally {
+      await new Promise<void>((r) => agent.close(() => r()));
+      agent.closeAllConnections();
+      await until(20_000, "host-e LOST", async () => {
+        await cluster.markLost(1500);
+        return (await cluster.host("host-e"))?.state === "LOST";
+      }, 200);
+    }
   });
 
   test("an agent that stops during a build stops it and says so: the build goes to the other host", async () => {
