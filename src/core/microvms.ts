@@ -298,7 +298,7 @@ export class MicrovmService {
   }
 
   async suspend(identifier: string, reason?: string): Promise<void> {
-    const vm = await this.get(identifier);
+    const vm = await this.settled(identifier);
     const suspending = await this.move(vm, "SUSPENDING", "suspend", reason);
     this.background(vm.id, "Suspending the MicroVM", async () => {
       try {
@@ -326,6 +326,8 @@ export class MicrovmService {
     const vm = await this.get(identifier);
     microvmStates.check(vm.id, vm.state, "RUNNING", "resume");
     await this.serialize(vm.id, async () => {
+      // A resume done whose record could not say so is settled first (RUNNING then), so the runtime is not asked to resume it twice.
+      if (this.unsettled.has(vm.id)) await this.settleLocked(vm.id);
       const current = await this.get(vm.id);
       if (current.state === "RUNNING") return;
       microvmStates.check(vm.id, current.state, "RUNNING", "resume");
@@ -355,7 +357,7 @@ export class MicrovmService {
   }
 
   async terminate(identifier: string, reason?: string): Promise<void> {
-    const vm = await this.get(identifier);
+    const vm = await this.settled(identifier);
     const terminating = await this.move(vm, "TERMINATING", "terminate", reason);
     this.background(vm.id, "Terminating the MicroVM", async () => {
       try {
@@ -431,26 +433,47 @@ export class MicrovmService {
    * what failed as its reason. Throws (and stays unsettled) while the store or
    * the runtime cannot answer.
    */
-  private async settle(id: string): Promise<void> {
-    await this.serialize(id, async () => {
-      const why = this.unsettled.get(id) ?? "its last transition could not be finished";
-      const vm = await this.deps.store.getMicrovm(id);
-      if (!vm || vm.state === "TERMINATED") {
-        this.unsettled.delete(id);
-        if (vm) this.remember(vm);
-        return;
-      }
-      const found = vm.state === "RUNNING" ? { running: true, checkpoint: false } : await this.deps.runtime.inspect(vm);
-      if (vm.state === "TERMINATING") {
-        await this.deps.runtime.terminate(vm).catch(() => undefined);
-        await this.move(vm, "TERMINATED", "terminate", vm.stateReason);
-      } else if (found.running && vm.state !== "RUNNING") await this.move(vm, "RUNNING", "resume", vm.state === "SUSPENDING" ? `Suspending failed, so the MicroVM kept running: ${why}` : undefined);
-      else if (vm.state === "SUSPENDING" && found.checkpoint) await this.move(vm, "SUSPENDED");
-      else if (vm.state === "PENDING" || vm.state === "SUSPENDING") await this.fail(vm, `The MicroVM stopped: ${why}`);
-      else this.remember(vm); // RUNNING (the sandbox check looks at it), or SUSPENDED with no sandbox running: as recorded
+  private settle(id: string): Promise<void> {
+    return this.serialize(id, () => this.settleLocked(id));
+  }
+
+  /** settle()'s work, for a caller that holds the MicroVM's lock (resume, and suspend and terminate before they act). */
+  private async settleLocked(id: string): Promise<void> {
+    const why = this.unsettled.get(id) ?? "its last transition could not be finished";
+    const vm = await this.deps.store.getMicrovm(id);
+    if (!vm || vm.state === "TERMINATED") {
       this.unsettled.delete(id);
-      this.deps.log?.({ msg: "microvm settled", microvmId: id, was: vm.state, why });
-    });
+      if (vm) this.remember(vm);
+      return;
+    }
+    const found = vm.state === "RUNNING" ? { running: true, checkpoint: false } : await this.deps.runtime.inspect(vm);
+    if (vm.state === "TERMINATING") {
+      await this.deps.runtime.terminate(vm).catch(() => undefined);
+      await this.move(vm, "TERMINATED", "terminate", vm.stateReason);
+    } else if (found.running && vm.state !== "RUNNING") await this.move(vm, "RUNNING", "resume", vm.state === "SUSPENDING" ? `Suspending failed, so the MicroVM kept running: ${why}` : undefined);
+    else if (vm.state === "SUSPENDING" && found.checkpoint) await this.move(vm, "SUSPENDED");
+    else if (vm.state === "SUSPENDED" && !found.checkpoint) await this.fail(vm, `The MicroVM was lost: neither its sandbox nor its checkpoint was found after this: ${why}`);
+    else if (vm.state === "PENDING" || vm.state === "SUSPENDING") await this.fail(vm, `The MicroVM stopped: ${why}`);
+    else this.remember(vm); // RUNNING (the sandbox check looks at it), or SUSPENDED on its checkpoint: as recorded
+    this.unsettled.delete(id);
+    this.deps.log?.({ msg: "microvm settled", microvmId: id, was: vm.state, why });
+  }
+
+  /** Whether a transition of this MicroVM is waiting to be settled (the lifecycle policies leave it alone until then). */
+  isUnsettled(id: string): boolean {
+    return this.unsettled.has(id);
+  }
+
+  /**
+   * The MicroVM as recorded, once a transition left unsettled has been settled: the
+   * record of one may be behind its sandbox (a resume done but not recorded), so
+   * acting on it would act twice. Throws while the store or the runtime cannot answer.
+   */
+  private async settled(identifier: string): Promise<Microvm> {
+    const vm = await this.get(identifier);
+    if (!this.unsettled.has(vm.id)) return vm;
+    await this.settle(vm.id);
+    return this.get(vm.id);
   }
 
   /**

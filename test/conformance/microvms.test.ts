@@ -9,7 +9,7 @@ import {
   DeleteMicrovmImageVersionCommand, GetMicrovmCommand, GetMicrovmImageCommand, ListMicrovmsCommand, ResumeMicrovmCommand,
   RunMicrovmCommand, SuspendMicrovmCommand, TerminateMicrovmCommand, UpdateMicrovmImageVersionCommand,
 } from "@aws-sdk/client-lambda-microvms";
-import { NotBegun } from "../../src/core/index.js";
+import { NotBegun, type Store } from "../../src/core/index.js";
 import { MicrovmTokens, portAllowed } from "../../src/proxy/index.js";
 import { deriveKey, serverKey } from "../../src/server/data-dir.js";
 import { eventually, imageRequest, startTestPlatform, type TestPlatform } from "../support/platform.js";
@@ -23,6 +23,28 @@ const FAST = { rateLimits: { "*": 10_000 } };
 const IMAGE_ARN = "arn:aws:lambda:us-east-1:000000000000:microvm-image:app";
 const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
 
+/**
+ * Makes the store's transactions fail as they do while PostgreSQL restarts, until the returned
+ * function is called: after `pass` more transactions went through, and each one committed
+ * with its answer lost when `lost` (the connection dropped after COMMIT).
+ */
+function outage(store: Store, opts: { pass?: number; lost?: boolean } = {}): () => void {
+  const original = store.transaction.bind(store);
+  let pass = opts.pass ?? 0;
+  const down = () => Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
+  store.transaction = async <T>(fn: (tx: Store) => Promise<T>): Promise<T> => {
+    if (pass > 0) {
+      pass--;
+      return original(fn);
+    }
+    if (!opts.lost) throw down();
+    await original(fn);
+    throw down();
+  };
+  return () => {
+    store.transaction = original;
+  };
+}
 
 describe("microvms", () => {
   let t: TestPlatform;
@@ -193,6 +215,28 @@ describe("microvms", () => {
     await t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id }));
     await until(id, "RUNNING");
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+  });
+
+  test("a resume done but not recorded (the store down) is settled before a retry, never resumed twice", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "SUSPENDED");
+    const back = outage(t.platform.controlPlane.opts.store);
+    try {
+      await rejects(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id })), "ServiceException");
+      assert.equal(await state(id), "SUSPENDED", "the record could not say RUNNING");
+      // The retry, as the endpoint proxy's auto-resume would make it, while the store is still down.
+      await assert.rejects(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id })));
+    } finally {
+      back();
+    }
+    await t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id }));
+    assert.equal(await state(id), "RUNNING");
+    assert.equal(runtime.calls.filter((c) => c === `resume ${id}`).length, 1, "resumed once");
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "TERMINATED");
   });
 
   test("no capacity is InsufficientCapacityException and creates nothing", async () => {
