@@ -311,8 +311,12 @@ export class MicrovmService {
           return;
         }
         // A failed checkpoint can take the sandbox down with it; then the MicroVM is lost, not running.
-        // A sandbox the runtime cannot look at is not presumed dead: the sandbox check finds it if it is.
-        const left = await this.deps.runtime.inspect(suspending).catch(() => ({ running: true, checkpoint: false }));
+        // A host that cannot be inspected (unreached, its lease lost) is neither presumed running nor dead: the
+        // MicroVM stays SUSPENDING, unsettled, until settle() can inspect it (a guessed RUNNING would have been
+        // terminated by the sandbox check, its checkpoint deleted, if the suspend had in fact finished).
+        const left = await this.deps.runtime.inspect(suspending).catch((e: unknown) => {
+          throw new Error(`suspending failed (${errorText(err)}) and its sandbox could not be inspected: ${errorText(e)}`);
+        });
         // A suspend that finished where its answer was lost (its host cut off meanwhile) left the checkpoint: SUSPENDED, as recovery decides.
         if (!left.running && left.checkpoint) await this.move(suspending, "SUSPENDED", "move to SUSPENDED", reason);
         else if (!left.running) await this.fail({ ...suspending }, `Suspending failed and the sandbox did not survive it: ${errorText(err)}`);

@@ -239,6 +239,27 @@ describe("microvms", () => {
     await until(id, "TERMINATED");
   });
 
+  test("a suspend whose host cannot be inspected afterwards stays SUSPENDING until it can, then ends SUSPENDED on its checkpoint", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    runtime.failAfter.suspend = "lost host at 10.0.0.5:7700 during suspend: read ETIMEDOUT";
+    runtime.failInspect = "host 10.0.0.5:7700 unreached";
+    try {
+      await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
+      await eventually(async () => (runtime.calls.includes(`inspect ${id}`) ? true : undefined), "the failed suspend's inspect");
+      await t.platform.controlPlane.microvms.checkSandboxes();
+      assert.equal(await state(id), "SUSPENDING", "neither presumed running nor lost while it cannot be inspected");
+    } finally {
+      runtime.failInspect = undefined;
+    }
+    await t.platform.controlPlane.microvms.checkSandboxes();
+    assert.equal(await state(id), "SUSPENDED");
+    await t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id }));
+    assert.equal(await state(id), "RUNNING");
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+  });
+
   test("no capacity is InsufficientCapacityException and creates nothing", async () => {
     runtime.capacity = false;
     try {
