@@ -5,7 +5,7 @@
 import { microvmArn, networkConnectorArn, newMicrovmId, MICROVM_ARN_PATTERN, MICROVM_ID_PATTERN, type Scope } from "./arn.js";
 import type { ConnectorService } from "./connectors.js";
 import type { DefaultEgress } from "./egress.js";
-import { InvalidInput, NoCapacity, NotFound, StateConflict } from "./errors.js";
+import { DomainError, InvalidInput, NoCapacity, NotFound, StateConflict } from "./errors.js";
 import { once } from "./idempotency.js";
 import type { ImageService } from "./images.js";
 import { checkIngressAtRun, ingressRefusal } from "./ingress.js";
@@ -109,9 +109,14 @@ export class MicrovmService {
   /** A transition's work after its call has answered: a failure that escapes it (the store unreachable) leaves the MicroVM to settle(). */
   private background(id: string, action: string, fn: () => Promise<void>): void {
     this.serialize(id, fn).catch((err: unknown) => {
-      this.unsettled.set(id, `${action} could not be finished: ${errorText(err)}`);
+      this.markUnsettled(id, `${action} could not be finished: ${errorText(err)}`);
       this.deps.log?.({ level: "error", msg: "microvm transition not finished; it is settled once the store answers again", microvmId: id, action, err: errorText(err) });
     });
+  }
+
+  /** Leaves the MicroVM to settle(): its record may be behind what was done, or a write may have landed whose answer was lost. */
+  private markUnsettled(id: string, why: string): void {
+    this.unsettled.set(id, why);
   }
 
   private idOf(identifier: string): string {
@@ -250,7 +255,11 @@ export class MicrovmService {
     }
     // A retried request answered with the MicroVM an earlier one made: the id stays unused.
     if (reserved && id !== reserved) await this.unclaim(reserved);
-    const vm = await this.get(id);
+    // The MicroVM is recorded; one that cannot be read back now (the store gone since) is settled later, not left PENDING.
+    const vm = await this.get(id).catch((err: unknown) => {
+      if (!(err instanceof DomainError)) this.markUnsettled(id, `Starting the MicroVM could not begin: ${errorText(err)}`);
+      throw err;
+    });
     this.remember(vm);
     if (vm.state === "PENDING") {
       this.background(id, "Starting the MicroVM", async () => {
@@ -268,8 +277,19 @@ export class MicrovmService {
     return vm;
   }
 
-  /** Records a transition; refuses it with the current state named when illegal. */
+  /**
+   * Records a transition; refuses it with the current state named when illegal. A store that fails
+   * (not a refusal) leaves the MicroVM unsettled: whatever the caller did or was about to do, and
+   * whether this write landed with its answer lost, is then decided by settle().
+   */
   private async move(vm: Microvm, to: MicrovmState, action = `move to ${to}`, reason?: string): Promise<Microvm> {
+    return this.recordMove(vm, to, action, reason).catch((err: unknown) => {
+      if (!(err instanceof DomainError)) this.markUnsettled(vm.id, `Recording ${action} (${vm.state} to ${to}) failed: ${errorText(err)}`);
+      throw err;
+    });
+  }
+
+  private async recordMove(vm: Microvm, to: MicrovmState, action: string, reason?: string): Promise<Microvm> {
     return this.deps.store.transaction(async (tx) => {
       const current = await tx.getMicrovm(vm.id);
       if (!current) throw new NotFound("Microvm", vm.id);
@@ -347,14 +367,14 @@ export class MicrovmService {
       } catch (err) {
         if (err instanceof NotBegun) throw new StateConflict("Microvm", vm.id, `MicroVM ${vm.id} stays SUSPENDED, its checkpoint kept: ${err.message}`);
         await this.fail(current, `Resuming failed: ${errorText(err)}`).catch((e: unknown) => {
-          this.unsettled.set(vm.id, `Resuming failed (${errorText(err)}), and ending the MicroVM could not be recorded: ${errorText(e)}`);
+          this.markUnsettled(vm.id, `Resuming failed (${errorText(err)}), and ending the MicroVM could not be recorded: ${errorText(e)}`);
           throw e;
         });
         throw new StateConflict("Microvm", vm.id, `Resuming MicroVM ${vm.id} failed, so it was terminated: ${errorText(err)}`);
       }
       // Resumed: a record that cannot say so now (the store unreachable) is settled from the sandbox later.
       await this.move(current, "RUNNING").catch((err: unknown) => {
-        this.unsettled.set(vm.id, `Resuming the MicroVM could not be recorded: ${errorText(err)}`);
+        this.markUnsettled(vm.id, `Resuming the MicroVM could not be recorded: ${errorText(err)}`);
         throw err;
       });
     });
@@ -395,6 +415,7 @@ export class MicrovmService {
       throw err;
     }
     for (const vm of this.known.values()) {
+      if (this.unsettled.has(vm.id)) continue; // its record may be behind: settle() decides, once the store answers
       if (vm.state === "RUNNING" && alive.has(vm.id) && !this.locks.has(vm.id)) await this.noteCondition(vm);
       if (vm.state !== "RUNNING" || alive.has(vm.id) || this.locks.has(vm.id)) continue;
       await this.serialize(vm.id, async () => {

@@ -260,6 +260,58 @@ describe("microvms", () => {
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
   });
 
+  /** Runs the sandbox check until the MicroVM is in `want`, as its 3 s timer would. */
+  const settles = (id: string, want: string) =>
+    eventually(async () => {
+      await t.platform.controlPlane.microvms.checkSandboxes();
+      return (await state(id)) === want ? true : undefined;
+    }, `${id} settled ${want}`);
+
+  test("a dead sandbox whose TERMINATED could not be recorded ends TERMINATED once the store answers", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    runtime.kill(id, "out of memory");
+    const back = outage(t.platform.controlPlane.opts.store, { pass: 1 }); // TERMINATING is written, TERMINATED is not
+    try {
+      await t.platform.controlPlane.microvms.checkSandboxes().catch(() => undefined);
+    } finally {
+      back();
+    }
+    await settles(id, "TERMINATED");
+    assert.match((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).stateReason ?? "", /out of memory/);
+  });
+
+  test("a TerminateMicrovm whose TERMINATING landed but whose answer was lost still ends the MicroVM", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    const back = outage(t.platform.controlPlane.opts.store, { lost: true });
+    try {
+      await rejects(t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id })), "ServiceException");
+    } finally {
+      back();
+    }
+    await settles(id, "TERMINATED");
+    assert.ok(runtime.calls.includes(`terminate ${id}`), "its sandbox was freed");
+  });
+
+  test("a SuspendMicrovm whose SUSPENDING landed but whose answer was lost leaves the MicroVM RUNNING with the reason", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    const back = outage(t.platform.controlPlane.opts.store, { lost: true });
+    try {
+      await rejects(t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id })), "ServiceException");
+    } finally {
+      back();
+    }
+    await settles(id, "RUNNING");
+    assert.match((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).stateReason ?? "", /^Suspending failed, so the MicroVM kept running/);
+    assert.ok(!runtime.calls.includes(`suspend ${id}`), "the suspend was never begun");
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+  });
+
   test("no capacity is InsufficientCapacityException and creates nothing", async () => {
     runtime.capacity = false;
     try {
