@@ -51,7 +51,9 @@ export class MicrovmService {
    * restarting, say), with what failed: the sandbox check settles each from what the runtime finds
    * once the store answers again, as recovery does after a restart.
    */
-  private readonly unsettled = new Map<string, string>();
+  private readonly unsettled = new Map<string, Unsettled>();
+  /** The sandbox check under way: one at a time, since settling waits on the store's timeouts during an outage. */
+  private checking: Promise<void> | undefined;
   private ingress: Ingress | undefined;
 
   constructor(private readonly deps: MicrovmServiceDeps) {}
@@ -114,9 +116,15 @@ export class MicrovmService {
     });
   }
 
-  /** Leaves the MicroVM to settle(): its record may be behind what was done, or a write may have landed whose answer was lost. */
-  private markUnsettled(id: string, why: string): void {
-    this.unsettled.set(id, why);
+  /**
+   * Leaves the MicroVM to settle(): its record may be behind what was done, or a write may have
+   * landed whose answer was lost. `records` are the records settle() may find and still decide on
+   * (by default, the one last known here, or those an earlier failure of this transition named).
+   */
+  private markUnsettled(id: string, why: string, records?: ExpectedRecord[]): void {
+    const known = this.known.get(id);
+    const expected = records ?? this.unsettled.get(id)?.records ?? (known ? [{ state: known.state, updatedAt: known.updatedAt.getTime() }] : undefined);
+    this.unsettled.set(id, { why, ...(expected ? { records: expected } : {}) });
   }
 
   private idOf(identifier: string): string {
@@ -283,8 +291,11 @@ export class MicrovmService {
    * whether this write landed with its answer lost, is then decided by settle().
    */
   private async move(vm: Microvm, to: MicrovmState, action = `move to ${to}`, reason?: string): Promise<Microvm> {
+    const since = this.deps.clock.now().getTime();
     return this.recordMove(vm, to, action, reason).catch((err: unknown) => {
-      if (!(err instanceof DomainError)) this.markUnsettled(vm.id, `Recording ${action} (${vm.state} to ${to}) failed: ${errorText(err)}`);
+      // The record is as it was, or `to` from this write if it landed.
+      const records = [{ state: vm.state, updatedAt: vm.updatedAt.getTime() }, { state: to, since }];
+      if (!(err instanceof DomainError)) this.markUnsettled(vm.id, `Recording ${action} (${vm.state} to ${to}) failed: ${errorText(err)}`, records);
       throw err;
     });
   }
@@ -401,7 +412,14 @@ export class MicrovmService {
    * MicroVM there is nothing to look at: the runtime is not asked at all, so
    * an idle server spawns no `runsc list`.
    */
-  async checkSandboxes(): Promise<void> {
+  checkSandboxes(): Promise<void> {
+    this.checking ??= this.checkOnce().finally(() => {
+      this.checking = undefined;
+    });
+    return this.checking;
+  }
+
+  private async checkOnce(): Promise<void> {
     const runtime = this.deps.runtime;
     for (const id of [...this.unsettled.keys()]) {
       await this.settle(id).catch((err: unknown) => this.deps.log?.({ msg: "microvm not settled yet", microvmId: id, err: errorText(err) }));
@@ -464,11 +482,21 @@ export class MicrovmService {
 
   /** settle()'s work, for a caller that holds the MicroVM's lock (resume, and suspend and terminate before they act). */
   private async settleLocked(id: string): Promise<void> {
-    const why = this.unsettled.get(id) ?? "its last transition could not be finished";
+    const entry = this.unsettled.get(id);
+    if (!entry) return; // settled meanwhile (by the sandbox check, or a call that waited on this lock)
+    const why = entry.why;
     const vm = await this.deps.store.getMicrovm(id);
     if (!vm || vm.state === "TERMINATED") {
       this.unsettled.delete(id);
       if (vm) this.remember(vm);
+      return;
+    }
+    const expected = (r: ExpectedRecord) => r.state === vm.state && ("since" in r ? vm.updatedAt.getTime() >= r.since : vm.updatedAt.getTime() === r.updatedAt);
+    if (entry.records && !entry.records.some(expected)) {
+      // Written since the failure by someone else (recovery, a server that took over): that record stands.
+      this.unsettled.delete(id);
+      this.remember(vm);
+      this.deps.log?.({ msg: "microvm not settled: its record moved on since its transition failed", microvmId: id, state: vm.state, why });
       return;
     }
     const found = vm.state === "RUNNING" ? { running: true, checkpoint: false } : await this.deps.runtime.inspect(vm);
@@ -572,6 +600,16 @@ export class MicrovmService {
   arnOf(id: string): string {
     return microvmArn(this.deps.scope, id);
   }
+}
+
+/** A record settle() may find for an unsettled MicroVM: the one known at the failure, or one written at or after `since` in that state. */
+type ExpectedRecord = { state: MicrovmState; updatedAt: number } | { state: MicrovmState; since: number };
+
+interface Unsettled {
+  /** What failed; the reason a MicroVM settle() ends is given. */
+  why: string;
+  /** The records it may find and decide on; any other was written since, and stands. */
+  records?: ExpectedRecord[];
 }
 
 function errorText(err: unknown): string {

@@ -312,6 +312,38 @@ describe("microvms", () => {
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
   });
 
+  test("a record written by someone else since the failure stands: settling does not act on it", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "SUSPENDED");
+    const store = t.platform.controlPlane.opts.store;
+    const back = outage(store);
+    try {
+      await rejects(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id })), "ServiceException");
+      // As a server that took over would write it meanwhile.
+      await store.updateMicrovm(id, { stateReason: "Written by another server.", updatedAt: new Date(Date.now() + 60_000) });
+    } finally {
+      back();
+    }
+    const inspected = runtime.calls.filter((c) => c === `inspect ${id}`).length;
+    await t.platform.controlPlane.microvms.checkSandboxes();
+    const vm = await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }));
+    assert.equal(vm.state, "SUSPENDED");
+    assert.equal(vm.stateReason, "Written by another server.");
+    assert.equal(runtime.calls.filter((c) => c === `inspect ${id}`).length, inspected, "not inspected to be settled");
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "TERMINATED");
+  });
+
+  test("one sandbox check at a time", () => {
+    const microvms = t.platform.controlPlane.microvms;
+    const first = microvms.checkSandboxes();
+    assert.equal(microvms.checkSandboxes(), first, "a check asked for while one runs is that one");
+    return first;
+  });
+
   test("no capacity is InsufficientCapacityException and creates nothing", async () => {
     runtime.capacity = false;
     try {
