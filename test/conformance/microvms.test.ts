@@ -312,6 +312,23 @@ describe("microvms", () => {
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
   });
 
+  test("a resume done but not recorded whose sandbox then died ends the MicroVM: neither sandbox nor checkpoint is left", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "SUSPENDED");
+    const back = outage(t.platform.controlPlane.opts.store);
+    try {
+      await rejects(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id })), "ServiceException");
+      runtime.kill(id, "out of memory"); // the resumed sandbox dies; its checkpoint went with the resume
+    } finally {
+      back();
+    }
+    await settles(id, "TERMINATED");
+    assert.match((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).stateReason ?? "", /neither its sandbox nor its checkpoint/);
+  });
+
   test("a record written by someone else since the failure stands: settling does not act on it", async () => {
     const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
     const id = microvmId!;
