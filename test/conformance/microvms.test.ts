@@ -329,6 +329,26 @@ describe("microvms", () => {
     assert.match((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).stateReason ?? "", /neither its sandbox nor its checkpoint/);
   });
 
+  test("a RunMicrovm whose new MicroVM could not be read back (the store gone after the insert) does not leave it PENDING", async () => {
+    const listed = async () => new Set((await t.client.send(new ListMicrovmsCommand({}))).items?.map((i) => i.microvmId));
+    const before = await listed();
+    const store = t.platform.controlPlane.opts.store;
+    const original = store.getMicrovm;
+    store.getMicrovm = async () => {
+      store.getMicrovm = original;
+      throw Object.assign(new Error("Connection terminated unexpectedly"), {});
+    };
+    try {
+      await rejects(t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN })), "ServiceException");
+    } finally {
+      store.getMicrovm = original;
+    }
+    const made = [...(await listed())].filter((id) => !before.has(id));
+    assert.equal(made.length, 1, "the insert landed");
+    await settles(made[0]!, "TERMINATED");
+    assert.ok(!runtime.calls.includes(`run ${made[0]}`), "never started");
+  });
+
   test("a record written by someone else since the failure stands: settling does not act on it", async () => {
     const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
     const id = microvmId!;
