@@ -499,15 +499,22 @@ export class MicrovmService {
       this.deps.log?.({ msg: "microvm not settled: its record moved on since its transition failed", microvmId: id, state: vm.state, why });
       return;
     }
-    const found = vm.state === "RUNNING" ? { running: true, checkpoint: false } : await this.deps.runtime.inspect(vm);
-    if (vm.state === "TERMINATING") {
-      await this.deps.runtime.terminate(vm).catch(() => undefined);
-      await this.move(vm, "TERMINATED", "terminate", vm.stateReason);
-    } else if (found.running && vm.state !== "RUNNING") await this.move(vm, "RUNNING", "resume", vm.state === "SUSPENDING" ? `Suspending failed, so the MicroVM kept running: ${why}` : undefined);
-    else if (vm.state === "SUSPENDING" && found.checkpoint) await this.move(vm, "SUSPENDED");
-    else if (vm.state === "SUSPENDED" && !found.checkpoint) await this.fail(vm, `The MicroVM was lost: neither its sandbox nor its checkpoint was found after this: ${why}`);
-    else if (vm.state === "PENDING" || vm.state === "SUSPENDING") await this.fail(vm, `The MicroVM stopped: ${why}`);
-    else this.remember(vm); // RUNNING (the sandbox check looks at it), or SUSPENDED on its checkpoint: as recorded
+    try {
+      const found = vm.state === "RUNNING" ? { running: true, checkpoint: false } : await this.deps.runtime.inspect(vm);
+      if (vm.state === "TERMINATING") {
+        await this.deps.runtime.terminate(vm).catch(() => undefined);
+        await this.move(vm, "TERMINATED", "terminate", vm.stateReason);
+      } else if (found.running && vm.state !== "RUNNING") await this.move(vm, "RUNNING", "resume", vm.state === "SUSPENDING" ? `Suspending failed, so the MicroVM kept running: ${why}` : undefined);
+      else if (vm.state === "SUSPENDING" && found.checkpoint) await this.move(vm, "SUSPENDED");
+      else if (vm.state === "SUSPENDED" && !found.checkpoint) await this.fail(vm, `The MicroVM was lost: neither its sandbox nor its checkpoint was found after this: ${why}`);
+      else if (vm.state === "PENDING" || vm.state === "SUSPENDING") await this.fail(vm, `The MicroVM stopped: ${why}`);
+      else this.remember(vm); // RUNNING (the sandbox check looks at it), or SUSPENDED on its checkpoint: as recorded
+    } catch (err) {
+      // Still unsettled (a write of this settling failed too, and noted the records it may have left): what first failed stays the reason.
+      const now = this.unsettled.get(id);
+      if (now) this.unsettled.set(id, { ...now, why });
+      throw err;
+    }
     this.unsettled.delete(id);
     this.deps.log?.({ msg: "microvm settled", microvmId: id, was: vm.state, why });
   }
