@@ -63,8 +63,10 @@ export function toAwsError(err: unknown): AwsError {
   if (code === "53100") {
     return modeled("ServiceException", "The lmvm server's PostgreSQL database is out of disk space, so this request failed. Free space on the database server and retry.", { Type: "Service" });
   }
+  // The database's error names its address or socket path: that is for the server log (every route logs a 5xx's
+  // error), not for clients.
   if (databaseUnreachable(err)) {
-    return modeled("ServiceException", `The lmvm server cannot reach its PostgreSQL database right now (${String((err as Error).message).slice(0, 200)}), so this request failed. Retry once the database is back; MicroVMs whose change was under way are settled then.`, { Type: "Service" });
+    return modeled("ServiceException", "The lmvm server cannot reach its database right now, so this request failed. Retry once it is back; MicroVMs whose change was under way are settled then. The server log has the details.", { Type: "Service" });
   }
   return modeled("ServiceException", "The lmvm service encountered an internal error; the server log has the details.", { Type: "Service" });
 }

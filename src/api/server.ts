@@ -207,7 +207,9 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         const finished = async () => (await opts.controlPlane.getMicrovm(input).catch(() => undefined))?.state !== "RUNNING";
         return sendLog(req, reply, requestId, follow, (signal) => microvmLog(vm.id, follow, finished, signal, from));
       } catch (err) {
-        return sendError(reply, requestId, toAwsError(err));
+        const aws = toAwsError(err);
+        if (aws.status >= 500) opts.log({ level: "error", msg: "request failed", operation: "lmvm:logs", requestId, err: err instanceof Error ? err.stack : String(err) });
+        return sendError(reply, requestId, aws);
       }
     });
   }
@@ -230,7 +232,9 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         };
         return sendLog(req, reply, requestId, follow, (signal) => buildLog(input.buildId, follow, finished, signal, from));
       } catch (err) {
-        return sendError(reply, requestId, toAwsError(err));
+        const aws = toAwsError(err);
+        if (aws.status >= 500) opts.log({ level: "error", msg: "request failed", operation: "lmvm:logs", requestId, err: err instanceof Error ? err.stack : String(err) });
+        return sendError(reply, requestId, aws);
       }
     });
   }

@@ -94,15 +94,17 @@ export class RemoteRuntime implements SandboxRuntime {
   private readonly lossTimer: NodeJS.Timeout;
   private checking: Promise<void> | undefined;
   /**
-   * When the database answered this server's loss check again after failing it (0: it never
-   * failed). Heartbeats could not be written while it was unreachable, so no host is declared lost
-   * until the agents have had a whole deadline to heartbeat again: an outage longer than the
-   * deadline must not end every host's MicroVMs.
+   * Since when the database is known to answer: this runtime's start, then the moment it answered
+   * the loss check again after failing it. Heartbeats could not be written while it was unreachable
+   * (and may not have been just before this server started, or took over as leader), so no host is
+   * declared lost until the agents have had a whole deadline to heartbeat again: an outage longer
+   * than the deadline must not end every host's MicroVMs.
    */
-  private reachableSince = 0;
+  private reachableSince: number;
   private unreachable = false;
 
   constructor(private readonly opts: RemoteRuntimeOptions) {
+    this.reachableSince = Date.now();
     const { ca, cert, key } = opts.tls;
     // TCP keep-alive probes start after keepAliveMsecs of silence and give up 10 probes (1 s apart) later: at Node's default
     // (1 s) a host cut off for 11 s lost every call it was working on (a resume or suspend whose answer then never came) while

@@ -5,7 +5,7 @@
 import { microvmArn, networkConnectorArn, newMicrovmId, MICROVM_ARN_PATTERN, MICROVM_ID_PATTERN, type Scope } from "./arn.js";
 import type { ConnectorService } from "./connectors.js";
 import type { DefaultEgress } from "./egress.js";
-import { InvalidInput, NoCapacity, NotFound, StateConflict } from "./errors.js";
+import { DomainError, InvalidInput, NoCapacity, NotFound, StateConflict } from "./errors.js";
 import { once } from "./idempotency.js";
 import type { ImageService } from "./images.js";
 import { checkIngressAtRun, ingressRefusal } from "./ingress.js";
@@ -51,7 +51,9 @@ export class MicrovmService {
    * restarting, say), with what failed: the sandbox check settles each from what the runtime finds
    * once the store answers again, as recovery does after a restart.
    */
-  private readonly unsettled = new Map<string, string>();
+  private readonly unsettled = new Map<string, Unsettled>();
+  /** The sandbox check under way: one at a time, since settling waits on the store's timeouts during an outage. */
+  private checking: Promise<void> | undefined;
   private ingress: Ingress | undefined;
 
   constructor(private readonly deps: MicrovmServiceDeps) {}
@@ -109,9 +111,20 @@ export class MicrovmService {
   /** A transition's work after its call has answered: a failure that escapes it (the store unreachable) leaves the MicroVM to settle(). */
   private background(id: string, action: string, fn: () => Promise<void>): void {
     this.serialize(id, fn).catch((err: unknown) => {
-      this.unsettled.set(id, `${action} could not be finished: ${errorText(err)}`);
+      this.markUnsettled(id, `${action} could not be finished: ${errorText(err)}`);
       this.deps.log?.({ level: "error", msg: "microvm transition not finished; it is settled once the store answers again", microvmId: id, action, err: errorText(err) });
     });
+  }
+
+  /**
+   * Leaves the MicroVM to settle(): its record may be behind what was done, or a write may have
+   * landed whose answer was lost. `records` are the records settle() may find and still decide on
+   * (by default, the one last known here, or those an earlier failure of this transition named).
+   */
+  private markUnsettled(id: string, why: string, records?: ExpectedRecord[]): void {
+    const known = this.known.get(id);
+    const expected = records ?? this.unsettled.get(id)?.records ?? (known ? [{ state: known.state, updatedAt: known.updatedAt.getTime() }] : undefined);
+    this.unsettled.set(id, { why, ...(expected ? { records: expected } : {}) });
   }
 
   private idOf(identifier: string): string {
@@ -250,7 +263,11 @@ export class MicrovmService {
     }
     // A retried request answered with the MicroVM an earlier one made: the id stays unused.
     if (reserved && id !== reserved) await this.unclaim(reserved);
-    const vm = await this.get(id);
+    // The MicroVM is recorded; one that cannot be read back now (the store gone since) is settled later, not left PENDING.
+    const vm = await this.get(id).catch((err: unknown) => {
+      if (!(err instanceof DomainError)) this.markUnsettled(id, `Starting the MicroVM could not begin: ${errorText(err)}`);
+      throw err;
+    });
     this.remember(vm);
     if (vm.state === "PENDING") {
       this.background(id, "Starting the MicroVM", async () => {
@@ -268,8 +285,22 @@ export class MicrovmService {
     return vm;
   }
 
-  /** Records a transition; refuses it with the current state named when illegal. */
+  /**
+   * Records a transition; refuses it with the current state named when illegal. A store that fails
+   * (not a refusal) leaves the MicroVM unsettled: whatever the caller did or was about to do, and
+   * whether this write landed with its answer lost, is then decided by settle().
+   */
   private async move(vm: Microvm, to: MicrovmState, action = `move to ${to}`, reason?: string): Promise<Microvm> {
+    const since = this.deps.clock.now().getTime();
+    return this.recordMove(vm, to, action, reason).catch((err: unknown) => {
+      // The record is as it was, or `to` from this write if it landed.
+      const records = [{ state: vm.state, updatedAt: vm.updatedAt.getTime() }, { state: to, since }];
+      if (!(err instanceof DomainError)) this.markUnsettled(vm.id, `Recording ${action} (${vm.state} to ${to}) failed: ${errorText(err)}`, records);
+      throw err;
+    });
+  }
+
+  private async recordMove(vm: Microvm, to: MicrovmState, action: string, reason?: string): Promise<Microvm> {
     return this.deps.store.transaction(async (tx) => {
       const current = await tx.getMicrovm(vm.id);
       if (!current) throw new NotFound("Microvm", vm.id);
@@ -298,7 +329,7 @@ export class MicrovmService {
   }
 
   async suspend(identifier: string, reason?: string): Promise<void> {
-    const vm = await this.get(identifier);
+    const vm = await this.settled(identifier);
     const suspending = await this.move(vm, "SUSPENDING", "suspend", reason);
     this.background(vm.id, "Suspending the MicroVM", async () => {
       try {
@@ -311,8 +342,12 @@ export class MicrovmService {
           return;
         }
         // A failed checkpoint can take the sandbox down with it; then the MicroVM is lost, not running.
-        // A sandbox the runtime cannot look at is not presumed dead: the sandbox check finds it if it is.
-        const left = await this.deps.runtime.inspect(suspending).catch(() => ({ running: true, checkpoint: false }));
+        // A host that cannot be inspected (unreached, its lease lost) is neither presumed running nor dead: the
+        // MicroVM stays SUSPENDING, unsettled, until settle() can inspect it (a guessed RUNNING would have been
+        // terminated by the sandbox check, its checkpoint deleted, if the suspend had in fact finished).
+        const left = await this.deps.runtime.inspect(suspending).catch((e: unknown) => {
+          throw new Error(`suspending failed (${errorText(err)}) and its sandbox could not be inspected: ${errorText(e)}`);
+        });
         // A suspend that finished where its answer was lost (its host cut off meanwhile) left the checkpoint: SUSPENDED, as recovery decides.
         if (!left.running && left.checkpoint) await this.move(suspending, "SUSPENDED", "move to SUSPENDED", reason);
         else if (!left.running) await this.fail({ ...suspending }, `Suspending failed and the sandbox did not survive it: ${errorText(err)}`);
@@ -326,6 +361,8 @@ export class MicrovmService {
     const vm = await this.get(identifier);
     microvmStates.check(vm.id, vm.state, "RUNNING", "resume");
     await this.serialize(vm.id, async () => {
+      // A resume done whose record could not say so is settled first (RUNNING then), so the runtime is not asked to resume it twice.
+      if (this.unsettled.has(vm.id)) await this.settleLocked(vm.id);
       const current = await this.get(vm.id);
       if (current.state === "RUNNING") return;
       microvmStates.check(vm.id, current.state, "RUNNING", "resume");
@@ -341,21 +378,21 @@ export class MicrovmService {
       } catch (err) {
         if (err instanceof NotBegun) throw new StateConflict("Microvm", vm.id, `MicroVM ${vm.id} stays SUSPENDED, its checkpoint kept: ${err.message}`);
         await this.fail(current, `Resuming failed: ${errorText(err)}`).catch((e: unknown) => {
-          this.unsettled.set(vm.id, `Resuming failed (${errorText(err)}), and ending the MicroVM could not be recorded: ${errorText(e)}`);
+          this.markUnsettled(vm.id, `Resuming failed (${errorText(err)}), and ending the MicroVM could not be recorded: ${errorText(e)}`);
           throw e;
         });
         throw new StateConflict("Microvm", vm.id, `Resuming MicroVM ${vm.id} failed, so it was terminated: ${errorText(err)}`);
       }
       // Resumed: a record that cannot say so now (the store unreachable) is settled from the sandbox later.
       await this.move(current, "RUNNING").catch((err: unknown) => {
-        this.unsettled.set(vm.id, `Resuming the MicroVM could not be recorded: ${errorText(err)}`);
+        this.markUnsettled(vm.id, `Resuming the MicroVM could not be recorded: ${errorText(err)}`);
         throw err;
       });
     });
   }
 
   async terminate(identifier: string, reason?: string): Promise<void> {
-    const vm = await this.get(identifier);
+    const vm = await this.settled(identifier);
     const terminating = await this.move(vm, "TERMINATING", "terminate", reason);
     this.background(vm.id, "Terminating the MicroVM", async () => {
       try {
@@ -375,7 +412,14 @@ export class MicrovmService {
    * MicroVM there is nothing to look at: the runtime is not asked at all, so
    * an idle server spawns no `runsc list`.
    */
-  async checkSandboxes(): Promise<void> {
+  checkSandboxes(): Promise<void> {
+    this.checking ??= this.checkOnce().finally(() => {
+      this.checking = undefined;
+    });
+    return this.checking;
+  }
+
+  private async checkOnce(): Promise<void> {
     const runtime = this.deps.runtime;
     for (const id of [...this.unsettled.keys()]) {
       await this.settle(id).catch((err: unknown) => this.deps.log?.({ msg: "microvm not settled yet", microvmId: id, err: errorText(err) }));
@@ -389,6 +433,7 @@ export class MicrovmService {
       throw err;
     }
     for (const vm of this.known.values()) {
+      if (this.unsettled.has(vm.id)) continue; // its record may be behind: settle() decides, once the store answers
       if (vm.state === "RUNNING" && alive.has(vm.id) && !this.locks.has(vm.id)) await this.noteCondition(vm);
       if (vm.state !== "RUNNING" || alive.has(vm.id) || this.locks.has(vm.id)) continue;
       await this.serialize(vm.id, async () => {
@@ -431,26 +476,64 @@ export class MicrovmService {
    * what failed as its reason. Throws (and stays unsettled) while the store or
    * the runtime cannot answer.
    */
-  private async settle(id: string): Promise<void> {
-    await this.serialize(id, async () => {
-      const why = this.unsettled.get(id) ?? "its last transition could not be finished";
-      const vm = await this.deps.store.getMicrovm(id);
-      if (!vm || vm.state === "TERMINATED") {
-        this.unsettled.delete(id);
-        if (vm) this.remember(vm);
-        return;
-      }
+  private settle(id: string): Promise<void> {
+    return this.serialize(id, () => this.settleLocked(id));
+  }
+
+  /** settle()'s work, for a caller that holds the MicroVM's lock (resume, and suspend and terminate before they act). */
+  private async settleLocked(id: string): Promise<void> {
+    const entry = this.unsettled.get(id);
+    if (!entry) return; // settled meanwhile (by the sandbox check, or a call that waited on this lock)
+    const why = entry.why;
+    const vm = await this.deps.store.getMicrovm(id);
+    if (!vm || vm.state === "TERMINATED") {
+      this.unsettled.delete(id);
+      if (vm) this.remember(vm);
+      return;
+    }
+    const expected = (r: ExpectedRecord) => r.state === vm.state && ("since" in r ? vm.updatedAt.getTime() >= r.since : vm.updatedAt.getTime() === r.updatedAt);
+    if (entry.records && !entry.records.some(expected)) {
+      // Written since the failure by someone else (recovery, a server that took over): that record stands.
+      this.unsettled.delete(id);
+      this.remember(vm);
+      this.deps.log?.({ msg: "microvm not settled: its record moved on since its transition failed", microvmId: id, state: vm.state, why });
+      return;
+    }
+    try {
       const found = vm.state === "RUNNING" ? { running: true, checkpoint: false } : await this.deps.runtime.inspect(vm);
       if (vm.state === "TERMINATING") {
         await this.deps.runtime.terminate(vm).catch(() => undefined);
         await this.move(vm, "TERMINATED", "terminate", vm.stateReason);
       } else if (found.running && vm.state !== "RUNNING") await this.move(vm, "RUNNING", "resume", vm.state === "SUSPENDING" ? `Suspending failed, so the MicroVM kept running: ${why}` : undefined);
       else if (vm.state === "SUSPENDING" && found.checkpoint) await this.move(vm, "SUSPENDED");
+      else if (vm.state === "SUSPENDED" && !found.checkpoint) await this.fail(vm, `The MicroVM was lost: neither its sandbox nor its checkpoint was found after this: ${why}`);
       else if (vm.state === "PENDING" || vm.state === "SUSPENDING") await this.fail(vm, `The MicroVM stopped: ${why}`);
-      else this.remember(vm); // RUNNING (the sandbox check looks at it), or SUSPENDED with no sandbox running: as recorded
-      this.unsettled.delete(id);
-      this.deps.log?.({ msg: "microvm settled", microvmId: id, was: vm.state, why });
-    });
+      else this.remember(vm); // RUNNING (the sandbox check looks at it), or SUSPENDED on its checkpoint: as recorded
+    } catch (err) {
+      // Still unsettled (a write of this settling failed too, and noted the records it may have left): what first failed stays the reason.
+      const now = this.unsettled.get(id);
+      if (now) this.unsettled.set(id, { ...now, why });
+      throw err;
+    }
+    this.unsettled.delete(id);
+    this.deps.log?.({ msg: "microvm settled", microvmId: id, was: vm.state, why });
+  }
+
+  /** Whether a transition of this MicroVM is waiting to be settled (the lifecycle policies leave it alone until then). */
+  isUnsettled(id: string): boolean {
+    return this.unsettled.has(id);
+  }
+
+  /**
+   * The MicroVM as recorded, once a transition left unsettled has been settled: the
+   * record of one may be behind its sandbox (a resume done but not recorded), so
+   * acting on it would act twice. Throws while the store or the runtime cannot answer.
+   */
+  private async settled(identifier: string): Promise<Microvm> {
+    const vm = await this.get(identifier);
+    if (!this.unsettled.has(vm.id)) return vm;
+    await this.settle(vm.id);
+    return this.get(vm.id);
   }
 
   /**
@@ -524,6 +607,16 @@ export class MicrovmService {
   arnOf(id: string): string {
     return microvmArn(this.deps.scope, id);
   }
+}
+
+/** A record settle() may find for an unsettled MicroVM: the one known at the failure, or one written at or after `since` in that state. */
+type ExpectedRecord = { state: MicrovmState; updatedAt: number } | { state: MicrovmState; since: number };
+
+interface Unsettled {
+  /** What failed; the reason a MicroVM settle() ends is given. */
+  why: string;
+  /** The records it may find and decide on; any other was written since, and stands. */
+  records?: ExpectedRecord[];
 }
 
 function errorText(err: unknown): string {

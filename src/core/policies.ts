@@ -63,7 +63,8 @@ export class LifecyclePolicies {
   sweep(): Promise<PolicyAction[]> {
     this.sweeping ??= (async () => {
       const vms = await this.store.microvmsInStates(["RUNNING", "SUSPENDED"]);
-      const actions = this.due(vms, this.clock.now().getTime());
+      // A MicroVM whose last transition is unsettled may be recorded behind its sandbox: left to the sandbox check, which settles it first.
+      const actions = this.due(vms, this.clock.now().getTime()).filter((a) => !this.microvms.isUnsettled(a.microvmId));
       for (const a of actions) {
         try {
           if (a.action === "suspend") await this.microvms.suspend(a.microvmId, a.reason);

@@ -9,7 +9,7 @@ import {
   DeleteMicrovmImageVersionCommand, GetMicrovmCommand, GetMicrovmImageCommand, ListMicrovmsCommand, ResumeMicrovmCommand,
   RunMicrovmCommand, SuspendMicrovmCommand, TerminateMicrovmCommand, UpdateMicrovmImageVersionCommand,
 } from "@aws-sdk/client-lambda-microvms";
-import { NotBegun } from "../../src/core/index.js";
+import { NotBegun, type Store } from "../../src/core/index.js";
 import { MicrovmTokens, portAllowed } from "../../src/proxy/index.js";
 import { deriveKey, serverKey } from "../../src/server/data-dir.js";
 import { eventually, imageRequest, startTestPlatform, type TestPlatform } from "../support/platform.js";
@@ -23,6 +23,28 @@ const FAST = { rateLimits: { "*": 10_000 } };
 const IMAGE_ARN = "arn:aws:lambda:us-east-1:000000000000:microvm-image:app";
 const SHELL = "arn:aws:lambda:us-east-1:aws:network-connector:aws-network-connector:SHELL_INGRESS";
 
+/**
+ * Makes the store's transactions fail as they do while PostgreSQL restarts, until the returned
+ * function is called: after `pass` more transactions went through, and each one committed
+ * with its answer lost when `lost` (the connection dropped after COMMIT).
+ */
+function outage(store: Store, opts: { pass?: number; lost?: boolean } = {}): () => void {
+  const original = store.transaction.bind(store);
+  let pass = opts.pass ?? 0;
+  const down = () => Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
+  store.transaction = async <T>(fn: (tx: Store) => Promise<T>): Promise<T> => {
+    if (pass > 0) {
+      pass--;
+      return original(fn);
+    }
+    if (!opts.lost) throw down();
+    await original(fn);
+    throw down();
+  };
+  return () => {
+    store.transaction = original;
+  };
+}
 
 describe("microvms", () => {
   let t: TestPlatform;
@@ -193,6 +215,170 @@ describe("microvms", () => {
     await t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id }));
     await until(id, "RUNNING");
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+  });
+
+  test("a resume done but not recorded (the store down) is settled before a retry, never resumed twice", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "SUSPENDED");
+    const back = outage(t.platform.controlPlane.opts.store);
+    try {
+      await rejects(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id })), "ServiceException");
+      assert.equal(await state(id), "SUSPENDED", "the record could not say RUNNING");
+      // The retry, as the endpoint proxy's auto-resume would make it, while the store is still down.
+      await assert.rejects(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id })));
+    } finally {
+      back();
+    }
+    await t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id }));
+    assert.equal(await state(id), "RUNNING");
+    assert.equal(runtime.calls.filter((c) => c === `resume ${id}`).length, 1, "resumed once");
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "TERMINATED");
+  });
+
+  test("a suspend whose host cannot be inspected afterwards stays SUSPENDING until it can, then ends SUSPENDED on its checkpoint", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    runtime.failAfter.suspend = "lost host at 10.0.0.5:7700 during suspend: read ETIMEDOUT";
+    runtime.failInspect = "host 10.0.0.5:7700 unreached";
+    try {
+      await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
+      await eventually(async () => (runtime.calls.includes(`inspect ${id}`) ? true : undefined), "the failed suspend's inspect");
+      await t.platform.controlPlane.microvms.checkSandboxes();
+      assert.equal(await state(id), "SUSPENDING", "neither presumed running nor lost while it cannot be inspected");
+    } finally {
+      runtime.failInspect = undefined;
+    }
+    await t.platform.controlPlane.microvms.checkSandboxes();
+    assert.equal(await state(id), "SUSPENDED");
+    await t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id }));
+    assert.equal(await state(id), "RUNNING");
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+  });
+
+  /** Runs the sandbox check until the MicroVM is in `want`, as its 3 s timer would. */
+  const settles = (id: string, want: string) =>
+    eventually(async () => {
+      await t.platform.controlPlane.microvms.checkSandboxes();
+      return (await state(id)) === want ? true : undefined;
+    }, `${id} settled ${want}`);
+
+  test("a dead sandbox whose TERMINATED could not be recorded ends TERMINATED once the store answers", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    runtime.kill(id, "out of memory");
+    const back = outage(t.platform.controlPlane.opts.store, { pass: 1 }); // TERMINATING is written, TERMINATED is not
+    try {
+      await t.platform.controlPlane.microvms.checkSandboxes().catch(() => undefined);
+    } finally {
+      back();
+    }
+    await settles(id, "TERMINATED");
+    assert.match((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).stateReason ?? "", /out of memory/);
+  });
+
+  test("a TerminateMicrovm whose TERMINATING landed but whose answer was lost still ends the MicroVM", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    const back = outage(t.platform.controlPlane.opts.store, { lost: true });
+    try {
+      await rejects(t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id })), "ServiceException");
+    } finally {
+      back();
+    }
+    await settles(id, "TERMINATED");
+    assert.ok(runtime.calls.includes(`terminate ${id}`), "its sandbox was freed");
+  });
+
+  test("a SuspendMicrovm whose SUSPENDING landed but whose answer was lost leaves the MicroVM RUNNING with the reason", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    const back = outage(t.platform.controlPlane.opts.store, { lost: true });
+    try {
+      await rejects(t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id })), "ServiceException");
+    } finally {
+      back();
+    }
+    await settles(id, "RUNNING");
+    assert.match((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).stateReason ?? "", /^Suspending failed, so the MicroVM kept running/);
+    assert.ok(!runtime.calls.includes(`suspend ${id}`), "the suspend was never begun");
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+  });
+
+  test("a resume done but not recorded whose sandbox then died ends the MicroVM: neither sandbox nor checkpoint is left", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "SUSPENDED");
+    const back = outage(t.platform.controlPlane.opts.store);
+    try {
+      await rejects(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id })), "ServiceException");
+      runtime.kill(id, "out of memory"); // the resumed sandbox dies; its checkpoint went with the resume
+    } finally {
+      back();
+    }
+    await settles(id, "TERMINATED");
+    assert.match((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).stateReason ?? "", /neither its sandbox nor its checkpoint/);
+  });
+
+  test("a RunMicrovm whose new MicroVM could not be read back (the store gone after the insert) does not leave it PENDING", async () => {
+    const listed = async () => new Set((await t.client.send(new ListMicrovmsCommand({}))).items?.map((i) => i.microvmId));
+    const before = await listed();
+    const store = t.platform.controlPlane.opts.store;
+    const original = store.getMicrovm;
+    store.getMicrovm = async () => {
+      store.getMicrovm = original;
+      throw Object.assign(new Error("Connection terminated unexpectedly"), {});
+    };
+    try {
+      await rejects(t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN })), "ServiceException");
+    } finally {
+      store.getMicrovm = original;
+    }
+    const made = [...(await listed())].filter((id) => !before.has(id));
+    assert.equal(made.length, 1, "the insert landed");
+    await settles(made[0]!, "TERMINATED");
+    assert.ok(!runtime.calls.includes(`run ${made[0]}`), "never started");
+  });
+
+  test("a record written by someone else since the failure stands: settling does not act on it", async () => {
+    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
+    const id = microvmId!;
+    await until(id, "RUNNING");
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "SUSPENDED");
+    const store = t.platform.controlPlane.opts.store;
+    const back = outage(store);
+    try {
+      await rejects(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id })), "ServiceException");
+      // As a server that took over would write it meanwhile.
+      await store.updateMicrovm(id, { stateReason: "Written by another server.", updatedAt: new Date(Date.now() + 60_000) });
+    } finally {
+      back();
+    }
+    const inspected = runtime.calls.filter((c) => c === `inspect ${id}`).length;
+    await t.platform.controlPlane.microvms.checkSandboxes();
+    const vm = await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }));
+    assert.equal(vm.state, "SUSPENDED");
+    assert.equal(vm.stateReason, "Written by another server.");
+    assert.equal(runtime.calls.filter((c) => c === `inspect ${id}`).length, inspected, "not inspected to be settled");
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+    await until(id, "TERMINATED");
+  });
+
+  test("one sandbox check at a time", () => {
+    const microvms = t.platform.controlPlane.microvms;
+    const first = microvms.checkSandboxes();
+    assert.equal(microvms.checkSandboxes(), first, "a check asked for while one runs is that one");
+    return first;
   });
 
   test("no capacity is InsufficientCapacityException and creates nothing", async () => {

@@ -87,6 +87,8 @@ export class ScriptedRuntime implements SandboxRuntime {
   failNext: Partial<Record<"run" | "suspend" | "resume", string | Error>> = {};
   /** The next such call does its work, then fails with this (its answer lost, as when its host is cut off meanwhile). */
   failAfter: Partial<Record<"run" | "suspend" | "resume", string>> = {};
+  /** While set, inspect fails with this (its host unreached, say). */
+  failInspect: string | undefined;
   /** Standing troubles to report, by MicroVM id. */
   readonly conditions = new Map<string, string>();
   /** Why a sandbox died, by MicroVM id. */
@@ -144,6 +146,7 @@ export class ScriptedRuntime implements SandboxRuntime {
 
   async inspect(vm: Microvm): Promise<SandboxFound> {
     this.calls.push(`inspect ${vm.id}`);
+    if (this.failInspect) throw new Error(this.failInspect);
     return { running: this.alive.has(vm.id), checkpoint: this.checkpoints.has(vm.id) };
   }
   async adopt(running: Microvm[]): Promise<void> {

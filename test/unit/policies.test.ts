@@ -93,3 +93,26 @@ test("without an idlePolicy a MicroVM is never suspended for idleness", async ()
   assert.ok(!(await cp.policies.sweep()).some((a) => a.microvmId === id));
   assert.equal((await stateOf(id)).state, "RUNNING");
 });
+
+test("an unsettled MicroVM is left to the sandbox check: no policy acts on it until it is settled", async () => {
+  const id = await runVm({ maximumDurationInSeconds: 60 });
+  await cp.microvms.suspend(id);
+  await settles(id, "SUSPENDED");
+  // The store down as the resume is recorded: the sandbox runs, the row still says SUSPENDED.
+  const original = store.transaction;
+  store.transaction = async () => {
+    throw Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
+  };
+  try {
+    await assert.rejects(cp.microvms.resume(id), /ECONNREFUSED/);
+  } finally {
+    store.transaction = original;
+  }
+  advance(61);
+  const mine = async () => (await cp.policies.sweep()).filter((a) => a.microvmId === id).map((a) => a.action);
+  assert.deepEqual(await mine(), [], "not terminated while its record may be behind its sandbox");
+  await cp.microvms.checkSandboxes();
+  assert.equal((await stateOf(id)).state, "RUNNING", "settled from the running sandbox");
+  assert.deepEqual(await mine(), ["terminate"]);
+  await settles(id, "TERMINATED");
+});
