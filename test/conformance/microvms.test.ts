@@ -217,21 +217,38 @@ describe("microvms", () => {
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
   });
 
-  test("a resume done but not recorded (the store down) is settled before a retry, never resumed twice", async () => {
+  /** A MicroVM of the image, RUNNING. */
+  const running = async () => {
     const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
-    const id = microvmId!;
-    await until(id, "RUNNING");
+    await until(microvmId!, "RUNNING");
+    return microvmId!;
+  };
+  /** A MicroVM of the image, run and then SUSPENDED. */
+  const suspended = async () => {
+    const id = await running();
     await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
     await until(id, "SUSPENDED");
-    const back = outage(t.platform.controlPlane.opts.store);
+    return id;
+  };
+  /** Runs `fn` while the store is down (see outage), and brings it back whatever happens. */
+  const duringOutage = async (store: Store, ...rest: [fn: () => Promise<void>] | [opts: Parameters<typeof outage>[1], fn: () => Promise<void>]) => {
+    const [opts, fn] = rest.length === 1 ? [{}, rest[0]] : rest;
+    const back = outage(store, opts);
     try {
+      await fn();
+    } finally {
+      back();
+    }
+  };
+
+  test("a resume done but not recorded (the store down) is settled before a retry, never resumed twice", async () => {
+    const id = await suspended();
+    await duringOutage(t.platform.controlPlane.opts.store, async () => {
       await rejects(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id })), "ServiceException");
       assert.equal(await state(id), "SUSPENDED", "the record could not say RUNNING");
       // The retry, as the endpoint proxy's auto-resume would make it, while the store is still down.
       await assert.rejects(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id })));
-    } finally {
-      back();
-    }
+    });
     await t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id }));
     assert.equal(await state(id), "RUNNING");
     assert.equal(runtime.calls.filter((c) => c === `resume ${id}`).length, 1, "resumed once");
@@ -240,9 +257,7 @@ describe("microvms", () => {
   });
 
   test("a suspend whose host cannot be inspected afterwards stays SUSPENDING until it can, then ends SUSPENDED on its checkpoint", async () => {
-    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
-    const id = microvmId!;
-    await until(id, "RUNNING");
+    const id = await running();
     runtime.failAfter.suspend = "lost host at 10.0.0.5:7700 during suspend: read ETIMEDOUT";
     runtime.failInspect = "host 10.0.0.5:7700 unreached";
     try {
@@ -268,44 +283,29 @@ describe("microvms", () => {
     }, `${id} settled ${want}`);
 
   test("a dead sandbox whose TERMINATED could not be recorded ends TERMINATED once the store answers", async () => {
-    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
-    const id = microvmId!;
-    await until(id, "RUNNING");
+    const id = await running();
     runtime.kill(id, "out of memory");
-    const back = outage(t.platform.controlPlane.opts.store, { pass: 1 }); // TERMINATING is written, TERMINATED is not
-    try {
+    await duringOutage(t.platform.controlPlane.opts.store, { pass: 1 }, async () => { // TERMINATING is written, TERMINATED is not
       await t.platform.controlPlane.microvms.checkSandboxes().catch(() => undefined);
-    } finally {
-      back();
-    }
+    });
     await settles(id, "TERMINATED");
     assert.match((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).stateReason ?? "", /out of memory/);
   });
 
   test("a TerminateMicrovm whose TERMINATING landed but whose answer was lost still ends the MicroVM", async () => {
-    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
-    const id = microvmId!;
-    await until(id, "RUNNING");
-    const back = outage(t.platform.controlPlane.opts.store, { lost: true });
-    try {
+    const id = await running();
+    await duringOutage(t.platform.controlPlane.opts.store, { lost: true }, async () => {
       await rejects(t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id })), "ServiceException");
-    } finally {
-      back();
-    }
+    });
     await settles(id, "TERMINATED");
     assert.ok(runtime.calls.includes(`terminate ${id}`), "its sandbox was freed");
   });
 
   test("a SuspendMicrovm whose SUSPENDING landed but whose answer was lost leaves the MicroVM RUNNING with the reason", async () => {
-    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
-    const id = microvmId!;
-    await until(id, "RUNNING");
-    const back = outage(t.platform.controlPlane.opts.store, { lost: true });
-    try {
+    const id = await running();
+    await duringOutage(t.platform.controlPlane.opts.store, { lost: true }, async () => {
       await rejects(t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id })), "ServiceException");
-    } finally {
-      back();
-    }
+    });
     await settles(id, "RUNNING");
     assert.match((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).stateReason ?? "", /^Suspending failed, so the MicroVM kept running/);
     assert.ok(!runtime.calls.includes(`suspend ${id}`), "the suspend was never begun");
@@ -313,18 +313,11 @@ describe("microvms", () => {
   });
 
   test("a resume done but not recorded whose sandbox then died ends the MicroVM: neither sandbox nor checkpoint is left", async () => {
-    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
-    const id = microvmId!;
-    await until(id, "RUNNING");
-    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
-    await until(id, "SUSPENDED");
-    const back = outage(t.platform.controlPlane.opts.store);
-    try {
+    const id = await suspended();
+    await duringOutage(t.platform.controlPlane.opts.store, async () => {
       await rejects(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id })), "ServiceException");
       runtime.kill(id, "out of memory"); // the resumed sandbox dies; its checkpoint went with the resume
-    } finally {
-      back();
-    }
+    });
     await settles(id, "TERMINATED");
     assert.match((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }))).stateReason ?? "", /neither its sandbox nor its checkpoint/);
   });
@@ -350,20 +343,13 @@ describe("microvms", () => {
   });
 
   test("a record written by someone else since the failure stands: settling does not act on it", async () => {
-    const { microvmId } = await t.client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
-    const id = microvmId!;
-    await until(id, "RUNNING");
-    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
-    await until(id, "SUSPENDED");
+    const id = await suspended();
     const store = t.platform.controlPlane.opts.store;
-    const back = outage(store);
-    try {
+    await duringOutage(store, async () => {
       await rejects(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id })), "ServiceException");
       // As a server that took over would write it meanwhile.
       await store.updateMicrovm(id, { stateReason: "Written by another server.", updatedAt: new Date(Date.now() + 60_000) });
-    } finally {
-      back();
-    }
+    });
     const inspected = runtime.calls.filter((c) => c === `inspect ${id}`).length;
     await t.platform.controlPlane.microvms.checkSandboxes();
     const vm = await t.client.send(new GetMicrovmCommand({ microvmIdentifier: id }));

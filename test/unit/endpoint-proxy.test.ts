@@ -22,6 +22,7 @@ import { EndpointProxy, ensureCertificates, MicrovmTokens, type EndpointLimitsCo
 import { until, within } from "../support/deadline.js";
 import { tempDir } from "../support/platform.js";
 import { h2Upload, sendThenRead, type UploadTarget } from "../support/uploads.js";
+import { endpointH2Get } from "../support/cluster-nodes.js";
 
 const ID = "microvm-0123456789abcdef0";
 
@@ -146,23 +147,8 @@ describe("the endpoint proxy on loopback", () => {
     }));
     assert.equal(h1.status, 502);
     assert.match(h1.body, /the runtime broke/);
-    for (const extra of [{}, { "x-aws-proxy-force-h2": "true" }]) {
-      const h2 = await within(10_000, "the HTTP/2 answer", new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const session = h2connect(`https://127.0.0.1:${port}`, { ca, servername: `${ID}.microvm.localhost` });
-        session.on("error", reject);
-        const req = session.request({ ":path": "/", ":authority": `${ID}.microvm.localhost`, "x-aws-proxy-auth": token, "x-aws-proxy-port": String(BROKEN_PORT), ...extra });
-        let status = 0;
-        let body = "";
-        req.setEncoding("utf8");
-        req.on("response", (h) => (status = Number(h[":status"])));
-        req.on("data", (c: string) => (body += c));
-        req.on("end", () => {
-          session.close();
-          resolve({ status, body });
-        });
-        req.on("error", reject);
-        req.end();
-      }));
+    for (const extra of [{}, { "x-aws-proxy-force-h2": "true" }] as Record<string, string>[]) {
+      const h2 = await endpointH2Get({ port, ca, id: ID, domain: "microvm.localhost", token, headers: { "x-aws-proxy-port": String(BROKEN_PORT), ...extra }, deadlineMs: 10_000 });
       assert.equal(h2.status, 502, JSON.stringify(extra));
       assert.match(h2.body, /the runtime broke/);
     }
