@@ -2,24 +2,42 @@
 # The test command (npm test): builds, then runs
 # - the unit tests and the conformance suite on SQLite (two files at a time), and beside them the
 #   conformance suite on PostgreSQL (LMVM_TEST_STORE=postgres; each file starts its own throwaway
-#   cluster), whose output is printed after;
-# - then the end-to-end and hostile suites, one file at a time (they run real sandboxes and builds).
+#   cluster) and the multi-host tests (test/e2e/cluster.test.ts, then
+#   test/hostile/cluster-faults.test.ts: simulated hosts in network namespaces and on bridges of
+#   their own, their own PostgreSQL and data directories, so they disturb nothing else), whose
+#   output is printed after;
+# - then the other end-to-end and hostile tests, one file at a time (they run real sandboxes and
+#   builds, and their capacity checks assume the machine to themselves).
+# npm test repeats the hostile faults and load cycles fewer times than `npm run reliability`
+# (100 cycles, 20 and 8 rounds, 200 fuzz runs), to keep the whole run under an hour; the variables
+# override them.
 # Exits non-zero when any part failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 npm run build || exit 1
-pglog=$(mktemp)
+export LMVM_LOAD_CYCLES=${LMVM_LOAD_CYCLES:-10} LMVM_FAULT_ROUNDS=${LMVM_FAULT_ROUNDS:-6} LMVM_CLUSTER_FAULT_ROUNDS=${LMVM_CLUSTER_FAULT_ROUNDS:-3} LMVM_FUZZ_RUNS=${LMVM_FUZZ_RUNS:-100}
+multi=(dist/test/e2e/cluster.test.js dist/test/hostile/cluster-faults.test.js)
+pglog=$(mktemp) clusterlog=$(mktemp)
 LMVM_TEST_STORE=postgres node --test --test-concurrency=2 --test-force-exit dist/test/conformance >"$pglog" 2>&1 &
 pg=$!
+node --test --test-concurrency=1 --test-force-exit "${multi[@]}" >"$clusterlog" 2>&1 &
+cluster=$!
 node --test --test-concurrency=2 --test-force-exit dist/test/unit dist/test/conformance
 a=$?
 wait $pg
 p=$?
 echo '# the conformance suite on PostgreSQL (LMVM_TEST_STORE=postgres)'
 cat "$pglog"
-rm -f "$pglog"
-# Fewer repetitions than `npm run reliability` (100 cycles, 20 and 8 rounds), to keep the whole run under an hour.
-LMVM_LOAD_CYCLES=${LMVM_LOAD_CYCLES:-20} LMVM_FAULT_ROUNDS=${LMVM_FAULT_ROUNDS:-10} LMVM_CLUSTER_FAULT_ROUNDS=${LMVM_CLUSTER_FAULT_ROUNDS:-4} node --test --test-concurrency=1 --test-force-exit dist/test/e2e dist/test/hostile dist/test/support
+wait $cluster
+c=$?
+echo '# the multi-host tests (test/e2e/cluster.test.ts, test/hostile/cluster-faults.test.ts)'
+cat "$clusterlog"
+rm -f "$pglog" "$clusterlog"
+rest=()
+for f in dist/test/e2e/*.test.js dist/test/hostile/*.test.js; do
+  case " ${multi[*]} " in *" $f "*) ;; *) rest+=("$f") ;; esac
+done
+node --test --test-concurrency=1 --test-force-exit "${rest[@]}" dist/test/support
 b=$?
-echo "# unit and conformance on SQLite: exit $a; conformance on PostgreSQL: exit $p; e2e and hostile: exit $b"
-[ $a -eq 0 ] && [ $p -eq 0 ] && [ $b -eq 0 ]
+echo "# unit and conformance on SQLite: exit $a; conformance on PostgreSQL: exit $p; multi-host: exit $c; other e2e and hostile: exit $b"
+[ $a -eq 0 ] && [ $p -eq 0 ] && [ $c -eq 0 ] && [ $b -eq 0 ]

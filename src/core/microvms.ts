@@ -377,7 +377,9 @@ export class MicrovmService {
         await this.timed("resume", () => this.deps.runtime.resume(current));
       } catch (err) {
         if (err instanceof NotBegun) throw new StateConflict("Microvm", vm.id, `MicroVM ${vm.id} stays SUSPENDED, its checkpoint kept: ${err.message}`);
-        await this.fail(current, `Resuming failed: ${errorText(err)}`).catch((e: unknown) => {
+        await this.fail(current, `Resuming failed: ${errorText(err)}`).catch(async (e: unknown) => {
+          // Ended and recorded, though its host could not be told (killed mid-resume): answered as any failed resume.
+          if ((await this.deps.store.getMicrovm(vm.id).catch(() => undefined))?.state === "TERMINATED") return;
           this.markUnsettled(vm.id, `Resuming failed (${errorText(err)}), and ending the MicroVM could not be recorded: ${errorText(e)}`);
           throw e;
         });

@@ -530,9 +530,13 @@ export class ReplicatedRuntime implements SandboxRuntime {
   }
 
   async terminate(vm: Microvm): Promise<void> {
-    await this.inner.terminate(vm);
-    const removed = await this.replicas.deleteCheckpoints(vm.id);
-    if (removed) this.opts.log({ msg: "object store checkpoints removed", microvmId: vm.id, objects: removed });
+    try {
+      await this.inner.terminate(vm);
+    } finally {
+      // The MicroVM ends even when its host could not be told (killed mid-call): its checkpoints are of no use any more.
+      const removed = await this.replicas.deleteCheckpoints(vm.id);
+      if (removed) this.opts.log({ msg: "object store checkpoints removed", microvmId: vm.id, objects: removed });
+    }
   }
 
   async shortage(version: ImageVersion): Promise<string | undefined> {
