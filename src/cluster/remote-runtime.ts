@@ -77,6 +77,8 @@ export interface RemoteRuntimeOptions {
    * cannot tell), asked for a SUSPENDED MicroVM whose host is LOST or holds no lease.
    */
   storedCheckpoint?: (microvmId: string) => Promise<boolean>;
+  /** With an object store: deletes a MicroVM's checkpoints there, for one ended without its host being told (the agent deletes them otherwise). */
+  dropCheckpoints?: (microvmId: string) => Promise<unknown>;
 }
 
 export class RemoteRuntime implements SandboxRuntime {
@@ -314,12 +316,16 @@ export class RemoteRuntime implements SandboxRuntime {
     const lease = await this.opts.cluster.lease(vm.id);
     this.located.delete(vm.id);
     if (!lease) return;
+    let told = false;
     try {
       const o = await this.owner(vm);
       if (o) await this.call(o.host.address, "terminate", { vm, epoch: o.epoch }, LIFECYCLE_CALL_MS);
+      told = Boolean(o);
     } finally {
       // Gone whatever the agent said: an agent that did not free it ends it at its next sweep (the lease is no longer its own).
       await this.opts.cluster.dropLease(vm.id);
+      // An agent told deletes the MicroVM's checkpoints from the object store; one killed mid-call, or none, did not.
+      if (!told) await this.opts.dropCheckpoints?.(vm.id).catch((err: unknown) => this.opts.log({ level: "warn", msg: "an ended MicroVM's checkpoints could not be deleted from the object store", microvmId: vm.id, err: (err as Error).message }));
     }
   }
 

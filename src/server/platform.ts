@@ -236,7 +236,7 @@ export async function startPlatform(config: PlatformConfig): Promise<Platform> {
         architecture: host.architecture,
         log,
         sharedCheckpoints: objects !== undefined,
-        ...(objects ? { storedCheckpoint: (id: string) => replicasOf().storedCheckpoint(id) } : {}),
+        ...(objects ? { storedCheckpoint: (id: string) => replicasOf().storedCheckpoint(id), dropCheckpoints: (id: string) => replicasOf().deleteCheckpoints(id) } : {}),
         // Builds are on this host: their snapshots' platform stamps say whether the cluster's platform restores them.
         unrunnable: (version) => {
           const snapshot = join(builtImageDir(files.images, version.imageArn, version.version, host.architecture), "snapshot");
