@@ -45,6 +45,7 @@ import { join } from "node:path";
 import { DEFAULT_CAPABILITIES, DNS_RESOLVER_ADDRESS, type SandboxLimits } from "../core/index.js";
 import type { SandboxNetwork } from "../net/index.js";
 import { SandboxCgroups } from "./cgroups.js";
+import { controlCall, pausedSandbox, recordRunning } from "./control-socket.js";
 import { guestInitMount, underGuestInit } from "./guest-init/guest-init.js";
 import { diskUsage, exec, mountScratchDisk, mountsUnder, processAlive, removeTree, run, writeFileAtomic, type ExecResult } from "../os/index.js";
 
@@ -536,12 +537,24 @@ export class Gvisor {
     return r.stdout.split("\n").slice(1).map((l) => l.trim().split(/\s+/)).filter((f) => f.length >= 5).map((f) => ({ pid: Number(f[1]), ppid: Number(f[2]), tty: f[4]! }));
   }
 
+  /** Pauses the sandbox (a warm-pool clone: its kernel stopped, no CPU until resumed). */
   async pause(id: string): Promise<void> {
-    await run("runsc", [...this.global, "pause", id]);
+    await run("runsc", [...this.global, "pause", id], { signal: AbortSignal.timeout(CONTROL_TIMEOUT_MS) });
   }
 
+  /**
+   * Unpauses a paused sandbox: the call `runsc resume` makes, on the sandbox's control socket, then
+   * its record in runsc's state file, so no runsc process starts on RunMicrovm's path
+   * (control-socket.ts); through `runsc resume` when the state file is not as expected.
+   */
   async resume(id: string): Promise<void> {
-    await run("runsc", [...this.global, "resume", id]);
+    const paused = pausedSandbox(this.opts.stateRoot, id);
+    if (!paused) {
+      await run("runsc", [...this.global, "resume", id], { signal: AbortSignal.timeout(CONTROL_TIMEOUT_MS) });
+      return;
+    }
+    await controlCall(paused.socket, "containerManager.Resume", null, CONTROL_TIMEOUT_MS);
+    recordRunning(this.opts.stateRoot, id, paused.state);
   }
 
   /**

@@ -1,10 +1,12 @@
 // Warm pools: for an image version with a pool size, clones of its build-time
 // snapshot already restored, each into its own network namespace, cgroup and
 // sandbox directory (runsc id pool-<random>, directory <pool dir>/<that id>),
-// then paused (`runsc pause`: no CPU while pooled). Not frozen with the cgroup
-// freezer, although thawing would cost a file write where `runsc resume`
-// starts a Go program (about 75 ms on a busy host): `runsc list` hangs on a
-// frozen sandbox, and the server lists its sandboxes. Each clone is made for a
+// then paused (`runsc pause`: no CPU while pooled), and unpaused at its claim
+// by the call `runsc resume` makes, on the sandbox's control socket
+// (control-socket.ts): starting runsc, a Go program, would cost 50-75 ms on an
+// idle host and 200-300 ms on a busy one, on RunMicrovm's path. Not frozen
+// with the cgroup freezer: `runsc list` hangs on a frozen sandbox, and the
+// server lists its sandboxes. Each clone is made for a
 // MicroVM id of its own, fresh and random like any (newMicrovmId): before it
 // is paused its hostname is set to that id, as a restored sandbox's is, so
 // that no `runsc exec` is left for the claim. RunMicrovm claims a clone before
@@ -335,7 +337,7 @@ export class WarmPool {
     this.opts.log?.({ msg: "warm pool clone destroyed", why, sandboxId: c.id, ready: this.ready.filter((x) => x.key === c.key).length });
   }
 
-  /** Sets a claimed clone going again (runsc resume). */
+  /** Sets a claimed clone going again (unpauses it). */
   async wake(c: Clone): Promise<void> {
     await this.opts.gvisor.resume(c.id);
   }

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { NetworkNamespaces, type SandboxNetwork } from "../../src/net/index.js";
 import { Gvisor, SandboxCgroups, type SandboxSpec } from "../../src/runtime/index.js";
+import { pausedSandbox } from "../../src/runtime/control-socket.js";
 import { eventually, tempDir } from "../support/platform.js";
 import { busyboxRootfs } from "../support/busybox-rootfs.js";
 
@@ -90,6 +91,27 @@ describe("gVisor sandboxes", { timeout: 120_000 }, () => {
     assert.ok(random[0] && random[1]);
     assert.notEqual(random[0], random[1], "clones read different kernel randomness");
     assert.deepEqual(readdirSync(BUSYBOX_ROOTFS).filter((f) => f.startsWith(".gvisor")), [], "the shared rootfs is untouched");
+  });
+
+  test("a paused sandbox's app stands still; resume (on its control socket, as a warm-pool claim does) sets it going, and runsc records it running", async () => {
+    const clone = made.at(-1)!.spec;
+    const status = async () => (await gvisor.list()).find((s) => s.id === clone.id)?.status;
+    await gvisor.pause(clone.id);
+    assert.equal(await status(), "paused");
+    const refused = await gvisor.exec(clone.id, ["/bin/cat", "/srv/count"]).catch((err: Error) => ({ code: -1, stdout: err.message }));
+    assert.notEqual(refused.code, 0, "runsc refuses to exec in a paused sandbox");
+    assert.equal(await get(clone.network.sandboxIp, "/count"), undefined, "a paused app answers nothing");
+    assert.ok(pausedSandbox(join(dir, "runsc"), clone.id)?.socket, "runsc's state file names the sandbox's control socket, so the resume starts no runsc");
+    await gvisor.resume(clone.id);
+    assert.equal(await status(), "running", "runsc's record says running, as after `runsc resume`");
+    const first = Number(await eventually(() => get(clone.network.sandboxIp, "/count"), `${clone.id} to serve again`, 20_000));
+    const later = Number(await eventually(async () => {
+      const n = Number(await get(clone.network.sandboxIp, "/count"));
+      return n > first ? n : undefined;
+    }, `${clone.id}'s counter to go on`, 20_000));
+    assert.ok(later > first);
+    const r = await gvisor.exec(clone.id, ["/bin/cat", "/srv/count"]);
+    assert.equal(r.code, 0, "runsc execs in it again");
   });
 
   test("destroying sandboxes and namespaces leaves nothing running", async () => {
