@@ -79,7 +79,7 @@ export function openRelay(tls: NodeCredentials, leader: string, target: RelayTar
       socket.destroy();
       reject(err);
     };
-    const deadline = setTimeout(() => fail(new Error(`the leader at ${leader} did not open a relay within ${RELAY_OPEN_MS / 1000} s`)), Math.max(0, ms));
+    const deadline = setTimeout(() => fail(new Error(`the leader at ${leader} did not open a relay within ${Math.round(ms) / 1000} s`)), Math.max(0, ms));
     socket.setNoDelay(true);
     socket.on("error", (err) => fail(new Error(`relay to the leader at ${leader}: ${err.message}`)));
     const onClose = () => fail(new Error(`the leader at ${leader} closed the relay before answering`));
