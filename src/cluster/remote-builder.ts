@@ -284,7 +284,9 @@ export class RemoteBuilder implements ImageBuilder {
         if (err) reject(err);
         else resolve(value!);
       };
+      let answered = false;
       const req = request({ host: ip, port, method: "POST", path: `${RPC_PREFIX}build`, agent: this.agent, headers: { "content-type": "application/octet-stream" } }, (res) => {
+        answered = true;
         let buffered = "";
         res.setEncoding("utf8");
         if (res.statusCode !== 200) {
@@ -319,6 +321,11 @@ export class RemoteBuilder implements ImageBuilder {
       const delivered = deliveredFlag(req);
       req.on("error", (err) => {
         if (err instanceof HostLost || err instanceof Unreached || err instanceof Refused || err instanceof BuildFailure) return settle(err);
+        // A kept-alive connection the agent closed as idle just as the call went out on it is reset before the agent read
+        // the call (Node's keep-alive race: req.reusedSocket): nothing of it reached the host, which is not lost. (Had the
+        // agent read it and then gone, the build went with the connection: the agent stops a build whose call closes.)
+        const code = (err as NodeJS.ErrnoException).code;
+        if (req.reusedSocket && !answered && (code === "ECONNRESET" || code === "EPIPE")) return settle(new Unreached(`host ${host.id} closed an idle kept-alive connection as the call was sent on it (${err.message})`));
         settle(delivered() ? new HostLost(`the connection to host ${host.id} broke: ${err.message}`) : new Unreached(`cannot reach host ${host.id} at ${host.address}: ${err.message}`));
       });
       // A host that cannot be reached at all is the next host's turn; one that is declared LOST meanwhile (a partition: no reset comes) ends the call.
