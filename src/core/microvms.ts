@@ -449,8 +449,9 @@ export class MicrovmService {
 
   /**
    * Puts a live sandbox's standing trouble (a full disk) in its RUNNING
-   * MicroVM's stateReason, and takes it out once the trouble is over, unless
-   * something else has written the reason since.
+   * MicroVM's stateReason, and takes it out once the trouble is over. A reason
+   * a transition wrote (a failed suspend's) stands: the trouble neither
+   * overwrites it nor, once over, clears it.
    */
   private async noteCondition(vm: Microvm): Promise<void> {
     const condition = await this.deps.runtime.condition(vm).catch(() => undefined);
@@ -462,7 +463,7 @@ export class MicrovmService {
         if (current?.state !== "RUNNING") return;
         if (condition) this.conditions.set(vm.id, condition);
         else this.conditions.delete(vm.id);
-        if (!condition && current.stateReason !== noted) return;
+        if (current.stateReason !== undefined && current.stateReason !== noted) return; // a transition's reason
         const patch: Partial<Microvm> = { stateReason: condition, updatedAt: this.deps.clock.now() };
         await tx.updateMicrovm(vm.id, patch);
         this.remember({ ...current, ...patch });

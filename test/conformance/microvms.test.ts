@@ -185,6 +185,9 @@ describe("microvms", () => {
     runtime.failNext.suspend = "no room";
     await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
     await eventually(async () => ((await reason())?.startsWith("Suspending failed") ? true : undefined), "the failed suspend's reason");
+    // The sandbox check that comes next, the trouble still there, leaves the transition's reason as it is.
+    await t.platform.controlPlane.microvms.checkSandboxes();
+    assert.match((await reason()) ?? "", /^Suspending failed, so the MicroVM kept running: no room/);
     runtime.conditions.delete(id);
     await t.platform.controlPlane.microvms.checkSandboxes();
     assert.match((await reason()) ?? "", /^Suspending failed, so the MicroVM kept running: no room/);
