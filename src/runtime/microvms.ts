@@ -358,14 +358,10 @@ export class MicrovmRuntime implements SandboxRuntime {
     // The clone RunMicrovm claimed for this id (claimWarm), made with this MicroVM's hostname.
     const clone = this.pool?.take(vm.id);
     if (clone) {
-      try {
-        if (clone.shape === shapeOf(vm.config.egress ?? NO_EGRESS) && clone.logging === logging) return await this.runClone(vm, version, built, clone, this.steps("RunMicrovm from a warm clone", vm.id));
-        // The egress bound at the record differs from the one claimed with (a connector changed
-        // meanwhile): the clone's routes do not fit. Its id is this MicroVM's, so no other run may have it.
-        await this.pool!.destroy(clone);
-      } finally {
-        this.pool!.runEnded(vm.id); // the refill waited for this run (src/runtime/pool.ts)
-      }
+      if (clone.shape === shapeOf(vm.config.egress ?? NO_EGRESS) && clone.logging === logging) return this.runClone(vm, version, built, clone, this.steps("RunMicrovm from a warm clone", vm.id));
+      // The egress bound at the record differs from the one claimed with (a connector changed
+      // meanwhile): the clone's routes do not fit. Its id is this MicroVM's, so no other run may have it.
+      await this.pool!.destroy(clone);
     }
     const steps = this.steps("RunMicrovm", vm.id);
     const network = await this.network();
@@ -590,7 +586,7 @@ export class MicrovmRuntime implements SandboxRuntime {
     this.cpuSamples.delete(vm.id);
     // A clone claimed for a MicroVM that ended before its run() took it: its id was this MicroVM's.
     const unstarted = this.pool?.take(vm.id);
-    if (unstarted) await this.pool!.destroy(unstarted).finally(() => this.pool!.runEnded(vm.id));
+    if (unstarted) await this.pool!.destroy(unstarted);
     const rec = this.record(vm.id);
     const suspended = existsSync(join(this.dir(vm.id), "checkpoint"));
     if (rec && !suspended) await this.hook(vm.id, rec, "terminate").catch(() => undefined); // best effort: it is going anyway

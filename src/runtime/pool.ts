@@ -17,10 +17,7 @@
 // unpaused and given /run exactly as a restored sandbox is. An id is handed
 // out once: a clone claimed for a run that recorded no MicroVM goes back to
 // the pool (unclaim) with its id still unused; one whose MicroVM is recorded
-// is that MicroVM's or is destroyed, never handed to another run. The refill
-// that replaces a claimed clone waits until that clone's run has ended
-// (runEnded, at most 30 s): a clone's restore takes the CPU that the claimed
-// clone's unpause, /run and first requests need on a small host.
+// is that MicroVM's or is destroyed, never handed to another run.
 //
 // What a restore fixes: gVisor takes the namespace's routes at restore, and
 // routes added or removed later are not seen inside. A clone is therefore
@@ -97,12 +94,6 @@ export interface WarmPoolOptions {
 const RESTORE_SECONDS = 120;
 /** How long the refill waits before looking again when the host had no room. */
 const NO_ROOM_RETRY_MS = 5_000;
-/**
- * A claimed clone's run holds the refill back until it ends (runEnded) or this long has passed: making a
- * clone (a `runsc restore`) takes the host's CPU, which the claimed clone's unpause, /run and first
- * requests need on a small host.
- */
-const CLAIMED_RUN_MS = 30_000;
 
 export const keyOf = (imageArn: string, version: string) => `${imageArn}\u0000${version}`;
 export const shapeOf = (egress: EgressPolicy | undefined) => routesFor(egress).slice().sort().join(",");
@@ -114,8 +105,6 @@ export class WarmPool {
   private readonly ready: Pooled[] = [];
   /** Clones claimed for a RunMicrovm, by the MicroVM id they were made for, until its run() takes them. */
   private readonly claimed = new Map<string, Pooled>();
-  /** MicroVM ids of claimed clones whose runs have not ended, and when each was claimed: the refill waits for them. */
-  private readonly starting = new Map<string, number>();
   private refilling: Promise<void> | undefined;
   private again = false;
   private retry: NodeJS.Timeout | undefined;
@@ -183,15 +172,9 @@ export class WarmPool {
     }
     const [clone] = this.ready.splice(i, 1);
     this.claimed.set(clone!.microvmId, clone!);
-    this.starting.set(clone!.microvmId, Date.now());
     this.hits.set(key, (this.hits.get(key) ?? 0) + 1);
-    this.kick(); // once the claimed run ends (runEnded): see refill()
+    this.kick();
     return clone!.microvmId;
-  }
-
-  /** The run of the clone claimed for this MicroVM id ended (its /run answered, or it failed, or the clone was dropped): the refill may go on. */
-  runEnded(microvmId: string): void {
-    if (this.starting.delete(microvmId)) this.kick();
   }
 
   /** The clone claimed for this MicroVM id, now the MicroVM's (or undefined); nobody else can take it. */
@@ -206,7 +189,6 @@ export class WarmPool {
     const clone = this.claimed.get(microvmId);
     if (!clone) return;
     this.claimed.delete(microvmId);
-    this.starting.delete(microvmId);
     this.hits.set(clone.key, Math.max(0, (this.hits.get(clone.key) ?? 0) - 1));
     if (this.closed) {
       void this.destroy(clone).catch((err: Error) => this.opts.log?.({ level: "error", msg: "warm pool clone not freed", sandboxId: clone.id, err: err.message }));
@@ -270,27 +252,19 @@ export class WarmPool {
       });
   }
 
-  /** Looks again after `ms` (no room, or a clone that failed: a version that cannot be restored must not spin). */
-  private later(ms = NO_ROOM_RETRY_MS): void {
-    if (this.retry) clearTimeout(this.retry);
+  /** Looks again after NO_ROOM_RETRY_MS (no room, or a clone that failed: a version that cannot be restored must not spin). */
+  private later(): void {
     this.retry = setTimeout(() => {
       this.retry = undefined;
       this.kick();
-    }, Math.max(1, ms));
+    }, NO_ROOM_RETRY_MS);
     this.retry.unref();
   }
 
-  /** One clone at a time, until every pool is full or the host has no room; not while a claimed clone's run is starting. */
+  /** One clone at a time, until every pool is full or the host has no room. */
   private async refill(): Promise<void> {
     for (;;) {
       if (this.closed) return;
-      const now = Date.now();
-      for (const [id, at] of this.starting) if (now - at >= CLAIMED_RUN_MS) this.starting.delete(id);
-      if (this.starting.size) {
-        // runEnded kicks again; the timer covers a run that never says so.
-        this.later(Math.min(...[...this.starting.values()].map((at) => at + CLAIMED_RUN_MS - now)));
-        return;
-      }
       for (const c of this.unwanted()) await this.discard(c, "no longer wanted");
       // A version snapshotted on another gVisor platform cannot be restored here (RunMicrovm refuses it too): it gets no clones.
       const short = [...this.targets.values()].find((t) => this.ready.filter((c) => c.key === keyOf(t.version.imageArn, t.version.version)).length < t.size && !this.opts.gvisor.mismatch(this.opts.built(t.version).snapshot, "its snapshot"));
