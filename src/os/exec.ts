@@ -4,9 +4,12 @@
 // Each child is started through `setpriv --pdeathsig KILL`, so the kernel
 // kills it if the server dies (even by SIGKILL) instead of leaving it orphaned;
 // commands that fork further run in their own PID namespace (see Buildah),
-// whose processes all die with its first one.
+// whose processes all die with its first one. Children are forked on a thread
+// of their own (src/os/spawn-worker.ts), so that a fork, which takes 8 to 20 ms
+// on these hosts, never stalls the server's event loop.
 
-import { spawn } from "node:child_process";
+import { Worker } from "node:worker_threads";
+import type { SpawnEvent, SpawnRequest } from "./spawn-worker.js";
 
 export interface ExecOptions {
   /** Receives each output line (stdout and stderr interleaved). */
@@ -50,18 +53,67 @@ function summary(lines: string[]): string {
   return (telling.length ? telling.slice(-3) : lines.slice(-5).map((l) => l.slice(0, 300))).join(" | ");
 }
 
+interface Pending {
+  onEvent: (e: SpawnEvent) => void;
+}
+
+/**
+ * The thread that forks every child (src/os/spawn-worker.ts), started on first
+ * use, kept for the process's life (its children die with the thread that
+ * forked them), and holding the process open only while a child runs.
+ */
+class Spawner {
+  private worker: Worker | undefined;
+  private next = 1;
+  private readonly pending = new Map<number, Pending>();
+
+  start(request: Omit<SpawnRequest, "id">, onEvent: (e: SpawnEvent) => void): void {
+    const worker = (this.worker ??= this.open());
+    const id = this.next++;
+    this.pending.set(id, { onEvent });
+    if (this.pending.size === 1) worker.ref();
+    worker.postMessage({ id, ...request } satisfies SpawnRequest);
+  }
+
+  private open(): Worker {
+    const worker = new Worker(new URL("./spawn-worker.js", import.meta.url));
+    worker.unref();
+    worker.on("message", (e: SpawnEvent) => {
+      const p = this.pending.get(e.id);
+      if (!p) return;
+      if (e.kind === "close" || e.kind === "error") this.settle(e.id);
+      p.onEvent(e);
+    });
+    const fail = (err: Error) => {
+      if (this.worker === worker) this.worker = undefined;
+      const all = [...this.pending];
+      this.pending.clear();
+      worker.unref();
+      for (const [id, p] of all) p.onEvent({ id, kind: "error", message: `the thread that starts child processes failed: ${err.message}` });
+    };
+    worker.on("error", fail);
+    worker.on("exit", (code) => fail(new Error(`it exited (${code})`)));
+    return worker;
+  }
+
+  private settle(id: number): void {
+    this.pending.delete(id);
+    if (!this.pending.size) this.worker?.unref();
+  }
+}
+
+const spawner = new Spawner();
+
 export function exec(command: string, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     if (opts.signal?.aborted) return reject(new Error("aborted"));
-    const child = spawn("setpriv", ["--pdeathsig", "KILL", "--", command, ...args], { cwd: opts.cwd, env: opts.env ?? process.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-    if (child.pid) opts.onSpawn?.(child.pid);
     const keep = opts.keepLines ?? 40;
     const tail: string[] = [];
     let stdout = "";
     const lineSplitter = () => {
       let partial = "";
-      return (chunk: Buffer, isStdout: boolean) => {
-        const text = chunk.toString("utf8");
+      return (chunk: Uint8Array, isStdout: boolean) => {
+        const text = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString("utf8");
         if (isStdout && stdout.length < MAX_STDOUT) stdout += text;
         const lines = (partial + text).split(/\r?\n/);
         partial = lines.pop() ?? "";
@@ -79,20 +131,32 @@ export function exec(command: string, args: string[], opts: ExecOptions = {}): P
     };
     const out = lineSplitter();
     const err = lineSplitter();
-    child.stdout.on("data", (c: Buffer) => out(c, true));
-    child.stderr.on("data", (c: Buffer) => err(c, false));
+    let pid: number | undefined;
+    let aborted = false;
     const kill = () => {
+      aborted = true;
       try {
-        if (child.pid) process.kill(-child.pid, "SIGKILL");
+        if (pid) process.kill(-pid, "SIGKILL");
       } catch {
         // already gone
       }
     };
     opts.signal?.addEventListener("abort", kill, { once: true });
-    child.once("error", (e) => reject(new Error(`cannot run ${command}: ${e.message}`)));
-    child.once("close", (code, signal) => {
-      opts.signal?.removeEventListener("abort", kill);
-      resolve({ code, signal, tail, stdout });
+    const env = { ...(opts.env ?? process.env) };
+    spawner.start({ command: "setpriv", args: ["--pdeathsig", "KILL", "--", command, ...args], ...(opts.cwd ? { cwd: opts.cwd } : {}), env }, (e) => {
+      if (e.kind === "spawned") {
+        pid = e.pid;
+        opts.onSpawn?.(e.pid);
+        if (aborted) kill(); // the abort came before the pid
+      } else if (e.kind === "data") {
+        (e.stdout ? out : err)(e.chunk, e.stdout);
+      } else if (e.kind === "error") {
+        opts.signal?.removeEventListener("abort", kill);
+        reject(new Error(`cannot run ${command}: ${e.message}`));
+      } else {
+        opts.signal?.removeEventListener("abort", kill);
+        resolve({ code: e.code, signal: e.signal, tail, stdout });
+      }
     });
   });
 }
