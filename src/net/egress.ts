@@ -174,7 +174,7 @@ export class EgressGateway {
     return this.serial(net.index, async () => {
       if (!existsSync(`/sys/class/net/${net.hostInterface}`)) return;
       const was = this.attached.get(net.index);
-      const standing = was !== undefined && JSON.stringify(was.policy) === JSON.stringify(policy) && JSON.stringify(was.limits) === JSON.stringify(limits);
+      const standing = was !== undefined && enforced(was.policy) === enforced(policy) && JSON.stringify(was.limits) === JSON.stringify(limits);
       this.attached.set(net.index, { net, policy, limits });
       await this.enforce(net, policy, limits, subject, standing);
     });
@@ -235,6 +235,13 @@ export class EgressGateway {
     await this.metadata?.close();
   }
 }
+
+/**
+ * What of a policy the host enforces: a clone made before any run named its
+ * connectors (its policy lists none) has the chain, DNS and shaping of a run
+ * whose policy grants the same through named connectors.
+ */
+const enforced = (p: EgressPolicy): string => JSON.stringify({ internet: p.internet, rules: p.rules });
 
 /**
  * Runs `run` every `everyMs`, never two at once: the next run is timed from
