@@ -1,6 +1,7 @@
 // A sandbox's figures from its host cgroups: CPU time used, CFS throttling,
-// memory in use, OOM kills; and the removal of cgroups runsc left behind.
-// Nothing else in lmvm reads /sys/fs/cgroup.
+// memory in use, OOM kills; the CPU share of a claimed warm-pool clone; and
+// the removal of cgroups runsc left behind. Nothing else in lmvm reads or
+// writes /sys/fs/cgroup.
 //
 // Where runsc puts a sandbox's cgroup: runsc 20240729 sets an empty
 // Linux.CgroupsPath to "/<container id>" and, without --systemd-cgroup (lmvm
@@ -17,7 +18,7 @@
 // hierarchy sits at /sys/fs/cgroup/unified without the cpu and memory
 // controllers, so v1 is the one to read.
 
-import { existsSync, readFileSync, readdirSync, rmdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 export type CgroupLayout = "v1" | "v2";
@@ -66,6 +67,21 @@ export class SandboxCgroups {
   cpuThrottling(id: string): CpuThrottling | undefined {
     const stat = this.read(this.layout === "v2" ? join(this.unified(id), "cpu.stat") : join(this.root, "cpu", id, "cpu.stat"));
     return stat === undefined ? undefined : { periods: field(stat, "nr_periods"), throttled: field(stat, "nr_throttled") };
+  }
+
+  /**
+   * Gives a sandbox made in the background (a warm-pool clone restored at the
+   * least CPU share, SandboxSpec.background) the default share every other
+   * sandbox has: cpu.shares 1024 (v1), cpu.weight 100 (v2). Throws naming the
+   * file when it cannot be written.
+   */
+  foreground(id: string): void {
+    const [file, value] = this.layout === "v2" ? [join(this.unified(id), "cpu.weight"), "100"] : [join(this.root, "cpu", id, "cpu.shares"), "1024"];
+    try {
+      writeFileSync(file, value);
+    } catch (err) {
+      throw new Error(`cannot give sandbox ${id} its CPU share (${file}): ${(err as Error).message}`);
+    }
   }
 
   /** Bytes of memory the sandbox's cgroup holds now; 0 when it has none. */

@@ -83,6 +83,13 @@ export interface SandboxSpec {
    * moved into the sandbox's directory instead of making one; undefined: none ready.
    */
   preparedDisk?: (sizeMiB: number) => string | undefined;
+  /**
+   * Made ahead of a claim (a warm-pool clone): its CPU cgroup gets the lowest
+   * share, so that its restore takes only CPU that running sandboxes leave
+   * (a claimed clone's unpause and /run among them), until
+   * SandboxCgroups.foreground gives it a MicroVM's share at its claim.
+   */
+  background?: boolean;
 }
 
 /** The sandbox's directory, bundle or disk could not be made: runsc never started. */
@@ -194,13 +201,16 @@ function lexists(path: string): boolean {
 }
 
 const CPU_PERIOD_US = 100_000;
+/** cpu.shares of a sandbox made ahead of a claim (SandboxSpec.background): the kernel's least. */
+const BACKGROUND_CPU_SHARES = 2;
 
 /** The sandbox's cgroup limits: the size's peak, what the app may burst to. */
-function resourcesOf(limits: SandboxLimits) {
+function resourcesOf(limits: SandboxLimits, background = false) {
   const bytes = limits.peakMemoryMiB * 1024 * 1024;
   return {
     memory: { limit: bytes, swap: bytes }, // swap equal to the limit: no swapping past it
-    cpu: { quota: Math.round(limits.peakVcpus * CPU_PERIOD_US), period: CPU_PERIOD_US },
+    // shares 2: the kernel's least (runsc gives cgroup v2 the matching cpu.weight); without, the default 1024.
+    cpu: { quota: Math.round(limits.peakVcpus * CPU_PERIOD_US), period: CPU_PERIOD_US, ...(background ? { shares: BACKGROUND_CPU_SHARES } : {}) },
   };
 }
 
@@ -335,7 +345,7 @@ export class Gvisor {
       ],
       linux: {
         namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "network", path: spec.network.path }],
-        ...(spec.limits ? { resources: resourcesOf(spec.limits) } : {}),
+        ...(spec.limits ? { resources: resourcesOf(spec.limits, spec.background) } : {}),
       },
     };
     writeFileSync(join(bundle, "config.json"), JSON.stringify(oci, null, 2));

@@ -433,6 +433,7 @@ export class MicrovmRuntime implements SandboxRuntime {
       // The routes are the clone's (they match the run's egress); the firewall chain, DNS, shaping and credentials become the MicroVM's.
       await this.opts.egress.adopt(clone.network, rec.egress ?? NO_EGRESS, rec.limits, metadataSubject(vm));
       steps.mark("attach");
+      this.cgroups.foreground(clone.id); // restored at the least CPU share (src/runtime/pool.ts)
       await this.pool!.wake(clone);
       steps.mark("unpause");
     } finally {

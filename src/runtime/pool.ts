@@ -314,7 +314,7 @@ export class WarmPool {
       await this.opts.egress.attach(network, egress, limits);
       const signal = AbortSignal.timeout(RESTORE_SECONDS * 1000);
       await this.opts.gvisor.restore(
-        { id, rootfs: built.rootfs, config: built.config, env: {}, hooksPort: version.config.hooks?.port ?? UNNAMED_HOOKS_PORT, hostname: id, limits, network, dir, logFile: clone.logFile ?? "/dev/null" },
+        { id, rootfs: built.rootfs, config: built.config, env: {}, hooksPort: version.config.hooks?.port ?? UNNAMED_HOOKS_PORT, hostname: id, limits, network, dir, logFile: clone.logFile ?? "/dev/null", background: true },
         built.snapshot,
         signal,
       );

@@ -4,7 +4,7 @@
 // kernel's own file formats.
 
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { SandboxCgroups } from "../../src/runtime/index.js";
@@ -53,6 +53,15 @@ for (const [layout, make] of [["v1", v1], ["v2", v2]] as const) {
     assert.deepEqual(cgroups.cpuThrottling(ID), { periods: 40, throttled: 30 });
     assert.equal(cgroups.memoryInUse(ID), 283_115_520);
     assert.equal(cgroups.oomKilled(ID), true);
+  });
+
+  test(`cgroup ${layout}: a warm-pool clone made at the least CPU share gets the default share at its claim`, () => {
+    const root = make();
+    const file = layout === "v2" ? join(root, ID, "cpu.weight") : join(root, "cpu", ID, "cpu.shares");
+    writeFileSync(file, layout === "v2" ? "1\n" : "2\n"); // what runsc wrote from the spec's shares: 2
+    new SandboxCgroups(root).foreground(ID);
+    assert.equal(readFileSync(file, "utf8"), layout === "v2" ? "100" : "1024");
+    assert.throws(() => new SandboxCgroups(root).foreground("microvm-fffffffffffffffff"), /cannot give sandbox microvm-f+ its CPU share \(.*microvm-f+.*\)/);
   });
 
   test(`cgroup ${layout}: a sandbox without cgroups reads as unknown, not as an error`, () => {
