@@ -86,7 +86,8 @@ describe("resource abuse", { timeout: 900_000 }, () => {
       }
       await new Promise((r) => setTimeout(r, 100));
     }
-    await abuse;
+    // Each abuse ends itself within about 10 s (the bomb stops forking after 8): a minute past that, the exec is what hung.
+    await within(90_000, `lmvm exec of the abuse (${script.slice(0, 60)}…) to end`, abuse);
     return { abuser, latencies, failures, reasons: [...reasons] };
   };
 
