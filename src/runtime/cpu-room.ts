@@ -46,7 +46,8 @@ export class CpuRoom {
   /** vCPUs of each live sandbox. */
   private readonly given = new Map<string, number>();
   private last: Sample | undefined;
-  private recent: { cores: number; windowMs: number; at: number } | undefined;
+  /** Cores the live sandboxes used over the last window, and each one's share of it (by holder id). */
+  private recent: { cores: number; windowMs: number; at: number; byHolder: Map<string, number> } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly now: () => number;
 
@@ -65,9 +66,19 @@ export class CpuRoom {
     }
   }
 
-  /** The sandbox is gone (suspended or terminated). */
+  /**
+   * The sandbox is gone (suspended or terminated): its share of the last window goes with it. A
+   * suspend's checkpoint runs in the sandbox and may take every core for a second; that use says
+   * nothing about the room left once the sandbox is gone, and a resume right after the suspend
+   * was refused for it ("its CPUs are saturated").
+   */
   drop(id: string): void {
     this.given.delete(id);
+    const share = this.recent?.byHolder.get(id);
+    if (this.recent && share !== undefined) {
+      this.recent.byHolder.delete(id);
+      this.recent.cores = Math.max(0, this.recent.cores - share);
+    }
     if (this.given.size === 0 && this.timer) {
       clearInterval(this.timer);
       this.timer = undefined;
@@ -85,22 +96,29 @@ export class CpuRoom {
   sample(): void {
     const at = this.now();
     const usage = new Map<string, number>();
+    const counters = new Map<string, string>();
     for (const id of this.given.keys()) {
       const read = this.opts.usageMicros(id);
-      if (read !== undefined) usage.set(read.counter, read.micros);
+      if (read === undefined) continue;
+      usage.set(read.counter, read.micros);
+      counters.set(id, read.counter);
     }
     const prev = this.last;
     this.last = { at, usage };
     if (!prev || at <= prev.at) return;
+    const windowMs = at - prev.at;
     let used = 0;
+    const byHolder = new Map<string, number>();
     // A sandbox missing from either reading started or ended within the window (a resumed
     // MicroVM's new sandbox among them): its share is unknown.
-    for (const [id, micros] of usage) {
-      const before = prev.usage.get(id);
-      if (before !== undefined && micros >= before) used += micros - before;
+    for (const [id, counter] of counters) {
+      const micros = usage.get(counter)!;
+      const before = prev.usage.get(counter);
+      if (before === undefined || micros < before) continue;
+      used += micros - before;
+      byHolder.set(id, (micros - before) / 1000 / windowMs);
     }
-    const windowMs = at - prev.at;
-    this.recent = { cores: used / 1000 / windowMs, windowMs, at };
+    this.recent = { cores: used / 1000 / windowMs, windowMs, at, byHolder };
   }
 
   /** Why one more sandbox of `vcpus` does not fit, given `promised` vCPUs for starts under way; undefined when it fits. */

@@ -129,6 +129,19 @@ test("MicroVMs using nearly every core refuse another; idle ones, or a burst lon
   assert.equal(cpu.shortage(1, 0), undefined, "a sample 10 s old says nothing about now");
 });
 
+test("a suspended MicroVM's checkpoint, which took every core, does not refuse its resume right after", () => {
+  const { cpu, spend } = room(2);
+  cpu.hold("other", 1);
+  cpu.hold("vm", 1);
+  spend(0, { other: 0, vm: 0 });
+  spend(1000, { other: 0.05, vm: 1.9 }); // runsc checkpoint at work in the sandbox
+  assert.match(cpu.shortage(1, 0) ?? "", /saturated: its MicroVMs used 1\.9 of its 2 cores/);
+  cpu.drop("vm"); // suspended: its sandbox is gone
+  assert.equal(cpu.shortage(1, 0), undefined, "what is left used 0.05 cores");
+  spend(1000, { other: 1.9 });
+  assert.match(cpu.shortage(1, 0) ?? "", /saturated: its MicroVMs used 1\.9 of its 2 cores/, "the others' own use still counts");
+});
+
 test("a sandbox started within the window is not charged its whole life's CPU time", () => {
   const { cpu, spend } = room(2);
   cpu.hold("old", 1);
