@@ -4,10 +4,20 @@
 // Each child is started through `setpriv --pdeathsig KILL`, so the kernel
 // kills it if the server dies (even by SIGKILL) instead of leaving it orphaned;
 // commands that fork further run in their own PID namespace (see Buildah),
-// whose processes all die with its first one. Children are forked on a thread
-// of their own (src/os/spawn-worker.ts), so that a fork, which takes 8 to 20 ms
-// on these hosts, never stalls the server's event loop.
+// whose processes all die with its first one.
+//
+// Node forks its whole process for every child: 8 to 20 ms of the forking
+// thread on these hosts (nested virtualisation). Work that nobody waits for
+// (a warm pool's refill, run inside `inBackground`) forks on a thread of its
+// own (src/os/spawn-worker.ts), so that its commands never stall the event
+// loop that API answers and a claimed clone's unpause need. Other commands
+// fork on the main thread: a sequence of them (a run's network set-up) is
+// slower from the thread, whose forks contend with the running main thread
+// (40 spawns: 533-623 ms on the main thread, 685-730 ms from the thread; a
+// RunMicrovm's egress attach 391 -> 625 ms in the snapshots bench).
 
+import { AsyncLocalStorage } from "node:async_hooks";
+import { spawn } from "node:child_process";
 import { Worker } from "node:worker_threads";
 import type { SpawnEvent, SpawnRequest } from "./spawn-worker.js";
 
@@ -103,6 +113,23 @@ class Spawner {
 }
 
 const spawner = new Spawner();
+const background = new AsyncLocalStorage<boolean>();
+
+/** Runs `work` with every child it starts (through exec, run, runWithin) forked on the spawn thread. */
+export function inBackground<T>(work: () => Promise<T>): Promise<T> {
+  return background.run(true, work);
+}
+
+/** Starts a child on the main thread, with the events the spawn thread would send. */
+function spawnHere(request: Omit<SpawnRequest, "id">, onEvent: (e: SpawnEvent) => void): void {
+  const child = spawn(request.command, request.args, { cwd: request.cwd, env: request.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  if (child.pid) onEvent({ id: 0, kind: "spawned", pid: child.pid });
+  child.stdout.on("data", (c: Buffer) => onEvent({ id: 0, kind: "data", stdout: true, chunk: c }));
+  child.stderr.on("data", (c: Buffer) => onEvent({ id: 0, kind: "data", stdout: false, chunk: c }));
+  let settled = false;
+  child.once("error", (e) => !settled && ((settled = true), onEvent({ id: 0, kind: "error", message: e.message })));
+  child.once("close", (code, signal) => !settled && ((settled = true), onEvent({ id: 0, kind: "close", code, signal })));
+}
 
 export function exec(command: string, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
@@ -143,7 +170,8 @@ export function exec(command: string, args: string[], opts: ExecOptions = {}): P
     };
     opts.signal?.addEventListener("abort", kill, { once: true });
     const env = { ...(opts.env ?? process.env) };
-    spawner.start({ command: "setpriv", args: ["--pdeathsig", "KILL", "--", command, ...args], ...(opts.cwd ? { cwd: opts.cwd } : {}), env }, (e) => {
+    const start = background.getStore() ? spawner.start.bind(spawner) : spawnHere;
+    start({ command: "setpriv", args: ["--pdeathsig", "KILL", "--", command, ...args], ...(opts.cwd ? { cwd: opts.cwd } : {}), env }, (e) => {
       if (e.kind === "spawned") {
         pid = e.pid;
         opts.onSpawn?.(e.pid);

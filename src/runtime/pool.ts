@@ -44,7 +44,7 @@ import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { limitsOf, newMicrovmId, UNNAMED_HOOKS_PORT, type EgressPolicy, type ImageVersion, type WarmPoolTarget } from "../core/index.js";
 import { routesFor, type EgressGateway, type NetworkNamespaces, type SandboxNetwork } from "../net/index.js";
-import { removeTree } from "../os/index.js";
+import { inBackground, removeTree } from "../os/index.js";
 import type { Gvisor } from "./gvisor.js";
 
 /** What a MicroVM needs from a clone to make it its sandbox. */
@@ -241,7 +241,8 @@ export class WarmPool {
       clearTimeout(this.retry);
       this.retry = undefined;
     }
-    this.refilling = this.refill()
+    // Its commands fork on a thread of their own: a refill's two dozen must not stall the event loop a claim needs.
+    this.refilling = inBackground(() => this.refill())
       .catch((err: Error) => this.opts.log?.({ level: "error", msg: "warm pool refill failed", err: err.message }))
       .finally(() => {
         this.refilling = undefined;
