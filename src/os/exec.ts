@@ -68,9 +68,9 @@ interface Pending {
 }
 
 /**
- * The thread that forks every child (src/os/spawn-worker.ts), started on first
- * use, kept for the process's life (its children die with the thread that
- * forked them), and holding the process open only while a child runs.
+ * The thread that forks background work's children (src/os/spawn-worker.ts),
+ * started on first use, kept for the process's life (its children die with the
+ * thread that forked them), and holding the process open only while a child runs.
  */
 class Spawner {
   private worker: Worker | undefined;

@@ -1,10 +1,11 @@
-// The thread that starts lmvm's child processes (src/os/exec.ts). Node starts a
-// child with a full fork() of its process, and on these hosts (nested
-// virtualisation) a fork of the server costs 8 to 20 ms of the forking
-// thread's time: on the main thread, every `ip`, `nft`, `tc` or `runsc` call
-// stalled the event loop that long, so the API's answers, a warm-pool claim's
-// unpause and /run waited behind a refill's two dozen commands (bench
-// snapshots). From this thread the main thread's event loop goes on meanwhile.
+// The thread that starts the child processes of background work (src/os/exec.ts,
+// inBackground: a warm pool's refill). Node starts a child with a full fork()
+// of its process, and on these hosts (nested virtualisation) a fork of the
+// server costs 8 to 20 ms of the forking thread's time: on the main thread, a
+// refill's two dozen `ip`, `nft`, `tc` and `runsc` calls stalled the event
+// loop that long each, and the API's answers and a warm-pool claim's unpause
+// and /run waited behind them. From this thread the main thread's event loop
+// goes on meanwhile.
 //
 // The thread lives as long as the process: its children are started through
 // `setpriv --pdeathsig KILL`, and the kernel sends that signal when the thread
