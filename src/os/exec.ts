@@ -17,8 +17,8 @@
 // RunMicrovm's egress attach 391 -> 625 ms in the snapshots bench).
 
 import { AsyncLocalStorage } from "node:async_hooks";
-import { spawn } from "node:child_process";
 import { Worker } from "node:worker_threads";
+import { startChild, type ChildEvent, type ChildRequest } from "./child.js";
 import type { SpawnEvent, SpawnRequest } from "./spawn-worker.js";
 
 export interface ExecOptions {
@@ -63,10 +63,6 @@ function summary(lines: string[]): string {
   return (telling.length ? telling.slice(-3) : lines.slice(-5).map((l) => l.slice(0, 300))).join(" | ");
 }
 
-interface Pending {
-  onEvent: (e: SpawnEvent) => void;
-}
-
 /**
  * The thread that forks background work's children (src/os/spawn-worker.ts),
  * started on first use, kept for the process's life (its children die with the
@@ -75,12 +71,13 @@ interface Pending {
 class Spawner {
   private worker: Worker | undefined;
   private next = 1;
-  private readonly pending = new Map<number, Pending>();
+  /** Each running child's event handler, by its request's number. */
+  private readonly pending = new Map<number, (e: ChildEvent) => void>();
 
-  start(request: Omit<SpawnRequest, "id">, onEvent: (e: SpawnEvent) => void): void {
+  start(request: ChildRequest, onEvent: (e: ChildEvent) => void): void {
     const worker = (this.worker ??= this.open());
     const id = this.next++;
-    this.pending.set(id, { onEvent });
+    this.pending.set(id, onEvent);
     if (this.pending.size === 1) worker.ref();
     worker.postMessage({ id, ...request } satisfies SpawnRequest);
   }
@@ -89,17 +86,17 @@ class Spawner {
     const worker = new Worker(new URL("./spawn-worker.js", import.meta.url));
     worker.unref();
     worker.on("message", (e: SpawnEvent) => {
-      const p = this.pending.get(e.id);
-      if (!p) return;
+      const onEvent = this.pending.get(e.id);
+      if (!onEvent) return;
       if (e.kind === "close" || e.kind === "error") this.settle(e.id);
-      p.onEvent(e);
+      onEvent(e);
     });
     const fail = (err: Error) => {
       if (this.worker === worker) this.worker = undefined;
       const all = [...this.pending];
       this.pending.clear();
       worker.unref();
-      for (const [id, p] of all) p.onEvent({ id, kind: "error", message: `the thread that starts child processes failed: ${err.message}` });
+      for (const [, onEvent] of all) onEvent({ kind: "error", message: `the thread that starts child processes failed: ${err.message}` });
     };
     worker.on("error", fail);
     worker.on("exit", (code) => fail(new Error(`it exited (${code})`)));
@@ -118,17 +115,6 @@ const background = new AsyncLocalStorage<boolean>();
 /** Runs `work` with every child it starts (through exec, run, runWithin) forked on the spawn thread. */
 export function inBackground<T>(work: () => Promise<T>): Promise<T> {
   return background.run(true, work);
-}
-
-/** Starts a child on the main thread, with the events the spawn thread would send. */
-function spawnHere(request: Omit<SpawnRequest, "id">, onEvent: (e: SpawnEvent) => void): void {
-  const child = spawn(request.command, request.args, { cwd: request.cwd, env: request.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  if (child.pid) onEvent({ id: 0, kind: "spawned", pid: child.pid });
-  child.stdout.on("data", (c: Buffer) => onEvent({ id: 0, kind: "data", stdout: true, chunk: c }));
-  child.stderr.on("data", (c: Buffer) => onEvent({ id: 0, kind: "data", stdout: false, chunk: c }));
-  let settled = false;
-  child.once("error", (e) => !settled && ((settled = true), onEvent({ id: 0, kind: "error", message: e.message })));
-  child.once("close", (code, signal) => !settled && ((settled = true), onEvent({ id: 0, kind: "close", code, signal })));
 }
 
 export function exec(command: string, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
@@ -170,7 +156,7 @@ export function exec(command: string, args: string[], opts: ExecOptions = {}): P
     };
     opts.signal?.addEventListener("abort", kill, { once: true });
     const env = { ...(opts.env ?? process.env) };
-    const start = background.getStore() ? spawner.start.bind(spawner) : spawnHere;
+    const start = background.getStore() ? spawner.start.bind(spawner) : startChild;
     start({ command: "setpriv", args: ["--pdeathsig", "KILL", "--", command, ...args], ...(opts.cwd ? { cwd: opts.cwd } : {}), env }, (e) => {
       if (e.kind === "spawned") {
         pid = e.pid;

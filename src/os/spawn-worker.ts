@@ -12,36 +12,18 @@
 // that forked them ends. The main thread kills a child's process group
 // itself (it gets the pid first).
 
-import { spawn } from "node:child_process";
 import { parentPort } from "node:worker_threads";
+import { startChild, type ChildEvent, type ChildRequest } from "./child.js";
 
-export interface SpawnRequest {
-  id: number;
-  command: string;
-  args: string[];
-  cwd?: string;
-  env: Record<string, string | undefined>;
-}
-
-export type SpawnEvent =
-  | { id: number; kind: "spawned"; pid: number }
-  | { id: number; kind: "data"; stdout: boolean; chunk: Uint8Array }
-  | { id: number; kind: "error"; message: string }
-  | { id: number; kind: "close"; code: number | null; signal: NodeJS.Signals | null };
+/** A child to start, numbered by exec() so that its events find their way back. */
+export type SpawnRequest = ChildRequest & { id: number };
+export type SpawnEvent = ChildEvent & { id: number };
 
 const port = parentPort!;
-port.on("message", (r: SpawnRequest) => {
-  const post = (e: SpawnEvent) => port.postMessage(e);
-  let child;
+port.on("message", ({ id, ...request }: SpawnRequest) => {
   try {
-    child = spawn(r.command, r.args, { cwd: r.cwd, env: r.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    startChild(request, (e) => port.postMessage({ ...e, id } satisfies SpawnEvent));
   } catch (err) {
-    post({ id: r.id, kind: "error", message: (err as Error).message });
-    return;
+    port.postMessage({ id, kind: "error", message: (err as Error).message } satisfies SpawnEvent);
   }
-  if (child.pid) post({ id: r.id, kind: "spawned", pid: child.pid });
-  child.stdout.on("data", (c: Buffer) => post({ id: r.id, kind: "data", stdout: true, chunk: c }));
-  child.stderr.on("data", (c: Buffer) => post({ id: r.id, kind: "data", stdout: false, chunk: c }));
-  child.once("error", (e) => post({ id: r.id, kind: "error", message: e.message }));
-  child.once("close", (code, signal) => post({ id: r.id, kind: "close", code, signal }));
 });
