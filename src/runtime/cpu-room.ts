@@ -46,8 +46,8 @@ export class CpuRoom {
   /** vCPUs of each live sandbox. */
   private readonly given = new Map<string, number>();
   private last: Sample | undefined;
-  /** Cores the live sandboxes used over the last window, and each one's share of it (by holder id). */
-  private recent: { cores: number; windowMs: number; at: number; byHolder: Map<string, number> } | undefined;
+  /** Cores each live sandbox used over the last window (by holder id; those with two readings). */
+  private recent: { windowMs: number; at: number; byHolder: Map<string, number> } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly now: () => number;
 
@@ -74,11 +74,7 @@ export class CpuRoom {
    */
   drop(id: string): void {
     this.given.delete(id);
-    const share = this.recent?.byHolder.get(id);
-    if (this.recent && share !== undefined) {
-      this.recent.byHolder.delete(id);
-      this.recent.cores = Math.max(0, this.recent.cores - share);
-    }
+    this.recent?.byHolder.delete(id);
     if (this.given.size === 0 && this.timer) {
       clearInterval(this.timer);
       this.timer = undefined;
@@ -107,7 +103,6 @@ export class CpuRoom {
     this.last = { at, usage };
     if (!prev || at <= prev.at) return;
     const windowMs = at - prev.at;
-    let used = 0;
     const byHolder = new Map<string, number>();
     // A sandbox missing from either reading started or ended within the window (a resumed
     // MicroVM's new sandbox among them): its share is unknown.
@@ -115,10 +110,9 @@ export class CpuRoom {
       const micros = usage.get(counter)!;
       const before = prev.usage.get(counter);
       if (before === undefined || micros < before) continue;
-      used += micros - before;
       byHolder.set(id, (micros - before) / 1000 / windowMs);
     }
-    this.recent = { cores: used / 1000 / windowMs, windowMs, at, byHolder };
+    this.recent = { windowMs, at, byHolder };
   }
 
   /** Why one more sandbox of `vcpus` does not fit, given `promised` vCPUs for starts under way; undefined when it fits. */
@@ -130,8 +124,9 @@ export class CpuRoom {
       return `its CPUs are all given out: its MicroVMs hold ${figure(held)} baseline vCPUs, this one needs ${figure(vcpus)}, and the host gives out at most ${limit} (${VCPUS_PER_CORE} per core on ${cores} cores)`;
     }
     const recent = this.recent;
-    if (recent && this.now() - recent.at <= STALE_MS && recent.cores >= cores * SATURATED_SHARE) {
-      return `its CPUs are saturated: its MicroVMs used ${recent.cores.toFixed(1)} of its ${cores} cores over the last ${(recent.windowMs / 1000).toFixed(1)} s`;
+    const used = recent ? [...recent.byHolder.values()].reduce((n, c) => n + c, 0) : 0;
+    if (recent && this.now() - recent.at <= STALE_MS && used >= cores * SATURATED_SHARE) {
+      return `its CPUs are saturated: its MicroVMs used ${used.toFixed(1)} of its ${cores} cores over the last ${(recent.windowMs / 1000).toFixed(1)} s`;
     }
     return undefined;
   }
