@@ -65,7 +65,12 @@ http.createServer((req, res) => {
 `;
 
 const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-/** One GET; the client closes first, so the sandbox can be checkpointed afterwards. */
+/**
+ * One GET; the client closes first, so the sandbox can be checkpointed afterwards. A connection not
+ * made in 100 ms is given up and the caller asks again: a paused gVisor sandbox (a warm clone before
+ * its unpause) drops SYNs, and the kernel's own retransmission would come only 1 s later. The same
+ * probe measures the cold start, whose app refuses connections until it listens.
+ */
 function get(ip: string): Promise<{ entries: number; rss: number } | undefined> {
   return new Promise((resolve) => {
     const req = request({ host: ip, port: 8080, path: "/", agent, timeout: 1000 }, (res) => {
@@ -79,6 +84,12 @@ function get(ip: string): Promise<{ entries: number; rss: number } | undefined> 
     });
     req.on("error", () => resolve(undefined));
     req.on("timeout", () => req.destroy());
+    req.on("socket", (socket) => {
+      if (!socket.connecting) return;
+      const connectTimer = setTimeout(() => req.destroy(), 100);
+      socket.once("connect", () => clearTimeout(connectTimer));
+      socket.once("close", () => clearTimeout(connectTimer));
+    });
     req.end();
   });
 }

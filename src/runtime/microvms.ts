@@ -189,6 +189,7 @@ export class MicrovmRuntime implements SandboxRuntime {
         dir: opts.poolDir,
         built: (v) => opts.locate(v.imageArn, v.version),
         reserve: (v) => this.reserveForPool(v),
+        cpuUsageMicros: (id) => cgroups.cpuUsageMicros(id),
         ...(opts.log ? { log: opts.log } : {}),
       });
     }

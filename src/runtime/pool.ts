@@ -1,7 +1,9 @@
 // Warm pools: for an image version with a pool size, clones of its build-time
 // snapshot already restored, each into its own network namespace, cgroup and
 // sandbox directory (runsc id pool-<random>, directory <pool dir>/<that id>),
-// then paused (`runsc pause`: no CPU while pooled), and unpaused at its claim
+// left to run until quiet (the app's own work after a restore is done off the
+// claim's path: quiet()), then paused (`runsc pause`: no CPU while pooled),
+// and unpaused at its claim
 // by the call `runsc resume` makes, on the sandbox's control socket
 // (control-socket.ts): starting runsc, a Go program, would cost 50-75 ms on an
 // idle host and 200-300 ms on a busy one, on RunMicrovm's path. Not frozen
@@ -88,12 +90,29 @@ export interface WarmPoolOptions {
    * returns undefined. A pool never takes the host below its reserve.
    */
   reserve: (version: ImageVersion) => (() => void) | undefined;
+  /** CPU time a sandbox has used since it started, in microseconds (its cgroup); undefined when unknown. */
+  cpuUsageMicros: (id: string) => number | undefined;
   log?: (event: Record<string, unknown>) => void;
 }
 
 const RESTORE_SECONDS = 120;
 /** How long the refill waits before looking again when the host had no room. */
 const NO_ROOM_RETRY_MS = 5_000;
+/**
+ * A claim's refill begins this long after the claim: the claimed clone's
+ * unpause, /run and first requests get the host's CPUs, not a restore beside them.
+ */
+const REFILL_AFTER_CLAIM_MS = 1_500;
+/**
+ * A restored clone runs until it is quiet before it is paused: the app's own
+ * work after a restore (a Node app's garbage collection, run by timers that
+ * came due while the snapshot waited) is done then, in the background, and
+ * not on the first requests after a claim. Quiet: under QUIET_SHARE of a core
+ * over a window of QUIET_WINDOW_MS; it is paused after SETTLE_MAX_MS in any case.
+ */
+const QUIET_WINDOW_MS = 500;
+const QUIET_SHARE = 0.05;
+const SETTLE_MAX_MS = 10_000;
 
 export const keyOf = (imageArn: string, version: string) => `${imageArn}\u0000${version}`;
 export const shapeOf = (egress: EgressPolicy | undefined) => routesFor(egress).slice().sort().join(",");
@@ -173,7 +192,7 @@ export class WarmPool {
     const [clone] = this.ready.splice(i, 1);
     this.claimed.set(clone!.microvmId, clone!);
     this.hits.set(key, (this.hits.get(key) ?? 0) + 1);
-    this.kick();
+    this.kickSoon();
     return clone!.microvmId;
   }
 
@@ -253,6 +272,20 @@ export class WarmPool {
       });
   }
 
+  /** Refills after REFILL_AFTER_CLAIM_MS; a refill under way or already due goes on as it is. */
+  private kickSoon(): void {
+    if (this.closed || this.retry) return;
+    if (this.refilling) {
+      this.kick();
+      return;
+    }
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      this.kick();
+    }, REFILL_AFTER_CLAIM_MS);
+    this.retry.unref();
+  }
+
   /** Looks again after NO_ROOM_RETRY_MS (no room, or a clone that failed: a version that cannot be restored must not spin). */
   private later(): void {
     this.retry = setTimeout(() => {
@@ -322,11 +355,24 @@ export class WarmPool {
       // The identity a restored MicroVM is given after its restore, given now, off RunMicrovm's path:
       // the hostname (the snapshot holds the build's). The app's environment is the version's, as for every MicroVM.
       await this.opts.gvisor.setHostname(id, built.rootfs, microvmId);
+      await this.quiet(id);
       await this.opts.gvisor.pause(id);
       return clone;
     } catch (err) {
       await this.destroy(clone);
       throw err;
+    }
+  }
+
+  /** Waits until the sandbox has used under QUIET_SHARE of a core over QUIET_WINDOW_MS, or SETTLE_MAX_MS have passed. */
+  private async quiet(id: string): Promise<void> {
+    const until = performance.now() + SETTLE_MAX_MS;
+    let before = this.opts.cpuUsageMicros(id);
+    while (before !== undefined && performance.now() < until && !this.closed) {
+      await new Promise((r) => setTimeout(r, QUIET_WINDOW_MS));
+      const now = this.opts.cpuUsageMicros(id);
+      if (now === undefined || now - before < QUIET_SHARE * QUIET_WINDOW_MS * 1000) return;
+      before = now;
     }
   }
 
