@@ -25,7 +25,7 @@
 //   same running app with and without --exclude-committed-zero-pages.
 // - Memory per idle MicroVM (PSS of its sandbox's processes, and the drop of
 //   the host's MemAvailable per extra MicroVM) and how many fit in 24 GiB.
-// The server's own step times (RunMicrovm/ResumeMicrovm steps in its log) are
+// The server's own step times (RunMicrovm/ResumeMicrovm/SuspendMicrovm steps in its log) are
 // printed as medians, ms since the operation began.
 
 import { spawn } from "node:child_process";
@@ -355,6 +355,7 @@ export async function snapshotsBench(): Promise<string[]> {
       `  server steps, median ms since RunMicrovm's runtime call began: ${stepMedians(server.output(), "RunMicrovm")}`,
       `  server steps, median ms since a warm-pool RunMicrovm's runtime call began: ${stepMedians(server.output(), "RunMicrovm from a warm clone")}`,
       `  server steps, median ms since ResumeMicrovm's runtime call began: ${stepMedians(server.output(), "ResumeMicrovm")}`,
+      `  server steps, median ms since SuspendMicrovm's runtime call began: ${stepMedians(server.output(), "SuspendMicrovm")}`,
     ];
   } finally {
     for (const id of [...vmIds, ...claimed]) await client.send(new TerminateMicrovmCommand({ microvmIdentifier: id })).catch(() => undefined);

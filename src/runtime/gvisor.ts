@@ -406,9 +406,11 @@ export class Gvisor {
    * or the checkpoint is refused (see refuseUnrestorableSockets). Every wait
    * ends by its deadline, and `signal` kills whatever runsc call is under way.
    */
-  async checkpoint(id: string, imageDir: string, opts: { sandboxIp?: string; patienceMs?: number; signal?: AbortSignal; platform?: SandboxPlatform } = {}): Promise<void> {
+  async checkpoint(id: string, imageDir: string, opts: { sandboxIp?: string; patienceMs?: number; signal?: AbortSignal; platform?: SandboxPlatform; step?: (name: string) => void } = {}): Promise<void> {
     await this.settleConnections(id, opts.sandboxIp, (opts.patienceMs ?? 4_000) / 2, opts.signal);
+    opts.step?.("connections");
     await this.refuseUnrestorableSockets(id, (opts.patienceMs ?? 4_000) / 2, opts.signal);
+    opts.step?.("sockets");
     rmSync(imageDir, { recursive: true, force: true });
     mkdirSync(imageDir, { recursive: true });
     // Stamped before runsc writes anything: a crash at any point leaves a checkpoint (complete or

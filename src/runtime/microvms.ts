@@ -478,21 +478,28 @@ export class MicrovmRuntime implements SandboxRuntime {
     const sandbox = this.sandboxDir(vm.id, rec);
     const short = this.diskShortage(this.cgroups.memoryInUse(this.sandboxOf(vm.id)) + (Gvisor.diskUsage({ dir: sandbox })?.usedBytes ?? 0), "its checkpoint");
     if (short) throw new NotBegun(`${short}. Free some space and retry.`);
+    const steps = this.steps("SuspendMicrovm", vm.id);
     await this.hook(vm.id, rec, "suspend");
+    steps.mark("hook");
     const checkpoint = join(this.dir(vm.id), "checkpoint");
     rmSync(checkpoint, { recursive: true, force: true });
-    await bounded("saving memory and disk with runsc checkpoint", CHECKPOINT_SECONDS, (signal) => this.opts.gvisor.checkpoint(this.sandboxOf(vm.id), checkpoint, { sandboxIp: rec.sandboxIp, signal, platform: rec.platform ?? "systrap" })).catch((err: unknown) => {
+    await bounded("saving memory and disk with runsc checkpoint", CHECKPOINT_SECONDS, (signal) => this.opts.gvisor.checkpoint(this.sandboxOf(vm.id), checkpoint, { sandboxIp: rec.sandboxIp, signal, platform: rec.platform ?? "systrap", step: steps.mark })).catch((err: unknown) => {
       rmSync(checkpoint, { recursive: true, force: true }); // half an image must not pass for a suspended MicroVM
       throw err;
     });
+    steps.mark("checkpoint");
     Gvisor.forget({ dir: sandbox });
     const network = this.opts.nets.describe(rec.networkIndex);
     const counted = (await this.opts.egress.counters().catch(() => undefined))?.get(rec.networkIndex);
+    steps.mark("counters");
     await this.opts.egress.detach(network);
+    steps.mark("detach");
     await this.opts.nets.destroy(network);
+    steps.mark("network");
     this.save(vm.id, { ...rec, network: addCounters(rec.network, counted), networkReleased: true });
     this.cpuSamples.delete(vm.id); // a restored sandbox has new counters
     this.cpu.drop(vm.id);
+    steps.report();
   }
 
   async resume(vm: Microvm): Promise<void> {
