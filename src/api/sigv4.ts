@@ -73,8 +73,11 @@ function amzDate(value: string): Date | undefined {
 
 /** The SDK's escapeUri: encodeURIComponent, and !'()* as %XX too. */
 function escapeUri(s: string): string {
-  return encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  const encoded = encodeURIComponent(s);
+  return RESERVED.test(encoded) ? encoded.replace(RESERVED_ALL, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`) : encoded;
 }
+const RESERVED = /[!'()*]/;
+const RESERVED_ALL = /[!'()*]/g;
 
 /** The SDK's canonical path (uriEscapePath): empty and '.' segments dropped, '..' pops one, then encoded again. */
 export function canonicalPath(rawPath: string): string {
@@ -115,12 +118,16 @@ export function canonicalQuery(rawQuery: string): string {
 
 /** The SDK's canonical header value: CR/LF as spaces, runs of spaces and tabs as one space, one space trimmed at each end. */
 function canonicalHeaderValue(value: string): string {
+  if (!UNCANONICAL.test(value)) return value; // most values: nothing to change
   return value.replace(/[\r\n]/g, " ").replace(/[ \t]+/g, " ").replace(/^ | $/g, "");
 }
+/** What canonicalHeaderValue changes: CR, LF, tabs, runs of spaces, a space at either end. */
+const UNCANONICAL = /[\r\n\t]| {2}|^ | $/;
 
 /** YYYYMMDDTHHMMSSZ of a date, as the SDK's signer writes its signing date. */
 function longDateOf(d: Date): string {
-  return d.toISOString().replace(/\.\d{3}Z$/, "Z").replace(/[-:]/g, "");
+  const iso = d.toISOString(); // YYYY-MM-DDTHH:MM:SS.sssZ (years 0-9999)
+  return `${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}Z`;
 }
 
 export class SigV4Verifier {

@@ -5,8 +5,14 @@ import type { Build, ImageConfig, ImageVersion, ManagedImageSummary, ManagedImag
 
 export const epoch = (d: Date): number => d.getTime() / 1000;
 
+/** The members of `o` that are not undefined (a plain loop: this runs for every item of every list answer). */
 function defined<T extends Record<string, unknown>>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+  const out: Record<string, unknown> = {};
+  for (const key in o) {
+    const value = o[key];
+    if (value !== undefined) out[key] = value;
+  }
+  return out as Partial<T>;
 }
 
 function config(c: ImageConfig) {
