@@ -2,7 +2,7 @@
 // snapshot already restored, each into its own network namespace, cgroup and
 // sandbox directory (runsc id pool-<random>, directory <pool dir>/<that id>),
 // left to run until quiet (the app's own work after a restore is done off the
-// claim's path: quiet()), then paused (`runsc pause`: no CPU while pooled),
+// claim's path: untilQuiet), then paused (`runsc pause`: no CPU while pooled),
 // and unpaused at its claim
 // by the call `runsc resume` makes, on the sandbox's control socket
 // (control-socket.ts): starting runsc, a Go program, would cost 50-75 ms on an
@@ -47,6 +47,7 @@ import { join } from "node:path";
 import { limitsOf, newMicrovmId, UNNAMED_HOOKS_PORT, type EgressPolicy, type ImageVersion, type WarmPoolTarget } from "../core/index.js";
 import { routesFor, type EgressGateway, type NetworkNamespaces, type SandboxNetwork } from "../net/index.js";
 import { inBackground, removeTree } from "../os/index.js";
+import { untilQuiet } from "./cgroups.js";
 import type { Gvisor } from "./gvisor.js";
 
 /** What a MicroVM needs from a clone to make it its sandbox. */
@@ -67,6 +68,8 @@ export interface Clone {
 
 interface Pooled extends Clone {
   key: string;
+  /** How long it ran after its restore before it was quiet and paused (untilQuiet). */
+  settledMs?: number;
 }
 
 export interface PoolFigures {
@@ -104,15 +107,13 @@ const NO_ROOM_RETRY_MS = 5_000;
  */
 const REFILL_AFTER_CLAIM_MS = 1_500;
 /**
- * A restored clone runs until it is quiet before it is paused: the app's own
- * work after a restore (a Node app's garbage collection, run by timers that
- * came due while the snapshot waited) is done then, in the background, and
- * not on the first requests after a claim. Quiet: under QUIET_SHARE of a core
- * over a window of QUIET_WINDOW_MS; it is paused after SETTLE_MAX_MS in any case.
+ * A restored clone runs until it is quiet (untilQuiet: under 10% of a core over
+ * 500 ms, at most 10 s) before it is paused: the app's own work after a restore
+ * (most likely a Node app's garbage collection, run by timers that came due
+ * while it waited) is done then, in the background, and not on the first
+ * requests after a claim.
  */
-const QUIET_WINDOW_MS = 500;
-const QUIET_SHARE = 0.05;
-const SETTLE_MAX_MS = 10_000;
+const QUIET = { windowMs: 500, share: 0.1, maxMs: 10_000 };
 
 export const keyOf = (imageArn: string, version: string) => `${imageArn}\u0000${version}`;
 export const shapeOf = (egress: EgressPolicy | undefined) => routesFor(egress).slice().sort().join(",");
@@ -317,7 +318,7 @@ export class WarmPool {
         }
         this.ready.push(clone);
         const key = clone.key;
-        this.opts.log?.({ msg: "warm pool clone ready", image: short.version.imageArn, version: short.version.version, sandboxId: clone.id, ready: this.ready.filter((c) => c.key === key).length, target: this.targets.get(key)?.size ?? 0 });
+        this.opts.log?.({ msg: "warm pool clone ready", image: short.version.imageArn, version: short.version.version, sandboxId: clone.id, settledMs: clone.settledMs, ready: this.ready.filter((c) => c.key === key).length, target: this.targets.get(key)?.size ?? 0 });
       } catch (err) {
         this.opts.log?.({ level: "error", msg: "warm pool clone failed", image: short.version.imageArn, version: short.version.version, err: (err as Error).message });
         // A version that cannot be restored must not spin: wait as for room.
@@ -355,24 +356,12 @@ export class WarmPool {
       // The identity a restored MicroVM is given after its restore, given now, off RunMicrovm's path:
       // the hostname (the snapshot holds the build's). The app's environment is the version's, as for every MicroVM.
       await this.opts.gvisor.setHostname(id, built.rootfs, microvmId);
-      await this.quiet(id);
+      clone.settledMs = await untilQuiet(() => this.opts.cpuUsageMicros(id), { ...QUIET, stop: () => this.closed });
       await this.opts.gvisor.pause(id);
       return clone;
     } catch (err) {
       await this.destroy(clone);
       throw err;
-    }
-  }
-
-  /** Waits until the sandbox has used under QUIET_SHARE of a core over QUIET_WINDOW_MS, or SETTLE_MAX_MS have passed. */
-  private async quiet(id: string): Promise<void> {
-    const until = performance.now() + SETTLE_MAX_MS;
-    let before = this.opts.cpuUsageMicros(id);
-    while (before !== undefined && performance.now() < until && !this.closed) {
-      await new Promise((r) => setTimeout(r, QUIET_WINDOW_MS));
-      const now = this.opts.cpuUsageMicros(id);
-      if (now === undefined || now - before < QUIET_SHARE * QUIET_WINDOW_MS * 1000) return;
-      before = now;
     }
   }
 

@@ -26,6 +26,36 @@ http.createServer((req, res) => {
 }).listen(9000, "0.0.0.0");
 `;
 
+// After /ready, a thread of each keeps a core busy for good: every restore of
+// the snapshot is busy with no request, as an app spinning on a socket runsc
+// left in its epoll set is (the validation restore's check cannot tell them apart).
+const BUSY_NODE = `const http = require("node:http");
+const { Worker } = require("node:worker_threads");
+let busy = false;
+http.createServer((req, res) => {
+  res.writeHead(200).end();
+  if (!busy) { busy = true; new Worker("for (;;) {}", { eval: true }); }
+}).listen(9000, "0.0.0.0");
+`;
+const BUSY_PYTHON = `import threading
+from http.server import BaseHTTPRequestHandler
+from socketserver import TCPServer
+started = []
+def spin():
+    while True:
+        pass
+class Hooks(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+        if not started:
+            started.append(True)
+            threading.Thread(target=spin, daemon=True).start()
+TCPServer.allow_reuse_address = True
+TCPServer(("0.0.0.0", 9000), Hooks).serve_forever()
+`;
+
 describe("build-time snapshots", { timeout: 600_000 }, () => {
   let t: TestPlatform;
   const dir = tempDir("lmvm-snap-");
@@ -77,6 +107,32 @@ describe("build-time snapshots", { timeout: 600_000 }, () => {
     assert.equal(b.buildState, "FAILED");
     assert.match(b.stateReason!, /The \/ready hook failed: \/ready hook on port 9001 did not answer 200 within 3 s/);
   });
+
+  for (const [lang, files] of [
+    ["Node", [{ name: "Dockerfile", content: "FROM lmvm/debian12\nWORKDIR /app\nCOPY app.js .\nCMD [\"node\", \"app.js\"]\n" }, { name: "app.js", content: BUSY_NODE }]],
+    ["Python", [{ name: "Dockerfile", content: 'FROM lmvm/debian12\nWORKDIR /app\nCOPY app.py .\nCMD ["python3", "-u", "app.py"]\n' }, { name: "app.py", content: BUSY_PYTHON }]],
+  ] as const) {
+    test(`a ${lang} app whose restored copy keeps a core busy with no request is snapshotted again, three times in all, and the last snapshot is kept with a warning`, async () => {
+      const name = `snap-busy-${lang.toLowerCase()}`;
+      const file = join(dir, `${name}.zip`);
+      writeFileSync(file, makeZip([...files]));
+      await t.client.send(new CreateMicrovmImageCommand({
+        name, baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:debian12", buildRoleArn: "arn:aws:iam::000000000000:role/R",
+        codeArtifact: { uri: `file://${file}` }, hooks: { port: 9000, microvmImageHooks: { ready: "ENABLED", readyTimeoutInSeconds: 60 } },
+      }));
+      const version = await eventually(async () => {
+        const v = await t.client.send(new GetMicrovmImageVersionCommand({ imageIdentifier: name, imageVersion: "1.0" }));
+        return v.state === "SUCCESSFUL" || v.state === "FAILED" ? v : undefined;
+      }, `build of ${name}`, 300_000);
+      assert.equal(version.state, "SUCCESSFUL", version.stateReason);
+      const id = (await t.client.send(new ListMicrovmImageBuildsCommand({ imageIdentifier: name, imageVersion: "1.0" }))).items![0]!.buildId!;
+      const log = readFileSync(join(t.dataDir, "logs", "builds", `${id}.log`), "utf8");
+      assert.equal(log.match(/Checkpointing memory and disk/g)?.length, 3, log);
+      assert.match(log, /The restored app kept a CPU core busy with no request .*: taking the snapshot again \(attempt 2 of 3\)/);
+      assert.match(log, /taking the snapshot again \(attempt 3 of 3\)/);
+      assert.match(log, /Warning: the restored app still kept a CPU core busy with no request after 3 snapshots; keeping the last one/);
+    });
+  }
 
   test("snapshot sandboxes and their network namespaces are gone after each build", async () => {
     assert.deepEqual(readFileSync("/proc/mounts", "utf8").split("\n").filter((l) => l.includes(t.dataDir)), []);
