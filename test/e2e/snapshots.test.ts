@@ -64,12 +64,14 @@ describe("build-time snapshots", { timeout: 600_000 }, () => {
   });
   after(() => t.stop());
 
-  async function build(name: string, extra: Record<string, unknown>, env: Record<string, string> = {}) {
+  const NODE_APP = [
+    { name: "Dockerfile", content: "FROM lmvm/debian12\nWORKDIR /app\nCOPY app.js .\nCMD [\"node\", \"app.js\"]\n" },
+    { name: "app.js", content: APP },
+  ];
+
+  async function build(name: string, extra: Record<string, unknown>, env: Record<string, string> = {}, files: { name: string; content: string }[] = NODE_APP) {
     const file = join(dir, `${name}.zip`);
-    writeFileSync(file, makeZip([
-      { name: "Dockerfile", content: "FROM lmvm/debian12\nWORKDIR /app\nCOPY app.js .\nCMD [\"node\", \"app.js\"]\n" },
-      { name: "app.js", content: APP },
-    ]));
+    writeFileSync(file, makeZip(files));
     await t.client.send(new CreateMicrovmImageCommand({
       name, baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:debian12", buildRoleArn: "arn:aws:iam::000000000000:role/R",
       codeArtifact: { uri: `file://${file}` }, environmentVariables: env, ...extra,
@@ -113,20 +115,9 @@ describe("build-time snapshots", { timeout: 600_000 }, () => {
     ["Python", [{ name: "Dockerfile", content: 'FROM lmvm/debian12\nWORKDIR /app\nCOPY app.py .\nCMD ["python3", "-u", "app.py"]\n' }, { name: "app.py", content: BUSY_PYTHON }]],
   ] as const) {
     test(`a ${lang} app whose restored copy keeps a core busy with no request is snapshotted again, three times in all, and the last snapshot is kept with a warning`, async () => {
-      const name = `snap-busy-${lang.toLowerCase()}`;
-      const file = join(dir, `${name}.zip`);
-      writeFileSync(file, makeZip([...files]));
-      await t.client.send(new CreateMicrovmImageCommand({
-        name, baseImageArn: "arn:aws:lambda:us-east-1:aws:microvm-image:debian12", buildRoleArn: "arn:aws:iam::000000000000:role/R",
-        codeArtifact: { uri: `file://${file}` }, hooks: { port: 9000, microvmImageHooks: { ready: "ENABLED", readyTimeoutInSeconds: 60 } },
-      }));
-      const version = await eventually(async () => {
-        const v = await t.client.send(new GetMicrovmImageVersionCommand({ imageIdentifier: name, imageVersion: "1.0" }));
-        return v.state === "SUCCESSFUL" || v.state === "FAILED" ? v : undefined;
-      }, `build of ${name}`, 300_000);
+      const { version, build: b } = await build(`snap-busy-${lang.toLowerCase()}`, { hooks: { port: 9000, microvmImageHooks: { ready: "ENABLED", readyTimeoutInSeconds: 60 } } }, {}, [...files]);
       assert.equal(version.state, "SUCCESSFUL", version.stateReason);
-      const id = (await t.client.send(new ListMicrovmImageBuildsCommand({ imageIdentifier: name, imageVersion: "1.0" }))).items![0]!.buildId!;
-      const log = readFileSync(join(t.dataDir, "logs", "builds", `${id}.log`), "utf8");
+      const log = readFileSync(join(t.dataDir, "logs", "builds", `${b.buildId}.log`), "utf8");
       assert.equal(log.match(/Checkpointing memory and disk/g)?.length, 3, log);
       assert.match(log, /The restored app kept a CPU core busy with no request .*: taking the snapshot again \(attempt 2 of 3\)/);
       assert.match(log, /taking the snapshot again \(attempt 3 of 3\)/);
