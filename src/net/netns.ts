@@ -3,7 +3,7 @@
 // address. Names carry an index (lmvm-<n>, lmvmh<n>/lmvms<n>) so a restarted
 // server can find and remove namespaces it no longer knows (`reap`).
 
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DNS_RESOLVER_ADDRESS, METADATA_ADDRESS, hasEgress, type EgressPolicy } from "../core/index.js";
 import { runWithin } from "../os/index.js";
@@ -25,6 +25,14 @@ export interface SandboxNetwork {
 
 const NETNS_DIR = "/var/run/netns";
 const PREFIX = "lmvm-";
+
+/**
+ * How old a namespace with no veth and no process must be before `sweepStray`
+ * takes it for a leftover: longer than `connect` can take to move the veth in
+ * (three commands of NET_COMMAND_MS each), so another process's namespace
+ * between its `ip netns add` and its veth is never taken.
+ */
+export const STRAY_NETWORK_AGE_MS = 120_000;
 
 function ipOf(n: number): string {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
@@ -184,6 +192,43 @@ export class NetworkNamespaces {
     await runWithin(NET_COMMAND_MS, "ip", ["netns", "del", net.name]).catch(() => undefined);
     if (this.ownerDir) rmSync(join(this.ownerDir, String(net.index)), { force: true });
     this.taken.delete(net.index);
+  }
+
+  /**
+   * Removes namespaces of this naming that nobody can own: no veth inside, no
+   * process in them, and older than `minAgeMs`. A process killed between its
+   * `ip netns add` and its owner marker leaves such a namespace, which no
+   * restart's `reap` counts as its own. A marker written before the add would
+   * not do: another server may take that index meanwhile, and the restart
+   * would then remove that server's namespace. Namespaces in use always have
+   * their veth (`connect` runs right after the add), so this never takes
+   * one. Returns the indexes removed and how many were too young to judge yet.
+   */
+  async sweepStray(minAgeMs = STRAY_NETWORK_AGE_MS): Promise<{ removed: number[]; young: number }> {
+    const removed: number[] = [];
+    let young = 0;
+    const mine = new Set([...this.taken, ...this.owned()]);
+    for (const i of this.existing()) {
+      if (mine.has(i)) continue;
+      const net = this.describe(i);
+      let born: number;
+      try {
+        born = statSync(net.path).mtimeMs; // an nsfs inode: its times are the namespace's creation
+      } catch {
+        continue; // removed meanwhile
+      }
+      const links = await runWithin(NET_COMMAND_MS, "ip", ["-n", net.name, "-o", "link", "show"]).catch(() => undefined);
+      if (!links || links.stdout.split("\n").some((l) => l.trim() && !/^\d+: lo[:@]/.test(l))) continue;
+      const pids = await runWithin(NET_COMMAND_MS, "ip", ["netns", "pids", net.name]).catch(() => undefined);
+      if (!pids || pids.stdout.trim()) continue;
+      if (Date.now() - born < minAgeMs) {
+        young++;
+        continue;
+      }
+      await runWithin(NET_COMMAND_MS, "ip", ["netns", "del", net.name]).catch(() => undefined);
+      if (!existsSync(net.path)) removed.push(i);
+    }
+    return { removed, young };
   }
 
   /** Removes the namespaces this server owns but `keep` does not hold, e.g. after a crash. */

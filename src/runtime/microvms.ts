@@ -18,7 +18,7 @@ import { availableParallelism } from "node:os";
 import { Duplex } from "node:stream";
 import { join } from "node:path";
 import { completeLimits, limitsOf, microvmArn, parseArn, NO_EGRESS, UNNAMED_HOOKS_PORT, NotBegun, type EgressPolicy, reservedEnvironment, RunHookFailed, type GuestProcess, type ImageVersion, type Microvm, type SandboxFound, type SandboxLimits, type SandboxRuntime, type SpawnOptions, type WarmPoolTarget } from "../core/index.js";
-import type { EgressGateway, NetworkCounters, NetworkNamespaces, SandboxNetwork } from "../net/index.js";
+import { STRAY_NETWORK_AGE_MS, type EgressGateway, type NetworkCounters, type NetworkNamespaces, type SandboxNetwork } from "../net/index.js";
 import type { MetadataSubject } from "../metadata/index.js";
 import { diskUsage, removeTree, writeFileAtomic, type LogFiles } from "../os/index.js";
 import { SandboxCgroups } from "./cgroups.js";
@@ -174,6 +174,7 @@ export class MicrovmRuntime implements SandboxRuntime {
    * write. Loaded as the process starts, before recovery.
    */
   private readonly records = new Map<string, SandboxRecord>();
+  private straySweep: NodeJS.Timeout | undefined;
   /** What the last `runsc list` said: the pid of each running sandbox and that process's start time (see running()). */
   private listed: { at: number; pids: Map<string, { pid: number; start: string | undefined }> } | undefined;
   /** Restored, paused clones RunMicrovm claims (src/runtime/pool.ts). */
@@ -650,14 +651,28 @@ export class MicrovmRuntime implements SandboxRuntime {
     this.pool?.sweep(new Set([...running].map((id) => this.sandboxDir(id))));
     for (const i of await this.opts.nets.reap(indexes)) await this.opts.egress.detach(this.opts.nets.describe(i));
     await this.opts.egress.sweep();
+    await this.sweepStrayNetworks();
     const root = this.opts.microvmsDir;
     if (existsSync(root)) for (const d of readdirSync(root)) if (!ids.has(d)) removeTree(join(root, d));
     for (const id of this.records.keys()) if (!ids.has(id)) this.records.delete(id);
     this.opts.prepared?.expectDisks(this.opts.gvisor.diskMiB(limitsOf({})));
   }
 
+  /**
+   * Removes namespaces a killed process left between `ip netns add` and its
+   * owner marker (NetworkNamespaces.sweepStray); those still too young to
+   * judge are looked at again once they are old enough.
+   */
+  private async sweepStrayNetworks(): Promise<void> {
+    clearTimeout(this.straySweep);
+    const { removed, young } = await this.opts.nets.sweepStray().catch(() => ({ removed: [], young: 0 }));
+    if (removed.length) this.opts.log?.({ msg: "removed network namespaces a killed process left", networks: removed });
+    if (young) this.straySweep = setTimeout(() => void this.sweepStrayNetworks(), STRAY_NETWORK_AGE_MS).unref();
+  }
+
   /** Removes the resources prepared ahead of time (the server is stopping). */
   async stop(): Promise<void> {
+    clearTimeout(this.straySweep);
     await this.opts.prepared?.stop();
   }
 

@@ -4,6 +4,7 @@
 // and nothing left on the host afterwards.
 
 import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -112,6 +113,37 @@ describe("gVisor sandboxes", { timeout: 120_000 }, () => {
     assert.ok(later > first);
     const r = await gvisor.exec(clone.id, ["/bin/cat", "/srv/count"]);
     assert.equal(r.code, 0, "runsc execs in it again");
+  });
+
+  test("a namespace a killed server left before its owner marker is swept once old enough; namespaces with a veth or a process, and young ones, are kept", async () => {
+    // Another server's namespaces (their markers are in a directory this one never reads).
+    const other = new NetworkNamespaces("10.212.1.0/24", join(dir, "other-networks"));
+    const inUse = await other.create();
+    // What `ip netns add` leaves when its server is killed before writing the marker: only lo.
+    const free = (n: number): number => (existsSync(`/var/run/netns/lmvm-${n}`) ? free(n + 1) : n);
+    const stray = `lmvm-${free(9000)}`;
+    execFileSync("ip", ["netns", "add", stray]);
+    const busy = `lmvm-${free(9001)}`;
+    execFileSync("ip", ["netns", "add", busy]);
+    const sleeper = spawn("ip", ["netns", "exec", busy, "sleep", "60"], { stdio: "ignore" });
+    try {
+      await eventually(async () => (execFileSync("ip", ["netns", "pids", busy], { encoding: "utf8" }).trim() ? true : undefined), "the process in its namespace", 10_000);
+      const early = await nets.sweepStray(60_000);
+      assert.ok(!early.removed.includes(Number(stray.slice(5))), "the stray namespace is not old enough yet");
+      assert.ok(early.young >= 1, "the stray namespace is counted as too young to judge");
+      assert.ok(existsSync(`/var/run/netns/${stray}`));
+      await new Promise((r) => setTimeout(r, 1100));
+      const late = await nets.sweepStray(1000);
+      assert.ok(late.removed.includes(Number(stray.slice(5))), `the stray namespace is removed: ${JSON.stringify(late)}`);
+      assert.ok(!existsSync(`/var/run/netns/${stray}`));
+      assert.ok(existsSync(inUse.path), "another server's namespace (with its veth) is kept");
+      assert.ok(existsSync(`/var/run/netns/${busy}`), "a namespace with a process in it is kept");
+      for (const n of networks) assert.ok(existsSync(n.path), "this server's own namespaces are kept");
+    } finally {
+      sleeper.kill("SIGKILL");
+      await other.destroy(inUse);
+      for (const n of [stray, busy]) if (existsSync(`/var/run/netns/${n}`)) execFileSync("ip", ["netns", "del", n]);
+    }
   });
 
   test("destroying sandboxes and namespaces leaves nothing running", async () => {
