@@ -162,7 +162,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
     startAgent(0, "host-a");
     startAgent(1, "host-b");
     startAgent(2, "host-c");
-    await until(60_000, "the three agents registered and ACTIVE", async () => {
+    await until(180_000, "the three agents registered and ACTIVE", async () => {
       const rows = await hosts();
       return rows.length === 3 && rows.every((h) => h.State === "ACTIVE");
     }, 500);
@@ -323,7 +323,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       assert.equal((await hosts()).find((h) => h.HostId === first)!.State, "LOST");
       // The agent back on the same data directory clears what the build left and does not run it again.
       const back = startAgentOn(HOST_IDS.indexOf(first!), first!, victim.dataDir);
-      await until(60_000, `host ${first} ACTIVE again`, async () => (await hosts()).find((h) => h.HostId === first)!.State === "ACTIVE", 500);
+      await until(180_000, `host ${first} ACTIVE again`, async () => (await hosts()).find((h) => h.HostId === first)!.State === "ACTIVE", 500);
       assert.doesNotMatch(back.output(), /"msg":"build started"/, "the agent back runs no build");
       const scratch = join(back.dataDir, "builds");
       assert.ok(!existsSync(scratch) || readdirSync(scratch).length === 0, "the killed build's scratch space is gone");
@@ -562,7 +562,7 @@ describe("cluster", { timeout: 1_500_000 }, () => {
       // The sandbox outlived the agent (as sandboxes outlive a server); the agent back on the same data directory ends it: its lease is gone.
       const index = HOST_IDS.indexOf(hostId);
       const back = startAgentOn(index, hostId, victim.dataDir);
-      await until(60_000, `host ${hostId} ACTIVE again`, async () => (await hosts()).find((h) => h.HostId === hostId)!.State === "ACTIVE", 500);
+      await until(180_000, `host ${hostId} ACTIVE again`, async () => (await hosts()).find((h) => h.HostId === hostId)!.State === "ACTIVE", 500);
       const { Gvisor } = await import("../../src/runtime/index.js");
       const gvisor = new Gvisor({ stateRoot: join(back.dataDir, "runsc", "microvms") });
       await until(30_000, "the old sandbox ended on the agent that came back", async () => !(await gvisor.list()).some((s) => s.status === "running"), 500);

@@ -20,7 +20,12 @@ export async function within<T>(ms: number, what: string, promise: Promise<T>): 
 export async function until(ms: number, what: string, check: () => boolean | Promise<boolean>, everyMs = 20): Promise<void> {
   const deadline = Date.now() + ms;
   for (;;) {
-    if (await within(Math.max(1, deadline - Date.now()), what, Promise.resolve(check()))) return;
+    // The last check gets what is left of the deadline; a failure names the whole of it.
+    const left = Math.max(1, deadline - Date.now());
+    const held = await within(left, what, Promise.resolve(check())).catch((err: Error) => {
+      throw err.message.startsWith(`${what}: not done after`) ? new Error(`${what}: not done after ${(ms / 1000).toFixed(1)} s`) : err;
+    });
+    if (held) return;
     if (Date.now() > deadline) throw new Error(`${what}: not done after ${(ms / 1000).toFixed(1)} s`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
