@@ -3,7 +3,8 @@
 // sub-command is a Go program of its own that reads the sandbox's state file,
 // takes its lock and connects to this socket; its start alone costs 50-75 ms
 // on an idle 2-core host and 200-300 ms on a loaded one. A warm-pool claim's
-// unpause is on RunMicrovm's path (src/runtime/pool.ts), so it is made here.
+// unpause is on RunMicrovm's path (src/runtime/pool.ts), and so is naming a
+// restored MicroVM (its hostname, `hostname <id>` run inside), so both are made here.
 //
 // The protocol (runsc 20240729, gVisor's pkg/urpc and pkg/unet): a stream Unix
 // socket whose path the sandbox's state file names (`controlSocketPath` in
@@ -97,4 +98,36 @@ export function controlCall(socket: string, method: string, arg: unknown, timeou
     conn.on("error", (err) => finish(err));
     conn.on("close", () => finish(new Error("the sandbox closed the connection without answering")));
   });
+}
+
+/** The control socket of sandbox `id` when runsc records it as running; undefined otherwise (then `runsc exec` does it). */
+export function runningSandbox(stateRoot: string, id: string): string | undefined {
+  let state: string;
+  try {
+    state = readFileSync(stateFile(stateRoot, id), "utf8");
+  } catch {
+    return undefined;
+  }
+  return state.split(RUNNING).length === 2 ? controlSocketOf(state) : undefined;
+}
+
+/** CAP_SYS_ADMIN as a bit of gVisor's auth.CapabilitySet. */
+export const CAP_SYS_ADMIN = 2 ** 21;
+
+/**
+ * Runs `argv` (its first element an absolute path) in the container `id` of
+ * the sandbox at `socket`, as root with only `capabilities` (a set of bits)
+ * and no standard streams, and waits for it: what `runsc exec --cap ...` asks
+ * the control server (containerManager.ExecuteAsync, then WaitPID, which also
+ * drops the process from the sandbox's table), without starting runsc.
+ * Resolves with its exit status, or -1 when a signal ended it.
+ */
+export async function controlExec(socket: string, id: string, argv: string[], capabilities: number, timeoutMs: number): Promise<number> {
+  const caps = { PermittedCaps: capabilities, InheritableCaps: capabilities, EffectiveCaps: capabilities, BoundingCaps: capabilities, AmbientCaps: capabilities };
+  const began = Date.now();
+  const pid = await controlCall(socket, "containerManager.ExecuteAsync", { filename: argv[0], argv, envv: [], wd: "/", KUID: 0, KGID: 0, Capabilities: caps, ContainerID: id }, timeoutMs);
+  if (typeof pid !== "number") throw new Error(`the sandbox's control call containerManager.ExecuteAsync answered ${JSON.stringify(pid)}, not a process id`);
+  const status = await controlCall(socket, "containerManager.WaitPID", { PID: pid, CID: id }, Math.max(1, timeoutMs - (Date.now() - began)));
+  if (typeof status !== "number") throw new Error(`the sandbox's control call containerManager.WaitPID answered ${JSON.stringify(status)}, not a wait status`);
+  return (status & 0x7f) === 0 ? (status >> 8) & 0xff : -1;
 }

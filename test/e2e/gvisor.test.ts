@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { NetworkNamespaces, type SandboxNetwork } from "../../src/net/index.js";
 import { Gvisor, SandboxCgroups, type SandboxSpec } from "../../src/runtime/index.js";
-import { pausedSandbox } from "../../src/runtime/control-socket.js";
+import { CAP_SYS_ADMIN, controlExec, pausedSandbox, runningSandbox } from "../../src/runtime/control-socket.js";
 import { eventually, tempDir } from "../support/platform.js";
 import { busyboxRootfs } from "../support/busybox-rootfs.js";
 
@@ -113,6 +113,20 @@ describe("gVisor sandboxes", { timeout: 120_000 }, () => {
     assert.ok(later > first);
     const r = await gvisor.exec(clone.id, ["/bin/cat", "/srv/count"]);
     assert.equal(r.code, 0, "runsc execs in it again");
+  });
+
+  test("a command run on the sandbox's control socket (as a restore names its MicroVM) gets its capability and exit status, and starts no runsc", async () => {
+    const clone = made.at(-1)!.spec;
+    const socket = runningSandbox(join(dir, "runsc"), clone.id);
+    assert.ok(socket, "runsc's state file names the running sandbox's control socket");
+    assert.equal(await controlExec(socket, clone.id, ["/bin/sh", "-c", "exit 3"], 0, 10_000), 3);
+    assert.equal(await controlExec(socket, clone.id, ["/bin/sh", "-c", "kill -9 $$"], 0, 10_000), -1, "a signal's end is told apart");
+    assert.notEqual(await controlExec(socket, clone.id, ["/bin/hostname", "without-capability"], 0, 10_000), 0, "without CAP_SYS_ADMIN the name cannot be set");
+    assert.equal(await controlExec(socket, clone.id, ["/bin/hostname", "named-over-control"], CAP_SYS_ADMIN, 10_000), 0);
+    assert.equal((await gvisor.exec(clone.id, ["/bin/hostname"])).stdout.trim(), "named-over-control");
+    assert.ok(await gvisor.setHostname(clone.id, BUSYBOX_ROOTFS, clone.id));
+    assert.equal((await gvisor.exec(clone.id, ["/bin/hostname"])).stdout.trim(), clone.id);
+    await assert.rejects(controlExec(socket, clone.id, ["/no/such/program"], 0, 10_000), /ExecuteAsync failed/);
   });
 
   test("a namespace a killed server left before its owner marker is swept once old enough; namespaces with a veth or a process, and young ones, are kept", async () => {
