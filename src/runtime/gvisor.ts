@@ -46,7 +46,7 @@ import { DEFAULT_CAPABILITIES, DNS_RESOLVER_ADDRESS, type SandboxLimits } from "
 import type { SandboxNetwork } from "../net/index.js";
 import { SandboxCgroups } from "./cgroups.js";
 import { CAP_SYS_ADMIN, controlCall, controlExec, pausedSandbox, recordRunning, runningSandbox } from "./control-socket.js";
-import { guestInitMount, underGuestInit } from "./guest-init/guest-init.js";
+import { GUEST_PATH, guestInitMount, underGuestInit } from "./guest-init/guest-init.js";
 import { diskUsage, exec, mountScratchDisk, mountsUnder, processAlive, removeTree, run, writeFileAtomic, type ExecResult } from "../os/index.js";
 
 export interface ImageConfig {
@@ -245,6 +245,10 @@ export function udpOnOwnAddress(procNetUdp: string): string[] {
   return held;
 }
 
+/** The bits of `lmvm-init --sockets`' exit status (src/runtime/guest-init/init.c). */
+const TCP_NOT_LISTENING = 1;
+const UDP_ON_OWN_ADDRESS = 2;
+
 export class Gvisor {
   private readonly global: string[];
   /** runsc --platform of every sandbox this runtime starts. */
@@ -439,6 +443,8 @@ export class Gvisor {
       return r.stdout.split("\n").some((l) => l.trim() && !l.startsWith("TIME-WAIT"));
     };
     const busyInside = async () => {
+      const bits = await this.socketBits(id, deadline);
+      if (bits !== undefined) return (bits & TCP_NOT_LISTENING) !== 0;
       const r = await this.exec(id, ["cat", "/proc/net/tcp", "/proc/net/tcp6"], [], bounded());
       if (r.code !== 0) return false; // no cat in this image (or no answer in time): nothing to look with
       // Column 4 is the state; 0A is LISTEN.
@@ -473,11 +479,19 @@ export class Gvisor {
   private async refuseUnrestorableSockets(id: string, patienceMs: number, signal?: AbortSignal): Promise<void> {
     const deadline = Date.now() + patienceMs;
     for (;;) {
+      // lmvm-init says whether there is any; `cat` names them (for the refusal), or looks when lmvm-init cannot be asked.
+      const bits = await this.socketBits(id, Math.max(deadline, Date.now() + 1_000));
+      if (signal?.aborted) throw new SandboxAborted("the checkpoint was cancelled");
+      if (bits !== undefined && (bits & UDP_ON_OWN_ADDRESS) === 0) return;
+      if (bits !== undefined && Date.now() < deadline) {
+        await new Promise((res) => setTimeout(res, 100));
+        continue;
+      }
       const bounded = AbortSignal.timeout(Math.max(1_000, deadline - Date.now()));
       const r = await this.exec(id, ["cat", "/proc/net/udp", "/proc/net/udp6"], [], signal ? AbortSignal.any([signal, bounded]) : bounded);
       if (signal?.aborted) throw new SandboxAborted("the checkpoint was cancelled");
-      if (r.code !== 0) return; // no cat in this image: nothing to look with
-      const held = udpOnOwnAddress(r.stdout);
+      // No cat in this image: lmvm-init's word stands, unnamed; without either, nothing to look with.
+      const held = r.code === 0 ? udpOnOwnAddress(r.stdout) : bits !== undefined ? ["not named: the image has no cat to list them"] : [];
       if (!held.length) return;
       if (Date.now() >= deadline) {
         throw new Error(
@@ -486,6 +500,19 @@ export class Gvisor {
       }
       await new Promise((res) => setTimeout(res, 100));
     }
+  }
+
+  /**
+   * What `lmvm-init --sockets` reports of the sandbox's sockets (TCP_NOT_LISTENING,
+   * UDP_ON_OWN_ADDRESS), run on its control socket by `until` at the latest;
+   * undefined when it cannot be asked (a sandbox not running, a control call
+   * failing), and the caller then looks with `runsc exec cat`.
+   */
+  private async socketBits(id: string, until: number): Promise<number | undefined> {
+    const socket = runningSandbox(this.opts.stateRoot, id);
+    if (!socket) return undefined;
+    const code = await controlExec(socket, id, [GUEST_PATH, "--sockets"], 0, Math.max(1, Math.min(CONTROL_TIMEOUT_MS, until - Date.now()))).catch(() => undefined);
+    return code !== undefined && code >= 0 && code <= (TCP_NOT_LISTENING | UDP_ON_OWN_ADDRESS) ? code : undefined;
   }
 
   /** Whether the sandbox's control server answers: runsc can list a sandbox that is already going down. */

@@ -5,6 +5,8 @@
 
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
+import { createSocket } from "node:dgram";
+import { connect, type Socket } from "node:net";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -127,6 +129,40 @@ describe("gVisor sandboxes", { timeout: 120_000 }, () => {
     assert.ok(await gvisor.setHostname(clone.id, BUSYBOX_ROOTFS, clone.id));
     assert.equal((await gvisor.exec(clone.id, ["/bin/hostname"])).stdout.trim(), clone.id);
     await assert.rejects(controlExec(socket, clone.id, ["/no/such/program"], 0, 10_000), /ExecuteAsync failed/);
+  });
+
+  test("lmvm-init --sockets tells a checkpoint of TCP connections and of UDP sockets on the sandbox's own address; the checkpoint refuses the latter, naming them", async () => {
+    const network = await nets.create();
+    networks.push(network);
+    // A DNS server on the host end that never answers: the sandbox's lookups keep a connected UDP socket open.
+    const silent = createSocket("udp4");
+    await new Promise<void>((resolve) => silent.bind(53, network.hostIp, resolve));
+    const s: SandboxSpec = {
+      ...spec("sbx-sockets", network),
+      config: { Cmd: ["/bin/sh", "-c", `(while true; do nslookup example.com ${network.hostIp}; done) >/dev/null 2>&1 & (while true; do sleep 1000 | nc -l -p 9000; done) & exec sleep 100000`], Env: ["PATH=/bin"] },
+    };
+    made.push({ spec: s });
+    try {
+      await gvisor.run(s);
+      const socket = runningSandbox(join(dir, "runsc"), s.id)!;
+      const bits = () => controlExec(socket, s.id, ["/.lmvm-init", "--sockets"], 0, 10_000);
+      await eventually(async () => ((await bits()) === 2 ? true : undefined), "a lookup's UDP socket, and no TCP connection but the listener", 20_000);
+      const held = await new Promise<Socket>((resolve, reject) => {
+        const c = connect(9000, network.sandboxIp, () => resolve(c)).on("error", reject);
+      });
+      try {
+        await eventually(async () => ((await bits()) === 3 ? true : undefined), "the TCP connection too", 20_000);
+      } finally {
+        held.destroy();
+      }
+      await assert.rejects(
+        gvisor.checkpoint(s.id, join(dir, "sockets-checkpoint"), { sandboxIp: network.sandboxIp, patienceMs: 2_000 }),
+        new RegExp(`UDP sockets on its own address \\(${network.sandboxIp.replaceAll(".", "\\.")}:\\d+ -> ${network.hostIp.replaceAll(".", "\\.")}:53`),
+      );
+      assert.equal((await gvisor.list()).find((x) => x.id === s.id)?.status, "running", "a refused checkpoint leaves the sandbox running");
+    } finally {
+      silent.close();
+    }
   });
 
   test("a namespace a killed server left before its owner marker is swept once old enough; namespaces with a veth or a process, and young ones, are kept", async () => {

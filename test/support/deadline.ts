@@ -3,11 +3,18 @@
 // cleared once the wait ends, so a test file also ends on its own (without
 // --test-force-exit).
 
+/** The failure of a wait that ran out of time. */
+class LateError extends Error {
+  constructor(what: string, ms: number) {
+    super(`${what}: not done after ${(ms / 1000).toFixed(1)} s`);
+  }
+}
+
 /** `promise`, or a failure naming `what` once `ms` have passed. */
 export async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not done after ${(ms / 1000).toFixed(1)} s`)), ms);
+    timer = setTimeout(() => reject(new LateError(what, ms)), ms);
   });
   try {
     return await Promise.race([promise, late]);
@@ -16,17 +23,19 @@ export async function within<T>(ms: number, what: string, promise: Promise<T>): 
   }
 }
 
+/** `promise`, or a failure naming `what` and the whole wait (`totalMs`) once `deadline` (a Date.now() time) has passed: for the last of several checks. */
+export function byDeadline<T>(deadline: number, totalMs: number, what: string, promise: Promise<T>): Promise<T> {
+  return within(Math.max(1, deadline - Date.now()), what, promise).catch((err: unknown) => {
+    throw err instanceof LateError ? new LateError(what, totalMs) : err;
+  });
+}
+
 /** Polls `check` every `everyMs` until it holds; fails naming `what` after `ms`. */
 export async function until(ms: number, what: string, check: () => boolean | Promise<boolean>, everyMs = 20): Promise<void> {
   const deadline = Date.now() + ms;
   for (;;) {
-    // The last check gets what is left of the deadline; a failure names the whole of it.
-    const left = Math.max(1, deadline - Date.now());
-    const held = await within(left, what, Promise.resolve(check())).catch((err: Error) => {
-      throw err.message.startsWith(`${what}: not done after`) ? new Error(`${what}: not done after ${(ms / 1000).toFixed(1)} s`) : err;
-    });
-    if (held) return;
-    if (Date.now() > deadline) throw new Error(`${what}: not done after ${(ms / 1000).toFixed(1)} s`);
+    if (await byDeadline(deadline, ms, what, Promise.resolve(check()))) return;
+    if (Date.now() > deadline) throw new LateError(what, ms);
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }

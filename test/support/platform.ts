@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LambdaMicrovmsClient } from "@aws-sdk/client-lambda-microvms";
-import { within } from "./deadline.js";
+import { byDeadline } from "./deadline.js";
 import { databaseFor } from "./postgres.js";
 import { freeSandboxes } from "./sandboxes.js";
 import { DEFAULTS, parseCredentialsFile, paths, startPlatform, type Platform, type PlatformConfig } from "../../src/server/index.js";
@@ -75,7 +75,7 @@ export async function startTestPlatform(overrides: Partial<PlatformConfig> = {})
 export async function eventually<T>(check: () => Promise<T | undefined>, what: string, timeoutMs = 10_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const value = await within(Math.max(1, deadline - Date.now()), `timed out waiting for ${what}`, check());
+    const value = await byDeadline(deadline, timeoutMs, `timed out waiting for ${what}`, check());
     if (value !== undefined) return value;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));

@@ -14,7 +14,7 @@ import { HOOK_RELAY_PORT } from "../../core/index.js";
 export const GUEST_INIT_BINARY = fileURLToPath(new URL("./lmvm-init", import.meta.url));
 
 /** Where it appears inside every sandbox. */
-const GUEST_PATH = "/.lmvm-init";
+export const GUEST_PATH = "/.lmvm-init";
 
 /** The OCI mount that puts lmvm-init in a sandbox. */
 export function guestInitMount(): { destination: string; type: string; source: string; options: string[] } {

@@ -30,6 +30,15 @@
  * side with a reset for the same reason. The relay sends a FIN only to pass on
  * a half-close from the other side, which lmvm's hook client never makes.
  *
+ * 3. `lmvm-init --sockets` (run by lmvm inside a sandbox before a checkpoint,
+ *    not as PID 1) reads /proc/net and exits with a bit set for each kind of
+ *    socket a checkpoint must wait for: 1, a TCP socket in any state but
+ *    LISTEN; 2, a UDP socket on the sandbox's own address (not a wildcard or
+ *    loopback one), which cannot be restored at another address. 100 when
+ *    /proc/net/tcp or /proc/net/udp cannot be read. lmvm runs it on the
+ *    sandbox's control socket, which passes no standard streams, so the exit
+ *    status is the whole answer.
+ *
  * Static (gcc -static) so it runs in any image, whatever its libc.
  */
 #define _GNU_SOURCE
@@ -183,7 +192,55 @@ static int exit_status(int st) {
   return 1;
 }
 
+/* Whether a /proc/net address (hex, as the kernel prints it) is one of the sandbox's own: not a wildcard, not loopback. */
+static int own_address(const char *hex, size_t len) {
+  size_t zeros = 0;
+  while (zeros < len && hex[zeros] == '0') zeros++;
+  if (zeros == len) return 0; /* 0.0.0.0 or :: */
+  if (len == 32 && strncmp(hex, "00000000000000000000000001000000", 32) == 0) return 0; /* ::1 */
+  /* IPv4 (8 digits, in memory order: the first octet is the first byte) or IPv4-mapped IPv6 (its last 8). */
+  const char *v4 = len == 8 ? hex : (len == 32 && strncasecmp(hex, "0000000000000000FFFF0000", 24) == 0 ? hex + 24 : NULL);
+  if (v4 && strncasecmp(v4, "7F", 2) == 0) return 0; /* 127.0.0.0/8 */
+  return 1;
+}
+
+/*
+ * Reads one /proc/net table; returns -1 when it cannot be read, else whether a
+ * line matches: for tcp, a state (column 4) other than LISTEN (0A); for udp, a
+ * local address (column 2) of the sandbox's own.
+ */
+static int scan(const char *path, int udp) {
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  char line[512];
+  int found = 0;
+  if (!fgets(line, sizeof line, f)) { /* the header */
+    fclose(f);
+    return 0;
+  }
+  while (!found && fgets(line, sizeof line, f)) {
+    char local[64], remote[64], state[8];
+    if (sscanf(line, " %*[0-9]: %63s %63s %7s", local, remote, state) != 3) continue;
+    if (udp) {
+      char *colon = strchr(local, ':');
+      found = colon && own_address(local, (size_t)(colon - local));
+    } else {
+      found = strcasecmp(state, "0A") != 0;
+    }
+  }
+  fclose(f);
+  return found;
+}
+
+static int sockets(void) {
+  int tcp = scan("/proc/net/tcp", 0), tcp6 = scan("/proc/net/tcp6", 0);
+  int udp = scan("/proc/net/udp", 1), udp6 = scan("/proc/net/udp6", 1);
+  if (tcp < 0 || udp < 0) return 100;
+  return (tcp > 0 || tcp6 > 0 ? 1 : 0) | (udp > 0 || udp6 > 0 ? 2 : 0);
+}
+
 int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "--sockets") == 0) return sockets();
   if (argc < 4) {
     fprintf(stderr, "usage: lmvm-init <relay-port> <hooks-port> <command> [args...]\n");
     return 2;
