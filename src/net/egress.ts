@@ -153,9 +153,8 @@ export class EgressGateway {
   attach(net: SandboxNetwork, policy: EgressPolicy, limits: EgressLimits, subject?: MetadataSubject): Promise<void> {
     return this.serial(net.index, async () => {
       this.attached.set(net.index, { net, policy, limits });
-      await this.nets.readdress(net, policy);
-      await forgetConnections(net);
-      await this.enforce(net, policy, limits, subject);
+      // Independent steps, each a process or two, run side by side: on RunMicrovm's and ResumeMicrovm's path.
+      await allDone([this.nets.readdress(net, policy), forgetConnections(net), this.enforce(net, policy, limits, subject)]);
     });
   }
 
@@ -186,12 +185,13 @@ export class EgressGateway {
       await this.metadata?.bind(net.index, net.hostIp, net.sandboxIp, subject ?? { sourceArn: "", sessionName: net.name });
       return;
     }
-    await applySandboxChain(net.hostInterface, policy, { connections: limits.connections });
-    if (hasEgress(policy)) await this.dns.bind(net.index, net.hostIp, net.sandboxIp);
-    else await this.dns.unbind(net.index);
-    await this.metadata?.bind(net.index, net.hostIp, net.sandboxIp, subject ?? { sourceArn: "", sessionName: net.name });
-    await runWithin(NET_COMMAND_MS, "tc", shapingArgs(net.hostInterface, limits.bandwidthBytesPerSecond));
-    await runWithin(NET_COMMAND_MS, "tc", ["-n", net.name, ...shapingArgs(net.sandboxInterface, limits.bandwidthBytesPerSecond)]);
+    await allDone([
+      applySandboxChain(net.hostInterface, policy, { connections: limits.connections }),
+      hasEgress(policy) ? this.dns.bind(net.index, net.hostIp, net.sandboxIp) : this.dns.unbind(net.index),
+      this.metadata?.bind(net.index, net.hostIp, net.sandboxIp, subject ?? { sourceArn: "", sessionName: net.name }),
+      runWithin(NET_COMMAND_MS, "tc", shapingArgs(net.hostInterface, limits.bandwidthBytesPerSecond)),
+      runWithin(NET_COMMAND_MS, "tc", ["-n", net.name, ...shapingArgs(net.sandboxInterface, limits.bandwidthBytesPerSecond)]),
+    ]);
   }
 
   /** Removes what attach made (the veths' qdiscs go with the veths); safe on what is already gone. */
@@ -286,8 +286,17 @@ export function watchWithBackoff(run: () => Promise<unknown>, everyMs: number, o
  * there was nothing to delete.
  */
 async function forgetConnections(net: SandboxNetwork): Promise<void> {
-  for (const way of ["--orig-src", "--orig-dst"]) {
+  await allDone(["--orig-src", "--orig-dst"].map(async (way) => {
     const r = await exec("conntrack", ["-D", way, net.sandboxIp], { signal: AbortSignal.timeout(10_000) });
     if (r.code !== 0 && r.code !== 1) throw new Error(`conntrack -D ${way} ${net.sandboxIp} failed (${r.code}): ${r.tail.join(" ").slice(0, 300)} (install conntrack)`);
-  }
+  }));
+}
+
+/**
+ * Waits for every step, then fails with the first failure: a step still running when another
+ * failed must not go on beside what comes next (a detach, say, which would leave its work behind).
+ */
+async function allDone(steps: (Promise<unknown> | undefined)[]): Promise<void> {
+  const failed = (await Promise.allSettled(steps)).find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) throw failed.reason;
 }
