@@ -198,11 +198,13 @@ export class EgressGateway {
   detach(net: SandboxNetwork): Promise<void> {
     return this.serial(net.index, async () => {
       this.attached.delete(net.index);
-      await this.dns.unbind(net.index);
-      await this.metadata?.unbind(net.index);
-      await removeSandboxChain(net.hostInterface);
-      if (existsSync(`/sys/class/net/${net.hostInterface}`)) await exec("tc", ["qdisc", "del", "dev", net.hostInterface, "root"], { signal: AbortSignal.timeout(NET_COMMAND_MS) });
-      await forgetConnections(net);
+      await allDone([
+        this.dns.unbind(net.index),
+        this.metadata?.unbind(net.index),
+        removeSandboxChain(net.hostInterface),
+        existsSync(`/sys/class/net/${net.hostInterface}`) ? exec("tc", ["qdisc", "del", "dev", net.hostInterface, "root"], { signal: AbortSignal.timeout(NET_COMMAND_MS) }) : undefined,
+        forgetConnections(net),
+      ]);
     });
   }
 
