@@ -6,7 +6,8 @@
 // (address, routes, firewall chain, conntrack, shaping) while the bundle and
 // the size's scratch disk (a prepared one, as the server's) are made, the
 // sandbox with the same limits, capabilities, hooks relay and resolv.conf,
-// then its hostname set with `runsc exec`. Not here: the API request and the
+// then its hostname set as RunMicrovm sets it (Gvisor.setHostname, on the
+// sandbox's control socket). Not here: the API request and the
 // store's writes (milliseconds) and the instance-metadata listener (one bind).
 //
 // Protocol, one line each way, JSON: {"do":"prepare"} → {"prepared":true};

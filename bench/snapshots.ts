@@ -7,7 +7,7 @@
 // - Cold start: bench/cold-start.ts, in a process of its own, does RunMicrovm's
 //   sandbox set-up (a prepared network namespace with the same egress
 //   attached, the same bundle, limits and prepared scratch disk, hostname set
-//   with runsc exec) and then `runsc run`: the app initialises from scratch.
+//   as RunMicrovm sets it) and then `runsc run`: the app initialises from scratch.
 //   Time from the order to the app's first HTTP answer.
 // - RunMicrovm and ResumeMicrovm: through `lmvm server` in its own process
 //   (spawnServer), from the API call to the app's first HTTP answer: the same
@@ -26,7 +26,9 @@
 // - Memory per idle MicroVM (PSS of its sandbox's processes, and the drop of
 //   the host's MemAvailable per extra MicroVM) and how many fit in 24 GiB.
 // The server's own step times (RunMicrovm/ResumeMicrovm/SuspendMicrovm steps in its log) are
-// printed as medians, ms since the operation began.
+// printed as medians, ms since the operation began; then each idle MicroVM's CPU over 2 s, and
+// how many waits for a quiet host gave up. BENCH_TRACE=1 prints to stderr, for each warm-pool
+// claim, the server's log lines during it (ms since the call) and its first response.
 
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -38,7 +40,7 @@ import {
   TagResourceCommand, TerminateMicrovmCommand, type LambdaMicrovmsClient,
 } from "@aws-sdk/client-lambda-microvms";
 import { limitsOf, reservedEnvironment } from "../src/core/index.js";
-import type { ImageConfig, SandboxRecord } from "../src/runtime/index.js";
+import { SandboxCgroups, type ImageConfig, type SandboxRecord } from "../src/runtime/index.js";
 import { memoryImageSize } from "../src/runtime/snapshots.js";
 import { makeZip } from "../test/support/artifacts.js";
 import { eventually, readCredentials, sdkClient, tempDir } from "../test/support/platform.js";
@@ -65,6 +67,8 @@ http.createServer((req, res) => {
 `;
 
 const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+/** Connections the probe gave up on (not made in 100 ms), all told. */
+let givenUp = 0;
 /**
  * One GET; the client closes first, so the sandbox can be checkpointed afterwards. A connection not
  * made in 100 ms is given up and the caller asks again: a paused gVisor sandbox (a warm clone before
@@ -86,7 +90,10 @@ function get(ip: string): Promise<{ entries: number; rss: number } | undefined> 
     req.on("timeout", () => req.destroy());
     req.on("socket", (socket) => {
       if (!socket.connecting) return;
-      const connectTimer = setTimeout(() => req.destroy(), 100);
+      const connectTimer = setTimeout(() => {
+        givenUp++;
+        req.destroy();
+      }, 100);
       socket.once("connect", () => clearTimeout(connectTimer));
       socket.once("close", () => clearTimeout(connectTimer));
     });
@@ -228,9 +235,15 @@ export async function snapshotsBench(): Promise<string[]> {
     };
     // Background work of the last step (refills, runsc delete, the app's own work after a restore) ends,
     // and the host's CPUs are mostly idle again: the server refuses a RunMicrovm on saturated CPUs.
+    // Waits for the host to go quiet (at most 30 s); a wait that gave up is reported with the figures.
+    let settles = 0;
+    const unsettled: number[] = [];
     const settle = async () => {
       await new Promise((r) => setTimeout(r, 1500));
-      for (let tries = 0; tries < 60 && (await hostBusy()) > 0.3; tries++);
+      let busy = 0;
+      for (let tries = 0; tries < 60 && (busy = await hostBusy()) > 0.3; tries++);
+      settles++;
+      if (busy > 0.3) unsettled.push(busy);
     };
 
     const coldMs: number[] = [];
@@ -297,15 +310,35 @@ export async function snapshotsBench(): Promise<string[]> {
     const pooledMs: number[] = [];
     const pooledAnswerMs: number[] = [];
     const pooledRunningMs: number[] = [];
+    const pooledGivenUp: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       await poolReady(3);
       await settle();
       const started = performance.now();
+      const logFrom = server.output().length;
+      const startedAt = Date.now();
       const { microvmId } = await client.send(new RunMicrovmCommand({ imageIdentifier: IMAGE_ARN }));
       pooledAnswerMs.push(performance.now() - started);
       const id = microvmId!;
       claimed.push(id);
+      const gaveUp = givenUp;
       pooledMs.push((await firstResponse(() => record(id)?.sandboxIp)) - started);
+      pooledGivenUp.push(givenUp - gaveUp);
+      // BENCH_TRACE=1: what the server logged during the claim, in ms since the call.
+      if (process.env.BENCH_TRACE) {
+        const claimedId = record(id)?.sandboxId;
+        const made = server.output().split("\n").find((l) => l.includes('"warm pool clone ready"') && claimedId && l.includes(`"${claimedId}"`));
+        process.stderr.write(`claim ${round}: the clone claimed was made: ${made?.slice(0, 300) ?? "(not in the log)"}\n`);
+        for (const line of server.output().slice(logFrom).split("\n").filter(Boolean)) {
+          try {
+            const j = JSON.parse(line) as { time: string; msg: string };
+            process.stderr.write(`claim ${round} +${Date.parse(j.time) - startedAt} ms: ${line.slice(0, 300)}\n`);
+          } catch {
+            process.stderr.write(`claim ${round}: ${line.slice(0, 300)}\n`);
+          }
+        }
+        process.stderr.write(`claim ${round}: first response +${Math.round(pooledMs.at(-1)!)} ms\n`);
+      }
       if (!record(id)?.sandboxId?.startsWith("pool-")) throw new Error(`round ${round}: RunMicrovm did not claim a warm-pool clone (sandbox ${record(id)?.sandboxId})`);
       await reach(id, "RUNNING", 60_000);
       pooledRunningMs.push(performance.now() - started);
@@ -329,6 +362,12 @@ export async function snapshotsBench(): Promise<string[]> {
     const marginal = extra.length ? (availableBefore - meminfo("MemAvailable")) / extra.length : 0;
     const pss = median(vmIds.map((id) => sandboxPss(record(id)?.sandboxId ?? id)));
     const perVm = Math.max(pss, marginal);
+    // Each idle MicroVM's CPU over 2 s: a restore that keeps a core busy with no request (see the README) shows here.
+    const cgroups = new SandboxCgroups();
+    const cpuBefore = vmIds.map((id) => cgroups.cpuUsageMicros(record(id)?.sandboxId ?? id) ?? NaN);
+    await new Promise((r) => setTimeout(r, 2000));
+    const idleCores = vmIds.map((id, i) => ((cgroups.cpuUsageMicros(record(id)?.sandboxId ?? id) ?? NaN) - cpuBefore[i]!) / 2e6);
+    const busyVms = idleCores.filter((c) => c > 0.3).length;
     const fit24 = Math.floor((24 * 1024 * MB) / perVm);
 
     const c = median(coldMs);
@@ -342,6 +381,7 @@ export async function snapshotsBench(): Promise<string[]> {
       `  RunMicrovm → first response, warm pool of 3 (a clone claimed; ${hits} hits)  ${ms(pooledMs)}   ${ratio(pooledMs)} (target: at most 0.05x)`,
       `    of which RunMicrovm → its API answer (PENDING)                           ${ms(pooledAnswerMs)}`,
       `    RunMicrovm → RUNNING (its /run done; GetMicrovm polled)                  ${ms(pooledRunningMs)}   ${ratio(pooledRunningMs)}`,
+      `    probe connections not made in 100 ms and asked again, per round (a paused clone drops SYNs): ${pooledGivenUp.join(", ")}`,
       `  ResumeMicrovm → first response, right after the suspend                    ${ms(resumeAtOnce)}   ${ratio(resumeAtOnce)}`,
       `  ResumeMicrovm → first response, ${PAUSE_MS / 1000} s after the suspend                      ${ms(resumeLater)}   ${ratio(resumeLater)}`,
       `  SuspendMicrovm → SUSPENDED (memory image ${imageMb.toFixed(0)} MB)                        ${ms(suspendMs)}   ${(median(suspendMs) / median(ddMs)).toFixed(2)}x dd (target: at most 2x)`,
@@ -352,6 +392,8 @@ export async function snapshotsBench(): Promise<string[]> {
         : `  one running app checkpointed twice: ${(zeroPages.withZeroPages / MB).toFixed(0)} MB with zero pages, ${(zeroPages.withoutZeroPages / MB).toFixed(0)} MB without (--exclude-committed-zero-pages, ${(zeroPages.withoutZeroPages / zeroPages.withZeroPages).toFixed(2)}x)`,
       `  memory per idle MicroVM: PSS ${(pss / MB).toFixed(0)} MB, host MemAvailable drop ${(marginal / MB).toFixed(0)} MB per extra MicroVM; the app's own RSS ${(appRss / MB).toFixed(0)} MB   ${(perVm / appRss).toFixed(2)}x RSS`,
       `  idle MicroVMs of this app that fit in 24 GiB (at the larger of the two): ${fit24}`,
+      `  CPU of the ${vmIds.length} MicroVMs left running, idle, over 2 s: median ${(median(idleCores) * 100).toFixed(1)}% of a core (max ${(Math.max(...idleCores) * 100).toFixed(1)}%)${busyVms ? `; ${busyVms} kept over 30% of a core busy with no request` : ""}`,
+      `  waits for a quiet host (at most 30% busy) before a measurement that gave up after 30 s: ${unsettled.length} of ${settles}${unsettled.length ? ` (host ${unsettled.map((b) => `${Math.round(b * 100)}%`).join(", ")} busy)` : ""}`,
       `  server steps, median ms since RunMicrovm's runtime call began: ${stepMedians(server.output(), "RunMicrovm")}`,
       `  server steps, median ms since a warm-pool RunMicrovm's runtime call began: ${stepMedians(server.output(), "RunMicrovm from a warm clone")}`,
       `  server steps, median ms since ResumeMicrovm's runtime call began: ${stepMedians(server.output(), "ResumeMicrovm")}`,
