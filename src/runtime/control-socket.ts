@@ -35,13 +35,21 @@ const stateFile = (stateRoot: string, id: string) => join(stateRoot, `${id}_sand
  * state file's text; undefined otherwise (then `runsc resume` does it all).
  */
 export function pausedSandbox(stateRoot: string, id: string): { socket: string; state: string } | undefined {
+  return sandboxRecorded(stateRoot, id, PAUSED);
+}
+
+/**
+ * The control socket of sandbox `id` and its state file's text when the file records `status`
+ * once; undefined otherwise (another status, or a shape this does not know: runsc decides).
+ */
+function sandboxRecorded(stateRoot: string, id: string, status: string): { socket: string; state: string } | undefined {
   let state: string;
   try {
     state = readFileSync(stateFile(stateRoot, id), "utf8");
   } catch {
     return undefined;
   }
-  if (state.split(PAUSED).length !== 2) return undefined; // not paused, or a shape this does not know: runsc decides
+  if (state.split(status).length !== 2) return undefined;
   const socket = controlSocketOf(state);
   return socket ? { socket, state } : undefined;
 }
@@ -102,13 +110,7 @@ export function controlCall(socket: string, method: string, arg: unknown, timeou
 
 /** The control socket of sandbox `id` when runsc records it as running; undefined otherwise (then `runsc exec` does it). */
 export function runningSandbox(stateRoot: string, id: string): string | undefined {
-  let state: string;
-  try {
-    state = readFileSync(stateFile(stateRoot, id), "utf8");
-  } catch {
-    return undefined;
-  }
-  return state.split(RUNNING).length === 2 ? controlSocketOf(state) : undefined;
+  return sandboxRecorded(stateRoot, id, RUNNING)?.socket;
 }
 
 /** CAP_SYS_ADMIN as a bit of gVisor's auth.CapabilitySet. */
