@@ -25,20 +25,23 @@ export type CgroupLayout = "v1" | "v2";
 
 /**
  * Waits until a sandbox is quiet: it used under `share` of a core over a
- * window of `windowMs` (by `usageMicros`, its CPU time so far), or `maxMs`
- * have passed, or `stop` says so (`signal` aborted, say); resolves with the ms
- * waited. An idle sandbox is not at zero: on `systrap` gVisor's own fast-path
- * monitor alone takes about 4% of a core (traced: 14-40 ms per 500 ms window),
- * so a share of 0.1 is the usual bar. Undefined usage (no cgroup) ends the wait.
+ * window of `windowMs` (by `usageMicros`, its CPU time so far) ending at least
+ * `minMs` after the wait began, or `maxMs` have passed, or `stop` says so
+ * (`signal` aborted, say); resolves with the ms waited. An idle sandbox is not
+ * at zero: on `systrap` gVisor's own fast-path monitor alone takes about 4% of
+ * a core (traced: 14-40 ms per 500 ms window), so a share of 0.1 is the usual
+ * bar. Undefined usage (no cgroup) ends the wait.
  */
-export async function untilQuiet(usageMicros: () => number | undefined, opts: { windowMs: number; share: number; maxMs: number; stop?: () => boolean }): Promise<number> {
+export async function untilQuiet(usageMicros: () => number | undefined, opts: { windowMs: number; share: number; maxMs: number; minMs?: number; stop?: () => boolean }): Promise<number> {
   const began = performance.now();
   let before = usageMicros();
   while (before !== undefined && performance.now() - began < opts.maxMs && !opts.stop?.()) {
     await new Promise((r) => setTimeout(r, opts.windowMs));
     const now = usageMicros();
-    if (now === undefined || now - before < opts.share * opts.windowMs * 1000) break;
+    if (now === undefined) break;
+    const quiet = now - before < opts.share * opts.windowMs * 1000;
     before = now;
+    if (quiet && performance.now() - began >= (opts.minMs ?? 0)) break;
   }
   return Math.round(performance.now() - began);
 }

@@ -1,9 +1,9 @@
 // Warm pools: for an image version with a pool size, clones of its build-time
 // snapshot already restored, each into its own network namespace, cgroup and
 // sandbox directory (runsc id pool-<random>, directory <pool dir>/<that id>),
-// left to run until quiet (the app's own work after a restore is done off the
-// claim's path: untilQuiet), then paused (`runsc pause`: no CPU while pooled),
-// and unpaused at its claim
+// left to run for a while and until quiet (the app's own work after a restore
+// is done off the claim's path: QUIET), then paused (`runsc pause`: no CPU
+// while pooled), and unpaused at its claim
 // by the call `runsc resume` makes, on the sandbox's control socket
 // (control-socket.ts): starting runsc, a Go program, would cost 50-75 ms on an
 // idle host and 200-300 ms on a busy one, on RunMicrovm's path. Not frozen
@@ -70,6 +70,12 @@ interface Pooled extends Clone {
   key: string;
   /** How long it ran after its restore before it was quiet and paused (untilQuiet). */
   settledMs?: number;
+  /** Not paused: maturing, or claimed while it was (its claim needs no unpause). */
+  running: boolean;
+  /** Its pause is under way: not to be claimed or discarded until it is ready. */
+  pausing?: boolean;
+  /** Its mature() task, while it runs. */
+  matured?: Promise<void>;
 }
 
 export interface PoolFigures {
@@ -107,13 +113,20 @@ const NO_ROOM_RETRY_MS = 5_000;
  */
 const REFILL_AFTER_CLAIM_MS = 1_500;
 /**
- * A restored clone runs until it is quiet (untilQuiet: under 10% of a core over
- * 500 ms, at most 10 s) before it is paused: the app's own work after a restore
- * (most likely a Node app's garbage collection, run by timers that came due
- * while it waited) is done then, in the background, and not on the first
- * requests after a claim.
+ * A restored clone runs at least 10 s, and then until it is quiet (untilQuiet:
+ * under 10% of a core over 500 ms; at most 30 s in all), before it is paused:
+ * the app's own work after a restore is done then, in the background, and not
+ * on the first requests after a claim. A restore makes the timers that came
+ * due while the app was saved fire at once, and runtimes re-arm their
+ * housekeeping from there: V8's memory reducer looks again 8 s later and then
+ * runs a full garbage collection (0.75-0.85 s for the snapshots bench's 90 MB
+ * heap, traced with --trace-gc). A clone paused at its first quiet moment ran
+ * it on the first request after its claim, which then waited 0.3-3 s; and a
+ * clone's wait in the pool makes every timer of the app come due. Clones mature
+ * side by side (mature()): the next restore does not wait for one, and a claim
+ * with no paused clone takes a maturing one rather than restoring.
  */
-const QUIET = { windowMs: 500, share: 0.1, maxMs: 10_000 };
+const QUIET = { windowMs: 500, share: 0.1, minMs: 10_000, maxMs: 30_000 };
 
 export const keyOf = (imageArn: string, version: string) => `${imageArn}\u0000${version}`;
 export const shapeOf = (egress: EgressPolicy | undefined) => routesFor(egress).slice().sort().join(",");
@@ -123,6 +136,8 @@ export class WarmPool {
   /** The egress of each version's last RunMicrovm: the shape its clones are made with. */
   private readonly lastEgress = new Map<string, EgressPolicy>();
   private readonly ready: Pooled[] = [];
+  /** Restored and running until they are quiet (mature()), then paused and ready. */
+  private readonly maturing: Pooled[] = [];
   /** Clones claimed for a RunMicrovm, by the MicroVM id they were made for, until its run() takes them. */
   private readonly claimed = new Map<string, Pooled>();
   private refilling: Promise<void> | undefined;
@@ -136,7 +151,7 @@ export class WarmPool {
 
   /** runsc ids and network indexes of the clones, which reap must not take for orphans. */
   held(): { ids: Set<string>; networks: Set<number>; dirs: Set<string> } {
-    const all = [...this.ready, ...this.claimed.values()];
+    const all = [...this.ready, ...this.maturing, ...this.claimed.values()];
     return {
       ids: new Set(all.map((c) => c.id)),
       networks: new Set(all.map((c) => c.network.index)),
@@ -152,11 +167,11 @@ export class WarmPool {
     return this.lastEgress.get(keyOf(target.version.imageArn, target.version.version)) ?? target.egress;
   }
 
-  /** Clones not wanted any more: of versions without a target, of another shape or logging, beyond a size. */
+  /** Clones not wanted any more: of versions without a target, of another shape or logging, beyond a size (ready ones kept first). */
   private unwanted(): Pooled[] {
     const out: Pooled[] = [];
     const kept = new Map<string, number>();
-    for (const c of this.ready) {
+    for (const c of [...this.ready, ...this.maturing.filter((m) => !m.pausing)]) {
       const t = this.targets.get(c.key);
       const n = kept.get(c.key) ?? 0;
       if (!t || c.shape !== this.shapeFor(t) || c.logging !== !t.version.config.logging?.disabled || n >= t.size) out.push(c);
@@ -168,6 +183,8 @@ export class WarmPool {
   async setTargets(targets: WarmPoolTarget[]): Promise<void> {
     if (this.closed) return;
     this.targets = new Map(targets.filter((t) => t.size > 0).map((t) => [keyOf(t.version.imageArn, t.version.version), t]));
+    // A clone being paused is ready in a moment: then it is judged with the others.
+    await Promise.all(this.maturing.filter((c) => c.pausing).map((c) => c.matured));
     for (const c of this.unwanted()) await this.discard(c, "no longer wanted");
     this.kick();
   }
@@ -182,7 +199,10 @@ export class WarmPool {
     const key = keyOf(imageArn, version);
     this.lastEgress.set(key, egress);
     const shape = shapeOf(egress);
-    const i = this.ready.findIndex((c) => c.key === key && c.shape === shape && c.logging === logging);
+    const fits = (c: Pooled) => c.key === key && c.shape === shape && c.logging === logging && !c.pausing;
+    // A paused clone first; else one still maturing (restored, its housekeeping maybe not done) rather than a restore.
+    const list = this.ready.some(fits) ? this.ready : this.maturing;
+    const i = list.findIndex(fits);
     if (i < 0) {
       if (this.targets.has(key)) {
         this.misses.set(key, (this.misses.get(key) ?? 0) + 1);
@@ -190,7 +210,7 @@ export class WarmPool {
       }
       return undefined;
     }
-    const [clone] = this.ready.splice(i, 1);
+    const [clone] = list.splice(i, 1);
     this.claimed.set(clone!.microvmId, clone!);
     this.hits.set(key, (this.hits.get(key) ?? 0) + 1);
     this.kickSoon();
@@ -214,7 +234,8 @@ export class WarmPool {
       void this.destroy(clone).catch((err: Error) => this.opts.log?.({ level: "error", msg: "warm pool clone not freed", sandboxId: clone.id, err: err.message }));
       return;
     }
-    this.ready.push(clone);
+    if (clone.running) this.startMaturing(clone); // claimed while it matured: it matures again, to be paused
+    else this.ready.push(clone);
     this.kick(); // beyond the size, or of a shape no longer wanted: the refill destroys it
   }
 
@@ -224,7 +245,8 @@ export class WarmPool {
    */
   async giveBack(imageArn: string, version: string): Promise<boolean> {
     const key = keyOf(imageArn, version);
-    const c = this.ready.find((x) => x.key !== key) ?? this.ready[0];
+    const all = [...this.ready, ...this.maturing.filter((m) => !m.pausing)];
+    const c = all.find((x) => x.key !== key) ?? all[0];
     if (!c) return false;
     await this.discard(c, "memory needed for a MicroVM");
     return true;
@@ -243,7 +265,8 @@ export class WarmPool {
     this.closed = true;
     if (this.retry) clearTimeout(this.retry);
     await this.refilling;
-    for (const c of [...this.ready]) await this.discard(c, "server stopping");
+    await Promise.all(this.maturing.map((c) => c.matured));
+    for (const c of [...this.ready, ...this.maturing]) await this.discard(c, "server stopping");
     // Claimed for runs that have not taken them: those runs restore instead.
     for (const [microvmId, c] of [...this.claimed]) {
       this.claimed.delete(microvmId);
@@ -302,7 +325,7 @@ export class WarmPool {
       if (this.closed) return;
       for (const c of this.unwanted()) await this.discard(c, "no longer wanted");
       // A version snapshotted on another gVisor platform cannot be restored here (RunMicrovm refuses it too): it gets no clones.
-      const short = [...this.targets.values()].find((t) => this.ready.filter((c) => c.key === keyOf(t.version.imageArn, t.version.version)).length < t.size && !this.opts.gvisor.mismatch(this.opts.built(t.version).snapshot, "its snapshot"));
+      const short = [...this.targets.values()].find((t) => [...this.ready, ...this.maturing].filter((c) => c.key === keyOf(t.version.imageArn, t.version.version)).length < t.size && !this.opts.gvisor.mismatch(this.opts.built(t.version).snapshot, "its snapshot"));
       if (!short) return;
       const release = this.opts.reserve(short.version);
       if (!release) {
@@ -316,9 +339,7 @@ export class WarmPool {
           await this.destroy(clone);
           return;
         }
-        this.ready.push(clone);
-        const key = clone.key;
-        this.opts.log?.({ msg: "warm pool clone ready", image: short.version.imageArn, version: short.version.version, sandboxId: clone.id, settledMs: clone.settledMs, ready: this.ready.filter((c) => c.key === key).length, target: this.targets.get(key)?.size ?? 0 });
+        this.startMaturing(clone);
       } catch (err) {
         this.opts.log?.({ level: "error", msg: "warm pool clone failed", image: short.version.imageArn, version: short.version.version, err: (err as Error).message });
         // A version that cannot be restored must not spin: wait as for room.
@@ -341,7 +362,7 @@ export class WarmPool {
     const dir = join(this.opts.dir, id);
     mkdirSync(this.opts.dir, { recursive: true });
     const network = await this.opts.nets.create();
-    const clone: Pooled = { id, microvmId, dir, network, key: keyOf(version.imageArn, version.version), shape: shapeOf(egress), logging, ...(logging ? { logFile: join(this.opts.dir, `${id}.log`) } : {}) };
+    const clone: Pooled = { id, microvmId, dir, network, key: keyOf(version.imageArn, version.version), shape: shapeOf(egress), logging, running: true, ...(logging ? { logFile: join(this.opts.dir, `${id}.log`) } : {}) };
     try {
       // The egress (routes, firewall chain, DNS, shaping) is the one the version's runs get, so that
       // a run of that egress finds it standing and only the metadata service's subject changes at
@@ -356,8 +377,6 @@ export class WarmPool {
       // The identity a restored MicroVM is given after its restore, given now, off RunMicrovm's path:
       // the hostname (the snapshot holds the build's). The app's environment is the version's, as for every MicroVM.
       await this.opts.gvisor.setHostname(id, built.rootfs, microvmId);
-      clone.settledMs = await untilQuiet(() => this.opts.cpuUsageMicros(id), { ...QUIET, stop: () => this.closed });
-      await this.opts.gvisor.pause(id);
       return clone;
     } catch (err) {
       await this.destroy(clone);
@@ -365,17 +384,54 @@ export class WarmPool {
     }
   }
 
+  /** A restored clone runs (QUIET) beside the refill's next restore, and is paused and ready when it is quiet. */
+  private startMaturing(clone: Pooled): void {
+    this.maturing.push(clone);
+    const done = this.mature(clone)
+      .catch((err: Error) => this.opts.log?.({ level: "error", msg: "warm pool clone failed", sandboxId: clone.id, err: err.message }))
+      .finally(() => {
+        if (clone.matured === done) delete clone.matured;
+      });
+    clone.matured = done;
+  }
+
+  private async mature(clone: Pooled): Promise<void> {
+    const mine = () => this.maturing.includes(clone);
+    const ran = await untilQuiet(() => this.opts.cpuUsageMicros(clone.id), { ...QUIET, stop: () => this.closed || !mine() });
+    if (this.closed || !mine()) return; // claimed or discarded meanwhile; close() frees the rest
+    clone.settledMs = (clone.settledMs ?? 0) + ran;
+    clone.pausing = true;
+    try {
+      await this.opts.gvisor.pause(clone.id);
+    } catch (err) {
+      this.maturing.splice(this.maturing.indexOf(clone), 1);
+      await this.destroy(clone);
+      if (!this.retry && !this.closed) this.later(); // made again later, as after a failed restore
+      throw err;
+    } finally {
+      clone.pausing = false;
+    }
+    this.maturing.splice(this.maturing.indexOf(clone), 1);
+    clone.running = false;
+    this.ready.push(clone);
+    this.opts.log?.({ msg: "warm pool clone ready", image: clone.key.split("\u0000")[0], version: clone.key.split("\u0000")[1], sandboxId: clone.id, settledMs: clone.settledMs, ready: this.ready.filter((c) => c.key === clone.key).length, target: this.targets.get(clone.key)?.size ?? 0 });
+    this.kick(); // beyond the size, or of a shape no longer wanted meanwhile: the refill destroys it
+  }
+
   private async discard(c: Pooled, why: string): Promise<void> {
-    const i = this.ready.indexOf(c);
-    if (i < 0) return;
-    this.ready.splice(i, 1);
+    const list = this.ready.includes(c) ? this.ready : this.maturing;
+    const i = list.indexOf(c);
+    if (i < 0 || c.pausing) return;
+    list.splice(i, 1);
     await this.destroy(c);
     this.opts.log?.({ msg: "warm pool clone destroyed", why, sandboxId: c.id, ready: this.ready.filter((x) => x.key === c.key).length });
   }
 
-  /** Sets a claimed clone going again (unpauses it). */
+  /** Sets a claimed clone going again (unpauses it; one claimed while it matured runs already). */
   async wake(c: Clone): Promise<void> {
+    if ((c as Pooled).running) return;
     await this.opts.gvisor.resume(c.id);
+    (c as Pooled).running = true;
   }
 
   /** Frees a clone that no MicroVM claimed: its sandbox, network, directory and log. */

@@ -36,6 +36,15 @@ const NODE_APP = String.raw`
 const http = require("node:http"), os = require("node:os"), net = require("node:net");
 const runs = [], runBodies = [];
 const state = Buffer.alloc(16 * 1024 * 1024, 7); // state built at init, kept in the snapshot
+// Housekeeping armed after a restore, as a runtime's is (V8's memory reducer): when the clock jumps
+// (a restore), work is due 6 s later; each records when it ran and under which hostname.
+const cleanups = [];
+let lastTick = Date.now();
+setInterval(() => {
+  const now = Date.now();
+  if (now - lastTick > 1500) setTimeout(() => cleanups.push({ at: Date.now(), hostname: os.hostname() }), 6000);
+  lastTick = now;
+}, 500);
 function egress() {
   return new Promise((resolve) => {
     const s = net.connect({ host: "198.51.100.10", port: 80, timeout: 1500 });
@@ -69,7 +78,7 @@ async function credentials() {
   return { status: c.status, role, keyPrefix: key ? key.slice(0, 4) : null };
 }
 http.createServer(async (req, res) => {
-  const out = { hostname: os.hostname(), env: process.env, runBodies, runs, egress: await egress(), credentials: await credentials(), state: state.length };
+  const out = { hostname: os.hostname(), env: process.env, runBodies, runs, egress: await egress(), credentials: await credentials(), state: state.length, cleanups };
   res.setHeader("content-type", "application/json");
   res.end(JSON.stringify(out));
 }).listen(8080);
@@ -91,11 +100,27 @@ console.log("node pool app up");
 `;
 
 const PYTHON_APP = String.raw`
-import http.client, json, os, socket, threading
+import http.client, json, os, socket, threading, time
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 runs = []
 run_bodies = []
 state = bytearray(b"\x07" * (16 * 1024 * 1024))
+cleanups = []
+
+def cleanup():
+    cleanups.append({"at": int(time.time() * 1000), "hostname": socket.gethostname()})
+
+def watch():
+    # Housekeeping armed after a restore: when the clock jumps, work is due 6 s later.
+    last = time.time()
+    while True:
+        time.sleep(0.5)
+        now = time.time()
+        if now - last > 1.5:
+            threading.Timer(6, cleanup).start()
+        last = now
+
+threading.Thread(target=watch, daemon=True).start()
 
 def egress():
     s = socket.socket()
@@ -148,7 +173,7 @@ def reply(handler, value):
 
 class App(BaseHTTPRequestHandler):
     def do_GET(self):
-        reply(self, {"hostname": socket.gethostname(), "env": dict(os.environ), "runBodies": run_bodies, "runs": runs, "egress": egress(), "credentials": credentials(), "state": len(state)})
+        reply(self, {"hostname": socket.gethostname(), "env": dict(os.environ), "runBodies": run_bodies, "runs": runs, "egress": egress(), "credentials": credentials(), "state": len(state), "cleanups": cleanups})
     def log_message(self, *a):
         pass
 
@@ -183,6 +208,7 @@ interface Seen {
   egress: string;
   credentials: { status: number; role?: string; keyPrefix?: string | null };
   state: number;
+  cleanups: { at: number; hostname: string }[];
 }
 
 function get(ip: string): Promise<Seen> {
@@ -286,8 +312,9 @@ describe("warm pools", { timeout: 1_200_000 }, () => {
   };
   /** What the app and its log stream show, with the MicroVM's own id in place of itself: equal for MicroVMs the app cannot tell apart. */
   const seenAs = async (image: string, id: string) => {
-    const seen = { ...(await get(record(id).sandboxIp)), stream: await stream(image, id) };
-    return JSON.parse(JSON.stringify(seen).replaceAll(id, "<self>")) as Seen;
+    // The housekeeping's times are the app's own, different in any two MicroVMs.
+    const { cleanups: _, ...seen } = { ...(await get(record(id).sandboxIp)), stream: await stream(image, id) };
+    return JSON.parse(JSON.stringify(seen).replaceAll(id, "<self>")) as Omit<Seen, "cleanups">;
   };
 
   for (const app of ["node", "python"] as App[]) {
@@ -301,6 +328,7 @@ describe("warm pools", { timeout: 1_200_000 }, () => {
       const missesBefore = await metric("lmvm_warm_pool_misses_total", image);
 
       // A hit: the clone's sandbox is the MicroVM's.
+      const claimedAt = Date.now();
       const pooled = await run(image, { executionRoleArn: role, runHookPayload: "hello", egressNetworkConnectors: [INTERNET] });
       assert.equal(await metric("lmvm_warm_pool_hits_total", image), hitsBefore + 1);
       assert.match(pooled, /^microvm-[0-9a-f]{17}$/, "the id the clone was made for is a MicroVM id like any");
@@ -309,6 +337,10 @@ describe("warm pools", { timeout: 1_200_000 }, () => {
       assert.equal(rec.sandboxDir, join(t.dataDir, "pool", rec.sandboxId!));
       const seen = await get(rec.sandboxIp);
       assert.equal(seen.hostname, pooled, "its hostname is its id");
+      // The clone ran long enough after its restore for the housekeeping its app armed then: it was done
+      // before the claim (under the hostname the clone was given after its restore), not on the first requests after it.
+      const afterRestore = seen.cleanups.filter((c) => c.hostname === pooled);
+      assert.ok(afterRestore.length > 0 && afterRestore[0]!.at < claimedAt, `the app's housekeeping after its restore ran before the claim (claimed at ${claimedAt}; done: ${JSON.stringify(seen.cleanups)})`);
       assert.equal(seen.env.AWS_LAMBDA_MICROVM_IMAGE_ARN, imageArnOf(image), "the reserved variables are the version's");
       assert.equal(seen.env.AWS_LAMBDA_MICROVM_IMAGE_VERSION, "1.0");
       assert.deepEqual(seen.runBodies.map((b) => JSON.parse(b) as unknown), [{ microvmId: pooled, runHookPayload: "hello" }]);

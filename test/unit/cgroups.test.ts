@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { SandboxCgroups } from "../../src/runtime/index.js";
+import { SandboxCgroups, untilQuiet } from "../../src/runtime/index.js";
 import { tempDir } from "../support/platform.js";
 
 const ID = "microvm-0123456789abcdef0";
@@ -103,4 +103,33 @@ test("this host's own cgroups are read with the layout it mounts", { skip: !exis
   const cgroups = new SandboxCgroups();
   const unifiedOnly = existsSync("/sys/fs/cgroup/cgroup.controllers");
   assert.equal(cgroups.layout, unifiedOnly ? "v2" : "v1");
+});
+
+test("untilQuiet ends at the first quiet window after minMs, or at maxMs while busy", async () => {
+  const windowMs = 50;
+  // A CPU counter busy (a whole core over the window) on the reads busy(n) names; n = 0 is the first read.
+  const counter = (busy: (n: number) => boolean) => {
+    let reads = 0;
+    let micros = 0;
+    const read = () => {
+      if (reads > 0 && busy(reads)) micros += windowMs * 1000;
+      reads++;
+      return micros;
+    };
+    return { read, reads: () => reads };
+  };
+  const opts = { windowMs, share: 0.1 };
+  const quiet = counter(() => false);
+  await untilQuiet(quiet.read, { ...opts, maxMs: 5_000 });
+  assert.equal(quiet.reads(), 2, "quiet from the start, no minMs: one window");
+  const early = counter(() => false);
+  assert.ok((await untilQuiet(early.read, { ...opts, minMs: 300, maxMs: 5_000 })) >= 300, "quiet windows before minMs do not end it");
+  const busyFirst = counter((n) => n <= 5);
+  await untilQuiet(busyFirst.read, { ...opts, minMs: 100, maxMs: 5_000 });
+  assert.equal(busyFirst.reads(), 7, "busy for five windows past minMs: the first quiet window after them ends it");
+  const busy = counter(() => true);
+  assert.ok((await untilQuiet(busy.read, { ...opts, minMs: 100, maxMs: 300 })) >= 300, "busy all along: maxMs ends it");
+  let reads = 0;
+  await untilQuiet(() => (reads++, undefined), { ...opts, minMs: 300, maxMs: 5_000 });
+  assert.equal(reads, 1, "no counter (no cgroup): no window waited");
 });
