@@ -158,14 +158,46 @@ function coldStarter(setup: object) {
 
 /** The share of the host's CPU time that was busy over the next 500 ms (/proc/stat). */
 async function hostBusy(): Promise<number> {
-  const read = () => {
-    const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
-    return { idle: f[3]! + f[4]!, total: f.reduce((a, b) => a + b, 0) };
-  };
-  const a = read();
+  const a = hostTicks();
   await new Promise((r) => setTimeout(r, 500));
-  const b = read();
+  return hostBusySince(a);
+}
+
+/** CPU time (µs) of every sandbox cgroup on the host, by runsc id (cgroup v1 cpuacct). */
+function sandboxCpu(): Map<string, number> {
+  const cg = new SandboxCgroups();
+  const out = new Map<string, number>();
+  for (const id of readdirSync("/sys/fs/cgroup/cpuacct", { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name)) {
+    const us = cg.cpuUsageMicros(id);
+    if (us !== undefined) out.set(id, us);
+  }
+  return out;
+}
+
+function hostTicks(): { idle: number; total: number } {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return { idle: f[3]! + f[4]!, total: f.reduce((a, b) => a + b, 0) };
+}
+
+function hostBusySince(a: { idle: number; total: number }): number {
+  const b = hostTicks();
   return b.total > a.total ? 1 - (b.idle - a.idle) / (b.total - a.total) : 0;
+}
+
+/** The app output lmvm kept for a MicroVM (its log files under the data directory). */
+function microvmLog(dataDir: string, id: string): string {
+  const dir = join(dataDir, "logs", "microvms");
+  if (!existsSync(dir)) return "";
+  return readdirSync(dir, { recursive: true, encoding: "utf8" })
+    .filter((f) => f.includes(id))
+    .map((f) => {
+      try {
+        return readFileSync(join(dir, f), "utf8");
+      } catch {
+        return "";
+      }
+    })
+    .join("\n");
 }
 
 /** Runs dd to its end; resolves with its duration in ms. */
@@ -202,7 +234,8 @@ export async function snapshotsBench(): Promise<string[]> {
   try {
     const zip = join(scratch, "app.zip");
     writeFileSync(zip, makeZip([
-      { name: "Dockerfile", content: "FROM lmvm/debian12\nWORKDIR /app\nCOPY app.js .\nCMD [\"node\", \"app.js\"]\n" },
+      // BENCH_TRACE=1: the app prints each garbage collection (--trace-gc), shown with each claim's trace.
+      { name: "Dockerfile", content: `FROM lmvm/debian12\nWORKDIR /app\nCOPY app.js .\nCMD ["node", ${process.env.BENCH_TRACE ? '"--trace-gc", ' : ""}"app.js"]\n` },
       { name: "app.js", content: APP },
     ]));
     await client.send(new CreateMicrovmImageCommand({
@@ -322,6 +355,8 @@ export async function snapshotsBench(): Promise<string[]> {
       const id = microvmId!;
       claimed.push(id);
       const gaveUp = givenUp;
+      const cpuAtClaim = process.env.BENCH_TRACE ? sandboxCpu() : undefined;
+      const hostAtClaim = hostTicks();
       pooledMs.push((await firstResponse(() => record(id)?.sandboxIp)) - started);
       pooledGivenUp.push(givenUp - gaveUp);
       // BENCH_TRACE=1: what the server logged during the claim, in ms since the call.
@@ -338,6 +373,13 @@ export async function snapshotsBench(): Promise<string[]> {
           }
         }
         process.stderr.write(`claim ${round}: first response +${Math.round(pooledMs.at(-1)!)} ms\n`);
+        // Which sandboxes used CPU between the claim and the first response, and the host's busy share.
+        const seconds = pooledMs.at(-1)! / 1000;
+        const cpuNow = sandboxCpu();
+        const used = [...cpuNow].map(([sid, us]) => [sid, (us - (cpuAtClaim!.get(sid) ?? us)) / 1e6 / seconds] as const).filter(([, share]) => share > 0.02);
+        process.stderr.write(`claim ${round}: host ${Math.round(hostBusySince(hostAtClaim) * 100)}% busy; sandboxes over 2% of a core: ${used.map(([sid, share]) => `${sid}${sid === record(id)?.sandboxId ? " (claimed)" : ""} ${Math.round(share * 100)}%`).join(", ") || "none"}\n`);
+        const gc = microvmLog(dataDir, id).split("\n").filter((l) => /Scavenge|Mark-/.test(l));
+        process.stderr.write(`claim ${round}: the app's garbage collections since its restore: ${gc.length ? `\n  ${gc.slice(-6).join("\n  ")}` : "none"}\n`);
       }
       if (!record(id)?.sandboxId?.startsWith("pool-")) throw new Error(`round ${round}: RunMicrovm did not claim a warm-pool clone (sandbox ${record(id)?.sandboxId})`);
       await reach(id, "RUNNING", 60_000);
