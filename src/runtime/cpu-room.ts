@@ -11,15 +11,21 @@
 //   but a trace of it is gVisor's sentry, not the app), so
 //   eight of them take a third of a core and leave the rest for bursts. Past
 //   that, a host of busy MicroVMs would run each far below what it was given.
-// - Used: the CPU time their cgroups used over the last sampling window
-//   (about SAMPLE_MS). When it reaches SATURATED_SHARE of every core, a new
-//   MicroVM would only slow the others down.
+// - Used: the CPU time their cgroups used over each of the last sampling
+//   windows (about SAMPLE_MS each). When it reaches SATURATED_SHARE of every
+//   core in SATURATED_WINDOWS windows in a row, a new MicroVM would only slow
+//   the others down. One window is not enough: a restored Node app runs a full
+//   garbage collection of V8's memory reducer a few seconds after its restore
+//   (0.75-0.85 s at 95-130% of a core for a 90 MB heap), and two or three
+//   MicroVMs resumed together filled one 1 s window of a 2-core host that way
+//   ("used 1.9 of its 2 cores"), refusing a RunMicrovm the host had room for.
 // The window is sampled on a timer while any sandbox lives, so a RunMicrovm
 // never waits for a sample; reading a few cgroup files a second costs nothing
 // a sandbox would notice.
 
 export const VCPUS_PER_CORE = 8;
 const SATURATED_SHARE = 0.9;
+const SATURATED_WINDOWS = 3;
 const SAMPLE_MS = 1000;
 /** A usage figure older than this says nothing about now. */
 const STALE_MS = 3 * SAMPLE_MS;
@@ -46,8 +52,8 @@ export class CpuRoom {
   /** vCPUs of each live sandbox. */
   private readonly given = new Map<string, number>();
   private last: Sample | undefined;
-  /** Cores each live sandbox used over the last window (by holder id; those with two readings). */
-  private recent: { windowMs: number; at: number; byHolder: Map<string, number> } | undefined;
+  /** Cores each live sandbox used over each of the last SATURATED_WINDOWS windows, oldest first (by holder id; those with two readings). */
+  private recent: { windowMs: number; at: number; byHolder: Map<string, number> }[] = [];
   private timer: NodeJS.Timeout | undefined;
   private readonly now: () => number;
 
@@ -74,12 +80,12 @@ export class CpuRoom {
    */
   drop(id: string): void {
     this.given.delete(id);
-    this.recent?.byHolder.delete(id);
+    for (const w of this.recent) w.byHolder.delete(id);
     if (this.given.size === 0 && this.timer) {
       clearInterval(this.timer);
       this.timer = undefined;
       this.last = undefined;
-      this.recent = undefined;
+      this.recent = [];
     }
   }
 
@@ -112,7 +118,7 @@ export class CpuRoom {
       if (before === undefined || micros < before) continue;
       byHolder.set(id, (micros - before) / 1000 / windowMs);
     }
-    this.recent = { windowMs, at, byHolder };
+    this.recent = [...this.recent, { windowMs, at, byHolder }].slice(-SATURATED_WINDOWS);
   }
 
   /** Why one more sandbox of `vcpus` does not fit, given `promised` vCPUs for starts under way; undefined when it fits. */
@@ -123,10 +129,13 @@ export class CpuRoom {
     if (held + vcpus > limit + 1e-9) {
       return `its CPUs are all given out: its MicroVMs hold ${figure(held)} baseline vCPUs, this one needs ${figure(vcpus)}, and the host gives out at most ${limit} (${VCPUS_PER_CORE} per core on ${cores} cores)`;
     }
-    const recent = this.recent;
-    const used = recent ? [...recent.byHolder.values()].reduce((n, c) => n + c, 0) : 0;
-    if (recent && this.now() - recent.at <= STALE_MS && used >= cores * SATURATED_SHARE) {
-      return `its CPUs are saturated: its MicroVMs used ${used.toFixed(1)} of its ${cores} cores over the last ${(recent.windowMs / 1000).toFixed(1)} s`;
+    const windows = this.recent;
+    const fresh = windows.length === SATURATED_WINDOWS && this.now() - windows.at(-1)!.at <= STALE_MS;
+    const used = windows.map((w) => [...w.byHolder.values()].reduce((n, c) => n + c, 0));
+    if (fresh && used.every((u) => u >= cores * SATURATED_SHARE)) {
+      const ms = windows.reduce((n, w) => n + w.windowMs, 0);
+      const mean = windows.reduce((n, w, i) => n + used[i]! * w.windowMs, 0) / ms;
+      return `its CPUs are saturated: its MicroVMs used ${mean.toFixed(1)} of its ${cores} cores over the last ${(ms / 1000).toFixed(1)} s`;
     }
     return undefined;
   }

@@ -114,17 +114,23 @@ test("vCPUs given out: a MicroVM that would pass the overcommit is refused until
   assert.equal(cpu.shortage(3, 0), undefined);
 });
 
-test("MicroVMs using nearly every core refuse another; idle ones, or a burst long past, do not", () => {
+test("MicroVMs using nearly every core for 3 s refuse another; idle ones, a burst of a second, or one long past, do not", () => {
   const { cpu, spend, later } = room(2);
   cpu.hold("busy-a", 1);
   cpu.hold("busy-b", 1);
   cpu.hold("idle", 1);
   spend(0, { "busy-a": 0, "busy-b": 0, idle: 0 });
-  spend(1000, { "busy-a": 0.95, "busy-b": 0.95, idle: 0.05 });
-  assert.match(cpu.shortage(1, 0) ?? "", /its CPUs are saturated: its MicroVMs used 1\.9 of its 2 cores over the last 1\.0 s/);
+  const saturating = { "busy-a": 0.95, "busy-b": 0.9, idle: 0.05 };
+  spend(1000, saturating);
+  assert.equal(cpu.shortage(1, 0), undefined, "one saturated second (garbage collections in two MicroVMs at once, say) is a burst");
+  spend(1000, saturating);
+  assert.equal(cpu.shortage(1, 0), undefined);
+  spend(1000, saturating);
+  assert.match(cpu.shortage(1, 0) ?? "", /its CPUs are saturated: its MicroVMs used 1\.9 of its 2 cores over the last 3\.0 s/);
   spend(1000, { "busy-a": 0.1, "busy-b": 0.1, idle: 0.05 });
   assert.equal(cpu.shortage(1, 0), undefined, "the burst is over");
-  spend(1000, { "busy-a": 1, "busy-b": 1 });
+  for (let i = 0; i < 3; i++) spend(1000, { "busy-a": 1, "busy-b": 1 });
+  assert.match(cpu.shortage(1, 0) ?? "", /saturated/);
   later(10_000);
   assert.equal(cpu.shortage(1, 0), undefined, "a sample 10 s old says nothing about now");
 });
@@ -134,11 +140,11 @@ test("a suspended MicroVM's checkpoint, which took every core, does not refuse i
   cpu.hold("other", 1);
   cpu.hold("vm", 1);
   spend(0, { other: 0, vm: 0 });
-  spend(1000, { other: 0.05, vm: 1.9 }); // runsc checkpoint at work in the sandbox
+  for (let i = 0; i < 3; i++) spend(1000, { other: 0.05, vm: 1.9 }); // runsc checkpoint at work in the sandbox
   assert.match(cpu.shortage(1, 0) ?? "", /saturated: its MicroVMs used 1\.9 of its 2 cores/);
   cpu.drop("vm"); // suspended: its sandbox is gone
   assert.equal(cpu.shortage(1, 0), undefined, "what is left used 0.05 cores");
-  spend(1000, { other: 1.9 });
+  for (let i = 0; i < 3; i++) spend(1000, { other: 1.9 });
   assert.match(cpu.shortage(1, 0) ?? "", /saturated: its MicroVMs used 1\.9 of its 2 cores/, "the others' own use still counts");
 });
 
@@ -162,7 +168,7 @@ test("a resumed MicroVM's new sandbox is not charged the difference between its 
   cpu.hold("vm", 1);
   spend(1000, { other: 0.01, "vm-r1": 0.01 });
   assert.equal(cpu.shortage(1, 0), undefined, "2 s of restore, minus the old sandbox's 0.2 s, is not 1.8 cores of use");
-  spend(1000, { other: 0.95, "vm-r1": 0.95 });
+  for (let i = 0; i < 3; i++) spend(1000, { other: 0.95, "vm-r1": 0.95 });
   assert.match(cpu.shortage(1, 0) ?? "", /saturated: its MicroVMs used 1\.9 of its 2 cores/, "the new sandbox's own use counts from its second reading");
 });
 
