@@ -147,9 +147,10 @@ describe("gVisor sandboxes", { timeout: 120_000 }, () => {
       const socket = runningSandbox(join(dir, "runsc"), s.id)!;
       const bits = () => controlExec(socket, s.id, ["/.lmvm-init", "--sockets"], 0, 10_000);
       await eventually(async () => ((await bits()) === 2 ? true : undefined), "a lookup's UDP socket, and no TCP connection but the listener", 20_000);
-      const held = await new Promise<Socket>((resolve, reject) => {
-        const c = connect(9000, network.sandboxIp, () => resolve(c)).on("error", reject);
-      });
+      // nc may not listen yet (bits 2 says only that no TCP socket but a listener is there): asked again until it does.
+      const held = await eventually(() => new Promise<Socket | undefined>((resolve) => {
+        const c = connect(9000, network.sandboxIp, () => resolve(c)).on("error", () => resolve(undefined));
+      }), "nc to listen on port 9000", 20_000);
       try {
         await eventually(async () => ((await bits()) === 3 ? true : undefined), "the TCP connection too", 20_000);
       } finally {
