@@ -27,6 +27,8 @@ export interface PoolFigure {
   version: string;
   target: number;
   ready: number;
+  /** Restored and running until quiet, to be paused and ready (pools only). */
+  maturing?: number;
 }
 
 export interface PoolFigures {
@@ -91,11 +93,15 @@ export class Metrics implements RuntimeTimings, ProxyMetrics {
         this.reset();
         for (const f of pools().pools) this.set(of(f), f.ready);
       } });
+      new Gauge({ name: "lmvm_warm_pool_maturing", help: "Warm clones restored and running until they are quiet (at least 10 s), then paused and ready, per image version; a run that finds no ready clone claims one of these.", labelNames: labels, registers: [this.registry], collect() {
+        this.reset();
+        for (const f of pools().pools) this.set(of(f), f.maturing ?? 0);
+      } });
       new Counter({ name: "lmvm_warm_pool_hits_total", help: "RunMicrovm calls that claimed a warm clone, per image version.", labelNames: labels, registers: [this.registry], collect() {
         this.reset();
         for (const f of pools().hits) this.inc(of(f), f.ready);
       } });
-      new Counter({ name: "lmvm_warm_pool_misses_total", help: "RunMicrovm calls of a version with a warm pool that found no clone to claim (none ready, or none with the run's egress routes and logging), per image version.", labelNames: labels, registers: [this.registry], collect() {
+      new Counter({ name: "lmvm_warm_pool_misses_total", help: "RunMicrovm calls of a version with a warm pool that found no clone to claim (none ready or maturing, or none with the run's egress routes and logging), per image version.", labelNames: labels, registers: [this.registry], collect() {
         this.reset();
         for (const f of pools().misses) this.inc(of(f), f.ready);
       } });

@@ -83,6 +83,8 @@ export interface PoolFigures {
   version: string;
   target: number;
   ready: number;
+  /** Restored and running until quiet, to be paused and ready (pools only). */
+  maturing?: number;
 }
 
 export interface WarmPoolOptions {
@@ -254,8 +256,8 @@ export class WarmPool {
 
   figures(): { pools: PoolFigures[]; hits: PoolFigures[]; misses: PoolFigures[] } {
     const split = (key: string) => key.split("\u0000") as [string, string];
-    const keys = new Set([...this.targets.keys(), ...this.ready.map((c) => c.key)]);
-    const pools = [...keys].map((k) => ({ imageArn: split(k)[0], version: split(k)[1], target: this.targets.get(k)?.size ?? 0, ready: this.ready.filter((c) => c.key === k).length }));
+    const keys = new Set([...this.targets.keys(), ...this.ready.map((c) => c.key), ...this.maturing.map((c) => c.key)]);
+    const pools = [...keys].map((k) => ({ imageArn: split(k)[0], version: split(k)[1], target: this.targets.get(k)?.size ?? 0, ready: this.ready.filter((c) => c.key === k).length, maturing: this.maturing.filter((c) => c.key === k).length }));
     const counted = (m: Map<string, number>) => [...m].map(([k, n]) => ({ imageArn: split(k)[0], version: split(k)[1], target: 0, ready: n }));
     return { pools, hits: counted(this.hits), misses: counted(this.misses) };
   }

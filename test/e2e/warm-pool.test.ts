@@ -7,7 +7,10 @@
 // asked (no egress: unreachable), suspend, resume and terminate work, and the
 // app cannot tell it from a MicroVM restored without a pool: the hostname, the
 // whole environment, /run's body, the credentials and the log stream's name
-// and lines are the same, with the MicroVM's own id in place of the other's.
+// and lines are the same, with the MicroVM's own id in place of the other's;
+// and the housekeeping the app arms after its restore was done before the
+// claim (clones mature before their pause). A run that finds no paused clone
+// takes one still maturing.
 // Two runs with one clientToken at once make one MicroVM: the clone the
 // second claimed goes back unused, and every MicroVM's id is its own. A run whose
 // egress routes differ from the clones' misses and restores; lowering the tag
@@ -406,6 +409,31 @@ describe("warm pools", { timeout: 1_200_000 }, () => {
         return true;
       });
     }
+  });
+
+  test("a run that finds no paused clone takes one still maturing, which runs already", async () => {
+    await poolSize("pool-python", 0);
+    await poolSize("pool-node", 0);
+    await t.client.send(new TagResourceCommand({ Resource: imageArnOf("pool-node"), Tags: { "lmvm:warm-pool": "1" } }));
+    try {
+      // Restored, and running for at least 10 s before its pause.
+      await eventually(async () => ((await metric("lmvm_warm_pool_maturing", "pool-node")) === 1 ? true : undefined), "a maturing clone", 120_000);
+      const maturing = await poolSandboxes();
+      assert.deepEqual(maturing.map((s) => s.status), ["running"], "a maturing clone is not paused yet");
+      assert.equal(await metric("lmvm_warm_pool_ready", "pool-node"), 0, "and it is not counted ready");
+      const hits = await metric("lmvm_warm_pool_hits_total", "pool-node");
+      const id = await run("pool-node", { runHookPayload: "early", egressNetworkConnectors: [INTERNET] });
+      assert.equal(await metric("lmvm_warm_pool_hits_total", "pool-node"), hits + 1, "a hit, not a restore");
+      assert.equal(record(id).sandboxId, maturing[0]!.id, "the MicroVM runs in the maturing clone's sandbox");
+      const seen = await get(record(id).sandboxIp);
+      assert.equal(seen.hostname, id);
+      assert.deepEqual(seen.runs, [{ microvmId: id, payload: "early" }], "/run got its id and payload");
+      await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+      await until(id, "TERMINATED");
+    } finally {
+      await poolSize("pool-node", 0);
+    }
+    assert.deepEqual(await poolSandboxes(), []);
   });
 
   test("a run short of memory takes the pools' memory first, and the pool refills when there is room", async () => {
