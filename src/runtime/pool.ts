@@ -417,7 +417,10 @@ export class WarmPool {
     clone.running = false;
     this.ready.push(clone);
     this.opts.log?.({ msg: "warm pool clone ready", image: clone.key.split("\u0000")[0], version: clone.key.split("\u0000")[1], sandboxId: clone.id, settledMs: clone.settledMs, ready: this.ready.filter((c) => c.key === clone.key).length, target: this.targets.get(clone.key)?.size ?? 0 });
-    this.kick(); // beyond the size, or of a shape no longer wanted meanwhile: the refill destroys it
+    // Beyond the size, or of a shape no longer wanted meanwhile: the refill destroys it. Otherwise the
+    // refill has nothing to do for it (maturing clones count towards the size), and a refill a claim
+    // put off (REFILL_AFTER_CLAIM_MS) stays put off.
+    if (this.unwanted().length > 0) this.kick();
   }
 
   private async discard(c: Pooled, why: string): Promise<void> {
