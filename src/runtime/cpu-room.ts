@@ -17,8 +17,9 @@
 //   the others down. One window is not enough: a restored Node app runs a full
 //   garbage collection of V8's memory reducer a few seconds after its restore
 //   (0.75-0.85 s at 95-130% of a core for a 90 MB heap), and two or three
-//   MicroVMs resumed together filled one 1 s window of a 2-core host that way
-//   ("used 1.9 of its 2 cores"), refusing a RunMicrovm the host had room for.
+//   MicroVMs resumed together can fill one 1 s window of a 2-core host that way
+//   (the most likely cause, inferred and not traced, of two bench runs refused
+//   with "used 1.9 of its 2 cores" and no request in flight).
 // The window is sampled on a timer while any sandbox lives, so a RunMicrovm
 // never waits for a sample; reading a few cgroup files a second costs nothing
 // a sandbox would notice.

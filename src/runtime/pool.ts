@@ -131,6 +131,8 @@ const REFILL_AFTER_CLAIM_MS = 1_500;
 const QUIET = { windowMs: 500, share: 0.1, minMs: 10_000, maxMs: 30_000 };
 
 export const keyOf = (imageArn: string, version: string) => `${imageArn}\u0000${version}`;
+/** The image ARN and version keyOf joined. */
+const versionOf = (key: string) => key.split("\u0000") as [string, string];
 export const shapeOf = (egress: EgressPolicy | undefined) => routesFor(egress).slice().sort().join(",");
 
 export class WarmPool {
@@ -255,10 +257,9 @@ export class WarmPool {
   }
 
   figures(): { pools: PoolFigures[]; hits: PoolFigures[]; misses: PoolFigures[] } {
-    const split = (key: string) => key.split("\u0000") as [string, string];
     const keys = new Set([...this.targets.keys(), ...this.ready.map((c) => c.key), ...this.maturing.map((c) => c.key)]);
-    const pools = [...keys].map((k) => ({ imageArn: split(k)[0], version: split(k)[1], target: this.targets.get(k)?.size ?? 0, ready: this.ready.filter((c) => c.key === k).length, maturing: this.maturing.filter((c) => c.key === k).length }));
-    const counted = (m: Map<string, number>) => [...m].map(([k, n]) => ({ imageArn: split(k)[0], version: split(k)[1], target: 0, ready: n }));
+    const pools = [...keys].map((k) => ({ imageArn: versionOf(k)[0], version: versionOf(k)[1], target: this.targets.get(k)?.size ?? 0, ready: this.ready.filter((c) => c.key === k).length, maturing: this.maturing.filter((c) => c.key === k).length }));
+    const counted = (m: Map<string, number>) => [...m].map(([k, n]) => ({ imageArn: versionOf(k)[0], version: versionOf(k)[1], target: 0, ready: n }));
     return { pools, hits: counted(this.hits), misses: counted(this.misses) };
   }
 
@@ -416,7 +417,7 @@ export class WarmPool {
     this.maturing.splice(this.maturing.indexOf(clone), 1);
     clone.running = false;
     this.ready.push(clone);
-    this.opts.log?.({ msg: "warm pool clone ready", image: clone.key.split("\u0000")[0], version: clone.key.split("\u0000")[1], sandboxId: clone.id, settledMs: clone.settledMs, ready: this.ready.filter((c) => c.key === clone.key).length, target: this.targets.get(clone.key)?.size ?? 0 });
+    this.opts.log?.({ msg: "warm pool clone ready", image: versionOf(clone.key)[0], version: versionOf(clone.key)[1], sandboxId: clone.id, settledMs: clone.settledMs, ready: this.ready.filter((c) => c.key === clone.key).length, target: this.targets.get(clone.key)?.size ?? 0 });
     // Beyond the size, or of a shape no longer wanted meanwhile: the refill destroys it. Otherwise the
     // refill has nothing to do for it (maturing clones count towards the size), and a refill a claim
     // put off (REFILL_AFTER_CLAIM_MS) stays put off.
